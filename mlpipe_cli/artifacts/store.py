@@ -1,0 +1,439 @@
+"""The versioned, content-addressed artifact store: the contract between subcommands.
+
+Layout::
+
+    <artifact_dir>/<pipeline>/<kind>/
+        0001-3f2a9c0d1e4b/        one published version (read-only once published)
+            manifest.json         kind, version, sha256 of every file, config hash, inputs
+            ...                   the files the publisher wrote
+        LATEST                    the version id `latest` resolves to (replaced atomically)
+        .lock                     serialises publishers (fcntl.flock)
+        .staging/                 in-progress publications; never read
+
+Publishing builds the version in ``.staging/<pid>-<random>`` on the same filesystem, fsyncs
+every file and the directory, then, holding the lock, renames it into place and replaces
+``LATEST`` with ``os.replace``. A crash at any point leaves either no new version or the
+complete one. The version id is ``<sequence>-<first 12 hex of the content hash>``; the content
+hash covers the files, the config hash, the input fingerprint and the parameters, never the
+wall-clock time, so publishing identical content again returns the existing version.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import re
+import secrets
+import shutil
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from mlpipe_cli import ARTIFACT_FORMAT_VERSION, __version__
+from mlpipe_cli.errors import ArtifactError, ArtifactNotFound, UsageError
+
+MANIFEST = "manifest.json"
+LATEST = "LATEST"
+_VERSION_RE = re.compile(r"^(\d{4,})-([0-9a-f]{12})$")
+_KIND_RE = re.compile(r"^[a-z][a-z0-9_-]*$")
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class ArtifactVersion:
+    """A published, verified version: its directory and parsed manifest."""
+
+    kind: str
+    version: str
+    path: Path
+    manifest: dict[str, Any]
+
+    def file(self, name: str) -> Path:
+        if name not in self.manifest["files"]:
+            raise ArtifactError(
+                f"{self.kind} artifact {self.version} has no file {name!r}",
+                hint=f"it holds: {', '.join(sorted(self.manifest['files']))}",
+            )
+        return self.path / name
+
+    @property
+    def content_hash(self) -> str:
+        return self.manifest["content_hash"]
+
+
+@dataclass
+class PublishResult:
+    version: ArtifactVersion
+    created: bool  # False when identical content was already published
+
+
+@dataclass
+class VerifyResult:
+    kind: str
+    version: str
+    ok: bool
+    problems: list[str] = field(default_factory=list)
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def canonical_json(value: Any) -> bytes:
+    """JSON with sorted keys and no whitespace: the form we hash."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str).encode()
+
+
+def _library_versions() -> dict[str, str]:
+    from importlib import metadata
+
+    versions = {"mlpipe": __version__}
+    for dist in ("polars", "pyarrow", "numpy", "scikit-learn", "scipy", "pandera", "redis"):
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            versions[dist] = metadata.version(dist)
+    return versions
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(root: Path) -> None:
+    for dirpath, _dirnames, filenames in os.walk(root):
+        for name in filenames:
+            fd = os.open(Path(dirpath) / name, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        _fsync_dir(Path(dirpath))
+
+
+def _list_files(root: Path) -> list[str]:
+    files = []
+    for dirpath, _dirnames, filenames in os.walk(root):
+        for name in filenames:
+            files.append((Path(dirpath) / name).relative_to(root).as_posix())
+    return sorted(f for f in files if f != MANIFEST)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write a file so readers see the old content or the new, never a torn one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        with tmp.open("wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+class ArtifactStore:
+    """Versioned artifacts of one pipeline under ``<root>/<pipeline>/``."""
+
+    def __init__(self, root: Path | str, pipeline: str) -> None:
+        self.root = Path(root)
+        self.pipeline = pipeline
+        self.base = self.root / pipeline
+
+    # -- publishing ---------------------------------------------------------------------
+
+    def publish(
+        self,
+        kind: str,
+        write: Callable[[Path], None],
+        *,
+        config_hash: str | None = None,
+        inputs: Any = None,
+        params: Any = None,
+        extra: dict[str, Any] | None = None,
+    ) -> PublishResult:
+        """Build a version with ``write(staging_dir)`` and publish it atomically.
+
+        ``config_hash``, ``inputs`` (a data fingerprint) and ``params`` go into the manifest
+        and the content hash; ``extra`` goes into the manifest only (not hashed), for
+        run-specific facts such as timings.
+        """
+        kind_dir = self._kind_dir(kind, create=True)
+        staging_root = kind_dir / ".staging"
+        staging_root.mkdir(exist_ok=True)
+        self._remove_abandoned_staging(staging_root)
+        staging = staging_root / f"{os.getpid()}-{secrets.token_hex(6)}"
+        staging.mkdir()
+        try:
+            write(staging)
+            if (staging / MANIFEST).exists():
+                raise ArtifactError(f"a publisher may not write {MANIFEST} itself")
+            files = {
+                name: {"sha256": sha256_file(staging / name), "size": (staging / name).stat().st_size}
+                for name in _list_files(staging)
+            }
+            hashed = {
+                "format_version": ARTIFACT_FORMAT_VERSION,
+                "kind": kind,
+                "files": {name: meta["sha256"] for name, meta in files.items()},
+                "config_hash": config_hash,
+                "inputs": inputs,
+                "params": params,
+            }
+            content_hash = hashlib.sha256(canonical_json(hashed)).hexdigest()
+            with self._locked(kind_dir):
+                existing = self._find_by_content_hash(kind_dir, content_hash)
+                if existing is not None:
+                    self._write_latest(kind_dir, existing)
+                    return PublishResult(self.get(kind, existing, verify=False), created=False)
+                version = f"{self._next_sequence(kind_dir):04d}-{content_hash[:12]}"
+                manifest = {
+                    "format_version": ARTIFACT_FORMAT_VERSION,
+                    "mlpipe_version": __version__,
+                    "pipeline": self.pipeline,
+                    "kind": kind,
+                    "version": version,
+                    "content_hash": content_hash,
+                    "files": files,
+                    "config_hash": config_hash,
+                    "inputs": inputs,
+                    "params": params,
+                    "libraries": _library_versions(),
+                    "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                    **(extra or {}),
+                }
+                (staging / MANIFEST).write_bytes(
+                    json.dumps(manifest, indent=2, sort_keys=True, default=str).encode() + b"\n"
+                )
+                _fsync_tree(staging)
+                self._make_read_only(staging)
+                final = kind_dir / version
+                os.rename(staging, final)
+                _fsync_dir(kind_dir)
+                self._write_latest(kind_dir, version)
+            return PublishResult(ArtifactVersion(kind, version, final, manifest), created=True)
+        finally:
+            if staging.exists():
+                self._remove_tree(staging)
+
+    # -- reading ------------------------------------------------------------------------
+
+    def kinds(self) -> list[str]:
+        if not self.base.is_dir():
+            return []
+        return sorted(p.name for p in self.base.iterdir() if p.is_dir() and _KIND_RE.match(p.name))
+
+    def versions(self, kind: str) -> list[str]:
+        kind_dir = self._kind_dir(kind)
+        if not kind_dir.is_dir():
+            return []
+        return sorted(p.name for p in kind_dir.iterdir() if p.is_dir() and _VERSION_RE.match(p.name))
+
+    def latest(self, kind: str) -> str | None:
+        pointer = self._kind_dir(kind) / LATEST
+        try:
+            return pointer.read_text().strip() or None
+        except FileNotFoundError:
+            return None
+
+    def resolve(self, kind: str, ref: str | None = "latest") -> str:
+        """Turn 'latest', a full id, a sequence number ('3', '0003') or a hash prefix into an id."""
+        ref = (ref or "latest").strip()
+        versions = self.versions(kind)
+        if ref == "latest":
+            latest = self.latest(kind)
+            if latest is None or latest not in versions:
+                raise ArtifactNotFound(
+                    f"no {kind} artifact published yet under {self.base}",
+                    hint=self._publish_hint(kind),
+                )
+            return latest
+        if ref in versions:
+            return ref
+        matches = [
+            v
+            for v in versions
+            if (ref.isdigit() and int(v.split("-")[0]) == int(ref))
+            or (len(ref) >= 4 and v.split("-")[1].startswith(ref))
+        ]
+        if len(matches) == 1:
+            return matches[0]
+        if len(matches) > 1:
+            raise UsageError(f"{kind} version {ref!r} is ambiguous: {', '.join(matches)}")
+        known = ", ".join(versions[-5:]) or "none"
+        raise ArtifactNotFound(
+            f"unknown {kind} artifact version {ref!r} (known: {known})",
+            hint="run `mlpipe artifacts list` to see every version",
+        )
+
+    def get(self, kind: str, ref: str | None = "latest", *, verify: bool = True) -> ArtifactVersion:
+        """Load a version's manifest; with ``verify`` (the default) check every file's sha256."""
+        version = self.resolve(kind, ref)
+        path = self._kind_dir(kind) / version
+        manifest = self._read_manifest(kind, version, path)
+        artifact = ArtifactVersion(kind, version, path, manifest)
+        if verify:
+            problems = self._check_files(artifact)
+            if problems:
+                raise ArtifactError(
+                    f"{kind} artifact {version} failed verification: {problems[0]}",
+                    hint="the artifact was modified after publishing; re-run the command that "
+                    "produced it or restore the file",
+                )
+        return artifact
+
+    def find(self, ref: str) -> ArtifactVersion:
+        """Find a version by id across all kinds (for `artifacts show/verify`)."""
+        if "/" in ref:
+            kind, _, version = ref.partition("/")
+            return self.get(kind, version, verify=False)
+        hits = []
+        for kind in self.kinds():
+            with contextlib.suppress(ArtifactNotFound):
+                hits.append((kind, self.resolve(kind, ref)))
+        if not hits:
+            raise ArtifactNotFound(
+                f"no artifact version {ref!r} under {self.base}",
+                hint="run `mlpipe artifacts list` to see every version",
+            )
+        if len(hits) > 1:
+            options = ", ".join(f"{k}/{v}" for k, v in hits)
+            raise UsageError(f"version {ref!r} is ambiguous across kinds: {options} (use KIND/VERSION)")
+        kind, version = hits[0]
+        return self.get(kind, version, verify=False)
+
+    def verify(self, kind: str, version: str) -> VerifyResult:
+        path = self._kind_dir(kind) / version
+        try:
+            manifest = self._read_manifest(kind, version, path)
+        except ArtifactError as exc:
+            return VerifyResult(kind, version, False, [exc.message])
+        problems = self._check_files(ArtifactVersion(kind, version, path, manifest))
+        return VerifyResult(kind, version, not problems, problems)
+
+    def verify_all(self) -> list[VerifyResult]:
+        return [self.verify(kind, v) for kind in self.kinds() for v in self.versions(kind)]
+
+    # -- internals ----------------------------------------------------------------------
+
+    def _kind_dir(self, kind: str, *, create: bool = False) -> Path:
+        if not _KIND_RE.match(kind):
+            raise UsageError(f"invalid artifact kind {kind!r}")
+        path = self.base / kind
+        if create:
+            path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    @contextlib.contextmanager
+    def _locked(self, kind_dir: Path) -> Iterator[None]:
+        with (kind_dir / ".lock").open("a") as handle:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+    def _find_by_content_hash(self, kind_dir: Path, content_hash: str) -> str | None:
+        for version in self.versions(kind_dir.name):
+            if version.endswith(content_hash[:12]):
+                manifest_path = kind_dir / version / MANIFEST
+                try:
+                    manifest = json.loads(manifest_path.read_text())
+                except (OSError, ValueError):
+                    continue
+                if manifest.get("content_hash") == content_hash:
+                    return version
+        return None
+
+    def _next_sequence(self, kind_dir: Path) -> int:
+        numbers = [int(v.split("-")[0]) for v in self.versions(kind_dir.name)]
+        return max(numbers, default=0) + 1
+
+    def _write_latest(self, kind_dir: Path, version: str) -> None:
+        atomic_write_bytes(kind_dir / LATEST, version.encode() + b"\n")
+
+    def _read_manifest(self, kind: str, version: str, path: Path) -> dict[str, Any]:
+        try:
+            manifest = json.loads((path / MANIFEST).read_text())
+        except FileNotFoundError:
+            raise ArtifactError(f"{kind} artifact {version} has no {MANIFEST}") from None
+        except (OSError, ValueError) as exc:
+            raise ArtifactError(f"{kind} artifact {version}: unreadable {MANIFEST}: {exc}") from None
+        fmt = manifest.get("format_version")
+        if fmt != ARTIFACT_FORMAT_VERSION:
+            raise ArtifactError(
+                f"{kind} artifact {version} has format_version {fmt!r}; this mlpipe "
+                f"{__version__} reads format_version {ARTIFACT_FORMAT_VERSION}",
+                hint="use the mlpipe version that wrote it, or re-create the artifact",
+            )
+        return manifest
+
+    def _check_files(self, artifact: ArtifactVersion) -> list[str]:
+        problems = []
+        expected = artifact.manifest.get("files", {})
+        for name, meta in sorted(expected.items()):
+            file_path = artifact.path / name
+            if not file_path.is_file():
+                problems.append(f"file {name} is missing")
+            elif sha256_file(file_path) != meta["sha256"]:
+                problems.append(f"file {name} does not match its sha256 in {MANIFEST}")
+        for name in _list_files(artifact.path):
+            if name not in expected:
+                problems.append(f"file {name} is not listed in {MANIFEST}")
+        return problems
+
+    def _publish_hint(self, kind: str) -> str:
+        command = {
+            "transform": "mlpipe fit",
+            "schema": "mlpipe schema snapshot",
+            "validation": "mlpipe validate",
+            "materialization": "mlpipe materialize",
+            "training-set": "mlpipe training-set",
+            "model": "mlpipe model register",
+        }.get(kind)
+        return f"run `{command}` first" if command else "publish one first"
+
+    def _remove_abandoned_staging(self, staging_root: Path) -> None:
+        """Delete staging dirs left by publishers that died (their pid no longer runs)."""
+        for entry in staging_root.iterdir():
+            pid_text = entry.name.split("-", 1)[0]
+            if pid_text.isdigit() and not _pid_alive(int(pid_text)):
+                with contextlib.suppress(OSError):
+                    self._remove_tree(entry)
+
+    @staticmethod
+    def _make_read_only(root: Path) -> None:
+        for dirpath, _dirnames, filenames in os.walk(root):
+            for name in filenames:
+                os.chmod(Path(dirpath) / name, 0o444)
+
+    @staticmethod
+    def _remove_tree(path: Path) -> None:
+        def make_writable(func: Callable[..., Any], target: str, _exc: BaseException) -> None:
+            os.chmod(target, 0o700)
+            func(target)
+
+        shutil.rmtree(path, onexc=make_writable)

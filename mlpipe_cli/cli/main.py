@@ -1,0 +1,104 @@
+"""The `mlpipe` entry point: builds the Typer app and turns every error into an exit code.
+
+This is the only place exceptions become exit codes (see ``mlpipe_cli.errors``). Command
+modules import heavy libraries inside their functions so `mlpipe --help` starts fast.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from typing import Annotated
+
+import click
+import typer
+
+from mlpipe_cli import __version__
+from mlpipe_cli.cli import artifacts_cmd, sample_data_cmd
+from mlpipe_cli.errors import ExitCode, MlpipeError, exit_code_for
+
+app = typer.Typer(
+    name="mlpipe",
+    help="Validate, build point-in-time training sets, fit versioned preprocessing, "
+    "materialize and serve features, and monitor drift.\n\n"
+    "Exit codes: 0 ok, 1 data failed a check, 2 usage/config/input error, "
+    "3 artifact/contract error, 4 external service unavailable.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    pretty_exceptions_show_locals=False,
+    rich_markup_mode=None,
+)
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        sys.stdout.write(f"mlpipe {__version__}\n")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version_callback, is_eager=True, help="Print the version."
+        ),
+    ] = False,
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show tracebacks for unexpected errors.")
+    ] = False,
+) -> None:
+    """mlpipe: ML data pipelines that fail loudly."""
+
+
+app.command("sample-data")(sample_data_cmd.sample_data)
+app.add_typer(artifacts_cmd.app, name="artifacts")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point; exits with the documented code."""
+    sys.exit(run(argv))
+
+
+def run(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args or os.environ.get("MLPIPE_DEBUG") == "1"
+    args = [a for a in args if a != "--debug"]
+    command = typer.main.get_command(app)
+    try:
+        command.main(args=args, prog_name="mlpipe", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        return int(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show(file=sys.stderr)
+        return int(ExitCode.USAGE)
+    except click.exceptions.Abort:
+        sys.stderr.write("error: aborted\n")
+        return 130
+    except KeyboardInterrupt:
+        sys.stderr.write("error: interrupted\n")
+        return 130
+    except MlpipeError as exc:
+        if debug:
+            traceback.print_exc()
+        sys.stderr.write(f"error: {exc}\n")
+        return int(exc.exit_code)
+    except BrokenPipeError:
+        # `mlpipe ... | head` closed stdout early: not an error of ours.
+        return 0
+    except Exception as exc:
+        if debug:
+            traceback.print_exc()
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        sys.stderr.write(
+            f"error: unexpected {type(exc).__name__}: {message} "
+            "(re-run with --debug for the traceback and please report it)\n"
+        )
+        return int(exit_code_for(exc))
+    return 0
+
+
+if __name__ == "__main__":
+    main()

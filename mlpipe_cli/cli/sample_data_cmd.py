@@ -1,0 +1,50 @@
+"""`mlpipe sample-data`: write the deterministic synthetic data set."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mlpipe_cli.cli.common import JsonOption, Output, QuietOption
+
+
+def sample_data(
+    out: Annotated[Path, typer.Option("--out", help="Directory to write the Parquet files to.")] = Path(
+        "data/sample"
+    ),
+    rows: Annotated[int, typer.Option("--rows", help="Number of orders (users = rows/20).")] = 100_000,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed; same seed, same bytes.")] = 42,
+    fault: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--fault",
+            help="Inject a fault: renamed-column, out-of-range, drift, bad-dtype (repeatable).",
+        ),
+    ] = None,
+    json_output: JsonOption = False,
+    quiet: QuietOption = False,
+) -> None:
+    """Write a synthetic e-commerce data set (users, orders, products, embeddings, labels).
+
+    Example: mlpipe sample-data --out data/sample --rows 100000 --seed 42 --fault drift
+    """
+    from mlpipe_cli.sample_data import generate
+
+    out_ctl = Output.create(json_mode=json_output, quiet=quiet)
+    result = generate(out, rows=rows, seed=seed, faults=tuple(fault or ()))
+    out_ctl.result(
+        {
+            "out_dir": str(result.out_dir),
+            "files": {k: str(v) for k, v in result.files.items()},
+            "rows": result.rows,
+            "faults": list(result.faults),
+            "seed": seed,
+        }
+    )
+    out_ctl.table(
+        ["table", "rows", "file"],
+        [[name, result.rows[name], str(path)] for name, path in result.files.items()],
+        title=f"sample data (seed {seed}{', faults: ' + ', '.join(result.faults) if result.faults else ''})",
+    )

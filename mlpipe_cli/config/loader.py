@@ -1,0 +1,164 @@
+"""Load a pipeline YAML file into a validated `PipelineConfig`.
+
+Errors name the file, the key path and what was expected, e.g.
+``mlpipe.yaml: sources.orders.columns.age.max: expected a number, got 'abc'``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from mlpipe_cli.config.models import PipelineConfig
+from mlpipe_cli.errors import ConfigError
+
+_ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+_EXPECTED = {
+    "float_parsing": "expected a number",
+    "float_type": "expected a number",
+    "int_parsing": "expected an integer",
+    "int_type": "expected an integer",
+    "int_from_float": "expected an integer",
+    "bool_parsing": "expected true or false",
+    "bool_type": "expected true or false",
+    "string_type": "expected a string",
+    "list_type": "expected a list",
+    "dict_type": "expected a mapping",
+    "model_type": "expected a mapping",
+    "model_attributes_type": "expected a mapping",
+    "missing": "required key is missing",
+    "extra_forbidden": "unknown key",
+}
+
+
+def load_config(path: Path | str) -> PipelineConfig:
+    """Read, interpolate and validate a config file; raise ConfigError with a key path."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            f"config file {path} not found",
+            hint="pass -c/--config PATH, or run from the directory holding mlpipe.yaml",
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from None
+    return load_config_text(text, source_name=path.name, base_dir=path.resolve().parent)
+
+
+def load_config_text(text: str, *, source_name: str, base_dir: Path) -> PipelineConfig:
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{source_name}:{where}: invalid YAML: {problem}") from None
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{source_name}: expected a mapping at the top level, got {_kind(raw)}")
+    data = _interpolate(raw, source_name, ())
+    try:
+        return PipelineConfig.model_validate(data, context={"base_dir": base_dir})
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc, source_name)) from None
+
+
+def config_section_hash(section: Any) -> str:
+    """Stable sha256 of a config section (a model, a list of models, or plain data)."""
+    canonical = json.dumps(_plain(section), sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _interpolate(value: Any, source_name: str, path: tuple[str, ...]) -> Any:
+    """Replace ${VAR} / ${VAR:-default} in string values; a missing variable is an error."""
+    if isinstance(value, Mapping):
+        return {k: _interpolate(v, source_name, (*path, str(k))) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_interpolate(v, source_name, (*path, str(i))) for i, v in enumerate(value)]
+    if isinstance(value, str) and "${" in value:
+
+        def substitute(match: re.Match[str]) -> str:
+            name, default = match.group(1), match.group(2)
+            if name in os.environ:
+                return os.environ[name]
+            if default is not None:
+                return default
+            raise ConfigError(
+                f"{source_name}: {'.'.join(path)}: environment variable {name} is not set",
+                hint=f"export {name}=... or write ${{{name}:-default}}",
+            )
+
+        return _ENV_RE.sub(substitute, value)
+    return value
+
+
+def _format_validation_error(exc: ValidationError, source_name: str) -> str:
+    lines = []
+    for error in exc.errors():
+        loc = [str(part) for part in error["loc"]]
+        # pydantic adds the union member / validator name to locations; keep only real keys.
+        key_path = ".".join(p for p in loc if not _is_internal_loc(p)) or "(top level)"
+        lines.append(f"{source_name}: {key_path}: {_describe(error, loc)}")
+    head, *rest = lines
+    if rest:
+        return head + f" (and {len(rest)} more: " + "; ".join(rest) + ")"
+    return head
+
+
+def _is_internal_loc(part: str) -> bool:
+    return (
+        part.startswith("function-")
+        or part in {"str", "int", "float", "bool", "none", "list", "dict"}
+        or "[" in part
+    )
+
+
+def _describe(error: Any, loc: list[str]) -> str:
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        return f"unknown key {loc[-1]!r} (check the spelling; configs/example.yaml lists every key)"
+    expected = _EXPECTED.get(kind)
+    if expected is None:
+        message = error["msg"]
+        message = message.removeprefix("Value error, ").removeprefix("Assertion failed, ")
+        expected = message[0].lower() + message[1:] if message else kind
+    if kind == "missing":
+        return expected
+    if "input" in error and kind in _EXPECTED:
+        return f"{expected}, got {_show(error['input'])}"
+    return expected
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, str):
+        return repr(value)
+    if isinstance(value, Mapping):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return repr(value)
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "an empty file"
+    return type(value).__name__

@@ -1,0 +1,65 @@
+"""The root config model: one YAML file per pipeline."""
+
+from __future__ import annotations
+
+import re
+
+from pydantic import Field, field_validator, model_validator
+
+from mlpipe_cli.config.base import ConfigModel, ConfigPath
+from mlpipe_cli.config.features import FeatureConfig, TrainingSetConfig
+from mlpipe_cli.config.monitoring import MonitoringConfig
+from mlpipe_cli.config.online import OnlineStoreConfig
+from mlpipe_cli.config.serving import ServingConfig
+from mlpipe_cli.config.sources import SourceConfig
+from mlpipe_cli.config.transforms import TransformConfig
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+class PipelineConfig(ConfigModel):
+    """Everything one pipeline needs; every section but `pipeline` is optional."""
+
+    pipeline: str = Field(description="name; artifacts live under <artifact_dir>/<pipeline>/")
+    entity_keys: list[str] = Field(default_factory=list, min_length=0)
+    timezone: str | None = Field(
+        default=None, description="zone for naive timestamps; mixing naive/aware is otherwise an error"
+    )
+    artifact_dir: ConfigPath | None = None
+    sources: dict[str, SourceConfig] = Field(default_factory=dict)
+    features: list[FeatureConfig] = Field(default_factory=list)
+    training_set: TrainingSetConfig | None = None
+    transforms: TransformConfig | None = None
+    online_store: OnlineStoreConfig = Field(default_factory=OnlineStoreConfig)
+    serving: ServingConfig = Field(default_factory=ServingConfig)
+    monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
+
+    @field_validator("pipeline")
+    @classmethod
+    def _safe_name(cls, value: str) -> str:
+        if not _NAME_RE.match(value):
+            raise ValueError("expected letters, digits, '_', '-' or '.' (it names a directory)")
+        return value
+
+    @model_validator(mode="after")
+    def _features_name_known_sources(self) -> PipelineConfig:
+        seen: set[str] = set()
+        for feature in self.features:
+            if feature.source not in self.sources:
+                raise ValueError(
+                    f"feature {feature.name!r} reads unknown source {feature.source!r} "
+                    f"(known: {', '.join(sorted(self.sources)) or 'none'})"
+                )
+            if feature.name in seen:
+                raise ValueError(f"feature name {feature.name!r} is defined twice")
+            seen.add(feature.name)
+        return self
+
+    def source(self, name: str) -> SourceConfig:
+        from mlpipe_cli.errors import UsageError
+
+        try:
+            return self.sources[name]
+        except KeyError:
+            known = ", ".join(sorted(self.sources)) or "none"
+            raise UsageError(f"unknown source {name!r} (known: {known})") from None

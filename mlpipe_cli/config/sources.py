@@ -1,0 +1,91 @@
+"""Sources: where the data lives, its timestamps, and its column contract."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from mlpipe_cli.config.base import ConfigModel, ConfigPath, Duration
+
+Severity = Literal["error", "warn"]
+
+# The dtypes a contract may name, in the spelling users write in YAML.
+DTYPES = (
+    "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
+    "float32", "float64", "bool", "string", "categorical", "date", "datetime",
+    "duration", "list[float64]", "list[float32]", "array[float64]", "array[float32]",
+)  # fmt: skip
+
+
+class Tolerance(ConfigModel):
+    """How many failing rows a check may have and still pass (like GX's `mostly`)."""
+
+    max_failure_rate: float | None = Field(default=None, ge=0, le=1)
+    max_failures: int | None = Field(default=None, ge=0)
+
+
+class ColumnContract(Tolerance):
+    """What one column must look like."""
+
+    dtype: str
+    nullable: bool = False
+    unique: bool = False
+    min: float | None = None
+    max: float | None = None
+    gt: float | None = Field(default=None, description="exclusive lower bound")
+    lt: float | None = Field(default=None, description="exclusive upper bound")
+    allowed: list[str | int | float | bool] | None = None
+    regex: str | None = Field(default=None, description="must match the whole value")
+    min_length: int | None = Field(default=None, ge=0)
+    max_length: int | None = Field(default=None, ge=0)
+    timezone: str | None = Field(
+        default=None, description="for datetime columns: required zone, e.g. UTC; null = naive"
+    )
+    severity: Severity = "error"
+
+    @field_validator("dtype")
+    @classmethod
+    def _known_dtype(cls, value: str) -> str:
+        if value not in DTYPES:
+            raise ValueError(f"expected one of {', '.join(DTYPES)}, got {value!r}")
+        return value
+
+
+class RowCheck(Tolerance):
+    """A free-form row check written as a Polars SQL boolean expression."""
+
+    name: str
+    expr: str
+    severity: Severity = "error"
+
+
+class SourceConfig(ConfigModel):
+    """One input table."""
+
+    path: ConfigPath = Field(description="Parquet file, directory of Parquet files, or glob")
+    timestamp: str | None = Field(default=None, description="event-timestamp column")
+    created_timestamp: str | None = Field(
+        default=None, description="ingestion time column for the bitemporal cutoff"
+    )
+    valid_from: str | None = None
+    valid_to: str | None = None
+    entity_keys: list[str] | None = Field(
+        default=None, description="overrides the pipeline's entity keys for this source"
+    )
+    ttl: Duration | None = Field(default=None, description="values older than this are stale")
+    columns: dict[str, ColumnContract] = Field(default_factory=dict)
+    checks: list[RowCheck] = Field(default_factory=list)
+    strict: bool = Field(default=False, description="reject columns not in the contract")
+    required_columns: list[str] = Field(default_factory=list)
+    forbidden_columns: list[str] = Field(default_factory=list)
+    min_rows: int | None = Field(default=None, ge=0)
+    max_rows: int | None = Field(default=None, ge=0)
+    primary_key: list[str] | None = None
+    max_failure_rate: float = Field(default=0.0, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _validity_pair(self) -> SourceConfig:
+        if (self.valid_from is None) != (self.valid_to is None):
+            raise ValueError("valid_from and valid_to must be given together")
+        return self

@@ -1,0 +1,91 @@
+"""The one exception hierarchy of mlpipe, and the one place it maps to exit codes.
+
+    MlpipeError                       exit 2  (base: anything we raise on purpose)
+    ├── UsageError                    exit 2  bad flag combination, bad argument value
+    ├── ConfigError                   exit 2  bad YAML, unknown key, wrong type, missing env var
+    ├── InputError                    exit 2  missing/unreadable/corrupt input file
+    ├── DataCheckFailed               exit 1  the data failed a check (validation, drift, freshness, skew)
+    ├── ArtifactError                 exit 3  unknown version, hash mismatch, incompatible schema
+    │   └── ArtifactNotFound          exit 3
+    └── ServiceUnavailable            exit 4  online store unreachable, auth rejected
+
+Core code raises these; only ``mlpipe_cli.cli.main`` turns them into exit codes, through
+``exit_code_for``. Messages are one line and say what to do next.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    OK = 0
+    DATA_CHECK_FAILED = 1
+    USAGE = 2
+    ARTIFACT = 3
+    SERVICE_UNAVAILABLE = 4
+
+
+class MlpipeError(Exception):
+    """Root of every error mlpipe raises on purpose."""
+
+    exit_code: ExitCode = ExitCode.USAGE
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        if self.hint:
+            return f"{self.message} ({self.hint})"
+        return self.message
+
+
+class UsageError(MlpipeError):
+    """A flag or argument is wrong."""
+
+
+class ConfigError(MlpipeError):
+    """The YAML config is unreadable or does not match the config model."""
+
+
+class InputError(MlpipeError):
+    """An input file is missing, unreadable, corrupt or has the wrong shape."""
+
+
+class DataCheckFailed(MlpipeError):
+    """The data failed a check: validation, drift, freshness or skew.
+
+    ``report`` carries the structured result so the CLI can still print it.
+    """
+
+    exit_code = ExitCode.DATA_CHECK_FAILED
+
+    def __init__(self, message: str, *, hint: str | None = None, report: object = None) -> None:
+        super().__init__(message, hint=hint)
+        self.report = report
+
+
+class ArtifactError(MlpipeError):
+    """An artifact is missing, tampered with, or incompatible with the input."""
+
+    exit_code = ExitCode.ARTIFACT
+
+
+class ArtifactNotFound(ArtifactError):
+    """No artifact with that kind/version exists."""
+
+
+class ServiceUnavailable(MlpipeError):
+    """An external service (online store) is unreachable or rejects us."""
+
+    exit_code = ExitCode.SERVICE_UNAVAILABLE
+
+
+def exit_code_for(exc: BaseException) -> ExitCode:
+    """Map any exception to the documented exit code (the single place that does)."""
+    if isinstance(exc, MlpipeError):
+        return exc.exit_code
+    # Unexpected exceptions are tool errors: never reported as a data failure or a pass.
+    return ExitCode.USAGE

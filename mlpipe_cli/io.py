@@ -1,0 +1,189 @@
+"""Reading and writing Parquet with loud, one-line errors and atomic writes.
+
+Every subcommand reads its inputs through ``scan_parquet``/``read_parquet`` and writes its
+outputs through ``write_parquet_atomic``/``sink_parquet_atomic`` so that a missing or corrupt
+file becomes an ``InputError`` (exit 2) and an interrupted write never leaves a partial file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import hashlib
+import os
+import secrets
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mlpipe_cli.errors import InputError
+
+if TYPE_CHECKING:
+    import polars as pl
+
+_CHUNK = 1 << 20
+
+
+def resolve_parquet_files(path: Path | str) -> list[Path]:
+    """A file, a directory of ``*.parquet`` files, or a glob → sorted list of files."""
+    text = str(path)
+    if any(ch in text for ch in "*?["):
+        files = sorted(Path(p) for p in glob.glob(text, recursive=True) if Path(p).is_file())
+        if not files:
+            raise InputError(f"no files match {text}", hint="check the path or glob in the config")
+        return files
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*.parquet") if p.is_file())
+        if not files:
+            raise InputError(f"directory {path} contains no .parquet files")
+        return files
+    if not path.exists():
+        raise InputError(f"input file {path} not found", hint="check the path or --data flag")
+    if not path.is_file():
+        raise InputError(f"{path} is not a regular file")
+    return [path]
+
+
+def scan_parquet(path: Path | str) -> pl.LazyFrame:
+    """Lazily scan Parquet input, checking up front that every file is readable Parquet."""
+    import polars as pl
+
+    files = resolve_parquet_files(path)
+    for file in files:
+        _check_parquet_file(file)
+    try:
+        lazy = pl.scan_parquet([str(f) for f in files])
+        lazy.collect_schema()
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        raise InputError(f"cannot read {path} as Parquet: {_first_line(exc)}") from None
+    return lazy
+
+
+def read_parquet(path: Path | str) -> pl.DataFrame:
+    import polars as pl
+
+    lazy = scan_parquet(path)
+    try:
+        return lazy.collect()
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        raise InputError(f"cannot read {path}: {_first_line(exc)}") from None
+
+
+def _check_parquet_file(file: Path) -> None:
+    """Reject empty, truncated or non-Parquet files with a clear message (reads 8 bytes)."""
+    try:
+        size = file.stat().st_size
+        with file.open("rb") as handle:
+            head = handle.read(4)
+            if size >= 8:
+                handle.seek(size - 4)
+                tail = handle.read(4)
+            else:
+                tail = b""
+    except OSError as exc:
+        raise InputError(f"cannot read {file}: {exc.strerror or exc}") from None
+    if size < 12 or head != b"PAR1" or tail != b"PAR1":
+        raise InputError(
+            f"{file} is not a valid Parquet file (empty, truncated or another format)",
+            hint="re-export it as Parquet",
+        )
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def _temp_sibling(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+
+
+def _publish_file(tmp: Path, path: Path) -> None:
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def write_parquet_atomic(frame: pl.DataFrame, path: Path | str, **options: Any) -> Path:
+    """Write a DataFrame to Parquet via temp file + fsync + rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temp_sibling(path)
+    try:
+        frame.write_parquet(tmp, **{"compression": "zstd", "statistics": True, **options})
+        _publish_file(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+    return path
+
+
+def sink_parquet_atomic(lazy: pl.LazyFrame, path: Path | str, **options: Any) -> Path:
+    """Stream a LazyFrame to Parquet via temp file + fsync + rename (bounded memory)."""
+    import polars as pl
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temp_sibling(path)
+    try:
+        try:
+            lazy.sink_parquet(tmp, **{"compression": "zstd", "statistics": True, **options})
+        except pl.exceptions.PolarsError as exc:
+            raise InputError(f"cannot write {path}: {_first_line(exc)}") from None
+        _publish_file(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+    return path
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def parquet_row_count(path: Path) -> int:
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.ParquetFile(path).metadata.num_rows
+    except Exception as exc:  # pyarrow raises several types for bad files
+        raise InputError(f"cannot read {path} as Parquet: {_first_line(exc)}") from None
+
+
+def fingerprint(paths: Iterable[Path | str]) -> dict[str, Any]:
+    """Identify input data by content: per file name, size, row count and sha256.
+
+    Absolute paths are left out so the same data gives the same fingerprint (and artifact
+    version) from any checkout; ``fingerprint_locations`` records where it was read from.
+    """
+    entries = []
+    for given in paths:
+        for file in resolve_parquet_files(given):
+            entries.append(
+                {
+                    "name": file.name,
+                    "size": file.stat().st_size,
+                    "rows": parquet_row_count(file),
+                    "sha256": file_sha256(file),
+                }
+            )
+    entries.sort(key=lambda e: (e["name"], e["sha256"]))
+    combined = hashlib.sha256("".join(e["sha256"] for e in entries).encode()).hexdigest()
+    return {"files": entries, "rows": sum(e["rows"] for e in entries), "sha256": combined}
+
+
+def fingerprint_locations(paths: Iterable[Path | str]) -> list[str]:
+    return [str(Path(p).resolve()) for given in paths for p in resolve_parquet_files(given)]
