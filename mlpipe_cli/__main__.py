@@ -1,0 +1,3 @@
+from mlpipe_cli.cli.main import main
+
+main()
