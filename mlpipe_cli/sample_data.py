@@ -92,7 +92,10 @@ def generate(
             if age_null.any()
             else pl.Series(age),
             "country": np.array(_COUNTRIES)[country],
-            "email": [None if n else f"user{i}@example.com" for i, n in zip(user_id, email_null, strict=True)],
+            "email": [
+                None if n else f"user{i}@example.com"
+                for i, n in zip(user_id, email_null, strict=True)
+            ],
             "plan": np.array(_PLANS)[plan],
         }
     ).with_columns(pl.col("signup_ts").cast(pl.Datetime("us", "UTC")))
@@ -208,7 +211,10 @@ def _inject_faults(pl, rng, faults, orders, users, end_us):  # type: ignore[no-u
     if "out-of-range" in faults:
         bad_rev = pl.Series(rng.random(orders.height) < 0.01)
         orders = orders.with_columns(
-            pl.when(bad_rev).then(-pl.col("revenue").abs() - 1).otherwise(pl.col("revenue")).alias("revenue")
+            pl.when(bad_rev)
+            .then(-pl.col("revenue").abs() - 1)
+            .otherwise(pl.col("revenue"))
+            .alias("revenue")
         )
         bad_age = pl.Series(rng.random(users.height) < 0.01)
         users = users.with_columns(

@@ -207,7 +207,9 @@ def cli(capfd: pytest.CaptureFixture[str]):  # type: ignore[no-untyped-def]
     return invoke
 
 
-def run_mlpipe(*args: str | os.PathLike[str], env: dict[str, str] | None = None, **kwargs) -> CliResult:  # type: ignore[no-untyped-def]
+def run_mlpipe(
+    *args: str | os.PathLike[str], env: dict[str, str] | None = None, **kwargs
+) -> CliResult:  # type: ignore[no-untyped-def]
     """Run `mlpipe ARGS` as a real subprocess (non-TTY stdout)."""
     proc = subprocess.run(
         [sys.executable, "-m", "mlpipe_cli", *[str(a) for a in args]],

@@ -192,7 +192,10 @@ class ArtifactStore:
             if (staging / MANIFEST).exists():
                 raise ArtifactError(f"a publisher may not write {MANIFEST} itself")
             files = {
-                name: {"sha256": sha256_file(staging / name), "size": (staging / name).stat().st_size}
+                name: {
+                    "sha256": sha256_file(staging / name),
+                    "size": (staging / name).stat().st_size,
+                }
                 for name in _list_files(staging)
             }
             hashed = {
@@ -250,7 +253,9 @@ class ArtifactStore:
         kind_dir = self._kind_dir(kind)
         if not kind_dir.is_dir():
             return []
-        return sorted(p.name for p in kind_dir.iterdir() if p.is_dir() and _VERSION_RE.match(p.name))
+        return sorted(
+            p.name for p in kind_dir.iterdir() if p.is_dir() and _VERSION_RE.match(p.name)
+        )
 
     def latest(self, kind: str) -> str | None:
         pointer = self._kind_dir(kind) / LATEST
@@ -321,7 +326,9 @@ class ArtifactStore:
             )
         if len(hits) > 1:
             options = ", ".join(f"{k}/{v}" for k, v in hits)
-            raise UsageError(f"version {ref!r} is ambiguous across kinds: {options} (use KIND/VERSION)")
+            raise UsageError(
+                f"version {ref!r} is ambiguous across kinds: {options} (use KIND/VERSION)"
+            )
         kind, version = hits[0]
         return self.get(kind, version, verify=False)
 
@@ -381,7 +388,9 @@ class ArtifactStore:
         except FileNotFoundError:
             raise ArtifactError(f"{kind} artifact {version} has no {MANIFEST}") from None
         except (OSError, ValueError) as exc:
-            raise ArtifactError(f"{kind} artifact {version}: unreadable {MANIFEST}: {exc}") from None
+            raise ArtifactError(
+                f"{kind} artifact {version}: unreadable {MANIFEST}: {exc}"
+            ) from None
         fmt = manifest.get("format_version")
         if fmt != ARTIFACT_FORMAT_VERSION:
             raise ArtifactError(
@@ -432,8 +441,9 @@ class ArtifactStore:
 
     @staticmethod
     def _remove_tree(path: Path) -> None:
-        def make_writable(func: Callable[..., Any], target: str, _exc: BaseException) -> None:
-            os.chmod(target, 0o700)
-            func(target)
-
-        shutil.rmtree(path, onexc=make_writable)
+        # Published-style files are read-only; make them writable so rmtree can unlink them.
+        for dirpath, _dirnames, filenames in os.walk(path):
+            for name in filenames:
+                with contextlib.suppress(OSError):
+                    os.chmod(Path(dirpath) / name, 0o600)
+        shutil.rmtree(path, ignore_errors=True)

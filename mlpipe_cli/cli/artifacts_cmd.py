@@ -60,7 +60,14 @@ def list_artifacts(
     out.table(
         ["kind", "version", "latest", "created_at", "files", "bytes"],
         [
-            [r["kind"], r["version"], "*" if r["latest"] else "", r["created_at"], r["files"], r["bytes"]]
+            [
+                r["kind"],
+                r["version"],
+                "*" if r["latest"] else "",
+                r["created_at"],
+                r["files"],
+                r["bytes"],
+            ]
             for r in rows
         ],
     )
@@ -68,7 +75,9 @@ def list_artifacts(
 
 @app.command("show")
 def show_artifact(
-    version: Annotated[str, typer.Argument(help="Version id, sequence number, hash prefix, or KIND/VERSION.")],
+    version: Annotated[
+        str, typer.Argument(help="Version id, sequence number, hash prefix, or KIND/VERSION.")
+    ],
     config: ConfigOption = DEFAULT_CONFIG,
     artifact_dir: ArtifactDirOption = None,
     json_output: JsonOption = False,
@@ -90,7 +99,10 @@ def show_artifact(
         out.line(f"  input rows: {inputs['rows']}  input sha256: {inputs.get('sha256')}")
     out.table(
         ["file", "bytes", "sha256"],
-        [[name, meta["size"], meta["sha256"][:16]] for name, meta in sorted(manifest["files"].items())],
+        [
+            [name, meta["size"], meta["sha256"][:16]]
+            for name, meta in sorted(manifest["files"].items())
+        ],
     )
 
 

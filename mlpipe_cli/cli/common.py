@@ -115,10 +115,14 @@ class Output:
         widths = [len(h) for h in headers]
         for row in cells:
             widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
-        sys.stdout.write("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip())
+        sys.stdout.write(
+            "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()
+        )
         sys.stdout.write("\n")
         for row in cells:
-            sys.stdout.write("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+            sys.stdout.write(
+                "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+            )
             sys.stdout.write("\n")
 
     @contextmanager

@@ -11,10 +11,12 @@ from mlpipe_cli.cli.common import JsonOption, Output, QuietOption
 
 
 def sample_data(
-    out: Annotated[Path, typer.Option("--out", help="Directory to write the Parquet files to.")] = Path(
-        "data/sample"
-    ),
-    rows: Annotated[int, typer.Option("--rows", help="Number of orders (users = rows/20).")] = 100_000,
+    out: Annotated[
+        Path, typer.Option("--out", help="Directory to write the Parquet files to.")
+    ] = Path("data/sample"),
+    rows: Annotated[
+        int, typer.Option("--rows", help="Number of orders (users = rows/20).")
+    ] = 100_000,
     seed: Annotated[int, typer.Option("--seed", help="Random seed; same seed, same bytes.")] = 42,
     fault: Annotated[
         list[str] | None,

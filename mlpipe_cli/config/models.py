@@ -23,7 +23,8 @@ class PipelineConfig(ConfigModel):
     pipeline: str = Field(description="name; artifacts live under <artifact_dir>/<pipeline>/")
     entity_keys: list[str] = Field(default_factory=list, min_length=0)
     timezone: str | None = Field(
-        default=None, description="zone for naive timestamps; mixing naive/aware is otherwise an error"
+        default=None,
+        description="zone for naive timestamps; mixing naive/aware is otherwise an error",
     )
     artifact_dir: ConfigPath | None = None
     sources: dict[str, SourceConfig] = Field(default_factory=dict)

@@ -1,0 +1,212 @@
+"""The artifact store: atomic publish, content-derived ids, verification, concurrency."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from mlpipe_cli.artifacts import ArtifactStore
+from mlpipe_cli.errors import ArtifactError, ArtifactNotFound, UsageError
+
+
+def writer(files: dict[str, bytes]):  # type: ignore[no-untyped-def]
+    def write(target: Path) -> None:
+        for name, data in files.items():
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            (target / name).write_bytes(data)
+
+    return write
+
+
+def test_publish_and_load_roundtrip(tmp_path: Path) -> None:
+    store = ArtifactStore(tmp_path, "demo")
+    result = store.publish(
+        "transform", writer({"state.json": b"{}", "sub/x.bin": b"abc"}), config_hash="c1"
+    )
+    assert result.created
+    version = result.version
+    assert version.version.startswith("0001-")
+    assert version.version.endswith(version.content_hash[:12])
+    loaded = store.get("transform")
+    assert loaded.version == version.version
+    assert loaded.file("sub/x.bin").read_bytes() == b"abc"
+    manifest = json.loads((loaded.path / "manifest.json").read_text())
+    assert set(manifest["files"]) == {"state.json", "sub/x.bin"}
+    for key in (
+        "kind",
+        "version",
+        "config_hash",
+        "inputs",
+        "libraries",
+        "created_at",
+        "mlpipe_version",
+        "format_version",
+    ):
+        assert key in manifest
+
+
+def test_same_content_gives_same_version_and_no_new_directory(tmp_path: Path) -> None:
+    store = ArtifactStore(tmp_path, "demo")
+    first = store.publish("transform", writer({"a": b"1"}), config_hash="c", inputs={"rows": 3})
+    second = store.publish("transform", writer({"a": b"1"}), config_hash="c", inputs={"rows": 3})
+    assert not second.created
+    assert second.version.version == first.version.version
+    assert store.versions("transform") == [first.version.version]
+
+
+def test_content_hash_ignores_wall_clock_and_location(tmp_path: Path) -> None:
+    one = ArtifactStore(tmp_path / "one", "demo").publish(
+        "schema", writer({"a": b"1"}), config_hash="c"
+    )
+    time.sleep(1.1)
+    two = ArtifactStore(tmp_path / "two", "demo").publish(
+        "schema", writer({"a": b"1"}), config_hash="c"
+    )
+    assert one.version.version == two.version.version
+    assert one.version.manifest["created_at"] != two.version.manifest["created_at"]
+
+
+def test_different_content_new_sequence_and_latest_moves(tmp_path: Path) -> None:
+    store = ArtifactStore(tmp_path, "demo")
+    v1 = store.publish("transform", writer({"a": b"1"})).version.version
+    v2 = store.publish("transform", writer({"a": b"2"})).version.version
+    assert v1.startswith("0001-")
+    assert v2.startswith("0002-")
+    assert store.latest("transform") == v2
+    assert store.resolve("transform", "1") == v1
+    assert store.resolve("transform", v2.split("-")[1][:6]) == v2
+    # re-publishing old content points latest back at the old version
+    store.publish("transform", writer({"a": b"1"}))
+    assert store.latest("transform") == v1
+
+
+def test_unknown_version_is_an_artifact_error(tmp_path: Path) -> None:
+    store = ArtifactStore(tmp_path, "demo")
+    with pytest.raises(ArtifactNotFound, match="no transform artifact published yet"):
+        store.get("transform")
+    store.publish("transform", writer({"a": b"1"}))
+    with pytest.raises(ArtifactNotFound, match="unknown transform artifact version '0042'"):
+        store.get("transform", "0042")
+    with pytest.raises(UsageError):
+        store.get("../etc", "latest")
+
+
+def test_published_files_are_read_only(tmp_path: Path) -> None:
+    version = ArtifactStore(tmp_path, "demo").publish("schema", writer({"a": b"1"})).version
+    assert not os.access(version.path / "a", os.W_OK) or os.geteuid() == 0
+    assert (version.path / "a").stat().st_mode & 0o222 == 0
+
+
+def test_tampered_file_is_refused_naming_the_file(tmp_path: Path) -> None:
+    store = ArtifactStore(tmp_path, "demo")
+    version = store.publish("transform", writer({"state.json": b'{"mean": 1.0}'})).version
+    target = version.path / "state.json"
+    os.chmod(target, 0o644)
+    target.write_bytes(b'{"mean": 2.0}')
+    with pytest.raises(ArtifactError, match=r"file state\.json does not match its sha256"):
+        store.get("transform", version.version)
+    result = store.verify("transform", version.version)
+    assert not result.ok
+    (version.path / "extra.txt").write_text("x")
+    assert any(
+        "extra.txt is not listed" in p for p in store.verify("transform", version.version).problems
+    )
+
+
+def test_publisher_error_leaves_nothing_behind(tmp_path: Path) -> None:
+    store = ArtifactStore(tmp_path, "demo")
+
+    def failing(target: Path) -> None:
+        (target / "half").write_bytes(b"partial")
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        store.publish("transform", failing)
+    assert store.versions("transform") == []
+    assert store.latest("transform") is None
+    assert list((tmp_path / "demo" / "transform" / ".staging").iterdir()) == []
+
+
+_PUBLISHER = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    from mlpipe_cli.artifacts import ArtifactStore
+
+    root, marker, payload, pause = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
+
+    def write(target: Path) -> None:
+        for i in range(20):
+            (target / f"part-{i}.bin").write_bytes(payload.encode() * 1000)
+        Path(marker).write_text("writing")
+        time.sleep(pause)  # killed here in the atomicity test
+
+    result = ArtifactStore(root, "demo").publish("transform", write, config_hash=payload)
+    print(result.version.version)
+    """
+)
+
+
+def _spawn_publisher(
+    tmp_path: Path, payload: str, pause: float, marker: Path
+) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            _PUBLISHER,
+            str(tmp_path / "store"),
+            str(marker),
+            payload,
+            str(pause),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_publisher_killed_mid_write_leaves_old_state(tmp_path: Path) -> None:
+    store = ArtifactStore(tmp_path / "store", "demo")
+    old = store.publish("transform", writer({"a": b"old"})).version.version
+    marker = tmp_path / "marker"
+    proc = _spawn_publisher(tmp_path, "new", 30, marker)
+    deadline = time.monotonic() + 30
+    while not marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert marker.exists(), proc.stderr.read() if proc.stderr else ""
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert store.versions("transform") == [old]
+    assert store.latest("transform") == old
+    assert store.get("transform").version == old
+    assert store.verify_all()[0].ok
+    # the next publisher cleans up the dead one's staging dir and succeeds
+    new = store.publish("transform", writer({"a": b"new"})).version.version
+    assert store.versions("transform") == [old, new]
+    assert list((tmp_path / "store" / "demo" / "transform" / ".staging").iterdir()) == []
+
+
+def test_concurrent_publishers_never_corrupt_the_store(tmp_path: Path) -> None:
+    procs = [_spawn_publisher(tmp_path, f"p{i % 3}", 0.05, tmp_path / f"m{i}") for i in range(6)]
+    outputs = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        outputs.append(out.strip())
+    store = ArtifactStore(tmp_path / "store", "demo")
+    versions = store.versions("transform")
+    # three distinct payloads -> exactly three versions, sequence numbers 1..3, no gaps
+    assert len(versions) == 3
+    assert sorted(int(v.split("-")[0]) for v in versions) == [1, 2, 3]
+    assert set(outputs) == set(versions)
+    assert store.latest("transform") in versions
+    assert all(r.ok for r in store.verify_all())

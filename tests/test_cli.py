@@ -1,0 +1,216 @@
+"""The CLI contract: exit codes, --json, plain non-TTY output, help with examples."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mlpipe_cli import __version__
+from mlpipe_cli.artifacts import ArtifactStore
+from mlpipe_cli.errors import (
+    ArtifactError,
+    ArtifactNotFound,
+    ConfigError,
+    DataCheckFailed,
+    ExitCode,
+    InputError,
+    ServiceUnavailable,
+    UsageError,
+    exit_code_for,
+)
+from tests.conftest import run_mlpipe
+
+ANSI = re.compile(r"\x1b\[")
+
+
+@pytest.mark.parametrize(
+    ("exc", "code"),
+    [
+        (DataCheckFailed("x"), 1),
+        (UsageError("x"), 2),
+        (ConfigError("x"), 2),
+        (InputError("x"), 2),
+        (ArtifactError("x"), 3),
+        (ArtifactNotFound("x"), 3),
+        (ServiceUnavailable("x"), 4),
+        (RuntimeError("x"), 2),
+        (KeyError("x"), 2),
+    ],
+)
+def test_exit_code_mapping(exc: BaseException, code: int) -> None:
+    assert exit_code_for(exc) == code
+    assert int(ExitCode(code)) == code
+
+
+def test_version(cli) -> None:
+    result = cli("--version")
+    assert result.exit_code == 0
+    assert result.stdout.strip() == f"mlpipe {__version__}"
+
+
+def _all_commands():  # type: ignore[no-untyped-def]
+    import typer
+
+    from mlpipe_cli.cli.main import app
+
+    root = typer.main.get_command(app)
+
+    def walk(group, path):  # type: ignore[no-untyped-def]
+        for name, command in sorted(group.commands.items()):
+            if hasattr(command, "commands"):
+                yield from walk(command, (*path, name))
+            else:
+                yield (*path, name), command
+
+    return list(walk(root, ()))
+
+
+def test_every_command_has_help_with_an_example(cli) -> None:
+    commands = _all_commands()
+    assert len(commands) >= 4
+    for path, _command in commands:
+        result = cli(*path, "--help")
+        assert result.exit_code == 0, path
+        assert "Example: mlpipe " in result.stdout, f"mlpipe {' '.join(path)} --help has no example"
+
+
+def test_root_help_lists_every_command(cli) -> None:
+    result = cli("--help")
+    assert result.exit_code == 0
+    for path, _command in _all_commands():
+        assert path[0] in result.stdout
+
+
+def test_bad_flag_is_exit_2(cli) -> None:
+    result = cli("artifacts", "list", "--no-such-flag")
+    assert result.exit_code == 2
+    assert "No such option" in result.stderr
+
+
+def test_missing_config_is_exit_2_one_line(cli, tmp_path: Path) -> None:
+    result = cli("artifacts", "list", "-c", tmp_path / "missing.yaml")
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("error: config file")
+    assert "not found" in lines[0]
+
+
+def test_unknown_artifact_version_is_exit_3(cli, project: Path) -> None:
+    result = cli("artifacts", "show", "0099", "-c", project)
+    assert result.exit_code == 3
+    assert "no artifact version '0099'" in result.stderr
+
+
+def _publish_demo(project: Path) -> ArtifactStore:
+    from mlpipe_cli.config import load_config
+
+    config = load_config(project)
+    store = ArtifactStore(config.artifact_dir, config.pipeline)
+
+    def write(target: Path) -> None:
+        (target / "state.json").write_text('{"a": 1}')
+
+    store.publish("transform", write, config_hash="x")
+    return store
+
+
+def test_artifacts_list_show_verify_json(cli, project: Path) -> None:
+    store = _publish_demo(project)
+    version = store.latest("transform")
+    listed = cli("artifacts", "list", "-c", project, "--json").json()
+    assert [a["version"] for a in listed["artifacts"]] == [version]
+    assert listed["artifacts"][0]["latest"] is True
+    shown = cli("artifacts", "show", version, "-c", project, "--json").json()
+    assert shown["version"] == version
+    assert "state.json" in shown["files"]
+    verified = cli("artifacts", "verify", "--all", "-c", project, "--json")
+    assert verified.exit_code == 0
+    assert verified.json()["ok"] is True
+
+
+def test_artifacts_verify_detects_tampering_exit_3(cli, project: Path) -> None:
+    store = _publish_demo(project)
+    artifact = store.get("transform")
+    target = artifact.path / "state.json"
+    os.chmod(target, 0o644)
+    target.write_text('{"a": 2}')
+    result = cli("artifacts", "verify", "-c", project, "--json")
+    assert result.exit_code == 3
+    report = result.json()
+    assert report["ok"] is False
+    assert "state.json" in report["results"][0]["problems"][0]
+    assert "state.json does not match its sha256" in result.stderr
+
+
+def test_non_tty_output_is_plain_and_json_parses(project: Path) -> None:
+    _publish_demo(project)
+    plain = run_mlpipe("artifacts", "list", "-c", project)
+    assert plain.exit_code == 0, plain.stderr
+    assert not ANSI.search(plain.stdout)
+    assert "─" not in plain.stdout
+    assert "┃" not in plain.stdout
+    assert "transform" in plain.stdout
+    as_json = run_mlpipe("artifacts", "list", "-c", project, "--json")
+    assert json.loads(as_json.stdout)["artifacts"][0]["kind"] == "transform"
+
+
+def test_quiet_prints_nothing_on_success(cli, project: Path) -> None:
+    _publish_demo(project)
+    result = cli("artifacts", "list", "-c", project, "-q")
+    assert result.exit_code == 0
+    assert result.stdout == ""
+
+
+def test_unreadable_config_is_one_line_exit_2(tmp_path: Path) -> None:
+    config_dir = tmp_path / "mlpipe.yaml"
+    config_dir.mkdir()  # a directory where the config file should be
+    result = run_mlpipe("artifacts", "list", "-c", config_dir)
+    assert result.exit_code == 2
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()]
+    assert "cannot read config file" in result.stderr
+
+
+def test_unexpected_exception_is_one_line_exit_2_and_debug_shows_traceback(
+    monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    import typer
+
+    from mlpipe_cli.cli import main as cli_main
+
+    broken = typer.Typer()
+
+    @broken.command()
+    def explode() -> None:
+        raise ZeroDivisionError("division by zero in a bug")
+
+    @broken.command()
+    def other() -> None:  # a second command keeps Typer in group mode
+        pass
+
+    monkeypatch.setattr(cli_main, "app", broken)
+    assert cli_main.run(["explode"]) == 2
+    err = capfd.readouterr().err
+    assert err.startswith("error: unexpected ZeroDivisionError: division by zero in a bug")
+    assert "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+    assert cli_main.run(["explode", "--debug"]) == 2
+    assert "Traceback (most recent call last)" in capfd.readouterr().err
+
+
+def test_help_starts_fast() -> None:
+    # Heavy libraries must not be imported for --help.
+    code = (
+        "import sys; from mlpipe_cli.cli.main import run; run(['--help']); "
+        "heavy = [m for m in ('polars', 'sklearn', 'pandas', 'pyarrow', 'scipy', 'redis', 'pandera') "
+        "if m in sys.modules]; print('HEAVY', heavy)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "HEAVY []" in proc.stdout
