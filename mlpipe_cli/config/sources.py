@@ -60,6 +60,28 @@ class RowCheck(Tolerance):
     severity: Severity = "error"
 
 
+class DistributionChecks(ConfigModel):
+    """Checks of the batch's distribution against a saved reference profile (PSI, KS, ...).
+
+    Run only when `mlpipe validate --reference VERSION|latest` names a profile.
+    """
+
+    columns: list[str] | None = Field(
+        default=None, description="columns to compare (default: every column in the profile)"
+    )
+    psi_threshold: float | None = Field(default=0.2, ge=0, description="fail when PSI > this")
+    ks_pvalue: float | None = Field(
+        default=None, ge=0, le=1, description="fail when the KS p-value < this (numeric columns)"
+    )
+    mean_shift_factor: float | None = Field(
+        default=10.0, gt=1, description="fail when |mean| grows beyond k x |reference mean|"
+    )
+    max_null_rate_increase: float | None = Field(
+        default=0.05, ge=0, le=1, description="fail when null rate rises by more than this"
+    )
+    severity: Severity = "error"
+
+
 class SourceConfig(ConfigModel):
     """One input table."""
 
@@ -82,7 +104,14 @@ class SourceConfig(ConfigModel):
     min_rows: int | None = Field(default=None, ge=0)
     max_rows: int | None = Field(default=None, ge=0)
     primary_key: list[str] | None = None
-    max_failure_rate: float = Field(default=0.0, ge=0, le=1)
+    max_failure_rate: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="quality SLO: fraction of rows allowed to fail row checks without their "
+        "own tolerance",
+    )
+    distribution: DistributionChecks = Field(default_factory=DistributionChecks)
 
     @model_validator(mode="after")
     def _validity_pair(self) -> SourceConfig:

@@ -1,0 +1,739 @@
+"""Run a source's column contract against a scanned Parquet input in one fused query.
+
+Flow for one source:
+
+1. ``scan_parquet`` (missing/corrupt input -> InputError, exit 2) and read the schema.
+2. Schema checks — column presence, forbidden/unexpected columns, and dtypes (pandera's
+   Polars backend at schema-only depth: no data is read). A column whose schema check fails
+   has its value checks ``skipped``; the source fails outright.
+3. Every row check (nullability, range, allowed set, regex, length, uniqueness, primary key,
+   SQL row checks) is compiled to a boolean Polars expression "this row fails". All of them,
+   their failure counts, the first 5 failing rows per check, and the count of rows failing
+   any check go into ONE ``select`` over the scan, run with the streaming engine: one read
+   of the input regardless of the number of checks.
+4. Tolerances, severities and the source SLO turn counts into statuses.
+5. With quarantine/out paths, a second streaming pass writes failing rows (plus
+   ``_row`` and ``_failed_checks``) and passing rows.
+
+A check that cannot run (bad SQL, a crash while evaluating) gets status ``error`` and makes
+the run a tool error (exit 2) — never a pass or a data failure.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mlpipe_cli.errors import InputError
+from mlpipe_cli.schema.dtypes import (
+    FLOAT,
+    NUMERIC,
+    compatible_for_rename,
+    contract_dtype_of,
+    describe_dtype,
+    dtype_matches,
+)
+from mlpipe_cli.schema.pandera_io import full_match
+from mlpipe_cli.validation.report import (
+    ERROR,
+    FAIL,
+    SKIPPED,
+    WARN,
+    CheckResult,
+    SourceReport,
+)
+
+if TYPE_CHECKING:
+    import polars as pl
+
+    from mlpipe_cli.config.sources import ColumnContract, SourceConfig
+
+ROW = "__mlpipe_row"
+EXAMPLES = 5
+FAILED_CHECKS_COLUMN = "_failed_checks"
+ROW_COLUMN = "_row"
+
+
+@dataclass
+class _RowCheck:
+    result: CheckResult
+    fail: pl.Expr  # True where the row fails; never null
+    value: pl.Expr  # what to show as the example value
+    max_failure_rate: float | None
+    max_failures: int | None
+
+    @property
+    def own_tolerance(self) -> bool:
+        return self.max_failure_rate is not None or self.max_failures is not None
+
+
+# -- public entry ----------------------------------------------------------------------
+
+
+def check_source(
+    source_name: str,
+    source: SourceConfig,
+    data_path: Path | str | None = None,
+    *,
+    quarantine_path: Path | None = None,
+    out_path: Path | None = None,
+) -> tuple[SourceReport, pl.LazyFrame]:
+    """Run every contract check of one source; return the report and the scan (for drift)."""
+    from mlpipe_cli.io import scan_parquet
+
+    path = Path(data_path) if data_path is not None else source.path
+    lazy = scan_parquet(path)
+    schema = lazy.collect_schema()
+    report = SourceReport(
+        source=source_name, path=str(path), max_failure_rate=source.max_failure_rate
+    )
+    bad_columns = _schema_checks(report, source, schema, lazy)
+    row_checks = _compile_row_checks(report, source, schema, bad_columns)
+    _run_fused(report, source, lazy, schema, row_checks)
+    if quarantine_path is not None or out_path is not None:
+        _split(report, lazy, row_checks, quarantine_path, out_path)
+    return report, lazy
+
+
+# -- schema ----------------------------------------------------------------------------
+
+
+def _schema_checks(
+    report: SourceReport, source: SourceConfig, schema: pl.Schema, lazy: pl.LazyFrame
+) -> set[str]:
+    """Presence, dtype, strict/required/forbidden columns. Returns columns not fit to check."""
+    name = report.source
+    present = set(schema.names())
+    contract_cols = list(source.columns)
+    missing = [c for c in contract_cols if c not in present]
+    unexpected = [c for c in schema.names() if c not in source.columns]
+    bad: set[str] = set(missing)
+
+    dtype_failures = _pandera_dtype_failures(source, schema, lazy, missing)
+
+    for column in contract_cols:
+        contract = source.columns[column]
+        check = CheckResult(f"{name}.{column}.present", name, column, "present", "error")
+        if column in missing:
+            check.status = FAIL
+            check.message = _missing_message(column, contract, unexpected, schema)
+        report.checks.append(check)
+        dtype_check = CheckResult(
+            f"{name}.{column}.dtype", name, column, "dtype", "error",
+            details={"expected": _expected_dtype(contract)},
+        )  # fmt: skip
+        if column in missing:
+            dtype_check.status = SKIPPED
+            dtype_check.message = "column missing"
+        else:
+            observed = schema[column]
+            dtype_check.details = {
+                "expected": _expected_dtype(contract),
+                "observed": describe_dtype(observed),
+            }
+            if column in dtype_failures:
+                dtype_check.status = FAIL
+                dtype_check.message = _dtype_message(column, contract, observed)
+                bad.add(column)
+        report.checks.append(dtype_check)
+
+    for column in source.required_columns:
+        if column in source.columns:
+            continue
+        check = CheckResult(f"{name}.{column}.required", name, column, "required", "error")
+        if column not in present:
+            check.status = FAIL
+            check.message = f"required column {column!r} missing"
+        report.checks.append(check)
+    for column in source.forbidden_columns:
+        check = CheckResult(f"{name}.{column}.forbidden", name, column, "forbidden", "error")
+        if column in present:
+            check.status = FAIL
+            check.message = f"forbidden column {column!r} present"
+        report.checks.append(check)
+    if source.strict:
+        allowed_extra = set(source.required_columns)
+        check = CheckResult(f"{name}.table.strict", name, None, "unexpected", "error")
+        extra = [c for c in unexpected if c not in allowed_extra]
+        if extra:
+            check.status = FAIL
+            check.failures = len(extra)
+            check.message = (
+                f"unexpected column{'s' if len(extra) > 1 else ''} "
+                f"{', '.join(repr(c) for c in extra)} (strict: true)"
+            )
+            check.details = {"unexpected": extra}
+        report.checks.append(check)
+    return bad
+
+
+def _pandera_dtype_failures(
+    source: SourceConfig, schema: pl.Schema, lazy: pl.LazyFrame, missing: list[str]
+) -> set[str]:
+    """Columns whose dtype pandera rejects (schema-only validation: reads no data)."""
+    import pandera.polars as pa
+    from pandera.config import ValidationDepth, config_context
+
+    from mlpipe_cli.schema.pandera_io import to_pandera
+
+    if not source.columns:
+        return set()
+    checked = source.model_copy(
+        update={"columns": {c: v for c, v in source.columns.items() if c not in missing}}
+    )
+    if not checked.columns:
+        return set()
+    pandera_schema = to_pandera(checked, observed=schema, checks=False)
+    failed: set[str] = set()
+    with config_context(validation_depth=ValidationDepth.SCHEMA_ONLY):
+        try:
+            pandera_schema.validate(lazy.head(0), lazy=True)
+        except pa.errors.SchemaErrors as exc:
+            cases = exc.failure_cases
+            for row in cases.iter_rows(named=True):
+                if str(row.get("check", "")).startswith("dtype(") and row.get("column"):
+                    failed.add(row["column"])
+    # pandera compares concrete dtypes; make sure the family/zone verdict agrees with ours.
+    for column in checked.columns:
+        if not _dtype_ok(checked.columns[column], schema[column]):
+            failed.add(column)
+    return failed
+
+
+def _dtype_ok(contract: ColumnContract, observed: pl.DataType) -> bool:
+    import polars as pl
+
+    if not dtype_matches(contract.dtype, observed):
+        return False
+    if isinstance(observed, pl.Datetime):
+        return observed.time_zone == contract.timezone
+    return True
+
+
+def _expected_dtype(contract: ColumnContract) -> str:
+    if contract.dtype == "datetime":
+        return f"datetime[{contract.timezone or 'naive'}]"
+    return contract.dtype
+
+
+def _dtype_message(column: str, contract: ColumnContract, observed: pl.DataType) -> str:
+    import polars as pl
+
+    if contract.dtype == "datetime" and isinstance(observed, pl.Datetime):
+        if observed.time_zone is None:
+            return (
+                f"column {column!r} has timezone-naive timestamps; contract requires "
+                f"{contract.timezone} (localize upstream, or set timezone: null)"
+            )
+        if contract.timezone is None:
+            return (
+                f"column {column!r} has timezone-aware timestamps ({observed.time_zone}); "
+                "contract requires naive (set timezone: " + observed.time_zone + ")"
+            )
+        return (
+            f"column {column!r} has time zone {observed.time_zone}; contract requires "
+            f"{contract.timezone}"
+        )
+    return (
+        f"column {column!r} has dtype {describe_dtype(observed)}; contract requires "
+        f"{contract.dtype}"
+    )
+
+
+def _normalise(name: str) -> str:
+    return re.sub(r"[_\-\s]", "", name).lower()
+
+
+def _edit_distance(a: str, b: str) -> int:
+    previous = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        current = [i]
+        for j, cb in enumerate(b, 1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ca != cb)))
+        previous = current
+    return previous[-1]
+
+
+def rename_candidate(
+    column: str, contract: ColumnContract, unexpected: list[str], schema: pl.Schema
+) -> str | None:
+    """An unexpected column that is probably ``column`` under a new name, if any."""
+    best: tuple[int, str] | None = None
+    for other in unexpected:
+        if not compatible_for_rename(contract.dtype, schema[other]):
+            continue
+        if _normalise(other) == _normalise(column):
+            score = 0
+        else:
+            distance = _edit_distance(column.lower(), other.lower())
+            limit = 1 if len(column) <= 4 else 2
+            if distance > limit:
+                continue
+            score = distance
+        if best is None or (score, other) < best:
+            best = (score, other)
+    return best[1] if best else None
+
+
+def _missing_message(
+    column: str, contract: ColumnContract, unexpected: list[str], schema: pl.Schema
+) -> str:
+    candidate = rename_candidate(column, contract, unexpected, schema)
+    if candidate is not None:
+        return f"column {column!r} missing; found {candidate!r} — renamed upstream?"
+    return f"column {column!r} missing"
+
+
+# -- row checks ------------------------------------------------------------------------
+
+
+def _compile_row_checks(
+    report: SourceReport, source: SourceConfig, schema: pl.Schema, bad_columns: set[str]
+) -> list[_RowCheck]:
+    import polars as pl
+
+    name = report.source
+    checks: list[_RowCheck] = []
+
+    def add(column: str | None, kind: str, fail: pl.Expr | None, value: pl.Expr | None,
+            severity: str, tol: Any, threshold: Any = None, message: str = "",
+            check_id: str | None = None) -> None:  # fmt: skip
+        result = CheckResult(
+            check_id or f"{name}.{column}.{kind}", name, column, kind, severity,
+            threshold=threshold, message=message,
+        )  # fmt: skip
+        report.checks.append(result)
+        if fail is None:
+            return
+        checks.append(
+            _RowCheck(result, fail.fill_null(False), value, tol.max_failure_rate, tol.max_failures)
+        )
+
+    for column, contract in source.columns.items():
+        skip = column in bad_columns
+        sev = contract.severity
+        col = pl.col(column)
+        kinds = _column_check_kinds(contract)
+        if skip:
+            for kind, threshold in kinds:
+                add(column, kind, None, None, sev, contract, threshold, "skipped: schema check failed")
+                report.checks[-1].status = SKIPPED
+            continue
+        is_float = contract_dtype_of(schema[column]) in FLOAT
+        finite = col.is_finite() if is_float else pl.lit(True)
+        for kind, threshold in kinds:
+            if kind == "nullable":
+                fail = col.is_null()
+            elif kind == "unique":
+                fail = col.is_not_null() & ~col.is_first_distinct()
+            elif kind in ("min", "max", "gt", "lt"):
+                bound = {"min": col >= threshold, "max": col <= threshold,
+                         "gt": col > threshold, "lt": col < threshold}[kind]  # fmt: skip
+                fail = col.is_not_null() & ~(finite & bound)
+            elif kind == "allowed":
+                values = _allowed_series(column, contract, schema[column])
+                fail = col.is_not_null() & ~col.is_in(values)
+            elif kind == "regex":
+                fail = col.is_not_null() & ~col.str.contains(full_match(contract.regex or ""))
+            elif kind == "min_length":
+                fail = col.is_not_null() & (col.str.len_chars() < threshold)
+            else:  # max_length
+                fail = col.is_not_null() & (col.str.len_chars() > threshold)
+            add(column, kind, fail, col, sev, contract, threshold)
+
+    if source.primary_key:
+        keys = list(source.primary_key)
+        cid = f"{name}.table.primary_key"
+        missing = [k for k in keys if k not in schema.names() or k in bad_columns]
+        if missing:
+            add(None, "primary_key", None, None, "error", _NoTolerance, None,
+                f"skipped: key column {missing[0]!r} unusable", check_id=cid)  # fmt: skip
+            report.checks[-1].status = SKIPPED
+        else:
+            struct = pl.struct(keys)
+            add(None, "primary_key", ~struct.is_first_distinct(), struct, "error", _NoTolerance,
+                None, check_id=cid)  # fmt: skip
+            report.checks[-1].details = {"columns": keys}
+
+    for row_check in source.checks:
+        cid = f"{name}.check.{row_check.name}"
+        try:
+            expr = pl.sql_expr(row_check.expr)
+            roots = expr.meta.root_names()
+        except Exception as exc:
+            add(None, "sql", None, None, row_check.severity, row_check, None,
+                f"cannot parse SQL expression {row_check.expr!r}: {_first_line(exc)}",
+                check_id=cid)  # fmt: skip
+            report.checks[-1].status = ERROR
+            continue
+        unusable = [r for r in roots if r not in schema.names() or r in bad_columns]
+        if unusable and report_schema_failed(report):
+            add(None, "sql", None, None, row_check.severity, row_check, None,
+                f"skipped: column {unusable[0]!r} unusable", check_id=cid)  # fmt: skip
+            report.checks[-1].status = SKIPPED
+            continue
+        problem = _probe(expr, schema)
+        if problem is not None:
+            add(None, "sql", None, None, row_check.severity, row_check, None,
+                f"check {row_check.name!r} ({row_check.expr}) cannot run: {problem}",
+                check_id=cid)  # fmt: skip
+            report.checks[-1].status = ERROR
+            continue
+        value = pl.struct(sorted(set(roots))) if roots else pl.lit(None)
+        add(None, "sql", ~expr, value, row_check.severity, row_check, None, check_id=cid)
+        report.checks[-1].details = {"expr": row_check.expr}
+    return checks
+
+
+class _NoTolerance:
+    max_failure_rate = None
+    max_failures = None
+
+
+def report_schema_failed(report: SourceReport) -> bool:
+    return not report.schema_ok
+
+
+def _column_check_kinds(contract: ColumnContract) -> list[tuple[str, Any]]:
+    kinds: list[tuple[str, Any]] = []
+    if not contract.nullable:
+        kinds.append(("nullable", None))
+    if contract.unique:
+        kinds.append(("unique", None))
+    numeric = contract.dtype in NUMERIC
+    for key in ("min", "max", "gt", "lt"):
+        value = getattr(contract, key)
+        if value is not None:
+            if not numeric:
+                from mlpipe_cli.errors import ConfigError
+
+                raise ConfigError(
+                    f"{key}: {value} needs a numeric column; the contract dtype is {contract.dtype}"
+                )
+            kinds.append((key, value))
+    if contract.allowed is not None:
+        kinds.append(("allowed", None))
+    if contract.regex is not None:
+        kinds.append(("regex", contract.regex))
+    if contract.min_length is not None:
+        kinds.append(("min_length", contract.min_length))
+    if contract.max_length is not None:
+        kinds.append(("max_length", contract.max_length))
+    return kinds
+
+
+def _allowed_series(column: str, contract: ColumnContract, dtype: pl.DataType) -> pl.Series:
+    import polars as pl
+
+    from mlpipe_cli.errors import ConfigError
+
+    target = pl.String() if isinstance(dtype, (pl.Categorical, pl.Enum)) else dtype
+    try:
+        return pl.Series(list(contract.allowed or []), strict=False).cast(target, strict=True)
+    except Exception:
+        raise ConfigError(
+            f"column {column!r}: allowed values {contract.allowed!r} do not fit dtype "
+            f"{describe_dtype(dtype)}"
+        ) from None
+
+
+def _probe(expr: pl.Expr, schema: pl.Schema) -> str | None:
+    """Evaluate an expression on an empty frame of the input schema (catches bad SQL)."""
+    import polars as pl
+
+    try:
+        out = pl.DataFrame(schema=schema).lazy().select(expr.alias("x")).collect()
+    except Exception as exc:
+        return _first_line(exc)
+    if out.schema["x"] not in (pl.Boolean, pl.Null):
+        return f"expression yields {describe_dtype(out.schema['x'])}, not a boolean"
+    return None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+# -- the fused pass --------------------------------------------------------------------
+
+
+def _run_fused(
+    report: SourceReport,
+    source: SourceConfig,
+    lazy: pl.LazyFrame,
+    schema: pl.Schema,
+    row_checks: list[_RowCheck],
+) -> None:
+    import polars as pl
+
+    name = report.source
+    error_checks = [c for c in row_checks if c.result.severity == "error"]
+    slo_checks = [c for c in error_checks if not c.own_tolerance]
+    exprs: list[pl.Expr] = [pl.len().cast(pl.Int64).alias("__len")]
+    for i, check in enumerate(row_checks):
+        exprs.append(check.fail.sum().cast(pl.Int64).alias(f"c{i}"))
+        exprs.append(pl.col(ROW).filter(check.fail).head(EXAMPLES).implode().alias(f"r{i}"))
+        exprs.append(check.value.filter(check.fail).head(EXAMPLES).implode().alias(f"v{i}"))
+    exprs.append(_any(error_checks).sum().cast(pl.Int64).alias("__failed"))
+    exprs.append(_any(slo_checks).sum().cast(pl.Int64).alias("__slo"))
+    nullable_cols = [
+        c for c, contract in source.columns.items() if contract.nullable and c in schema.names()
+    ]
+    for column in nullable_cols:
+        exprs.append(pl.col(column).null_count().cast(pl.Int64).alias(f"n:{column}"))
+
+    plan = lazy.with_row_index(ROW) if row_checks else lazy
+    try:
+        row = plan.select(exprs).collect(engine="streaming").row(0, named=True)
+    except Exception as exc:
+        row = _isolate_crash(report, plan, row_checks, exprs[0], exc)
+
+    rows = int(row["__len"])
+    report.rows = rows
+    for i, check in enumerate(row_checks):
+        result = check.result
+        if result.status == ERROR:
+            continue
+        failures = int(row[f"c{i}"])
+        result.failures = failures
+        result.rows = rows
+        result.examples = [
+            {"row": int(r), "value": v}
+            for r, v in zip(row[f"r{i}"] or [], row[f"v{i}"] or [], strict=False)
+        ]
+        _judge(result, check, failures, rows, source.max_failure_rate)
+    report.failed_rows = int(row["__failed"])
+
+    slo = CheckResult(
+        f"{name}.table.row_failure_rate", name, None, "row_failure_rate", "error",
+        failures=int(row["__slo"]), rows=rows, threshold=source.max_failure_rate,
+    )  # fmt: skip
+    slo.statistic = slo.rate if rows else 0.0
+    if rows and slo.failures / rows > source.max_failure_rate:
+        slo.status = FAIL
+        slo.message = (
+            f"{slo.failures} of {rows} rows ({_pct(slo.rate)}) fail row checks; "
+            f"max_failure_rate is {_pct(source.max_failure_rate)}"
+        )
+    report.checks.append(slo)
+    _row_count_checks(report, source, rows)
+    for column in nullable_cols:
+        nulls = int(row[f"n:{column}"])
+        if rows and nulls == rows:
+            report.checks.append(
+                CheckResult(
+                    f"{name}.{column}.all_null", name, column, "all_null", "warn", status=WARN,
+                    failures=nulls, rows=rows,
+                    message=f"column {column!r} is null in every row",
+                )
+            )
+
+
+def _any(checks: list[_RowCheck]) -> pl.Expr:
+    import polars as pl
+
+    if not checks:
+        return pl.lit(False)
+    return pl.any_horizontal([c.fail for c in checks])
+
+
+def _isolate_crash(
+    report: SourceReport,
+    plan: pl.LazyFrame,
+    row_checks: list[_RowCheck],
+    len_expr: pl.Expr,
+    original: BaseException,
+) -> dict[str, Any]:
+    """The fused query failed: run each check alone to name the one that crashed.
+
+    Only on this failure path do we read the input once per check. If no single check
+    crashes, the input itself is unreadable (InputError).
+    """
+    import polars as pl
+
+    crashed = False
+    for check in row_checks:
+        try:
+            plan.select(check.fail.sum()).collect(engine="streaming")
+        except Exception as exc:
+            crashed = True
+            check.result.status = ERROR
+            check.result.message = f"check crashed: {_first_line(exc)}"
+    if not crashed:
+        raise InputError(f"cannot read {report.path}: {_first_line(original)}") from None
+    healthy = [c for c in row_checks if c.result.status != ERROR]
+    exprs = [len_expr]
+    for i, check in enumerate(row_checks):
+        if check in healthy:
+            exprs.append(check.fail.sum().cast(pl.Int64).alias(f"c{i}"))
+            exprs.append(pl.col(ROW).filter(check.fail).head(EXAMPLES).implode().alias(f"r{i}"))
+            exprs.append(check.value.filter(check.fail).head(EXAMPLES).implode().alias(f"v{i}"))
+    error_healthy = [c for c in healthy if c.result.severity == "error"]
+    exprs.append(_any(error_healthy).sum().cast(pl.Int64).alias("__failed"))
+    exprs.append(_any([c for c in error_healthy if not c.own_tolerance]).sum().alias("__slo"))
+    try:
+        return plan.select(exprs).collect(engine="streaming").row(0, named=True)
+    except Exception as exc:
+        raise InputError(f"cannot read {report.path}: {_first_line(exc)}") from None
+
+
+def _judge(
+    result: CheckResult, check: _RowCheck, failures: int, rows: int, slo_rate: float
+) -> None:
+    rate = failures / rows if rows else 0.0
+    if check.own_tolerance:
+        ok = (check.max_failures is None or failures <= check.max_failures) and (
+            check.max_failure_rate is None or rate <= check.max_failure_rate
+        )
+        tolerance = (
+            f"max_failures {check.max_failures}"
+            if check.max_failures is not None
+            else f"max_failure_rate {_pct(check.max_failure_rate or 0)}"
+        )
+        if check.max_failure_rate is not None:
+            result.statistic, result.threshold = rate, check.max_failure_rate
+        else:
+            result.statistic, result.threshold = float(failures), float(check.max_failures or 0)
+    else:
+        ok = rate <= slo_rate if failures else True
+        tolerance = f"source max_failure_rate {_pct(slo_rate)}"
+        result.statistic = rate
+        if result.threshold is None:
+            result.threshold = slo_rate
+    if failures:
+        what = _describe_check(result)
+        result.message = f"{failures} of {rows} rows ({_pct(rate)}) {what}"
+        if ok:
+            result.message += f" (within {tolerance})"
+    if not ok:
+        result.status = FAIL if result.severity == "error" else WARN
+
+
+def _describe_check(result: CheckResult) -> str:
+    kind, t = result.kind, _fmt(result.threshold)
+    column = result.column
+    return {
+        "nullable": f"are null in non-nullable column {column!r}",
+        "unique": f"repeat an earlier value of unique column {column!r}",
+        "min": f"have {column!r} < {t} (or NaN/inf)",
+        "max": f"have {column!r} > {t} (or NaN/inf)",
+        "gt": f"have {column!r} <= {t} (or NaN/inf)",
+        "lt": f"have {column!r} >= {t} (or NaN/inf)",
+        "allowed": f"have {column!r} outside the allowed set",
+        "regex": f"have {column!r} not fully matching the regex",
+        "min_length": f"have {column!r} shorter than {t}",
+        "max_length": f"have {column!r} longer than {t}",
+        "primary_key": "repeat an earlier primary key",
+        "sql": "fail " + repr((result.details or {}).get("expr", result.id)),
+    }.get(kind, f"fail {result.id}")
+
+
+def _row_count_checks(report: SourceReport, source: SourceConfig, rows: int) -> None:
+    name = report.source
+    if source.min_rows is not None:
+        check = CheckResult(
+            f"{name}.table.min_rows", name, None, "min_rows", "error",
+            statistic=float(rows), threshold=float(source.min_rows),
+        )  # fmt: skip
+        if rows < source.min_rows:
+            check.status = FAIL
+            check.message = f"{rows} rows; min_rows is {source.min_rows}"
+        report.checks.append(check)
+    elif rows == 0:
+        report.checks.append(
+            CheckResult(
+                f"{name}.table.empty", name, None, "empty", "warn", status=WARN,
+                statistic=0.0, message="input has 0 rows (set min_rows to fail on this)",
+            )
+        )
+    if source.max_rows is not None:
+        check = CheckResult(
+            f"{name}.table.max_rows", name, None, "max_rows", "error",
+            statistic=float(rows), threshold=float(source.max_rows),
+        )  # fmt: skip
+        if rows > source.max_rows:
+            check.status = FAIL
+            check.message = f"{rows} rows; max_rows is {source.max_rows}"
+        report.checks.append(check)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _pct(rate: float | None) -> str:
+    if rate is None:
+        return "-"
+    return f"{rate * 100:.3g}%"
+
+
+# -- quarantine / out ------------------------------------------------------------------
+
+
+def _split(
+    report: SourceReport,
+    lazy: pl.LazyFrame,
+    row_checks: list[_RowCheck],
+    quarantine_path: Path | None,
+    out_path: Path | None,
+) -> None:
+    """Write failing rows to quarantine and passing rows to out (input = out + quarantine).
+
+    A row is quarantined when it fails any error-severity row check (whatever the
+    tolerance); ``_failed_checks`` lists every row check it failed, warnings included.
+    """
+    import polars as pl
+
+    from mlpipe_cli.io import sink_parquet_atomic
+
+    if not report.schema_ok or any(c.result.status == ERROR for c in row_checks):
+        note = {"path": None, "rows": None, "written": False,
+                "reason": "not written: the schema check or a check failed to run"}  # fmt: skip
+        if quarantine_path is not None:
+            report.quarantine = dict(note)
+        if out_path is not None:
+            report.out = dict(note)
+        return
+    columns = lazy.collect_schema().names()
+    error_checks = [c for c in row_checks if c.result.severity == "error"]
+    flags = [c.fail.alias(f"__f{i}") for i, c in enumerate(row_checks)]
+    base = lazy.with_row_index(ROW).with_columns(flags)
+    is_bad = _any_flag([i for i, c in enumerate(row_checks) if c in error_checks])
+    failed_list = (
+        pl.concat_list(
+            [pl.when(pl.col(f"__f{i}")).then(pl.lit(c.result.id)) for i, c in enumerate(row_checks)]
+        ).list.drop_nulls()
+        if row_checks
+        else pl.lit([], dtype=pl.List(pl.String))
+    )
+    if quarantine_path is not None:
+        quarantined = base.filter(is_bad).select(
+            *columns,
+            pl.col(ROW).cast(pl.Int64).alias(ROW_COLUMN),
+            failed_list.alias(FAILED_CHECKS_COLUMN),
+        )
+        sink_parquet_atomic(quarantined, quarantine_path)
+        report.quarantine = {"path": str(quarantine_path), "rows": _rows_in(quarantine_path)}
+    if out_path is not None:
+        passed = base.filter(~is_bad).select(columns)
+        sink_parquet_atomic(passed, out_path)
+        report.out = {"path": str(out_path), "rows": _rows_in(out_path)}
+
+
+def _any_flag(indices: list[int]) -> pl.Expr:
+    import polars as pl
+
+    if not indices:
+        return pl.lit(False)
+    return pl.any_horizontal([pl.col(f"__f{i}") for i in indices])
+
+
+def _rows_in(path: Path) -> int:
+    from mlpipe_cli.io import parquet_row_count
+
+    return parquet_row_count(path)

@@ -1,0 +1,71 @@
+"""Reference profiles saved by `validate --save-profile` and read by `--reference`.
+
+Each profile is a ``profile`` artifact holding ``profile.json`` (the shared format of
+``mlpipe_cli.drift.profile``) for ONE source; the manifest's ``params.source`` names it, so
+``--reference latest`` means "the newest profile of this source".
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mlpipe_cli.errors import ArtifactNotFound
+
+if TYPE_CHECKING:
+    from mlpipe_cli.artifacts import ArtifactStore
+    from mlpipe_cli.config import PipelineConfig
+
+PROFILE_KIND = "profile"
+PROFILE_FILE = "profile.json"
+
+
+def save_profile(
+    store: ArtifactStore,
+    config: PipelineConfig,
+    source_name: str,
+    data_path: Path | str | None = None,
+) -> str:
+    """Profile the source's contract columns and publish it; return the version id."""
+    from mlpipe_cli.config.loader import config_section_hash
+    from mlpipe_cli.drift.profile import build_profile, write_profile
+    from mlpipe_cli.io import fingerprint, scan_parquet
+
+    source = config.source(source_name)
+    path = Path(data_path) if data_path is not None else source.path
+    lazy = scan_parquet(path)
+    present = set(lazy.collect_schema().names())
+    columns = [c for c in source.columns if c in present] or None
+    profile = build_profile(lazy, columns)
+
+    def write(staging: Path) -> None:
+        write_profile(profile, staging / PROFILE_FILE)
+
+    result = store.publish(
+        PROFILE_KIND,
+        write,
+        config_hash=config_section_hash(source),
+        inputs=fingerprint([path]),
+        params={"source": source_name, "columns": columns},
+    )
+    return result.version.version
+
+
+def load_reference(store: ArtifactStore, source_name: str, ref: str) -> tuple[dict[str, Any], str]:
+    """The reference profile for a source: 'latest' = newest profile saved for it."""
+    from mlpipe_cli.drift.profile import read_profile
+
+    if ref == "latest":
+        for version in reversed(store.versions(PROFILE_KIND)):
+            artifact = store.get(PROFILE_KIND, version, verify=False)
+            if (artifact.manifest.get("params") or {}).get("source") == source_name:
+                break
+        else:
+            raise ArtifactNotFound(
+                f"no reference profile saved for source {source_name!r}",
+                hint=f"run `mlpipe validate --source {source_name} --save-profile` on an "
+                "accepted batch first",
+            )
+        ref = version
+    artifact = store.get(PROFILE_KIND, ref)  # verifies sha256
+    return read_profile(artifact.file(PROFILE_FILE)), artifact.version
