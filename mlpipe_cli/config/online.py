@@ -1,17 +1,68 @@
-"""Online store settings (owned by the materialize issue)."""
+"""Online store settings (owned by the materialize issue).
+
+See docs/materialize.md for what every key does. The password is a ``SecretStr``: it never
+appears in ``repr()``, in ``model_dump()`` (dumps ``'**********'``) or in config hashes.
+"""
 
 from __future__ import annotations
 
+import re
+from datetime import timedelta
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from mlpipe_cli.config.base import ConfigModel, ConfigPath, Duration
 
+_PREFIX_RE = re.compile(r"^[A-Za-z0-9_.:-]+$")
+
 
 class OnlineStoreConfig(ConfigModel):
-    type: Literal["sqlite", "redis"] = "sqlite"
-    path: ConfigPath | None = Field(default=None, description="sqlite file; default under artifacts")
+    """Where `materialize` writes the latest feature values and `serve` reads them."""
+
+    type: Literal["sqlite", "redis"] = Field(default="sqlite", description="store backend")
+    path: ConfigPath | None = Field(
+        default=None, description="sqlite file; default <artifact_dir>/<pipeline>/online.sqlite"
+    )
     url: str | None = Field(default=None, description="redis://host:port/db or rediss://")
-    password: str | None = Field(default=None, repr=False)
-    ttl: Duration | None = Field(default=None, description="per-key expiry in the store")
+    password: SecretStr | None = Field(
+        default=None, description="redis password; write ${ENV_VAR}, never the literal"
+    )
+    ttl: Duration | None = Field(
+        default=None, description="redis per-key expiry (abandoned entities disappear)"
+    )
+    key_prefix: str | None = Field(
+        default=None, description="redis key prefix; default mlpipe:<pipeline>"
+    )
+    timeout: Duration = Field(
+        default=timedelta(seconds=2), description="connect/socket timeout for redis"
+    )
+    chunk_size: int = Field(
+        default=100_000, ge=1, le=5_000_000, description="entities computed and written per chunk"
+    )
+    pointer_refresh: Duration = Field(
+        default=timedelta(seconds=1),
+        description="readers re-read the live-version pointer at most this often (and on a miss)",
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _redis_scheme(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("expected a URL starting with redis://, rediss:// or unix://")
+        return value
+
+    @field_validator("key_prefix")
+    @classmethod
+    def _safe_prefix(cls, value: str | None) -> str | None:
+        if value is not None and not _PREFIX_RE.match(value):
+            raise ValueError("expected letters, digits, '_', '.', ':' or '-'")
+        return value
+
+    @model_validator(mode="after")
+    def _url_for_redis(self) -> OnlineStoreConfig:
+        if self.type == "redis" and not self.url:
+            raise ValueError("type: redis needs url: redis://host:port/db")
+        if self.ttl is not None and self.ttl.total_seconds() < 1:
+            raise ValueError("ttl must be at least 1s")
+        return self

@@ -1,0 +1,313 @@
+"""The embedded online store: one SQLite file in WAL mode.
+
+Layout::
+
+    mlpipe_pointer(name PRIMARY KEY, version)         rows 'live', 'previous'
+    mlpipe_versions(version PRIMARY KEY, seq, status, metadata, progress)
+    "data_<version>"(k TEXT PRIMARY KEY, v BLOB) WITHOUT ROWID   one table per version
+
+``k`` is the entity's store key (``[123]``), ``v`` its packed row. A point lookup is one
+prepared ``SELECT v FROM "data_…" WHERE k = ?`` on a per-thread read connection.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+from mlpipe_cli.errors import ServiceUnavailable, UsageError
+from mlpipe_cli.online.base import StoreMetadata
+from mlpipe_cli.online.store import (
+    LEASE_SECONDS,
+    BaseStore,
+    RunProgress,
+    _Gone,
+    _View,
+    owner_alive,
+    owner_id,
+)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS mlpipe_pointer (name TEXT PRIMARY KEY, version TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS mlpipe_versions (
+    version TEXT PRIMARY KEY,
+    seq INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    metadata BLOB NOT NULL,
+    progress BLOB
+);
+"""
+
+
+def _table(version: str) -> str:
+    return '"data_' + version.replace("-", "_") + '"'
+
+
+class SqliteStore(BaseStore):
+    kind = "sqlite"
+
+    def __init__(self, path: Path, *, pointer_refresh: float = 1.0) -> None:
+        super().__init__(pointer_refresh)
+        self.path = Path(path)
+        self.location = f"sqlite:{self.path}"
+        self._local = threading.local()
+        self._writer: sqlite3.Connection | None = None
+
+    # -- connections --------------------------------------------------------------------
+    def _connect(self, *, create: bool) -> sqlite3.Connection:
+        if not create and not self.path.exists():
+            raise _Missing
+        try:
+            if create:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(
+                self.path, timeout=30.0, isolation_level=None, check_same_thread=False
+            )
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            if create:
+                conn.executescript(_SCHEMA)
+        except (sqlite3.Error, OSError) as exc:
+            raise ServiceUnavailable(
+                f"online store {self.location} cannot be opened: {exc}",
+                hint="check the online_store.path directory exists and is writable",
+            ) from None
+        return conn
+
+    def _reader(self) -> sqlite3.Connection | None:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            try:
+                conn = self._connect(create=False)
+            except _Missing:
+                return None
+            self._local.conn = conn
+        return conn
+
+    def _write_conn(self) -> sqlite3.Connection:
+        if self._writer is None:
+            self._writer = self._connect(create=True)
+        return self._writer
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    def ping(self) -> None:
+        if self.path.exists():
+            conn = self._reader()
+            try:
+                conn.execute("SELECT 1").fetchone()
+            except sqlite3.Error as exc:
+                raise ServiceUnavailable(
+                    f"online store {self.location} is unreadable: {exc}"
+                ) from None
+        elif not self.path.parent.exists() and not _creatable(self.path.parent):
+            raise ServiceUnavailable(
+                f"online store {self.location}: directory {self.path.parent} cannot be created"
+            )
+
+    # -- read hooks ---------------------------------------------------------------------
+    def _read_live(self) -> str | None:
+        conn = self._reader()
+        if conn is None:
+            return None
+        try:
+            row = conn.execute("SELECT version FROM mlpipe_pointer WHERE name = 'live'").fetchone()
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):
+                return None
+            raise ServiceUnavailable(f"online store {self.location} is unreadable: {exc}") from None
+        return row[0] if row else None
+
+    def _read_metadata(self, version: str) -> StoreMetadata | None:
+        conn = self._reader()
+        if conn is None:
+            return None
+        row = conn.execute(
+            "SELECT metadata FROM mlpipe_versions WHERE version = ?", (version,)
+        ).fetchone()
+        return StoreMetadata.from_json(row[0]) if row else None
+
+    def _view_prefix(self, version: str) -> tuple[str, str]:
+        table = _table(version)
+        return (f"SELECT v FROM {table} WHERE k = ?", f"SELECT k, v FROM {table} WHERE k IN ")
+
+    def _fetch(self, view: _View, keys: list[str]) -> list[bytes | None]:
+        conn = self._reader()
+        one, many = view.prefix
+        try:
+            if len(keys) == 1:
+                row = conn.execute(one, (keys[0],)).fetchone()
+                return [row[0] if row else None]
+            found: dict[str, bytes] = {}
+            for start in range(0, len(keys), 500):
+                part = keys[start : start + 500]
+                sql = many + "(" + ",".join("?" * len(part)) + ")"
+                found.update(conn.execute(sql, part).fetchall())
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):
+                raise _Gone from None
+            raise ServiceUnavailable(f"online store {self.location} is unreadable: {exc}") from None
+        return [found.get(k) for k in keys]
+
+    # -- write side (materialize) -------------------------------------------------------
+    def versions(self) -> list[tuple[StoreMetadata, RunProgress | None]]:
+        conn = self._write_conn()
+        rows = conn.execute(
+            "SELECT metadata, progress FROM mlpipe_versions ORDER BY seq"
+        ).fetchall()
+        return [
+            (StoreMetadata.from_json(m), RunProgress.from_json(p) if p else None) for m, p in rows
+        ]
+
+    def pointers(self) -> dict[str, str]:
+        conn = self._write_conn()
+        return dict(conn.execute("SELECT name, version FROM mlpipe_pointer").fetchall())
+
+    def next_sequence(self) -> int:
+        conn = self._write_conn()
+        row = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM mlpipe_versions").fetchone()
+        return int(row[0]) + 1
+
+    def begin(self, meta: StoreMetadata, progress: RunProgress) -> None:
+        """Create the namespace of a new version (status 'building')."""
+        conn = self._write_conn()
+        progress.owner = owner_id()
+        progress.lease_until = time.time() + LEASE_SECONDS
+        seq = int(meta.version.split("-")[0])
+        with _transaction(conn):
+            conn.execute(
+                f"CREATE TABLE IF NOT EXISTS {_table(meta.version)} "
+                "(k TEXT PRIMARY KEY, v BLOB NOT NULL) WITHOUT ROWID"
+            )
+            conn.execute(
+                "INSERT OR REPLACE INTO mlpipe_versions VALUES (?, ?, 'building', ?, ?)",
+                (meta.version, seq, meta.to_json(), progress.to_json()),
+            )
+
+    def claim(self, progress: RunProgress) -> None:
+        """Take over an abandoned version to resume it."""
+        conn = self._write_conn()
+        progress.owner = owner_id()
+        progress.lease_until = time.time() + LEASE_SECONDS
+        with _transaction(conn):
+            conn.execute(
+                "UPDATE mlpipe_versions SET progress = ? WHERE version = ?",
+                (progress.to_json(), progress.version),
+            )
+
+    def write_chunk(self, progress: RunProgress, items: Iterable[tuple[str, bytes]]) -> None:
+        """Write one chunk of rows and record the progress in the same transaction."""
+        conn = self._write_conn()
+        rows = sorted(items)
+        progress.chunks_done += 1
+        progress.written += len(rows)
+        progress.lease_until = time.time() + LEASE_SECONDS
+        try:
+            with _transaction(conn):
+                conn.executemany(
+                    f"INSERT OR REPLACE INTO {_table(progress.version)} (k, v) VALUES (?, ?)", rows
+                )
+                conn.execute(
+                    "UPDATE mlpipe_versions SET progress = ? WHERE version = ?",
+                    (progress.to_json(), progress.version),
+                )
+        except sqlite3.Error as exc:
+            progress.chunks_done -= 1
+            progress.written -= len(rows)
+            raise ServiceUnavailable(f"online store {self.location}: write failed: {exc}") from None
+
+    def count(self, version: str) -> int:
+        conn = self._write_conn()
+        return int(conn.execute(f"SELECT COUNT(*) FROM {_table(version)}").fetchone()[0])
+
+    def switch(self, meta: StoreMetadata) -> list[str]:
+        """Mark ``meta.version`` complete and make it live atomically; drop older versions.
+
+        Returns the removed version ids.
+        """
+        conn = self._write_conn()
+        with _transaction(conn):
+            pointers = dict(conn.execute("SELECT name, version FROM mlpipe_pointer").fetchall())
+            conn.execute(
+                "UPDATE mlpipe_versions SET status = 'complete', metadata = ?, progress = NULL "
+                "WHERE version = ?",
+                (meta.to_json(), meta.version),
+            )
+            live = pointers.get("live")
+            if live is not None and live != meta.version:
+                conn.execute(
+                    "INSERT OR REPLACE INTO mlpipe_pointer VALUES ('previous', ?)", (live,)
+                )
+            conn.execute(
+                "INSERT OR REPLACE INTO mlpipe_pointer VALUES ('live', ?)", (meta.version,)
+            )
+        return self.remove_stale()
+
+    def rollback(self) -> tuple[str, str]:
+        """Swap live and previous atomically; returns (new live, new previous)."""
+        conn = self._write_conn()
+        with _transaction(conn):
+            pointers = dict(conn.execute("SELECT name, version FROM mlpipe_pointer").fetchall())
+            live, previous = pointers.get("live"), pointers.get("previous")
+            if previous is None or live is None:
+                raise UsageError(
+                    "nothing to roll back to: the store keeps one previous version, and there "
+                    "is none yet (run `mlpipe materialize` twice first)"
+                )
+            conn.execute("UPDATE mlpipe_pointer SET version = ? WHERE name = 'live'", (previous,))
+            conn.execute("UPDATE mlpipe_pointer SET version = ? WHERE name = 'previous'", (live,))
+        return previous, live
+
+    def remove_stale(self) -> list[str]:
+        """Drop every version that is neither live, previous, nor being written right now."""
+        conn = self._write_conn()
+        pointers = self.pointers()
+        keep = {pointers.get("live"), pointers.get("previous")}
+        removed = []
+        for meta, progress in self.versions():
+            if meta.version in keep:
+                continue
+            if meta.status == "building" and progress is not None and owner_alive(progress):
+                continue
+            with _transaction(conn):
+                conn.execute(f"DROP TABLE IF EXISTS {_table(meta.version)}")
+                conn.execute("DELETE FROM mlpipe_versions WHERE version = ?", (meta.version,))
+            removed.append(meta.version)
+        return removed
+
+
+class _Missing(Exception):
+    pass
+
+
+class _transaction:
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def __enter__(self) -> None:
+        self.conn.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type, exc, tb) -> None:  # type: ignore[no-untyped-def]
+        if exc_type is None:
+            self.conn.execute("COMMIT")
+        else:
+            self.conn.execute("ROLLBACK")
+
+
+def _creatable(directory: Path) -> bool:
+    for parent in [directory, *directory.parents]:
+        if parent.exists():
+            import os
+
+            return os.access(parent, os.W_OK)
+    return False

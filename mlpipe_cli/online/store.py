@@ -1,0 +1,211 @@
+"""The online-store interface and the read path both backends share.
+
+Versions: every `materialize` run writes a new version namespace (``0007-1a2b3c4d``), records
+its progress as it goes, and only when every row is written flips the ``live`` pointer to it
+in one atomic step (one SQLite transaction / one Redis MULTI). The version that was live
+becomes ``previous`` (for ``--rollback``); every other finished version is removed.
+
+Readers cache the live pointer and re-read it at most every ``pointer_refresh`` (1 s by
+default) and whenever a lookup misses. Reading the pointer on every lookup would double the
+Redis round trips; a cached pointer can only lag one switch behind, and the version it
+points to is still there (it is kept as ``previous``), so a reader sees the old version or
+the new one, never a mix. A ``get_many`` call reads all its entities from one version.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+import orjson
+
+from mlpipe_cli.online.base import (
+    Decoder,
+    KeyNormalizer,
+    LookupResult,
+    StoreMetadata,
+    no_live_version,
+)
+
+
+@runtime_checkable
+class OnlineStore(Protocol):
+    """What `serve` and `materialize` see; see docs/INTERFACES.md §4."""
+
+    kind: str
+    location: str  # where the store is, safe to print (password masked)
+
+    def ping(self) -> None: ...
+    def live_metadata(self) -> StoreMetadata | None: ...
+    def get(self, entity: Sequence[Any] | Any) -> LookupResult: ...
+    def get_many(self, entities: Sequence[Any]) -> list[LookupResult]: ...
+    def close(self) -> None: ...
+
+
+@dataclass
+class RunProgress:
+    """A version being written: how far it got, for resuming after a failure."""
+
+    version: str
+    chunk_size: int
+    entities_hash: str
+    chunks_done: int = 0
+    written: int = 0
+    owner: str = ""
+    lease_until: float = 0.0
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self.__dict__)
+
+    @classmethod
+    def from_json(cls, data: bytes | str) -> RunProgress:
+        return cls(**orjson.loads(data))
+
+
+LEASE_SECONDS = 300.0
+ACTIVE_WRITES: set[str] = set()  # versions this process is writing right now
+
+
+def owner_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def owner_alive(progress: RunProgress, now: float | None = None) -> bool:
+    """Is the process that writes this version still running (or its lease still valid)?"""
+    now = time.time() if now is None else now
+    host, _, pid_text = progress.owner.rpartition(":")
+    if host == socket.gethostname() and pid_text.isdigit():
+        pid = int(pid_text)
+        if pid == os.getpid():
+            return progress.version in ACTIVE_WRITES
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return progress.lease_until > now
+    return progress.lease_until > now
+
+
+class _View:
+    """One version as seen by a reader: its decoder, key mapping and key prefix."""
+
+    __slots__ = ("decoder", "keys", "meta", "prefix", "version")
+
+    def __init__(self, meta: StoreMetadata, prefix: Any) -> None:
+        self.meta = meta
+        self.version = meta.version
+        self.decoder = Decoder(meta)
+        self.keys = KeyNormalizer(meta)
+        self.prefix = prefix
+
+
+class BaseStore:
+    """The cached-pointer read path; backends implement the four ``_``-methods."""
+
+    kind = "base"
+    location = ""
+
+    def __init__(self, pointer_refresh: float) -> None:
+        self._refresh = pointer_refresh
+        self._view: _View | None = None
+        self._checked_at = -1e18
+        self._views: dict[str, _View] = {}
+        self._lock = threading.Lock()
+
+    # -- backend hooks ------------------------------------------------------------------
+    def _read_live(self) -> str | None:
+        raise NotImplementedError
+
+    def _read_metadata(self, version: str) -> StoreMetadata | None:
+        raise NotImplementedError
+
+    def _view_prefix(self, version: str) -> Any:
+        raise NotImplementedError
+
+    def _fetch(self, view: _View, keys: list[str]) -> list[bytes | None]:
+        """Packed rows for keys of one version (None when absent); raises _Gone if dropped."""
+        raise NotImplementedError
+
+    # -- read path ----------------------------------------------------------------------
+    def _current(self, force: bool = False) -> _View | None:
+        now = time.monotonic()
+        if not force and now - self._checked_at < self._refresh:
+            return self._view
+        version = self._read_live()
+        view = self._view
+        if version is None:
+            view = None
+        elif view is None or view.version != version:
+            view = self._views.get(version)
+            if view is None:
+                meta = self._read_metadata(version)
+                if meta is None:
+                    view = None
+                else:
+                    view = _View(meta, self._view_prefix(version))
+                    with self._lock:
+                        if len(self._views) > 8:
+                            self._views.clear()
+                        self._views[version] = view
+        self._view = view
+        self._checked_at = now
+        return view
+
+    def live_metadata(self) -> StoreMetadata | None:
+        view = self._current(force=True)
+        return view.meta if view is not None else None
+
+    def get(self, entity: Sequence[Any] | Any) -> LookupResult:
+        view = self._current()
+        if view is None:
+            view = self._current(force=True)
+            if view is None:
+                return no_live_version()
+        key = view.keys.key(entity)
+        try:
+            packed = self._fetch(view, [key])[0]
+        except _Gone:
+            packed = None
+        if packed is None:
+            # A miss may mean the pointer moved on (or our version was dropped): re-check once.
+            fresh = self._current(force=True)
+            if fresh is None:
+                return no_live_version()
+            if fresh is not view:
+                view = fresh
+                packed = self._fetch(view, [view.keys.key(entity)])[0]
+        return view.decoder.decode(packed)
+
+    def get_many(self, entities: Sequence[Any]) -> list[LookupResult]:
+        view = self._current()
+        if view is None:
+            view = self._current(force=True)
+            if view is None:
+                return [no_live_version() for _ in entities]
+        if not entities:
+            return []
+        try:
+            rows = self._fetch(view, [view.keys.key(e) for e in entities])
+        except _Gone:
+            rows = None
+        if rows is None or any(r is None for r in rows):
+            fresh = self._current(force=True)
+            if fresh is None:
+                return [no_live_version() for _ in entities]
+            if fresh is not view or rows is None:
+                view = fresh
+                rows = self._fetch(view, [view.keys.key(e) for e in entities])
+        now = time.time()
+        decode = view.decoder.decode
+        return [decode(row, now) for row in rows]
+
+
+class _Gone(Exception):
+    """The version a reader had cached was removed (only possible after two switches)."""

@@ -1,0 +1,109 @@
+"""Writing one version into a store: begin → write chunks → verify → switch.
+
+``materialize`` drives this with computed features; tests and the benchmark drive it with
+rows they build themselves. Nothing here reports success before ``switch`` has run.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from mlpipe_cli.errors import ServiceUnavailable
+from mlpipe_cli.online.base import StoreMetadata, utcnow
+from mlpipe_cli.online.store import ACTIVE_WRITES, RunProgress
+
+
+def new_version_id(store: Any) -> str:
+    return f"{store.next_sequence():04d}-{secrets.token_hex(4)}"
+
+
+def start_version(
+    store: Any, meta: StoreMetadata, *, chunk_size: int, entities_hash: str
+) -> RunProgress:
+    """Create the version namespace (status 'building') and take its lease."""
+    progress = RunProgress(meta.version, chunk_size=chunk_size, entities_hash=entities_hash)
+    store.begin(meta.replace(status="building", finished_at=None), progress)
+    ACTIVE_WRITES.add(meta.version)
+    return progress
+
+
+def resume_version(store: Any, progress: RunProgress) -> RunProgress:
+    store.claim(progress)
+    ACTIVE_WRITES.add(progress.version)
+    return progress
+
+
+def finish_version(
+    store: Any,
+    meta: StoreMetadata,
+    progress: RunProgress,
+    *,
+    expected: int,
+    verify_count: bool = True,
+) -> tuple[StoreMetadata, list[str]]:
+    """Check every row arrived, then make the version live atomically.
+
+    Returns the final metadata (with ``finished_at``) and the ids of removed versions.
+    """
+    try:
+        if progress.written != expected:
+            raise ServiceUnavailable(
+                f"online store {store.location}: wrote {progress.written} of {expected} entities; "
+                "the live version was not changed"
+            )
+        if verify_count:
+            stored = store.count(meta.version)
+            if stored != expected:
+                raise ServiceUnavailable(
+                    f"online store {store.location}: version {meta.version} holds {stored} of "
+                    f"{expected} entities (keys expired or were deleted while writing); the live "
+                    "version was not changed, re-run `mlpipe materialize`"
+                )
+        final = meta.replace(status="complete", finished_at=utcnow(), entity_count=expected)
+        removed = store.switch(final)
+        return final, removed
+    finally:
+        ACTIVE_WRITES.discard(meta.version)
+
+
+def write_version(
+    store: Any,
+    *,
+    features: list[str],
+    rows: Iterable[list[tuple[str, bytes]]],
+    as_of: datetime,
+    feature_hash: str,
+    entity_keys: list[str],
+    key_types: list[str],
+    defaults: dict[str, Any] | None = None,
+    ttls: dict[str, float] | None = None,
+    event_times: bool = False,
+    expected: int,
+    chunk_size: int = 100_000,
+) -> tuple[StoreMetadata, list[str]]:
+    """Write a whole version from pre-packed chunks and switch to it (tests, benchmark)."""
+    meta = StoreMetadata(
+        version=new_version_id(store),
+        as_of=as_of,
+        finished_at=None,
+        entity_count=expected,
+        features=features,
+        feature_hash=feature_hash,
+        entity_keys=entity_keys,
+        key_types=key_types,
+        defaults=defaults or {},
+        ttls=ttls or {},
+        event_times=event_times,
+        status="building",
+    )
+    progress = start_version(store, meta, chunk_size=chunk_size, entities_hash="")
+    try:
+        for chunk in rows:
+            store.write_chunk(progress, chunk)
+    except BaseException:
+        ACTIVE_WRITES.discard(meta.version)
+        raise
+    return finish_version(store, meta, progress, expected=expected)
