@@ -1,0 +1,99 @@
+"""`mlpipe serve`: the online feature server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from mlpipe_cli.cli.common import (
+    DEFAULT_CONFIG,
+    ArtifactDirOption,
+    ConfigOption,
+    Output,
+    QuietOption,
+    run_context,
+)
+
+
+def serve(
+    config: ConfigOption = DEFAULT_CONFIG,
+    artifact: Annotated[
+        str | None,
+        typer.Option(
+            "--artifact", help="Transform version to serve (default: serving.artifact, 'latest')."
+        ),
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            help="Model version for /predict: a version, 'latest' (default, if any is "
+            "registered) or 'none'.",
+        ),
+    ] = None,
+    host: Annotated[
+        str | None, typer.Option("--host", help="Bind address (default 127.0.0.1).")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option("--port", help="Port (default 8000; 0 picks a free one).")
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option("--workers", min=1, max=64, help="Server processes.")
+    ] = None,
+    log_dir: Annotated[
+        Path | None,
+        typer.Option("--log-dir", help="Feature-log directory (default under the artifacts)."),
+    ] = None,
+    artifact_dir: ArtifactDirOption = None,
+    quiet: QuietOption = False,
+) -> None:
+    """Serve online features over HTTP, transformed by a pinned, verified transform artifact.
+
+    Endpoints: GET /features/{entity_id}, POST /features, POST /predict (with a registered
+    model), GET /healthz, /readyz, /info, /metrics, /openapi.json. Every served entity is
+    logged to Parquet segments for `mlpipe psi-report`. Refuses to start (exit 3) when an
+    artifact fails verification or does not fit the online store; exit 4 when the store is
+    unreachable at start. SIGTERM/SIGINT stop gracefully and flush the log (exit 0).
+
+    Example: mlpipe serve -c configs/example.yaml --port 8000
+    """
+    from mlpipe_cli.serving.server import ServeSpec
+    from mlpipe_cli.serving.server import serve as run_server
+
+    out = Output.create(quiet=quiet)
+    ctx = run_context(config, artifact_dir)
+    settings = ctx.config.serving
+    spec = ServeSpec(
+        config_path=str(Path(config).resolve()),
+        artifact_dir=str(Path(ctx.artifact_dir).resolve()),
+        transform_ref=artifact or settings.artifact,
+        model_ref=model or settings.model,
+        host=host or settings.host,
+        port=settings.port if port is None else port,
+        workers=workers or settings.workers,
+        log_dir=str(log_dir.resolve()) if log_dir else None,
+    )
+
+    def announce(app: Any, bound_port: int) -> None:
+        runtime = app.runtime
+        info = runtime.service.info()
+        out.info(
+            f"mlpipe serve: pipeline {info.pipeline}, transform {info.transform_version}, "
+            f"{info.store_type} store version {info.store_version}, "
+            f"model {info.model_version or 'none'}"
+        )
+        if runtime.log_dir is not None:
+            out.info(f"mlpipe serve: feature log -> {runtime.log_dir}")
+        out.info(
+            f"mlpipe serve: listening on http://{spec.host}:{bound_port} "
+            f"(workers {spec.workers}); Ctrl-C or SIGTERM stops and flushes the log"
+        )
+        import sys
+
+        sys.stderr.flush()
+
+    code = run_server(spec, announce=announce)
+    if code:
+        raise typer.Exit(code)

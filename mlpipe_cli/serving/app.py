@@ -1,0 +1,306 @@
+"""The feature server as a bare ASGI application (no framework; see docs/serve.md for why).
+
+Routes::
+
+    GET  /features/{entity_id}   one entity (composite keys: values joined by ',')
+    POST /features               {"entities": [...]} up to serving.max_batch
+    POST /predict                {"entity": x} or {"entities": [...]}; needs a registered model
+    GET  /healthz                the process is alive
+    GET  /readyz                 artifacts verified and the store reachable (503 otherwise)
+    GET  /info                   versions, entity keys, input and output columns
+    GET  /metrics                Prometheus text format
+    GET  /openapi.json           the OpenAPI 3 document
+
+Every response is JSON except /metrics. Errors are ``{"error": code, "message": text}`` with
+a 4xx/503 status; an unexpected exception becomes a 500 with the same shape and never a
+traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from time import perf_counter
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from mlpipe_cli.errors import MlpipeError, ServiceUnavailable, UsageError
+from mlpipe_cli.serving.service import StoreIncompatible, TransformFailed
+
+if TYPE_CHECKING:
+    from mlpipe_cli.serving.featurelog import FeatureLogger
+    from mlpipe_cli.serving.metrics import Metrics
+    from mlpipe_cli.serving.service import FeatureService
+
+_JSON = b"application/json"
+_TEXT = b"text/plain; version=0.0.4; charset=utf-8"
+_OPTS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+
+EP_ONE = "/features/{entity_id}"
+EP_BATCH = "/features"
+EP_PREDICT = "/predict"
+
+
+class HttpError(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+class ServingApp:
+    """ASGI callable: ``await app(scope, receive, send)``."""
+
+    def __init__(
+        self,
+        service: FeatureService,
+        metrics: Metrics,
+        logger: FeatureLogger | None = None,
+        *,
+        max_batch: int = 100,
+        max_body_bytes: int = 1 << 20,
+        openapi: bytes | None = None,
+    ) -> None:
+        self.service = service
+        self.metrics = metrics
+        self.logger = logger
+        self.max_batch = max_batch
+        self.max_body_bytes = max_body_bytes
+        self.transform_version = service.transform_version
+        self._openapi = openapi
+        self.started = False
+
+    # -- ASGI entry ---------------------------------------------------------------------
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            start = perf_counter()
+            endpoint = "other"
+            try:
+                endpoint, status, body, ctype = await self._dispatch(scope, receive)
+            except HttpError as exc:
+                status, body, ctype = exc.status, _error(exc.code, exc.message), _JSON
+            except Exception as exc:  # never a traceback on the wire
+                sys.stderr.write(f"mlpipe serve: unexpected {type(exc).__name__}: {exc}\n")
+                status = 500
+                body = _error("internal", f"unexpected {type(exc).__name__}")
+                ctype = _JSON
+            headers = [(b"content-type", ctype), (b"content-length", b"%d" % len(body))]
+            if status == 405:
+                headers.append((b"allow", _ALLOW.get(endpoint, b"GET")))
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+            self.metrics.observe(endpoint, status, perf_counter() - start)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _lifespan(self, receive: Any, send: Any) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    if self.logger is not None:
+                        self.logger.start()
+                    self.started = True
+                except Exception as exc:
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                if self.logger is not None:
+                    self.logger.close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    # -- routing --------------------------------------------------------------------------
+
+    async def _dispatch(self, scope: dict[str, Any], receive: Any) -> tuple[str, int, bytes, bytes]:
+        path: str = scope["path"]
+        method: str = scope["method"]
+        endpoint = _endpoint_of(path)
+        try:
+            status, body, ctype = await self._handle(endpoint, path, method, receive)
+        except HttpError as exc:
+            return endpoint, exc.status, _error(exc.code, exc.message), _JSON
+        return endpoint, status, body, ctype
+
+    async def _handle(
+        self, endpoint: str, path: str, method: str, receive: Any
+    ) -> tuple[int, bytes, bytes]:
+        if endpoint == EP_ONE:
+            if method not in ("GET", "HEAD"):
+                raise HttpError(405, "method_not_allowed", "use GET")
+            return *self._features_one(path[10:]), _JSON
+        if endpoint in (EP_BATCH, EP_PREDICT):
+            if method != "POST":
+                raise HttpError(405, "method_not_allowed", "use POST")
+            doc = await self._read_json(receive)
+            if endpoint == EP_BATCH:
+                return *self._features_batch(doc), _JSON
+            return *self._predict(doc), _JSON
+        if endpoint == "other":
+            raise HttpError(404, "not_found", f"no route {path}")
+        if method not in ("GET", "HEAD"):
+            raise HttpError(405, "method_not_allowed", "use GET")
+        if endpoint == "/healthz":
+            return 200, b'{"status":"ok"}', _JSON
+        if endpoint == "/readyz":
+            return *self._readyz(), _JSON
+        if endpoint == "/metrics":
+            return 200, self.metrics.render().encode(), _TEXT
+        if endpoint == "/openapi.json":
+            if self._openapi is None:
+                from mlpipe_cli.serving.openapi import openapi_document
+
+                self._openapi = orjson.dumps(openapi_document(self.service.info(), self.max_batch))
+            return 200, self._openapi, _JSON
+        info = self.service.info()  # /info
+        return 200, orjson.dumps(info.__dict__, option=_OPTS), _JSON
+
+    # -- endpoints ------------------------------------------------------------------------
+
+    def _features_one(self, entity_text: str) -> tuple[int, bytes]:
+        if not entity_text or "/" in entity_text:
+            raise HttpError(404, "not_found", "expected /features/{entity_id}")
+        entity: Any = entity_text.split(",") if "," in entity_text else entity_text
+        served = self._guard(lambda: [self.service.lookup(entity)])
+        self.service.log(EP_ONE, served)
+        return 200, orjson.dumps(served[0].to_dict(self.transform_version), option=_OPTS)
+
+    def _features_batch(self, doc: Any) -> tuple[int, bytes]:
+        entities = self._entities(doc, allow_single=False)
+        served = self._guard(lambda: self.service.lookup_many(entities))
+        self.service.log(EP_BATCH, served)
+        return 200, self._batch_body(served)
+
+    def _predict(self, doc: Any) -> tuple[int, bytes]:
+        if self.service.model is None:
+            raise HttpError(
+                404, "no_model", "no model is registered for this transform version "
+                "(mlpipe model register MODEL.joblib --artifact VERSION)"
+            )
+        single = isinstance(doc, dict) and "entity" in doc and "entities" not in doc
+        entities = self._entities(doc, allow_single=True)
+        served = self._guard(lambda: self.service.lookup_many(entities))
+        try:
+            self.service.predict(served)
+        except MlpipeError:
+            raise
+        except Exception as exc:
+            raise HttpError(
+                500, "model_failed", f"model {self.service.model.binding.model_version} "
+                f"failed: {type(exc).__name__}: {exc}"
+            ) from None
+        self.service.log(EP_PREDICT, served)
+        if single:
+            doc_out = served[0].to_dict(self.transform_version)
+            doc_out["model_version"] = self.service.model.binding.model_version
+            return 200, orjson.dumps(doc_out, option=_OPTS)
+        return 200, self._batch_body(served, model=True)
+
+    def _readyz(self) -> tuple[int, bytes]:
+        doc: dict[str, Any] = {
+            "transform_version": self.transform_version,
+            "model_version": (
+                self.service.model.binding.model_version if self.service.model else None
+            ),
+        }
+        try:
+            self.service.ping()
+        except (ServiceUnavailable, StoreIncompatible) as exc:
+            doc.update(status="not_ready", reason=str(exc), store_version=None)
+            return 503, orjson.dumps(doc)
+        except MlpipeError as exc:
+            doc.update(status="not_ready", reason=str(exc), store_version=None)
+            return 503, orjson.dumps(doc)
+        doc.update(status="ready", store_version=self.service.store_version)
+        return 200, orjson.dumps(doc)
+
+    # -- helpers --------------------------------------------------------------------------
+
+    def _batch_body(self, served: list[Any], *, model: bool = False) -> bytes:
+        doc: dict[str, Any] = {
+            "count": len(served),
+            "transform_version": self.transform_version,
+            "results": [s.to_dict(self.transform_version) for s in served],
+        }
+        if model and self.service.model is not None:
+            doc["model_version"] = self.service.model.binding.model_version
+        return orjson.dumps(doc, option=_OPTS)
+
+    def _entities(self, doc: Any, *, allow_single: bool) -> list[Any]:
+        if not isinstance(doc, dict):
+            raise HttpError(400, "bad_request", 'expected a JSON object {"entities": [...]}')
+        if allow_single and "entity" in doc and "entities" not in doc:
+            return [doc["entity"]]
+        entities = doc.get("entities")
+        if not isinstance(entities, list):
+            what = '{"entity": ID} or {"entities": [...]}' if allow_single else (
+                '{"entities": [...]}'
+            )
+            raise HttpError(400, "bad_request", f"expected a JSON object {what}")
+        if not entities:
+            raise HttpError(400, "bad_request", "entities is empty")
+        if len(entities) > self.max_batch:
+            raise HttpError(
+                413, "batch_too_large",
+                f"{len(entities)} entities exceed serving.max_batch = {self.max_batch}",
+            )
+        extra = sorted(set(doc) - {"entities", "entity"})
+        if extra:
+            raise HttpError(400, "bad_request", f"unknown key(s): {', '.join(extra)}")
+        return entities
+
+    def _guard(self, fn: Any) -> Any:
+        try:
+            return fn()
+        except UsageError as exc:
+            raise HttpError(400, "bad_entity", str(exc)) from None
+        except StoreIncompatible as exc:
+            raise HttpError(503, "store_incompatible", str(exc)) from None
+        except ServiceUnavailable as exc:
+            raise HttpError(503, "store_unavailable", str(exc)) from None
+        except TransformFailed as exc:
+            raise HttpError(500, "transform_failed", str(exc)) from None
+
+    async def _read_json(self, receive: Any) -> Any:
+        chunks = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise HttpError(400, "bad_request", "client disconnected")
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                raise HttpError(
+                    413, "body_too_large",
+                    f"request body exceeds serving.max_body_bytes = {self.max_body_bytes}",
+                )
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        if not body:
+            raise HttpError(400, "bad_request", "empty request body; expected JSON")
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise HttpError(400, "invalid_json", f"request body is not valid JSON: {exc}") from None
+
+
+_ALLOW = {EP_ONE: b"GET", EP_BATCH: b"POST", EP_PREDICT: b"POST"}
+_FIXED = {"/healthz", "/readyz", "/metrics", "/openapi.json", "/info", EP_BATCH, EP_PREDICT}
+
+
+def _endpoint_of(path: str) -> str:
+    """The metrics label of a path: its route template, or 'other'."""
+    if path.startswith("/features/"):
+        return EP_ONE
+    return path if path in _FIXED else "other"
+
+
+def _error(code: str, message: str) -> bytes:
+    return orjson.dumps({"error": code, "message": message})

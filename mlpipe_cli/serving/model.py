@@ -1,0 +1,193 @@
+"""Registered models: a joblib file bound to the transform version it was trained with.
+
+Security: a joblib (pickle) file runs arbitrary code when it is loaded. mlpipe therefore only
+ever unpickles a model file that was registered into the artifact store and whose sha256
+still matches the manifest; the hash is checked BEFORE ``joblib.load`` is called. Register
+only model files you produced yourself or trust like code.
+
+Artifact kind ``model``; each version holds::
+
+    model.joblib     the model, byte-for-byte as registered
+    binding.json     {"transform_version", "transform_content_hash", "output_columns",
+                      "model_sha256", "format_version"}
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mlpipe_cli.errors import ArtifactError, ArtifactNotFound, InputError
+
+if TYPE_CHECKING:
+    from mlpipe_cli.artifacts import ArtifactStore, ArtifactVersion
+
+MODEL_KIND = "model"
+MODEL_FILE = "model.joblib"
+BINDING_FILE = "binding.json"
+BINDING_FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ModelBinding:
+    """What a registered model is bound to."""
+
+    model_version: str
+    transform_version: str
+    transform_content_hash: str
+    output_columns: list[str]
+    model_sha256: str
+
+
+@dataclass
+class RegisteredModel:
+    """A hash-verified, loaded model and how to score with it."""
+
+    binding: ModelBinding
+    model: Any
+    method: str  # predict_proba | decision_function | predict
+
+    def score_matrix(self, matrix: Any) -> list[float]:
+        """One float per row: P(class 1) for classifiers, else the model's output."""
+        fn = getattr(self.model, self.method)
+        out = fn(matrix)
+        if self.method == "predict_proba":
+            return [float(v) for v in out[:, -1]]
+        return [float(v) for v in out.reshape(len(out), -1)[:, 0]]
+
+
+def register_model(
+    store: ArtifactStore, model_path: Path, transform_ref: str = "latest"
+) -> tuple[ArtifactVersion, bool]:
+    """Copy ``model_path`` into the artifact store bound to a transform version.
+
+    The model file is copied byte for byte and NOT unpickled here. Returns the model
+    artifact version and whether it was newly created (identical re-registration is a no-op).
+    """
+    from mlpipe_cli.artifacts import sha256_file
+
+    model_path = Path(model_path)
+    if not model_path.is_file():
+        raise InputError(f"model file {model_path} not found")
+    transform = store.get("transform", transform_ref, verify=True)
+    model_sha = sha256_file(model_path)
+    binding = {
+        "format_version": BINDING_FORMAT_VERSION,
+        "transform_version": transform.version,
+        "transform_content_hash": transform.content_hash,
+        "output_columns": _transform_output_columns(transform),
+        "model_sha256": model_sha,
+    }
+
+    def write(staging: Path) -> None:
+        shutil.copyfile(model_path, staging / MODEL_FILE)
+        (staging / BINDING_FILE).write_text(json.dumps(binding, indent=2, sort_keys=True) + "\n")
+
+    result = store.publish(
+        MODEL_KIND,
+        write,
+        inputs={"model_sha256": model_sha},
+        params={"transform_version": transform.version},
+        extra={"source_file": model_path.name},
+    )
+    return result.version, result.created
+
+
+def read_binding(artifact: ArtifactVersion) -> ModelBinding:
+    try:
+        doc = json.loads(artifact.file(BINDING_FILE).read_text())
+        return ModelBinding(
+            model_version=artifact.version,
+            transform_version=doc["transform_version"],
+            transform_content_hash=doc["transform_content_hash"],
+            output_columns=list(doc.get("output_columns") or []),
+            model_sha256=doc["model_sha256"],
+        )
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ArtifactError(
+            f"model artifact {artifact.version}: unreadable {BINDING_FILE}: {exc}"
+        ) from None
+
+
+def resolve_model(store: ArtifactStore, ref: str | None) -> str | None:
+    """The model version to serve: None when ``ref`` is 'none' or no model is registered."""
+    if ref is None or ref.lower() == "none":
+        return None
+    if ref == "latest" and not store.versions(MODEL_KIND):
+        return None
+    try:
+        return store.resolve(MODEL_KIND, ref)
+    except ArtifactNotFound:
+        if ref == "latest":
+            return None
+        raise
+
+
+def load_model(
+    store: ArtifactStore,
+    ref: str,
+    *,
+    transform_version: str,
+    transform_content_hash: str | None = None,
+    output_columns: list[str] | None = None,
+) -> RegisteredModel:
+    """Verify the model's sha256 and its binding, THEN unpickle it (ArtifactError = exit 3)."""
+    artifact = store.get(MODEL_KIND, ref, verify=True)  # sha256 of every file, before loading
+    binding = read_binding(artifact)
+    model_file = artifact.file(MODEL_FILE)
+    if artifact.manifest["files"][MODEL_FILE]["sha256"] != binding.model_sha256:
+        raise ArtifactError(
+            f"model artifact {artifact.version}: {MODEL_FILE} hash differs from its binding"
+        )
+    if binding.transform_version != transform_version or (
+        transform_content_hash is not None
+        and binding.transform_content_hash != transform_content_hash
+    ):
+        raise ArtifactError(
+            f"model {artifact.version} was registered for transform "
+            f"{binding.transform_version}, but this server uses transform {transform_version}",
+            hint="serve with --artifact " + binding.transform_version + ", pass --model none, or "
+            "register a model trained on this transform version",
+        )
+    if output_columns is not None and binding.output_columns and (
+        binding.output_columns != list(output_columns)
+    ):
+        raise ArtifactError(
+            f"model {artifact.version}: its feature columns differ from transform "
+            f"{transform_version}'s outputs"
+        )
+    import joblib
+
+    try:
+        model = joblib.load(model_file)
+    except Exception as exc:  # a corrupt or incompatible pickle
+        raise ArtifactError(
+            f"model {artifact.version} cannot be loaded: {type(exc).__name__}: {exc}"
+        ) from None
+    method = next(
+        (m for m in ("predict_proba", "decision_function", "predict") if hasattr(model, m)), None
+    )
+    if method is None:
+        raise ArtifactError(
+            f"model {artifact.version} ({type(model).__name__}) has no predict_proba, "
+            "decision_function or predict method"
+        )
+    expected = getattr(model, "n_features_in_", None)
+    if output_columns is not None and expected is not None and expected != len(output_columns):
+        raise ArtifactError(
+            f"model {artifact.version} expects {expected} features but transform "
+            f"{transform_version} produces {len(output_columns)}"
+        )
+    return RegisteredModel(binding=binding, model=model, method=method)
+
+
+def _transform_output_columns(transform: ArtifactVersion) -> list[str]:
+    """Output columns of a transform artifact, read without unpickling anything."""
+    try:
+        from mlpipe_cli.transforms import load_transform  # noqa: F401
+    except ImportError:
+        return []
+    return []

@@ -1,0 +1,441 @@
+"""The serving core without HTTP: look features up, transform them, score them, log them.
+
+`FeatureService` is what the ASGI app calls and what the in-process benchmark measures. It is
+built once at start by :func:`build_service`, which loads and verifies every artifact and
+refuses to start (ArtifactError, exit 3) when the transform, the online store's live version
+and the model do not fit together.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mlpipe_cli.errors import (
+    ArtifactError,
+    ConfigError,
+    MlpipeError,
+    ServiceUnavailable,
+    UsageError,
+)
+
+if TYPE_CHECKING:
+    from mlpipe_cli.config import PipelineConfig
+    from mlpipe_cli.serving.featurelog import FeatureLogger
+    from mlpipe_cli.serving.metrics import Metrics
+    from mlpipe_cli.serving.model import RegisteredModel
+
+
+class StoreIncompatible(MlpipeError):
+    """The store's live version changed to one the pinned transform cannot read (HTTP 503)."""
+
+
+@dataclass(slots=True)
+class Served:
+    """One entity as served: raw values, transformed vector, versions, cold-start flag."""
+
+    entity: list[Any]
+    entity_key: str
+    cold_start: bool
+    values: dict[str, Any]
+    expired: list[str]
+    vector: list[float]
+    store_version: str | None
+    as_of: datetime | None
+    prediction: float | None = None
+
+    def to_dict(self, transform_version: str) -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            "entity": self.entity[0] if len(self.entity) == 1 else self.entity,
+            "cold_start": self.cold_start,
+            "features": self.values,
+            "vector": self.vector,
+            "expired": self.expired,
+            "transform_version": transform_version,
+            "store_version": self.store_version,
+            "as_of": self.as_of,
+        }
+        if self.prediction is not None:
+            doc["prediction"] = self.prediction
+        return doc
+
+
+@dataclass
+class ServiceInfo:
+    pipeline: str
+    transform_version: str
+    store_version: str | None
+    store_type: str
+    model_version: str | None
+    entity_keys: list[str]
+    input_columns: list[str]
+    output_columns: list[str]
+    cold_start_defaults: dict[str, Any] = field(default_factory=dict)
+
+
+class FeatureService:
+    """Lookup + transform (+ score) for single entities and batches."""
+
+    def __init__(
+        self,
+        *,
+        store: Any,
+        transform: Any,
+        metadata: Any,
+        store_type: str,
+        pipeline: str,
+        cold_start: Mapping[str, Any] | None = None,
+        model: RegisteredModel | None = None,
+        metrics: Metrics | None = None,
+        logger: FeatureLogger | None = None,
+    ) -> None:
+        from mlpipe_cli.online.base import KeyNormalizer
+
+        self.store = store
+        self.transform = transform
+        self.transform_version: str = transform.version
+        self.input_columns: list[str] = list(transform.input_columns)
+        self.output_columns: list[str] = list(transform.output_columns)
+        self.model = model
+        self.metrics = metrics
+        self.logger = logger
+        self.store_type = store_type
+        self.pipeline = pipeline
+        self.cold_start_overrides = dict(cold_start or {})
+        self._metadata = metadata
+        self._checked_version: str | None = metadata.version
+        self._normalizer = KeyNormalizer(metadata)
+        self._transform_one = transform.transform_one
+        self._incompatible: str | None = None
+
+    # -- info -----------------------------------------------------------------------------
+
+    @property
+    def store_version(self) -> str | None:
+        return self._checked_version
+
+    def info(self) -> ServiceInfo:
+        return ServiceInfo(
+            pipeline=self.pipeline,
+            transform_version=self.transform_version,
+            store_version=self._checked_version,
+            store_type=self.store_type,
+            model_version=self.model.binding.model_version if self.model else None,
+            entity_keys=list(self._metadata.entity_keys),
+            input_columns=self.input_columns,
+            output_columns=self.output_columns,
+            cold_start_defaults=self.cold_start_defaults(),
+        )
+
+    def cold_start_defaults(self) -> dict[str, Any]:
+        values = {name: self._metadata.defaults.get(name) for name in self._metadata.features}
+        values.update(self.cold_start_overrides)
+        return values
+
+    # -- the hot path -----------------------------------------------------------------------
+
+    def parse_entity(self, entity: Any) -> tuple[list[Any], str]:
+        """Normalise what a caller sent into (key values, store key JSON); UsageError if bad."""
+        if isinstance(entity, dict):
+            key = self._normalizer.key(entity)
+        elif isinstance(entity, (list, tuple)):
+            key = self._normalizer.key(list(entity))
+        elif isinstance(entity, (int, str)) and not isinstance(entity, bool):
+            key = self._normalizer.key(entity)
+        else:
+            raise UsageError(f"entity must be a key value or a list of key values, got {entity!r}")
+        import orjson
+
+        return orjson.loads(key), key
+
+    def lookup(self, entity: Any) -> Served:
+        values_key = self.parse_entity(entity)
+        result = self._store_call(self.store.get, values_key[0])
+        return self._serve(values_key, result)
+
+    def lookup_many(self, entities: Sequence[Any]) -> list[Served]:
+        parsed = [self.parse_entity(e) for e in entities]
+        results = self._store_call(self.store.get_many, [p[0] for p in parsed])
+        return [self._serve(p, r) for p, r in zip(parsed, results, strict=True)]
+
+    def predict(self, served: list[Served]) -> None:
+        """Fill ``prediction`` for each served entity (one model call for the batch)."""
+        if self.model is None:
+            raise UsageError("no model registered")
+        import numpy as np
+
+        matrix = np.asarray([s.vector for s in served], dtype=np.float64)
+        scores = self.model.score_matrix(matrix)
+        for s, score in zip(served, scores, strict=True):
+            s.prediction = score
+        if self.metrics is not None:
+            self.metrics.predictions += len(served)
+
+    def log(self, endpoint: str, served: list[Served]) -> None:
+        logger = self.logger
+        if logger is None:
+            return
+        now_us = time.time_ns() // 1000
+        cols = self.input_columns
+        for s in served:
+            values = s.values
+            logger.log(
+                endpoint,
+                s.entity_key,
+                s.store_version,
+                s.cold_start,
+                tuple(values.get(c) for c in cols),
+                s.vector,
+                s.prediction,
+                now_us,
+            )
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _store_call(self, fn: Any, arg: Any) -> Any:
+        if self._incompatible is not None:
+            # Re-check: a new live version may have been published that fits again.
+            self._recheck(None)
+        try:
+            return fn(arg)
+        except MlpipeError as exc:
+            if isinstance(exc, UsageError):
+                raise
+            self._store_error()
+            if isinstance(exc, ServiceUnavailable):
+                raise
+            raise ServiceUnavailable(str(exc)) from None
+        except Exception as exc:  # a client library error the store did not wrap
+            self._store_error()
+            raise ServiceUnavailable(
+                f"online store error: {type(exc).__name__}: {exc}"
+            ) from None
+
+    def _store_error(self) -> None:
+        if self.metrics is not None:
+            self.metrics.store_errors += 1
+
+    def _serve(self, parsed: tuple[list[Any], str], result: Any) -> Served:
+        version = result.version
+        if version is None:
+            raise ServiceUnavailable(
+                "the online store has no live materialized version",
+                hint="run `mlpipe materialize`",
+            )
+        if version != self._checked_version:
+            self._recheck(version)
+        values = result.values
+        cold = not result.found
+        if cold:
+            if self.cold_start_overrides:
+                values = {**values, **self.cold_start_overrides}
+            if self.metrics is not None:
+                self.metrics.cold_starts += 1
+        try:
+            vector = self._transform_one(values)
+        except MlpipeError:
+            raise
+        except Exception as exc:
+            raise TransformFailed(
+                f"transform {self.transform_version} failed on entity {parsed[1]}: "
+                f"{type(exc).__name__}: {exc}"
+            ) from None
+        if self.metrics is not None:
+            self.metrics.entities_served += 1
+        return Served(
+            parsed[0], parsed[1], cold, values, result.expired, vector, version, result.as_of
+        )
+
+    def _recheck(self, version: str | None) -> None:
+        """The live store version changed: make sure the transform can still read it."""
+        meta = self._store_call_raw(self.store.live_metadata)
+        if meta is None:
+            raise ServiceUnavailable("the online store has no live materialized version")
+        try:
+            check_compatibility(self.transform, meta, self.cold_start_overrides)
+        except (ArtifactError, ConfigError) as exc:
+            self._incompatible = str(exc)
+            raise StoreIncompatible(str(exc)) from None
+        self._incompatible = None
+        self._metadata = meta
+        self._checked_version = meta.version
+
+    def _store_call_raw(self, fn: Any) -> Any:
+        try:
+            return fn()
+        except MlpipeError:
+            self._store_error()
+            raise
+        except Exception as exc:
+            self._store_error()
+            raise ServiceUnavailable(f"online store error: {type(exc).__name__}: {exc}") from None
+
+    def ping(self) -> None:
+        self._store_call_raw(self.store.ping)
+        if self._incompatible is not None:
+            self._recheck(None)
+
+
+class TransformFailed(MlpipeError):
+    """transform_one raised on stored values (a server-side data problem, HTTP 500 JSON)."""
+
+
+def check_compatibility(transform: Any, metadata: Any, cold_start: Mapping[str, Any]) -> None:
+    """Refuse (ArtifactError, exit 3) a transform that cannot read the store's live features."""
+    features = list(metadata.features)
+    missing = [c for c in transform.input_columns if c not in features]
+    if missing:
+        raise ArtifactError(
+            f"transform {transform.version} needs input column(s) {', '.join(missing)} that "
+            f"online-store version {metadata.version} does not have "
+            f"(it has: {', '.join(features) or 'none'})",
+            hint="materialize the features the transform was fitted on, or serve a transform "
+            "version fitted on these features (--artifact VERSION)",
+        )
+    unknown = [name for name in cold_start if name not in features]
+    if unknown:
+        raise ConfigError(
+            f"serving.cold_start names unknown feature(s) {', '.join(unknown)} "
+            f"(online features: {', '.join(features) or 'none'})"
+        )
+    # Types: the cold-start record holds one value per feature in its stored type; the
+    # transform must accept it (a string where a number is expected fails here, not later).
+    record = {name: metadata.defaults.get(name) for name in features}
+    record.update(cold_start)
+    try:
+        vector = transform.transform_one(record)
+    except MlpipeError as exc:
+        raise ArtifactError(
+            f"transform {transform.version} rejects the online features of store version "
+            f"{metadata.version}: {exc}"
+        ) from None
+    except Exception as exc:
+        raise ArtifactError(
+            f"transform {transform.version} cannot transform the cold-start record of store "
+            f"version {metadata.version}: {type(exc).__name__}: {exc}",
+            hint="set serving.cold_start values of the right type, or check the feature "
+            "defaults",
+        ) from None
+    if len(vector) != len(transform.output_columns):
+        raise ArtifactError(
+            f"transform {transform.version} returned {len(vector)} values for "
+            f"{len(transform.output_columns)} output columns"
+        )
+
+
+# -- building everything at start -------------------------------------------------------------
+
+
+@dataclass
+class ServingRuntime:
+    service: FeatureService
+    logger: FeatureLogger | None
+    metrics: Metrics
+    log_dir: Path | None
+
+
+def build_runtime(
+    config: PipelineConfig,
+    artifact_dir: Path,
+    *,
+    transform_ref: str = "latest",
+    model_ref: str | None = "latest",
+    log_dir: Path | None = None,
+    logging_enabled: bool | None = None,
+) -> ServingRuntime:
+    """Load and verify everything once; raise ArtifactError (3) / ServiceUnavailable (4)."""
+    from mlpipe_cli.artifacts import ArtifactStore
+    from mlpipe_cli.online import open_store
+    from mlpipe_cli.serving.featurelog import FeatureLogger
+    from mlpipe_cli.serving.metrics import Metrics
+    from mlpipe_cli.serving.model import load_model, resolve_model
+    from mlpipe_cli.transforms import load_transform
+
+    serving = config.serving
+    artifacts = ArtifactStore(artifact_dir, config.pipeline)
+    transform = load_transform(artifacts, transform_ref)  # sha256 + golden example, exit 3
+    transform_artifact = artifacts.get("transform", transform.version, verify=False)
+
+    store = open_store(config, Path(artifact_dir))
+    store.ping()  # ServiceUnavailable (exit 4) when unreachable
+    metadata = store.live_metadata()
+    if metadata is None:
+        raise ArtifactError(
+            "the online store has no live materialized version", hint="run `mlpipe materialize`"
+        )
+    check_compatibility(transform, metadata, serving.cold_start)
+
+    model = None
+    model_version = resolve_model(artifacts, model_ref)
+    if model_version is not None:
+        model = load_model(
+            artifacts,
+            model_version,
+            transform_version=transform.version,
+            transform_content_hash=transform_artifact.content_hash,
+            output_columns=list(transform.output_columns),
+        )
+
+    metrics = Metrics()
+    enabled = serving.logging.enabled if logging_enabled is None else logging_enabled
+    logger = None
+    resolved_log_dir = None
+    if enabled:
+        resolved_log_dir = Path(
+            log_dir
+            or serving.log_dir
+            or Path(artifact_dir) / config.pipeline / "serving-logs"
+        )
+        logger = FeatureLogger(
+            resolved_log_dir,
+            transform_version=transform.version,
+            raw_columns=list(transform.input_columns),
+            raw_dtypes=dict(getattr(transform, "input_schema", {}) or {}),
+            vec_columns=list(transform.output_columns),
+            queue_rows=serving.logging.queue_rows,
+            segment_rows=serving.logging.segment_rows,
+            flush_interval=serving.logging.flush_interval.total_seconds(),
+        )
+    service = FeatureService(
+        store=store,
+        transform=transform,
+        metadata=metadata,
+        store_type=config.online_store.type,
+        pipeline=config.pipeline,
+        cold_start=serving.cold_start,
+        model=model,
+        metrics=metrics,
+        logger=logger,
+    )
+    metrics.info = {
+        "pipeline": config.pipeline,
+        "transform_version": transform.version,
+        "model_version": model.binding.model_version if model else "",
+        "store_type": config.online_store.type,
+    }
+    if logger is not None:
+        metrics.gauges["mlpipe_serve_log_queue_depth"] = (
+            "Feature-log rows waiting for the writer thread.",
+            lambda: logger.depth,
+        )
+        metrics.counters["mlpipe_serve_log_rows_dropped_total"] = (
+            "Feature-log rows dropped because the queue was full.",
+            lambda: logger.dropped,
+        )
+        metrics.counters["mlpipe_serve_log_rows_written_total"] = (
+            "Feature-log rows written to Parquet segments.",
+            lambda: logger.written,
+        )
+        metrics.counters["mlpipe_serve_log_rows_failed_total"] = (
+            "Feature-log rows lost because a segment could not be written.",
+            lambda: logger.failed,
+        )
+        metrics.counters["mlpipe_serve_log_segments_total"] = (
+            "Feature-log Parquet segments written.",
+            lambda: logger.segments,
+        )
+    return ServingRuntime(service=service, logger=logger, metrics=metrics, log_dir=resolved_log_dir)
