@@ -1,0 +1,482 @@
+"""PSI and KS of current data against a reference profile (one streaming pass).
+
+PSI convention (pinned; see docs/psi-report.md):
+
+    PSI = Σ_b (c_b − r_b) · ln(c_b / r_b)
+
+over the reference's bins b, natural log, where r_b and c_b are the reference and current
+proportions of *all* rows (missing included) with each proportion clipped from below at
+``eps`` (default 1e-4) and NOT renormalised afterwards. Numeric bins are the profile's
+half-open decile bins ``[lower, upper)`` with open-ended first and last bins plus
+``__missing__`` (null and NaN); categorical bins are the profile's categories plus
+``__other__`` (unseen values and reference categories beyond the stored top-k) plus
+``__missing__``.
+
+KS is computed from the profile's quantile sketch (sketch_size+1 quantiles): the reference CDF
+F̂ is the linear interpolation of (quantile_k, k/sketch_size), with jumps at repeated values
+(atoms); the current sample is histogrammed exactly on the sketch points, which bounds
+sup|G − F̂| between D_lo and D_hi with D_hi − D_lo ≤ 1/sketch_size. The reported statistic is
+their midpoint, so |D̂ − D_ks_2samp| ≤ 1.5/sketch_size + 2/n_ref. The p-value is
+``scipy.stats.kstwo.sf(D̂, round(n·m/(n+m)))`` — the asymptotic method of ``ks_2samp``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from mlpipe_cli.drift.profile import (
+    MISSING,
+    OTHER,
+    _num,
+    categorical_expr,
+    check_profile,
+    column_kind,
+)
+from mlpipe_cli.errors import InputError
+
+if TYPE_CHECKING:
+    import numpy as np
+    import polars as pl
+
+DEFAULT_EPS = 1e-4
+DEFAULT_THRESHOLD = 0.2
+DEFAULT_MODERATE = 0.1
+DEFAULT_MIN_ROWS = 200
+CHUNK_ROWS = 1 << 20
+
+STATUSES = ("stable", "moderate", "drifted", "error")
+
+
+@dataclass
+class ColumnDrift:
+    """Drift of one column. ``bins`` rows: bin, lower, upper, reference, current, contribution
+    (reference/current are unclipped proportions of all rows; contribution uses the clip)."""
+
+    column: str
+    kind: str
+    status: str
+    psi: float | None = None
+    threshold: float = DEFAULT_THRESHOLD
+    bins: list[dict[str, Any]] = field(default_factory=list)
+    ks_statistic: float | None = None
+    ks_pvalue: float | None = None
+    ks_bounds: tuple[float, float] | None = None
+    null_rate_ref: float | None = None
+    null_rate_cur: float | None = None
+    mean_ref: float | None = None
+    mean_cur: float | None = None
+    std_ref: float | None = None
+    std_cur: float | None = None
+    rows: int = 0
+    message: str = ""
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def failed(self) -> bool:
+        return self.status in ("drifted", "error")
+
+    def to_dict(self) -> dict[str, Any]:
+        doc = asdict(self)
+        doc["ks_bounds"] = list(self.ks_bounds) if self.ks_bounds is not None else None
+        return doc
+
+
+def psi(reference: Sequence[float], current: Sequence[float], eps: float = DEFAULT_EPS) -> float:
+    """Σ (c − r) · ln(c / r) with both proportions clipped at ``eps`` (no renormalisation)."""
+    if len(reference) != len(current):
+        raise ValueError(f"psi: {len(reference)} reference bins vs {len(current)} current bins")
+    return math.fsum(_psi_terms(reference, current, eps))
+
+
+def _psi_terms(reference: Sequence[float], current: Sequence[float], eps: float) -> list[float]:
+    terms = []
+    for r, c in zip(reference, current, strict=True):
+        r = max(float(r), eps)
+        c = max(float(c), eps)
+        terms.append((c - r) * math.log(c / r))
+    return terms
+
+
+def status_for(value: float, threshold: float, moderate: float = DEFAULT_MODERATE) -> str:
+    if value >= threshold:
+        return "drifted"
+    if value >= moderate:
+        return "moderate"
+    return "stable"
+
+
+# --------------------------------------------------------------------------- accumulators
+
+
+class _NumericAcc:
+    """Exact histogram of the current values on the union of PSI edges and sketch points."""
+
+    def __init__(self, column: str, entry: dict[str, Any]) -> None:
+        import numpy as np
+
+        self.column = column
+        self.entry = entry
+        self.edges = np.asarray([_num(e) for e in entry.get("edges", [])], dtype=np.float64)
+        quantiles = np.asarray([_num(q) for q in entry.get("quantiles", [])], dtype=np.float64)
+        self.quantiles = quantiles
+        self.ks_ok = len(quantiles) >= 2 and bool(np.all(np.isfinite(quantiles)))
+        points = [self.edges[np.isfinite(self.edges)]]
+        if self.ks_ok:
+            uniq, counts = np.unique(quantiles, return_counts=True)
+            atoms = uniq[counts > 1]
+            points += [uniq, np.nextafter(atoms, np.inf)]
+        self.fine = np.unique(np.concatenate(points)) if points else np.empty(0)
+        self.hist_edges = np.concatenate([[-np.inf], self.fine, [np.inf]])
+        self.counts = np.zeros(len(self.fine) + 1, dtype=np.int64)
+        self.missing = 0
+        self.rows = 0
+        self.shift = entry.get("mean") if isinstance(entry.get("mean"), float | int) else 0.0
+        self.s1: list[float] = []
+        self.s2: list[float] = []
+        self.finite = 0
+
+    def update(self, values: np.ndarray) -> None:
+        import numpy as np
+
+        self.rows += len(values)
+        nan = np.isnan(values)
+        valid = values[~nan] if nan.any() else values
+        self.missing += len(values) - len(valid)
+        if len(valid) == 0:
+            return
+        if len(self.fine):
+            counts, _ = np.histogram(valid, bins=self.hist_edges)
+            self.counts += counts
+        else:
+            self.counts[0] += len(valid)
+        fin = valid[np.isfinite(valid)] if not np.isfinite(valid).all() else valid
+        if len(fin):
+            d = fin - self.shift
+            self.s1.append(float(np.sum(d)))
+            self.s2.append(float(np.dot(d, d)))
+            self.finite += len(fin)
+
+    def result(self) -> dict[str, Any]:
+        import numpy as np
+
+        rows = self.rows
+        valid = int(self.counts.sum())
+        # Map fine intervals [f_j, f_j+1) onto coarse PSI bins by their left endpoint.
+        left = np.concatenate([[-np.inf], self.fine])
+        coarse_idx = np.searchsorted(self.edges, left, side="right")
+        coarse = np.bincount(coarse_idx, weights=self.counts, minlength=len(self.edges) + 1)
+        out: dict[str, Any] = {"rows": rows, "valid": valid, "missing": self.missing}
+        out["bin_counts"] = [int(c) for c in coarse]
+        if self.finite:
+            n = self.finite
+            s1 = math.fsum(self.s1)
+            s2 = math.fsum(self.s2)
+            out["mean"] = self.shift + s1 / n
+            out["std"] = math.sqrt(max(s2 - s1 * s1 / n, 0.0) / (n - 1)) if n > 1 else 0.0
+        else:
+            out["mean"] = None
+            out["std"] = None
+        if self.ks_ok and valid:
+            out.update(self._ks(valid))
+        return out
+
+    def _ks(self, m: int) -> dict[str, Any]:
+        import numpy as np
+        from scipy import stats
+
+        q = self.quantiles
+        k = len(q) - 1
+        uniq, first = np.unique(q, return_index=True)
+        last = len(q) - 1 - np.unique(q[::-1], return_index=True)[1]
+        p_first = first / k
+        p_last = last / k
+        is_atom = last > first
+        # KS points: unique quantiles and, after each atom u, nextafter(u) (F̂ flat between).
+        atoms_plus = np.nextafter(uniq[is_atom], np.inf)
+        pts = np.concatenate([uniq, atoms_plus])
+        fl = np.concatenate([p_first, p_last[is_atom]])  # F̂ just left of the point
+        fr = np.concatenate([p_last, p_last[is_atom]])  # F̂ at the point
+        atom_flag = np.concatenate([is_atom, np.zeros(int(is_atom.sum()), dtype=bool)])
+        order = np.argsort(pts, kind="stable")
+        pts, fl, fr, atom_flag = pts[order], fl[order], fr[order], atom_flag[order]
+        # A_i = fraction of current values < pts[i]: cumulative fine counts.
+        cum = np.concatenate([[0], np.cumsum(self.counts)])
+        idx = np.searchsorted(self.fine, pts, side="left")  # pts[i] == fine[idx]
+        # counts[0] is (-inf, fine[0]), counts[j+1] is [fine[j], fine[j+1]): so the mass
+        # strictly below fine[i] is counts[0..i] = cum[i + 1].
+        a = cum[idx + 1] / m
+        a_next = np.concatenate([a[1:], [1.0]])
+        d_lo = float(np.max(np.abs(a - fl)))
+        # Interval (pts_i, pts_i+1): F̂ linear from fr_i to fl_i+1, G within [a_i, a_i+1].
+        fl_next = np.concatenate([fl[1:], [1.0]])
+        upper = np.maximum(a_next - fr, fl_next - a)
+        # Exact cases: [u, u⁺) holds exactly the mass at atom u (G = a_next there, F̂ = fr);
+        # an interval without current values has G = a constant, so the sup is at its ends.
+        exact = np.where(
+            atom_flag,
+            np.abs(a_next - fr),
+            np.maximum(np.abs(a - fr), np.abs(a - fl_next)),
+        )
+        is_exact = atom_flag | (a_next == a)
+        upper = np.where(is_exact, exact, upper)
+        d_hi = float(max(d_lo, float(np.max(upper))))
+        d_lo = float(max(d_lo, float(np.max(np.where(is_exact, exact, 0.0)))))
+        d = (d_lo + d_hi) / 2
+        n = int(self.entry.get("valid_count") or 0)
+        pvalue = None
+        if n > 0:
+            en = n * m / (n + m)
+            pvalue = float(stats.kstwo.sf(d, max(1, round(en))))
+        return {"ks_statistic": d, "ks_pvalue": pvalue, "ks_bounds": (d_lo, d_hi)}
+
+
+class _CategoricalAcc:
+    def __init__(self, column: str, entry: dict[str, Any]) -> None:
+        self.column = column
+        self.entry = entry
+        self.values = [str(v) for v in entry.get("values", [])]
+        self.index = {v: i for i, v in enumerate(self.values)}
+        self.counts = [0] * len(self.values)
+        self.other = 0
+        self.missing = 0
+        self.rows = 0
+        self.unseen: dict[str, int] = {}
+
+    def update(self, series: pl.Series) -> None:
+        self.rows += len(series)
+        self.missing += series.null_count()
+        vc = series.drop_nulls().value_counts()
+        for value, count in zip(vc[:, 0].to_list(), vc[:, 1].to_list(), strict=True):
+            i = self.index.get(value)
+            if i is None:
+                self.other += int(count)
+                if len(self.unseen) < 10_000:
+                    self.unseen[value] = self.unseen.get(value, 0) + int(count)
+            else:
+                self.counts[i] += int(count)
+
+    def result(self) -> dict[str, Any]:
+        return {
+            "rows": self.rows,
+            "valid": self.rows - self.missing,
+            "missing": self.missing,
+            "counts": self.counts,
+            "other": self.other,
+            "unseen": self.unseen,
+        }
+
+
+# --------------------------------------------------------------------------- main entry
+
+
+def compare_to_profile(
+    profile: dict,
+    current: pl.LazyFrame | pl.DataFrame,
+    columns: Sequence[str] | None = None,
+    *,
+    threshold: float = DEFAULT_THRESHOLD,
+    thresholds: Mapping[str, float] | None = None,
+    moderate: float = DEFAULT_MODERATE,
+    min_rows: int = DEFAULT_MIN_ROWS,
+    eps: float = DEFAULT_EPS,
+    rename: Mapping[str, str] | None = None,
+    chunk_rows: int = CHUNK_ROWS,
+) -> list[ColumnDrift]:
+    """Compare ``current`` with the reference ``profile`` column by column.
+
+    ``columns`` defaults to every profiled column (in the profile's column order).
+    ``thresholds`` maps column → its own PSI threshold (else ``threshold``); ``rename`` maps a
+    profile column to the name it has in ``current`` (e.g. ``revenue`` → ``raw.revenue``).
+    Status: ``drifted`` when PSI ≥ threshold, ``moderate`` when PSI ≥ ``moderate``, else
+    ``stable``; ``error`` (with a message) when the column is missing, has a dtype the profile
+    cannot compare, is all null, or there are no rows — never aborting the other columns.
+    The current data is read once, in chunks of ``chunk_rows`` rows.
+    """
+    import polars as pl
+
+    check_profile(profile)
+    thresholds = dict(thresholds or {})
+    rename = dict(rename or {})
+    profiled: dict[str, Any] = profile["columns"]
+    names = list(profile.get("column_order") or sorted(profiled)) if columns is None else list(
+        columns
+    )
+    lf = current.lazy()
+    try:
+        schema = lf.collect_schema()
+    except pl.exceptions.PolarsError as exc:
+        raise InputError(f"cannot read the current data: {str(exc).splitlines()[0]}") from None
+
+    results: dict[str, ColumnDrift] = {}
+    numeric: dict[str, _NumericAcc] = {}
+    categorical: dict[str, _CategoricalAcc] = {}
+    exprs: list[pl.Expr] = []
+    for name in names:
+        thr = float(thresholds.get(name, threshold))
+        entry = profiled.get(name)
+        if entry is None:
+            dtype = profile.get("unsupported", {}).get(name)
+            msg = (
+                f"dtype {dtype} is not profiled (unsupported)"
+                if dtype
+                else "not in the reference profile"
+            )
+            results[name] = ColumnDrift(name, "unknown", "error", threshold=thr, message=msg)
+            continue
+        kind = entry["kind"]
+        src = rename.get(name, name)
+        if src not in schema:
+            results[name] = _base(name, entry, thr, status="error",
+                                  message=f"column {src!r} not in the current data")
+            continue
+        cur_kind = column_kind(schema[src])
+        if cur_kind != kind:
+            results[name] = _base(
+                name, entry, thr, status="error",
+                message=f"current dtype {schema[src]} cannot be compared with the profile's "
+                f"{kind} column ({entry.get('dtype')})",
+            )
+            continue
+        key = f"c{len(exprs)}"
+        if kind == "numeric":
+            numeric[key] = _NumericAcc(name, entry)
+            exprs.append(pl.col(src).cast(pl.Float64).alias(key))
+        else:
+            categorical[key] = _CategoricalAcc(name, entry)
+            exprs.append(categorical_expr(src, schema[src]).alias(key))
+
+    if exprs:
+        _scan(lf, exprs, numeric, categorical, chunk_rows)
+
+    for acc in numeric.values():
+        results[acc.column] = _numeric_drift(acc, thresholds.get(acc.column, threshold),
+                                             moderate, min_rows, eps)
+    for acc in categorical.values():
+        results[acc.column] = _categorical_drift(acc, thresholds.get(acc.column, threshold),
+                                                 moderate, min_rows, eps)
+    return [results[n] for n in names]
+
+
+def _scan(lf: pl.LazyFrame, exprs: list[pl.Expr], numeric: dict[str, _NumericAcc],
+          categorical: dict[str, _CategoricalAcc], chunk_rows: int) -> None:
+    import polars as pl
+
+    query = lf.select(exprs)
+    workers = max(1, min(len(exprs), os.cpu_count() or 1))
+
+    def work(batch: pl.DataFrame, key: str) -> None:
+        if key in numeric:
+            numeric[key].update(batch.get_column(key).to_numpy())
+        else:
+            categorical[key].update(batch.get_column(key))
+
+    try:
+        batches = query.collect_batches(chunk_size=chunk_rows)
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            for batch in batches:
+                # Columns are independent: each accumulator is touched by one task per batch.
+                list(pool.map(lambda k, b=batch: work(b, k), [*numeric, *categorical]))
+    except pl.exceptions.PolarsError as exc:
+        raise InputError(f"cannot read the current data: {str(exc).splitlines()[0]}") from None
+
+
+def _base(name: str, entry: dict[str, Any], thr: float, *, status: str, message: str = "",
+          kind: str | None = None) -> ColumnDrift:
+    return ColumnDrift(
+        column=name,
+        kind=kind or entry.get("kind", "unknown"),
+        status=status,
+        threshold=thr,
+        null_rate_ref=entry.get("null_rate"),
+        mean_ref=entry.get("mean"),
+        std_ref=entry.get("std"),
+        message=message,
+    )
+
+
+def _finish(drift: ColumnDrift, ref: list[float], cur_counts: list[int], labels: list[dict],
+            rows: int, missing: int, moderate: float, min_rows: int, eps: float) -> ColumnDrift:
+    cur = [c / rows for c in cur_counts] if rows else [0.0] * len(cur_counts)
+    terms = _psi_terms(ref, cur, eps)
+    drift.rows = rows
+    drift.bins = [
+        {**label, "reference": r, "current": c, "contribution": t}
+        for label, r, c, t in zip(labels, ref, cur, terms, strict=True)
+    ]
+    if rows == 0:
+        drift.status = "error"
+        drift.message = "no current rows"
+        return drift
+    drift.psi = math.fsum(terms)
+    drift.null_rate_cur = missing / rows
+    if rows < min_rows:
+        drift.warnings.append(
+            f"only {rows} current rows (< {min_rows}): PSI is noisy on small samples"
+        )
+    if missing == rows:
+        drift.status = "error"
+        drift.message = f"all {rows} current values are missing (null/NaN)"
+        return drift
+    drift.status = status_for(drift.psi, drift.threshold, moderate)
+    return drift
+
+
+def _numeric_drift(acc: _NumericAcc, thr: float, moderate: float, min_rows: int,
+                   eps: float) -> ColumnDrift:
+    entry = acc.entry
+    res = acc.result()
+    drift = _base(acc.column, entry, thr, status="stable")
+    edges = [_num(e) for e in entry.get("edges", [])]
+    bounds = [None, *edges, None]
+    labels = [
+        {"bin": _bin_label(bounds[i], bounds[i + 1]), "lower": bounds[i], "upper": bounds[i + 1]}
+        for i in range(len(bounds) - 1)
+    ]
+    labels.append({"bin": MISSING, "lower": None, "upper": None})
+    ref = [float(p) for p in entry.get("proportions", [])]
+    if len(ref) != len(edges) + 1:
+        drift.status = "error"
+        drift.message = "profile entry is inconsistent: proportions do not match edges"
+        return drift
+    ref.append(float(entry.get("missing_proportion", 0.0)))
+    counts = [*res["bin_counts"], res["missing"]]
+    drift.mean_cur = res["mean"]
+    drift.std_cur = res["std"]
+    if "ks_statistic" in res:
+        drift.ks_statistic = res["ks_statistic"]
+        drift.ks_pvalue = res["ks_pvalue"]
+        drift.ks_bounds = res["ks_bounds"]
+    return _finish(drift, ref, counts, labels, res["rows"], res["missing"], moderate,
+                   min_rows, eps)
+
+
+def _bin_label(lower: float | None, upper: float | None) -> str:
+    lo = "-inf" if lower is None else f"{lower:.6g}"
+    hi = "+inf" if upper is None else f"{upper:.6g}"
+    return f"[{lo}, {hi})" if lower is not None else f"({lo}, {hi})"
+
+
+def _categorical_drift(acc: _CategoricalAcc, thr: float, moderate: float, min_rows: int,
+                       eps: float) -> ColumnDrift:
+    entry = acc.entry
+    res = acc.result()
+    drift = _base(acc.column, entry, thr, status="stable")
+    labels = [{"bin": v, "lower": None, "upper": None} for v in acc.values]
+    labels += [{"bin": OTHER, "lower": None, "upper": None},
+               {"bin": MISSING, "lower": None, "upper": None}]
+    ref = [float(p) for p in entry.get("proportions", [])]
+    ref += [float(entry.get("other_proportion", 0.0)), float(entry.get("missing_proportion", 0.0))]
+    counts = [*res["counts"], res["other"], res["missing"]]
+    if res["unseen"]:
+        top = sorted(res["unseen"].items(), key=lambda kv: (-kv[1], kv[0]))[:5]
+        drift.warnings.append(
+            "values not among the reference categories: "
+            + ", ".join(f"{v!r} ({c})" for v, c in top)
+        )
+    return _finish(drift, ref, counts, labels, res["rows"], res["missing"], moderate,
+                   min_rows, eps)

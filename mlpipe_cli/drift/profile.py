@@ -1,0 +1,329 @@
+"""Reference profiles: the one profile format shared by validate, fit and psi-report.
+
+A profile is a JSON-serialisable dict describing the distribution of each column of a frame:
+
+* numeric columns (ints, floats, decimals; cast to float64): row count, null count (nulls and
+  NaN both count as missing), mean, std (ddof=1), min, max, the interior decile edges (``bins``
+  bins → ``bins-1`` edges, de-duplicated when the data has atoms), the exact proportion of rows
+  per bin, the ``__missing__`` proportion and a quantile sketch of ``sketch_size + 1``
+  quantiles (probabilities k/sketch_size, numpy "linear" interpolation) used for KS.
+* categorical columns (string, boolean, categorical, enum): category counts and proportions
+  (top ``max_categories`` by count, ties by value), the mass of the remaining categories
+  (``__other__``) and the ``__missing__`` proportion.
+* every other dtype is listed under ``unsupported`` (column → dtype) and otherwise ignored.
+
+Bins are half-open ``[lower, upper)``; the first bin is ``(-inf, e1)`` and the last
+``[e_last, +inf]``, so values outside the reference range land in the edge bins. All
+proportions are of *all* rows (missing included), so bins + ``__missing__`` sum to 1.
+
+Determinism: every statistic is computed with numpy float64 on the *sorted* non-missing
+values of the column, so the result depends only on the multiset of values — not on row
+order, chunking or ``POLARS_MAX_THREADS``. The frame is read in a few passes (a row count,
+then groups of numeric columns sized to a memory budget, then one pass for the categorical
+counts), each a projection of the lazy query.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import secrets
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mlpipe_cli.errors import InputError
+
+if TYPE_CHECKING:
+    import numpy as np
+    import polars as pl
+
+FORMAT_VERSION = 1
+PROFILE_KIND = "mlpipe.profile"
+SKETCH_SIZE = 1000
+MISSING = "__missing__"
+OTHER = "__other__"
+# Bytes of float64 column data materialised at once while profiling numeric columns.
+MEMORY_BUDGET = int(os.environ.get("MLPIPE_PROFILE_MEMORY_BUDGET", str(1 << 30)))
+
+
+def column_kind(dtype: pl.DataType) -> str | None:
+    """'numeric', 'categorical' or None (unsupported) for a Polars dtype."""
+    import polars as pl
+
+    if dtype.is_numeric():
+        return "numeric"
+    if dtype in (pl.String, pl.Boolean, pl.Categorical) or isinstance(
+        dtype, pl.Categorical | pl.Enum
+    ):
+        return "categorical"
+    return None
+
+
+def categorical_expr(name: str, dtype: pl.DataType) -> pl.Expr:
+    """The column as strings: booleans become 'true'/'false', categoricals their labels."""
+    import polars as pl
+
+    col = pl.col(name)
+    if dtype == pl.Boolean:
+        return pl.when(col).then(pl.lit("true")).when(~col).then(pl.lit("false")).alias(name)
+    return col.cast(pl.String).alias(name)
+
+
+def quantiles_of_sorted(values: np.ndarray, probs: np.ndarray) -> list[float]:
+    """numpy 'linear' quantiles of an already sorted float64 array (deterministic)."""
+    import numpy as np
+
+    n = len(values)
+    if n == 0:
+        return []
+    pos = probs * (n - 1)
+    lo = np.floor(pos).astype(np.int64)
+    hi = np.minimum(lo + 1, n - 1)
+    frac = pos - lo
+    a = values[lo]
+    b = values[hi]
+    # a + (b - a) * frac, but exact when a == b (avoids inf - inf = nan for infinite atoms).
+    with np.errstate(invalid="ignore", over="ignore"):
+        out = np.where(a == b, a, a + (b - a) * frac)
+    return [_clean(v) for v in out.tolist()]
+
+
+def _clean(value: float) -> float:
+    # -0.0 → 0.0 so that JSON does not depend on which zero a sort put first.
+    return value + 0.0
+
+
+def _json_float(value: float) -> float | str | None:
+    if value is None:
+        return None
+    if math.isnan(value):
+        return None
+    if math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    return _clean(float(value))
+
+
+def _num(value: Any) -> float:
+    """Inverse of _json_float for edges/quantiles read back from JSON."""
+    if isinstance(value, str):
+        return float(value)
+    return float(value)
+
+
+def numeric_profile(sorted_valid: np.ndarray, rows: int, nan_count: int, *, bins: int,
+                    dtype: str) -> dict[str, Any]:
+    """Profile of one numeric column from its sorted non-missing values."""
+    import numpy as np
+
+    n = len(sorted_valid)
+    null_count = rows - n
+    entry: dict[str, Any] = {
+        "kind": "numeric",
+        "dtype": dtype,
+        "count": rows,
+        "null_count": null_count,
+        "nan_count": nan_count,
+        "null_rate": (null_count / rows) if rows else 0.0,
+        "valid_count": n,
+    }
+    if n == 0:
+        entry.update(mean=None, std=None, min=None, max=None, edges=[], proportions=[0.0],
+                     quantiles=[])
+        entry["missing_proportion"] = 1.0 if rows else 0.0
+        return entry
+    finite = sorted_valid[np.isfinite(sorted_valid)]
+    if len(finite):
+        total = float(np.sum(finite))
+        mean = total / len(finite)
+        std = (
+            math.sqrt(float(np.sum((finite - mean) ** 2)) / (len(finite) - 1))
+            if len(finite) > 1
+            else 0.0
+        )
+    else:
+        mean, std = math.nan, math.nan
+    probs = np.arange(1, bins, dtype=np.float64) / bins
+    edges = sorted(set(quantiles_of_sorted(sorted_valid, probs)))
+    edges = [e for e in edges if not math.isnan(e)]
+    counts = bin_counts_sorted(sorted_valid, edges)
+    entry.update(
+        mean=_json_float(mean),
+        std=_json_float(std),
+        min=_json_float(float(sorted_valid[0])),
+        max=_json_float(float(sorted_valid[-1])),
+        edges=[_json_float(e) for e in edges],
+        proportions=[c / rows for c in counts],
+        missing_proportion=null_count / rows,
+        quantiles=[
+            _json_float(q)
+            for q in quantiles_of_sorted(
+                sorted_valid, np.arange(SKETCH_SIZE + 1, dtype=np.float64) / SKETCH_SIZE
+            )
+        ],
+    )
+    return entry
+
+
+def bin_counts_sorted(sorted_valid: np.ndarray, edges: Sequence[float]) -> list[int]:
+    """Counts per half-open bin [e_{i-1}, e_i) with open-ended first and last bins."""
+    import numpy as np
+
+    cuts = np.searchsorted(sorted_valid, np.asarray(edges, dtype=np.float64), side="left")
+    bounds = [0, *cuts.tolist(), len(sorted_valid)]
+    return [int(bounds[i + 1] - bounds[i]) for i in range(len(bounds) - 1)]
+
+
+def build_profile(
+    frame: pl.LazyFrame | pl.DataFrame,
+    columns: Sequence[str] | None = None,
+    *,
+    bins: int = 10,
+    max_categories: int = 1000,
+) -> dict:
+    """Profile ``columns`` (default: all) of a frame; see the module docstring for the format.
+
+    Raises InputError when a named column does not exist or ``bins`` < 2.
+    """
+    import numpy as np
+    import polars as pl
+
+    if bins < 2:
+        raise InputError(f"bins must be at least 2, got {bins}")
+    if max_categories < 1:
+        raise InputError(f"max_categories must be at least 1, got {max_categories}")
+    lf = frame.lazy()
+    try:
+        schema = lf.collect_schema()
+    except pl.exceptions.PolarsError as exc:
+        raise InputError(f"cannot profile the frame: {str(exc).splitlines()[0]}") from None
+    names = list(schema.names()) if columns is None else list(columns)
+    missing = [c for c in names if c not in schema]
+    if missing:
+        raise InputError(f"cannot profile: column(s) {', '.join(missing)} not in the data")
+
+    numeric = [c for c in names if column_kind(schema[c]) == "numeric"]
+    categorical = [c for c in names if column_kind(schema[c]) == "categorical"]
+    unsupported = {c: str(schema[c]) for c in names if column_kind(schema[c]) is None}
+
+    rows = int(lf.select(pl.len()).collect().item())
+    out_columns: dict[str, Any] = {}
+
+    group = max(1, MEMORY_BUDGET // max(1, rows * 8))
+    for start in range(0, len(numeric), group):
+        chunk = numeric[start : start + group]
+        data = lf.select([pl.col(c).cast(pl.Float64) for c in chunk]).collect()
+        for c in chunk:
+            series = data.get_column(c)
+            values = series.to_numpy()  # nulls → NaN
+            missing_mask = np.isnan(values)
+            nan_count = int(missing_mask.sum()) - series.null_count()
+            values = np.sort(values[~missing_mask])
+            out_columns[c] = numeric_profile(
+                values, rows, nan_count, bins=bins, dtype=str(schema[c])
+            )
+        del data
+
+    if categorical:
+        queries = [
+            lf.select(categorical_expr(c, schema[c]).alias("value"))
+            .group_by("value")
+            .agg(pl.len().alias("count"))
+            for c in categorical
+        ]
+        results = pl.collect_all(queries)
+        for c, counts in zip(categorical, results, strict=True):
+            out_columns[c] = _categorical_profile(
+                counts, rows, max_categories=max_categories, dtype=str(schema[c])
+            )
+
+    return {
+        "format_version": FORMAT_VERSION,
+        "kind": PROFILE_KIND,
+        "rows": rows,
+        "bins": bins,
+        "sketch_size": SKETCH_SIZE,
+        "max_categories": max_categories,
+        "column_order": [c for c in names if c not in unsupported],
+        "columns": out_columns,
+        "unsupported": unsupported,
+    }
+
+
+def _categorical_profile(counts: pl.DataFrame, rows: int, *, max_categories: int,
+                         dtype: str) -> dict[str, Any]:
+    import polars as pl
+
+    null_count = int(counts.filter(pl.col("value").is_null()).get_column("count").sum() or 0)
+    present = counts.filter(pl.col("value").is_not_null()).sort(
+        ["count", "value"], descending=[True, False]
+    )
+    top = present.head(max_categories)
+    values = top.get_column("value").to_list()
+    value_counts = [int(v) for v in top.get_column("count").to_list()]
+    other_count = int(present.get_column("count").sum() or 0) - sum(value_counts)
+    return {
+        "kind": "categorical",
+        "dtype": dtype,
+        "count": rows,
+        "null_count": null_count,
+        "null_rate": (null_count / rows) if rows else 0.0,
+        "valid_count": rows - null_count,
+        "n_categories": present.height,
+        "values": values,
+        "counts": value_counts,
+        "proportions": [c / rows for c in value_counts],
+        "other_count": other_count,
+        "other_proportion": (other_count / rows) if rows else 0.0,
+        "missing_proportion": (null_count / rows) if rows else 0.0,
+    }
+
+
+def dumps_profile(profile: dict) -> str:
+    """Canonical JSON text of a profile (sorted keys, no NaN)."""
+    return json.dumps(profile, sort_keys=True, indent=1, allow_nan=False) + "\n"
+
+
+def write_profile(profile: dict, path: Path) -> None:
+    """Write a profile as canonical JSON (sorted keys), atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(dumps_profile(profile))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def read_profile(path: Path) -> dict:
+    """Read and sanity-check a profile JSON file (InputError when it is not one)."""
+    path = Path(path)
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(f"profile file {path} not found") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"cannot read profile {path}: {exc}") from None
+    check_profile(doc, source=str(path))
+    return doc
+
+
+def check_profile(doc: Any, *, source: str = "profile") -> None:
+    if not isinstance(doc, dict) or doc.get("kind") != PROFILE_KIND:
+        raise InputError(f"{source} is not an mlpipe profile (kind != {PROFILE_KIND!r})")
+    version = doc.get("format_version")
+    if version != FORMAT_VERSION:
+        raise InputError(
+            f"{source} has profile format_version {version!r}; this mlpipe reads "
+            f"{FORMAT_VERSION}",
+            hint="rebuild the profile with this version of mlpipe",
+        )
+    if not isinstance(doc.get("columns"), dict):
+        raise InputError(f"{source} has no 'columns' mapping")
