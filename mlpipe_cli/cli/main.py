@@ -15,7 +15,12 @@ import click
 import typer
 
 from mlpipe_cli import __version__
-from mlpipe_cli.cli import artifacts_cmd, sample_data_cmd, validate_cmd
+from mlpipe_cli.cli import (
+    artifacts_cmd,
+    sample_data_cmd,
+    schema_cmd,
+    validate_cmd,
+)
 from mlpipe_cli.errors import ExitCode, MlpipeError, exit_code_for
 
 app = typer.Typer(
@@ -56,6 +61,7 @@ def _root(
 app.command("sample-data")(sample_data_cmd.sample_data)
 app.add_typer(artifacts_cmd.app, name="artifacts")
 app.command("validate")(validate_cmd.validate)
+app.add_typer(schema_cmd.app, name="schema")
 
 
 def main(argv: list[str] | None = None) -> None:

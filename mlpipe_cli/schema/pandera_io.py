@@ -105,4 +105,5 @@ def export_yaml(source_name: str, source: SourceConfig) -> str:
     header = f"# pandera schema for source {source_name!r}, exported by mlpipe schema export\n"
     header += "# regexes are anchored ^(?:...)$ because pandera's str_matches anchors only the start\n"
     header += "".join(f"# not exported: {note}\n" for note in notes)
-    return header + schema.to_yaml()
+    body = schema.to_yaml()
+    return header + body + ("" if body.endswith("\n") else "\n")
