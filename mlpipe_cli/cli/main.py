@@ -17,6 +17,7 @@ import typer
 from mlpipe_cli import __version__
 from mlpipe_cli.cli import (
     artifacts_cmd,
+    materialize_cmd,
     sample_data_cmd,
     schema_cmd,
     validate_cmd,
@@ -60,6 +61,7 @@ def _root(
 
 app.command("sample-data")(sample_data_cmd.sample_data)
 app.add_typer(artifacts_cmd.app, name="artifacts")
+app.command("materialize")(materialize_cmd.materialize)
 app.command("validate")(validate_cmd.validate)
 app.add_typer(schema_cmd.app, name="schema")
 

@@ -1,0 +1,226 @@
+"""`mlpipe materialize`: load the latest feature values into the online store."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from typing import Annotated, Any
+
+import typer
+
+from mlpipe_cli.cli.common import (
+    DEFAULT_CONFIG,
+    ArtifactDirOption,
+    ConfigOption,
+    JsonOption,
+    Output,
+    QuietOption,
+    run_context,
+)
+
+
+def materialize(
+    config: ConfigOption = DEFAULT_CONFIG,
+    artifact_dir: ArtifactDirOption = None,
+    as_of: Annotated[
+        str | None,
+        typer.Option(
+            "--as-of",
+            help="Point in time the values are as of (ISO 8601; naive = config timezone or "
+            "UTC). Default: now.",
+        ),
+    ] = None,
+    features: Annotated[
+        str | None,
+        typer.Option("--features", help="Comma-separated feature names (default: all)."),
+    ] = None,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume",
+            help="Continue the newest abandoned run (same as-of, skips its finished chunks).",
+        ),
+    ] = False,
+    chunk_size: Annotated[
+        int | None,
+        typer.Option(
+            "--chunk-size", min=1, help="Entities per chunk (default: online_store.chunk_size)."
+        ),
+    ] = None,
+    check_freshness: Annotated[
+        bool,
+        typer.Option(
+            "--check-freshness",
+            help="Only check the live version's age; exit 1 when older than --max-age.",
+        ),
+    ] = False,
+    max_age: Annotated[
+        str | None,
+        typer.Option("--max-age", help="Freshness SLO for --check-freshness, e.g. 1h, 30m."),
+    ] = None,
+    rollback: Annotated[
+        bool,
+        typer.Option("--rollback", help="Make the previous version live again (atomic swap)."),
+    ] = False,
+    json_output: JsonOption = False,
+    quiet: QuietOption = False,
+) -> None:
+    """Compute every entity's latest feature values and load them into the online store.
+
+    Values come from the same point-in-time code as `training-set` (a spine of every entity
+    at --as-of). A run writes a new version and switches readers to it atomically only after
+    every row is written; the previous version is kept for --rollback. Exit codes: 0 ok,
+    1 stale (--check-freshness) or no entities, 2 usage/config/input error, 4 store
+    unreachable or credentials rejected.
+
+    Example: mlpipe materialize -c configs/example.yaml --as-of 2026-07-01T00:00:00Z
+    """
+    from mlpipe_cli.errors import UsageError
+
+    modes = [
+        name
+        for name, on in (("--check-freshness", check_freshness), ("--rollback", rollback))
+        if on
+    ]
+    if len(modes) > 1:
+        raise UsageError(f"{modes[0]} and {modes[1]} cannot be combined")
+    if max_age is not None and not check_freshness:
+        raise UsageError("--max-age only applies with --check-freshness")
+    if modes and (as_of or features or resume or chunk_size):
+        raise UsageError(f"{modes[0]} takes no --as-of/--features/--resume/--chunk-size")
+    out = Output.create(json_mode=json_output, quiet=quiet)
+    ctx = run_context(config, artifact_dir)
+    from mlpipe_cli.online import open_store
+
+    store = open_store(ctx.config, ctx.artifact_dir)
+    try:
+        if check_freshness:
+            _freshness(out, store, max_age)
+            return
+        if rollback:
+            _rollback(out, store)
+            return
+        from mlpipe_cli.online.materialize import materialize as run
+        from mlpipe_cli.online.materialize import parse_as_of
+
+        when = parse_as_of(as_of, ctx.config)
+        names = [n.strip() for n in features.split(",") if n.strip()] if features else None
+        if features is not None and not names:
+            raise UsageError("--features is empty")
+        with _Progress(out) as bar:
+            result = run(
+                ctx.config,
+                ctx.store,
+                store,
+                as_of=when,
+                features=names,
+                resume=resume,
+                chunk_size=chunk_size,
+                on_total=bar.start,
+                on_progress=bar.advance,
+                on_note=out.info,
+            )
+        doc = result.to_json()
+        out.result(doc)
+        rate = doc["entities_per_second"]
+        out.line(
+            f"materialized {result.entity_count} entities x {len(result.features)} features "
+            f"as of {result.as_of.isoformat()} into {result.store} (version {result.version}, "
+            f"{result.seconds_total:.1f}s, {rate:,.0f} entities/s)"
+        )
+        if result.removed_versions:
+            out.line(f"removed old versions: {', '.join(result.removed_versions)}")
+        if result.artifact_version:
+            out.line(f"artifact: materialization/{result.artifact_version}")
+    finally:
+        store.close()
+
+
+def _freshness(out: Output, store: Any, max_age: str | None) -> None:
+    from mlpipe_cli.config.base import parse_duration
+    from mlpipe_cli.errors import DataCheckFailed, UsageError
+    from mlpipe_cli.online.materialize import check_freshness
+
+    if max_age is None:
+        raise UsageError("--check-freshness needs --max-age, e.g. --max-age 1h")
+    try:
+        limit = parse_duration(max_age)
+    except ValueError as exc:
+        raise UsageError(f"--max-age: {exc}") from None
+    result = check_freshness(store, limit)
+    out.result(result.to_json(), result.message)
+    if not result.ok:
+        raise DataCheckFailed(result.message, report=result.to_json())
+
+
+def _rollback(out: Output, store: Any) -> None:
+    from mlpipe_cli.online.materialize import rollback
+
+    live, previous = rollback(store)
+    out.result(
+        {
+            "live": {"version": live.version, "as_of": live.as_of.isoformat()},
+            "previous": {"version": previous.version, "as_of": previous.as_of.isoformat()},
+            "store": store.location,
+        },
+        f"rolled back: live is now {live.version} (as of {live.as_of.isoformat()}); "
+        f"{previous.version} (as of {previous.as_of.isoformat()}) is kept as previous "
+        "(--rollback again to undo)",
+    )
+
+
+class _Progress:
+    """Entities written / total and the rate, on a TTY only (stderr)."""
+
+    def __init__(self, out: Output) -> None:
+        self.enabled = out.stderr_tty and not out.quiet and not out.json_mode
+        self._stack = ExitStack()
+        self._bar: Any = None
+        self._task: Any = None
+
+    def __enter__(self) -> _Progress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stack.close()
+
+    def start(self, total: int) -> None:
+        if self.enabled:
+            self._bar, self._task = self._stack.enter_context(_rich_bar(total))
+
+    def advance(self, amount: int) -> None:
+        if self._bar is not None:
+            self._bar.advance(self._task, amount)
+
+
+@contextmanager
+def _rich_bar(total: int) -> Iterator[tuple[Any, Any]]:
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        ProgressColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+    from rich.text import Text
+
+    class RateColumn(ProgressColumn):
+        def render(self, task: Any) -> Text:
+            speed = task.finished_speed or task.speed
+            return Text(f"{speed:,.0f} entities/s" if speed else "- entities/s")
+
+    with Progress(
+        TextColumn("materialize"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        RateColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=Console(file=sys.stderr),
+        transient=True,
+    ) as bar:
+        yield bar, bar.add_task("materialize", total=total)
