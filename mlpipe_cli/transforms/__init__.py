@@ -1,0 +1,17 @@
+"""Fitted preprocessing: fit once, store the state as a verified artifact, apply it twice.
+
+Public API (docs/INTERFACES.md §3)::
+
+    load_transform(store, ref="latest") -> FittedTransform
+    FittedTransform.version / input_columns / input_schema / output_columns
+    FittedTransform.check_input_schema(schema)        # ArtifactError (exit 3)
+    FittedTransform.transform_batch(lazy_frame)       # Polars, lazy, streaming-friendly
+    FittedTransform.transform_one(record)             # pure Python, one record -> list
+
+Fitting: ``fit_frame(config.transforms, frame)`` and ``publish(store, config.transforms, path)``.
+"""
+
+from mlpipe_cli.transforms.fit import KIND, FitOutcome, fit_frame, load_transform, publish
+from mlpipe_cli.transforms.fitted import FittedTransform
+
+__all__ = ["KIND", "FitOutcome", "FittedTransform", "fit_frame", "load_transform", "publish"]

@@ -1,0 +1,317 @@
+"""Fitting: training data + TransformConfig -> state, tables, golden example, artifact.
+
+Statistics are computed deterministically (exactly rounded sums, sorted vocabularies, numpy
+order statistics), so the same data and config give the same bytes regardless of
+``POLARS_MAX_THREADS``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import polars as pl
+
+from mlpipe_cli import ARTIFACT_FORMAT_VERSION, __version__
+from mlpipe_cli.errors import DataCheckFailed, InputError
+from mlpipe_cli.transforms import steps as S
+from mlpipe_cli.transforms.fitted import (
+    STATE_FORMAT,
+    FittedTransform,
+    accepted_families,
+    dtype_family,
+)
+
+if TYPE_CHECKING:
+    from mlpipe_cli.artifacts import ArtifactStore, PublishResult
+    from mlpipe_cli.config.transforms import TransformConfig
+
+KIND = "transform"
+STATE_FILE = "state.json"
+SCHEMA_FILE = "schema.json"
+GOLDEN_FILE = "golden.json"
+GOLDEN_DATA = "golden.parquet"
+PROFILE_FILE = "profile.json"
+UNKNOWN_CATEGORY = "__mlpipe_unknown__"
+
+
+@dataclass
+class FitOutcome:
+    transform: FittedTransform
+    state: dict[str, Any]
+    tables: dict[str, pl.DataFrame]
+    training: pl.DataFrame  # input columns (+ target) the state was fitted on
+    params: dict[str, Any]
+    golden: pl.DataFrame
+    golden_expected: list[list[Any]]
+
+    def training_outputs(self) -> pl.DataFrame:
+        """The training rows transformed, with target encodings cross-fitted (out of fold)."""
+        out = self.transform.transform_batch(self.training.lazy()).collect()
+        target = self.state.get("target")
+        y = _target_values(self.training, target) if target else None
+        for column in self.state["columns"]:
+            if column["steps"][0]["type"] == "target" and y is not None:
+                encoder = S.TargetEnc(column["column"], column["steps"][0])
+                values = encoder.cross_fit(self.training, y, column["state"])
+                out = out.with_columns(pl.Series(column["column"], values, dtype=pl.Float64))
+        return out
+
+
+def effective_params(config: TransformConfig) -> dict[str, Any]:
+    """Every step's parameters with defaults spelled out; no machine-specific paths."""
+    plain = config.model_dump(mode="json")
+    plain.pop("data", None)
+    for steps in plain["columns"].values():
+        for step in steps:
+            if step["type"] == "embedding":
+                step["table"] = Path(step["table"]).name
+    return plain
+
+
+def _target_values(frame: pl.DataFrame, target: str) -> np.ndarray:
+    return frame[target].cast(pl.Float64).to_numpy()
+
+
+def _required_columns(config: TransformConfig) -> list[str]:
+    needed: list[str] = []
+    for column, steps in config.columns.items():
+        if steps[0].type == "drop":
+            continue
+        needed.append(column)
+        reference = getattr(steps[0], "reference", None)
+        if reference and reference not in needed:
+            needed.append(reference)
+    return needed
+
+
+def check_training_schema(config: TransformConfig, schema: pl.Schema) -> list[str]:
+    """Problems that make the data unusable for the configured steps (exit 1)."""
+    problems = []
+    wanted = {c: s[0].type for c, s in config.columns.items() if s[0].type != "drop"}
+    for steps in config.columns.values():
+        reference = getattr(steps[0], "reference", None)
+        if reference:
+            wanted.setdefault(reference, "reference")
+    if config.target:
+        wanted[config.target] = "label"
+    for column, kind in wanted.items():
+        if column not in schema:
+            problems.append(f"column {column!r} is missing from the training data")
+            continue
+        family = dtype_family(schema[column])
+        if kind in S.NUMERIC_STEPS or kind in ("passthrough", "label"):
+            ok = family in ("bool", "float", "integer")
+        elif kind in ("temporal", "reference"):
+            ok = family in ("date", "datetime", "datetime-tz")
+        elif kind == "embedding":
+            ok = family in ("integer", "string")
+        else:
+            ok = family in ("string", "integer", "bool")
+        if not ok:
+            problems.append(f"column {column!r} has dtype {schema[column]}, unusable for {kind}")
+    return problems
+
+
+def fit_frame(config: TransformConfig, frame: pl.LazyFrame | pl.DataFrame) -> FitOutcome:
+    """Fit every configured column on ``frame``; raise DataCheckFailed if unusable."""
+    lazy = frame.lazy()
+    schema = lazy.collect_schema()
+    problems = check_training_schema(config, schema)
+    if problems:
+        raise DataCheckFailed(
+            f"training data fails the transform contract: {problems[0]}"
+            + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""),
+            report={"problems": problems},
+        )
+    inputs = _required_columns(config)
+    target = config.target
+    training = lazy.select([*inputs, *([target] if target else [])]).collect()
+    if training.height == 0:
+        raise DataCheckFailed("training data has no rows")
+    y = None
+    if target:
+        nulls = training[target].null_count()
+        if nulls:
+            raise DataCheckFailed(f"target column {target!r} has {nulls} null values")
+        y = _target_values(training, target)
+
+    columns: list[dict[str, Any]] = []
+    tables: dict[str, pl.DataFrame] = {}
+    input_schema: dict[str, str] = {}
+    input_families: dict[str, list[str]] = {}
+    for column, steps in config.columns.items():
+        step_dicts = [s.model_dump(mode="json") for s in steps]
+        for step in step_dicts:
+            if step["type"] == "embedding":
+                step.pop("table")
+        transformer = S.build(column, [s.model_dump() for s in steps])
+        state = transformer.fit(training, y)
+        for key in [k for k in state if k.startswith("_")]:
+            tables[state["file"]] = state.pop(key)
+        columns.append({"column": column, "steps": step_dicts, "state": state,
+                        "outputs": transformer.outputs(state)})
+        if steps[0].type == "drop":
+            continue
+        kind = getattr(transformer, "kind", "numeric")
+        input_schema[column] = str(schema[column])
+        input_families[column] = accepted_families(kind, dtype_family(schema[column]))
+        reference = getattr(steps[0], "reference", None)
+        if reference:
+            input_schema.setdefault(reference, str(schema[reference]))
+            input_families.setdefault(
+                reference, accepted_families("temporal", dtype_family(schema[reference]))
+            )
+    outputs = [name for c in columns for name in c["outputs"]]
+    duplicated = sorted({n for n in outputs if outputs.count(n) > 1})
+    if duplicated:
+        raise InputError(f"transform output names collide: {', '.join(duplicated)}",
+                         hint="rename an input column or drop one of the encoders")
+    state_doc = {
+        "format_version": STATE_FORMAT,
+        "artifact_format_version": ARTIFACT_FORMAT_VERSION,
+        "mlpipe_version": __version__,
+        "target": target,
+        "input_schema": input_schema,
+        "input_families": input_families,
+        "output_columns": outputs,
+        "columns": columns,
+        "conventions": {
+            "weekday": "ISO: Monday=1 .. Sunday=7 (Polars dt.weekday)",
+            "missing": "null/NaN input -> null output for numeric chains without fill_null",
+        },
+    }
+    # round-trip through JSON now, so what we use is exactly what we store
+    state_doc = json.loads(json.dumps(state_doc))
+    transform = FittedTransform(state_doc, tables)
+    golden = golden_records(training.select(list(input_schema)), state_doc, tables,
+                            config.golden_rows)
+    expected = [transform.transform_one(r) for r in golden.iter_rows(named=True)]
+    transform.check_golden(golden, expected)
+    return FitOutcome(transform, state_doc, tables, training, effective_params(config), golden,
+                      expected)
+
+
+def golden_records(
+    frame: pl.DataFrame, state: dict[str, Any], tables: dict[str, pl.DataFrame], rows: int
+) -> pl.DataFrame:
+    """First ``rows`` training rows + an all-missing row + an unknown-categories row."""
+    head = frame.head(rows)
+    nulls = pl.DataFrame([pl.Series(c, [None], dtype=frame.schema[c]) for c in frame.columns])
+    unknown = head.head(1).clone() if head.height else nulls
+    for column in state["columns"]:
+        name, kind = column["column"], column["steps"][0]["type"]
+        if name not in unknown.columns:
+            continue
+        dtype = frame.schema[name]
+        if kind in ("onehot", "ordinal", "frequency", "target") and dtype_family(dtype) == "string":
+            unknown = unknown.with_columns(pl.lit(UNKNOWN_CATEGORY).cast(dtype).alias(name))
+        elif kind == "embedding":
+            keys = tables[column["state"]["file"]]["key"]
+            if keys.dtype.is_integer():
+                unseen = int(keys.max() or 0) + 1  # type: ignore[arg-type]
+                unknown = unknown.with_columns(pl.lit(unseen).cast(dtype).alias(name))
+            else:
+                unknown = unknown.with_columns(pl.lit(UNKNOWN_CATEGORY).cast(dtype).alias(name))
+    return pl.concat([head, nulls, unknown], how="vertical_relaxed")
+
+
+def write_artifact(outcome: FitOutcome, staging: Path, *, profile: bool = True) -> None:
+    """Write state, schema, golden example, embedding tables and profile into ``staging``."""
+    state = outcome.state
+    _write_json(staging / STATE_FILE, state)
+    _write_json(
+        staging / SCHEMA_FILE,
+        {
+            "format_version": STATE_FORMAT,
+            "mlpipe_version": __version__,
+            "input": state["input_schema"],
+            "output": {name: "Float64" for name in state["output_columns"]},
+        },
+    )
+    _write_json(
+        staging / GOLDEN_FILE,
+        {
+            "format_version": STATE_FORMAT,
+            "mlpipe_version": __version__,
+            "rows": outcome.golden.height,
+            "expected": outcome.golden_expected,
+        },
+    )
+    outcome.golden.write_parquet(staging / GOLDEN_DATA, compression="zstd", statistics=False)
+    for name, table in sorted(outcome.tables.items()):
+        table.write_parquet(staging / name, compression="zstd", statistics=False)
+    if profile:
+        _write_profile(outcome, staging / PROFILE_FILE)
+
+
+def _write_profile(outcome: FitOutcome, path: Path) -> None:
+    """Reference profile of inputs (``raw.<col>``) and outputs (``vec.<col>``).
+
+    Column names match the serving log, so drift checks compare like with like. Outputs are
+    the cross-fitted training outputs (target encodings out of fold).
+    """
+    from mlpipe_cli.drift.profile import build_profile, write_profile
+
+    inputs = outcome.training.select(
+        [pl.col(c).alias(f"raw.{c}") for c in outcome.state["input_schema"]]
+    )
+    outputs = outcome.training_outputs().select(
+        [pl.col(c).alias(f"vec.{c}") for c in outcome.state["output_columns"]]
+    )
+    frame = pl.concat([inputs, outputs], how="horizontal")
+    write_profile(build_profile(frame), path)
+
+
+def _write_json(path: Path, doc: Any) -> None:
+    path.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+
+
+def publish(
+    store: ArtifactStore,
+    config: TransformConfig,
+    data: Path | str,
+    *,
+    frame: pl.LazyFrame | None = None,
+) -> tuple[PublishResult, FitOutcome]:
+    """Fit on ``data`` and publish a `transform` artifact version (idempotent)."""
+    from mlpipe_cli.config.loader import config_section_hash
+    from mlpipe_cli.io import fingerprint, scan_parquet
+
+    inputs = fingerprint([data])  # hashed before fitting
+    outcome = fit_frame(config, frame if frame is not None else scan_parquet(data))
+    result = store.publish(
+        KIND,
+        lambda staging: write_artifact(outcome, staging),
+        config_hash=config_section_hash(outcome.params),
+        inputs=inputs,
+        params=outcome.params,
+        extra={"training_rows": outcome.training.height,
+               "output_columns": len(outcome.state["output_columns"])},
+    )
+    return result, outcome
+
+
+def load_transform(store: ArtifactStore, ref: str = "latest") -> FittedTransform:
+    """Load a verified version; re-run its golden example (ArtifactError, exit 3, if not
+    reproduced)."""
+    artifact = store.get(KIND, ref, verify=True)
+    try:
+        state = json.loads(artifact.file(STATE_FILE).read_text())
+        golden_doc = json.loads(artifact.file(GOLDEN_FILE).read_text())
+        tables = {}
+        for column in state["columns"]:
+            if column["steps"][0]["type"] == "embedding":
+                name = column["state"]["file"]
+                tables[name] = pl.read_parquet(artifact.file(name))
+        golden = pl.read_parquet(artifact.file(GOLDEN_DATA))
+    except (OSError, ValueError, KeyError, pl.exceptions.PolarsError) as exc:
+        from mlpipe_cli.errors import ArtifactError
+
+        raise ArtifactError(f"transform artifact {artifact.version} is unreadable: {exc}") from None
+    transform = FittedTransform(state, tables, version=artifact.version)
+    transform.check_golden(golden, golden_doc["expected"])
+    return transform

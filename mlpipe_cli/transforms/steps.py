@@ -1,0 +1,876 @@
+"""Every transformer, each with the same small contract (see docs/fit-transform.md).
+
+A *numeric step* maps one float (or None) to one float (or None) and chains with others:
+
+    fit(values: np.ndarray) -> state        values: float64, NaN marks a missing value
+    expr(e: pl.Expr, state) -> pl.Expr      the batch path (Polars expression)
+    compile(state) -> Callable[[float | None], float | None]   the online path (pure Python)
+
+An *encoder* owns a whole input column and produces one or more outputs:
+
+    fit(frame: pl.DataFrame, target: np.ndarray | None) -> state
+    outputs(state) -> list[str]             deterministic output column names
+    exprs(state, tables) -> list[pl.Expr]   batch path, one aliased expression per output
+    compile(state, tables) -> Callable[[Mapping], list]   online path: record -> outputs
+
+The fitted state is plain JSON (floats round-trip exactly through ``repr``); the only
+non-JSON state is an embedding table, stored as Parquet next to it. Missing values: a null
+or NaN input is "missing"; numeric outputs stay missing (null in batch, None online) unless a
+``fill_null`` step fills them; encoders never output a missing value.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from datetime import UTC, date, datetime
+from typing import Any, ClassVar
+
+import numpy as np
+import polars as pl
+
+from mlpipe_cli.errors import InputError
+
+NumFn = Callable[[float | None], float | None]
+RecordFn = Callable[[Mapping[str, Any]], list[Any]]
+
+# -- value normalisation shared by both paths -------------------------------------------
+
+
+def to_float(value: Any, column: str) -> float | None:
+    """Online input -> float or None (None and NaN are missing), like ``cast(Float64)``."""
+    if value is None:
+        return None
+    if isinstance(value, float):
+        return None if value != value else value
+    if isinstance(value, (bool, int)):
+        return float(value)
+    try:
+        result = float(value)
+    except (TypeError, ValueError):
+        raise InputError(f"column {column!r}: expected a number, got {value!r}") from None
+    return None if result != result else result
+
+
+def to_category(value: Any) -> str | None:
+    """Online input -> category string, exactly as Polars ``cast(pl.String)`` spells it."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return value
+    if isinstance(value, float):
+        if value != value:
+            return None
+        return repr(value)
+    return str(value)
+
+
+def numeric_input(column: str) -> pl.Expr:
+    return pl.col(column).cast(pl.Float64).fill_nan(None)
+
+
+def category_input(column: str) -> pl.Expr:
+    return pl.col(column).cast(pl.String)
+
+
+def finite_values(values: np.ndarray) -> np.ndarray:
+    return values[~np.isnan(values)]
+
+
+def exact_mean(values: np.ndarray) -> float:
+    """Mean independent of row order and thread count (math.fsum is exactly rounded)."""
+    return math.fsum(values.tolist()) / len(values)
+
+
+# -- numeric steps ----------------------------------------------------------------------
+
+
+class NumericStep:
+    type: ClassVar[str]
+
+    def __init__(self, params: Mapping[str, Any], column: str) -> None:
+        self.params = dict(params)
+        self.column = column
+
+    def fit(self, values: np.ndarray) -> dict[str, Any]:
+        return {}
+
+    def expr(self, e: pl.Expr, state: Mapping[str, Any]) -> pl.Expr:
+        raise NotImplementedError
+
+    def compile(self, state: Mapping[str, Any]) -> NumFn:
+        raise NotImplementedError
+
+    def _need_values(self, values: np.ndarray) -> np.ndarray:
+        present = finite_values(values)
+        if present.size == 0:
+            raise InputError(
+                f"column {self.column!r}: {self.type} cannot be fitted: no non-null values in "
+                "the training data"
+            )
+        return present
+
+
+class FillNull(NumericStep):
+    type = "fill_null"
+
+    def fit(self, values: np.ndarray) -> dict[str, Any]:
+        strategy = self.params.get("strategy", "mean")
+        if strategy == "constant":
+            return {"value": float(self.params["value"])}
+        present = self._need_values(values)
+        if strategy == "mean":
+            return {"value": exact_mean(present)}
+        return {"value": float(np.median(present))}
+
+    def expr(self, e: pl.Expr, state: Mapping[str, Any]) -> pl.Expr:
+        return e.fill_null(state["value"])
+
+    def compile(self, state: Mapping[str, Any]) -> NumFn:
+        fill = float(state["value"])
+        return lambda x: fill if x is None else x
+
+
+class Standard(NumericStep):
+    """(x - mean) / std with ddof=0; std 0 -> scale 1 (as sklearn StandardScaler)."""
+
+    type = "standard"
+
+    def fit(self, values: np.ndarray) -> dict[str, Any]:
+        present = self._need_values(values)
+        mean = exact_mean(present)
+        var = math.fsum(((present - mean) ** 2).tolist()) / len(present)
+        scale = math.sqrt(var) if var > 0 else 1.0
+        return {
+            "mean": mean if self.params.get("with_mean", True) else 0.0,
+            "scale": scale if self.params.get("with_std", True) else 1.0,
+            "var": var,
+        }
+
+    def expr(self, e: pl.Expr, state: Mapping[str, Any]) -> pl.Expr:
+        return (e - state["mean"]) / state["scale"]
+
+    def compile(self, state: Mapping[str, Any]) -> NumFn:
+        mean, scale = float(state["mean"]), float(state["scale"])
+        return lambda x: None if x is None else (x - mean) / scale
+
+
+class MinMax(NumericStep):
+    """x * scale + min_ as sklearn MinMaxScaler; optional clip to feature_range."""
+
+    type = "minmax"
+
+    def fit(self, values: np.ndarray) -> dict[str, Any]:
+        present = self._need_values(values)
+        lo, hi = (float(v) for v in self.params.get("feature_range", (0.0, 1.0)))
+        data_min, data_max = float(present.min()), float(present.max())
+        data_range = data_max - data_min
+        scale = (hi - lo) / (data_range if data_range != 0 else 1.0)
+        return {
+            "data_min": data_min,
+            "data_max": data_max,
+            "scale": scale,
+            "min": lo - data_min * scale,
+            "clip": [lo, hi] if self.params.get("clip", False) else None,
+        }
+
+    def expr(self, e: pl.Expr, state: Mapping[str, Any]) -> pl.Expr:
+        out = e * state["scale"] + state["min"]
+        if state["clip"] is not None:
+            out = out.clip(state["clip"][0], state["clip"][1])
+        return out
+
+    def compile(self, state: Mapping[str, Any]) -> NumFn:
+        scale, offset = float(state["scale"]), float(state["min"])
+        if state["clip"] is None:
+            return lambda x: None if x is None else x * scale + offset
+        lo, hi = (float(v) for v in state["clip"])
+        return lambda x: None if x is None else _clip(x * scale + offset, lo, hi)
+
+
+def _clip(x: float, lo: float | None, hi: float | None) -> float:
+    if x != x:
+        return x
+    if lo is not None and x < lo:
+        return lo
+    if hi is not None and x > hi:
+        return hi
+    return x
+
+
+class Robust(NumericStep):
+    """(x - median) / (q_hi - q_lo), percentiles with linear interpolation (RobustScaler)."""
+
+    type = "robust"
+
+    def fit(self, values: np.ndarray) -> dict[str, Any]:
+        present = self._need_values(values)
+        q_lo, q_hi = self.params.get("quantile_range", (25.0, 75.0))
+        center = float(np.median(present)) if self.params.get("with_centering", True) else 0.0
+        scale = 1.0
+        if self.params.get("with_scaling", True):
+            lo, hi = np.percentile(present, [q_lo, q_hi])
+            scale = float(hi - lo) or 1.0
+        return {"center": center, "scale": scale}
+
+    def expr(self, e: pl.Expr, state: Mapping[str, Any]) -> pl.Expr:
+        return (e - state["center"]) / state["scale"]
+
+    def compile(self, state: Mapping[str, Any]) -> NumFn:
+        center, scale = float(state["center"]), float(state["scale"])
+        return lambda x: None if x is None else (x - center) / scale
+
+
+class Clip(NumericStep):
+    type = "clip"
+
+    def fit(self, values: np.ndarray) -> dict[str, Any]:
+        quantiles = self.params.get("quantiles")
+        if quantiles is None:
+            lo, hi = self.params.get("min"), self.params.get("max")
+            return {
+                "min": None if lo is None else float(lo),
+                "max": None if hi is None else float(hi),
+            }
+        present = self._need_values(values)
+        lo, hi = np.quantile(present, list(quantiles))
+        return {"min": float(lo), "max": float(hi)}
+
+    def expr(self, e: pl.Expr, state: Mapping[str, Any]) -> pl.Expr:
+        return e.clip(state["min"], state["max"])
+
+    def compile(self, state: Mapping[str, Any]) -> NumFn:
+        lo, hi = state["min"], state["max"]
+        return lambda x: None if x is None else _clip(x, lo, hi)
+
+
+class Log1p(NumericStep):
+    """log1p(x + shift); an argument <= -1 at transform time gives a missing value."""
+
+    type = "log1p"
+
+    def fit(self, values: np.ndarray) -> dict[str, Any]:
+        present = finite_values(values)
+        low = float(present.min()) if present.size else 0.0
+        shift = 0.0
+        if low <= -1:
+            if self.params.get("on_invalid", "error") == "error":
+                raise InputError(
+                    f"column {self.column!r}: log1p needs values > -1 but the training data has "
+                    f"{low!r}",
+                    hint="clip the column first, or set `on_invalid: shift` on the log1p step",
+                )
+            shift = -low
+        return {"shift": shift}
+
+    def expr(self, e: pl.Expr, state: Mapping[str, Any]) -> pl.Expr:
+        arg = e + state["shift"] if state["shift"] else e
+        return pl.when(arg > -1).then(arg.log1p()).otherwise(pl.when(arg.is_nan()).then(arg))
+
+    def compile(self, state: Mapping[str, Any]) -> NumFn:
+        shift = float(state["shift"])
+        log1p = math.log1p
+
+        def apply(x: float | None) -> float | None:
+            if x is None:
+                return None
+            arg = x + shift if shift else x
+            if arg > -1:
+                return log1p(arg)
+            return arg if arg != arg else None
+
+        return apply
+
+
+NUMERIC_STEPS: dict[str, type[NumericStep]] = {
+    cls.type: cls for cls in (FillNull, Standard, MinMax, Robust, Clip, Log1p)
+}
+
+
+class NumericChain:
+    """A column's numeric steps applied in the declared order; output named like the column."""
+
+    kind = "numeric"
+
+    def __init__(self, column: str, steps: list[Mapping[str, Any]]) -> None:
+        self.column = column
+        self.steps = [
+            NUMERIC_STEPS[s["type"]]({k: v for k, v in s.items() if k != "type"}, column)
+            for s in steps
+        ]
+
+    def fit(self, frame: pl.DataFrame, target: np.ndarray | None = None) -> dict[str, Any]:
+        series = frame.select(numeric_input(self.column)).to_series()
+        states = []
+        for step in self.steps:
+            values = series.to_numpy().astype(np.float64, copy=False)
+            state = step.fit(values)
+            states.append({"type": step.type, **state})
+            series = pl.select(step.expr(pl.lit(series), state)).to_series()
+        return {"steps": states}
+
+    def outputs(self, state: Mapping[str, Any]) -> list[str]:
+        return [self.column]
+
+    def exprs(self, state: Mapping[str, Any], tables: Mapping[str, Any]) -> list[pl.Expr]:
+        e = numeric_input(self.column)
+        for step, step_state in zip(self.steps, state["steps"], strict=True):
+            e = step.expr(e, step_state)
+        return [e.alias(self.column)]
+
+    def compile(self, state: Mapping[str, Any], tables: Mapping[str, Any]) -> RecordFn:
+        fns = tuple(
+            step.compile(s) for step, s in zip(self.steps, state["steps"], strict=True)
+        )
+        column = self.column
+
+        def apply(record: Mapping[str, Any]) -> list[Any]:
+            x = to_float(record[column], column)
+            for fn in fns:
+                x = fn(x)
+            return [x]
+
+        return apply
+
+
+# -- encoders ---------------------------------------------------------------------------
+
+
+class Encoder:
+    kind: ClassVar[str]
+    type: ClassVar[str]
+
+    def __init__(self, column: str, params: Mapping[str, Any]) -> None:
+        self.column = column
+        self.params = {k: v for k, v in params.items() if k != "type"}
+
+    def fit(self, frame: pl.DataFrame, target: np.ndarray | None = None) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def outputs(self, state: Mapping[str, Any]) -> list[str]:
+        raise NotImplementedError
+
+    def exprs(self, state: Mapping[str, Any], tables: Mapping[str, Any]) -> list[pl.Expr]:
+        raise NotImplementedError
+
+    def compile(self, state: Mapping[str, Any], tables: Mapping[str, Any]) -> RecordFn:
+        raise NotImplementedError
+
+
+def category_counts(frame: pl.DataFrame, column: str) -> list[tuple[str, int]]:
+    """(value, count) of non-null categories, ordered by count desc then value asc."""
+    counts = (
+        frame.select(category_input(column).alias("v"))
+        .drop_nulls()
+        .group_by("v")
+        .len()
+        .rows()
+    )
+    return sorted(((v, int(n)) for v, n in counts), key=lambda item: (-item[1], item[0]))
+
+
+def unique_name(base: str, taken: set[str]) -> str:
+    name = base
+    while name in taken:
+        name += "_"
+    return name
+
+
+class OneHot(Encoder):
+    """Fixed vocabulary (count desc, then value) + an always-present `other` column."""
+
+    kind = "categorical"
+    type = "onehot"
+
+    def fit(self, frame: pl.DataFrame, target: np.ndarray | None = None) -> dict[str, Any]:
+        counts = category_counts(frame, self.column)
+        total = sum(n for _, n in counts)
+        min_frequency = self.params.get("min_frequency")
+        threshold = 0.0
+        if isinstance(min_frequency, float):
+            threshold = min_frequency * total
+        elif isinstance(min_frequency, int):
+            threshold = float(min_frequency)
+        vocabulary = [v for v, n in counts if n >= threshold]
+        max_categories = self.params.get("max_categories")
+        if max_categories is not None:
+            vocabulary = vocabulary[: max_categories - 1]
+        names = [f"{self.column}__{v}" for v in vocabulary]
+        other = unique_name(f"{self.column}__other", set(names))
+        return {
+            "vocabulary": vocabulary,
+            "counts": [n for v, n in counts if v in set(vocabulary)],
+            "other_count": total - sum(n for v, n in counts if v in set(vocabulary)),
+            "names": [*names, other],
+        }
+
+    def outputs(self, state: Mapping[str, Any]) -> list[str]:
+        return list(state["names"])
+
+    def exprs(self, state: Mapping[str, Any], tables: Mapping[str, Any]) -> list[pl.Expr]:
+        v = category_input(self.column)
+        vocabulary = state["vocabulary"]
+        names = state["names"]
+        exprs = [
+            (v == value).fill_null(False).cast(pl.Float64).alias(name)
+            for value, name in zip(vocabulary, names, strict=False)
+        ]
+        other = (~v.is_in(pl.Series(vocabulary, dtype=pl.String).implode())).fill_null(True)
+        exprs.append(other.cast(pl.Float64).alias(names[-1]))
+        return exprs
+
+    def compile(self, state: Mapping[str, Any], tables: Mapping[str, Any]) -> RecordFn:
+        index = {v: i for i, v in enumerate(state["vocabulary"])}
+        width = len(state["names"])
+        other = width - 1
+        column = self.column
+
+        def apply(record: Mapping[str, Any]) -> list[Any]:
+            out = [0.0] * width
+            out[index.get(to_category(record[column]), other)] = 1.0  # type: ignore[arg-type]
+            return out
+
+        return apply
+
+
+class Ordinal(Encoder):
+    """Category -> index in the vocabulary; unknown and null -> unknown_value."""
+
+    kind = "categorical"
+    type = "ordinal"
+
+    def fit(self, frame: pl.DataFrame, target: np.ndarray | None = None) -> dict[str, Any]:
+        counts = category_counts(frame, self.column)
+        values = [v for v, _ in counts]
+        if self.params.get("order", "lexical") == "lexical":
+            values = sorted(values)
+        unknown = int(self.params.get("unknown_value", -1))
+        if 0 <= unknown < len(values):
+            raise InputError(
+                f"column {self.column!r}: ordinal unknown_value {unknown} collides with a "
+                f"category index (0..{len(values) - 1}); use a negative number or >= {len(values)}"
+            )
+        return {"vocabulary": values, "unknown_value": unknown}
+
+    def outputs(self, state: Mapping[str, Any]) -> list[str]:
+        return [self.column]
+
+    def exprs(self, state: Mapping[str, Any], tables: Mapping[str, Any]) -> list[pl.Expr]:
+        vocabulary = state["vocabulary"]
+        return [
+            category_input(self.column)
+            .replace_strict(
+                vocabulary,
+                [float(i) for i in range(len(vocabulary))],
+                default=float(state["unknown_value"]),
+                return_dtype=pl.Float64,
+            )
+            .alias(self.column)
+        ]
+
+    def compile(self, state: Mapping[str, Any], tables: Mapping[str, Any]) -> RecordFn:
+        index = {v: float(i) for i, v in enumerate(state["vocabulary"])}
+        unknown = float(state["unknown_value"])
+        column = self.column
+        return lambda record: [index.get(to_category(record[column]), unknown)]  # type: ignore[arg-type]
+
+
+class Frequency(Encoder):
+    """Category -> its share of the non-null training rows; unknown/null -> unknown_value."""
+
+    kind = "categorical"
+    type = "frequency"
+
+    def fit(self, frame: pl.DataFrame, target: np.ndarray | None = None) -> dict[str, Any]:
+        counts = category_counts(frame, self.column)
+        total = sum(n for _, n in counts)
+        return {
+            "vocabulary": [v for v, _ in counts],
+            "frequency": [n / total for _, n in counts],
+            "unknown_value": float(self.params.get("unknown_value", 0.0)),
+        }
+
+    def outputs(self, state: Mapping[str, Any]) -> list[str]:
+        return [self.column]
+
+    def exprs(self, state: Mapping[str, Any], tables: Mapping[str, Any]) -> list[pl.Expr]:
+        return [
+            category_input(self.column)
+            .replace_strict(
+                state["vocabulary"],
+                state["frequency"],
+                default=state["unknown_value"],
+                return_dtype=pl.Float64,
+            )
+            .alias(self.column)
+        ]
+
+    def compile(self, state: Mapping[str, Any], tables: Mapping[str, Any]) -> RecordFn:
+        table = dict(zip(state["vocabulary"], state["frequency"], strict=True))
+        unknown = float(state["unknown_value"])
+        column = self.column
+        return lambda record: [table.get(to_category(record[column]), unknown)]  # type: ignore[arg-type]
+
+
+def target_encoding(
+    codes: np.ndarray, y: np.ndarray, n_categories: int, smooth: str | float
+) -> tuple[np.ndarray, float]:
+    """Per-category encodings and the prior, with sklearn TargetEncoder's formulas.
+
+    ``codes`` are category indices (-1 = unknown/null, not counted). smooth='auto' is the
+    empirical-Bayes blend lambda = v*n / (v*n + s2), enc = lambda*mean_c + (1-lambda)*prior
+    (v = variance of y, s2 = within-category variance); a number m gives
+    (sum_c + m*prior) / (n_c + m). Categories without rows get the prior.
+    """
+    prior = float(np.mean(y)) if y.size else 0.0
+    known = codes >= 0
+    c, yk = codes[known], y[known]
+    counts = np.bincount(c, minlength=n_categories).astype(np.float64)
+    sums = np.bincount(c, weights=yk, minlength=n_categories)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if smooth == "auto":
+            variance = float(np.var(y)) if y.size else 0.0
+            means = sums / counts
+            diffs = yk - means[c]
+            ssd = np.bincount(c, weights=diffs * diffs, minlength=n_categories)
+            lam = variance * counts / (variance * counts + ssd / counts)
+            enc = np.where(np.isnan(lam), prior, lam * means + (1 - lam) * prior)
+        else:
+            m = float(smooth)
+            denom = counts + m
+            enc = np.where(denom == 0, prior, (sums + m * prior) / np.where(denom == 0, 1, denom))
+    return enc, prior
+
+
+class TargetEnc(Encoder):
+    """Smoothed target mean per category; the training rows get cross-fitted values."""
+
+    kind = "categorical"
+    type = "target"
+
+    def _codes(self, frame: pl.DataFrame, vocabulary: list[str]) -> np.ndarray:
+        return (
+            frame.select(
+                category_input(self.column).replace_strict(
+                    vocabulary, list(range(len(vocabulary))), default=-1, return_dtype=pl.Int64
+                )
+            )
+            .to_series()
+            .to_numpy()
+        )
+
+    def fit(self, frame: pl.DataFrame, target: np.ndarray | None = None) -> dict[str, Any]:
+        if target is None:
+            raise InputError(f"column {self.column!r}: target encoding needs the target column")
+        vocabulary = sorted(v for v, _ in category_counts(frame, self.column))
+        enc, prior = target_encoding(
+            self._codes(frame, vocabulary), target, len(vocabulary), self.params.get("smooth", "auto")
+        )
+        return {
+            "vocabulary": vocabulary,
+            "encoding": [float(x) for x in enc],
+            "prior": prior,
+            "smooth": self.params.get("smooth", "auto"),
+            "cv": int(self.params.get("cv", 5)),
+        }
+
+    def cross_fit(self, frame: pl.DataFrame, target: np.ndarray, state: Mapping[str, Any]) -> np.ndarray:
+        """Out-of-fold encodings for the training rows: fold = row index mod cv."""
+        vocabulary = state["vocabulary"]
+        codes = self._codes(frame, vocabulary)
+        folds = np.arange(len(codes)) % state["cv"]
+        out = np.empty(len(codes), dtype=np.float64)
+        for fold in range(state["cv"]):
+            test = folds == fold
+            enc, prior = target_encoding(
+                codes[~test], target[~test], len(vocabulary), state["smooth"]
+            )
+            test_codes = codes[test]
+            out[test] = np.where(test_codes >= 0, enc[np.maximum(test_codes, 0)], prior)
+        return out
+
+    def outputs(self, state: Mapping[str, Any]) -> list[str]:
+        return [self.column]
+
+    def exprs(self, state: Mapping[str, Any], tables: Mapping[str, Any]) -> list[pl.Expr]:
+        return [
+            category_input(self.column)
+            .replace_strict(
+                state["vocabulary"], state["encoding"], default=state["prior"],
+                return_dtype=pl.Float64,
+            )
+            .alias(self.column)
+        ]
+
+    def compile(self, state: Mapping[str, Any], tables: Mapping[str, Any]) -> RecordFn:
+        table = dict(zip(state["vocabulary"], state["encoding"], strict=True))
+        prior = float(state["prior"])
+        column = self.column
+        return lambda record: [table.get(to_category(record[column]), prior)]  # type: ignore[arg-type]
+
+
+_TWO_PI = 2 * math.pi
+_US_PER_DAY = 86_400_000_000
+_PERIODS = {"hour": 24, "dow": 7, "month": 12}
+
+
+def parse_timestamp(value: Any, column: str) -> datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return value
+    if isinstance(value, date):
+        return datetime(value.year, value.month, value.day)
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value)
+        except ValueError:
+            pass
+    raise InputError(f"column {column!r}: expected a timestamp, got {value!r}")
+
+
+class Temporal(Encoder):
+    """Calendar parts in the column's time zone; ISO weekday Mon=1..Sun=7.
+
+    Cyclical encodings use fixed periods: hour/24, (dow-1)/7, (month-1)/12 of a full turn.
+    days_since = (column - reference) in days (fractional).
+    """
+
+    kind = "temporal"
+    type = "temporal"
+
+    def fit(self, frame: pl.DataFrame, target: np.ndarray | None = None) -> dict[str, Any]:
+        dtype = frame.schema[self.column]
+        tz = getattr(dtype, "time_zone", None) if isinstance(dtype, pl.Datetime) else None
+        return {
+            "features": list(self.params.get("features") or []),
+            "reference": self.params.get("reference"),
+            "time_zone": tz,
+        }
+
+    def outputs(self, state: Mapping[str, Any]) -> list[str]:
+        return [f"{self.column}__{f}" for f in state["features"]]
+
+    def exprs(self, state: Mapping[str, Any], tables: Mapping[str, Any]) -> list[pl.Expr]:
+        ts = pl.col(self.column)
+        if state["time_zone"] is not None:
+            ts = ts.dt.convert_time_zone(state["time_zone"])
+        parts = {
+            "hour": ts.dt.hour().cast(pl.Float64),
+            "dow": ts.dt.weekday().cast(pl.Float64),
+            "month": ts.dt.month().cast(pl.Float64),
+        }
+        cyc = {
+            "hour": parts["hour"],
+            "dow": parts["dow"] - 1.0,
+            "month": parts["month"] - 1.0,
+        }
+        exprs = []
+        for feature, name in zip(state["features"], self.outputs(state), strict=True):
+            if feature in parts:
+                e = parts[feature]
+            elif feature == "is_weekend":
+                e = (ts.dt.weekday() >= 6).cast(pl.Float64)
+            elif feature == "days_since":
+                reference = pl.col(state["reference"])
+                if state["time_zone"] is not None:
+                    reference = reference.dt.convert_time_zone(state["time_zone"])
+                e = (ts - reference).dt.total_microseconds().cast(pl.Float64) / float(_US_PER_DAY)
+            else:
+                base, fn = feature.rsplit("_", 1)
+                angle = cyc[base] * (_TWO_PI / _PERIODS[base])
+                e = angle.sin() if fn == "sin" else angle.cos()
+            exprs.append(e.alias(name))
+        return exprs
+
+    def compile(self, state: Mapping[str, Any], tables: Mapping[str, Any]) -> RecordFn:
+        from zoneinfo import ZoneInfo
+
+        tz = ZoneInfo(state["time_zone"]) if state["time_zone"] else None
+        features = tuple(state["features"])
+        column, reference = self.column, state["reference"]
+        sin, cos = math.sin, math.cos
+        k = {b: _TWO_PI / p for b, p in _PERIODS.items()}
+
+        def local(value: Any, name: str) -> datetime | None:
+            ts = parse_timestamp(value, name)
+            if ts is None:
+                return None
+            if tz is not None:
+                return ts.replace(tzinfo=tz) if ts.tzinfo is None else ts.astimezone(tz)
+            return ts.replace(tzinfo=None) if ts.tzinfo is None else ts.astimezone(UTC).replace(tzinfo=None)
+
+        def apply(record: Mapping[str, Any]) -> list[Any]:
+            ts = local(record[column], column)
+            if ts is None:
+                return [None] * len(features)
+            hour, dow, month = float(ts.hour), float(ts.isoweekday()), float(ts.month)
+            out: list[Any] = []
+            for feature in features:
+                if feature == "hour":
+                    out.append(hour)
+                elif feature == "dow":
+                    out.append(dow)
+                elif feature == "month":
+                    out.append(month)
+                elif feature == "is_weekend":
+                    out.append(1.0 if dow >= 6 else 0.0)
+                elif feature == "days_since":
+                    ref = local(record[reference], reference)
+                    if ref is None:
+                        out.append(None)
+                    else:
+                        delta = ts - ref
+                        micros = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+                        out.append(float(micros) / float(_US_PER_DAY))
+                else:
+                    base, fn = feature.rsplit("_", 1)
+                    value = {"hour": hour, "dow": dow - 1.0, "month": month - 1.0}[base]
+                    angle = value * k[base]
+                    out.append(sin(angle) if fn == "sin" else cos(angle))
+            return out
+
+        return apply
+
+
+class EmbeddingEnc(Encoder):
+    """id -> fixed-dimension vector from a lookup table copied into the artifact."""
+
+    kind = "embedding"
+    type = "embedding"
+
+    def table_file(self) -> str:
+        return f"embedding__{self.column}.parquet"
+
+    def load_table(self) -> pl.DataFrame:
+        from mlpipe_cli.io import read_parquet
+
+        key, vector = self.params["key"], self.params["vector"]
+        raw = read_parquet(self.params["table"])
+        for name in (key, vector):
+            if name not in raw.columns:
+                raise InputError(
+                    f"embedding table {self.params['table']} for column {self.column!r} has no "
+                    f"column {name!r} (has: {', '.join(raw.columns)})"
+                )
+        dtype = raw.schema[vector]
+        if not isinstance(dtype, (pl.Array, pl.List)) or not dtype.inner.is_numeric():
+            raise InputError(f"embedding column {vector!r} must be an Array/List of numbers, got {dtype}")
+        table = raw.select(pl.col(key).alias("key"), pl.col(vector).cast(pl.List(pl.Float64)).alias("vector"))
+        table = table.drop_nulls("key").sort("key")
+        if table["key"].is_duplicated().any():
+            raise InputError(f"embedding table {self.params['table']}: duplicate ids in {key!r}")
+        lengths = table["vector"].list.len().unique().to_list()
+        if len(lengths) != 1 or table["vector"].null_count():
+            raise InputError(f"embedding table {self.params['table']}: vectors must all have one length")
+        dim = int(lengths[0])
+        return table.with_columns(pl.col("vector").cast(pl.Array(pl.Float64, dim)))
+
+    def fit(self, frame: pl.DataFrame, target: np.ndarray | None = None) -> dict[str, Any]:
+        table = self.load_table()
+        dim = table.schema["vector"].size  # type: ignore[union-attr]
+        matrix = table["vector"].to_numpy()
+        if self.params.get("unknown", "zero") == "mean":
+            fallback = [math.fsum(matrix[:, d].tolist()) / len(matrix) for d in range(dim)]
+        else:
+            fallback = [0.0] * dim
+        return {
+            "file": self.table_file(),
+            "dim": dim,
+            "rows": table.height,
+            "key_dtype": str(table.schema["key"]),
+            "unknown": self.params.get("unknown", "zero"),
+            "fallback": fallback,
+            "_table": table,
+        }
+
+    def outputs(self, state: Mapping[str, Any]) -> list[str]:
+        width = max(2, len(str(state["dim"] - 1)))
+        return [f"{self.column}__emb_{d:0{width}d}" for d in range(state["dim"])]
+
+    def exprs(self, state: Mapping[str, Any], tables: Mapping[str, Any]) -> list[pl.Expr]:
+        table: pl.DataFrame = tables[state["file"]]
+        keys = table["key"]
+        idx = pl.col(self.column).cast(keys.dtype, strict=False).replace_strict(
+            keys, pl.Series(np.arange(len(keys), dtype=np.int64)), default=None, return_dtype=pl.Int64
+        )
+        matrix = table["vector"].to_numpy()
+        return [
+            pl.lit(pl.Series(matrix[:, d].copy()))
+            .gather(idx)
+            .fill_null(state["fallback"][d])
+            .alias(name)
+            for d, name in enumerate(self.outputs(state))
+        ]
+
+    def compile(self, state: Mapping[str, Any], tables: Mapping[str, Any]) -> RecordFn:
+        table: pl.DataFrame = tables[state["file"]]
+        lookup = dict(zip(table["key"].to_list(), (list(v) for v in table["vector"].to_list()), strict=True))
+        fallback = [float(v) for v in state["fallback"]]
+        numeric_key = table.schema["key"].is_integer()
+        column = self.column
+
+        def apply(record: Mapping[str, Any]) -> list[Any]:
+            value = record[column]
+            if numeric_key and isinstance(value, str) and value.lstrip("-").isdigit():
+                value = int(value)
+            elif not numeric_key and value is not None and not isinstance(value, str):
+                value = to_category(value)
+            vector = lookup.get(value) if not isinstance(value, (bool, float)) else None
+            return list(vector if vector is not None else fallback)
+
+        return apply
+
+
+class Passthrough(Encoder):
+    """The column as Float64 (NaN counts as missing)."""
+
+    kind = "passthrough"
+    type = "passthrough"
+
+    def fit(self, frame: pl.DataFrame, target: np.ndarray | None = None) -> dict[str, Any]:
+        return {}
+
+    def outputs(self, state: Mapping[str, Any]) -> list[str]:
+        return [self.column]
+
+    def exprs(self, state: Mapping[str, Any], tables: Mapping[str, Any]) -> list[pl.Expr]:
+        return [numeric_input(self.column).alias(self.column)]
+
+    def compile(self, state: Mapping[str, Any], tables: Mapping[str, Any]) -> RecordFn:
+        column = self.column
+        return lambda record: [to_float(record[column], column)]
+
+
+class Drop(Encoder):
+    """Removes the column from the output; not an input."""
+
+    kind = "drop"
+    type = "drop"
+
+    def fit(self, frame: pl.DataFrame, target: np.ndarray | None = None) -> dict[str, Any]:
+        return {}
+
+    def outputs(self, state: Mapping[str, Any]) -> list[str]:
+        return []
+
+    def exprs(self, state: Mapping[str, Any], tables: Mapping[str, Any]) -> list[pl.Expr]:
+        return []
+
+    def compile(self, state: Mapping[str, Any], tables: Mapping[str, Any]) -> RecordFn:
+        return lambda record: []
+
+
+ENCODERS: dict[str, type[Encoder]] = {
+    cls.type: cls
+    for cls in (OneHot, Ordinal, Frequency, TargetEnc, Temporal, EmbeddingEnc, Passthrough, Drop)
+}
+
+
+def build(column: str, steps: list[Mapping[str, Any]]) -> NumericChain | Encoder:
+    """The transformer for a column's step list (validated by the config model)."""
+    if steps[0]["type"] in NUMERIC_STEPS:
+        return NumericChain(column, list(steps))
+    return ENCODERS[steps[0]["type"]](column, steps[0])
