@@ -25,7 +25,7 @@ def distribution_checks(
     *,
     schema_ok: bool = True,
 ) -> list[CheckResult]:
-    from mlpipe_cli.drift.compare import compare_to_profile
+    from mlpipe_cli.drift.compare import DEFAULT_THRESHOLD, compare_to_profile
 
     cfg = source.distribution
     present = set(lazy.collect_schema().names())
@@ -42,7 +42,9 @@ def distribution_checks(
     if not runnable:
         return results
     try:
-        drifts = compare_to_profile(profile, lazy, runnable)
+        drifts = compare_to_profile(
+            profile, lazy, runnable, threshold=cfg.psi_threshold or DEFAULT_THRESHOLD
+        )
     except Exception as exc:  # the shared implementation crashed: a tool error
         results.append(
             CheckResult(f"{source_name}.table.distribution", source_name, None, "distribution",
@@ -78,16 +80,24 @@ def _checks_for(source_name: str, cfg: Any, drift: Any) -> list[CheckResult]:
 
     if getattr(drift, "status", None) == "error":
         check = make("psi", None, cfg.psi_threshold)
-        check.status = ERROR
+        if not rows or (drift.null_rate_cur is not None and drift.null_rate_cur >= 1.0):
+            # no rows / all null: a property of the data (reported by other checks), not a crash
+            check.status = SKIPPED
+        else:
+            check.status = ERROR
         check.message = f"cannot compare column {column!r}: {drift.message}"
+        if check.status == SKIPPED:
+            out.extend(_null_rate_only(source_name, cfg, drift))
         return out
 
     if cfg.psi_threshold is not None and drift.psi is not None:
         check = make("psi", drift.psi, cfg.psi_threshold)
         check.details = {"bins": getattr(drift, "bins", None)}
-        if drift.psi > cfg.psi_threshold:
+        if drift.psi >= cfg.psi_threshold:
             check.status = _fail_status(sev)
-            check.message = f"PSI of {column!r} is {drift.psi:.4g} > {cfg.psi_threshold}"
+            check.message = f"PSI of {column!r} is {drift.psi:.4g} >= {cfg.psi_threshold}"
+        if drift.warnings:
+            check.message = "; ".join(filter(None, [check.message, *drift.warnings]))
     pvalue = getattr(drift, "ks_pvalue", None)
     if cfg.ks_pvalue is not None and pvalue is not None:
         check = make("ks", pvalue, cfg.ks_pvalue)
@@ -124,6 +134,24 @@ def _checks_for(source_name: str, cfg: Any, drift: Any) -> list[CheckResult]:
         if check.status == PASS and not check.message:
             check.message = ""
     return out
+
+
+def _null_rate_only(source_name: str, cfg: Any, drift: Any) -> list[CheckResult]:
+    null_ref, null_cur = drift.null_rate_ref, drift.null_rate_cur
+    if cfg.max_null_rate_increase is None or not (_finite(null_ref) and _finite(null_cur)):
+        return []
+    increase = null_cur - null_ref
+    check = CheckResult(f"{source_name}.{drift.column}.null_rate", source_name, drift.column,
+                        "null_rate", cfg.severity, statistic=increase,
+                        threshold=cfg.max_null_rate_increase, rows=drift.rows)
+    check.details = {"null_rate_ref": null_ref, "null_rate_cur": null_cur}
+    if increase > cfg.max_null_rate_increase:
+        check.status = _fail_status(cfg.severity)
+        check.message = (
+            f"null rate of {drift.column!r} rose from {null_ref:.3g} to {null_cur:.3g} "
+            f"(+{increase:.3g} > {cfg.max_null_rate_increase})"
+        )
+    return [check]
 
 
 def _finite(value: Any) -> bool:

@@ -559,6 +559,7 @@ def _isolate_crash(
         try:
             plan.select(check.fail.sum()).collect(engine="streaming")
         except Exception as exc:
+            _raise_if_unreadable(report, plan, check.fail)
             crashed = True
             check.result.status = ERROR
             check.result.message = f"check crashed: {_first_line(exc)}"
@@ -578,6 +579,22 @@ def _isolate_crash(
         return plan.select(exprs).collect(engine="streaming").row(0, named=True)
     except Exception as exc:
         raise InputError(f"cannot read {report.path}: {_first_line(exc)}") from None
+
+
+def _raise_if_unreadable(report: SourceReport, plan: pl.LazyFrame, expr: pl.Expr) -> None:
+    """If merely decoding the check's columns fails, the input is at fault (InputError)."""
+    import polars as pl
+
+    for column in expr.meta.root_names():
+        if column == ROW:
+            continue
+        try:
+            plan.select(pl.col(column).hash().sum()).collect(engine="streaming")
+        except Exception as exc:
+            raise InputError(
+                f"cannot read column {column!r} of {report.path}: {_first_line(exc)}",
+                hint="the file is corrupt or was written with invalid data; re-export it",
+            ) from None
 
 
 def _judge(
