@@ -18,6 +18,7 @@ from mlpipe_cli import __version__
 from mlpipe_cli.cli import (
     artifacts_cmd,
     materialize_cmd,
+    psi_report_cmd,
     sample_data_cmd,
     schema_cmd,
     validate_cmd,
@@ -61,6 +62,7 @@ def _root(
 
 app.command("sample-data")(sample_data_cmd.sample_data)
 app.add_typer(artifacts_cmd.app, name="artifacts")
+app.command("psi-report")(psi_report_cmd.psi_report)
 app.command("materialize")(materialize_cmd.materialize)
 app.command("validate")(validate_cmd.validate)
 app.add_typer(schema_cmd.app, name="schema")

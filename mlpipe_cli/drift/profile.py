@@ -286,20 +286,25 @@ def dumps_profile(profile: dict) -> str:
     return json.dumps(profile, sort_keys=True, indent=1, allow_nan=False) + "\n"
 
 
-def write_profile(profile: dict, path: Path) -> None:
-    """Write a profile as canonical JSON (sorted keys), atomically."""
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write a text file via temp file + fsync + rename (never a partial file)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     try:
         with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(dumps_profile(profile))
+            fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+
+
+def write_profile(profile: dict, path: Path) -> None:
+    """Write a profile as canonical JSON (sorted keys), atomically."""
+    atomic_write_text(Path(path), dumps_profile(profile))
 
 
 def read_profile(path: Path) -> dict:

@@ -1,0 +1,215 @@
+"""`mlpipe psi-report`: drift of current data (a batch or the serving log) vs the reference."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from mlpipe_cli.cli.common import (
+    DEFAULT_CONFIG,
+    ArtifactDirOption,
+    ConfigOption,
+    JsonOption,
+    Output,
+    QuietOption,
+    run_context,
+)
+from mlpipe_cli.errors import DataCheckFailed, UsageError
+
+if TYPE_CHECKING:
+    import polars as pl
+
+    from mlpipe_cli.cli.common import RunContext
+    from mlpipe_cli.config.monitoring import MonitoringConfig
+
+
+def psi_report(
+    artifact: Annotated[
+        str | None,
+        typer.Option("--artifact", help="Transform artifact whose profile.json is the "
+                     "reference: a version or 'latest' (default when --profile is not given)."),
+    ] = None,
+    profile_file: Annotated[
+        Path | None,
+        typer.Option("--profile", help="Reference profile JSON file (instead of --artifact)."),
+    ] = None,
+    current: Annotated[
+        Path | None,
+        typer.Option("--current", help="Current data: a Parquet file, directory or glob."),
+    ] = None,
+    serving_log: Annotated[
+        Path | None,
+        typer.Option("--serving-log", help="Serving-log directory (segment-*.parquet)."),
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option("--since", help="Window start for --serving-log: a duration back from "
+                     "--until (24h, 7d) or an ISO time. Default: monitoring.window (24h)."),
+    ] = None,
+    until: Annotated[
+        str | None,
+        typer.Option("--until", help="Window end (exclusive) for --serving-log: ISO time or "
+                     "'now' (default)."),
+    ] = None,
+    features: Annotated[
+        list[str] | None,
+        typer.Option("--features", help="Only these features (comma-separated; repeatable)."),
+    ] = None,
+    threshold: Annotated[
+        float | None,
+        typer.Option("--threshold", min=0.0, help="PSI gate (default monitoring.psi_threshold, "
+                     "0.2); per-feature gates in monitoring.features still apply."),
+    ] = None,
+    min_rows: Annotated[
+        int | None,
+        typer.Option("--min-rows", min=1, help="Warn below this many current rows "
+                     "(default monitoring.min_rows, 200)."),
+    ] = None,
+    html: Annotated[
+        Path | None, typer.Option("--html", help="Also write a self-contained HTML report.")
+    ] = None,
+    config: ConfigOption = DEFAULT_CONFIG,
+    artifact_dir: ArtifactDirOption = None,
+    json_output: JsonOption = False,
+    quiet: QuietOption = False,
+) -> None:
+    """Compare the reference profile with current data: PSI, KS, null and mean/std changes.
+
+    PSI uses the reference's decile bins (open-ended edge bins), __missing__ and __other__
+    bins, natural log, proportions clipped at 1e-4 without renormalisation. Status per
+    feature: stable (PSI < 0.1), moderate, drifted (PSI >= threshold) or error (missing
+    column, unknown dtype, all null). Exit 1 when any feature drifted or errored, 2 when there
+    is no current data (e.g. nothing in the serving-log window), 3 on a bad artifact.
+
+    Example: mlpipe psi-report -c configs/example.yaml --serving-log artifacts/churn/serving-logs --since 24h --html drift.html
+    """
+    out = Output.create(json_mode=json_output, quiet=quiet)
+    ctx = run_context(config, artifact_dir)
+    if (current is None) == (serving_log is None):
+        raise UsageError("give exactly one of --current PATH or --serving-log DIR")
+    if profile_file is not None and artifact is not None:
+        raise UsageError("give either --profile FILE or --artifact VERSION, not both")
+    if (since or until) and serving_log is None:
+        raise UsageError("--since/--until select a serving-log window; use them with "
+                         "--serving-log")
+    monitoring = _monitoring(ctx, need_config=profile_file is None)
+
+    from mlpipe_cli.drift.html import render_html
+    from mlpipe_cli.drift.report import drift_report, parse_window, scan_serving_log
+    from mlpipe_cli.io import scan_parquet
+
+    profile, profile_info = _load_profile(ctx, profile_file, artifact)
+    if serving_log is not None:
+        start, end = parse_window(since, until, monitoring.window)
+        lf = scan_serving_log(serving_log, start, end)
+        current_info: dict[str, Any] = {
+            "source": "serving-log", "path": str(serving_log),
+            "since": start.isoformat(), "until": end.isoformat(),
+        }
+    else:
+        assert current is not None
+        lf = scan_parquet(current)
+        current_info = {"source": "file", "path": str(current)}
+        if profile_info.get("version"):
+            lf = _with_transform_outputs(ctx, profile_info["version"], profile, lf)
+
+    report = drift_report(
+        profile,
+        lf,
+        features=_split(features),
+        threshold=threshold if threshold is not None else monitoring.psi_threshold,
+        thresholds=monitoring.thresholds(),
+        moderate=min(monitoring.moderate_threshold,
+                     threshold if threshold is not None else monitoring.psi_threshold),
+        min_rows=min_rows if min_rows is not None else monitoring.min_rows,
+        profile_info=profile_info,
+        current_info=current_info,
+    )
+    doc = report.to_dict()
+    if html is not None:
+        from mlpipe_cli.drift.profile import atomic_write_text
+
+        atomic_write_text(html, render_html(doc))
+        out.info(f"wrote {html}")
+    out.result(doc)
+    _print_table(out, report)
+    failed = report.failed
+    if failed:
+        names = ", ".join(f.column for f in report.sorted_features() if f.failed)
+        raise DataCheckFailed(f"{len(failed)} of {len(report.features)} feature(s) drifted or "
+                              f"failed: {names}", report=doc)
+
+
+def _split(values: list[str] | None) -> list[str] | None:
+    if not values:
+        return None
+    return [v.strip() for item in values for v in item.split(",") if v.strip()]
+
+
+def _monitoring(ctx: RunContext, *, need_config: bool) -> MonitoringConfig:
+    from mlpipe_cli.config.monitoring import MonitoringConfig
+
+    if not need_config and not ctx.config_path.exists():
+        return MonitoringConfig()
+    return ctx.config.monitoring
+
+
+def _load_profile(ctx: RunContext, profile_file: Path | None, artifact: str | None
+                  ) -> tuple[dict, dict[str, Any]]:
+    from mlpipe_cli.drift.profile import read_profile
+
+    if profile_file is not None:
+        return read_profile(profile_file), {"source": "file", "path": str(profile_file)}
+    version = ctx.store.get("transform", artifact or "latest")
+    path = version.file("profile.json")
+    return read_profile(path), {"source": "artifact", "kind": "transform",
+                                "version": version.version, "path": str(path)}
+
+
+def _with_transform_outputs(ctx: RunContext, version: str, profile: dict, lf: pl.LazyFrame
+                            ) -> pl.LazyFrame:
+    """A raw batch lacks the transform outputs (vec.*): compute them with the batch path."""
+    import polars as pl
+
+    names = set(lf.collect_schema().names())
+    wanted = [c for c in profile["columns"] if c.startswith("vec.") and c not in names
+              and c[4:] not in names]
+    if not wanted:
+        return lf
+    from mlpipe_cli.transforms import load_transform
+
+    transform = load_transform(ctx.store, version)
+    if not all(c in names for c in transform.input_columns):
+        return lf  # the vec.* features get an error status: inputs are missing
+    outputs = transform.transform_batch(lf).select(
+        [pl.col(c).alias(f"vec.{c}") for c in transform.output_columns]
+    )
+    return pl.concat([lf, outputs], how="horizontal")
+
+
+def _print_table(out: Output, report: Any) -> None:
+    def fmt(v: Any) -> str:
+        return "-" if v is None else f"{v:.4g}"
+
+    def arrow(a: Any, b: Any) -> str:
+        return f"{fmt(a)} → {fmt(b)}"
+
+    rows = []
+    for f in report.sorted_features():
+        note = f.message or "; ".join(f.warnings)
+        rows.append([f.column, f.status, f.psi, f.threshold, f.ks_pvalue,
+                     arrow(f.null_rate_ref, f.null_rate_cur), arrow(f.mean_ref, f.mean_cur),
+                     f.rows, note[:80]])
+    cur = report.current_info
+    where = cur.get("path", "")
+    if cur.get("since"):
+        where += f" [{cur['since']} .. {cur['until']})"
+    out.line(f"reference: {report.profile_info.get('version') or report.profile_info.get('path')}"
+             f"  current: {where} ({cur.get('rows')} rows)")
+    out.table(["feature", "status", "psi", "threshold", "ks_p", "null ref→cur", "mean ref→cur",
+               "rows", "note"], rows)
+    s = report.summary()
+    out.line(f"{s['drifted']} drifted, {s['moderate']} moderate, {s['stable']} stable, "
+             f"{s['error']} error (PSI gate {report.threshold:g})")

@@ -1,0 +1,256 @@
+"""The psi-report core: load the current data, match it to the profile, build the report.
+
+The command layer (``mlpipe_cli/cli/psi_report_cmd.py``) only parses flags and renders.
+"""
+
+from __future__ import annotations
+
+import glob
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mlpipe_cli.drift.compare import (
+    DEFAULT_EPS,
+    DEFAULT_MIN_ROWS,
+    DEFAULT_MODERATE,
+    DEFAULT_THRESHOLD,
+    ColumnDrift,
+    compare_to_profile,
+)
+from mlpipe_cli.errors import InputError, UsageError
+
+if TYPE_CHECKING:
+    import polars as pl
+
+PREFIXES = ("raw.", "vec.")
+SERVED_AT = "served_at"
+
+
+# ----------------------------------------------------------------------------- time window
+
+
+def parse_instant(text: str) -> datetime:
+    """'now' or an ISO-8601 date/time (naive = UTC) → aware UTC datetime."""
+    text = text.strip()
+    if text.lower() == "now":
+        return datetime.now(UTC)
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise UsageError(
+            f"cannot parse time {text!r}", hint="use ISO-8601, e.g. 2026-07-01T00:00:00Z, or now"
+        ) from None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+def parse_window(since: str | None, until: str | None, default: timedelta) -> tuple[datetime,
+                                                                                 datetime]:
+    """--since (a duration back from --until, or an instant) and --until (default now)."""
+    from mlpipe_cli.config.base import parse_duration
+
+    end = parse_instant(until) if until else datetime.now(UTC)
+    if since is None:
+        start = end - default
+    else:
+        try:
+            start = end - parse_duration(since)
+        except ValueError:
+            start = parse_instant(since)
+    if start >= end:
+        raise UsageError(f"empty time window: --since {start.isoformat()} is not before "
+                         f"--until {end.isoformat()}")
+    return start, end
+
+
+# ----------------------------------------------------------------------------- current data
+
+
+def serving_log_files(log_dir: Path) -> list[Path]:
+    log_dir = Path(log_dir)
+    if not log_dir.is_dir():
+        raise InputError(f"serving-log directory {log_dir} not found",
+                         hint="pass the directory `mlpipe serve` writes its feature log to")
+    return sorted(Path(p) for p in glob.glob(str(log_dir / "**" / "segment-*.parquet"),
+                                             recursive=True))
+
+
+def scan_serving_log(log_dir: Path, start: datetime, end: datetime) -> pl.LazyFrame:
+    """Every segment under ``log_dir`` (schemas may differ), rows with start <= served_at < end.
+
+    InputError (exit 2) when there is no segment or no row in the window.
+    """
+    import polars as pl
+
+    from mlpipe_cli.io import scan_parquet
+
+    files = serving_log_files(log_dir)
+    if not files:
+        raise InputError(f"no serving-log segments (segment-*.parquet) in {log_dir}",
+                         hint="an empty serving log is an error, not a pass")
+    frames = [scan_parquet(f) for f in files]
+    lf = frames[0] if len(frames) == 1 else pl.concat(frames, how="diagonal_relaxed")
+    if SERVED_AT not in lf.collect_schema():
+        raise InputError(f"serving log {log_dir} has no {SERVED_AT!r} column")
+    lo = pl.lit(start).dt.cast_time_unit("us")
+    hi = pl.lit(end).dt.cast_time_unit("us")
+    return lf.filter((pl.col(SERVED_AT) >= lo) & (pl.col(SERVED_AT) < hi))
+
+
+def count_rows(lf: pl.LazyFrame) -> int:
+    import polars as pl
+
+    try:
+        return int(lf.select(pl.len()).collect().item())
+    except pl.exceptions.PolarsError as exc:
+        raise InputError(f"cannot read the current data: {str(exc).splitlines()[0]}") from None
+
+
+# ----------------------------------------------------------------------------- matching
+
+
+def match_column(name: str, available: Sequence[str]) -> str | None:
+    """The column of the current data that holds profile column ``name``.
+
+    Exact name first; then ``raw.x``/``vec.x`` ↔ ``x`` in either direction.
+    """
+    have = set(available)
+    if name in have:
+        return name
+    for prefix in PREFIXES:
+        if name.startswith(prefix) and name[len(prefix):] in have:
+            return name[len(prefix):]
+    for prefix in PREFIXES:
+        if prefix + name in have:
+            return prefix + name
+    return None
+
+
+def select_features(profile: dict, requested: Sequence[str] | None) -> list[str]:
+    """Profile columns to report: all (profile order) or the requested ones, by name."""
+    known = list(profile.get("column_order") or sorted(profile["columns"]))
+    unsupported = list(profile.get("unsupported", {}))
+    if not requested:
+        return known
+    out = []
+    for name in requested:
+        hit = match_column(name, known + unsupported)
+        if hit is None:
+            shown = ", ".join(known[:12]) + (" ..." if len(known) > 12 else "")
+            raise UsageError(f"feature {name!r} is not in the reference profile (known: {shown})")
+        if hit not in out:
+            out.append(hit)
+    return out
+
+
+def per_feature_thresholds(configured: Mapping[str, float], features: Sequence[str]
+                           ) -> dict[str, float]:
+    """Config thresholds may name `revenue`, `raw.revenue` or `vec.x`: map them onto features."""
+    out: dict[str, float] = {}
+    for feature in features:
+        for key, value in configured.items():
+            if key == feature or match_column(key, [feature]) == feature:
+                out[feature] = value
+    return out
+
+
+# ----------------------------------------------------------------------------- the report
+
+
+@dataclass
+class DriftReport:
+    features: list[ColumnDrift]
+    profile_info: dict[str, Any]
+    current_info: dict[str, Any]
+    threshold: float
+    moderate: float
+    min_rows: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def failed(self) -> list[ColumnDrift]:
+        return [f for f in self.features if f.failed]
+
+    def sorted_features(self) -> list[ColumnDrift]:
+        """Errors first, then by PSI descending, then by name."""
+        return sorted(
+            self.features,
+            key=lambda f: (f.status != "error", -(f.psi if f.psi is not None else 0.0), f.column),
+        )
+
+    def summary(self) -> dict[str, int]:
+        counts = {s: 0 for s in ("stable", "moderate", "drifted", "error")}
+        for f in self.features:
+            counts[f.status] += 1
+        return counts
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "status": "failed" if self.failed else "passed",
+            "summary": self.summary(),
+            "profile": self.profile_info,
+            "current": self.current_info,
+            "convention": {
+                "psi": "sum((cur - ref) * ln(cur / ref)) over the reference bins",
+                "log": "natural",
+                "eps": DEFAULT_EPS,
+                "renormalised": False,
+                "numeric_bins": "reference deciles, half-open [lower, upper), open-ended "
+                "first/last bins, plus __missing__ (null and NaN)",
+                "categorical_bins": "reference categories, plus __other__ and __missing__",
+            },
+            "threshold": self.threshold,
+            "moderate_threshold": self.moderate,
+            "min_rows": self.min_rows,
+            **self.extra,
+            "features": [f.to_dict() for f in self.sorted_features()],
+        }
+
+
+def drift_report(
+    profile: dict,
+    current: pl.LazyFrame,
+    *,
+    features: Sequence[str] | None = None,
+    threshold: float = DEFAULT_THRESHOLD,
+    thresholds: Mapping[str, float] | None = None,
+    moderate: float = DEFAULT_MODERATE,
+    min_rows: int = DEFAULT_MIN_ROWS,
+    profile_info: dict[str, Any] | None = None,
+    current_info: dict[str, Any] | None = None,
+) -> DriftReport:
+    """Compare ``current`` with ``profile``; InputError (exit 2) when it has no rows."""
+    names = select_features(profile, features)
+    rows = count_rows(current)
+    if rows == 0:
+        where = (current_info or {}).get("source", "the current data")
+        raise InputError(f"no current rows in {where}",
+                         hint="no data in the window is an error, not a pass")
+    available = current.collect_schema().names()
+    rename = {}
+    for name in names:
+        hit = match_column(name, available)
+        if hit is not None and hit != name:
+            rename[name] = hit
+    drifts = compare_to_profile(
+        profile,
+        current,
+        names,
+        threshold=threshold,
+        thresholds=per_feature_thresholds(thresholds or {}, names),
+        moderate=moderate,
+        min_rows=min_rows,
+        rename=rename,
+    )
+    return DriftReport(
+        features=drifts,
+        profile_info={"rows": profile.get("rows"), **(profile_info or {})},
+        current_info={"rows": rows, **(current_info or {})},
+        threshold=threshold,
+        moderate=moderate,
+        min_rows=min_rows,
+    )
