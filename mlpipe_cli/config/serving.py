@@ -37,6 +37,14 @@ class ServingConfig(ConfigModel):
         default=None, description="feature-log directory; default <artifact_dir>/<pipeline>/"
         "serving-logs"
     )
+    coalesce: bool = Field(
+        default=True, description="Redis: concurrent single-entity GETs share one MGET"
+    )
+    request_time_columns: list[str] | None = Field(
+        default=None,
+        description="transform inputs set to the request time (the prediction time); null = "
+        "training_set.timestamp when the transform uses it and it is not a stored feature",
+    )
     logging: ServingLogConfig = Field(default_factory=ServingLogConfig)
     cold_start: dict[str, bool | int | float | str | None] = Field(
         default_factory=dict,

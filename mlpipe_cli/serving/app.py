@@ -18,6 +18,7 @@ traceback.
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
@@ -61,6 +62,7 @@ class ServingApp:
         max_batch: int = 100,
         max_body_bytes: int = 1 << 20,
         openapi: bytes | None = None,
+        coalesce: bool = False,
     ) -> None:
         self.service = service
         self.metrics = metrics
@@ -70,6 +72,11 @@ class ServingApp:
         self.transform_version = service.transform_version
         self._openapi = openapi
         self.started = False
+        # Coalescing (network stores): single-entity GETs that arrive in the same event-loop
+        # turn share one MGET round trip instead of blocking the loop once each.
+        self.coalesce = coalesce
+        self._pending: list[tuple[tuple[list[Any], str], asyncio.Future[Any]]] = []
+        self._flush_scheduled = False
 
     # -- ASGI entry ---------------------------------------------------------------------
 
@@ -132,6 +139,8 @@ class ServingApp:
         if endpoint == EP_ONE:
             if method not in ("GET", "HEAD"):
                 raise HttpError(405, "method_not_allowed", "use GET")
+            if self.coalesce:
+                return *(await self._features_one_coalesced(path[10:])), _JSON
             return *self._features_one(path[10:]), _JSON
         if endpoint in (EP_BATCH, EP_PREDICT):
             if method != "POST":
@@ -168,6 +177,50 @@ class ServingApp:
         served = self._guard(lambda: [self.service.lookup(entity)])
         self.service.log(EP_ONE, served)
         return 200, orjson.dumps(served[0].to_dict(self.transform_version), option=_OPTS)
+
+    async def _features_one_coalesced(self, entity_text: str) -> tuple[int, bytes]:
+        if not entity_text or "/" in entity_text:
+            raise HttpError(404, "not_found", "expected /features/{entity_id}")
+        entity: Any = entity_text.split(",") if "," in entity_text else entity_text
+        parsed = self._guard(lambda: self.service.parse_entity(entity))
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._pending.append((parsed, future))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            loop.call_soon(self._flush_pending)
+        served = await future  # an HttpError set by _flush_pending is raised here
+        self.service.log(EP_ONE, [served])
+        return 200, orjson.dumps(served.to_dict(self.transform_version), option=_OPTS)
+
+    def _flush_pending(self) -> None:
+        """One store round trip for every single-entity GET queued in this loop turn."""
+        pending, self._pending = self._pending, []
+        self._flush_scheduled = False
+        if not pending:
+            return
+        parsed = [p for p, _ in pending]
+        try:
+            results = self._guard(lambda: self.service.fetch_many(parsed))
+        except HttpError as exc:
+            for _, future in pending:
+                if not future.done():
+                    future.set_exception(HttpError(exc.status, exc.code, exc.message))
+            return
+        except Exception as exc:
+            for _, future in pending:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for (p, future), result in zip(pending, results, strict=True):
+            if future.done():  # the client went away
+                continue
+            try:
+                future.set_result(self._guard(lambda p=p, r=result: self.service.serve_result(p, r)))
+            except HttpError as exc:
+                future.set_exception(exc)
+            except Exception as exc:
+                future.set_exception(exc)
 
     def _features_batch(self, doc: Any) -> tuple[int, bytes]:
         entities = self._entities(doc, allow_single=False)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -89,6 +89,7 @@ class FeatureService:
         store_type: str,
         pipeline: str,
         cold_start: Mapping[str, Any] | None = None,
+        request_time_columns: Sequence[str] = (),
         model: RegisteredModel | None = None,
         metrics: Metrics | None = None,
         logger: FeatureLogger | None = None,
@@ -106,11 +107,15 @@ class FeatureService:
         self.store_type = store_type
         self.pipeline = pipeline
         self.cold_start_overrides = dict(cold_start or {})
+        # Input columns that are the prediction time (the spine timestamp at training time).
+        self.request_time_columns = [c for c in request_time_columns if c in self.input_columns]
         self._metadata = metadata
         self._checked_version: str | None = metadata.version
         self._normalizer = KeyNormalizer(metadata)
         self._transform_one = transform.transform_one
         self._incompatible: str | None = None
+        # Fast path for the common case: one integer entity key.
+        self._single_int = list(metadata.key_types) == ["int"]
 
     # -- info -----------------------------------------------------------------------------
 
@@ -140,6 +145,13 @@ class FeatureService:
 
     def parse_entity(self, entity: Any) -> tuple[list[Any], str]:
         """Normalise what a caller sent into (key values, store key JSON); UsageError if bad."""
+        if self._single_int:
+            kind = type(entity)
+            if kind is int:
+                return [entity], f"[{entity}]"
+            if kind is str and entity.isascii() and entity.isdigit():
+                value = int(entity)
+                return [value], f"[{value}]"
         if isinstance(entity, dict):
             key = self._normalizer.key(entity)
         elif isinstance(entity, (list, tuple)):
@@ -153,14 +165,22 @@ class FeatureService:
         return orjson.loads(key), key
 
     def lookup(self, entity: Any) -> Served:
-        values_key = self.parse_entity(entity)
-        result = self._store_call(self.store.get, values_key[0])
-        return self._serve(values_key, result)
+        parsed = self.parse_entity(entity)
+        result = self._store_call(self.store.get, parsed[0])
+        return self._serve(parsed, result)
 
     def lookup_many(self, entities: Sequence[Any]) -> list[Served]:
         parsed = [self.parse_entity(e) for e in entities]
-        results = self._store_call(self.store.get_many, [p[0] for p in parsed])
+        results = self.fetch_many(parsed)
         return [self._serve(p, r) for p, r in zip(parsed, results, strict=True)]
+
+    def fetch_many(self, parsed: Sequence[tuple[list[Any], str]]) -> list[Any]:
+        """Raw store results for parsed entities, in one store round trip."""
+        return self._store_call(self.store.get_many, [p[0] for p in parsed])
+
+    def serve_result(self, parsed: tuple[list[Any], str], result: Any) -> Served:
+        """Turn one raw store result into a Served (cold-start defaults, transform)."""
+        return self._serve(parsed, result)
 
     def predict(self, served: list[Served]) -> None:
         """Fill ``prediction`` for each served entity (one model call for the batch)."""
@@ -229,6 +249,10 @@ class FeatureService:
         if version != self._checked_version:
             self._recheck(version)
         values = result.values
+        if self.request_time_columns:
+            now = datetime.now(UTC)
+            for column in self.request_time_columns:
+                values[column] = now
         cold = not result.found
         if cold:
             if self.cold_start_overrides:
@@ -256,7 +280,9 @@ class FeatureService:
         if meta is None:
             raise ServiceUnavailable("the online store has no live materialized version")
         try:
-            check_compatibility(self.transform, meta, self.cold_start_overrides)
+            check_compatibility(
+                self.transform, meta, self.cold_start_overrides, self.request_time_columns
+            )
         except (ArtifactError, ConfigError) as exc:
             self._incompatible = str(exc)
             raise StoreIncompatible(str(exc)) from None
@@ -284,10 +310,17 @@ class TransformFailed(MlpipeError):
     """transform_one raised on stored values (a server-side data problem, HTTP 500 JSON)."""
 
 
-def check_compatibility(transform: Any, metadata: Any, cold_start: Mapping[str, Any]) -> None:
+def check_compatibility(
+    transform: Any,
+    metadata: Any,
+    cold_start: Mapping[str, Any],
+    request_time_columns: Sequence[str] = (),
+) -> None:
     """Refuse (ArtifactError, exit 3) a transform that cannot read the store's live features."""
     features = list(metadata.features)
-    missing = [c for c in transform.input_columns if c not in features]
+    missing = [
+        c for c in transform.input_columns if c not in features and c not in request_time_columns
+    ]
     if missing:
         raise ArtifactError(
             f"transform {transform.version} needs input column(s) {', '.join(missing)} that "
@@ -306,6 +339,8 @@ def check_compatibility(transform: Any, metadata: Any, cold_start: Mapping[str, 
     # transform must accept it (a string where a number is expected fails here, not later).
     record = {name: metadata.defaults.get(name) for name in features}
     record.update(cold_start)
+    now = datetime.now(UTC)
+    record.update({column: now for column in request_time_columns})
     try:
         vector = transform.transform_one(record)
     except MlpipeError as exc:
@@ -367,7 +402,12 @@ def build_runtime(
         raise ArtifactError(
             "the online store has no live materialized version", hint="run `mlpipe materialize`"
         )
-    check_compatibility(transform, metadata, serving.cold_start)
+    request_time = serving.request_time_columns
+    if request_time is None:
+        spine_time = config.training_set.timestamp if config.training_set else None
+        request_time = [spine_time] if spine_time and spine_time not in metadata.features else []
+    request_time = [c for c in request_time if c in transform.input_columns]
+    check_compatibility(transform, metadata, serving.cold_start, request_time)
 
     model = None
     model_version = resolve_model(artifacts, model_ref)
@@ -407,6 +447,7 @@ def build_runtime(
         store_type=config.online_store.type,
         pipeline=config.pipeline,
         cold_start=serving.cold_start,
+        request_time_columns=request_time,
         model=model,
         metrics=metrics,
         logger=logger,

