@@ -443,9 +443,10 @@ def materialize(
         if (
             candidate.as_of == as_of
             and prog.entities_hash == ehash
-            and prog.chunk_size == size
+            and (chunk_size is None or prog.chunk_size == chunk_size)
             and candidate.features == names
         ):
+            size = prog.chunk_size  # chunk boundaries must match the ones already written
             meta, progress = candidate, resume_version(store, prog)
             note(
                 f"continuing version {meta.version} after chunk {prog.chunks_done} "
