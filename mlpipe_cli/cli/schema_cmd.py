@@ -131,11 +131,11 @@ def diff(
     else:
         from mlpipe_cli.schema.diff import diff_contracts
 
-        old_doc, old_label = load_contract(old or "latest", ctx.store)
+        old_doc, old_label = load_contract(old or "latest", lambda: ctx.store)
         if new is None:
             new_doc, new_label = contract_document(ctx.config), str(config)
         else:
-            new_doc, new_label = load_contract(new, ctx.store)
+            new_doc, new_label = load_contract(new, lambda: ctx.store)
         changes = diff_contracts(old_doc, new_doc)
     breaking = [c for c in changes if c.breaking]
     output.result(

@@ -12,6 +12,7 @@ timestamps or ttl), so moving data does not change the contract version.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -77,10 +78,13 @@ def check_document(document: Any, origin: str) -> dict[str, Any]:
     return document
 
 
-def load_contract(ref: str, store: ArtifactStore | None) -> tuple[dict[str, Any], str]:
+def load_contract(
+    ref: str, store: ArtifactStore | Callable[[], ArtifactStore] | None
+) -> tuple[dict[str, Any], str]:
     """A contract from a file (contract.json or a pipeline YAML) or a schema artifact version.
 
-    Returns the document and a label naming where it came from.
+    ``store`` may be a callable, called only when ``ref`` is not a file. Returns the document
+    and a label naming where it came from.
     """
     path = Path(ref)
     if path.suffix in (".json", ".yaml", ".yml") or path.exists():
@@ -97,6 +101,8 @@ def load_contract(ref: str, store: ArtifactStore | None) -> tuple[dict[str, Any]
         return contract_document(load_config(path)), str(path)
     if store is None:
         raise UsageError(f"{ref!r} is not a file, and no artifact store is configured")
+    if callable(store):
+        store = store()
     artifact = store.get(SCHEMA_KIND, ref)
     try:
         document = json.loads(artifact.file(CONTRACT_FILE).read_text(encoding="utf-8"))

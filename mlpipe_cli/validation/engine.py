@@ -334,7 +334,7 @@ def _compile_row_checks(
                 fail = col.is_not_null() & ~(finite & bound)
             elif kind == "allowed":
                 values = _allowed_series(column, contract, schema[column])
-                fail = col.is_not_null() & ~col.is_in(values)
+                fail = col.is_not_null() & ~col.is_in(values.implode())
             elif kind == "regex":
                 fail = col.is_not_null() & ~col.str.contains(full_match(contract.regex or ""))
             elif kind == "min_length":
