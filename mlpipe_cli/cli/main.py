@@ -17,10 +17,12 @@ import typer
 from mlpipe_cli import __version__
 from mlpipe_cli.cli import (
     artifacts_cmd,
+    export_cmd,
+    fit_cmd,
     materialize_cmd,
-    psi_report_cmd,
     sample_data_cmd,
     schema_cmd,
+    transform_cmd,
     validate_cmd,
 )
 from mlpipe_cli.errors import ExitCode, MlpipeError, exit_code_for
@@ -62,7 +64,9 @@ def _root(
 
 app.command("sample-data")(sample_data_cmd.sample_data)
 app.add_typer(artifacts_cmd.app, name="artifacts")
-app.command("psi-report")(psi_report_cmd.psi_report)
+app.command("fit")(fit_cmd.fit)
+app.command("transform")(transform_cmd.transform)
+app.command("export")(export_cmd.export)
 app.command("materialize")(materialize_cmd.materialize)
 app.command("validate")(validate_cmd.validate)
 app.add_typer(schema_cmd.app, name="schema")

@@ -48,9 +48,14 @@ class FitOutcome:
     golden: pl.DataFrame
     golden_expected: list[list[Any]]
 
-    def training_outputs(self) -> pl.DataFrame:
-        """The training rows transformed, with target encodings cross-fitted (out of fold)."""
-        out = self.transform.transform_batch(self.training.lazy()).collect()
+    def training_outputs(self, frame: pl.LazyFrame | None = None) -> pl.DataFrame:
+        """The training rows transformed, with target encodings cross-fitted (out of fold).
+
+        ``frame`` is the full training data (same rows, same order) when the other columns
+        (keys, label) should be kept; by default only the fitted inputs are used.
+        """
+        source = frame if frame is not None else self.training.lazy()
+        out = self.transform.transform_batch(source).collect()
         target = self.state.get("target")
         y = _target_values(self.training, target) if target else None
         for column in self.state["columns"]:
@@ -229,7 +234,7 @@ def write_artifact(outcome: FitOutcome, staging: Path, *, profile: bool = True) 
             "format_version": STATE_FORMAT,
             "mlpipe_version": __version__,
             "input": state["input_schema"],
-            "output": {name: "Float64" for name in state["output_columns"]},
+            "output": [{"name": name, "dtype": "Float64"} for name in state["output_columns"]],
         },
     )
     _write_json(
@@ -315,3 +320,28 @@ def load_transform(store: ArtifactStore, ref: str = "latest") -> FittedTransform
     transform = FittedTransform(state, tables, version=artifact.version)
     transform.check_golden(golden, golden_doc["expected"])
     return transform
+
+
+def check_contract(config: TransformConfig, data: Path | str) -> None:
+    """Run ``transforms.contract`` (if any) over the training data; DataCheckFailed (exit 1)
+    with every failing check when it does not hold. Uses the validation engine."""
+    if not config.contract:
+        return
+    from mlpipe_cli.config.sources import SourceConfig
+    from mlpipe_cli.validation.engine import check_source
+    from mlpipe_cli.validation.report import ERROR, FAIL
+
+    source = SourceConfig(path=Path(data), columns=config.contract)
+    report, _ = check_source("transforms.contract", source, data)
+    errors = [c for c in report.checks if c.status == ERROR]
+    if errors:
+        raise InputError(f"training data contract check {errors[0].id} could not run: "
+                         f"{errors[0].message}")
+    failed = [c for c in report.checks if c.status == FAIL]
+    if failed:
+        problems = [f"{c.column or ''}: {c.message}".lstrip(": ") for c in failed]
+        raise DataCheckFailed(
+            f"training data fails the transforms contract: {problems[0]}"
+            + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""),
+            report={"problems": problems},
+        )

@@ -1,0 +1,57 @@
+"""`mlpipe transform`: apply a published transform version to data (never fits)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mlpipe_cli.cli.common import (
+    DEFAULT_CONFIG,
+    ArtifactDirOption,
+    ConfigOption,
+    JsonOption,
+    Output,
+    QuietOption,
+    run_context,
+)
+
+
+def transform(
+    data: Annotated[Path, typer.Option("--data", help="Input Parquet file/dir/glob.")],
+    out: Annotated[Path, typer.Option("--out", help="Output Parquet file (written atomically).")],
+    artifact: Annotated[
+        str, typer.Option("--artifact", help="Transform version: id, sequence number, hash "
+                          "prefix or 'latest'.")
+    ] = "latest",
+    config: ConfigOption = DEFAULT_CONFIG,
+    artifact_dir: ArtifactDirOption = None,
+    json_output: JsonOption = False,
+    quiet: QuietOption = False,
+) -> None:
+    """Apply a fitted transform version to data, streaming, and write Parquet atomically.
+
+    Verifies the version's files and golden example, checks the input against the version's
+    input schema, then replaces each input column by its outputs (other columns are kept in
+    front). Nothing is fitted. Exit codes: 0 written, 2 unreadable input, 3 unknown or
+    tampered version, or an input column missing/incompatible (named with the version).
+
+    Example: mlpipe transform -c configs/example.yaml --data new.parquet --out features.parquet
+    """
+    from mlpipe_cli.io import parquet_row_count, scan_parquet, sink_parquet_atomic
+    from mlpipe_cli.transforms import load_transform
+
+    output = Output.create(json_mode=json_output, quiet=quiet)
+    ctx = run_context(config, artifact_dir)
+    fitted = load_transform(ctx.store, artifact)
+    lazy = scan_parquet(data)
+    fitted.check_input_schema(lazy.collect_schema())
+    sink_parquet_atomic(fitted.transform_batch(lazy), out)
+    rows = parquet_row_count(out)
+    output.result(
+        {"ok": True, "version": fitted.version, "rows": rows, "out": str(out),
+         "output_columns": fitted.output_columns},
+        f"wrote {rows} rows x {len(fitted.output_columns)} features to {out} "
+        f"(transform {fitted.version})",
+    )
