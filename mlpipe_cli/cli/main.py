@@ -20,6 +20,7 @@ from mlpipe_cli.cli import (
     export_cmd,
     fit_cmd,
     materialize_cmd,
+    psi_report_cmd,
     sample_data_cmd,
     schema_cmd,
     transform_cmd,
@@ -67,6 +68,7 @@ app.add_typer(artifacts_cmd.app, name="artifacts")
 app.command("fit")(fit_cmd.fit)
 app.command("transform")(transform_cmd.transform)
 app.command("export")(export_cmd.export)
+app.command("psi-report")(psi_report_cmd.psi_report)
 app.command("materialize")(materialize_cmd.materialize)
 app.command("validate")(validate_cmd.validate)
 app.add_typer(schema_cmd.app, name="schema")
