@@ -18,7 +18,7 @@ from mlpipe_cli.online.base import KeyNormalizer, StoreMetadata
 from mlpipe_cli.online.redis_store import RedisStore, mask_url
 from mlpipe_cli.online.sqlite_store import SqliteStore
 from mlpipe_cli.online.store import RunProgress
-from mlpipe_cli.online.writer import new_version_id, start_version, write_version
+from mlpipe_cli.online.writer import finish_version, new_version_id, start_version, write_version
 
 FEATURES = ["orders_30d", "revenue_sum", "country"]
 DEFAULTS = {"orders_30d": 0, "revenue_sum": 0.0, "country": "unknown"}
@@ -282,3 +282,53 @@ def test_composite_keys_map_to_compact_json(values: list) -> None:  # type: igno
     key = KeyNormalizer(meta).key(values)
     assert key == entity_store_key(tuple(values)) == orjson.dumps(values).decode()
     assert orjson.loads(key) == values
+
+
+def _start(store, rows: int, value: bytes = b'[1,1.0,"DE"]'):  # type: ignore[no-untyped-def]
+    meta = StoreMetadata(
+        new_version_id(store), NOW, None, rows, FEATURES, "h", ["user_id"], ["int"]
+    )
+    progress = start_version(store, meta, chunk_size=rows, entities_hash="e")
+    store.write_chunk(progress, [(entity_store_key(i), value) for i in range(rows)])
+    return meta, progress
+
+
+def test_redis_restart_after_writing_is_caught_before_the_switch(redis_server) -> None:  # type: ignore[no-untyped-def]
+    store = RedisStore(redis_server.url, prefix="t", pointer_refresh=0.0)
+    meta, progress = _start(store, 10)
+    redis_server.restart()
+    with pytest.raises(ServiceUnavailable, match="restarted while version"):
+        finish_version(store, meta, progress, expected=10)
+    assert store.pointers() == {}
+    # an abandoned version cannot be resumed across a restart either
+    assert store.claim(progress) is False
+
+
+def test_redis_rows_deleted_while_writing_are_caught_before_the_switch(redis_server) -> None:  # type: ignore[no-untyped-def]
+    store = RedisStore(redis_server.url, prefix="t", pointer_refresh=0.0)
+    meta, progress = _start(store, 10)
+    redis_server.client().delete(f"t:d:{meta.version}:[0]")
+    with pytest.raises(ServiceUnavailable, match="1 sampled rows of version"):
+        finish_version(store, meta, progress, expected=10)
+    assert store.pointers() == {}
+
+
+def test_redis_eviction_while_writing_is_caught_by_an_exact_count(redis_server) -> None:  # type: ignore[no-untyped-def]
+    client = redis_server.client()
+    client.config_set("maxmemory", "2mb")
+    client.config_set("maxmemory-policy", "allkeys-random")
+    store = RedisStore(redis_server.url, prefix="t", pointer_refresh=0.0)
+    meta, progress = _start(store, 4000, value=orjson.dumps(["x" * 1000]))
+    assert client.info("stats")["evicted_keys"] > 0
+    with pytest.raises(ServiceUnavailable, match=r"evicted \d+ of 4000 rows"):
+        finish_version(store, meta, progress, expected=4000)
+    assert store.pointers() == {}
+
+
+def test_redis_error_reply_while_writing_fails_the_chunk(redis_server) -> None:  # type: ignore[no-untyped-def]
+    client = redis_server.client()
+    client.config_set("maxmemory", "1mb")
+    client.config_set("maxmemory-policy", "noeviction")
+    store = RedisStore(redis_server.url, prefix="t", pointer_refresh=0.0)
+    with pytest.raises(ServiceUnavailable, match="OOM"):
+        _start(store, 4000, value=orjson.dumps(["x" * 1000]))

@@ -446,8 +446,14 @@ def materialize(
             and (chunk_size is None or prog.chunk_size == chunk_size)
             and candidate.features == names
         ):
+            if not resume_version(store, prog):
+                note(
+                    f"cannot continue {candidate.version}: the store restarted since it was "
+                    "written; starting a new version"
+                )
+                break
             size = prog.chunk_size  # chunk boundaries must match the ones already written
-            meta, progress = candidate, resume_version(store, prog)
+            meta, progress = candidate, prog
             note(
                 f"continuing version {meta.version} after chunk {prog.chunks_done} "
                 f"({prog.written} of {total} entities already written)"

@@ -15,7 +15,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Sequence
 from pathlib import Path
 
 from mlpipe_cli.errors import ServiceUnavailable, UsageError
@@ -194,7 +194,7 @@ class SqliteStore(BaseStore):
                 (meta.version, seq, meta.to_json(), progress.to_json()),
             )
 
-    def claim(self, progress: RunProgress) -> None:
+    def claim(self, progress: RunProgress) -> bool:
         """Take over an abandoned version to resume it."""
         conn = self._write_conn()
         progress.owner = owner_id()
@@ -204,8 +204,9 @@ class SqliteStore(BaseStore):
                 "UPDATE mlpipe_versions SET progress = ? WHERE version = ?",
                 (progress.to_json(), progress.version),
             )
+        return True
 
-    def write_chunk(self, progress: RunProgress, items: Iterable[tuple[str, bytes]]) -> None:
+    def write_chunk(self, progress: RunProgress, items: Sequence[tuple[str, bytes]]) -> None:
         """Write one chunk of rows and record the progress in the same transaction."""
         conn = self._write_conn()
         rows = sorted(items)
@@ -225,6 +226,15 @@ class SqliteStore(BaseStore):
             progress.chunks_done -= 1
             progress.written -= len(rows)
             raise ServiceUnavailable(f"online store {self.location}: write failed: {exc}") from None
+
+    def verify(self, meta: StoreMetadata, progress: RunProgress, expected: int) -> None:
+        """Count the version's rows (exact; ~0.1 s per million) before switching."""
+        stored = self.count(meta.version)
+        if stored != expected:
+            raise ServiceUnavailable(
+                f"online store {self.location}: version {meta.version} holds {stored} of "
+                f"{expected} entities; the live version was not changed, re-run `mlpipe materialize`"
+            )
 
     def count(self, version: str) -> int:
         conn = self._write_conn()

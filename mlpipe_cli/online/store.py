@@ -19,7 +19,7 @@ import socket
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 import orjson
@@ -58,6 +58,8 @@ class RunProgress:
     written: int = 0
     owner: str = ""
     lease_until: float = 0.0
+    backend: dict[str, Any] = field(default_factory=dict)  # e.g. the Redis server's run_id
+    probes: list[str] = field(default_factory=list)  # first/last key of each written chunk
 
     def to_json(self) -> bytes:
         return orjson.dumps(self.__dict__)

@@ -30,10 +30,12 @@ def start_version(
     return progress
 
 
-def resume_version(store: Any, progress: RunProgress) -> RunProgress:
-    store.claim(progress)
+def resume_version(store: Any, progress: RunProgress) -> bool:
+    """Take over an abandoned version; False when it cannot be continued (server restarted)."""
+    if not store.claim(progress):
+        return False
     ACTIVE_WRITES.add(progress.version)
-    return progress
+    return True
 
 
 def finish_version(
@@ -42,7 +44,7 @@ def finish_version(
     progress: RunProgress,
     *,
     expected: int,
-    verify_count: bool = True,
+    verify: bool = True,
 ) -> tuple[StoreMetadata, list[str]]:
     """Check every row arrived, then make the version live atomically.
 
@@ -54,14 +56,8 @@ def finish_version(
                 f"online store {store.location}: wrote {progress.written} of {expected} entities; "
                 "the live version was not changed"
             )
-        if verify_count:
-            stored = store.count(meta.version)
-            if stored != expected:
-                raise ServiceUnavailable(
-                    f"online store {store.location}: version {meta.version} holds {stored} of "
-                    f"{expected} entities (keys expired or were deleted while writing); the live "
-                    "version was not changed, re-run `mlpipe materialize`"
-                )
+        if verify:
+            store.verify(meta, progress, expected)
         final = meta.replace(status="complete", finished_at=utcnow(), entity_count=expected)
         removed = store.switch(final)
         return final, removed
