@@ -70,6 +70,18 @@ def psi_report(
     html: Annotated[
         Path | None, typer.Option("--html", help="Also write a self-contained HTML report.")
     ] = None,
+    skew: Annotated[
+        bool,
+        typer.Option("--skew", help="Training-serving skew: recompute each logged vector from "
+                     "its raw.* record with the --artifact transform's batch path and compare "
+                     "with the served vec.* (needs --serving-log; exit 1 beyond 1e-9)."),
+    ] = False,
+    compare: Annotated[
+        tuple[str, str] | None,
+        typer.Option("--compare", help="Shadow check: PSI of transform version B's outputs "
+                     "against version A's on the same --current data.",
+                     metavar="VERSION_A VERSION_B"),
+    ] = None,
     config: ConfigOption = DEFAULT_CONFIG,
     artifact_dir: ArtifactDirOption = None,
     json_output: JsonOption = False,
@@ -87,6 +99,20 @@ def psi_report(
     """
     out = Output.create(json_mode=json_output, quiet=quiet)
     ctx = run_context(config, artifact_dir)
+    if skew and compare:
+        raise UsageError("--skew and --compare are separate checks; run them one at a time")
+    if skew:
+        if serving_log is None or current is not None or profile_file is not None:
+            raise UsageError("--skew checks a serving log: give --serving-log DIR (and "
+                             "optionally --artifact), not --current or --profile")
+        _skew(out, ctx, artifact, serving_log, since, until)
+        return
+    if compare:
+        if current is None or serving_log is not None or profile_file or artifact:
+            raise UsageError("--compare A B transforms --current PATH with both versions; "
+                             "do not combine it with --serving-log, --profile or --artifact")
+        _shadow(out, ctx, compare, current, _split(features), threshold, min_rows, html)
+        return
     if (current is None) == (serving_log is None):
         raise UsageError("give exactly one of --current PATH or --serving-log DIR")
     if profile_file is not None and artifact is not None:
@@ -96,7 +122,6 @@ def psi_report(
                          "--serving-log")
     monitoring = _monitoring(ctx, need_config=profile_file is None)
 
-    from mlpipe_cli.drift.html import render_html
     from mlpipe_cli.drift.report import drift_report, parse_window, scan_serving_log
     from mlpipe_cli.io import scan_parquet
 
@@ -127,10 +152,15 @@ def psi_report(
         profile_info=profile_info,
         current_info=current_info,
     )
+    _finish_report(out, report, html)
+
+
+def _finish_report(out: Output, report: Any, html: Path | None) -> None:
+    from mlpipe_cli.drift.html import render_html
+    from mlpipe_cli.drift.profile import atomic_write_text
+
     doc = report.to_dict()
     if html is not None:
-        from mlpipe_cli.drift.profile import atomic_write_text
-
         atomic_write_text(html, render_html(doc))
         out.info(f"wrote {html}")
     out.result(doc)
@@ -140,6 +170,58 @@ def psi_report(
         names = ", ".join(f.column for f in report.sorted_features() if f.failed)
         raise DataCheckFailed(f"{len(failed)} of {len(report.features)} feature(s) drifted or "
                               f"failed: {names}", report=doc)
+
+
+def _skew(out: Output, ctx: RunContext, artifact: str | None, serving_log: Path,
+          since: str | None, until: str | None) -> None:
+    from mlpipe_cli.drift.report import parse_window, scan_serving_log
+    from mlpipe_cli.drift.skew import skew_check
+    from mlpipe_cli.transforms import load_transform
+
+    monitoring = ctx.config.monitoring
+    transform = load_transform(ctx.store, artifact or "latest")
+    start, end = parse_window(since, until, monitoring.window)
+    lf = scan_serving_log(serving_log, start, end)
+    report = skew_check(transform, lf)
+    doc = {**report.to_dict(), "serving_log": str(serving_log), "since": start.isoformat(),
+           "until": end.isoformat()}
+    out.result(doc)
+    versions = ", ".join(f"{v} ({n})" for v, n in report.log_transform_versions.items())
+    out.line(f"skew check: transform {report.transform_version} vs {report.rows} logged rows "
+             f"[{start.isoformat()} .. {end.isoformat()}); logged by: {versions or '-'}")
+    out.table(["output", "mismatches", "max_abs_diff", "example entity", "served", "recomputed"],
+              [[c.column, c.mismatches, c.max_abs_diff, c.example_entity, c.example_served,
+                c.example_recomputed] for c in report.columns])
+    for problem in report.problems:
+        out.warn(problem)
+    if report.failed:
+        first = report.problems[0] if report.problems else (
+            f"{report.rows_mismatched} of {report.rows} logged rows differ from transform "
+            f"{report.transform_version} beyond {report.tolerance:g}")
+        raise DataCheckFailed(f"training-serving skew: {first}", report=doc)
+    out.line(f"no skew: every logged vector matches transform {report.transform_version} "
+             f"within {report.tolerance:g}")
+
+
+def _shadow(out: Output, ctx: RunContext, versions: tuple[str, str], current: Path,
+            features: list[str] | None, threshold: float | None, min_rows: int | None,
+            html: Path | None) -> None:
+    from mlpipe_cli.drift.skew import shadow_compare
+    from mlpipe_cli.io import scan_parquet
+    from mlpipe_cli.transforms import load_transform
+
+    monitoring = ctx.config.monitoring
+    gate = threshold if threshold is not None else monitoring.psi_threshold
+    transform_a = load_transform(ctx.store, versions[0])
+    transform_b = load_transform(ctx.store, versions[1])
+    report = shadow_compare(
+        transform_a, transform_b, scan_parquet(current), features=features, threshold=gate,
+        thresholds=monitoring.thresholds(), moderate=min(monitoring.moderate_threshold, gate),
+        min_rows=min_rows if min_rows is not None else monitoring.min_rows,
+        bins=monitoring.bins,
+    )
+    report.current_info["path"] = str(current)
+    _finish_report(out, report, html)
 
 
 def _split(values: list[str] | None) -> list[str] | None:
