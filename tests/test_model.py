@@ -1,0 +1,145 @@
+"""`mlpipe model register` and /predict: hash verified before unpickling, bound to one
+transform version, predictions equal to sklearn's own on the served vector."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+import polars as pl
+import pytest
+from conftest import free_port, run_mlpipe
+from test_serve import ServerPool, build_fitted_base, make_project, some_user_ids
+
+from mlpipe_cli.artifacts import ArtifactStore
+from mlpipe_cli.transforms import load_transform
+
+
+@pytest.fixture(scope="module")
+def fitted_base(tmp_path_factory: pytest.TempPathFactory, sample_data_dir: Path) -> Path:
+    return build_fitted_base(tmp_path_factory, sample_data_dir)
+
+
+@pytest.fixture
+def servers():  # type: ignore[no-untyped-def]
+    pool = ServerPool()
+    yield pool
+    pool.close()
+
+
+def train_model(project: Path, fitted_base: Path, out: Path) -> tuple[Any, str]:
+    """A LogisticRegression on the transform's outputs of the training set."""
+    from sklearn.linear_model import LogisticRegression
+
+    transform = load_transform(ArtifactStore(project.parent / "artifacts", "churn"))
+    training = pl.read_parquet(fitted_base / "training_set.parquet")
+    outputs = transform.transform_batch(training.lazy()).collect()
+    x = outputs.select(transform.output_columns).to_numpy().astype(np.float64)
+    x = np.nan_to_num(x)
+    y = training["churned"].to_numpy()
+    model = LogisticRegression(max_iter=1000).fit(x, y)
+    joblib.dump(model, out)
+    return model, transform.version
+
+
+class Boom:
+    """Unpickling this writes a marker file: proves a tampered model is never loaded."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (Path(self.marker).write_text, ("executed",))
+
+
+def test_register_then_predict_matches_sklearn(
+    tmp_path: Path, sample_data_dir: Path, fitted_base: Path, servers: Any
+) -> None:
+    config = make_project(tmp_path, sample_data_dir, fitted_base)
+    model, transform_version = train_model(config, fitted_base, tmp_path / "model.joblib")
+    reg = run_mlpipe("model", "register", tmp_path / "model.joblib", "--artifact", "latest",
+                     "-c", config, "--json")  # fmt: skip
+    assert reg.exit_code == 0, reg.stderr
+    doc = reg.json()
+    assert doc["transform_version"] == transform_version
+    assert doc["created"] is True
+    again = run_mlpipe("model", "register", tmp_path / "model.joblib", "--artifact",
+                       transform_version, "-c", config, "--json")  # fmt: skip
+    assert again.json()["model_version"] == doc["model_version"]
+    assert again.json()["created"] is False
+    listed = run_mlpipe("model", "list", "-c", config, "--json").json()["models"]
+    assert [m["version"] for m in listed] == [doc["model_version"]]
+
+    srv = servers(config)
+    ids = some_user_ids(sample_data_dir, 3)
+    one = srv.post("/predict", {"entity": ids[0]})
+    assert one.status_code == 200, one.text
+    body = one.json()
+    assert body["model_version"] == doc["model_version"]
+    expected = model.predict_proba(np.asarray([body["vector"]], dtype=np.float64))[0, 1]
+    assert body["prediction"] == pytest.approx(expected, rel=1e-12)
+    batch = srv.post("/predict", {"entities": [ids[1], 987654321, ids[2]]}).json()
+    matrix = np.asarray([r["vector"] for r in batch["results"]], dtype=np.float64)
+    assert [r["prediction"] for r in batch["results"]] == pytest.approx(
+        model.predict_proba(matrix)[:, 1].tolist(), rel=1e-12
+    )
+    assert [r["cold_start"] for r in batch["results"]] == [False, True, False]
+    assert srv.get("/readyz").json()["model_version"] == doc["model_version"]
+    assert srv.stop() == 0
+    log = pl.concat(
+        [pl.read_parquet(f) for f in sorted(
+            (tmp_path / "artifacts" / "churn" / "serving-logs").glob("segment-*.parquet"))]
+    )  # fmt: skip
+    assert log["prediction"].to_list() == pytest.approx(
+        [body["prediction"]] + [r["prediction"] for r in batch["results"]], rel=1e-12
+    )
+    assert log["endpoint"].unique().to_list() == ["/predict"]
+
+
+def test_model_bound_to_another_transform_version_refuses_to_start(
+    tmp_path: Path, sample_data_dir: Path, fitted_base: Path
+) -> None:
+    config = make_project(tmp_path, sample_data_dir, fitted_base)
+    train_model(config, fitted_base, tmp_path / "model.joblib")
+    assert run_mlpipe("model", "register", tmp_path / "model.joblib", "-c", config).exit_code == 0
+    # a second transform version: fitted on fewer training rows
+    training = pl.read_parquet(fitted_base / "training_set.parquet")
+    training.head(1500).write_parquet(tmp_path / "fewer.parquet")
+    fit = run_mlpipe("fit", "-c", config, "--data", tmp_path / "fewer.parquet", "--json")
+    assert fit.exit_code == 0, fit.stderr
+    result = run_mlpipe("serve", "-c", config, "--port", free_port(), timeout=60)
+    assert result.exit_code == 3
+    assert "registered for transform" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_tampered_model_is_rejected_before_unpickling(
+    tmp_path: Path, sample_data_dir: Path, fitted_base: Path
+) -> None:
+    config = make_project(tmp_path, sample_data_dir, fitted_base)
+    train_model(config, fitted_base, tmp_path / "model.joblib")
+    reg = run_mlpipe("model", "register", tmp_path / "model.joblib", "-c", config, "--json")
+    model_dir = Path(reg.json()["path"])
+    marker = tmp_path / "pwned"
+    target = model_dir / "model.joblib"
+    target.chmod(0o644)
+    target.write_bytes(pickle.dumps(Boom(str(marker))))
+    result = run_mlpipe("serve", "-c", config, "--port", free_port(), timeout=60)
+    assert result.exit_code == 3
+    assert "failed verification" in result.stderr
+    assert not marker.exists()  # the hash check ran BEFORE joblib.load
+
+
+def test_register_errors(tmp_path: Path, sample_data_dir: Path, fitted_base: Path) -> None:
+    config = make_project(tmp_path, sample_data_dir, fitted_base, materialize=False)
+    missing = run_mlpipe("model", "register", tmp_path / "nope.joblib", "-c", config)
+    assert missing.exit_code == 2
+    assert "not found" in missing.stderr
+    (tmp_path / "m.joblib").write_bytes(b"whatever")
+    unknown = run_mlpipe("model", "register", tmp_path / "m.joblib", "--artifact", "0099",
+                         "-c", config)  # fmt: skip
+    assert unknown.exit_code == 3
+    assert "unknown transform artifact version" in unknown.stderr
