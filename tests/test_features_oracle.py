@@ -362,3 +362,24 @@ def test_appending_future_rows_changes_nothing(case, n_future) -> None:  # type:
             config, spine, SPINE_SCHEMA, entity_keys=["user_id"], timestamp="label_ts"
         )
     assert before.equals(after)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(scenario())
+def test_partitioned_engine_equals_oracle(case) -> None:  # type: ignore[no-untyped-def]
+    """Large inputs are hashed into entity partitions; force that path on small data."""
+    import mlpipe_cli.features.engine as engine
+
+    created, ttl, events, versions, dim_created, plain, spine = case
+    saved = engine.PARTITION_ROWS
+    engine.PARTITION_ROWS = 7
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            config, tables = build(Path(tmp), created, ttl, events, versions, dim_created, plain)
+            out = run_engine(
+                config, spine, SPINE_SCHEMA, entity_keys=["user_id"], timestamp="label_ts"
+            )
+            expected = oracle(config, tables, spine, keys=["user_id"], timestamp="label_ts")
+    finally:
+        engine.PARTITION_ROWS = saved
+    assert_matches_oracle(out, expected, [f["name"] for f in config["features"]])

@@ -29,7 +29,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import polars as pl
 
@@ -385,7 +385,58 @@ def _with_default(value: pl.Expr, feature: FeatureConfig, stale: pl.Expr | None 
     return value
 
 
+# Spine + source rows per partition; entities are hashed into partitions so the sort and
+# the working set stay small (and memory bounded) whatever the input size.
+PARTITION_ROWS = 4_000_000
+
+
 def _timed_group(
+    ctx: _Ctx,
+    slim: pl.DataFrame,
+    source: SourceConfig,
+    events: pl.DataFrame,
+    group: list[FeatureConfig],
+    vcol: dict[str, str],
+    inclusive: bool,
+    type2: bool,
+) -> pl.DataFrame:
+    parts = max(1, -(-(slim.height + events.height) // PARTITION_ROWS))
+    if parts == 1:
+        return _timed_partition(ctx, slim, source, events, group, vcol, inclusive, type2)
+    part = (pl.struct(ctx.keys).hash(seed=7) % parts).alias("__pit_part")
+    spine_parts = slim.with_columns(part).partition_by(
+        "__pit_part", as_dict=True, maintain_order=True, include_key=False
+    )
+    event_parts = events.with_columns(part).partition_by(
+        "__pit_part", as_dict=True, maintain_order=True, include_key=False
+    )
+    empty = events.clear()
+    del events
+    results = []
+    for p in range(parts):
+        spine_p = spine_parts.pop((p,), None)
+        events_p = event_parts.pop((p,), None)
+        if spine_p is None:
+            continue
+        if events_p is None:
+            events_p = empty
+        ctx.say(f"partition {p + 1}/{parts}")
+        results.append(
+            _timed_partition(ctx, spine_p, source, events_p, group, vcol, inclusive, type2)
+        )
+    return pl.concat(results).sort(_ROW)
+
+
+def _stable_order(frame: pl.DataFrame, time_col: str, keys: list[str]) -> pl.Series:
+    """Row order by (keys, time), ties in frame order: two stable single-key passes
+    (much cheaper than one multi-column sort)."""
+    first = frame.select(pl.arg_sort_by(time_col, maintain_order=True)).to_series()
+    by_key = frame.select(keys).gather(first)
+    second = by_key.select(pl.arg_sort_by(keys, maintain_order=True)).to_series()
+    return first.gather(second)
+
+
+def _timed_partition(
     ctx: _Ctx,
     slim: pl.DataFrame,
     source: SourceConfig,
@@ -402,45 +453,72 @@ def _timed_group(
     visible_from = pl.col(_E) + delta_e
     if created:
         visible_from = pl.max_horizontal(visible_from, pl.col(_C) + delta)
+    spine_rows = slim.select(
+        pl.col(_ROW),
+        *keys,
+        pl.col(_T).alias(_E),
+        pl.col(_T).alias(_A),
+        pl.lit(1, pl.Int8).alias(_KIND),
+    )
     events = events.with_columns(visible_from.alias(_A), pl.lit(0, pl.Int8).alias(_KIND))
     if created:
         # rank rows by (event time, created time, source order): the "latest" row wins ties
         events = events.sort([*keys, _E, _C, _SRC]).with_row_index(_SEQ)
         events = events.with_columns(pl.col(_SEQ).cast(pl.Int64))
-        tiebreak = _SEQ
-    else:
-        tiebreak = _SRC
-    spine_rows = slim.select(
-        pl.col(_ROW),
-        *keys,
-        pl.col(_T),
-        pl.col(_T).alias(_E),
-        pl.col(_T).alias(_A),
-        pl.lit(1, pl.Int8).alias(_KIND),
-    )
-    conc = pl.concat([events, spine_rows], how="diagonal_relaxed").sort(
-        [*keys, _A, _KIND, tiebreak]
-    )
-    if created:
-        lookup = events
-    else:
-        conc = conc.with_row_index(_POS).with_columns(
-            pl.when(pl.col(_KIND) == 0).then(pl.col(_POS).cast(pl.Int64)).alias(_SEQ)
-        )
-        lookup = conc
+    # events first (in source / rank order), then spine rows: stable passes keep that order
+    # among equal (entity, visible-from) so a spine row sorts after the rows visible to it
+    conc = pl.concat([events, spine_rows], how="diagonal_relaxed")
+    conc = conc.with_columns((pl.col(_A) * 2 + pl.col(_KIND)).alias("__pit_a2"))
+    order = _stable_order(conc, "__pit_a2", keys)
+    conc = conc.drop("__pit_a2", _A, _SRC, _C, strict=False).gather(order)
+    del order
+    lookup = events
     is_ev = pl.col(_KIND) == 0
+    ev_int = is_ev.cast(pl.Int64)
 
     def over(expr: pl.Expr) -> pl.Expr:
         return expr.over(keys)
 
-    base: dict[str, pl.Expr] = {
-        "__n": over(is_ev.cast(pl.Int64).cum_sum()),
-        "__maxe": over(pl.when(is_ev).then(pl.col(_E)).cum_max().forward_fill()),
-        "__best": over(pl.col(_SEQ).cum_max().forward_fill()),
-    }
+    # Rows are sorted by entity, so each entity is a contiguous run starting where the key
+    # changes. Cumulative integer counts and "latest row so far" need no per-group hashing:
+    # a global cumulative op minus its value at the run start / masked to the run.
+    start = pl.lit(False)
+    for k in keys:
+        start = start | pl.col(k).ne_missing(pl.col(k).shift())
+    conc = conc.with_columns(
+        pl.int_range(pl.len(), dtype=pl.Int64).alias(_POS),
+        start.fill_null(True).alias("__start"),
+    ).with_columns(pl.when(pl.col("__start")).then(pl.col(_POS)).forward_fill().alias("__gs"))
+    if not created:
+        conc = conc.with_columns(pl.when(is_ev).then(pl.col(_POS)).alias(_SEQ))
+        lookup = conc
+
+    def run_cumsum(flag: pl.Expr) -> pl.Expr:
+        total = flag.cum_sum()
+        return total - pl.when(pl.col("__start")).then(total - flag).forward_fill()
+
+    def run_latest(index: pl.Expr) -> pl.Expr:
+        """Latest non-null `index` so far in this entity's run (index increases along rows)."""
+        filled = index.forward_fill()
+        return pl.when(filled >= pl.col("__gs")).then(filled)
+
+    if created:
+        # rank order differs from row order: a genuine per-entity running max
+        best = over(pl.col(_SEQ).cum_max().forward_fill())
+        maxe = over(pl.when(is_ev).then(pl.col(_E)).cum_max().forward_fill())
+        mine = over(pl.when(is_ev).then(pl.col(_E)).cum_min().forward_fill())
+    else:
+        best = run_latest(pl.col(_SEQ))
+        # rows of a run are in event-time order, so the latest row holds the max time and
+        # the run's first source row the min time
+        maxe = pl.when(best.is_not_null()).then(pl.when(is_ev).then(pl.col(_E)).forward_fill())
+        first_e = pl.when(is_ev).then(pl.col(_E)).backward_fill()
+        mine = pl.when(pl.col("__start")).then(first_e).forward_fill()
+    base: dict[str, pl.Expr] = {"__n": run_cumsum(ev_int), "__maxe": maxe, "__best": best}
     exprs: dict[str, pl.Expr] = {}
     gathers: list[tuple[str, str, str]] = []  # (feature name, index column, value column)
     fallback: list[FeatureConfig] = []
+    windowed: dict[timedelta, list[FeatureConfig]] = {}
     for feature in group:
         col = vcol.get(feature.source_column) if feature.source_column else None
         value = pl.when(is_ev).then(pl.col(col)) if col else None
@@ -448,26 +526,40 @@ def _timed_group(
         fname = feature.name
         if feature.kind in ("lag", "attribute"):
             gathers.append((fname, "__best", col))  # type: ignore[arg-type]
-            continue
-        if feature.kind == "time_since_last":
-            exprs[fname] = (pl.col(_T) - pl.col("__maxe")) / _unit_ticks(ctx, feature)
-            continue
-        if feature.kind == "aggregate" and feature.agg == "last":
+        elif feature.kind == "time_since_last":
+            exprs[fname] = (pl.col(_E) - pl.col("__maxe")) / _unit_ticks(ctx, feature)
+        elif feature.kind == "aggregate" and feature.agg == "last":
             idx = f"__best_{fname}"
-            exprs[idx] = over(
-                pl.when(value.is_not_null()).then(pl.col(_SEQ)).cum_max().forward_fill()
-            )  # type: ignore[union-attr]
+            nonnull_seq = pl.when(value.is_not_null()).then(pl.col(_SEQ))  # type: ignore[union-attr]
+            exprs[idx] = (
+                over(nonnull_seq.cum_max().forward_fill()) if created else run_latest(nonnull_seq)
+            )
             gathers.append((fname, idx, col))  # type: ignore[arg-type]
-            continue
-        if window is not None and (created or feature.agg == "count_distinct"):
+        elif window is not None and created:
             fallback.append(feature)
-            continue
-        if window is None:
-            exprs.update(_lifetime_exprs(ctx, feature, value, over))
+        elif window is not None:
+            windowed.setdefault(window, []).append(feature)
+        elif feature.kind == "mean_interval":
+            n = pl.col("__n")
+            exprs[fname] = pl.when(n >= 2).then(
+                (pl.col("__maxe") - mine) / ((n - 1) * _unit_ticks(ctx, feature))
+            )
         else:
-            exprs.update(_window_exprs(ctx, feature, value, over, inclusive))
-    stage = conc.with_columns(**base).with_columns(**exprs) if exprs else conc.with_columns(**base)
-    spine_part = stage.filter(pl.col(_KIND) == 1).sort(_ROW)
+            exprs[fname] = _lifetime_expr(feature, value, keys, over, run_cumsum)
+    stage = conc.with_columns(**base)
+    if exprs:
+        stage = stage.with_columns(**exprs)
+    for window, feats in windowed.items():
+        stage = _rolling_window(ctx, stage, window, feats, vcol, inclusive)
+    keep = [_ROW, *keys, _E, "__n", "__maxe", *[i for _, i, _ in gathers], "__best"]
+    keep += [f.name for f in group if f.name in stage.columns]
+    spine_part = (
+        stage.filter(pl.col(_KIND) == 1)
+        .select(list(dict.fromkeys(keep)))
+        .sort(_ROW)
+        .with_columns(pl.col(_E).alias(_T))
+    )
+    del stage, conc
     if spine_part.height != slim.height:
         raise PointInTimeInvariantError("internal error: spine rows lost in the as-of pass")
 
@@ -475,8 +567,6 @@ def _timed_group(
     for fname, idx, col in gathers:
         index = spine_part.get_column(idx)
         cols[fname] = lookup.get_column(col).gather(index)
-        if fname.startswith("__"):
-            continue
         feature = next(f for f in group if f.name == fname)
         window = feature.window_delta
         if window is not None:
@@ -505,98 +595,124 @@ def _timed_group(
         if feature.kind == "aggregate" and feature.agg in ("count", "count_distinct"):
             value = value.cast(pl.Int64)
         finals.append(_with_default(value, feature, stale).alias(feature.name))
-    return spine_part.select(finals)
+    return spine_part.select(_ROW, *finals)
 
 
 def _unit_ticks(ctx: _Ctx, feature: FeatureConfig) -> float:
     return float(UNIT_SECONDS[feature.unit] * _PER_SECOND[ctx.unit])
 
 
-def _lifetime_exprs(
-    ctx: _Ctx, feature: FeatureConfig, value: pl.Expr | None, over: Callable[[pl.Expr], pl.Expr]
-) -> dict[str, pl.Expr]:
-    name = feature.name
-    is_ev = pl.col(_KIND) == 0
-    if feature.kind == "mean_interval":
-        mine = over(pl.when(is_ev).then(pl.col(_E)).cum_min().forward_fill())
-        n = pl.col("__n")
-        return {
-            name: pl.when(n >= 2).then(
-                (pl.col("__maxe") - mine) / ((n - 1) * _unit_ticks(ctx, feature))
-            )
-        }
-    agg = feature.agg
+def _lifetime_expr(
+    feature: FeatureConfig,
+    value: pl.Expr | None,
+    keys: list[str],
+    over: Callable[[pl.Expr], pl.Expr],
+    run_cumsum: Callable[[pl.Expr], pl.Expr],
+) -> pl.Expr:
+    """A lifetime aggregate as a running value along the entity's sorted rows."""
+    name, agg = feature.name, feature.agg
     if agg == "count" and value is None:
-        return {name: pl.col("__n")}
+        return pl.col("__n")
     if value is None:
         raise ConfigError(f"feature {name!r}: agg {agg} needs `column`")
     present = value.is_not_null()
+    count = run_cumsum(present.cast(pl.Int64))
     if agg == "count":
-        return {name: over(present.cast(pl.Int64).cum_sum())}
+        return count
     if agg == "count_distinct":
-        first = present & value.is_first_distinct()
-        return {name: over(first.cast(pl.Int64).cum_sum())}
+        keys_and_value = pl.struct(*keys, value)
+        return run_cumsum((present & keys_and_value.is_first_distinct()).cast(pl.Int64))
     if agg == "sum":
-        return {name: over(value.fill_null(0).cum_sum())}
+        # floats: a per-entity running sum, so other entities never change its rounding
+        return over(value.fill_null(0).cum_sum())
     if agg == "min":
-        return {name: over(value.cum_min().forward_fill())}
+        return over(value.cum_min().forward_fill())
     if agg == "max":
-        return {name: over(value.cum_max().forward_fill())}
-    count = over(present.cast(pl.Int64).cum_sum())
+        return over(value.cum_max().forward_fill())
     if agg == "mean":
         total = over(value.cast(pl.Float64).fill_null(0).cum_sum())
-        return {name: pl.when(count > 0).then(total / count)}
+        return pl.when(count > 0).then(total / count)
     if agg == "std":
         # centred on the entity's first value (never a future one) to limit cancellation
         centred = value.cast(pl.Float64) - over(value.cast(pl.Float64).drop_nulls().first())
         s1 = over(centred.fill_null(0).cum_sum())
         s2 = over((centred * centred).fill_null(0).cum_sum())
         var = (s2 - s1 * s1 / count) / (count - 1)
-        return {name: pl.when(count >= 2).then(var.clip(lower_bound=0).sqrt())}
+        return pl.when(count >= 2).then(var.clip(lower_bound=0).sqrt())
     raise ConfigError(f"feature {name!r}: unsupported aggregation {agg!r}")
 
 
-def _window_exprs(
-    ctx: _Ctx,
-    feature: FeatureConfig,
-    value: pl.Expr | None,
-    over: Callable[[pl.Expr], pl.Expr],
-    inclusive: bool,
-) -> dict[str, pl.Expr]:
-    name = feature.name
-    window = feature.window_delta or timedelta(0)
-    size = f"{ctx.units(window)}i"
-    closed = "both" if inclusive else "left"
+def _window_aggs(
+    ctx: _Ctx, feats: list[FeatureConfig], vcol: dict[str, str]
+) -> tuple[list[pl.Expr], list[str]]:
+    """Aggregations over one window's rows (spine rows in it carry null values).
+
+    Returns the expressions and the names whose empty-window value is 0 (counts, sums).
+    """
     is_ev = pl.col(_KIND) == 0
+    n_rows = is_ev.sum()
+    ev_time = pl.col(_E).filter(is_ev)
+    aggs: list[pl.Expr] = []
+    zero_when_empty: list[str] = []
+    for feature in feats:
+        name = feature.name
+        if feature.kind == "mean_interval":
+            span = ev_time.max() - ev_time.min()
+            aggs.append(
+                pl.when(n_rows >= 2)
+                .then(span / ((n_rows - 1) * _unit_ticks(ctx, feature)))
+                .alias(name)
+            )
+            continue
+        agg = feature.agg
+        if agg == "count" and feature.column is None:
+            aggs.append(n_rows.cast(pl.Int64).alias(name))
+            zero_when_empty.append(name)
+            continue
+        x = pl.col(vcol[feature.source_column])  # type: ignore[index]
+        if agg == "count":
+            aggs.append(x.count().cast(pl.Int64).alias(name))
+            zero_when_empty.append(name)
+        elif agg == "count_distinct":
+            aggs.append(x.drop_nulls().n_unique().cast(pl.Int64).alias(name))
+            zero_when_empty.append(name)
+        elif agg == "sum":
+            aggs.append(x.sum().alias(name))
+            zero_when_empty.append(name)
+        elif agg == "mean":
+            aggs.append(x.cast(pl.Float64).mean().alias(name))
+        elif agg == "min":
+            aggs.append(x.min().alias(name))
+        elif agg == "max":
+            aggs.append(x.max().alias(name))
+        elif agg == "std":
+            aggs.append(x.cast(pl.Float64).std(ddof=1).alias(name))
+        else:
+            raise ConfigError(f"feature {name!r}: unsupported windowed aggregation {agg!r}")
+    return aggs, zero_when_empty
 
-    def roll(expr: pl.Expr, how: str, **kw: Any) -> pl.Expr:
-        method = getattr(expr, f"rolling_{how}_by")
-        return over(method(_E, size, closed=closed, **kw))
 
-    n_rows = roll(is_ev.cast(pl.Int64), "sum")
-    if feature.kind == "mean_interval":
-        ev_time = pl.when(is_ev).then(pl.col(_E))
-        span = roll(ev_time, "max", min_samples=1) - roll(ev_time, "min", min_samples=1)
-        return {name: pl.when(n_rows >= 2).then(span / ((n_rows - 1) * _unit_ticks(ctx, feature)))}
-    agg = feature.agg
-    if agg == "count" and value is None:
-        return {name: n_rows}
-    if value is None:
-        raise ConfigError(f"feature {name!r}: agg {agg} needs `column`")
-    count = roll(value.is_not_null().cast(pl.Int64), "sum")
-    if agg == "count":
-        return {name: count}
-    if agg == "sum":
-        return {name: roll(value, "sum")}
-    if agg == "min":
-        return {name: roll(value, "min", min_samples=1)}
-    if agg == "max":
-        return {name: roll(value, "max", min_samples=1)}
-    if agg == "mean":
-        return {name: pl.when(count > 0).then(roll(value.cast(pl.Float64), "sum") / count)}
-    if agg == "std":
-        return {name: pl.when(count >= 2).then(roll(value.cast(pl.Float64), "std", min_samples=1))}
-    raise ConfigError(f"feature {name!r}: unsupported windowed aggregation {agg!r}")
+def _rolling_window(
+    ctx: _Ctx,
+    stage: pl.DataFrame,
+    window: timedelta,
+    feats: list[FeatureConfig],
+    vcol: dict[str, str],
+    inclusive: bool,
+) -> pl.DataFrame:
+    """All features sharing one window in one rolling pass: [t-w, t) (or [t-w, t])."""
+    aggs, _ = _window_aggs(ctx, feats, vcol)
+    rolled = stage.rolling(
+        index_column=_E,
+        period=f"{ctx.units(window)}i",
+        closed="both" if inclusive else "left",
+        group_by=ctx.keys,
+    ).agg(aggs)
+    # the rolling context returns one row per input row; make sure it is in input order
+    same_order = rolled.select(*ctx.keys, _E).equals(stage.select(*ctx.keys, _E))
+    if rolled.height != stage.height or not same_order:
+        raise PointInTimeInvariantError("internal error: rolling window changed the row order")
+    return stage.with_columns(rolled.select([f.name for f in feats]))
 
 
 def _range_join(
@@ -606,7 +722,9 @@ def _range_join(
     fallback: list[FeatureConfig],
     vcol: dict[str, str],
 ) -> pl.DataFrame:
-    """Windowed aggregates that need a 2-D range (created cutoff, windowed count_distinct)."""
+    """Windowed aggregates on a source with a created_timestamp: visibility (created) and
+    window (event time) are two different axes, so pair spine rows with their entity's rows
+    in the window and aggregate (cost: spine rows x rows per entity in the window)."""
     keys = ctx.keys
     by_window: dict[timedelta, list[FeatureConfig]] = {}
     for feature in fallback:
@@ -616,45 +734,7 @@ def _range_join(
         pairs = left.join(events.lazy(), on=keys, how="inner").filter(
             (pl.col(_A) <= pl.col(_T)) & (pl.col(_E) >= pl.col(_T) - ctx.units(window))
         )
-        aggs = []
-        fills = []
-        for feature in feats:
-            name = feature.name
-            if feature.kind == "mean_interval":
-                aggs.append(
-                    pl.when(pl.len() >= 2)
-                    .then(
-                        (pl.col(_E).max() - pl.col(_E).min())
-                        / ((pl.len() - 1) * _unit_ticks(ctx, feature))
-                    )
-                    .alias(name)
-                )
-                continue
-            agg = feature.agg
-            if agg == "count" and feature.column is None:
-                aggs.append(pl.len().cast(pl.Int64).alias(name))
-                fills.append(name)
-                continue
-            x = pl.col(vcol[feature.source_column])  # type: ignore[index]
-            if agg == "count":
-                aggs.append(x.count().cast(pl.Int64).alias(name))
-                fills.append(name)
-            elif agg == "count_distinct":
-                aggs.append(x.drop_nulls().n_unique().cast(pl.Int64).alias(name))
-                fills.append(name)
-            elif agg == "sum":
-                aggs.append(x.sum().alias(name))
-                fills.append(name)
-            elif agg == "mean":
-                aggs.append(x.cast(pl.Float64).mean().alias(name))
-            elif agg == "min":
-                aggs.append(x.min().alias(name))
-            elif agg == "max":
-                aggs.append(x.max().alias(name))
-            elif agg == "std":
-                aggs.append(x.cast(pl.Float64).std(ddof=1).alias(name))
-            else:
-                raise ConfigError(f"feature {name!r}: unsupported windowed aggregation {agg!r}")
+        aggs, fills = _window_aggs(ctx, feats, vcol)
         result = pairs.group_by(_ROW).agg(aggs).collect()
         spine_part = spine_part.join(result, on=_ROW, how="left", maintain_order="left")
         spine_part = spine_part.with_columns([pl.col(c).fill_null(0) for c in fills])

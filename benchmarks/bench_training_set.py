@@ -1,0 +1,270 @@
+"""Benchmark: point-in-time training set, mlpipe vs the obvious pandas implementation.
+
+Full size (``--scale 1``): 10,000,000 spine rows, 1,000,000 entities, 20,000,000 order
+events, 8 features (lifetime count/sum/mean-interval/last/time-since-last, 30d count and sum,
+7d mean). Each method runs end to end (read Parquet, compute, write Parquet) in its own child
+process, so its peak memory is that child's ``ru_maxrss``.
+
+pandas does the same computation the obvious way: concatenate spine and events, sort,
+``groupby().rolling(window, on=ts, closed="left")`` for the windows, cumulative ops and
+``merge_asof`` for the as-of values. It runs at ``--pandas-scale`` (default: the same as
+``--scale`` capped at 0.25, because the full size does not fit in a shared 24 GiB machine);
+mlpipe also runs at that size so the ratio compares equal work, and both outputs are checked
+to be equal there.
+
+Usage::
+
+    .venv/bin/python benchmarks/bench_training_set.py --scale 0.05          # quick
+    flock /tmp/mlpipe-bench.lock .venv/bin/python benchmarks/bench_training_set.py --scale 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+SPINE_FULL = 10_000_000
+ENTITIES_FULL = 1_000_000
+EVENTS_FULL = 20_000_000
+DAY_US = 86_400_000_000
+START_US = 1_767_225_600_000_000  # 2026-01-01 UTC
+SPAN_DAYS = 180
+
+FEATURES = [
+    {"name": "total_orders", "source": "orders", "agg": "count", "default": 0},
+    {"name": "lifetime_value", "source": "orders", "agg": "sum", "column": "revenue", "default": 0},
+    {"name": "avg_days_between_orders", "source": "orders", "kind": "mean_interval", "default": 999},
+    {"name": "orders_30d", "source": "orders", "agg": "count", "window": "30d", "default": 0},
+    {"name": "revenue_30d", "source": "orders", "agg": "sum", "column": "revenue", "window": "30d", "default": 0},
+    {"name": "revenue_7d_mean", "source": "orders", "agg": "mean", "column": "revenue", "window": "7d"},
+    {"name": "days_since_last_order", "source": "orders", "kind": "time_since_last", "default": 999},
+    {"name": "last_product_id", "source": "orders", "agg": "last", "column": "product_id"},
+]  # fmt: skip
+NAMES = [f["name"] for f in FEATURES]
+
+
+def generate(out: Path, scale: float, seed: int = 1) -> dict[str, int]:
+    import numpy as np
+    import polars as pl
+
+    n_spine = int(SPINE_FULL * scale)
+    n_ent = max(10, int(ENTITIES_FULL * scale))
+    n_ev = int(EVENTS_FULL * scale)
+    rng = np.random.default_rng(seed)
+    out.mkdir(parents=True, exist_ok=True)
+    ts = START_US + rng.integers(0, SPAN_DAYS * DAY_US, n_ev)
+    ts.sort()  # order logs arrive in time order
+    orders = pl.DataFrame(
+        {
+            "user_id": rng.integers(0, n_ent, n_ev),
+            "order_ts": ts,
+            "revenue": np.round(rng.lognormal(3.5, 1.0, n_ev), 2),
+            "product_id": rng.integers(1, 5000, n_ev),
+        }
+    ).with_columns(pl.col("order_ts").cast(pl.Datetime("us", "UTC")))
+    orders.write_parquet(out / "orders.parquet")
+    del orders
+    spine = pl.DataFrame(
+        {
+            "user_id": rng.integers(0, n_ent, n_spine),
+            "label_ts": START_US + rng.integers(30 * DAY_US, SPAN_DAYS * DAY_US, n_spine),
+            "label": rng.random(n_spine) < 0.2,
+        }
+    ).with_columns(pl.col("label_ts").cast(pl.Datetime("us", "UTC")))
+    spine.write_parquet(out / "spine.parquet")
+    return {"spine": n_spine, "entities": n_ent, "events": n_ev}
+
+
+# -- the methods (each runs in a child process) ----------------------------------------
+
+
+def run_mlpipe(data: Path, out: Path) -> None:
+    import polars as pl
+
+    from mlpipe_cli.config.models import PipelineConfig
+    from mlpipe_cli.features import compute_features
+    from mlpipe_cli.io import scan_parquet, write_parquet_atomic
+
+    config = PipelineConfig.model_validate(
+        {
+            "pipeline": "bench",
+            "entity_keys": ["user_id"],
+            "sources": {"orders": {"path": str(data / "orders.parquet"), "timestamp": "order_ts"}},
+            "features": FEATURES,
+        }
+    )
+    frame = compute_features(
+        config, scan_parquet(data / "spine.parquet"), entity_keys=["user_id"], timestamp="label_ts"
+    )
+    write_parquet_atomic(frame, out)
+    del pl
+
+
+def run_pandas(data: Path, out: Path) -> None:
+    import numpy as np
+    import pandas as pd
+
+    spine = pd.read_parquet(data / "spine.parquet")
+    orders = pd.read_parquet(data / "orders.parquet")
+    spine["_row"] = np.arange(len(spine))
+    ev = orders.rename(columns={"order_ts": "ts"})
+    ev["_is_ev"] = 1.0
+    sp = spine[["user_id", "label_ts", "_row"]].rename(columns={"label_ts": "ts"})
+    sp["_is_ev"] = 0.0
+    # spine rows sort before events at equal time: a row never sees itself (strictly before)
+    both = pd.concat([sp, ev], ignore_index=True).sort_values(
+        ["user_id", "ts", "_is_ev"], kind="stable", ignore_index=True
+    )
+    rolled = both.groupby("user_id", sort=False).rolling("30d", on="ts", closed="left")
+    n30 = rolled["_is_ev"].sum().to_numpy()
+    rev30 = rolled["revenue"].sum().to_numpy()
+    rolled7 = both.groupby("user_id", sort=False).rolling("7d", on="ts", closed="left")
+    mean7 = rolled7["revenue"].mean().to_numpy()
+    is_sp = both["_is_ev"].to_numpy() == 0
+    result = pd.DataFrame(
+        {
+            "_row": both["_row"].to_numpy()[is_sp],
+            "orders_30d": n30[is_sp],
+            "revenue_30d": rev30[is_sp],
+            "revenue_7d_mean": mean7[is_sp],
+        }
+    )
+    # lifetime features at each event, then merge_asof (strictly before) onto the spine
+    ev = ev.sort_values(["user_id", "ts"], kind="stable", ignore_index=True)
+    g = ev.groupby("user_id", sort=False)
+    ev["total_orders"] = g.cumcount() + 1
+    ev["lifetime_value"] = g["revenue"].cumsum()
+    ev["first_ts"] = g["ts"].transform("min")
+    ev = ev.sort_values("ts", kind="stable")
+    asof = pd.merge_asof(
+        sp.sort_values("ts", kind="stable"),
+        ev[["ts", "user_id", "total_orders", "lifetime_value", "first_ts", "product_id"]].rename(
+            columns={"ts": "last_ts"}
+        ),
+        left_on="ts",
+        right_on="last_ts",
+        by="user_id",
+        allow_exact_matches=False,
+    )
+    asof = asof.merge(result, on="_row").sort_values("_row")
+    days = (asof["ts"] - asof["last_ts"]).dt.total_seconds() / 86400
+    span = (asof["last_ts"] - asof["first_ts"]).dt.total_seconds() / 86400
+    n = asof["total_orders"]
+    spine["total_orders"] = n.fillna(0).astype("int64").to_numpy()
+    spine["lifetime_value"] = asof["lifetime_value"].fillna(0).to_numpy()
+    spine["avg_days_between_orders"] = np.where(n >= 2, span / (n - 1), 999.0)
+    spine["orders_30d"] = asof["orders_30d"].fillna(0).astype("int64").to_numpy()
+    spine["revenue_30d"] = asof["revenue_30d"].fillna(0).to_numpy()
+    spine["revenue_7d_mean"] = asof["revenue_7d_mean"].to_numpy()
+    spine["days_since_last_order"] = days.fillna(999.0).to_numpy()
+    spine["last_product_id"] = asof["product_id"].astype("Int64").to_numpy()
+    spine.drop(columns="_row").to_parquet(out)
+
+
+def child(method: str, data: str, out: str) -> None:
+    start = time.perf_counter()
+    {"mlpipe": run_mlpipe, "pandas": run_pandas}[method](Path(data), Path(out))
+    seconds = time.perf_counter() - start
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"seconds": seconds, "peak_bytes": peak_kib * 1024}))
+
+
+def measure(method: str, data: Path, out: Path, repeats: int) -> dict[str, float]:
+    runs = []
+    for _ in range(repeats):
+        proc = subprocess.run(
+            [sys.executable, __file__, "--child", method, str(data), str(out)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if proc.returncode != 0:
+            raise SystemExit(f"{method} failed:\n{proc.stderr[-3000:]}")
+        runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    return {
+        "seconds": statistics.median(r["seconds"] for r in runs),
+        "peak_bytes": statistics.median(r["peak_bytes"] for r in runs),
+        "runs": len(runs),
+    }
+
+
+def compare_outputs(ours: Path, theirs: Path) -> str:
+    import polars as pl
+
+    a = pl.read_parquet(ours)
+    b = pl.read_parquet(theirs)
+    problems = []
+    for name in NAMES:
+        x, y = a[name], b[name].cast(a[name].dtype)
+        if x.dtype.is_float():
+            bad = ((x - y).abs() > 1e-6 * (1 + y.abs())) | (x.is_null() != y.is_null())
+        else:
+            bad = (x != y).fill_null(True) & ~(x.is_null() & y.is_null())
+        if bad.sum():
+            problems.append(f"{name}: {bad.sum()} rows differ")
+    return "outputs equal" if not problems else "; ".join(problems)
+
+
+def report_line(label: str, rows: int, m: dict[str, float]) -> str:
+    return (
+        f"{label:<8} {rows:>11,} spine rows  {m['seconds']:8.2f} s  "
+        f"{rows / m['seconds']:>12,.0f} rows/s  peak {m['peak_bytes'] / 2**30:6.2f} GiB"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scale", type=float, default=1.0, help="1 = 10M spine / 20M events")
+    parser.add_argument("--pandas-scale", type=float, default=None, help="default min(scale, 0.25)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--child", nargs=3, metavar=("METHOD", "DATA", "OUT"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(*args.child)
+        return
+    pandas_scale = args.pandas_scale if args.pandas_scale is not None else min(args.scale, 0.25)
+    import polars as pl
+
+    with tempfile.TemporaryDirectory(dir=args.workdir, prefix="bench-pit-") as tmp:
+        root = Path(tmp)
+        print(f"polars {pl.__version__}, {os.cpu_count()} cpus; medians of {args.repeats} runs")
+        sizes = {}
+        for scale in sorted({args.scale, pandas_scale}):
+            sizes[scale] = generate(root / f"s{scale}", scale)
+        # same-size comparison
+        data = root / f"s{pandas_scale}"
+        shape = sizes[pandas_scale]
+        print(f"\n== equal work: {shape['spine']:,} spine rows, {shape['entities']:,} entities, "
+              f"{shape['events']:,} events, {len(FEATURES)} features")  # fmt: skip
+        ours = measure("mlpipe", data, root / "ours.parquet", args.repeats)
+        theirs = measure("pandas", data, root / "pandas.parquet", args.repeats)
+        print(report_line("mlpipe", shape["spine"], ours))
+        print(report_line("pandas", shape["spine"], theirs))
+        out_mem = pl.read_parquet(root / "ours.parquet").estimated_size()
+        print(f"speed-up {theirs['seconds'] / ours['seconds']:.1f}x; memory mlpipe/pandas "
+              f"{ours['peak_bytes'] / theirs['peak_bytes']:.2f}; output in memory "
+              f"{out_mem / 2**30:.2f} GiB (mlpipe peak = {ours['peak_bytes'] / out_mem:.1f}x output)")  # fmt: skip
+        print("check:", compare_outputs(root / "ours.parquet", root / "pandas.parquet"))
+        if args.scale != pandas_scale:
+            shape = sizes[args.scale]
+            data = root / f"s{args.scale}"
+            print(f"\n== full: {shape['spine']:,} spine rows, {shape['entities']:,} entities, "
+                  f"{shape['events']:,} events (mlpipe only; pandas does not fit)")  # fmt: skip
+            big = measure("mlpipe", data, root / "ours_big.parquet", args.repeats)
+            print(report_line("mlpipe", shape["spine"], big))
+            out_mem = pl.read_parquet(root / "ours_big.parquet").estimated_size()
+            print(f"output in memory {out_mem / 2**30:.2f} GiB; peak = "
+                  f"{big['peak_bytes'] / out_mem:.1f}x output")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
