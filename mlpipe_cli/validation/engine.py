@@ -460,6 +460,55 @@ def _first_line(exc: BaseException) -> str:
 # -- the fused pass --------------------------------------------------------------------
 
 
+def _flag(i: int) -> str:
+    return f"__mlpipe_f{i}"
+
+
+def _counts_plan(
+    lazy: pl.LazyFrame, row_checks: list[_RowCheck], indices: list[int], extra: list[pl.Expr]
+) -> pl.LazyFrame:
+    """ONE streaming query: every check's failure count, rows failing any check, extras.
+
+    Each check's predicate is evaluated once into a boolean column; the sums and the
+    any-of-them counts read those columns, so adding a check adds one predicate, not a pass.
+    """
+    import polars as pl
+
+    plan = lazy.with_columns([row_checks[i].fail.alias(_flag(i)) for i in indices])
+    errors = [i for i in indices if row_checks[i].result.severity == "error"]
+    slo = [i for i in errors if not row_checks[i].own_tolerance]
+    exprs = [pl.len().cast(pl.Int64).alias("__len")]
+    exprs += [pl.col(_flag(i)).sum().cast(pl.Int64).alias(f"c{i}") for i in indices]
+    exprs.append(_any_flag(errors).sum().cast(pl.Int64).alias("__failed"))
+    exprs.append(_any_flag(slo).sum().cast(pl.Int64).alias("__slo"))
+    return plan.select(exprs + extra)
+
+
+def _examples(lazy: pl.LazyFrame, row_checks: list[_RowCheck]) -> dict[int, list[dict[str, Any]]]:
+    """First EXAMPLES failing rows (row number + value) of every check that failed.
+
+    A second pass, run only when some check failed, over only the failing checks' columns.
+    """
+    import polars as pl
+
+    failing = [i for i, c in enumerate(row_checks) if c.result.failures]
+    if not failing:
+        return {}
+    plan = lazy.with_row_index(ROW).with_columns(
+        [row_checks[i].fail.alias(_flag(i)) for i in failing]
+    )
+    exprs = []
+    for i in failing:
+        flag = pl.col(_flag(i))
+        exprs.append(pl.col(ROW).filter(flag).head(EXAMPLES).implode().alias(f"r{i}"))
+        exprs.append(row_checks[i].value.filter(flag).head(EXAMPLES).implode().alias(f"v{i}"))
+    row = plan.select(exprs).collect(engine="streaming").row(0, named=True)
+    return {
+        i: [{"row": int(r), "value": v} for r, v in zip(row[f"r{i}"], row[f"v{i}"], strict=True)]
+        for i in failing
+    }
+
+
 def _run_fused(
     report: SourceReport,
     source: SourceConfig,
@@ -470,26 +519,19 @@ def _run_fused(
     import polars as pl
 
     name = report.source
-    error_checks = [c for c in row_checks if c.result.severity == "error"]
-    slo_checks = [c for c in error_checks if not c.own_tolerance]
-    exprs: list[pl.Expr] = [pl.len().cast(pl.Int64).alias("__len")]
-    for i, check in enumerate(row_checks):
-        exprs.append(check.fail.sum().cast(pl.Int64).alias(f"c{i}"))
-        exprs.append(pl.col(ROW).filter(check.fail).head(EXAMPLES).implode().alias(f"r{i}"))
-        exprs.append(check.value.filter(check.fail).head(EXAMPLES).implode().alias(f"v{i}"))
-    exprs.append(_any(error_checks).sum().cast(pl.Int64).alias("__failed"))
-    exprs.append(_any(slo_checks).sum().cast(pl.Int64).alias("__slo"))
     nullable_cols = [
         c for c, contract in source.columns.items() if contract.nullable and c in schema.names()
     ]
-    for column in nullable_cols:
-        exprs.append(pl.col(column).null_count().cast(pl.Int64).alias(f"n:{column}"))
-
-    plan = lazy.with_row_index(ROW) if row_checks else lazy
+    extra = [pl.col(c).null_count().cast(pl.Int64).alias(f"n:{c}") for c in nullable_cols]
+    indices = list(range(len(row_checks)))
     try:
-        row = plan.select(exprs).collect(engine="streaming").row(0, named=True)
+        row = (
+            _counts_plan(lazy, row_checks, indices, extra)
+            .collect(engine="streaming")
+            .row(0, named=True)
+        )
     except Exception as exc:
-        row = _isolate_crash(report, plan, row_checks, exprs[0], exc)
+        row = _isolate_crash(report, lazy, row_checks, extra, exc)
 
     rows = int(row["__len"])
     report.rows = rows
@@ -497,14 +539,17 @@ def _run_fused(
         result = check.result
         if result.status == ERROR:
             continue
-        failures = int(row[f"c{i}"])
-        result.failures = failures
+        result.failures = int(row[f"c{i}"])
         result.rows = rows
-        result.examples = [
-            {"row": int(r), "value": v}
-            for r, v in zip(row[f"r{i}"] or [], row[f"v{i}"] or [], strict=False)
-        ]
-        _judge(result, check, failures, rows, source.max_failure_rate)
+    try:
+        examples = _examples(lazy, row_checks)
+    except Exception as exc:
+        raise InputError(f"cannot read {report.path}: {_first_line(exc)}") from None
+    for i, check in enumerate(row_checks):
+        if check.result.status == ERROR:
+            continue
+        check.result.examples = examples.get(i, [])
+        _judge(check.result, check, check.result.failures or 0, rows, source.max_failure_rate)
     report.failed_rows = int(row["__failed"])
 
     slo = CheckResult(
@@ -532,19 +577,11 @@ def _run_fused(
             )
 
 
-def _any(checks: list[_RowCheck]) -> pl.Expr:
-    import polars as pl
-
-    if not checks:
-        return pl.lit(False)
-    return pl.any_horizontal([c.fail for c in checks])
-
-
 def _isolate_crash(
     report: SourceReport,
-    plan: pl.LazyFrame,
+    lazy: pl.LazyFrame,
     row_checks: list[_RowCheck],
-    len_expr: pl.Expr,
+    extra: list[pl.Expr],
     original: BaseException,
 ) -> dict[str, Any]:
     """The fused query failed: run each check alone to name the one that crashed.
@@ -552,31 +589,21 @@ def _isolate_crash(
     Only on this failure path do we read the input once per check. If no single check
     crashes, the input itself is unreadable (InputError).
     """
-    import polars as pl
-
     crashed = False
     for check in row_checks:
         try:
-            plan.select(check.fail.sum()).collect(engine="streaming")
+            lazy.select(check.fail.sum()).collect(engine="streaming")
         except Exception as exc:
-            _raise_if_unreadable(report, plan, check.fail)
+            _raise_if_unreadable(report, lazy, check.fail)
             crashed = True
             check.result.status = ERROR
             check.result.message = f"check crashed: {_first_line(exc)}"
     if not crashed:
         raise InputError(f"cannot read {report.path}: {_first_line(original)}") from None
-    healthy = [c for c in row_checks if c.result.status != ERROR]
-    exprs = [len_expr]
-    for i, check in enumerate(row_checks):
-        if check in healthy:
-            exprs.append(check.fail.sum().cast(pl.Int64).alias(f"c{i}"))
-            exprs.append(pl.col(ROW).filter(check.fail).head(EXAMPLES).implode().alias(f"r{i}"))
-            exprs.append(check.value.filter(check.fail).head(EXAMPLES).implode().alias(f"v{i}"))
-    error_healthy = [c for c in healthy if c.result.severity == "error"]
-    exprs.append(_any(error_healthy).sum().cast(pl.Int64).alias("__failed"))
-    exprs.append(_any([c for c in error_healthy if not c.own_tolerance]).sum().alias("__slo"))
+    healthy = [i for i, c in enumerate(row_checks) if c.result.status != ERROR]
     try:
-        return plan.select(exprs).collect(engine="streaming").row(0, named=True)
+        plan = _counts_plan(lazy, row_checks, healthy, extra)
+        return plan.collect(engine="streaming").row(0, named=True)
     except Exception as exc:
         raise InputError(f"cannot read {report.path}: {_first_line(exc)}") from None
 
@@ -718,12 +745,12 @@ def _split(
         return
     columns = lazy.collect_schema().names()
     error_checks = [c for c in row_checks if c.result.severity == "error"]
-    flags = [c.fail.alias(f"__f{i}") for i, c in enumerate(row_checks)]
+    flags = [c.fail.alias(_flag(i)) for i, c in enumerate(row_checks)]
     base = lazy.with_row_index(ROW).with_columns(flags)
     is_bad = _any_flag([i for i, c in enumerate(row_checks) if c in error_checks])
     failed_list = (
         pl.concat_list(
-            [pl.when(pl.col(f"__f{i}")).then(pl.lit(c.result.id)) for i, c in enumerate(row_checks)]
+            [pl.when(pl.col(_flag(i))).then(pl.lit(c.result.id)) for i, c in enumerate(row_checks)]
         ).list.drop_nulls()
         if row_checks
         else pl.lit([], dtype=pl.List(pl.String))
@@ -747,7 +774,7 @@ def _any_flag(indices: list[int]) -> pl.Expr:
 
     if not indices:
         return pl.lit(False)
-    return pl.any_horizontal([pl.col(f"__f{i}") for i in indices])
+    return pl.any_horizontal([pl.col(_flag(i)) for i in indices])
 
 
 def _rows_in(path: Path) -> int:
