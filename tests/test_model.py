@@ -56,21 +56,21 @@ class Boom:
 
 
 def test_register_then_predict_matches_sklearn(
-    tmp_path: Path, sample_data_dir: Path, fitted_base: Path, servers: Any
+    tmp_path: Path, sample_data_dir: Path, fitted_base: Path, servers: Any, cli: Any
 ) -> None:
     config = make_project(tmp_path, sample_data_dir, fitted_base)
     model, transform_version = train_model(config, fitted_base, tmp_path / "model.joblib")
-    reg = run_mlpipe("model", "register", tmp_path / "model.joblib", "--artifact", "latest",
-                     "-c", config, "--json")  # fmt: skip
+    reg = cli("model", "register", tmp_path / "model.joblib", "--artifact", "latest",
+              "-c", config, "--json")  # fmt: skip
     assert reg.exit_code == 0, reg.stderr
     doc = reg.json()
     assert doc["transform_version"] == transform_version
     assert doc["created"] is True
-    again = run_mlpipe("model", "register", tmp_path / "model.joblib", "--artifact",
-                       transform_version, "-c", config, "--json")  # fmt: skip
+    again = cli("model", "register", tmp_path / "model.joblib", "--artifact",
+                transform_version, "-c", config, "--json")  # fmt: skip
     assert again.json()["model_version"] == doc["model_version"]
     assert again.json()["created"] is False
-    listed = run_mlpipe("model", "list", "-c", config, "--json").json()["models"]
+    listed = cli("model", "list", "-c", config, "--json").json()["models"]
     assert [m["version"] for m in listed] == [doc["model_version"]]
 
     srv = servers(config)
@@ -100,15 +100,15 @@ def test_register_then_predict_matches_sklearn(
 
 
 def test_model_bound_to_another_transform_version_refuses_to_start(
-    tmp_path: Path, sample_data_dir: Path, fitted_base: Path
+    tmp_path: Path, sample_data_dir: Path, fitted_base: Path, cli: Any
 ) -> None:
     config = make_project(tmp_path, sample_data_dir, fitted_base)
     train_model(config, fitted_base, tmp_path / "model.joblib")
-    assert run_mlpipe("model", "register", tmp_path / "model.joblib", "-c", config).exit_code == 0
+    assert cli("model", "register", tmp_path / "model.joblib", "-c", config).exit_code == 0
     # a second transform version: fitted on fewer training rows
     training = pl.read_parquet(fitted_base / "training_set.parquet")
     training.head(1500).write_parquet(tmp_path / "fewer.parquet")
-    fit = run_mlpipe("fit", "-c", config, "--data", tmp_path / "fewer.parquet", "--json")
+    fit = cli("fit", "-c", config, "--data", tmp_path / "fewer.parquet", "-q")
     assert fit.exit_code == 0, fit.stderr
     result = run_mlpipe("serve", "-c", config, "--port", free_port(), timeout=60)
     assert result.exit_code == 3
@@ -117,11 +117,11 @@ def test_model_bound_to_another_transform_version_refuses_to_start(
 
 
 def test_tampered_model_is_rejected_before_unpickling(
-    tmp_path: Path, sample_data_dir: Path, fitted_base: Path
+    tmp_path: Path, sample_data_dir: Path, fitted_base: Path, cli: Any
 ) -> None:
     config = make_project(tmp_path, sample_data_dir, fitted_base)
     train_model(config, fitted_base, tmp_path / "model.joblib")
-    reg = run_mlpipe("model", "register", tmp_path / "model.joblib", "-c", config, "--json")
+    reg = cli("model", "register", tmp_path / "model.joblib", "-c", config, "--json")
     model_dir = Path(reg.json()["path"])
     marker = tmp_path / "pwned"
     target = model_dir / "model.joblib"
@@ -133,13 +133,15 @@ def test_tampered_model_is_rejected_before_unpickling(
     assert not marker.exists()  # the hash check ran BEFORE joblib.load
 
 
-def test_register_errors(tmp_path: Path, sample_data_dir: Path, fitted_base: Path) -> None:
+def test_register_errors(
+    tmp_path: Path, sample_data_dir: Path, fitted_base: Path, cli: Any
+) -> None:
     config = make_project(tmp_path, sample_data_dir, fitted_base, materialize=False)
-    missing = run_mlpipe("model", "register", tmp_path / "nope.joblib", "-c", config)
+    missing = cli("model", "register", tmp_path / "nope.joblib", "-c", config)
     assert missing.exit_code == 2
     assert "not found" in missing.stderr
     (tmp_path / "m.joblib").write_bytes(b"whatever")
-    unknown = run_mlpipe("model", "register", tmp_path / "m.joblib", "--artifact", "0099",
-                         "-c", config)  # fmt: skip
+    unknown = cli("model", "register", tmp_path / "m.joblib", "--artifact", "0099",
+                  "-c", config)  # fmt: skip
     assert unknown.exit_code == 3
     assert "unknown transform artifact version" in unknown.stderr

@@ -278,9 +278,9 @@ def test_sqlite_every_endpoint_cold_start_and_sigterm_flushes_the_log(
         batch_vector(tmp_path / "artifacts", doc["features"], fitted_base / "training_set.parquet"),
     )
     transform_version = doc["transform_version"]
-    assert transform_version == json.loads(
-        run_mlpipe("artifacts", "list", "transform", "-c", config, "--json").stdout
-    )["artifacts"][-1]["version"]
+    from mlpipe_cli.artifacts import ArtifactStore
+
+    assert transform_version == ArtifactStore(tmp_path / "artifacts", "churn").latest("transform")
     assert doc["as_of"].startswith("2026-07-01T00:00:00")
     assert doc["store_version"]
 
