@@ -7,10 +7,12 @@ Flow for one source:
    Polars backend at schema-only depth: no data is read). A column whose schema check fails
    has its value checks ``skipped``; the source fails outright.
 3. Every row check (nullability, range, allowed set, regex, length, uniqueness, primary key,
-   SQL row checks) is compiled to a boolean Polars expression "this row fails". All of them,
-   their failure counts, the first 5 failing rows per check, and the count of rows failing
-   any check go into ONE ``select`` over the scan, run with the streaming engine: one read
-   of the input regardless of the number of checks.
+   SQL row checks) is compiled to a boolean Polars expression "this row fails". All of them
+   are evaluated once per row into flag columns, and their failure counts plus the count of
+   rows failing any check come out of ONE ``select`` over the scan, run with the streaming
+   engine: one read of the input regardless of the number of checks. Only when some check
+   failed, a second streaming pass fetches the first 5 failing rows (row number + value) of
+   each failing check.
 4. Tolerances, severities and the source SLO turn counts into statuses.
 5. With quarantine/out paths, a second streaming pass writes failing rows (plus
    ``_row`` and ``_failed_checks``) and passing rows.
