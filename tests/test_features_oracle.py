@@ -44,25 +44,30 @@ def oracle(
     timestamp: str,
 ) -> list[dict[str, Any]]:
     """Every feature for every spine row, by looping over every source row."""
+    # index each table by entity once (a plain dict of lists), so the loops stay affordable
+    by_entity: dict[str, dict[tuple, list[dict[str, Any]]]] = {}
+    for name, rows in tables.items():
+        src_keys = config["sources"][name].get("entity_keys") or keys
+        index: dict[tuple, list[dict[str, Any]]] = {}
+        for i, r in enumerate(rows):
+            if None not in _key(r, src_keys):
+                index.setdefault(_key(r, src_keys), []).append(dict(r, _idx=i))
+        by_entity[name] = index
     out = []
     for srow in spine:
         t = srow[timestamp]
         k = _key(srow, keys)
         result = dict(srow)
         for feature in config["features"]:
-            result[feature["name"]] = _oracle_value(config, tables, feature, k, t, keys)
+            rows = by_entity[feature["source"]].get(k, [])
+            result[feature["name"]] = _oracle_value(config, rows, feature, t)
         out.append(result)
     return out
 
 
-def _oracle_value(config, tables, feature, k, t, keys):  # type: ignore[no-untyped-def]
+def _oracle_value(config, rows, feature, t):  # type: ignore[no-untyped-def]
+    """One feature for one spine row at time t, from the entity's raw rows."""
     source = config["sources"][feature["source"]]
-    src_keys = source.get("entity_keys") or keys
-    rows = [
-        dict(r, _idx=i)
-        for i, r in enumerate(tables[feature["source"]])
-        if None not in _key(r, src_keys) and _key(r, src_keys) == k
-    ]
     default = feature.get("default")
     kind = feature.get("kind", "aggregate")
     column = feature.get("column") or (feature["name"] if kind == "attribute" else None)

@@ -1,0 +1,240 @@
+"""Build a point-in-time training set: validate inputs, compute features, write, record.
+
+``build_training_set`` is what `mlpipe training-set` calls. The output Parquet file is
+written atomically and is byte-identical for the same inputs and config; beside it goes
+``<out>.manifest.json`` and, when a store is given, the same manifest is published as a
+``training-set`` artifact (so `mlpipe artifacts list training-set` finds it).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mlpipe_cli.errors import DataCheckFailed, InputError, UsageError
+
+if TYPE_CHECKING:
+    from mlpipe_cli.artifacts import ArtifactStore
+    from mlpipe_cli.config import PipelineConfig
+
+MANIFEST_FORMAT_VERSION = 1
+MANIFEST_SUFFIX = ".manifest.json"
+
+
+@dataclass
+class TrainingSetResult:
+    out: Path
+    manifest_path: Path
+    manifest: dict[str, Any]
+    rows: int
+    features: list[str]
+    feature_stats: list[dict[str, Any]] = field(default_factory=list)
+    artifact_version: str | None = None
+    validated: list[str] = field(default_factory=list)
+
+
+def manifest_path_for(out: Path) -> Path:
+    return out.with_name(out.name + MANIFEST_SUFFIX)
+
+
+def build_training_set(
+    config: PipelineConfig,
+    *,
+    out: Path,
+    spine: Path | None = None,
+    timestamp: str | None = None,
+    features: Sequence[str] | None = None,
+    store: ArtifactStore | None = None,
+    validate: bool = True,
+    progress: Callable[[str], None] | None = None,
+) -> TrainingSetResult:
+    """Validate the inputs, compute every feature as of each spine row, write ``out``."""
+    from mlpipe_cli.config.loader import config_section_hash
+    from mlpipe_cli.features.engine import _select, compute_features
+    from mlpipe_cli.io import fingerprint, resolve_parquet_files, scan_parquet, write_parquet_atomic
+
+    settings = config.training_set
+    spine_path = spine or (settings.spine if settings else None)
+    if spine_path is None:
+        raise UsageError("no spine given", hint="pass --spine PATH or set training_set.spine")
+    ts_col = timestamp or (settings.timestamp if settings else None)
+    if ts_col is None:
+        raise UsageError(
+            "no spine timestamp column", hint="set training_set.timestamp or pass --timestamp"
+        )
+    keys = list((settings.entity_keys if settings else None) or config.entity_keys)
+    if not keys:
+        raise UsageError("no entity keys", hint="set entity_keys in the config")
+    names = features if features is not None else (settings.features if settings else None)
+    selected = _select(config, names)
+    if not selected:
+        raise UsageError("no features to compute", hint="define `features:` in the config")
+    used_sources = sorted({f.source for f in selected})
+
+    out = Path(out)
+    spine_files = {p.resolve() for p in resolve_parquet_files(spine_path)}
+    input_files = set(spine_files)
+    for name in used_sources:
+        input_files.update(p.resolve() for p in resolve_parquet_files(config.sources[name].path))
+    if out.resolve() in input_files:
+        raise UsageError(f"--out {out} is one of the inputs; choose another path")
+
+    validated: list[str] = []
+    if validate:
+        validated = _validate_inputs(config, used_sources, spine_files, progress)
+
+    if progress:
+        progress("computing features")
+    frame = compute_features(
+        config,
+        scan_parquet(spine_path),
+        entity_keys=keys,
+        timestamp=ts_col,
+        features=[f.name for f in selected],
+        progress=progress,
+    )
+    if progress:
+        progress("writing")
+    write_parquet_atomic(frame, out)
+
+    from mlpipe_cli import __version__
+    from mlpipe_cli.io import file_sha256
+
+    section = {
+        "entity_keys": keys,
+        "timezone": config.timezone,
+        "timestamp": ts_col,
+        "features": [f for f in config.features if f.name in {s.name for s in selected}],
+        "sources": {name: config.sources[name] for name in used_sources},
+    }
+    # paths are left out of the hash: the same data and definitions from any checkout agree
+    hashed_section = _without_paths(section)
+    inputs = {
+        "spine": fingerprint([spine_path]),
+        "sources": {name: fingerprint([config.sources[name].path]) for name in used_sources},
+    }
+    manifest: dict[str, Any] = {
+        "format_version": MANIFEST_FORMAT_VERSION,
+        "mlpipe_version": __version__,
+        "kind": "training-set",
+        "pipeline": config.pipeline,
+        "config_hash": config_section_hash(hashed_section),
+        "entity_keys": keys,
+        "timestamp": ts_col,
+        "features": [f.name for f in selected],
+        "inputs": inputs,
+        "rows": {"spine": frame.height, "output": frame.height},
+        "output": {
+            "file": out.name,
+            "sha256": file_sha256(out),
+            "size": out.stat().st_size,
+            "columns": frame.columns,
+        },
+        "validated_sources": validated,
+    }
+    manifest_path = manifest_path_for(out)
+    from mlpipe_cli.artifacts.store import atomic_write_bytes
+
+    atomic_write_bytes(manifest_path, _dump(manifest))
+
+    version = None
+    if store is not None:
+
+        def write(staging: Path) -> None:
+            (staging / "training-set.json").write_bytes(_dump(manifest))
+
+        published = store.publish(
+            "training-set",
+            write,
+            config_hash=manifest["config_hash"],
+            inputs=inputs,
+            params={
+                "features": manifest["features"],
+                "output_sha256": manifest["output"]["sha256"],
+            },
+        )
+        version = published.version.version
+    stats = [
+        {
+            "feature": name,
+            "dtype": str(frame.schema[name]),
+            "nulls": frame.get_column(name).null_count(),
+        }
+        for name in manifest["features"]
+    ]
+    return TrainingSetResult(
+        out=out,
+        manifest_path=manifest_path,
+        manifest=manifest,
+        rows=frame.height,
+        features=manifest["features"],
+        feature_stats=stats,
+        artifact_version=version,
+        validated=validated,
+    )
+
+
+def _dump(document: dict[str, Any]) -> bytes:
+    return json.dumps(document, indent=2, sort_keys=True, default=str).encode() + b"\n"
+
+
+def _without_paths(section: dict[str, Any]) -> Any:
+    from mlpipe_cli.config.loader import _plain
+
+    plain = _plain(section)
+    for source in plain["sources"].values():
+        source.pop("path", None)
+    return plain
+
+
+def _validate_inputs(
+    config: PipelineConfig,
+    used_sources: list[str],
+    spine_files: set[Path],
+    progress: Callable[[str], None] | None,
+) -> list[str]:
+    """Run each used source's column contract (and the spine's, when the spine is a
+    configured source) through `validate`'s checks; raise DataCheckFailed on failure."""
+    from mlpipe_cli.io import resolve_parquet_files
+    from mlpipe_cli.validation import require_passed, validate_source
+
+    names = list(used_sources)
+    for name, source in sorted(config.sources.items()):
+        files = (
+            {p.resolve() for p in resolve_parquet_files(source.path)}
+            if _exists(source.path)
+            else set()
+        )
+        if files and files == spine_files and name not in names:
+            names.append(name)
+    checked = []
+    for name in names:
+        source = config.sources[name]
+        if not (source.columns or source.checks or source.required_columns):
+            continue  # no contract to check; the engine's own key/timestamp checks still run
+        if progress:
+            progress(f"validating {name}")
+        report = validate_source(config, name)
+        try:
+            require_passed(report)
+        except DataCheckFailed as exc:
+            raise DataCheckFailed(
+                f"input {name!r} failed validation: {exc.message}",
+                hint="run `mlpipe validate` for the full report",
+                report=report,
+            ) from None
+        checked.append(name)
+    return checked
+
+
+def _exists(path: Path) -> bool:
+    try:
+        from mlpipe_cli.io import resolve_parquet_files
+
+        resolve_parquet_files(path)
+    except InputError:
+        return False
+    return True
