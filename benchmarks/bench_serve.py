@@ -340,6 +340,62 @@ def in_process(config: Path, artifact_dir: Path, n: int, count: int) -> dict:
     }
 
 
+# -- stack comparison (constant endpoint, no mlpipe code) ------------------------------------
+
+STACK_APP = textwrap.dedent("""
+    import sys, uvicorn
+    BODY = b'{"status":"ok"}'
+    HEADERS = [(b"content-type", b"application/json"), (b"content-length", b"15")]
+    async def bare(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
+        await send({"type": "http.response.body", "body": BODY})
+    def starlette_app():
+        from starlette.applications import Starlette
+        from starlette.responses import Response
+        from starlette.routing import Route
+        async def const(request):
+            return Response(BODY, media_type="application/json")
+        return Starlette(routes=[Route("/healthz", const)])
+    kind, http, loop, port = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+    app = bare if kind == "bare" else starlette_app()
+    uvicorn.run(app, host="127.0.0.1", port=port, http=http, loop=loop, log_level="warning",
+                access_log=False)
+""")
+
+
+def compare_stacks(args: argparse.Namespace, tmp: Path) -> dict[str, dict]:
+    stacks = [("bare", "httptools", "uvloop"), ("bare", "httptools", "asyncio"),
+              ("bare", "h11", "asyncio")]  # fmt: skip
+    try:
+        import starlette  # noqa: F401
+
+        stacks.append(("starlette", "httptools", "uvloop"))
+    except ImportError:
+        print("(starlette not installed: skipped; PYTHONPATH=<dir with starlette> to include)")
+    out = {}
+    for kind, http, loop in stacks:
+        port = free_port()
+        proc = subprocess.Popen([sys.executable, "-c", STACK_APP, kind, http, loop, str(port)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        try:
+            wait_port(port)
+            load(port, "constant", 1, args.connections, 1, tmp)
+            runs = [load(port, "constant", 1, args.connections, args.duration, tmp)
+                    for _ in range(args.runs)]  # fmt: skip
+            out[f"{kind} {http} {loop}"] = median_of(runs)
+        finally:
+            proc.terminate()
+            proc.wait()
+    print(f"\nASGI stacks, constant endpoint, {args.connections} connections, median of "
+          f"{args.runs}")  # fmt: skip
+    for name, r in out.items():
+        print(f"  {name:<32}{r['rps']:>10,.0f} req/s  p50 {r['p50'] / 1000:.3f} ms  "
+              f"p99 {r['p99'] / 1000:.3f} ms")  # fmt: skip
+    return out
+
+
 # -- main -----------------------------------------------------------------------------------
 
 
@@ -360,11 +416,19 @@ def main() -> None:
     parser.add_argument("--in-process", type=int, default=50_000, dest="in_process")
     parser.add_argument("--quick", action="store_true", help="20k entities, 3 s, 1 run")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--stacks", action="store_true",
+                        help="only compare ASGI stacks on a constant endpoint")  # fmt: skip
     args = parser.parse_args()
     if args.quick:
         args.entities, args.duration, args.runs, args.in_process = 20_000, 3.0, 1, 10_000
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-serve-"))
+    if args.stacks:
+        results = compare_stacks(args, tmp)
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=2))
+        shutil.rmtree(tmp, ignore_errors=True)
+        return
     redis_proc, redis_port = start_redis(tmp)
     servers: list[Server] = []
     try:
