@@ -48,7 +48,7 @@ DEFAULT_EPS = 1e-4
 DEFAULT_THRESHOLD = 0.2
 DEFAULT_MODERATE = 0.1
 DEFAULT_MIN_ROWS = 200
-CHUNK_ROWS = 1 << 20
+CHUNK_ROWS = 1 << 18
 KS_EXACT_MAX_N = 10_000  # effective n up to which the p-value uses scipy's kstwo
 
 STATUSES = ("stable", "moderate", "drifted", "error")
