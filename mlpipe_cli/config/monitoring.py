@@ -11,7 +11,7 @@ from datetime import timedelta
 
 from pydantic import Field, model_validator
 
-from mlpipe_cli.config.base import ConfigModel, ConfigPath, Duration
+from mlpipe_cli.config.base import ConfigModel, Duration
 
 
 class FeatureThreshold(ConfigModel):
@@ -33,9 +33,6 @@ class MonitoringConfig(ConfigModel):
                              "distribution check fails (validate)")
     window: Duration = Field(
         default=timedelta(hours=24), description="default --since for --serving-log"
-    )
-    serving_log_dir: ConfigPath | None = Field(
-        default=None, description="default --serving-log directory"
     )
     features: dict[str, FeatureThreshold] = Field(default_factory=dict)
 
