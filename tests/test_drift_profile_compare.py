@@ -158,6 +158,26 @@ def test_one_bad_column_never_aborts_the_others(ref_profile):
     assert [d.status for d in ok] == ["stable", "error"]
 
 
+def test_untyped_all_null_column_is_all_missing(ref_profile):
+    cur = pl.DataFrame({"x": [None, None], "c": [None, None]})
+    assert cur.schema["x"] == pl.Null
+    drifts = compare_to_profile(ref_profile, cur, min_rows=1)
+    assert [d.status for d in drifts] == ["error", "error"]
+    assert all("all 2 current values are missing" in d.message for d in drifts)
+    assert [_by_bin(d)["__missing__"] for d in drifts] == [(0.0, 1.0), (0.0, 1.0)]
+
+
+def test_corrupt_input_is_an_input_error(tmp_path, ref_profile):
+    bad = tmp_path / "bad.parquet"
+    pl.DataFrame({"x": [1.0] * 1000}).write_parquet(bad)
+    bad.write_bytes(bad.read_bytes()[:200] + b"\x00" * 50 + bad.read_bytes()[250:])
+    lazy = pl.scan_parquet(bad)
+    with pytest.raises(InputError):
+        build_profile(lazy)
+    with pytest.raises(InputError):
+        compare_to_profile(ref_profile, lazy, ["x"])
+
+
 def test_no_rows_is_an_error(ref_profile):
     empty = pl.DataFrame({"x": []}, schema={"x": pl.Float64})
     [d] = compare_to_profile(ref_profile, empty, ["x"])

@@ -339,7 +339,8 @@ def compare_to_profile(
             results[name] = _base(name, entry, thr, status="error",
                                   message=f"column {src!r} not in the current data")
             continue
-        cur_kind = column_kind(schema[src])
+        # an all-null column written without a type (dtype Null) is all missing of either kind
+        cur_kind = kind if schema[src] == pl.Null else column_kind(schema[src])
         if cur_kind != kind:
             results[name] = _base(
                 name, entry, thr, status="error",
@@ -353,7 +354,8 @@ def compare_to_profile(
             exprs.append(pl.col(src).cast(pl.Float64).alias(key))
         else:
             categorical[key] = _CategoricalAcc(name, entry)
-            exprs.append(categorical_expr(src, schema[src]).alias(key))
+            cur_dtype = pl.String if schema[src] == pl.Null else schema[src]
+            exprs.append(categorical_expr(src, cur_dtype).alias(key))
 
     if exprs:
         _scan(lf, exprs, numeric, categorical, chunk_rows)

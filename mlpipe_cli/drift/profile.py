@@ -208,13 +208,20 @@ def build_profile(
     categorical = [c for c in names if column_kind(schema[c]) == "categorical"]
     unsupported = {c: str(schema[c]) for c in names if column_kind(schema[c]) is None}
 
-    rows = int(lf.select(pl.len()).collect().item())
+    try:
+        rows = int(lf.select(pl.len()).collect().item())
+    except pl.exceptions.PolarsError as exc:
+        raise InputError(f"cannot profile the frame: {str(exc).splitlines()[0]}") from None
     out_columns: dict[str, Any] = {}
 
     group = max(1, MEMORY_BUDGET // max(1, rows * 8))
     for start in range(0, len(numeric), group):
         chunk = numeric[start : start + group]
-        data = lf.select([pl.col(c).cast(pl.Float64) for c in chunk]).collect()
+        try:
+            data = lf.select([pl.col(c).cast(pl.Float64) for c in chunk]).collect()
+        except pl.exceptions.PolarsError as exc:
+            raise InputError(f"cannot profile {', '.join(chunk)}: "
+                             f"{str(exc).splitlines()[0]}") from None
         for c in chunk:
             series = data.get_column(c)
             values = series.to_numpy()  # nulls → NaN
@@ -233,7 +240,11 @@ def build_profile(
             .agg(pl.len().alias("count"))
             for c in categorical
         ]
-        results = pl.collect_all(queries)
+        try:
+            results = pl.collect_all(queries)
+        except pl.exceptions.PolarsError as exc:
+            raise InputError(f"cannot profile {', '.join(categorical)}: "
+                             f"{str(exc).splitlines()[0]}") from None
         for c, counts in zip(categorical, results, strict=True):
             out_columns[c] = _categorical_profile(
                 counts, rows, max_categories=max_categories, dtype=str(schema[c])
