@@ -309,3 +309,24 @@ def test_training_schema_problems_are_data_failures() -> None:
 def test_category_spelling_matches_polars_cast() -> None:
     for value in (True, False, 3, -7, "x", 1.5):
         assert S.to_category(value) == pl.Series([value]).cast(pl.String)[0]
+
+
+def test_temporal_on_naive_datetimes_and_dates_before_1970() -> None:
+    frame = pl.DataFrame(
+        {
+            "naive": [datetime(1969, 12, 31, 23, 0), datetime(1900, 1, 1, 5, 0), None],
+            "day": [datetime(1969, 12, 31).date(), datetime(1900, 1, 1).date(), None],
+        }
+    )
+    spec = {"type": "temporal", "features": ["hour", "dow", "month", "is_weekend"]}
+    outcome = fit({"naive": [spec], "day": [spec]}, frame)
+    # 1969-12-31 was a Wednesday (3); 1900-01-01 a Monday (1)
+    assert out(outcome, frame).rows() == [
+        (23.0, 3.0, 12.0, 0.0, 0.0, 3.0, 12.0, 0.0),
+        (5.0, 1.0, 1.0, 0.0, 0.0, 1.0, 1.0, 0.0),
+        (None,) * 8,
+    ]
+    for row in frame.iter_rows(named=True):
+        assert outcome.transform.transform_one(row) == list(
+            out(outcome, pl.DataFrame([row], schema=frame.schema)).row(0)
+        )

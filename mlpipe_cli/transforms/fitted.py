@@ -105,7 +105,12 @@ class FittedTransform:
 
     # -- batch --------------------------------------------------------------------------
 
+    def helper_exprs(self) -> list[pl.Expr]:
+        """Intermediate columns (category codes, calendar parts, table rows) computed once."""
+        return [e for t, s in self._transformers for e in getattr(t, "helpers", _none)(s, self.tables)]
+
     def output_exprs(self) -> list[pl.Expr]:
+        """One expression per output column; evaluate after ``helper_exprs``."""
         return [e for t, s in self._transformers for e in t.exprs(s, self.tables)]
 
     def transform_batch(self, frame: pl.LazyFrame) -> pl.LazyFrame:
@@ -114,6 +119,9 @@ class FittedTransform:
         self.check_input_schema(schema)
         consumed = set(self.input_columns) | set(self.dropped_columns) | set(self.output_columns)
         keep = [pl.col(c) for c in schema.names() if c not in consumed]
+        helpers = self.helper_exprs()
+        if helpers:
+            frame = frame.with_columns(helpers)
         return frame.select(*keep, *self.output_exprs())
 
     # -- online -------------------------------------------------------------------------
@@ -146,6 +154,10 @@ class FittedTransform:
                             f"gave {have!r}",
                             hint="use the library versions recorded in the manifest, or re-fit",
                         )
+
+
+def _none(state: Any, tables: Any) -> list[pl.Expr]:
+    return []
 
 
 def same_value(a: Any, b: Any, rel: float = 1e-9, abs_tol: float = 1e-12) -> bool:

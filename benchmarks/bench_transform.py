@@ -1,0 +1,341 @@
+"""Benchmark `mlpipe transform` (batch) and `transform_one` (online) against scikit-learn.
+
+    .venv/bin/python benchmarks/bench_transform.py --rows 200000 --repeat 3
+    flock /tmp/mlpipe-bench.lock .venv/bin/python benchmarks/bench_transform.py   # 5M rows
+
+Data (generated once per size under /tmp/mlpipe-bench/): ROWS x (10 numeric, 5 categorical —
+8, 3, 5, 50 and 10,000 categories —, 2 timestamps, 1 product id looked up in a 5,000 x 16
+embedding table). The same preprocessing is expressed twice, fitted on the same first
+min(ROWS, 1M) rows:
+
+* mlpipe  — a `transform` artifact (standard/minmax/robust/fill_null/log1p/clip chains,
+            one-hot, ordinal, frequency, target encoding, temporal cyclical features,
+            days-since, embedding lookup, passthrough);
+* sklearn — the equivalent ColumnTransformer: StandardScaler, MinMaxScaler, RobustScaler,
+            SimpleImputer, FunctionTransformer(np.log1p / np.clip), OneHotEncoder,
+            OrdinalEncoder, TargetEncoder, and vectorised pandas FunctionTransformers for
+            frequency, calendar features and the embedding lookup.
+
+Batch: each method runs in a fresh child process (peak memory = that child's ru_maxrss):
+mlpipe scans the Parquet file and streams the result to Parquet (`transform_batch` +
+`sink_parquet`, what `mlpipe transform` does) and, separately, collects it in memory; sklearn
+reads the file with pandas and calls `ColumnTransformer.transform` (in-memory result, no
+write — favouring sklearn). Online: `transform_one(record)` on dict records vs
+`ColumnTransformer.transform` on a 1-row DataFrame. Medians of --repeat runs; imports and
+interpreter start excluded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+CACHE = Path(os.environ.get("MLPIPE_BENCH_DIR", "/tmp/mlpipe-bench"))
+FIT_ROWS = 1_000_000
+EMB_ROWS, EMB_DIM = 5000, 16
+TEMPORAL = ["hour_sin", "hour_cos", "dow_sin", "dow_cos", "month_sin", "month_cos", "is_weekend",
+            "days_since"]
+
+COLUMNS = {
+    "n0": [{"type": "standard"}],
+    "n1": [{"type": "minmax"}],
+    "n2": [{"type": "robust"}],
+    "n3": [{"type": "fill_null", "strategy": "mean"}, {"type": "standard"}],
+    "n4": [{"type": "log1p"}, {"type": "standard"}],
+    "n5": [{"type": "clip", "quantiles": [0.01, 0.99]}],
+    "n6": [{"type": "minmax", "clip": True}],
+    "n7": [{"type": "fill_null", "strategy": "median"}, {"type": "robust"}],
+    "n8": [{"type": "standard"}],
+    "n9": [{"type": "passthrough"}],
+    "country": [{"type": "onehot"}],
+    "plan": [{"type": "onehot"}],
+    "channel": [{"type": "ordinal"}],
+    "device": [{"type": "frequency"}],
+    "item": [{"type": "target", "smooth": "auto"}],
+    "event_ts": [{"type": "temporal", "features": TEMPORAL, "reference": "signup_ts"}],
+    "product_id": [{"type": "embedding", "table": "EMB", "key": "product_id", "vector": "embedding",
+                    "unknown": "zero"}],
+}
+
+
+def paths(rows: int) -> dict[str, Path]:
+    base = CACHE / f"transform-{rows}"
+    return {"base": base, "data": base / "data.parquet", "emb": base / "emb.parquet",
+            "artifacts": base / "artifacts", "out": base / "out.parquet"}
+
+
+def generate(rows: int) -> None:
+    import numpy as np
+    import polars as pl
+
+    p = paths(rows)
+    if p["data"].exists() and p["emb"].exists():
+        return
+    p["base"].mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(42)
+    cols: dict[str, object] = {}
+    for i in range(10):
+        values = rng.lognormal(2, 1, rows) if i == 4 else rng.normal(i, 1 + i, rows)
+        series = pl.Series(f"n{i}", values)
+        if i in (3, 7):
+            series = series.set(pl.Series(rng.random(rows) < 0.05), None)
+        cols[f"n{i}"] = series
+    def cats(prefix: str, n: int, skew: float) -> pl.Series:
+        weights = 1.0 / np.arange(1, n + 1) ** skew
+        idx = rng.choice(n, rows, p=weights / weights.sum())
+        return pl.select(pl.lit(prefix) + pl.Series(idx).cast(pl.String)).to_series()
+
+    cols["country"] = cats("c", 8, 1.0)
+    cols["plan"] = cats("p", 3, 1.0)
+    cols["channel"] = cats("ch", 5, 0.5)
+    cols["device"] = cats("d", 50, 1.0)
+    cols["item"] = cats("i", 10_000, 0.8)
+    start = 1_767_225_600_000_000  # 2026-01-01 UTC in us
+    cols["event_ts"] = pl.Series(start + rng.integers(0, 180 * 86_400_000_000, rows)).cast(pl.Datetime("us", "UTC"))
+    cols["signup_ts"] = pl.Series(start - rng.integers(0, 700 * 86_400_000_000, rows)).cast(pl.Datetime("us", "UTC"))
+    cols["product_id"] = pl.Series(rng.integers(1, EMB_ROWS + 200, rows))  # ~4% unknown ids
+    cols["label"] = rng.random(rows) < 0.3
+    pl.DataFrame(cols).write_parquet(p["data"], row_group_size=250_000)
+    vectors = rng.normal(0, 1, (EMB_ROWS, EMB_DIM)).astype(np.float32)
+    pl.DataFrame({"product_id": np.arange(1, EMB_ROWS + 1, dtype=np.int64),
+                  "embedding": pl.Series(vectors, dtype=pl.Array(pl.Float32, EMB_DIM))}).write_parquet(p["emb"])
+
+
+def transform_config(rows: int):  # type: ignore[no-untyped-def]
+    from mlpipe_cli.config.transforms import TransformConfig
+
+    columns = json.loads(json.dumps(COLUMNS).replace("EMB", str(paths(rows)["emb"])))
+    return TransformConfig.model_validate({"target": "label", "columns": columns})
+
+
+def fit_mlpipe(rows: int) -> dict[str, float]:
+    import polars as pl
+
+    from mlpipe_cli.artifacts import ArtifactStore
+    from mlpipe_cli.transforms.fit import fit_frame, write_artifact
+
+    p = paths(rows)
+    store = ArtifactStore(p["artifacts"], "bench")
+    t0 = time.perf_counter()
+    frame = pl.scan_parquet(p["data"]).head(FIT_ROWS)
+    outcome = fit_frame(transform_config(rows), frame)
+    fit_s = time.perf_counter() - t0
+    store.publish("transform", lambda d: write_artifact(outcome, d, profile=False),
+                  params={"rows": rows})
+    return {"fit_seconds": fit_s}
+
+
+def sklearn_pipeline(fit_df):  # type: ignore[no-untyped-def]
+    import numpy as np
+    import pandas as pd
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import (
+        FunctionTransformer,
+        MinMaxScaler,
+        OneHotEncoder,
+        OrdinalEncoder,
+        RobustScaler,
+        StandardScaler,
+        TargetEncoder,
+    )
+
+    from mlpipe_cli.transforms.export import temporal
+
+    emb = pd.read_parquet(paths(ARGS.rows)["emb"])
+    keys = pd.Index(emb["product_id"].to_numpy())
+    matrix = np.vstack([np.zeros(EMB_DIM), np.stack(emb["embedding"].to_numpy()).astype(np.float64)])
+
+    def embed(X):  # type: ignore[no-untyped-def]
+        idx = keys.get_indexer(np.asarray(X).ravel()) + 1  # -1 (unknown) -> row 0 = zeros
+        return matrix[idx]
+
+    freq = fit_df["device"].value_counts(normalize=True)
+
+    def frequency(X):  # type: ignore[no-untyped-def]
+        return pd.Series(np.asarray(X).ravel()).map(freq).fillna(0.0).to_numpy().reshape(-1, 1)
+
+    lo, hi = np.quantile(fit_df["n5"], [0.01, 0.99])
+    ct = ColumnTransformer(
+        [
+            ("n0", StandardScaler(), ["n0"]),
+            ("n1", MinMaxScaler(), ["n1"]),
+            ("n2", RobustScaler(), ["n2"]),
+            ("n3", make_pipeline(SimpleImputer(strategy="mean"), StandardScaler()), ["n3"]),
+            ("n4", make_pipeline(FunctionTransformer(np.log1p), StandardScaler()), ["n4"]),
+            ("n5", FunctionTransformer(np.clip, kw_args={"a_min": lo, "a_max": hi}), ["n5"]),
+            ("n6", MinMaxScaler(clip=True), ["n6"]),
+            ("n7", make_pipeline(SimpleImputer(strategy="median"), RobustScaler()), ["n7"]),
+            ("n8", StandardScaler(), ["n8"]),
+            ("n9", "passthrough", ["n9"]),
+            ("country", OneHotEncoder(handle_unknown="ignore", sparse_output=False), ["country"]),
+            ("plan", OneHotEncoder(handle_unknown="ignore", sparse_output=False), ["plan"]),
+            ("channel", OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1), ["channel"]),
+            ("device", FunctionTransformer(frequency), ["device"]),
+            ("item", TargetEncoder(target_type="binary"), ["item"]),
+            ("event_ts", FunctionTransformer(temporal, kw_args={"features": TEMPORAL, "time_zone": "UTC",
+                                                                 "has_reference": True}),
+             ["event_ts", "signup_ts"]),
+            ("product_id", FunctionTransformer(embed), ["product_id"]),
+        ],
+        sparse_threshold=0.0,
+    )
+    ct.fit(fit_df, fit_df["label"].to_numpy())
+    return ct
+
+
+def peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def phase_mlpipe(rows: int, mode: str) -> dict[str, float]:
+    import polars as pl
+
+    from mlpipe_cli.artifacts import ArtifactStore
+    from mlpipe_cli.io import sink_parquet_atomic
+    from mlpipe_cli.transforms import load_transform
+
+    p = paths(rows)
+    fitted = load_transform(ArtifactStore(p["artifacts"], "bench"))
+    base = peak_mb()
+    t0 = time.perf_counter()
+    lazy = fitted.transform_batch(pl.scan_parquet(p["data"]))
+    if mode == "sink":
+        sink_parquet_atomic(lazy, p["out"], compression="snappy")  # as `mlpipe transform`
+        width = len(fitted.output_columns)
+    else:
+        width = lazy.collect().width
+    seconds = time.perf_counter() - t0
+    return {"seconds": seconds, "peak_mb": peak_mb(), "baseline_mb": base, "width": width}
+
+
+def phase_sklearn(rows: int) -> dict[str, float]:
+    import pandas as pd
+
+    p = paths(rows)
+    fit_df = pd.read_parquet(p["data"]).head(min(rows, FIT_ROWS))
+    ct = sklearn_pipeline(fit_df)
+    del fit_df
+    base = peak_mb()
+    t0 = time.perf_counter()
+    frame = pd.read_parquet(p["data"])
+    out = ct.transform(frame)
+    seconds = time.perf_counter() - t0
+    return {"seconds": seconds, "peak_mb": peak_mb(), "baseline_mb": base, "width": out.shape[1]}
+
+
+def phase_online(rows: int, n: int) -> dict[str, float]:
+    import pandas as pd
+    import polars as pl
+
+    from mlpipe_cli.artifacts import ArtifactStore
+    from mlpipe_cli.transforms import load_transform
+
+    p = paths(rows)
+    fitted = load_transform(ArtifactStore(p["artifacts"], "bench"))
+    sample = pl.scan_parquet(p["data"]).head(n).collect()
+    records = sample.to_dicts()
+    timings = []
+    clock = time.perf_counter_ns
+    for record in records[:1000]:  # warm up
+        fitted.transform_one(record)
+    for record in records:
+        t0 = clock()
+        fitted.transform_one(record)
+        timings.append(clock() - t0)
+    timings.sort()
+    fit_df = pl.scan_parquet(p["data"]).head(min(rows, 200_000)).collect().to_pandas()
+    ct = sklearn_pipeline(fit_df)
+    frames = [fit_df.iloc[[i]] for i in range(300)]
+    sk = []
+    for frame in frames[:20]:
+        ct.transform(frame)
+    for frame in frames:
+        t0 = clock()
+        ct.transform(frame)
+        sk.append(clock() - t0)
+    sk.sort()
+    del pd
+
+    def q(values: list[int], quantile: float) -> float:
+        return values[min(len(values) - 1, int(quantile * len(values)))] / 1000
+
+    return {"mlpipe_p50_us": q(timings, 0.5), "mlpipe_p99_us": q(timings, 0.99),
+            "sklearn_p50_us": q(sk, 0.5), "sklearn_p99_us": q(sk, 0.99), "records": len(timings)}
+
+
+def child(args: list[str]) -> dict[str, float]:
+    proc = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise SystemExit(f"child {args} failed:\n{proc.stderr}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    global ARGS
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, default=5_000_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--online-records", type=int, default=20_000)
+    parser.add_argument("--phase", help=argparse.SUPPRESS)
+    ARGS = parser.parse_args()
+    rows = ARGS.rows
+    if ARGS.phase:
+        result = {
+            "fit": lambda: fit_mlpipe(rows),
+            "mlpipe-sink": lambda: phase_mlpipe(rows, "sink"),
+            "mlpipe-collect": lambda: phase_mlpipe(rows, "collect"),
+            "sklearn": lambda: phase_sklearn(rows),
+            "online": lambda: phase_online(rows, ARGS.online_records),
+        }[ARGS.phase]()
+        print(json.dumps(result))
+        return
+    print(f"bench_transform: {rows:,} rows, repeat {ARGS.repeat}")
+    t0 = time.perf_counter()
+    generate(rows)
+    print(f"data ready ({time.perf_counter() - t0:.1f}s): {paths(rows)['data']}")
+    fit = child(["--rows", str(rows), "--phase", "fit"])
+    print(f"mlpipe fit on {min(rows, FIT_ROWS):,} rows: {fit['fit_seconds']:.2f}s")
+    results: dict[str, list[dict[str, float]]] = {"mlpipe-sink": [], "mlpipe-collect": [], "sklearn": []}
+    for _ in range(ARGS.repeat):
+        for name in results:
+            results[name].append(child(["--rows", str(rows), "--phase", name]))
+    summary = {}
+    for name, runs in results.items():
+        seconds = statistics.median(r["seconds"] for r in runs)
+        peak = statistics.median(r["peak_mb"] for r in runs)
+        summary[name] = {"seconds": seconds, "rows_per_s": rows / seconds, "peak_mb": peak,
+                         "width": runs[0]["width"]}
+        print(f"{name:15s} {seconds:8.2f}s  {rows / seconds:12,.0f} rows/s  peak {peak:8.0f} MB  "
+              f"({runs[0]['width']} columns out)")
+    sk = summary["sklearn"]["seconds"]
+    for name in ("mlpipe-sink", "mlpipe-collect"):
+        ratio = sk / summary[name]["seconds"]
+        mem = summary["sklearn"]["peak_mb"] / summary[name]["peak_mb"]
+        print(f"  {name}: {ratio:.1f}x faster than sklearn, {mem:.1f}x less peak memory")
+    online = [child(["--rows", str(rows), "--phase", "online", "--online-records",
+                     str(ARGS.online_records)]) for _ in range(ARGS.repeat)]
+    med = {k: statistics.median(o[k] for o in online) for k in online[0]}
+    print(f"online mlpipe transform_one: p50 {med['mlpipe_p50_us']:.1f} us  p99 {med['mlpipe_p99_us']:.1f} us "
+          f"({int(med['records']):,} records)")
+    print(f"online sklearn 1-row DataFrame: p50 {med['sklearn_p50_us']:.0f} us  p99 {med['sklearn_p99_us']:.0f} us")
+    print(f"  p99 ratio: {med['sklearn_p99_us'] / med['mlpipe_p99_us']:.0f}x; goal p99 <= 50 us: "
+          f"{'met' if med['mlpipe_p99_us'] <= 50 else 'NOT met'}; batch goal >= 10x: "
+          f"{'met' if sk / summary['mlpipe-sink']['seconds'] >= 10 else 'NOT met'}")
+
+
+ARGS: argparse.Namespace
+
+if __name__ == "__main__":
+    main()
