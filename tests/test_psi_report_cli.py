@@ -290,3 +290,17 @@ def test_usage_errors(env, cli, tmp_path):
               "--until", "yesterday-ish")
     assert res.exit_code == 2
     assert "cannot parse time" in res.stderr
+
+
+def test_match_column_rules():
+    from mlpipe_cli.drift.report import match_column
+
+    profiled = ["raw.revenue", "vec.revenue", "vec.channel__web"]
+    assert match_column("raw.revenue", ["revenue"], profiled) == "revenue"
+    assert match_column("raw.revenue", ["raw.revenue", "revenue"], profiled) == "raw.revenue"
+    # a plain `revenue` is the raw input here, never the transformed output
+    assert match_column("vec.revenue", ["revenue"], profiled) is None
+    assert match_column("vec.channel__web", ["channel__web"], profiled) == "channel__web"
+    assert match_column("revenue", ["raw.revenue"]) == "raw.revenue"
+    assert match_column("x", ["vec.x"]) == "vec.x"
+    assert match_column("raw.x", ["vec.x"]) is None

@@ -180,3 +180,21 @@ def test_current_batch_against_artifact_computes_transform_outputs(env, cli):
     # same distribution as training (later rows of the same sample): nothing drifted
     assert res.exit_code == 0, [(f["column"], f["psi"]) for f in doc["features"]]
     assert doc["current"]["rows"] == 2000
+
+
+def test_batch_that_cannot_be_transformed_errors_only_its_features(env, cli, tmp_path):
+    bad = tmp_path / "bad-dtype.parquet"
+    pl.read_parquet(env["root"] / "current.parquet").with_columns(
+        pl.col("age").cast(pl.String)).write_parquet(bad)
+    res = cli("psi-report", "-c", env["config"], "--artifact", env["v1"], "--current", bad,
+              "--json")
+    assert res.exit_code == 1
+    by = {f["column"]: f for f in res.json()["features"]}
+    assert by["raw.age"]["status"] == "error"
+    assert "cannot be compared" in by["raw.age"]["message"]
+    assert by["raw.revenue"]["status"] == "stable"
+    assert by["raw.channel"]["status"] == "stable"
+    vec = [f for c, f in by.items() if c.startswith("vec.")]
+    assert vec
+    assert all(f["status"] == "error" for f in vec)
+    assert "transform outputs not computed" in res.stderr

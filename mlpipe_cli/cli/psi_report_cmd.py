@@ -138,7 +138,7 @@ def psi_report(
         lf = scan_parquet(current)
         current_info = {"source": "file", "path": str(current)}
         if profile_info.get("version"):
-            lf = _with_transform_outputs(ctx, profile_info["version"], profile, lf)
+            lf = _with_transform_outputs(out, ctx, profile_info["version"], profile, lf)
 
     report = drift_report(
         profile,
@@ -250,25 +250,37 @@ def _load_profile(ctx: RunContext, profile_file: Path | None, artifact: str | No
                                 "version": version.version, "path": str(path)}
 
 
-def _with_transform_outputs(ctx: RunContext, version: str, profile: dict, lf: pl.LazyFrame
-                            ) -> pl.LazyFrame:
-    """A raw batch lacks the transform outputs (vec.*): compute them with the batch path."""
+def _with_transform_outputs(out: Output, ctx: RunContext, version: str, profile: dict,
+                            lf: pl.LazyFrame) -> pl.LazyFrame:
+    """A raw batch lacks the transform outputs (vec.*): compute them with the batch path.
+
+    The raw inputs are kept as ``raw.<col>`` and the outputs named ``vec.<col>`` (one query).
+    When the batch cannot be transformed (an input missing or of another dtype) the vec.*
+    features get an error status instead of aborting the report.
+    """
     import polars as pl
 
-    names = set(lf.collect_schema().names())
-    wanted = [c for c in profile["columns"] if c.startswith("vec.") and c not in names
-              and c[4:] not in names]
+    from mlpipe_cli.drift.report import match_column
+    from mlpipe_cli.errors import ArtifactError
+
+    names = lf.collect_schema().names()
+    profiled = list(profile["columns"])
+    wanted = [c for c in profiled if c.startswith("vec.")
+              and match_column(c, names, profiled) is None]
     if not wanted:
         return lf
     from mlpipe_cli.transforms import load_transform
 
     transform = load_transform(ctx.store, version)
-    if not all(c in names for c in transform.input_columns):
-        return lf  # the vec.* features get an error status: inputs are missing
-    outputs = transform.transform_batch(lf).select(
-        [pl.col(c).alias(f"vec.{c}") for c in transform.output_columns]
-    )
-    return pl.concat([lf, outputs], how="horizontal")
+    try:
+        transform.check_input_schema(lf.collect_schema())
+    except ArtifactError as exc:
+        out.warn(f"transform outputs not computed, so vec.* features cannot be compared: {exc}")
+        return lf
+    keep_raw = [pl.col(c).alias(f"raw.{c}") for c in transform.input_columns
+                if f"raw.{c}" not in names]
+    transformed = transform.transform_batch(lf.with_columns(keep_raw))
+    return transformed.rename({c: f"vec.{c}" for c in transform.output_columns})
 
 
 def _print_table(out: Output, report: Any) -> None:

@@ -113,20 +113,25 @@ def count_rows(lf: pl.LazyFrame) -> int:
 # ----------------------------------------------------------------------------- matching
 
 
-def match_column(name: str, available: Sequence[str]) -> str | None:
+def match_column(name: str, available: Sequence[str],
+                 profiled: Sequence[str] = ()) -> str | None:
     """The column of the current data that holds profile column ``name``.
 
-    Exact name first; then ``raw.x``/``vec.x`` ↔ ``x`` in either direction.
+    Exact name first; then ``raw.x`` ← ``x`` (a raw batch); ``vec.x`` ← ``x`` (a file written
+    by ``mlpipe transform``) unless ``raw.x`` is also profiled, since then a plain ``x`` is
+    ambiguous; a plain ``x`` ← ``raw.x`` or ``vec.x``.
     """
     have = set(available)
     if name in have:
         return name
-    for prefix in PREFIXES:
-        if name.startswith(prefix) and name[len(prefix):] in have:
-            return name[len(prefix):]
-    for prefix in PREFIXES:
-        if prefix + name in have:
-            return prefix + name
+    if name.startswith("raw.") and name[4:] in have:
+        return name[4:]
+    if name.startswith("vec.") and name[4:] in have and f"raw.{name[4:]}" not in profiled:
+        return name[4:]
+    if not name.startswith(PREFIXES):
+        for prefix in PREFIXES:
+            if prefix + name in have:
+                return prefix + name
     return None
 
 
@@ -231,9 +236,10 @@ def drift_report(
         raise InputError(f"no current rows in {where}",
                          hint="no data in the window is an error, not a pass")
     available = current.collect_schema().names()
+    profiled = list(profile["columns"])
     rename = {}
     for name in names:
-        hit = match_column(name, available)
+        hit = match_column(name, available, profiled)
         if hit is not None and hit != name:
             rename[name] = hit
     drifts = compare_to_profile(
