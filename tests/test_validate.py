@@ -493,3 +493,41 @@ def test_data_with_several_sources_is_a_usage_error(cli, tmp_path, fault_dirs) -
     result = cli("validate", "-c", config, "--data", fault_dirs["clean"] / "orders.parquet")
     assert result.exit_code == 2
     assert "--data needs exactly one source" in result.stderr
+
+
+def test_uniqueness_in_hash_buckets_equals_one_pass(tmp_path, monkeypatch) -> None:
+    """Bounded-memory uniqueness (one hash bucket per pass) finds exactly the repeats."""
+    import random
+
+    from mlpipe_cli.validation import engine
+
+    rng = random.Random(5)
+    ids = [rng.randrange(40) if rng.random() > 0.1 else None for _ in range(300)]
+    pairs = [(rng.randrange(5), rng.choice("ab")) for _ in range(300)]
+    frame = pl.DataFrame({"id": ids, "k1": [p[0] for p in pairs], "k2": [p[1] for p in pairs]})
+    path = _write(tmp_path, frame)
+    sources = {"s": {"path": str(path), "primary_key": ["k1", "k2"], "columns": {
+        "id": {"dtype": "int64", "nullable": True, "unique": True},
+        "k1": {"dtype": "int64"}, "k2": {"dtype": "string"}}}}  # fmt: skip
+    seen, seen_pk, repeats, repeats_pk = set(), set(), [], []
+    for row, (value, pair) in enumerate(zip(ids, pairs, strict=True)):
+        if value is not None:
+            if value in seen:
+                repeats.append(row)
+            seen.add(value)
+        if pair in seen_pk:
+            repeats_pk.append(row)
+        seen_pk.add(pair)
+    for bucket_rows in (1_000_000, 50, 7):  # 1, 6 and 43 buckets
+        monkeypatch.setattr(engine, "BUCKET_ROWS", bucket_rows)
+        report = validate_source(
+            config_from(tmp_path, sources), "s",
+            quarantine_path=tmp_path / "q.parquet", out_path=tmp_path / "o.parquet",
+        )  # fmt: skip
+        checks = checks_by_id(report)
+        assert checks["s.id.unique"].failures == len(repeats)
+        assert [e["row"] for e in checks["s.id.unique"].examples] == repeats[:5]
+        assert checks["s.table.primary_key"].failures == len(repeats_pk)
+        assert [e["row"] for e in checks["s.table.primary_key"].examples] == repeats_pk[:5]
+        quarantined = pl.read_parquet(tmp_path / "q.parquet")["_row"].to_list()
+        assert quarantined == sorted(set(repeats) | set(repeats_pk))

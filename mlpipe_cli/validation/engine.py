@@ -65,6 +65,7 @@ class _RowCheck:
     value: pl.Expr  # what to show as the example value
     max_failure_rate: float | None
     max_failures: int | None
+    key: pl.Expr | None = None  # uniqueness checks: the key whose repeats fail
 
     @property
     def own_tolerance(self) -> bool:
@@ -93,10 +94,14 @@ def check_source(
     )
     bad_columns = _schema_checks(report, source, schema, lazy)
     row_checks = _compile_row_checks(report, source, schema, bad_columns)
+    scan = lazy
+    if any(c.key is not None for c in row_checks):
+        lazy = lazy.with_row_index(ROW)
+        _resolve_uniqueness(report, lazy, row_checks)
     _run_fused(report, source, lazy, schema, row_checks)
     if quarantine_path is not None or out_path is not None:
         _split(report, lazy, row_checks, quarantine_path, out_path)
-    return report, lazy
+    return report, scan
 
 
 # -- schema ----------------------------------------------------------------------------
@@ -329,7 +334,7 @@ def _compile_row_checks(
             if kind == "nullable":
                 fail = col.is_null()
             elif kind == "unique":
-                fail = col.is_not_null() & ~col.is_first_distinct()
+                fail = pl.lit(False)  # resolved by _resolve_uniqueness
             elif kind in ("min", "max", "gt", "lt"):
                 bound = {"min": col >= threshold, "max": col <= threshold,
                          "gt": col > threshold, "lt": col < threshold}[kind]  # fmt: skip
@@ -344,6 +349,8 @@ def _compile_row_checks(
             else:  # max_length
                 fail = col.is_not_null() & (col.str.len_chars() > threshold)
             add(column, kind, fail, col, sev, contract, threshold)
+            if kind == "unique":
+                checks[-1].key = col
 
     if source.primary_key:
         keys = list(source.primary_key)
@@ -355,8 +362,9 @@ def _compile_row_checks(
             report.checks[-1].status = SKIPPED
         else:
             struct = pl.struct(keys)
-            add(None, "primary_key", ~struct.is_first_distinct(), struct, "error", _NoTolerance,
+            add(None, "primary_key", pl.lit(False), struct, "error", _NoTolerance,
                 None, check_id=cid)  # fmt: skip
+            checks[-1].key = struct
             report.checks[-1].details = {"columns": keys}
 
     for row_check in source.checks:
@@ -462,6 +470,51 @@ def _first_line(exc: BaseException) -> str:
 # -- the fused pass --------------------------------------------------------------------
 
 
+BUCKET_ROWS = 2_000_000  # keys hashed per uniqueness pass: bounds the hash set's memory
+KEY = "__mlpipe_key"
+
+
+def _resolve_uniqueness(
+    report: SourceReport, lazy: pl.LazyFrame, row_checks: list[_RowCheck]
+) -> None:
+    """Find the rows that repeat an earlier key, for every unique/primary-key check.
+
+    A uniqueness check needs a hash set of every key seen, which is the one thing that does
+    not stream. To keep memory bounded it reads ONLY the key column(s) (and the row number),
+    split into ceil(rows / BUCKET_ROWS) hash buckets, one bucket per pass; a key's repeats all
+    land in the same bucket, and order within a bucket is preserved, so "repeats an earlier
+    row" is exact. The failing row numbers (usually few) then become an ``is_in`` predicate in
+    the fused pass, the examples and the quarantine split.
+    """
+    import polars as pl
+
+    try:
+        rows = int(lazy.select(pl.len()).collect(engine="streaming").item())
+    except Exception as exc:
+        raise InputError(f"cannot read {report.path}: {_first_line(exc)}") from None
+    buckets = max(1, -(-rows // BUCKET_ROWS))
+    for check in row_checks:
+        if check.key is None:
+            continue
+        plan = lazy.select(pl.col(ROW), check.key.alias(KEY))
+        if check.result.kind == "unique":
+            plan = plan.filter(pl.col(KEY).is_not_null())
+        parts = []
+        try:
+            for bucket in range(buckets):
+                part = plan if buckets == 1 else plan.filter(pl.col(KEY).hash(7) % buckets == bucket)
+                repeats = part.filter(~pl.col(KEY).is_first_distinct()).select(ROW)
+                parts.append(repeats.collect(engine="streaming"))
+        except Exception as exc:
+            _raise_if_unreadable(report, lazy, check.key)
+            check.result.status = ERROR
+            check.result.message = f"check crashed: {_first_line(exc)}"
+            check.fail = pl.lit(False)
+            continue
+        failing = pl.concat(parts)[ROW].sort()
+        check.fail = pl.col(ROW).is_in(failing.implode())
+
+
 def _flag(i: int) -> str:
     return f"__mlpipe_f{i}"
 
@@ -496,9 +549,7 @@ def _examples(lazy: pl.LazyFrame, row_checks: list[_RowCheck]) -> dict[int, list
     failing = [i for i, c in enumerate(row_checks) if c.result.failures]
     if not failing:
         return {}
-    plan = lazy.with_row_index(ROW).with_columns(
-        [row_checks[i].fail.alias(_flag(i)) for i in failing]
-    )
+    plan = _with_row(lazy).with_columns([row_checks[i].fail.alias(_flag(i)) for i in failing])
     exprs = []
     for i in failing:
         flag = pl.col(_flag(i))
@@ -745,10 +796,10 @@ def _split(
         if out_path is not None:
             report.out = dict(note)
         return
-    columns = lazy.collect_schema().names()
+    columns = [c for c in lazy.collect_schema().names() if c != ROW]
     error_checks = [c for c in row_checks if c.result.severity == "error"]
     flags = [c.fail.alias(_flag(i)) for i, c in enumerate(row_checks)]
-    base = lazy.with_row_index(ROW).with_columns(flags)
+    base = _with_row(lazy).with_columns(flags)
     is_bad = _any_flag([i for i, c in enumerate(row_checks) if c in error_checks])
     failed_list = (
         pl.concat_list(
@@ -769,6 +820,10 @@ def _split(
         passed = base.filter(~is_bad).select(columns)
         sink_parquet_atomic(passed, out_path)
         report.out = {"path": str(out_path), "rows": _rows_in(out_path)}
+
+
+def _with_row(lazy: pl.LazyFrame) -> pl.LazyFrame:
+    return lazy if ROW in lazy.collect_schema().names() else lazy.with_row_index(ROW)
 
 
 def _any_flag(indices: list[int]) -> pl.Expr:
