@@ -163,6 +163,11 @@ def test_drift_fails_psi_against_saved_profile(cli, tmp_path, fault_dirs) -> Non
     assert psi["message"].startswith("PSI of 'revenue' is")
     assert checks["orders.revenue.ks"]["status"] == "fail"
     assert checks["orders.channel.psi"]["status"] == "pass"
+    # a profile saved for orders is not a reference for users
+    version = source["reference_profile"]
+    wrong = cli("validate", "-c", config, "--source", "users", "--reference", version)
+    assert wrong.exit_code == 2
+    assert f"profile {version} was saved for source 'orders', not 'users'" in wrong.stderr
     # the reference's PSI of its own batch against the clean late batch stays below the gate
     assert {c["id"]: c for c in ok.json()["sources"][0]["checks"]}["orders.revenue.psi"][
         "statistic"

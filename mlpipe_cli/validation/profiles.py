@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlpipe_cli.errors import ArtifactNotFound
+from mlpipe_cli.errors import ArtifactNotFound, UsageError
 
 if TYPE_CHECKING:
     from mlpipe_cli.artifacts import ArtifactStore
@@ -68,4 +68,10 @@ def load_reference(store: ArtifactStore, source_name: str, ref: str) -> tuple[di
             )
         ref = version
     artifact = store.get(PROFILE_KIND, ref)  # verifies sha256
+    saved_for = (artifact.manifest.get("params") or {}).get("source")
+    if saved_for is not None and saved_for != source_name:
+        raise UsageError(
+            f"profile {artifact.version} was saved for source {saved_for!r}, not {source_name!r}",
+            hint="pass --source to compare one source, or --reference latest",
+        )
     return read_profile(artifact.file(PROFILE_FILE)), artifact.version
