@@ -16,7 +16,7 @@ import numpy as np
 import polars as pl
 
 from mlpipe_cli import ARTIFACT_FORMAT_VERSION, __version__
-from mlpipe_cli.errors import DataCheckFailed, InputError
+from mlpipe_cli.errors import ArtifactError, DataCheckFailed, InputError
 from mlpipe_cli.transforms import steps as S
 from mlpipe_cli.transforms.fitted import (
     STATE_FORMAT,
@@ -313,12 +313,14 @@ def load_transform(store: ArtifactStore, ref: str = "latest") -> FittedTransform
                 name = column["state"]["file"]
                 tables[name] = pl.read_parquet(artifact.file(name))
         golden = pl.read_parquet(artifact.file(GOLDEN_DATA))
-    except (OSError, ValueError, KeyError, pl.exceptions.PolarsError) as exc:
-        from mlpipe_cli.errors import ArtifactError
-
-        raise ArtifactError(f"transform artifact {artifact.version} is unreadable: {exc}") from None
-    transform = FittedTransform(state, tables, version=artifact.version)
-    transform.check_golden(golden, golden_doc["expected"])
+        transform = FittedTransform(state, tables, version=artifact.version)
+        expected = golden_doc["expected"]
+    except (OSError, ValueError, KeyError, TypeError, pl.exceptions.PolarsError) as exc:
+        raise ArtifactError(
+            f"transform artifact {artifact.version} is unreadable: {type(exc).__name__}: {exc}",
+            hint="re-fit with `mlpipe fit`",
+        ) from None
+    transform.check_golden(golden, expected)
     return transform
 
 
