@@ -123,10 +123,10 @@ def run_pandas(data: Path, out: Path) -> None:
     both = pd.concat([sp, ev], ignore_index=True).sort_values(
         ["user_id", "ts", "_is_ev"], kind="stable", ignore_index=True
     )
-    rolled = both.groupby("user_id", sort=False).rolling("30d", on="ts", closed="left")
+    rolled = both.groupby("user_id", sort=False).rolling("30D", on="ts", closed="left")
     n30 = rolled["_is_ev"].sum().to_numpy()
     rev30 = rolled["revenue"].sum().to_numpy()
-    rolled7 = both.groupby("user_id", sort=False).rolling("7d", on="ts", closed="left")
+    rolled7 = both.groupby("user_id", sort=False).rolling("7D", on="ts", closed="left")
     mean7 = rolled7["revenue"].mean().to_numpy()
     is_sp = both["_is_ev"].to_numpy() == 0
     result = pd.DataFrame(
@@ -173,8 +173,11 @@ def child(method: str, data: str, out: str) -> None:
     start = time.perf_counter()
     {"mlpipe": run_mlpipe, "pandas": run_pandas}[method](Path(data), Path(out))
     seconds = time.perf_counter() - start
-    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"seconds": seconds, "peak_bytes": peak_kib * 1024}))
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = usage.ru_utime + usage.ru_stime
+    print(
+        json.dumps({"seconds": seconds, "cpu_seconds": cpu, "peak_bytes": usage.ru_maxrss * 1024})
+    )
 
 
 def measure(method: str, data: Path, out: Path, repeats: int) -> dict[str, float]:
@@ -192,6 +195,7 @@ def measure(method: str, data: Path, out: Path, repeats: int) -> dict[str, float
     return {
         "seconds": statistics.median(r["seconds"] for r in runs),
         "peak_bytes": statistics.median(r["peak_bytes"] for r in runs),
+        "cpu_seconds": statistics.median(r["cpu_seconds"] for r in runs),
         "runs": len(runs),
     }
 
@@ -216,17 +220,22 @@ def compare_outputs(ours: Path, theirs: Path) -> str:
 def report_line(label: str, rows: int, m: dict[str, float]) -> str:
     return (
         f"{label:<8} {rows:>11,} spine rows  {m['seconds']:8.2f} s  "
-        f"{rows / m['seconds']:>12,.0f} rows/s  peak {m['peak_bytes'] / 2**30:6.2f} GiB"
+        f"{rows / m['seconds']:>12,.0f} rows/s  cpu {m['cpu_seconds']:8.2f} s  "
+        f"peak {m['peak_bytes'] / 2**30:6.2f} GiB"
     )
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--scale", type=float, default=1.0, help="1 = 10M spine / 20M events")
     parser.add_argument("--pandas-scale", type=float, default=None, help="default min(scale, 0.25)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--workdir", type=Path, default=None)
-    parser.add_argument("--child", nargs=3, metavar=("METHOD", "DATA", "OUT"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--child", nargs=3, metavar=("METHOD", "DATA", "OUT"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args()
     if args.child:
         child(*args.child)
@@ -250,9 +259,11 @@ def main() -> None:
         print(report_line("mlpipe", shape["spine"], ours))
         print(report_line("pandas", shape["spine"], theirs))
         out_mem = pl.read_parquet(root / "ours.parquet").estimated_size()
-        print(f"speed-up {theirs['seconds'] / ours['seconds']:.1f}x; memory mlpipe/pandas "
+        print(f"speed-up {theirs['seconds'] / ours['seconds']:.1f}x wall, "
+              f"{theirs['cpu_seconds'] / ours['cpu_seconds']:.1f}x cpu; memory mlpipe/pandas "
               f"{ours['peak_bytes'] / theirs['peak_bytes']:.2f}; output in memory "
               f"{out_mem / 2**30:.2f} GiB (mlpipe peak = {ours['peak_bytes'] / out_mem:.1f}x output)")  # fmt: skip
+        print(f"wall includes process start and imports; load average {os.getloadavg()[0]:.1f}")
         print("check:", compare_outputs(root / "ours.parquet", root / "pandas.parquet"))
         if args.scale != pandas_scale:
             shape = sizes[args.scale]

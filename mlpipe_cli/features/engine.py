@@ -277,7 +277,9 @@ def _load_source(
                 f"source {name!r} has no column {col!r} (columns: {', '.join(schema.names())})",
                 hint="check the feature's `column` or the source's entity_keys",
             )
-    selects: list[pl.Expr] = [pl.int_range(pl.len(), dtype=pl.Int64).alias(_SRC)]
+    selects: list[pl.Expr] = []
+    if source.created_timestamp is not None:  # rows are kept in source order otherwise
+        selects.append(pl.int_range(pl.len(), dtype=pl.Int64).alias(_SRC))
     for src_key, key in zip(src_keys, ctx.keys, strict=True):
         selects.append(_key_expr(name, src_key, schema[src_key], ctx.key_dtypes[key]).alias(key))
     roles = [
@@ -350,10 +352,11 @@ def _compute_group(
         if col is not None and col not in value_columns:
             value_columns.append(col)
     vcol = {c: _value_col(i) for i, c in enumerate(value_columns)}
-    events = _load_source(ctx, name, source, value_columns)
+    holder = [_load_source(ctx, name, source, value_columns)]
     if not timed and not type2:
-        return _plain_attributes(ctx, slim, name, events, group, vcol)
-    return _timed_group(ctx, slim, source, events, group, vcol, inclusive, type2)
+        return _plain_attributes(ctx, slim, name, holder.pop(), group, vcol)
+    # the holder lets _timed_group drop the only reference once it has partitioned the rows
+    return _timed_group(ctx, slim, source, holder, group, vcol, inclusive, type2)
 
 
 def _plain_attributes(
@@ -394,15 +397,17 @@ def _timed_group(
     ctx: _Ctx,
     slim: pl.DataFrame,
     source: SourceConfig,
-    events: pl.DataFrame,
+    holder: list[pl.DataFrame],
     group: list[FeatureConfig],
     vcol: dict[str, str],
     inclusive: bool,
     type2: bool,
 ) -> pl.DataFrame:
+    events = holder.pop()
     parts = max(1, -(-(slim.height + events.height) // PARTITION_ROWS))
     if parts == 1:
-        return _timed_partition(ctx, slim, source, events, group, vcol, inclusive, type2)
+        result = _timed_partition(ctx, slim, source, events, group, vcol, inclusive, type2)
+        return _spine_order(result, slim.height)
     part = (pl.struct(ctx.keys).hash(seed=7) % parts).alias("__pit_part")
     spine_parts = slim.with_columns(part).partition_by(
         "__pit_part", as_dict=True, maintain_order=True, include_key=False
@@ -424,7 +429,23 @@ def _timed_group(
         results.append(
             _timed_partition(ctx, spine_p, source, events_p, group, vcol, inclusive, type2)
         )
-    return pl.concat(results).sort(_ROW)
+    return _spine_order(pl.concat(results), slim.height)
+
+
+def _spine_order(frame: pl.DataFrame, n: int) -> pl.DataFrame:
+    """Rows back in spine order via the inverse permutation of _ROW (O(n), no sort);
+    raises if the rows are not exactly one per spine row."""
+    import numpy as np
+
+    rows = frame.get_column(_ROW).to_numpy()
+    inverse = np.full(n, -1, dtype=np.int64)
+    if rows.shape[0] == n:
+        inverse[rows] = np.arange(n, dtype=np.int64)
+    if rows.shape[0] != n or (inverse < 0).any():
+        raise PointInTimeInvariantError(
+            f"internal error: {rows.shape[0]} feature rows do not map 1:1 onto {n} spine rows"
+        )
+    return frame.gather(pl.Series(inverse))
 
 
 def _stable_order(frame: pl.DataFrame, time_col: str, keys: list[str]) -> pl.Series:
@@ -556,7 +577,6 @@ def _timed_partition(
     spine_part = (
         stage.filter(pl.col(_KIND) == 1)
         .select(list(dict.fromkeys(keep)))
-        .sort(_ROW)
         .with_columns(pl.col(_E).alias(_T))
     )
     del stage, conc
