@@ -266,3 +266,31 @@ def test_config_validation(tmp_path: Path, feature: dict[str, Any], message: str
 
     with pytest.raises(ValidationError, match=message):
         _config(tmp_path, {"s": {"path": "x.parquet", "timestamp": "ts"}}, [feature])
+
+
+def test_null_keys_never_match(tmp_path: Path) -> None:
+    """Null entity keys (spine or source) match nothing: such spine rows get defaults."""
+    path = tmp_path / "e.parquet"
+    pl.DataFrame(
+        {"user_id": [1, None, 1, None], "ts": [T0, T0, T0 + H, T0 + H], "x": [1.0, 2.0, 3.0, 4.0]}
+    ).write_parquet(path)
+    cfg = _config(
+        tmp_path,
+        {"e": {"path": str(path), "timestamp": "ts"}},
+        [
+            {"name": "n", "source": "e", "agg": "count", "default": 0},
+            {"name": "s7", "source": "e", "agg": "sum", "column": "x", "window": "7d"},
+            {"name": "last", "source": "e", "agg": "last", "column": "x"},
+        ],
+    )
+    spine = pl.DataFrame(
+        {"user_id": [None, 1, None, 2], "at": [T0 + 2 * H] * 4},
+        schema={"user_id": pl.Int64, "at": TS},
+    )
+    out = compute_features(cfg, spine, entity_keys=["user_id"], timestamp="at")
+    assert out["n"].to_list() == [0, 2, 0, 0]
+    assert out["s7"].to_list() == [None, 4.0, None, None]
+    assert out["last"].to_list() == [None, 3.0, None, None]
+    empty = compute_features(cfg, spine.clear(), entity_keys=["user_id"], timestamp="at")
+    assert empty.columns == ["user_id", "at", "n", "s7", "last"]
+    assert empty.height == 0

@@ -217,7 +217,7 @@ def _ts(hours: int, us: int = 0) -> datetime:
 
 
 hours = st.integers(min_value=0, max_value=16)
-entities = st.integers(min_value=1, max_value=4)
+entities = st.one_of(st.integers(min_value=1, max_value=4), st.just(None))
 
 
 @st.composite
@@ -260,7 +260,7 @@ def scenario(draw):  # type: ignore[no-untyped-def]
     ]
     spine = [
         {
-            "user_id": draw(st.integers(1, 5)),
+            "user_id": draw(st.one_of(st.integers(1, 5), st.just(None))),
             "label_ts": _ts(draw(hours), draw(st.sampled_from([0, 0, 1, -1]))),
             "label": draw(st.integers(0, 1)),
         }

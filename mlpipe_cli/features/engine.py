@@ -503,12 +503,12 @@ def _timed_partition(
     # Rows are sorted by entity, so each entity is a contiguous run starting where the key
     # changes. Cumulative integer counts and "latest row so far" need no per-group hashing:
     # a global cumulative op minus its value at the run start / masked to the run.
-    start = pl.lit(False)
+    start = pl.int_range(pl.len()) == 0  # the first row starts a run, even with a null key
     for k in keys:
         start = start | pl.col(k).ne_missing(pl.col(k).shift())
     conc = conc.with_columns(
         pl.int_range(pl.len(), dtype=pl.Int64).alias(_POS),
-        start.fill_null(True).alias("__start"),
+        start.alias("__start"),
     ).with_columns(pl.when(pl.col("__start")).then(pl.col(_POS)).forward_fill().alias("__gs"))
     if not created:
         conc = conc.with_columns(pl.when(is_ev).then(pl.col(_POS)).alias(_SEQ))
