@@ -182,7 +182,9 @@ def packed_rows(config, chunk: int) -> tuple[list[list[tuple[str, bytes]]], list
     from mlpipe_cli.features.engine import compute_features
     from mlpipe_cli.online.materialize import (
         AS_OF_COLUMN,
+        _chunk_config,
         _pack_chunk,
+        _partition_sources,
         _spine_time,
         list_entities,
         select_features,
@@ -192,14 +194,22 @@ def packed_rows(config, chunk: int) -> tuple[list[list[tuple[str, bytes]]], list
     names = [f.name for f in selected]
     entities = list_entities(config, selected, AS_OF)
     spine_time = _spine_time(config, selected, AS_OF)
+    workdir = Path(tempfile.mkdtemp(prefix="bench-parts-"))
+    parts = _partition_sources(config, selected, entities, chunk, workdir)
     chunks = []
     pack_seconds = 0.0
-    for start in range(0, entities.height, chunk):
+    for index, start in enumerate(range(0, entities.height, chunk)):
         spine = entities.slice(start, chunk).with_columns(spine_time.alias(AS_OF_COLUMN))
-        out = compute_features(config, spine, entity_keys=["entity_id"], timestamp=AS_OF_COLUMN)
+        out = compute_features(
+            _chunk_config(config, parts, index, workdir),
+            spine,
+            entity_keys=["entity_id"],
+            timestamp=AS_OF_COLUMN,
+        )
         t0 = time.perf_counter()
         chunks.append(_pack_chunk(out, ["entity_id"], names, [], AS_OF.timestamp()))
         pack_seconds += time.perf_counter() - t0
+    shutil.rmtree(workdir, ignore_errors=True)
     return chunks, names, pack_seconds
 
 
@@ -329,7 +339,7 @@ def main() -> None:
     parser.add_argument("--entities", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=3, help="runs of the write-path measurements")
     parser.add_argument("--naive-sample", type=int, default=20_000)
-    parser.add_argument("--chunk-size", type=int, default=100_000)
+    parser.add_argument("--chunk-size", type=int, default=10_000)
     parser.add_argument("--skip-e2e", action="store_true", help="skip the end-to-end runs")
     args = parser.parse_args()
     from mlpipe_cli.online.redis_store import RedisStore

@@ -38,7 +38,7 @@ class OnlineStoreConfig(ConfigModel):
         default=timedelta(seconds=2), description="connect/socket timeout for redis"
     )
     chunk_size: int = Field(
-        default=100_000, ge=1, le=5_000_000, description="entities computed and written per chunk"
+        default=10_000, ge=1, le=5_000_000, description="entities computed and written per chunk"
     )
     pointer_refresh: Duration = Field(
         default=timedelta(seconds=1),
