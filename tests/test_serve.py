@@ -505,7 +505,7 @@ def test_unreachable_store_at_start_exits_4(
     assert "Traceback" not in result.stderr
 
 
-def test_two_workers_serve_and_both_flush_on_sigterm(
+def test_two_workers_serve_and_flush_on_sigint(
     tmp_path: Path, sample_data_dir: Path, fitted_base: Path, servers: Any
 ) -> None:
     config = make_project(
@@ -515,7 +515,7 @@ def test_two_workers_serve_and_both_flush_on_sigterm(
     ids = some_user_ids(sample_data_dir, 40)
     for user in ids:
         assert srv.get(f"/features/{user}").status_code == 200
-    assert srv.stop() == 0, srv.stderr
+    assert srv.stop(signal.SIGINT) == 0, srv.stderr
     log = read_log(tmp_path / "artifacts" / "churn" / "serving-logs")
     assert sorted(log["entity"].to_list()) == sorted(f"[{u}]" for u in ids)
 
