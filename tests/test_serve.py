@@ -436,6 +436,27 @@ def test_redis_outage_gives_503_and_recovers_without_restart(
         **before.json()["features"], "label_ts": after.json()["features"]["label_ts"]
     }
     assert after.json()["store_version"] != before.json()["store_version"]
+
+    # a new live version the pinned transform cannot read: 503 store_incompatible, not ready;
+    # a compatible version again: serving resumes, still without a restart
+    from mlpipe_cli.cli.main import run
+
+    assert run(["materialize", "-c", str(config), "--as-of", AS_OF, "--features",
+                "total_orders,age", "-q"]) == 0  # fmt: skip
+    deadline = time.monotonic() + 10
+    while (bad := srv.get(f"/features/{ids[0]}")).status_code == 200:
+        assert time.monotonic() < deadline, "the incompatible version was never noticed"
+        time.sleep(0.1)
+    assert bad.status_code == 503
+    assert bad.json()["error"] == "store_incompatible"
+    assert "lifetime_value" in bad.json()["message"]
+    assert srv.get("/readyz").status_code == 503
+    materialize_store(config)
+    deadline = time.monotonic() + 10
+    while srv.get(f"/features/{ids[0]}").status_code != 200:
+        assert time.monotonic() < deadline, "did not recover from the incompatible version"
+        time.sleep(0.1)
+    assert srv.get("/readyz").status_code == 200
     assert srv.stop() == 0, srv.stderr
 
 

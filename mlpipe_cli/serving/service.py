@@ -286,9 +286,13 @@ class FeatureService:
         except (ArtifactError, ConfigError) as exc:
             self._incompatible = str(exc)
             raise StoreIncompatible(str(exc)) from None
+        from mlpipe_cli.online.base import KeyNormalizer
+
         self._incompatible = None
         self._metadata = meta
         self._checked_version = meta.version
+        self._normalizer = KeyNormalizer(meta)
+        self._single_int = list(meta.key_types) == ["int"]
 
     def _store_call_raw(self, fn: Any) -> Any:
         try:
