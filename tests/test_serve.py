@@ -362,6 +362,7 @@ def test_sqlite_every_endpoint_cold_start_and_sigterm_flushes_the_log(
     log_dir = tmp_path / "artifacts" / "churn" / "serving-logs"
     assert not list(log_dir.glob("segment-*.parquet"))
     assert srv.stop(signal.SIGTERM) == 0, srv.stderr
+    assert f"listening on http://127.0.0.1:{srv.port}" in srv.stderr  # loopback by default
     log = read_log(log_dir)
     assert log.height == 5
     assert log["entity"].to_list() == [
@@ -539,6 +540,19 @@ def test_two_workers_serve_and_flush_on_sigint(
     assert srv.stop(signal.SIGINT) == 0, srv.stderr
     log = read_log(tmp_path / "artifacts" / "churn" / "serving-logs")
     assert sorted(log["entity"].to_list()) == sorted(f"[{u}]" for u in ids)
+
+
+def test_port_in_use_exits_2(tmp_path: Path, sample_data_dir: Path, fitted_base: Path) -> None:
+    import socket
+
+    config = make_project(tmp_path, sample_data_dir, fitted_base)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        result = run_mlpipe("serve", "-c", config, "--port", port, timeout=60)
+    assert result.exit_code == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
 
 
 def test_serve_help_has_an_example(cli: Any) -> None:
