@@ -709,7 +709,7 @@ def _human_seconds(seconds: float) -> str:
     seconds = abs(seconds)
     if seconds < 120:
         return f"{seconds:.0f}s"
-    if seconds < 7200:
+    if seconds < 3600:
         return f"{seconds / 60:.0f}m"
     if seconds < 172800:
         return f"{seconds / 3600:.1f}h"
