@@ -434,6 +434,14 @@ def build_runtime(
             or serving.log_dir
             or Path(artifact_dir) / config.pipeline / "serving-logs"
         )
+        try:
+            resolved_log_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(
+                f"cannot create the feature-log directory {resolved_log_dir}: "
+                f"{exc.strerror or exc}",
+                hint="pass --log-dir DIR, or set serving.logging.enabled: false",
+            ) from None
         logger = FeatureLogger(
             resolved_log_dir,
             transform_version=transform.version,
