@@ -304,3 +304,49 @@ def test_match_column_rules():
     assert match_column("revenue", ["raw.revenue"]) == "raw.revenue"
     assert match_column("x", ["vec.x"]) == "vec.x"
     assert match_column("raw.x", ["vec.x"]) is None
+
+
+def test_scan_parts_bounded_slices_and_union_schema(tmp_path):
+    from mlpipe_cli.drift import compare_to_profile
+    from mlpipe_cli.drift.report import scan_parts
+
+    a = pl.DataFrame({"x": [float(i % 97) for i in range(2500)], "c": ["a", "b"] * 1250})
+    b = pl.DataFrame({"x": list(range(700))})  # Int64 here, no column c at all
+    a.write_parquet(tmp_path / "a.parquet", row_group_size=300)
+    b.write_parquet(tmp_path / "b.parquet")
+    parts = scan_parts([tmp_path / "a.parquet", tmp_path / "b.parquet"], part_rows=1000)
+    assert len(parts) == 4  # 1000 + 1000 + 500 rows of a, 700 rows of b
+    frames = [p.collect() for p in parts]
+    assert [f.height for f in frames] == [1000, 1000, 500, 700]
+    assert all(f.schema == pl.Schema({"x": pl.Float64, "c": pl.String}) for f in frames)
+    assert frames[3].get_column("c").null_count() == 700
+    whole = pl.concat(frames)
+    profile = build_profile(a.head(1000))
+    by_parts = compare_to_profile(profile, parts, chunk_rows=256)
+    at_once = compare_to_profile(profile, whole)
+    for x, y in zip(by_parts, at_once, strict=True):
+        dx, dy = x.to_dict(), y.to_dict()
+        for key in ("mean_cur", "std_cur"):
+            got, want = dx.pop(key), dy.pop(key)
+            assert got == (None if want is None else pytest.approx(want, rel=1e-12))
+        assert dx == dy
+    assert by_parts[1].null_rate_cur == pytest.approx(700 / 3200)
+
+
+def test_serving_log_segments_with_different_columns(env, cli, tmp_path):
+    log = tmp_path / "log"
+    log.mkdir()
+    segs = sorted((env / "log-clean").glob("segment-*.parquet"))
+    pl.read_parquet(segs[0]).write_parquet(log / segs[0].name)
+    # an older segment written before raw.plan existed
+    pl.read_parquet(segs[1]).drop("raw.plan").write_parquet(log / segs[1].name)
+    res = cli("psi-report", "--profile", env / "profile.json", "--serving-log", log,
+              "--since", f"{DRIFT_DAYS}d", "--until", END.isoformat(), "--json",
+              "--features", "raw.plan,raw.channel")
+    by = {f["column"]: f for f in res.json()["features"]}
+    rows = sum(pl.read_parquet(p).height for p in log.glob("*.parquet"))
+    missing = pl.read_parquet(segs[1]).height
+    assert by["raw.plan"]["null_rate_cur"] == pytest.approx(missing / rows)
+    assert by["raw.plan"]["status"] == "drifted"  # a surge of nulls
+    assert by["raw.channel"]["status"] == "stable"
+    assert res.exit_code == 1

@@ -122,27 +122,30 @@ def psi_report(
                          "--serving-log")
     monitoring = _monitoring(ctx, need_config=profile_file is None)
 
-    from mlpipe_cli.drift.report import drift_report, parse_window, scan_serving_log
-    from mlpipe_cli.io import scan_parquet
+    from mlpipe_cli.drift.report import drift_report, parse_window, scan_parts, serving_log_parts
+    from mlpipe_cli.io import parquet_row_count, resolve_parquet_files
 
     profile, profile_info = _load_profile(ctx, profile_file, artifact)
     if serving_log is not None:
         start, end = parse_window(since, until, monitoring.window)
-        lf = scan_serving_log(serving_log, start, end)
+        parts, rows = serving_log_parts(serving_log, start, end)
         current_info: dict[str, Any] = {
             "source": "serving-log", "path": str(serving_log),
             "since": start.isoformat(), "until": end.isoformat(),
         }
     else:
         assert current is not None
-        lf = scan_parquet(current)
+        files = resolve_parquet_files(current)
+        parts = scan_parts(files)
+        rows = sum(parquet_row_count(f) for f in files)
         current_info = {"source": "file", "path": str(current)}
-        if profile_info.get("version"):
-            lf = _with_transform_outputs(out, ctx, profile_info["version"], profile, lf)
+        if profile_info.get("version") and parts:
+            parts = _with_transform_outputs(out, ctx, profile_info["version"], profile, parts)
 
     report = drift_report(
         profile,
-        lf,
+        parts,
+        rows=rows,
         features=_split(features),
         threshold=threshold if threshold is not None else monitoring.psi_threshold,
         thresholds=monitoring.thresholds(),
@@ -251,7 +254,7 @@ def _load_profile(ctx: RunContext, profile_file: Path | None, artifact: str | No
 
 
 def _with_transform_outputs(out: Output, ctx: RunContext, version: str, profile: dict,
-                            lf: pl.LazyFrame) -> pl.LazyFrame:
+                            parts: list[pl.LazyFrame]) -> list[pl.LazyFrame]:
     """A raw batch lacks the transform outputs (vec.*): compute them with the batch path.
 
     The raw inputs are kept as ``raw.<col>`` and the outputs named ``vec.<col>`` (one query).
@@ -263,24 +266,25 @@ def _with_transform_outputs(out: Output, ctx: RunContext, version: str, profile:
     from mlpipe_cli.drift.report import match_column
     from mlpipe_cli.errors import ArtifactError
 
-    names = lf.collect_schema().names()
+    schema = parts[0].collect_schema()
+    names = schema.names()
     profiled = list(profile["columns"])
     wanted = [c for c in profiled if c.startswith("vec.")
               and match_column(c, names, profiled) is None]
     if not wanted:
-        return lf
+        return parts
     from mlpipe_cli.transforms import load_transform
 
     transform = load_transform(ctx.store, version)
     try:
-        transform.check_input_schema(lf.collect_schema())
+        transform.check_input_schema(schema)
     except ArtifactError as exc:
         out.warn(f"transform outputs not computed, so vec.* features cannot be compared: {exc}")
-        return lf
+        return parts
     keep_raw = [pl.col(c).alias(f"raw.{c}") for c in transform.input_columns
                 if f"raw.{c}" not in names]
-    transformed = transform.transform_batch(lf.with_columns(keep_raw))
-    return transformed.rename({c: f"vec.{c}" for c in transform.output_columns})
+    rename = {c: f"vec.{c}" for c in transform.output_columns}
+    return [transform.transform_batch(p.with_columns(keep_raw)).rename(rename) for p in parts]
 
 
 def _print_table(out: Output, report: Any) -> None:

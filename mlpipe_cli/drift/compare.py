@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -281,7 +281,7 @@ class _CategoricalAcc:
 
 def compare_to_profile(
     profile: dict,
-    current: pl.LazyFrame | pl.DataFrame,
+    current: pl.LazyFrame | pl.DataFrame | Sequence[pl.LazyFrame | pl.DataFrame],
     columns: Sequence[str] | None = None,
     *,
     threshold: float = DEFAULT_THRESHOLD,
@@ -300,7 +300,9 @@ def compare_to_profile(
     Status: ``drifted`` when PSI ≥ threshold, ``moderate`` when PSI ≥ ``moderate``, else
     ``stable``; ``error`` (with a message) when the column is missing, has a dtype the profile
     cannot compare, is all null, or there are no rows — never aborting the other columns.
-    The current data is read once, in chunks of ``chunk_rows`` rows.
+    The current data is read once, in chunks of ``chunk_rows`` rows. ``current`` may also be
+    a sequence of parts with the same columns (read one at a time, in order: bounded memory;
+    ``drift.report.scan_parts`` slices Parquet files into such parts).
     """
     import polars as pl
 
@@ -311,9 +313,9 @@ def compare_to_profile(
     names = list(profile.get("column_order") or sorted(profiled)) if columns is None else list(
         columns
     )
-    lf = current.lazy()
+    parts = [current] if isinstance(current, pl.DataFrame | pl.LazyFrame) else list(current)
     try:
-        schema = lf.collect_schema()
+        schema = parts[0].lazy().collect_schema() if parts else pl.Schema()
     except pl.exceptions.PolarsError as exc:
         raise InputError(f"cannot read the current data: {str(exc).splitlines()[0]}") from None
 
@@ -358,7 +360,7 @@ def compare_to_profile(
             exprs.append(categorical_expr(src, cur_dtype).alias(key))
 
     if exprs:
-        _scan(lf, exprs, numeric, categorical, chunk_rows)
+        _scan(parts, exprs, numeric, categorical, chunk_rows)
 
     for acc in numeric.values():
         results[acc.column] = _numeric_drift(acc, thresholds.get(acc.column, threshold),
@@ -369,12 +371,41 @@ def compare_to_profile(
     return [results[n] for n in names]
 
 
-def _scan(lf: pl.LazyFrame, exprs: list[pl.Expr], numeric: dict[str, _NumericAcc],
-          categorical: dict[str, _CategoricalAcc], chunk_rows: int) -> None:
+def _chunks(parts: list[pl.LazyFrame | pl.DataFrame], exprs: list[pl.Expr],
+            chunk_rows: int, pool: ThreadPoolExecutor) -> Iterator[pl.DataFrame]:
+    """The selected columns, chunk by chunk, in order.
+
+    * one LazyFrame: Polars' streaming ``collect_batches`` (the engine may run ahead of a slow
+      consumer and buffer batches);
+    * several parts (e.g. row-group slices of Parquet files, see ``drift.report.scan_parts``):
+      each part is collected on its own, one part prefetched in the background — memory stays
+      bounded by two parts whatever the total size;
+    * a DataFrame: sliced in place.
+    """
     import polars as pl
 
-    query = lf.select(exprs)
+    if len(parts) == 1 and isinstance(parts[0], pl.LazyFrame):
+        yield from parts[0].select(exprs).collect_batches(chunk_size=chunk_rows)
+        return
+
+    def load(part: pl.LazyFrame | pl.DataFrame) -> pl.DataFrame:
+        return part.lazy().select(exprs).collect()
+
+    pending = pool.submit(load, parts[0]) if parts else None
+    for i in range(len(parts)):
+        assert pending is not None
+        frame = pending.result()
+        pending = pool.submit(load, parts[i + 1]) if i + 1 < len(parts) else None
+        yield from frame.iter_slices(chunk_rows)
+
+
+def _scan(parts: list[pl.LazyFrame | pl.DataFrame], exprs: list[pl.Expr],
+          numeric: dict[str, _NumericAcc], categorical: dict[str, _CategoricalAcc],
+          chunk_rows: int) -> None:
+    import polars as pl
+
     workers = max(1, min(len(exprs), os.cpu_count() or 1))
+    keys = [*numeric, *categorical]
 
     def work(batch: pl.DataFrame, key: str) -> None:
         if key in numeric:
@@ -383,11 +414,11 @@ def _scan(lf: pl.LazyFrame, exprs: list[pl.Expr], numeric: dict[str, _NumericAcc
             categorical[key].update(batch.get_column(key))
 
     try:
-        batches = query.collect_batches(chunk_size=chunk_rows)
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            for batch in batches:
+        with ThreadPoolExecutor(max_workers=workers) as pool, \
+                ThreadPoolExecutor(max_workers=1) as reader:
+            for batch in _chunks(parts, exprs, chunk_rows, reader):
                 # Columns are independent: each accumulator is touched by one task per batch.
-                list(pool.map(lambda k, b=batch: work(b, k), [*numeric, *categorical]))
+                list(pool.map(lambda k, b=batch: work(b, k), keys))
     except pl.exceptions.PolarsError as exc:
         raise InputError(f"cannot read the current data: {str(exc).splitlines()[0]}") from None
 

@@ -96,9 +96,66 @@ def scan_serving_log(log_dir: Path, start: datetime, end: datetime) -> pl.LazyFr
     lf = frames[0] if len(frames) == 1 else pl.concat(frames, how="diagonal_relaxed")
     if SERVED_AT not in lf.collect_schema():
         raise InputError(f"serving log {log_dir} has no {SERVED_AT!r} column")
+    return lf.filter(window_predicate(start, end))
+
+
+PART_ROWS = 1 << 19
+
+
+def scan_parts(files: Sequence[Path], *, part_rows: int = PART_ROWS,
+               predicate: pl.Expr | None = None) -> list[pl.LazyFrame]:
+    """Row slices of ≤ ``part_rows`` rows of each Parquet file (optionally filtered), with
+    every part given the union schema of all files (missing columns null, dtypes unified).
+
+    ``compare_to_profile`` reads such parts one at a time, so memory stays bounded however
+    large the input; a slice of a Parquet scan reads only the row groups it needs.
+    """
+    import polars as pl
+
+    from mlpipe_cli.io import parquet_row_count, scan_parquet
+
+    scans = [scan_parquet(f) for f in files]
+    if not scans:
+        return []
+    try:
+        union = pl.concat([s.head(0) for s in scans], how="diagonal_relaxed").collect_schema()
+    except pl.exceptions.PolarsError as exc:
+        raise InputError(f"input files have incompatible columns: {str(exc).splitlines()[0]}"
+                         ) from None
+    parts = []
+    for file, lf in zip(files, scans, strict=True):
+        have = lf.collect_schema()
+        fix = [
+            pl.lit(None, dtype).alias(name) if name not in have else pl.col(name).cast(dtype)
+            for name, dtype in union.items()
+            if name not in have or have[name] != dtype
+        ]
+        rows = parquet_row_count(file)
+        for offset in range(0, max(rows, 1), part_rows):
+            part = lf.slice(offset, part_rows)
+            if fix:
+                part = part.with_columns(fix)
+            if predicate is not None:
+                part = part.filter(predicate)
+            parts.append(part.select(list(union.names())))
+    return parts
+
+
+def window_predicate(start: datetime, end: datetime) -> pl.Expr:
+    import polars as pl
+
     lo = pl.lit(start).dt.cast_time_unit("us")
     hi = pl.lit(end).dt.cast_time_unit("us")
-    return lf.filter((pl.col(SERVED_AT) >= lo) & (pl.col(SERVED_AT) < hi))
+    return (pl.col(SERVED_AT) >= lo) & (pl.col(SERVED_AT) < hi)
+
+
+def serving_log_parts(log_dir: Path, start: datetime, end: datetime,
+                      *, part_rows: int = PART_ROWS) -> tuple[list[pl.LazyFrame], int]:
+    """The serving-log window as parts for ``compare_to_profile``, and its row count."""
+    rows = count_rows(scan_serving_log(log_dir, start, end))
+    parts = scan_parts(serving_log_files(log_dir), part_rows=part_rows,
+                       predicate=window_predicate(start, end))
+    return parts, rows
 
 
 def count_rows(lf: pl.LazyFrame) -> int:
@@ -218,8 +275,9 @@ class DriftReport:
 
 def drift_report(
     profile: dict,
-    current: pl.LazyFrame,
+    current: pl.LazyFrame | Sequence[pl.LazyFrame],
     *,
+    rows: int | None = None,
     features: Sequence[str] | None = None,
     threshold: float = DEFAULT_THRESHOLD,
     thresholds: Mapping[str, float] | None = None,
@@ -229,13 +287,17 @@ def drift_report(
     current_info: dict[str, Any] | None = None,
 ) -> DriftReport:
     """Compare ``current`` with ``profile``; InputError (exit 2) when it has no rows."""
+    import polars as pl
+
     names = select_features(profile, features)
-    rows = count_rows(current)
+    parts = [current] if isinstance(current, pl.LazyFrame) else list(current)
+    if rows is None:
+        rows = sum(count_rows(p) for p in parts)
     if rows == 0:
         where = (current_info or {}).get("source", "the current data")
         raise InputError(f"no current rows in {where}",
                          hint="no data in the window is an error, not a pass")
-    available = current.collect_schema().names()
+    available = parts[0].collect_schema().names()
     profiled = list(profile["columns"])
     rename = {}
     for name in names:
@@ -244,7 +306,7 @@ def drift_report(
             rename[name] = hit
     drifts = compare_to_profile(
         profile,
-        current,
+        parts,
         names,
         threshold=threshold,
         thresholds=per_feature_thresholds(thresholds or {}, names),
