@@ -105,6 +105,9 @@ def psi_report(
         if serving_log is None or current is not None or profile_file is not None:
             raise UsageError("--skew checks a serving log: give --serving-log DIR (and "
                              "optionally --artifact), not --current or --profile")
+        if html is not None or features or threshold is not None or min_rows is not None:
+            raise UsageError("--html, --features, --threshold and --min-rows belong to drift "
+                             "reports; --skew compares every output exactly")
         _skew(out, ctx, artifact, serving_log, since, until)
         return
     if compare:

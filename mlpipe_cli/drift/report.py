@@ -294,7 +294,10 @@ def drift_report(
     if rows is None:
         rows = sum(count_rows(p) for p in parts)
     if rows == 0:
-        where = (current_info or {}).get("source", "the current data")
+        info = current_info or {}
+        where = info.get("path", "the current data")
+        if info.get("since"):
+            where += f" between {info['since']} and {info['until']}"
         raise InputError(f"no current rows in {where}",
                          hint="no data in the window is an error, not a pass")
     available = parts[0].collect_schema().names()
