@@ -53,6 +53,21 @@ def test_psi_identical_is_zero_and_clip_is_not_renormalised():
         psi([0.5, 0.5], [1.0])
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.floats(0, 1), st.floats(0, 1)), min_size=1, max_size=30))
+def test_psi_is_a_sum_of_nonnegative_terms_matching_a_python_loop(pairs):
+    ref = [r for r, _ in pairs]
+    cur = [c for _, c in pairs]
+    total = 0.0
+    for r, c in pairs:  # the documented formula, spelled out
+        r, c = max(r, EPS), max(c, EPS)
+        assert (c - r) * math.log(c / r) >= 0.0
+        total += (c - r) * math.log(c / r)
+    assert psi(ref, cur) == pytest.approx(total, rel=1e-12, abs=1e-300)
+    assert psi(ref, cur) >= 0.0
+    assert psi(ref, ref) == 0.0
+
+
 # ----------------------------------------------------------------------------- profile + compare
 
 
