@@ -448,13 +448,30 @@ def _spine_order(frame: pl.DataFrame, n: int) -> pl.DataFrame:
     return frame.gather(pl.Series(inverse))
 
 
-def _stable_order(frame: pl.DataFrame, time_col: str, keys: list[str]) -> pl.Series:
-    """Row order by (keys, time), ties in frame order: two stable single-key passes
-    (much cheaper than one multi-column sort)."""
-    first = frame.select(pl.arg_sort_by(time_col, maintain_order=True)).to_series()
-    by_key = frame.select(keys).gather(first)
-    second = by_key.select(pl.arg_sort_by(keys, maintain_order=True)).to_series()
-    return first.gather(second)
+def _merge_by_entity_time(
+    events: pl.DataFrame, spine_rows: pl.DataFrame, keys: list[str]
+) -> pl.DataFrame:
+    """Source rows and spine rows ordered by (entity, visible-from time), a spine row after
+    the source rows visible to it, source rows keeping their order (source order, or rank
+    order with a created_timestamp) among ties.
+
+    Two passes, as in an LSD radix sort, each far cheaper than one multi-column sort: order
+    by time (source rows are usually stored in time order already, so only the spine is
+    sorted, then the two are merged), then a stable sort by entity. Time keys are
+    2*visible_from for source rows and 2*t + 1 for spine rows, so they never tie across the
+    two and a spine row at t lands after source rows visible at t.
+    """
+    a2 = "__pit_a2"
+    events = events.with_columns((pl.col(_A) * 2).alias(a2), pl.lit(None, pl.Int64).alias(_ROW))
+    events = events.drop(_A, _SRC, _C, strict=False)
+    if not events.get_column(a2).is_sorted():
+        events = events.sort(a2, maintain_order=True)
+    spine_rows = spine_rows.with_columns((pl.col(_A) * 2 + 1).alias(a2)).sort(a2)
+    spine_rows = pl.concat([events.clear(), spine_rows], how="diagonal_relaxed")
+    spine_rows = spine_rows.select(events.columns).cast(events.schema)  # type: ignore[arg-type]
+    merged = events.set_sorted(a2).merge_sorted(spine_rows.set_sorted(a2), key=a2)
+    order = merged.select(pl.arg_sort_by(keys, maintain_order=True)).to_series()
+    return merged.drop(a2).gather(order)
 
 
 def _timed_partition(
@@ -486,13 +503,7 @@ def _timed_partition(
         # rank rows by (event time, created time, source order): the "latest" row wins ties
         events = events.sort([*keys, _E, _C, _SRC]).with_row_index(_SEQ)
         events = events.with_columns(pl.col(_SEQ).cast(pl.Int64))
-    # events first (in source / rank order), then spine rows: stable passes keep that order
-    # among equal (entity, visible-from) so a spine row sorts after the rows visible to it
-    conc = pl.concat([events, spine_rows], how="diagonal_relaxed")
-    conc = conc.with_columns((pl.col(_A) * 2 + pl.col(_KIND)).alias("__pit_a2"))
-    order = _stable_order(conc, "__pit_a2", keys)
-    conc = conc.drop("__pit_a2", _A, _SRC, _C, strict=False).gather(order)
-    del order
+    conc = _merge_by_entity_time(events, spine_rows, keys)
     lookup = events
     is_ev = pl.col(_KIND) == 0
     ev_int = is_ev.cast(pl.Int64)
