@@ -361,6 +361,8 @@ def test_features_subset_and_progress_on_tty(project, cli, monkeypatch) -> None:
     result = cli("materialize", "-c", config, "--as-of", AS_OF_B, "--features", "country,total_orders")
     assert result.exit_code == 0, result.stderr
     assert "materialized 1000 entities x 2 features" in result.stdout
+    assert "entities/s" in result.stderr  # the progress bar's rate column
+    assert "/1000" in result.stderr  # written / total
     hit = online(config, [1])[1]
     assert list(hit.values) == ["country", "total_orders"]
 

@@ -220,7 +220,7 @@ def _rich_bar(total: int) -> Iterator[tuple[Any, Any]]:
         RateColumn(),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
-        console=Console(file=sys.stderr),
+        console=Console(file=sys.stderr, force_terminal=True),  # only built when stderr is a TTY
         transient=True,
     ) as bar:
         yield bar, bar.add_task("materialize", total=total)
