@@ -97,7 +97,7 @@ def test_env_interpolation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
         + 'online_store: {type: redis, url: "redis://h:${PORT:-6380}/0", password: "${MLPIPE_TEST_PW}"}\n'
     )
     config = load_config(write(tmp_path, text))
-    assert config.online_store.password == "hunter2"
+    assert config.online_store.password.get_secret_value() == "hunter2"
     assert config.online_store.url == "redis://h:6380/0"
     assert "hunter2" not in repr(config.online_store)
 
