@@ -390,7 +390,7 @@ def _with_default(value: pl.Expr, feature: FeatureConfig, stale: pl.Expr | None 
 
 # Spine + source rows per partition; entities are hashed into partitions so the sort and
 # the working set stay small (and memory bounded) whatever the input size.
-PARTITION_ROWS = 4_000_000
+PARTITION_ROWS = 1_000_000
 
 
 def _timed_group(
