@@ -102,6 +102,18 @@ def test_online_values_equal_training_set_values(backend, cli, sample_data_dir) 
         assert got[uid].found, uid
         assert got[uid].version == doc["version"]
         assert got[uid].values == expected[uid], uid
+    # ... and equal to what the `training-set` command writes for the same (entity, as-of) rows
+    when = datetime(2026, 7, 1, tzinfo=UTC)
+    spine_path = config.parent / "spine.parquet"
+    pl.DataFrame({"user_id": SAMPLE_USERS, "ts": [when] * len(SAMPLE_USERS)}).with_columns(
+        pl.col("ts").dt.cast_time_unit("us")
+    ).write_parquet(spine_path)
+    out_path = config.parent / "train.parquet"
+    built = cli("training-set", "-c", config, "--out", out_path, "--spine", spine_path,
+                "--timestamp", "ts", "--no-publish")  # fmt: skip
+    assert built.exit_code == 0, built.stderr
+    for row in pl.read_parquet(out_path).iter_rows(named=True):
+        assert got[row["user_id"]].values == {n: row[n] for n in NAMES}
     # An independent brute-force oracle for two features (plain Python over the orders).
     cutoff = datetime(2026, 7, 1, tzinfo=UTC)
     rows = pl.read_parquet(sample_data_dir / "orders.parquet").to_dicts()
