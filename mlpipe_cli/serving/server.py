@@ -148,6 +148,7 @@ def serve(spec: ServeSpec, *, announce: Any = None) -> int:
                 lifespan="on",
                 log_level="warning",
                 access_log=False,
+                server_header=False,
             )
             Multiprocess(config, sockets=[sock]).run()
             return 0
@@ -158,6 +159,7 @@ def serve(spec: ServeSpec, *, announce: Any = None) -> int:
             lifespan="on",
             log_level="warning",
             access_log=False,
+            server_header=False,
         )
         server = uvicorn.Server(config)
         server.run(sockets=[sock])
