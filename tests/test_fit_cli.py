@@ -275,3 +275,24 @@ def test_example_config_fits_a_training_set(cli, project: Path, sample_data_dir:
     assert "country__US" in outputs
     assert "country__other" in outputs
     assert "label_ts__is_weekend" in outputs
+
+
+def test_source_contracts_apply_to_training_columns(cli, setup) -> None:
+    config = yaml.safe_load(setup["config"].read_text())
+    config["sources"] = {"users": {"path": str(setup["sample"] / "users.parquet"), "columns": {
+        "age": {"dtype": "int64", "nullable": True, "min": 13, "max": 120},
+        "plan": {"dtype": "string", "allowed": ["free", "pro", "enterprise"]}}}}
+    config["transforms"]["contract"] = {}
+    config["transforms"]["source_contracts"] = {"users": ["age", "plan"]}
+    setup["config"].write_text(yaml.safe_dump(config))
+    fit_ok(cli, setup)
+    bad = pl.read_parquet(setup["train"]).with_columns(plan=pl.lit("gold"))
+    bad.write_parquet(setup["tmp"] / "bad.parquet")
+    result = cli("fit", "-c", setup["config"], "--data", setup["tmp"] / "bad.parquet", "--json")
+    assert result.exit_code == 1
+    assert any("plan" in p for p in result.json()["problems"])
+    config["transforms"]["source_contracts"] = {"users": ["email"]}
+    setup["config"].write_text(yaml.safe_dump(config))
+    result = cli("fit", "-c", setup["config"], "--data", setup["train"])
+    assert result.exit_code == 2
+    assert "no contract for column 'email'" in result.stderr

@@ -57,7 +57,7 @@ def fit(
     if path is None:
         raise UsageError("no training data: pass --data PATH or set transforms.data")
     try:
-        check_contract(section, path)
+        check_contract(section, path, ctx.config.sources)
         result, outcome = publish(ctx.store, section, path)
     except DataCheckFailed as exc:
         report = exc.report if isinstance(exc.report, dict) else {}

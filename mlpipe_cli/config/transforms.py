@@ -181,6 +181,11 @@ class TransformConfig(ConfigModel):
     contract: dict[str, ColumnContract] = Field(
         default_factory=dict, description="column contract the training data must satisfy"
     )
+    source_contracts: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="source name -> columns whose contract in `sources` the training data "
+        "must also satisfy (e.g. {users: [age, country, plan]}); `contract` overrides",
+    )
     golden_rows: int = Field(default=5, ge=1, le=100)
     columns: dict[str, list[Step]] = Field(default_factory=dict)
 

@@ -8,6 +8,7 @@ order statistics), so the same data and config give the same bytes regardless of
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,7 +17,7 @@ import numpy as np
 import polars as pl
 
 from mlpipe_cli import ARTIFACT_FORMAT_VERSION, __version__
-from mlpipe_cli.errors import ArtifactError, DataCheckFailed, InputError
+from mlpipe_cli.errors import ArtifactError, ConfigError, DataCheckFailed, InputError
 from mlpipe_cli.transforms import steps as S
 from mlpipe_cli.transforms.fitted import (
     STATE_FORMAT,
@@ -324,16 +325,39 @@ def load_transform(store: ArtifactStore, ref: str = "latest") -> FittedTransform
     return transform
 
 
-def check_contract(config: TransformConfig, data: Path | str) -> None:
-    """Run ``transforms.contract`` (if any) over the training data; DataCheckFailed (exit 1)
-    with every failing check when it does not hold. Uses the validation engine."""
-    if not config.contract:
+def contract_columns(
+    config: TransformConfig, sources: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """The training data's column contract: named source columns, then ``contract``."""
+    columns: dict[str, Any] = {}
+    for source_name, names in config.source_contracts.items():
+        source = (sources or {}).get(source_name)
+        if source is None:
+            known = ", ".join(sorted(sources or {})) or "none"
+            raise ConfigError(f"transforms.source_contracts: unknown source {source_name!r} "
+                              f"(known: {known})")
+        for name in names:
+            if name not in source.columns:
+                raise ConfigError(f"transforms.source_contracts: source {source_name!r} has no "
+                                  f"contract for column {name!r}")
+            columns[name] = source.columns[name]
+    columns.update(config.contract)
+    return columns
+
+
+def check_contract(
+    config: TransformConfig, data: Path | str, sources: Mapping[str, Any] | None = None
+) -> None:
+    """Run the training data's column contract (``contract`` + ``source_contracts``) with the
+    validation engine; DataCheckFailed (exit 1) listing every failing check."""
+    columns = contract_columns(config, sources)
+    if not columns:
         return
     from mlpipe_cli.config.sources import SourceConfig
     from mlpipe_cli.validation.engine import check_source
     from mlpipe_cli.validation.report import ERROR, FAIL
 
-    source = SourceConfig(path=Path(data), columns=config.contract)
+    source = SourceConfig(path=Path(data), columns=columns)
     report, _ = check_source("transforms.contract", source, data)
     errors = [c for c in report.checks if c.status == ERROR]
     if errors:
