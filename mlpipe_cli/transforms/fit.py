@@ -8,6 +8,7 @@ order statistics), so the same data and config give the same bytes regardless of
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -172,7 +173,7 @@ def fit_frame(config: TransformConfig, frame: pl.LazyFrame | pl.DataFrame) -> Fi
                 reference, accepted_families("temporal", dtype_family(schema[reference]))
             )
     outputs = [name for c in columns for name in c["outputs"]]
-    duplicated = sorted({n for n in outputs if outputs.count(n) > 1})
+    duplicated = sorted(n for n, k in Counter(outputs).items() if k > 1)
     if duplicated:
         raise InputError(f"transform output names collide: {', '.join(duplicated)}",
                          hint="rename an input column or drop one of the encoders")

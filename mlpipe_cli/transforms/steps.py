@@ -828,7 +828,7 @@ class EmbeddingEnc(Encoder):
             "key_dtype": str(table.schema["key"]),
             "unknown": self.params.get("unknown", "zero"),
             "fallback": fallback,
-            "_table": table,
+            "_table": table,  # side output: fit_frame pops "_" keys and stores the table as Parquet
         }
 
     def outputs(self, state: Mapping[str, Any]) -> list[str]:
