@@ -72,13 +72,16 @@ def register_model(
     model_path = Path(model_path)
     if not model_path.is_file():
         raise InputError(f"model file {model_path} not found")
-    transform = store.get("transform", transform_ref, verify=True)
+    from mlpipe_cli.transforms import load_transform
+
+    fitted = load_transform(store, transform_ref)  # sha256 + golden example (exit 3)
+    transform = store.get("transform", fitted.version, verify=False)
     model_sha = sha256_file(model_path)
     binding = {
         "format_version": BINDING_FORMAT_VERSION,
         "transform_version": transform.version,
         "transform_content_hash": transform.content_hash,
-        "output_columns": _transform_output_columns(transform),
+        "output_columns": list(fitted.output_columns),
         "model_sha256": model_sha,
     }
 
@@ -182,12 +185,3 @@ def load_model(
             f"{transform_version} produces {len(output_columns)}"
         )
     return RegisteredModel(binding=binding, model=model, method=method)
-
-
-def _transform_output_columns(transform: ArtifactVersion) -> list[str]:
-    """Output columns of a transform artifact, read without unpickling anything."""
-    try:
-        from mlpipe_cli.transforms import load_transform  # noqa: F401
-    except ImportError:
-        return []
-    return []
