@@ -408,33 +408,50 @@ def _timed_group(
     if parts == 1:
         result = _timed_partition(ctx, slim, source, events, group, vcol, inclusive, type2)
         return _spine_order(result, slim.height)
-    part = (pl.struct(ctx.keys).hash(seed=7) % parts).alias("__pit_part")
-    spine_parts = slim.with_columns(part).partition_by(
-        "__pit_part", as_dict=True, maintain_order=True, include_key=False
-    )
-    event_parts = events.with_columns(part).partition_by(
-        "__pit_part", as_dict=True, maintain_order=True, include_key=False
-    )
-    empty = events.clear()
-    del events
+    # Partition by a hash of the entity. Rather than copying every partition up front
+    # (partition_by), order row indices by partition once and gather one partition at a time,
+    # so only the current partition is ever copied.
+    part = pl.struct(ctx.keys).hash(seed=7) % parts
+    spine_slices = _partition_slices(slim, part, parts)
+    event_slices = _partition_slices(events, part, parts)
     results = []
     for p in range(parts):
-        spine_p = spine_parts.pop((p,), None)
-        events_p = event_parts.pop((p,), None)
-        if spine_p is None:
+        spine_p = slim.gather(spine_slices[p])
+        if spine_p.height == 0:
             continue
-        if events_p is None:
-            events_p = empty
+        events_p = events.gather(event_slices[p])
         ctx.say(f"partition {p + 1}/{parts}")
         results.append(
             _timed_partition(ctx, spine_p, source, events_p, group, vcol, inclusive, type2)
         )
-    return _spine_order(pl.concat(results), slim.height)
+        del spine_p, events_p
+    del events
+    frame = pl.concat(results, rechunk=False)
+    del results
+    return _spine_order(frame, slim.height)
+
+
+def _partition_slices(frame: pl.DataFrame, part: pl.Expr, parts: int) -> list[pl.Series]:
+    """Row indices of each partition, in frame order (stable)."""
+    ids = frame.select(part.alias("p")).get_column("p")
+    order = ids.to_frame().select(pl.arg_sort_by("p", maintain_order=True)).get_column("p")
+    counts = ids.value_counts().sort("p")
+    sizes = dict(
+        zip(counts.get_column("p").to_list(), counts.get_column("count").to_list(), strict=True)
+    )
+    slices = []
+    offset = 0
+    for p in range(parts):
+        size = sizes.get(p, 0)
+        slices.append(order.slice(offset, size))
+        offset += size
+    return slices
 
 
 def _spine_order(frame: pl.DataFrame, n: int) -> pl.DataFrame:
     """Rows back in spine order via the inverse permutation of _ROW (O(n), no sort);
-    raises if the rows are not exactly one per spine row."""
+    raises if the rows are not exactly one per spine row. Gathers column by column,
+    releasing each source column, so the result is never held twice."""
     import numpy as np
 
     rows = frame.get_column(_ROW).to_numpy()
@@ -445,7 +462,17 @@ def _spine_order(frame: pl.DataFrame, n: int) -> pl.DataFrame:
         raise PointInTimeInvariantError(
             f"internal error: {rows.shape[0]} feature rows do not map 1:1 onto {n} spine rows"
         )
-    return frame.gather(pl.Series(inverse))
+    index = pl.Series(inverse)
+    del rows, inverse
+    columns = frame.get_columns()
+    names = frame.columns
+    del frame
+    ordered = []
+    for _ in names:
+        column = columns.pop(0)
+        ordered.append(column.gather(index))
+        del column
+    return pl.DataFrame(ordered)
 
 
 def _merge_by_entity_time(
