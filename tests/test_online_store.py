@@ -360,3 +360,17 @@ def test_redis_server_gone_mid_write_is_service_unavailable(redis_server) -> Non
     with pytest.raises(ServiceUnavailable, match=r"unreachable|timed out"):
         store.write_chunk(progress, big)
     assert progress.chunks_done == 1
+
+
+def test_a_version_being_written_survives_other_runs_switching(store) -> None:  # type: ignore[no-untyped-def]
+    building, progress = _start(store, 5)  # still being written by this process
+    rows = {1: [1, 1.0, "DE"], 2: [1, 1.0, "DE"], 3: [1, 1.0, "DE"]}
+    v2, _ = publish(store, rows)
+    _v3, removed = publish(store, rows)
+    assert removed == []  # v2 is previous, the building one is alive
+    v4, removed = publish(store, rows)
+    assert removed == [v2.version]
+    assert building.version in {m.version for m, _ in store.versions()}
+    final, _ = finish_version(store, building, progress, expected=5)
+    assert store.pointers() == {"live": building.version, "previous": v4.version}
+    assert store.get(0).version == final.version
