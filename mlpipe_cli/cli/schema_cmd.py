@@ -205,10 +205,10 @@ def export(
         if len(names) > 1 and fmt == "pandera":
             raise UsageError("several sources: pass --source NAME, or --out DIRECTORY")
         if fmt == "json" and len(names) > 1:
-            sys_text = json.dumps(contract_document(cfg), indent=2, sort_keys=True) + "\n"
+            text = json.dumps(contract_document(cfg), indent=2, sort_keys=True) + "\n"
         else:
-            sys_text = render(names[0])
-        typer.echo(sys_text, nl=False)
+            text = render(names[0])
+        typer.echo(text, nl=False)
         return
     if len(names) == 1 and out.suffix in (".yaml", ".yml", ".json"):
         atomic_write_bytes(out, render(names[0]).encode())
