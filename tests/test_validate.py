@@ -536,3 +536,15 @@ def test_uniqueness_in_hash_buckets_equals_one_pass(tmp_path, monkeypatch) -> No
         assert [e["row"] for e in checks["s.table.primary_key"].examples] == repeats_pk[:5]
         quarantined = pl.read_parquet(tmp_path / "q.parquet")["_row"].to_list()
         assert quarantined == sorted(set(repeats) | set(repeats_pk))
+
+
+def test_invalid_regex_is_a_check_error_not_a_pass(tmp_path) -> None:
+    path = _write(tmp_path, pl.DataFrame({"s": ["a", "b"], "n": [1, 2]}))
+    sources = {"s": {"path": str(path), "columns": {
+        "s": {"dtype": "string", "regex": "(unclosed"}, "n": {"dtype": "int64", "max": 1}}}}  # fmt: skip
+    report = validate_source(config_from(tmp_path, sources), "s")
+    checks = checks_by_id(report)
+    assert checks["s.s.regex"].status == "error"
+    assert "regex" in checks["s.s.regex"].message
+    assert checks["s.n.max"].failures == 1  # the other checks still ran
+    assert report.status == "error"
