@@ -308,9 +308,10 @@ def _compile_row_checks(
             severity: str, tol: Any, threshold: Any = None, message: str = "",
             check_id: str | None = None) -> None:  # fmt: skip
         result = CheckResult(
-            check_id or f"{name}.{column}.{kind}", name, column, kind, severity,
-            threshold=threshold, message=message,
+            check_id or f"{name}.{column}.{kind}", name, column, kind, severity, message=message,
         )  # fmt: skip
+        if threshold is not None:  # the contract's bound / pattern / length, not a tolerance
+            result.details = {"bound": threshold}
         report.checks.append(result)
         if fail is None:
             return
@@ -697,9 +698,7 @@ def _judge(
     else:
         ok = rate <= slo_rate if failures else True
         tolerance = f"source max_failure_rate {_pct(slo_rate)}"
-        result.statistic = rate
-        if result.threshold is None:
-            result.threshold = slo_rate
+        result.statistic, result.threshold = rate, slo_rate
     if failures:
         what = _describe_check(result)
         result.message = f"{failures} of {rows} rows ({_pct(rate)}) {what}"
@@ -710,7 +709,7 @@ def _judge(
 
 
 def _describe_check(result: CheckResult) -> str:
-    kind, t = result.kind, _fmt(result.threshold)
+    kind, t = result.kind, _fmt((result.details or {}).get("bound"))
     column = result.column
     return {
         "nullable": f"are null in non-nullable column {column!r}",
