@@ -408,6 +408,31 @@ def test_redis_outage_gives_503_and_recovers_without_restart(
     assert before.json()["cold_start"] is False
     assert srv.get("/readyz").status_code == 200
 
+    # concurrent GETs are coalesced into shared store calls; every client still gets its own
+    # entity's answer (the same as the batch endpoint's)
+    from concurrent.futures import ThreadPoolExecutor
+
+    pool_ids = [*some_user_ids(sample_data_dir, 40), UNKNOWN, UNKNOWN + 1]
+    reference = {
+        r["entity"]: r for r in srv.post("/features", {"entities": pool_ids}).json()["results"]
+    }
+
+    def hammer(seed: int) -> list[tuple[int, dict[str, Any]]]:
+        with httpx.Client(base_url=f"http://127.0.0.1:{srv.port}", timeout=10) as client:
+            picks = [pool_ids[(seed * 7 + k * 13) % len(pool_ids)] for k in range(25)]
+            return [(u, client.get(f"/features/{u}").json()) for u in picks]
+
+    with ThreadPoolExecutor(16) as executor:
+        answers = [a for batch in executor.map(hammer, range(16)) for a in batch]
+    assert len(answers) == 400
+    for user, answer in answers:
+        assert answer["entity"] == user
+        assert answer["cold_start"] == reference[user]["cold_start"]
+        expected = dict(reference[user]["features"], label_ts=answer["features"]["label_ts"])
+        assert answer["features"] == expected
+    m = srv.metrics()
+    assert m["mlpipe_serve_coalesced_entities_total"] > m["mlpipe_serve_coalesced_calls_total"]
+
     redis_server.stop()
     for path in (f"/features/{ids[0]}", f"/features/{ids[1]}"):
         down = srv.get(path)
@@ -531,8 +556,9 @@ def test_two_workers_serve_and_flush_on_sigint(
     tmp_path: Path, sample_data_dir: Path, fitted_base: Path, servers: Any
 ) -> None:
     config = make_project(
-        tmp_path, sample_data_dir, fitted_base, serving={"logging": {"flush_interval": "1h"}}
-    )
+        tmp_path, sample_data_dir, fitted_base,
+        serving={"coalesce": False, "logging": {"flush_interval": "1h"}},  # the direct path
+    )  # fmt: skip
     srv = servers(config, "--workers", "2")
     ids = some_user_ids(sample_data_dir, 40)
     for user in ids:

@@ -38,7 +38,8 @@ class ServingConfig(ConfigModel):
         "serving-logs"
     )
     coalesce: bool = Field(
-        default=True, description="Redis: concurrent single-entity GETs share one MGET"
+        default=True,
+        description="under concurrency, single-entity GETs share one store call",
     )
     request_time_columns: list[str] | None = Field(
         default=None,

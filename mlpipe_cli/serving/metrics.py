@@ -57,6 +57,8 @@ class Metrics:
         self.store_errors = 0
         self.entities_served = 0
         self.predictions = 0
+        self.coalesced_calls = 0
+        self.coalesced_entities = 0
         self.info: dict[str, str] = {}
         # Filled in by the server: callables read at exposition time.
         self.gauges: dict[str, tuple[str, Callable[[], float]]] = {}
@@ -100,6 +102,11 @@ class Metrics:
             ("mlpipe_serve_entities_total", "Entities served (one per feature vector).",
              self.entities_served),
             ("mlpipe_serve_predictions_total", "Model scores returned.", self.predictions),
+            ("mlpipe_serve_coalesced_calls_total",
+             "Store calls that served several concurrent GET /features/{id} at once.",
+             self.coalesced_calls),
+            ("mlpipe_serve_coalesced_entities_total",
+             "Entities looked up through coalesced store calls.", self.coalesced_entities),
         ):  # fmt: skip
             _counter(add, name, help_text, value)
         for name, (help_text, read) in sorted(self.counters.items()):

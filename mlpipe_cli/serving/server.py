@@ -82,7 +82,7 @@ def build_app(spec: ServeSpec) -> Any:
         runtime.logger,
         max_batch=config.serving.max_batch,
         max_body_bytes=config.serving.max_body_bytes,
-        coalesce=config.serving.coalesce and config.online_store.type == "redis",
+        coalesce=config.serving.coalesce,
     )
     app.runtime = runtime  # type: ignore[attr-defined]
     return app
