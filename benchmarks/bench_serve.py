@@ -151,7 +151,8 @@ def build_project(root: Path, n: int, redis_port: int) -> dict[str, Path]:
         "entity_keys": ["user_id"],
         "artifact_dir": str(root / "artifacts"),
         "transforms": transforms,
-        "serving": {"logging": {"enabled": os.environ.get("BENCH_LOG", "1") == "1",
+        "serving": {"coalesce": os.environ.get("BENCH_COALESCE", "1") == "1",
+                    "logging": {"enabled": os.environ.get("BENCH_LOG", "1") == "1",
                                 "queue_rows": 1_000_000, "segment_rows": 200_000}},
     }
     configs = {}
