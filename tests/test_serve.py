@@ -540,6 +540,18 @@ def test_transform_needing_columns_the_store_lacks_refuses_to_start(
     assert "does not have" in result.stderr
 
 
+def test_cold_start_value_the_transform_cannot_read_refuses_to_start(
+    tmp_path: Path, sample_data_dir: Path, fitted_base: Path
+) -> None:
+    config = make_project(
+        tmp_path, sample_data_dir, fitted_base, serving={"cold_start": {"age": "old"}}
+    )
+    result = run_mlpipe("serve", "-c", config, "--port", free_port(), timeout=60)
+    assert result.exit_code == 3
+    assert "rejects the online features" in result.stderr
+    assert "'age'" in result.stderr
+
+
 def test_unreachable_store_at_start_exits_4(
     tmp_path: Path, sample_data_dir: Path, fitted_base: Path
 ) -> None:
