@@ -75,6 +75,28 @@ def category_input(column: str) -> pl.Expr:
     return pl.col(column).cast(pl.String)
 
 
+def category_code(column: str, vocabulary: list[str]) -> pl.Expr:
+    """Index of the value in ``vocabulary`` (UInt32); unknown and missing -> len(vocabulary).
+
+    A non-strict cast to an ``Enum`` of the vocabulary is an exact string lookup (unknown
+    strings become null) and is 1.5-2x faster than ``replace_strict`` on strings; every
+    category encoder then reads its outputs from this one integer column.
+    """
+    return (
+        category_input(column)
+        .cast(pl.Enum(vocabulary), strict=False)
+        .to_physical()
+        .cast(pl.UInt32)
+        .fill_null(len(vocabulary))
+    )
+
+
+def lookup(values: list[float], default: float, code: pl.Expr) -> pl.Expr:
+    """``values[code]``, or ``default`` for code == len(values) (gather from a small table)."""
+    table = pl.Series([*(float(v) for v in values), float(default)], dtype=pl.Float64)
+    return pl.lit(table).gather(code)
+
+
 def finite_values(values: np.ndarray) -> np.ndarray:
     return values[~np.isnan(values)]
 
@@ -417,14 +439,7 @@ class OneHot(Encoder):
         return list(state["names"])
 
     def helpers(self, state: Mapping[str, Any], tables: Mapping[str, Any]) -> list[pl.Expr]:
-        vocabulary = state["vocabulary"]
-        other = len(vocabulary)
-        return [
-            category_input(self.column)
-            .replace_strict(vocabulary, list(range(other)), default=other, return_dtype=pl.UInt32)
-            .fill_null(other)
-            .alias(self.helper("code"))
-        ]
+        return [category_code(self.column, state["vocabulary"]).alias(self.helper("code"))]
 
     def exprs(self, state: Mapping[str, Any], tables: Mapping[str, Any]) -> list[pl.Expr]:
         code = pl.col(self.helper("code"))
@@ -466,18 +481,13 @@ class Ordinal(Encoder):
     def outputs(self, state: Mapping[str, Any]) -> list[str]:
         return [self.column]
 
+    def helpers(self, state: Mapping[str, Any], tables: Mapping[str, Any]) -> list[pl.Expr]:
+        return [category_code(self.column, state["vocabulary"]).alias(self.helper("code"))]
+
     def exprs(self, state: Mapping[str, Any], tables: Mapping[str, Any]) -> list[pl.Expr]:
-        vocabulary = state["vocabulary"]
-        return [
-            category_input(self.column)
-            .replace_strict(
-                vocabulary,
-                [float(i) for i in range(len(vocabulary))],
-                default=float(state["unknown_value"]),
-                return_dtype=pl.Float64,
-            )
-            .alias(self.column)
-        ]
+        indices = [float(i) for i in range(len(state["vocabulary"]))]
+        code = pl.col(self.helper("code"))
+        return [lookup(indices, state["unknown_value"], code).alias(self.column)]
 
     def compile(self, state: Mapping[str, Any], tables: Mapping[str, Any]) -> RecordFn:
         index = {v: float(i) for i, v in enumerate(state["vocabulary"])}
@@ -504,17 +514,12 @@ class Frequency(Encoder):
     def outputs(self, state: Mapping[str, Any]) -> list[str]:
         return [self.column]
 
+    def helpers(self, state: Mapping[str, Any], tables: Mapping[str, Any]) -> list[pl.Expr]:
+        return [category_code(self.column, state["vocabulary"]).alias(self.helper("code"))]
+
     def exprs(self, state: Mapping[str, Any], tables: Mapping[str, Any]) -> list[pl.Expr]:
-        return [
-            category_input(self.column)
-            .replace_strict(
-                state["vocabulary"],
-                state["frequency"],
-                default=state["unknown_value"],
-                return_dtype=pl.Float64,
-            )
-            .alias(self.column)
-        ]
+        code = pl.col(self.helper("code"))
+        return [lookup(state["frequency"], state["unknown_value"], code).alias(self.column)]
 
     def compile(self, state: Mapping[str, Any], tables: Mapping[str, Any]) -> RecordFn:
         table = dict(zip(state["vocabulary"], state["frequency"], strict=True))
@@ -603,15 +608,12 @@ class TargetEnc(Encoder):
     def outputs(self, state: Mapping[str, Any]) -> list[str]:
         return [self.column]
 
+    def helpers(self, state: Mapping[str, Any], tables: Mapping[str, Any]) -> list[pl.Expr]:
+        return [category_code(self.column, state["vocabulary"]).alias(self.helper("code"))]
+
     def exprs(self, state: Mapping[str, Any], tables: Mapping[str, Any]) -> list[pl.Expr]:
-        return [
-            category_input(self.column)
-            .replace_strict(
-                state["vocabulary"], state["encoding"], default=state["prior"],
-                return_dtype=pl.Float64,
-            )
-            .alias(self.column)
-        ]
+        code = pl.col(self.helper("code"))
+        return [lookup(state["encoding"], state["prior"], code).alias(self.column)]
 
     def compile(self, state: Mapping[str, Any], tables: Mapping[str, Any]) -> RecordFn:
         table = dict(zip(state["vocabulary"], state["encoding"], strict=True))
@@ -836,30 +838,33 @@ class EmbeddingEnc(Encoder):
         return [f"{self.column}__emb_{d:0{width}d}" for d in range(state["dim"])]
 
     def helpers(self, state: Mapping[str, Any], tables: Mapping[str, Any]) -> list[pl.Expr]:
+        """The id's row in the table (UInt32); unknown or missing ids -> the fallback row n."""
         keys = tables[state["file"]]["key"]
-        if keys.dtype.is_integer() and len(keys) and keys[-1] - keys[0] + 1 == len(keys):
+        n = len(keys)
+        if keys.dtype.is_integer() and n and keys[-1] - keys[0] + 1 == n:
             # dense sorted integer ids: the row is the id minus the first id
             first, last = int(keys[0]), int(keys[-1])
             key = pl.col(self.column).cast(pl.Int64, strict=False)
             row = pl.when(key.is_between(first, last)).then(key - first)
-            return [row.alias(self.helper("row"))]
-        return [
-            pl.col(self.column)
-            .cast(keys.dtype, strict=False)
-            .replace_strict(keys, pl.Series(np.arange(len(keys), dtype=np.int64)), default=None,
-                            return_dtype=pl.Int64)
-            .alias(self.helper("row"))
-        ]
+        elif keys.dtype == pl.String:
+            row = pl.col(self.column).cast(pl.String).cast(pl.Enum(keys), strict=False).to_physical()
+        else:
+            row = (
+                pl.col(self.column)
+                .cast(keys.dtype, strict=False)
+                .replace_strict(keys, pl.Series(np.arange(n, dtype=np.int64)), default=None,
+                                return_dtype=pl.Int64)
+            )
+        return [row.cast(pl.UInt32).fill_null(n).alias(self.helper("row"))]
 
     def exprs(self, state: Mapping[str, Any], tables: Mapping[str, Any]) -> list[pl.Expr]:
+        # one gather per dimension from that dimension's values with the fallback appended as
+        # row n: no fill_null pass, no list/array ops
         table: pl.DataFrame = tables[state["file"]]
         idx = pl.col(self.helper("row"))
         matrix = table["vector"].to_numpy()
         return [
-            pl.lit(pl.Series(matrix[:, d].copy()))
-            .gather(idx)
-            .fill_null(state["fallback"][d])
-            .alias(name)
+            lookup(matrix[:, d].tolist(), state["fallback"][d], idx).alias(name)
             for d, name in enumerate(self.outputs(state))
         ]
 
