@@ -12,7 +12,13 @@ import numpy as np
 import polars as pl
 import pytest
 from conftest import free_port, run_mlpipe
-from test_serve import ServerPool, build_fitted_base, make_project, some_user_ids
+from test_serve import (
+    ServerPool,
+    build_fitted_base,
+    make_project,
+    refuse_in_process,
+    some_user_ids,
+)
 
 from mlpipe_cli.artifacts import ArtifactStore
 from mlpipe_cli.transforms import load_transform
@@ -110,7 +116,7 @@ def test_model_bound_to_another_transform_version_refuses_to_start(
     training.head(1500).write_parquet(tmp_path / "fewer.parquet")
     fit = cli("fit", "-c", config, "--data", tmp_path / "fewer.parquet", "-q")
     assert fit.exit_code == 0, fit.stderr
-    result = run_mlpipe("serve", "-c", config, "--port", free_port(), timeout=60)
+    result = refuse_in_process(cli, config)
     assert result.exit_code == 3
     assert "registered for transform" in result.stderr
     assert "Traceback" not in result.stderr

@@ -38,8 +38,18 @@ def fitted_base(tmp_path_factory: pytest.TempPathFactory, sample_data_dir: Path)
     return build_fitted_base(tmp_path_factory, sample_data_dir)
 
 
+_FITTED: dict[Path, Path] = {}
+
+
 def build_fitted_base(tmp_path_factory: pytest.TempPathFactory, sample_data_dir: Path) -> Path:
-    """Sample data → training set (features engine) → `mlpipe fit`, once per module."""
+    """Sample data → training set (features engine) → `mlpipe fit`, once per process."""
+    if sample_data_dir in _FITTED:
+        return _FITTED[sample_data_dir]
+    _FITTED[sample_data_dir] = base = _build_fitted_base(tmp_path_factory, sample_data_dir)
+    return base
+
+
+def _build_fitted_base(tmp_path_factory: pytest.TempPathFactory, sample_data_dir: Path) -> Path:
     from mlpipe_cli.cli.main import run
     from mlpipe_cli.config import load_config
     from mlpipe_cli.features.engine import compute_features
@@ -244,6 +254,17 @@ def assert_close(a: list[Any], b: list[Any]) -> None:
 def some_user_ids(sample_data_dir: Path, n: int) -> list[int]:
     users = pl.read_parquet(sample_data_dir / "orders.parquet")["user_id"].unique().sort()
     return users.head(n).to_list()
+
+
+def refuse_in_process(cli: Any, config: Path, *args: str) -> Any:
+    """`mlpipe serve` in-process for cases that must fail BEFORE binding: the port given is
+    held by another socket, so a server that wrongly got that far exits 2 instead of hanging."""
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        return cli("serve", "-c", config, "--port", busy.getsockname()[1], *args)
 
 
 # -- tests ----------------------------------------------------------------------------------
@@ -526,7 +547,7 @@ def test_tampered_transform_artifact_refuses_to_start(
 
 
 def test_transform_needing_columns_the_store_lacks_refuses_to_start(
-    tmp_path: Path, sample_data_dir: Path, fitted_base: Path
+    tmp_path: Path, sample_data_dir: Path, fitted_base: Path, cli: Any
 ) -> None:
     # the store only has some features: the transform's inputs are not all online
     config = make_project(tmp_path, sample_data_dir, fitted_base, materialize=False)
@@ -534,19 +555,19 @@ def test_transform_needing_columns_the_store_lacks_refuses_to_start(
 
     assert run(["materialize", "-c", str(config), "--as-of", AS_OF, "--features",
                 "total_orders,age", "-q"]) == 0  # fmt: skip
-    result = run_mlpipe("serve", "-c", config, "--port", free_port(), timeout=60)
+    result = refuse_in_process(cli, config)
     assert result.exit_code == 3
     assert "lifetime_value" in result.stderr
     assert "does not have" in result.stderr
 
 
 def test_cold_start_value_the_transform_cannot_read_refuses_to_start(
-    tmp_path: Path, sample_data_dir: Path, fitted_base: Path
+    tmp_path: Path, sample_data_dir: Path, fitted_base: Path, cli: Any
 ) -> None:
     config = make_project(
         tmp_path, sample_data_dir, fitted_base, serving={"cold_start": {"age": "old"}}
     )
-    result = run_mlpipe("serve", "-c", config, "--port", free_port(), timeout=60)
+    result = refuse_in_process(cli, config)
     assert result.exit_code == 3
     assert "rejects the online features" in result.stderr
     assert "'age'" in result.stderr
@@ -580,17 +601,13 @@ def test_two_workers_serve_and_flush_on_sigint(
     assert sorted(log["entity"].to_list()) == sorted(f"[{u}]" for u in ids)
 
 
-def test_port_in_use_exits_2(tmp_path: Path, sample_data_dir: Path, fitted_base: Path) -> None:
-    import socket
-
+def test_port_in_use_exits_2(
+    tmp_path: Path, sample_data_dir: Path, fitted_base: Path, cli: Any
+) -> None:
     config = make_project(tmp_path, sample_data_dir, fitted_base)
-    with socket.socket() as busy:
-        busy.bind(("127.0.0.1", 0))
-        busy.listen(1)
-        port = busy.getsockname()[1]
-        result = run_mlpipe("serve", "-c", config, "--port", port, timeout=60)
+    result = refuse_in_process(cli, config)
     assert result.exit_code == 2
-    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
+    assert "cannot listen on 127.0.0.1:" in result.stderr
 
 
 def test_serve_help_has_an_example(cli: Any) -> None:

@@ -60,10 +60,6 @@ def _stack() -> tuple[str, str]:
 
 def build_app(spec: ServeSpec) -> Any:
     """Load config + artifacts for ``spec`` and return the ASGI app (raises on failure)."""
-    # The feature-log writer thread competes for the GIL with the event loop; CPython makes a
-    # waiting thread wait up to the switch interval (5 ms by default) before forcing a
-    # hand-off, which showed up as multi-millisecond p99 spikes. 0.5 ms bounds that wait.
-    sys.setswitchinterval(0.0005)
     from mlpipe_cli.config import load_config
     from mlpipe_cli.serving.app import ServingApp
     from mlpipe_cli.serving.service import build_runtime
@@ -88,10 +84,19 @@ def build_app(spec: ServeSpec) -> Any:
     return app
 
 
+def _serving_process_tuning() -> None:
+    # The feature-log writer thread competes for the GIL with the event loop; CPython makes a
+    # waiting thread wait up to the switch interval (5 ms by default) before forcing a
+    # hand-off, which showed up as multi-millisecond p99 spikes. 0.5 ms bounds that wait.
+    sys.setswitchinterval(0.0005)
+
+
 def worker_app() -> Any:
     """uvicorn factory for worker processes (``--workers N``): the spec comes from the env."""
     spec = ServeSpec(**json.loads(os.environ[SPEC_ENV]))
-    return build_app(spec)
+    app = build_app(spec)
+    _serving_process_tuning()
+    return app
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -116,6 +121,7 @@ def serve(spec: ServeSpec, *, announce: Any = None) -> int:
     import uvicorn
 
     app = build_app(spec)  # verification happens here, before binding
+    _serving_process_tuning()
     runtime = app.runtime
     sock = bind_socket(spec.host, spec.port)
     port = sock.getsockname()[1]
