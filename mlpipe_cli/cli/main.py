@@ -20,9 +20,11 @@ from mlpipe_cli.cli import (
     export_cmd,
     fit_cmd,
     materialize_cmd,
+    model_cmd,
     psi_report_cmd,
     sample_data_cmd,
     schema_cmd,
+    serve_cmd,
     training_set_cmd,
     transform_cmd,
     validate_cmd,
@@ -71,6 +73,8 @@ app.command("transform")(transform_cmd.transform)
 app.command("export")(export_cmd.export)
 app.command("psi-report")(psi_report_cmd.psi_report)
 app.command("materialize")(materialize_cmd.materialize)
+app.command("serve")(serve_cmd.serve)
+app.add_typer(model_cmd.app, name="model")
 app.command("validate")(validate_cmd.validate)
 app.add_typer(schema_cmd.app, name="schema")
 app.command("training-set")(training_set_cmd.training_set)
