@@ -258,15 +258,17 @@ def write_artifact(outcome: FitOutcome, staging: Path, *, profile: bool = True) 
 def _write_profile(outcome: FitOutcome, path: Path) -> None:
     """Reference profile of inputs (``raw.<col>``) and outputs (``vec.<col>``).
 
-    Column names match the serving log, so drift checks compare like with like. Outputs are
-    the cross-fitted training outputs (target encodings out of fold).
+    Column names match the serving log, so drift checks compare like with like. Outputs come
+    from the artifact's own batch path — what `transform` and `serve` emit — not from the
+    cross-fitted training rows: out-of-fold target encodings take many values where serving
+    takes one per category, so a profile of them would flag drift on unchanged data.
     """
     from mlpipe_cli.drift.profile import build_profile, write_profile
 
     inputs = outcome.training.select(
         [pl.col(c).alias(f"raw.{c}") for c in outcome.state["input_schema"]]
     )
-    outputs = outcome.training_outputs().select(
+    outputs = outcome.transform.transform_batch(outcome.training.lazy()).collect().select(
         [pl.col(c).alias(f"vec.{c}") for c in outcome.state["output_columns"]]
     )
     frame = pl.concat([inputs, outputs], how="horizontal")
