@@ -5,9 +5,10 @@ The values come from ``mlpipe_cli.features.engine.compute_features`` — the fun
 online values equal the offline ones by construction and memory stays bounded by one chunk.
 
 A run: ping the store → list the entities (distinct keys of the sources the selected
-features read, with a row at or before as_of) → sort them → for each chunk of
-``online_store.chunk_size`` entities (the sources split once by chunk, see below) compute the features, pack one row per entity and write
-it into a new version namespace, recording progress → check every row arrived → flip the live
+features read, with a row at or before as_of) → sort them → compute the features a batch
+of chunks at a time (one ``compute_features`` call per COMPUTE_BATCH_ENTITIES entities) → for
+each chunk of ``online_store.chunk_size`` entities pack one row per entity and write it into
+a new version namespace, recording progress → check every row arrived → flip the live
 pointer atomically → remove old versions → publish a ``materialization`` artifact.
 
 A run that dies leaves the live version untouched. Re-running with the same as-of (``--as-of``
@@ -19,8 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -383,73 +382,13 @@ def _pack_chunk(
     return list(zip(store_keys, rows, strict=True))
 
 
-# -- partitioning the sources by chunk ---------------------------------------------------
-# compute_features loads each source whole for every call, and its cost grows faster than
-# linearly with the number of entities in one call. Materialize therefore splits the sources
-# once into per-chunk slices (only the rows of that chunk's entities) and runs the engine on
-# each slice: a feature of an entity depends only on that entity's rows, so the values are
-# the same, and memory and time per chunk stay bounded.
+# -- batching ---------------------------------------------------------------------------
+# One compute_features call per batch of up to this many entities (whole chunks): the engine
+# scales linearly with the entities in a call and keeps only the batch's entities' source
+# rows, so few large calls beat many small ones (each call reads the sources once); memory
+# holds one batch's feature rows.
 
-_CHUNK_COL = "__mlpipe_chunk"
-
-
-def _partition_sources(
-    config: PipelineConfig,
-    selected: Sequence[FeatureConfig],
-    entities: pl.DataFrame,
-    size: int,
-    workdir: Path,
-) -> dict[str, Path]:
-    """One Parquet per source, rows tagged with their entity's chunk and sorted by it."""
-    import polars as pl
-
-    from mlpipe_cli.io import scan_parquet
-
-    keys = list(config.entity_keys)
-    tagged = entities.with_columns(
-        (pl.int_range(pl.len(), dtype=pl.Int64) // size).alias(_CHUNK_COL)
-    )
-    out: dict[str, Path] = {}
-    for name in sorted({f.source for f in selected}):
-        source = config.sources[name]
-        src_keys = _source_keys(config, name)
-        lazy = scan_parquet(source.path)
-        schema = lazy.collect_schema()
-        if _CHUNK_COL in schema:
-            continue
-        try:
-            right = tagged.select(
-                *[pl.col(k).cast(schema[s]).alias(s) for k, s in zip(keys, src_keys, strict=True)],
-                _CHUNK_COL,
-            )
-            path = workdir / f"{len(out)}.parquet"
-            lazy.join(right.lazy(), on=src_keys, how="inner").sort(
-                _CHUNK_COL, maintain_order=True
-            ).sink_parquet(path, row_group_size=16_384, statistics=True)
-        except (pl.exceptions.PolarsError, OSError):
-            continue  # this source is read whole for every chunk instead (same values)
-        out[name] = path
-    return out
-
-
-def _chunk_config(
-    config: PipelineConfig, parts: dict[str, Path], index: int, workdir: Path
-) -> PipelineConfig:
-    import polars as pl
-
-    if not parts:
-        return config
-    sources = dict(config.sources)
-    for name, path in parts.items():
-        target = workdir / f"chunk-{index}-{path.name}"
-        (
-            pl.scan_parquet(path)
-            .filter(pl.col(_CHUNK_COL) == index)
-            .drop(_CHUNK_COL)
-            .sink_parquet(target)
-        )
-        sources[name] = sources[name].model_copy(update={"path": target})
-    return config.model_copy(update={"sources": sources})
+COMPUTE_BATCH_ENTITIES = 1_000_000
 
 
 # -- the run ----------------------------------------------------------------------------
@@ -559,41 +498,37 @@ def materialize(
     seconds_compute = seconds_write = 0.0
     if on_progress is not None and resumed_chunks:
         on_progress(min(total, resumed_chunks * size))
-    workdir = Path(tempfile.mkdtemp(prefix="mlpipe-materialize-"))
+    per_call = max(1, COMPUTE_BATCH_ENTITIES // size)  # chunks per compute_features call
     try:
-        t0 = time.perf_counter()
-        parts = (
-            _partition_sources(compute_config, selected, entities, size, workdir)
-            if chunks > 1
-            else {}
-        )
-        seconds_compute += time.perf_counter() - t0
-        for index in range(resumed_chunks, chunks):
+        for first in range(resumed_chunks, chunks, per_call):
+            last = min(chunks, first + per_call)
             t0 = time.perf_counter()
-            spine = entities.slice(index * size, size).with_columns(spine_time.alias(AS_OF_COLUMN))
-            out = compute_features(
-                _chunk_config(compute_config, parts, index, workdir),
-                spine,
+            spine = entities.slice(first * size, (last - first) * size)
+            computed = compute_features(
+                compute_config,
+                spine.with_columns(spine_time.alias(AS_OF_COLUMN)),
                 entity_keys=keys,
                 timestamp=AS_OF_COLUMN,
                 features=compute_names,
             )
-            for leftover in workdir.glob(f"chunk-{index}-*"):
-                leftover.unlink()
-            items = _pack_chunk(out, keys, names, event_cols, as_of_epoch)
-            del out, spine
-            t1 = time.perf_counter()
-            store.write_chunk(progress, items)
-            seconds_write += time.perf_counter() - t1
-            seconds_compute += t1 - t0
-            if on_progress is not None:
-                on_progress(len(items))
-            del items
+            del spine
+            seconds_compute += time.perf_counter() - t0
+            for index in range(first, last):
+                t0 = time.perf_counter()
+                out = computed.slice((index - first) * size, size)
+                items = _pack_chunk(out, keys, names, event_cols, as_of_epoch)
+                del out
+                t1 = time.perf_counter()
+                store.write_chunk(progress, items)
+                seconds_write += time.perf_counter() - t1
+                seconds_compute += t1 - t0
+                if on_progress is not None:
+                    on_progress(len(items))
+                del items
+            del computed
     except BaseException:
         ACTIVE_WRITES.discard(meta.version)
         raise
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
     t1 = time.perf_counter()
     final, removed = finish_version(store, meta, progress, expected=total)
     seconds_write += time.perf_counter() - t1
