@@ -107,7 +107,9 @@ def _json_float(value: float) -> float | str | None:
 
 
 def _num(value: Any) -> float:
-    """Inverse of _json_float for edges/quantiles read back from JSON."""
+    """Inverse of _json_float for edges/quantiles read back from JSON (None → NaN)."""
+    if value is None:  # a NaN quantile (-inf and +inf interpolated) is written as null
+        return math.nan
     if isinstance(value, str):
         return float(value)
     return float(value)

@@ -102,17 +102,20 @@ def scan_serving_log(log_dir: Path, start: datetime, end: datetime) -> pl.LazyFr
 PART_ROWS = 1 << 19
 
 
-def scan_parts(files: Sequence[Path], *, part_rows: int = PART_ROWS,
+def scan_parts(files: Sequence[Path], *, part_rows: int | None = None,
                predicate: pl.Expr | None = None) -> list[pl.LazyFrame]:
-    """Row slices of ≤ ``part_rows`` rows of each Parquet file (optionally filtered), with
-    every part given the union schema of all files (missing columns null, dtypes unified).
+    """Row slices of each Parquet file (optionally filtered), with every part given the union
+    schema of all files (missing columns null, dtypes unified).
 
-    ``compare_to_profile`` reads such parts one at a time, so memory stays bounded however
-    large the input; a slice of a Parquet scan reads only the row groups it needs.
+    By default a part is a run of whole row groups of ≤ ``PART_ROWS`` rows (a row group larger
+    than that is split into ``PART_ROWS`` slices): a slice of a Parquet scan decodes every row
+    group it touches, so slices that straddle row groups would decompress those twice.
+    ``part_rows`` instead cuts fixed slices of that many rows. ``compare_to_profile`` reads the
+    parts one at a time, so memory stays bounded however large the input.
     """
     import polars as pl
 
-    from mlpipe_cli.io import parquet_row_count, scan_parquet
+    from mlpipe_cli.io import scan_parquet
 
     scans = [scan_parquet(f) for f in files]
     if not scans:
@@ -130,15 +133,49 @@ def scan_parts(files: Sequence[Path], *, part_rows: int = PART_ROWS,
             for name, dtype in union.items()
             if name not in have or have[name] != dtype
         ]
-        rows = parquet_row_count(file)
-        for offset in range(0, max(rows, 1), part_rows):
-            part = lf.slice(offset, part_rows)
+        for offset, length in _slices(file, part_rows):
+            part = lf.slice(offset, length)
             if fix:
                 part = part.with_columns(fix)
             if predicate is not None:
                 part = part.filter(predicate)
             parts.append(part.select(list(union.names())))
     return parts
+
+
+def _slices(file: Path, part_rows: int | None) -> list[tuple[int, int]]:
+    """(offset, length) of the parts of one file; at least one part, even for 0 rows."""
+    from mlpipe_cli.io import parquet_row_count
+
+    if part_rows is not None:
+        rows = parquet_row_count(file)
+        return [(offset, part_rows) for offset in range(0, max(rows, 1), part_rows)]
+    out: list[tuple[int, int]] = []
+    start = size = 0
+    for group in parquet_row_groups(file):
+        if size and size + group > PART_ROWS:
+            out.append((start, size))
+            start, size = start + size, 0
+        if group > PART_ROWS:  # one huge row group: bounded slices of it
+            out += [(start + o, min(PART_ROWS, group - o)) for o in range(0, group, PART_ROWS)]
+            start += group
+        else:
+            size += group
+    if size or not out:
+        out.append((start, size if size else PART_ROWS))
+    return out
+
+
+def parquet_row_groups(path: Path) -> list[int]:
+    """Rows per row group of a Parquet file (InputError when it cannot be read)."""
+    import pyarrow.parquet as pq
+
+    try:
+        meta = pq.ParquetFile(path).metadata
+    except Exception as exc:  # pyarrow raises several types for bad files
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InputError(f"cannot read {path} as Parquet: {first}") from None
+    return [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
 
 
 def window_predicate(start: datetime, end: datetime) -> pl.Expr:
@@ -150,7 +187,7 @@ def window_predicate(start: datetime, end: datetime) -> pl.Expr:
 
 
 def serving_log_parts(log_dir: Path, start: datetime, end: datetime,
-                      *, part_rows: int = PART_ROWS) -> tuple[list[pl.LazyFrame], int]:
+                      *, part_rows: int | None = None) -> tuple[list[pl.LazyFrame], int]:
     """The serving-log window as parts for ``compare_to_profile``, and its row count."""
     rows = count_rows(scan_serving_log(log_dir, start, end))
     parts = scan_parts(serving_log_files(log_dir), part_rows=part_rows,
