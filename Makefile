@@ -13,7 +13,7 @@ test:
 	$(BIN)/python -m pytest -n 2 -q
 
 lint:
-	$(BIN)/ruff check mlpipe_cli tests benchmarks
+	$(BIN)/ruff check mlpipe_cli tests benchmarks scripts
 
 demo:
 	bash scripts/demo.sh
