@@ -15,6 +15,7 @@ to be equal there.
 Usage::
 
     .venv/bin/python benchmarks/bench_training_set.py --scale 0.05          # quick
+    .venv/bin/python benchmarks/bench_training_set.py --scale 0.5 --mlpipe-only
     flock /tmp/mlpipe-bench.lock .venv/bin/python benchmarks/bench_training_set.py --scale 1
 """
 
@@ -195,6 +196,7 @@ def measure(method: str, data: Path, out: Path, repeats: int) -> dict[str, float
     return {
         "seconds": statistics.median(r["seconds"] for r in runs),
         "peak_bytes": statistics.median(r["peak_bytes"] for r in runs),
+        "all": runs,
         "cpu_seconds": statistics.median(r["cpu_seconds"] for r in runs),
         "runs": len(runs),
     }
@@ -234,6 +236,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument(
+        "--mlpipe-only",
+        action="store_true",
+        help="time mlpipe alone at --scale (no pandas run, no comparison)",
+    )
+    parser.add_argument(
         "--child", nargs=3, metavar=("METHOD", "DATA", "OUT"), help=argparse.SUPPRESS
     )
     args = parser.parse_args()
@@ -242,6 +249,24 @@ def main() -> None:
         return
     pandas_scale = args.pandas_scale if args.pandas_scale is not None else min(args.scale, 0.25)
     import polars as pl
+
+    if args.mlpipe_only:
+        with tempfile.TemporaryDirectory(dir=args.workdir, prefix="bench-pit-") as tmp:
+            root = Path(tmp)
+            shape = generate(root / "data", args.scale)
+            print(f"polars {pl.__version__}, {os.cpu_count()} cpus; medians of {args.repeats} "
+                  f"runs; {shape['spine']:,} spine rows, {shape['entities']:,} entities, "
+                  f"{shape['events']:,} events, {len(FEATURES)} features (mlpipe only)")  # fmt: skip
+            ours = measure("mlpipe", root / "data", root / "ours.parquet", args.repeats)
+            print(report_line("mlpipe", shape["spine"], ours))
+            print("runs: " + "; ".join(
+                f"{r['seconds']:.2f} s, {r['peak_bytes'] / 2**30:.2f} GiB" for r in ours["all"]
+            ))  # fmt: skip
+            out_mem = pl.read_parquet(root / "ours.parquet").estimated_size()
+            print(f"output in memory {out_mem / 2**30:.2f} GiB; peak = "
+                  f"{ours['peak_bytes'] / out_mem:.2f}x output; load average "
+                  f"{os.getloadavg()[0]:.1f}")  # fmt: skip
+        return
 
     with tempfile.TemporaryDirectory(dir=args.workdir, prefix="bench-pit-") as tmp:
         root = Path(tmp)

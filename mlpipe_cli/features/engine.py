@@ -306,7 +306,9 @@ def _load_source(
                     f"source {name!r} column {col!r} has {nulls} null timestamp(s)",
                     hint="a row without a time cannot be placed in time; drop or fill them",
                 )
-    return frame.drop_nulls(ctx.keys)
+    if any(frame.get_column(k).null_count() for k in ctx.keys):
+        frame = frame.drop_nulls(ctx.keys)  # (a copy: only when there is something to drop)
+    return frame
 
 
 def _key_expr(name: str, col: str, dtype: pl.DataType, want: pl.DataType) -> pl.Expr:
@@ -414,29 +416,50 @@ def _timed_group(
         events = events.join(wanted, on=ctx.keys, how="semi", maintain_order="left")
     parts = max(1, -(-(slim.height + events.height) // PARTITION_ROWS))
     if parts == 1:
-        result = _timed_partition(ctx, slim, source, events, group, vcol, inclusive, type2)
-        return _spine_order(result, slim.height)
-    # Partition by a hash of the entity. Rather than copying every partition up front
-    # (partition_by), order row indices by partition once and gather one partition at a time,
-    # so only the current partition is ever copied.
+        box = [_timed_partition(ctx, slim, source, events, group, vcol, inclusive, type2)]
+        del events
+        return _spine_order(box, slim.height)
+    # Partition by a hash of the entity. The source rows are split into one separately
+    # allocated frame per partition, column by column while the whole table's columns are
+    # released, and each partition's rows are freed once it is computed: the source is never
+    # held twice, and what is left of it shrinks as the results grow. The spine (shared by
+    # every source) is gathered one partition at a time.
     part = pl.struct(ctx.keys).hash(seed=7) % parts
     spine_slices = _partition_slices(slim, part, parts)
     event_slices = _partition_slices(events, part, parts)
+    wanted = [p for p in range(parts) if spine_slices[p].len()]
+    box = [events]
+    del events  # _split_rows holds the only reference, so it can release columns as it goes
+    event_parts = _split_rows(box, [event_slices[p] for p in wanted])
+    del event_slices
     results = []
-    for p in range(parts):
+    for p in wanted:
         spine_p = slim.gather(spine_slices[p])
-        if spine_p.height == 0:
-            continue
-        events_p = events.gather(event_slices[p])
+        events_p = event_parts.pop(0)
         ctx.say(f"partition {p + 1}/{parts}")
         results.append(
             _timed_partition(ctx, spine_p, source, events_p, group, vcol, inclusive, type2)
         )
         del spine_p, events_p
-    del events
-    frame = pl.concat(results, rechunk=False)
+    box = [pl.concat(results, rechunk=False)]
     del results
-    return _spine_order(frame, slim.height)
+    return _spine_order(box, slim.height)
+
+
+def _split_rows(box: list[pl.DataFrame], slices: list[pl.Series]) -> list[pl.DataFrame]:
+    """``frame.gather(s)`` for each slice of the frame in ``box`` (taken out of it), built
+    column by column, releasing each of the frame's columns once it is gathered."""
+    frame = box.pop()
+    names = frame.columns
+    columns = frame.get_columns()
+    del frame
+    parts: list[list[pl.Series]] = [[] for _ in slices]
+    for _ in names:
+        column = columns.pop(0)
+        for cols, index in zip(parts, slices, strict=True):
+            cols.append(column.gather(index))
+        del column
+    return [pl.DataFrame(cols) for cols in parts]
 
 
 def _partition_slices(frame: pl.DataFrame, part: pl.Expr, parts: int) -> list[pl.Series]:
@@ -456,12 +479,13 @@ def _partition_slices(frame: pl.DataFrame, part: pl.Expr, parts: int) -> list[pl
     return slices
 
 
-def _spine_order(frame: pl.DataFrame, n: int) -> pl.DataFrame:
+def _spine_order(box: list[pl.DataFrame], n: int) -> pl.DataFrame:
     """Rows back in spine order via the inverse permutation of _ROW (O(n), no sort);
     raises if the rows are not exactly one per spine row. Gathers column by column,
     releasing each source column, so the result is never held twice."""
     import numpy as np
 
+    frame = box.pop()  # the only reference: columns are released as they are reordered
     rows = frame.get_column(_ROW).to_numpy()
     inverse = np.full(n, -1, dtype=np.int64)
     if rows.shape[0] == n:
@@ -472,6 +496,7 @@ def _spine_order(frame: pl.DataFrame, n: int) -> pl.DataFrame:
         )
     index = pl.Series(inverse)
     del rows, inverse
+    frame = frame.drop(_ROW)  # the row number is the position now
     columns = frame.get_columns()
     names = frame.columns
     del frame
@@ -769,7 +794,7 @@ def _run_cumsums(stage: pl.DataFrame, names: list[str]) -> pl.DataFrame:
         column = stage.get_column(name)
         dtype = column.dtype
         target = pl.Series("x", [], dtype).cum_sum().dtype
-        if target not in (pl.Float64, pl.Float32, pl.Int64, pl.Int32):
+        if target not in (pl.Float64, pl.Int64, pl.Int32):  # (Float32 sums differ)
             out.append(stage.select(pl.col(name).cum_sum().over(_GID)).to_series())
             continue
         values = column.cast(target).to_numpy()

@@ -383,10 +383,11 @@ def _pack_chunk(
 
 
 # -- batching ---------------------------------------------------------------------------
-# One compute_features call per batch of up to this many entities (whole chunks): the engine
-# scales linearly with the entities in a call and keeps only the batch's entities' source
-# rows, so few large calls beat many small ones (each call reads the sources once); memory
-# holds one batch's feature rows.
+# One compute_features call per batch of whole chunks: the engine scales linearly with the
+# entities in a call and keeps only the batch's entities' source rows, so few large calls
+# beat many small ones (each call reads the sources once). Batches start at one chunk and
+# double (the first rows are written, and progress shows, right away) up to this many
+# entities; memory holds one batch's feature rows.
 
 COMPUTE_BATCH_ENTITIES = 1_000_000
 
@@ -498,10 +499,14 @@ def materialize(
     seconds_compute = seconds_write = 0.0
     if on_progress is not None and resumed_chunks:
         on_progress(min(total, resumed_chunks * size))
-    per_call = max(1, COMPUTE_BATCH_ENTITIES // size)  # chunks per compute_features call
+    max_batch = max(1, COMPUTE_BATCH_ENTITIES // size)  # chunks per compute_features call
+    batches = []
+    first, batch = resumed_chunks, 1
+    while first < chunks:
+        batches.append((first, min(chunks, first + batch)))
+        first, batch = first + batch, min(max_batch, batch * 2)
     try:
-        for first in range(resumed_chunks, chunks, per_call):
-            last = min(chunks, first + per_call)
+        for first, last in batches:
             t0 = time.perf_counter()
             spine = entities.slice(first * size, (last - first) * size)
             computed = compute_features(
