@@ -463,20 +463,22 @@ def _split_rows(box: list[pl.DataFrame], slices: list[pl.Series]) -> list[pl.Dat
 
 
 def _partition_slices(frame: pl.DataFrame, part: pl.Expr, parts: int) -> list[pl.Series]:
-    """Row indices of each partition, in frame order (stable)."""
-    ids = frame.select(part.alias("p")).get_column("p")
-    order = ids.to_frame().select(pl.arg_sort_by("p", maintain_order=True)).get_column("p")
-    counts = ids.value_counts().sort("p")
-    sizes = dict(
-        zip(counts.get_column("p").to_list(), counts.get_column("count").to_list(), strict=True)
-    )
-    slices = []
-    offset = 0
-    for p in range(parts):
-        size = sizes.get(p, 0)
-        slices.append(order.slice(offset, size))
-        offset += size
-    return slices
+    """Row indices (UInt32 when they fit) of each partition, in frame order (stable).
+
+    The partition id is computed a slice of rows at a time and kept as UInt16, so the 64-bit
+    hashes and a whole-table sort never exist at once (they used to be the memory peak)."""
+    import numpy as np
+
+    step = 1 << 20
+    small = parts <= 1 << 16
+    ids = np.empty(frame.height, dtype=np.uint16 if small else np.uint32)
+    for offset in range(0, frame.height, step):
+        chunk = frame.slice(offset, step).select(
+            part.cast(pl.UInt16 if small else pl.UInt32).alias("p")
+        )
+        ids[offset : offset + chunk.height] = chunk.get_column("p").to_numpy()
+    index_type = np.uint32 if frame.height < 2**32 else np.int64
+    return [pl.Series(np.flatnonzero(ids == p).astype(index_type)) for p in range(parts)]
 
 
 def _spine_order(box: list[pl.DataFrame], n: int) -> pl.DataFrame:
