@@ -392,8 +392,10 @@ def _with_default(value: pl.Expr, feature: FeatureConfig, stale: pl.Expr | None 
 
 
 # Spine + source rows per partition; entities are hashed into partitions so the sort and
-# the working set stay small (and memory bounded) whatever the input size.
-PARTITION_ROWS = 1_000_000
+# the working set stay small (and memory bounded) whatever the input size. A partition's
+# working set is ~300 bytes per row (~0.3 GiB at 1M rows); each partition also costs ~60 ms
+# of fixed work. 500k: -0.1 GiB peak for +~4% time at 10M spine rows / 20M events.
+PARTITION_ROWS = 500_000
 # A spine with fewer rows than source rows / this keeps only its own entities' source rows.
 _FILTER_RATIO = 4
 
