@@ -150,6 +150,7 @@ class _NumericAcc:
         self.s1: list[float] = []
         self.s2: list[float] = []
         self.finite = 0
+        self.block = SORT_BLOCK
         self._buf = np.empty(0)
         self._tmp = np.empty(0)
 
@@ -174,11 +175,11 @@ class _NumericAcc:
         self.rows += n
         if n == 0:
             return
-        if len(self._buf) < min(n, SORT_BLOCK):
-            self._buf = np.empty(min(n, SORT_BLOCK), dtype=np.float64)
+        if len(self._buf) < min(n, self.block):
+            self._buf = np.empty(min(n, self.block), dtype=np.float64)
             self._tmp = np.empty_like(self._buf)
-        for start in range(0, n, SORT_BLOCK):
-            block = values[start : start + SORT_BLOCK]
+        for start in range(0, n, self.block):
+            block = values[start : start + self.block]
             m = len(block)
             s = self._buf[:m]
             np.copyto(s, block)
