@@ -490,17 +490,24 @@ def _spine_order(box: list[pl.DataFrame], n: int) -> pl.DataFrame:
     import numpy as np
 
     frame = box.pop()  # the only reference: columns are released as they are reordered
-    rows = frame.get_column(_ROW).to_numpy()
-    inverse = np.full(n, -1, dtype=np.int64)
-    if rows.shape[0] == n:
-        inverse[rows] = np.arange(n, dtype=np.int64)
-    if rows.shape[0] != n or (inverse < 0).any():
+    index_type = (pl.UInt32, np.uint32) if n < 2**32 else (pl.Int64, np.int64)
+    column = frame.get_column(_ROW)
+    ok = column.len() == n and (n == 0 or (column.min() >= 0 and column.max() < n))  # type: ignore[operator]
+    rows = column.cast(index_type[0]).to_numpy() if ok else None
+    frame = frame.drop(_ROW)  # the row number is the position now
+    del column
+    if rows is not None:
+        positions = np.arange(n, dtype=index_type[1])
+        inverse = np.empty(n, dtype=index_type[1])
+        inverse[rows] = positions
+        ok = bool((inverse[rows] == positions).all())  # every row exactly once
+        del positions
+    if rows is None or not ok:
         raise PointInTimeInvariantError(
-            f"internal error: {rows.shape[0]} feature rows do not map 1:1 onto {n} spine rows"
+            f"internal error: {frame.height} feature rows do not map 1:1 onto {n} spine rows"
         )
     index = pl.Series(inverse)
     del rows, inverse
-    frame = frame.drop(_ROW)  # the row number is the position now
     columns = frame.get_columns()
     names = frame.columns
     del frame
