@@ -235,12 +235,16 @@ class _NumericAcc:
         p_first = first / k
         p_last = last / k
         is_atom = last > first
-        # KS points: unique quantiles and, after each atom u, nextafter(u) (F̂ flat between).
+        # KS points: unique quantiles and, after each atom u, nextafter(u) (F̂ flat between)
+        # unless nextafter(u) is itself a quantile: values one ulp apart (cos/sin of "equal"
+        # angles, say) must not give one point two meanings.
         atoms_plus = np.nextafter(uniq[is_atom], np.inf)
+        keep = ~np.isin(atoms_plus, uniq)
+        atoms_plus = atoms_plus[keep]
         pts = np.concatenate([uniq, atoms_plus])
-        fl = np.concatenate([p_first, p_last[is_atom]])  # F̂ just left of the point
-        fr = np.concatenate([p_last, p_last[is_atom]])  # F̂ at the point
-        atom_flag = np.concatenate([is_atom, np.zeros(int(is_atom.sum()), dtype=bool)])
+        fl = np.concatenate([p_first, p_last[is_atom][keep]])  # F̂ just left of the point
+        fr = np.concatenate([p_last, p_last[is_atom][keep]])  # F̂ at the point
+        atom_flag = np.concatenate([is_atom, np.zeros(len(atoms_plus), dtype=bool)])
         order = np.argsort(pts, kind="stable")
         pts, fl, fr, atom_flag = pts[order], fl[order], fr[order], atom_flag[order]
         # A_i = fraction of current values < pts[i]: cumulative fine counts.
