@@ -154,6 +154,17 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def pid_alive(pid: int) -> bool:
+    """True when a process with this pid exists (used to spot writers that died)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def parquet_row_count(path: Path) -> int:
     import pyarrow.parquet as pq
 

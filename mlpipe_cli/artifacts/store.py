@@ -36,12 +36,13 @@ from typing import Any
 
 from mlpipe_cli import ARTIFACT_FORMAT_VERSION, __version__
 from mlpipe_cli.errors import ArtifactError, ArtifactNotFound, UsageError
+from mlpipe_cli.io import file_sha256 as sha256_file
+from mlpipe_cli.io import pid_alive
 
 MANIFEST = "manifest.json"
 LATEST = "LATEST"
 _VERSION_RE = re.compile(r"^(\d{4,})-([0-9a-f]{12})$")
 _KIND_RE = re.compile(r"^[a-z][a-z0-9_-]*$")
-_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -80,14 +81,6 @@ class VerifyResult:
     problems: list[str] = field(default_factory=list)
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def canonical_json(value: Any) -> bytes:
     """JSON with sorted keys and no whitespace: the form we hash."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str).encode()
@@ -101,16 +94,6 @@ def _library_versions() -> dict[str, str]:
         with contextlib.suppress(metadata.PackageNotFoundError):
             versions[dist] = metadata.version(dist)
     return versions
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _fsync_dir(path: Path) -> None:
@@ -429,7 +412,7 @@ class ArtifactStore:
         """Delete staging dirs left by publishers that died (their pid no longer runs)."""
         for entry in staging_root.iterdir():
             pid_text = entry.name.split("-", 1)[0]
-            if pid_text.isdigit() and not _pid_alive(int(pid_text)):
+            if pid_text.isdigit() and not pid_alive(int(pid_text)):
                 with contextlib.suppress(OSError):
                     self._remove_tree(entry)
 

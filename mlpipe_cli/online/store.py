@@ -24,6 +24,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import orjson
 
+from mlpipe_cli.io import pid_alive
 from mlpipe_cli.online.base import (
     Decoder,
     KeyNormalizer,
@@ -85,12 +86,8 @@ def owner_alive(progress: RunProgress, now: float | None = None) -> bool:
         pid = int(pid_text)
         if pid == os.getpid():
             return progress.version in ACTIVE_WRITES
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        if not pid_alive(pid):
             return False
-        except PermissionError:
-            return True
         return progress.lease_until > now
     return progress.lease_until > now
 
