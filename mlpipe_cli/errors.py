@@ -87,5 +87,8 @@ def exit_code_for(exc: BaseException) -> ExitCode:
     """Map any exception to the documented exit code (the single place that does)."""
     if isinstance(exc, MlpipeError):
         return exc.exit_code
+    if isinstance(exc, ConnectionError):
+        # A raw socket error that no adapter translated is still a service being unavailable.
+        return ExitCode.SERVICE_UNAVAILABLE
     # Unexpected exceptions are tool errors: never reported as a data failure or a pass.
     return ExitCode.USAGE

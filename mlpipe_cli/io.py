@@ -39,7 +39,7 @@ def resolve_parquet_files(path: Path | str) -> list[Path]:
             raise InputError(f"directory {path} contains no .parquet files")
         return files
     if not path.exists():
-        raise InputError(f"input file {path} not found", hint="check the path or --data flag")
+        raise InputError(f"input file {path} not found", hint="check the path")
     if not path.is_file():
         raise InputError(f"{path} is not a regular file")
     return [path]
@@ -95,6 +95,41 @@ def _first_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
+def prepare_output_path(path: Path | str) -> Path:
+    """Check an output path before writing: a file (or nothing) there, its directory creatable.
+
+    Refusing anything but a regular file matters when running as root: an atomic rename onto
+    ``/dev/null`` would replace the device.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_file():
+        what = "a directory" if path.is_dir() else "not a regular file"
+        raise InputError(f"output path {path} is {what}", hint="give the path of a file to write")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise InputError(
+            f"cannot create the output directory {path.parent}: a file is in the way"
+        ) from None
+    except PermissionError:
+        raise InputError(f"no permission to create the output directory {path.parent}") from None
+    return path
+
+
+def atomic_write_bytes(path: Path | str, data: bytes) -> Path:
+    """Write a file so readers see the old content or the new, never a torn one."""
+    path = prepare_output_path(path)
+    tmp = _temp_sibling(path)
+    try:
+        with tmp.open("wb") as handle:
+            handle.write(data)
+        _publish_file(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+    return path
+
+
 def _temp_sibling(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
 
@@ -115,8 +150,7 @@ def _publish_file(tmp: Path, path: Path) -> None:
 
 def write_parquet_atomic(frame: pl.DataFrame, path: Path | str, **options: Any) -> Path:
     """Write a DataFrame to Parquet via temp file + fsync + rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = prepare_output_path(path)
     tmp = _temp_sibling(path)
     try:
         frame.write_parquet(tmp, **{"compression": "zstd", "statistics": True, **options})
@@ -131,8 +165,7 @@ def sink_parquet_atomic(lazy: pl.LazyFrame, path: Path | str, **options: Any) ->
     """Stream a LazyFrame to Parquet via temp file + fsync + rename (bounded memory)."""
     import polars as pl
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = prepare_output_path(path)
     tmp = _temp_sibling(path)
     try:
         try:

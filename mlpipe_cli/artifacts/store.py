@@ -36,8 +36,8 @@ from typing import Any
 
 from mlpipe_cli import ARTIFACT_FORMAT_VERSION, __version__
 from mlpipe_cli.errors import ArtifactError, ArtifactNotFound, UsageError
+from mlpipe_cli.io import atomic_write_bytes, pid_alive
 from mlpipe_cli.io import file_sha256 as sha256_file
-from mlpipe_cli.io import pid_alive
 
 MANIFEST = "manifest.json"
 LATEST = "LATEST"
@@ -123,19 +123,19 @@ def _list_files(root: Path) -> list[str]:
     return sorted(f for f in files if f != MANIFEST)
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write a file so readers see the old content or the new, never a torn one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        with tmp.open("wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    finally:
-        tmp.unlink(missing_ok=True)
+def _content_hash(
+    kind: str, file_hashes: dict[str, str], *, config_hash: Any, inputs: Any, params: Any
+) -> str:
+    """The hash a version id is derived from: files, config, inputs, params — no clock."""
+    hashed = {
+        "format_version": ARTIFACT_FORMAT_VERSION,
+        "kind": kind,
+        "files": file_hashes,
+        "config_hash": config_hash,
+        "inputs": inputs,
+        "params": params,
+    }
+    return hashlib.sha256(canonical_json(hashed)).hexdigest()
 
 
 class ArtifactStore:
@@ -181,15 +181,13 @@ class ArtifactStore:
                 }
                 for name in _list_files(staging)
             }
-            hashed = {
-                "format_version": ARTIFACT_FORMAT_VERSION,
-                "kind": kind,
-                "files": {name: meta["sha256"] for name, meta in files.items()},
-                "config_hash": config_hash,
-                "inputs": inputs,
-                "params": params,
-            }
-            content_hash = hashlib.sha256(canonical_json(hashed)).hexdigest()
+            content_hash = _content_hash(
+                kind,
+                {name: meta["sha256"] for name, meta in files.items()},
+                config_hash=config_hash,
+                inputs=inputs,
+                params=params,
+            )
             with self._locked(kind_dir):
                 existing = self._find_by_content_hash(kind_dir, content_hash)
                 if existing is not None:
@@ -250,6 +248,10 @@ class ArtifactStore:
     def resolve(self, kind: str, ref: str | None = "latest") -> str:
         """Turn 'latest', a full id, a sequence number ('3', '0003') or a hash prefix into an id."""
         ref = (ref or "latest").strip()
+        if "/" in ref:
+            named_kind, _, ref = ref.partition("/")
+            if named_kind != kind:
+                raise UsageError(f"{named_kind}/{ref} is not a {kind} artifact")
         versions = self.versions(kind)
         if ref == "latest":
             latest = self.latest(kind)
@@ -385,7 +387,23 @@ class ArtifactStore:
 
     def _check_files(self, artifact: ArtifactVersion) -> list[str]:
         problems = []
-        expected = artifact.manifest.get("files", {})
+        manifest = artifact.manifest
+        expected = manifest.get("files", {})
+        # Recompute the content hash from the manifest, so editing a file AND its sha256 in
+        # the manifest is caught too: the id would no longer match the content.
+        recomputed = _content_hash(
+            artifact.kind,
+            {name: meta.get("sha256") for name, meta in expected.items()},
+            config_hash=manifest.get("config_hash"),
+            inputs=manifest.get("inputs"),
+            params=manifest.get("params"),
+        )
+        if recomputed != manifest.get("content_hash") or not artifact.version.endswith(
+            recomputed[:12]
+        ):
+            problems.append(
+                f"{MANIFEST} does not match version id {artifact.version} (manifest edited)"
+            )
         for name, meta in sorted(expected.items()):
             file_path = artifact.path / name
             if not file_path.is_file():

@@ -37,6 +37,13 @@ def list_artifacts(
     """
     out = Output.create(json_mode=json_output, quiet=quiet)
     store = run_context(config, artifact_dir).store
+    if kind and kind not in store.kinds():
+        from mlpipe_cli.errors import ArtifactNotFound
+
+        present = ", ".join(store.kinds()) or "none"
+        raise ArtifactNotFound(
+            f"no {kind!r} artifacts under {store.base} (kinds present: {present})"
+        )
     kinds = [kind] if kind else store.kinds()
     rows = []
     for k in kinds:
@@ -130,6 +137,11 @@ def verify_artifacts(
         results = [store.verify(artifact.kind, artifact.version)]
     else:
         results = store.verify_all()
+        if not results:
+            from mlpipe_cli.errors import ArtifactNotFound
+
+            # Verifying nothing must not pass a CI gate (a typo in --artifact-dir, say).
+            raise ArtifactNotFound(f"no artifacts to verify under {store.base}")
     bad = [r for r in results if not r.ok]
     out.result(
         {

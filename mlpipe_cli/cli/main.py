@@ -11,8 +11,8 @@ import sys
 import traceback
 from typing import Annotated
 
-import click
 import typer
+from typer._click import exceptions as click_exceptions  # Typer vendors click
 
 from mlpipe_cli import __version__
 from mlpipe_cli.cli import (
@@ -66,18 +66,19 @@ def _root(
     """mlpipe: ML data pipelines that fail loudly."""
 
 
+# In pipeline order, so `mlpipe --help` reads like the workflow.
 app.command("sample-data")(sample_data_cmd.sample_data)
-app.add_typer(artifacts_cmd.app, name="artifacts")
-app.command("fit")(fit_cmd.fit)
-app.command("transform")(transform_cmd.transform)
-app.command("export")(export_cmd.export)
-app.command("psi-report")(psi_report_cmd.psi_report)
-app.command("materialize")(materialize_cmd.materialize)
-app.command("serve")(serve_cmd.serve)
-app.add_typer(model_cmd.app, name="model")
 app.command("validate")(validate_cmd.validate)
 app.add_typer(schema_cmd.app, name="schema")
 app.command("training-set")(training_set_cmd.training_set)
+app.command("fit")(fit_cmd.fit)
+app.command("transform")(transform_cmd.transform)
+app.command("export")(export_cmd.export)
+app.command("materialize")(materialize_cmd.materialize)
+app.command("serve")(serve_cmd.serve)
+app.add_typer(model_cmd.app, name="model")
+app.command("psi-report")(psi_report_cmd.psi_report)
+app.add_typer(artifacts_cmd.app, name="artifacts")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -86,21 +87,25 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def run(argv: list[str] | None = None) -> int:
+    """Run the CLI and return the exit code; every error is one line on stderr."""
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args or os.environ.get("MLPIPE_DEBUG") == "1"
     args = [a for a in args if a != "--debug"]
     command = typer.main.get_command(app)
     try:
-        command.main(args=args, prog_name="mlpipe", standalone_mode=False)
-    except click.exceptions.Exit as exc:
+        # make_context + invoke rather than command.main(): main() turns Ctrl-C into a return
+        # value and a closed stdout into exit 1, and we own both decisions here.
+        with command.make_context("mlpipe", args) as ctx:
+            command.invoke(ctx)
+    except typer.Exit as exc:
         return int(exc.exit_code)
-    except click.ClickException as exc:
+    except click_exceptions.NoArgsIsHelpError as exc:
         exc.show(file=sys.stderr)
         return int(ExitCode.USAGE)
-    except click.exceptions.Abort:
-        sys.stderr.write("error: aborted\n")
-        return 130
-    except KeyboardInterrupt:
+    except click_exceptions.ClickException as exc:
+        sys.stderr.write(f"error: {_usage_message(exc)}\n")
+        return int(ExitCode.USAGE)
+    except (typer.Abort, KeyboardInterrupt, EOFError):
         sys.stderr.write("error: interrupted\n")
         return 130
     except MlpipeError as exc:
@@ -109,18 +114,36 @@ def run(argv: list[str] | None = None) -> int:
         sys.stderr.write(f"error: {exc}\n")
         return int(exc.exit_code)
     except BrokenPipeError:
-        # `mlpipe ... | head` closed stdout early: not an error of ours.
+        # `mlpipe ... | head` closed stdout early: not an error of ours. Point stdout at
+        # /dev/null so the interpreter's final flush does not fail either.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
         return 0
+    except OSError as exc:
+        if debug:
+            traceback.print_exc()
+        where = f": {exc.filename}" if getattr(exc, "filename", None) else ""
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        sys.stderr.write(f"error: {reason}{where}\n")
+        return int(exit_code_for(exc))
     except Exception as exc:
         if debug:
             traceback.print_exc()
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
         sys.stderr.write(
             f"error: unexpected {type(exc).__name__}: {message} "
             "(re-run with --debug for the traceback and please report it)\n"
         )
         return int(exit_code_for(exc))
     return 0
+
+
+def _usage_message(exc: click_exceptions.ClickException) -> str:
+    message = " ".join(exc.format_message().split())
+    ctx = getattr(exc, "ctx", None)
+    if ctx is not None:
+        return f"{message} (see '{ctx.command_path} --help')"
+    return message
 
 
 if __name__ == "__main__":
