@@ -1,4 +1,4 @@
-"""FittedTransform API behaviour (docs/INTERFACES.md §3): schema checks, column handling,
+"""FittedTransform API behaviour (docs/architecture.md §3): schema checks, column handling,
 online input normalisation, errors."""
 
 from __future__ import annotations

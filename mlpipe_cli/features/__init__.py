@@ -1,6 +1,6 @@
 """Point-in-time features: one definition feeds `training-set` (offline) and `materialize`.
 
-Public API (docs/INTERFACES.md §2)::
+Public API (docs/architecture.md §2)::
 
     from mlpipe_cli.features import compute_features, feature_names
 """

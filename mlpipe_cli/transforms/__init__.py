@@ -1,6 +1,6 @@
 """Fitted preprocessing: fit once, store the state as a verified artifact, apply it twice.
 
-Public API (docs/INTERFACES.md §3)::
+Public API (docs/architecture.md §3)::
 
     load_transform(store, ref="latest") -> FittedTransform
     FittedTransform.version / input_columns / input_schema / output_columns
