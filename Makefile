@@ -18,5 +18,14 @@ lint:
 demo:
 	bash scripts/demo.sh
 
+# Quick sizes (a few minutes in all); each script's defaults are the full-size runs in the README.
+bench:
+	$(BIN)/python benchmarks/bench_validate.py --quick
+	$(BIN)/python benchmarks/bench_training_set.py --scale 0.05
+	$(BIN)/python benchmarks/bench_transform.py --rows 500000
+	$(BIN)/python benchmarks/bench_materialize.py --entities 100000
+	$(BIN)/python benchmarks/bench_serve.py --quick
+	$(BIN)/python benchmarks/bench_psi.py --rows 1000000
+
 clean:
 	rm -rf $(VENV) artifacts data/sample .pytest_cache
