@@ -3,6 +3,7 @@ transform version, predictions equal to sklearn's own on the served vector."""
 
 from __future__ import annotations
 
+import json
 import pickle
 from pathlib import Path
 from typing import Any
@@ -151,3 +152,78 @@ def test_register_errors(
                   "-c", config)  # fmt: skip
     assert unknown.exit_code == 3
     assert "unknown transform artifact version" in unknown.stderr
+
+
+def test_register_refuses_non_models_and_publishes_nothing(
+    tmp_path: Path, sample_data_dir: Path, fitted_base: Path, cli: Any
+) -> None:
+    from sklearn.linear_model import LogisticRegression
+
+    config = make_project(tmp_path, sample_data_dir, fitted_base, materialize=False)
+    train_model(config, fitted_base, tmp_path / "model.joblib")
+    good = cli("model", "register", tmp_path / "model.joblib", "-c", config, "--json")
+    assert good.exit_code == 0, good.stderr
+    good_version = good.json()["model_version"]
+
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "empty.parquet").write_bytes(b"")
+    (bad / "garbage.joblib").write_bytes(b"PAR1 not a pickle at all")
+    joblib.dump({"weights": [1, 2, 3]}, bad / "dict.joblib")
+    narrow = LogisticRegression().fit(np.asarray([[0.0], [1.0]]), [0, 1])
+    joblib.dump(narrow, bad / "narrow.joblib")
+    cases = {
+        "empty.parquet": (3, "is empty (0 bytes)"),
+        "garbage.joblib": (3, "cannot be loaded: "),
+        "dict.joblib": (3, "has no predict_proba, decision_function or predict method"),
+        "narrow.joblib": (3, "expects 1 features but transform"),
+    }
+    for name, (code, message) in cases.items():
+        result = cli("model", "register", bad / name, "--artifact", "latest", "-c", config)
+        assert result.exit_code == code, (name, result.stderr)
+        assert message in result.stderr, (name, result.stderr)
+        assert "Traceback" not in result.stderr
+        error_line = next(line for line in result.stderr.splitlines() if line.startswith("error"))
+        assert not error_line.rstrip().endswith(":"), error_line
+    directory = cli("model", "register", bad, "-c", config)
+    assert directory.exit_code == 2
+    assert "is a directory" in directory.stderr
+    assert "not found" not in directory.stderr
+
+    listed = cli("model", "list", "-c", config, "--json").json()["models"]
+    assert [(m["version"], m["latest"]) for m in listed] == [(good_version, True)]
+
+
+def test_cannot_be_loaded_message_is_never_empty(
+    tmp_path: Path, sample_data_dir: Path, fitted_base: Path
+) -> None:
+    """A registered artifact that fails to unpickle at serve time (e.g. written by an older
+    mlpipe) says what failed, not a bare `EOFError: `."""
+    from mlpipe_cli.errors import ArtifactError
+    from mlpipe_cli.serving.model import MODEL_KIND, describe_exc, load_model
+
+    assert describe_exc(EOFError()) == "EOFError: EOFError()"
+    assert describe_exc(ValueError("bad\nthing")) == "ValueError: bad thing"
+    config = make_project(tmp_path, sample_data_dir, fitted_base, materialize=False)
+    store = ArtifactStore(config.parent / "artifacts", "churn")
+    transform = load_transform(store)
+    from mlpipe_cli.artifacts import sha256_file
+
+    empty = tmp_path / "empty.joblib"
+    empty.write_bytes(b"")
+    binding = {
+        "transform_version": transform.version,
+        "transform_content_hash": store.get("transform", transform.version).content_hash,
+        "output_columns": list(transform.output_columns),
+        "model_sha256": sha256_file(empty),
+    }
+
+    def write(staging: Path) -> None:
+        (staging / "model.joblib").write_bytes(b"")
+        (staging / "binding.json").write_text(json.dumps(binding))
+
+    version = store.publish(MODEL_KIND, write).version.version
+    with pytest.raises(ArtifactError) as err:
+        load_model(store, version, transform_version=transform.version)
+    message = str(err.value)
+    assert "cannot be loaded: EOFError: EOFError()" in message, message

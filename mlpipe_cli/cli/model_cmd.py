@@ -26,7 +26,9 @@ app = typer.Typer(
 
 @app.command("register")
 def register(
-    model_file: Annotated[Path, typer.Argument(help="A joblib file (e.g. a fitted sklearn model).")],
+    model_file: Annotated[
+        Path, typer.Argument(help="A joblib file (e.g. a fitted sklearn model).")
+    ],
     artifact: Annotated[
         str,
         typer.Option(
@@ -40,10 +42,14 @@ def register(
 ) -> None:
     """Copy a joblib model into the artifact store (kind `model`), bound to a transform version.
 
-    The file is copied byte for byte with its sha256; it is not unpickled here. `mlpipe serve`
-    checks the hash before loading it and refuses a model bound to another transform version.
-    SECURITY: joblib/pickle files execute code when loaded: register only files you trust like
-    code. Exit 3 when the transform version does not exist or fails verification.
+    The file must be a regular, non-empty file. It is loaded once here to check it has a
+    predict_proba/decision_function/predict method and, when it records n_features_in_, takes
+    the transform version's output width; nothing is published unless it passes. It is copied
+    byte for byte with its sha256; `mlpipe serve` checks the hash before loading it and refuses
+    a model bound to another transform version. SECURITY: joblib/pickle files execute code when
+    loaded: registering is your act of trust; register only files you trust like code.
+    Exit 2: path missing, a directory, or unreadable. Exit 3: not a usable model, or the
+    transform version does not exist or fails verification.
 
     Example: mlpipe model register model.joblib --artifact 0001-3f2a9c0d1e4b -c configs/example.yaml
     """
