@@ -314,7 +314,9 @@ def test_sqlite_every_endpoint_cold_start_and_sigterm_flushes_the_log(
     assert cold["features"]["country"] == "US"  # serving.cold_start
     assert_close(
         cold["vector"],
-        batch_vector(tmp_path / "artifacts", cold["features"], fitted_base / "training_set.parquet"),
+        batch_vector(
+            tmp_path / "artifacts", cold["features"], fitted_base / "training_set.parquet"
+        ),
     )
 
     # POST /features: order kept, one result per entity, cold start per entity
@@ -387,7 +389,11 @@ def test_sqlite_every_endpoint_cold_start_and_sigterm_flushes_the_log(
     log = read_log(log_dir)
     assert log.height == 5
     assert log["entity"].to_list() == [
-        f"[{ids[0]}]", f"[{UNKNOWN}]", f"[{ids[1]}]", f"[{UNKNOWN}]", f"[{ids[2]}]"
+        f"[{ids[0]}]",
+        f"[{UNKNOWN}]",
+        f"[{ids[1]}]",
+        f"[{UNKNOWN}]",
+        f"[{ids[2]}]",
     ]
     assert log["cold_start"].to_list() == [False, True, False, True, False]
     assert log["endpoint"].to_list() == ["/features/{entity_id}"] * 2 + ["/features"] * 3
@@ -472,6 +478,17 @@ def test_redis_outage_gives_503_and_recovers_without_restart(
     # Redis comes back (empty: no persistence) and is materialized again: the same server
     # process recovers by itself and serves the new store version.
     redis_server.start()
+    # reachable but empty: not ready (503 with a JSON reason), exactly like /features
+    deadline = time.monotonic() + 10
+    while True:
+        empty = srv.get("/readyz")
+        assert empty.status_code == 503, empty.text
+        assert empty.json()["status"] == "not_ready"
+        if "no live materialized version" in empty.json()["reason"]:
+            break
+        assert time.monotonic() < deadline, empty.text
+        time.sleep(0.05)
+    assert srv.get(f"/features/{ids[0]}").status_code == 503
     materialize_store(config)
     deadline = time.monotonic() + 10
     while srv.get("/readyz").status_code != 200:
@@ -480,7 +497,8 @@ def test_redis_outage_gives_503_and_recovers_without_restart(
     after = srv.get(f"/features/{ids[0]}")
     assert after.status_code == 200
     assert after.json()["features"] == {
-        **before.json()["features"], "label_ts": after.json()["features"]["label_ts"]
+        **before.json()["features"],
+        "label_ts": after.json()["features"]["label_ts"],
     }
     assert after.json()["store_version"] != before.json()["store_version"]
 

@@ -231,9 +231,7 @@ class FeatureService:
             raise ServiceUnavailable(str(exc)) from None
         except Exception as exc:  # a client library error the store did not wrap
             self._store_error()
-            raise ServiceUnavailable(
-                f"online store error: {type(exc).__name__}: {exc}"
-            ) from None
+            raise ServiceUnavailable(f"online store error: {type(exc).__name__}: {exc}") from None
 
     def _store_error(self) -> None:
         if self.metrics is not None:
@@ -305,8 +303,19 @@ class FeatureService:
             raise ServiceUnavailable(f"online store error: {type(exc).__name__}: {exc}") from None
 
     def ping(self) -> None:
+        """Ready = the store answers AND has a live version this transform can read.
+
+        ServiceUnavailable when the store is down or reachable but empty (e.g. Redis
+        restarted without persistence); StoreIncompatible when the live version cannot be read.
+        """
         self._store_call_raw(self.store.ping)
-        if self._incompatible is not None:
+        meta = self._store_call_raw(self.store.live_metadata)
+        if meta is None:
+            raise ServiceUnavailable(
+                "the online store has no live materialized version",
+                hint="run `mlpipe materialize`",
+            )
+        if self._incompatible is not None or meta.version != self._checked_version:
             self._recheck(None)
 
 
@@ -356,8 +365,7 @@ def check_compatibility(
         raise ArtifactError(
             f"transform {transform.version} cannot transform the cold-start record of store "
             f"version {metadata.version}: {type(exc).__name__}: {exc}",
-            hint="set serving.cold_start values of the right type, or check the feature "
-            "defaults",
+            hint="set serving.cold_start values of the right type, or check the feature defaults",
         ) from None
     if len(vector) != len(transform.output_columns):
         raise ArtifactError(
@@ -430,9 +438,7 @@ def build_runtime(
     resolved_log_dir = None
     if enabled:
         resolved_log_dir = Path(
-            log_dir
-            or serving.log_dir
-            or Path(artifact_dir) / config.pipeline / "serving-logs"
+            log_dir or serving.log_dir or Path(artifact_dir) / config.pipeline / "serving-logs"
         )
         try:
             resolved_log_dir.mkdir(parents=True, exist_ok=True)
