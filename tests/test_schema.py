@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 
 import pandera.polars as pa
@@ -40,7 +41,16 @@ def config_path(tmp_path: Path, data: dict[str, Path]) -> Path:
 
 def test_infer_proposes_a_contract_the_data_passes(cli, tmp_path, data) -> None:
     out = tmp_path / "proposal.yaml"
-    result = cli("schema", "infer", "--data", data["clean"] / "users.parquet", "--source", "users", "--out", out)
+    result = cli(
+        "schema",
+        "infer",
+        "--data",
+        data["clean"] / "users.parquet",
+        "--source",
+        "users",
+        "--out",
+        out,
+    )
     assert result.exit_code == 0, result.stderr
     proposal = yaml.safe_load(out.read_text())
     columns = proposal["users"]["columns"]
@@ -76,12 +86,22 @@ def test_snapshot_is_idempotent_and_diff_against_it(cli, tmp_path, config_path) 
     result = cli("schema", "diff", "-c", config_path, "--json")
     assert result.exit_code == 1
     changes = {(c["column"], c["change"]): c["classification"] for c in result.json()["changes"]}
-    assert changes == {("revenue", "range_narrowed"): "breaking", ("coupon", "column_added"): "compatible"}
+    assert changes == {
+        ("revenue", "range_narrowed"): "breaking",
+        ("coupon", "column_added"): "compatible",
+    }
     snapshot_version = first.json()["version"]
     artifact = tmp_path / "artifacts" / "churn" / "schema" / snapshot_version
     # a pandera schema per source travels with the snapshot and loads back
     loaded = pa.DataFrameSchema.from_yaml((artifact / "orders.pandera.yaml").read_text())
-    assert set(loaded.columns) == {"order_id", "user_id", "order_ts", "revenue", "product_id", "channel"}
+    assert set(loaded.columns) == {
+        "order_id",
+        "user_id",
+        "order_ts",
+        "revenue",
+        "product_id",
+        "channel",
+    }
 
 
 def _source(**columns) -> dict:  # type: ignore[no-untyped-def]
@@ -106,19 +126,31 @@ BASE = {
     ("edit", "expected"),
     [
         (lambda c: c.pop("note"), [("note", "column_removed", True)]),
-        (lambda c: c.__setitem__("userId", c.pop("user_id")), [("user_id", "column_renamed", True)]),
+        (
+            lambda c: c.__setitem__("userId", c.pop("user_id")),
+            [("user_id", "column_renamed", True)],
+        ),
         (lambda c: c["id"].__setitem__("dtype", "int64"), [("id", "dtype_widened", False)]),
         (lambda c: c["id"].__setitem__("dtype", "string"), [("id", "dtype_changed", True)]),
-        (lambda c: c["amount"].__setitem__("dtype", "float32"), [("amount", "dtype_changed", True)]),
+        (
+            lambda c: c["amount"].__setitem__("dtype", "float32"),
+            [("amount", "dtype_changed", True)],
+        ),
         (lambda c: c["note"].__setitem__("nullable", False), [("note", "nullable_removed", True)]),
         (lambda c: c["id"].__setitem__("nullable", True), [("id", "nullable_allowed", False)]),
         (lambda c: c["kind"].__setitem__("allowed", ["a"]), [("kind", "allowed_narrowed", True)]),
-        (lambda c: c["kind"].__setitem__("allowed", ["a", "b", "c"]), [("kind", "allowed_widened", False)]),
+        (
+            lambda c: c["kind"].__setitem__("allowed", ["a", "b", "c"]),
+            [("kind", "allowed_widened", False)],
+        ),
         (lambda c: c["amount"].__setitem__("max", 50), [("amount", "range_narrowed", True)]),
         (lambda c: c["amount"].__setitem__("max", 500), [("amount", "range_widened", False)]),
         (lambda c: c["amount"].pop("min"), [("amount", "range_widened", False)]),
         (lambda c: c["amount"].__setitem__("gt", 0), [("amount", "range_narrowed", True)]),
-        (lambda c: c.__setitem__("extra", {"dtype": "int64", "nullable": True}), [("extra", "column_added", False)]),
+        (
+            lambda c: c.__setitem__("extra", {"dtype": "int64", "nullable": True}),
+            [("extra", "column_added", False)],
+        ),
         (lambda c: c.__setitem__("extra", {"dtype": "int64"}), [("extra", "column_added", True)]),
         (lambda c: c["note"].__setitem__("regex", "x+"), [("note", "regex_changed", True)]),
     ],
@@ -155,12 +187,18 @@ def test_diff_between_two_files_exit_codes(cli, tmp_path) -> None:
         ("bad-dtype", "users", [("age", "dtype_changed")]),
     ],
 )
-def test_diff_data_against_the_saved_contract(cli, config_path, data, fault, source, expected) -> None:
+def test_diff_data_against_the_saved_contract(
+    cli, config_path, data, fault, source, expected
+) -> None:
     assert cli("schema", "snapshot", "-c", config_path).exit_code == 0
     result = cli("schema", "diff", "-c", config_path, "--data", data[fault] / f"{source}.parquet",
                  "--source", source, "--json")  # fmt: skip
     assert result.exit_code == (1 if expected else 0)
-    got = [(c["column"], c["change"]) for c in result.json()["changes"] if c["classification"] == "breaking"]
+    got = [
+        (c["column"], c["change"])
+        for c in result.json()["changes"]
+        if c["classification"] == "breaking"
+    ]
     assert got == expected
     if fault == "renamed-column":
         assert "found 'userId' — renamed upstream?" in result.json()["changes"][0]["detail"]
@@ -178,7 +216,10 @@ def test_export_pandera_round_trip_agrees_with_validate(cli, tmp_path, config_pa
     with pytest.raises(pa.errors.SchemaErrors):  # age stored as strings
         schema.validate(pl.read_parquet(data["bad-dtype"] / "users.parquet"), lazy=True)
     orders = tmp_path / "orders.yaml"
-    assert cli("schema", "export", "--source", "orders", "-c", config_path, "--out", orders).exit_code == 0
+    assert (
+        cli("schema", "export", "--source", "orders", "-c", config_path, "--out", orders).exit_code
+        == 0
+    )
     schema = pa.DataFrameSchema.from_yaml(orders.read_text())
     schema.validate(pl.read_parquet(data["clean"] / "orders.parquet"))
     with pytest.raises(pa.errors.SchemaErrors) as caught:  # negative revenue
@@ -197,3 +238,32 @@ def test_help_has_examples(cli) -> None:
         result = cli(*command, "--help")
         assert result.exit_code == 0
         assert "Example: mlpipe " in result.stdout
+
+
+def test_export_json_and_artifact_dir_and_infer_accepts_shared_options(
+    cli, tmp_path, config_path, data
+) -> None:
+    out = tmp_path / "users.yaml"
+    written = cli("schema", "export", "--source", "users", "-c", config_path, "--artifact-dir",
+                  tmp_path / "elsewhere", "--out", out, "--json")  # fmt: skip
+    assert written.exit_code == 0, written.stderr
+    assert written.json() == {"format": "pandera", "sources": ["users"], "files": [str(out)]}
+    printed = cli("schema", "export", "--format", "json", "--source", "users", "-c", config_path,
+                  "--json")  # fmt: skip
+    assert printed.exit_code == 0, printed.stderr
+    doc = printed.json()
+    assert doc["files"] == []
+    assert doc["sources"] == ["users"]
+    assert list(json.loads(doc["content"])["sources"]) == ["users"]
+    quiet = cli("schema", "export", "--source", "users", "-c", config_path, "--out",
+                tmp_path / "q.yaml", "-q")  # fmt: skip
+    assert quiet.exit_code == 0
+    assert quiet.stdout == ""
+    assert quiet.stderr == ""
+
+    inferred = cli("schema", "infer", "--data", data["clean"] / "users.parquet", "--source",
+                   "users", "-c", tmp_path / "no-such.yaml", "--artifact-dir", tmp_path / "a",
+                   "--json")  # fmt: skip
+    assert inferred.exit_code == 0, inferred.stderr
+    assert inferred.json()["source"] == "users"
+    assert not (tmp_path / "a").exists()

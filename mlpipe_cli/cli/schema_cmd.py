@@ -27,18 +27,27 @@ app = typer.Typer(
 @app.command("infer")
 def infer(
     data: Annotated[Path, typer.Option("--data", help="Parquet file, directory or glob.")],
-    source: Annotated[str, typer.Option("--source", help="Name for the proposed source.")] = "source",
+    source: Annotated[
+        str, typer.Option("--source", help="Name for the proposed source.")
+    ] = "source",
     out: Annotated[Path | None, typer.Option("--out", help="Write the YAML here.")] = None,
     max_allowed: Annotated[
-        int, typer.Option("--max-allowed", help="Propose `allowed` for string columns with at "
-                          "most this many distinct values.")
+        int,
+        typer.Option(
+            "--max-allowed",
+            help="Propose `allowed` for string columns with at most this many distinct values.",
+        ),
     ] = 20,
+    config: ConfigOption = DEFAULT_CONFIG,
+    artifact_dir: ArtifactDirOption = None,
     json_output: JsonOption = False,
     quiet: QuietOption = False,
 ) -> None:
     """Propose a column contract (dtypes, nullability, observed ranges, small value sets).
 
-    Prints YAML to paste under `sources:` in the config (or writes it with --out).
+    Prints YAML to paste under `sources:` in the config (or writes it with --out). Works from
+    --data alone: -c/--config and --artifact-dir are accepted (like every subcommand) but
+    not read, so no config file is needed.
 
     Example: mlpipe schema infer --data data/sample/orders.parquet --source orders
     """
@@ -74,21 +83,33 @@ def snapshot(
     ctx = run_context(config, artifact_dir)
     version, created = take_snapshot(ctx.store, ctx.config)
     output.result(
-        {"kind": "schema", "version": version, "created": created,
-         "sources": sorted(ctx.config.sources)},
+        {
+            "kind": "schema",
+            "version": version,
+            "created": created,
+            "sources": sorted(ctx.config.sources),
+        },
         f"schema {version}" + ("" if created else " (unchanged; already published)"),
     )
 
 
 @app.command("diff")
 def diff(
-    old: Annotated[str | None, typer.Argument(help="Old contract: schema version, 'latest', "
-                                               "contract.json or pipeline YAML.")] = None,
-    new: Annotated[str | None, typer.Argument(help="New contract (default: the current config).")] = None,
+    old: Annotated[
+        str | None,
+        typer.Argument(
+            help="Old contract: schema version, 'latest', contract.json or pipeline YAML."
+        ),
+    ] = None,
+    new: Annotated[
+        str | None, typer.Argument(help="New contract (default: the current config).")
+    ] = None,
     data: Annotated[
         Path | None, typer.Option("--data", help="Compare this data against the contract instead.")
     ] = None,
-    source: Annotated[str | None, typer.Option("--source", help="Source the --data belongs to.")] = None,
+    source: Annotated[
+        str | None, typer.Option("--source", help="Source the --data belongs to.")
+    ] = None,
     config: ConfigOption = DEFAULT_CONFIG,
     artifact_dir: ArtifactDirOption = None,
     json_output: JsonOption = False,
@@ -125,7 +146,9 @@ def diff(
         if name is None:
             raise UsageError(f"--data needs --source (contract has {', '.join(sorted(sources))})")
         if name not in sources:
-            raise UsageError(f"source {name!r} is not in {label} (has: {', '.join(sorted(sources))})")
+            raise UsageError(
+                f"source {name!r} is not in {label} (has: {', '.join(sorted(sources))})"
+            )
         changes = diff_data(name, sources[name], observe(scan_parquet(data)))
         old_label, new_label = label, str(data)
     else:
@@ -139,17 +162,23 @@ def diff(
         changes = diff_contracts(old_doc, new_doc)
     breaking = [c for c in changes if c.breaking]
     output.result(
-        {"old": old_label, "new": new_label, "breaking": len(breaking),
-         "compatible": len(changes) - len(breaking),
-         "changes": [c.to_dict() for c in changes]}
+        {
+            "old": old_label,
+            "new": new_label,
+            "breaking": len(breaking),
+            "compatible": len(changes) - len(breaking),
+            "changes": [c.to_dict() for c in changes],
+        }
     )
     output.line(f"{old_label} -> {new_label}: {len(breaking)} breaking, "
                 f"{len(changes) - len(breaking)} compatible")  # fmt: skip
     if changes:
         output.table(
             ["classification", "source", "column", "change", "detail"],
-            [["BREAKING" if c.breaking else "compatible", c.source, c.column, c.change, c.detail]
-             for c in changes],
+            [
+                ["BREAKING" if c.breaking else "compatible", c.source, c.column, c.change, c.detail]
+                for c in changes
+            ],
         )
     if breaking:
         raise DataCheckFailed(
@@ -160,12 +189,16 @@ def diff(
 
 @app.command("export")
 def export(
-    fmt: Annotated[str, typer.Option("--format", help="pandera (YAML) or json (mlpipe contract).")] = "pandera",
+    fmt: Annotated[
+        str, typer.Option("--format", help="pandera (YAML) or json (mlpipe contract).")
+    ] = "pandera",
     source: Annotated[str | None, typer.Option("--source", help="Export only this source.")] = None,
     out: Annotated[
         Path | None, typer.Option("--out", help="File (one source) or directory (several).")
     ] = None,
     config: ConfigOption = DEFAULT_CONFIG,
+    artifact_dir: ArtifactDirOption = None,
+    json_output: JsonOption = False,
     quiet: QuietOption = False,
 ) -> None:
     """Export a source's contract as a pandera YAML schema (or the mlpipe JSON contract).
@@ -173,6 +206,9 @@ def export(
     The pandera file loads with pandera.polars.DataFrameSchema.from_yaml; regexes are
     anchored ^(?:...)$ so they keep their full-match meaning. SQL row checks, severities and
     tolerances cannot be expressed in pandera and are listed in the file's header comment.
+
+    With --json, stdout carries one JSON document: {"format", "sources", "files"} plus
+    "content" (the exported text) when there is no --out.
 
     Example: mlpipe schema export --format pandera --source orders --out orders.yaml
     """
@@ -183,8 +219,8 @@ def export(
     from mlpipe_cli.schema.contract import contract_document
     from mlpipe_cli.schema.pandera_io import export_yaml
 
-    output = Output.create(quiet=quiet)
-    cfg = run_context(config, None).config
+    output = Output.create(json_mode=json_output, quiet=quiet)
+    cfg = run_context(config, artifact_dir).config
     if fmt not in ("pandera", "json"):
         raise UsageError(f"--format must be pandera or json, got {fmt!r}")
     names = [source] if source else sorted(cfg.sources)
@@ -208,12 +244,20 @@ def export(
             text = json.dumps(contract_document(cfg), indent=2, sort_keys=True) + "\n"
         else:
             text = render(names[0])
-        typer.echo(text, nl=False)
+        if json_output:
+            output.emit_json({"format": fmt, "sources": names, "files": [], "content": text})
+        else:  # the exported text is the output itself: printed even with -q
+            typer.echo(text, nl=False)
         return
+    written: list[str] = []
     if len(names) == 1 and out.suffix in (".yaml", ".yml", ".json"):
         atomic_write_bytes(out, render(names[0]).encode())
-        output.info(f"wrote {out}")
-        return
-    for name in names:
-        atomic_write_bytes(out / f"{name}{suffix}", render(name).encode())
-        output.info(f"wrote {out / (name + suffix)}")
+        written.append(str(out))
+    else:
+        for name in names:
+            atomic_write_bytes(out / f"{name}{suffix}", render(name).encode())
+            written.append(str(out / (name + suffix)))
+    if not json_output:
+        for path in written:
+            output.info(f"wrote {path}")
+    output.result({"format": fmt, "sources": names, "files": written})
