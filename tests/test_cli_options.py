@@ -9,10 +9,6 @@ import typer
 
 from mlpipe_cli.cli.main import app
 
-# Commands that do not take the shared options yet, each a known defect outside this test's
-# files. Strict: a command listed here that gains the options fails the test until removed.
-KNOWN_GAPS = {("sample-data",)}
-
 
 def leaf_commands() -> list[tuple[str, ...]]:
     def walk(command: Any, path: tuple[str, ...]) -> list[tuple[str, ...]]:
@@ -37,4 +33,4 @@ def test_every_leaf_command_help_lists_config_and_artifact_dir(cli: Any) -> None
         absent = [o for o in ("-c,", "--config", "--artifact-dir") if o not in result.stdout]
         if absent:
             missing[path] = absent
-    assert set(missing) == KNOWN_GAPS, missing
+    assert missing == {}

@@ -7,7 +7,14 @@ from typing import Annotated
 
 import typer
 
-from mlpipe_cli.cli.common import JsonOption, Output, QuietOption
+from mlpipe_cli.cli.common import (
+    DEFAULT_CONFIG,
+    ArtifactDirOption,
+    ConfigOption,
+    JsonOption,
+    Output,
+    QuietOption,
+)
 
 
 def sample_data(
@@ -25,10 +32,15 @@ def sample_data(
             help="Inject a fault: renamed-column, out-of-range, drift, bad-dtype (repeatable).",
         ),
     ] = None,
+    config: ConfigOption = DEFAULT_CONFIG,
+    artifact_dir: ArtifactDirOption = None,
     json_output: JsonOption = False,
     quiet: QuietOption = False,
 ) -> None:
     """Write a synthetic e-commerce data set (users, orders, products, embeddings, labels).
+
+    Like every subcommand it accepts -c/--config and --artifact-dir, but it reads neither: the
+    data set depends only on --rows, --seed and --fault.
 
     Example: mlpipe sample-data --out data/sample --rows 100000 --seed 42 --fault drift
     """
