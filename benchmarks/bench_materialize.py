@@ -182,9 +182,7 @@ def packed_rows(config, chunk: int) -> tuple[list[list[tuple[str, bytes]]], list
     from mlpipe_cli.features.engine import compute_features
     from mlpipe_cli.online.materialize import (
         AS_OF_COLUMN,
-        _chunk_config,
         _pack_chunk,
-        _partition_sources,
         _spine_time,
         list_entities,
         select_features,
@@ -193,23 +191,17 @@ def packed_rows(config, chunk: int) -> tuple[list[list[tuple[str, bytes]]], list
     selected = select_features(config, None)
     names = [f.name for f in selected]
     entities = list_entities(config, selected, AS_OF)
-    spine_time = _spine_time(config, selected, AS_OF)
-    workdir = Path(tempfile.mkdtemp(prefix="bench-parts-"))
-    parts = _partition_sources(config, selected, entities, chunk, workdir)
+    spine = entities.with_columns(_spine_time(config, selected, AS_OF).alias(AS_OF_COLUMN))
+    # One engine call for every entity (it scales linearly), then packed chunk by chunk.
+    out = compute_features(config, spine, entity_keys=["entity_id"], timestamp=AS_OF_COLUMN)
     chunks = []
     pack_seconds = 0.0
-    for index, start in enumerate(range(0, entities.height, chunk)):
-        spine = entities.slice(start, chunk).with_columns(spine_time.alias(AS_OF_COLUMN))
-        out = compute_features(
-            _chunk_config(config, parts, index, workdir),
-            spine,
-            entity_keys=["entity_id"],
-            timestamp=AS_OF_COLUMN,
-        )
+    for start in range(0, out.height, chunk):
         t0 = time.perf_counter()
-        chunks.append(_pack_chunk(out, ["entity_id"], names, [], AS_OF.timestamp()))
+        chunks.append(
+            _pack_chunk(out.slice(start, chunk), ["entity_id"], names, [], AS_OF.timestamp())
+        )
         pack_seconds += time.perf_counter() - t0
-    shutil.rmtree(workdir, ignore_errors=True)
     return chunks, names, pack_seconds
 
 
