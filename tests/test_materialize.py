@@ -238,7 +238,9 @@ def test_redis_restart_between_runs_and_mid_run(project, redis_server, cli) -> N
     assert cli("materialize", "-c", config, "--as-of", AS_OF_A).exit_code == 0
 
 
-def test_wrong_password_and_unreachable_exit_4(project, redis_server_with_password, cli, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_wrong_password_and_unreachable_exit_4(
+    project, redis_server_with_password, cli, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
     server = redis_server_with_password
     monkeypatch.setenv("MLPIPE_TEST_REDIS_PASSWORD", "wrong-pw-123")
     online_cfg = {
@@ -339,7 +341,9 @@ def test_feature_ttl_enforced_on_read(project, cli, sample_data_dir) -> None:  #
             seen["expired"] += 1
             assert hit.status == "expired"
             assert hit.expired == orders_features
-            assert {n: hit.values[n] for n in orders_features} == {n: defaults[n] for n in orders_features}
+            assert {n: hit.values[n] for n in orders_features} == {
+                n: defaults[n] for n in orders_features
+            }
             assert hit.values["country"] == want["country"]
         else:
             seen["fresh"] += 1
@@ -370,7 +374,9 @@ def test_usage_errors_exit_2(project, cli) -> None:  # type: ignore[no-untyped-d
 def test_features_subset_and_progress_on_tty(project, cli, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     config = write_config(project)
     monkeypatch.setenv("MLPIPE_FORCE_TTY", "1")
-    result = cli("materialize", "-c", config, "--as-of", AS_OF_B, "--features", "country,total_orders")
+    result = cli(
+        "materialize", "-c", config, "--as-of", AS_OF_B, "--features", "country,total_orders"
+    )
     assert result.exit_code == 0, result.stderr
     assert "materialized 1000 entities x 2 features" in result.stdout
     assert "entities/s" in result.stderr  # the progress bar's rate column
@@ -394,7 +400,33 @@ def _wait_for_progress(store, proc, *, min_chunks: int) -> str:  # type: ignore[
     while time.monotonic() < deadline:
         assert proc.poll() is None, "the writer finished before it could be interrupted"
         for meta, progress in store.versions():
-            if meta.status == "building" and progress is not None and progress.chunks_done >= min_chunks:
+            if (
+                meta.status == "building"
+                and progress is not None
+                and progress.chunks_done >= min_chunks
+            ):
                 return meta.version
         time.sleep(0.005)
     raise AssertionError("the writer made no progress within 60 s")
+
+
+def test_resume_with_nothing_abandoned_is_a_usage_error(project, cli) -> None:  # type: ignore[no-untyped-def]
+    config = write_config(project)
+    assert cli("materialize", "-c", config, "--as-of", AS_OF_A).exit_code == 0
+    result = cli("materialize", "-c", config, "--resume")
+    assert result.exit_code == 2
+    assert result.stderr.strip() == "error: no abandoned run to resume; run without --resume"
+    loaded = load_config(config)
+    assert (
+        open_store(loaded, loaded.artifact_dir)
+        .live_metadata()
+        .as_of.isoformat()
+        .startswith(AS_OF_A[:10])
+    )
+
+
+def test_resume_refuses_an_as_of_of_its_own(project, cli) -> None:  # type: ignore[no-untyped-def]
+    config = write_config(project)
+    result = cli("materialize", "-c", config, "--resume", "--as-of", AS_OF_B)
+    assert result.exit_code == 2
+    assert "--resume continues the newest abandoned run" in result.stderr

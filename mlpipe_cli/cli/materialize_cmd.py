@@ -39,7 +39,7 @@ def materialize(
         bool,
         typer.Option(
             "--resume",
-            help="Continue the newest abandoned run (same as-of, skips its finished chunks).",
+            help="Continue the newest abandoned run with its own as-of and chunk size (exit 2 if none).",
         ),
     ] = False,
     chunk_size: Annotated[
@@ -89,6 +89,11 @@ def materialize(
         raise UsageError("--max-age only applies with --check-freshness")
     if modes and (as_of or features or resume or chunk_size):
         raise UsageError(f"{modes[0]} takes no --as-of/--features/--resume/--chunk-size")
+    if resume and (as_of or features):
+        raise UsageError(
+            "--resume continues the newest abandoned run with its own as-of and features; "
+            "drop --as-of/--features, or run without --resume"
+        )
     out = Output.create(json_mode=json_output, quiet=quiet)
     ctx = run_context(config, artifact_dir)
     from mlpipe_cli.online import open_store

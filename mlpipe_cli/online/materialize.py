@@ -427,14 +427,20 @@ def materialize(
     store.ping()
 
     abandoned = _abandoned_runs(store, fhash)
+    pinned: str | None = None
     if resume:
-        if abandoned:
-            as_of = abandoned[-1][0].as_of
-            note(
-                f"resuming the abandoned run {abandoned[-1][0].version} (as of {as_of.isoformat()})"
+        # --resume means exactly one run: the newest abandoned one, on its own terms. It never
+        # falls back to a new run (that would publish an as-of nobody asked for).
+        if not abandoned:
+            raise UsageError("no abandoned run to resume; run without --resume")
+        newest, newest_progress = abandoned[-1]
+        if chunk_size is not None and chunk_size != newest_progress.chunk_size:
+            raise UsageError(
+                f"the abandoned run {newest.version} uses --chunk-size "
+                f"{newest_progress.chunk_size}; drop --chunk-size to resume it"
             )
-        else:
-            note("no abandoned run to resume: starting a new version")
+        pinned, as_of = newest.version, newest.as_of
+        note(f"resuming the abandoned run {pinned} (as of {as_of.isoformat()})")
 
     keys = list(config.entity_keys)
     entities = list_entities(config, selected, as_of)
@@ -451,12 +457,11 @@ def materialize(
     meta: StoreMetadata | None = None
     progress: RunProgress | None = None
     for candidate, prog in reversed(abandoned):
-        if (
-            candidate.as_of == as_of
-            and prog.entities_hash == ehash
-            and (chunk_size is None or prog.chunk_size == chunk_size)
-            and candidate.features == names
-        ):
+        if pinned is not None and candidate.version != pinned:
+            continue
+        # A plain run with the same as-of and features continues an abandoned one too (cheap
+        # re-runs after a crash), always with that run's chunk size.
+        if candidate.as_of == as_of and prog.entities_hash == ehash and candidate.features == names:
             if not resume_version(store, prog):
                 note(
                     f"cannot continue {candidate.version}: the store restarted since it was "
@@ -470,6 +475,11 @@ def materialize(
                 f"({prog.written} of {total} entities already written)"
             )
             break
+    if pinned is not None and meta is None:
+        raise UsageError(
+            f"cannot resume {pinned}: its entities changed or the store restarted since it was "
+            "written; run without --resume"
+        )
     if meta is None or progress is None:
         meta = StoreMetadata(
             version=new_version_id(store),
@@ -561,13 +571,14 @@ def materialize(
 
 
 def _abandoned_runs(store: Any, fhash: str) -> list[tuple[StoreMetadata, RunProgress]]:
+    """Runs whose writer died, oldest first (by version sequence: Redis lists in no order)."""
     out = []
     for meta, progress in store.versions():
         if meta.status != "building" or progress is None or meta.feature_hash != fhash:
             continue
         if not owner_alive(progress):
             out.append((meta, progress))
-    return out
+    return sorted(out, key=lambda run: int(run[0].version.split("-", 1)[0]))
 
 
 def _publish(
