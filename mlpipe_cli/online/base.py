@@ -3,7 +3,7 @@
 Entity key → store key
     The entity's key values, in ``entity_keys`` order, as compact JSON:
     ``user_id=123`` → ``[123]``; ``(user_id=123, country="DE")`` → ``[123,"DE"]``. The same
-    string is the ``entity`` column of the serving log (docs/INTERFACES.md §5). Integers stay
+    string is the ``entity`` column of the serving log (docs/architecture.md §5). Integers stay
     integers (``[123]`` and ``["123"]`` are different entities); readers coerce a numeric
     string to int when the version's metadata says the key column is an integer.
 

@@ -36,7 +36,7 @@ from mlpipe_cli.online.base import (
 
 @runtime_checkable
 class OnlineStore(Protocol):
-    """What `serve` and `materialize` see; see docs/INTERFACES.md §4."""
+    """What `serve` and `materialize` see; see docs/architecture.md §4."""
 
     kind: str
     location: str  # where the store is, safe to print (password masked)

@@ -8,7 +8,7 @@ of tens of milliseconds), drains the deque, converts the rows to a small columna
 publishes a Parquet segment when enough rows or enough time accumulated. Each segment is
 published
 atomically (temp file + fsync + rename) as ``segment-<UTC yyyymmddTHHMMSS>-<pid>-<seq>.parquet``
-under the log directory — the format of docs/INTERFACES.md §5, read by `mlpipe psi-report`.
+under the log directory — the format of docs/architecture.md §5, read by `mlpipe psi-report`.
 
 A segment is written when it reaches ``segment_rows`` rows or when its oldest row is
 ``flush_interval`` seconds old, and on :meth:`close` (graceful shutdown), which drains the
@@ -188,7 +188,7 @@ class FeatureLogger:
         self.segments += 1
 
     def frame(self, rows: Sequence[LogRow]) -> Any:
-        """The Parquet frame of some rows (docs/INTERFACES.md §5 column layout)."""
+        """The Parquet frame of some rows (docs/architecture.md §5 column layout)."""
         import polars as pl
 
         n = len(rows)
