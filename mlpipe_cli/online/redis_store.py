@@ -33,8 +33,8 @@ from mlpipe_cli.online.store import (
     BaseStore,
     RunProgress,
     _View,
-    owner_alive,
     owner_id,
+    stale_versions,
 )
 
 _USERINFO_RE = re.compile(r"(?P<scheme>[a-z]+://)(?P<userinfo>[^@/]*)@")
@@ -421,16 +421,9 @@ class RedisStore(BaseStore):
                     continue
 
     def remove_stale(self) -> list[str]:
-        pointers = self.pointers()
-        keep = {pointers.get("live"), pointers.get("previous")}
-        removed = []
-        for meta, progress in self.versions():
-            if meta.version in keep:
-                continue
-            if meta.status == "building" and progress is not None and owner_alive(progress):
-                continue
-            self._drop(meta.version)
-            removed.append(meta.version)
+        removed = stale_versions(self)
+        for version in removed:
+            self._drop(version)
         return removed
 
     def _drop(self, version: str) -> None:

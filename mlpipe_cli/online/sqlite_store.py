@@ -26,8 +26,8 @@ from mlpipe_cli.online.store import (
     RunProgress,
     _Gone,
     _View,
-    owner_alive,
     owner_id,
+    stale_versions,
 )
 
 _SCHEMA = """
@@ -281,18 +281,11 @@ class SqliteStore(BaseStore):
     def remove_stale(self) -> list[str]:
         """Drop every version that is neither live, previous, nor being written right now."""
         conn = self._write_conn()
-        pointers = self.pointers()
-        keep = {pointers.get("live"), pointers.get("previous")}
-        removed = []
-        for meta, progress in self.versions():
-            if meta.version in keep:
-                continue
-            if meta.status == "building" and progress is not None and owner_alive(progress):
-                continue
+        removed = stale_versions(self)
+        for version in removed:
             with _transaction(conn):
-                conn.execute(f"DROP TABLE IF EXISTS {_table(meta.version)}")
-                conn.execute("DELETE FROM mlpipe_versions WHERE version = ?", (meta.version,))
-            removed.append(meta.version)
+                conn.execute(f"DROP TABLE IF EXISTS {_table(version)}")
+                conn.execute("DELETE FROM mlpipe_versions WHERE version = ?", (version,))
         return removed
 
 

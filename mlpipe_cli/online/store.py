@@ -78,6 +78,20 @@ def owner_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+def stale_versions(store: Any) -> list[str]:
+    """Versions that are neither live, previous, nor being written by a live writer."""
+    pointers = store.pointers()
+    keep = {pointers.get("live"), pointers.get("previous")}
+    stale = []
+    for meta, progress in store.versions():
+        if meta.version in keep:
+            continue
+        if meta.status == "building" and progress is not None and owner_alive(progress):
+            continue
+        stale.append(meta.version)
+    return stale
+
+
 def owner_alive(progress: RunProgress, now: float | None = None) -> bool:
     """Is the process that writes this version still running (or its lease still valid)?"""
     now = time.time() if now is None else now
