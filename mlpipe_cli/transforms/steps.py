@@ -459,7 +459,36 @@ class OneHot(Encoder):
         return apply
 
 
-class Ordinal(Encoder):
+class CategoryLookup(Encoder):
+    """An encoder mapping each vocabulary category to one number, unknown and null to a
+    fallback; subclasses say which numbers (``table``), the rest is shared."""
+
+    kind = "categorical"
+
+    def table(self, state: Mapping[str, Any]) -> tuple[list[float], Any]:
+        """(one value per vocabulary entry, the fallback)."""
+        raise NotImplementedError
+
+    def outputs(self, state: Mapping[str, Any]) -> list[str]:
+        return [self.column]
+
+    def helpers(self, state: Mapping[str, Any], tables: Mapping[str, Any]) -> list[pl.Expr]:
+        return [category_code(self.column, state["vocabulary"]).alias(self.helper("code"))]
+
+    def exprs(self, state: Mapping[str, Any], tables: Mapping[str, Any]) -> list[pl.Expr]:
+        values, fallback = self.table(state)
+        code = pl.col(self.helper("code"))
+        return [lookup(values, fallback, code).alias(self.column)]
+
+    def compile(self, state: Mapping[str, Any], tables: Mapping[str, Any]) -> RecordFn:
+        values, fallback = self.table(state)
+        mapping = dict(zip(state["vocabulary"], values, strict=True))
+        default = float(fallback)
+        column = self.column
+        return lambda record: [mapping.get(to_category(record[column]), default)]  # type: ignore[arg-type]
+
+
+class Ordinal(CategoryLookup):
     """Category -> index in the vocabulary; unknown and null -> unknown_value."""
 
     kind = "categorical"
@@ -478,25 +507,11 @@ class Ordinal(Encoder):
             )
         return {"vocabulary": values, "unknown_value": unknown}
 
-    def outputs(self, state: Mapping[str, Any]) -> list[str]:
-        return [self.column]
-
-    def helpers(self, state: Mapping[str, Any], tables: Mapping[str, Any]) -> list[pl.Expr]:
-        return [category_code(self.column, state["vocabulary"]).alias(self.helper("code"))]
-
-    def exprs(self, state: Mapping[str, Any], tables: Mapping[str, Any]) -> list[pl.Expr]:
-        indices = [float(i) for i in range(len(state["vocabulary"]))]
-        code = pl.col(self.helper("code"))
-        return [lookup(indices, state["unknown_value"], code).alias(self.column)]
-
-    def compile(self, state: Mapping[str, Any], tables: Mapping[str, Any]) -> RecordFn:
-        index = {v: float(i) for i, v in enumerate(state["vocabulary"])}
-        unknown = float(state["unknown_value"])
-        column = self.column
-        return lambda record: [index.get(to_category(record[column]), unknown)]  # type: ignore[arg-type]
+    def table(self, state: Mapping[str, Any]) -> tuple[list[float], Any]:
+        return [float(i) for i in range(len(state["vocabulary"]))], state["unknown_value"]
 
 
-class Frequency(Encoder):
+class Frequency(CategoryLookup):
     """Category -> its share of the non-null training rows; unknown/null -> unknown_value."""
 
     kind = "categorical"
@@ -511,21 +526,8 @@ class Frequency(Encoder):
             "unknown_value": float(self.params.get("unknown_value", 0.0)),
         }
 
-    def outputs(self, state: Mapping[str, Any]) -> list[str]:
-        return [self.column]
-
-    def helpers(self, state: Mapping[str, Any], tables: Mapping[str, Any]) -> list[pl.Expr]:
-        return [category_code(self.column, state["vocabulary"]).alias(self.helper("code"))]
-
-    def exprs(self, state: Mapping[str, Any], tables: Mapping[str, Any]) -> list[pl.Expr]:
-        code = pl.col(self.helper("code"))
-        return [lookup(state["frequency"], state["unknown_value"], code).alias(self.column)]
-
-    def compile(self, state: Mapping[str, Any], tables: Mapping[str, Any]) -> RecordFn:
-        table = dict(zip(state["vocabulary"], state["frequency"], strict=True))
-        unknown = float(state["unknown_value"])
-        column = self.column
-        return lambda record: [table.get(to_category(record[column]), unknown)]  # type: ignore[arg-type]
+    def table(self, state: Mapping[str, Any]) -> tuple[list[float], Any]:
+        return state["frequency"], state["unknown_value"]
 
 
 def target_encoding(
@@ -558,7 +560,7 @@ def target_encoding(
     return enc, prior
 
 
-class TargetEnc(Encoder):
+class TargetEnc(CategoryLookup):
     """Smoothed target mean per category; the training rows get cross-fitted values."""
 
     kind = "categorical"
@@ -605,21 +607,8 @@ class TargetEnc(Encoder):
             out[test] = np.where(test_codes >= 0, enc[np.maximum(test_codes, 0)], prior)
         return out
 
-    def outputs(self, state: Mapping[str, Any]) -> list[str]:
-        return [self.column]
-
-    def helpers(self, state: Mapping[str, Any], tables: Mapping[str, Any]) -> list[pl.Expr]:
-        return [category_code(self.column, state["vocabulary"]).alias(self.helper("code"))]
-
-    def exprs(self, state: Mapping[str, Any], tables: Mapping[str, Any]) -> list[pl.Expr]:
-        code = pl.col(self.helper("code"))
-        return [lookup(state["encoding"], state["prior"], code).alias(self.column)]
-
-    def compile(self, state: Mapping[str, Any], tables: Mapping[str, Any]) -> RecordFn:
-        table = dict(zip(state["vocabulary"], state["encoding"], strict=True))
-        prior = float(state["prior"])
-        column = self.column
-        return lambda record: [table.get(to_category(record[column]), prior)]  # type: ignore[arg-type]
+    def table(self, state: Mapping[str, Any]) -> tuple[list[float], Any]:
+        return state["encoding"], state["prior"]
 
 
 _TWO_PI = 2 * math.pi
