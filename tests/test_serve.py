@@ -270,15 +270,17 @@ def refuse_in_process(cli: Any, config: Path, *args: str) -> Any:
 # -- tests ----------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("interface", ["rsgi", "asgi"])
 def test_sqlite_every_endpoint_cold_start_and_sigterm_flushes_the_log(
-    tmp_path: Path, sample_data_dir: Path, fitted_base: Path, servers: Any
+    tmp_path: Path, sample_data_dir: Path, fitted_base: Path, servers: Any, interface: str
 ) -> None:
+    """The same app through both of its entry points (RSGI is the default, ASGI the option)."""
     config = make_project(
         tmp_path, sample_data_dir, fitted_base,
-        serving={"max_batch": 5, "cold_start": {"country": "US"},
+        serving={"max_batch": 5, "cold_start": {"country": "US"}, "max_body_bytes": 4096,
                  "logging": {"flush_interval": "1h"}},
     )  # fmt: skip
-    srv = servers(config)
+    srv = servers(config, "--interface", interface)
     ids = some_user_ids(sample_data_dir, 3)
     offline = offline_features(config, ids)
 
@@ -328,7 +330,11 @@ def test_sqlite_every_endpoint_cold_start_and_sigterm_flushes_the_log(
     assert results[0]["features"]["total_orders"] == offline[ids[1]]["total_orders"]
 
     # malformed requests: 4xx with a JSON error, never a traceback
+    big = b'{"entities": [' + b"1," * 3000 + b"1]}"
+    chunked = iter([b'{"entities": [', b"1," * 1500, b"1," * 1500, b"1]}"])  # no length
     bad = [
+        (srv.post("/features", content=big), 413, "body_too_large"),
+        (srv.post("/features", content=chunked), 413, "body_too_large"),
         (srv.post("/features", {"entities": list(range(6))}), 413, "batch_too_large"),
         (srv.post("/features", content=b"{not json"), 400, "invalid_json"),
         (srv.post("/features", {"entities": 5}), 400, "bad_request"),
@@ -370,7 +376,7 @@ def test_sqlite_every_endpoint_cold_start_and_sigterm_flushes_the_log(
     m = srv.metrics()
     assert m['mlpipe_serve_requests_total{endpoint="/features/{entity_id}",code="200"}'] == 2
     assert m['mlpipe_serve_requests_total{endpoint="/features",code="200"}'] == 1
-    assert m['mlpipe_serve_requests_total{endpoint="/features",code="413"}'] == 1
+    assert m['mlpipe_serve_requests_total{endpoint="/features",code="413"}'] == 3
     assert m["mlpipe_serve_cold_starts_total"] == 2
     assert m["mlpipe_serve_entities_total"] == 5
     assert m["mlpipe_serve_store_errors_total"] == 0

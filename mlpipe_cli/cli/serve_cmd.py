@@ -46,6 +46,14 @@ def serve(
         Path | None,
         typer.Option("--log-dir", help="Feature-log directory (default under the artifacts)."),
     ] = None,
+    interface: Annotated[
+        str,
+        typer.Option(
+            "--interface",
+            help="How Granian calls the app: rsgi (default, fastest) or asgi (the same app "
+            "through its ASGI entry point).",
+        ),
+    ] = "rsgi",
     artifact_dir: ArtifactDirOption = None,
     quiet: QuietOption = False,
 ) -> None:
@@ -74,6 +82,7 @@ def serve(
         port=settings.port if port is None else port,
         workers=workers or settings.workers,
         log_dir=str(log_dir.resolve()) if log_dir else None,
+        interface=interface,
     )
 
     def announce(app: Any, bound_port: int) -> None:

@@ -14,6 +14,11 @@ Routes::
 Every response is JSON except /metrics. Errors are ``{"error": code, "message": text}`` with
 a 4xx/503 status; an unexpected exception becomes a 500 with the same shape and never a
 traceback.
+
+The app speaks two server interfaces over one request core (:meth:`ServingApp.handle`):
+RSGI (``__rsgi__``), which `mlpipe serve` runs on Granian because it measured fastest, and
+ASGI (``__call__``), so the same object can be mounted in any ASGI server. They differ only
+in how the request body is read and the response is sent.
 """
 
 from __future__ import annotations
@@ -51,7 +56,7 @@ class HttpError(Exception):
 
 
 class ServingApp:
-    """ASGI callable: ``await app(scope, receive, send)``."""
+    """The feature server: an RSGI app (``__rsgi__``) and an ASGI app (``__call__``)."""
 
     def __init__(
         self,
@@ -80,22 +85,98 @@ class ServingApp:
         self._pending: list[tuple[tuple[list[Any], str], asyncio.Future[Any]]] = []
         self._flush_scheduled = False
 
-    # -- ASGI entry ---------------------------------------------------------------------
+    # -- the request core shared by both interfaces -----------------------------------
+
+    async def handle(self, path: str, method: str, read_body: Any) -> tuple[str, int, bytes, bytes]:
+        """(metrics endpoint label, status, body, content type) for one request.
+
+        ``read_body`` is an async callable returning the whole body (HttpError when it is too
+        large or the client went away); only POST endpoints call it.
+        """
+        endpoint = _endpoint_of(path)
+        try:
+            status, body, ctype = await self._handle(endpoint, path, method, read_body)
+        except HttpError as exc:
+            return endpoint, exc.status, _error(exc.code, exc.message), _JSON
+        except Exception as exc:  # never a traceback on the wire
+            sys.stderr.write(f"mlpipe serve: unexpected {type(exc).__name__}: {exc}\n")
+            return endpoint, 500, _error("internal", f"unexpected {type(exc).__name__}"), _JSON
+        return endpoint, status, body, ctype
+
+    def on_startup(self) -> None:
+        if self.logger is not None:
+            self.logger.start()
+        self.started = True
+
+    def on_shutdown(self) -> None:
+        if self.logger is not None:
+            self.logger.close()
+
+    # -- RSGI (Granian) -----------------------------------------------------------------
+
+    def __rsgi_init__(self, loop: Any) -> None:
+        self.on_startup()
+
+    def __rsgi_del__(self, loop: Any) -> None:
+        self.on_shutdown()
+
+    async def __rsgi__(self, scope: Any, proto: Any) -> None:
+        if scope.proto != "http":
+            return  # websockets are not served; Granian closes the connection
+        start = perf_counter()
+        max_bytes = self.max_body_bytes
+
+        async def read_body() -> bytes:
+            declared = scope.headers.get("content-length")
+            if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+                raise _body_too_large(max_bytes)
+            chunks = []
+            size = 0
+            try:
+                async for chunk in proto:
+                    size += len(chunk)
+                    if size > max_bytes:
+                        raise _body_too_large(max_bytes)
+                    chunks.append(chunk)
+            except HttpError:
+                raise
+            except Exception:  # RSGIProtocolClosed and friends
+                raise HttpError(400, "bad_request", "client disconnected") from None
+            return b"".join(chunks)
+
+        endpoint, status, body, ctype = await self.handle(scope.path, scope.method, read_body)
+        headers = _RSGI_HEADERS[ctype]
+        if status == 405:
+            headers = [*headers, ("allow", _ALLOW.get(endpoint, b"GET").decode())]
+        proto.response_bytes(status, headers, body)
+        self.metrics.observe(endpoint, status, perf_counter() - start)
+
+    # -- ASGI ---------------------------------------------------------------------------
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         kind = scope["type"]
         if kind == "http":
             start = perf_counter()
-            endpoint = "other"
-            try:
-                endpoint, status, body, ctype = await self._dispatch(scope, receive)
-            except HttpError as exc:
-                status, body, ctype = exc.status, _error(exc.code, exc.message), _JSON
-            except Exception as exc:  # never a traceback on the wire
-                sys.stderr.write(f"mlpipe serve: unexpected {type(exc).__name__}: {exc}\n")
-                status = 500
-                body = _error("internal", f"unexpected {type(exc).__name__}")
-                ctype = _JSON
+            max_bytes = self.max_body_bytes
+
+            async def read_body() -> bytes:
+                chunks = []
+                size = 0
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        raise HttpError(400, "bad_request", "client disconnected")
+                    chunk = message.get("body", b"")
+                    size += len(chunk)
+                    if size > max_bytes:
+                        raise _body_too_large(max_bytes)
+                    chunks.append(chunk)
+                    if not message.get("more_body", False):
+                        return b"".join(chunks)
+
+            endpoint, status, body, ctype = await self.handle(
+                scope["path"], scope["method"], read_body
+            )
             headers = [(b"content-type", ctype), (b"content-length", b"%d" % len(body))]
             if status == 405:
                 headers.append((b"allow", _ALLOW.get(endpoint, b"GET")))
@@ -110,33 +191,20 @@ class ServingApp:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 try:
-                    if self.logger is not None:
-                        self.logger.start()
-                    self.started = True
+                    self.on_startup()
                 except Exception as exc:
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
                     return
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                if self.logger is not None:
-                    self.logger.close()
+                self.on_shutdown()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
     # -- routing --------------------------------------------------------------------------
 
-    async def _dispatch(self, scope: dict[str, Any], receive: Any) -> tuple[str, int, bytes, bytes]:
-        path: str = scope["path"]
-        method: str = scope["method"]
-        endpoint = _endpoint_of(path)
-        try:
-            status, body, ctype = await self._handle(endpoint, path, method, receive)
-        except HttpError as exc:
-            return endpoint, exc.status, _error(exc.code, exc.message), _JSON
-        return endpoint, status, body, ctype
-
     async def _handle(
-        self, endpoint: str, path: str, method: str, receive: Any
+        self, endpoint: str, path: str, method: str, read_body: Any
     ) -> tuple[int, bytes, bytes]:
         if endpoint == EP_ONE:
             if method not in ("GET", "HEAD"):
@@ -147,7 +215,7 @@ class ServingApp:
         if endpoint in (EP_BATCH, EP_PREDICT):
             if method != "POST":
                 raise HttpError(405, "method_not_allowed", "use POST")
-            doc = await self._read_json(receive)
+            doc = _parse_json(await read_body())
             if endpoint == EP_BATCH:
                 return *self._features_batch(doc), _JSON
             return *self._predict(doc), _JSON
@@ -220,7 +288,9 @@ class ServingApp:
             if future.done():  # the client went away
                 continue
             try:
-                future.set_result(self._guard(lambda p=p, r=result: self.service.serve_result(p, r)))
+                future.set_result(
+                    self._guard(lambda p=p, r=result: self.service.serve_result(p, r))
+                )
             except HttpError as exc:
                 future.set_exception(exc)
             except Exception as exc:
@@ -235,8 +305,10 @@ class ServingApp:
     def _predict(self, doc: Any) -> tuple[int, bytes]:
         if self.service.model is None:
             raise HttpError(
-                404, "no_model", "no model is registered for this transform version "
-                "(mlpipe model register MODEL.joblib --artifact VERSION)"
+                404,
+                "no_model",
+                "no model is registered for this transform version "
+                "(mlpipe model register MODEL.joblib --artifact VERSION)",
             )
         single = isinstance(doc, dict) and "entity" in doc and "entities" not in doc
         entities = self._entities(doc, allow_single=True)
@@ -247,8 +319,10 @@ class ServingApp:
             raise
         except Exception as exc:
             raise HttpError(
-                500, "model_failed", f"model {self.service.model.binding.model_version} "
-                f"failed: {type(exc).__name__}: {exc}"
+                500,
+                "model_failed",
+                f"model {self.service.model.binding.model_version} "
+                f"failed: {type(exc).__name__}: {exc}",
             ) from None
         self.service.log(EP_PREDICT, served)
         if single:
@@ -294,15 +368,16 @@ class ServingApp:
             return [doc["entity"]]
         entities = doc.get("entities")
         if not isinstance(entities, list):
-            what = '{"entity": ID} or {"entities": [...]}' if allow_single else (
-                '{"entities": [...]}'
+            what = (
+                '{"entity": ID} or {"entities": [...]}' if allow_single else ('{"entities": [...]}')
             )
             raise HttpError(400, "bad_request", f"expected a JSON object {what}")
         if not entities:
             raise HttpError(400, "bad_request", "entities is empty")
         if len(entities) > self.max_batch:
             raise HttpError(
-                413, "batch_too_large",
+                413,
+                "batch_too_large",
                 f"{len(entities)} entities exceed serving.max_batch = {self.max_batch}",
             )
         extra = sorted(set(doc) - {"entities", "entity"})
@@ -322,31 +397,6 @@ class ServingApp:
         except TransformFailed as exc:
             raise HttpError(500, "transform_failed", str(exc)) from None
 
-    async def _read_json(self, receive: Any) -> Any:
-        chunks = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise HttpError(400, "bad_request", "client disconnected")
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_body_bytes:
-                raise HttpError(
-                    413, "body_too_large",
-                    f"request body exceeds serving.max_body_bytes = {self.max_body_bytes}",
-                )
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        body = b"".join(chunks)
-        if not body:
-            raise HttpError(400, "bad_request", "empty request body; expected JSON")
-        try:
-            return orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise HttpError(400, "invalid_json", f"request body is not valid JSON: {exc}") from None
-
 
 _ALLOW = {EP_ONE: b"GET", EP_BATCH: b"POST", EP_PREDICT: b"POST"}
 _FIXED = {"/healthz", "/readyz", "/metrics", "/openapi.json", "/info", EP_BATCH, EP_PREDICT}
@@ -361,3 +411,24 @@ def _endpoint_of(path: str) -> str:
 
 def _error(code: str, message: str) -> bytes:
     return orjson.dumps({"error": code, "message": message})
+
+
+def _body_too_large(limit: int) -> HttpError:
+    return HttpError(
+        413, "body_too_large", f"request body exceeds serving.max_body_bytes = {limit}"
+    )
+
+
+def _parse_json(body: bytes) -> Any:
+    if not body:
+        raise HttpError(400, "bad_request", "empty request body; expected JSON")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise HttpError(400, "invalid_json", f"request body is not valid JSON: {exc}") from None
+
+
+_RSGI_HEADERS = {
+    _JSON: [("content-type", _JSON.decode())],
+    _TEXT: [("content-type", _TEXT.decode())],
+}
