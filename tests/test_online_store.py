@@ -8,7 +8,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mlpipe_cli.config.loader import load_config_text
@@ -374,3 +374,62 @@ def test_a_version_being_written_survives_other_runs_switching(store) -> None:  
     final, _ = finish_version(store, building, progress, expected=5)
     assert store.pointers() == {"live": building.version, "previous": v4.version}
     assert store.get(0).version == final.version
+
+
+# -- the event loop's read path (get_many_async) -------------------------------------------
+
+
+def _on_loop(coro):  # type: ignore[no-untyped-def]
+    import uvloop  # the server's event loop
+
+    return uvloop.run(coro)
+
+
+@given(
+    st.lists(st.one_of(st.integers(1, 9), st.integers(100, 120)), min_size=1, max_size=30)
+)
+# the store fixture is meant to be shared across examples: one published version, many reads
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+def test_async_reads_answer_exactly_what_get_many_answers(store, ids: list[int]) -> None:  # type: ignore[no-untyped-def]
+    # Redis reads on the event loop without blocking it; SQLite answers synchronously. Either
+    # way the answers equal the blocking path's, for hits, misses and single keys alike.
+    if store.live_metadata() is None:
+        publish(store, {i: [i, i * 1.5, f"c{i}"] for i in range(1, 10)})
+    got = _on_loop(store.get_many_async(ids))
+    want = store.get_many(ids)
+    assert [(r.found, r.values, r.version) for r in got] == [
+        (r.found, r.values, r.version) for r in want
+    ]
+    assert store.async_reads == (store.kind == "redis")
+
+
+def test_async_reads_time_out_recover_and_survive_a_restart(redis_server) -> None:  # type: ignore[no-untyped-def]
+    import redis as redis_py
+
+    store = RedisStore(redis_server.url, prefix="t:async", pointer_refresh=60.0, timeout=0.3)
+    publish(store, {1: [1, 1.0, "DE"], 2: [2, 2.0, "FR"], 3: [3, 3.0, "US"]})
+    assert [r.values["orders_30d"] for r in _on_loop(store.get_many_async([1, 3]))] == [1, 3]
+
+    # a server that stops answering: one-line ServiceUnavailable after online_store.timeout
+    admin = redis_py.Redis.from_url(redis_server.url)
+    admin.execute_command("CLIENT", "PAUSE", "1200", "ALL")
+    started = time.monotonic()
+    with pytest.raises(ServiceUnavailable, match="timed out") as info:
+        _on_loop(store.get_many_async([1, 2]))
+    assert time.monotonic() - started < 1.0
+    assert "\n" not in str(info.value)
+    time.sleep(1.3)  # the pause ends; the late reply must not be taken for the next answer
+    assert [r.values["country"] for r in _on_loop(store.get_many_async([2, 1]))] == ["FR", "DE"]
+
+    # a restarted server (same port): the dropped connection is re-made once, transparently
+    redis_server.stop()
+    with pytest.raises(ServiceUnavailable, match="unreachable"):
+        _on_loop(store.get_many_async([1]))
+    redis_server.start()
+    publish(store, {1: [9, 1.0, "DE"], 2: [2, 2.0, "FR"], 3: [3, 3.0, "US"]})
+    store._current(force=True)
+    assert _on_loop(store.get_many_async([1]))[0].values["orders_30d"] == 9
+    store.close()
+    admin.close()

@@ -77,6 +77,8 @@ class RedisStore(BaseStore):
 
         self._local = threading.local()
         self._bulk: _BulkWriter | None = None
+        self._timeout = timeout
+        self._async_conn: Any = None  # the event loop's own connection (see _fetch_async)
         self.url = url
         self.location = mask_url(url)
         self._secrets = [s for s in (password, _url_password(url)) if s]
@@ -151,6 +153,9 @@ class RedisStore(BaseStore):
 
     def close(self) -> None:
         self._drop_bulk_connection()
+        if self._async_conn is not None:
+            self._async_conn.disconnect()
+            self._async_conn = None
         conn = getattr(self._local, "conn", None)
         if conn is not None:
             conn.disconnect()
@@ -196,12 +201,63 @@ class RedisStore(BaseStore):
         return f"{self.prefix}:d:{version}:".encode()
 
     def _fetch(self, view: _View, keys: list[str]) -> list[bytes | None]:
-        prefix = view.prefix
+        single, packed = self._fetch_command(view, keys)
         with self._errors("reading features"):
-            if len(keys) == 1:
-                key = prefix + keys[0].encode()
-                return [self._call(b"*2\r\n$3\r\nGET\r\n$%d\r\n%s\r\n" % (len(key), key))]
-            return self._call(_pack(b"MGET", *[prefix + k.encode() for k in keys]))
+            reply = self._call(packed)
+        return [reply] if single else reply
+
+    @staticmethod
+    def _fetch_command(view: _View, keys: list[str]) -> tuple[bool, bytes]:
+        prefix = view.prefix
+        if len(keys) == 1:
+            key = prefix + keys[0].encode()
+            return True, b"*2\r\n$3\r\nGET\r\n$%d\r\n%s\r\n" % (len(key), key)
+        return False, _pack(b"MGET", *[prefix + k.encode() for k in keys])
+
+    async_reads = True
+
+    async def _fetch_async(self, view: _View, keys: list[str]) -> list[bytes | None]:
+        """``_fetch`` that lets the event loop run while Redis answers.
+
+        The command goes out on a connection only the event loop uses (one command in flight:
+        the caller batches), then the loop watches the socket and reads the reply once it is
+        readable. Anything unusual (TLS, whose buffered bytes a readable-socket check cannot
+        see; a dropped connection; a timeout) falls back to the blocking path, which
+        reconnects once and reports errors the usual way.
+        """
+        import asyncio
+
+        import redis
+
+        conn = self._async_conn
+        if conn is None:
+            conn = self._async_conn = self.client.connection_pool.make_connection()
+            if isinstance(conn, redis.SSLConnection):
+                self.async_reads = False
+        if not self.async_reads:
+            return self._fetch(view, keys)
+        single, packed = self._fetch_command(view, keys)
+        loop = asyncio.get_running_loop()
+        try:
+            conn.send_packed_command([packed], check_health=False)  # connects when needed
+            fd = conn._sock.fileno()
+            ready = loop.create_future()
+            loop.add_reader(fd, _wake, ready)
+            timer = loop.call_later(self._timeout, _expire, ready)
+            try:
+                await ready
+            finally:
+                loop.remove_reader(fd)
+                timer.cancel()
+            reply = conn.read_response()
+        except TimeoutError:
+            conn.disconnect()  # a late reply must not be read as the next command's
+            with self._errors("reading features"):
+                raise redis.TimeoutError("no reply in time") from None
+        except (redis.RedisError, OSError):
+            conn.disconnect()
+            return self._fetch(view, keys)
+        return [reply] if single else reply
 
     # -- write side (materialize) -------------------------------------------------------
     def versions(self) -> list[tuple[StoreMetadata, RunProgress | None]]:
@@ -509,6 +565,16 @@ class _BulkWriter:
         if head != self._OK * n:
             line = next((x for x in head.split(b"\r\n") if not x.startswith(b"+OK")), b"?")
             raise redis.ResponseError(line.decode(errors="replace").lstrip("-"))
+
+
+def _wake(ready: Any) -> None:
+    if not ready.done():  # the socket stays readable until the reply is read
+        ready.set_result(None)
+
+
+def _expire(ready: Any) -> None:
+    if not ready.done():
+        ready.set_exception(TimeoutError("no reply within online_store.timeout"))
 
 
 def _url_password(url: str) -> str | None:

@@ -197,18 +197,48 @@ class BaseStore:
         return view.decoder.decode(packed)
 
     def get_many(self, entities: Sequence[Any]) -> list[LookupResult]:
-        view = self._current()
+        view = self._live_view()
         if view is None:
-            view = self._current(force=True)
-            if view is None:
-                return [no_live_version() for _ in entities]
+            return [no_live_version() for _ in entities]
         if not entities:
             return []
         try:
             rows = self._fetch(view, [view.keys.key(e) for e in entities])
         except _Gone:
             rows = None
+        return self._results(view, entities, rows)
+
+    # Backends whose lookups wait on a network round trip set this and override
+    # _fetch_async, so that the feature server's event loop keeps serving meanwhile.
+    async_reads = False
+
+    async def get_many_async(self, entities: Sequence[Any]) -> list[LookupResult]:
+        """``get_many`` for an event loop: the round trip to the store does not block it."""
+        view = self._live_view()
+        if view is None:
+            return [no_live_version() for _ in entities]
+        if not entities:
+            return []
+        try:
+            rows = await self._fetch_async(view, [view.keys.key(e) for e in entities])
+        except _Gone:
+            rows = None
+        return self._results(view, entities, rows)
+
+    async def _fetch_async(self, view: _View, keys: list[str]) -> list[bytes | None]:
+        return self._fetch(view, keys)
+
+    def _live_view(self) -> _View | None:
+        view = self._current()
+        if view is None:
+            view = self._current(force=True)
+        return view
+
+    def _results(
+        self, view: _View, entities: Sequence[Any], rows: list[bytes | None] | None
+    ) -> list[LookupResult]:
         if rows is None or any(r is None for r in rows):
+            # A miss may mean the pointer moved on (or our version was dropped): re-check once.
             fresh = self._current(force=True)
             if fresh is None:
                 return [no_live_version() for _ in entities]

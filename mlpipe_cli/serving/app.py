@@ -84,6 +84,8 @@ class ServingApp:
         self.coalesce = coalesce
         self._pending: list[tuple[tuple[list[Any], str], asyncio.Future[Any]]] = []
         self._flush_scheduled = False
+        self._in_flight = False  # a coalesced batch is waiting on the store
+        self._batch: asyncio.Task[None] | None = None
 
     # -- the request core shared by both interfaces -----------------------------------
 
@@ -211,14 +213,14 @@ class ServingApp:
                 raise HttpError(405, "method_not_allowed", "use GET")
             if self.coalesce:
                 return *(await self._features_one_coalesced(path[10:])), _JSON
-            return *self._features_one(path[10:]), _JSON
+            return *(await self._features_one(path[10:])), _JSON
         if endpoint in (EP_BATCH, EP_PREDICT):
             if method != "POST":
                 raise HttpError(405, "method_not_allowed", "use POST")
             doc = _parse_json(await read_body())
             if endpoint == EP_BATCH:
-                return *self._features_batch(doc), _JSON
-            return *self._predict(doc), _JSON
+                return *(await self._features_batch(doc)), _JSON
+            return *(await self._predict(doc)), _JSON
         if endpoint == "other":
             raise HttpError(404, "not_found", f"no route {path}")
         if method not in ("GET", "HEAD"):
@@ -240,11 +242,11 @@ class ServingApp:
 
     # -- endpoints ------------------------------------------------------------------------
 
-    def _features_one(self, entity_text: str) -> tuple[int, bytes]:
+    async def _features_one(self, entity_text: str) -> tuple[int, bytes]:
         if not entity_text or "/" in entity_text:
             raise HttpError(404, "not_found", "expected /features/{entity_id}")
         entity: Any = entity_text.split(",") if "," in entity_text else entity_text
-        served = self._guard(lambda: [self.service.lookup(entity)])
+        served = await self._lookup_many([entity])
         self.service.log(EP_ONE, served)
         return 200, orjson.dumps(served[0].to_dict(self.transform_version), option=_OPTS)
 
@@ -253,56 +255,76 @@ class ServingApp:
             raise HttpError(404, "not_found", "expected /features/{entity_id}")
         entity: Any = entity_text.split(",") if "," in entity_text else entity_text
         parsed = self._guard(lambda: self.service.parse_entity(entity))
-        loop = asyncio.get_running_loop()
-        future = loop.create_future()
+        future = asyncio.get_running_loop().create_future()
         self._pending.append((parsed, future))
-        if not self._flush_scheduled:
+        if not self._flush_scheduled and not self._in_flight:
             self._flush_scheduled = True
-            loop.call_soon(self._flush_pending)
-        served = await future  # an HttpError set by _flush_pending is raised here
+            asyncio.get_running_loop().call_soon(self._flush_pending)
+        served = await future  # an HttpError set by the batch is raised here
         self.service.log(EP_ONE, [served])
         return 200, orjson.dumps(served.to_dict(self.transform_version), option=_OPTS)
 
     def _flush_pending(self) -> None:
-        """One store round trip for every single-entity GET queued in this loop turn."""
-        pending, self._pending = self._pending, []
+        """One store round trip for every single-entity GET queued so far.
+
+        With a store that answers over the network (Redis) the round trip runs without
+        blocking the loop, one batch at a time: requests arriving meanwhile queue up and go
+        out together when it returns, so batches grow with the load by themselves.
+        """
         self._flush_scheduled = False
-        if not pending:
+        if self._in_flight or not self._pending:
             return
-        parsed = [p for p, _ in pending]
+        pending, self._pending = self._pending, []
         self.metrics.coalesced_calls += 1
-        self.metrics.coalesced_entities += len(parsed)
+        self.metrics.coalesced_entities += len(pending)
+        if self.service.async_reads:
+            self._in_flight = True
+            self._batch = asyncio.get_running_loop().create_task(self._fetch_batch(pending))
+            return
         try:
-            results = self._guard(lambda: self.service.fetch_many(parsed))
-        except HttpError as exc:
-            for _, future in pending:
-                if not future.done():
-                    future.set_exception(HttpError(exc.status, exc.code, exc.message))
-            return
+            results = self.service.fetch_many([p for p, _ in pending])
         except Exception as exc:
-            for _, future in pending:
-                if not future.done():
-                    future.set_exception(exc)
+            _fail(pending, exc)
             return
-        for (p, future), result in zip(pending, results, strict=True):
+        self._resolve(pending, results)
+
+    async def _fetch_batch(self, pending: list[tuple[Any, asyncio.Future[Any]]]) -> None:
+        try:
+            results = await self.service.fetch_many_async([p for p, _ in pending])
+        except Exception as exc:
+            _fail(pending, exc)
+        else:
+            self._resolve(pending, results)
+        finally:
+            self._in_flight = False
+            if self._pending:
+                self._flush_pending()
+
+    def _resolve(self, pending: list[tuple[Any, asyncio.Future[Any]]], results: list[Any]) -> None:
+        serve = self.service.serve_result
+        for (parsed, future), result in zip(pending, results, strict=True):
             if future.done():  # the client went away
                 continue
             try:
-                future.set_result(
-                    self._guard(lambda p=p, r=result: self.service.serve_result(p, r))
-                )
-            except HttpError as exc:
-                future.set_exception(exc)
+                future.set_result(serve(parsed, result))
             except Exception as exc:
-                future.set_exception(exc)
+                future.set_exception(_as_http(exc))
 
-    def _features_batch(self, doc: Any) -> tuple[int, bytes]:
+    async def _lookup_many(self, entities: list[Any]) -> list[Any]:
+        try:
+            if self.service.async_reads:
+                return await self.service.lookup_many_async(entities)
+            return self.service.lookup_many(entities)
+        except Exception as exc:
+            raise _as_http(exc) from None
+
+    async def _features_batch(self, doc: Any) -> tuple[int, bytes]:
         entities = self._entities(doc, allow_single=False)
-        served = self._guard(lambda: self.service.lookup_many(entities))
+        served = await self._lookup_many(entities)
         self.service.log(EP_BATCH, served)
         return 200, self._batch_body(served)
 
-    def _predict(self, doc: Any) -> tuple[int, bytes]:
+    async def _predict(self, doc: Any) -> tuple[int, bytes]:
         if self.service.model is None:
             raise HttpError(
                 404,
@@ -312,7 +334,7 @@ class ServingApp:
             )
         single = isinstance(doc, dict) and "entity" in doc and "entities" not in doc
         entities = self._entities(doc, allow_single=True)
-        served = self._guard(lambda: self.service.lookup_many(entities))
+        served = await self._lookup_many(entities)
         try:
             self.service.predict(served)
         except MlpipeError:
@@ -388,14 +410,8 @@ class ServingApp:
     def _guard(self, fn: Any) -> Any:
         try:
             return fn()
-        except UsageError as exc:
-            raise HttpError(400, "bad_entity", str(exc)) from None
-        except StoreIncompatible as exc:
-            raise HttpError(503, "store_incompatible", str(exc)) from None
-        except ServiceUnavailable as exc:
-            raise HttpError(503, "store_unavailable", str(exc)) from None
-        except TransformFailed as exc:
-            raise HttpError(500, "transform_failed", str(exc)) from None
+        except Exception as exc:
+            raise _as_http(exc) from None
 
 
 _ALLOW = {EP_ONE: b"GET", EP_BATCH: b"POST", EP_PREDICT: b"POST"}
@@ -411,6 +427,34 @@ def _endpoint_of(path: str) -> str:
 
 def _error(code: str, message: str) -> bytes:
     return orjson.dumps({"error": code, "message": message})
+
+
+def _as_http(exc: Exception) -> Exception:
+    """The HTTP error for a service exception (others pass through: a 500 without details)."""
+    if isinstance(exc, HttpError):
+        return exc
+    if isinstance(exc, UsageError):
+        return HttpError(400, "bad_entity", str(exc))
+    if isinstance(exc, StoreIncompatible):
+        return HttpError(503, "store_incompatible", str(exc))
+    if isinstance(exc, ServiceUnavailable):
+        return HttpError(503, "store_unavailable", str(exc))
+    if isinstance(exc, TransformFailed):
+        return HttpError(500, "transform_failed", str(exc))
+    return exc
+
+
+def _fail(pending: list[tuple[Any, asyncio.Future[Any]]], exc: Exception) -> None:
+    """Fail every waiting request of a batch (one exception object each: they are raised
+    concurrently in different tasks)."""
+    error = _as_http(exc)
+    for _, future in pending:
+        if future.done():
+            continue
+        if isinstance(error, HttpError):
+            future.set_exception(HttpError(error.status, error.code, error.message))
+        else:
+            future.set_exception(type(error)(*error.args))
 
 
 def _body_too_large(limit: int) -> HttpError:

@@ -174,6 +174,17 @@ class FeatureService:
         results = self.fetch_many(parsed)
         return [self._serve(p, r) for p, r in zip(parsed, results, strict=True)]
 
+    async def lookup_many_async(self, entities: Sequence[Any]) -> list[Served]:
+        """``lookup_many`` that does not block the event loop on the store's round trip."""
+        parsed = [self.parse_entity(e) for e in entities]
+        results = await self.fetch_many_async(parsed)
+        return [self._serve(p, r) for p, r in zip(parsed, results, strict=True)]
+
+    @property
+    def async_reads(self) -> bool:
+        """Whether the store's lookups wait on the network (and have an async path)."""
+        return bool(getattr(self.store, "async_reads", False))
+
     def fetch_many(self, parsed: Sequence[tuple[list[Any], str]]) -> list[Any]:
         """Raw store results for parsed entities, in one store round trip."""
         return self._store_call(self.store.get_many, [p[0] for p in parsed])
@@ -222,16 +233,29 @@ class FeatureService:
             self._recheck(None)
         try:
             return fn(arg)
-        except MlpipeError as exc:
-            if isinstance(exc, UsageError):
-                raise
-            self._store_error()
-            if isinstance(exc, ServiceUnavailable):
-                raise
-            raise ServiceUnavailable(str(exc)) from None
-        except Exception as exc:  # a client library error the store did not wrap
-            self._store_error()
-            raise ServiceUnavailable(f"online store error: {type(exc).__name__}: {exc}") from None
+        except Exception as exc:
+            raise self._store_failure(exc) from None
+
+    async def fetch_many_async(self, parsed: Sequence[tuple[list[Any], str]]) -> list[Any]:
+        """``fetch_many`` that does not block the event loop on the store's round trip."""
+        if self._incompatible is not None:
+            self._recheck(None)
+        try:
+            return await self.store.get_many_async([p[0] for p in parsed])
+        except Exception as exc:
+            raise self._store_failure(exc) from None
+
+    def _store_failure(self, exc: Exception) -> Exception:
+        """The exception to raise for a failed store call (counted unless it was bad input)."""
+        if isinstance(exc, UsageError):
+            return exc
+        self._store_error()
+        if isinstance(exc, ServiceUnavailable):
+            return exc
+        if isinstance(exc, MlpipeError):
+            return ServiceUnavailable(str(exc))
+        # a client library error the store did not wrap
+        return ServiceUnavailable(f"online store error: {type(exc).__name__}: {exc}")
 
     def _store_error(self) -> None:
         if self.metrics is not None:
