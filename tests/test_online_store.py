@@ -433,3 +433,34 @@ def test_async_reads_time_out_recover_and_survive_a_restart(redis_server) -> Non
     assert _on_loop(store.get_many_async([1]))[0].values["orders_30d"] == 9
     store.close()
     admin.close()
+
+
+@given(
+    st.lists(st.one_of(st.none(), st.binary(max_size=40)), min_size=1, max_size=6),
+    st.sampled_from([2, 3]),
+)
+def test_raw_reply_parser_reads_resp2_and_resp3_and_waits_for_partial_replies(
+    values: list, protocol: int
+) -> None:  # type: ignore[type-arg]
+    from mlpipe_cli.online.redis_store import parse_values_reply
+
+    null = b"$-1\r\n" if protocol == 2 else b"_\r\n"
+    items = [null if v is None else b"$%d\r\n%s\r\n" % (len(v), v) for v in values]
+    single = len(values) == 1 and protocol == 2  # a GET reply has no array header
+    data = b"".join(items) if single else b"*%d\r\n" % len(values) + b"".join(items)
+    assert parse_values_reply(data, len(values)) == values
+    for cut in range(len(data)):  # values may contain \r\n: only lengths delimit them
+        assert parse_values_reply(data[:cut], len(values)) is None
+    with pytest.raises(ValueError, match="more bytes"):
+        parse_values_reply(data + b"_\r\n", len(values))
+
+
+def test_raw_reply_parser_rejects_error_replies() -> None:
+    from mlpipe_cli.online.redis_store import parse_values_reply
+
+    with pytest.raises(ValueError, match="unexpected reply"):
+        parse_values_reply(b"-WRONGTYPE Operation against a key\r\n", 1)
+    with pytest.raises(ValueError, match="unexpected reply"):
+        parse_values_reply(b"*2\r\n-ERR x\r\n_\r\n", 2)
+    with pytest.raises(ValueError, match="unexpected reply"):
+        parse_values_reply(b"*3\r\n_\r\n_\r\n_\r\n", 2)
