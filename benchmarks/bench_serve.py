@@ -35,6 +35,7 @@ import sys
 import tempfile
 import textwrap
 import time
+import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -206,14 +207,23 @@ def build_project(root: Path, n: int, redis_port: int) -> dict[str, Path]:
 
 
 class Server:
-    def __init__(self, config: Path, log_dir: Path) -> None:
+    def __init__(self, config: Path, log_dir: Path, workers: int = 1) -> None:
         self.port = free_port()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "mlpipe_cli", "serve", "-c", str(config), "--port",
-             str(self.port), "--log-dir", str(log_dir), "-q"],
+             str(self.port), "--log-dir", str(log_dir), "--workers", str(workers), "-q"],
             cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )  # fmt: skip
         wait_port(self.port)
+        deadline = time.monotonic() + 60  # workers accept only once they have verified
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=5):
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
 
     def stop(self) -> None:
         self.proc.send_signal(signal.SIGTERM)
@@ -359,7 +369,6 @@ def in_process(config: Path, artifact_dir: Path, n: int, count: int) -> dict:
 # -- stack comparison (constant endpoint, no mlpipe code) ------------------------------------
 
 STACK_APP = textwrap.dedent("""
-    import sys, uvicorn
     BODY = b'{"status":"ok"}'
     HEADERS = [(b"content-type", b"application/json"), (b"content-length", b"15")]
     async def bare(scope, receive, send):
@@ -367,6 +376,8 @@ STACK_APP = textwrap.dedent("""
             return
         await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
         await send({"type": "http.response.body", "body": BODY})
+    async def rsgi(scope, proto):
+        proto.response_bytes(200, [("content-type", "application/json")], BODY)
     def starlette_app():
         from starlette.applications import Starlette
         from starlette.responses import Response
@@ -374,37 +385,55 @@ STACK_APP = textwrap.dedent("""
         async def const(request):
             return Response(BODY, media_type="application/json")
         return Starlette(routes=[Route("/healthz", const)])
-    kind, http, loop, port = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-    app = bare if kind == "bare" else starlette_app()
-    uvicorn.run(app, host="127.0.0.1", port=port, http=http, loop=loop, log_level="warning",
-                access_log=False)
+    if __name__ == "__main__":
+        import sys, uvicorn
+        kind, http, loop, port = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+        app = bare if kind == "bare" else starlette_app()
+        uvicorn.run(app, host="127.0.0.1", port=port, http=http, loop=loop, log_level="warning",
+                    access_log=False)
 """)
 
 
 def compare_stacks(args: argparse.Namespace, tmp: Path) -> dict[str, dict]:
-    stacks = [("bare", "httptools", "uvloop"), ("bare", "httptools", "asyncio"),
-              ("bare", "h11", "asyncio")]  # fmt: skip
+    """A constant endpoint on each candidate stack (no mlpipe code), same load generator."""
+    (tmp / "stack_app.py").write_text(STACK_APP)
+    granian = [sys.executable, "-m", "granian", "--loop", "uvloop", "--log-level", "error",
+               "--no-ws", "--working-dir", str(tmp)]  # fmt: skip
+    stacks: dict[str, list[str]] = {
+        "granian rsgi (mlpipe serve)": [*granian, "--interface", "rsgi", "stack_app:rsgi"],
+        "granian asgi": [*granian, "--interface", "asgi", "stack_app:bare"],
+    }
+    uvicorn = [sys.executable, str(tmp / "stack_app.py")]
+    try:
+        import uvicorn as _  # noqa: F401
+
+        stacks["uvicorn httptools uvloop"] = [*uvicorn, "bare", "httptools", "uvloop"]
+        stacks["uvicorn h11 asyncio"] = [*uvicorn, "bare", "h11", "asyncio"]
+    except ImportError:
+        print("(uvicorn not installed: skipped)")
     try:
         import starlette  # noqa: F401
 
-        stacks.append(("starlette", "httptools", "uvloop"))
+        stacks["starlette on uvicorn httptools"] = [*uvicorn, "starlette", "httptools", "uvloop"]
     except ImportError:
         print("(starlette not installed: skipped; PYTHONPATH=<dir with starlette> to include)")
     out = {}
-    for kind, http, loop in stacks:
+    for name, cmd in stacks.items():
         port = free_port()
-        proc = subprocess.Popen([sys.executable, "-c", STACK_APP, kind, http, loop, str(port)],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        full = [*cmd, str(port)] if "uvicorn" in name or "starlette" in name else (
+            [*cmd[:-1], "--port", str(port), cmd[-1]]
+        )  # fmt: skip
+        proc = subprocess.Popen(full, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             wait_port(port)
             load(port, "constant", 1, args.connections, 1, tmp)
             runs = [load(port, "constant", 1, args.connections, args.duration, tmp)
                     for _ in range(args.runs)]  # fmt: skip
-            out[f"{kind} {http} {loop}"] = median_of(runs)
+            out[name] = median_of(runs)
         finally:
             proc.terminate()
             proc.wait()
-    print(f"\nASGI stacks, constant endpoint, {args.connections} connections, median of "
+    print(f"\nHTTP stacks, constant endpoint, {args.connections} connections, median of "
           f"{args.runs}")  # fmt: skip
     for name, r in out.items():
         print(f"  {name:<32}{r['rps']:>10,.0f} req/s  p50 {r['p50'] / 1000:.3f} ms  "
@@ -429,11 +458,12 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--workers", type=int, default=1, help="mlpipe serve --workers")
     parser.add_argument("--in-process", type=int, default=50_000, dest="in_process")
     parser.add_argument("--quick", action="store_true", help="20k entities, 3 s, 1 run")
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--stacks", action="store_true",
-                        help="only compare ASGI stacks on a constant endpoint")  # fmt: skip
+                        help="only compare HTTP stacks on a constant endpoint")  # fmt: skip
     args = parser.parse_args()
     if args.quick:
         args.entities, args.duration, args.runs, args.in_process = 20_000, 3.0, 1, 10_000
@@ -457,9 +487,9 @@ def main() -> None:
             results[f"in_process_{name}"] = in_process(
                 cfg, tmp / "artifacts", args.entities, args.in_process
             )
-        redis_srv = Server(configs["redis"], tmp / "logs-redis")
+        redis_srv = Server(configs["redis"], tmp / "logs-redis", args.workers)
         servers.append(redis_srv)
-        sqlite_srv = Server(configs["sqlite"], tmp / "logs-sqlite")
+        sqlite_srv = Server(configs["sqlite"], tmp / "logs-sqlite", args.workers)
         servers.append(sqlite_srv)
         plan = [
             ("constant_healthz", redis_srv, "constant"),
@@ -492,7 +522,8 @@ def report(results: dict[str, dict], args: argparse.Namespace) -> None:
     floor = results["constant_healthz"]["rps"]
     tool = results["constant_healthz"]["tool"]
     print(f"\nHTTP, {args.connections} connections, {args.duration:g} s per run, median of "
-          f"{args.runs} run(s), load generator {tool}, {args.entities:,} entities")  # fmt: skip
+          f"{args.runs} run(s), load generator {tool}, {args.entities:,} entities, "
+          f"{args.workers} server worker(s)")  # fmt: skip
     print(f"{'endpoint':<34}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'p99.9 ms':>10}"
           f"{'vs floor':>10}{'non-2xx':>9}")  # fmt: skip
     labels = {
