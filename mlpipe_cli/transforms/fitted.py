@@ -2,8 +2,9 @@
 
 The state document (``state.json``) lists every configured column with its steps, its fitted
 state and its output names. Loading compiles it twice: into Polars expressions for
-``transform_batch`` and into plain-Python closures for ``transform_one``. Neither path ever
-fits anything.
+``transform_batch`` and into one generated plain-Python function for ``transform_one``
+(codegen.py; ``transform_one_reference`` is the same composed from per-transformer closures,
+kept as the reference it is tested against). Neither path ever fits anything.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import polars as pl
 
 from mlpipe_cli.errors import ArtifactError, InputError
 from mlpipe_cli.transforms import steps as S
+from mlpipe_cli.transforms.codegen import compile_record_function
 
 STATE_FORMAT = 1
 
@@ -83,6 +85,9 @@ class FittedTransform:
         if self.output_columns != list(state["output_columns"]):
             raise ArtifactError(f"transform {version}: output columns do not match the state")
         self._online = tuple(t.compile(s, self.tables) for t, s in self._transformers)
+        self._transform_one, self.online_source = compile_record_function(
+            self._transformers, self.tables, version
+        )
 
     # -- schema -------------------------------------------------------------------------
 
@@ -128,6 +133,11 @@ class FittedTransform:
 
     def transform_one(self, record: Mapping[str, Any]) -> list[float | None]:
         """One raw record -> the output vector (None where a numeric output is missing)."""
+        return self._transform_one(record)
+
+    def transform_one_reference(self, record: Mapping[str, Any]) -> list[float | None]:
+        """``transform_one`` composed from each transformer's ``compile`` closure: the plain
+        reference the generated function must reproduce bit for bit (tests, benchmarks)."""
         out: list[Any] = []
         try:
             for fn in self._online:

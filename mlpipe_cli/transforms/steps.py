@@ -22,7 +22,8 @@ or NaN input is "missing"; numeric outputs stay missing (null in batch, None onl
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from typing import Any, ClassVar
 
@@ -30,6 +31,7 @@ import numpy as np
 import polars as pl
 
 from mlpipe_cli.errors import InputError
+from mlpipe_cli.transforms.codegen import Source
 
 NumFn = Callable[[float | None], float | None]
 RecordFn = Callable[[Mapping[str, Any]], list[Any]]
@@ -65,6 +67,27 @@ def to_category(value: Any) -> str | None:
             return None
         return repr(value)
     return str(value)
+
+
+def emit_to_float(src: Source, var: str, column: str) -> None:
+    """Source for ``var = to_float(var, column)`` (codegen.py), the float and int cases inline.
+
+    ``v.__class__ is float`` holds exactly for the values of ``to_float``'s
+    ``isinstance(value, float)`` branch save subclasses (numpy.float64), and those go through
+    ``to_float`` itself; likewise for int. NaN becomes None, as there.
+    """
+    with src.block(f"if {var}.__class__ is float:"), src.block(f"if {var} != {var}:"):
+        src.line(f"{var} = None")
+    with src.block(f"elif {var}.__class__ is int:"):
+        src.line(f"{var} = float({var})")
+    with src.block(f"elif {var} is not None:"):
+        src.line(f"{var} = {src.bind(to_float, 'to_float')}({var}, {column!r})")
+
+
+def emit_to_category(src: Source, var: str) -> None:
+    """Source for ``var = to_category(var)`` (codegen.py), the str case inline."""
+    with src.block(f"if {var}.__class__ is not str:"):
+        src.line(f"{var} = {src.bind(to_category, 'to_category')}({var})")
 
 
 def numeric_input(column: str) -> pl.Expr:
@@ -125,6 +148,15 @@ class NumericStep:
     def compile(self, state: Mapping[str, Any]) -> NumFn:
         raise NotImplementedError
 
+    def emit(self, state: Mapping[str, Any], src: Source, x: str, may_be_none: bool) -> bool:
+        """Write ``x = compile(state)(x)`` as source lines (see codegen.py); ``may_be_none``
+        says whether ``x`` can be None here. Returns whether the result can be None.
+
+        This default calls the closure; steps override it with an inline transcription.
+        """
+        src.line(f"{x} = {src.bind(self.compile(state), 'step')}({x})")
+        return True
+
     def _need_values(self, values: np.ndarray) -> np.ndarray:
         present = finite_values(values)
         if present.size == 0:
@@ -154,6 +186,12 @@ class FillNull(NumericStep):
         fill = float(state["value"])
         return lambda x: fill if x is None else x
 
+    def emit(self, state: Mapping[str, Any], src: Source, x: str, may_be_none: bool) -> bool:
+        if may_be_none:
+            with src.block(f"if {x} is None:"):
+                src.line(f"{x} = {src.const(float(state['value']))}")
+        return False
+
 
 class Standard(NumericStep):
     """(x - mean) / std with ddof=0; std 0 -> scale 1 (as sklearn StandardScaler)."""
@@ -177,6 +215,12 @@ class Standard(NumericStep):
     def compile(self, state: Mapping[str, Any]) -> NumFn:
         mean, scale = float(state["mean"]), float(state["scale"])
         return lambda x: None if x is None else (x - mean) / scale
+
+    def emit(self, state: Mapping[str, Any], src: Source, x: str, may_be_none: bool) -> bool:
+        mean, scale = src.const(float(state["mean"])), src.const(float(state["scale"]))
+        with _unless_none(src, x, may_be_none):
+            src.line(f"{x} = ({x} - {mean}) / {scale}")
+        return may_be_none
 
 
 class MinMax(NumericStep):
@@ -211,6 +255,15 @@ class MinMax(NumericStep):
         lo, hi = (float(v) for v in state["clip"])
         return lambda x: None if x is None else _clip(x * scale + offset, lo, hi)
 
+    def emit(self, state: Mapping[str, Any], src: Source, x: str, may_be_none: bool) -> bool:
+        scale, offset = src.const(float(state["scale"])), src.const(float(state["min"]))
+        with _unless_none(src, x, may_be_none):
+            src.line(f"{x} = {x} * {scale} + {offset}")
+            if state["clip"] is not None:
+                lo, hi = (float(v) for v in state["clip"])
+                _emit_clip(src, x, lo, hi)
+        return may_be_none
+
 
 def _clip(x: float, lo: float | None, hi: float | None) -> float:
     if x != x:
@@ -220,6 +273,28 @@ def _clip(x: float, lo: float | None, hi: float | None) -> float:
     if hi is not None and x > hi:
         return hi
     return x
+
+
+@contextmanager
+def _unless_none(src: Source, x: str, may_be_none: bool) -> Iterator[None]:
+    """Lines emitted inside run only when ``x`` is not None (no test if it never is)."""
+    if may_be_none:
+        with src.block(f"if {x} is not None:"):
+            yield
+    else:
+        yield
+
+
+def _emit_clip(src: Source, x: str, lo: Any, hi: Any) -> None:
+    """``x = _clip(x, lo, hi)`` for a non-None ``x``, written out."""
+    if lo is None and hi is None:
+        return
+    with src.block(f"if {x} != {x}:"):  # NaN stays NaN
+        src.line("pass")
+    for bound, op in ((lo, "<"), (hi, ">")):
+        if bound is not None:
+            with src.block(f"elif {x} {op} {src.const(bound)}:"):
+                src.line(f"{x} = {src.const(bound)}")
 
 
 class Robust(NumericStep):
@@ -244,6 +319,12 @@ class Robust(NumericStep):
         center, scale = float(state["center"]), float(state["scale"])
         return lambda x: None if x is None else (x - center) / scale
 
+    def emit(self, state: Mapping[str, Any], src: Source, x: str, may_be_none: bool) -> bool:
+        center, scale = src.const(float(state["center"])), src.const(float(state["scale"]))
+        with _unless_none(src, x, may_be_none):
+            src.line(f"{x} = ({x} - {center}) / {scale}")
+        return may_be_none
+
 
 class Clip(NumericStep):
     type = "clip"
@@ -266,6 +347,11 @@ class Clip(NumericStep):
     def compile(self, state: Mapping[str, Any]) -> NumFn:
         lo, hi = state["min"], state["max"]
         return lambda x: None if x is None else _clip(x, lo, hi)
+
+    def emit(self, state: Mapping[str, Any], src: Source, x: str, may_be_none: bool) -> bool:
+        with _unless_none(src, x, may_be_none):
+            _emit_clip(src, x, state["min"], state["max"])
+        return may_be_none
 
 
 class Log1p(NumericStep):
@@ -304,6 +390,19 @@ class Log1p(NumericStep):
             return arg if arg != arg else None
 
         return apply
+
+    def emit(self, state: Mapping[str, Any], src: Source, x: str, may_be_none: bool) -> bool:
+        shift = float(state["shift"])
+        with _unless_none(src, x, may_be_none):
+            if shift:
+                src.line(f"{x} = {x} + {src.const(shift)}")
+            with src.block(f"if {x} > -1:"):
+                src.line(f"{x} = {src.bind(math.log1p, 'log1p')}({x})")
+            with src.block(f"elif {x} != {x}:"):  # NaN stays NaN
+                src.line("pass")
+            with src.block("else:"):
+                src.line(f"{x} = None")
+        return True
 
 
 NUMERIC_STEPS: dict[str, type[NumericStep]] = {
@@ -355,6 +454,17 @@ class NumericChain:
             return [x]
 
         return apply
+
+    def emit(self, state: Mapping[str, Any], tables: Mapping[str, Any], src: Source) -> list[str]:
+        """Write ``compile``'s function inline (see codegen.py); returns the output expressions."""
+        x = src.name("x")
+        src.line(f"# {self.column!r}: {', '.join(s.type for s in self.steps)}")
+        src.line(f"{x} = record[{self.column!r}]")
+        emit_to_float(src, x, self.column)
+        may_be_none = True
+        for step, step_state in zip(self.steps, state["steps"], strict=True):
+            may_be_none = step.emit(step_state, src, x, may_be_none)
+        return [x]
 
 
 # -- encoders ---------------------------------------------------------------------------
@@ -458,6 +568,18 @@ class OneHot(Encoder):
 
         return apply
 
+    def emit(self, state: Mapping[str, Any], tables: Mapping[str, Any], src: Source) -> list[str]:
+        # category -> its finished output row, the `other` row for anything else
+        width = len(state["names"])
+        rows = [tuple(1.0 if j == i else 0.0 for j in range(width)) for i in range(width)]
+        table = {v: rows[i] for i, v in enumerate(state["vocabulary"])}
+        v = src.name("v")
+        src.line(f"# {self.column!r}: onehot")
+        src.line(f"{v} = record[{self.column!r}]")
+        emit_to_category(src, v)
+        src.line(f"{v} = {src.bind(table, 'onehot')}.get({v}, {src.bind(rows[-1], 'other')})")
+        return [f"*{v}"]
+
 
 class CategoryLookup(Encoder):
     """An encoder mapping each vocabulary category to one number, unknown and null to a
@@ -486,6 +608,16 @@ class CategoryLookup(Encoder):
         default = float(fallback)
         column = self.column
         return lambda record: [mapping.get(to_category(record[column]), default)]  # type: ignore[arg-type]
+
+    def emit(self, state: Mapping[str, Any], tables: Mapping[str, Any], src: Source) -> list[str]:
+        values, fallback = self.table(state)
+        mapping = dict(zip(state["vocabulary"], values, strict=True))
+        v = src.name("v")
+        src.line(f"# {self.column!r}: {self.type}")
+        src.line(f"{v} = record[{self.column!r}]")
+        emit_to_category(src, v)
+        src.line(f"{v} = {src.bind(mapping, self.type)}.get({v}, {src.const(float(fallback))})")
+        return [v]
 
 
 class Ordinal(CategoryLookup):
@@ -770,6 +902,83 @@ class Temporal(Encoder):
 
         return apply
 
+    def emit(self, state: Mapping[str, Any], tables: Mapping[str, Any], src: Source) -> list[str]:
+        """``compile``'s function written out: each calendar part read once, tables bound."""
+        from zoneinfo import ZoneInfo
+
+        tz = ZoneInfo(state["time_zone"]) if state["time_zone"] else None
+        parts = {"hour": "{}.hour", "dow": "{}.isoweekday()", "month": "{}.month"}
+
+        def parse(var: str, column: str) -> None:
+            """``var = parse_timestamp(record[column], column)``, a datetime passed as is."""
+            src.line(f"{var} = record[{column!r}]")
+            with src.block(f"if {var}.__class__ is not {src.bind(datetime, 'datetime')}:"):
+                fn = src.bind(parse_timestamp, "parse_timestamp")
+                src.line(f"{var} = {fn}({var}, {column!r})")
+
+        def to_zone(var: str) -> None:
+            if tz is not None:
+                zone = src.bind(tz, "zone")
+                with src.block(f"if {var}.tzinfo is None:"):
+                    src.line(f"{var} = {var}.replace(tzinfo={zone})")
+                if state["time_zone"] == "UTC":
+                    # A plain datetime in datetime.UTC (what the server stamps requests with)
+                    # has UTC's wall clock already: astimezone would only swap its tzinfo for
+                    # an equal one, which neither the calendar parts nor a difference of two
+                    # UTC times can see. Skipping it halves the cost of this column.
+                    utc, dt = src.bind(UTC, "UTC"), src.bind(datetime, "datetime")
+                    cond = f"{var}.tzinfo is not {utc} or {var}.__class__ is not {dt}"
+                    with src.block(f"elif {cond}:"):
+                        src.line(f"{var} = {var}.astimezone({zone})")
+                else:
+                    with src.block("else:"):
+                        src.line(f"{var} = {var}.astimezone({zone})")
+            else:
+                with src.block(f"if {var}.tzinfo is not None:"):
+                    utc = src.bind(UTC, "UTC")
+                    src.line(f"{var} = {var}.astimezone({utc}).replace(tzinfo=None)")
+
+        ts, out = src.name("ts"), src.name("t")
+        src.line(f"# {self.column!r}: temporal {', '.join(state['features'])}")
+        parse(ts, self.column)
+        with src.block(f"if {ts} is None:"):
+            src.line(f"{out} = {src.bind((None,) * len(state['features']), 'nones')}")
+        with src.block("else:"):
+            to_zone(ts)
+            values: dict[str, str] = {}  # calendar part -> local variable
+
+            def part(name: str) -> str:
+                if name not in values:
+                    values[name] = src.name(name)
+                    src.line(f"{values[name]} = {parts[name].format(ts)}")
+                return values[name]
+
+            items = []
+            for feature in state["features"]:
+                if feature in _PERIODS:
+                    items.append(f"float({part(feature)})")
+                elif feature == "is_weekend":
+                    items.append(f"(1.0 if {part('dow')} >= 6 else 0.0)")
+                elif feature == "days_since":
+                    ref, days = src.name("ref"), src.name("days")
+                    parse(ref, state["reference"])
+                    with src.block(f"if {ref} is None:"):
+                        src.line(f"{days} = None")
+                    with src.block("else:"):
+                        to_zone(ref)
+                        src.line(f"{ref} = {ts} - {ref}")
+                        src.line(
+                            f"{days} = float(({ref}.days * 86400 + {ref}.seconds) * 1000000"
+                            f" + {ref}.microseconds) / {src.const(float(_US_PER_DAY))}"
+                        )
+                    items.append(days)
+                else:
+                    name = self._part(feature)
+                    table = tuple(cyclical_table(name, feature.rsplit("_", 1)[1]))  # type: ignore[arg-type]
+                    items.append(f"{src.bind(table, 'cyclical')}[{part(name)}]")  # type: ignore[arg-type]
+            src.line(f"{out} = ({', '.join(items)}{',' if len(items) == 1 else ''})")
+        return [f"*{out}"]
+
 
 class EmbeddingEnc(Encoder):
     """id -> fixed-dimension vector from a lookup table copied into the artifact."""
@@ -875,6 +1084,36 @@ class EmbeddingEnc(Encoder):
 
         return apply
 
+    def emit(self, state: Mapping[str, Any], tables: Mapping[str, Any], src: Source) -> list[str]:
+        """``compile``'s function written out, with a shortcut for the common exact-int id."""
+        table: pl.DataFrame = tables[state["file"]]
+        keys, rows = table["key"].to_list(), (tuple(v) for v in table["vector"].to_list())
+        lookup = src.bind(dict(zip(keys, rows, strict=True)), "embedding")
+        fallback = src.bind(tuple(float(v) for v in state["fallback"]), "fallback")
+        numeric_key = table.schema["key"].is_integer()
+        v = src.name("v")
+        src.line(f"# {self.column!r}: embedding")
+        src.line(f"{v} = record[{self.column!r}]")
+        if numeric_key:
+            with src.block(f"if {v}.__class__ is int:"):
+                src.line(f"{v} = {lookup}.get({v}, {fallback})")
+            with src.block("else:"):
+                with src.block(f"if isinstance({v}, str) and {v}.lstrip('-').isdigit():"):
+                    src.line(f"{v} = int({v})")
+                self._emit_get(src, v, lookup, fallback)
+        else:
+            with src.block(f"if {v} is not None and not isinstance({v}, str):"):
+                src.line(f"{v} = {src.bind(to_category, 'to_category')}({v})")
+            self._emit_get(src, v, lookup, fallback)
+        return [f"*{v}"]
+
+    @staticmethod
+    def _emit_get(src: Source, v: str, lookup: str, fallback: str) -> None:
+        with src.block(f"if isinstance({v}, (bool, float)):"):
+            src.line(f"{v} = {fallback}")
+        with src.block("else:"):  # vectors are never None (load_table refuses null vectors)
+            src.line(f"{v} = {lookup}.get({v}, {fallback})")
+
 
 class Passthrough(Encoder):
     """The column as Float64 (NaN counts as missing)."""
@@ -895,6 +1134,13 @@ class Passthrough(Encoder):
         column = self.column
         return lambda record: [to_float(record[column], column)]
 
+    def emit(self, state: Mapping[str, Any], tables: Mapping[str, Any], src: Source) -> list[str]:
+        x = src.name("x")
+        src.line(f"# {self.column!r}: passthrough")
+        src.line(f"{x} = record[{self.column!r}]")
+        emit_to_float(src, x, self.column)
+        return [x]
+
 
 class Drop(Encoder):
     """Removes the column from the output; not an input."""
@@ -913,6 +1159,9 @@ class Drop(Encoder):
 
     def compile(self, state: Mapping[str, Any], tables: Mapping[str, Any]) -> RecordFn:
         return lambda record: []
+
+    def emit(self, state: Mapping[str, Any], tables: Mapping[str, Any], src: Source) -> list[str]:
+        return []
 
 
 ENCODERS: dict[str, type[Encoder]] = {
