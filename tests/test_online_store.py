@@ -464,3 +464,48 @@ def test_raw_reply_parser_rejects_error_replies() -> None:
         parse_values_reply(b"*2\r\n-ERR x\r\n_\r\n", 2)
     with pytest.raises(ValueError, match="unexpected reply"):
         parse_values_reply(b"*3\r\n_\r\n_\r\n_\r\n", 2)
+
+
+def test_concurrent_async_reads_each_get_their_own_answers(redis_server) -> None:  # type: ignore[no-untyped-def]
+    import asyncio
+
+    store = RedisStore(redis_server.url, prefix="t:conc", pointer_refresh=60.0)
+    rows = {i: [i, i * 0.5, f"c{i}"] for i in range(1, 41)}
+    publish(store, rows)
+    requests = [[(k * 7 + j) % 45 + 1 for j in range(k % 5 + 1)] for k in range(60)]
+
+    async def many() -> list:  # type: ignore[type-arg]
+        return await asyncio.gather(*(store.get_many_async(ids) for ids in requests))
+
+    answers = _on_loop(many())
+    for ids, got in zip(requests, answers, strict=True):
+        assert [r.values["orders_30d"] if r.found else None for r in got] == [
+            i if i in rows else None for i in ids
+        ]
+    store.close()
+
+
+def test_a_read_cancelled_mid_reply_never_answers_the_next_one(redis_server) -> None:  # type: ignore[no-untyped-def]
+    import asyncio
+
+    import redis as redis_py
+
+    store = RedisStore(redis_server.url, prefix="t:cancel", pointer_refresh=60.0, timeout=5)
+    publish(store, {1: [1, 1.0, "DE"], 2: [2, 2.0, "FR"], 3: [3, 3.0, "US"]})
+    admin = redis_py.Redis.from_url(redis_server.url)
+
+    async def cancel_then_read() -> list:  # type: ignore[type-arg]
+        await store.get_many_async([3])  # the loop's connection is open and idle
+        admin.execute_command("CLIENT", "PAUSE", "300", "ALL")
+        task = asyncio.ensure_future(store.get_many_async([1, 2]))
+        await asyncio.sleep(0.05)  # the MGET for 1, 2 is out; its reply is not
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await asyncio.sleep(0.4)  # the pause ends and the cancelled reply arrives
+        return await store.get_many_async([2, 1])  # same shape as the cancelled one
+
+    got = _on_loop(cancel_then_read())
+    assert [r.values["country"] for r in got] == ["FR", "DE"]
+    store.close()
+    admin.close()

@@ -451,13 +451,22 @@ def test_redis_outage_gives_503_and_recovers_without_restart(
     }
 
     def hammer(seed: int) -> list[tuple[int, dict[str, Any]]]:
+        # single GETs (coalesced) interleaved with batch POSTs, which share the loop's Redis
+        # connection with them
         with httpx.Client(base_url=f"http://127.0.0.1:{srv.port}", timeout=10) as client:
             picks = [pool_ids[(seed * 7 + k * 13) % len(pool_ids)] for k in range(25)]
-            return [(u, client.get(f"/features/{u}").json()) for u in picks]
+            out = []
+            for k, u in enumerate(picks):
+                out.append((u, client.get(f"/features/{u}").json()))
+                if k % 5 == 0:
+                    batch = picks[k : k + 3]
+                    results = client.post("/features", json={"entities": batch}).json()
+                    out.extend(zip(batch, results["results"], strict=True))
+            return out
 
     with ThreadPoolExecutor(16) as executor:
         answers = [a for batch in executor.map(hammer, range(16)) for a in batch]
-    assert len(answers) == 400
+    assert len(answers) == 400 + 16 * 5 * 3
     for user, answer in answers:
         assert answer["entity"] == user
         assert answer["cold_start"] == reference[user]["cold_start"]

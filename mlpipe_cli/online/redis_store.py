@@ -79,6 +79,7 @@ class RedisStore(BaseStore):
         self._bulk: _BulkWriter | None = None
         self._timeout = timeout
         self._async_conn: Any = None  # the event loop's own connection (see _fetch_async)
+        self._async_lock: tuple[Any, Any] | None = None  # (loop, asyncio.Lock)
         self.url = url
         self.location = mask_url(url)
         self._secrets = [s for s in (password, _url_password(url)) if s]
@@ -238,8 +239,21 @@ class RedisStore(BaseStore):
                 self.async_reads = False
         if not self.async_reads:
             return self._fetch(view, keys)
-        single, packed = self._fetch_command(view, keys)
         loop = asyncio.get_running_loop()
+        # One command in flight on the connection: concurrent callers (batch and predict
+        # requests beside the coalesced GETs) take turns. The lock is remade for a new loop.
+        lock = self._async_lock
+        if lock is None or lock[0] is not loop:
+            lock = self._async_lock = (loop, asyncio.Lock())
+        async with lock[1]:
+            return await self._fetch_on_loop(conn, loop, view, keys)
+
+    async def _fetch_on_loop(
+        self, conn: Any, loop: Any, view: _View, keys: list[str]
+    ) -> list[bytes | None]:
+        import redis
+
+        single, packed = self._fetch_command(view, keys)
         deadline = loop.time() + self._timeout
         try:
             conn.send_packed_command([packed], check_health=False)  # connects when needed
@@ -269,6 +283,10 @@ class RedisStore(BaseStore):
         except (redis.RedisError, OSError, ValueError):
             conn.disconnect()
             return self._fetch(view, keys)
+        except BaseException:  # cancelled (the client went away) mid-reply
+            # The reply may still arrive; left unread it would answer the next command.
+            conn.disconnect()
+            raise
 
     # -- write side (materialize) -------------------------------------------------------
     def versions(self) -> list[tuple[StoreMetadata, RunProgress | None]]:
