@@ -8,6 +8,7 @@ import pickle
 from pathlib import Path
 from typing import Any
 
+import httpx
 import joblib
 import numpy as np
 import polars as pl
@@ -95,12 +96,32 @@ def test_register_then_predict_matches_sklearn(
     )
     assert [r["cold_start"] for r in batch["results"]] == [False, True, False]
     assert srv.get("/readyz").json()["model_version"] == doc["model_version"]
+
+    # concurrent single-entity /predict requests share store and model calls (coalescing);
+    # each still gets the score of its own entity's vector
+    from concurrent.futures import ThreadPoolExecutor
+
+    many = [*some_user_ids(sample_data_dir, 30), 987654321]
+
+    def ask(k: int) -> list[tuple[Any, dict[str, Any]]]:
+        with httpx.Client(base_url=f"http://127.0.0.1:{srv.port}", timeout=10) as client:
+            picks = [many[(k * 5 + j * 3) % len(many)] for j in range(12)]
+            return [(u, client.post("/predict", json={"entity": u}).json()) for u in picks]
+
+    with ThreadPoolExecutor(12) as executor:
+        answers = [a for part in executor.map(ask, range(12)) for a in part]
+    vectors = np.asarray([a["vector"] for _, a in answers], dtype=np.float64)
+    assert [a["entity"] for _, a in answers] == [u for u, _ in answers]
+    assert [a["prediction"] for _, a in answers] == pytest.approx(
+        model.predict_proba(vectors)[:, 1].tolist(), rel=1e-12
+    )
     assert srv.stop() == 0
     log = pl.concat(
         [pl.read_parquet(f) for f in sorted(
             (tmp_path / "artifacts" / "churn" / "serving-logs").glob("segment-*.parquet"))]
     )  # fmt: skip
-    assert log["prediction"].to_list() == pytest.approx(
+    assert log.height == 1 + 3 + len(answers)
+    assert log["prediction"].head(4).to_list() == pytest.approx(
         [body["prediction"]] + [r["prediction"] for r in batch["results"]], rel=1e-12
     )
     assert log["endpoint"].unique().to_list() == ["/predict"]

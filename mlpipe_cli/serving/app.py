@@ -82,7 +82,7 @@ class ServingApp:
         # throughput at 16 connections. A request alone pays one extra loop turn (~10-20 µs);
         # the app cannot know whether others are queued behind it, so it always defers.
         self.coalesce = coalesce
-        self._pending: list[tuple[tuple[list[Any], str], asyncio.Future[Any]]] = []
+        self._pending: list[_Pending] = []
         self._flush_scheduled = False
         self._in_flight = False  # a coalesced batch is waiting on the store
         self._batch: asyncio.Task[None] | None = None
@@ -254,18 +254,22 @@ class ServingApp:
         if not entity_text or "/" in entity_text:
             raise HttpError(404, "not_found", "expected /features/{entity_id}")
         entity: Any = entity_text.split(",") if "," in entity_text else entity_text
-        parsed = self._guard(lambda: self.service.parse_entity(entity))
-        future = asyncio.get_running_loop().create_future()
-        self._pending.append((parsed, future))
-        if not self._flush_scheduled and not self._in_flight:
-            self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush_pending)
-        served = await future  # an HttpError set by the batch is raised here
+        served = await self._coalesced(entity, score=False)
         self.service.log(EP_ONE, [served])
         return 200, orjson.dumps(served.to_dict(self.transform_version), option=_OPTS)
 
+    async def _coalesced(self, entity: Any, *, score: bool) -> Any:
+        """Queue one entity for the next shared store call (and model call when ``score``)."""
+        parsed = self._guard(lambda: self.service.parse_entity(entity))
+        future = asyncio.get_running_loop().create_future()
+        self._pending.append((parsed, future, score))
+        if not self._flush_scheduled and not self._in_flight:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush_pending)
+        return await future  # an HttpError set by the batch is raised here
+
     def _flush_pending(self) -> None:
-        """One store round trip for every single-entity GET queued so far.
+        """One store round trip for every single-entity GET (and /predict) queued so far.
 
         With a store that answers over the network (Redis) the round trip runs without
         blocking the loop, one batch at a time: requests arriving meanwhile queue up and go
@@ -282,15 +286,15 @@ class ServingApp:
             self._batch = asyncio.get_running_loop().create_task(self._fetch_batch(pending))
             return
         try:
-            results = self.service.fetch_many([p for p, _ in pending])
+            results = self.service.fetch_many([item[0] for item in pending])
         except Exception as exc:
             _fail(pending, exc)
             return
         self._resolve(pending, results)
 
-    async def _fetch_batch(self, pending: list[tuple[Any, asyncio.Future[Any]]]) -> None:
+    async def _fetch_batch(self, pending: list[_Pending]) -> None:
         try:
-            results = await self.service.fetch_many_async([p for p, _ in pending])
+            results = await self.service.fetch_many_async([item[0] for item in pending])
         except Exception as exc:
             _fail(pending, exc)
         else:
@@ -300,15 +304,44 @@ class ServingApp:
             if self._pending:
                 self._flush_pending()
 
-    def _resolve(self, pending: list[tuple[Any, asyncio.Future[Any]]], results: list[Any]) -> None:
+    def _resolve(self, pending: list[_Pending], results: list[Any]) -> None:
         serve = self.service.serve_result
-        for (parsed, future), result in zip(pending, results, strict=True):
+        to_score: list[tuple[Any, asyncio.Future[Any]]] = []
+        for (parsed, future, score), result in zip(pending, results, strict=True):
             if future.done():  # the client went away
                 continue
             try:
-                future.set_result(serve(parsed, result))
+                served = serve(parsed, result)
             except Exception as exc:
                 future.set_exception(_as_http(exc))
+                continue
+            if score:
+                to_score.append((served, future))
+            else:
+                future.set_result(served)
+        if not to_score:
+            return
+        # One model call for every /predict in the batch: a scikit-learn call costs about
+        # the same for 1 row as for 50.
+        try:
+            self._score([served for served, _ in to_score])
+        except Exception as exc:
+            _fail(to_score, exc)
+            return
+        for served, future in to_score:
+            future.set_result(served)
+
+    def _score(self, served: list[Any]) -> None:
+        try:
+            self.service.predict(served)
+        except MlpipeError:
+            raise
+        except Exception as exc:
+            model = self.service.model
+            version = model.binding.model_version if model is not None else "?"
+            raise HttpError(
+                500, "model_failed", f"model {version} failed: {type(exc).__name__}: {exc}"
+            ) from None
 
     async def _lookup_many(self, entities: list[Any]) -> list[Any]:
         try:
@@ -334,18 +367,11 @@ class ServingApp:
             )
         single = isinstance(doc, dict) and "entity" in doc and "entities" not in doc
         entities = self._entities(doc, allow_single=True)
-        served = await self._lookup_many(entities)
-        try:
-            self.service.predict(served)
-        except MlpipeError:
-            raise
-        except Exception as exc:
-            raise HttpError(
-                500,
-                "model_failed",
-                f"model {self.service.model.binding.model_version} "
-                f"failed: {type(exc).__name__}: {exc}",
-            ) from None
+        if single and self.coalesce:
+            served = [await self._coalesced(entities[0], score=True)]
+        else:
+            served = await self._lookup_many(entities)
+            self._score(served)
         self.service.log(EP_PREDICT, served)
         if single:
             doc_out = served[0].to_dict(self.transform_version)
@@ -444,11 +470,16 @@ def _as_http(exc: Exception) -> Exception:
     return exc
 
 
-def _fail(pending: list[tuple[Any, asyncio.Future[Any]]], exc: Exception) -> None:
+# (parsed entity, the request's future, whether to score it with the model)
+_Pending = tuple[tuple[list[Any], str], "asyncio.Future[Any]", bool]
+
+
+def _fail(pending: list[Any], exc: Exception) -> None:
     """Fail every waiting request of a batch (one exception object each: they are raised
-    concurrently in different tasks)."""
+    concurrently in different tasks). Items are tuples whose second element is the future."""
     error = _as_http(exc)
-    for _, future in pending:
+    for item in pending:
+        future = item[1]
         if future.done():
             continue
         if isinstance(error, HttpError):
