@@ -37,9 +37,12 @@ from mlpipe_cli.transforms.codegen import Source, compile_record_function
 N = 400
 KNOWN = ["US", "DE", "GB", "FR", "IN", "rare1", "rare2"]
 START = datetime(2025, 1, 1, tzinfo=UTC)
-# a zone without DST: with DST the online days_since (wall-clock difference of two local
-# times) and the batch one (absolute) differ by an hour; fitting checks both on the golden rows
+# zoned columns: a half-hour offset without DST, and two zones with DST (fitting checks the
+# golden rows through both paths, and the training rows cross DST changes; the batch side of
+# DST is tests/test_transform_temporal_dst.py)
 KOLKATA = ZoneInfo("Asia/Kolkata")
+BERLIN = ZoneInfo("Europe/Berlin")
+SYDNEY = ZoneInfo("Australia/Sydney")
 
 # case -> (training column it is fitted on, steps); each case becomes its own input column
 CASES: dict[str, tuple[str, list[dict[str, Any]]]] = {
@@ -83,6 +86,13 @@ CASES: dict[str, tuple[str, list[dict[str, Any]]]] = {
         "month_sin", "month_cos", "days_since"], "reference": "ref"}]),
     "temporal_zoned": ("ts_zoned", [{"type": "temporal", "features": [
         "days_since", "month_cos", "hour", "is_weekend"], "reference": "ref_zoned"}]),
+    "temporal_dst": ("ts_berlin", [{"type": "temporal", "features": [
+        "hour", "dow", "month", "is_weekend", "hour_sin", "dow_cos", "days_since"],
+        "reference": "ref_berlin"}]),
+    "temporal_dst_naive_ref": ("ts_sydney", [{"type": "temporal", "features": [
+        "days_since", "hour_cos", "dow"], "reference": "ref_naive"}]),
+    "temporal_dst_days_only": ("ts_sydney", [{"type": "temporal", "features": ["days_since"],
+                                              "reference": "ref_berlin"}]),
     "temporal_naive": ("ts_naive", [{"type": "temporal", "features": ["dow_sin", "hour"]}]),
     "embedding_int": ("pid", [{"type": "embedding", "table": "ids", "key": "product_id",
                                "vector": "embedding"}]),
@@ -92,8 +102,9 @@ CASES: dict[str, tuple[str, list[dict[str, Any]]]] = {
     "passthrough_bool": ("flag", [{"type": "passthrough"}]),
     "drop": ("cat", [{"type": "drop"}]),
 }  # fmt: skip
-# reference columns keep their names (a temporal step reads them from the record)
-REFERENCES = {"ref", "ref_zoned"}
+# reference columns keep their names (a temporal step reads them from the record); each
+# gets the values drawn for the column named here
+REFERENCES = {"ref": "ts", "ref_zoned": "ts_zoned", "ref_berlin": "ts_berlin", "ref_naive": "ts"}
 
 
 @cache
@@ -116,6 +127,10 @@ def base_frame() -> pl.DataFrame:
             "ref": ref,
             "ts_zoned": [t.astimezone(KOLKATA) for t in ts],
             "ref_zoned": [t.astimezone(KOLKATA) for t in ref],
+            "ts_berlin": [t.astimezone(BERLIN) for t in ts],
+            "ref_berlin": [t.astimezone(BERLIN) for t in ref],
+            "ts_sydney": [t.astimezone(SYDNEY) for t in ts],
+            "ref_naive": [t.replace(tzinfo=None) for t in ref],
             "ts_naive": [t.replace(tzinfo=None) for t in ts],
             "pid": rng.integers(1, 40, N),
             "sku": [f"s{int(v)}" for v in rng.integers(0, 8, N)],
@@ -124,6 +139,9 @@ def base_frame() -> pl.DataFrame:
         schema_overrides={
             "ts_zoned": pl.Datetime("us", "Asia/Kolkata"),
             "ref_zoned": pl.Datetime("us", "Asia/Kolkata"),
+            "ts_berlin": pl.Datetime("us", "Europe/Berlin"),
+            "ref_berlin": pl.Datetime("us", "Europe/Berlin"),
+            "ts_sydney": pl.Datetime("us", "Australia/Sydney"),
         },
     )
 
@@ -251,7 +269,7 @@ class MyDatetime(datetime):
 
 zones = st.sampled_from(
     [UTC, UTC, ZoneInfo("UTC"), timezone(timedelta(0)), timezone(timedelta(hours=-3)), KOLKATA,
-     ZoneInfo("America/New_York"), ZoneInfo("Europe/Berlin")]
+     BERLIN, SYDNEY, ZoneInfo("America/New_York"), ZoneInfo("Etc/GMT-5")]
 )  # fmt: skip
 aware = st.datetimes(
     min_value=datetime(1900, 1, 2), max_value=datetime(2200, 1, 1), timezones=zones
@@ -270,6 +288,8 @@ timestamps = st.one_of(
     aware.map(datetime.isoformat),
     naive.map(datetime.isoformat),
 )
+# for a column with a zone other than UTC, where a naive value is refused: mostly aware ones
+zoned_timestamps = st.one_of(timestamps, st.none(), *[aware] * 4, aware.map(datetime.isoformat))
 ids = st.one_of(
     st.none(),
     st.integers(-3, 45),
@@ -285,8 +305,8 @@ junk = st.sampled_from(
 )  # fmt: skip
 BY_SOURCE = {
     "num": numbers, "pos": numbers, "neg": numbers, "cnt": numbers, "flag": numbers,
-    "cat": categories, "ts": timestamps, "ts_zoned": timestamps, "ts_naive": timestamps,
-    "pid": ids, "sku": ids,
+    "cat": categories, "ts": timestamps, "ts_zoned": zoned_timestamps, "ts_naive": timestamps,
+    "ts_berlin": zoned_timestamps, "ts_sydney": zoned_timestamps, "pid": ids, "sku": ids,
 }  # fmt: skip
 
 
@@ -294,7 +314,7 @@ def records_for(cases: list[str], junk_too: bool) -> st.SearchStrategy[dict[str,
     """Records for a transform fitted on ``cases``; with ``junk_too`` values of any kind."""
     anything = st.one_of(*BY_SOURCE.values(), junk)
     fields = {c: anything if junk_too else BY_SOURCE[CASES[c][0]] for c in cases}
-    fields.update({r: anything if junk_too else timestamps for r in REFERENCES})
+    fields.update({r: anything if junk_too else BY_SOURCE[s] for r, s in REFERENCES.items()})
     return st.fixed_dictionaries(fields)
 
 
@@ -359,6 +379,14 @@ def test_errors_are_the_reference_errors(tables: dict[str, Path]) -> None:
     record = {"standard": 1.0, "onehot": "US", "temporal_utc": None}
     assert transform.transform_one(record)[-11:] == [None] * 11
     assert_identical(transform, record)
+    # a naive value where it names no instant (a zone with DST; a reference fitted zoned)
+    berlin = fitted(["temporal_dst"], tables)
+    aware = datetime(2025, 3, 30, 1, 30, tzinfo=UTC)
+    for record in ({"temporal_dst": datetime(2025, 3, 30, 2, 30), "ref_berlin": aware},
+                   {"temporal_dst": aware, "ref_berlin": "2025-03-30T02:30"}):  # fmt: skip
+        with pytest.raises(InputError, match=r"has no UTC offset .* in Europe/Berlin"):
+            berlin.transform_one(record)
+        assert_identical(berlin, record)
 
 
 @pytest.mark.parametrize(
@@ -426,7 +454,7 @@ def test_user_strings_are_never_source(tables: dict[str, Path]) -> None:
 def test_transformers_without_emit_are_called_through_compile(
     tables: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    cases = ["chain", "onehot", "temporal_zoned", "embedding_int"]
+    cases = ["chain", "onehot", "temporal_zoned", "temporal_dst", "embedding_int"]
     # numeric steps without an inline form, and an encoder without emit at all
     monkeypatch.setattr(S.Standard, "emit", S.NumericStep.emit)
     monkeypatch.delattr(S.Temporal, "emit")

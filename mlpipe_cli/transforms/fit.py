@@ -120,6 +120,24 @@ def check_training_schema(config: TransformConfig, schema: pl.Schema) -> list[st
             ok = family in ("string", "integer", "bool")
         if not ok:
             problems.append(f"column {column!r} has dtype {schema[column]}, unusable for {kind}")
+    for column, steps in config.columns.items():
+        reference = getattr(steps[0], "reference", None)
+        if steps[0].type != "temporal" or not reference:
+            continue
+        if column not in schema or reference not in schema:
+            continue
+        # pairs Polars cannot subtract after converting to the column's zone (days_since)
+        own, family = dtype_family(schema[column]), dtype_family(schema[reference])
+        if own == "datetime-tz" and family == "date":
+            problems.append(
+                f"column {column!r} has a time zone but its days_since reference {reference!r} "
+                f"is a {schema[reference]}: cast the reference to a Datetime"
+            )
+        elif own == "datetime" and family == "datetime-tz":
+            problems.append(
+                f"column {column!r} has no time zone but its days_since reference {reference!r} "
+                f"has one ({schema[reference]}): give {column!r} a time zone too"
+            )
     return problems
 
 

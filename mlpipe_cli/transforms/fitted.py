@@ -77,7 +77,8 @@ class FittedTransform:
             c["column"] for c in state["columns"] if c["steps"][0]["type"] == "drop"
         ]
         self._transformers = [
-            (S.build(c["column"], c["steps"]), c["state"]) for c in state["columns"]
+            (S.build(c["column"], c["steps"], self._families), c["state"])
+            for c in state["columns"]
         ]
         self.output_columns: list[str] = [
             name for t, s in self._transformers for name in t.outputs(s)

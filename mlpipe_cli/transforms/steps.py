@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, ClassVar
 
 import numpy as np
@@ -764,6 +764,7 @@ def cyclical_table(part: str, fn: str) -> list[float]:
 
 
 def parse_timestamp(value: Any, column: str) -> datetime | None:
+    """Online input -> datetime (naive or aware) or None; a date is its midnight, naive."""
     if value is None:
         return None
     if isinstance(value, datetime):
@@ -778,15 +779,74 @@ def parse_timestamp(value: Any, column: str) -> datetime | None:
     raise InputError(f"column {column!r}: expected a timestamp, got {value!r}")
 
 
+# Zones whose offset is zero at every instant (all links to Etc/UTC or Etc/GMT): a naive value
+# names one instant in them, and the UTC wall clock is the local one.
+_UTC_ZONES = frozenset(
+    {"UTC", "Etc/UTC", "Etc/UCT", "UCT", "Etc/Universal", "Universal", "Etc/Zulu", "Zulu",
+     "GMT", "Etc/GMT", "Etc/GMT+0", "Etc/GMT-0", "Etc/GMT0", "GMT0", "GMT+0", "GMT-0",
+     "Etc/Greenwich", "Greenwich"}
+)  # fmt: skip
+# Polars (chrono-tz) knows a zone's offset changes up to the end of 2099 only: from 2100-01-01
+# UTC on, every zone keeps the offset it has then (no more daylight-saving changes), where
+# Python's zoneinfo goes on applying the zone's rules. The online path does as Polars does
+# (tests/test_transform_temporal_dst.py checks it against every instant it draws).
+_TZ_HORIZON = datetime(2100, 1, 1, tzinfo=UTC)
+
+
+def to_utc(ts: datetime, column: str, naive_ok: bool, zone: str) -> datetime:
+    """The instant an online timestamp names, as an aware datetime in UTC, for a temporal
+    column fitted with time zone ``zone``.
+
+    An aware value names ``ts - ts.utcoffset()``: any zone, any offset; for a wall-clock time
+    a daylight-saving change repeats or skips, ``fold`` picks the offset (PEP 495). A naive
+    value (or a date: its midnight) is read as UTC where ``naive_ok`` (the batch path, which
+    converts a naive column to a zone as if it were UTC, does the same); elsewhere it is an
+    InputError, as the batch path refuses a naive column for a column fitted with a zone.
+    """
+    if ts.tzinfo is None or ts.utcoffset() is None:
+        if naive_ok:
+            return ts.replace(tzinfo=UTC)
+        raise InputError(
+            f"column {column!r}: {ts.isoformat()} has no UTC offset (a date, or a timestamp "
+            f"without one) but the transform was fitted on timestamps in {zone}, so which "
+            "instant it means is ambiguous",
+            hint="send it with its UTC offset (ISO 8601 '...+01:00' or an aware datetime)",
+        )
+    return ts.astimezone(UTC)
+
+
 class Temporal(Encoder):
     """Calendar parts in the column's time zone; ISO weekday Mon=1..Sun=7.
 
     Cyclical encodings use fixed periods: hour/24, (dow-1)/7, (month-1)/12 of a full turn.
     days_since = (column - reference) in days (fractional).
+
+    For a column with a time zone, batch works on instants (Polars stores UTC and converts to
+    the zone for the calendar parts), and so does the online path: each value becomes its UTC
+    instant (``to_utc``); the parts are the wall clock of that instant in the column's zone;
+    days_since is the difference of the two instants — elapsed time, so 1/24 day less than
+    the wall-clock difference across a spring-forward change. A naive online value is read
+    as UTC where batch reads a naive column so (the zone is UTC, or the reference column was
+    fitted naive: ``input_families``); elsewhere it raises InputError (batch refuses it).
+
+    A column without a time zone works on wall-clock times as given; an aware online value is
+    first converted to UTC and its zone dropped.
     """
 
     kind = "temporal"
     type = "temporal"
+
+    def __init__(
+        self,
+        column: str,
+        params: Mapping[str, Any],
+        input_families: Mapping[str, Any] | None = None,
+    ) -> None:
+        """``input_families``: the state's dtype families per input column (fitted.py), to
+        know whether the reference column was fitted naive; None if unknown (a naive
+        reference value is then read like a naive column value)."""
+        super().__init__(column, params)
+        self.input_families = input_families
 
     def fit(self, frame: pl.DataFrame, target: np.ndarray | None = None) -> dict[str, Any]:
         dtype = frame.schema[self.column]
@@ -818,6 +878,28 @@ class Temporal(Encoder):
             ts = ts.dt.convert_time_zone(state["time_zone"])
         return ts
 
+    def _naive_ok(self, state: Mapping[str, Any]) -> tuple[bool, bool]:
+        """Whether a naive online value is taken (for a zoned column: read as UTC), for the
+        column and for the reference."""
+        if state["time_zone"] is None:
+            return True, True
+        utc = state["time_zone"] in _UTC_ZONES
+        families = (self.input_families or {}).get(state["reference"])
+        fitted_naive = families is not None and "datetime-tz" not in families
+        return utc, utc or fitted_naive
+
+    def _zone(self, state: Mapping[str, Any]) -> tuple[Any, timedelta | None]:
+        """(ZoneInfo of the column's zone or None, the zone's offset from _TZ_HORIZON on or
+        None where the UTC wall clock is the local one: no zone, or a zone that is UTC)."""
+        from zoneinfo import ZoneInfo
+
+        if state["time_zone"] is None:
+            return None, None
+        tz = ZoneInfo(state["time_zone"])
+        if state["time_zone"] in _UTC_ZONES:
+            return tz, None
+        return tz, (_TZ_HORIZON - timedelta(microseconds=1)).astimezone(tz).utcoffset()
+
     def helpers(self, state: Mapping[str, Any], tables: Mapping[str, Any]) -> list[pl.Expr]:
         ts = self._local(state, self.column)
         calendar = {"hour": ts.dt.hour(), "dow": ts.dt.weekday(), "month": ts.dt.month()}
@@ -847,10 +929,7 @@ class Temporal(Encoder):
         return exprs
 
     def compile(self, state: Mapping[str, Any], tables: Mapping[str, Any]) -> RecordFn:
-        from zoneinfo import ZoneInfo
-
-        tz = ZoneInfo(state["time_zone"]) if state["time_zone"] else None
-        column, reference = self.column, state["reference"]
+        column, reference, zone = self.column, state["reference"], state["time_zone"]
         getters = {
             "hour": lambda ts: ts.hour,
             "dow": lambda ts: ts.isoweekday(),
@@ -869,29 +948,42 @@ class Temporal(Encoder):
                 table = tuple(cyclical_table(part, feature.rsplit("_", 1)[1]))  # type: ignore[arg-type]
                 plan.append(("table", (getters[part], table)))  # type: ignore[index]
         width = len(plan)
+        tz, frozen = self._zone(state)
+        naive_column, naive_reference = self._naive_ok(state)
 
-        def local(value: Any, name: str) -> datetime | None:
+        def instant(value: Any, name: str, naive_ok: bool) -> datetime | None:
+            """No zone: the wall-clock time (an aware value's in UTC). A zone: the instant, as
+            an aware datetime in UTC."""
             ts = parse_timestamp(value, name)
             if ts is None:
                 return None
-            if tz is not None:
-                return ts.replace(tzinfo=tz) if ts.tzinfo is None else ts.astimezone(tz)
-            return ts if ts.tzinfo is None else ts.astimezone(UTC).replace(tzinfo=None)
+            if zone is None:
+                return ts if ts.tzinfo is None else ts.astimezone(UTC).replace(tzinfo=None)
+            return to_utc(ts, name, naive_ok, zone)
+
+        def local(ts: datetime) -> datetime:
+            """The wall clock in the zone (as Polars has it from 2100 on: see _TZ_HORIZON)."""
+            if frozen is None:
+                return ts
+            return ts.astimezone(tz) if ts < _TZ_HORIZON else ts + frozen
+
+        calendar = bool(self._parts(state))  # any feature read from the wall clock
 
         def apply(record: Mapping[str, Any]) -> list[Any]:
-            ts = local(record[column], column)
+            ts = instant(record[column], column, naive_column)
             if ts is None:
                 return [None] * width
+            wall = local(ts) if calendar else ts
             out: list[Any] = []
             for kind, arg in plan:
                 if kind == "table":
-                    out.append(arg[1][arg[0](ts)])
+                    out.append(arg[1][arg[0](wall)])
                 elif kind == "raw":
-                    out.append(float(arg(ts)))
+                    out.append(float(arg(wall)))
                 elif kind == "weekend":
-                    out.append(1.0 if arg(ts) >= 6 else 0.0)
+                    out.append(1.0 if arg(wall) >= 6 else 0.0)
                 else:
-                    ref = local(record[reference], reference)
+                    ref = instant(record[reference], reference, naive_reference)
                     if ref is None:
                         out.append(None)
                     else:
@@ -904,39 +996,35 @@ class Temporal(Encoder):
 
     def emit(self, state: Mapping[str, Any], tables: Mapping[str, Any], src: Source) -> list[str]:
         """``compile``'s function written out: each calendar part read once, tables bound."""
-        from zoneinfo import ZoneInfo
-
-        tz = ZoneInfo(state["time_zone"]) if state["time_zone"] else None
+        zone = state["time_zone"]
         parts = {"hour": "{}.hour", "dow": "{}.isoweekday()", "month": "{}.month"}
+        dt, utc = src.bind(datetime, "datetime"), src.bind(UTC, "UTC")
+        tz, frozen = self._zone(state)
+        naive_column, naive_reference = self._naive_ok(state)
 
         def parse(var: str, column: str) -> None:
             """``var = parse_timestamp(record[column], column)``, a datetime passed as is."""
             src.line(f"{var} = record[{column!r}]")
-            with src.block(f"if {var}.__class__ is not {src.bind(datetime, 'datetime')}:"):
+            with src.block(f"if {var}.__class__ is not {dt}:"):
                 fn = src.bind(parse_timestamp, "parse_timestamp")
                 src.line(f"{var} = {fn}({var}, {column!r})")
 
-        def to_zone(var: str) -> None:
-            if tz is not None:
-                zone = src.bind(tz, "zone")
-                with src.block(f"if {var}.tzinfo is None:"):
-                    src.line(f"{var} = {var}.replace(tzinfo={zone})")
-                if state["time_zone"] == "UTC":
-                    # A plain datetime in datetime.UTC (what the server stamps requests with)
-                    # has UTC's wall clock already: astimezone would only swap its tzinfo for
-                    # an equal one, which neither the calendar parts nor a difference of two
-                    # UTC times can see. Skipping it halves the cost of this column.
-                    utc, dt = src.bind(UTC, "UTC"), src.bind(datetime, "datetime")
-                    cond = f"{var}.tzinfo is not {utc} or {var}.__class__ is not {dt}"
-                    with src.block(f"elif {cond}:"):
-                        src.line(f"{var} = {var}.astimezone({zone})")
-                else:
-                    with src.block("else:"):
-                        src.line(f"{var} = {var}.astimezone({zone})")
-            else:
+        def instant(var: str, column: str, naive_ok: bool) -> None:
+            """``var`` (a datetime) -> ``instant`` of compile's function."""
+            if zone is None:
                 with src.block(f"if {var}.tzinfo is not None:"):
-                    utc = src.bind(UTC, "UTC")
                     src.line(f"{var} = {var}.astimezone({utc}).replace(tzinfo=None)")
+                return
+            # A plain datetime in datetime.UTC (what the server stamps requests with) is its
+            # instant already, and so is one in a UTC zone's ZoneInfo (what Polars gives):
+            # to_utc would only swap the tzinfo for an equal one, which neither the calendar
+            # parts nor a difference of two UTC times can see.
+            convert = f"{var}.tzinfo is not {utc}"
+            if frozen is None:
+                convert = f"({convert} and {var}.tzinfo is not {src.bind(tz, 'zone')})"
+            with src.block(f"if {convert} or {var}.__class__ is not {dt}:"):
+                fn = src.bind(to_utc, "to_utc")
+                src.line(f"{var} = {fn}({var}, {column!r}, {naive_ok!r}, {zone!r})")
 
         ts, out = src.name("ts"), src.name("t")
         src.line(f"# {self.column!r}: temporal {', '.join(state['features'])}")
@@ -944,13 +1032,20 @@ class Temporal(Encoder):
         with src.block(f"if {ts} is None:"):
             src.line(f"{out} = {src.bind((None,) * len(state['features']), 'nones')}")
         with src.block("else:"):
-            to_zone(ts)
+            instant(ts, self.column, naive_column)
+            wall = ts  # the wall clock the calendar parts are read from (local in compile)
+            if frozen is not None and self._parts(state):
+                wall = src.name("wall")
+                with src.block(f"if {ts} < {src.bind(_TZ_HORIZON, 'tz_horizon')}:"):
+                    src.line(f"{wall} = {ts}.astimezone({src.bind(tz, 'zone')})")
+                with src.block("else:"):
+                    src.line(f"{wall} = {ts} + {src.bind(frozen, 'frozen_offset')}")
             values: dict[str, str] = {}  # calendar part -> local variable
 
             def part(name: str) -> str:
                 if name not in values:
                     values[name] = src.name(name)
-                    src.line(f"{values[name]} = {parts[name].format(ts)}")
+                    src.line(f"{values[name]} = {parts[name].format(wall)}")
                 return values[name]
 
             items = []
@@ -965,7 +1060,7 @@ class Temporal(Encoder):
                     with src.block(f"if {ref} is None:"):
                         src.line(f"{days} = None")
                     with src.block("else:"):
-                        to_zone(ref)
+                        instant(ref, state["reference"], naive_reference)
                         src.line(f"{ref} = {ts} - {ref}")
                         src.line(
                             f"{days} = float(({ref}.days * 86400 + {ref}.seconds) * 1000000"
@@ -1170,8 +1265,18 @@ ENCODERS: dict[str, type[Encoder]] = {
 }
 
 
-def build(column: str, steps: list[Mapping[str, Any]]) -> NumericChain | Encoder:
-    """The transformer for a column's step list (validated by the config model)."""
+def build(
+    column: str,
+    steps: list[Mapping[str, Any]],
+    input_families: Mapping[str, Any] | None = None,
+) -> NumericChain | Encoder:
+    """The transformer for a column's step list (validated by the config model).
+
+    ``input_families``: the state's ``input_families`` (what a temporal transformer's online
+    path needs to know about its reference column); None when fitting.
+    """
     if steps[0]["type"] in NUMERIC_STEPS:
         return NumericChain(column, list(steps))
+    if steps[0]["type"] == Temporal.type:
+        return Temporal(column, steps[0], input_families)
     return ENCODERS[steps[0]["type"]](column, steps[0])
