@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import math
 import re
 import threading
+import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import polars as pl
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from polars.testing import assert_frame_equal
 
-from mlpipe_cli.serving.featurelog import FeatureLogger
+from mlpipe_cli.serving import featurelog
+from mlpipe_cli.serving.featurelog import FeatureLogger, _raw_series
 from mlpipe_cli.serving.metrics import LATENCY_BUCKETS, Metrics
 
 SEGMENT_RE = re.compile(r"^segment-\d{8}T\d{6}-\d+-\d{6}\.parquet$")
@@ -71,7 +76,9 @@ def test_segment_columns_follow_interfaces_section_5(tmp_path: Path) -> None:
     assert frame["cold_start"].to_list() == [True, False, False, True]
     assert frame["vec.country__US"].null_count() == 4  # None stays null, not NaN
     assert frame["prediction"].to_list() == [0.5, None, 0.5, None]
-    assert frame["served_at"].dt.epoch("us").to_list() == [1_782_864_000_000_000 + i for i in range(4)]
+    assert frame["served_at"].dt.epoch("us").to_list() == [
+        1_782_864_000_000_000 + i for i in range(4)
+    ]
 
 
 @settings(max_examples=15, deadline=None)
@@ -110,7 +117,7 @@ def test_metrics_histogram_is_cumulative_with_sub_millisecond_buckets() -> None:
     series = {
         line.split(" ")[0]: float(line.split(" ")[1])
         for line in text.splitlines()
-        if line.startswith("mlpipe_serve_request_duration_seconds_bucket{endpoint=\"/features/{")
+        if line.startswith('mlpipe_serve_request_duration_seconds_bucket{endpoint="/features/{')
     }
     prefix = 'mlpipe_serve_request_duration_seconds_bucket{endpoint="/features/{entity_id}",le='
 
@@ -124,3 +131,240 @@ def test_metrics_histogram_is_cumulative_with_sub_millisecond_buckets() -> None:
     assert le("2.5") == 6
     assert le("+Inf") == 7
     assert 'mlpipe_serve_requests_total{endpoint="/features/{entity_id}",code="503"} 1' in text
+
+
+# -- the writer converts in slices, batches and pieces: same frame as row by row ---------------
+
+
+def reference_frame(logger: FeatureLogger, rows: list[tuple]) -> pl.DataFrame:
+    """The frame of ``rows`` built row by row, as the writer did before it converted in
+    batches and pieces (each column one list comprehension and one Series)."""
+    n = len(rows)
+    columns = [
+        pl.Series("served_at", [r[0] for r in rows], dtype=pl.Int64).cast(pl.Datetime("us", "UTC")),
+        pl.Series("endpoint", [r[1] for r in rows], dtype=pl.String),
+        pl.Series("entity", [r[2] for r in rows], dtype=pl.String),
+        pl.Series("transform_version", [logger.transform_version] * n, dtype=pl.String),
+        pl.Series("store_version", [r[3] for r in rows], dtype=pl.String),
+        pl.Series("cold_start", [r[4] for r in rows], dtype=pl.Boolean),
+    ]
+    for j, col in enumerate(logger.raw_columns):
+        values = [r[5][j] for r in rows]
+        columns.append(_raw_series(f"raw.{col}", values, logger.raw_dtypes.get(col)))
+    for j, col in enumerate(logger.vec_columns):
+        values = [None if r[6][j] is None else float(r[6][j]) for r in rows]
+        columns.append(pl.Series(f"vec.{col}", values, dtype=pl.Float64))
+    columns.append(pl.Series("prediction", [r[7] for r in rows], dtype=pl.Float64))
+    return pl.DataFrame(columns)
+
+
+def mixed_logger(log_dir: Path, **kwargs: object) -> FeatureLogger:
+    return FeatureLogger(
+        log_dir,
+        transform_version="0002-0123456789ab",
+        raw_columns=["age", "country", "ts", "score", "free"],
+        raw_dtypes={"age": "Int64", "country": "String", "score": "Float64",
+                    "ts": "Datetime(time_unit='us', time_zone='UTC')"},  # "free": inferred
+        vec_columns=["a", "b", "c"],
+        **kwargs,  # type: ignore[arg-type]
+    )  # fmt: skip
+
+
+T0 = datetime(2026, 7, 1, tzinfo=UTC)
+FLOATS = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from([math.nan, math.inf, -math.inf, -0.0, 0.0]),
+)
+VECTOR_VALUE = st.one_of(FLOATS, st.none(), st.integers(-(2**62), 2**62), st.booleans())
+RAW = st.tuples(
+    st.one_of(st.none(), st.integers(-(2**63), 2**63 - 1)),
+    st.one_of(st.none(), st.sampled_from(["US", "DE", ""]), st.text(max_size=5)),
+    st.one_of(st.none(), st.integers(0, 10**9).map(lambda s: T0 + timedelta(seconds=s))),
+    st.one_of(st.none(), FLOATS, st.integers(-1000, 1000)),
+    st.one_of(st.none(), st.integers(-5, 5), st.floats(-5, 5), st.sampled_from(["x", "y"])),
+)
+ROW = st.tuples(
+    st.integers(0, 2**53),
+    st.sampled_from(["/features/{entity_id}", "/predict"]),
+    st.text(max_size=8),
+    st.one_of(st.none(), st.just("0002-s")),
+    st.booleans(),
+    RAW,
+    st.lists(VECTOR_VALUE, min_size=3, max_size=3),
+    st.one_of(st.none(), FLOATS),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(rows=st.lists(ROW, max_size=120), first_piece=st.integers(1, 40))
+def test_frame_in_pieces_equals_the_row_by_row_frame(rows: list[tuple], first_piece: int) -> None:
+    # Small pieces: every column is converted in several Polars calls and combined; inf, NaN,
+    # -0.0, None, ints and bools in vectors, huge ints and datetimes in raw values survive.
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(featurelog, "_FIRST_PIECE", first_piece)
+        mp.setattr(featurelog, "_BATCH_ROWS", max(first_piece, 50))
+        logger = mixed_logger(Path("unused"))
+        frame = logger.frame(rows)
+    assert_frame_equal(frame, reference_frame(logger, rows), check_exact=True)
+
+
+def test_inferred_raw_column_pieces_that_disagree_are_converted_in_one_call() -> None:
+    logger = mixed_logger(Path("unused"))
+    logger._pieces = [2] * len(logger._pieces)  # ints in one piece, a float and a str later
+    free = [1, 2, 3, 2.5, None, "x", 4]
+    rows = [
+        (i, "/e", f"[{i}]", None, False, (i, "US", None, 0.5, v), [0.0, 1.0, 2.0], 0.1)
+        for i, v in enumerate(free)
+    ]
+    frame = logger.frame(rows)
+    assert_frame_equal(frame, reference_frame(logger, rows), check_exact=True)
+    assert frame["raw.free"].to_list() == ["1", "2", "3", "2.5", None, "x", "4"]
+
+
+def test_next_piece_fits_the_measured_cost_of_a_call() -> None:
+    next_piece, overhead = featurelog._next_piece, featurelog._CALL_OVERHEAD
+    # 3 µs a value (a timezone-aware datetime): about _CALL_SECONDS worth per call.
+    assert next_piece(128, 128, overhead + 128 * 3e-6) == int(featurelog._CALL_SECONDS / 3e-6)
+    assert next_piece(100, 100, 0.0) == 200  # cheap: grows, at most doubling
+    assert next_piece(4096, 4096, 0.0) == featurelog._BATCH_ROWS
+    assert next_piece(4096, 4096, 0.004) == 2048  # one slow call (a GC in it): halves at most
+    assert next_piece(16, 16, overhead) == 32  # small and fast: mostly overhead, grows
+    assert next_piece(4096, 5, 2 * overhead) == 4096  # a column's short tail: no change
+    assert next_piece(8, 8, 1.0) == 8  # never below 8
+    assert next_piece(128, 0, 1.0) == 128  # an empty column (a slow first call): no change
+
+
+def test_writer_loses_no_row_across_slice_batch_and_segment_boundaries(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(featurelog, "_SLICE_ROWS", 7)
+    monkeypatch.setattr(featurelog, "_BATCH_ROWS", 19)
+    monkeypatch.setattr(featurelog, "_FIRST_PIECE", 3)
+    logger = mixed_logger(tmp_path, segment_rows=50, poll_interval=0.001)
+    rows = [
+        (
+            1_782_864_000_000_000 + i, "/features/{entity_id}", f"[{i}]", "0002-s", i % 4 == 0,
+            (i * 7, "DE" if i % 3 else None, T0 + timedelta(seconds=i), i / 3, i % 5),
+            [math.inf if i % 11 == 0 else i / 2, None if i % 13 == 0 else -0.0,
+             math.nan if i % 17 == 0 else float(i)],
+            None if i % 2 else i / 10,
+        )
+        for i in range(1000)
+    ]  # fmt: skip
+    logger.start()
+    for burst in range(10):  # the writer takes each burst before the next: several segments
+        for row in rows[burst * 100 : burst * 100 + 100]:
+            assert logger.log(*row[1:], served_at_us=row[0])
+        deadline = time.monotonic() + 10
+        while logger.depth and time.monotonic() < deadline:
+            time.sleep(0.001)
+    logger.close()
+    assert (logger.enqueued, logger.written, logger.failed, logger.dropped) == (1000, 1000, 0, 0)
+    assert logger.depth == 0
+    assert logger.segments == len(list(tmp_path.iterdir())) >= 2
+    assert_frame_equal(read_all(tmp_path), reference_frame(logger, rows), check_exact=True)
+
+
+def test_malformed_rows_and_unconvertible_values_are_counted_exactly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(featurelog, "_RETRY_ROWS", 4)
+    logger = make_logger(tmp_path, poll_interval=0.001)
+    logger.start()
+    for i in range(40):
+        log_row(logger, i)
+    logger.log("/e", "[short raw]", None, False, (1, "US"), [1.0, 2.0], None)
+    logger.log("/e", "[wide vector]", None, False, (1, "US", None), [1.0, 2.0, 3.0], None)
+    for i in range(40, 60):
+        log_row(logger, i)
+    logger.log("/e", "[bad prediction]", None, False, (1, "US", None), [1.0, 2.0], "high")
+    for i in range(60, 80):
+        log_row(logger, i)
+    logger.close()
+    # The malformed rows alone are dropped; the unconvertible value (the 61st row of the
+    # batch) takes its group of 4 with it: rows 60-63.
+    assert logger.enqueued == 83
+    assert logger.failed == 2 + 4
+    assert logger.written == 83 - 6
+    assert logger.last_error is not None
+    entities = read_all(tmp_path)["entity"].to_list()
+    assert len(entities) == logger.written
+    assert "[short raw]" not in entities
+    assert "[bad prediction]" not in entities
+    assert entities == [f"[{i}]" for i in [*range(60), *range(63, 80)]]
+
+
+def test_close_writes_every_queued_row_even_before_the_first_poll(tmp_path: Path) -> None:
+    logger = make_logger(tmp_path, poll_interval=30.0, segment_rows=1_000_000)
+    logger.start()
+    for i in range(5000):
+        log_row(logger, i)
+    logger.close()  # SIGTERM path: wakes the writer, which drains the whole queue
+    frame = read_all(tmp_path)
+    assert frame["entity"].to_list() == [f"[{i}]" for i in range(5000)]
+    assert (logger.written, logger.segments, logger.depth) == (5000, 1, 0)
+
+
+def test_a_segment_is_written_once_its_oldest_row_is_flush_interval_old(tmp_path: Path) -> None:
+    logger = make_logger(tmp_path, poll_interval=0.005, flush_interval=0.05)
+    logger.start()
+    for i in range(10):
+        log_row(logger, i)
+    deadline = time.monotonic() + 10
+    while logger.segments == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert (logger.segments, logger.written) == (1, 10)  # before close, by age
+    logger.close()
+    assert logger.segments == 1
+
+
+def test_write_and_writer_errors_are_counted_and_the_writer_keeps_going(tmp_path: Path) -> None:
+    logger = make_logger(tmp_path / "log", poll_interval=0.001, segment_rows=10)
+    logger.start()
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a directory")
+    real_log_dir = logger.log_dir
+    logger.log_dir = blocked  # the segment cannot be created: its rows are failed
+    real_convert = logger._convert_into
+    calls = {"n": 0}
+
+    def convert_failing_once(*args: object) -> int:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("a bug in the writer")
+        return real_convert(*args)  # type: ignore[arg-type]
+
+    logger._convert_into = convert_failing_once  # type: ignore[method-assign]
+
+    def burst(start: int) -> None:
+        for i in range(start, start + 10):
+            log_row(logger, i)
+        deadline = time.monotonic() + 10
+        while logger.written + logger.failed < start + 10 and time.monotonic() < deadline:
+            time.sleep(0.001)
+
+    burst(0)  # write fails
+    assert (logger.written, logger.failed, logger.segments) == (0, 10, 0)
+    assert "a-file" in (logger.last_error or "")
+    logger.log_dir = real_log_dir
+    burst(10)  # the writer raises: counted, the thread survives
+    assert (logger.written, logger.failed) == (0, 20)
+    assert "a bug in the writer" in (logger.last_error or "")
+    burst(20)
+    logger.close()
+    assert (logger.written, logger.failed, logger.segments, logger.depth) == (10, 20, 1, 0)
+    assert read_all(real_log_dir)["entity"].to_list() == [f"[{i}]" for i in range(20, 30)]
+
+
+def test_rows_that_can_never_be_framed_are_counted_and_start_still_works(tmp_path: Path) -> None:
+    # Two raw columns with one name: no frame can be built (duplicate column "raw.a").
+    logger = FeatureLogger(
+        tmp_path, transform_version="t", raw_columns=["a", "a"], vec_columns=["x"],
+        poll_interval=0.001,
+    )  # fmt: skip
+    logger.start()  # warms Polars up with a blank row; that failure is not raised
+    for i in range(10):
+        logger.log("/e", f"[{i}]", None, False, (i, i), [1.0], None)
+    logger.close()
+    assert (logger.enqueued, logger.written, logger.failed, logger.segments) == (10, 0, 10, 0)
+    assert "raw.a" in (logger.last_error or "")
