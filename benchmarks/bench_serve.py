@@ -333,6 +333,12 @@ def in_process(config: Path, artifact_dir: Path, n: int, count: int) -> dict:
 
     runtime = build_runtime(load_config(config), artifact_dir, logging_enabled=False)
     service = runtime.service
+    # the server's own process settings (GIL switch interval, gc.freeze of what is loaded):
+    # without them this process's set-up data (100k materialized rows) makes its garbage
+    # collections, not the lookups, the p99
+    from mlpipe_cli.serving.server import tune_serving_process
+
+    tune_serving_process()
     rng = random.Random(3)
     ids = [rng.randint(1, n) for _ in range(count)]
     for i in ids[:2000]:

@@ -74,7 +74,7 @@ def build_app(spec: ServeSpec) -> Any:
     return app
 
 
-def _serving_process_tuning() -> None:
+def tune_serving_process() -> None:
     """Process settings for low tail latency, applied once everything is loaded."""
     import gc
 
@@ -106,7 +106,7 @@ def worker_app() -> Any:
         sys.stderr.write(f"mlpipe serve: worker {os.getpid()}: error: {exc}\n")
         sys.stderr.flush()
         os._exit(int(exc.exit_code))
-    _serving_process_tuning()
+    tune_serving_process()
     return app
 
 
@@ -170,7 +170,7 @@ def _serve_embedded(spec: ServeSpec, app: Any, announce: Any) -> int:
     import uvloop
     from granian.server.embed import Server
 
-    _serving_process_tuning()
+    tune_serving_process()
     server = Server(app, **_granian_options(spec))
     if announce is not None:
         server.on_startup(lambda: announce(app, spec.port))
