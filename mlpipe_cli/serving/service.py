@@ -219,7 +219,7 @@ class FeatureService:
                 s.entity_key,
                 s.store_version,
                 s.cold_start,
-                tuple(values.get(c) for c in cols),
+                tuple(map(values.get, cols)),
                 s.vector,
                 s.prediction,
                 now_us,
