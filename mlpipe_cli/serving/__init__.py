@@ -5,8 +5,8 @@ Public API::
     build_runtime(config, artifact_dir, transform_ref=, model_ref=, log_dir=) -> ServingRuntime
         # loads + verifies everything once (ArtifactError exit 3, ServiceUnavailable exit 4)
     FeatureService.lookup(entity) / lookup_many(entities) -> Served   # no HTTP
-    ServingApp(service, metrics, logger, ...)                         # the ASGI callable
-    serve(ServeSpec) -> exit code                                     # uvicorn, signals
+    ServingApp(service, metrics, logger, ...)                         # RSGI + ASGI app
+    serve(ServeSpec) -> exit code                                     # Granian, signals
     register_model(store, path, transform_ref) / load_model(store, ref, transform_version=)
     FeatureLogger                                                     # serving-log writer
 
