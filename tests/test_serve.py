@@ -647,3 +647,31 @@ def test_serve_help_has_an_example(cli: Any) -> None:
     result = cli("serve", "--help")
     assert result.exit_code == 0
     assert "Example: mlpipe serve" in result.stdout
+
+
+def test_port_0_picks_a_free_port_and_the_listening_line_means_it_accepts(
+    tmp_path: Path, sample_data_dir: Path, fitted_base: Path
+) -> None:
+    # scripts (the demo's smoke check, Makefiles) wait for this line and connect at once
+    import re
+
+    config = make_project(tmp_path, sample_data_dir, fitted_base)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlpipe_cli", "serve", "-c", str(config), "--port", "0"],
+        cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        base = None
+        deadline = time.monotonic() + 60
+        while base is None and time.monotonic() < deadline:
+            line = proc.stderr.readline()
+            assert line, "serve exited before listening"
+            match = re.search(r"listening on (http://127\.0\.0\.1:(\d+))", line)
+            if match:
+                base = match.group(1)
+                assert int(match.group(2)) > 0
+        assert base is not None
+        assert httpx.get(base + "/healthz", timeout=5).json() == {"status": "ok"}  # no retry
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0

@@ -164,6 +164,32 @@ def serve(spec: ServeSpec, *, announce: Any = None) -> int:
         sys.stderr.flush()
 
 
+def _announce_when_listening(spec: ServeSpec, app: Any, announce: Any) -> None:
+    """Call ``announce`` once the port accepts connections (scripts wait for that line).
+
+    Granian's start-up hook runs before its workers listen, so the line would come too early;
+    a probe thread connects until the listener answers.
+    """
+    import threading
+    import time
+
+    probe = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(spec.host, spec.host)
+
+    def wait_then_announce() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection((probe, spec.port), timeout=0.5):
+                    break
+            except OSError:
+                time.sleep(0.02)
+        else:
+            return  # never listened: the server's own error says why
+        announce(app, spec.port)
+
+    threading.Thread(target=wait_then_announce, name="mlpipe-announce", daemon=True).start()
+
+
 def _serve_embedded(spec: ServeSpec, app: Any, announce: Any) -> int:
     import asyncio
 
@@ -173,7 +199,7 @@ def _serve_embedded(spec: ServeSpec, app: Any, announce: Any) -> int:
     tune_serving_process()
     server = Server(app, **_granian_options(spec))
     if announce is not None:
-        server.on_startup(lambda: announce(app, spec.port))
+        server.on_startup(lambda: _announce_when_listening(spec, app, announce))
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
@@ -216,7 +242,7 @@ def _serve_processes(spec: ServeSpec, app: Any, announce: Any) -> int:
         **_granian_options(spec),
     )
     if announce is not None:
-        server.on_startup(lambda: announce(app, spec.port))
+        server.on_startup(lambda: _announce_when_listening(spec, app, announce))
     with contextlib.suppress(SystemExit):  # Granian exits 1 after a worker died
         server.serve()
     if server.interrupt_children:
