@@ -509,3 +509,46 @@ def test_a_read_cancelled_mid_reply_never_answers_the_next_one(redis_server) -> 
     assert [r.values["country"] for r in got] == ["FR", "DE"]
     store.close()
     admin.close()
+
+
+def test_a_hung_server_costs_each_read_one_timeout_not_three(redis_server) -> None:  # type: ignore[no-untyped-def]
+    import signal as signals
+
+    store = RedisStore(redis_server.url, prefix="t:hung", pointer_refresh=60.0, timeout=0.3)
+    publish(store, {1: [1, 1.0, "DE"], 2: [2, 2.0, "FR"], 3: [3, 3.0, "US"]})
+    assert _on_loop(store.get_many_async([1]))[0].found
+    redis_server.process.send_signal(signals.SIGSTOP)  # accepts connections, never answers
+    try:
+        for _ in range(3):  # the first times out reading; later ones while reconnecting
+            started = time.monotonic()
+            with pytest.raises(ServiceUnavailable, match="timed out"):
+                _on_loop(store.get_many_async([1, 2]))
+            assert time.monotonic() - started < 0.9
+    finally:
+        redis_server.process.send_signal(signals.SIGCONT)
+    assert [r.values["country"] for r in _on_loop(store.get_many_async([2, 3]))] == ["FR", "US"]
+    store.close()
+
+
+def test_two_event_loops_at_once_never_share_a_connection(redis_server) -> None:  # type: ignore[no-untyped-def]
+    import threading
+
+    store = RedisStore(redis_server.url, prefix="t:loops", pointer_refresh=60.0)
+    rows = {i: [i, 0.0, f"c{i}"] for i in range(1, 31)}
+    publish(store, rows)
+    wrong: list[tuple[int, object]] = []
+
+    async def reads(offset: int) -> None:
+        for k in range(300):
+            ids = [(offset + k) % 30 + 1, (offset + 2 * k) % 30 + 1]
+            got = await store.get_many_async(ids)
+            wrong.extend((i, r.values.get("orders_30d")) for i, r in zip(ids, got, strict=True)
+                         if r.values.get("orders_30d") != i)  # fmt: skip
+
+    threads = [threading.Thread(target=_on_loop, args=(reads(n * 7),)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert wrong == []
+    store.close()

@@ -78,8 +78,8 @@ class RedisStore(BaseStore):
         self._local = threading.local()
         self._bulk: _BulkWriter | None = None
         self._timeout = timeout
-        self._async_conn: Any = None  # the event loop's own connection (see _fetch_async)
-        self._async_lock: tuple[Any, Any] | None = None  # (loop, asyncio.Lock)
+        # (event loop, its own connection, asyncio.Lock) for _fetch_async
+        self._async_state: tuple[Any, Any, Any] | None = None
         self.url = url
         self.location = mask_url(url)
         self._secrets = [s for s in (password, _url_password(url)) if s]
@@ -154,9 +154,9 @@ class RedisStore(BaseStore):
 
     def close(self) -> None:
         self._drop_bulk_connection()
-        if self._async_conn is not None:
-            self._async_conn.disconnect()
-            self._async_conn = None
+        if self._async_state is not None:
+            self._async_state[1].disconnect()
+            self._async_state = None
         conn = getattr(self._local, "conn", None)
         if conn is not None:
             conn.disconnect()
@@ -232,21 +232,26 @@ class RedisStore(BaseStore):
 
         import redis
 
-        conn = self._async_conn
-        if conn is None:
-            conn = self._async_conn = self.client.connection_pool.make_connection()
-            if isinstance(conn, redis.SSLConnection):
-                self.async_reads = False
         if not self.async_reads:
             return self._fetch(view, keys)
         loop = asyncio.get_running_loop()
-        # One command in flight on the connection: concurrent callers (batch and predict
-        # requests beside the coalesced GETs) take turns. The lock is remade for a new loop.
-        lock = self._async_lock
-        if lock is None or lock[0] is not loop:
-            lock = self._async_lock = (loop, asyncio.Lock())
-        async with lock[1]:
-            return await self._fetch_on_loop(conn, loop, view, keys)
+        # One connection and one command in flight per event loop: concurrent callers (batch
+        # and predict requests beside the coalesced GETs) take turns. A second loop running at
+        # the same time (an app mounted in threads) takes the blocking path, whose connection
+        # is per thread: it must never share this one.
+        state = self._async_state
+        if state is None or state[0] is not loop:
+            if state is not None and state[0].is_running():
+                return self._fetch(view, keys)
+            if state is not None:
+                state[1].disconnect()
+            conn = self.client.connection_pool.make_connection()
+            if isinstance(conn, redis.SSLConnection):
+                self.async_reads = False
+                return self._fetch(view, keys)
+            state = self._async_state = (loop, conn, asyncio.Lock())
+        async with state[2]:
+            return await self._fetch_on_loop(state[1], loop, view, keys)
 
     async def _fetch_on_loop(
         self, conn: Any, loop: Any, view: _View, keys: list[str]
@@ -258,6 +263,8 @@ class RedisStore(BaseStore):
         try:
             conn.send_packed_command([packed], check_health=False)  # connects when needed
             sock = conn._sock
+            if sock is None:
+                raise redis.ConnectionError("not connected")
             fd = sock.fileno()
             buffer = b""
             while True:
@@ -276,11 +283,15 @@ class RedisStore(BaseStore):
                 reply = parse_values_reply(buffer, 1 if single else len(keys))
                 if reply is not None:
                     return reply
-        except TimeoutError:
+        except (TimeoutError, redis.TimeoutError):
+            # No reply (or no handshake) within the timeout: answer now. Falling back to the
+            # blocking path would stall the loop for two more timeouts on a hung server.
             conn.disconnect()  # a late reply must not be read as the next command's
             with self._errors("reading features"):
                 raise redis.TimeoutError("no reply in time") from None
         except (redis.RedisError, OSError, ValueError):
+            # A dropped connection (server restarted), an error reply, a protocol surprise:
+            # the blocking path reconnects once and reports errors the usual way.
             conn.disconnect()
             return self._fetch(view, keys)
         except BaseException:  # cancelled (the client went away) mid-reply

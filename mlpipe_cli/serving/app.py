@@ -286,19 +286,19 @@ class ServingApp:
             self._batch = asyncio.get_running_loop().create_task(self._fetch_batch(pending))
             return
         try:
-            results = self.service.fetch_many([item[0] for item in pending])
+            self._resolve(pending, self.service.fetch_many([item[0] for item in pending]))
         except Exception as exc:
-            _fail(pending, exc)
-            return
-        self._resolve(pending, results)
+            _fail(pending, exc)  # every request still waiting gets the error, none hangs
 
     async def _fetch_batch(self, pending: list[_Pending]) -> None:
         try:
             results = await self.service.fetch_many_async([item[0] for item in pending])
-        except Exception as exc:
-            _fail(pending, exc)
-        else:
             self._resolve(pending, results)
+        except Exception as exc:
+            _fail(pending, exc)  # every request still waiting gets the error, none hangs
+        except BaseException:  # cancelled: the server is stopping
+            _fail(pending, ServiceUnavailable("the server is shutting down"))
+            raise
         finally:
             self._in_flight = False
             if self._pending:
@@ -322,11 +322,18 @@ class ServingApp:
         if not to_score:
             return
         # One model call for every /predict in the batch: a scikit-learn call costs about
-        # the same for 1 row as for 50.
+        # the same for 1 row as for 50. If it fails, each row is scored alone, so only the
+        # requests whose own rows fail get the error (as without coalescing).
         try:
             self._score([served for served, _ in to_score])
-        except Exception as exc:
-            _fail(to_score, exc)
+        except Exception:
+            for served, future in to_score:
+                try:
+                    self._score([served])
+                except Exception as exc:
+                    future.set_exception(_as_http(exc))
+                else:
+                    future.set_result(served)
             return
         for served, future in to_score:
             future.set_result(served)
@@ -478,14 +485,13 @@ def _fail(pending: list[Any], exc: Exception) -> None:
     """Fail every waiting request of a batch (one exception object each: they are raised
     concurrently in different tasks). Items are tuples whose second element is the future."""
     error = _as_http(exc)
+    if not isinstance(error, HttpError):  # a bug, not a store or input problem
+        sys.stderr.write(f"mlpipe serve: unexpected {type(exc).__name__}: {exc}\n")
+        error = HttpError(500, "internal", f"unexpected {type(exc).__name__}")
     for item in pending:
         future = item[1]
-        if future.done():
-            continue
-        if isinstance(error, HttpError):
+        if not future.done():
             future.set_exception(HttpError(error.status, error.code, error.message))
-        else:
-            future.set_exception(type(error)(*error.args))
 
 
 def _body_too_large(limit: int) -> HttpError:

@@ -207,13 +207,23 @@ def _serve_embedded(spec: ServeSpec, app: Any, announce: Any) -> int:
             loop.add_signal_handler(sig, server.stop)
         try:
             await server.serve()
-        except RuntimeError as exc:  # a bind that lost the race after check_port
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else "bind failed"
-            raise UsageError(f"cannot listen on {spec.host}:{spec.port}: {first}") from None
+        except Exception as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            if "os error 98" in first or "in use" in first:  # lost the race after check_port
+                raise UsageError(f"cannot listen on {spec.host}:{spec.port}: {first}") from None
+            raise ServiceUnavailable(
+                f"the server stopped: {type(exc).__name__}: {first}",
+                hint="see the messages above; start `mlpipe serve` again once fixed",
+            ) from None
 
     uvloop.run(main())
     if not app.started:
         raise UsageError("the server failed to start (see the messages above)")
+    if server.interrupt_children:  # the worker stopped without being asked to
+        raise ServiceUnavailable(
+            "the server stopped unexpectedly (see the messages above)",
+            hint="start `mlpipe serve` again once fixed",
+        )
     return 0
 
 
