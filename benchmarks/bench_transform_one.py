@@ -30,7 +30,6 @@ import gc
 import math
 import os
 import platform
-import random
 import statistics
 import sys
 import tempfile
@@ -45,12 +44,11 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
+from bench_serve import COUNTRIES, rows_for  # noqa: E402  (benchmarks/ is sys.path[0])
 
 from mlpipe_cli.config.transforms import TransformConfig  # noqa: E402
 from mlpipe_cli.transforms import FittedTransform, fit_frame  # noqa: E402
 
-COUNTRIES = ["US", "DE", "GB", "FR", "IN", "BR", "JP", "CA"]
-PLANS = ["free", "pro", "enterprise"]
 SCHEMA = [
     ("total_orders", pl.Int64), ("lifetime_value", pl.Float64), ("orders_30d", pl.Int64),
     ("revenue_30d", pl.Float64), ("days_since_last_order", pl.Float64), ("age", pl.Int64),
@@ -69,22 +67,8 @@ COLUMNS = {
 
 
 def serving_rows(n: int, seed: int) -> pl.DataFrame:
-    """The rows of bench_serve.py (same distributions)."""
-    rng = random.Random(seed)
-    rows = []
-    for _ in range(n):
-        orders = rng.randint(0, 60)
-        rows.append([
-            orders,
-            round(rng.uniform(0, 3000), 2) if orders else 0.0,
-            rng.randint(0, min(orders, 10)),
-            round(rng.uniform(0, 400), 2),
-            round(rng.uniform(0, 180), 3) if orders else 999.0,
-            rng.randint(18, 80) if rng.random() > 0.05 else None,
-            rng.choice(COUNTRIES),
-            rng.choice(PLANS),
-        ])  # fmt: skip
-    return pl.DataFrame(rows, schema=SCHEMA, orient="row")
+    """The rows of bench_serve.py (its generator, so both measure the same data)."""
+    return pl.DataFrame(rows_for(n, seed), schema=SCHEMA, orient="row")
 
 
 def hand_written(transform: FittedTransform) -> Callable[[Mapping[str, Any]], list[Any]]:
