@@ -38,6 +38,7 @@ import time
 import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from _redis_binary import find_redis_server  # benchmarks/ is sys.path[0] when run
 
@@ -102,10 +103,34 @@ def rows_for(n: int, seed: int = 1) -> list[list]:
     return rows
 
 
+# The served transform (also measured alone by bench_transform_one.py).
+TRANSFORM_COLUMNS = {
+    "total_orders": [{"type": "log1p"}, {"type": "standard"}],
+    "lifetime_value": [{"type": "standard"}],
+    "orders_30d": [{"type": "standard"}],
+    "revenue_30d": [{"type": "minmax"}],
+    "days_since_last_order": [{"type": "standard"}],
+    "age": [{"type": "fill_null", "strategy": "median"}, {"type": "standard"}],
+    "country": [{"type": "onehot"}],
+    "plan": [{"type": "onehot"}],
+}
+
+
+def frame_of(rows: list[list]) -> Any:  # type: ignore[type-arg]
+    """Rows of ``rows_for`` as a Polars frame with the training dtypes."""
+    import polars as pl
+
+    schema = [
+        ("total_orders", pl.Int64), ("lifetime_value", pl.Float64), ("orders_30d", pl.Int64),
+        ("revenue_30d", pl.Float64), ("days_since_last_order", pl.Float64), ("age", pl.Int64),
+        ("country", pl.String), ("plan", pl.String),
+    ]  # fmt: skip
+    return pl.DataFrame(rows, schema=schema, orient="row")
+
+
 def build_project(root: Path, n: int, redis_port: int) -> dict[str, Path]:
     import joblib
     import numpy as np
-    import polars as pl
     import yaml
     from sklearn.linear_model import LogisticRegression
 
@@ -117,24 +142,8 @@ def build_project(root: Path, n: int, redis_port: int) -> dict[str, Path]:
     from mlpipe_cli.transforms import load_transform, publish
 
     rows = rows_for(n)
-    train = pl.DataFrame(rows[:20_000], schema=[
-        ("total_orders", pl.Int64), ("lifetime_value", pl.Float64), ("orders_30d", pl.Int64),
-        ("revenue_30d", pl.Float64), ("days_since_last_order", pl.Float64), ("age", pl.Int64),
-        ("country", pl.String), ("plan", pl.String)], orient="row")  # fmt: skip
-    train.write_parquet(root / "train.parquet")
-    transforms = {
-        "data": "train.parquet",
-        "columns": {
-            "total_orders": [{"type": "log1p"}, {"type": "standard"}],
-            "lifetime_value": [{"type": "standard"}],
-            "orders_30d": [{"type": "standard"}],
-            "revenue_30d": [{"type": "minmax"}],
-            "days_since_last_order": [{"type": "standard"}],
-            "age": [{"type": "fill_null", "strategy": "median"}, {"type": "standard"}],
-            "country": [{"type": "onehot"}],
-            "plan": [{"type": "onehot"}],
-        },
-    }
+    frame_of(rows[:20_000]).write_parquet(root / "train.parquet")
+    transforms = {"data": "train.parquet", "columns": TRANSFORM_COLUMNS}
     base = {
         "pipeline": "bench",
         "entity_keys": ["user_id"],

@@ -44,31 +44,15 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
-from bench_serve import COUNTRIES, rows_for  # noqa: E402  (benchmarks/ is sys.path[0])
+from bench_serve import COUNTRIES, TRANSFORM_COLUMNS, frame_of, rows_for  # noqa: E402
 
 from mlpipe_cli.config.transforms import TransformConfig  # noqa: E402
 from mlpipe_cli.transforms import FittedTransform, fit_frame  # noqa: E402
 
-SCHEMA = [
-    ("total_orders", pl.Int64), ("lifetime_value", pl.Float64), ("orders_30d", pl.Int64),
-    ("revenue_30d", pl.Float64), ("days_since_last_order", pl.Float64), ("age", pl.Int64),
-    ("country", pl.String), ("plan", pl.String),
-]  # fmt: skip
-COLUMNS = {
-    "total_orders": [{"type": "log1p"}, {"type": "standard"}],
-    "lifetime_value": [{"type": "standard"}],
-    "orders_30d": [{"type": "standard"}],
-    "revenue_30d": [{"type": "minmax"}],
-    "days_since_last_order": [{"type": "standard"}],
-    "age": [{"type": "fill_null", "strategy": "median"}, {"type": "standard"}],
-    "country": [{"type": "onehot"}],
-    "plan": [{"type": "onehot"}],
-}
-
 
 def serving_rows(n: int, seed: int) -> pl.DataFrame:
     """The rows of bench_serve.py (its generator, so both measure the same data)."""
-    return pl.DataFrame(rows_for(n, seed), schema=SCHEMA, orient="row")
+    return frame_of(rows_for(n, seed))
 
 
 def hand_written(transform: FittedTransform) -> Callable[[Mapping[str, Any]], list[Any]]:
@@ -274,7 +258,9 @@ def main() -> None:
         f"load average at start {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
     )
     train = serving_rows(20_000, seed=1)
-    transform = fit_frame(TransformConfig.model_validate({"columns": COLUMNS}), train).transform
+    transform = fit_frame(
+        TransformConfig.model_validate({"columns": TRANSFORM_COLUMNS}), train
+    ).transform
     records = serving_rows(args.records, seed=7).to_dicts()
     for record in records[:1000]:  # the generated function is the reference, bit for bit
         assert transform.transform_one(record) == transform.transform_one_reference(record)
@@ -290,7 +276,7 @@ def main() -> None:
     med.update(measure({"sklearn": (sk, frames)}, max(3, args.rounds // 2)))
 
     print(
-        f"\nserving transform ({len(COLUMNS)} columns -> {len(transform.output_columns)} "
+        f"\nserving transform ({len(TRANSFORM_COLUMNS)} columns -> {len(transform.output_columns)} "
         f"outputs), {args.records:,} records x {args.rounds} rounds; microseconds per call, "
         "median of the rounds' p50 and p99 (timer cost included: see `empty`):"
     )
