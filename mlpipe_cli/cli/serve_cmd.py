@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -15,6 +16,11 @@ from mlpipe_cli.cli.common import (
     QuietOption,
     run_context,
 )
+
+
+class Interface(StrEnum):
+    rsgi = "rsgi"
+    asgi = "asgi"
 
 
 def serve(
@@ -47,13 +53,13 @@ def serve(
         typer.Option("--log-dir", help="Feature-log directory (default under the artifacts)."),
     ] = None,
     interface: Annotated[
-        str,
+        Interface,
         typer.Option(
             "--interface",
             help="How Granian calls the app: rsgi (default, fastest) or asgi (the same app "
             "through its ASGI entry point).",
         ),
-    ] = "rsgi",
+    ] = Interface.rsgi,
     artifact_dir: ArtifactDirOption = None,
     quiet: QuietOption = False,
 ) -> None:
@@ -82,7 +88,7 @@ def serve(
         port=settings.port if port is None else port,
         workers=workers or settings.workers,
         log_dir=str(log_dir.resolve()) if log_dir else None,
-        interface=interface,
+        interface=interface.value,
     )
 
     def announce(app: Any, bound_port: int) -> None:

@@ -77,15 +77,15 @@ class ServingApp:
         self.transform_version = service.transform_version
         self._openapi = openapi
         self.started = False
-        # Coalescing: single-entity GETs whose requests were parsed in the same event-loop turn
-        # share one store call (Redis MGET, one SQLite IN query) instead of one each: +25-40%
-        # throughput at 16 connections. A request alone pays one extra loop turn (~10-20 µs);
-        # the app cannot know whether others are queued behind it, so it always defers.
+        # Coalescing: single-entity GET /features and /predict requests waiting together share
+        # one store call (Redis MGET, one SQLite IN query) and one model call (see
+        # _flush_pending). A request alone pays one extra loop turn (~10-20 µs); the app
+        # cannot know whether others are queued behind it, so it always defers.
         self.coalesce = coalesce
         self._pending: list[_Pending] = []
         self._flush_scheduled = False
         self._in_flight = False  # a coalesced batch is waiting on the store
-        self._batch: asyncio.Task[None] | None = None
+        self._batch: asyncio.Task[None] | None = None  # the loop keeps only weak references
 
     # -- the request core shared by both interfaces -----------------------------------
 
@@ -211,8 +211,6 @@ class ServingApp:
         if endpoint == EP_ONE:
             if method not in ("GET", "HEAD"):
                 raise HttpError(405, "method_not_allowed", "use GET")
-            if self.coalesce:
-                return *(await self._features_one_coalesced(path[10:])), _JSON
             return *(await self._features_one(path[10:])), _JSON
         if endpoint in (EP_BATCH, EP_PREDICT):
             if method != "POST":
@@ -246,15 +244,10 @@ class ServingApp:
         if not entity_text or "/" in entity_text:
             raise HttpError(404, "not_found", "expected /features/{entity_id}")
         entity: Any = entity_text.split(",") if "," in entity_text else entity_text
-        served = await self._lookup_many([entity])
-        self.service.log(EP_ONE, served)
-        return 200, orjson.dumps(served[0].to_dict(self.transform_version), option=_OPTS)
-
-    async def _features_one_coalesced(self, entity_text: str) -> tuple[int, bytes]:
-        if not entity_text or "/" in entity_text:
-            raise HttpError(404, "not_found", "expected /features/{entity_id}")
-        entity: Any = entity_text.split(",") if "," in entity_text else entity_text
-        served = await self._coalesced(entity, score=False)
+        if self.coalesce:
+            served = await self._coalesced(entity, score=False)
+        else:
+            served = (await self._lookup_many([entity]))[0]
         self.service.log(EP_ONE, [served])
         return 200, orjson.dumps(served.to_dict(self.transform_version), option=_OPTS)
 

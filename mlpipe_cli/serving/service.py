@@ -183,7 +183,7 @@ class FeatureService:
     @property
     def async_reads(self) -> bool:
         """Whether the store's lookups wait on the network (and have an async path)."""
-        return bool(getattr(self.store, "async_reads", False))
+        return bool(self.store.async_reads)
 
     def fetch_many(self, parsed: Sequence[tuple[list[Any], str]]) -> list[Any]:
         """Raw store results for parsed entities, in one store round trip."""
