@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -388,3 +389,93 @@ def test_partitioned_engine_equals_oracle(case) -> None:  # type: ignore[no-unty
     finally:
         engine.PARTITION_ROWS = saved
     assert_matches_oracle(out, expected, [f["name"] for f in config["features"]])
+
+
+# -- every key type: the engine must never depend on Polars' group output order -----------
+
+KEY_KINDS = ["string", "categorical", "int", "composite"]
+
+
+@st.composite
+def key_mapping(draw, kind: str):  # type: ignore[no-untyped-def]
+    """Distinct key values for entity ids 1..5: strings of random lengths (empty, non-ASCII),
+    categoricals, ints, or a composite (string, int) key."""
+    if kind == "int":
+        values = draw(st.lists(st.integers(-(2**62), 2**62), min_size=5, max_size=5, unique=True))
+        return {i + 1: (v,) for i, v in enumerate(values)}
+    text = st.text(alphabet=st.sampled_from("aZ9_ éß東😀-"), min_size=0, max_size=7)
+    if kind == "composite":
+        pairs = draw(
+            st.lists(st.tuples(text, st.integers(0, 2)), min_size=5, max_size=5, unique=True)
+        )
+        return {i + 1: p for i, p in enumerate(pairs)}
+    values = draw(st.lists(text, min_size=5, max_size=5, unique=True))
+    return {i + 1: (v,) for i, v in enumerate(values)}
+
+
+def _rekey(rows: list[dict[str, Any]], mapping, names: list[str]) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]
+    out = []
+    for r in rows:
+        r = dict(r)
+        uid = r.pop("user_id")
+        values = (None,) * len(names) if uid is None else mapping[uid]
+        out.append({**dict(zip(names, values, strict=True)), **r})
+    return out
+
+
+@pytest.mark.parametrize("kind", KEY_KINDS)
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_engine_equals_oracle_for_every_key_type(kind: str, data) -> None:  # type: ignore[no-untyped-def]
+    """Issue 12.1: string keys of different lengths crashed every windowed feature."""
+    created, ttl, events, versions, dim_created, plain, spine = data.draw(scenario())
+    mapping = data.draw(key_mapping(kind))
+    names = ["region", "uid"] if kind == "composite" else ["entity"]
+    dtypes: list[pl.DataType] = {
+        "string": [pl.String()],
+        "categorical": [pl.Categorical()],
+        "int": [pl.Int64()],
+        "composite": [pl.String(), pl.Int64()],
+    }[kind]
+    key_schema = dict(zip(names, dtypes, strict=True))
+    with tempfile.TemporaryDirectory() as tmp:
+        config, tables = build(Path(tmp), created, ttl, events, versions, dim_created, plain)
+        tables = {name: _rekey(rows, mapping, names) for name, rows in tables.items()}
+        # rewrite every source file with the new keys, keeping the other columns' dtypes
+        for name, source in config["sources"].items():
+            path = Path(source["path"])
+            schema = {k: v for k, v in pl.read_parquet_schema(path).items() if k != "user_id"}
+            if name == "t2ts":
+                continue  # the same file as t2
+            write_table(path, tables[name], {**key_schema, **schema})
+        config["entity_keys"] = names
+        spine_rows = _rekey(spine, mapping, names)
+        spine_schema = {**key_schema, "label_ts": TS, "label": pl.Int64}
+        out = run_engine(config, spine_rows, spine_schema, entity_keys=names, timestamp="label_ts")
+        if kind == "categorical":
+            out = out.with_columns(pl.col("entity").cast(pl.String))
+        expected = oracle(config, tables, spine_rows, keys=names, timestamp="label_ts")
+        assert_matches_oracle(out, expected, [f["name"] for f in config["features"]])
+
+
+def test_string_keys_of_different_lengths_regression(tmp_path: Path) -> None:
+    """The issue's minimal repro: ['AA', 'B'] came back from the rolling pass reordered."""
+    day = datetime(2024, 1, 1, tzinfo=UTC)
+    write_table(
+        tmp_path / "ev.parquet",
+        [{"k": "AA", "ts": day}, {"k": "B", "ts": day}],
+        {"k": pl.String, "ts": TS},
+    )
+    config = {
+        "pipeline": "repro",
+        "entity_keys": ["k"],
+        "sources": {"ev": {"path": str(tmp_path / "ev.parquet"), "timestamp": "ts"}},
+        "features": [
+            {"name": "n_7d", "source": "ev", "agg": "count", "window": "7d", "default": 0},
+            {"name": "mi_7d", "source": "ev", "kind": "mean_interval", "window": "7d"},
+        ],
+    }
+    spine = [{"k": "AA", "ts": day + timedelta(days=1)}, {"k": "B", "ts": day + timedelta(days=1)}]
+    out = run_engine(config, spine, {"k": pl.String, "ts": TS}, entity_keys=["k"], timestamp="ts")
+    assert out["k"].to_list() == ["AA", "B"]
+    assert out["n_7d"].to_list() == [1, 1]

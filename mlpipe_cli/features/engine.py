@@ -879,14 +879,22 @@ def _rolling_window(
 ) -> pl.DataFrame:
     """All features sharing one window in one rolling pass: [t-w, t) (or [t-w, t])."""
     aggs, _ = _window_aggs(ctx, feats, vcol)
-    rolled = stage.rolling(
-        index_column=_E,
-        period=f"{ctx.units(window)}i",
-        closed="both" if inclusive else "left",
-        group_by=ctx.keys,
-    ).agg(aggs)
-    # the rolling context returns one row per input row; make sure it is in input order
-    same_order = rolled.select(*ctx.keys, _E).equals(stage.select(*ctx.keys, _E))
+    # Group by the entity run id (_GID: an integer, sorted along the stage), never by the key
+    # columns, and put the groups back in stage order with a stable sort: Polars does not
+    # promise the order of groups in its output (string keys of different lengths came back
+    # reordered). Within a group the rows keep the index order the window needs; rows with
+    # the same (entity, time) share one window, so matching (_GID, _E) proves alignment.
+    rolled = (
+        stage.rolling(
+            index_column=_E,
+            period=f"{ctx.units(window)}i",
+            closed="both" if inclusive else "left",
+            group_by=_GID,
+        )
+        .agg(aggs)
+        .sort(_GID, maintain_order=True)
+    )
+    same_order = rolled.select(_GID, _E).equals(stage.select(_GID, _E))
     if rolled.height != stage.height or not same_order:
         raise PointInTimeInvariantError("internal error: rolling window changed the row order")
     return stage.with_columns(rolled.select([f.name for f in feats]))
