@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlpipe_cli.errors import InputError
+from mlpipe_cli.io import register_input
 
 if TYPE_CHECKING:
     import numpy as np
@@ -312,6 +313,7 @@ def write_profile(profile: dict, path: Path) -> None:
 def read_profile(path: Path) -> dict:
     """Read and sanity-check a profile JSON file (InputError when it is not one)."""
     path = Path(path)
+    register_input(path)  # the same-path guard: no output of this run may be this profile
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
