@@ -130,7 +130,7 @@ def prepare_output_path(path: Path | str) -> Path:
     except PermissionError:
         raise OutputError(f"no permission to create the output directory {path.parent}") from None
     except OSError as exc:
-        raise _write_failure(exc, path.parent, "create the output directory") from None
+        raise output_error(exc, path.parent, "create the output directory") from None
     return path
 
 
@@ -396,10 +396,10 @@ def atomic_target(path: Path | str) -> Iterator[Path]:
             # only errnos that can only come from writing: a body that fails to read an input
             # must not be reported as a write failure
             if exc.errno in _WRITE_ONLY_ERRNOS:
-                raise _write_failure(exc, path, "write") from None
+                raise output_error(exc, path, "write") from None
             raise
         except Exception as exc:
-            failure = _polars_write_failure(exc, path)
+            failure = _polarsoutput_error(exc, path)
             if failure is None:
                 raise
             raise failure from None
@@ -414,7 +414,7 @@ def atomic_target(path: Path | str) -> Iterator[Path]:
         except FileNotFoundError:
             raise OutputError(f"nothing was written to {path}") from None
         except OSError as exc:
-            raise _write_failure(exc, path, "write") from None
+            raise output_error(exc, path, "write") from None
     finally:
         if not handed_over:
             with contextlib.suppress(FileNotFoundError):
@@ -481,7 +481,7 @@ def _publish_batch(batch: OutputBatch) -> None:
                         os.replace(backup, target)
                     else:
                         target.unlink()
-            raise _write_failure(exc, current or Path("."), "publish") from None
+            raise output_error(exc, current or Path("."), "publish") from None
     finally:
         for backup in backups:
             with contextlib.suppress(FileNotFoundError):
@@ -517,7 +517,7 @@ def sink_parquet_atomic(lazy: pl.LazyFrame, path: Path | str, **options: Any) ->
         try:
             lazy.sink_parquet(tmp, **{"compression": "zstd", "statistics": True, **options})
         except pl.exceptions.PolarsError as exc:
-            failure = _polars_write_failure(exc, Path(path))
+            failure = _polarsoutput_error(exc, Path(path))
             if failure is not None:
                 raise failure from None
             raise InputError(f"cannot write {path}: {_first_line(exc)}") from None
@@ -574,7 +574,28 @@ _WRITE_ERRNOS = {
 _WRITE_ONLY_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG}
 
 
-def _write_failure(exc: OSError, path: Path, action: str) -> MlpipeError:
+def on_read_only_filesystem(path: Path | str) -> bool:
+    """Whether ``path`` (or its nearest existing parent) sits on a read-only mount."""
+    path = Path(path)
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
+def is_write_failure(exc: OSError, under: Path) -> bool:
+    """Whether ``exc`` came from writing below ``under`` (not from reading some input)."""
+    if exc.errno in _WRITE_ONLY_ERRNOS:
+        return True
+    filename = getattr(exc, "filename", None)
+    if filename is None:
+        return False
+    return os.path.abspath(filename).startswith(os.path.abspath(under).rstrip(os.sep) + os.sep)
+
+
+def output_error(exc: OSError, path: Path, action: str) -> MlpipeError:
     """An OSError while writing ``path`` as one line naming the path and what to do."""
     reason = _WRITE_ERRNOS.get(exc.errno or -1) or exc.strerror or str(exc) or type(exc).__name__
     return OutputError(
@@ -597,7 +618,7 @@ _WRITE_HINTS = {
 _OS_ERROR_RE = re.compile(r"os error (\d+)")
 
 
-def _polars_write_failure(exc: BaseException, path: Path) -> MlpipeError | None:
+def _polarsoutput_error(exc: BaseException, path: Path) -> MlpipeError | None:
     if isinstance(exc, MlpipeError):
         return None
     module = type(exc).__module__ or ""
@@ -609,7 +630,7 @@ def _polars_write_failure(exc: BaseException, path: Path) -> MlpipeError | None:
     code = int(match.group(1))
     if code not in _WRITE_ONLY_ERRNOS:
         return None
-    return _write_failure(OSError(code, os.strerror(code)), path, "write")
+    return output_error(OSError(code, os.strerror(code)), path, "write")
 
 
 def file_sha256(path: Path) -> str:

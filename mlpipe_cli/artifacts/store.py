@@ -47,7 +47,7 @@ from typing import Any
 
 from mlpipe_cli import ARTIFACT_FORMAT_VERSION, __version__
 from mlpipe_cli.errors import ArtifactError, ArtifactNotFound, UsageError
-from mlpipe_cli.io import atomic_write_bytes, pid_alive
+from mlpipe_cli.io import atomic_write_bytes, is_write_failure, output_error, pid_alive
 from mlpipe_cli.io import file_sha256 as sha256_file
 
 MANIFEST = "manifest.json"
@@ -216,67 +216,89 @@ class ArtifactStore:
         and the content hash; ``extra`` goes into the manifest only (not hashed), for
         run-specific facts such as timings.
         """
-        kind_dir = self._kind_dir(kind, create=True)
-        staging_root = kind_dir / ".staging"
-        staging_root.mkdir(exist_ok=True)
-        self._remove_abandoned_staging(staging_root)
-        staging = staging_root / f"{os.getpid()}-{secrets.token_hex(6)}"
-        staging.mkdir()
         try:
-            write(staging)
-            if (staging / MANIFEST).exists():
-                raise ArtifactError(f"a publisher may not write {MANIFEST} itself")
-            files = {
-                name: {
-                    "sha256": sha256_file(staging / name),
-                    "size": (staging / name).stat().st_size,
-                }
-                for name in _list_files(staging)
-            }
-            content_hash = _content_hash(
-                kind,
-                {name: meta["sha256"] for name, meta in files.items()},
-                config_hash=config_hash,
-                inputs=inputs,
-                params=params,
+            kind_dir = self._kind_dir(kind, create=True)
+            staging_root = kind_dir / ".staging"
+            staging_root.mkdir(exist_ok=True)
+            self._remove_abandoned_staging(staging_root)
+            staging = staging_root / f"{os.getpid()}-{secrets.token_hex(6)}"
+            staging.mkdir()
+        except OSError as exc:
+            raise output_error(exc, self.base / kind, "publish an artifact to") from None
+        try:
+            return self._publish_staged(
+                kind, kind_dir, staging, write, config_hash, inputs, params, extra
             )
-            with self._locked(kind_dir):
-                existing = self._find_by_content_hash(kind_dir, content_hash)
-                if existing is not None:
-                    self._write_latest(kind_dir, existing)
-                    return PublishResult(self.get(kind, existing, verify=False), created=False)
-                version = f"{self._next_sequence(kind_dir):04d}-{content_hash[:12]}"
-                manifest = {
-                    "format_version": ARTIFACT_FORMAT_VERSION,
-                    "mlpipe_version": __version__,
-                    "pipeline": self.pipeline,
-                    "kind": kind,
-                    "version": version,
-                    "content_hash": content_hash,
-                    "files": files,
-                    "config_hash": config_hash,
-                    "inputs": inputs,
-                    "params": params,
-                    "libraries": _library_versions(),
-                    "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-                    **(extra or {}),
-                }
-                key = signing_key()
-                if key is not None:
-                    manifest[SIGNATURE_FIELD] = manifest_signature(manifest, key)
-                (staging / MANIFEST).write_bytes(
-                    json.dumps(manifest, indent=2, sort_keys=True, default=str).encode() + b"\n"
-                )
-                _fsync_tree(staging)
-                self._make_read_only(staging)
-                final = kind_dir / version
-                os.rename(staging, final)
-                _fsync_dir(kind_dir)
-                self._write_latest(kind_dir, version)
-            return PublishResult(ArtifactVersion(kind, version, final, manifest), created=True)
+        except OSError as exc:
+            if is_write_failure(exc, self.base):
+                raise output_error(exc, kind_dir, "publish an artifact to") from None
+            raise
         finally:
             if staging.exists():
                 self._remove_tree(staging)
+
+    def _publish_staged(
+        self,
+        kind: str,
+        kind_dir: Path,
+        staging: Path,
+        write: Callable[[Path], None],
+        config_hash: str | None,
+        inputs: Any,
+        params: Any,
+        extra: dict[str, Any] | None,
+    ) -> PublishResult:
+        write(staging)
+        if (staging / MANIFEST).exists():
+            raise ArtifactError(f"a publisher may not write {MANIFEST} itself")
+        files = {
+            name: {
+                "sha256": sha256_file(staging / name),
+                "size": (staging / name).stat().st_size,
+            }
+            for name in _list_files(staging)
+        }
+        content_hash = _content_hash(
+            kind,
+            {name: meta["sha256"] for name, meta in files.items()},
+            config_hash=config_hash,
+            inputs=inputs,
+            params=params,
+        )
+        with self._locked(kind_dir):
+            existing = self._find_by_content_hash(kind_dir, content_hash)
+            if existing is not None:
+                self._write_latest(kind_dir, existing)
+                return PublishResult(self.get(kind, existing, verify=False), created=False)
+            version = f"{self._next_sequence(kind_dir):04d}-{content_hash[:12]}"
+            manifest = {
+                "format_version": ARTIFACT_FORMAT_VERSION,
+                "mlpipe_version": __version__,
+                "pipeline": self.pipeline,
+                "kind": kind,
+                "version": version,
+                "content_hash": content_hash,
+                "files": files,
+                "config_hash": config_hash,
+                "inputs": inputs,
+                "params": params,
+                "libraries": _library_versions(),
+                "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                **(extra or {}),
+            }
+            key = signing_key()
+            if key is not None:
+                manifest[SIGNATURE_FIELD] = manifest_signature(manifest, key)
+            (staging / MANIFEST).write_bytes(
+                json.dumps(manifest, indent=2, sort_keys=True, default=str).encode() + b"\n"
+            )
+            _fsync_tree(staging)
+            self._make_read_only(staging)
+            final = kind_dir / version
+            os.rename(staging, final)
+            _fsync_dir(kind_dir)
+            self._write_latest(kind_dir, version)
+        return PublishResult(ArtifactVersion(kind, version, final, manifest), created=True)
 
     # -- reading ------------------------------------------------------------------------
 
