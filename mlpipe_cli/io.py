@@ -395,7 +395,7 @@ def atomic_target(path: Path | str) -> Iterator[Path]:
         except OSError as exc:
             # only errnos that can only come from writing: a body that fails to read an input
             # must not be reported as a write failure
-            if exc.errno in _WRITE_ONLY_ERRNOS:
+            if _errno_of(exc) in _WRITE_ONLY_ERRNOS:
                 raise output_error(exc, path, "write") from None
             raise
         except Exception as exc:
@@ -417,7 +417,8 @@ def atomic_target(path: Path | str) -> Iterator[Path]:
             raise output_error(exc, path, "write") from None
     finally:
         if not handed_over:
-            with contextlib.suppress(FileNotFoundError):
+            # OSError, not only FileNotFoundError: on a read-only mount unlink says EROFS
+            with contextlib.suppress(OSError):
                 tmp.unlink()
 
 
@@ -484,13 +485,13 @@ def _publish_batch(batch: OutputBatch) -> None:
             raise output_error(exc, current or Path("."), "publish") from None
     finally:
         for backup in backups:
-            with contextlib.suppress(FileNotFoundError):
+            with contextlib.suppress(OSError):
                 backup.unlink()
 
 
 def _discard(batch: OutputBatch) -> None:
     for item in batch.staged:
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(OSError):
             item.tmp.unlink()
     batch.staged.clear()
 
@@ -587,7 +588,7 @@ def on_read_only_filesystem(path: Path | str) -> bool:
 
 def is_write_failure(exc: OSError, under: Path) -> bool:
     """Whether ``exc`` came from writing below ``under`` (not from reading some input)."""
-    if exc.errno in _WRITE_ONLY_ERRNOS:
+    if _errno_of(exc) in _WRITE_ONLY_ERRNOS:
         return True
     filename = getattr(exc, "filename", None)
     if filename is None:
@@ -597,11 +598,21 @@ def is_write_failure(exc: OSError, under: Path) -> bool:
 
 def output_error(exc: OSError, path: Path, action: str) -> MlpipeError:
     """An OSError while writing ``path`` as one line naming the path and what to do."""
-    reason = _WRITE_ERRNOS.get(exc.errno or -1) or exc.strerror or str(exc) or type(exc).__name__
+    code = _errno_of(exc) or -1
+    reason = _WRITE_ERRNOS.get(code) or exc.strerror or str(exc) or type(exc).__name__
     return OutputError(
         f"cannot {action} {path}: {reason}",
-        hint=_WRITE_HINTS.get(exc.errno or -1, "check the output path"),
+        hint=_WRITE_HINTS.get(code, "check the output path"),
     )
+
+
+def _errno_of(exc: BaseException) -> int | None:
+    """The errno of an OSError, also when Polars raised it with the code only in its text."""
+    code = getattr(exc, "errno", None)
+    if code is not None:
+        return code
+    match = _OS_ERROR_RE.search(str(exc))
+    return int(match.group(1)) if match else None
 
 
 _WRITE_HINTS = {
@@ -625,12 +636,26 @@ def _polarsoutput_error(exc: BaseException, path: Path) -> MlpipeError | None:
     if not module.startswith("polars"):
         return None
     match = _OS_ERROR_RE.search(str(exc))
-    if match is None:
-        return None
-    code = int(match.group(1))
+    code = int(match.group(1)) if match else None
+    if code is None and _no_space_left(path.parent):
+        # Polars sometimes loses the errno: a full disk while it writes the Parquet footer
+        # surfaces as "File out of specification: Invalid thrift: transport error".
+        code = errno.ENOSPC
     if code not in _WRITE_ONLY_ERRNOS:
         return None
     return output_error(OSError(code, os.strerror(code)), path, "write")
+
+
+def _no_space_left(directory: Path) -> bool:
+    """Whether the file system holding ``directory`` has (next to) no room for a write."""
+    try:
+        stat = os.statvfs(directory)
+    except OSError:
+        return False
+    return stat.f_bavail * stat.f_frsize < _NEARLY_FULL_BYTES
+
+
+_NEARLY_FULL_BYTES = 1 << 20
 
 
 def file_sha256(path: Path) -> str:
