@@ -410,8 +410,11 @@ TABLE = [
     R("fit-wrong-dtype",
       lambda ws: fit(ws, with_column(ws, ws.ts, "churned", pl.col("churned").cast(pl.String))),
       1, "column 'churned' has dtype string; contract requires bool"),
-    R("fit-out-same-path", lambda ws: fit(ws, ws.ts, "--out", ws.ts), 2,
-      lambda ws: same(ws, ws.ts, "same path")),
+    # new training data: a fit that got as far as publishing would add an artifact version,
+    # which the unchanged-files check catches; the output is refused when the data is read
+    R("fit-out-same-path-refused-before-fitting",
+      lambda ws: fit(ws, truncate_rows(ws), "--out", ws.bad / "fewer.parquet"), 2,
+      lambda ws: same(ws, ws.bad / "fewer.parquet", "same path")),
     R("fit-out-symlink",
       lambda ws: fit(ws, ws.ts, "--out", symlink_to(ws.ts, ws.out / "link.parquet")), 2,
       lambda ws: same(ws, ws.out / "link.parquet", f"via symlink to {ws.ts}")),

@@ -6,10 +6,11 @@ modules import heavy libraries inside their functions so `mlpipe --help` starts 
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import traceback
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from typer._click import exceptions as click_exceptions  # Typer vendors click
@@ -30,7 +31,7 @@ from mlpipe_cli.cli import (
     validate_cmd,
 )
 from mlpipe_cli.errors import ExitCode, InternalError, MlpipeError, exit_code_for
-from mlpipe_cli.io import input_scope
+from mlpipe_cli.io import check_outputs, input_scope
 
 app = typer.Typer(
     name="mlpipe",
@@ -93,6 +94,7 @@ def run(argv: list[str] | None = None) -> int:
     debug = "--debug" in args or os.environ.get("MLPIPE_DEBUG") == "1"
     args = [a for a in args if a != "--debug"]
     command = typer.main.get_command(app)
+    _declare_outputs_first(command)
     try:
         # make_context + invoke rather than command.main(): main() turns Ctrl-C into a return
         # value and a closed stdout into exit 1, and we own both decisions here.
@@ -147,6 +149,32 @@ def run(argv: list[str] | None = None) -> int:
         )
         return int(exit_code_for(exc))
     return 0
+
+
+# Options naming files a command writes. Declaring them before the command body runs makes
+# every reader refuse an input that is one of them the moment it is read, before any heavy
+# work; the atomic writers check again when they write. New commands get this by naming
+# their output options like these.
+OUTPUT_OPTIONS = frozenset({"out", "quarantine", "junit", "html"})
+
+
+def _declare_outputs_first(command: Any) -> None:
+    subcommands = getattr(command, "commands", None)
+    if subcommands:
+        for sub in subcommands.values():
+            _declare_outputs_first(sub)
+        return
+    names = [p.name for p in command.params if p.name in OUTPUT_OPTIONS]
+    callback = command.callback
+    if not names or callback is None:
+        return
+
+    @functools.wraps(callback)
+    def declared(*args: Any, **kwargs: Any) -> Any:
+        check_outputs([kwargs.get(name) for name in names])
+        return callback(*args, **kwargs)
+
+    command.callback = declared
 
 
 def _one_line(text: str) -> str:
