@@ -1,6 +1,7 @@
 """The psi-report core: load the current data, match it to the profile, build the report.
 
-The command layer (``mlpipe_cli/cli/psi_report_cmd.py``) only parses flags and renders.
+``mlpipe_cli/ops/psi_report.py`` runs the command with it; ``cli/psi_report_cmd.py`` only
+parses flags and renders.
 """
 
 from __future__ import annotations
