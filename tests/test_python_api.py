@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 import mlpipe_cli as mlpipe
+from mlpipe_cli.ledger import RUNS_DIR
 from tests.conftest import EXAMPLE_CONFIG, _repoint_paths
 
 AS_OF = "2026-07-01T00:00:00Z"
@@ -31,12 +32,18 @@ def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+# Not artifacts: the online store, and the CLI's run ledger (timings of each CLI run).
+NOT_ARTIFACTS = ("serving-logs", RUNS_DIR)
+
+
 def _tree(root: Path) -> dict[str, str]:
-    """Relative path -> sha256 of every file under ``root`` except the SQLite store."""
+    """Relative path -> sha256 of every artifact file under ``root`` (manifests aside: they
+    hold created_at and the store location, which are not hashed into version ids)."""
     return {
         str(p.relative_to(root)): _digest(p)
         for p in sorted(root.rglob("*"))
         if p.is_file() and "online.sqlite" not in p.name and p.name != "manifest.json"
+        and not set(p.relative_to(root).parts) & set(NOT_ARTIFACTS)
     }
 
 
@@ -45,7 +52,7 @@ def _versions(artifact_dir: Path, pipeline: str) -> dict[str, list[str]]:
     return {
         kind.name: sorted(v.name for v in kind.iterdir() if v.is_dir() and v.name[0].isdigit())
         for kind in sorted(base.iterdir())
-        if kind.is_dir() and kind.name != "serving-logs"
+        if kind.is_dir() and kind.name not in NOT_ARTIFACTS
     }
 
 
