@@ -169,7 +169,7 @@ def ws(base: Path, tmp_path: Path) -> Iterator[Workspace]:
 # -- what "unchanged" and "nothing partial" mean --------------------------------------------
 
 # files that a run may legitimately change: the LATEST pointers (publishing moves them), the
-# publishers' lock, the online store and the serving log
+# publishers' lock, the online store; and below, the serving log and the run ledger
 _MUTABLE = ("LATEST", ".lock", "online.sqlite", "online.sqlite-wal", "online.sqlite-shm")
 
 
@@ -179,7 +179,9 @@ def input_hashes(root: Path, skip: tuple[Path, ...] = ()) -> dict[str, str]:
         if path.is_symlink() or not path.is_file() or path.name in _MUTABLE:
             continue
         relative = path.relative_to(root)
-        if relative.parts[0] in ("out", "full", "ro") or "serving-logs" in relative.parts:
+        if relative.parts[0] in ("out", "full", "ro") or {"serving-logs", "runs"} & set(
+            relative.parts
+        ):  # the serving log and the run ledger (one new record per run) are not inputs
             continue
         if any(path == s or s in path.parents for s in skip):
             continue
@@ -289,6 +291,9 @@ class Row:
     message: str | Callable[[Workspace], str]
     # outputs that must not be visible afterwards (computed before the run)
     outputs: Callable[[Workspace], list[Path]] = lambda ws: []
+    # the run ledger lives in the artifact dir: when that is read-only, the run also says (once,
+    # as a warning before the error) that its record could not be written
+    ledger_warning: bool = False
 
 
 def R(  # a table row
@@ -297,8 +302,9 @@ def R(  # a table row
     code: int,
     message: str | Callable[[Workspace], str],
     outputs: Callable[[Workspace], list[Path]] = lambda ws: [],
+    ledger_warning: bool = False,
 ) -> Any:
-    return pytest.param(Row(id, args, code, message, outputs), id=id)
+    return pytest.param(Row(id, args, code, message, outputs, ledger_warning), id=id)
 
 
 def same(ws: Workspace, path: Path, how: str) -> str:
@@ -420,7 +426,7 @@ TABLE = [
       lambda ws: same(ws, ws.out / "link.parquet", f"via symlink to {ws.ts}")),
     R("fit-read-only-artifacts", lambda ws: fit(ws, truncate_rows(ws), *ro(ws)), 2,
       lambda ws: f"cannot publish an artifact to {ws.artifacts / 'churn' / 'transform'}: "
-      f"{READ_ONLY}"),
+      f"{READ_ONLY}", ledger_warning=True),
     R("fit-full-disk-out",
       lambda ws: fit(ws, ws.ts, "--out", ws.full_disk() / "rows.parquet"), 2, NO_SPACE,
       outputs=lambda ws: [ws.root / "full" / "rows.parquet"]),
@@ -499,7 +505,7 @@ TABLE = [
     R("materialize-read-only-artifacts",
       lambda ws: ["materialize", "-c", ws.config, "--as-of", AS_OF, *ro(ws)], 2,
       lambda ws: f"online store sqlite:{ws.artifacts / 'churn' / 'online.sqlite'} cannot be "
-      f"opened: {ws.artifacts / 'churn'} is on a read-only file system"),
+      f"opened: {ws.artifacts / 'churn'} is on a read-only file system", ledger_warning=True),
     # -- sample-data ---------------------------------------------------------------------
     R("sample-data-full-disk-writes-no-table",
       lambda ws: ["sample-data", "--rows", "2000", "--out", ws.full_disk(size="16k")], 2,
@@ -582,7 +588,13 @@ def test_fault(row: Row, ws: Workspace, cli: Any) -> None:
     result = cli(*args, "-q")
     assert result.exit_code == row.code, result.stderr
     message = row.message(ws) if callable(row.message) else row.message
-    assert_one_error_line(result.stderr, message)
+    stderr = result.stderr
+    if row.ledger_warning:
+        warning, _, stderr = stderr.partition("\n")
+        assert warning.startswith(
+            f"warning: run ledger not written ({ws.artifacts / 'churn' / 'runs'}): "
+        ), result.stderr
+    assert_one_error_line(stderr, message)
     assert input_hashes(ws.root) == before
     for path in outputs:
         assert _state(path) == before_outputs[path], f"{path} changed or appeared"
@@ -890,6 +902,10 @@ def every_command_runs(ws: Workspace) -> dict[tuple[str, ...], list[tuple[list[A
         ("artifacts", "show"): [(["artifacts", "show", "transform/latest", "-c", c], 0),
                                 (["artifacts", "show", "transform/0099", "-c", c], 3)],
         ("artifacts", "verify"): [(["artifacts", "verify", "--all", "-c", c], 0)],
+        ("runs",): [(["runs", "-c", c], 0), (["runs", "-c", c, "--since", "bogus"], 2)],
+        # the failing runs above breach the availability objective: exit 1, textfile written
+        ("slo",): [(["slo", "-c", c, "--prometheus", out / "m.prom"], 1),
+                   (["slo", "-c", c, "--prometheus", c], 2)],
     }  # fmt: skip
 
 
