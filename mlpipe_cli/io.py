@@ -260,8 +260,10 @@ def _conflict(target: Path, inputs: Iterable[_Input]) -> str | None:
     try:
         st = os.stat(real)
         identity: tuple[int, int] | None = (st.st_dev, st.st_ino)
+        # only a file with several names can be a hard link to a file found by a scan
+        linked = st.st_nlink > 1
     except OSError:
-        identity = None
+        identity, linked = None, False
     via = f"via symlink to {real}" if real != absolute else None
     for entry in inputs:
         if entry.kind == "file":
@@ -278,21 +280,19 @@ def _conflict(target: Path, inputs: Iterable[_Input]) -> str | None:
             inside = real.startswith(entry.real.rstrip(os.sep) + os.sep)
             if inside and real.endswith(".parquet"):
                 return f"inside the input directory {entry.given}"
-            if identity is not None and _same_file_below(
-                identity, Path(entry.real).rglob("*.parquet")
-            ):
+            if linked and _same_file_below(identity, Path(entry.real).rglob("*.parquet")):
                 return f"via hard link to a file in the input directory {entry.given}"
         else:
             if _glob_matches(entry.absolute, absolute) or _glob_matches(entry.real, real):
                 return f"matches the input glob {entry.given}"
-            if identity is not None:
+            if linked:
                 matched = (Path(p) for p in glob.glob(entry.absolute, recursive=True))
                 if _same_file_below(identity, matched):
                     return f"via hard link to a file matching the input glob {entry.given}"
     return None
 
 
-def _same_file_below(identity: tuple[int, int], paths: Iterable[Path]) -> bool:
+def _same_file_below(identity: tuple[int, int] | None, paths: Iterable[Path]) -> bool:
     for candidate in paths:
         with contextlib.suppress(OSError):
             st = candidate.stat()
