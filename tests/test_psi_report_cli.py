@@ -102,7 +102,7 @@ def test_drift_fault_flags_revenue_derived_features_and_nothing_else(env, cli):
     }
     assert all(s == "stable" for c, s in status.items() if c not in REVENUE_DERIVED)
     assert doc["status"] == "failed"
-    assert doc["summary"] == {"stable": 7, "moderate": 0, "drifted": 3, "error": 0}
+    assert doc["summary"] == {"stable": 7, "moderate": 0, "drifted": 3, "error": 0, "excluded": 0}
     assert doc["current"]["source"] == "serving-log"
     assert doc["current"]["rows"] == sum(
         pl.read_parquet(p).height for p in (env / "log-drift").glob("segment-*.parquet")
