@@ -467,16 +467,34 @@ def drift_report(
                 std_ref=entry.get("std"), message=f"excluded: {skip[name]}",
             )
     state = transform.state if transform is not None else None
+    info = {"rows": rows, **(current_info or {})}
+    if "transform_version" in available and "versions" not in info:
+        info["versions"] = logged_versions(parts)
     return DriftReport(
         features=[by_name[n] for n in names],
         profile_info={"rows": profile.get("rows"), **(profile_info or {})},
-        current_info={"rows": rows, **(current_info or {})},
+        current_info=info,
         threshold=threshold,
         moderate=moderate,
         min_rows=min_rows,
         warnings=warnings,
         groups=feature_groups(names, state),
     )
+
+
+def logged_versions(parts: Sequence[pl.LazyFrame]) -> dict[str, int]:
+    """Rows per ``transform_version`` of a serving log (the versions that served the data)."""
+    import polars as pl
+
+    counts: dict[str, int] = {}
+    try:
+        for frame in pl.collect_all([p.group_by("transform_version").len() for p in parts]):
+            for version, n in frame.iter_rows():
+                key = "(none)" if version is None else str(version)
+                counts[key] = counts.get(key, 0) + int(n)
+    except pl.exceptions.PolarsError as exc:
+        raise InputError(f"cannot read the current data: {str(exc).splitlines()[0]}") from None
+    return dict(sorted(counts.items()))
 
 
 def nothing_applies(profile: dict, features: Sequence[str], available: Sequence[str],
