@@ -260,3 +260,26 @@ def test_validate_reference_flags_a_flag_column(cli, tmp_path):
     psi_check = checks["visits.is_promo.psi"]
     assert psi_check["status"] == "fail"
     assert psi_check["statistic"] == pytest.approx(term(0.95, 0.5) + term(0.05, 0.5), rel=1e-12)
+
+
+@settings(max_examples=60, deadline=None)
+@given(values=st.lists(st.sampled_from([-2.0, 0.0, 0.5, 1.0, 1.0 + 1e-12, 3.0, math.inf]),
+                       min_size=1, max_size=40),
+       block=st.integers(1, 5), limit=st.integers(1, 8))
+def test_value_bins_in_blocks_match_a_python_scan(values, block, limit):
+    from mlpipe_cli.drift import profile as profile_mod
+
+    ordered = sorted(values)
+    firsts = [ordered[0]]
+    for prev, cur in zip(ordered, ordered[1:], strict=False):  # 1e-9 relative: same value
+        if not (cur == prev or (math.isfinite(cur) and cur - prev <= 1e-9 * max(1, abs(cur)))):
+            firsts.append(cur)
+    with pytest.MonkeyPatch.context() as patch:  # tiny blocks: every boundary case
+        patch.setattr(profile_mod, "VALUE_BLOCK", block)
+        got = profile_mod.value_bins(np.asarray(ordered), limit=limit)
+    if len(firsts) > limit:
+        assert got is None
+    else:
+        assert got is not None
+        assert got[0] == firsts
+        assert len(got[1]) == len(firsts) - 1

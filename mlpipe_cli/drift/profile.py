@@ -189,6 +189,7 @@ def numeric_profile(sorted_valid: np.ndarray, rows: int, nan_count: int, *, bins
 # the same weekday's cosine computed by two code paths may differ in the last ulp, and such
 # noise must not split one value into two bins that then trade mass.
 VALUE_TOLERANCE = 1e-9
+VALUE_BLOCK = 1 << 16
 
 
 def value_bins(sorted_valid: np.ndarray, *, limit: int) -> tuple[list[float], list[float]] | None:
@@ -203,19 +204,26 @@ def value_bins(sorted_valid: np.ndarray, *, limit: int) -> tuple[list[float], li
     """
     import numpy as np
 
-    if len(sorted_valid) == 0:
+    n = len(sorted_valid)
+    if n == 0:
         return [], []
-    with np.errstate(invalid="ignore"):  # inf - inf = nan: the same (infinite) value
-        step = sorted_valid[1:] - sorted_valid[:-1]
-        upper = sorted_valid[1:]
-        tolerance = np.where(np.isinf(upper), 0.0, VALUE_TOLERANCE * np.maximum(1.0, np.abs(upper)))
-        new = step > tolerance
-    starts = np.flatnonzero(new) + 1  # -0.0 == 0.0: one value
-    if len(starts) + 1 > limit:
-        return None
-    values = [_clean(float(v)) for v in sorted_valid[np.concatenate([[0], starts])]]
+    # In blocks, so a continuous column is given up on after one block of 65,536 values
+    # instead of costing full-length temporaries.
+    starts: list[int] = []  # index of each value's first occurrence after the first value
+    for begin in range(1, n, VALUE_BLOCK):
+        end = min(begin + VALUE_BLOCK, n)
+        lower = sorted_valid[begin - 1 : end - 1]
+        upper = sorted_valid[begin:end]
+        with np.errstate(invalid="ignore"):  # inf - inf = nan: the same (infinite) value
+            tolerance = np.where(np.isinf(upper), 0.0,
+                                 VALUE_TOLERANCE * np.maximum(1.0, np.abs(upper)))
+            new = (upper - lower) > tolerance  # -0.0 == 0.0: one value
+        starts += (np.flatnonzero(new) + begin).tolist()
+        if len(starts) + 1 > limit:
+            return None
+    values = [_clean(float(sorted_valid[i])) for i in [0, *starts]]
     edges = []
-    for start in starts.tolist():
+    for start in starts:
         lo, hi = float(sorted_valid[start - 1]), float(sorted_valid[start])
         mid = lo / 2 + hi / 2  # no overflow near ±max
         edges.append(_clean(mid if lo < mid <= hi else hi))
