@@ -8,6 +8,7 @@ documented rule (each proportion clipped at eps = 1e-4, natural log, no renormal
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from pathlib import Path
@@ -271,7 +272,7 @@ def test_value_bins_in_blocks_match_a_python_scan(values, block, limit):
 
     ordered = sorted(values)
     firsts = [ordered[0]]
-    for prev, cur in zip(ordered, ordered[1:], strict=False):  # 1e-9 relative: same value
+    for prev, cur in itertools.pairwise(ordered):  # 1e-9 relative: same value
         if not (cur == prev or (math.isfinite(cur) and cur - prev <= 1e-9 * max(1, abs(cur)))):
             firsts.append(cur)
     with pytest.MonkeyPatch.context() as patch:  # tiny blocks: every boundary case
