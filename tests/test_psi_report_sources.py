@@ -253,6 +253,15 @@ def test_days_since_a_request_time_reference_is_a_request_time_feature():
         "raw.label_ts": REQUEST_TIME_REASON, "vec.signup_ts__days_since": REQUEST_TIME_REASON}
 
 
+def test_request_time_features_by_name_without_a_transform_state():
+    profile = {"columns": {"vec.label_ts__hour_sin": {}, "vec.label_ts__is_weekend": {},
+                           "vec.label_tsx": {}, "raw.amount": {}, "vec.amount": {}},
+               "unsupported": {"raw.label_ts": "Datetime"}}
+    assert request_time_features(profile, None, ["label_ts"]) == {
+        "raw.label_ts": REQUEST_TIME_REASON, "vec.label_ts__hour_sin": REQUEST_TIME_REASON,
+        "vec.label_ts__is_weekend": REQUEST_TIME_REASON}
+
+
 def test_batch_with_raw_inputs_gets_its_outputs_computed(env):
     """--current with the transform's raw inputs: vec.* computed by the batch path."""
     train = env["train"]

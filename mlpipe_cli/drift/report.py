@@ -406,9 +406,10 @@ def drift_report(
     ``default_features`` (e.g. from ``source_reference``), else every profiled feature.
     ``exclude`` maps a feature to the reason it is not compared (``request_time_features``,
     identifiers); it is then reported with status ``excluded`` — unless the user named it in
-    ``features``, which always compares. ``transform``: the artifact the profile belongs to — a raw batch
-    lacking the ``vec.*`` outputs gets them computed with its batch path (when that is
-    impossible, a report warning says why and only the ``raw.*`` features are compared).
+    ``features``, which always compares. ``transform``: the artifact the profile belongs to;
+    a raw batch lacking the ``vec.*`` outputs gets them computed with its batch path (when
+    that is impossible, a report warning says why and only the ``raw.*`` features are
+    compared).
     ``sources`` (source name → its contract's columns) only improves the error below.
 
     InputError (exit 2) when there are no current rows; UsageError (exit 2, one line saying
@@ -578,7 +579,7 @@ def default_request_time_columns(config: PipelineConfig) -> list[str]:
     return [config.training_set.timestamp] if config.training_set else []
 
 
-def request_time_features(profile: dict, transform_state: Mapping[str, Any],
+def request_time_features(profile: dict, transform_state: Mapping[str, Any] | None,
                           request_time_columns: Sequence[str]) -> dict[str, str]:
     """Profile features derived from the request time, with the reason to exclude them.
 
@@ -586,14 +587,20 @@ def request_time_features(profile: dict, transform_state: Mapping[str, Any],
     had label times: hour/weekday/month encodings of it always differ, with no drift in the
     data. Such features are the ``raw.<column>`` itself and every output of a transform step
     whose input — or ``reference`` column (``days_since``) — is a request-time column.
+    Without the transform's state (a ``--profile`` file) the outputs are recognised by name:
+    ``vec.<column>`` and ``vec.<column>__*``.
     """
     request = set(request_time_columns)
-    derived = {f"raw.{c}" for c in request}
-    for entry in transform_state.get("columns", []):
-        state = entry.get("state") if isinstance(entry.get("state"), Mapping) else {}
-        if entry["column"] in request or state.get("reference") in request:
-            derived.update(f"vec.{o}" for o in entry.get("outputs") or [])
     known = set(profile["columns"]) | set(profile.get("unsupported", {}))
+    derived = {f"raw.{c}" for c in request}
+    if transform_state is None:
+        derived.update(c for c in known for r in request
+                       if c == f"vec.{r}" or c.startswith(f"vec.{r}__"))
+    else:
+        for entry in transform_state.get("columns", []):
+            state = entry.get("state") if isinstance(entry.get("state"), Mapping) else {}
+            if entry["column"] in request or state.get("reference") in request:
+                derived.update(f"vec.{o}" for o in entry.get("outputs") or [])
     return {c: REQUEST_TIME_REASON for c in sorted(derived & known)}
 
 
