@@ -53,11 +53,25 @@ def mlpipe_argv() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "mlpipe_cli"]
 
 
+def child_env() -> dict[str, str]:
+    """Children may cache bytecode, as after a ``pip install``, but never in the repo.
+
+    With PYTHONDONTWRITEBYTECODE set (some CI images and this dev machine) an editable
+    install recompiles every mlpipe module in every process (~0.1 s), which no installed
+    user pays. The cache lives under CACHE; the warm-up round fills it.
+    """
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env["PYTHONPYCACHEPREFIX"] = str(CACHE / "pycache")
+    return env
+
+
 def timed(argv: list[str], cwd: Path, ok_codes: tuple[int, ...] = (0,)) -> tuple[float, float]:
     """Run one whole process; (wall seconds, CPU seconds of that child)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    proc = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        argv, cwd=cwd, env=child_env(), capture_output=True, text=True, check=False
+    )
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode not in ok_codes:
@@ -73,7 +87,9 @@ def load() -> str:
 def rounds(
     methods: dict[str, tuple[list[str], tuple[int, ...]]], cwd: Path, runs: int
 ) -> dict[str, dict[str, float]]:
-    """Interleaved rounds; per method the median wall/CPU seconds and the min wall."""
+    """Interleaved rounds after one warm-up; per method the median wall/CPU seconds, min wall."""
+    for argv, ok in methods.values():  # warm-up: bytecode cache, page cache
+        timed(argv, cwd, ok)
     walls: dict[str, list[float]] = {m: [] for m in methods}
     cpus: dict[str, list[float]] = {m: [] for m in methods}
     for _ in range(runs):
@@ -154,13 +170,16 @@ def startup(args: argparse.Namespace) -> dict:
           f"{args.runs} interleaved rounds, load before {load()}")  # fmt: skip
     stats = rounds(commands, work, args.runs)
     print(f"load after {load()}")
-    floor = stats["import polars"]["wall"]
-    print(f"{'command':22} {'median s':>9} {'min s':>7} {'CPU s':>6} {'over polars':>12}  goal <= {STARTUP_GOAL_S}")
+    floor, cpu_floor = stats["import polars"]["wall"], stats["import polars"]["cpu"]
+    print(f"{'command':22} {'median s':>9} {'min s':>7} {'CPU s':>6} {'over polars':>12} "
+          f"{'CPU over':>9}  goal: wall over polars <= {STARTUP_GOAL_S}")  # fmt: skip
     for name, s in stats.items():
         over = s["wall"] - floor
         verdict = "" if name in ("python -c pass", "import polars") else (
             "ok" if over <= STARTUP_GOAL_S else "MISSED")  # fmt: skip
-        print(f"{name:22} {s['wall']:9.3f} {s['min']:7.3f} {s['cpu']:6.3f} {over:+12.3f}  {verdict}")
+        print(f"{name:22} {s['wall']:9.3f} {s['min']:7.3f} {s['cpu']:6.3f} {over:+12.3f} "
+              f"{s['cpu'] - cpu_floor:+9.3f}  {verdict}")  # fmt: skip
+    print("(on a loaded machine wall times stretch; CPU seconds over polars is the steadier figure)")
     return {"startup": stats, "load": load()}
 
 
