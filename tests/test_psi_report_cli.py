@@ -137,7 +137,7 @@ def test_plain_table_output_sorted_by_psi(env, cli):
     header = next(i for i, line in enumerate(lines) if line.startswith("feature"))
     rows = [line.split()[0] for line in lines[header + 1 : header + 11]]
     assert set(rows[:3]) == REVENUE_DERIVED
-    assert "3 drifted, 0 moderate, 7 stable, 0 error (PSI gate 0.2)" in res.stdout
+    assert "3 drifted, 0 moderate, 7 stable, 0 error, 0 excluded (PSI gate 0.2)" in res.stdout
     assert "\x1b[" not in res.stdout
 
 
@@ -363,3 +363,44 @@ def test_serving_log_segments_with_different_columns(env, cli, tmp_path):
     assert by["raw.plan"]["status"] == "drifted"  # a surge of nulls
     assert by["raw.channel"]["status"] == "stable"
     assert res.exit_code == 1
+
+
+def test_source_batch_against_its_saved_validation_profile(project, cli, sample_data_dir, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """`psi-report --source orders` compares a raw day of orders with the profile saved by
+    `validate --save-profile`, on the columns the source's distribution checks name."""
+    assert cli("validate", "-c", project, "--source", "orders", "--save-profile").exit_code == 0
+    orders = pl.read_parquet(sample_data_dir / "orders.parquet")
+    orders.head(5000).write_parquet(tmp_path / "day.parquet")
+    same = cli("psi-report", "-c", project, "--source", "orders", "--current",
+               tmp_path / "day.parquet", "--json")  # fmt: skip
+    assert same.exit_code == 0, same.stderr
+    doc = same.json()
+    statuses = {f["column"]: f["status"] for f in doc["features"]}
+    assert set(statuses) == {"revenue", "channel", "product_id"}  # sources.orders.distribution
+    assert "drifted" not in statuses.values()
+    drifted = orders.head(5000).with_columns(pl.col("revenue") * 10)
+    drifted.write_parquet(tmp_path / "drifted.parquet")
+    bad = cli("psi-report", "-c", project, "--source", "orders", "--current",
+              tmp_path / "drifted.parquet")  # fmt: skip
+    assert bad.exit_code == 1
+    assert re.search(r"^revenue\s+drifted", bad.stdout, re.M)
+
+
+def test_current_without_any_reference_feature_is_one_line_exit_2(project, cli, sample_data_dir) -> None:  # type: ignore[no-untyped-def]
+    assert cli("validate", "-c", project, "--source", "orders", "--save-profile").exit_code == 0
+    res = cli("psi-report", "-c", project, "--source", "orders", "--current",
+              sample_data_dir / "users.parquet")  # fmt: skip
+    assert res.exit_code == 2
+    assert len(res.stderr.strip().splitlines()) == 1
+    assert "--current" in res.stderr
+
+
+def test_source_and_time_feature_flags_are_checked(project, cli, sample_data_dir) -> None:  # type: ignore[no-untyped-def]
+    both = cli("psi-report", "-c", project, "--source", "orders", "--artifact", "latest",
+               "--current", sample_data_dir / "orders.parquet")  # fmt: skip
+    assert both.exit_code == 2
+    assert "--source" in both.stderr
+    loose = cli("psi-report", "-c", project, "--include-time-features", "--current",
+                sample_data_dir / "orders.parquet")  # fmt: skip
+    assert loose.exit_code == 2
+    assert "--serving-log" in loose.stderr

@@ -26,12 +26,11 @@ from mlpipe_cli.drift.report import (
     request_time_features,
     scan_parts,
     serving_log_parts,
-    source_reference,
 )
 from mlpipe_cli.errors import ArtifactNotFound, UsageError
+from mlpipe_cli.ops.profiles import save_profile, source_reference
 from mlpipe_cli.sample_data import DRIFT_DAYS, END, generate
 from mlpipe_cli.transforms import load_transform, publish
-from mlpipe_cli.validation.profiles import save_profile
 
 ROOT = Path(__file__).resolve().parents[1]
 CUTOFF = END - timedelta(days=DRIFT_DAYS)

@@ -4,7 +4,7 @@ The command layer only parses flags and renders. What it calls here:
 
 * ``drift_report(profile, parts, ...)`` → ``DriftReport`` (the one result object);
 * the reference: a transform artifact's ``profile.json``, a profile file, or
-  ``source_reference(config, store, "orders")`` — the validation profile saved for a source
+  ``ops.profiles.source_reference(config, store, "orders")`` — the validation profile saved for a source
   (``validate --source orders --save-profile``), to compare a raw batch of that source;
 * ``with_transform_outputs(transform, profile, parts)``: a raw batch against a transform
   profile gets its ``vec.*`` outputs computed with the transform's batch path;
@@ -47,7 +47,6 @@ from mlpipe_cli.servinglog import (  # noqa: F401
 if TYPE_CHECKING:
     import polars as pl
 
-    from mlpipe_cli.artifacts import ArtifactStore
     from mlpipe_cli.config import PipelineConfig
     from mlpipe_cli.transforms.fitted import FittedTransform
 
@@ -517,32 +516,6 @@ def guess_source(columns: Sequence[str], sources: Mapping[str, Sequence[str]]) -
 
 
 # ----------------------------------------------------------------------------- references
-
-
-def source_reference(config: PipelineConfig, store: ArtifactStore, source: str,
-                     version: str = "latest") -> tuple[dict, dict[str, Any], list[str],
-                                                       dict[str, str]]:
-    """The reference for a raw batch of ``source``: the validation profile saved for it.
-
-    Returns (profile, profile_info, features, exclude). ``version`` is a profile artifact
-    version or ``latest`` (the newest profile saved for this source, as ``validate
-    --reference latest``). Features: ``sources.<source>.distribution.columns`` when set (what
-    validate checks), else every profiled column; entity keys and the primary key are
-    excluded (an id is not a distribution: new orders always have higher ids).
-    ArtifactNotFound (exit 3) when no profile was saved for the source.
-    """
-    from mlpipe_cli.validation.profiles import PROFILE_FILE, PROFILE_KIND, load_reference
-
-    spec = config.source(source)  # UsageError for an unknown source
-    profile, resolved = load_reference(store, source, version)
-    order = list(profile.get("column_order") or sorted(profile["columns"]))
-    configured = spec.distribution.columns
-    features = [c for c in order if c in configured] if configured else order
-    keys = set(spec.entity_keys or config.entity_keys) | set(spec.primary_key or [])
-    exclude = {c: IDENTIFIER_REASON for c in features if c in keys}
-    info = {"source": "artifact", "kind": PROFILE_KIND, "data_source": source,
-            "version": resolved, "path": f"{PROFILE_KIND}/{resolved}/{PROFILE_FILE}"}
-    return profile, info, features, exclude
 
 
 def default_request_time_columns(config: PipelineConfig) -> list[str]:
