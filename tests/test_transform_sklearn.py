@@ -23,7 +23,7 @@ from sklearn.preprocessing import (
 from mlpipe_cli.config.transforms import TransformConfig
 from mlpipe_cli.errors import DataCheckFailed, InputError
 from mlpipe_cli.transforms import fit_frame
-from mlpipe_cli.transforms import steps as S
+from mlpipe_cli.transforms.base import to_category
 
 RTOL = 1e-9
 
@@ -308,7 +308,7 @@ def test_training_schema_problems_are_data_failures() -> None:
 
 def test_category_spelling_matches_polars_cast() -> None:
     for value in (True, False, 3, -7, "x", 1.5):
-        assert S.to_category(value) == pl.Series([value]).cast(pl.String)[0]
+        assert to_category(value) == pl.Series([value]).cast(pl.String)[0]
 
 
 def test_temporal_on_naive_datetimes_and_dates_before_1970() -> None:

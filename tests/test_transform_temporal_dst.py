@@ -13,7 +13,7 @@ anywhere from 1850 to 2300), and wall-clock times inside the skipped and repeate
 fold 0 and 1, and hands them to the online path as aware datetimes in many zones, ISO
 strings, pandas Timestamps and, where the batch path reads them as UTC, naive values. The
 batch path gets the instants each value names (PEP 495: ``value - value.utcoffset()``);
-``transform_one`` and ``transform_one_reference`` must both equal it, bit for bit (days_since:
+``transform_one`` and the oracle (tests/transform_oracle.py) must both equal it, bit for bit (days_since:
 see ``agree``), or both refuse a naive value batch has no reading for.
 """
 
@@ -37,6 +37,7 @@ from mlpipe_cli.artifacts import ArtifactStore
 from mlpipe_cli.config.transforms import TransformConfig
 from mlpipe_cli.errors import DataCheckFailed, InputError
 from mlpipe_cli.transforms import FittedTransform, fit_frame, load_transform
+from tests.transform_oracle import oracle_function
 
 DST_ZONES = ["Europe/Berlin", "America/New_York", "Australia/Sydney"]
 FIXED = "Etc/GMT-5"  # UTC+05:00 all year: what Polars makes of the time zone "+05:00"
@@ -143,6 +144,17 @@ def fitted(zone: str, reference: str) -> FittedTransform:
         assert transform.state["columns"][0]["state"]["time_zone"] == zone
         _FITTED[key] = transform
     return _FITTED[key]
+
+
+_ORACLES: dict[int, tuple[FittedTransform, Any]] = {}
+
+
+def oracle(transform: FittedTransform) -> Any:
+    """The independent online reference (tests/transform_oracle.py) for ``transform``."""
+    if id(transform) not in _ORACLES:
+        fn = oracle_function(transform.state, transform.tables, transform.version)
+        _ORACLES[id(transform)] = (transform, fn)  # the transform kept alive: ids not reused
+    return _ORACLES[id(transform)][1]
 
 
 # -- the instant a value names (independently of mlpipe_cli) ------------------------------
@@ -321,7 +333,7 @@ def check(
     for record in records:
         if expected_error(transform, reference, record):
             errors = []
-            for fn in (transform.transform_one, transform.transform_one_reference):
+            for fn in (transform.transform_one, oracle(transform)):
                 with pytest.raises(InputError, match="has no UTC offset") as info:
                     fn(record)
                 errors.append(str(info.value))
@@ -332,7 +344,7 @@ def check(
         return
     ref_zone = None if reference == "naive" else batch_zone
     for record, row in zip(ok, batch_rows(transform, ok, batch_zone, ref_zone), strict=True):
-        fast, slow = transform.transform_one(record), transform.transform_one_reference(record)
+        fast, slow = transform.transform_one(record), oracle(transform)(record)
         assert all(map(same, fast, slow)), (fast, slow, record)
         agree(transform, record, fast, row)
 
@@ -374,7 +386,7 @@ def test_every_dst_change_hour_by_quarter_hour(zone: str) -> None:
             records.append({"ts": ts, "ref": ref})
     rows = batch_rows(transform, records, zone, zone)
     for record, row in zip(records, rows, strict=True):
-        fast, slow = transform.transform_one(record), transform.transform_one_reference(record)
+        fast, slow = transform.transform_one(record), oracle(transform)(record)
         assert all(map(same, fast, slow)), (fast, slow, record)
         agree(transform, record, fast, row)
 
@@ -451,7 +463,7 @@ def test_days_since_is_elapsed_time() -> None:
     hour = transform.output_columns.index("ts__hour")
     before = datetime(2025, 3, 30, 1, 30, tzinfo=tz)
     after = datetime(2025, 3, 30, 3, 30, tzinfo=tz)
-    for fn in (transform.transform_one, transform.transform_one_reference):
+    for fn in (transform.transform_one, oracle(transform)):
         assert fn({"ts": after, "ref": before})[days] == 1 / 24
         # a day later on the wall clock is 23 hours later
         assert (
@@ -488,7 +500,7 @@ def test_naive_values_are_utc_or_refused() -> None:
             {"ts": value, "ref": None},
             {"ts": datetime(2025, 3, 30, tzinfo=UTC), "ref": value},
         ):
-            for fn in (berlin.transform_one, berlin.transform_one_reference):
+            for fn in (berlin.transform_one, oracle(berlin)):
                 with pytest.raises(InputError, match=r"fitted on timestamps in Europe/Berlin"):
                     fn(record)
     # no reference is read when there is no timestamp (nothing to refuse)
@@ -500,7 +512,7 @@ def test_naive_values_are_utc_or_refused() -> None:
     for value in (datetime(2025, 3, 30, 12), "2025-03-30T12:00:00", date(2025, 3, 30)):
         want = 1.5 if type(value) is date else 1.0  # a date is its midnight
         for transform in (naive_ref, utc):
-            for fn in (transform.transform_one, transform.transform_one_reference):
+            for fn in (transform.transform_one, oracle(transform)):
                 assert fn({"ts": ts, "ref": value})[-1] == want
         # a UTC column reads its own naive values as UTC too
         assert utc.transform_one({"ts": value, "ref": ts})[-1] == -want

@@ -38,7 +38,7 @@ def to_float(X: Any) -> np.ndarray:
 def to_category(X: Any) -> np.ndarray:
     import pandas as pd
 
-    from mlpipe_cli.transforms.steps import to_category as one
+    from mlpipe_cli.transforms.base import to_category as one
 
     values = pd.DataFrame(X).iloc[:, 0].astype("object")
     cats = []

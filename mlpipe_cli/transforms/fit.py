@@ -19,13 +19,15 @@ import polars as pl
 
 from mlpipe_cli import ARTIFACT_FORMAT_VERSION, __version__
 from mlpipe_cli.errors import ArtifactError, ConfigError, DataCheckFailed, InputError
-from mlpipe_cli.transforms import steps as S
+from mlpipe_cli.transforms.categorical import TargetEnc
 from mlpipe_cli.transforms.fitted import (
     STATE_FORMAT,
     FittedTransform,
     accepted_families,
     dtype_family,
 )
+from mlpipe_cli.transforms.numeric import NUMERIC_STEPS
+from mlpipe_cli.transforms.registry import build
 
 if TYPE_CHECKING:
     from mlpipe_cli.artifacts import ArtifactStore, PublishResult
@@ -62,7 +64,7 @@ class FitOutcome:
         y = _target_values(self.training, target) if target else None
         for column in self.state["columns"]:
             if column["steps"][0]["type"] == "target" and y is not None:
-                encoder = S.TargetEnc(column["column"], column["steps"][0])
+                encoder = TargetEnc(column["column"], column["steps"][0])
                 values = encoder.cross_fit(self.training, y, column["state"])
                 out = out.with_columns(pl.Series(column["column"], values, dtype=pl.Float64))
         return out
@@ -110,7 +112,7 @@ def check_training_schema(config: TransformConfig, schema: pl.Schema) -> list[st
             problems.append(f"column {column!r} is missing from the training data")
             continue
         family = dtype_family(schema[column])
-        if kind in S.NUMERIC_STEPS or kind in ("passthrough", "label"):
+        if kind in NUMERIC_STEPS or kind in ("passthrough", "label"):
             ok = family in ("bool", "float", "integer")
         elif kind in ("temporal", "reference"):
             ok = family in ("date", "datetime", "datetime-tz")
@@ -173,7 +175,7 @@ def fit_frame(config: TransformConfig, frame: pl.LazyFrame | pl.DataFrame) -> Fi
         for step in step_dicts:
             if step["type"] == "embedding":
                 step.pop("table")
-        transformer = S.build(column, [s.model_dump() for s in steps])
+        transformer = build(column, [s.model_dump() for s in steps])
         state = transformer.fit(training, y)
         for key in [k for k in state if k.startswith("_")]:
             tables[state["file"]] = state.pop(key)

@@ -3,8 +3,8 @@
 The state document (``state.json``) lists every configured column with its steps, its fitted
 state and its output names. Loading compiles it twice: into Polars expressions for
 ``transform_batch`` and into one generated plain-Python function for ``transform_one``
-(codegen.py; ``transform_one_reference`` is the same composed from per-transformer closures,
-kept as the reference it is tested against). Neither path ever fits anything.
+(codegen.py). Neither path ever fits anything; ``check_golden`` re-runs the stored golden
+example through both and compares them with the outputs recorded at fit time.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from typing import Any
 
 import polars as pl
 
-from mlpipe_cli.errors import ArtifactError, InputError
-from mlpipe_cli.transforms import steps as S
+from mlpipe_cli.errors import ArtifactError
 from mlpipe_cli.transforms.codegen import compile_record_function
+from mlpipe_cli.transforms.registry import build
 
 STATE_FORMAT = 1
 
@@ -77,7 +77,7 @@ class FittedTransform:
             c["column"] for c in state["columns"] if c["steps"][0]["type"] == "drop"
         ]
         self._transformers = [
-            (S.build(c["column"], c["steps"], self._families), c["state"])
+            (build(c["column"], c["steps"], self._families), c["state"])
             for c in state["columns"]
         ]
         self.output_columns: list[str] = [
@@ -85,7 +85,6 @@ class FittedTransform:
         ]
         if self.output_columns != list(state["output_columns"]):
             raise ArtifactError(f"transform {version}: output columns do not match the state")
-        self._online = tuple(t.compile(s, self.tables) for t, s in self._transformers)
         self._transform_one, self.online_source = compile_record_function(
             self._transformers, self.tables, version
         )
@@ -135,19 +134,6 @@ class FittedTransform:
     def transform_one(self, record: Mapping[str, Any]) -> list[float | None]:
         """One raw record -> the output vector (None where a numeric output is missing)."""
         return self._transform_one(record)
-
-    def transform_one_reference(self, record: Mapping[str, Any]) -> list[float | None]:
-        """``transform_one`` composed from each transformer's ``compile`` closure: the plain
-        reference the generated function must reproduce bit for bit (tests, benchmarks)."""
-        out: list[Any] = []
-        try:
-            for fn in self._online:
-                out.extend(fn(record))
-        except KeyError as exc:
-            raise InputError(
-                f"record has no column {exc.args[0]!r}, which transform {self.version} expects"
-            ) from None
-        return out
 
     # -- golden -------------------------------------------------------------------------
 
