@@ -37,6 +37,9 @@ def fitted_project(tmp_path: Path, cli) -> dict[str, Path]:  # type: ignore[no-u
             "seg": rng.choice(["s1", "s2", "s3", "s4"], n),
             "ts": [start + timedelta(minutes=int(m)) for m in rng.integers(0, 500_000, n)],
             "since": [start - timedelta(hours=int(h)) for h in rng.integers(0, 5000, n)],
+            # naive (UTC) instants across both 2026 DST changes, read on New York's wall clock
+            "seen": [datetime(2026, 1, 1) + timedelta(minutes=int(m))
+                     for m in rng.integers(0, 500_000, n)],
             "pid": pl.Series([f"p{i}" for i in rng.integers(0, 25, n)]).set(pl.Series(rng.random(n) < 0.05), None),
             "y": rng.random(n) < 0.4,
         }
@@ -60,6 +63,8 @@ def fitted_project(tmp_path: Path, cli) -> dict[str, Path]:  # type: ignore[no-u
                 "ts": [{"type": "temporal", "features": ["hour", "dow", "month", "is_weekend",
                                                          "hour_sin", "dow_cos", "month_sin",
                                                          "days_since"], "reference": "since"}],
+                "seen": [{"type": "temporal", "timezone": "America/New_York",
+                          "features": ["hour", "dow", "is_weekend", "hour_cos"]}],
                 "pid": [{"type": "embedding", "table": str(tmp_path / "emb.parquet"), "key": "id",
                          "vector": "vec", "unknown": "mean"}],
             },

@@ -19,6 +19,7 @@ see ``agree``), or both refuse a naive value batch has no reading for.
 
 from __future__ import annotations
 
+import math
 import struct
 from datetime import UTC, date, datetime, timedelta, timezone
 from functools import cache
@@ -542,3 +543,126 @@ def test_the_generated_function_skips_conversions_only_where_they_change_nothing
     source = fitted("Europe/Berlin", "same").online_source
     assert ".astimezone(zone)" in source
     assert "tz_horizon" in source
+
+
+# -- `timezone`: calendar features on a local wall clock ---------------------------------------
+
+LOCAL_FEATURES = ["hour", "dow", "month", "is_weekend", "hour_sin", "hour_cos", "dow_sin",
+                  "month_cos"]  # fmt: skip
+SOURCES = ["UTC", "naive", "Asia/Kolkata", "America/New_York"]  # the column's own dtype
+
+
+def zoneinfo_calendar(instant: datetime, zone: str) -> list[float]:
+    """The oracle: Python's zoneinfo wall clock of ``instant`` in ``zone``, by hand."""
+    local = instant.astimezone(ZoneInfo(zone))
+    hour, dow, month = local.hour, local.isoweekday(), local.month
+    turn = 2 * math.pi
+    return [
+        float(hour), float(dow), float(month), 1.0 if dow >= 6 else 0.0,
+        math.sin(turn * hour / 24), math.cos(turn * hour / 24), math.sin(turn * (dow - 1) / 7),
+        math.cos(turn * (month - 1) / 12),
+    ]  # fmt: skip
+
+
+_LOCAL: dict[tuple[str, str], FittedTransform] = {}
+
+
+def fitted_local(zone: str, source: str) -> FittedTransform:
+    """``timezone: zone`` on a column in ``source`` (a zone, or naive: UTC wall clock)."""
+    if (zone, source) not in _LOCAL:
+        start = datetime(2024, 1, 1, tzinfo=UTC)
+        instants = [start + timedelta(hours=7 * h) for h in range(2000)]
+        column = as_input(utc_column("ts", instants), None if source == "naive" else source)
+        step = {"type": "temporal", "features": LOCAL_FEATURES, "timezone": zone}
+        cfg = TransformConfig.model_validate({"columns": {"ts": [step]}})
+        _LOCAL[(zone, source)] = fit_frame(cfg, pl.DataFrame([column])).transform
+    return _LOCAL[(zone, source)]
+
+
+def close_to(got: list[Any], want: list[float]) -> bool:
+    return all(abs(g - w) <= 1e-12 for g, w in zip(got, want, strict=True))
+
+
+@pytest.mark.parametrize("source", SOURCES)
+@pytest.mark.parametrize("zone", DST_ZONES)
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_local_time_features_are_zoneinfo_across_dst_changes(
+    zone: str, source: str, data: st.DataObject
+) -> None:
+    """Batch and online equal Python's zoneinfo wall clock, whatever zone the column is in, for
+    instants around DST changes (before 2100, where Polars' zone data ends)."""
+    transform = fitted_local(zone, source)
+    before_2100 = st.one_of(near_changes(), near_changes(), instants).filter(
+        lambda t: datetime(1901, 1, 1, tzinfo=UTC) < t < datetime(2099, 12, 31, tzinfo=UTC)
+    )
+    moments = data.draw(st.lists(before_2100, min_size=1, max_size=10))
+    column = as_input(utc_column("ts", moments), None if source == "naive" else source)
+    batch = transform.transform_batch(pl.DataFrame([column]).lazy()).collect().rows()
+    for moment, row in zip(moments, batch, strict=True):
+        want = zoneinfo_calendar(moment, zone)
+        assert close_to(list(row), want), (moment, row, want)
+        if source == "naive":  # a naive column's online values: naive UTC, or aware anywhere
+            tz = data.draw(st.sampled_from([None, *OTHER_TZINFOS]))
+            value = moment.replace(tzinfo=None) if tz is None else moment.astimezone(tz)
+        else:
+            value = moment.astimezone(data.draw(st.sampled_from(OTHER_TZINFOS)))
+        for fn in (transform.transform_one, oracle(transform)):
+            assert close_to(fn({"ts": value}), want), (fn, value, want)
+        assert transform.transform_one({"ts": value}) == list(row)
+
+
+def test_local_time_features_on_the_days_berlin_changes_its_clocks() -> None:
+    """Worked by hand: 2025-03-30 Berlin skips 02:00-03:00; 2025-10-26 repeats 02:00-03:00."""
+    cases = [  # UTC instant -> Berlin hour, ISO weekday (both days are Sundays)
+        (datetime(2025, 3, 30, 0, 30, tzinfo=UTC), 1.0),  # 01:30 CET
+        (datetime(2025, 3, 30, 1, 30, tzinfo=UTC), 3.0),  # 03:30 CEST: 02:xx never happens
+        (datetime(2025, 10, 26, 0, 30, tzinfo=UTC), 2.0),  # 02:30 CEST
+        (datetime(2025, 10, 26, 1, 30, tzinfo=UTC), 2.0),  # 02:30 CET, the second time
+        (datetime(2025, 10, 25, 22, 30, tzinfo=UTC), 0.0),  # 00:30 on the Sunday
+    ]
+    for source in SOURCES:
+        transform = fitted_local("Europe/Berlin", source)
+        moments = [m for m, _ in cases]
+        column = as_input(utc_column("ts", moments), None if source == "naive" else source)
+        batch = transform.transform_batch(pl.DataFrame([column]).lazy()).collect()
+        assert batch["ts__hour"].to_list() == [h for _, h in cases]
+        assert batch["ts__dow"].to_list() == [7.0] * len(cases)
+        assert batch["ts__is_weekend"].to_list() == [1.0] * len(cases)
+        for moment, hour in cases:
+            assert transform.transform_one({"ts": moment})[:2] == [hour, 7.0]
+
+
+def test_timezone_is_validated_at_config_load(cli: Any, tmp_path: Path) -> None:
+    (tmp_path / "mlpipe.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "pipeline": "tz",
+                "transforms": {"columns": {"ts": [
+                    {"type": "temporal", "features": ["hour"], "timezone": "Europe/Berln"}]}},
+            }
+        )
+    )
+    result = cli("fit", "-c", tmp_path / "mlpipe.yaml", "--data", tmp_path / "none.parquet")
+    assert result.exit_code == 2
+    assert "transforms.columns.ts.0.temporal.timezone: unknown time zone 'Europe/Berln'" in (
+        result.stderr
+    )
+    assert result.stderr.count("\n") == 1
+    for bad in ("Mars/Olympus", "../etc/passwd", ""):
+        with pytest.raises(ValueError, match="unknown time zone"):
+            TransformConfig.model_validate(
+                {"columns": {"ts": [{"type": "temporal", "features": ["hour"], "timezone": bad}]}}
+            )
+    with pytest.raises(ValueError, match="calendar features only"):
+        TransformConfig.model_validate({"columns": {"ts": [
+            {"type": "temporal", "features": ["days_since"], "reference": "r",
+             "timezone": "UTC"}]}})  # fmt: skip
+
+
+def test_the_state_names_the_wall_clock_zone_only_when_configured() -> None:
+    """An unconfigured step's state is what it was (unchanged configs, unchanged artifacts)."""
+    assert "wall_clock_zone" not in fitted("Europe/Berlin", "same").state["columns"][0]["state"]
+    state = fitted_local("Asia/Tokyo", "UTC").state["columns"][0]["state"]
+    assert state["wall_clock_zone"] == "Asia/Tokyo"
+    assert state["time_zone"] == "UTC"

@@ -194,9 +194,11 @@ def temporal(column: str, state: Mapping[str, Any], families: Mapping[str, Any])
     reference, zone = state["reference"], state["time_zone"]
     features = list(state["features"])
     width = len(features)
-    tz = ZoneInfo(zone) if zone is not None else None
+    # calendar parts: the wall clock of `timezone` if configured, else of the column's zone
+    calendar_zone = state.get("wall_clock_zone") or zone
+    tz = ZoneInfo(calendar_zone) if calendar_zone is not None else None
     frozen = None
-    if tz is not None and zone not in UTC_ZONES:
+    if tz is not None and calendar_zone not in UTC_ZONES:
         frozen = (HORIZON - timedelta(microseconds=1)).astimezone(tz).utcoffset()
     utc_zone = zone in UTC_ZONES
     ref_families = families.get(reference)
@@ -224,7 +226,8 @@ def temporal(column: str, state: Mapping[str, Any], families: Mapping[str, Any])
     def wall(ts: datetime) -> datetime:
         if frozen is None:
             return ts
-        return ts.astimezone(tz) if ts < HORIZON else ts + frozen
+        aware = ts if ts.tzinfo is not None else ts.replace(tzinfo=UTC)  # naive column: UTC
+        return aware.astimezone(tz) if aware < HORIZON else aware + frozen
 
     calendar = any(f != "days_since" for f in features)
 

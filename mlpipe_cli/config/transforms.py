@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from mlpipe_cli.config.base import ConfigModel, ConfigPath
 from mlpipe_cli.config.sources import ColumnContract
@@ -140,6 +140,27 @@ class Temporal(ConfigModel):
     reference: str | None = Field(
         default=None, description="timestamp column for days_since (days = column - reference)"
     )
+    timezone: str | None = Field(
+        default=None,
+        description="IANA zone (e.g. Europe/Berlin) whose local wall-clock time the calendar "
+        "features (hour, dow, month, is_weekend, sin/cos) are computed on, DST-correct; a "
+        "naive column is read as UTC. Default: the column's own zone (naive: as given)",
+    )
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"unknown time zone {value!r}: use an IANA name such as 'Europe/Berlin' or 'UTC'"
+            ) from None
+        return value
 
     @model_validator(mode="after")
     def _reference(self) -> Temporal:
@@ -147,6 +168,9 @@ class Temporal(ConfigModel):
             raise ValueError("days_since and reference must be given together")
         if len(set(self.features)) != len(self.features) or not self.features:
             raise ValueError("features must be a non-empty list without repeats")
+        if self.timezone is not None and self.features == ["days_since"]:
+            raise ValueError("timezone applies to calendar features only; days_since is "
+                             "elapsed time whatever the zone")
         return self
 
 

@@ -73,7 +73,13 @@ def lookup(X: np.ndarray, table: dict[str, float], default: float) -> np.ndarray
     return np.array([[table.get(v, default)] for v in X[:, 0]], dtype=np.float64)
 
 
-def temporal(X: Any, features: list[str], time_zone: str | None, has_reference: bool) -> np.ndarray:
+def temporal(
+    X: Any,
+    features: list[str],
+    time_zone: str | None,
+    has_reference: bool,
+    wall_clock_zone: str | None = None,
+) -> np.ndarray:
     import pandas as pd
 
     frame = pd.DataFrame(X)
@@ -85,9 +91,12 @@ def temporal(X: Any, features: list[str], time_zone: str | None, has_reference: 
         return series
 
     ts = local(frame.iloc[:, 0])
-    hour = ts.dt.hour.astype("float64").to_numpy()
-    dow = (ts.dt.day_of_week + 1).astype("float64").to_numpy()  # ISO Monday=1
-    month = ts.dt.month.astype("float64").to_numpy()
+    wall = ts
+    if wall_clock_zone is not None:  # calendar parts on another zone's wall clock
+        wall = (ts.dt.tz_localize("UTC") if ts.dt.tz is None else ts).dt.tz_convert(wall_clock_zone)
+    hour = wall.dt.hour.astype("float64").to_numpy()
+    dow = (wall.dt.day_of_week + 1).astype("float64").to_numpy()  # ISO Monday=1
+    month = wall.dt.month.astype("float64").to_numpy()
     cyc = {"hour": (hour, 24), "dow": (dow - 1.0, 7), "month": (month - 1.0, 12)}
     columns = []
     for feature in features:
@@ -224,7 +233,8 @@ def _column_pipeline(entry: dict[str, Any], tables: dict[str, Any]) -> tuple[Any
         if state["reference"]:
             inputs.append(state["reference"])
         steps = [_ft(temporal, features=state["features"], time_zone=state["time_zone"],
-                     has_reference=bool(state["reference"]))]
+                     has_reference=bool(state["reference"]),
+                     wall_clock_zone=state.get("wall_clock_zone"))]
     elif kind == "embedding":
         table = tables[state["file"]]
         steps = [_ft(embed, keys=table["key"].to_list(), matrix=table["vector"].to_numpy(),

@@ -102,6 +102,11 @@ class Temporal(Encoder):
 
     A column without a time zone works on wall-clock times as given; an aware online value is
     first converted to UTC and its zone dropped.
+
+    ``timezone`` (the state's ``wall_clock_zone``) reads the calendar parts from the wall clock
+    of another IANA zone instead: a zoned column's instants are converted to it, a naive
+    column's values are read as UTC first. days_since is unaffected (elapsed time, or the
+    wall-clock difference of a naive column).
     """
 
     kind = "temporal"
@@ -122,11 +127,22 @@ class Temporal(Encoder):
     def fit(self, frame: pl.DataFrame, target: np.ndarray | None = None) -> dict[str, Any]:
         dtype = frame.schema[self.column]
         tz = getattr(dtype, "time_zone", None) if isinstance(dtype, pl.Datetime) else None
-        return {
+        state = {
             "features": list(self.params.get("features") or []),
             "reference": self.params.get("reference"),
             "time_zone": tz,
         }
+        wall = self.params.get("timezone")
+        if wall is not None:
+            try:  # the config checked Python's zone database; the batch path uses Polars'
+                pl.Series([0], dtype=pl.Datetime("us")).dt.replace_time_zone(wall)
+            except pl.exceptions.PolarsError:
+                raise InputError(
+                    f"column {self.column!r}: time zone {wall!r} is unknown to Polars "
+                    f"{pl.__version__}", hint="use a canonical IANA name such as 'Europe/Berlin'"
+                ) from None
+            state["wall_clock_zone"] = wall
+        return state
 
     def outputs(self, state: Mapping[str, Any]) -> list[str]:
         return [f"{self.column}__{f}" for f in state["features"]]
@@ -144,10 +160,26 @@ class Temporal(Encoder):
         return sorted({p for f in state["features"] if (p := self._part(f)) is not None})
 
     def _local(self, state: Mapping[str, Any], column: str) -> pl.Expr:
+        """The column in its fitted zone (instants), or as given (naive wall-clock times)."""
         ts = pl.col(column)
         if state["time_zone"] is not None:
             ts = ts.dt.convert_time_zone(state["time_zone"])
         return ts
+
+    @staticmethod
+    def _calendar_zone(state: Mapping[str, Any]) -> str | None:
+        """The zone whose wall clock the calendar parts are read from (None: as given)."""
+        return state.get("wall_clock_zone") or state["time_zone"]
+
+    def _wall_clock(self, state: Mapping[str, Any]) -> pl.Expr:
+        """The column on the wall clock the calendar parts are read from."""
+        wall = state.get("wall_clock_zone")
+        if wall is None:
+            return self._local(state, self.column)
+        ts = pl.col(self.column)
+        if state["time_zone"] is None:  # naive values (or dates) are UTC
+            ts = ts.cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
+        return ts.dt.convert_time_zone(wall)
 
     def _naive_ok(self, state: Mapping[str, Any]) -> tuple[bool, bool]:
         """Whether a naive online value is taken (for a zoned column: read as UTC), for the
@@ -160,21 +192,22 @@ class Temporal(Encoder):
         return utc, utc or fitted_naive
 
     def _zone(self, state: Mapping[str, Any]) -> tuple[Any, timedelta | None]:
-        """(ZoneInfo of the column's zone or None, the zone's offset from _TZ_HORIZON on or
+        """(ZoneInfo of the calendar zone or None, the zone's offset from _TZ_HORIZON on or
         None where the UTC wall clock is the local one: no zone, or a zone that is UTC)."""
         from zoneinfo import ZoneInfo
 
-        if state["time_zone"] is None:
+        zone = self._calendar_zone(state)
+        if zone is None:
             return None, None
-        tz = ZoneInfo(state["time_zone"])
-        if state["time_zone"] in _UTC_ZONES:
+        tz = ZoneInfo(zone)
+        if zone in _UTC_ZONES:
             return tz, None
         return tz, (_TZ_HORIZON - timedelta(microseconds=1)).astimezone(tz).utcoffset()
 
     def helpers(self, state: Mapping[str, Any], tables: Mapping[str, Any]) -> list[pl.Expr]:
-        ts = self._local(state, self.column)
+        ts = self._wall_clock(state)
         calendar = {"hour": ts.dt.hour(), "dow": ts.dt.weekday(), "month": ts.dt.month()}
-        if state["time_zone"] in (None, "UTC"):
+        if self._calendar_zone(state) in (None, "UTC"):
             # no zone offsets: hour and weekday by integer arithmetic on the epoch (4x faster);
             # floor division keeps pre-1970 values right; 1970-01-01 was a Thursday (ISO 4)
             epoch = pl.col(self.column).dt.epoch("us")
@@ -242,8 +275,14 @@ class Temporal(Encoder):
             wall = ts  # the wall clock the calendar parts are read from
             if frozen is not None and self._parts(state):
                 wall = src.name("wall")
-                with src.block(f"if {ts} < {src.bind(_TZ_HORIZON, 'tz_horizon')}:"):
-                    src.line(f"{wall} = {ts}.astimezone({src.bind(tz, 'zone')})")
+                if zone is None:  # naive values (UTC) on the wall clock of `timezone`
+                    horizon = src.bind(_TZ_HORIZON.replace(tzinfo=None), "naive_horizon")
+                    with src.block(f"if {ts} < {horizon}:"):
+                        src.line(f"{wall} = {ts}.replace(tzinfo={utc}).astimezone("
+                                 f"{src.bind(tz, 'zone')})")
+                else:
+                    with src.block(f"if {ts} < {src.bind(_TZ_HORIZON, 'tz_horizon')}:"):
+                        src.line(f"{wall} = {ts}.astimezone({src.bind(tz, 'zone')})")
                 with src.block("else:"):
                     src.line(f"{wall} = {ts} + {src.bind(frozen, 'frozen_offset')}")
             values: dict[str, str] = {}  # calendar part -> local variable
