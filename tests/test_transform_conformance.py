@@ -22,7 +22,8 @@ from hypothesis import strategies as st
 
 from mlpipe_cli.config.transforms import NUMERIC_STEPS as CONFIG_NUMERIC_STEPS
 from mlpipe_cli.config.transforms import Step
-from mlpipe_cli.transforms import FitOutcome, FittedTransform, fit_frame
+from mlpipe_cli.errors import DataCheckFailed, InputError
+from mlpipe_cli.transforms import FitOutcome, FittedTransform, fit_frame, transform_frame
 from mlpipe_cli.transforms.numeric import NUMERIC_STEPS
 from mlpipe_cli.transforms.registry import STEP_TYPES
 from tests.transform_cases import (
@@ -63,16 +64,37 @@ def close(a: Any, b: Any) -> bool:
     return a == b or abs(a - b) <= 1e-12 * max(1.0, abs(a), abs(b))
 
 
+def refused(transform: FittedTransform, record: dict[str, Any]) -> InputError | None:
+    try:
+        transform.transform_one(record)
+    except InputError as exc:
+        return exc
+    return None
+
+
 def assert_parity(transform: FittedTransform, frame: pl.DataFrame) -> None:
-    batch = transform.transform_batch(frame.lazy()).select(transform.output_columns).collect()
+    """Online == batch on every row the policy accepts; a row online refuses is a row whose
+    batch report refuses it (and the other way round)."""
+    records = frame.to_dicts()
+    refusals = [refused(transform, r) for r in records]
+    accepted = frame.filter(pl.Series([e is None for e in refusals]))
+    run = transform_frame(transform, accepted.lazy())
+    counts, batch = pl.collect_all([run.counts, run.output.select(transform.output_columns)])
+    assert run.report_from(counts).problems() == []  # every accepted row passes batch too
     assert batch.columns == transform.output_columns
     assert all(dtype == pl.Float64 for dtype in batch.dtypes)
-    for i, record in enumerate(frame.iter_rows(named=True)):
-        online = transform.transform_one(record)
-        row = batch.row(i) if batch.width else ()
-        assert len(online) == len(row)
-        for name, a, b in zip(transform.output_columns, online, row, strict=True):
-            assert close(a, b), f"row {i} {name}: online {a!r} != batch {b!r} for {record}"
+    online = [transform.transform_one(r) for r, e in zip(records, refusals, strict=True) if e is None]
+    rows = batch.rows() if batch.width else [()] * accepted.height
+    for i, (got, row) in enumerate(zip(online, rows, strict=True)):
+        assert len(got) == len(row)
+        for name, a, b in zip(transform.output_columns, got, row, strict=True):
+            assert close(a, b), f"row {i} {name}: online {a!r} != batch {b!r}"
+    for i, error in enumerate(refusals):
+        if error is not None:  # the same row alone: the batch report refuses it
+            report = transform_frame(transform, frame.slice(i, 1).lazy()).report()
+            assert report.problems(), (records[i], error)
+            with pytest.raises(DataCheckFailed, match="transform unpublished: column "):
+                report.check()
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -160,19 +182,31 @@ def test_batch_and_online_agree_on_random_records(
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_unknown_and_missing_values_never_fail(case: str, tables: dict[str, Path]) -> None:
+def test_unknown_and_missing_values(case: str, tables: dict[str, Path]) -> None:
+    """Unknown categories and ids never fail; a missing value fails only a numeric column
+    whose policy refuses it (with a one-line InputError naming the column)."""
     transform = fitted(case, tables).transform
     frame = training_frame([case])
     blank = dict.fromkeys(frame.columns)
     unknown = frame.row(0, named=True)
     source = CASES[case][0]
     unknown[case] = {"cat": "never-seen", "pid": 10**12, "sku": "zzz"}.get(source, unknown[case])
-    for rec in (blank, unknown):
-        out = transform.transform_one(rec)
-        assert len(out) == len(transform.output_columns)
+    assert len(transform.transform_one(unknown)) == len(transform.output_columns)
     kind = CASES[case][1][0]["type"]
+    policy = transform.state["columns"][0]["state"].get("policy")
+    if policy is not None and policy["null"] == "error":
+        with pytest.raises(InputError, match=rf"^column '{case}': None is missing and nothing "
+                           r"fills it \(on_null: error\)"):
+            transform.transform_one(blank)
+        return
+    out = transform.transform_one(blank)
+    assert len(out) == len(transform.output_columns)
     if kind in ("onehot", "ordinal", "frequency", "target", "embedding"):
         # encoders never emit a missing value for a missing categorical/id input
-        assert None not in transform.transform_one(blank)
+        assert None not in out
     elif kind == "temporal":
-        assert transform.transform_one(blank) == [None] * len(transform.output_columns)
+        assert out == [None] * len(transform.output_columns)
+    elif policy is not None and policy["null"] == "keep":
+        assert out == [None]
+    elif policy is not None:
+        assert None not in out  # filled

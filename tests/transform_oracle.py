@@ -31,18 +31,18 @@ NumFn = Callable[[float | None], float | None]
 
 
 def to_float(value: Any, column: str) -> float | None:
-    """None and NaN are missing; numbers, bools and numeric strings are floats."""
+    """None is missing; numbers, bools and numeric strings are floats (NaN and ±inf kept:
+    the column's policy decides)."""
     if value is None:
         return None
     if isinstance(value, float):
-        return None if math.isnan(value) else value
+        return value
     if isinstance(value, (bool, int)):
         return float(value)
     try:
-        result = float(value)
+        return float(value)
     except (TypeError, ValueError):
         raise InputError(f"column {column!r}: expected a number, got {value!r}") from None
-    return None if math.isnan(result) else result
 
 
 def to_category(value: Any) -> str | None:
@@ -106,20 +106,82 @@ def numeric_step(state: Mapping[str, Any]) -> NumFn:
     raise AssertionError(f"the oracle has no numeric step {kind!r}")
 
 
+# format-1 states have no policy: missing stayed missing, ±inf went through, nothing refused
+LEGACY = {"null": "keep", "nan": "null", "inf": "keep", "inf_bounds": None}
+
+
+def read_number(column: str, policy: Mapping[str, Any]) -> Callable[[Any], float | None]:
+    """The raw value -> the chain's input, as the column's policy says."""
+    nan, inf, bounds = policy["nan"], policy["inf"], policy.get("inf_bounds")
+
+    def read(value: Any) -> float | None:
+        x = to_float(value, column)
+        if x is None or math.isfinite(x):
+            return x
+        if math.isnan(x):
+            if nan == "error":
+                raise InputError(f"column {column!r}: NaN is refused (on_nan: error)",
+                                 hint="send null for a missing value")
+            return None
+        if inf == "clip":
+            return float(bounds[1]) if x > 0 else float(bounds[0])
+        if inf == "error":
+            raise InputError(
+                f"column {column!r}: {x!r} is refused (on_inf: error)",
+                hint="send a finite number; `on_inf: clip` maps ±inf to the training range",
+            )
+        return x
+
+    return read
+
+
+def refuse_missing(column: str, policy: Mapping[str, Any], value: Any) -> None:
+    if policy["null"] == "fill":
+        raise InputError(
+            f"column {column!r}: {value!r} gives a missing value after fill_null (log1p of a "
+            "value below the training range)",
+            hint="put fill_null after log1p",
+        )
+    if policy["null"] == "error" and value is None:
+        raise InputError(
+            f"column {column!r}: None is missing and nothing fills it (on_null: error)",
+            hint="send a number; or fit with a fill_null step or `on_null: keep`",
+        )
+    if policy["null"] == "error":
+        raise InputError(
+            f"column {column!r}: {value!r} gives a missing value (log1p of a value below the "
+            "training range, or NaN) and nothing fills it (on_null: error)",
+            hint="fit with a fill_null step or `on_null: keep`",
+        )
+
+
 def numeric_chain(column: str, state: Mapping[str, Any]) -> RecordFn:
     fns = [numeric_step(s) for s in state["steps"]]
+    policy = state.get("policy", LEGACY)
+    read = read_number(column, policy)
 
     def apply(record: Mapping[str, Any]) -> list[Any]:
-        x = to_float(record[column], column)
+        x = read(record[column])
         for fn in fns:
             x = fn(x)
+        if x is None:
+            refuse_missing(column, policy, record[column])
         return [x]
 
     return apply
 
 
 def passthrough(column: str, state: Mapping[str, Any]) -> RecordFn:
-    return lambda record: [to_float(record[column], column)]
+    policy = state.get("policy", LEGACY)
+    read = read_number(column, policy)
+
+    def apply(record: Mapping[str, Any]) -> list[Any]:
+        x = read(record[column])
+        if x is None:
+            refuse_missing(column, policy, record[column])
+        return [x]
+
+    return apply
 
 
 # -- categorical --------------------------------------------------------------------------

@@ -46,18 +46,18 @@ from mlpipe_cli.transforms.codegen import Source
 
 
 def to_float(value: Any, column: str) -> float | None:
-    """Online input -> float or None (None and NaN are missing), like ``cast(Float64)``."""
+    """Online input -> float (NaN and ±inf kept: the column's ValuePolicy decides) or None,
+    like ``cast(Float64)``."""
     if value is None:
         return None
     if isinstance(value, float):
-        return None if value != value else value
+        return value
     if isinstance(value, (bool, int)):
         return float(value)
     try:
-        result = float(value)
+        return float(value)
     except (TypeError, ValueError):
         raise InputError(f"column {column!r}: expected a number, got {value!r}") from None
-    return None if result != result else result
 
 
 def to_category(value: Any) -> str | None:
@@ -75,29 +75,32 @@ def to_category(value: Any) -> str | None:
     return str(value)
 
 
-def emit_to_float(src: Source, var: str, column: str) -> None:
-    """Source for ``var = to_float(var, column)`` (codegen.py), the float and int cases inline.
+def emit_to_float(src: Source, var: str, column: str, nonfinite: str) -> None:
+    """Source for ``var = to_float(var, column)`` (codegen.py), the float and int cases inline,
+    then ``var = nonfinite(var)`` for NaN and ±inf (the column's ValuePolicy, a bound helper).
 
     ``v.__class__ is float`` holds exactly for the values of ``to_float``'s
     ``isinstance(value, float)`` branch save subclasses (numpy.float64), and those go through
-    ``to_float`` itself; likewise for int. NaN becomes None, as there.
+    ``to_float`` itself; likewise for int. For an exact float, ``v - v != 0.0`` is true exactly
+    for NaN and ±inf (one subtraction on the path of clean values; the policy is a call on the
+    rare path).
     """
-    with src.block(f"if {var}.__class__ is float:"), src.block(f"if {var} != {var}:"):
-        src.line(f"{var} = None")
+    with src.block(f"if {var}.__class__ is float:"), src.block(f"if {var} - {var} != 0.0:"):
+        src.line(f"{var} = {nonfinite}({var})")
     with src.block(f"elif {var}.__class__ is int:"):
         src.line(f"{var} = float({var})")
     with src.block(f"elif {var} is not None:"):
         src.line(f"{var} = {src.bind(to_float, 'to_float')}({var}, {column!r})")
+        # (a numpy scalar here would warn on inf - inf: ask isfinite)
+        finite = src.bind(math.isfinite, "isfinite")
+        with src.block(f"if {var} is not None and not {finite}({var}):"):
+            src.line(f"{var} = {nonfinite}({var})")
 
 
 def emit_to_category(src: Source, var: str) -> None:
     """Source for ``var = to_category(var)`` (codegen.py), the str case inline."""
     with src.block(f"if {var}.__class__ is not str:"):
         src.line(f"{var} = {src.bind(to_category, 'to_category')}({var})")
-
-
-def numeric_input(column: str) -> pl.Expr:
-    return pl.col(column).cast(pl.Float64).fill_nan(None)
 
 
 def category_input(column: str) -> pl.Expr:

@@ -17,9 +17,13 @@ import polars as pl
 
 from mlpipe_cli.errors import ArtifactError
 from mlpipe_cli.transforms.codegen import compile_record_function
+from mlpipe_cli.transforms.numeric import NumericChain, Passthrough
 from mlpipe_cli.transforms.registry import build
 
-STATE_FORMAT = 1
+# 2: numeric columns carry a value policy (null / NaN / ±inf: numeric.py); a format-1 state
+# reads as the policy it had implicitly (LEGACY_POLICY) and keeps loading
+STATE_FORMAT = 2
+READABLE_FORMATS = (1, 2)
 
 # dtype families an input column may have, per transformer kind
 _NUMERIC = "numeric"
@@ -59,10 +63,10 @@ class FittedTransform:
         tables: Mapping[str, pl.DataFrame],
         version: str = "unpublished",
     ) -> None:
-        if state.get("format_version") != STATE_FORMAT:
+        if state.get("format_version") not in READABLE_FORMATS:
             raise ArtifactError(
-                f"transform state format_version {state.get('format_version')!r} is not "
-                f"{STATE_FORMAT}",
+                f"transform state format_version {state.get('format_version')!r} is not one "
+                f"this mlpipe reads ({', '.join(map(str, READABLE_FORMATS))})",
                 hint="re-fit with this mlpipe version (`mlpipe fit`)",
             )
         self.version = version
@@ -107,6 +111,11 @@ class FittedTransform:
                     f"was fitted on {self.input_schema[column]}",
                     hint="cast the column, or fit a new version on data of this dtype",
                 )
+
+    def numeric_columns(self) -> list[tuple[Any, Mapping[str, Any]]]:
+        """(transformer, state) of every numeric column (chains and passthrough): the columns
+        with a value policy for null / NaN / ±inf (report.py counts them)."""
+        return [(t, s) for t, s in self._transformers if isinstance(t, (NumericChain, Passthrough))]
 
     # -- batch --------------------------------------------------------------------------
 

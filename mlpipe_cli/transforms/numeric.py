@@ -10,14 +10,13 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from mlpipe_cli.errors import InputError
+from mlpipe_cli.errors import DataCheckFailed, InputError
 from mlpipe_cli.transforms.base import (
     Encoder,
     NumericStep,
     emit_to_float,
     exact_mean,
     finite_values,
-    numeric_input,
     unless_none,
 )
 from mlpipe_cli.transforms.codegen import Source
@@ -204,38 +203,193 @@ class Log1p(NumericStep):
         return True
 
 
+# -- what a numeric column does with null, NaN and ±inf inputs -------------------------------
+
+POLICY_KEYS = ("on_null", "on_nan", "on_inf")
+# states written before the policy existed (format 1): nulls and NaN came out missing, ±inf
+# flowed through the arithmetic (a clip step clipped it), nothing was refused
+LEGACY_POLICY: dict[str, Any] = {"null": "keep", "nan": "null", "inf": "keep", "inf_bounds": None}
+
+
+def configured_policy(column: str, steps: list[Mapping[str, Any]]) -> dict[str, Any]:
+    """The column's policy from its step parameters (each key set on at most one step, as
+    the config checks); unset keys get the defaults documented in docs/fit-transform.md:
+    nulls are filled when the column has a fill_null step and refused otherwise, NaN is a
+    null, ±inf is refused."""
+    given = {k: s[k] for s in steps for k in POLICY_KEYS if s.get(k) is not None}
+    fills = any(s["type"] == "fill_null" for s in steps)
+    return {
+        "null": given.get("on_null", "fill" if fills else "error"),
+        "nan": given.get("on_nan", "null"),
+        "inf": given.get("on_inf", "error"),
+    }
+
+
+class ValuePolicy:
+    """A fitted policy (state["policy"]): applied on both paths, counted by report.py."""
+
+    def __init__(self, column: str, state: Mapping[str, Any] | None) -> None:
+        policy = LEGACY_POLICY if state is None else state
+        self.column = column
+        self.null: str = policy["null"]  # fill | keep | error
+        self.nan: str = policy["nan"]  # null | error
+        self.inf: str = policy["inf"]  # clip | error | keep (legacy states only)
+        bounds = policy.get("inf_bounds")
+        self.bounds: tuple[float, float] | None = (
+            None if bounds is None else (float(bounds[0]), float(bounds[1]))
+        )
+
+    def input_expr(self) -> pl.Expr:
+        """The column as Float64 with NaN as null and ±inf clipped where the policy says so
+        (a refused value is left as is: the run fails on its count, see report.py)."""
+        e = pl.col(self.column).cast(pl.Float64).fill_nan(None)
+        if self.inf == "clip" and self.bounds is not None:
+            lo, hi = self.bounds
+            e = pl.when(e.is_infinite()).then(pl.when(e > 0).then(hi).otherwise(lo)).otherwise(e)
+        return e
+
+    def nonfinite(self) -> Any:
+        """The online path's function for a NaN or ±inf input (called only for those)."""
+        column, nan, inf, bounds = self.column, self.nan, self.inf, self.bounds
+
+        def nonfinite(x: float) -> float | None:
+            if x != x:
+                if nan == "error":
+                    raise InputError(f"column {column!r}: NaN is refused (on_nan: error)",
+                                     hint="send null for a missing value")
+                return None
+            if inf == "clip" and bounds is not None:
+                return bounds[1] if x > 0 else bounds[0]
+            if inf == "error":
+                raise InputError(
+                    f"column {column!r}: {x!r} is refused (on_inf: error)",
+                    hint="send a finite number; `on_inf: clip` maps ±inf to the training range",
+                )
+            return x
+
+        return nonfinite
+
+    def missing(self) -> Any:
+        """The online path's function for a missing output where nothing may be missing."""
+        column, fills = self.column, self.null == "fill"
+
+        def missing(value: Any) -> InputError:
+            if fills:
+                return InputError(
+                    f"column {column!r}: {value!r} gives a missing value after fill_null "
+                    "(log1p of a value below the training range)",
+                    hint="put fill_null after log1p",
+                )
+            if value is None:
+                return InputError(
+                    f"column {column!r}: None is missing and nothing fills it (on_null: error)",
+                    hint="send a number; or fit with a fill_null step or `on_null: keep`",
+                )
+            return InputError(
+                f"column {column!r}: {value!r} gives a missing value (log1p of a value below "
+                "the training range, or NaN) and nothing fills it (on_null: error)",
+                hint="fit with a fill_null step or `on_null: keep`",
+            )
+
+        return missing
+
+    def emit_input(self, src: Source, x: str) -> None:
+        """``x = record[column]`` as a float, NaN and ±inf handled (codegen.py)."""
+        src.line(f"{x} = record[{self.column!r}]")
+        emit_to_float(src, x, self.column, src.bind(self.nonfinite(), "nonfinite"))
+
+    def emit_output(self, src: Source, x: str, may_be_none: bool) -> None:
+        """Refuse a missing output unless the policy keeps missing values."""
+        if may_be_none and self.null != "keep":
+            with src.block(f"if {x} is None:"):
+                src.line(f"raise {src.bind(self.missing(), 'missing')}(record[{self.column!r}])")
+
+
+def fit_policy(column: str, policy: Mapping[str, Any], raw: pl.Series) -> dict[str, Any]:
+    """The fitted policy: check the training values against it (DataCheckFailed, one line
+    with what to do) and learn the ±inf clip bounds (the finite training range)."""
+    values = raw.cast(pl.Float64)
+    nans, infs = int(values.is_nan().sum()), int(values.is_infinite().sum())
+    nulls = values.null_count()
+    if nans and policy["nan"] == "error":
+        raise DataCheckFailed(
+            f"column {column!r}: {nans} training values are NaN (first at row "
+            f"{_first(values.is_nan())}) and the column refuses NaN (on_nan: error)",
+            hint="fix the data, or drop `on_nan: error` to read NaN as a missing value",
+        )
+    if infs and policy["inf"] == "error":
+        raise DataCheckFailed(
+            f"column {column!r}: {infs} training values are ±inf (first at row "
+            f"{_first(values.is_infinite())}) and nothing handles them",
+            hint="fix the data, or set `on_inf: clip` on the column's steps to map ±inf to the "
+            "training minimum/maximum",
+        )
+    missing = nulls + (nans if policy["nan"] == "null" else 0)
+    if missing and policy["null"] == "error":
+        first = _first(values.is_null() | values.is_nan())
+        raise DataCheckFailed(
+            f"column {column!r}: {missing} training values are missing ({nulls} null, {nans} "
+            f"NaN; first at row {first}) and no step fills them",
+            hint="add a fill_null step to the column, or set `on_null: keep` to pass missing "
+            "values on to the model",
+        )
+    fitted = dict(policy)
+    fitted["inf_bounds"] = None
+    if policy["inf"] == "clip":
+        finite = values.filter(values.is_finite())
+        if finite.len() == 0:
+            raise DataCheckFailed(
+                f"column {column!r}: no finite training values to clip ±inf to",
+                hint="fix the data",
+            )
+        fitted["inf_bounds"] = [float(finite.min()), float(finite.max())]  # type: ignore[arg-type]
+    return fitted
+
+
+def _first(mask: pl.Series) -> int:
+    return int(mask.fill_null(False).arg_max() or 0)
+
+
 NUMERIC_STEPS: dict[str, type[NumericStep]] = {
     cls.type: cls for cls in (FillNull, Standard, MinMax, Robust, Clip, Log1p)
 }
 
 
 class NumericChain:
-    """A column's numeric steps applied in the declared order; output named like the column."""
+    """A column's numeric steps applied in the declared order; output named like the column.
+    Its input goes through the column's ValuePolicy first (null / NaN / ±inf)."""
 
     kind = "numeric"
 
     def __init__(self, column: str, steps: list[Mapping[str, Any]]) -> None:
         self.column = column
+        self.configured = configured_policy(column, steps)
         self.steps = [
-            NUMERIC_STEPS[s["type"]]({k: v for k, v in s.items() if k != "type"}, column)
+            NUMERIC_STEPS[s["type"]](
+                {k: v for k, v in s.items() if k != "type" and k not in POLICY_KEYS}, column
+            )
             for s in steps
         ]
 
     def fit(self, frame: pl.DataFrame, target: np.ndarray | None = None) -> dict[str, Any]:
-        series = frame.select(numeric_input(self.column)).to_series()
+        policy = fit_policy(self.column, self.configured, frame[self.column])
+        series = frame.select(ValuePolicy(self.column, policy).input_expr()).to_series()
         states = []
         for step in self.steps:
             values = series.to_numpy().astype(np.float64, copy=False)
             state = step.fit(values)
             states.append({"type": step.type, **state})
             series = pl.select(step.expr(pl.lit(series), state)).to_series()
-        return {"steps": states}
+        return {"steps": states, "policy": policy}
+
+    def policy(self, state: Mapping[str, Any]) -> ValuePolicy:
+        return ValuePolicy(self.column, state.get("policy"))
 
     def outputs(self, state: Mapping[str, Any]) -> list[str]:
         return [self.column]
 
     def exprs(self, state: Mapping[str, Any], tables: Mapping[str, Any]) -> list[pl.Expr]:
-        e = numeric_input(self.column)
+        e = self.policy(state).input_expr()
         for step, step_state in zip(self.steps, state["steps"], strict=True):
             e = step.expr(e, step_state)
         return [e.alias(self.column)]
@@ -243,33 +397,39 @@ class NumericChain:
     def emit(self, state: Mapping[str, Any], tables: Mapping[str, Any], src: Source) -> list[str]:
         """Read the value as a float, then each step inline (codegen.py); returns the output."""
         x = src.name("x")
+        policy = self.policy(state)
         src.line(f"# {self.column!r}: {', '.join(s.type for s in self.steps)}")
-        src.line(f"{x} = record[{self.column!r}]")
-        emit_to_float(src, x, self.column)
+        policy.emit_input(src, x)
         may_be_none = True
         for step, step_state in zip(self.steps, state["steps"], strict=True):
             may_be_none = step.emit(step_state, src, x, may_be_none)
+        policy.emit_output(src, x, may_be_none)
         return [x]
 
 
 class Passthrough(Encoder):
-    """The column as Float64 (NaN counts as missing)."""
+    """The column as Float64, through the column's ValuePolicy (null / NaN / ±inf)."""
 
     kind = "passthrough"
     type = "passthrough"
 
     def fit(self, frame: pl.DataFrame, target: np.ndarray | None = None) -> dict[str, Any]:
-        return {}
+        configured = configured_policy(self.column, [{"type": self.type, **self.params}])
+        return {"policy": fit_policy(self.column, configured, frame[self.column])}
+
+    def policy(self, state: Mapping[str, Any]) -> ValuePolicy:
+        return ValuePolicy(self.column, state.get("policy"))
 
     def outputs(self, state: Mapping[str, Any]) -> list[str]:
         return [self.column]
 
     def exprs(self, state: Mapping[str, Any], tables: Mapping[str, Any]) -> list[pl.Expr]:
-        return [numeric_input(self.column).alias(self.column)]
+        return [self.policy(state).input_expr().alias(self.column)]
 
     def emit(self, state: Mapping[str, Any], tables: Mapping[str, Any], src: Source) -> list[str]:
         x = src.name("x")
+        policy = self.policy(state)
         src.line(f"# {self.column!r}: passthrough")
-        src.line(f"{x} = record[{self.column!r}]")
-        emit_to_float(src, x, self.column)
+        policy.emit_input(src, x)
+        policy.emit_output(src, x, may_be_none=True)
         return [x]
