@@ -50,6 +50,28 @@ def to_category(X: Any) -> np.ndarray:
     return np.array(cats, dtype=object).reshape(-1, 1)
 
 
+def policy_in(X: np.ndarray, column: str, nan: str, inf: str, bounds: list[float] | None) -> np.ndarray:
+    """The column's value policy on its input (numeric.py ValuePolicy): NaN stays NaN (the
+    missing value here) unless refused; ±inf clipped to the training range, or refused."""
+    if nan == "error" and np.isnan(X).any():
+        raise ValueError(f"column {column!r}: NaN is refused (on_nan: error)")
+    infinite = np.isinf(X)
+    if infinite.any():
+        if inf == "clip" and bounds is not None:
+            X = np.where(infinite, np.where(X > 0, bounds[1], bounds[0]), X)
+        elif inf == "error":
+            raise ValueError(f"column {column!r}: ±inf is refused (on_inf: error)")
+    return X
+
+
+def policy_out(X: np.ndarray, column: str) -> np.ndarray:
+    """A missing output where the column's policy lets nothing be missing."""
+    if np.isnan(X).any():
+        raise ValueError(f"column {column!r}: {int(np.isnan(X).sum())} missing values and "
+                         "nothing fills them (on_null: error)")
+    return X
+
+
 def fill(X: np.ndarray, value: float) -> np.ndarray:
     return np.where(np.isnan(X), value, X)
 
@@ -157,10 +179,21 @@ def _ft(func: Any, **kw_args: Any) -> Any:
                                feature_names_out=same_names)
 
 
-def _numeric_steps(state: dict[str, Any]) -> list[Any]:
+def _policy_steps(column: str, state: dict[str, Any]) -> tuple[list[Any], list[Any]]:
+    """(input steps, output steps) of the column's value policy (none for format-1 states)."""
+    policy = state.get("policy")
+    if policy is None:
+        return [], []
+    first = [_ft(policy_in, column=column, nan=policy["nan"], inf=policy["inf"],
+                 bounds=policy.get("inf_bounds"))]
+    return first, [_ft(policy_out, column=column)] if policy["null"] != "keep" else []
+
+
+def _numeric_steps(column: str, state: dict[str, Any]) -> list[Any]:
     from sklearn.preprocessing import MinMaxScaler, RobustScaler, StandardScaler
 
-    steps: list[Any] = [_ft(to_float)]
+    before, after = _policy_steps(column, state)
+    steps: list[Any] = [_ft(to_float), *before]
     for step in state["steps"]:
         kind = step["type"]
         if kind == "fill_null":
@@ -194,7 +227,7 @@ def _numeric_steps(state: dict[str, Any]) -> list[Any]:
             steps.append(_ft(clip, lo=step["min"], hi=step["max"]))
         elif kind == "log1p":
             steps.append(_ft(log1p, shift=step["shift"]))
-    return steps
+    return [*steps, *after]
 
 
 def _column_pipeline(entry: dict[str, Any], tables: dict[str, Any]) -> tuple[Any, list[str]]:
@@ -206,9 +239,10 @@ def _column_pipeline(entry: dict[str, Any], tables: dict[str, Any]) -> tuple[Any
     names = list(entry["outputs"])
     inputs = [column]
     if kind in ("fill_null", "standard", "minmax", "robust", "clip", "log1p"):
-        steps = _numeric_steps(state)
+        steps = _numeric_steps(column, state)
     elif kind == "passthrough":
-        steps = [_ft(to_float)]
+        before, after = _policy_steps(column, state)
+        steps = [_ft(to_float), *before, *after]
     elif kind == "onehot":
         vocabulary = list(state["vocabulary"])
         encoder = OneHotEncoder(categories=[vocabulary], handle_unknown="ignore", sparse_output=False)
@@ -264,7 +298,9 @@ def to_sklearn(fitted: FittedTransform) -> Any:
     # "fitting" a ColumnTransformer of frozen pipelines only records the column layout
     sample = pd.DataFrame({c: pd.Series([None], dtype="object") for c in fitted.input_columns})
     for column, dtype in fitted.input_schema.items():
-        if dtype.startswith("Datetime"):
+        if "float" in fitted.state["input_families"][column]:  # a number every policy takes
+            sample[column] = pd.Series([1.0])
+        elif dtype.startswith("Datetime"):
             sample[column] = pd.to_datetime(pd.Series([pd.Timestamp("2000-01-01", tz="UTC")]))
     ct.fit(sample)
     ct.mlpipe_version_ = fitted.version
