@@ -259,7 +259,7 @@ def phase_mlpipe(rows: int, mode: str) -> dict[str, float]:
         result["out_mb"] = p["out"].stat().st_size / 1e6
     else:
         lazy = fitted.transform_batch(pl.scan_parquet(p["data"]))
-        # `sink` is what `mlpipe transform` does (cli/transform_cmd.py)
+        # `sink` is what `mlpipe transform` does (ops/transform.py)
         sink_parquet_atomic(lazy, p["out"], compression="snappy",
                             statistics=(mode == "sink"))
         width = len(pl.read_parquet_schema(p["out"]))
