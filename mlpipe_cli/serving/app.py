@@ -104,6 +104,9 @@ class ServingApp:
         self.store_timeout = store_timeout
         self.in_flight = 0  # requests between arrival and response (for the SIGTERM drain)
         self.requests_total = 0
+        self.stopping = False  # set by the server on SIGTERM/SIGINT
+        self.cut = 0  # requests still in flight when the drain deadline passed
+        self.tls = False
         # Coalescing: single-entity GET /features and /predict requests waiting together share
         # one store call (Redis MGET, one SQLite IN query) and one model call (see
         # _flush_pending). A request alone pays one extra loop turn (~10-20 µs); the app
@@ -160,13 +163,6 @@ class ServingApp:
                 401, "unauthorized", "invalid bearer token",
                 [("www-authenticate", 'Bearer realm="mlpipe", error="invalid_token"')],
             )  # fmt: skip
-
-    async def drain(self, timeout: float) -> int:
-        """Wait until no request is in flight or ``timeout`` passed; the number still open."""
-        deadline = time.monotonic() + timeout
-        while self.in_flight and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
-        return self.in_flight
 
     def on_startup(self) -> None:
         if self.logger is not None:

@@ -357,8 +357,6 @@ def _serve_embedded(spec: ServeSpec, app: Any, announce: Any, options: dict[str,
                 hint="see the messages above; start `mlpipe serve` again once fixed",
             ) from None
 
-    app.stopping = False
-    app.cut = 0
     uvloop.run(main())
     if app.cut:
         sys.stderr.write(
