@@ -251,9 +251,7 @@ def read_until_closed(sock: socket.socket, timeout: float) -> tuple[bytes, float
 def test_a_slow_body_gets_408_and_its_connection_closed_while_others_are_served(
     tmp_path: Path, sample_data_dir: Path, fitted_base: Path, servers: Any
 ) -> None:
-    config = make_project(
-        tmp_path, sample_data_dir, fitted_base, serving={"read_timeout": "1s"}
-    )
+    config = make_project(tmp_path, sample_data_dir, fitted_base, serving={"read_timeout": "1s"})
     srv = servers(config)
     user = some_user_ids(sample_data_dir, 1)[0]
     body = json.dumps({"entities": [user]}).encode()
@@ -312,8 +310,7 @@ def test_sigterm_under_load_completes_in_flight_requests_and_logs_every_served_r
     # in flight when SIGTERM arrives: a POST whose body is half sent
     in_flight = raw_request(
         srv.port,
-        b"POST /features HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body)
-        + body[:7],
+        b"POST /features HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body) + body[:7],
     )
     stop = threading.Event()
     statuses: list[int] = []
@@ -555,7 +552,9 @@ def test_bearer_token_guards_every_route_but_healthz(
     good = {"authorization": f"Bearer {token}"}
     assert httpx.get(f"{base}/features/{user}", headers=good).json()["entity"] == user
     lower = {"authorization": f"bearer {token}"}  # the scheme is case-insensitive
-    assert httpx.post(f"{base}/features", json={"entities": [user]}, headers=lower).status_code == 200
+    assert (
+        httpx.post(f"{base}/features", json={"entities": [user]}, headers=lower).status_code == 200
+    )
     assert httpx.get(f"{base}/metrics", headers=good).status_code == 200
     # an unauthorised POST is refused before its body is read: no 408 wait
     sock = raw_request(
@@ -621,7 +620,9 @@ def test_tls_serves_https_with_the_given_certificate_and_refuses_bad_files(
         user = some_user_ids(sample_data_dir, 1)[0]
         context = ssl.create_default_context(cafile=str(cert))
         with httpx.Client(base_url=f"https://127.0.0.1:{port}", verify=context) as http:
-            response = http.get(f"/features/{user}", headers={"authorization": "Bearer secret-token-1"})
+            response = http.get(
+                f"/features/{user}", headers={"authorization": "Bearer secret-token-1"}
+            )
             assert response.status_code == 200
             assert response.json()["entity"] == user
             assert http.get("/healthz").status_code == 200
