@@ -462,7 +462,7 @@ def test_a_frozen_redis_gives_503_within_the_timeout_and_the_server_stays_respon
         assert {status for status, _ in results} == {503}
         assert max(took for _, took in results) < timeout + 0.3
         assert {status for status, _ in health} == {200}
-        assert max(took for _, took in health) < 0.2
+        assert max(took for _, took in health) < 0.35  # a blocked loop would take ~0.5 s
     finally:
         os.kill(redis_server.process.pid, signal.SIGCONT)
     deadline = time.monotonic() + 10

@@ -337,8 +337,18 @@ def _serve_embedded(spec: ServeSpec, app: Any, announce: Any, options: dict[str,
             sys.stderr.flush()
         server.stop()
 
+    def loop_error(loop: Any, context: dict[str, Any]) -> None:
+        exc = context.get("exception")
+        if app.stopping and isinstance(exc, asyncio.InvalidStateError):
+            # Granian's shutdown callback resolving the future of a worker task it had just
+            # cancelled at the drain deadline: harmless, the server is stopping anyway
+            return
+        text = f"{type(exc).__name__}: {exc}" if exc is not None else ""
+        sys.stderr.write(f"mlpipe serve: event loop: {context.get('message', '')} {text}\n")
+
     async def main() -> None:
         loop = asyncio.get_running_loop()
+        loop.set_exception_handler(loop_error)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop)
         try:
