@@ -268,13 +268,17 @@ class FeatureService:
         cols = self.input_columns
         for s in served:
             values = s.values
+            # Tuples of plain values only: the garbage collector stops tracking such a row at
+            # its first collection. A list inside (the vector) kept every queued row tracked,
+            # and rows waiting for the writer were what made gen-1/gen-2 collections take
+            # 1-13 ms / up to 190 ms under load (measured with gc.callbacks).
             logger.log(
                 endpoint,
                 s.entity_key,
                 s.store_version,
                 s.cold_start,
                 tuple(map(values.get, cols)),
-                s.vector,
+                tuple(s.vector),
                 s.prediction,
                 now_us,
             )
