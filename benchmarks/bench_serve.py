@@ -400,6 +400,100 @@ def in_process(config: Path, artifact_dir: Path, n: int, count: int) -> dict:
     }
 
 
+# -- the app's request path in process (no sockets, no HTTP parsing) ------------------------
+
+
+class _Scope:
+    """The fields of a Granian RSGI HTTP scope that the app reads."""
+
+    __slots__ = ("headers", "method", "path", "proto")
+
+    def __init__(self, path: str) -> None:
+        self.proto, self.path, self.method, self.headers = "http", path, "GET", {}
+
+
+class _Proto:
+    __slots__ = ("body", "status")
+
+    def response_bytes(self, status: int, headers: list, body: bytes) -> None:
+        self.status, self.body = status, body
+
+
+def app_path(config: Path, artifact_dir: Path, n: int, count: int, log_dir: Path) -> dict:
+    """``ServingApp.__rsgi__`` called directly, the way Granian calls it, against the real
+    store, with the server's process settings and feature logging on: CPU µs per request,
+    latency, and the garbage collections that ran (the machine's load moves wall-clock tails
+    far more than this path does, so these are the figures to compare between versions)."""
+    import asyncio
+    import gc
+
+    import uvloop
+
+    from mlpipe_cli.serving.server import ServeSpec, build_app, tune_serving_process
+
+    spec = ServeSpec(
+        config_path=str(config), artifact_dir=str(artifact_dir), transform_ref="latest",
+        model_ref="none", host="127.0.0.1", port=0, log_dir=str(log_dir),
+    )  # fmt: skip
+    app = build_app(spec)
+    rng = random.Random(5)
+    ids = [rng.randint(1, n) for _ in range(count)]
+    out: dict[str, dict] = {}
+
+    async def client(paths: list[str], times: list[float]) -> None:
+        clock = time.perf_counter
+        for path in paths:
+            proto = _Proto()
+            start = clock()
+            await app.__rsgi__(_Scope(path), proto)
+            times.append(clock() - start)
+            if proto.status != 200:
+                raise SystemExit(f"{path}: {proto.status} {proto.body[:200]!r}")
+
+    async def main() -> None:
+        app.__rsgi_init__(asyncio.get_running_loop())
+        tune_serving_process()
+        await client([f"/features/{i}" for i in ids[:2000]], [])  # warm-up
+        collections: list[tuple[int, float]] = []
+        began: dict[str, float] = {}
+
+        def on_gc(phase: str, info: dict) -> None:
+            if phase == "start":
+                began["t"] = time.perf_counter()
+            else:
+                collections.append((info["generation"], time.perf_counter() - began["t"]))
+
+        gc.callbacks.append(on_gc)
+        try:
+            for conns in (1, 16):
+                for kind in ("features", "constant"):
+                    paths = [f"/features/{i}" if kind == "features" else "/healthz" for i in ids]
+                    times: list[float] = []
+                    collections.clear()
+                    cpu, wall = time.process_time(), time.perf_counter()
+                    per = len(paths) // conns
+                    await asyncio.gather(
+                        *(client(paths[k * per : (k + 1) * per], times) for k in range(conns))
+                    )
+                    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+                    times.sort()
+                    gcs = {g: [d for gen, d in collections if gen == g] for g in (0, 1, 2)}
+                    out[f"{kind}@{conns}"] = {
+                        "cpu_us": cpu / len(times) * 1e6,
+                        "wall_us": wall / len(times) * 1e6,
+                        "p50": times[len(times) // 2] * 1e6,
+                        "p99": times[int(len(times) * 0.99)] * 1e6,
+                        "gc": {g: (len(d), max(d, default=0) * 1e6) for g, d in gcs.items() if d},
+                    }
+        finally:
+            gc.callbacks.remove(on_gc)
+            app.__rsgi_del__(asyncio.get_running_loop())
+
+    uvloop.run(main())
+    app.runtime.service.store.close()
+    return out
+
+
 # -- stack comparison (constant endpoint, no mlpipe code) ------------------------------------
 
 STACK_APP = textwrap.dedent("""
@@ -524,6 +618,9 @@ def main() -> None:
             results[f"in_process_{name}"] = in_process(
                 cfg, tmp / "artifacts", args.entities, args.in_process
             )
+            results[f"app_path_{name}"] = app_path(
+                cfg, tmp / "artifacts", args.entities, args.in_process, tmp / f"logs-app-{name}"
+            )
         redis_srv = Server(configs["redis"], tmp / "logs-redis", args.workers)
         servers.append(redis_srv)
         sqlite_srv = Server(configs["sqlite"], tmp / "logs-sqlite", args.workers)
@@ -589,6 +686,13 @@ def report(results: dict[str, dict], args: argparse.Namespace) -> None:
         print(f"  {key[11:]:<8} p50 {r['p50']:.1f} µs  p99 {r['p99']:.1f} µs  ({r['count']:,} "
               f"lookups; of which store.get p50 {r['store_get_p50']:.1f} µs, transform_one p50 "
               f"{r['transform_one_p50']:.1f} µs)")  # fmt: skip
+    print("\napp request path in process (ServingApp.__rsgi__ called as Granian calls it; "
+          "no sockets; feature log on)")  # fmt: skip
+    for name in ("redis", "sqlite"):
+        for key, r in results[f"app_path_{name}"].items():
+            gcs = ", ".join(f"gen{g} {c}x max {m:.0f} µs" for g, (c, m) in r["gc"].items())
+            print(f"  {name:<7}{key:<13} CPU {r['cpu_us']:6.1f} µs/request  p50 {r['p50']:7.1f} µs"
+                  f"  p99 {r['p99']:8.1f} µs  GC: {gcs or 'none'}")  # fmt: skip
     many, one = max(args.conn_list), min(args.conn_list)
     fr = results[f"features_redis@{many}"]
     ipr, ips = results["in_process_redis"], results["in_process_sqlite"]
