@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from datetime import timedelta
 from html.parser import HTMLParser
 from pathlib import Path
@@ -102,7 +103,7 @@ def test_drift_fault_flags_revenue_derived_features_and_nothing_else(env, cli):
     }
     assert all(s == "stable" for c, s in status.items() if c not in REVENUE_DERIVED)
     assert doc["status"] == "failed"
-    assert doc["summary"] == {"stable": 7, "moderate": 0, "drifted": 3, "error": 0}
+    assert doc["summary"] == {"stable": 7, "moderate": 0, "drifted": 3, "error": 0, "excluded": 0}
     assert doc["current"]["source"] == "serving-log"
     assert doc["current"]["rows"] == sum(
         pl.read_parquet(p).height for p in (env / "log-drift").glob("segment-*.parquet")
@@ -156,7 +157,7 @@ def test_empty_window_and_empty_log_exit_2(env, cli, tmp_path):
     assert "not found" in res.stderr
 
 
-def test_html_report_has_one_section_per_feature(env, cli, tmp_path):
+def test_html_report_has_one_row_per_feature_grouped_in_cards(env, cli, tmp_path):
     out = tmp_path / "report.html"
     res = cli("psi-report", *_window(env, "log-drift"), "--html", out)
     assert res.exit_code == 1
@@ -165,7 +166,8 @@ def test_html_report_has_one_section_per_feature(env, cli, tmp_path):
     class Parser(HTMLParser):
         def __init__(self) -> None:
             super().__init__()
-            self.sections: list[dict[str, str | None]] = []
+            self.rows: list[dict[str, str | None]] = []
+            self.cards: list[dict[str, str | None]] = []
             self.svgs = 0
             self.external: list[str] = []
             self.tags: list[str] = []
@@ -173,8 +175,10 @@ def test_html_report_has_one_section_per_feature(env, cli, tmp_path):
         def handle_starttag(self, tag, attrs):
             a = dict(attrs)
             self.tags.append(tag)
-            if tag == "section" and a.get("class") == "feature":
-                self.sections.append(a)
+            if tag == "tr" and a.get("class") == "feature":
+                self.rows.append(a)
+            if tag == "section" and a.get("class") == "card":
+                self.cards.append(a)
             if tag == "svg":
                 self.svgs += 1
             for key in ("src", "href"):
@@ -185,7 +189,7 @@ def test_html_report_has_one_section_per_feature(env, cli, tmp_path):
     parser = Parser()
     parser.feed(text)
     parser.close()
-    names = [s["data-feature"] for s in parser.sections]
+    names = [s["data-feature"] for s in parser.rows]
     assert sorted(names) == sorted(REVENUE_DERIVED | {
         "raw.product_id", "raw.channel", "raw.age", "raw.country", "raw.plan",
         "vec.channel__web", "vec.age_scaled"})
@@ -193,8 +197,17 @@ def test_html_report_has_one_section_per_feature(env, cli, tmp_path):
     assert parser.external == []
     assert "script" not in parser.tags
     assert "link" not in parser.tags
-    drifted = {s["data-feature"] for s in parser.sections if s["data-status"] == "drifted"}
+    drifted = {s["data-feature"] for s in parser.rows if s["data-status"] == "drifted"}
     assert drifted == REVENUE_DERIVED
+    # raw.channel and vec.channel__web share one card; drifted cards come first
+    groups = [c["data-group"] for c in parser.cards]
+    assert "channel" in groups
+    assert len(groups) == len(names) - 1
+    statuses = [c["data-status"] for c in parser.cards]
+    assert statuses == sorted(statuses, key=lambda s: s != "drifted")
+    # paths are relative (../../tmp/...), never absolute machine paths
+    assert re.search(rf"(?<![./]){re.escape(str(env))}", text) is None
+    assert "log-drift</code>" in text
 
 
 def test_current_batch_matches_raw_names_and_features_flag(env, cli):

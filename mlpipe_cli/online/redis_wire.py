@@ -24,16 +24,20 @@ from typing import Any
 
 import hiredis
 
+from mlpipe_cli.errors import Signal
 
-class WireError(Exception):
+# Signals: redis_store turns each into a one-line ServiceUnavailable naming the store.
+
+
+class WireError(Signal):
     """The server answered with an error reply, or the reply made no sense."""
 
 
-class WireTimeout(TimeoutError):
+class WireTimeout(Signal):
     """No (complete) reply before the deadline."""
 
 
-class WireClosed(ConnectionError):
+class WireClosed(Signal):
     """The connection could not be made, or the server closed it."""
 
 

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from mlpipe_cli.errors import MlpipeError, ServiceUnavailable, UsageError
+from mlpipe_cli.errors import MlpipeError, ServiceUnavailable, Signal, UsageError
 from mlpipe_cli.serving.service import NoLiveVersion, StoreIncompatible, TransformFailed
 
 if TYPE_CHECKING:
@@ -61,7 +61,7 @@ STORE_EMPTY = "store unavailable: no live materialized version"
 _OPEN_ROUTES = frozenset({"/healthz"})  # answered without a token (liveness probes)
 
 
-class HttpError(Exception):
+class HttpError(Signal):  # turned into a response by the app; on the errors tree
     def __init__(
         self, status: int, code: str, message: str, headers: list[tuple[str, str]] | None = None
     ) -> None:
