@@ -667,3 +667,112 @@ def test_port_out_of_range_is_one_line_and_exit_2(
         assert len(lines) == 1, result.stderr
         assert "--port" in lines[0]
         assert "unexpected" not in lines[0]
+
+
+# -- string and composite keys on a real server -------------------------------------------------
+
+
+def string_key_project(tmp_path: Path, online: dict[str, Any]) -> tuple[Path, dict[str, float]]:
+    """A pipeline keyed by (city: str, user_id: int), its store written directly: keys of
+    different lengths, non-ASCII, one with a comma-free space and one at the byte bound."""
+    from datetime import UTC, datetime
+
+    import polars as pl
+    import yaml
+
+    from mlpipe_cli.artifacts import ArtifactStore
+    from mlpipe_cli.config import load_config
+    from mlpipe_cli.online import open_store, pack_row
+    from mlpipe_cli.online.writer import write_version
+    from mlpipe_cli.serving.keys import MAX_KEY_BYTES as limit
+    from mlpipe_cli.transforms import publish
+
+    cities = ["Z", "Zürich", "東京", "São Paulo", "x" * limit, "Ål"]
+    spend = {f"{city}|{user}": float(len(city) * 10 + user) for city in cities for user in (1, 2)}
+    pl.DataFrame({"spend": list(spend.values())}).write_parquet(tmp_path / "train.parquet")
+    doc = {
+        "pipeline": "keys",
+        "entity_keys": ["city", "user_id"],
+        "artifact_dir": str(tmp_path / "artifacts"),
+        "transforms": {"data": "train.parquet", "columns": {"spend": [{"type": "standard"}]}},
+        "online_store": online,
+        "serving": {"logging": {"enabled": False}},
+    }
+    config_path = tmp_path / "keys.yaml"
+    config_path.write_text(yaml.safe_dump(doc, allow_unicode=True))
+    config = load_config(config_path)
+    publish(ArtifactStore(tmp_path / "artifacts", "keys"), config.transforms,
+            tmp_path / "train.parquet")  # fmt: skip
+    store = open_store(config, tmp_path / "artifacts")
+    rows = [
+        (json.dumps([key.split("|")[0], int(key.split("|")[1])], ensure_ascii=False,
+                    separators=(",", ":")), pack_row([value]))
+        for key, value in spend.items()
+    ]  # fmt: skip
+    write_version(
+        store, features=["spend"], rows=[rows], as_of=datetime(2026, 7, 1, tzinfo=UTC),
+        feature_hash="keys", entity_keys=["city", "user_id"], key_types=["str", "int"],
+        expected=len(rows),
+    )  # fmt: skip
+    store.close()
+    return config_path, spend
+
+
+@pytest.mark.parametrize("store", ["sqlite", "redis"])
+def test_string_and_composite_keys_served_exactly_and_bad_ones_fail_alone(
+    tmp_path: Path, servers: Any, request: Any, store: str
+) -> None:
+    from urllib.parse import quote
+
+    if store == "redis":
+        online = {"type": "redis", "url": request.getfixturevalue("redis_server").url}
+    else:
+        online = {"type": "sqlite", "path": str(tmp_path / "online.sqlite")}
+    config, spend = string_key_project(tmp_path, online)
+    srv = servers(config)
+    good = list(spend)
+
+    def path_of(key: str) -> str:
+        city, user = key.split("|")
+        return f"/features/{quote(city)},{user}"
+
+    bad_paths = [
+        "/features/" + "x" * (MAX_KEY_BYTES + 1) + ",1",  # one byte over the bound
+        "/features/%FF,1",  # not UTF-8
+        "/features/Z,01",  # not canonical
+        "/features/Z",  # one key value of two
+        "/features/Z,1,2",
+        "/features/Z," + "9" * 5000,
+    ]
+    for path in bad_paths:
+        assert_one_line_error(srv.get(path), 400, "bad_entity")
+    for key in good:
+        doc = srv.get(path_of(key)).json()
+        assert doc["cold_start"] is False, key
+        assert doc["features"]["spend"] == spend[key]
+        assert doc["entity"] == [key.split("|")[0], int(key.split("|")[1])]
+    assert srv.get(f"/features/{quote('Zürich')},3").json()["cold_start"] is True
+
+    def client(seed: int) -> list[tuple[str, int, Any]]:
+        out = []
+        with httpx.Client(base_url=f"http://127.0.0.1:{srv.port}", timeout=10) as http:
+            for k in range(30):
+                if (seed + k) % 3 == 0:
+                    path, key = bad_paths[(seed + k) % len(bad_paths)], None
+                else:
+                    key = good[(seed * 5 + k) % len(good)]
+                    path = path_of(key)
+                response = http.get(path)
+                out.append((key, response.status_code, response.json()))
+        return out
+
+    with ThreadPoolExecutor(12) as pool:
+        answers = [a for part in pool.map(client, range(12)) for a in part]
+    good_answers = [a for a in answers if a[0] is not None]
+    assert len(good_answers) > 200
+    assert [a for a in good_answers if a[1] != 200] == []
+    for key, _, doc in good_answers:
+        assert doc["features"]["spend"] == spend[key]
+    assert {a[1] for a in answers if a[0] is None} == {400}
+    assert srv.metrics()["mlpipe_serve_store_errors_total"] == 0
+    assert srv.stop() == 0, srv.stderr
