@@ -45,10 +45,10 @@ def oracle(
     timestamp: str,
 ) -> list[dict[str, Any]]:
     """Every feature for every spine row, by looping over every source row."""
-    # index each table by entity once (a plain dict of lists), so the loops stay affordable
+    # index each table by its own key columns once (a plain dict of lists)
     by_entity: dict[str, dict[tuple, list[dict[str, Any]]]] = {}
     for name, rows in tables.items():
-        src_keys = config["sources"][name].get("entity_keys") or keys
+        src_keys = config["sources"][name].get("entity_keys") or config.get("entity_keys") or keys
         index: dict[tuple, list[dict[str, Any]]] = {}
         for i, r in enumerate(rows):
             if None not in _key(r, src_keys):
@@ -57,13 +57,26 @@ def oracle(
     out = []
     for srow in spine:
         t = srow[timestamp]
-        k = _key(srow, keys)
         result = dict(srow)
         for feature in config["features"]:
-            rows = by_entity[feature["source"]].get(k, [])
+            spine_cols = _spine_columns(config, feature, keys)
+            rows = by_entity[feature["source"]].get(_key(srow, spine_cols), [])
             result[feature["name"]] = _oracle_value(config, rows, feature, t)
         out.append(result)
     return out
+
+
+def _spine_columns(config: dict[str, Any], feature: dict[str, Any], keys: list[str]) -> list[str]:
+    """The spine columns a feature's source keys are read from: the same names, or the
+    feature's / source's `join` (spine column -> key), or where `keys` (the spine's entity
+    keys) put the pipeline's keys."""
+    source = config["sources"][feature["source"]]
+    pipeline = config.get("entity_keys") or keys
+    src_keys = source.get("entity_keys") or pipeline
+    join = feature["join"] if feature.get("join") is not None else (source.get("join") or {})
+    onto = {key: spine for spine, key in join.items()}
+    positional = dict(zip(pipeline, keys, strict=True))
+    return [onto.get(k) or positional.get(k, k) for k in src_keys]
 
 
 def _oracle_value(config, rows, feature, t):  # type: ignore[no-untyped-def]

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_serializer, model_validator
 
 from mlpipe_cli.config.base import ConfigModel, ConfigPath, Duration
+from mlpipe_cli.config.features import drop_new_defaults
 
 Severity = Literal["error", "warn"]
 
@@ -93,7 +94,25 @@ class SourceConfig(ConfigModel):
     valid_from: str | None = None
     valid_to: str | None = None
     entity_keys: list[str] | None = Field(
-        default=None, description="overrides the pipeline's entity keys for this source"
+        default=None, description="this source's key columns (default: the pipeline's)"
+    )
+    join: dict[str, str] | None = Field(
+        default=None,
+        description="spine column -> key column, for keys named differently in the spine",
+    )
+    derived: dict[str, str] = Field(
+        default_factory=dict,
+        description="column -> Polars SQL expression, computed whenever the source is read",
+    )
+    null_created: Literal["error", "never"] = Field(
+        default="error",
+        description="a null created_timestamp: error, or never (the row is never visible)",
+    )
+    min_match_rate: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="default min_match_rate of the features reading this source",
     )
     ttl: Duration | None = Field(default=None, description="values older than this are stale")
     columns: dict[str, ColumnContract] = Field(default_factory=dict)
@@ -117,4 +136,14 @@ class SourceConfig(ConfigModel):
     def _validity_pair(self) -> SourceConfig:
         if (self.valid_from is None) != (self.valid_to is None):
             raise ValueError("valid_from and valid_to must be given together")
+        if self.join is not None and len(set(self.join.values())) != len(self.join):
+            raise ValueError("`join` maps two spine columns to one key column")
+        for column, expr in self.derived.items():
+            if not column.strip() or not str(expr).strip():
+                raise ValueError(f"derived column {column!r}: name and expression must be set")
         return self
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: Any) -> dict[str, Any]:
+        new = {"join": None, "derived": {}, "null_created": "error", "min_match_rate": None}
+        return drop_new_defaults(handler(self), self, new)
