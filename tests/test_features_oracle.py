@@ -45,25 +45,34 @@ def oracle(
     timestamp: str,
 ) -> list[dict[str, Any]]:
     """Every feature for every spine row, by looping over every source row."""
-    # index each table by its own key columns once (a plain dict of lists)
-    by_entity: dict[str, dict[tuple, list[dict[str, Any]]]] = {}
-    for name, rows in tables.items():
-        src_keys = config["sources"][name].get("entity_keys") or config.get("entity_keys") or keys
+    # index each table by each feature's key columns once (a plain dict of lists)
+    by_entity: dict[tuple[str, tuple[str, ...]], dict[tuple, list[dict[str, Any]]]] = {}
+    for feature in config["features"]:
+        name, src_keys = feature["source"], tuple(_feature_keys(config, feature, keys))
+        if (name, src_keys) in by_entity:
+            continue
         index: dict[tuple, list[dict[str, Any]]] = {}
-        for i, r in enumerate(rows):
-            if None not in _key(r, src_keys):
-                index.setdefault(_key(r, src_keys), []).append(dict(r, _idx=i))
-        by_entity[name] = index
+        for i, r in enumerate(tables[name]):
+            if None not in _key(r, list(src_keys)):
+                index.setdefault(_key(r, list(src_keys)), []).append(dict(r, _idx=i))
+        by_entity[(name, src_keys)] = index
     out = []
     for srow in spine:
         t = srow[timestamp]
         result = dict(srow)
         for feature in config["features"]:
-            spine_cols = _spine_columns(config, feature, keys)
-            rows = by_entity[feature["source"]].get(_key(srow, spine_cols), [])
+            index = by_entity[(feature["source"], tuple(_feature_keys(config, feature, keys)))]
+            rows = index.get(_key(srow, _spine_columns(config, feature, keys)), [])
             result[feature["name"]] = _oracle_value(config, rows, feature, t)
         out.append(result)
     return out
+
+
+def _feature_keys(config: dict[str, Any], feature: dict[str, Any], keys: list[str]) -> list[str]:
+    """The source columns identifying a feature's entity."""
+    source = config["sources"][feature["source"]]
+    pipeline = config.get("entity_keys") or keys
+    return feature.get("entity_keys") or source.get("entity_keys") or pipeline
 
 
 def _spine_columns(config: dict[str, Any], feature: dict[str, Any], keys: list[str]) -> list[str]:
@@ -72,11 +81,10 @@ def _spine_columns(config: dict[str, Any], feature: dict[str, Any], keys: list[s
     keys) put the pipeline's keys."""
     source = config["sources"][feature["source"]]
     pipeline = config.get("entity_keys") or keys
-    src_keys = source.get("entity_keys") or pipeline
     join = feature["join"] if feature.get("join") is not None else (source.get("join") or {})
     onto = {key: spine for spine, key in join.items()}
     positional = dict(zip(pipeline, keys, strict=True))
-    return [onto.get(k) or positional.get(k, k) for k in src_keys]
+    return [onto.get(k) or positional.get(k, k) for k in _feature_keys(config, feature, keys)]
 
 
 def _oracle_value(config, rows, feature, t):  # type: ignore[no-untyped-def]
@@ -533,7 +541,11 @@ TRIP_FEATURES: list[dict[str, Any]] = [
     {"name": "t_lag2_incl", "kind": "lag", "column": "p", "offset": 2, "inclusive": True},
     {"name": "t_cnt_ttl1h", "agg": "count", "ttl": "1h", "default": 0},
     {"name": "t_tsl_ttl5h", "kind": "time_since_last", "unit": "h", "ttl": "5h"},
-]
+    # the same trips, keyed by the driver instead of the rider (feature-level entity_keys)
+    {"name": "t_drv_cnt", "agg": "count", "entity_keys": ["driver"], "default": 0},
+    {"name": "t_drv_sum_2ev", "agg": "sum", "column": "x", "window": "2 events",
+     "entity_keys": ["driver"]},
+]  # fmt: skip
 DRIVER_FEATURES: list[dict[str, Any]] = [
     {"name": "s_last", "agg": "last", "column": "y"},
     {"name": "s_last_ttl2h", "agg": "last", "column": "y", "ttl": "2h", "default": -9.0},
@@ -575,7 +587,8 @@ def multi_entity_scenario(draw):  # type: ignore[no-untyped-def]
         return _ts(draw(hours), draw(st.sampled_from([0, 0, 0, 1, -1])))
 
     trips = [
-        {"rider": key("rider"), "ts": when(), "delay": draw(st.sampled_from([0, 0, 30, 90, 400, None])),
+        {"rider": key("rider"), "driver": key("driver"), "ts": when(),
+         "delay": draw(st.sampled_from([0, 0, 30, 90, 400, None])),
          "x": draw(st.sampled_from(X_VALUES)), "p": draw(st.integers(1, 4))}
         for _ in range(draw(st.integers(0, 30)))
     ]  # fmt: skip
@@ -604,7 +617,8 @@ def multi_entity_scenario(draw):  # type: ignore[no-untyped-def]
 def build_multi(tmp: Path, kinds, created, trips, shifts, zones, pairs):  # type: ignore[no-untyped-def]
     src = {e: SOURCE_DTYPE[k] for e, k in kinds.items()}
     write_table(tmp / "trips.parquet", trips,
-                {"rider": src["rider"], "ts": TS, "delay": pl.Int64, "x": pl.Float64, "p": pl.Int64})
+                {"rider": src["rider"], "driver": src["driver"], "ts": TS, "delay": pl.Int64,
+                 "x": pl.Float64, "p": pl.Int64})
     write_table(tmp / "shifts.parquet", shifts, {"driver": src["driver"], "ts": TS, "y": pl.Float64})
     write_table(tmp / "zones.parquet", zones, {"zone": src["zone"], "ts": TS, "z": pl.Int64})
     write_table(tmp / "pairs.parquet", pairs,
@@ -679,7 +693,7 @@ def _run_multi(case, partition_rows: int | None = None) -> None:  # type: ignore
         feature = by_name[item.feature]
         source = config["sources"][feature["source"]]
         cols = _spine_columns(config, feature, ["rider"])
-        src_keys = source.get("entity_keys") or ["rider"]
+        src_keys = _feature_keys(config, feature, ["rider"])
         created_col = source.get("created_timestamp")
         incl = feature.get("inclusive", False)
 

@@ -71,6 +71,11 @@ class FeatureConfig(ConfigModel):
     offset: int = Field(
         default=1, ge=1, description="lag: 1 = the newest row, 2 = the one before it, ..."
     )
+    entity_keys: list[str] | None = Field(
+        default=None,
+        description="the source columns identifying this feature's entity (default: the "
+        "source's entity_keys), e.g. driver_id on a rides table keyed by rider_id",
+    )
     join: dict[str, str] | None = Field(
         default=None,
         description="spine column -> source key column, for keys named differently "
@@ -105,7 +110,7 @@ class FeatureConfig(ConfigModel):
 
     @model_serializer(mode="wrap")
     def _dump(self, handler: Any) -> dict[str, Any]:
-        new = {"ttl": None, "offset": 1, "join": None, "min_match_rate": None}
+        new = {"ttl": None, "offset": 1, "entity_keys": None, "join": None, "min_match_rate": None}
         return drop_new_defaults(handler(self), self, new)
 
     @model_validator(mode="after")

@@ -55,9 +55,12 @@ class PipelineConfig(ConfigModel):
                 raise ValueError(f"feature name {feature.name!r} is defined twice")
             seen.add(feature.name)
             source = self.sources[feature.source]
-            keys = source.entity_keys or self.entity_keys
-            mapping = feature.join if feature.join is not None else source.join
-            where = "its" if feature.join is not None else f"source {feature.source!r}'s"
+            if feature.join is not None:
+                keys = feature.entity_keys or source.entity_keys or self.entity_keys
+                mapping, where = feature.join, "its"
+            else:
+                keys = source.entity_keys or self.entity_keys
+                mapping, where = source.join, f"source {feature.source!r}'s"
             for spine_column, key in (mapping or {}).items():
                 if keys and key not in keys:
                     raise ValueError(

@@ -351,12 +351,6 @@ def _default_key_map(config: PipelineConfig, entity_keys: Sequence[str] | None) 
     return dict(zip(pipeline, spine, strict=True))
 
 
-def source_keys(config: PipelineConfig, name: str) -> list[str]:
-    """A source's key columns: its own ``entity_keys``, else the pipeline's."""
-    source = config.sources[name]
-    return list(source.entity_keys or config.entity_keys)
-
-
 def _plan_join(
     config: PipelineConfig,
     feature: FeatureConfig,
@@ -369,7 +363,9 @@ def _plan_join(
 
     name = feature.source
     source = config.sources[name]
-    keys = list(source.entity_keys or config.entity_keys or default_keys.values())
+    keys = list(
+        feature.entity_keys or source.entity_keys or config.entity_keys or default_keys.values()
+    )
     if not keys:
         raise UsageError(
             f"feature {feature.name!r}: source {name!r} has no entity keys",
@@ -377,6 +373,8 @@ def _plan_join(
         )
     mapping = feature.join if feature.join is not None else (source.join or {})
     onto = {key: spine for spine, key in mapping.items()}
+    if feature.join is None and source.join and feature.entity_keys:
+        mapping = {spine: key for spine, key in mapping.items() if key in keys}
     spine_cols, dtypes = [], []
     for key in keys:
         spine_col = onto.get(key) or default_keys.get(key, key)
