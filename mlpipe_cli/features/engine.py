@@ -1,27 +1,33 @@
 """The point-in-time feature engine: vectorised Polars, one output row per spine row.
 
 Rules (also in docs/training-set.md; the brute-force oracle in tests/test_features_oracle.py
-is their executable spec). For a spine row with entity ``k`` and time ``t``, and a feature
-reading source ``S``:
+is their executable spec). A feature's entity ``k`` is read from the spine columns named like
+its key columns (the feature's ``entity_keys``, else its source's, else the pipeline's), or
+mapped onto them by ``join``; key dtypes are compared by ``features.keys.join_key_dtype``.
+For a spine row with entity ``k`` and time ``t``, and a feature reading source ``S``:
 
 * A source row is **visible** at ``t`` when its event time ``e < t`` (``e <= t`` with
   ``inclusive: true``) and, if ``S`` names a ``created_timestamp`` ``c``, also ``c < t``
   (``c <= t``). Type-2 sources use ``valid_from <= t`` instead of the event-time test.
-* No visible row (no history), or the newest visible row older than ``S.ttl``
-  (``t - max(e) > ttl``) → the feature's ``default`` (null if none).
+* No visible row (no history), or the newest visible row older than the feature's ttl
+  (its own, else ``S.ttl``; ``t - max(e) > ttl``, see features/ttl.py) → the feature's
+  ``default`` (null if none).
 * A window ``w`` keeps visible rows with ``e >= t - w``: ``[t-w, t)`` (``[t-w, t]``
-  inclusive). ``lifetime`` keeps all visible rows.
+  inclusive). ``lifetime`` keeps all visible rows; ``N events`` the last N visible rows in
+  tie order. A lag with ``offset: k`` is the k-th newest visible row.
 * Ties at the same event time are ordered by created time, then source row order; the
   latest is "last".
 * Any other null result (empty window for mean/min/max/last, std of < 2 values) → default.
 
-Algorithm: per (source, boundary rule) the spine rows and the source rows are concatenated
-and sorted once by (entity, visible-from time, spine-after-events). Lifetime aggregates are
-cumulative ops by entity (a spine row sees exactly the rows sorted before it), windows are
-``rolling_*_by`` on the event time by entity, and "last row" features take a cumulative max
-of the row's rank and gather. No per-row Python, no spine × history pairing except for the
-two cases that are genuinely two-dimensional (windowed aggregates on a source with a
-created_timestamp, and windowed count_distinct), which use a keyed range join.
+Algorithm: per (source, boundary rule, key columns) the spine rows and the source rows are
+concatenated and sorted once by (entity, visible-from time, spine-after-events). Lifetime
+aggregates are cumulative ops by entity (a spine row sees exactly the rows sorted before
+it), windows are ``rolling_*_by`` on the event time by entity (event-count windows: a
+rolling pass over the source rows alone, read at each spine row's newest visible row), and
+"last row" features take a cumulative max of the row's rank and gather. No per-row Python,
+no spine × history pairing except where visibility and order genuinely differ: on a source
+with a created_timestamp, windowed aggregates, event-count windows and lag offsets use a
+keyed range join.
 """
 
 from __future__ import annotations
