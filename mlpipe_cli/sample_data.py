@@ -328,9 +328,14 @@ def generate_rides(out_dir: Path | str, *, rows: int = 50_000, seed: int = 7) ->
     labels = (
         rides.filter(pl.col("rating").is_not_null() & (pl.col("requested_at") >= RIDES_LABELS_FROM))
         .select(
-            "ride_id", "rider_id", "driver_id", "pickup_zone", "dropoff_zone", "requested_at",
+            "ride_id",
+            "rider_id",
+            "driver_id",
+            "pickup_zone",
+            "dropoff_zone",
+            "requested_at",
             (pl.col("rating") <= 3).alias("rated_low"),
-        )  # fmt: skip
+        )
         .gather_every(3)
     )
     frames = {"rides": rides, "drivers": drivers_table, "zone_weather": weather, "labels": labels}
