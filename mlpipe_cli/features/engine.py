@@ -650,6 +650,7 @@ def _timed_group(
     type2: bool,
 ) -> pl.DataFrame:
     events = holder.pop()
+    slim, events = _integer_keys(ctx, slim, events)
     if slim.height * _FILTER_RATIO < events.height:
         # a small spine (e.g. one batch of materialize's entities): only its entities' rows
         # matter (a feature of an entity depends on that entity's rows alone)
@@ -685,6 +686,28 @@ def _timed_group(
     box = [pl.concat(results, rechunk=False)]
     del results
     return _spine_order(box, slim.height)
+
+
+def _integer_keys(
+    ctx: _Ctx, slim: pl.DataFrame, events: pl.DataFrame
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """String key columns replaced by integer codes, equal codes for equal strings on both
+    sides (one categorical encoding of the spine's and the source's values together; nulls
+    stay null). Sorting, hashing and comparing strings cost ~2x integers in the passes that
+    follow; the codes' order is arbitrary, which is fine: every result is per entity, and
+    rows go back to spine order by row number."""
+    strings = [k for k in ctx.keys if slim.schema[k] == pl.String()]
+    if not strings:
+        return slim, events
+    n = slim.height
+    spine_codes, event_codes = [], []
+    for key in strings:
+        both = pl.concat([slim.get_column(key), events.get_column(key)], rechunk=False)
+        codes = both.cast(pl.Categorical).to_physical()
+        spine_codes.append(codes.slice(0, n).alias(key))
+        event_codes.append(codes.slice(n).alias(key))
+        del both, codes
+    return slim.with_columns(spine_codes), events.with_columns(event_codes)
 
 
 def _split_rows(box: list[pl.DataFrame], slices: list[pl.Series]) -> list[pl.DataFrame]:
