@@ -6,10 +6,11 @@ modules import heavy libraries inside their functions so `mlpipe --help` starts 
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import traceback
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from typer._click import exceptions as click_exceptions  # Typer vendors click
@@ -25,18 +26,20 @@ from mlpipe_cli.cli import (
     sample_data_cmd,
     schema_cmd,
     serve_cmd,
+    slo_cmd,
     training_set_cmd,
     transform_cmd,
     validate_cmd,
 )
-from mlpipe_cli.errors import ExitCode, MlpipeError, exit_code_for
+from mlpipe_cli.errors import ExitCode, InternalError, MlpipeError, UsageError, exit_code_for
+from mlpipe_cli.io import check_outputs, input_scope
 
 app = typer.Typer(
     name="mlpipe",
     help="Validate, build point-in-time training sets, fit versioned preprocessing, "
     "materialize and serve features, and monitor drift.\n\n"
     "Exit codes: 0 ok, 1 data failed a check, 2 usage/config/input error, "
-    "3 artifact/contract error, 4 external service unavailable.",
+    "3 artifact/contract error, 4 external service unavailable, 70 internal error (a bug).",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -62,6 +65,14 @@ def _root(
     debug: Annotated[
         bool, typer.Option("--debug", help="Show tracebacks for unexpected errors.")
     ] = False,
+    triggered_at: Annotated[
+        str | None,
+        typer.Option(
+            "--triggered-at",
+            help="When the orchestrator triggered this run (ISO-8601), recorded in the run "
+            "ledger for the freshness SLO; env MLPIPE_TRIGGERED_AT. Default: the start time.",
+        ),
+    ] = None,
 ) -> None:
     """mlpipe: ML data pipelines that fail loudly."""
 
@@ -79,6 +90,8 @@ app.command("serve")(serve_cmd.serve)
 app.add_typer(model_cmd.app, name="model")
 app.command("psi-report")(psi_report_cmd.psi_report)
 app.add_typer(artifacts_cmd.app, name="artifacts")
+app.command("runs")(slo_cmd.runs)
+app.command("slo")(slo_cmd.slo)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -86,16 +99,69 @@ def main(argv: list[str] | None = None) -> None:
     sys.exit(run(argv))
 
 
+# Commands that write no ledger record: servers record their own latency snapshots, and the
+# ledger's readers would otherwise record themselves.
+_UNRECORDED = frozenset({"serve", "slo", "runs", "init", "sample-data"})
+_GROUPS = frozenset({"schema", "model", "artifacts"})
+
+
 def run(argv: list[str] | None = None) -> int:
-    """Run the CLI and return the exit code; every error is one line on stderr."""
+    """Run the CLI and return the exit code; every run that loads a config is recorded in the
+    run ledger (mlpipe_cli.ledger) with that exit code."""
+    from datetime import UTC, datetime
+
+    from mlpipe_cli import ledger
+
     args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args, triggered = _take_triggered_at(args)
+    except MlpipeError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return int(exc.exit_code)
+    words = [a for a in args if not a.startswith("-")][:2]
+    name = " ".join(words[:2] if words and words[0] in _GROUPS else words[:1])
+    if not words or words[0] in _UNRECORDED or "--help" in args or "-h" in args:
+        return _run(args)
+    with ledger.recording(name, args, triggered_at=triggered) as recorder:
+        code = _run(args)
+        recorder.finish(code, datetime.now(UTC))
+    return code
+
+
+def _take_triggered_at(args: list[str]) -> tuple[list[str], Any]:
+    """Remove the global --triggered-at option wherever it stands; parse its instant."""
+    from mlpipe_cli.ledger import parse_instant
+
+    rest: list[str] = []
+    value: str | None = None
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--triggered-at":
+            if i + 1 >= len(args):
+                raise UsageError("--triggered-at needs a value (ISO-8601 time)")
+            value = args[i + 1]
+            i += 2
+            continue
+        if arg.startswith("--triggered-at="):
+            value = arg.split("=", 1)[1]
+        else:
+            rest.append(arg)
+        i += 1
+    return rest, None if value is None else parse_instant(value, "--triggered-at")
+
+
+def _run(args: list[str]) -> int:
+    """Run the CLI and return the exit code; every error is one line on stderr."""
     debug = "--debug" in args or os.environ.get("MLPIPE_DEBUG") == "1"
     args = [a for a in args if a != "--debug"]
     command = typer.main.get_command(app)
+    _declare_outputs_first(command)
     try:
         # make_context + invoke rather than command.main(): main() turns Ctrl-C into a return
         # value and a closed stdout into exit 1, and we own both decisions here.
-        with command.make_context("mlpipe", args) as ctx:
+        # input_scope: what the command reads is registered, so no output can overwrite it
+        with input_scope(), command.make_context("mlpipe", args) as ctx:
             command.invoke(ctx)
     except typer.Exit as exc:
         return int(exc.exit_code)
@@ -108,6 +174,15 @@ def run(argv: list[str] | None = None) -> int:
     except (typer.Abort, KeyboardInterrupt, EOFError):
         sys.stderr.write("error: interrupted\n")
         return 130
+    except InternalError as exc:
+        if debug:
+            traceback.print_exc()
+        message = _one_line(str(exc)).removeprefix("internal error: ")
+        sys.stderr.write(
+            f"error: internal error: {message} "
+            "(a bug in mlpipe: re-run with --debug for the traceback and please report it)\n"
+        )
+        return int(exc.exit_code)
     except MlpipeError as exc:
         if debug:
             traceback.print_exc()
@@ -129,13 +204,45 @@ def run(argv: list[str] | None = None) -> int:
     except Exception as exc:
         if debug:
             traceback.print_exc()
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+        message = _one_line(str(exc)) or repr(exc)
         sys.stderr.write(
             f"error: unexpected {type(exc).__name__}: {message} "
-            "(re-run with --debug for the traceback and please report it)\n"
+            "(a bug in mlpipe: re-run with --debug for the traceback and please report it)\n"
         )
         return int(exit_code_for(exc))
     return 0
+
+
+# Options naming files a command writes. Declaring them before the command body runs makes
+# every reader refuse an input that is one of them the moment it is read, before any heavy
+# work; the atomic writers check again when they write. New commands get this by naming
+# their output options like these.
+OUTPUT_OPTIONS = frozenset({"out", "quarantine", "junit", "html", "prometheus"})
+
+
+def _declare_outputs_first(command: Any) -> None:
+    subcommands = getattr(command, "commands", None)
+    if subcommands:
+        for sub in subcommands.values():
+            _declare_outputs_first(sub)
+        return
+    names = [p.name for p in command.params if p.name in OUTPUT_OPTIONS]
+    callback = command.callback
+    if not names or callback is None:
+        return
+
+    @functools.wraps(callback)
+    def declared(*args: Any, **kwargs: Any) -> Any:
+        check_outputs([kwargs.get(name) for name in names])
+        return callback(*args, **kwargs)
+
+    command.callback = declared
+
+
+def _one_line(text: str) -> str:
+    """The first non-empty line: an error is one line on stderr, whatever the library said."""
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[0] if lines else ""
 
 
 def _usage_message(exc: click_exceptions.ClickException) -> str:

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ValidationError
 
 from mlpipe_cli.config.models import PipelineConfig
 from mlpipe_cli.errors import ConfigError
+from mlpipe_cli.io import register_input
 
 _ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -43,6 +44,7 @@ _EXPECTED = {
 def load_config(path: Path | str) -> PipelineConfig:
     """Read, interpolate and validate a config file; raise ConfigError with a key path."""
     path = Path(path)
+    register_input(path)  # the same-path guard: no output of this run may be the config
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:

@@ -785,7 +785,7 @@ def _split(
     """
     import polars as pl
 
-    from mlpipe_cli.io import sink_parquet_atomic
+    from mlpipe_cli.io import atomic_outputs, check_outputs, sink_parquet_atomic
 
     if not report.schema_ok or any(c.result.status == ERROR for c in row_checks):
         note = {"path": None, "rows": None, "written": False,
@@ -807,17 +807,21 @@ def _split(
         if row_checks
         else pl.lit([], dtype=pl.List(pl.String))
     )
+    check_outputs([quarantine_path, out_path])
+    with atomic_outputs():  # quarantine and out: both published or neither (e.g. disk full)
+        if quarantine_path is not None:
+            quarantined = base.filter(is_bad).select(
+                *columns,
+                pl.col(ROW).cast(pl.Int64).alias(ROW_COLUMN),
+                failed_list.alias(FAILED_CHECKS_COLUMN),
+            )
+            sink_parquet_atomic(quarantined, quarantine_path)
+        if out_path is not None:
+            passed = base.filter(~is_bad).select(columns)
+            sink_parquet_atomic(passed, out_path)
     if quarantine_path is not None:
-        quarantined = base.filter(is_bad).select(
-            *columns,
-            pl.col(ROW).cast(pl.Int64).alias(ROW_COLUMN),
-            failed_list.alias(FAILED_CHECKS_COLUMN),
-        )
-        sink_parquet_atomic(quarantined, quarantine_path)
         report.quarantine = {"path": str(quarantine_path), "rows": _rows_in(quarantine_path)}
     if out_path is not None:
-        passed = base.filter(~is_bad).select(columns)
-        sink_parquet_atomic(passed, out_path)
         report.out = {"path": str(out_path), "rows": _rows_in(out_path)}
 
 
