@@ -14,7 +14,7 @@ from mlpipe_cli.config.models import PipelineConfig
 from mlpipe_cli.features import compute_features
 from mlpipe_cli.features.ttl import feature_ttls, governing_ttl, is_expired
 from mlpipe_cli.online import open_store
-from mlpipe_cli.online.materialize import materialize
+from mlpipe_cli.ops.materialize import run_materialize
 
 AS_OF = datetime(2026, 3, 1, 12, tzinfo=UTC)
 TS = pl.Datetime("us", "UTC")
@@ -95,7 +95,7 @@ def test_materialized_attribute_expires_as_compute_features_says(
     config = _config(tmp_path)
     store = open_store(config, tmp_path)
     try:
-        result = materialize(config, None, store, as_of=AS_OF)
+        result = run_materialize(config, None, store, as_of=AS_OF)
         assert result.entity_count == 3
         read_at = AS_OF + read_after
         view = store._live_view()
@@ -128,7 +128,7 @@ def test_store_reads_at_wall_clock_time_equal_compute_features_now(tmp_path: Pat
     config = _config(tmp_path)
     store = open_store(config, tmp_path)
     try:
-        materialize(config, None, store, as_of=AS_OF)
+        run_materialize(config, None, store, as_of=AS_OF)
         now = datetime.fromtimestamp(time.time(), tz=UTC)
         got = {e: r.values for e, r in zip([1, 2, 3, 4], store.get_many([1, 2, 3, 4]), strict=True)}
     finally:
