@@ -26,13 +26,16 @@ from typing import Any, Literal
 
 import polars as pl
 
+from mlpipe_cli.errors import InputError
+
 KeyKind = Literal["int", "str", "other"]
 
 _DECIMAL_INT = re.compile(r"^[+-]?[0-9]+$")
 
 
-class KeyTypeMismatch(ValueError):
-    """Two key dtypes that cannot be compared; the message says why."""
+class KeyTypeMismatch(InputError):
+    """Two key dtypes that cannot be compared; the message says why (callers re-raise it
+    naming the feature and columns)."""
 
 
 def key_kind(dtype: pl.DataType) -> KeyKind:
