@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from mlpipe_cli.drift.compare import (
     DEFAULT_EPS,
@@ -48,7 +48,19 @@ if TYPE_CHECKING:
     import polars as pl
 
     from mlpipe_cli.config import PipelineConfig
-    from mlpipe_cli.transforms.fitted import FittedTransform
+
+
+class FittedTransform(Protocol):
+    """What the report needs of a fitted transform (``mlpipe_cli.transforms.FittedTransform``
+    has it); a protocol so drift does not depend on the transforms package."""
+
+    state: Mapping[str, Any]
+    input_columns: list[str]
+    output_columns: list[str]
+
+    def check_input_schema(self, schema: Any) -> None: ...
+
+    def transform_batch(self, frame: pl.LazyFrame) -> pl.LazyFrame: ...
 
 EXCLUDED = "excluded"
 REQUEST_TIME_REASON = "request-time feature"
