@@ -249,7 +249,10 @@ class _RichRenderer:
         return self._progress().add_task(description, total=total, unit=unit, detail="")
 
     def update(self, handle: Any, *, completed: float, total: float | None, detail: str) -> None:
-        self._progress().update(handle, completed=completed, total=total, detail=detail)
+        bar = self._progress()
+        # a total that just became known is drawn at once, not at the next tick
+        redraw = bar.tasks[bar.task_ids.index(handle)].total != total
+        bar.update(handle, completed=completed, total=total, detail=detail, refresh=redraw)
 
     def remove(self, handle: Any) -> None:
         self._progress().remove_task(handle)
