@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from mlpipe_cli.config.base import ConfigModel, ConfigPath, Duration
+from mlpipe_cli.config.streaming import StreamConfig
 
 Severity = Literal["error", "warn"]
 
@@ -112,9 +113,23 @@ class SourceConfig(ConfigModel):
         "own tolerance",
     )
     distribution: DistributionChecks = Field(default_factory=DistributionChecks)
+    # Excluded from dumps (hence from config hashes): a stream changes how fresh the
+    # features are, not what they mean, so adding one must not change any version id.
+    stream: StreamConfig | None = Field(
+        default=None, exclude=True, description="event stream (docs/streaming.md)"
+    )
 
     @model_validator(mode="after")
     def _validity_pair(self) -> SourceConfig:
         if (self.valid_from is None) != (self.valid_to is None):
             raise ValueError("valid_from and valid_to must be given together")
+        return self
+
+    @model_validator(mode="after")
+    def _streamable(self) -> SourceConfig:
+        if self.stream is not None:
+            if self.timestamp is None or self.valid_from is not None:
+                raise ValueError("stream: needs an event-time source (timestamp:, no valid_from)")
+            if self.created_timestamp is not None:
+                raise ValueError("stream: a streamed source cannot have a created_timestamp")
         return self
