@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
-from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -61,26 +60,11 @@ class PushResult:
             )
 
 
-def _json_default(value: Any) -> Any:
-    if isinstance(value, datetime | date):
-        return value.isoformat()
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    return str(value)
-
-
-def _dump(record: dict[str, Any]) -> str:
-    return json.dumps(record, ensure_ascii=False, separators=(",", ":"), allow_nan=True,
-                      default=_json_default)  # fmt: skip
-
-
 def push(project: Project, *, source: str, path: Path | None = None) -> PushResult:
     """Check and append the events of ``path`` (None: JSON lines on stdin)."""
-    from mlpipe_cli.online.base import entity_store_key
-    from mlpipe_cli.streaming.events import ROW, read_events
+    from mlpipe_cli.streaming.events import dump_event, encode_events, read_events
     from mlpipe_cli.streaming.plan import build_plan
     from mlpipe_cli.streaming.source import RedisStreamSource, redis_client
-    from mlpipe_cli.streaming.state import event_time_expr
 
     config = project.config
     plan = build_plan(config, source)
@@ -97,24 +81,14 @@ def push(project: Project, *, source: str, path: Path | None = None) -> PushResu
         for batch in read_events(config, source, path):
             good = batch.good
             if good.height:
-                schema = good.collect_schema()
-                e = event_time_expr(plan.timestamp, schema[plan.timestamp], config.timezone,
-                                    f"source {source!r}")  # fmt: skip
-                times = good.select(e.alias("__e")).get_column("__e").to_list()
-                records = good.drop(ROW).to_dicts()
-                events = [
-                    {"k": entity_store_key([r[k] for k in plan.entity_keys]), "e": str(t),
-                     "d": _dump(r)}
-                    for r, t in zip(records, times, strict=True)
-                ]  # fmt: skip
-                ids = stream.append(events)
+                ids = stream.append(encode_events(config, plan, good))
                 first_id = first_id or ids[0]
                 last_id = ids[-1]
                 pushed += len(ids)
             if batch.rejected:
                 letters = []
                 for item in batch.rejected:
-                    record = item.record if isinstance(item.record, str) else _dump(item.record)
+                    record = item.record if isinstance(item.record, str) else dump_event(item.record)
                     letters.append({"reason": "invalid", "checks": json.dumps(item.checks),
                                     "row": str(item.row), "d": record, "source": source})  # fmt: skip
                     for check in item.checks:

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
     from mlpipe_cli.config import PipelineConfig
     from mlpipe_cli.config.sources import ColumnContract, SourceConfig
+    from mlpipe_cli.streaming.plan import StreamPlan
 
 ROW = "__mlpipe_event_row"
 CHUNK_EVENTS = 100_000  # events validated per engine run (bounds memory)
@@ -265,3 +266,35 @@ def _check(
         out_rows.append(Rejected(record.pop(row_col), record, checks))
     out_rows.sort(key=lambda r: r.row)
     return CheckedBatch(good, out_rows)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
+
+
+def dump_event(record: dict[str, Any]) -> str:
+    """An event as JSON: times as ISO 8601, NaN/Infinity kept as tokens."""
+    return json.dumps(record, ensure_ascii=False, separators=(",", ":"), allow_nan=True,
+                      default=_json_default)  # fmt: skip
+
+
+def encode_events(config: PipelineConfig, plan: StreamPlan, frame: pl.DataFrame
+                  ) -> list[dict[str, str]]:  # fmt: skip
+    """Stream entries (k, e, d) for checked events, in frame order (see streaming.source)."""
+    from mlpipe_cli.online.base import entity_store_key
+    from mlpipe_cli.streaming.state import event_time_expr
+
+    schema = frame.collect_schema()
+    e = event_time_expr(plan.timestamp, schema[plan.timestamp], config.timezone,
+                        f"source {plan.source_name!r}")  # fmt: skip
+    times = frame.select(e.alias("__e")).get_column("__e").to_list()
+    records = frame.drop(ROW, strict=False).to_dicts()
+    keys = plan.entity_keys
+    return [
+        {"k": entity_store_key([r[k] for k in keys]), "e": str(t), "d": dump_event(r)}
+        for r, t in zip(records, times, strict=True)
+    ]
