@@ -217,8 +217,13 @@ def run_scenario(tmp: Path, redis_url: str, case: dict[str, Any]) -> int:
                                   + timedelta(microseconds=e_us)})  # fmt: skip
                     expected.append(features_at(plan, state, e_us,
                                                 default_horizon_us=default_horizon))  # fmt: skip
-        batch_config = config.model_copy(update={"sources": {
-            "orders": config.sources["orders"].model_copy(update={"path": oracle_path})}})
+        batch_config = config.model_copy(
+            update={
+                "sources": {
+                    "orders": config.sources["orders"].model_copy(update={"path": oracle_path})
+                }
+            }
+        )
         spine_frame = pl.DataFrame(spine, schema={
             "user_id": pl.Int64 if key_dtype == "int64" else pl.String,
             "t": pl.Datetime("us", "UTC")})  # fmt: skip
@@ -236,8 +241,11 @@ def run_scenario(tmp: Path, redis_url: str, case: dict[str, Any]) -> int:
     return len(batch) * len(FEATURES)
 
 
-@settings(max_examples=30, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(case=scenario())
 def test_streamed_values_equal_the_batch_engine(
     case: dict[str, Any], tmp_path_factory: pytest.TempPathFactory, redis_server: Any
@@ -277,8 +285,12 @@ def test_a_hand_worked_history(tmp_path: Path, redis_server: Any) -> None:
         state = store.read(["[1]"])[0]
         meta = store.meta()
         assert meta is not None
-        values = features_at(plan, state, to_epoch_us(h(49)),
-                             default_horizon_us=meta.batch_as_of_us - plan.horizon_lag_us)
+        values = features_at(
+            plan,
+            state,
+            to_epoch_us(h(49)),
+            default_horizon_us=meta.batch_as_of_us - plan.horizon_lag_us,
+        )
     finally:
         store.close()
     assert values["n_orders"] == 5  # 2 batch + h(45), h(48), h(48)

@@ -21,8 +21,10 @@ from mlpipe_cli.cli.common import (
 def push(
     events: Annotated[
         Path | None,
-        typer.Argument(help="Parquet file/dir/glob, or JSON lines; '-' or nothing: JSON lines "
-                       "on stdin.", show_default=False),
+        typer.Argument(
+            help="Parquet file/dir/glob, or JSON lines; '-' or nothing: JSON lines on stdin.",
+            show_default=False,
+        ),
     ] = None,
     source: Annotated[str, typer.Option("--source", "-s", help="The streamed source.")] = "",
     config: ConfigOption = DEFAULT_CONFIG,

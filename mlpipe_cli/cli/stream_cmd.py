@@ -22,9 +22,13 @@ from mlpipe_cli.cli.common import (
 def stream(
     sources: Annotated[
         list[str] | None,
-        typer.Option("--sources", "--source", "-s",
-                     help="Streamed sources to consume (comma-separated or repeated; default: "
-                     "every source with a stream: section)."),
+        typer.Option(
+            "--sources",
+            "--source",
+            "-s",
+            help="Streamed sources to consume (comma-separated or repeated; default: "
+            "every source with a stream: section).",
+        ),
     ] = None,
     consumer: Annotated[
         str | None,
@@ -34,8 +38,12 @@ def stream(
         bool, typer.Option("--once", help="Stop when the streams are drained.")
     ] = False,
     reset: Annotated[
-        bool, typer.Option("--reset", help="Drop the streamed state and rebuild it from the "
-                           "live materialized version; every stream event is applied again."),
+        bool,
+        typer.Option(
+            "--reset",
+            help="Drop the streamed state and rebuild it from the "
+            "live materialized version; every stream event is applied again.",
+        ),
     ] = False,
     status_every: Annotated[
         float, typer.Option("--status-every", help="Seconds between status lines.", min=0.1)

@@ -88,7 +88,9 @@ def push(project: Project, *, source: str, path: Path | None = None) -> PushResu
             if batch.rejected:
                 letters = []
                 for item in batch.rejected:
-                    record = item.record if isinstance(item.record, str) else dump_event(item.record)
+                    record = (
+                        item.record if isinstance(item.record, str) else dump_event(item.record)
+                    )
                     letters.append({"reason": "invalid", "checks": json.dumps(item.checks),
                                     "row": str(item.row), "d": record, "source": source})  # fmt: skip
                     for check in item.checks:

@@ -64,9 +64,7 @@ def features_at(
         visible = state.raw[: cut[feature.inclusive]]
         total = folded + len(visible)
         newest = visible[-1][0] if visible else (int(agg["e1"]) if folded else None)
-        stale = total == 0 or (
-            ttl_us is not None and newest is not None and t_us - newest > ttl_us
-        )
+        stale = total == 0 or (ttl_us is not None and newest is not None and t_us - newest > ttl_us)
         value = None if stale else _value(plan, feature, state, visible, folded, newest,
                                           t_us, index)  # fmt: skip
         if feature.kind == "aggregate" and feature.agg in ("count", "count_distinct"):

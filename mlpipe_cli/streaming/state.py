@@ -449,7 +449,7 @@ def fold_rows(
     raw: dict[str, int] = {}
     sets: dict[int, list[str]] = {}
     folded = [r for r in rows if r["__e"] < horizon]
-    for row in rows[len(folded):]:
+    for row in rows[len(folded) :]:
         record = {c: row[c] for c in plan.columns}
         raw[f"b{row['__row']:025d}" + dump_record(record)] = row["__e"]
     if folded:
