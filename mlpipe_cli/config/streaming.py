@@ -38,7 +38,7 @@ class StreamConfig(ConfigModel):
     )
     group: str = Field(default="mlpipe", description="consumer group name")
     batch: int = Field(
-        default=500, ge=1, le=100_000, description="events read and applied per Redis call"
+        default=100, ge=1, le=100_000, description="events read and applied per Redis call"
     )
     claim_idle: Duration = Field(
         default=timedelta(seconds=30),
