@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import socket
 import time
@@ -507,7 +506,3 @@ def _less(a: Any, b: Any) -> bool:
     if isinstance(a, str):
         return a.encode() < b.encode()  # byte order, as Polars and the Lua fold compare
     return a < b
-
-
-def is_finite_number(value: Any) -> bool:
-    return not isinstance(value, float) or math.isfinite(value)
