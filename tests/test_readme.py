@@ -14,6 +14,7 @@ generated from `--help` (`make readme`) and must be current.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import resource
@@ -36,7 +37,9 @@ SKIP_MARKER = re.compile(r"^<!--\s*readme-test:\s*skip\s*\((?P<reason>[^)]+)\)\s
 FENCE = re.compile(r"^```(?P<lang>[\w-]*)")
 README_PORT = "8000"
 # Only the repository's own commands may be skipped; everything a user types must run.
-SKIPPABLE = re.compile(r"^\s*(make (setup|test|demo|lint|readme|bench)|source \.venv/bin/activate)\b")
+SKIPPABLE = re.compile(
+    r"^\s*(make (setup|test|demo|lint|readme|bench)|source \.venv/bin/activate)\b"
+)
 
 
 @dataclass(frozen=True)
@@ -129,10 +132,8 @@ def run_readme(text: str, workdir: Path, timeout: float = 300) -> ScriptRun:
     try:
         output, _ = process.communicate(timeout=timeout)
     finally:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         if process.poll() is None:
             process.wait()
     seconds = time.monotonic() - started

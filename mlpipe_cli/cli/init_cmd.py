@@ -32,7 +32,9 @@ def init(
     rows: Annotated[
         int, typer.Option("--rows", help="Orders in the sample data (users = rows/20).")
     ] = 20_000,
-    seed: Annotated[int, typer.Option("--seed", help="Sample-data seed; same seed, same bytes.")] = 42,
+    seed: Annotated[
+        int, typer.Option("--seed", help="Sample-data seed; same seed, same bytes.")
+    ] = 42,
     no_data: Annotated[
         bool, typer.Option("--no-data", help="Skip the sample data (`make data` writes it later).")
     ] = False,
@@ -85,7 +87,9 @@ def init(
     else:
         written = [str(p) for p in result.written]
     where = str(result.project_dir)
-    out.line(f"created a {result.example} project in {where}/: {', '.join(written) or 'nothing new'}")
+    out.line(
+        f"created a {result.example} project in {where}/: {', '.join(written) or 'nothing new'}"
+    )
     if result.kept:
         out.line(f"kept existing (not overwritten): {', '.join(str(p) for p in result.kept)}")
     step_in = "" if result.project_dir.resolve() == Path.cwd().resolve() else f"cd {where} && "

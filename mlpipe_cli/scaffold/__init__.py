@@ -165,4 +165,3 @@ def _write_sample_data(result: InitResult, *, rows: int, seed: int) -> None:
                 result.sample_rows[table] = generated.rows[table]
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-
