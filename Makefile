@@ -34,4 +34,4 @@ bench:
 	$(BIN)/python benchmarks/bench_psi.py --rows 1000000
 
 clean:
-	rm -rf $(VENV) artifacts data/sample .pytest_cache
+	rm -rf $(VENV) artifacts data/sample data/demo .pytest_cache
