@@ -145,6 +145,10 @@ class ArtifactStore:
         self.root = Path(root)
         self.pipeline = pipeline
         self.base = self.root / pipeline
+        # the run ledger lives beside the artifacts: a run that opens the store is recorded
+        from mlpipe_cli import ledger
+
+        ledger.attach(self.root, pipeline)
 
     # -- publishing ---------------------------------------------------------------------
 
@@ -192,6 +196,7 @@ class ArtifactStore:
                 existing = self._find_by_content_hash(kind_dir, content_hash)
                 if existing is not None:
                     self._write_latest(kind_dir, existing)
+                    _note_version(kind, existing, written=True)
                     return PublishResult(self.get(kind, existing, verify=False), created=False)
                 version = f"{self._next_sequence(kind_dir):04d}-{content_hash[:12]}"
                 manifest = {
@@ -218,6 +223,7 @@ class ArtifactStore:
                 os.rename(staging, final)
                 _fsync_dir(kind_dir)
                 self._write_latest(kind_dir, version)
+            _note_version(kind, version, written=True)
             return PublishResult(ArtifactVersion(kind, version, final, manifest), created=True)
         finally:
             if staging.exists():
@@ -293,6 +299,8 @@ class ArtifactStore:
                     hint="the artifact was modified after publishing; re-run the command that "
                     "produced it or restore the file",
                 )
+        if verify:
+            _note_version(kind, version, written=False)
         return artifact
 
     def find(self, ref: str) -> ArtifactVersion:
@@ -448,3 +456,11 @@ class ArtifactStore:
                 with contextlib.suppress(OSError):
                     os.chmod(Path(dirpath) / name, 0o600)
         shutil.rmtree(path, ignore_errors=True)
+
+
+def _note_version(kind: str, version: str, *, written: bool) -> None:
+    from mlpipe_cli import ledger
+
+    recorder = ledger.current()
+    if recorder is not None:
+        recorder.note_version(kind, version, written=written)

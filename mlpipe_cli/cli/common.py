@@ -73,7 +73,13 @@ class Output:
         sys.stdout.flush()
 
     def result(self, document: Any, human: str | None = None) -> None:
-        """Print a command's result: JSON in --json mode, else the human text (unless -q)."""
+        """Print a command's result: JSON in --json mode, else the human text (unless -q).
+
+        The run ledger keeps the result's row counts and versions (every command's result
+        passes here, so no command has to remember to report them)."""
+        from mlpipe_cli import ledger
+
+        ledger.note_result(document)
         if self.json_mode:
             self.emit_json(document)
         elif not self.quiet and human is not None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import sys
 import traceback
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from typer._click import exceptions as click_exceptions  # Typer vendors click
@@ -26,11 +26,12 @@ from mlpipe_cli.cli import (
     sample_data_cmd,
     schema_cmd,
     serve_cmd,
+    slo_cmd,
     training_set_cmd,
     transform_cmd,
     validate_cmd,
 )
-from mlpipe_cli.errors import ExitCode, MlpipeError, exit_code_for
+from mlpipe_cli.errors import ExitCode, MlpipeError, UsageError, exit_code_for
 
 app = typer.Typer(
     name="mlpipe",
@@ -63,6 +64,14 @@ def _root(
     debug: Annotated[
         bool, typer.Option("--debug", help="Show tracebacks for unexpected errors.")
     ] = False,
+    triggered_at: Annotated[
+        str | None,
+        typer.Option(
+            "--triggered-at",
+            help="When the orchestrator triggered this run (ISO-8601), recorded in the run "
+            "ledger for the freshness SLO; env MLPIPE_TRIGGERED_AT. Default: the start time.",
+        ),
+    ] = None,
 ) -> None:
     """mlpipe: ML data pipelines that fail loudly."""
 
@@ -81,6 +90,8 @@ app.command("serve")(serve_cmd.serve)
 app.add_typer(model_cmd.app, name="model")
 app.command("psi-report")(psi_report_cmd.psi_report)
 app.add_typer(artifacts_cmd.app, name="artifacts")
+app.command("runs")(slo_cmd.runs)
+app.command("slo")(slo_cmd.slo)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -88,9 +99,60 @@ def main(argv: list[str] | None = None) -> None:
     sys.exit(run(argv))
 
 
+# Commands that write no ledger record: servers record their own latency snapshots, and the
+# ledger's readers would otherwise record themselves.
+_UNRECORDED = frozenset({"serve", "slo", "runs", "init", "sample-data"})
+_GROUPS = frozenset({"schema", "model", "artifacts"})
+
+
 def run(argv: list[str] | None = None) -> int:
-    """Run the CLI and return the exit code; every error is one line on stderr."""
+    """Run the CLI and return the exit code; every run that loads a config is recorded in the
+    run ledger (mlpipe_cli.ledger) with that exit code."""
+    from datetime import UTC, datetime
+
+    from mlpipe_cli import ledger
+
     args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args, triggered = _take_triggered_at(args)
+    except MlpipeError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return int(exc.exit_code)
+    words = [a for a in args if not a.startswith("-")][:2]
+    name = " ".join(words[:2] if words and words[0] in _GROUPS else words[:1])
+    if not words or words[0] in _UNRECORDED or "--help" in args or "-h" in args:
+        return _run(args)
+    with ledger.recording(name, args, triggered_at=triggered) as recorder:
+        code = _run(args)
+        recorder.finish(code, datetime.now(UTC))
+    return code
+
+
+def _take_triggered_at(args: list[str]) -> tuple[list[str], Any]:
+    """Remove the global --triggered-at option wherever it stands; parse its instant."""
+    from mlpipe_cli.ledger import parse_instant
+
+    rest: list[str] = []
+    value: str | None = None
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--triggered-at":
+            if i + 1 >= len(args):
+                raise UsageError("--triggered-at needs a value (ISO-8601 time)")
+            value = args[i + 1]
+            i += 2
+            continue
+        if arg.startswith("--triggered-at="):
+            value = arg.split("=", 1)[1]
+        else:
+            rest.append(arg)
+        i += 1
+    return rest, None if value is None else parse_instant(value, "--triggered-at")
+
+
+def _run(args: list[str]) -> int:
+    """Run the CLI and return the exit code; every error is one line on stderr."""
     debug = "--debug" in args or os.environ.get("MLPIPE_DEBUG") == "1"
     args = [a for a in args if a != "--debug"]
     command = typer.main.get_command(app)

@@ -40,7 +40,10 @@ def parse_duration(value: Any) -> timedelta:
         if match:
             amount, unit = match.groups()
             return timedelta(seconds=float(amount) * _UNIT_SECONDS[unit])
-    raise ValueError(f"expected a duration such as '30m', '1h', '7d', got {value!r}")
+    raise ValueError(
+        f"expected a duration: a number and a unit (us, ms, s, m, h, d or w), such as '30m', "
+        f"'1h', '7d'; got {value!r}"
+    )
 
 
 def format_duration(value: timedelta) -> str:

@@ -11,6 +11,7 @@ from mlpipe_cli.config.features import FeatureConfig, TrainingSetConfig
 from mlpipe_cli.config.monitoring import MonitoringConfig
 from mlpipe_cli.config.online import OnlineStoreConfig
 from mlpipe_cli.config.serving import ServingConfig
+from mlpipe_cli.config.slo import SloConfig
 from mlpipe_cli.config.sources import SourceConfig
 from mlpipe_cli.config.transforms import TransformConfig
 
@@ -34,6 +35,7 @@ class PipelineConfig(ConfigModel):
     online_store: OnlineStoreConfig = Field(default_factory=OnlineStoreConfig)
     serving: ServingConfig = Field(default_factory=ServingConfig)
     monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
+    slo: SloConfig = Field(default_factory=SloConfig)
 
     @field_validator("pipeline")
     @classmethod
