@@ -154,9 +154,9 @@ def load(path: Path, **online: object):  # type: ignore[no-untyped-def]
 
 def end_to_end(config, artifact_dir: Path, store) -> dict:  # type: ignore[no-untyped-def]
     from mlpipe_cli.artifacts import ArtifactStore
-    from mlpipe_cli.online.materialize import materialize
+    from mlpipe_cli.ops.materialize import run_materialize
 
-    result = materialize(config, ArtifactStore(artifact_dir, config.pipeline), store, as_of=AS_OF)
+    result = run_materialize(config, ArtifactStore(artifact_dir, config.pipeline), store, as_of=AS_OF)
     return result.to_json()
 
 

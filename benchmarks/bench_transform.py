@@ -237,7 +237,7 @@ def phase_mlpipe(rows: int, mode: str) -> dict[str, float]:
         result["transform_seconds"] = time.perf_counter() - t1
     else:
         lazy = fitted.transform_batch(pl.scan_parquet(p["data"]))
-        # `sink` is what `mlpipe transform` does (cli/transform_cmd.py)
+        # `sink` is what `mlpipe transform` does (ops/transform.py)
         sink_parquet_atomic(lazy, p["out"], compression="snappy",
                             statistics=(mode == "sink"))
         width = len(pl.read_parquet_schema(p["out"]))

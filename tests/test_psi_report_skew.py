@@ -10,7 +10,7 @@ import pytest
 
 from mlpipe_cli.artifacts import ArtifactStore
 from mlpipe_cli.config.transforms import TransformConfig
-from mlpipe_cli.drift.skew import skew_check
+from mlpipe_cli.ops.skew import skew_check
 from mlpipe_cli.sample_data import END, generate
 from mlpipe_cli.transforms import load_transform, publish
 

@@ -35,34 +35,14 @@ def list_artifacts(
 
     Example: mlpipe artifacts list transform -c configs/example.yaml
     """
-    out = Output.create(json_mode=json_output, quiet=quiet)
-    store = run_context(config, artifact_dir).store
-    if kind and kind not in store.kinds():
-        from mlpipe_cli.errors import ArtifactNotFound
+    from mlpipe_cli.ops.artifacts import list_artifacts as run
 
-        present = ", ".join(store.kinds()) or "none"
-        raise ArtifactNotFound(
-            f"no {kind!r} artifacts under {store.base} (kinds present: {present})"
-        )
-    kinds = [kind] if kind else store.kinds()
-    rows = []
-    for k in kinds:
-        latest = store.latest(k)
-        for version in store.versions(k):
-            manifest = store.get(k, version, verify=False).manifest
-            rows.append(
-                {
-                    "kind": k,
-                    "version": version,
-                    "latest": version == latest,
-                    "created_at": manifest.get("created_at"),
-                    "files": len(manifest.get("files", {})),
-                    "bytes": sum(f["size"] for f in manifest.get("files", {}).values()),
-                }
-            )
-    out.result({"pipeline": store.pipeline, "artifact_dir": str(store.root), "artifacts": rows})
+    out = Output.create(json_mode=json_output, quiet=quiet)
+    result = run(run_context(config, artifact_dir), kind=kind)
+    rows = result.artifacts
+    out.result(result.to_dict())
     if not rows:
-        out.line(f"no artifacts under {store.base}")
+        out.line(f"no artifacts under {result.base}")
         return
     out.table(
         ["kind", "version", "latest", "created_at", "files", "bytes"],
@@ -94,10 +74,12 @@ def show_artifact(
 
     Example: mlpipe artifacts show transform/latest
     """
+    from mlpipe_cli.ops.artifacts import show_artifact as run
+
     out = Output.create(json_mode=json_output, quiet=quiet)
-    artifact = run_context(config, artifact_dir).store.find(version)
+    artifact = run(run_context(config, artifact_dir), version=version)
     manifest = artifact.manifest
-    out.result(manifest)
+    out.result(artifact.to_dict())
     out.line(f"{artifact.kind} {artifact.version}  ({artifact.path})")
     for key in ("content_hash", "config_hash", "created_at", "mlpipe_version"):
         out.line(f"  {key}: {manifest.get(key)}")
@@ -126,40 +108,17 @@ def verify_artifacts(
 
     Example: mlpipe artifacts verify --all
     """
-    from mlpipe_cli.errors import ArtifactError, UsageError
+    from mlpipe_cli.errors import UsageError
+    from mlpipe_cli.ops.artifacts import verify_artifacts as run
 
     if version and all_versions:
         raise UsageError("give a VERSION or --all, not both")
     out = Output.create(json_mode=json_output, quiet=quiet)
-    store = run_context(config, artifact_dir).store
-    if version:
-        artifact = store.find(version)
-        results = [store.verify(artifact.kind, artifact.version)]
-    else:
-        results = store.verify_all()
-        if not results:
-            from mlpipe_cli.errors import ArtifactNotFound
-
-            # Verifying nothing must not pass a CI gate (a typo in --artifact-dir, say).
-            raise ArtifactNotFound(f"no artifacts to verify under {store.base}")
-    bad = [r for r in results if not r.ok]
-    out.result(
-        {
-            "ok": not bad,
-            "checked": len(results),
-            "results": [
-                {"kind": r.kind, "version": r.version, "ok": r.ok, "problems": r.problems}
-                for r in results
-            ],
-        }
-    )
+    result = run(run_context(config, artifact_dir), version=version)
+    out.result(result.to_dict())
     out.table(
         ["kind", "version", "status", "problem"],
-        [[r.kind, r.version, "ok" if r.ok else "FAILED", "; ".join(r.problems)] for r in results],
+        [[r.kind, r.version, "ok" if r.ok else "FAILED", "; ".join(r.problems)]
+         for r in result.results],
     )
-    if bad:
-        first = bad[0]
-        raise ArtifactError(
-            f"{len(bad)} of {len(results)} artifact versions failed verification; "
-            f"first: {first.kind}/{first.version}: {first.problems[0]}"
-        )
+    result.raise_for_status()

@@ -15,13 +15,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 
-if TYPE_CHECKING:
-    from mlpipe_cli.artifacts import ArtifactStore
-    from mlpipe_cli.config import PipelineConfig
+from mlpipe_cli.ops.project import DEFAULT_ARTIFACT_DIR as DEFAULT_ARTIFACT_DIR
+from mlpipe_cli.ops.project import DEFAULT_CONFIG as DEFAULT_CONFIG
+from mlpipe_cli.ops.project import Project
 
 ConfigOption = Annotated[
     Path,
@@ -39,10 +39,6 @@ ArtifactDirOption = Annotated[
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
 QuietOption = Annotated[bool, typer.Option("-q", "--quiet", help="Print only errors.")]
-
-DEFAULT_CONFIG = Path("mlpipe.yaml")
-DEFAULT_ARTIFACT_DIR = Path("artifacts")
-
 
 @dataclass
 class Output:
@@ -189,33 +185,34 @@ def _isatty(stream: Any) -> bool:
         return False
 
 
-@dataclass
-class RunContext:
-    """The loaded config and artifact store a command works against."""
-
-    config_path: Path
-    artifact_dir_override: Path | None
-
-    @cached_property
-    def config(self) -> PipelineConfig:
-        from mlpipe_cli.config import load_config
-
-        return load_config(self.config_path)
-
-    @cached_property
-    def artifact_dir(self) -> Path:
-        if self.artifact_dir_override is not None:
-            return self.artifact_dir_override
-        if self.config.artifact_dir is not None:
-            return self.config.artifact_dir
-        return DEFAULT_ARTIFACT_DIR
-
-    @cached_property
-    def store(self) -> ArtifactStore:
-        from mlpipe_cli.artifacts import ArtifactStore
-
-        return ArtifactStore(self.artifact_dir, self.config.pipeline)
+# The run context is the ops layer's Project: the CLI builds one per command from -c and
+# --artifact-dir and hands it to the ops function.
+RunContext = Project
 
 
 def run_context(config: Path, artifact_dir: Path | None) -> RunContext:
-    return RunContext(config_path=config, artifact_dir_override=artifact_dir)
+    return Project(config_path=config, artifact_dir_override=artifact_dir)
+
+
+FeaturesOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--features",
+        help="Only these features (comma-separated; repeatable). Default: all.",
+    ),
+]
+
+
+def parse_features(values: str | Sequence[str] | None) -> list[str] | None:
+    """The one reading of --features: comma-separated and repeatable, names stripped,
+    duplicates dropped (first occurrence kept). None (flag not given) means every feature;
+    a flag that names nothing (``--features ,``) is a usage error rather than "all"."""
+    if values is None:
+        return None
+    items = [values] if isinstance(values, str) else list(values)
+    names = [n.strip() for item in items for n in item.split(",") if n.strip()]
+    if not names:
+        from mlpipe_cli.errors import UsageError
+
+        raise UsageError("--features is empty", hint="give names like total_orders,plan")
+    return list(dict.fromkeys(names))

@@ -40,19 +40,11 @@ def export(
 
     Example: mlpipe export -c configs/example.yaml --artifact latest --format sklearn --out prep.joblib
     """
-    from mlpipe_cli.errors import UsageError
-    from mlpipe_cli.transforms import load_transform
-    from mlpipe_cli.transforms.export import write_sklearn
+    from mlpipe_cli.ops.export import export as run
 
-    if fmt != "sklearn":
-        raise UsageError(f"unknown --format {fmt!r} (supported: sklearn)")
-    if out.suffix != ".joblib":
-        raise UsageError(f"--out must end in .joblib, got {out.name}")
     output = Output.create(json_mode=json_output, quiet=quiet)
-    fitted = load_transform(run_context(config, artifact_dir).store, artifact)
-    write_sklearn(fitted, out)
+    result = run(run_context(config, artifact_dir), out=out, artifact=artifact, fmt=fmt)
     output.result(
-        {"ok": True, "version": fitted.version, "format": fmt, "out": str(out),
-         "output_columns": fitted.output_columns},
-        f"exported transform {fitted.version} as a scikit-learn ColumnTransformer to {out}",
+        result.to_dict(),
+        f"exported transform {result.version} as a scikit-learn ColumnTransformer to {out}",
     )

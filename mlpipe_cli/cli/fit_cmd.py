@@ -44,45 +44,21 @@ def fit(
 
     Example: mlpipe fit -c configs/example.yaml --data data/training_set.parquet
     """
-    from mlpipe_cli.errors import DataCheckFailed, UsageError
-    from mlpipe_cli.transforms.fit import check_contract, load_transform, publish
+    from mlpipe_cli.errors import DataCheckFailed
+    from mlpipe_cli.ops.fit import fit as run
 
     output = Output.create(json_mode=json_output, quiet=quiet)
-    ctx = run_context(config, artifact_dir)
-    section = ctx.config.transforms
-    if section is None or not section.columns:
-        raise UsageError(f"{config} has no `transforms:` section with columns to fit",
-                         hint="see configs/example.yaml and docs/fit-transform.md")
-    path = data if data is not None else section.data
-    if path is None:
-        raise UsageError("no training data: pass --data PATH or set transforms.data")
     try:
-        check_contract(section, path, ctx.config.sources)
-        result, outcome = publish(ctx.store, section, path)
+        result = run(run_context(config, artifact_dir), data=data, out=out)
     except DataCheckFailed as exc:
         report = exc.report if isinstance(exc.report, dict) else {}
         output.result({"ok": False, "problems": report.get("problems", [exc.message])})
         for problem in report.get("problems", []):
             output.info(f"  FAIL {problem}")
         raise
-    transform = load_transform(ctx.store, result.version.version)  # golden re-run from disk
-    if out is not None:
-        from mlpipe_cli.io import scan_parquet, write_parquet_atomic
-
-        write_parquet_atomic(outcome.training_outputs(scan_parquet(path)), out)
-    doc = {
-        "ok": True,
-        "version": transform.version,
-        "created": result.created,
-        "path": str(result.version.path),
-        "training_rows": outcome.training.height,
-        "input_columns": transform.input_columns,
-        "output_columns": transform.output_columns,
-        "out": str(out) if out is not None else None,
-    }
     verb = "published" if result.created else "unchanged (same data and config), reusing"
     output.result(
-        doc,
-        f"{verb} transform {transform.version}: {len(transform.input_columns)} inputs -> "
-        f"{len(transform.output_columns)} outputs, fitted on {outcome.training.height} rows",
+        result.to_dict(),
+        f"{verb} transform {result.version}: {len(result.input_columns)} inputs -> "
+        f"{len(result.output_columns)} outputs, fitted on {result.training_rows} rows",
     )

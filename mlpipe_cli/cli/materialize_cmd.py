@@ -13,9 +13,11 @@ from mlpipe_cli.cli.common import (
     DEFAULT_CONFIG,
     ArtifactDirOption,
     ConfigOption,
+    FeaturesOption,
     JsonOption,
     Output,
     QuietOption,
+    parse_features,
     run_context,
 )
 
@@ -31,10 +33,7 @@ def materialize(
             "UTC). Default: now.",
         ),
     ] = None,
-    features: Annotated[
-        str | None,
-        typer.Option("--features", help="Comma-separated feature names (default: all)."),
-    ] = None,
+    features: FeaturesOption = None,
     resume: Annotated[
         bool,
         typer.Option(
@@ -89,90 +88,52 @@ def materialize(
         raise UsageError("--max-age only applies with --check-freshness")
     if modes and (as_of or features or resume or chunk_size):
         raise UsageError(f"{modes[0]} takes no --as-of/--features/--resume/--chunk-size")
-    if resume and (as_of or features):
-        raise UsageError(
-            "--resume continues the newest abandoned run with its own as-of and features; "
-            "drop --as-of/--features, or run without --resume"
-        )
+    if check_freshness and max_age is None:
+        raise UsageError("--check-freshness needs --max-age, e.g. --max-age 1h")
+    from mlpipe_cli.ops import materialize as ops
+
     out = Output.create(json_mode=json_output, quiet=quiet)
     ctx = run_context(config, artifact_dir)
-    from mlpipe_cli.online import open_store
-
-    store = open_store(ctx.config, ctx.artifact_dir)
-    try:
-        if check_freshness:
-            _freshness(out, store, max_age)
-            return
-        if rollback:
-            _rollback(out, store)
-            return
-        from mlpipe_cli.online.materialize import materialize as run
-        from mlpipe_cli.online.materialize import parse_as_of
-
-        when = parse_as_of(as_of, ctx.config)
-        names = [n.strip() for n in features.split(",") if n.strip()] if features else None
-        if features is not None and not names:
-            raise UsageError("--features is empty")
-        with _Progress(out) as bar:
-            result = run(
-                ctx.config,
-                ctx.store,
-                store,
-                as_of=when,
-                features=names,
-                resume=resume,
-                chunk_size=chunk_size,
-                on_total=bar.start,
-                on_progress=bar.advance,
-                on_note=out.info,
-            )
-        doc = result.to_json()
-        out.result(doc)
-        rate = doc["entities_per_second"]
-        out.line(
-            f"materialized {result.entity_count} entities x {len(result.features)} features "
-            f"as of {result.as_of.isoformat()} into {result.store} (version {result.version}, "
-            f"{result.seconds_total:.1f}s, {rate:,.0f} entities/s)"
+    if check_freshness:
+        assert max_age is not None
+        freshness = ops.check_freshness(ctx, max_age=max_age)
+        out.result(freshness.to_dict(), freshness.message)
+        freshness.raise_for_status()
+        return
+    if rollback:
+        rolled = ops.rollback(ctx)
+        live, previous = rolled.live, rolled.previous
+        out.result(
+            rolled.to_dict(),
+            f"rolled back: live is now {live.version} (as of {live.as_of.isoformat()}); "
+            f"{previous.version} (as of {previous.as_of.isoformat()}) is kept as previous "
+            "(--rollback again to undo)",
         )
-        if result.removed_versions:
-            out.line(f"removed old versions: {', '.join(result.removed_versions)}")
-        if result.artifact_version:
-            out.line(f"artifact: materialization/{result.artifact_version}")
-    finally:
-        store.close()
-
-
-def _freshness(out: Output, store: Any, max_age: str | None) -> None:
-    from mlpipe_cli.config.base import parse_duration
-    from mlpipe_cli.errors import DataCheckFailed, UsageError
-    from mlpipe_cli.online.materialize import check_freshness
-
-    if max_age is None:
-        raise UsageError("--check-freshness needs --max-age, e.g. --max-age 1h")
-    try:
-        limit = parse_duration(max_age)
-    except ValueError as exc:
-        raise UsageError(f"--max-age: {exc}") from None
-    result = check_freshness(store, limit)
-    out.result(result.to_json(), result.message)
-    if not result.ok:
-        raise DataCheckFailed(result.message, report=result.to_json())
-
-
-def _rollback(out: Output, store: Any) -> None:
-    from mlpipe_cli.online.materialize import rollback
-
-    live, previous = rollback(store)
-    out.result(
-        {
-            "live": {"version": live.version, "as_of": live.as_of.isoformat()},
-            "previous": {"version": previous.version, "as_of": previous.as_of.isoformat()},
-            "store": store.location,
-        },
-        f"rolled back: live is now {live.version} (as of {live.as_of.isoformat()}); "
-        f"{previous.version} (as of {previous.as_of.isoformat()}) is kept as previous "
-        "(--rollback again to undo)",
+        return
+    names = parse_features(features)
+    with _Progress(out) as bar:
+        result = ops.materialize(
+            ctx,
+            as_of=as_of,
+            features=names,
+            resume=resume,
+            chunk_size=chunk_size,
+            on_total=bar.start,
+            on_progress=bar.advance,
+            on_note=out.info,
+        )
+    doc = result.to_dict()
+    out.result(doc)
+    rate = doc["entities_per_second"]
+    out.line(
+        f"materialized {result.entity_count} entities x {len(result.features)} features "
+        f"as of {result.as_of.isoformat()} into {result.store} (version {result.version}, "
+        f"{result.seconds_total:.1f}s, {rate:,.0f} entities/s)"
     )
+    if result.removed_versions:
+        out.line(f"removed old versions: {', '.join(result.removed_versions)}")
+    if result.artifact_version:
+        out.line(f"artifact: materialization/{result.artifact_version}")
 
 
 class _Progress:

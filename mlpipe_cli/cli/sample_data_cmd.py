@@ -44,19 +44,11 @@ def sample_data(
 
     Example: mlpipe sample-data --out data/sample --rows 100000 --seed 42 --fault drift
     """
-    from mlpipe_cli.sample_data import generate
+    from mlpipe_cli.ops.sample_data import sample_data as run
 
     out_ctl = Output.create(json_mode=json_output, quiet=quiet)
-    result = generate(out, rows=rows, seed=seed, faults=tuple(fault or ()))
-    out_ctl.result(
-        {
-            "out_dir": str(result.out_dir),
-            "files": {k: str(v) for k, v in result.files.items()},
-            "rows": result.rows,
-            "faults": list(result.faults),
-            "seed": seed,
-        }
-    )
+    result = run(out=out, rows=rows, seed=seed, faults=tuple(fault or ()))
+    out_ctl.result(result.to_dict())
     out_ctl.table(
         ["table", "rows", "file"],
         [[name, result.rows[name], str(path)] for name, path in result.files.items()],

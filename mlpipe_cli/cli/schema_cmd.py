@@ -51,17 +51,13 @@ def infer(
 
     Example: mlpipe schema infer --data data/sample/orders.parquet --source orders
     """
-    from mlpipe_cli.artifacts.store import atomic_write_bytes
-    from mlpipe_cli.io import scan_parquet
-    from mlpipe_cli.schema.infer import contract_yaml, infer_contract
+    from mlpipe_cli.ops.schema import infer as run
 
     output = Output.create(json_mode=json_output, quiet=quiet)
-    proposal = infer_contract(scan_parquet(data), max_allowed=max_allowed)
-    text = contract_yaml(source, data, proposal)
+    result = run(data=data, source=source, max_allowed=max_allowed, out=out)
     if out is not None:
-        atomic_write_bytes(out, text.encode())
         output.info(f"wrote {out}")
-    output.result({"source": source, "path": str(data), **proposal}, None if out else text.rstrip())
+    output.result(result.to_dict(), None if out else result.yaml.rstrip())
 
 
 @app.command("snapshot")
@@ -77,19 +73,13 @@ def snapshot(
 
     Example: mlpipe schema snapshot -c configs/example.yaml
     """
-    from mlpipe_cli.schema.contract import snapshot as take_snapshot
+    from mlpipe_cli.ops.schema import snapshot as run
 
     output = Output.create(json_mode=json_output, quiet=quiet)
-    ctx = run_context(config, artifact_dir)
-    version, created = take_snapshot(ctx.store, ctx.config)
+    result = run(run_context(config, artifact_dir))
     output.result(
-        {
-            "kind": "schema",
-            "version": version,
-            "created": created,
-            "sources": sorted(ctx.config.sources),
-        },
-        f"schema {version}" + ("" if created else " (unchanged; already published)"),
+        result.to_dict(),
+        f"schema {result.version}" + ("" if result.created else " (unchanged; already published)"),
     )
 
 
@@ -122,55 +112,15 @@ def diff(
 
     Example: mlpipe schema diff latest configs/example.yaml
     """
-    from mlpipe_cli.errors import ArtifactNotFound, DataCheckFailed, UsageError
-    from mlpipe_cli.schema.contract import contract_document, load_contract
+    from mlpipe_cli.ops.schema import diff as run
 
     output = Output.create(json_mode=json_output, quiet=quiet)
-    ctx = run_context(config, artifact_dir)
-    if data is not None:
-        from mlpipe_cli.io import scan_parquet
-        from mlpipe_cli.schema.diff import diff_data
-        from mlpipe_cli.schema.infer import observe
-
-        if new is not None:
-            raise UsageError("with --data give at most one contract (OLD)")
-        try:
-            document, label = load_contract(old or "latest", ctx.store)
-        except ArtifactNotFound:
-            if old is not None:
-                raise
-            document, label = contract_document(ctx.config), str(config)
-            output.info(f"no schema snapshot yet: comparing against the contract in {config}")
-        sources = document["sources"]
-        name = source or (next(iter(sources)) if len(sources) == 1 else None)
-        if name is None:
-            raise UsageError(f"--data needs --source (contract has {', '.join(sorted(sources))})")
-        if name not in sources:
-            raise UsageError(
-                f"source {name!r} is not in {label} (has: {', '.join(sorted(sources))})"
-            )
-        changes = diff_data(name, sources[name], observe(scan_parquet(data)))
-        old_label, new_label = label, str(data)
-    else:
-        from mlpipe_cli.schema.diff import diff_contracts
-
-        old_doc, old_label = load_contract(old or "latest", lambda: ctx.store)
-        if new is None:
-            new_doc, new_label = contract_document(ctx.config), str(config)
-        else:
-            new_doc, new_label = load_contract(new, lambda: ctx.store)
-        changes = diff_contracts(old_doc, new_doc)
-    breaking = [c for c in changes if c.breaking]
-    output.result(
-        {
-            "old": old_label,
-            "new": new_label,
-            "breaking": len(breaking),
-            "compatible": len(changes) - len(breaking),
-            "changes": [c.to_dict() for c in changes],
-        }
-    )
-    output.line(f"{old_label} -> {new_label}: {len(breaking)} breaking, "
+    result = run(run_context(config, artifact_dir), old=old, new=new, data=data, source=source)
+    for note in result.notes:
+        output.info(note)
+    changes, breaking = result.changes, result.breaking
+    output.result(result.to_dict())
+    output.line(f"{result.old} -> {result.new}: {len(breaking)} breaking, "
                 f"{len(changes) - len(breaking)} compatible")  # fmt: skip
     if changes:
         output.table(
@@ -180,11 +130,7 @@ def diff(
                 for c in changes
             ],
         )
-    if breaking:
-        raise DataCheckFailed(
-            f"{len(breaking)} breaking schema change{'s' if len(breaking) != 1 else ''}; "
-            f"first: {breaking[0].detail}"
-        )
+    result.raise_for_status()
 
 
 @app.command("export")
@@ -212,52 +158,17 @@ def export(
 
     Example: mlpipe schema export --format pandera --source orders --out orders.yaml
     """
-    import json
-
-    from mlpipe_cli.artifacts.store import atomic_write_bytes
-    from mlpipe_cli.errors import UsageError
-    from mlpipe_cli.schema.contract import contract_document
-    from mlpipe_cli.schema.pandera_io import export_yaml
+    from mlpipe_cli.ops.schema import export as run
 
     output = Output.create(json_mode=json_output, quiet=quiet)
-    cfg = run_context(config, artifact_dir).config
-    if fmt not in ("pandera", "json"):
-        raise UsageError(f"--format must be pandera or json, got {fmt!r}")
-    names = [source] if source else sorted(cfg.sources)
-    for name in names:
-        cfg.source(name)
-    if not names:
-        raise UsageError("the config defines no sources")
-    suffix = ".pandera.yaml" if fmt == "pandera" else ".contract.json"
-
-    def render(name: str) -> str:
-        if fmt == "pandera":
-            return export_yaml(name, cfg.sources[name])
-        document = contract_document(cfg)
-        document["sources"] = {name: document["sources"][name]}
-        return json.dumps(document, indent=2, sort_keys=True) + "\n"
-
-    if out is None:
-        if len(names) > 1 and fmt == "pandera":
-            raise UsageError("several sources: pass --source NAME, or --out DIRECTORY")
-        if fmt == "json" and len(names) > 1:
-            text = json.dumps(contract_document(cfg), indent=2, sort_keys=True) + "\n"
-        else:
-            text = render(names[0])
+    result = run(run_context(config, artifact_dir), fmt=fmt, source=source, out=out)
+    if result.content is not None:
         if json_output:
-            output.emit_json({"format": fmt, "sources": names, "files": [], "content": text})
+            output.emit_json(result.to_dict())
         else:  # the exported text is the output itself: printed even with -q
-            typer.echo(text, nl=False)
+            typer.echo(result.content, nl=False)
         return
-    written: list[str] = []
-    if len(names) == 1 and out.suffix in (".yaml", ".yml", ".json"):
-        atomic_write_bytes(out, render(names[0]).encode())
-        written.append(str(out))
-    else:
-        for name in names:
-            atomic_write_bytes(out / f"{name}{suffix}", render(name).encode())
-            written.append(str(out / (name + suffix)))
     if not json_output:
-        for path in written:
+        for path in result.files:
             output.info(f"wrote {path}")
-    output.result({"format": fmt, "sources": names, "files": written})
+    output.result(result.to_dict())

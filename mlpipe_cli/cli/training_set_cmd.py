@@ -11,9 +11,11 @@ from mlpipe_cli.cli.common import (
     DEFAULT_CONFIG,
     ArtifactDirOption,
     ConfigOption,
+    FeaturesOption,
     JsonOption,
     Output,
     QuietOption,
+    parse_features,
     run_context,
 )
 
@@ -25,10 +27,7 @@ def training_set(
         Path | None,
         typer.Option("--spine", help="Spine Parquet (default: training_set.spine)."),
     ] = None,
-    features: Annotated[
-        str | None,
-        typer.Option("--features", help="Comma-separated feature names (default: all)."),
-    ] = None,
+    features: FeaturesOption = None,
     timestamp: Annotated[
         str | None,
         typer.Option(
@@ -54,43 +53,26 @@ def training_set(
 
     Example: mlpipe training-set -c configs/example.yaml --out data/train.parquet
     """
-    from mlpipe_cli.errors import UsageError
-    from mlpipe_cli.features.training_set import build_training_set
+    from mlpipe_cli.ops.training_set import training_set as run
 
     out_ = Output.create(json_mode=json_output, quiet=quiet)
-    names = None
-    if features is not None:
-        names = [n.strip() for n in features.split(",") if n.strip()]
-        if not names:
-            raise UsageError("--features is empty", hint="give names like total_orders,plan")
-    ctx = run_context(config, artifact_dir)
-    cfg = ctx.config
-    store = None if no_publish else ctx.store
+    names = parse_features(features)
     with out_.progress("training set") as bar:
 
         def step(text: str) -> None:
             bar.advance(1)
 
-        result = build_training_set(
-            cfg,
+        result = run(
+            run_context(config, artifact_dir),
             out=out,
             spine=spine,
             timestamp=timestamp,
             features=names,
-            store=store,
+            publish=not no_publish,
             progress=step,
         )
     out_.result(
-        {
-            "out": str(result.out),
-            "manifest": str(result.manifest_path),
-            "artifact_version": result.artifact_version,
-            "rows": result.rows,
-            "features": result.feature_stats,
-            "config_hash": result.manifest["config_hash"],
-            "output_sha256": result.manifest["output"]["sha256"],
-            "validated_sources": result.validated,
-        },
+        result.to_dict(),
         f"wrote {result.rows} rows x {len(result.features)} features to {result.out}",
     )
     out_.line(f"manifest: {result.manifest_path}")

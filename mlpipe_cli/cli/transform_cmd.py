@@ -39,20 +39,12 @@ def transform(
 
     Example: mlpipe transform -c configs/example.yaml --data new.parquet --out features.parquet
     """
-    from mlpipe_cli.io import parquet_row_count, scan_parquet, sink_parquet_atomic
-    from mlpipe_cli.transforms import load_transform
+    from mlpipe_cli.ops.transform import transform as run
 
     output = Output.create(json_mode=json_output, quiet=quiet)
-    ctx = run_context(config, artifact_dir)
-    fitted = load_transform(ctx.store, artifact)
-    lazy = scan_parquet(data)
-    fitted.check_input_schema(lazy.collect_schema())
-    # snappy: features are dense floats that compress poorly; zstd triples the write time
-    sink_parquet_atomic(fitted.transform_batch(lazy), out, compression="snappy")
-    rows = parquet_row_count(out)
+    result = run(run_context(config, artifact_dir), data=data, out=out, artifact=artifact)
     output.result(
-        {"ok": True, "version": fitted.version, "rows": rows, "out": str(out),
-         "output_columns": fitted.output_columns},
-        f"wrote {rows} rows x {len(fitted.output_columns)} features to {out} "
-        f"(transform {fitted.version})",
+        result.to_dict(),
+        f"wrote {result.rows} rows x {len(result.output_columns)} features to {out} "
+        f"(transform {result.version})",
     )

@@ -63,29 +63,23 @@ def validate(
 
     Example: mlpipe validate -c configs/example.yaml --source orders --quarantine bad.parquet
     """
-    from mlpipe_cli.artifacts.store import atomic_write_bytes
-    from mlpipe_cli.validation import require_passed, run_validation
+    from mlpipe_cli.ops.validate import validate as run
 
     output = Output.create(json_mode=json_output, quiet=quiet)
-    ctx = run_context(config, artifact_dir)
-    report, version = run_validation(
-        ctx.config,
-        ctx.store,
+    result = run(
+        run_context(config, artifact_dir),
         sources=source,
-        data_path=data,
+        data=data,
         quarantine=quarantine,
         out=out,
         reference=reference,
         save_profile=save_profile,
+        junit=junit,
         publish=not no_publish,
     )
-    if junit is not None:
-        atomic_write_bytes(junit, report.to_junit())
-    document = report.to_dict()
-    document["artifact_version"] = version
-    output.result(document)
-    _render(output, report, version)
-    require_passed(report)
+    output.result(result.to_dict())
+    _render(output, result.report, result.artifact_version)
+    result.raise_for_status()
 
 
 def _render(output: Output, report, version: str | None) -> None:  # type: ignore[no-untyped-def]

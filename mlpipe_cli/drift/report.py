@@ -1,6 +1,7 @@
 """The psi-report core: load the current data, match it to the profile, build the report.
 
-The command layer (``mlpipe_cli/cli/psi_report_cmd.py``) only parses flags and renders.
+``mlpipe_cli/ops/psi_report.py`` runs the command with it; ``cli/psi_report_cmd.py`` only
+parses flags and renders.
 """
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ from __future__ import annotations
 import glob
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,50 +23,21 @@ from mlpipe_cli.drift.compare import (
 )
 from mlpipe_cli.errors import InputError, UsageError
 
+# The serving-log names and the window reading are the contract in mlpipe_cli.servinglog
+# (re-exported here for existing callers).
+from mlpipe_cli.servinglog import (  # noqa: F401
+    PREFIXES,
+    RAW_PREFIX,
+    SEGMENT_GLOB,
+    SERVED_AT,
+    VEC_PREFIX,
+    parse_instant,
+    parse_window,
+    raw_column,
+)
+
 if TYPE_CHECKING:
     import polars as pl
-
-PREFIXES = ("raw.", "vec.")
-SERVED_AT = "served_at"
-
-
-# ----------------------------------------------------------------------------- time window
-
-
-def parse_instant(text: str) -> datetime:
-    """'now' or an ISO-8601 date/time (naive = UTC) → aware UTC datetime."""
-    text = text.strip()
-    if text.lower() == "now":
-        return datetime.now(UTC)
-    try:
-        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise UsageError(
-            f"cannot parse time {text!r}", hint="use ISO-8601, e.g. 2026-07-01T00:00:00Z, or now"
-        ) from None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
-
-
-def parse_window(since: str | None, until: str | None, default: timedelta) -> tuple[datetime,
-                                                                                 datetime]:
-    """--since (a duration back from --until, or an instant) and --until (default now)."""
-    from mlpipe_cli.config.base import parse_duration
-
-    end = parse_instant(until) if until else datetime.now(UTC)
-    if since is None:
-        start = end - default
-    else:
-        try:
-            start = end - parse_duration(since)
-        except ValueError:
-            start = parse_instant(since)
-    if start >= end:
-        raise UsageError(f"empty time window: --since {start.isoformat()} is not before "
-                         f"--until {end.isoformat()}")
-    return start, end
-
 
 # ----------------------------------------------------------------------------- current data
 
@@ -75,7 +47,7 @@ def serving_log_files(log_dir: Path) -> list[Path]:
     if not log_dir.is_dir():
         raise InputError(f"serving-log directory {log_dir} not found",
                          hint="pass the directory `mlpipe serve` writes its feature log to")
-    return sorted(Path(p) for p in glob.glob(str(log_dir / "**" / "segment-*.parquet"),
+    return sorted(Path(p) for p in glob.glob(str(log_dir / "**" / SEGMENT_GLOB),
                                              recursive=True))
 
 
@@ -90,7 +62,7 @@ def scan_serving_log(log_dir: Path, start: datetime, end: datetime) -> pl.LazyFr
 
     files = serving_log_files(log_dir)
     if not files:
-        raise InputError(f"no serving-log segments (segment-*.parquet) in {log_dir}",
+        raise InputError(f"no serving-log segments ({SEGMENT_GLOB}) in {log_dir}",
                          hint="an empty serving log is an error, not a pass")
     frames = [scan_parquet(f) for f in files]
     lf = frames[0] if len(frames) == 1 else pl.concat(frames, how="diagonal_relaxed")
@@ -218,9 +190,9 @@ def match_column(name: str, available: Sequence[str],
     have = set(available)
     if name in have:
         return name
-    if name.startswith("raw.") and name[4:] in have:
+    if name.startswith(RAW_PREFIX) and name[4:] in have:
         return name[4:]
-    if name.startswith("vec.") and name[4:] in have and f"raw.{name[4:]}" not in profiled:
+    if name.startswith(VEC_PREFIX) and name[4:] in have and raw_column(name[4:]) not in profiled:
         return name[4:]
     if not name.startswith(PREFIXES):
         for prefix in PREFIXES:

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from mlpipe_cli.schema.dtypes import is_widening
+from mlpipe_cli.schema.names import similar
 
 
 @dataclass(frozen=True)
@@ -90,11 +91,7 @@ def _rename_target(
 
 
 def _similar(a: str, b: str) -> bool:
-    from mlpipe_cli.validation.engine import _edit_distance, _normalise
-
-    if _normalise(a) == _normalise(b):
-        return True
-    return _edit_distance(a.lower(), b.lower()) <= (1 if len(a) <= 4 else 2)
+    return similar(a, b)
 
 
 def _bound(spec: dict[str, Any], inclusive: str, exclusive: str) -> tuple[float, bool] | None:

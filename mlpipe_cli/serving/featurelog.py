@@ -47,6 +47,8 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
+from mlpipe_cli.servinglog import SERVED_AT, raw_column, segment_name, vec_column
+
 # (served_at epoch µs, endpoint, entity JSON, store_version, cold_start, raw values, vector,
 #  prediction)
 LogRow = tuple[int, str, str, "str | None", bool, Sequence[Any], Sequence[float], "float | None"]
@@ -155,11 +157,11 @@ class FeatureLogger:
         # (name, kind, raw dtype name) per list of _Columns, and the values per Polars call
         # learnt for each of them.
         self._specs: list[tuple[str, int, str | None]] = [
-            ("served_at", _SERVED_AT, None), ("endpoint", _STRING, None),
+            (SERVED_AT, _SERVED_AT, None), ("endpoint", _STRING, None),
             ("entity", _STRING, None), ("store_version", _STRING, None),
             ("cold_start", _BOOLEAN, None),
-            *((f"raw.{c}", _RAW, self.raw_dtypes.get(c)) for c in self.raw_columns),
-            *((f"vec.{c}", _FLOAT, None) for c in self.vec_columns),
+            *((raw_column(c), _RAW, self.raw_dtypes.get(c)) for c in self.raw_columns),
+            *((vec_column(c), _FLOAT, None) for c in self.vec_columns),
             ("prediction", _FLOAT, None),
         ]  # fmt: skip
         self._pieces = [_FIRST_PIECE] * len(self._specs)
@@ -380,8 +382,7 @@ class FeatureLogger:
 
         try:
             self._seq += 1
-            stamp = parts[0]["served_at"][0].strftime("%Y%m%dT%H%M%S")
-            name = f"segment-{stamp}-{self._pid}-{self._seq:06d}.parquet"
+            name = segment_name(parts[0][SERVED_AT][0], self._pid, self._seq)
             lazy = pl.concat([part.lazy() for part in parts], how="vertical_relaxed")
             # Concatenation, encoding, compression and the write run with the GIL released.
             sink_parquet_atomic(lazy, self.log_dir / name)

@@ -1,5 +1,8 @@
 """Training-serving skew and shadow comparison (psi-report --skew / --compare).
 
+Both need a fitted transform and the drift machinery, so they live in the ops layer (drift/
+never imports transforms).
+
 * ``skew_check``: recompute every logged vector from the logged raw record with the batch
   transform path (``FittedTransform.transform_batch``) and compare it with what was served.
   One fused Polars query over the log: per output column the mismatch count, the largest
@@ -16,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from mlpipe_cli.drift.compare import DEFAULT_MIN_ROWS, DEFAULT_MODERATE, DEFAULT_THRESHOLD
 from mlpipe_cli.drift.report import DriftReport, count_rows
 from mlpipe_cli.errors import InputError
+from mlpipe_cli.servinglog import VEC_PREFIX, raw_column, vec_column
 
 if TYPE_CHECKING:
     import polars as pl
@@ -81,16 +85,16 @@ def skew_check(transform: FittedTransform, log: pl.LazyFrame, *,
         versions = {str(v): int(n) for v, n in counts.sort("transform_version").iter_rows()}
 
     problems = []
-    missing_raw = [c for c in transform.input_columns if f"raw.{c}" not in schema]
+    missing_raw = [c for c in transform.input_columns if raw_column(c) not in schema]
     if missing_raw:
         problems.append(
             f"the log has no raw.{missing_raw[0]}, an input of transform {transform.version}"
             + (f" (and {len(missing_raw) - 1} more)" if len(missing_raw) > 1 else "")
         )
         return SkewReport(transform.version, rows, rows, tolerance, versions, [], problems)
-    outputs = [c for c in transform.output_columns if f"vec.{c}" in schema]
-    missing_vec = [c for c in transform.output_columns if f"vec.{c}" not in schema]
-    extra_vec = sorted(c for c in schema.names() if c.startswith("vec.")
+    outputs = [c for c in transform.output_columns if vec_column(c) in schema]
+    missing_vec = [c for c in transform.output_columns if vec_column(c) not in schema]
+    extra_vec = sorted(c for c in schema.names() if c.startswith(VEC_PREFIX)
                        and c[4:] not in set(transform.output_columns))
     if missing_vec:
         problems.append(f"transform {transform.version} outputs {len(missing_vec)} column(s) the "
@@ -103,8 +107,8 @@ def skew_check(transform: FittedTransform, log: pl.LazyFrame, *,
     served = {c: f"\x00served.{c}" for c in outputs}
     base = log.select(
         entity.alias("\x00entity"),
-        *[pl.col(f"vec.{c}").cast(pl.Float64).alias(served[c]) for c in outputs],
-        *[pl.col(f"raw.{c}").alias(c) for c in transform.input_columns],
+        *[pl.col(vec_column(c)).cast(pl.Float64).alias(served[c]) for c in outputs],
+        *[pl.col(raw_column(c)).alias(c) for c in transform.input_columns],
     )
     try:
         recomputed = transform.transform_batch(base)
@@ -141,7 +145,7 @@ def skew_check(transform: FittedTransform, log: pl.LazyFrame, *,
         raise InputError(f"cannot recompute vectors: {str(exc).splitlines()[0]}") from None
     columns = [
         ColumnSkew(
-            column=f"vec.{c}",
+            column=vec_column(c),
             mismatches=int(res[f"n{i}"]),
             max_abs_diff=res[f"d{i}"],
             example_entity=res[f"e{i}"],
@@ -179,9 +183,9 @@ def shadow_compare(
         raise InputError("no current rows to transform",
                          hint="no data is an error, not a pass")
     out_a = transform_a.transform_batch(current).select(
-        [pl.col(c).alias(f"vec.{c}") for c in transform_a.output_columns]).collect()
+        [pl.col(c).alias(vec_column(c)) for c in transform_a.output_columns]).collect()
     out_b = transform_b.transform_batch(current).select(
-        [pl.col(c).alias(f"vec.{c}") for c in transform_b.output_columns]).collect()
+        [pl.col(c).alias(vec_column(c)) for c in transform_b.output_columns]).collect()
     profile = build_profile(out_a, bins=bins)
     names = select_features(profile, features)
     drifts = compare_to_profile(

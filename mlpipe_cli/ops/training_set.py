@@ -1,6 +1,8 @@
-"""Build a point-in-time training set: validate inputs, compute features, write, record.
+"""`mlpipe training-set`: validate inputs, compute features as of each spine row, write, record.
 
-``build_training_set`` is what `mlpipe training-set` calls. The output Parquet file is
+``training_set`` (over a Project) and ``build_training_set`` (over a loaded config) are what
+`mlpipe training-set` calls; the point-in-time computation is
+``mlpipe_cli.features.engine.compute_features``. The output Parquet file is
 written atomically and is byte-identical for the same inputs and config; beside it goes
 ``<out>.manifest.json`` and, when a store is given, the same manifest is published as a
 ``training-set`` artifact (so `mlpipe artifacts list training-set` finds it).
@@ -19,12 +21,13 @@ from mlpipe_cli.errors import DataCheckFailed, InputError, UsageError
 if TYPE_CHECKING:
     from mlpipe_cli.artifacts import ArtifactStore
     from mlpipe_cli.config import PipelineConfig
+    from mlpipe_cli.ops.project import Project
 
 MANIFEST_FORMAT_VERSION = 1
 MANIFEST_SUFFIX = ".manifest.json"
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainingSetResult:
     out: Path
     manifest_path: Path
@@ -35,9 +38,47 @@ class TrainingSetResult:
     artifact_version: str | None = None
     validated: list[str] = field(default_factory=list)
 
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "out": str(self.out),
+            "manifest": str(self.manifest_path),
+            "artifact_version": self.artifact_version,
+            "rows": self.rows,
+            "features": self.feature_stats,
+            "config_hash": self.manifest["config_hash"],
+            "output_sha256": self.manifest["output"]["sha256"],
+            "validated_sources": self.validated,
+        }
+
 
 def manifest_path_for(out: Path) -> Path:
     return out.with_name(out.name + MANIFEST_SUFFIX)
+
+
+def training_set(
+    project: Project,
+    *,
+    out: Path,
+    spine: Path | None = None,
+    timestamp: str | None = None,
+    features: Sequence[str] | None = None,
+    publish: bool = True,
+    progress: Callable[[str], None] | None = None,
+) -> TrainingSetResult:
+    """Build the training set of ``project``; see `mlpipe training-set --help`.
+
+    ``publish=False`` writes only ``<out>.manifest.json``, no ``training-set`` artifact.
+    ``progress`` is called with a short description before each step.
+    """
+    return build_training_set(
+        project.config,
+        out=out,
+        spine=spine,
+        timestamp=timestamp,
+        features=features,
+        store=project.store if publish else None,
+        progress=progress,
+    )
 
 
 def build_training_set(

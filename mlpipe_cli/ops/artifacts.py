@@ -1,0 +1,118 @@
+"""`mlpipe artifacts`: list, show and verify published artifact versions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mlpipe_cli.artifacts.store import VerifyResult
+    from mlpipe_cli.ops.project import Project
+
+
+@dataclass(frozen=True)
+class ListResult:
+    pipeline: str
+    artifact_dir: Path
+    base: Path
+    artifacts: list[dict[str, Any]]  # kind, version, latest, created_at, files, bytes
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"pipeline": self.pipeline, "artifact_dir": str(self.artifact_dir),
+                "artifacts": self.artifacts}
+
+
+def list_artifacts(project: Project, *, kind: str | None = None) -> ListResult:
+    """Every published version (of ``kind``), oldest first; ArtifactNotFound for an absent kind."""
+    store = project.store
+    if kind and kind not in store.kinds():
+        from mlpipe_cli.errors import ArtifactNotFound
+
+        present = ", ".join(store.kinds()) or "none"
+        raise ArtifactNotFound(
+            f"no {kind!r} artifacts under {store.base} (kinds present: {present})"
+        )
+    kinds = [kind] if kind else store.kinds()
+    rows = []
+    for k in kinds:
+        latest = store.latest(k)
+        for version in store.versions(k):
+            manifest = store.get(k, version, verify=False).manifest
+            rows.append(
+                {
+                    "kind": k,
+                    "version": version,
+                    "latest": version == latest,
+                    "created_at": manifest.get("created_at"),
+                    "files": len(manifest.get("files", {})),
+                    "bytes": sum(f["size"] for f in manifest.get("files", {}).values()),
+                }
+            )
+    return ListResult(pipeline=store.pipeline, artifact_dir=store.root, base=store.base,
+                      artifacts=rows)
+
+
+@dataclass(frozen=True)
+class ShowResult:
+    kind: str
+    version: str
+    path: Path
+    manifest: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.manifest
+
+
+def show_artifact(project: Project, *, version: str) -> ShowResult:
+    """The manifest of ``version`` (id, sequence number, hash prefix or KIND/VERSION)."""
+    artifact = project.store.find(version)
+    return ShowResult(kind=artifact.kind, version=artifact.version, path=artifact.path,
+                      manifest=artifact.manifest)
+
+
+@dataclass(frozen=True)
+class VerifyArtifactsResult:
+    results: list[VerifyResult]
+
+    @property
+    def ok(self) -> bool:
+        return all(r.ok for r in self.results)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "checked": len(self.results),
+            "results": [
+                {"kind": r.kind, "version": r.version, "ok": r.ok, "problems": r.problems}
+                for r in self.results
+            ],
+        }
+
+    def raise_for_status(self) -> None:
+        """ArtifactError (exit 3) naming the first version that failed verification."""
+        from mlpipe_cli.errors import ArtifactError
+
+        bad = [r for r in self.results if not r.ok]
+        if bad:
+            first = bad[0]
+            raise ArtifactError(
+                f"{len(bad)} of {len(self.results)} artifact versions failed verification; "
+                f"first: {first.kind}/{first.version}: {first.problems[0]}"
+            )
+
+
+def verify_artifacts(project: Project, *, version: str | None = None) -> VerifyArtifactsResult:
+    """Re-hash one version's files (or every version's) against their manifests."""
+    store = project.store
+    if version:
+        artifact = store.find(version)
+        results = [store.verify(artifact.kind, artifact.version)]
+    else:
+        results = store.verify_all()
+        if not results:
+            from mlpipe_cli.errors import ArtifactNotFound
+
+            # Verifying nothing must not pass a CI gate (a typo in --artifact-dir, say).
+            raise ArtifactNotFound(f"no artifacts to verify under {store.base}")
+    return VerifyArtifactsResult(results=results)

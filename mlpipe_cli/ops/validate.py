@@ -1,0 +1,177 @@
+"""`mlpipe validate`: check sources against their column contracts (the data gate).
+
+``validate`` runs ``run_validation`` (every named source through
+``mlpipe_cli.validation.validate_source``, reference profiles from ``ops.profiles``, the
+report published as a ``validation`` artifact) and writes the JUnit file when asked.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mlpipe_cli.errors import MlpipeError, UsageError
+from mlpipe_cli.validation import ValidationReport, require_passed, validate_source
+
+if TYPE_CHECKING:
+    from mlpipe_cli.artifacts import ArtifactStore
+    from mlpipe_cli.config import PipelineConfig
+    from mlpipe_cli.ops.project import Project
+
+
+@dataclass(frozen=True)
+class ValidateResult:
+    """The validation report and the ``validation`` artifact version it was published as."""
+
+    report: ValidationReport
+    artifact_version: str | None
+
+    @property
+    def passed(self) -> bool:
+        return self.report.status == "passed"
+
+    def to_dict(self) -> dict[str, Any]:
+        document = self.report.to_dict()
+        document["artifact_version"] = self.artifact_version
+        return document
+
+    def raise_for_status(self) -> None:
+        """DataCheckFailed (exit 1) if a check failed, CheckCrashed (exit 2) if one crashed."""
+        require_passed(self.report)
+
+
+def validate(
+    project: Project,
+    *,
+    sources: list[str] | None = None,
+    data: Path | None = None,
+    quarantine: Path | None = None,
+    out: Path | None = None,
+    reference: str | None = None,
+    save_profile: bool = False,
+    junit: Path | None = None,
+    publish: bool = True,
+) -> ValidateResult:
+    """Validate the named (default: all) sources; see `mlpipe validate --help`."""
+    report, version = run_validation(
+        project.config,
+        project.store,
+        sources=sources,
+        data_path=data,
+        quarantine=quarantine,
+        out=out,
+        reference=reference,
+        save_profile=save_profile,
+        publish=publish,
+    )
+    if junit is not None:
+        from mlpipe_cli.artifacts.store import atomic_write_bytes
+
+        atomic_write_bytes(junit, report.to_junit())
+    return ValidateResult(report=report, artifact_version=version)
+
+
+def run_validation(
+    config: PipelineConfig,
+    store: ArtifactStore | None,
+    *,
+    sources: list[str] | None = None,
+    data_path: Path | str | None = None,
+    quarantine: Path | None = None,
+    out: Path | None = None,
+    reference: str | None = None,
+    save_profile: bool = False,
+    publish: bool = True,
+) -> tuple[ValidationReport, str | None]:
+    """Validate the named (default: all) sources; optionally publish the report artifact.
+
+    Returns the report and the published ``validation`` version (None when not published).
+    """
+    names = list(dict.fromkeys(sources)) if sources else sorted(config.sources)
+    for name in names:
+        config.source(name)  # unknown name -> UsageError
+    if not names:
+        raise UsageError("the config defines no sources to validate")
+    if data_path is not None and len(names) != 1:
+        raise UsageError("--data needs exactly one source: add --source NAME")
+    if (reference or save_profile) and store is None:
+        raise UsageError("--reference/--save-profile need an artifact store")
+
+    reports = []
+    for name in names:
+        q_path = _split_path(quarantine, name, len(names))
+        o_path = _split_path(out, name, len(names))
+        ref_profile, ref_version = (None, None)
+        if reference is not None:
+            from mlpipe_cli.ops.profiles import load_reference
+
+            ref_profile, ref_version = load_reference(store, name, reference)  # type: ignore[arg-type]
+        report = validate_source(
+            config,
+            name,
+            data_path,
+            reference=ref_profile,
+            reference_version=ref_version,
+            quarantine_path=q_path,
+            out_path=o_path,
+        )
+        if save_profile and report.status == "passed":
+            from mlpipe_cli.ops.profiles import save_profile as _save
+
+            report.profile = _save(store, config, name, data_path)  # type: ignore[arg-type]
+        reports.append(report)
+    result = ValidationReport(config.pipeline, reports)
+    version = None
+    if publish and store is not None:
+        version = publish_report(store, config, result, data_path)
+    return result, version
+
+
+def _split_path(path: Path | None, source: str, count: int) -> Path | None:
+    """One source: PATH is the file. Several: PATH is a directory of <source>.parquet."""
+    if path is None:
+        return None
+    if count == 1 and path.suffix == ".parquet":
+        return path
+    if path.suffix == ".parquet":
+        raise UsageError(
+            f"{path} names one file but {count} sources are validated: "
+            "pass a directory, or one --source"
+        )
+    return path / f"{source}.parquet"
+
+
+def publish_report(
+    store: ArtifactStore,
+    config: PipelineConfig,
+    report: ValidationReport,
+    data_path: Path | str | None,
+) -> str:
+    """Publish report.json (and report.xml) as a ``validation`` artifact; return the version."""
+    from mlpipe_cli.artifacts.store import canonical_json
+    from mlpipe_cli.config.loader import config_section_hash
+    from mlpipe_cli.io import fingerprint
+
+    document = report.to_dict()
+    junit = report.to_junit()
+
+    def write(staging: Path) -> None:
+        (staging / "report.json").write_bytes(canonical_json(document) + b"\n")
+        (staging / "report.xml").write_bytes(junit)
+
+    inputs = {}
+    for source in report.sources:
+        try:
+            inputs[source.source] = fingerprint([source.path])
+        except MlpipeError:
+            inputs[source.source] = None
+    names = [s.source for s in report.sources]
+    result = store.publish(
+        "validation",
+        write,
+        config_hash=config_section_hash({n: config.sources[n] for n in names}),
+        inputs=inputs,
+        params={"sources": names, "status": report.status},
+    )
+    return result.version.version

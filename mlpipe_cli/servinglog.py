@@ -1,0 +1,74 @@
+"""The serving-log contract: `serve` writes it, `psi-report` reads it (docs/architecture.md §5).
+
+Parquet segments under the log directory, one file each, named
+``segment-<UTC yyyymmddTHHMMSS>-<pid>-<seq>.parquet`` and published atomically. Columns:
+``served_at`` (Datetime us UTC), ``endpoint``, ``entity`` (JSON of the key values),
+``transform_version``, ``store_version``, ``cold_start``, ``raw.<col>`` per transform input,
+``vec.<col>`` (Float64) per transform output, ``prediction``.
+
+Every name of that contract, and the reading of a ``--since``/``--until`` window over it,
+lives here so the writer (``serving.featurelog``) and the readers (``drift``, ``ops``) cannot
+drift apart. No heavy imports: the CLI imports this module at start-up.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from mlpipe_cli.errors import UsageError
+
+RAW_PREFIX = "raw."  # a transform input column as the request carried it
+VEC_PREFIX = "vec."  # a transform output column as served
+PREFIXES = (RAW_PREFIX, VEC_PREFIX)
+SERVED_AT = "served_at"
+SEGMENT_GLOB = "segment-*.parquet"
+
+
+def raw_column(name: str) -> str:
+    """The log column of transform input ``name``."""
+    return f"{RAW_PREFIX}{name}"
+
+
+def vec_column(name: str) -> str:
+    """The log column of transform output ``name``."""
+    return f"{VEC_PREFIX}{name}"
+
+
+def segment_name(first_served_at: datetime, pid: int, seq: int) -> str:
+    """File name of a segment whose first row was served at ``first_served_at`` (UTC)."""
+    return f"segment-{first_served_at.strftime('%Y%m%dT%H%M%S')}-{pid}-{seq:06d}.parquet"
+
+
+def parse_instant(text: str) -> datetime:
+    """'now' or an ISO-8601 date/time (naive = UTC) → aware UTC datetime."""
+    text = text.strip()
+    if text.lower() == "now":
+        return datetime.now(UTC)
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise UsageError(
+            f"cannot parse time {text!r}", hint="use ISO-8601, e.g. 2026-07-01T00:00:00Z, or now"
+        ) from None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+def parse_window(since: str | None, until: str | None, default: timedelta) -> tuple[datetime,
+                                                                                 datetime]:
+    """--since (a duration back from --until, or an instant) and --until (default now)."""
+    from mlpipe_cli.config.base import parse_duration
+
+    end = parse_instant(until) if until else datetime.now(UTC)
+    if since is None:
+        start = end - default
+    else:
+        try:
+            start = end - parse_duration(since)
+        except ValueError:
+            start = parse_instant(since)
+    if start >= end:
+        raise UsageError(f"empty time window: --since {start.isoformat()} is not before "
+                         f"--until {end.isoformat()}")
+    return start, end
