@@ -59,10 +59,10 @@ def init(
 
     Example: mlpipe init churn-demo --rows 20000
     """
-    from mlpipe_cli.scaffold import init_project
+    from mlpipe_cli.ops.init import init as run
 
     out = Output.create(json_mode=json_output, quiet=quiet)
-    result = init_project(
+    result = run(
         directory,
         example=example.value,
         rows=rows,
@@ -70,18 +70,8 @@ def init(
         force=force,
         sample_data=not no_data,
     )
-    out.result(
-        {
-            "project_dir": str(result.project_dir),
-            "example": result.example,
-            "written": [str(p) for p in result.written],
-            "kept": [str(p) for p in result.kept],
-            "sample_rows": result.sample_rows,
-        }
-    )
-    from mlpipe_cli.sample_data import TABLES
-
-    if len(result.sample_rows) == len(TABLES):  # the whole sample data set: one entry
+    out.result(result.to_dict())
+    if result.wrote_all_sample_data:  # one entry for the whole data set
         written = [str(p) for p in result.written if p.parts[:1] != ("data",)]
         written.append(f"data/sample/ ({result.sample_rows['orders']} orders)")
     else:
