@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlpipe_cli.errors import DataCheckFailed, InputError, UsageError
+from mlpipe_cli.io import within_input_scope
 
 if TYPE_CHECKING:
     from mlpipe_cli.artifacts import ArtifactStore
@@ -81,6 +82,7 @@ def training_set(
     )
 
 
+@within_input_scope
 def build_training_set(
     config: PipelineConfig,
     *,
@@ -95,7 +97,16 @@ def build_training_set(
     """Validate the inputs, compute every feature as of each spine row, write ``out``."""
     from mlpipe_cli.config.loader import config_section_hash
     from mlpipe_cli.features.engine import _select, compute_features
-    from mlpipe_cli.io import fingerprint, resolve_parquet_files, scan_parquet, write_parquet_atomic
+    from mlpipe_cli.io import (
+        atomic_outputs,
+        atomic_write_bytes,
+        check_outputs,
+        fingerprint,
+        resolve_parquet_files,
+        scan_parquet,
+        staged_path,
+        write_parquet_atomic,
+    )
 
     settings = config.training_set
     spine_path = spine or (settings.spine if settings else None)
@@ -116,12 +127,10 @@ def build_training_set(
     used_sources = sorted({f.source for f in selected})
 
     out = Path(out)
+    check_outputs([out, manifest_path_for(out)])  # before any heavy work; readers check too
     spine_files = {p.resolve() for p in resolve_parquet_files(spine_path)}
-    input_files = set(spine_files)
     for name in used_sources:
-        input_files.update(p.resolve() for p in resolve_parquet_files(config.sources[name].path))
-    if out.resolve() in input_files:
-        raise UsageError(f"--out {out} is one of the inputs; choose another path")
+        resolve_parquet_files(config.sources[name].path)
 
     validated: list[str] = []
     if validate:
@@ -137,10 +146,6 @@ def build_training_set(
         features=[f.name for f in selected],
         progress=progress,
     )
-    if progress:
-        progress("writing")
-    write_parquet_atomic(frame, out)
-
     from mlpipe_cli import __version__
     from mlpipe_cli.io import file_sha256
 
@@ -157,29 +162,32 @@ def build_training_set(
         "spine": fingerprint([spine_path]),
         "sources": {name: fingerprint([config.sources[name].path]) for name in used_sources},
     }
-    manifest: dict[str, Any] = {
-        "format_version": MANIFEST_FORMAT_VERSION,
-        "mlpipe_version": __version__,
-        "kind": "training-set",
-        "pipeline": config.pipeline,
-        "config_hash": config_section_hash(hashed_section),
-        "entity_keys": keys,
-        "timestamp": ts_col,
-        "features": [f.name for f in selected],
-        "inputs": inputs,
-        "rows": {"spine": frame.height, "output": frame.height},
-        "output": {
-            "file": out.name,
-            "sha256": file_sha256(out),
-            "size": out.stat().st_size,
-            "columns": frame.columns,
-        },
-        "validated_sources": validated,
-    }
+    if progress:
+        progress("writing")
     manifest_path = manifest_path_for(out)
-    from mlpipe_cli.artifacts.store import atomic_write_bytes
-
-    atomic_write_bytes(manifest_path, _dump(manifest))
+    with atomic_outputs():  # the Parquet file and its manifest: both published or neither
+        write_parquet_atomic(frame, out)
+        written = staged_path(out)
+        manifest: dict[str, Any] = {
+            "format_version": MANIFEST_FORMAT_VERSION,
+            "mlpipe_version": __version__,
+            "kind": "training-set",
+            "pipeline": config.pipeline,
+            "config_hash": config_section_hash(hashed_section),
+            "entity_keys": keys,
+            "timestamp": ts_col,
+            "features": [f.name for f in selected],
+            "inputs": inputs,
+            "rows": {"spine": frame.height, "output": frame.height},
+            "output": {
+                "file": out.name,
+                "sha256": file_sha256(written),
+                "size": written.stat().st_size,
+                "columns": frame.columns,
+            },
+            "validated_sources": validated,
+        }
+        atomic_write_bytes(manifest_path, _dump(manifest))
 
     version = None
     if store is not None:
