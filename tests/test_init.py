@@ -113,7 +113,7 @@ def test_make_all_runs_the_pipeline_with_no_config_flag_and_git_ignores_its_outp
         ["make", "all"], cwd=project, env=env, capture_output=True, text=True, check=False
     )
     assert make.returncode == 0, make.stdout[-3000:] + make.stderr[-3000:]
-    for produced in ("data/training_set.parquet", "data/features.parquet", "data/model.joblib"):
+    for produced in ("data/training_set.parquet", "data/features.parquet", "data/model.skops"):
         assert (project / produced).is_file(), produced
     listed = run_mlpipe("model", "list", "--json", cwd=project)
     assert [m["latest"] for m in json.loads(listed.stdout)["models"]] == [True]

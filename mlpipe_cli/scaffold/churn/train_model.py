@@ -2,17 +2,19 @@
 
 The model sees exactly the transform's output columns, in order, so `mlpipe serve` can score
 the vectors it produces; register it with `mlpipe model register MODEL --artifact latest`.
+It is saved with skops, not joblib/pickle: `mlpipe model register` can then list the types the
+file would create before loading anything (a pickle needs --trust-pickle: loading it runs code).
 
-Usage: python train_model.py [FEATURES.parquet] [MODEL.joblib] [CONFIG]
-       (defaults: data/features.parquet data/model.joblib mlpipe.yaml)
+Usage: python train_model.py [FEATURES.parquet] [MODEL.skops] [CONFIG]
+       (defaults: data/features.parquet data/model.skops mlpipe.yaml)
 """
 
 from __future__ import annotations
 
 import sys
 
-import joblib
 import polars as pl
+import skops.io as sio
 from sklearn.linear_model import LogisticRegression
 
 from mlpipe_cli.artifacts import ArtifactStore
@@ -22,7 +24,7 @@ from mlpipe_cli.transforms import load_transform
 
 def main(
     features_path: str = "data/features.parquet",
-    model_path: str = "data/model.joblib",
+    model_path: str = "data/model.skops",
     config_path: str = "mlpipe.yaml",
 ) -> None:
     config = load_config(config_path)
@@ -31,7 +33,7 @@ def main(
     x = frame.select(transform.output_columns).to_numpy()
     y = frame[config.transforms.target].to_numpy()
     model = LogisticRegression(max_iter=1000).fit(x, y)
-    joblib.dump(model, model_path)
+    sio.dump(model, model_path)
     print(
         f"trained LogisticRegression on {x.shape[0]} rows x {x.shape[1]} features -> {model_path}"
     )
