@@ -909,6 +909,10 @@ def every_command_runs(ws: Workspace) -> dict[tuple[str, ...], list[tuple[list[A
         # the failing runs above breach the availability objective: exit 1, textfile written
         ("slo",): [(["slo", "-c", c, "--prometheus", out / "m.prom"], 1),
                    (["slo", "-c", c, "--prometheus", c], 2)],
+        # a non-empty directory is refused; --force adds files but keeps mlpipe.yaml as it is
+        ("init",): [(["init", out / "proj", "--rows", "200"], 0),
+                    (["init", ws.root], 2),
+                    (["init", ws.root, "--force", "--no-data"], 0)],
     }  # fmt: skip
 
 

@@ -20,6 +20,7 @@ from mlpipe_cli.cli import (
     artifacts_cmd,
     export_cmd,
     fit_cmd,
+    init_cmd,
     materialize_cmd,
     model_cmd,
     psi_report_cmd,
@@ -80,6 +81,7 @@ def _root(
 
 
 # In pipeline order, so `mlpipe --help` reads like the workflow.
+app.command("init")(init_cmd.init)
 app.command("sample-data")(sample_data_cmd.sample_data)
 app.command("validate")(validate_cmd.validate)
 app.add_typer(schema_cmd.app, name="schema")
