@@ -28,9 +28,9 @@ from pathlib import Path
 import pytest
 import typer
 
+from benchmarks._redis_binary import find_redis_server
 from mlpipe_cli.cli.main import app
 from mlpipe_cli.errors import ExitCode
-from benchmarks._redis_binary import find_redis_server
 from tests.conftest import REPO_ROOT, free_port
 
 README = REPO_ROOT / "README.md"
