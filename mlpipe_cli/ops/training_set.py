@@ -64,6 +64,7 @@ def training_set(
     features: Sequence[str] | None = None,
     publish: bool = True,
     progress: Callable[[str], None] | None = None,
+    engine: str | None = None,
 ) -> TrainingSetResult:
     """Build the training set of ``project``; see `mlpipe training-set --help`.
 
@@ -78,6 +79,7 @@ def training_set(
         features=features,
         store=project.store if publish else None,
         progress=progress,
+        engine=engine,
     )
 
 
@@ -91,8 +93,15 @@ def build_training_set(
     store: ArtifactStore | None = None,
     validate: bool = True,
     progress: Callable[[str], None] | None = None,
+    engine: str | None = None,
 ) -> TrainingSetResult:
-    """Validate the inputs, compute every feature as of each spine row, write ``out``."""
+    """Validate the inputs, compute every feature as of each spine row, write ``out``.
+
+    ``engine`` (default: the config's ``engine:``) is ``polars`` or ``spark``.
+    """
+    from mlpipe_cli.engines import choose_engine
+
+    engine = choose_engine(config, engine)
     from mlpipe_cli.config.loader import config_section_hash
     from mlpipe_cli.features.engine import _select, compute_features
     from mlpipe_cli.io import fingerprint, resolve_parquet_files, scan_parquet, write_parquet_atomic
@@ -127,22 +136,30 @@ def build_training_set(
     if validate:
         validated = _validate_inputs(config, used_sources, spine_files, progress)
 
-    if progress:
-        progress("computing features")
-    frame = compute_features(
-        config,
-        scan_parquet(spine_path),
-        entity_keys=keys,
-        timestamp=ts_col,
-        features=[f.name for f in selected],
-        progress=progress,
-    )
-    if progress:
-        progress("writing")
-    write_parquet_atomic(frame, out)
+    if engine == "spark":
+        from mlpipe_cli.engines.spark.training_set import build as build_on_spark
+
+        written = build_on_spark(
+            config, spine=spine_path, out=out, keys=keys, timestamp=ts_col,
+            selected=selected, progress=progress,
+        )
+    else:
+        if progress:
+            progress("computing features")
+        frame = compute_features(
+            config,
+            scan_parquet(spine_path),
+            entity_keys=keys,
+            timestamp=ts_col,
+            features=[f.name for f in selected],
+            progress=progress,
+        )
+        if progress:
+            progress("writing")
+        write_parquet_atomic(frame, out)
+        written = _Written.of(frame)
 
     from mlpipe_cli import __version__
-    from mlpipe_cli.io import file_sha256
 
     section = {
         "entity_keys": keys,
@@ -167,13 +184,8 @@ def build_training_set(
         "timestamp": ts_col,
         "features": [f.name for f in selected],
         "inputs": inputs,
-        "rows": {"spine": frame.height, "output": frame.height},
-        "output": {
-            "file": out.name,
-            "sha256": file_sha256(out),
-            "size": out.stat().st_size,
-            "columns": frame.columns,
-        },
+        "rows": {"spine": written.rows, "output": written.rows},
+        "output": _output_entry(out, written),
         "validated_sources": validated,
     }
     manifest_path = manifest_path_for(out)
@@ -199,23 +211,51 @@ def build_training_set(
         )
         version = published.version.version
     stats = [
-        {
-            "feature": name,
-            "dtype": str(frame.schema[name]),
-            "nulls": frame.get_column(name).null_count(),
-        }
+        {"feature": name, "dtype": written.dtypes[name], "nulls": written.nulls[name]}
         for name in manifest["features"]
     ]
     return TrainingSetResult(
         out=out,
         manifest_path=manifest_path,
         manifest=manifest,
-        rows=frame.height,
+        rows=written.rows,
         features=manifest["features"],
         feature_stats=stats,
         artifact_version=version,
         validated=validated,
     )
+
+
+@dataclass(frozen=True)
+class _Written:
+    """What the manifest records about the written output (either engine)."""
+
+    rows: int
+    columns: list[str]
+    dtypes: dict[str, str]
+    nulls: dict[str, int]
+    parts: int = 0  # part files of a directory output (Spark engine); 0 = one file
+
+    @classmethod
+    def of(cls, frame: Any) -> _Written:
+        return cls(
+            rows=frame.height,
+            columns=frame.columns,
+            dtypes={name: str(dtype) for name, dtype in frame.schema.items()},
+            nulls={name: frame.get_column(name).null_count() for name in frame.columns},
+        )
+
+
+def _output_entry(out: Path, written: Any) -> dict[str, Any]:
+    from mlpipe_cli.io import file_sha256, fingerprint
+
+    if not written.parts:
+        return {"file": out.name, "sha256": file_sha256(out), "size": out.stat().st_size,
+                "columns": written.columns}
+    combined = fingerprint([out])
+    return {"file": out.name, "sha256": combined["sha256"],
+            "size": sum(f["size"] for f in combined["files"]), "parts": written.parts,
+            "columns": written.columns}
 
 
 def _dump(document: dict[str, Any]) -> bytes:
