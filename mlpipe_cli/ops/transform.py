@@ -22,17 +22,25 @@ class TransformResult:
                 "output_columns": self.output_columns}
 
 
-def transform(project: Project, *, data: Path, out: Path, artifact: str = "latest"
-              ) -> TransformResult:
+def transform(project: Project, *, data: Path, out: Path, artifact: str = "latest",
+              engine: str | None = None) -> TransformResult:
     """Stream ``data`` through transform version ``artifact`` into ``out`` (atomic Parquet).
 
     ArtifactError (exit 3) for an unknown or tampered version, or an input column that is
-    missing or of an incompatible dtype.
+    missing or of an incompatible dtype. ``engine`` (default: the config's) is polars or
+    spark; on spark an ``out`` without the .parquet suffix is a directory of part files.
     """
+    from mlpipe_cli.engines import choose_engine
     from mlpipe_cli.io import parquet_row_count, scan_parquet, sink_parquet_atomic
     from mlpipe_cli.transforms import load_transform
 
     fitted = load_transform(project.store, artifact)
+    if choose_engine(project.config, engine) == "spark":
+        from mlpipe_cli.engines.spark.transform import run as run_on_spark
+
+        rows = run_on_spark(project.config, fitted, data=data, out=out)
+        return TransformResult(version=fitted.version, rows=rows, out=out,
+                               output_columns=fitted.output_columns)
     lazy = scan_parquet(data)
     fitted.check_input_schema(lazy.collect_schema())
     # snappy: features are dense floats that compress poorly; zstd triples the write time

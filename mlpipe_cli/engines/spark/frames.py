@@ -249,3 +249,18 @@ def part_name(order: int) -> str:
 def row_count_hint(inputs: Iterable[SparkInput]) -> Any:
     counts = [i.rows for i in inputs]
     return None if any(c is None for c in counts) else sum(counts)  # type: ignore[misc]
+
+
+def replace_directory(staging: Path, out: Path) -> None:
+    """Swap the finished ``staging`` directory in as ``out`` (renames on one filesystem);
+    an existing output directory is moved aside first and removed after."""
+    import secrets
+    import shutil
+
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{secrets.token_hex(4)}")
+        os.replace(out, old)
+        os.replace(staging, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(staging, out)

@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import sys
+import warnings
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -51,6 +52,11 @@ def spark_session(config: PipelineConfig) -> SparkSession:
             "engine spark needs pyspark, which is not installed",
             hint="pip install 'mlpipe-cli[spark]' (and Java 17+)",
         ) from None
+    # pyspark 4.3 warns that pandas >= 3 is not fully supported; mlpipe passes Spark Arrow
+    # batches only (mapInArrow, toArrow), never pandas frames
+    warnings.filterwarnings(
+        "ignore", message="PySpark does not yet fully support pandas", category=FutureWarning
+    )
     settings = config.spark
     # the Python workers must run the interpreter that has mlpipe (and its Polars) installed
     python = settings.python or os.environ.get("PYSPARK_PYTHON") or sys.executable

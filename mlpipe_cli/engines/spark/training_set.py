@@ -285,7 +285,7 @@ def _write_directory(computed: Any, plan: _Plan, out: Path) -> WrittenOutput:
             )
             .collect()
         )
-        _replace_directory(staging, out)
+        frames.replace_directory(staging, out)
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
@@ -328,16 +328,3 @@ def _write_parts(
             [("file", pa.string()), ("rows", pa.int64()), ("nulls", pa.list_(pa.int64()))]
         ),
     )
-
-
-def _replace_directory(staging: Path, out: Path) -> None:
-    """Swap ``staging`` in as ``out``; an existing output directory is moved away first."""
-    import os
-
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{secrets.token_hex(4)}")
-        os.replace(out, old)
-        os.replace(staging, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(staging, out)

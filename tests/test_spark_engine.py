@@ -1,0 +1,244 @@
+"""engine: spark gives the Polars engine's outputs (docs/scale.md), in Spark local mode.
+
+One SparkSession serves the whole module (starting one costs 10-30 s); every command under
+test finds it as the active session. Oracles: the Polars engine's own output files on the
+same inputs (bytes where the output is one file, rows where it is a directory of parts).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import polars as pl
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+pytest.importorskip("pyspark")
+
+pytestmark = [pytest.mark.spark, pytest.mark.slow]
+
+
+@pytest.fixture(scope="session")
+def spark() -> Iterator[object]:
+    from pyspark.sql import SparkSession
+
+    # pyspark 4.3 warns about pandas >= 3; mlpipe hands Spark Arrow batches only
+    warnings.filterwarnings("ignore", "PySpark does not yet fully support pandas", FutureWarning)
+    os.environ["PYSPARK_PYTHON"] = sys.executable
+    session = (
+        SparkSession.builder.master("local[2]")
+        .appName("mlpipe-tests")
+        .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
+        .config("spark.sql.shuffle.partitions", "2")
+        .config("spark.driver.host", "127.0.0.1")
+        .config("spark.driver.bindAddress", "127.0.0.1")
+        .config("spark.sql.session.timeZone", "UTC")
+        .getOrCreate()
+    )
+    session.sparkContext.setLogLevel("ERROR")
+    yield session
+    session.stop()
+
+
+def _project(config_path: Path):  # type: ignore[no-untyped-def]
+    from mlpipe_cli.ops.project import Project
+
+    return Project(config_path)
+
+
+# -- training-set ----------------------------------------------------------------------------
+
+
+def test_training_set_file_is_byte_identical_to_polars(
+    spark: object, project: Path, tmp_path: Path
+) -> None:
+    from mlpipe_cli.ops.training_set import training_set
+
+    polars_out, spark_out = tmp_path / "a" / "train.parquet", tmp_path / "b" / "train.parquet"
+    on_polars = training_set(_project(project), out=polars_out, engine="polars")
+    on_spark = training_set(_project(project), out=spark_out, engine="spark")
+    assert spark_out.read_bytes() == polars_out.read_bytes()
+    assert on_spark.rows == on_polars.rows == pl.read_parquet(polars_out).height
+    assert on_spark.feature_stats == on_polars.feature_stats
+    # same definitions, inputs and output: the same manifest, hence the same artifact version
+    assert on_spark.manifest == on_polars.manifest
+    assert on_spark.artifact_version == on_polars.artifact_version
+
+
+def test_training_set_directory_reads_back_in_spine_order(
+    spark: object, project: Path, tmp_path: Path
+) -> None:
+    import yaml as _yaml
+
+    from mlpipe_cli.ops.training_set import training_set
+
+    config = _yaml.safe_load(project.read_text())
+    config["spark"] = {"rows_per_file": 700}  # several part files, cut inside the spine file
+    project.write_text(_yaml.safe_dump(config))
+    expected = training_set(_project(project), out=tmp_path / "p.parquet", engine="polars")
+    out = tmp_path / "train"
+    result = training_set(_project(project), out=out, engine="spark", publish=False)
+    parts = sorted(p.name for p in out.iterdir())
+    assert len(parts) == -(-expected.rows // 700) == result.manifest["output"]["parts"]
+    assert pl.read_parquet(out).equals(pl.read_parquet(tmp_path / "p.parquet"))
+    # written again: the same part files, byte for byte
+    again = training_set(_project(project), out=tmp_path / "again", engine="spark", publish=False)
+    assert again.manifest["output"]["sha256"] == result.manifest["output"]["sha256"]
+
+
+def test_training_set_on_the_cli_with_engine_flag(
+    spark: object, cli, project: Path, tmp_path: Path
+) -> None:
+    built = cli("training-set", "-c", project, "--out", tmp_path / "t.parquet",
+                "--engine", "spark", "--json")
+    assert built.exit_code == 0, built.stderr
+    reference = cli("training-set", "-c", project, "--out", tmp_path / "r.parquet", "--json")
+    assert built.json()["output_sha256"] == reference.json()["output_sha256"]
+    bad = cli("training-set", "-c", project, "--out", tmp_path / "x.parquet", "--engine", "dask")
+    assert bad.exit_code == 2
+    assert "unknown engine 'dask'" in bad.stderr
+
+
+# -- generated data: messy keys, ties, several files, several sources ------------------------
+
+_T0 = datetime(2026, 3, 1, tzinfo=UTC)
+_KEYS = st.sampled_from(["a", "bb", "ccc", "Ünïcode-ключ", "", "k" * 40, "B"])
+
+
+@st.composite
+def _messy_inputs(draw: st.DrawFn) -> dict[str, object]:
+    n_events = draw(st.integers(1, 60))
+    minutes = st.integers(0, 60 * 24 * 20)
+    events = {
+        "user": [draw(_KEYS) for _ in range(n_events)],
+        # coarse times: many ties at the same instant, which file order must break
+        "ts": [_T0 + timedelta(minutes=draw(minutes) // 600 * 600) for _ in range(n_events)],
+        "amount": [
+            draw(st.one_of(st.none(), st.floats(-1e6, 1e6, allow_nan=False, width=32)))
+            for _ in range(n_events)
+        ],
+        "code": [draw(st.integers(0, 2**32 - 1)) for _ in range(n_events)],
+    }
+    n_spine = draw(st.integers(1, 30))
+    spine = {
+        "user": [draw(_KEYS) for _ in range(n_spine)],
+        "at": [_T0 + timedelta(minutes=draw(minutes)) for _ in range(n_spine)],
+        "label": [draw(st.booleans()) for _ in range(n_spine)],
+    }
+    users = sorted(set(events["user"]) | set(spine["user"]))
+    attributes = {"user": users, "tier": [draw(st.sampled_from(["x", "yy", None])) for _ in users]}
+    split = draw(st.integers(0, n_events))
+    return {"events": events, "spine": spine, "attributes": attributes, "split": split}
+
+
+def _write_messy(data: dict[str, object], root: Path) -> Path:
+    events = pl.DataFrame(data["events"]).with_columns(
+        pl.col("ts").dt.convert_time_zone("Europe/Berlin"),  # a zone name Spark cannot keep
+        pl.col("code").cast(pl.UInt32),  # Spark has no unsigned ints
+        pl.col("amount").cast(pl.Float32),
+    )
+    split = int(data["split"])  # type: ignore[arg-type]
+    (root / "events").mkdir(parents=True)
+    events.slice(0, split).write_parquet(root / "events" / "part-0.parquet")
+    events.slice(split).write_parquet(root / "events" / "part-1.parquet")
+    pl.DataFrame(data["spine"]).write_parquet(root / "spine.parquet")
+    pl.DataFrame(data["attributes"]).write_parquet(root / "attributes.parquet")
+    config = {
+        "pipeline": "messy",
+        "entity_keys": ["user"],
+        "artifact_dir": str(root / "artifacts"),
+        "sources": {
+            "events": {"path": str(root / "events"), "timestamp": "ts"},
+            "attributes": {"path": str(root / "attributes.parquet")},
+        },
+        "features": [
+            {"name": "n", "source": "events", "agg": "count", "default": 0},
+            {"name": "total", "source": "events", "agg": "sum", "column": "amount"},
+            {"name": "mean_3d", "source": "events", "agg": "mean", "column": "amount",
+             "window": "3d"},
+            {"name": "last_code", "source": "events", "agg": "last", "column": "code"},
+            {"name": "last_amount", "source": "events", "kind": "lag", "column": "amount"},
+            {"name": "since", "source": "events", "kind": "time_since_last", "unit": "h"},
+            {"name": "std", "source": "events", "agg": "std", "column": "amount"},
+            {"name": "tier", "source": "attributes", "kind": "attribute"},
+        ],
+        "training_set": {"spine": str(root / "spine.parquet"), "timestamp": "at"},
+    }
+    path = root / "mlpipe.yaml"
+    path.write_text(yaml.safe_dump(config, allow_unicode=True))
+    return path
+
+
+@settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+          HealthCheck.function_scoped_fixture])
+@given(data=_messy_inputs())
+def test_training_set_parity_on_generated_data(
+    spark: object, tmp_path_factory: pytest.TempPathFactory, data: dict[str, object]
+) -> None:
+    from mlpipe_cli.ops.training_set import training_set
+
+    root = tmp_path_factory.mktemp("messy")
+    config = _write_messy(data, root)
+    training_set(_project(config), out=root / "p.parquet", engine="polars", publish=False)
+    training_set(_project(config), out=root / "s.parquet", engine="spark", publish=False)
+    assert (root / "s.parquet").read_bytes() == (root / "p.parquet").read_bytes()
+
+
+def test_task_errors_reach_the_user_as_mlpipe_errors(spark: object, tmp_path: Path) -> None:
+    from mlpipe_cli.errors import DataCheckFailed, InputError
+    from mlpipe_cli.ops.training_set import training_set
+
+    data = {
+        "events": {"user": ["a"], "ts": [_T0], "amount": [1.0], "code": [1]},
+        "spine": {"user": ["a", "b"], "at": [_T0, None], "label": [True, False]},
+        "attributes": {"user": ["a"], "tier": ["x"]},
+        "split": 1,
+    }
+    config = _write_messy(data, tmp_path)
+    with pytest.raises(DataCheckFailed, match="1 null timestamp"):
+        training_set(_project(config), out=tmp_path / "s.parquet", engine="spark")
+    assert not (tmp_path / "s.parquet").exists()
+    pl.DataFrame({"user": [1], "at": [_T0], "label": [True]}).write_parquet(
+        tmp_path / "spine.parquet"
+    )
+    with pytest.raises(InputError, match="key column 'user' is String but the spine's key"):
+        training_set(_project(config), out=tmp_path / "s.parquet", engine="spark")
+
+
+# -- transform -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def fitted_project(project: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """The sample project with its training set built and a transform published."""
+    from mlpipe_cli.ops.fit import fit
+    from mlpipe_cli.ops.training_set import training_set
+
+    data = tmp_path / "training_set.parquet"
+    training_set(_project(project), out=data, engine="polars")
+    fit(_project(project), data=data)
+    return project, data
+
+
+def test_transform_matches_polars(spark: object, fitted_project: tuple[Path, Path],
+                                  tmp_path: Path) -> None:
+    from mlpipe_cli.ops.transform import transform
+
+    project, data = fitted_project
+    on_polars = transform(_project(project), data=data, out=tmp_path / "p.parquet")
+    on_spark = transform(_project(project), data=data, out=tmp_path / "s.parquet",
+                         engine="spark")
+    assert on_spark.rows == on_polars.rows
+    expected = pl.read_parquet(tmp_path / "p.parquet")
+    assert pl.read_parquet(tmp_path / "s.parquet").equals(expected)
+    into_dir = transform(_project(project), data=data, out=tmp_path / "dir", engine="spark")
+    assert into_dir.rows == on_polars.rows
+    assert pl.read_parquet(tmp_path / "dir").equals(expected)
