@@ -242,3 +242,68 @@ def test_transform_matches_polars(spark: object, fitted_project: tuple[Path, Pat
     into_dir = transform(_project(project), data=data, out=tmp_path / "dir", engine="spark")
     assert into_dir.rows == on_polars.rows
     assert pl.read_parquet(tmp_path / "dir").equals(expected)
+
+
+# -- validate --------------------------------------------------------------------------------
+
+
+def _dirty_orders(project: Path, root: Path) -> Path:
+    """The sample orders as two files with failures of every kind the contract checks."""
+    config = yaml.safe_load(project.read_text())
+    orders = pl.read_parquet(config["sources"]["orders"]["path"]).head(3000)
+    orders = orders.with_columns(
+        pl.when(pl.col("order_id") % 97 == 0).then(-5.0).otherwise(pl.col("revenue"))
+        .alias("revenue"),  # range + SQL check
+        pl.when(pl.col("order_id") % 131 == 0).then(pl.lit("fax")).otherwise(pl.col("channel"))
+        .alias("channel"),  # allowed set
+        pl.when(pl.col("order_id") % 401 == 0).then(None).otherwise(pl.col("user_id"))
+        .alias("user_id"),  # nullable
+    )
+    dupes = orders.slice(10, 3)  # repeats an earlier primary key and unique order_id
+    root.mkdir(parents=True, exist_ok=True)
+    orders.slice(0, 1700).write_parquet(root / "a.parquet")
+    pl.concat([orders.slice(1700), dupes]).write_parquet(root / "b.parquet")
+    return root
+
+
+def test_validate_report_and_split_match_polars(
+    spark: object, project: Path, tmp_path: Path
+) -> None:
+    from mlpipe_cli.ops.validate import validate
+
+    data = _dirty_orders(project, tmp_path / "orders")
+    reports = {}
+    for engine in ("polars", "spark"):
+        reports[engine] = validate(
+            _project(project), sources=["orders"], data=data, engine=engine, publish=False,
+            quarantine=tmp_path / engine / "bad.parquet", out=tmp_path / engine / "good.parquet",
+        ).to_dict()
+    spark_doc, polars_doc = reports["spark"], reports["polars"]
+    for doc in (spark_doc, polars_doc):
+        for source in doc["sources"]:
+            source.pop("quarantine"), source.pop("out")
+    assert spark_doc == polars_doc
+    assert polars_doc["status"] == "failed"
+    checks = {c["id"]: c for c in polars_doc["sources"][0]["checks"]}
+    assert checks["orders.table.primary_key"]["failures"] == 3  # the oracle: 3 rows repeated
+    assert checks["orders.channel.allowed"]["failures"] == len(range(131, 3001, 131))
+    for name in ("bad.parquet", "good.parquet"):
+        assert pl.read_parquet(tmp_path / "spark" / name).equals(
+            pl.read_parquet(tmp_path / "polars" / name)
+        )
+    # as part-file directories: still every input row on exactly one side, in input order
+    result = validate(_project(project), sources=["orders"], data=data, engine="spark",
+                      publish=False, quarantine=tmp_path / "q", out=tmp_path / "o")
+    source = result.report.sources[0]
+    bad, good = pl.read_parquet(tmp_path / "q"), pl.read_parquet(tmp_path / "o")
+    assert bad.height + good.height == source.rows == 3003
+    assert bad.equals(pl.read_parquet(tmp_path / "polars" / "bad.parquet"))
+    assert good.equals(pl.read_parquet(tmp_path / "polars" / "good.parquet"))
+
+
+def test_validate_reference_is_refused_on_spark(spark: object, project: Path) -> None:
+    from mlpipe_cli.errors import UsageError
+    from mlpipe_cli.ops.validate import validate
+
+    with pytest.raises(UsageError, match="engine spark does not support validate --reference"):
+        validate(_project(project), engine="spark", reference="latest", publish=False)
