@@ -11,6 +11,7 @@ from mlpipe_cli.cli.common import (
     DEFAULT_CONFIG,
     ArtifactDirOption,
     ConfigOption,
+    EngineOption,
     FeaturesOption,
     JsonOption,
     Output,
@@ -77,6 +78,7 @@ def psi_report(
     ] = None,
     config: ConfigOption = DEFAULT_CONFIG,
     artifact_dir: ArtifactDirOption = None,
+    engine: EngineOption = None,
     json_output: JsonOption = False,
     quiet: QuietOption = False,
 ) -> None:
@@ -117,7 +119,7 @@ def psi_report(
     _render_drift(out, ops.psi_report(
         ctx, artifact=artifact, profile=profile_file, current=current, serving_log=serving_log,
         since=since, until=until, features=parse_features(features), threshold=threshold,
-        min_rows=min_rows, html=html))
+        min_rows=min_rows, html=html, engine=engine))
 
 
 def _render_drift(out: Output, result: Any) -> None:

@@ -92,8 +92,13 @@ def psi_report(
     threshold: float | None = None,
     min_rows: int | None = None,
     html: Path | None = None,
+    engine: str | None = None,
 ) -> DriftResult:
     """Compare the reference profile with ``current`` or a ``serving_log`` window."""
+    from mlpipe_cli.engines import choose_engine, unsupported
+
+    if choose_engine(project.config if profile is None else None, engine) == "spark":
+        raise unsupported("psi-report")
     if (current is None) == (serving_log is None):
         raise UsageError("give exactly one of --current PATH or --serving-log DIR")
     if profile is not None and artifact is not None:

@@ -180,7 +180,9 @@ def _pandera_dtype_failures(
     source: SourceConfig, schema: pl.Schema, lazy: pl.LazyFrame, missing: list[str]
 ) -> set[str]:
     """Columns whose dtype pandera rejects (schema-only validation: reads no data)."""
-    import pandera.polars as pa
+    from mlpipe_cli._pandera import pandera_polars
+
+    pa = pandera_polars()
     from pandera.config import ValidationDepth, config_context
 
     from mlpipe_cli.schema.pandera_io import to_pandera
