@@ -129,8 +129,8 @@ def frame_of(rows: list[list]) -> Any:  # type: ignore[type-arg]
 
 
 def build_project(root: Path, n: int, redis_port: int) -> dict[str, Path]:
-    import joblib
     import numpy as np
+    import skops.io as sio
     import yaml
     from sklearn.linear_model import LogisticRegression
 
@@ -207,8 +207,8 @@ def build_project(root: Path, n: int, redis_port: int) -> dict[str, Path]:
     )
     y = (x[:, 0] + 0.3 * x[:, 2] > 0).astype(int)
     model = LogisticRegression(max_iter=500).fit(x, y)
-    joblib.dump(model, root / "model.joblib")
-    register_model(artifacts, root / "model.joblib", transform.version)
+    sio.dump(model, root / "model.skops")
+    register_model(artifacts, root / "model.skops", transform.version)
     return configs
 
 

@@ -23,6 +23,11 @@ Parquet file from the page cache; the read is INCLUDED in every time below:
 * mlpipe-sink        scan -> `transform_batch` -> `sink_parquet_atomic` (snappy, statistics,
                      fsync + rename): exactly what `mlpipe transform` does today
 * mlpipe-sink-nostats  the same with `statistics=False` (snappy; the recommended setting)
+* checked-2pass      the null/NaN/±inf counts (`transform_frame(...).report()`, reading the
+                     numeric inputs), `check()`, then mlpipe-sink
+* checked-1pass      the counts collected in the same streaming query as the write
+                     (`pl.collect_all([counts, sink_parquet(lazy=True)])`), checked before
+                     the rename
 * mlpipe-memory      `pl.read_parquet` -> `transform_batch` -> `collect` (read and transform
                      also timed separately)
 * sklearn-memory     `pd.read_parquet` -> `ColumnTransformer.transform` (read and transform
@@ -222,7 +227,7 @@ def phase_mlpipe(rows: int, mode: str) -> dict[str, float]:
 
     from mlpipe_cli.artifacts import ArtifactStore
     from mlpipe_cli.io import sink_parquet_atomic
-    from mlpipe_cli.transforms import load_transform
+    from mlpipe_cli.transforms import load_transform, transform_frame
 
     p = paths(rows)
     fitted = load_transform(ArtifactStore(p["artifacts"], "bench"))
@@ -235,6 +240,23 @@ def phase_mlpipe(rows: int, mode: str) -> dict[str, float]:
         width = fitted.transform_batch(frame.lazy()).collect().width
         result["read_seconds"] = t1 - t0
         result["transform_seconds"] = time.perf_counter() - t1
+    elif mode.startswith("checked"):
+        run = transform_frame(fitted, pl.scan_parquet(p["data"]))
+        if mode == "checked-2pass":
+            # the null/NaN/inf counts first (reading the numeric inputs only), checked, write
+            run.report().check()
+            sink_parquet_atomic(run.output, p["out"], compression="snappy", statistics=True)
+        else:
+            # the counts ride along with the write (one streaming query), checked, published
+            tmp = p["out"].with_name(p["out"].name + ".tmp")
+            counts, _ = pl.collect_all([run.counts, run.output.sink_parquet(
+                tmp, compression="snappy", statistics=True, lazy=True)])
+            run.report_from(counts).check()
+            with open(tmp, "rb") as handle:
+                os.fsync(handle.fileno())
+            os.replace(tmp, p["out"])
+        width = len(pl.read_parquet_schema(p["out"]))
+        result["out_mb"] = p["out"].stat().st_size / 1e6
     else:
         lazy = fitted.transform_batch(pl.scan_parquet(p["data"]))
         # `sink` is what `mlpipe transform` does (ops/transform.py)
@@ -340,6 +362,8 @@ def main() -> None:
             "mlpipe-sink": lambda: phase_mlpipe(rows, "sink"),
             "mlpipe-sink-nostats": lambda: phase_mlpipe(rows, "sink-nostats"),
             "mlpipe-memory": lambda: phase_mlpipe(rows, "memory"),
+            "checked-2pass": lambda: phase_mlpipe(rows, "checked-2pass"),
+            "checked-1pass": lambda: phase_mlpipe(rows, "checked-1pass"),
             "sklearn-memory": lambda: phase_sklearn(rows, "memory"),
             "sklearn-parquet": lambda: phase_sklearn(rows, "parquet"),
             "online": lambda: phase_online(rows, ARGS.online_records),
@@ -356,8 +380,8 @@ def main() -> None:
     print(f"data ready ({time.perf_counter() - t0:.1f}s): {paths(rows)['data']}")
     fit = child(["--rows", str(rows), "--phase", "fit"])
     print(f"mlpipe fit on {min(rows, FIT_ROWS):,} rows: {fit['fit_seconds']:.2f}s")
-    methods = ["mlpipe-sink", "mlpipe-sink-nostats", "mlpipe-memory", "sklearn-memory",
-               "sklearn-parquet"]
+    methods = ["mlpipe-sink", "mlpipe-sink-nostats", "checked-2pass", "checked-1pass",
+               "mlpipe-memory", "sklearn-memory", "sklearn-parquet"]
     if ARGS.methods:
         methods = [m for m in methods if m in ARGS.methods.split(",")]
     results: dict[str, list[dict[str, float]]] = {name: [] for name in methods}
@@ -394,6 +418,12 @@ def main() -> None:
             print(f"  {label:42s} time {b['seconds'] / a['seconds']:5.1f}x  "
                   f"cpu {b['cpu_seconds'] / a['cpu_seconds']:5.1f}x  "
                   f"peak memory {b['peak_mb'] / a['peak_mb']:4.1f}x less")
+    for checked in ("checked-2pass", "checked-1pass"):
+        if checked in summary and "mlpipe-sink" in summary:
+            a, b = summary["mlpipe-sink"], summary[checked]
+            print(f"  {'cost of the null/NaN/inf report, ' + checked:42s} time "
+                  f"{b['seconds'] / a['seconds']:5.2f}x  cpu {b['cpu_seconds'] / a['cpu_seconds']:5.2f}x"
+                  "  (vs mlpipe-sink)")
     if "mlpipe-memory" in summary and "sklearn-memory" in summary:
         a, b = summary["mlpipe-memory"], summary["sklearn-memory"]
         print(f"  {'transform only (read excluded)':42s} time "

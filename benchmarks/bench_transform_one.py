@@ -12,8 +12,8 @@ Measured, every call timed alone (`perf_counter_ns`, the timer's own cost — th
 included), p50 and p99 per round, the median over --rounds rounds with the variants
 interleaved in each round (the machine is shared; medians of rounds damp that):
 
-* reference — `transform_one_reference`: each transformer's `compile` closure composed (the
-  online path before the generated function);
+* reference — the test oracle (tests/transform_oracle.py): one plain closure per column,
+  composed (the shape of the online path before the generated function);
 * fast      — `transform_one`: one function generated for the fitted state (codegen.py);
 * hand      — the same arithmetic written by hand for these 8 columns, without any
   missing-value or type handling beyond `age` (a floor, not a correct transform);
@@ -48,6 +48,7 @@ from bench_serve import COUNTRIES, TRANSFORM_COLUMNS, frame_of, rows_for  # noqa
 
 from mlpipe_cli.config.transforms import TransformConfig  # noqa: E402
 from mlpipe_cli.transforms import FittedTransform, fit_frame  # noqa: E402
+from tests.transform_oracle import oracle_function  # noqa: E402
 
 
 def serving_rows(n: int, seed: int) -> pl.DataFrame:
@@ -169,15 +170,16 @@ def measure(
 
 # -- one column of each transformer type --------------------------------------------------
 
+# the columns have 5% nulls: `on_null: keep` passes them on as None (as before the policy)
 TYPES: dict[str, tuple[str, list[dict[str, Any]]]] = {
-    "standard": ("x", [{"type": "standard"}]),
-    "minmax (clip)": ("x", [{"type": "minmax", "clip": True}]),
-    "robust": ("x", [{"type": "robust"}]),
-    "clip (quantiles)": ("x", [{"type": "clip", "quantiles": [0.01, 0.99]}]),
-    "log1p": ("pos", [{"type": "log1p"}]),
+    "standard": ("x", [{"type": "standard", "on_null": "keep"}]),
+    "minmax (clip)": ("x", [{"type": "minmax", "clip": True, "on_null": "keep"}]),
+    "robust": ("x", [{"type": "robust", "on_null": "keep"}]),
+    "clip (quantiles)": ("x", [{"type": "clip", "quantiles": [0.01, 0.99], "on_null": "keep"}]),
+    "log1p": ("pos", [{"type": "log1p", "on_null": "keep"}]),
     "fill_null+log1p+standard": ("pos", [
         {"type": "fill_null", "strategy": "median"}, {"type": "log1p"}, {"type": "standard"}]),
-    "passthrough": ("x", [{"type": "passthrough"}]),
+    "passthrough": ("x", [{"type": "passthrough", "on_null": "keep"}]),
     "onehot (8)": ("cat", [{"type": "onehot"}]),
     "ordinal": ("cat", [{"type": "ordinal"}]),
     "frequency": ("cat", [{"type": "frequency"}]),
@@ -235,7 +237,7 @@ def per_type(
             rows = test.select(*copy, "ref").to_dicts()
             med = measure(
                 {
-                    "reference": (transform.transform_one_reference, rows),
+                    "reference": (oracle_function(transform.state, transform.tables), rows),
                     "fast": (transform.transform_one, rows),
                 },
                 rounds,
@@ -262,11 +264,12 @@ def main() -> None:
         TransformConfig.model_validate({"columns": TRANSFORM_COLUMNS}), train
     ).transform
     records = serving_rows(args.records, seed=7).to_dicts()
+    reference = oracle_function(transform.state, transform.tables)
     for record in records[:1000]:  # the generated function is the reference, bit for bit
-        assert transform.transform_one(record) == transform.transform_one_reference(record)
+        assert transform.transform_one(record) == reference(record)
     variants: dict[str, tuple[Callable[[Any], Any], list[Any]]] = {
         "empty": (lambda record: None, records),
-        "reference": (transform.transform_one_reference, records),
+        "reference": (reference, records),
         "fast": (transform.transform_one, records),
         "hand": (hand_written(transform), records),
     }

@@ -9,14 +9,15 @@ full-match regex, two allowed sets, uniqueness of the key. Three methods compute
 failure counts (asserted equal), each in a fresh child process so peak memory
 (ru_maxrss of the child) is per method:
 
-* mlpipe   — ``validate_source``: pandera schema-only dtype check + one fused streaming query
-             (counts, 5 examples per check, rows failing any check), report objects;
+* mlpipe   — ``validate_source``: dtype check from the Parquet schema + one fused streaming
+             query (counts, 5 examples per check, rows failing any check), report objects;
 * polars   — the floor: ``scan_parquet(...).select(<same predicates>.sum())`` with the
              streaming engine, no pandera, no examples, no report;
 * pandas   — ``pd.read_parquet`` then one boolean mask per check (``isna``, comparisons,
              ``str.fullmatch``, ``isin``, ``duplicated``), the way most pipelines do it.
 
-Timings exclude interpreter start and imports; medians of --repeat runs.
+Timings exclude interpreter start and imports (whole-process figures, start-up included, are
+in bench_startup.py); medians of --repeat runs.
 """
 
 from __future__ import annotations
@@ -195,7 +196,7 @@ METHODS = {
     "pandas-object": run_pandas_object,
 }
 IMPORTS = {
-    "mlpipe": ("polars", "pandera.polars", "mlpipe_cli.validation.engine"),
+    "mlpipe": ("polars", "mlpipe_cli.validation.engine"),
     "polars": ("polars",),
     "pandas": ("pandas", "pyarrow.parquet"),
     "pandas-object": ("pandas", "pyarrow.parquet"),

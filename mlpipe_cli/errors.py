@@ -1,16 +1,25 @@
 """The one exception hierarchy of mlpipe, and the one place it maps to exit codes.
 
     MlpipeError                       exit 2  (base: anything we raise on purpose)
-    ├── UsageError                    exit 2  bad flag combination, bad argument value
+    ├── UsageError                    exit 2  bad flag combination, bad argument value,
+    │                                         an output that is also an input
     ├── ConfigError                   exit 2  bad YAML, unknown key, wrong type, missing env var
     ├── InputError                    exit 2  missing/unreadable/corrupt input file
+    ├── OutputError                   exit 2  an output cannot be written: full disk, read-only
+    │                                         file system, no permission
     ├── DataCheckFailed               exit 1  the data failed a check (validation, drift, freshness, skew)
-    ├── ArtifactError                 exit 3  unknown version, hash mismatch, incompatible schema
+    ├── ArtifactError                 exit 3  unknown version, hash mismatch, forged or unsigned
+    │   │                                     artifact, corrupt LATEST pointer, incompatible schema
     │   └── ArtifactNotFound          exit 3
-    └── ServiceUnavailable            exit 4  online store unreachable, auth rejected
+    ├── ServiceUnavailable            exit 4  online store unreachable, auth rejected
+    ├── InternalError                 exit 70 an invariant of mlpipe broke: a bug (sysexits'
+    │                                         EX_SOFTWARE); any unexpected exception maps here too
+    └── Signal                        (none)  internal control flow, never leaves its module
 
 Core code raises these; only ``mlpipe_cli.cli.main`` turns them into exit codes, through
-``exit_code_for``. Messages are one line and say what to do next.
+``exit_code_for``. Messages are one line and say what to do next. Every exception class
+defined in mlpipe derives from ``MlpipeError`` (tests/test_fault_suite.py walks the package
+and checks it).
 """
 
 from __future__ import annotations
@@ -24,6 +33,7 @@ class ExitCode(IntEnum):
     USAGE = 2
     ARTIFACT = 3
     SERVICE_UNAVAILABLE = 4
+    INTERNAL = 70  # sysexits.h EX_SOFTWARE: a bug in mlpipe, not in the user's input
 
 
 class MlpipeError(Exception):
@@ -52,6 +62,10 @@ class ConfigError(MlpipeError):
 
 class InputError(MlpipeError):
     """An input file is missing, unreadable, corrupt or has the wrong shape."""
+
+
+class OutputError(MlpipeError):
+    """An output cannot be written: full disk, read-only file system, no permission."""
 
 
 class DataCheckFailed(MlpipeError):
@@ -83,6 +97,22 @@ class ServiceUnavailable(MlpipeError):
     exit_code = ExitCode.SERVICE_UNAVAILABLE
 
 
+class InternalError(MlpipeError):
+    """An invariant of mlpipe itself broke (a bug, never a data problem): exit 70."""
+
+    exit_code = ExitCode.INTERNAL
+
+
+class Signal(MlpipeError):
+    """Internal control flow (e.g. "key missing" inside a store adapter); callers catch it
+    in the same module. Should one ever escape, it is a bug: exit 70."""
+
+    exit_code = ExitCode.INTERNAL
+
+    def __init__(self, message: str = "", *, hint: str | None = None) -> None:
+        super().__init__(message or type(self).__name__, hint=hint)
+
+
 def exit_code_for(exc: BaseException) -> ExitCode:
     """Map any exception to the documented exit code (the single place that does)."""
     if isinstance(exc, MlpipeError):
@@ -90,5 +120,8 @@ def exit_code_for(exc: BaseException) -> ExitCode:
     if isinstance(exc, ConnectionError):
         # A raw socket error that no adapter translated is still a service being unavailable.
         return ExitCode.SERVICE_UNAVAILABLE
-    # Unexpected exceptions are tool errors: never reported as a data failure or a pass.
-    return ExitCode.USAGE
+    if isinstance(exc, OSError):
+        # An environment error no adapter translated (a file, a device): not a bug of ours.
+        return ExitCode.USAGE
+    # Unexpected exceptions are bugs: never reported as a data failure, a pass or a usage error.
+    return ExitCode.INTERNAL

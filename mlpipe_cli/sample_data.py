@@ -59,10 +59,10 @@ def _us(ts: datetime) -> int:
 def generate(
     out_dir: Path | str, *, rows: int = 100_000, seed: int = 42, faults: tuple[str, ...] = ()
 ) -> SampleDataResult:
-    """Write the sample tables to ``out_dir`` (atomically, one file at a time)."""
+    """Write the sample tables to ``out_dir`` (atomically: all tables or none)."""
     import polars as pl
 
-    from mlpipe_cli.io import write_parquet_atomic
+    from mlpipe_cli.io import atomic_outputs, write_parquet_atomic
 
     unknown = [f for f in faults if f not in FAULTS]
     if unknown:
@@ -160,8 +160,9 @@ def generate(
         "labels": labels,
     }
     files = {}
-    for name, frame in frames.items():
-        files[name] = write_parquet_atomic(frame, out_dir / f"{name}.parquet")
+    with atomic_outputs():  # every table or none (a full disk must not leave half a data set)
+        for name, frame in frames.items():
+            files[name] = write_parquet_atomic(frame, out_dir / f"{name}.parquet")
     return SampleDataResult(
         out_dir=out_dir,
         files=files,

@@ -30,8 +30,8 @@ step "6. materialize the latest features as of $AS_OF into the online store (SQL
 $MLPIPE materialize -c "$CONFIG" --as-of "$AS_OF"
 
 step "7. train a small model on the transformed features and register it with that transform version"
-$PYTHON scripts/train_demo_model.py "$CONFIG" data/features.parquet data/model.joblib
-$MLPIPE model register data/model.joblib --artifact latest -c "$CONFIG"
+$PYTHON scripts/train_demo_model.py "$CONFIG" data/features.parquet data/model.skops
+$MLPIPE model register data/model.skops --artifact latest -c "$CONFIG"
 
 step "8. serve: start the feature server, query it, stop it (log flushed)"
 $PYTHON scripts/serve_smoke.py -c "$CONFIG"

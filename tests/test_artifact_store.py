@@ -210,3 +210,152 @@ def test_concurrent_publishers_never_corrupt_the_store(tmp_path: Path) -> None:
     assert set(outputs) == set(versions)
     assert store.latest("transform") in versions
     assert all(r.ok for r in store.verify_all())
+
+
+# -- a corrupt LATEST pointer -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (b"", "empty"),
+        (b"\xff\xfe\x00garbage", "binary content, not a version id"),
+        (b"not-a-version\n", "holds 'not-a-version', not a version id"),
+        (b"0042-0123456789ab\n", "points to 0042-0123456789ab, which does not exist"),
+    ],
+)
+def test_corrupt_latest_pointer_is_an_artifact_error_not_nothing_published(
+    tmp_path: Path, cli, content: bytes, problem: str
+) -> None:
+    store = ArtifactStore(tmp_path, "demo")
+    store.publish("transform", writer({"a": b"1"}))
+    pointer = tmp_path / "demo" / "transform" / "LATEST"
+    pointer.write_bytes(content)
+    with pytest.raises(ArtifactError) as err:
+        store.get("transform")
+    assert str(err.value) == (
+        f"{pointer} is corrupt ({problem}); run `mlpipe artifacts verify`"
+    )
+    assert not isinstance(err.value, ArtifactNotFound)
+    # pinned versions still load: only the pointer is damaged
+    assert store.get("transform", "1").version.startswith("0001-")
+    report = store.verify_all()
+    assert [(r.kind, r.version, r.ok) for r in report][-1] == ("transform", "LATEST", False)
+    assert report[-1].problems == [f"LATEST is corrupt ({problem})"]
+    # and through the CLI: exit 3, one line
+    config = tmp_path / "mlpipe.yaml"
+    config.write_text(f"pipeline: demo\nartifact_dir: {tmp_path}\n")
+    verify = cli("artifacts", "verify", "--all", "-c", config)
+    assert verify.exit_code == 3, verify.stderr
+    assert "LATEST" in verify.stdout + verify.stderr
+
+
+# -- signing ------------------------------------------------------------------------------
+
+
+def forge(store: ArtifactStore, kind: str, name: str, data: bytes) -> str:
+    """What someone with write access does: edit a file AND its manifest so that every sha256,
+    the content hash and the version id agree again. Returns the forged version id."""
+    from mlpipe_cli.artifacts.store import _content_hash, sha256_file
+
+    version = store.latest(kind)
+    assert version is not None
+    path = store.base / kind / version
+    for file in path.rglob("*"):
+        file.chmod(0o644)
+    (path / name).write_bytes(data)
+    manifest = json.loads((path / "manifest.json").read_text())
+    manifest["files"][name] = {"sha256": sha256_file(path / name), "size": len(data)}
+    manifest["content_hash"] = _content_hash(
+        kind,
+        {n: m["sha256"] for n, m in manifest["files"].items()},
+        config_hash=manifest["config_hash"],
+        inputs=manifest["inputs"],
+        params=manifest["params"],
+    )
+    forged = f"{version.split('-')[0]}-{manifest['content_hash'][:12]}"
+    manifest["version"] = forged
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    path.rename(path.parent / forged)
+    (store.base / kind / "LATEST").write_text(forged + "\n")
+    return forged
+
+
+def test_forged_artifact_passes_sha256_checks_but_not_the_signature(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlpipe_cli.artifacts.store import manifest_signature
+
+    # without a key, a forgery of files + manifest together is undetectable (the motivation)
+    plain = ArtifactStore(tmp_path / "plain", "demo")
+    plain.publish("transform", writer({"state.json": b'{"mean": 1}'}))
+    forged = forge(plain, "transform", "state.json", b'{"mean": 666}')
+    assert plain.get("transform").version == forged
+    assert all(r.ok for r in plain.verify_all())
+
+    monkeypatch.setenv("MLPIPE_SIGNING_KEY", "k3y-only-the-publisher-has")
+    signed = ArtifactStore(tmp_path / "signed", "demo")
+    published = signed.publish("transform", writer({"state.json": b'{"mean": 1}'})).version
+    manifest = json.loads((published.path / "manifest.json").read_text())
+    # an independent oracle of the signature: hmac over the sorted, compact JSON
+    import hashlib
+    import hmac
+
+    unsigned = {k: v for k, v in manifest.items() if k != "signature"}
+    canonical = json.dumps(unsigned, sort_keys=True, separators=(",", ":")).encode()
+    assert manifest["signature"] == "hmac-sha256:" + hmac.new(
+        b"k3y-only-the-publisher-has", canonical, hashlib.sha256
+    ).hexdigest()
+    assert manifest_signature(manifest, b"k3y-only-the-publisher-has") == manifest["signature"]
+    assert signed.get("transform").version == published.version
+
+    forged = forge(signed, "transform", "state.json", b'{"mean": 666}')
+    with pytest.raises(ArtifactError, match="signature does not match"):
+        signed.get("transform", forged)
+    [result] = signed.verify_all()
+    assert not result.ok
+    assert "signature does not match" in result.problems[0]
+
+    # a different key is a mismatch too; an unsigned manifest is refused unless allowed
+    monkeypatch.setenv("MLPIPE_SIGNING_KEY", "another-key")
+    with pytest.raises(ArtifactError, match="signature does not match"):
+        signed.get("transform", forged)
+    with pytest.raises(ArtifactError, match="is not signed but MLPIPE_SIGNING_KEY is set"):
+        plain.get("transform")
+    monkeypatch.setenv("MLPIPE_ALLOW_UNSIGNED", "1")
+    assert plain.get("transform").version == plain.latest("transform")
+    # stripping the signature does not help: ALLOW_UNSIGNED accepts unsigned, not mismatched
+    with pytest.raises(ArtifactError, match="signature does not match"):
+        signed.get("transform", forged)
+
+
+def test_forged_artifact_is_refused_by_the_cli_with_exit_3(
+    tmp_path: Path, cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MLPIPE_SIGNING_KEY", "k3y")
+    store = ArtifactStore(tmp_path, "demo")
+    store.publish("transform", writer({"state.json": b"{}"}))
+    forge(store, "transform", "state.json", b'{"evil": true}')
+    config = tmp_path / "mlpipe.yaml"
+    config.write_text(f"pipeline: demo\nartifact_dir: {tmp_path}\n")
+    verify = cli("artifacts", "verify", "--all", "-c", config)
+    assert verify.exit_code == 3
+    assert "signature does not match" in verify.stdout + verify.stderr
+    transform = cli("transform", "-c", config, "--data", tmp_path / "x.parquet",
+                    "--out", tmp_path / "y.parquet")  # fmt: skip
+    assert transform.exit_code == 3, transform.stderr
+    assert "signature does not match" in transform.stderr
+    assert len(transform.stderr.strip().splitlines()) == 1
+
+
+def test_signed_republish_of_identical_content_does_not_reuse_an_unsigned_version(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = ArtifactStore(tmp_path, "demo")
+    first = store.publish("transform", writer({"a": b"1"}), config_hash="c").version
+    monkeypatch.setenv("MLPIPE_SIGNING_KEY", "k3y")
+    second = store.publish("transform", writer({"a": b"1"}), config_hash="c")
+    assert second.created
+    assert second.version.version != first.version
+    assert second.version.content_hash == first.content_hash
+    assert store.get("transform").version == second.version.version

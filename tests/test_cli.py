@@ -20,6 +20,7 @@ from mlpipe_cli.errors import (
     DataCheckFailed,
     ExitCode,
     InputError,
+    InternalError,
     ServiceUnavailable,
     UsageError,
     exit_code_for,
@@ -39,8 +40,10 @@ ANSI = re.compile(r"\x1b\[")
         (ArtifactError("x"), 3),
         (ArtifactNotFound("x"), 3),
         (ServiceUnavailable("x"), 4),
-        (RuntimeError("x"), 2),
-        (KeyError("x"), 2),
+        (InternalError("x"), 70),
+        (RuntimeError("x"), 70),
+        (KeyError("x"), 70),
+        (OSError(28, "No space left on device"), 2),
     ],
 )
 def test_exit_code_mapping(exc: BaseException, code: int) -> None:
@@ -196,12 +199,12 @@ def test_unexpected_exception_is_one_line_exit_2_and_debug_shows_traceback(
         pass
 
     monkeypatch.setattr(cli_main, "app", broken)
-    assert cli_main.run(["explode"]) == 2
+    assert cli_main.run(["explode"]) == 70
     err = capfd.readouterr().err
     assert err.startswith("error: unexpected ZeroDivisionError: division by zero in a bug")
     assert "Traceback" not in err
     assert len(err.strip().splitlines()) == 1
-    assert cli_main.run(["explode", "--debug"]) == 2
+    assert cli_main.run(["explode", "--debug"]) == 70
     assert "Traceback (most recent call last)" in capfd.readouterr().err
 
 

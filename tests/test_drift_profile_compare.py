@@ -95,7 +95,7 @@ def test_profile_numeric_entry_hand_worked(ref_profile):
 def test_out_of_range_values_land_in_open_edge_bins(ref_profile):
     cur = pl.DataFrame({"x": [-50.0, 100.0, 200.0, 300.0]})
     [d] = compare_to_profile(ref_profile, cur, ["x"], min_rows=1)
-    assert _by_bin(d) == {"(-inf, 2.5)": (0.5, 0.25), "[2.5, +inf)": (0.5, 0.75),
+    assert _by_bin(d) == {"< 2.5": (0.5, 0.25), "≥ 2.5": (0.5, 0.75),
                           "__missing__": (0.0, 0.0)}
     # missing bin: both clipped to eps → contributes exactly 0
     assert d.psi == pytest.approx(0.25 * math.log(2) + 0.25 * math.log(1.5), rel=1e-12)
@@ -107,7 +107,7 @@ def test_out_of_range_values_land_in_open_edge_bins(ref_profile):
 def test_empty_bins_clipped_at_eps_without_renormalisation(ref_profile):
     cur = pl.DataFrame({"x": [10.0, 20.0, 30.0, 40.0]})
     [d] = compare_to_profile(ref_profile, cur, ["x"], min_rows=1)
-    assert _by_bin(d)["(-inf, 2.5)"] == (0.5, 0.0)
+    assert _by_bin(d)["< 2.5"] == (0.5, 0.0)
     expected = (EPS - 0.5) * math.log(EPS / 0.5) + 0.5 * math.log(2.0)
     assert d.psi == pytest.approx(expected, rel=1e-12)
     assert d.psi == pytest.approx(4.6043185, rel=1e-7)

@@ -30,6 +30,7 @@ def fitted_project(tmp_path: Path, cli) -> dict[str, Path]:  # type: ignore[no-u
             "b": rng.lognormal(1, 1, n),
             "c": pl.Series(rng.integers(0, 100, n), dtype=pl.Int32),
             "d": rng.normal(0, 1, n),
+            "r": rng.normal(0, 1, n),
             "flag": rng.random(n) < 0.5,
             "city": pl.Series(rng.choice(["x", "y", "z", "w", "rare"], n, p=[.4, .3, .2, .09, .01])).set(
                 pl.Series(rng.random(n) < 0.05), None),
@@ -37,6 +38,9 @@ def fitted_project(tmp_path: Path, cli) -> dict[str, Path]:  # type: ignore[no-u
             "seg": rng.choice(["s1", "s2", "s3", "s4"], n),
             "ts": [start + timedelta(minutes=int(m)) for m in rng.integers(0, 500_000, n)],
             "since": [start - timedelta(hours=int(h)) for h in rng.integers(0, 5000, n)],
+            # naive (UTC) instants across both 2026 DST changes, read on New York's wall clock
+            "seen": [datetime(2026, 1, 1) + timedelta(minutes=int(m))
+                     for m in rng.integers(0, 500_000, n)],
             "pid": pl.Series([f"p{i}" for i in rng.integers(0, 25, n)]).set(pl.Series(rng.random(n) < 0.05), None),
             "y": rng.random(n) < 0.4,
         }
@@ -53,6 +57,7 @@ def fitted_project(tmp_path: Path, cli) -> dict[str, Path]:  # type: ignore[no-u
                       {"type": "minmax", "feature_range": [-1, 1], "clip": True}],
                 "c": [{"type": "robust"}],
                 "d": [{"type": "log1p", "on_invalid": "shift"}],
+                "r": [{"type": "standard", "on_inf": "clip", "on_null": "keep"}],
                 "flag": [{"type": "passthrough"}],
                 "city": [{"type": "onehot", "min_frequency": 0.05}],
                 "tier": [{"type": "ordinal", "order": "frequency"}],
@@ -60,6 +65,8 @@ def fitted_project(tmp_path: Path, cli) -> dict[str, Path]:  # type: ignore[no-u
                 "ts": [{"type": "temporal", "features": ["hour", "dow", "month", "is_weekend",
                                                          "hour_sin", "dow_cos", "month_sin",
                                                          "days_since"], "reference": "since"}],
+                "seen": [{"type": "temporal", "timezone": "America/New_York",
+                          "features": ["hour", "dow", "is_weekend", "hour_cos"]}],
                 "pid": [{"type": "embedding", "table": str(tmp_path / "emb.parquet"), "key": "id",
                          "vector": "vec", "unknown": "mean"}],
             },
@@ -90,6 +97,10 @@ def test_export_matches_transform(cli, fitted_project) -> None:  # type: ignore[
     new = pl.read_parquet(fitted_project["train"]).with_columns(
         city=pl.when(pl.int_range(pl.len()) % 7 == 0).then(pl.lit("new-city")).otherwise("city"),
         pid=pl.when(pl.int_range(pl.len()) % 5 == 0).then(pl.lit("p999")).otherwise("pid"),
+        # the value policy of `r`: ±inf clipped to the training range, null kept as missing
+        r=pl.when(pl.int_range(pl.len()) % 11 == 0).then(float("inf"))
+        .when(pl.int_range(pl.len()) % 13 == 0).then(float("-inf"))
+        .when(pl.int_range(pl.len()) % 17 == 0).then(None).otherwise("r"),
     )
     new.write_parquet(tmp / "new.parquet")
     assert cli("transform", "-c", fitted_project["config"], "--data", tmp / "new.parquet",
@@ -98,6 +109,12 @@ def test_export_matches_transform(cli, fitted_project) -> None:  # type: ignore[
     got = ct.transform(new.to_pandas())
     assert got.shape == expected.shape
     np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12, equal_nan=True)
+    assert np.isnan(got[:, outputs.index("r")]).sum() == new["r"].null_count() > 0
+    # a value the policy refuses: refused by the export too (`b` refuses missing values)
+    with pytest.raises(ValueError, match=r"column 'b': 1 missing values and nothing fills them"):
+        ct.transform(new.head(1).with_columns(b=pl.lit(None, pl.Float64)).to_pandas())
+    with pytest.raises(ValueError, match=r"column 'b': ±inf is refused \(on_inf: error\)"):
+        ct.transform(new.head(1).with_columns(b=pl.lit(float("inf"))).to_pandas())
 
 
 def test_export_refits_nothing(cli, fitted_project) -> None:  # type: ignore[no-untyped-def]

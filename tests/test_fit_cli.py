@@ -296,3 +296,36 @@ def test_source_contracts_apply_to_training_columns(cli, setup) -> None:
     result = cli("fit", "-c", setup["config"], "--data", setup["train"])
     assert result.exit_code == 2
     assert "no contract for column 'email'" in result.stderr
+
+
+def test_transform_counts_what_the_policy_handled_and_refuses_inf(cli, setup) -> None:
+    """NaN in a fill_null column is filled and counted; +inf (refused by default) fails the
+    run with exit 1 naming the column and the count, and nothing is written."""
+    fit_ok(cli, setup)
+    source = pl.read_parquet(setup["train"])
+    nan_rows = source.with_columns(
+        pl.when(pl.int_range(pl.len()) < 7).then(float("nan")).otherwise(pl.col("revenue_7d_mean"))
+        .alias("revenue_7d_mean")
+    )  # fmt: skip
+    nan_rows.write_parquet(setup["tmp"] / "nan.parquet")
+    out = setup["tmp"] / "nan_out.parquet"
+    ok = cli("transform", "-c", setup["config"], "--data", setup["tmp"] / "nan.parquet", "--out", out,
+             "--json")  # fmt: skip
+    assert ok.exit_code == 0, ok.stderr
+    (column,) = [c for c in ok.json()["values"]["columns"] if c["column"] == "revenue_7d_mean"]
+    assert column["nan"] == 7
+    assert pl.read_parquet(out).select(pl.all().exclude("user_id", "churned")).null_count().sum_horizontal().item() == 0
+
+    inf_rows = source.with_columns(
+        pl.when(pl.int_range(pl.len()) < 3).then(float("inf")).otherwise(pl.col("revenue_7d_mean"))
+        .alias("revenue_7d_mean")
+    )  # fmt: skip
+    inf_rows.write_parquet(setup["tmp"] / "inf.parquet")
+    refused = setup["tmp"] / "inf_out.parquet"
+    bad = cli("transform", "-c", setup["config"], "--data", setup["tmp"] / "inf.parquet", "--out",
+              refused)  # fmt: skip
+    assert bad.exit_code == 1
+    assert len(bad.stderr.strip().splitlines()) == 1
+    assert "revenue_7d_mean" in bad.stderr
+    assert "3" in bad.stderr
+    assert not refused.exists()

@@ -1,5 +1,6 @@
-"""`mlpipe model register` and /predict: hash verified before unpickling, bound to one
-transform version, predictions equal to sklearn's own on the served vector."""
+"""`mlpipe model register` and /predict: skops types checked before loading, pickle only when
+trusted, hash verified before loading, bound to one transform version, predictions equal to
+sklearn's own on the served vector."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import joblib
 import numpy as np
 import polars as pl
 import pytest
+import skops.io as sio
 from conftest import free_port, run_mlpipe
 from test_serve import (
     ServerPool,
@@ -38,19 +40,27 @@ def servers():  # type: ignore[no-untyped-def]
     pool.close()
 
 
-def train_model(project: Path, fitted_base: Path, out: Path) -> tuple[Any, str]:
-    """A LogisticRegression on the transform's outputs of the training set."""
-    from sklearn.linear_model import LogisticRegression
-
+def training_matrix(project: Path, fitted_base: Path) -> tuple[Any, Any, str]:
     transform = load_transform(ArtifactStore(project.parent / "artifacts", "churn"))
     training = pl.read_parquet(fitted_base / "training_set.parquet")
     outputs = transform.transform_batch(training.lazy()).collect()
     x = outputs.select(transform.output_columns).to_numpy().astype(np.float64)
     x = np.nan_to_num(x)
-    y = training["churned"].to_numpy()
+    return x, training["churned"].to_numpy(), transform.version
+
+
+def train_model(project: Path, fitted_base: Path, out: Path) -> tuple[Any, str]:
+    """A LogisticRegression on the transform's outputs of the training set, saved with skops
+    for a ``.skops`` path and with joblib (a pickle) otherwise."""
+    from sklearn.linear_model import LogisticRegression
+
+    x, y, version = training_matrix(project, fitted_base)
     model = LogisticRegression(max_iter=1000).fit(x, y)
-    joblib.dump(model, out)
-    return model, transform.version
+    if out.suffix == ".skops":
+        sio.dump(model, out)
+    else:
+        joblib.dump(model, out)
+    return model, version
 
 
 class Boom:
@@ -67,14 +77,16 @@ def test_register_then_predict_matches_sklearn(
     tmp_path: Path, sample_data_dir: Path, fitted_base: Path, servers: Any, cli: Any
 ) -> None:
     config = make_project(tmp_path, sample_data_dir, fitted_base)
-    model, transform_version = train_model(config, fitted_base, tmp_path / "model.joblib")
-    reg = cli("model", "register", tmp_path / "model.joblib", "--artifact", "latest",
+    model, transform_version = train_model(config, fitted_base, tmp_path / "model.skops")
+    reg = cli("model", "register", tmp_path / "model.skops", "--artifact", "latest",
               "-c", config, "--json")  # fmt: skip
     assert reg.exit_code == 0, reg.stderr
     doc = reg.json()
     assert doc["transform_version"] == transform_version
     assert doc["created"] is True
-    again = cli("model", "register", tmp_path / "model.joblib", "--artifact",
+    assert (doc["format"], doc["trusted_types"]) == ("skops", [])
+    assert (Path(doc["path"]) / "model.skops").read_bytes() == (tmp_path / "model.skops").read_bytes()
+    again = cli("model", "register", tmp_path / "model.skops", "--artifact",
                 transform_version, "-c", config, "--json")  # fmt: skip
     assert again.json()["model_version"] == doc["model_version"]
     assert again.json()["created"] is False
@@ -131,8 +143,8 @@ def test_model_bound_to_another_transform_version_refuses_to_start(
     tmp_path: Path, sample_data_dir: Path, fitted_base: Path, cli: Any
 ) -> None:
     config = make_project(tmp_path, sample_data_dir, fitted_base)
-    train_model(config, fitted_base, tmp_path / "model.joblib")
-    assert cli("model", "register", tmp_path / "model.joblib", "-c", config).exit_code == 0
+    train_model(config, fitted_base, tmp_path / "model.skops")
+    assert cli("model", "register", tmp_path / "model.skops", "-c", config).exit_code == 0
     # a second transform version: fitted on fewer training rows
     training = pl.read_parquet(fitted_base / "training_set.parquet")
     training.head(1500).write_parquet(tmp_path / "fewer.parquet")
@@ -149,7 +161,9 @@ def test_tampered_model_is_rejected_before_unpickling(
 ) -> None:
     config = make_project(tmp_path, sample_data_dir, fitted_base)
     train_model(config, fitted_base, tmp_path / "model.joblib")
-    reg = cli("model", "register", tmp_path / "model.joblib", "-c", config, "--json")
+    reg = cli("model", "register", tmp_path / "model.joblib", "--trust-pickle", "-c", config,
+              "--json")  # fmt: skip
+    assert reg.json()["format"] == "pickle"
     model_dir = Path(reg.json()["path"])
     marker = tmp_path / "pwned"
     target = model_dir / "model.joblib"
@@ -170,7 +184,7 @@ def test_register_errors(
     assert "not found" in missing.stderr
     (tmp_path / "m.joblib").write_bytes(b"whatever")
     unknown = cli("model", "register", tmp_path / "m.joblib", "--artifact", "0099",
-                  "-c", config)  # fmt: skip
+                  "--trust-pickle", "-c", config)  # fmt: skip
     assert unknown.exit_code == 3
     assert "unknown transform artifact version" in unknown.stderr
 
@@ -182,7 +196,8 @@ def test_register_refuses_non_models_and_publishes_nothing(
 
     config = make_project(tmp_path, sample_data_dir, fitted_base, materialize=False)
     train_model(config, fitted_base, tmp_path / "model.joblib")
-    good = cli("model", "register", tmp_path / "model.joblib", "-c", config, "--json")
+    good = cli("model", "register", tmp_path / "model.joblib", "--trust-pickle", "-c", config,
+               "--json")  # fmt: skip
     assert good.exit_code == 0, good.stderr
     good_version = good.json()["model_version"]
 
@@ -200,7 +215,8 @@ def test_register_refuses_non_models_and_publishes_nothing(
         "narrow.joblib": (3, "expects 1 features but transform"),
     }
     for name, (code, message) in cases.items():
-        result = cli("model", "register", bad / name, "--artifact", "latest", "-c", config)
+        result = cli("model", "register", bad / name, "--artifact", "latest", "--trust-pickle",
+                     "-c", config)  # fmt: skip
         assert result.exit_code == code, (name, result.stderr)
         assert message in result.stderr, (name, result.stderr)
         assert "Traceback" not in result.stderr
@@ -248,3 +264,104 @@ def test_cannot_be_loaded_message_is_never_empty(
         load_model(store, version, transform_version=transform.version)
     message = str(err.value)
     assert "cannot be loaded: EOFError: EOFError()" in message, message
+
+
+class Tripwire:
+    """Creating one from a file writes a marker: proves the file was never loaded."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        Path(state["marker"]).write_text("executed")
+        self.__dict__.update(state)
+
+    def predict(self, x: Any) -> Any:  # looks like a model
+        return x[:, 0]
+
+
+def test_pickle_payload_never_runs_at_registration(
+    tmp_path: Path, sample_data_dir: Path, fitted_base: Path, cli: Any
+) -> None:
+    config = make_project(tmp_path, sample_data_dir, fitted_base, materialize=False)
+    marker = tmp_path / "pwned"
+    payload = pickle.dumps(Boom(str(marker)))
+    for name in ("model.joblib", "model.pkl", "renamed.skops"):  # content decides, not name
+        (tmp_path / name).write_bytes(payload)
+        result = cli("model", "register", tmp_path / name, "-c", config)
+        assert result.exit_code == 2, (name, result.stderr)
+        assert result.stderr.startswith(f"error: model file {tmp_path / name} is a joblib/pickle "
+                                        "file: loading it runs any code it contains")  # fmt: skip
+        assert "--trust-pickle" in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+        assert not marker.exists()
+    assert cli("model", "list", "-c", config, "--json").json()["models"] == []
+
+
+def test_skops_untrusted_type_is_refused_before_anything_is_loaded(
+    tmp_path: Path, sample_data_dir: Path, fitted_base: Path, cli: Any
+) -> None:
+    config = make_project(tmp_path, sample_data_dir, fitted_base, materialize=False)
+    marker = tmp_path / "pwned"
+    sio.dump(Tripwire(str(marker)), tmp_path / "evil.skops")
+    assert not marker.exists()
+    result = cli("model", "register", tmp_path / "evil.skops", "-c", config)
+    assert result.exit_code == 2, result.stderr
+    untrusted = sio.get_untrusted_types(file=tmp_path / "evil.skops")
+    assert untrusted == [f"{Tripwire.__module__}.Tripwire"]
+    assert result.stderr.strip() == (
+        f"error: model file {tmp_path / 'evil.skops'} contains types skops does not trust: "
+        f"{untrusted[0]} (if you trust them, register with --trust {untrusted[0]})"
+    )
+    assert not marker.exists()
+    # --trust-pickle is not a way around it: a skops file's types are trusted one by one
+    again = cli("model", "register", tmp_path / "evil.skops", "--trust-pickle", "-c", config)
+    assert again.exit_code == 2
+    assert not marker.exists()
+    assert cli("model", "list", "-c", config, "--json").json()["models"] == []
+
+
+def test_skops_model_with_a_trusted_type_serves_with_the_recorded_list(
+    tmp_path: Path, sample_data_dir: Path, fitted_base: Path, cli: Any
+) -> None:
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    from mlpipe_cli.errors import ArtifactError
+    from mlpipe_cli.serving.model import MODEL_KIND, load_model
+
+    config = make_project(tmp_path, sample_data_dir, fitted_base, materialize=False)
+    x, y, transform_version = training_matrix(config, fitted_base)
+    model = HistGradientBoostingClassifier(max_iter=5, random_state=0).fit(x, y)
+    path = tmp_path / "hgb.skops"
+    sio.dump(model, path)
+    needed = "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor"
+    refused = cli("model", "register", path, "-c", config)
+    assert refused.exit_code == 2
+    assert f"--trust {needed}" in refused.stderr
+    reg = cli("model", "register", path, "--trust", needed, "--trust", "unused.Type",
+              "-c", config, "--json")  # fmt: skip
+    assert reg.exit_code == 0, reg.stderr
+    doc = reg.json()
+    assert (doc["format"], doc["trusted_types"]) == ("skops", [needed])  # only what it needs
+    binding = json.loads((Path(doc["path"]) / "binding.json").read_text())
+    assert binding["trusted_types"] == [needed]
+
+    store = ArtifactStore(config.parent / "artifacts", "churn")
+    loaded = load_model(store, doc["model_version"], transform_version=transform_version)
+    rows = x[:200]
+    assert loaded.score_matrix(rows) == pytest.approx(model.predict_proba(rows)[:, 1].tolist(),
+                                                      rel=1e-12)  # fmt: skip
+
+    # a binding that trusts less than the file asks for is refused before loading
+    from mlpipe_cli.artifacts import sha256_file
+
+    weaker = {**binding, "trusted_types": []}
+
+    def write(staging: Path) -> None:
+        (staging / "model.skops").write_bytes(path.read_bytes())
+        (staging / "binding.json").write_text(json.dumps(weaker))
+
+    assert weaker["model_sha256"] == sha256_file(path)
+    version = store.publish(MODEL_KIND, write).version.version
+    with pytest.raises(ArtifactError, match=f"asks for types not trusted at registration: {needed}"):
+        load_model(store, version, transform_version=transform_version)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from datetime import timedelta
 from html.parser import HTMLParser
 from pathlib import Path
@@ -102,7 +103,7 @@ def test_drift_fault_flags_revenue_derived_features_and_nothing_else(env, cli):
     }
     assert all(s == "stable" for c, s in status.items() if c not in REVENUE_DERIVED)
     assert doc["status"] == "failed"
-    assert doc["summary"] == {"stable": 7, "moderate": 0, "drifted": 3, "error": 0}
+    assert doc["summary"] == {"stable": 7, "moderate": 0, "drifted": 3, "error": 0, "excluded": 0}
     assert doc["current"]["source"] == "serving-log"
     assert doc["current"]["rows"] == sum(
         pl.read_parquet(p).height for p in (env / "log-drift").glob("segment-*.parquet")
@@ -136,7 +137,7 @@ def test_plain_table_output_sorted_by_psi(env, cli):
     header = next(i for i, line in enumerate(lines) if line.startswith("feature"))
     rows = [line.split()[0] for line in lines[header + 1 : header + 11]]
     assert set(rows[:3]) == REVENUE_DERIVED
-    assert "3 drifted, 0 moderate, 7 stable, 0 error (PSI gate 0.2)" in res.stdout
+    assert "3 drifted, 0 moderate, 7 stable, 0 error, 0 excluded (PSI gate 0.2)" in res.stdout
     assert "\x1b[" not in res.stdout
 
 
@@ -156,7 +157,7 @@ def test_empty_window_and_empty_log_exit_2(env, cli, tmp_path):
     assert "not found" in res.stderr
 
 
-def test_html_report_has_one_section_per_feature(env, cli, tmp_path):
+def test_html_report_has_one_row_per_feature_grouped_in_cards(env, cli, tmp_path):
     out = tmp_path / "report.html"
     res = cli("psi-report", *_window(env, "log-drift"), "--html", out)
     assert res.exit_code == 1
@@ -165,7 +166,8 @@ def test_html_report_has_one_section_per_feature(env, cli, tmp_path):
     class Parser(HTMLParser):
         def __init__(self) -> None:
             super().__init__()
-            self.sections: list[dict[str, str | None]] = []
+            self.rows: list[dict[str, str | None]] = []
+            self.cards: list[dict[str, str | None]] = []
             self.svgs = 0
             self.external: list[str] = []
             self.tags: list[str] = []
@@ -173,8 +175,10 @@ def test_html_report_has_one_section_per_feature(env, cli, tmp_path):
         def handle_starttag(self, tag, attrs):
             a = dict(attrs)
             self.tags.append(tag)
-            if tag == "section" and a.get("class") == "feature":
-                self.sections.append(a)
+            if tag == "tr" and a.get("class") == "feature":
+                self.rows.append(a)
+            if tag == "section" and a.get("class") == "card":
+                self.cards.append(a)
             if tag == "svg":
                 self.svgs += 1
             for key in ("src", "href"):
@@ -185,7 +189,7 @@ def test_html_report_has_one_section_per_feature(env, cli, tmp_path):
     parser = Parser()
     parser.feed(text)
     parser.close()
-    names = [s["data-feature"] for s in parser.sections]
+    names = [s["data-feature"] for s in parser.rows]
     assert sorted(names) == sorted(REVENUE_DERIVED | {
         "raw.product_id", "raw.channel", "raw.age", "raw.country", "raw.plan",
         "vec.channel__web", "vec.age_scaled"})
@@ -193,8 +197,17 @@ def test_html_report_has_one_section_per_feature(env, cli, tmp_path):
     assert parser.external == []
     assert "script" not in parser.tags
     assert "link" not in parser.tags
-    drifted = {s["data-feature"] for s in parser.sections if s["data-status"] == "drifted"}
+    drifted = {s["data-feature"] for s in parser.rows if s["data-status"] == "drifted"}
     assert drifted == REVENUE_DERIVED
+    # raw.channel and vec.channel__web share one card; drifted cards come first
+    groups = [c["data-group"] for c in parser.cards]
+    assert "channel" in groups
+    assert len(groups) == len(names) - 1
+    statuses = [c["data-status"] for c in parser.cards]
+    assert statuses == sorted(statuses, key=lambda s: s != "drifted")
+    # paths are relative (../../tmp/...), never absolute machine paths
+    assert re.search(rf"(?<![./]){re.escape(str(env))}", text) is None
+    assert "log-drift</code>" in text
 
 
 def test_current_batch_matches_raw_names_and_features_flag(env, cli):
@@ -350,3 +363,44 @@ def test_serving_log_segments_with_different_columns(env, cli, tmp_path):
     assert by["raw.plan"]["status"] == "drifted"  # a surge of nulls
     assert by["raw.channel"]["status"] == "stable"
     assert res.exit_code == 1
+
+
+def test_source_batch_against_its_saved_validation_profile(project, cli, sample_data_dir, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """`psi-report --source orders` compares a raw day of orders with the profile saved by
+    `validate --save-profile`, on the columns the source's distribution checks name."""
+    assert cli("validate", "-c", project, "--source", "orders", "--save-profile").exit_code == 0
+    orders = pl.read_parquet(sample_data_dir / "orders.parquet")
+    orders.head(5000).write_parquet(tmp_path / "day.parquet")
+    same = cli("psi-report", "-c", project, "--source", "orders", "--current",
+               tmp_path / "day.parquet", "--json")  # fmt: skip
+    assert same.exit_code == 0, same.stderr
+    doc = same.json()
+    statuses = {f["column"]: f["status"] for f in doc["features"]}
+    assert set(statuses) == {"revenue", "channel", "product_id"}  # sources.orders.distribution
+    assert "drifted" not in statuses.values()
+    drifted = orders.head(5000).with_columns(pl.col("revenue") * 10)
+    drifted.write_parquet(tmp_path / "drifted.parquet")
+    bad = cli("psi-report", "-c", project, "--source", "orders", "--current",
+              tmp_path / "drifted.parquet")  # fmt: skip
+    assert bad.exit_code == 1
+    assert re.search(r"^revenue\s+drifted", bad.stdout, re.M)
+
+
+def test_current_without_any_reference_feature_is_one_line_exit_2(project, cli, sample_data_dir) -> None:  # type: ignore[no-untyped-def]
+    assert cli("validate", "-c", project, "--source", "orders", "--save-profile").exit_code == 0
+    res = cli("psi-report", "-c", project, "--source", "orders", "--current",
+              sample_data_dir / "users.parquet")  # fmt: skip
+    assert res.exit_code == 2
+    assert len(res.stderr.strip().splitlines()) == 1
+    assert "--current" in res.stderr
+
+
+def test_source_and_time_feature_flags_are_checked(project, cli, sample_data_dir) -> None:  # type: ignore[no-untyped-def]
+    both = cli("psi-report", "-c", project, "--source", "orders", "--artifact", "latest",
+               "--current", sample_data_dir / "orders.parquet")  # fmt: skip
+    assert both.exit_code == 2
+    assert "--source" in both.stderr
+    loose = cli("psi-report", "-c", project, "--include-time-features", "--current",
+                sample_data_dir / "orders.parquet")  # fmt: skip
+    assert loose.exit_code == 2
+    assert "--serving-log" in loose.stderr

@@ -160,7 +160,7 @@ def test_shadow_compare_flags_outputs_that_moved(env, cli, tmp_path):
     assert status["vec.revenue"] == "drifted"
     assert {c for c, s in status.items() if s == "drifted"} == {"vec.revenue"}
     assert all(s == "stable" for c, s in status.items() if c != "vec.revenue")
-    assert html.read_text().count('<section class="feature"') == len(status)
+    assert html.read_text().count('<tr class="feature"') == len(status)
     res = cli("psi-report", "-c", env["config"], "--compare", env["v1"], env["v2"],
               "--serving-log", env["log"])
     assert res.exit_code == 2

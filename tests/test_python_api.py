@@ -129,7 +129,7 @@ def test_cli_and_api_give_identical_artifacts(demo: dict, cli) -> None:  # type:
 
     # The same documents the CLI printed, up to the run-specific paths and timings.
     paths = ("out", "manifest", "path", "store", "seconds", "entities_per_second",
-             "finished_at", "version_created_at", "created")
+             "finished_at", "version_created_at", "created", "generated_at")
     for step in docs_cli:
         c_doc, a_doc = docs_cli[step], docs_api[step]
         if step == "validate":

@@ -125,7 +125,7 @@ def test_out_may_not_overwrite_an_input(cli, project: Path) -> None:
     config = load_config(project)
     result = cli("training-set", "-c", project, "--out", config.training_set.spine)
     assert result.exit_code == 2
-    assert "is one of the inputs" in result.stderr
+    assert "is also an input (same path)" in result.stderr
 
 
 def test_null_spine_timestamps_fail_with_exit_1(cli, project: Path, tmp_path: Path) -> None:

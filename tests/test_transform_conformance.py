@@ -1,7 +1,8 @@
 """One conformance suite over every transformer (the sklearn `parametrize_with_checks` idea).
 
-For each transformer spec: fitting is deterministic (twice, and on shuffled rows), the state
-survives a JSON round trip, and the batch path (Polars) and the online path (pure Python)
+For each case of the one shared table (tests/transform_cases.py, checked complete against the
+registry): fitting is deterministic (twice, and on shuffled rows), the state survives a JSON
+round trip, and the batch path (Polars) and the online path (pure Python)
 agree — exactly or within 1e-12 — on random records with nulls, NaN, unknown categories,
 unseen ids and extreme values (hypothesis).
 """
@@ -10,140 +11,49 @@ from __future__ import annotations
 
 import json
 import math
-from datetime import UTC, datetime, timedelta
-from functools import cache
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
-import numpy as np
 import polars as pl
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mlpipe_cli.config.transforms import TransformConfig
-from mlpipe_cli.transforms import FittedTransform, fit_frame
-
-N = 600
-KNOWN = ["US", "DE", "GB", "FR", "IN", "rare1", "rare2"]
-START = datetime(2025, 1, 1, tzinfo=UTC)
-SCHEMA = {
-    "num": pl.Float64,
-    "pos": pl.Float64,
-    "neg": pl.Float64,
-    "cnt": pl.Int64,
-    "flag": pl.Boolean,
-    "cat": pl.String,
-    "ts": pl.Datetime("us", "UTC"),
-    "ref": pl.Datetime("us", "UTC"),
-    "pid": pl.Int64,
-    "sku": pl.String,
-    "y": pl.Boolean,
-}
-
-
-@cache
-def training_frame() -> pl.DataFrame:
-    rng = np.random.default_rng(11)
-    num = rng.normal(10, 3, N)
-    num_null = rng.random(N) < 0.1
-    cat = rng.choice(KNOWN, N, p=[0.4, 0.25, 0.15, 0.1, 0.08, 0.015, 0.005])
-    cat_null = rng.random(N) < 0.05
-    minutes = rng.integers(0, 60 * 24 * 400, N)
-    return pl.DataFrame(
-        {
-            "num": [None if m else float(v) for v, m in zip(num, num_null, strict=True)],
-            "pos": rng.lognormal(1, 1, N),
-            "neg": rng.normal(0, 3, N),
-            "cnt": rng.integers(0, 50, N),
-            "flag": rng.random(N) < 0.3,
-            "cat": [None if m else str(v) for v, m in zip(cat, cat_null, strict=True)],
-            "ts": [START + timedelta(minutes=int(m)) for m in minutes],
-            "ref": [START - timedelta(days=int(d)) for d in rng.integers(0, 30, N)],
-            "pid": rng.integers(1, 40, N),
-            "sku": [f"s{int(v)}" for v in rng.integers(0, 8, N)],
-            "y": rng.random(N) < 0.3,
-        },
-        schema=SCHEMA,
-    )
+from mlpipe_cli.config.transforms import NUMERIC_STEPS as CONFIG_NUMERIC_STEPS
+from mlpipe_cli.config.transforms import Step
+from mlpipe_cli.errors import DataCheckFailed, InputError
+from mlpipe_cli.transforms import FitOutcome, FittedTransform, fit_frame, transform_frame
+from mlpipe_cli.transforms.numeric import NUMERIC_STEPS
+from mlpipe_cli.transforms.registry import STEP_TYPES
+from tests.transform_cases import (
+    CASES,
+    KNOWN,
+    config_for,
+    fitted_outcome,
+    training_frame,
+    write_tables,
+)
 
 
 @pytest.fixture(scope="module")
 def tables(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("emb")
-    rng = np.random.default_rng(5)
-    ids = pl.DataFrame(
-        {
-            "product_id": np.arange(1, 31, dtype=np.int64),
-            "embedding": pl.Series(rng.normal(0, 1, (30, 4)).astype(np.float32),
-                                   dtype=pl.Array(pl.Float32, 4)),
-        }
-    )
-    skus = pl.DataFrame(
-        {"sku": [f"s{i}" for i in range(6)], "vec": [list(rng.normal(0, 1, 3)) for _ in range(6)]}
-    )
-    ids.write_parquet(root / "ids.parquet")
-    skus.write_parquet(root / "skus.parquet")
-    return {"ids": root / "ids.parquet", "skus": root / "skus.parquet"}
+    return write_tables(tmp_path_factory.mktemp("emb"))
 
 
-# id -> (column, steps)
-CASES: dict[str, tuple[str, list[dict[str, Any]]]] = {
-    "fill_null_constant": ("num", [{"type": "fill_null", "strategy": "constant", "value": -1}]),
-    "fill_null_mean": ("num", [{"type": "fill_null", "strategy": "mean"}]),
-    "fill_null_median": ("num", [{"type": "fill_null", "strategy": "median"}]),
-    "standard": ("num", [{"type": "standard"}]),
-    "standard_no_mean": ("cnt", [{"type": "standard", "with_mean": False}]),
-    "minmax": ("num", [{"type": "minmax"}]),
-    "minmax_clip": ("neg", [{"type": "minmax", "feature_range": [-1, 1], "clip": True}]),
-    "robust": ("pos", [{"type": "robust", "quantile_range": [10, 90]}]),
-    "clip_fixed": ("neg", [{"type": "clip", "min": -2, "max": 2}]),
-    "clip_quantiles": ("pos", [{"type": "clip", "quantiles": [0.05, 0.95]}]),
-    "log1p": ("pos", [{"type": "log1p"}]),
-    "log1p_shift": ("neg", [{"type": "log1p", "on_invalid": "shift"}]),
-    "chain": ("num", [
-        {"type": "clip", "quantiles": [0.01, 0.99]},
-        {"type": "fill_null", "strategy": "median"},
-        {"type": "log1p", "on_invalid": "shift"},
-        {"type": "standard"},
-    ]),
-    "onehot": ("cat", [{"type": "onehot"}]),
-    "onehot_rare": ("cat", [{"type": "onehot", "min_frequency": 0.02, "max_categories": 4}]),
-    "onehot_int": ("cnt", [{"type": "onehot", "min_frequency": 15}]),
-    "onehot_bool": ("flag", [{"type": "onehot"}]),
-    "ordinal": ("cat", [{"type": "ordinal"}]),
-    "ordinal_frequency": ("cat", [{"type": "ordinal", "order": "frequency", "unknown_value": 99}]),
-    "frequency": ("cat", [{"type": "frequency"}]),
-    "target_auto": ("cat", [{"type": "target"}]),
-    "target_smooth": ("cat", [{"type": "target", "smooth": 10.0, "cv": 3}]),
-    "temporal": ("ts", [{"type": "temporal", "features": [
-        "hour", "dow", "month", "is_weekend", "hour_sin", "hour_cos", "dow_sin", "dow_cos", "month_sin", "month_cos",
-        "days_since"], "reference": "ref"}]),
-    "embedding_zero": ("pid", [{"type": "embedding", "table": "ids", "key": "product_id",
-                                "vector": "embedding"}]),
-    "embedding_mean": ("sku", [{"type": "embedding", "table": "skus", "key": "sku",
-                                "vector": "vec", "unknown": "mean"}]),
-    "passthrough": ("num", [{"type": "passthrough"}]),
-    "passthrough_bool": ("flag", [{"type": "passthrough"}]),
-    "drop": ("cat", [{"type": "drop"}]),
-}
+def fitted(case: str, tables: dict[str, Path]) -> FitOutcome:
+    return fitted_outcome([case], tables)
 
 
-def config_for(case: str, tables: dict[str, Path]) -> TransformConfig:
-    column, steps = CASES[case]
-    steps = [
-        {**s, "table": str(tables[s["table"]])} if s["type"] == "embedding" else s for s in steps
-    ]
-    return TransformConfig.model_validate({"target": "y", "columns": {column: steps}})
-
-
-_FITTED: dict[str, Any] = {}
-
-
-def fitted(case: str, tables: dict[str, Path]) -> Any:
-    if case not in _FITTED:
-        _FITTED[case] = fit_frame(config_for(case, tables), training_frame())
-    return _FITTED[case]
+def test_the_case_table_covers_every_registered_step_type() -> None:
+    """One shared table (tests/transform_cases.py): every step type the registry knows, and
+    every step type the config accepts, has a case — and they are the same set."""
+    covered = {step["type"] for _, steps in CASES.values() for step in steps}
+    assert covered == set(STEP_TYPES)
+    config_types = {get_args(m.model_fields["type"].annotation)[0]
+                    for m in get_args(get_args(Step)[0])}
+    assert config_types == set(STEP_TYPES)
+    assert set(NUMERIC_STEPS) == set(CONFIG_NUMERIC_STEPS)
 
 
 def close(a: Any, b: Any) -> bool:
@@ -154,33 +64,55 @@ def close(a: Any, b: Any) -> bool:
     return a == b or abs(a - b) <= 1e-12 * max(1.0, abs(a), abs(b))
 
 
+def refused(transform: FittedTransform, record: dict[str, Any]) -> InputError | None:
+    try:
+        transform.transform_one(record)
+    except InputError as exc:
+        return exc
+    return None
+
+
 def assert_parity(transform: FittedTransform, frame: pl.DataFrame) -> None:
-    batch = transform.transform_batch(frame.lazy()).select(transform.output_columns).collect()
+    """Online == batch on every row the policy accepts; a row online refuses is a row whose
+    batch report refuses it (and the other way round)."""
+    records = frame.to_dicts()
+    refusals = [refused(transform, r) for r in records]
+    accepted = frame.filter(pl.Series([e is None for e in refusals]))
+    run = transform_frame(transform, accepted.lazy())
+    counts, batch = pl.collect_all([run.counts, run.output.select(transform.output_columns)])
+    assert run.report_from(counts).problems() == []  # every accepted row passes batch too
     assert batch.columns == transform.output_columns
     assert all(dtype == pl.Float64 for dtype in batch.dtypes)
-    for i, record in enumerate(frame.iter_rows(named=True)):
-        online = transform.transform_one(record)
-        row = batch.row(i) if batch.width else ()
-        assert len(online) == len(row)
-        for name, a, b in zip(transform.output_columns, online, row, strict=True):
-            assert close(a, b), f"row {i} {name}: online {a!r} != batch {b!r} for {record}"
+    online = [transform.transform_one(r) for r, e in zip(records, refusals, strict=True) if e is None]
+    rows = batch.rows() if batch.width else [()] * accepted.height
+    for i, (got, row) in enumerate(zip(online, rows, strict=True)):
+        assert len(got) == len(row)
+        for name, a, b in zip(transform.output_columns, got, row, strict=True):
+            assert close(a, b), f"row {i} {name}: online {a!r} != batch {b!r}"
+    for i, error in enumerate(refusals):
+        if error is not None:  # the same row alone: the batch report refuses it
+            report = transform_frame(transform, frame.slice(i, 1).lazy()).report()
+            assert report.problems(), (records[i], error)
+            with pytest.raises(DataCheckFailed, match="transform unpublished: column "):
+                report.check()
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_fit_is_deterministic(case: str, tables: dict[str, Path]) -> None:
     first = fitted(case, tables).state
-    again = fit_frame(config_for(case, tables), training_frame()).state
+    frame = training_frame([case])
+    again = fit_frame(config_for([case], tables), frame).state
     assert json.dumps(first, sort_keys=True) == json.dumps(again, sort_keys=True)
-    shuffled = training_frame().sample(fraction=1.0, shuffle=True, seed=3)
-    other = fit_frame(config_for(case, tables), shuffled)
+    shuffled = frame.sample(fraction=1.0, shuffle=True, seed=3)
+    other = fit_frame(config_for([case], tables), shuffled)
     if CASES[case][1][0]["type"] == "target":
         # encodings are sums of 0/1 labels: exact in any order
         assert other.state["columns"][0]["state"]["vocabulary"] == (
             first["columns"][0]["state"]["vocabulary"]
         )
-    frame = training_frame().head(50)
-    a = fitted(case, tables).transform.transform_batch(frame.lazy()).collect()
-    b = other.transform.transform_batch(frame.lazy()).collect()
+    head = frame.head(50)
+    a = fitted(case, tables).transform.transform_batch(head.lazy()).collect()
+    b = other.transform.transform_batch(head.lazy()).collect()
     for column in a.columns:
         for x, y in zip(a[column].to_list(), b[column].to_list(), strict=True):
             if isinstance(x, float) or isinstance(y, float):
@@ -194,16 +126,17 @@ def test_state_round_trips_through_json(case: str, tables: dict[str, Path]) -> N
     outcome = fitted(case, tables)
     state = json.loads(json.dumps(outcome.state))
     reloaded = FittedTransform(state, outcome.tables)
-    frame = training_frame()
+    frame = training_frame([case])
     a = outcome.transform.transform_batch(frame.lazy()).collect()
     b = reloaded.transform_batch(frame.lazy()).collect()
     assert a.equals(b)
     assert reloaded.output_columns == outcome.transform.output_columns
+    assert reloaded.online_source == outcome.transform.online_source
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_batch_and_online_agree_on_training_rows(case: str, tables: dict[str, Path]) -> None:
-    assert_parity(fitted(case, tables).transform, training_frame())
+    assert_parity(fitted(case, tables).transform, training_frame([case]))
 
 
 extreme_floats = st.one_of(
@@ -213,51 +146,67 @@ extreme_floats = st.one_of(
     st.floats(-100, 100),
 )
 categories = st.one_of(st.none(), st.sampled_from(KNOWN), st.text(max_size=4))
-timestamps = st.one_of(
-    st.none(),
-    st.datetimes(min_value=datetime(1900, 1, 1), max_value=datetime(2200, 1, 1),
-                 timezones=st.just(UTC)),
-)
-record = st.fixed_dictionaries(
-    {
-        "num": extreme_floats,
-        "pos": extreme_floats,
-        "neg": extreme_floats,
-        "cnt": st.one_of(st.none(), st.integers(-(2**62), 2**62), st.integers(0, 60)),
-        "flag": st.one_of(st.none(), st.booleans()),
-        "cat": categories,
-        "ts": timestamps,
-        "ref": timestamps,
-        "pid": st.one_of(st.none(), st.integers(-(2**63), 2**63 - 1), st.integers(-3, 45)),
-        "sku": st.one_of(st.none(), st.sampled_from([f"s{i}" for i in range(9)]), st.text(max_size=3)),
-        "y": st.booleans(),
-    }
-)
+instants = st.datetimes(min_value=datetime(1900, 1, 1), max_value=datetime(2200, 1, 1),
+                        timezones=st.just(UTC))
+aware = st.one_of(st.none(), instants)
+naive = st.one_of(st.none(), instants.map(lambda t: t.replace(tzinfo=None)))
+# values a batch column of each training column's dtype can hold (an aware instant becomes the
+# column's zone); the generated function's odd inputs are tests/test_transform_online_fast.py
+BY_SOURCE = {
+    "num": extreme_floats, "pos": extreme_floats, "neg": extreme_floats,
+    "cnt": st.one_of(st.none(), st.integers(-(2**62), 2**62), st.integers(0, 60)),
+    "flag": st.one_of(st.none(), st.booleans()),
+    "cat": categories,
+    "ts": aware, "ts_zoned": aware, "ts_berlin": aware, "ts_sydney": aware, "ts_naive": naive,
+    "ref": aware, "ref_zoned": aware, "ref_berlin": aware, "ref_naive": naive,
+    "pid": st.one_of(st.none(), st.integers(-(2**63), 2**63 - 1), st.integers(-3, 45)),
+    "sku": st.one_of(st.none(), st.sampled_from([f"s{i}" for i in range(9)]), st.text(max_size=3)),
+    "y": st.booleans(),
+}  # fmt: skip
+
+
+def records_for(case: str) -> st.SearchStrategy[dict[str, Any]]:
+    fields = {name: BY_SOURCE[name] for name in training_frame([case]).columns if name != case}
+    return st.fixed_dictionaries({case: BY_SOURCE[CASES[case][0]], **fields})
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(records=st.lists(record, min_size=1, max_size=12))
+@given(data=st.data())
 def test_batch_and_online_agree_on_random_records(
-    case: str, tables: dict[str, Path], records: list[dict[str, Any]]
+    case: str, tables: dict[str, Path], data: st.DataObject
 ) -> None:
-    frame = pl.DataFrame(records, schema=SCHEMA)
+    records = data.draw(st.lists(records_for(case), min_size=1, max_size=12))
+    frame = pl.DataFrame(records, schema=training_frame([case]).schema)
     assert_parity(fitted(case, tables).transform, frame)
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_unknown_and_missing_values_never_fail(case: str, tables: dict[str, Path]) -> None:
+def test_unknown_and_missing_values(case: str, tables: dict[str, Path]) -> None:
+    """Unknown categories and ids never fail; a missing value fails only a numeric column
+    whose policy refuses it (with a one-line InputError naming the column)."""
     transform = fitted(case, tables).transform
-    blank = dict.fromkeys(SCHEMA)
-    unknown = {**training_frame().row(0, named=True), "cat": "never-seen", "pid": 10**12,
-               "sku": "zzz"}
-    for rec in (blank, unknown):
-        out = transform.transform_one(rec)
-        assert len(out) == len(transform.output_columns)
+    frame = training_frame([case])
+    blank = dict.fromkeys(frame.columns)
+    unknown = frame.row(0, named=True)
+    source = CASES[case][0]
+    unknown[case] = {"cat": "never-seen", "pid": 10**12, "sku": "zzz"}.get(source, unknown[case])
+    assert len(transform.transform_one(unknown)) == len(transform.output_columns)
     kind = CASES[case][1][0]["type"]
-    if kind in ("onehot", "ordinal", "frequency", "target", "embedding", "temporal"):
+    policy = transform.state["columns"][0]["state"].get("policy")
+    if policy is not None and policy["null"] == "error":
+        with pytest.raises(InputError, match=rf"^column '{case}': None is missing and nothing "
+                           r"fills it \(on_null: error\)"):
+            transform.transform_one(blank)
+        return
+    out = transform.transform_one(blank)
+    assert len(out) == len(transform.output_columns)
+    if kind in ("onehot", "ordinal", "frequency", "target", "embedding"):
         # encoders never emit a missing value for a missing categorical/id input
-        if kind != "temporal":
-            assert None not in transform.transform_one(blank)
-        else:
-            assert transform.transform_one(blank) == [None] * len(transform.output_columns)
+        assert None not in out
+    elif kind == "temporal":
+        assert out == [None] * len(transform.output_columns)
+    elif policy is not None and policy["null"] == "keep":
+        assert out == [None]
+    elif policy is not None:
+        assert None not in out  # filled

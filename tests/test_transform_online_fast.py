@@ -1,8 +1,9 @@
-"""The generated ``transform_one`` (transforms/codegen.py) against the reference composition.
+"""The generated ``transform_one`` (transforms/codegen.py) against the oracle.
 
-``FittedTransform.transform_one_reference`` composes each transformer's ``compile`` closure
-(the original online path). The generated function must give the same result for every
-record, bit for bit and type for type — or raise the same exception with the same message.
+``tests/transform_oracle.py`` is a plain pure-Python implementation of every transformer,
+written from the state alone (no code shared with the product). The generated function must
+give the same result for every record, bit for bit and type for type — or raise the same
+exception with the same message.
 Records are drawn by hypothesis with None, NaN, ±inf, -0.0, huge ints, bools, numeric and
 junk strings, numpy scalars, Decimals, dates, datetimes in other zones and unknown
 categories, for every transformer type, alone and all in one transform.
@@ -16,7 +17,6 @@ import math
 import struct
 from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
-from functools import cache
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -31,165 +31,40 @@ from hypothesis import strategies as st
 from mlpipe_cli.config.transforms import TransformConfig
 from mlpipe_cli.errors import InputError
 from mlpipe_cli.transforms import FittedTransform, fit_frame
-from mlpipe_cli.transforms import steps as S
+from mlpipe_cli.transforms.base import Encoder, NumericStep
 from mlpipe_cli.transforms.codegen import Source, compile_record_function
-
-N = 400
-KNOWN = ["US", "DE", "GB", "FR", "IN", "rare1", "rare2"]
-START = datetime(2025, 1, 1, tzinfo=UTC)
-# zoned columns: a half-hour offset without DST, and two zones with DST (fitting checks the
-# golden rows through both paths, and the training rows cross DST changes; the batch side of
-# DST is tests/test_transform_temporal_dst.py)
-KOLKATA = ZoneInfo("Asia/Kolkata")
-BERLIN = ZoneInfo("Europe/Berlin")
-SYDNEY = ZoneInfo("Australia/Sydney")
-
-# case -> (training column it is fitted on, steps); each case becomes its own input column
-CASES: dict[str, tuple[str, list[dict[str, Any]]]] = {
-    "fill_null_constant": ("num", [{"type": "fill_null", "strategy": "constant", "value": -1}]),
-    "fill_null_median": ("num", [{"type": "fill_null", "strategy": "median"}]),
-    "standard": ("num", [{"type": "standard"}]),
-    "standard_no_mean": ("cnt", [{"type": "standard", "with_mean": False}]),
-    "standard_twice": ("num", [{"type": "standard"}, {"type": "standard"}]),
-    "minmax": ("num", [{"type": "minmax"}]),
-    "minmax_clip": ("neg", [{"type": "minmax", "feature_range": [-1, 1], "clip": True}]),
-    "robust": ("pos", [{"type": "robust", "quantile_range": [10, 90]}]),
-    "clip_fixed": ("neg", [{"type": "clip", "min": -2, "max": 2}]),
-    "clip_min_only": ("neg", [{"type": "clip", "min": 0}]),
-    "clip_max_only": ("neg", [{"type": "clip", "max": 1.5}]),
-    "clip_quantiles": ("pos", [{"type": "clip", "quantiles": [0.05, 0.95]}]),
-    "log1p": ("pos", [{"type": "log1p"}]),
-    "log1p_shift": ("neg", [{"type": "log1p", "on_invalid": "shift"}]),
-    "log1p_standard": ("cnt", [{"type": "log1p"}, {"type": "standard"}]),
-    "chain": ("num", [
-        {"type": "clip", "quantiles": [0.01, 0.99]},
-        {"type": "fill_null", "strategy": "median"},
-        {"type": "log1p", "on_invalid": "shift"},
-        {"type": "standard"},
-    ]),
-    "chain_fill_last": ("neg", [
-        {"type": "log1p", "on_invalid": "shift"},
-        {"type": "minmax", "clip": True},
-        {"type": "fill_null", "strategy": "mean"},
-    ]),
-    "onehot": ("cat", [{"type": "onehot"}]),
-    "onehot_rare": ("cat", [{"type": "onehot", "min_frequency": 0.02, "max_categories": 4}]),
-    "onehot_int": ("cnt", [{"type": "onehot", "min_frequency": 15}]),
-    "onehot_bool": ("flag", [{"type": "onehot"}]),
-    "ordinal": ("cat", [{"type": "ordinal"}]),
-    "ordinal_frequency": ("cat", [{"type": "ordinal", "order": "frequency", "unknown_value": 99}]),
-    "frequency": ("cat", [{"type": "frequency"}]),
-    "target_auto": ("cat", [{"type": "target"}]),
-    "target_smooth": ("cat", [{"type": "target", "smooth": 10.0, "cv": 3}]),
-    "temporal_utc": ("ts", [{"type": "temporal", "features": [
-        "hour", "dow", "month", "is_weekend", "hour_sin", "hour_cos", "dow_sin", "dow_cos",
-        "month_sin", "month_cos", "days_since"], "reference": "ref"}]),
-    "temporal_zoned": ("ts_zoned", [{"type": "temporal", "features": [
-        "days_since", "month_cos", "hour", "is_weekend"], "reference": "ref_zoned"}]),
-    "temporal_dst": ("ts_berlin", [{"type": "temporal", "features": [
-        "hour", "dow", "month", "is_weekend", "hour_sin", "dow_cos", "days_since"],
-        "reference": "ref_berlin"}]),
-    "temporal_dst_naive_ref": ("ts_sydney", [{"type": "temporal", "features": [
-        "days_since", "hour_cos", "dow"], "reference": "ref_naive"}]),
-    "temporal_dst_days_only": ("ts_sydney", [{"type": "temporal", "features": ["days_since"],
-                                              "reference": "ref_berlin"}]),
-    "temporal_naive": ("ts_naive", [{"type": "temporal", "features": ["dow_sin", "hour"]}]),
-    "embedding_int": ("pid", [{"type": "embedding", "table": "ids", "key": "product_id",
-                               "vector": "embedding"}]),
-    "embedding_str": ("sku", [{"type": "embedding", "table": "skus", "key": "sku",
-                               "vector": "vec", "unknown": "mean"}]),
-    "passthrough": ("num", [{"type": "passthrough"}]),
-    "passthrough_bool": ("flag", [{"type": "passthrough"}]),
-    "drop": ("cat", [{"type": "drop"}]),
-}  # fmt: skip
-# reference columns keep their names (a temporal step reads them from the record); each
-# gets the values drawn for the column named here
-REFERENCES = {"ref": "ts", "ref_zoned": "ts_zoned", "ref_berlin": "ts_berlin", "ref_naive": "ts"}
-
-
-@cache
-def base_frame() -> pl.DataFrame:
-    rng = np.random.default_rng(7)
-    num = rng.normal(10, 3, N)
-    cat = rng.choice(KNOWN, N, p=[0.4, 0.25, 0.15, 0.1, 0.08, 0.015, 0.005])
-    minutes = rng.integers(0, 60 * 24 * 400, N)
-    ts = [START + timedelta(minutes=int(m)) for m in minutes]
-    ref = [START - timedelta(days=int(d)) for d in rng.integers(0, 30, N)]
-    return pl.DataFrame(
-        {
-            "num": [None if m else float(v) for v, m in zip(num, rng.random(N) < 0.1, strict=True)],
-            "pos": rng.lognormal(1, 1, N),
-            "neg": rng.normal(0, 3, N),
-            "cnt": rng.integers(0, 50, N),
-            "flag": rng.random(N) < 0.3,
-            "cat": [None if m else str(v) for v, m in zip(cat, rng.random(N) < 0.05, strict=True)],
-            "ts": ts,
-            "ref": ref,
-            "ts_zoned": [t.astimezone(KOLKATA) for t in ts],
-            "ref_zoned": [t.astimezone(KOLKATA) for t in ref],
-            "ts_berlin": [t.astimezone(BERLIN) for t in ts],
-            "ref_berlin": [t.astimezone(BERLIN) for t in ref],
-            "ts_sydney": [t.astimezone(SYDNEY) for t in ts],
-            "ref_naive": [t.replace(tzinfo=None) for t in ref],
-            "ts_naive": [t.replace(tzinfo=None) for t in ts],
-            "pid": rng.integers(1, 40, N),
-            "sku": [f"s{int(v)}" for v in rng.integers(0, 8, N)],
-            "y": rng.random(N) < 0.3,
-        },
-        schema_overrides={
-            "ts_zoned": pl.Datetime("us", "Asia/Kolkata"),
-            "ref_zoned": pl.Datetime("us", "Asia/Kolkata"),
-            "ts_berlin": pl.Datetime("us", "Europe/Berlin"),
-            "ref_berlin": pl.Datetime("us", "Europe/Berlin"),
-            "ts_sydney": pl.Datetime("us", "Australia/Sydney"),
-        },
-    )
-
-
-def training_frame(cases: list[str]) -> pl.DataFrame:
-    base = base_frame()
-    columns = [base[CASES[c][0]].alias(c) for c in cases]
-    return pl.DataFrame([*columns, *(base[r] for r in sorted(REFERENCES)), base["y"]])
+from mlpipe_cli.transforms.numeric import NUMERIC_STEPS, NumericChain
+from mlpipe_cli.transforms.registry import ENCODERS
+from tests.transform_cases import (
+    BERLIN,
+    CASES,
+    KNOWN,
+    KOLKATA,
+    REFERENCES,
+    START,
+    SYDNEY,
+    fitted,
+    training_frame,
+    write_tables,
+)
+from tests.transform_oracle import oracle_function
 
 
 @pytest.fixture(scope="module")
 def tables(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("emb")
-    rng = np.random.default_rng(5)
-    pl.DataFrame(
-        {
-            "product_id": np.arange(1, 31, dtype=np.int64),
-            "embedding": pl.Series(
-                rng.normal(0, 1, (30, 4)).astype(np.float32), dtype=pl.Array(pl.Float32, 4)
-            ),
-        }
-    ).write_parquet(root / "ids.parquet")
-    pl.DataFrame(
-        {"sku": [f"s{i}" for i in range(6)], "vec": [list(rng.normal(0, 1, 3)) for _ in range(6)]}
-    ).write_parquet(root / "skus.parquet")
-    return {"ids": root / "ids.parquet", "skus": root / "skus.parquet"}
+    return write_tables(tmp_path_factory.mktemp("emb"))
 
 
-def fit(cases: list[str], tables: dict[str, Path]) -> FittedTransform:
-    columns = {}
-    for case in cases:
-        steps = CASES[case][1]
-        columns[case] = [
-            {**s, "table": str(tables[s["table"]])} if s["type"] == "embedding" else s
-            for s in steps
-        ]
-    config = TransformConfig.model_validate({"target": "y", "columns": columns})
-    return fit_frame(config, training_frame(cases)).transform
+_ORACLES: dict[int, Any] = {}
 
 
-_FITTED: dict[tuple[str, ...], FittedTransform] = {}
-
-
-def fitted(cases: list[str], tables: dict[str, Path]) -> FittedTransform:
-    key = tuple(cases)
-    if key not in _FITTED:
-        _FITTED[key] = fit(cases, tables)
-    return _FITTED[key]
+def reference(transform: FittedTransform) -> Any:
+    """The oracle for ``transform`` (tests/transform_oracle.py), built once per transform."""
+    key = id(transform)
+    if key not in _ORACLES:
+        _ORACLES[key] = (transform, oracle_function(transform.state, transform.tables,
+                                                    transform.version))
+    return _ORACLES[key][1]
 
 
 # -- comparison -------------------------------------------------------------------------
@@ -213,11 +88,11 @@ def same(a: Any, b: Any) -> bool:
 
 def assert_identical(transform: FittedTransform, record: dict[str, Any]) -> None:
     fast = outcome(transform.transform_one, record)
-    reference = outcome(transform.transform_one_reference, record)
-    if fast[0] == "raised" or reference[0] == "raised":
-        assert fast == reference, f"{record}: fast {fast} != reference {reference}"
+    want_ = outcome(reference(transform), record)
+    if fast[0] == "raised" or want_[0] == "raised":
+        assert fast == want_, f"{record}: fast {fast} != oracle {want_}"
         return
-    got, want = fast[1], reference[1]
+    got, want = fast[1], want_[1]
     assert type(got) is list
     assert len(got) == len(want) == len(transform.output_columns)
     for name, a, b in zip(transform.output_columns, got, want, strict=True):
@@ -363,7 +238,7 @@ def test_training_rows_are_identical(tables: dict[str, Path]) -> None:
 def test_errors_are_the_reference_errors(tables: dict[str, Path]) -> None:
     transform = fitted(["standard", "onehot", "temporal_utc"], tables)
     good = {"standard": 1.0, "onehot": "US", "temporal_utc": START, "ref": START}
-    assert transform.transform_one(good) == transform.transform_one_reference(good)
+    assert transform.transform_one(good) == reference(transform)(good)
     cases = [
         ({k: v for k, v in good.items() if k != "onehot"}, "record has no column 'onehot'"),
         ({k: v for k, v in good.items() if k != "ref"}, "record has no column 'ref'"),
@@ -451,27 +326,20 @@ def test_user_strings_are_never_source(tables: dict[str, Path]) -> None:
     assert transform.transform_one(frame.row(2, named=True))[:4] == [0.0, 0.0, 1.0, 0.0]
 
 
-def test_transformers_without_emit_are_called_through_compile(
-    tables: dict[str, Path], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    cases = ["chain", "onehot", "temporal_zoned", "temporal_dst", "embedding_int"]
-    # numeric steps without an inline form, and an encoder without emit at all
-    monkeypatch.setattr(S.Standard, "emit", S.NumericStep.emit)
-    monkeypatch.delattr(S.Temporal, "emit")
-    transform = fit(cases, tables)
-    assert "compiled" in transform.online_source  # Temporal through its closure
-    assert "= step(" in transform.online_source  # Standard through its closure
-    rng = np.random.default_rng(1)
-    frame = training_frame(cases)
-    for record in frame.sample(50, seed=1).iter_rows(named=True):
-        record["chain"] = [None, math.nan, -5.0, 1e9, float(rng.normal())][int(rng.integers(5))]
-        assert_identical(transform, record)
+def test_every_transformer_writes_its_own_online_path() -> None:
+    """No transformer falls back to anything: each step type overrides ``emit``."""
+    for cls in NUMERIC_STEPS.values():
+        assert cls.emit is not NumericStep.emit, cls
+    for cls in ENCODERS.values():
+        assert cls.emit is not Encoder.emit, cls
+    assert NumericChain.emit is not Encoder.emit
 
 
 def test_compile_record_function_directly() -> None:
     class Constant:
-        def compile(self, state: Any, tables: Any) -> Any:
-            return lambda record: [record["a"], state["b"]]
+        def emit(self, state: Any, tables: Any, src: Source) -> list[str]:
+            src.line("c = record['a']")
+            return ["c", src.const(state["b"])]
 
     fn, source = compile_record_function([(Constant(), {"b": 2.0})], {}, "v1")
     assert fn({"a": 1.0}) == [1.0, 2.0]

@@ -23,7 +23,7 @@ from sklearn.preprocessing import (
 from mlpipe_cli.config.transforms import TransformConfig
 from mlpipe_cli.errors import DataCheckFailed, InputError
 from mlpipe_cli.transforms import fit_frame
-from mlpipe_cli.transforms import steps as S
+from mlpipe_cli.transforms.base import to_category
 
 RTOL = 1e-9
 
@@ -97,8 +97,14 @@ def test_numeric_steps_by_hand() -> None:
     assert result["b"].to_list() == [0.0, math.log1p(3.0), math.log1p(11 / 3), math.log1p(8.0)]
     # shift = -min = 3: log1p(x + 3)
     assert result["c"].to_list() == [0.0, math.log1p(2.0), math.log1p(3.0), math.log1p(8.0)]
-    # below the training minimum the shifted argument can still be <= -1: missing, not an error
-    assert outcome.transform.transform_one({"a": 1, "b": 1, "c": -10.0})[2] is None
+    # below the training minimum the shifted argument can still be <= -1: a missing value,
+    # which a column without fill_null refuses (on_null: error, the default) ...
+    with pytest.raises(InputError, match=r"column 'c': -10.0 gives a missing value \(log1p"):
+        outcome.transform.transform_one({"a": 1, "b": 1, "c": -10.0})
+    # ... or passes on as missing with on_null: keep
+    kept = fit({"c": [{"type": "log1p", "on_invalid": "shift", "on_null": "keep"}]},
+               frame.select("c"))
+    assert kept.transform.transform_one({"c": -10.0}) == [None]
 
 
 def test_log1p_refuses_values_le_minus_one_with_clear_error() -> None:
@@ -308,7 +314,7 @@ def test_training_schema_problems_are_data_failures() -> None:
 
 def test_category_spelling_matches_polars_cast() -> None:
     for value in (True, False, 3, -7, "x", 1.5):
-        assert S.to_category(value) == pl.Series([value]).cast(pl.String)[0]
+        assert to_category(value) == pl.Series([value]).cast(pl.String)[0]
 
 
 def test_temporal_on_naive_datetimes_and_dates_before_1970() -> None:

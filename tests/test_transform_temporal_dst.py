@@ -13,12 +13,13 @@ anywhere from 1850 to 2300), and wall-clock times inside the skipped and repeate
 fold 0 and 1, and hands them to the online path as aware datetimes in many zones, ISO
 strings, pandas Timestamps and, where the batch path reads them as UTC, naive values. The
 batch path gets the instants each value names (PEP 495: ``value - value.utcoffset()``);
-``transform_one`` and ``transform_one_reference`` must both equal it, bit for bit (days_since:
+``transform_one`` and the oracle (tests/transform_oracle.py) must both equal it, bit for bit (days_since:
 see ``agree``), or both refuse a naive value batch has no reading for.
 """
 
 from __future__ import annotations
 
+import math
 import struct
 from datetime import UTC, date, datetime, timedelta, timezone
 from functools import cache
@@ -37,6 +38,7 @@ from mlpipe_cli.artifacts import ArtifactStore
 from mlpipe_cli.config.transforms import TransformConfig
 from mlpipe_cli.errors import DataCheckFailed, InputError
 from mlpipe_cli.transforms import FittedTransform, fit_frame, load_transform
+from tests.transform_oracle import oracle_function
 
 DST_ZONES = ["Europe/Berlin", "America/New_York", "Australia/Sydney"]
 FIXED = "Etc/GMT-5"  # UTC+05:00 all year: what Polars makes of the time zone "+05:00"
@@ -143,6 +145,17 @@ def fitted(zone: str, reference: str) -> FittedTransform:
         assert transform.state["columns"][0]["state"]["time_zone"] == zone
         _FITTED[key] = transform
     return _FITTED[key]
+
+
+_ORACLES: dict[int, tuple[FittedTransform, Any]] = {}
+
+
+def oracle(transform: FittedTransform) -> Any:
+    """The independent online reference (tests/transform_oracle.py) for ``transform``."""
+    if id(transform) not in _ORACLES:
+        fn = oracle_function(transform.state, transform.tables, transform.version)
+        _ORACLES[id(transform)] = (transform, fn)  # the transform kept alive: ids not reused
+    return _ORACLES[id(transform)][1]
 
 
 # -- the instant a value names (independently of mlpipe_cli) ------------------------------
@@ -321,7 +334,7 @@ def check(
     for record in records:
         if expected_error(transform, reference, record):
             errors = []
-            for fn in (transform.transform_one, transform.transform_one_reference):
+            for fn in (transform.transform_one, oracle(transform)):
                 with pytest.raises(InputError, match="has no UTC offset") as info:
                     fn(record)
                 errors.append(str(info.value))
@@ -332,7 +345,7 @@ def check(
         return
     ref_zone = None if reference == "naive" else batch_zone
     for record, row in zip(ok, batch_rows(transform, ok, batch_zone, ref_zone), strict=True):
-        fast, slow = transform.transform_one(record), transform.transform_one_reference(record)
+        fast, slow = transform.transform_one(record), oracle(transform)(record)
         assert all(map(same, fast, slow)), (fast, slow, record)
         agree(transform, record, fast, row)
 
@@ -374,7 +387,7 @@ def test_every_dst_change_hour_by_quarter_hour(zone: str) -> None:
             records.append({"ts": ts, "ref": ref})
     rows = batch_rows(transform, records, zone, zone)
     for record, row in zip(records, rows, strict=True):
-        fast, slow = transform.transform_one(record), transform.transform_one_reference(record)
+        fast, slow = transform.transform_one(record), oracle(transform)(record)
         assert all(map(same, fast, slow)), (fast, slow, record)
         agree(transform, record, fast, row)
 
@@ -451,7 +464,7 @@ def test_days_since_is_elapsed_time() -> None:
     hour = transform.output_columns.index("ts__hour")
     before = datetime(2025, 3, 30, 1, 30, tzinfo=tz)
     after = datetime(2025, 3, 30, 3, 30, tzinfo=tz)
-    for fn in (transform.transform_one, transform.transform_one_reference):
+    for fn in (transform.transform_one, oracle(transform)):
         assert fn({"ts": after, "ref": before})[days] == 1 / 24
         # a day later on the wall clock is 23 hours later
         assert (
@@ -488,7 +501,7 @@ def test_naive_values_are_utc_or_refused() -> None:
             {"ts": value, "ref": None},
             {"ts": datetime(2025, 3, 30, tzinfo=UTC), "ref": value},
         ):
-            for fn in (berlin.transform_one, berlin.transform_one_reference):
+            for fn in (berlin.transform_one, oracle(berlin)):
                 with pytest.raises(InputError, match=r"fitted on timestamps in Europe/Berlin"):
                     fn(record)
     # no reference is read when there is no timestamp (nothing to refuse)
@@ -500,7 +513,7 @@ def test_naive_values_are_utc_or_refused() -> None:
     for value in (datetime(2025, 3, 30, 12), "2025-03-30T12:00:00", date(2025, 3, 30)):
         want = 1.5 if type(value) is date else 1.0  # a date is its midnight
         for transform in (naive_ref, utc):
-            for fn in (transform.transform_one, transform.transform_one_reference):
+            for fn in (transform.transform_one, oracle(transform)):
                 assert fn({"ts": ts, "ref": value})[-1] == want
         # a UTC column reads its own naive values as UTC too
         assert utc.transform_one({"ts": value, "ref": ts})[-1] == -want
@@ -530,3 +543,126 @@ def test_the_generated_function_skips_conversions_only_where_they_change_nothing
     source = fitted("Europe/Berlin", "same").online_source
     assert ".astimezone(zone)" in source
     assert "tz_horizon" in source
+
+
+# -- `timezone`: calendar features on a local wall clock ---------------------------------------
+
+LOCAL_FEATURES = ["hour", "dow", "month", "is_weekend", "hour_sin", "hour_cos", "dow_sin",
+                  "month_cos"]  # fmt: skip
+SOURCES = ["UTC", "naive", "Asia/Kolkata", "America/New_York"]  # the column's own dtype
+
+
+def zoneinfo_calendar(instant: datetime, zone: str) -> list[float]:
+    """The oracle: Python's zoneinfo wall clock of ``instant`` in ``zone``, by hand."""
+    local = instant.astimezone(ZoneInfo(zone))
+    hour, dow, month = local.hour, local.isoweekday(), local.month
+    turn = 2 * math.pi
+    return [
+        float(hour), float(dow), float(month), 1.0 if dow >= 6 else 0.0,
+        math.sin(turn * hour / 24), math.cos(turn * hour / 24), math.sin(turn * (dow - 1) / 7),
+        math.cos(turn * (month - 1) / 12),
+    ]  # fmt: skip
+
+
+_LOCAL: dict[tuple[str, str], FittedTransform] = {}
+
+
+def fitted_local(zone: str, source: str) -> FittedTransform:
+    """``timezone: zone`` on a column in ``source`` (a zone, or naive: UTC wall clock)."""
+    if (zone, source) not in _LOCAL:
+        start = datetime(2024, 1, 1, tzinfo=UTC)
+        instants = [start + timedelta(hours=7 * h) for h in range(2000)]
+        column = as_input(utc_column("ts", instants), None if source == "naive" else source)
+        step = {"type": "temporal", "features": LOCAL_FEATURES, "timezone": zone}
+        cfg = TransformConfig.model_validate({"columns": {"ts": [step]}})
+        _LOCAL[(zone, source)] = fit_frame(cfg, pl.DataFrame([column])).transform
+    return _LOCAL[(zone, source)]
+
+
+def close_to(got: list[Any], want: list[float]) -> bool:
+    return all(abs(g - w) <= 1e-12 for g, w in zip(got, want, strict=True))
+
+
+@pytest.mark.parametrize("source", SOURCES)
+@pytest.mark.parametrize("zone", DST_ZONES)
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_local_time_features_are_zoneinfo_across_dst_changes(
+    zone: str, source: str, data: st.DataObject
+) -> None:
+    """Batch and online equal Python's zoneinfo wall clock, whatever zone the column is in, for
+    instants around DST changes (before 2100, where Polars' zone data ends)."""
+    transform = fitted_local(zone, source)
+    before_2100 = st.one_of(near_changes(), near_changes(), instants).filter(
+        lambda t: datetime(1901, 1, 1, tzinfo=UTC) < t < datetime(2099, 12, 31, tzinfo=UTC)
+    )
+    moments = data.draw(st.lists(before_2100, min_size=1, max_size=10))
+    column = as_input(utc_column("ts", moments), None if source == "naive" else source)
+    batch = transform.transform_batch(pl.DataFrame([column]).lazy()).collect().rows()
+    for moment, row in zip(moments, batch, strict=True):
+        want = zoneinfo_calendar(moment, zone)
+        assert close_to(list(row), want), (moment, row, want)
+        if source == "naive":  # a naive column's online values: naive UTC, or aware anywhere
+            tz = data.draw(st.sampled_from([None, *OTHER_TZINFOS]))
+            value = moment.replace(tzinfo=None) if tz is None else moment.astimezone(tz)
+        else:
+            value = moment.astimezone(data.draw(st.sampled_from(OTHER_TZINFOS)))
+        for fn in (transform.transform_one, oracle(transform)):
+            assert close_to(fn({"ts": value}), want), (fn, value, want)
+        assert transform.transform_one({"ts": value}) == list(row)
+
+
+def test_local_time_features_on_the_days_berlin_changes_its_clocks() -> None:
+    """Worked by hand: 2025-03-30 Berlin skips 02:00-03:00; 2025-10-26 repeats 02:00-03:00."""
+    cases = [  # UTC instant -> Berlin hour, ISO weekday (both days are Sundays)
+        (datetime(2025, 3, 30, 0, 30, tzinfo=UTC), 1.0),  # 01:30 CET
+        (datetime(2025, 3, 30, 1, 30, tzinfo=UTC), 3.0),  # 03:30 CEST: 02:xx never happens
+        (datetime(2025, 10, 26, 0, 30, tzinfo=UTC), 2.0),  # 02:30 CEST
+        (datetime(2025, 10, 26, 1, 30, tzinfo=UTC), 2.0),  # 02:30 CET, the second time
+        (datetime(2025, 10, 25, 22, 30, tzinfo=UTC), 0.0),  # 00:30 on the Sunday
+    ]
+    for source in SOURCES:
+        transform = fitted_local("Europe/Berlin", source)
+        moments = [m for m, _ in cases]
+        column = as_input(utc_column("ts", moments), None if source == "naive" else source)
+        batch = transform.transform_batch(pl.DataFrame([column]).lazy()).collect()
+        assert batch["ts__hour"].to_list() == [h for _, h in cases]
+        assert batch["ts__dow"].to_list() == [7.0] * len(cases)
+        assert batch["ts__is_weekend"].to_list() == [1.0] * len(cases)
+        for moment, hour in cases:
+            assert transform.transform_one({"ts": moment})[:2] == [hour, 7.0]
+
+
+def test_timezone_is_validated_at_config_load(cli: Any, tmp_path: Path) -> None:
+    (tmp_path / "mlpipe.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "pipeline": "tz",
+                "transforms": {"columns": {"ts": [
+                    {"type": "temporal", "features": ["hour"], "timezone": "Europe/Berln"}]}},
+            }
+        )
+    )
+    result = cli("fit", "-c", tmp_path / "mlpipe.yaml", "--data", tmp_path / "none.parquet")
+    assert result.exit_code == 2
+    assert "transforms.columns.ts.0.temporal.timezone: unknown time zone 'Europe/Berln'" in (
+        result.stderr
+    )
+    assert result.stderr.count("\n") == 1
+    for bad in ("Mars/Olympus", "../etc/passwd", ""):
+        with pytest.raises(ValueError, match="unknown time zone"):
+            TransformConfig.model_validate(
+                {"columns": {"ts": [{"type": "temporal", "features": ["hour"], "timezone": bad}]}}
+            )
+    with pytest.raises(ValueError, match="calendar features only"):
+        TransformConfig.model_validate({"columns": {"ts": [
+            {"type": "temporal", "features": ["days_since"], "reference": "r",
+             "timezone": "UTC"}]}})  # fmt: skip
+
+
+def test_the_state_names_the_wall_clock_zone_only_when_configured() -> None:
+    """An unconfigured step's state is what it was (unchanged configs, unchanged artifacts)."""
+    assert "wall_clock_zone" not in fitted("Europe/Berlin", "same").state["columns"][0]["state"]
+    state = fitted_local("Asia/Tokyo", "UTC").state["columns"][0]["state"]
+    assert state["wall_clock_zone"] == "Asia/Tokyo"
+    assert state["time_zone"] == "UTC"

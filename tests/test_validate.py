@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from xml.etree import ElementTree as ET
@@ -449,6 +451,67 @@ def test_datetime_any_unit_with_matching_zone_passes(tmp_path) -> None:
     path = _write(tmp_path, pl.DataFrame({"ts": ts}))
     sources = {"s": {"path": str(path), "columns": {"ts": {"dtype": "datetime", "timezone": "UTC"}}}}
     assert validate_source(config_from(tmp_path, sources), "s").status == "passed"
+
+
+# The dtype verdict is read from the Polars schema; pandera's schema-only validation (which
+# mlpipe used before #19) is the oracle: same verdict for every contract dtype x observed dtype.
+_OBSERVED_DTYPES = [
+    pl.Int8(), pl.Int16(), pl.Int32(), pl.Int64(), pl.UInt8(), pl.UInt16(), pl.UInt32(),
+    pl.UInt64(), pl.Float32(), pl.Float64(), pl.Boolean(), pl.String(), pl.Binary(), pl.Date(),
+    pl.Time(), pl.Null(), pl.Decimal(10, 2), pl.Categorical(), pl.Enum(["a", "b"]),
+    pl.Datetime("ns"), pl.Datetime("us", "UTC"), pl.Datetime("ms", "Europe/Berlin"),
+    pl.Duration("us"), pl.Duration("ms"), pl.List(pl.Float32), pl.List(pl.Float64),
+    pl.List(pl.Int64), pl.Array(pl.Float32, 3), pl.Array(pl.Float64, 2),
+    pl.Struct({"a": pl.Int64}),
+]  # fmt: skip
+
+
+def _contract_cases() -> list[tuple[str, str | None]]:
+    from mlpipe_cli.config.sources import DTYPES
+
+    cases: list[tuple[str, str | None]] = []
+    for dtype in DTYPES:
+        zones = [None, "UTC", "Europe/Berlin"] if dtype == "datetime" else [None]
+        cases += [(dtype, zone) for zone in zones]
+    return cases
+
+
+@pytest.mark.parametrize(("dtype", "zone"), _contract_cases())
+def test_dtype_verdict_equals_pandera_schema_validation(tmp_path, dtype, zone) -> None:
+    import pandera.polars as pa
+    from pandera.config import ValidationDepth, config_context
+
+    from mlpipe_cli.schema.pandera_io import to_pandera
+    from mlpipe_cli.validation.engine import _dtype_failures
+
+    for observed in _OBSERVED_DTYPES:
+        schema = pl.Schema({"c": observed})
+        source = config_from(tmp_path, {"s": {"path": "x.parquet", "columns": {
+            "c": {"dtype": dtype, "timezone": zone}}}}).sources["s"]  # fmt: skip
+        with config_context(validation_depth=ValidationDepth.SCHEMA_ONLY):
+            try:
+                to_pandera(source, observed=schema, checks=False).validate(
+                    pl.DataFrame(schema=schema).lazy(), lazy=True
+                )
+                pandera_rejects = False
+            except pa.errors.SchemaErrors:
+                pandera_rejects = True
+        ours_rejects = "c" in _dtype_failures(source, schema, missing=[])
+        assert ours_rejects == pandera_rejects, (dtype, zone, observed)
+
+
+def test_validate_does_not_import_pandera(tmp_path, fault_dirs) -> None:
+    """pandera (with pandas and hypothesis) cost 0.65 s per process: only export needs it."""
+    config = example_config(tmp_path, fault_dirs["clean"])
+    code = (
+        "import sys\n"
+        "from mlpipe_cli.cli.main import run\n"
+        f"assert run(['validate', '-c', {str(config)!r}, '-q']) == 0\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('pandera', 'pandas')))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
 
 
 # -- crashing checks and bad contracts -----------------------------------------------------

@@ -16,6 +16,16 @@ every file and the directory, then, holding the lock, renames it into place and 
 complete one. The version id is ``<sequence>-<first 12 hex of the content hash>``; the content
 hash covers the files, the config hash, the input fingerprint and the parameters, never the
 wall-clock time, so publishing identical content again returns the existing version.
+
+Signing (optional): with ``MLPIPE_SIGNING_KEY`` set, every new manifest carries
+``signature`` = ``hmac-sha256:<hex>`` over the canonical manifest (sorted-key JSON of every
+field but ``signature``). The sha256 list in the manifest catches accidental edits; the
+signature catches someone with write access who edits files AND manifest together. While a
+key is set, loading (``get``) and ``mlpipe artifacts verify`` refuse (exit 3) a manifest whose
+signature does not match, and also an unsigned one, since stripping the signature would
+otherwise be the easiest forgery; ``MLPIPE_ALLOW_UNSIGNED=1`` accepts unsigned versions
+published before signing was turned on. Without a key nothing is checked (there is nothing to
+check against). ``LATEST`` is not signed: it can only point at versions that verify.
 """
 
 from __future__ import annotations
@@ -23,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import hmac
 import json
 import os
 import re
@@ -36,11 +47,15 @@ from typing import Any
 
 from mlpipe_cli import ARTIFACT_FORMAT_VERSION, __version__
 from mlpipe_cli.errors import ArtifactError, ArtifactNotFound, UsageError
-from mlpipe_cli.io import atomic_write_bytes, pid_alive
+from mlpipe_cli.io import atomic_write_bytes, is_write_failure, output_error, pid_alive
 from mlpipe_cli.io import file_sha256 as sha256_file
 
 MANIFEST = "manifest.json"
 LATEST = "LATEST"
+SIGNATURE_FIELD = "signature"
+SIGNING_KEY_ENV = "MLPIPE_SIGNING_KEY"
+ALLOW_UNSIGNED_ENV = "MLPIPE_ALLOW_UNSIGNED"
+_SIGNATURE_PREFIX = "hmac-sha256:"
 _VERSION_RE = re.compile(r"^(\d{4,})-([0-9a-f]{12})$")
 _KIND_RE = re.compile(r"^[a-z][a-z0-9_-]*$")
 
@@ -84,6 +99,43 @@ class VerifyResult:
 def canonical_json(value: Any) -> bytes:
     """JSON with sorted keys and no whitespace: the form we hash."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str).encode()
+
+
+def signing_key() -> bytes | None:
+    """The HMAC key from ``MLPIPE_SIGNING_KEY`` (None when unset or empty)."""
+    key = os.environ.get(SIGNING_KEY_ENV, "")
+    return key.encode("utf-8") if key else None
+
+
+def manifest_signature(manifest: dict[str, Any], key: bytes) -> str:
+    """``hmac-sha256:<hex>`` over the canonical manifest without its signature field."""
+    unsigned = {k: v for k, v in manifest.items() if k != SIGNATURE_FIELD}
+    # round-trip through JSON first: what is signed is exactly what a reader will parse
+    normalised = json.loads(json.dumps(unsigned, default=str))
+    digest = hmac.new(key, canonical_json(normalised), hashlib.sha256).hexdigest()
+    return _SIGNATURE_PREFIX + digest
+
+
+def signature_problem(manifest: dict[str, Any]) -> str | None:
+    """Why this manifest's signature is not acceptable now, or None (see the module doc)."""
+    key = signing_key()
+    if key is None:
+        return None
+    signature = manifest.get(SIGNATURE_FIELD)
+    if signature is None:
+        if os.environ.get(ALLOW_UNSIGNED_ENV) == "1":
+            return None
+        return (
+            f"{MANIFEST} is not signed but {SIGNING_KEY_ENV} is set "
+            f"(set {ALLOW_UNSIGNED_ENV}=1 to accept versions published before signing)"
+        )
+    expected = manifest_signature(manifest, key)
+    if not isinstance(signature, str) or not hmac.compare_digest(signature, expected):
+        return (
+            f"{MANIFEST} signature does not match (forged, edited, or signed with another "
+            f"{SIGNING_KEY_ENV})"
+        )
+    return None
 
 
 def _library_versions() -> dict[str, str]:
@@ -168,66 +220,91 @@ class ArtifactStore:
         and the content hash; ``extra`` goes into the manifest only (not hashed), for
         run-specific facts such as timings.
         """
-        kind_dir = self._kind_dir(kind, create=True)
-        staging_root = kind_dir / ".staging"
-        staging_root.mkdir(exist_ok=True)
-        self._remove_abandoned_staging(staging_root)
-        staging = staging_root / f"{os.getpid()}-{secrets.token_hex(6)}"
-        staging.mkdir()
         try:
-            write(staging)
-            if (staging / MANIFEST).exists():
-                raise ArtifactError(f"a publisher may not write {MANIFEST} itself")
-            files = {
-                name: {
-                    "sha256": sha256_file(staging / name),
-                    "size": (staging / name).stat().st_size,
-                }
-                for name in _list_files(staging)
-            }
-            content_hash = _content_hash(
-                kind,
-                {name: meta["sha256"] for name, meta in files.items()},
-                config_hash=config_hash,
-                inputs=inputs,
-                params=params,
+            kind_dir = self._kind_dir(kind, create=True)
+            staging_root = kind_dir / ".staging"
+            staging_root.mkdir(exist_ok=True)
+            self._remove_abandoned_staging(staging_root)
+            staging = staging_root / f"{os.getpid()}-{secrets.token_hex(6)}"
+            staging.mkdir()
+        except OSError as exc:
+            raise output_error(exc, self.base / kind, "publish an artifact to") from None
+        try:
+            return self._publish_staged(
+                kind, kind_dir, staging, write, config_hash, inputs, params, extra
             )
-            with self._locked(kind_dir):
-                existing = self._find_by_content_hash(kind_dir, content_hash)
-                if existing is not None:
-                    self._write_latest(kind_dir, existing)
-                    _note_version(kind, existing, written=True)
-                    return PublishResult(self.get(kind, existing, verify=False), created=False)
-                version = f"{self._next_sequence(kind_dir):04d}-{content_hash[:12]}"
-                manifest = {
-                    "format_version": ARTIFACT_FORMAT_VERSION,
-                    "mlpipe_version": __version__,
-                    "pipeline": self.pipeline,
-                    "kind": kind,
-                    "version": version,
-                    "content_hash": content_hash,
-                    "files": files,
-                    "config_hash": config_hash,
-                    "inputs": inputs,
-                    "params": params,
-                    "libraries": _library_versions(),
-                    "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-                    **(extra or {}),
-                }
-                (staging / MANIFEST).write_bytes(
-                    json.dumps(manifest, indent=2, sort_keys=True, default=str).encode() + b"\n"
-                )
-                _fsync_tree(staging)
-                self._make_read_only(staging)
-                final = kind_dir / version
-                os.rename(staging, final)
-                _fsync_dir(kind_dir)
-                self._write_latest(kind_dir, version)
-            _note_version(kind, version, written=True)
-            return PublishResult(ArtifactVersion(kind, version, final, manifest), created=True)
+        except OSError as exc:
+            if is_write_failure(exc, self.base):
+                raise output_error(exc, kind_dir, "publish an artifact to") from None
+            raise
         finally:
             if staging.exists():
                 self._remove_tree(staging)
+
+    def _publish_staged(
+        self,
+        kind: str,
+        kind_dir: Path,
+        staging: Path,
+        write: Callable[[Path], None],
+        config_hash: str | None,
+        inputs: Any,
+        params: Any,
+        extra: dict[str, Any] | None,
+    ) -> PublishResult:
+        write(staging)
+        if (staging / MANIFEST).exists():
+            raise ArtifactError(f"a publisher may not write {MANIFEST} itself")
+        files = {
+            name: {
+                "sha256": sha256_file(staging / name),
+                "size": (staging / name).stat().st_size,
+            }
+            for name in _list_files(staging)
+        }
+        content_hash = _content_hash(
+            kind,
+            {name: meta["sha256"] for name, meta in files.items()},
+            config_hash=config_hash,
+            inputs=inputs,
+            params=params,
+        )
+        with self._locked(kind_dir):
+            existing = self._find_by_content_hash(kind_dir, content_hash)
+            if existing is not None:
+                self._write_latest(kind_dir, existing)
+                _note_version(kind, existing, written=True)
+                return PublishResult(self.get(kind, existing, verify=False), created=False)
+            version = f"{self._next_sequence(kind_dir):04d}-{content_hash[:12]}"
+            manifest = {
+                "format_version": ARTIFACT_FORMAT_VERSION,
+                "mlpipe_version": __version__,
+                "pipeline": self.pipeline,
+                "kind": kind,
+                "version": version,
+                "content_hash": content_hash,
+                "files": files,
+                "config_hash": config_hash,
+                "inputs": inputs,
+                "params": params,
+                "libraries": _library_versions(),
+                "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                **(extra or {}),
+            }
+            key = signing_key()
+            if key is not None:
+                manifest[SIGNATURE_FIELD] = manifest_signature(manifest, key)
+            (staging / MANIFEST).write_bytes(
+                json.dumps(manifest, indent=2, sort_keys=True, default=str).encode() + b"\n"
+            )
+            _fsync_tree(staging)
+            self._make_read_only(staging)
+            final = kind_dir / version
+            os.rename(staging, final)
+            _fsync_dir(kind_dir)
+            self._write_latest(kind_dir, version)
+        _note_version(kind, version, written=True)
+        return PublishResult(ArtifactVersion(kind, version, final, manifest), created=True)
 
     # -- reading ------------------------------------------------------------------------
 
@@ -245,11 +322,48 @@ class ArtifactStore:
         )
 
     def latest(self, kind: str) -> str | None:
-        pointer = self._kind_dir(kind) / LATEST
+        """The version ``LATEST`` points at; None when nothing was published yet.
+
+        ArtifactError (exit 3) when the pointer exists but is corrupt: it is only ever
+        replaced atomically with an existing version id, so anything else means damage, not
+        "nothing published" (which would hide the damage and invite a re-publish).
+        """
+        problem = self._latest_problem(kind)
+        if problem is not None:
+            raise ArtifactError(
+                f"{self._kind_dir(kind) / LATEST} is corrupt ({problem}); "
+                "run `mlpipe artifacts verify`"
+            )
+        return self._read_latest(kind)
+
+    def _read_latest(self, kind: str) -> str | None:
         try:
-            return pointer.read_text().strip() or None
+            return (self._kind_dir(kind) / LATEST).read_bytes().decode("ascii").strip()
         except FileNotFoundError:
             return None
+        except (OSError, UnicodeDecodeError):
+            return ""
+
+    def _latest_problem(self, kind: str) -> str | None:
+        pointer = self._kind_dir(kind) / LATEST
+        try:
+            raw = pointer.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            return f"unreadable: {exc.strerror or exc}"
+        try:
+            text = raw.decode("ascii").strip()
+        except UnicodeDecodeError:
+            return "binary content, not a version id"
+        if not text:
+            return "empty"
+        if not _VERSION_RE.match(text):
+            shown = text if len(text) <= 40 else text[:40] + "..."
+            return f"holds {shown!r}, not a version id"
+        if text not in self.versions(kind):
+            return f"points to {text}, which does not exist"
+        return None
 
     def resolve(self, kind: str, ref: str | None = "latest") -> str:
         """Turn 'latest', a full id, a sequence number ('3', '0003') or a hash prefix into an id."""
@@ -260,7 +374,7 @@ class ArtifactStore:
                 raise UsageError(f"{named_kind}/{ref} is not a {kind} artifact")
         versions = self.versions(kind)
         if ref == "latest":
-            latest = self.latest(kind)
+            latest = self.latest(kind)  # ArtifactError when the pointer is corrupt
             if latest is None or latest not in versions:
                 raise ArtifactNotFound(
                     f"no {kind} artifact published yet under {self.base}",
@@ -294,9 +408,13 @@ class ArtifactStore:
         if verify:
             problems = self._check_files(artifact)
             if problems:
+                signed = signature_problem(manifest) is not None
                 raise ArtifactError(
                     f"{kind} artifact {version} failed verification: {problems[0]}",
-                    hint="the artifact was modified after publishing; re-run the command that "
+                    hint=f"check {SIGNING_KEY_ENV}; never load this version, restore it from a "
+                    "trusted copy or re-run the command that produced it"
+                    if signed
+                    else "the artifact was modified after publishing; re-run the command that "
                     "produced it or restore the file",
                 )
         if verify:
@@ -335,7 +453,13 @@ class ArtifactStore:
         return VerifyResult(kind, version, not problems, problems)
 
     def verify_all(self) -> list[VerifyResult]:
-        return [self.verify(kind, v) for kind in self.kinds() for v in self.versions(kind)]
+        results = []
+        for kind in self.kinds():
+            results.extend(self.verify(kind, v) for v in self.versions(kind))
+            problem = self._latest_problem(kind)
+            if problem is not None:
+                results.append(VerifyResult(kind, LATEST, False, [f"{LATEST} is corrupt ({problem})"]))
+        return results
 
     # -- internals ----------------------------------------------------------------------
 
@@ -364,7 +488,10 @@ class ArtifactStore:
                     manifest = json.loads(manifest_path.read_text())
                 except (OSError, ValueError):
                     continue
-                if manifest.get("content_hash") == content_hash:
+                # with a signing key, only a version that verifies may stand in for a new one
+                if manifest.get("content_hash") == content_hash and (
+                    signing_key() is None or signature_problem(manifest) is None
+                ):
                     return version
         return None
 
@@ -421,6 +548,9 @@ class ArtifactStore:
         for name in _list_files(artifact.path):
             if name not in expected:
                 problems.append(f"file {name} is not listed in {MANIFEST}")
+        signature = signature_problem(manifest)
+        if signature is not None:
+            problems.insert(0, signature)
         return problems
 
     def _publish_hint(self, kind: str) -> str:

@@ -6,6 +6,7 @@ modules import heavy libraries inside their functions so `mlpipe --help` starts 
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import traceback
@@ -30,14 +31,15 @@ from mlpipe_cli.cli import (
     transform_cmd,
     validate_cmd,
 )
-from mlpipe_cli.errors import ExitCode, MlpipeError, UsageError, exit_code_for
+from mlpipe_cli.errors import ExitCode, InternalError, MlpipeError, UsageError, exit_code_for
+from mlpipe_cli.io import check_outputs, input_scope
 
 app = typer.Typer(
     name="mlpipe",
     help="Validate, build point-in-time training sets, fit versioned preprocessing, "
     "materialize and serve features, and monitor drift.\n\n"
     "Exit codes: 0 ok, 1 data failed a check, 2 usage/config/input error, "
-    "3 artifact/contract error, 4 external service unavailable.",
+    "3 artifact/contract error, 4 external service unavailable, 70 internal error (a bug).",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -154,10 +156,12 @@ def _run(args: list[str]) -> int:
     debug = "--debug" in args or os.environ.get("MLPIPE_DEBUG") == "1"
     args = [a for a in args if a != "--debug"]
     command = typer.main.get_command(app)
+    _declare_outputs_first(command)
     try:
         # make_context + invoke rather than command.main(): main() turns Ctrl-C into a return
         # value and a closed stdout into exit 1, and we own both decisions here.
-        with command.make_context("mlpipe", args) as ctx:
+        # input_scope: what the command reads is registered, so no output can overwrite it
+        with input_scope(), command.make_context("mlpipe", args) as ctx:
             command.invoke(ctx)
     except typer.Exit as exc:
         return int(exc.exit_code)
@@ -170,6 +174,15 @@ def _run(args: list[str]) -> int:
     except (typer.Abort, KeyboardInterrupt, EOFError):
         sys.stderr.write("error: interrupted\n")
         return 130
+    except InternalError as exc:
+        if debug:
+            traceback.print_exc()
+        message = _one_line(str(exc)).removeprefix("internal error: ")
+        sys.stderr.write(
+            f"error: internal error: {message} "
+            "(a bug in mlpipe: re-run with --debug for the traceback and please report it)\n"
+        )
+        return int(exc.exit_code)
     except MlpipeError as exc:
         if debug:
             traceback.print_exc()
@@ -191,13 +204,45 @@ def _run(args: list[str]) -> int:
     except Exception as exc:
         if debug:
             traceback.print_exc()
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+        message = _one_line(str(exc)) or repr(exc)
         sys.stderr.write(
             f"error: unexpected {type(exc).__name__}: {message} "
-            "(re-run with --debug for the traceback and please report it)\n"
+            "(a bug in mlpipe: re-run with --debug for the traceback and please report it)\n"
         )
         return int(exit_code_for(exc))
     return 0
+
+
+# Options naming files a command writes. Declaring them before the command body runs makes
+# every reader refuse an input that is one of them the moment it is read, before any heavy
+# work; the atomic writers check again when they write. New commands get this by naming
+# their output options like these.
+OUTPUT_OPTIONS = frozenset({"out", "quarantine", "junit", "html", "prometheus"})
+
+
+def _declare_outputs_first(command: Any) -> None:
+    subcommands = getattr(command, "commands", None)
+    if subcommands:
+        for sub in subcommands.values():
+            _declare_outputs_first(sub)
+        return
+    names = [p.name for p in command.params if p.name in OUTPUT_OPTIONS]
+    callback = command.callback
+    if not names or callback is None:
+        return
+
+    @functools.wraps(callback)
+    def declared(*args: Any, **kwargs: Any) -> Any:
+        check_outputs([kwargs.get(name) for name in names])
+        return callback(*args, **kwargs)
+
+    command.callback = declared
+
+
+def _one_line(text: str) -> str:
+    """The first non-empty line: an error is one line on stderr, whatever the library said."""
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[0] if lines else ""
 
 
 def _usage_message(exc: click_exceptions.ClickException) -> str:

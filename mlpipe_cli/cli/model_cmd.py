@@ -27,7 +27,9 @@ app = typer.Typer(
 @app.command("register")
 def register(
     model_file: Annotated[
-        Path, typer.Argument(help="A joblib file (e.g. a fitted sklearn model).")
+        Path,
+        typer.Argument(help="A skops file (skops.io.dump; recommended) or, with --trust-pickle, "
+                       "a joblib/pickle file."),
     ],
     artifact: Annotated[
         str,
@@ -35,42 +37,70 @@ def register(
             "--artifact", help="Transform version the model was trained on ('latest' allowed)."
         ),
     ] = "latest",
+    trust: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--trust",
+            metavar="TYPE",
+            help="Trust this type in a skops file (repeatable), e.g. "
+            "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor. The error for "
+            "an untrusted type names each one.",
+        ),
+    ] = None,
+    trust_pickle: Annotated[
+        bool,
+        typer.Option(
+            "--trust-pickle",
+            help="Accept a joblib/pickle file. Loading a pickle runs any code it contains, "
+            "here and in `mlpipe serve`: pass this only for files you trust like code.",
+        ),
+    ] = False,
     config: ConfigOption = DEFAULT_CONFIG,
     artifact_dir: ArtifactDirOption = None,
     json_output: JsonOption = False,
     quiet: QuietOption = False,
 ) -> None:
-    """Copy a joblib model into the artifact store (kind `model`), bound to a transform version.
+    """Copy a model into the artifact store (kind `model`), bound to a transform version.
 
-    The file must be a regular, non-empty file. It is loaded once here to check it has a
-    predict_proba/decision_function/predict method and, when it records n_features_in_, takes
-    the transform version's output width; nothing is published unless it passes. It is copied
-    byte for byte with its sha256; `mlpipe serve` checks the hash before loading it and refuses
-    a model bound to another transform version. SECURITY: joblib/pickle files execute code when
-    loaded: registering is your act of trust; register only files you trust like code.
-    Exit 2: path missing, a directory, or unreadable. Exit 3: not a usable model, or the
-    transform version does not exist or fails verification.
+    skops files (recommended): the types the file would create are listed BEFORE anything is
+    loaded, and any type skops does not trust by default is refused unless named with
+    --trust TYPE; the trusted list is recorded and `mlpipe serve` loads the file with exactly
+    that list. joblib/pickle files need --trust-pickle: unpickling runs whatever code the
+    file holds, so nothing is loaded until you say you trust it like code.
+    The file is then loaded once to check it has a predict_proba/decision_function/predict
+    method and, when it records n_features_in_, takes the transform version's output width;
+    nothing is published unless it passes. It is copied byte for byte with its sha256;
+    `mlpipe serve` checks the hash (and the signature, with MLPIPE_SIGNING_KEY) before loading
+    it and refuses a model bound to another transform version.
+    Exit 2: path missing, a directory, unreadable, an untrusted skops type, or a pickle
+    without --trust-pickle. Exit 3: not a usable model, or the transform version does not
+    exist or fails verification.
 
-    Example: mlpipe model register model.joblib --artifact 0001-3f2a9c0d1e4b -c configs/example.yaml
+    Example: mlpipe model register model.skops --artifact 0001-3f2a9c0d1e4b -c configs/example.yaml
     """
     from mlpipe_cli.serving.model import register_model
 
     out = Output.create(json_mode=json_output, quiet=quiet)
     store = run_context(config, artifact_dir).store
-    version, created = register_model(store, model_file, artifact)
-    binding = version.manifest.get("params") or {}
+    version, created = register_model(
+        store, model_file, artifact, trust=trust or (), trust_pickle=trust_pickle
+    )
+    params = version.manifest.get("params") or {}
+    model_name = next(name for name in version.manifest["files"] if name.startswith("model."))
     doc = {
         "model_version": version.version,
         "created": created,
-        "transform_version": binding.get("transform_version"),
-        "model_sha256": version.manifest["files"]["model.joblib"]["sha256"],
+        "transform_version": params.get("transform_version"),
+        "format": params.get("format", "pickle"),
+        "trusted_types": params.get("trusted_types") or [],
+        "model_sha256": version.manifest["files"][model_name]["sha256"],
         "path": str(version.path),
     }
     verb = "registered" if created else "already registered as"
     out.result(
         doc,
-        f"{verb} model {version.version} for transform {doc['transform_version']} "
-        f"(sha256 {doc['model_sha256'][:12]})",
+        f"{verb} model {version.version} ({doc['format']}) for transform "
+        f"{doc['transform_version']} (sha256 {doc['model_sha256'][:12]})",
     )
 
 
@@ -102,7 +132,7 @@ def list_models(
         )
     out.result({"models": rows})
     if not rows:
-        out.line("no models registered (mlpipe model register MODEL.joblib --artifact VERSION)")
+        out.line("no models registered (mlpipe model register MODEL.skops --artifact VERSION)")
         return
     out.table(
         ["version", "latest", "transform", "file", "created_at"],

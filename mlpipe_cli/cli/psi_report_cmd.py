@@ -76,6 +76,17 @@ def psi_report(
                      "against version A's on the same --current data.",
                      metavar="VERSION_A VERSION_B"),
     ] = None,
+    source: Annotated[
+        str | None,
+        typer.Option("--source", help="Compare a raw batch of this source (--current) with the "
+                     "profile saved by `validate --source NAME --save-profile`."),
+    ] = None,
+    include_time_features: Annotated[
+        bool,
+        typer.Option("--include-time-features", help="On --serving-log, also compare features "
+                     "derived from the request time (excluded by default: request time is not "
+                     "label time, so they always look drifted)."),
+    ] = False,
     config: ConfigOption = DEFAULT_CONFIG,
     artifact_dir: ArtifactDirOption = None,
     engine: EngineOption = None,
@@ -88,7 +99,11 @@ def psi_report(
     bins, natural log, proportions clipped at 1e-4 without renormalisation. Status per
     feature: stable (PSI < 0.1), moderate, drifted (PSI >= threshold) or error (missing
     column, unknown dtype, all null). Exit 1 when any feature drifted or errored, 2 when there
-    is no current data (e.g. nothing in the serving-log window), 3 on a bad artifact.
+    is no current data (e.g. nothing in the serving-log window) or --current holds none of the
+    reference's features, 3 on a bad artifact or no saved profile for --source. Features
+    derived from the request time are excluded on serving logs (--include-time-features).
+
+    Example: mlpipe psi-report --source orders --current day.parquet
 
     Example: mlpipe psi-report -c configs/example.yaml --serving-log artifacts/churn/serving-logs --since 24h --html drift.html
     """
@@ -119,7 +134,8 @@ def psi_report(
     _render_drift(out, ops.psi_report(
         ctx, artifact=artifact, profile=profile_file, current=current, serving_log=serving_log,
         since=since, until=until, features=parse_features(features), threshold=threshold,
-        min_rows=min_rows, html=html, engine=engine))
+        min_rows=min_rows, html=html, source=source,
+        include_time_features=include_time_features, engine=engine))
 
 
 def _render_drift(out: Output, result: Any) -> None:
@@ -172,4 +188,5 @@ def _print_table(out: Output, report: Any) -> None:
                "rows", "note"], rows)
     s = report.summary()
     out.line(f"{s['drifted']} drifted, {s['moderate']} moderate, {s['stable']} stable, "
-             f"{s['error']} error (PSI gate {report.threshold:g})")
+             f"{s['error']} error, {s.get('excluded', 0)} excluded (PSI gate "
+             f"{report.threshold:g})")

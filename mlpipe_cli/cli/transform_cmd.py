@@ -36,8 +36,11 @@ def transform(
 
     Verifies the version's files and golden example, checks the input against the version's
     input schema, then replaces each input column by its outputs (other columns are kept in
-    front). Nothing is fitted. Exit codes: 0 written, 2 unreadable input, 3 unknown or
-    tampered version, or an input column missing/incompatible (named with the version).
+    front). Nothing is fitted. Null, NaN and +-inf inputs of numeric columns are handled as
+    the version's fitted policy says (on_null / on_nan / on_inf) and counted. Exit codes: 0
+    written, 1 the policy refused a value (nothing written; the column and count are named),
+    2 unreadable input, 3 unknown or tampered version, or an input column
+    missing/incompatible (named with the version).
 
     With --engine spark the state is applied per Spark task (no refit); an --out without
     the .parquet suffix is then a directory of part files in input order.
@@ -54,3 +57,6 @@ def transform(
         f"wrote {result.rows} rows x {len(result.output_columns)} features to {out} "
         f"(transform {result.version})",
     )
+    for column, done in result.handled().items():
+        what = ", ".join(f"{n} {kind.replace('_', ' ')}" for kind, n in done.items())
+        output.info(f"{column}: {what}")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from mlpipe_cli.config.base import ConfigModel, ConfigPath
 from mlpipe_cli.config.sources import ColumnContract
@@ -25,7 +25,27 @@ TEMPORAL_FEATURES = (
 )  # fmt: skip
 
 
-class FillNull(ConfigModel):
+class ValuePolicy(ConfigModel):
+    """What a numeric column does with null, NaN and ±inf inputs, in fit, `transform` and
+    `serve` alike. Each key is set on at most one of the column's steps (it applies to the
+    column's input, before the first step). Every value handled is counted in the transform
+    report; a value the policy refuses fails the run (exit 1) or the request."""
+
+    on_null: Literal["fill", "keep", "error"] | None = Field(
+        default=None,
+        description="null (missing) input: 'fill' by the column's fill_null step (the default "
+        "when it has one), 'keep' as a missing output, 'error' refuse (the default otherwise)",
+    )
+    on_nan: Literal["null", "error"] | None = Field(
+        default=None, description="NaN input: 'null' read as missing (default), 'error' refuse"
+    )
+    on_inf: Literal["clip", "error"] | None = Field(
+        default=None,
+        description="±inf input: 'error' refuse (default), 'clip' to the training min/max",
+    )
+
+
+class FillNull(ValuePolicy):
     type: Literal["fill_null"]
     strategy: Literal["constant", "mean", "median"] = "mean"
     value: float | None = Field(default=None, description="the constant for strategy=constant")
@@ -39,13 +59,13 @@ class FillNull(ConfigModel):
         return self
 
 
-class Standard(ConfigModel):
+class Standard(ValuePolicy):
     type: Literal["standard"]
     with_mean: bool = True
     with_std: bool = True
 
 
-class MinMax(ConfigModel):
+class MinMax(ValuePolicy):
     type: Literal["minmax"]
     feature_range: tuple[float, float] = (0.0, 1.0)
     clip: bool = Field(default=False, description="clip outputs to feature_range")
@@ -57,7 +77,7 @@ class MinMax(ConfigModel):
         return self
 
 
-class Robust(ConfigModel):
+class Robust(ValuePolicy):
     type: Literal["robust"]
     with_centering: bool = True
     with_scaling: bool = True
@@ -71,7 +91,7 @@ class Robust(ConfigModel):
         return self
 
 
-class Clip(ConfigModel):
+class Clip(ValuePolicy):
     type: Literal["clip"]
     min: float | None = Field(default=None, description="fixed lower bound")
     max: float | None = Field(default=None, description="fixed upper bound")
@@ -91,7 +111,7 @@ class Clip(ConfigModel):
         return self
 
 
-class Log1p(ConfigModel):
+class Log1p(ValuePolicy):
     type: Literal["log1p"]
     on_invalid: Literal["error", "shift"] = Field(
         default="error",
@@ -140,6 +160,27 @@ class Temporal(ConfigModel):
     reference: str | None = Field(
         default=None, description="timestamp column for days_since (days = column - reference)"
     )
+    timezone: str | None = Field(
+        default=None,
+        description="IANA zone (e.g. Europe/Berlin) whose local wall-clock time the calendar "
+        "features (hour, dow, month, is_weekend, sin/cos) are computed on, DST-correct; a "
+        "naive column is read as UTC. Default: the column's own zone (naive: as given)",
+    )
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"unknown time zone {value!r}: use an IANA name such as 'Europe/Berlin' or 'UTC'"
+            ) from None
+        return value
 
     @model_validator(mode="after")
     def _reference(self) -> Temporal:
@@ -147,6 +188,9 @@ class Temporal(ConfigModel):
             raise ValueError("days_since and reference must be given together")
         if len(set(self.features)) != len(self.features) or not self.features:
             raise ValueError("features must be a non-empty list without repeats")
+        if self.timezone is not None and self.features == ["days_since"]:
+            raise ValueError("timezone applies to calendar features only; days_since is "
+                             "elapsed time whatever the zone")
         return self
 
 
@@ -158,7 +202,7 @@ class Embedding(ConfigModel):
     unknown: Literal["zero", "mean"] = "zero"
 
 
-class Passthrough(ConfigModel):
+class Passthrough(ValuePolicy):
     type: Literal["passthrough"]
 
 
@@ -171,6 +215,28 @@ Step = Annotated[
     | Temporal | Embedding | Passthrough | Drop,
     Field(discriminator="type"),
 ]
+
+
+POLICY_KEYS = ("on_null", "on_nan", "on_inf")
+
+
+def _check_policy(column: str, steps: list[Any]) -> None:
+    for key in POLICY_KEYS:
+        where = [i for i, step in enumerate(steps) if getattr(step, key) is not None]
+        if len(where) > 1:
+            raise ValueError(
+                f"column {column!r}: {key} is set on steps {where[0]} and {where[1]}; set it "
+                "once (it applies to the column's input)"
+            )
+    on_null = next((s.on_null for s in steps if s.on_null is not None), None)
+    fills = any(s.type == "fill_null" for s in steps)
+    if on_null == "fill" and not fills:
+        raise ValueError(f"column {column!r}: on_null: fill needs a fill_null step")
+    if on_null in ("keep", "error") and fills:
+        raise ValueError(
+            f"column {column!r}: on_null: {on_null} contradicts its fill_null step (which "
+            "fills nulls); remove one of them"
+        )
 
 
 class TransformConfig(ConfigModel):
@@ -201,6 +267,8 @@ class TransformConfig(ConfigModel):
                     f"column {column!r}: {encoders[0]} must be the column's only step "
                     f"(numeric steps {', '.join(NUMERIC_STEPS)} may be chained)"
                 )
+            if not encoders or kinds == ["passthrough"]:
+                _check_policy(column, steps)
             if any(k == "target" for k in kinds) and self.target is None:
                 raise ValueError(f"column {column!r} uses target encoding but no target is set")
         if self.target is not None and self.target in self.columns:

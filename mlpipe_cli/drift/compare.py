@@ -7,8 +7,9 @@ PSI convention (pinned; see docs/psi-report.md):
 over the reference's bins b, natural log, where r_b and c_b are the reference and current
 proportions of *all* rows (missing included) with each proportion clipped from below at
 ``eps`` (default 1e-4) and NOT renormalised afterwards. Numeric bins are the profile's
-half-open decile bins ``[lower, upper)`` with open-ended first and last bins plus
-``__missing__`` (null and NaN); categorical bins are the profile's categories plus
+half-open bins ``[lower, upper)`` with open-ended first and last bins plus ``__missing__``
+(null and NaN) — decile edges, or one bin per value for columns with at most ``bins``
+distinct values (see ``drift.profile``); categorical bins are the profile's categories plus
 ``__other__`` (unseen values and reference categories beyond the stored top-k) plus
 ``__missing__``.
 
@@ -33,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 from mlpipe_cli.drift.profile import (
     MISSING,
     OTHER,
+    _json_float,
     _num,
     categorical_expr,
     check_profile,
@@ -145,6 +147,7 @@ class _NumericAcc:
         self.below = np.zeros(len(self.fine), dtype=np.int64)
         self.valid = 0
         self.missing = 0
+        self.posinf = 0  # +inf values: their fine interval's left end may be below an inf edge
         self.rows = 0
         self.shift = entry.get("mean") if isinstance(entry.get("mean"), float | int) else 0.0
         self.s1: list[float] = []
@@ -189,6 +192,7 @@ class _NumericAcc:
             valid = int(np.searchsorted(s, np.inf, side="right"))  # end of non-NaN
             self.valid += valid
             self.missing += m - valid
+            self.posinf += valid - hi
             if len(self.fine):
                 self.below += np.searchsorted(s[:valid], self.fine, side="left")
             if hi > lo:
@@ -209,6 +213,10 @@ class _NumericAcc:
         coarse_idx = np.searchsorted(self.edges, left, side="right")
         coarse = np.zeros(len(self.edges) + 1, dtype=np.int64)
         np.add.at(coarse, coarse_idx, fine_counts)
+        # +inf belongs to the last bin even when the edges end in +inf ([inf, inf]); the fine
+        # points are finite, so it was counted with the last fine interval's left end.
+        coarse[coarse_idx[-1]] -= self.posinf
+        coarse[-1] += self.posinf
         out: dict[str, Any] = {"rows": rows, "valid": valid, "missing": self.missing}
         out["bin_counts"] = [int(c) for c in coarse]
         if self.finite:
@@ -511,11 +519,15 @@ def _numeric_drift(acc: _NumericAcc, thr: float, moderate: float, min_rows: int,
     res = acc.result()
     drift = _base(acc.column, entry, thr, status="stable")
     edges = [_num(e) for e in entry.get("edges", [])]
-    bounds = [None, *edges, None]
+    values = [_num(v) for v in entry["values"]] if entry.get("binning") == "values" else None
+    bounds = [None, *(_json_float(e) for e in edges), None]
     labels = [
-        {"bin": _bin_label(bounds[i], bounds[i + 1]), "lower": bounds[i], "upper": bounds[i + 1]}
-        for i in range(len(bounds) - 1)
+        {"bin": label, "lower": bounds[i], "upper": bounds[i + 1]}
+        for i, label in enumerate(bin_labels(edges, values))
     ]
+    if values is not None and len(values) == len(labels):
+        for label, value in zip(labels, values, strict=True):
+            label["value"] = _json_float(value)
     labels.append({"bin": MISSING, "lower": None, "upper": None})
     ref = [float(p) for p in entry.get("proportions", [])]
     if len(ref) != len(edges) + 1:
@@ -534,10 +546,73 @@ def _numeric_drift(acc: _NumericAcc, thr: float, moderate: float, min_rows: int,
                    min_rows, eps)
 
 
-def _bin_label(lower: float | None, upper: float | None) -> str:
-    lo = "-inf" if lower is None else f"{lower:.6g}"
-    hi = "+inf" if upper is None else f"{upper:.6g}"
-    return f"[{lo}, {hi})" if lower is not None else f"({lo}, {hi})"
+def format_number(value: float, digits: int = 3) -> str:
+    """``value`` with ``digits`` significant digits, plain notation from 1e-4 to 1e6, no
+    trailing zeros: 0.39999 → "0.4", 1234.5 → "1234" (integer digits are never dropped),
+    1.5e-05 → "1.5e-5"."""
+    if math.isnan(value):
+        return "nan"
+    if math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    if value == 0:
+        return "0"
+    magnitude = math.floor(math.log10(abs(value)))
+    if -4 <= magnitude < 6:
+        text = f"{value:.{max(0, digits - 1 - magnitude)}f}"
+        if "." in text:
+            text = text.rstrip("0").rstrip(".")
+        return "0" if text in ("-0", "") else text
+    mantissa, exponent = f"{value:.{digits - 1}e}".split("e")
+    if "." in mantissa:
+        mantissa = mantissa.rstrip("0").rstrip(".")
+    return f"{mantissa}e{int(exponent)}"
+
+
+def bin_labels(edges: Sequence[float], values: Sequence[float] | None = None) -> list[str]:
+    """Readable labels of the ``len(edges) + 1`` bins of a numeric profile entry.
+
+    Value bins are labelled by their value ("0", "1"); decile bins "< 2.5", "[2.5, 3.2)",
+    "≥ 100"; a bin [a, nextafter(a)) holding one atom is "a" and the bin after it "(a, b)".
+    Significant digits: the fewest (at least 3) that keep every boundary distinct.
+    """
+    edges = [float(e) for e in edges]
+    if values is not None and len(values) == len(edges) + 1:
+        digits = _distinct_digits([float(v) for v in values])
+        return [format_number(float(v), digits) for v in values]
+    # an edge one ulp above the previous one closes a single-value bin; it has no label
+    ulp_after = [i > 0 and e == math.nextafter(edges[i - 1], math.inf) for i, e in
+                 enumerate(edges)]
+    digits = _distinct_digits([e for e, skip in zip(edges, ulp_after, strict=True) if not skip])
+
+    def fmt(x: float) -> str:
+        return format_number(x, digits)
+
+    if not edges:
+        return ["all values"]
+    labels = []
+    for i in range(len(edges) + 1):
+        lo = edges[i - 1] if i > 0 else None
+        hi = edges[i] if i < len(edges) else None
+        after_atom = i > 0 and ulp_after[i - 1]  # lower bound is nextafter(atom): "(atom, .."
+        shown_lo = edges[i - 2] if after_atom else lo
+        if hi is not None and i < len(edges) and ulp_after[i]:
+            labels.append(fmt(lo) if lo is not None else fmt(hi))  # the atom itself
+        elif lo is None:
+            labels.append(f"< {fmt(hi)}")
+        elif hi is None:
+            labels.append(f"> {fmt(shown_lo)}" if after_atom else f"≥ {fmt(lo)}")
+        else:
+            opening = "(" if after_atom else "["
+            labels.append(f"{opening}{fmt(shown_lo)}, {fmt(hi)})")
+    return labels
+
+
+def _distinct_digits(points: Sequence[float]) -> int:
+    wanted = len(set(points))
+    for digits in range(3, 18):
+        if len({format_number(p, digits) for p in points}) == wanted:
+            return digits
+    return 17
 
 
 def _categorical_drift(acc: _CategoricalAcc, thr: float, moderate: float, min_rows: int,

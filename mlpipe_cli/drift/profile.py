@@ -3,10 +3,19 @@
 A profile is a JSON-serialisable dict describing the distribution of each column of a frame:
 
 * numeric columns (ints, floats, decimals; cast to float64): row count, null count (nulls and
-  NaN both count as missing), mean, std (ddof=1), min, max, the interior decile edges (``bins``
-  bins → ``bins-1`` edges, de-duplicated when the data has atoms), the exact proportion of rows
-  per bin, the ``__missing__`` proportion and a quantile sketch of ``sketch_size + 1``
-  quantiles (probabilities k/sketch_size, numpy "linear" interpolation) used for KS.
+  NaN both count as missing), mean, std (ddof=1), min, max, the interior bin ``edges``, the
+  exact proportion of rows per bin, the ``__missing__`` proportion and a quantile sketch of
+  ``sketch_size + 1`` quantiles (probabilities k/sketch_size, numpy "linear" interpolation)
+  used for KS. The edges come from one of two ``binning`` rules:
+
+  - ``"values"`` — the column has at most ``bins`` distinct values (a 0/1 flag, a one-hot
+    output, a small integer code): one bin per distinct value, the edges halfway between
+    consecutive values (so each bin holds exactly one reference value, listed in ``values``).
+    Deciles would put a 5%-ones flag into a single bin and make PSI blind to it.
+  - ``"quantiles"`` — the interior decile edges (``bins-1`` edges at quantiles i/bins),
+    de-duplicated; where several deciles fall on one value (an atom: a zero-inflated feature)
+    that value gets a bin of its own, ``[a, nextafter(a))``, so its share is compared on its
+    own instead of being lumped with the values above it.
 * categorical columns (string, boolean, categorical, enum): category counts and proportions
   (top ``max_categories`` by count, ties by value), the mass of the remaining categories
   (``__other__``) and the ``__missing__`` proportion.
@@ -33,12 +42,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlpipe_cli.errors import InputError
+from mlpipe_cli.io import register_input
 
 if TYPE_CHECKING:
     import numpy as np
     import polars as pl
 
-FORMAT_VERSION = 1
+# 2: numeric entries carry ``binning`` ("values" | "quantiles"); atoms get their own bin.
+# Version 1 profiles (decile edges only) are still read: their edges mean what they meant.
+FORMAT_VERSION = 2
+READABLE_FORMAT_VERSIONS = (1, 2)
 PROFILE_KIND = "mlpipe.profile"
 SKETCH_SIZE = 1000
 MISSING = "__missing__"
@@ -130,8 +143,8 @@ def numeric_profile(sorted_valid: np.ndarray, rows: int, nan_count: int, *, bins
         "valid_count": n,
     }
     if n == 0:
-        entry.update(mean=None, std=None, min=None, max=None, edges=[], proportions=[0.0],
-                     quantiles=[])
+        entry.update(mean=None, std=None, min=None, max=None, binning="quantiles", edges=[],
+                     proportions=[0.0], quantiles=[])
         entry["missing_proportion"] = 1.0 if rows else 0.0
         return entry
     finite = sorted_valid[np.isfinite(sorted_valid)]
@@ -145,15 +158,21 @@ def numeric_profile(sorted_valid: np.ndarray, rows: int, nan_count: int, *, bins
         )
     else:
         mean, std = math.nan, math.nan
-    probs = np.arange(1, bins, dtype=np.float64) / bins
-    edges = sorted(set(quantiles_of_sorted(sorted_valid, probs)))
-    edges = [e for e in edges if not math.isnan(e)]
+    by_value = value_bins(sorted_valid, limit=bins)
+    if by_value is not None:
+        binning = "values"
+        distinct, edges = by_value
+        entry["values"] = [_json_float(v) for v in distinct]
+    else:
+        binning = "quantiles"
+        edges = quantile_edges(sorted_valid, bins)
     counts = bin_counts_sorted(sorted_valid, edges)
     entry.update(
         mean=_json_float(mean),
         std=_json_float(std),
         min=_json_float(float(sorted_valid[0])),
         max=_json_float(float(sorted_valid[-1])),
+        binning=binning,
         edges=[_json_float(e) for e in edges],
         proportions=[c / rows for c in counts],
         missing_proportion=null_count / rows,
@@ -165,6 +184,75 @@ def numeric_profile(sorted_valid: np.ndarray, rows: int, nan_count: int, *, bins
         ],
     )
     return entry
+
+
+# Values this close count as one value when binning by value (the skew check's tolerance):
+# the same weekday's cosine computed by two code paths may differ in the last ulp, and such
+# noise must not split one value into two bins that then trade mass.
+VALUE_TOLERANCE = 1e-9
+VALUE_BLOCK = 1 << 16
+
+
+def value_bins(sorted_valid: np.ndarray, *, limit: int) -> tuple[list[float], list[float]] | None:
+    """(values, edges) for one bin per distinct value, or None when there are more than
+    ``limit`` distinct values (values within VALUE_TOLERANCE·max(1, |v|) are one value).
+
+    Bin i = [edge_{i-1}, edge_i) holds exactly the reference's ``values[i]``; the edges lie
+    halfway between consecutive values, so a current value between two reference values
+    counts toward the nearer one (ties toward the upper). Where the halfway point does not
+    fall strictly above the lower value (adjacent floats, infinities), the upper value itself
+    is the edge — still one value per bin.
+    """
+    import numpy as np
+
+    n = len(sorted_valid)
+    if n == 0:
+        return [], []
+    # In blocks, so a continuous column is given up on after one block of 65,536 values
+    # instead of costing full-length temporaries.
+    starts: list[int] = []  # index of each value's first occurrence after the first value
+    for begin in range(1, n, VALUE_BLOCK):
+        end = min(begin + VALUE_BLOCK, n)
+        lower = sorted_valid[begin - 1 : end - 1]
+        upper = sorted_valid[begin:end]
+        with np.errstate(invalid="ignore"):  # inf - inf = nan: the same (infinite) value
+            tolerance = np.where(np.isinf(upper), 0.0,
+                                 VALUE_TOLERANCE * np.maximum(1.0, np.abs(upper)))
+            new = (upper - lower) > tolerance  # -0.0 == 0.0: one value
+        starts += (np.flatnonzero(new) + begin).tolist()
+        if len(starts) + 1 > limit:
+            return None
+    values = [_clean(float(sorted_valid[i])) for i in [0, *starts]]
+    edges = []
+    for start in starts:
+        lo, hi = float(sorted_valid[start - 1]), float(sorted_valid[start])
+        mid = lo / 2 + hi / 2  # no overflow near ±max
+        edges.append(_clean(mid if lo < mid <= hi else hi))
+    return values, edges
+
+
+def quantile_edges(sorted_valid: np.ndarray, bins: int) -> list[float]:
+    """De-duplicated decile edges, plus nextafter(a) after each atom a that holds several
+    deciles, when values lie between a and the next edge (else [a, next) is {a} already)."""
+    import numpy as np
+
+    probs = np.arange(1, bins, dtype=np.float64) / bins
+    raw = [e for e in quantiles_of_sorted(sorted_valid, probs) if not math.isnan(e)]
+    edges = sorted(set(raw))
+    if len(edges) == len(raw):
+        return edges
+    out: list[float] = []
+    for i, atom in enumerate(edges):
+        out.append(atom)
+        if raw.count(atom) < 2 or math.isinf(atom):
+            continue
+        after = float(np.nextafter(atom, math.inf))
+        upper = edges[i + 1] if i + 1 < len(edges) else math.inf
+        if after < upper:
+            inside = np.searchsorted(sorted_valid, [after, upper], side="left")
+            if inside[1] > inside[0]:
+                out.append(_clean(after))
+    return out
 
 
 def bin_counts_sorted(sorted_valid: np.ndarray, edges: Sequence[float]) -> list[int]:
@@ -312,6 +400,7 @@ def write_profile(profile: dict, path: Path) -> None:
 def read_profile(path: Path) -> dict:
     """Read and sanity-check a profile JSON file (InputError when it is not one)."""
     path = Path(path)
+    register_input(path)  # the same-path guard: no output of this run may be this profile
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -326,10 +415,10 @@ def check_profile(doc: Any, *, source: str = "profile") -> None:
     if not isinstance(doc, dict) or doc.get("kind") != PROFILE_KIND:
         raise InputError(f"{source} is not an mlpipe profile (kind != {PROFILE_KIND!r})")
     version = doc.get("format_version")
-    if version != FORMAT_VERSION:
+    if version not in READABLE_FORMAT_VERSIONS:
         raise InputError(
             f"{source} has profile format_version {version!r}; this mlpipe reads "
-            f"{FORMAT_VERSION}",
+            f"{', '.join(map(str, READABLE_FORMAT_VERSIONS))}",
             hint="rebuild the profile with this version of mlpipe",
         )
     if not isinstance(doc.get("columns"), dict):

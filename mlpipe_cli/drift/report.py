@@ -1,7 +1,15 @@
 """The psi-report core: load the current data, match it to the profile, build the report.
 
-``mlpipe_cli/ops/psi_report.py`` runs the command with it; ``cli/psi_report_cmd.py`` only
-parses flags and renders.
+The command layer only parses flags and renders. What it calls here:
+
+* ``drift_report(profile, parts, ...)`` → ``DriftReport`` (the one result object);
+* the reference: a transform artifact's ``profile.json``, a profile file, or
+  ``ops.profiles.source_reference(config, store, "orders")`` — the validation profile saved for a source
+  (``validate --source orders --save-profile``), to compare a raw batch of that source;
+* ``with_transform_outputs(transform, profile, parts)``: a raw batch against a transform
+  profile gets its ``vec.*`` outputs computed with the transform's batch path;
+* ``request_time_features(...)``: serving-log features derived from the request time, which
+  ``drift_report(exclude=...)`` lists as excluded instead of comparing.
 """
 
 from __future__ import annotations
@@ -9,9 +17,9 @@ from __future__ import annotations
 import glob
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from mlpipe_cli.drift.compare import (
     DEFAULT_EPS,
@@ -21,7 +29,7 @@ from mlpipe_cli.drift.compare import (
     ColumnDrift,
     compare_to_profile,
 )
-from mlpipe_cli.errors import InputError, UsageError
+from mlpipe_cli.errors import ArtifactError, InputError, UsageError
 
 # The serving-log names and the window reading are the contract in mlpipe_cli.servinglog
 # (re-exported here for existing callers).
@@ -38,6 +46,30 @@ from mlpipe_cli.servinglog import (  # noqa: F401
 
 if TYPE_CHECKING:
     import polars as pl
+
+    from mlpipe_cli.config import PipelineConfig
+
+
+class FittedTransform(Protocol):
+    """What the report needs of a fitted transform (``mlpipe_cli.transforms.FittedTransform``
+    has it); a protocol so drift does not depend on the transforms package."""
+
+    state: Mapping[str, Any]
+    input_columns: list[str]
+    output_columns: list[str]
+
+    def check_input_schema(self, schema: Any) -> None: ...
+
+    def transform_batch(self, frame: pl.LazyFrame) -> pl.LazyFrame: ...
+
+EXCLUDED = "excluded"
+REQUEST_TIME_REASON = "request-time feature"
+IDENTIFIER_REASON = "identifier column"
+# Report order: what needs attention first.
+STATUS_ORDER = ("drifted", "error", "moderate", "stable", EXCLUDED)
+
+
+
 
 # ----------------------------------------------------------------------------- current data
 
@@ -234,6 +266,14 @@ def per_feature_thresholds(configured: Mapping[str, float], features: Sequence[s
 
 @dataclass
 class DriftReport:
+    """The result of one drift comparison: per-feature results plus where both sides came from.
+
+    ``features`` holds one ColumnDrift per reported feature; excluded features (e.g.
+    request-time features of a serving log) are in it with status ``excluded`` and the reason
+    as their message, never compared and never failing the report. ``groups`` maps a feature
+    to the input it derives from (``raw.country`` and ``vec.country__US`` → ``country``).
+    """
+
     features: list[ColumnDrift]
     profile_info: dict[str, Any]
     current_info: dict[str, Any]
@@ -241,28 +281,39 @@ class DriftReport:
     moderate: float
     min_rows: int
     extra: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    groups: dict[str, str] = field(default_factory=dict)
+    generated_at: str = field(
+        default_factory=lambda: datetime.now(UTC).replace(microsecond=0).isoformat())
 
     @property
     def failed(self) -> list[ColumnDrift]:
         return [f for f in self.features if f.failed]
 
+    @property
+    def excluded(self) -> list[ColumnDrift]:
+        return [f for f in self.features if f.status == EXCLUDED]
+
     def sorted_features(self) -> list[ColumnDrift]:
-        """Errors first, then by PSI descending, then by name."""
+        """Errors first, then by PSI descending, then by name; excluded features last."""
         return sorted(
             self.features,
-            key=lambda f: (f.status != "error", -(f.psi if f.psi is not None else 0.0), f.column),
+            key=lambda f: (f.status == EXCLUDED, f.status != "error",
+                           -(f.psi if f.psi is not None else 0.0), f.column),
         )
 
     def summary(self) -> dict[str, int]:
-        counts = {s: 0 for s in ("stable", "moderate", "drifted", "error")}
+        counts = {s: 0 for s in ("stable", "moderate", "drifted", "error", EXCLUDED)}
         for f in self.features:
             counts[f.status] += 1
         return counts
 
     def to_dict(self) -> dict[str, Any]:
+        groups = self.groups or feature_groups([f.column for f in self.features])
         return {
             "status": "failed" if self.failed else "passed",
             "summary": self.summary(),
+            "generated_at": self.generated_at,
             "profile": self.profile_info,
             "current": self.current_info,
             "convention": {
@@ -271,15 +322,50 @@ class DriftReport:
                 "eps": DEFAULT_EPS,
                 "renormalised": False,
                 "numeric_bins": "reference deciles, half-open [lower, upper), open-ended "
-                "first/last bins, plus __missing__ (null and NaN)",
+                "first/last bins, an atom holding several deciles in a bin of its own; one bin "
+                "per value when the reference has at most `bins` distinct values; plus "
+                "__missing__ (null and NaN)",
                 "categorical_bins": "reference categories, plus __other__ and __missing__",
             },
             "threshold": self.threshold,
             "moderate_threshold": self.moderate,
             "min_rows": self.min_rows,
+            "warnings": list(self.warnings),
             **self.extra,
-            "features": [f.to_dict() for f in self.sorted_features()],
+            "features": [{**f.to_dict(), "group": groups.get(f.column, f.column)}
+                         for f in self.sorted_features()],
         }
+
+
+def feature_groups(columns: Sequence[str],
+                   transform_state: Mapping[str, Any] | None = None) -> dict[str, str]:
+    """Map each feature to the input it derives from, so raw and transformed views of one
+    feature are shown together: ``raw.x``, ``vec.x`` and ``vec.x__<part>`` → ``x``.
+
+    With the transform's state the outputs of each input are known exactly; without it a
+    ``vec.a__b`` belongs to ``a`` when ``raw.a`` or another ``vec.a__*`` is reported too.
+    """
+    out: dict[str, str] = {}
+    if transform_state is not None:
+        for entry in transform_state.get("columns", []):
+            for output in entry.get("outputs") or []:
+                out[f"vec.{output}"] = entry["column"]
+    bare = [c[4:] if c.startswith(PREFIXES) else c for c in columns]
+    raw = {c[4:] for c in columns if c.startswith("raw.")}
+    stems: dict[str, int] = {}
+    for column in columns:
+        if column.startswith("vec.") and "__" in column[4:]:
+            stem = column[4:].rsplit("__", 1)[0]
+            stems[stem] = stems.get(stem, 0) + 1
+    for column, name in zip(columns, bare, strict=True):
+        if column in out:
+            continue
+        if column.startswith("vec.") and name not in raw and "__" in name:
+            stem = name.rsplit("__", 1)[0]
+            if stem in raw or stems.get(stem, 0) > 1:
+                name = stem
+        out[column] = name
+    return out
 
 
 def drift_report(
@@ -294,11 +380,32 @@ def drift_report(
     min_rows: int = DEFAULT_MIN_ROWS,
     profile_info: dict[str, Any] | None = None,
     current_info: dict[str, Any] | None = None,
+    default_features: Sequence[str] | None = None,
+    exclude: Mapping[str, str] | None = None,
+    transform: FittedTransform | None = None,
+    sources: Mapping[str, Sequence[str]] | None = None,
+    warnings: Sequence[str] = (),
 ) -> DriftReport:
-    """Compare ``current`` with ``profile``; InputError (exit 2) when it has no rows."""
+    """Compare ``current`` with ``profile``.
+
+    ``features``: the features the user named (``--features``), either spelling; else
+    ``default_features`` (e.g. from ``source_reference``), else every profiled feature.
+    ``exclude`` maps a feature to the reason it is not compared (``request_time_features``,
+    identifiers); it is then reported with status ``excluded`` — unless the user named it in
+    ``features``, which always compares. ``transform``: the artifact the profile belongs to;
+    a raw batch lacking the ``vec.*`` outputs gets them computed with its batch path (when
+    that is impossible, a report warning says why and only the ``raw.*`` features are
+    compared).
+    ``sources`` (source name → its contract's columns) only improves the error below.
+
+    InputError (exit 2) when there are no current rows; UsageError (exit 2, one line saying
+    what ``--current`` must contain) when the current data holds none of the features.
+    """
     import polars as pl
 
-    names = select_features(profile, features)
+    names = select_features(profile, features or default_features)
+    named = set(select_features(profile, features)) if features else set()
+    skip = {n: r for n, r in (exclude or {}).items() if n in names and n not in named}
     parts = [current] if isinstance(current, pl.LazyFrame) else list(current)
     if rows is None:
         rows = sum(count_rows(p) for p in parts)
@@ -309,28 +416,177 @@ def drift_report(
             where += f" between {info['since']} and {info['until']}"
         raise InputError(f"no current rows in {where}",
                          hint="no data in the window is an error, not a pass")
+    warnings = list(warnings)
+    if transform is not None and parts:
+        parts, problem = with_transform_outputs(transform, profile, parts)
+        if problem:
+            warnings.append(problem)
     available = parts[0].collect_schema().names()
     profiled = list(profile["columns"])
+    compared = [n for n in names if n not in skip]
     rename = {}
-    for name in names:
+    for name in compared:
         hit = match_column(name, available, profiled)
         if hit is not None and hit != name:
             rename[name] = hit
+    if compared and not any(match_column(n, available, profiled) for n in compared):
+        inputs = transform.input_columns if transform is not None else None
+        raise nothing_applies(profile, compared, available, sources or {}, profile_info or {},
+                              inputs=inputs)
     drifts = compare_to_profile(
         profile,
         parts,
-        names,
+        compared,
         threshold=threshold,
-        thresholds=per_feature_thresholds(thresholds or {}, names),
+        thresholds=per_feature_thresholds(thresholds or {}, compared),
         moderate=moderate,
         min_rows=min_rows,
         rename=rename,
-    )
+    ) if compared else []
+    by_name = {d.column: d for d in drifts}
+    for name in names:
+        if name in skip:
+            entry = profile["columns"].get(name, {})
+            by_name[name] = ColumnDrift(
+                name, entry.get("kind", "unknown"), EXCLUDED,
+                threshold=float((thresholds or {}).get(name, threshold)),
+                null_rate_ref=entry.get("null_rate"), mean_ref=entry.get("mean"),
+                std_ref=entry.get("std"), message=f"excluded: {skip[name]}",
+            )
+    state = transform.state if transform is not None else None
+    info = {"rows": rows, **(current_info or {})}
+    if "transform_version" in available and "versions" not in info:
+        info["versions"] = logged_versions(parts)
     return DriftReport(
-        features=drifts,
+        features=[by_name[n] for n in names],
         profile_info={"rows": profile.get("rows"), **(profile_info or {})},
-        current_info={"rows": rows, **(current_info or {})},
+        current_info=info,
         threshold=threshold,
         moderate=moderate,
         min_rows=min_rows,
+        warnings=warnings,
+        groups=feature_groups(names, state),
     )
+
+
+def logged_versions(parts: Sequence[pl.LazyFrame]) -> dict[str, int]:
+    """Rows per ``transform_version`` of a serving log (the versions that served the data)."""
+    import polars as pl
+
+    counts: dict[str, int] = {}
+    try:
+        for frame in pl.collect_all([p.group_by("transform_version").len() for p in parts]):
+            for version, n in frame.iter_rows():
+                key = "(none)" if version is None else str(version)
+                counts[key] = counts.get(key, 0) + int(n)
+    except pl.exceptions.PolarsError as exc:
+        raise InputError(f"cannot read the current data: {str(exc).splitlines()[0]}") from None
+    return dict(sorted(counts.items()))
+
+
+def nothing_applies(profile: dict, features: Sequence[str], available: Sequence[str],
+                    sources: Mapping[str, Sequence[str]], profile_info: Mapping[str, Any],
+                    *, inputs: Sequence[str] | None = None) -> UsageError:
+    """The one-line error when the current data holds none of the reference's features.
+
+    ``inputs``: the transform's input columns (default: the profile's ``raw.*`` columns)."""
+    shown = ", ".join(features[:6]) + (f" ... ({len(features)} in all)"
+                                       if len(features) > 6 else "")
+    looks_like = guess_source(available, sources)
+    of_source = profile_info.get("data_source")
+    if of_source:
+        message = (f"--current has none of the columns profiled for source {of_source!r} "
+                   f"({shown}): it must be a batch of that source")
+    elif any(f.startswith(PREFIXES) for f in features):
+        known = [*profile["columns"], *profile.get("unsupported", {})]
+        raw = list(inputs) if inputs is not None else sorted(
+            {f[4:] for f in known if f.startswith("raw.")})
+        message = ("--current has none of the transform profile's features: it must hold the "
+                   f"transform's inputs ({', '.join(raw[:6]) or '-'}"
+                   f"{' ...' if len(raw) > 6 else ''}, named x or raw.x; e.g. the output of "
+                   "`mlpipe training-set`) or its outputs (vec.*), or be a serving log")
+    else:
+        message = f"--current has none of the reference's features ({shown})"
+    if looks_like and looks_like != of_source:
+        return UsageError(message, hint=f"it looks like a raw batch of source {looks_like!r}: "
+                          f"compare it with --source {looks_like}")
+    if not of_source and sources:
+        return UsageError(message, hint="for a raw batch of a source, pass --source NAME")
+    return UsageError(message)
+
+
+def guess_source(columns: Sequence[str], sources: Mapping[str, Sequence[str]]) -> str | None:
+    """The configured source whose contract columns the data covers best (at least half of
+    them, and more than any other source), else None."""
+    have = set(columns)
+    best, best_share = None, 0.0
+    for name, contract in sorted(sources.items()):
+        share = len(have & set(contract)) / len(contract) if contract else 0.0
+        if share >= 0.5 and share > best_share:
+            best, best_share = name, share
+    return best
+
+
+# ----------------------------------------------------------------------------- references
+
+
+def default_request_time_columns(config: PipelineConfig) -> list[str]:
+    """Transform inputs `serve` sets to the request time: ``serving.request_time_columns``,
+    else the training set's timestamp (the spine time the features were computed as of)."""
+    configured = config.serving.request_time_columns
+    if configured is not None:
+        return list(configured)
+    return [config.training_set.timestamp] if config.training_set else []
+
+
+def request_time_features(profile: dict, transform_state: Mapping[str, Any] | None,
+                          request_time_columns: Sequence[str]) -> dict[str, str]:
+    """Profile features derived from the request time, with the reason to exclude them.
+
+    At serving time the spine timestamp (``label_ts``) is the request time, and training rows
+    had label times: hour/weekday/month encodings of it always differ, with no drift in the
+    data. Such features are the ``raw.<column>`` itself and every output of a transform step
+    whose input — or ``reference`` column (``days_since``) — is a request-time column.
+    Without the transform's state (a ``--profile`` file) the outputs are recognised by name:
+    ``vec.<column>`` and ``vec.<column>__*``.
+    """
+    request = set(request_time_columns)
+    known = set(profile["columns"]) | set(profile.get("unsupported", {}))
+    derived = {f"raw.{c}" for c in request}
+    if transform_state is None:
+        derived.update(c for c in known for r in request
+                       if c == f"vec.{r}" or c.startswith(f"vec.{r}__"))
+    else:
+        for entry in transform_state.get("columns", []):
+            state = entry.get("state") if isinstance(entry.get("state"), Mapping) else {}
+            if entry["column"] in request or state.get("reference") in request:
+                derived.update(f"vec.{o}" for o in entry.get("outputs") or [])
+    return {c: REQUEST_TIME_REASON for c in sorted(derived & known)}
+
+
+def with_transform_outputs(transform: FittedTransform, profile: dict,
+                           parts: list[pl.LazyFrame]) -> tuple[list[pl.LazyFrame], str | None]:
+    """A raw batch lacks the transform outputs (``vec.*``): compute them with the batch path.
+
+    The raw inputs are kept as ``raw.<col>`` and the outputs named ``vec.<col>`` (one query
+    per part). Returns the parts and, when the batch cannot be transformed (an input missing
+    or of another dtype), the parts unchanged and a warning saying why.
+    """
+    import polars as pl
+
+    schema = parts[0].collect_schema()
+    names = schema.names()
+    profiled = list(profile["columns"])
+    wanted = [c for c in profiled if c.startswith("vec.")
+              and match_column(c, names, profiled) is None]
+    if not wanted:
+        return parts, None
+    try:
+        transform.check_input_schema(schema)
+    except ArtifactError as exc:
+        return parts, f"transform outputs not computed, so vec.* features cannot be compared: {exc}"
+    keep_raw = [pl.col(c).alias(f"raw.{c}") for c in transform.input_columns
+                if f"raw.{c}" not in names]
+    rename = {c: f"vec.{c}" for c in transform.output_columns}
+    return [transform.transform_batch(p.with_columns(keep_raw)).rename(rename)
+            for p in parts], None

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 import polars as pl
 
 from mlpipe_cli.config.features import UNIT_SECONDS, FeatureConfig
-from mlpipe_cli.errors import ConfigError, DataCheckFailed, InputError, MlpipeError, UsageError
+from mlpipe_cli.errors import ConfigError, DataCheckFailed, InputError, InternalError, UsageError
 
 if TYPE_CHECKING:
     from mlpipe_cli.config import PipelineConfig
@@ -56,7 +56,7 @@ _UNIT_ORDER = {"ms": 0, "us": 1, "ns": 2}
 _PER_SECOND = {"ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
 
 
-class PointInTimeInvariantError(MlpipeError):
+class PointInTimeInvariantError(InternalError):
     """An internal invariant (row count, order) broke: a bug, never a data problem."""
 
 

@@ -18,7 +18,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from mlpipe_cli.errors import ServiceUnavailable, UsageError
+from mlpipe_cli.errors import OutputError, ServiceUnavailable, Signal, UsageError
+from mlpipe_cli.io import on_read_only_filesystem
 from mlpipe_cli.online.base import StoreMetadata
 from mlpipe_cli.online.store import (
     LEASE_SECONDS,
@@ -71,6 +72,13 @@ class SqliteStore(BaseStore):
             if create:
                 conn.executescript(_SCHEMA)
         except (sqlite3.Error, OSError) as exc:
+            if on_read_only_filesystem(self.path.parent):
+                # SQLite in WAL mode writes -wal/-shm files beside the database, even to read
+                raise OutputError(
+                    f"online store {self.location} cannot be opened: {self.path.parent} is on "
+                    "a read-only file system",
+                    hint="point online_store.path (or artifact_dir) at a writable directory",
+                ) from None
             raise ServiceUnavailable(
                 f"online store {self.location} cannot be opened: {exc}",
                 hint="check the online_store.path directory exists and is writable",
@@ -289,8 +297,8 @@ class SqliteStore(BaseStore):
         return removed
 
 
-class _Missing(Exception):
-    pass
+class _Missing(Signal):
+    """The database file does not exist yet (nothing materialized): readers see no version."""
 
 
 class _transaction:

@@ -24,6 +24,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import orjson
 
+from mlpipe_cli.errors import Signal
 from mlpipe_cli.io import pid_alive
 from mlpipe_cli.online.base import (
     Decoder,
@@ -252,5 +253,5 @@ class BaseStore:
         return [decode(row, now) for row in rows]
 
 
-class _Gone(Exception):
+class _Gone(Signal):
     """The version a reader had cached was removed (only possible after two switches)."""

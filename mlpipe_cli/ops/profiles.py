@@ -75,3 +75,29 @@ def load_reference(store: ArtifactStore, source_name: str, ref: str) -> tuple[di
             hint="pass --source to compare one source, or --reference latest",
         )
     return read_profile(artifact.file(PROFILE_FILE)), artifact.version
+
+
+def source_reference(config: PipelineConfig, store: ArtifactStore, source: str,
+                     version: str = "latest") -> tuple[dict, dict[str, Any], list[str],
+                                                       dict[str, str]]:
+    """The reference for a raw batch of ``source``: the validation profile saved for it.
+
+    Returns (profile, profile_info, features, exclude). ``version`` is a profile artifact
+    version or ``latest`` (the newest profile saved for this source, as ``validate
+    --reference latest``). Features: ``sources.<source>.distribution.columns`` when set (what
+    validate checks), else every profiled column; entity keys and the primary key are
+    excluded (an id is not a distribution: new orders always have higher ids).
+    ArtifactNotFound (exit 3) when no profile was saved for the source.
+    """
+    from mlpipe_cli.drift.report import IDENTIFIER_REASON
+
+    spec = config.source(source)  # UsageError for an unknown source
+    profile, resolved = load_reference(store, source, version)
+    order = list(profile.get("column_order") or sorted(profile["columns"]))
+    configured = spec.distribution.columns
+    features = [c for c in order if c in configured] if configured else order
+    keys = set(spec.entity_keys or config.entity_keys) | set(spec.primary_key or [])
+    exclude = {c: IDENTIFIER_REASON for c in features if c in keys}
+    info = {"source": "artifact", "kind": PROFILE_KIND, "data_source": source,
+            "version": resolved, "path": f"{PROFILE_KIND}/{resolved}/{PROFILE_FILE}"}
+    return profile, info, features, exclude

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlpipe_cli.errors import DataCheckFailed, UsageError
-from mlpipe_cli.servinglog import VEC_PREFIX, raw_column, vec_column
+from mlpipe_cli.servinglog import VEC_PREFIX
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -92,9 +92,17 @@ def psi_report(
     threshold: float | None = None,
     min_rows: int | None = None,
     html: Path | None = None,
+    source: str | None = None,
+    include_time_features: bool = False,
     engine: str | None = None,
 ) -> DriftResult:
-    """Compare the reference profile with ``current`` or a ``serving_log`` window."""
+    """Compare the reference profile with ``current`` or a ``serving_log`` window.
+
+    The reference is a transform version's profile (``artifact``, default latest), a profile
+    file, or — with ``source`` — the validation profile saved for that source, to compare a
+    raw batch of it. On a serving log, features derived from the request time are excluded
+    unless ``include_time_features``. ``engine`` spark is refused (not supported yet).
+    """
     from mlpipe_cli.engines import choose_engine, unsupported
 
     if choose_engine(project.config if profile is None else None, engine) == "spark":
@@ -103,17 +111,38 @@ def psi_report(
         raise UsageError("give exactly one of --current PATH or --serving-log DIR")
     if profile is not None and artifact is not None:
         raise UsageError("give either --profile FILE or --artifact VERSION, not both")
+    if source is not None and (artifact is not None or profile is not None or serving_log):
+        raise UsageError("--source compares a raw batch (--current) with the source's saved "
+                         "validation profile; it takes no --artifact, --profile or --serving-log")
+    if include_time_features and serving_log is None:
+        raise UsageError("--include-time-features applies to --serving-log reports")
     if (since or until) and serving_log is None:
         raise UsageError("--since/--until select a serving-log window; use them with "
                          "--serving-log")
     monitoring = _monitoring(project, need_config=profile is None)
 
-    from mlpipe_cli.drift.report import drift_report, scan_parts, serving_log_parts
+    from mlpipe_cli.drift.report import (
+        default_request_time_columns,
+        drift_report,
+        request_time_features,
+        scan_parts,
+        serving_log_parts,
+    )
     from mlpipe_cli.io import parquet_row_count, resolve_parquet_files
     from mlpipe_cli.servinglog import parse_window
 
     warnings: list[str] = []
-    reference, profile_info = _load_profile(project, profile, artifact)
+    default_features: list[str] | None = None
+    exclude: dict[str, str] | None = None
+    transform = None
+    if source is not None:
+        from mlpipe_cli.ops.profiles import source_reference
+
+        reference, profile_info, default_features, exclude = source_reference(
+            project.config, project.store, source
+        )
+    else:
+        reference, profile_info = _load_profile(project, profile, artifact)
     if serving_log is not None:
         start, end = parse_window(since, until, monitoring.window)
         parts, rows = serving_log_parts(serving_log, start, end)
@@ -121,15 +150,29 @@ def psi_report(
             "source": "serving-log", "path": str(serving_log),
             "since": start.isoformat(), "until": end.isoformat(),
         }
+        if not include_time_features:
+            state = None
+            if profile_info.get("kind") == "transform":
+                from mlpipe_cli.transforms import load_transform
+
+                state = load_transform(project.store, profile_info["version"]).state
+            columns = default_request_time_columns(project.config) if (
+                project.config_path.exists()) else []
+            exclude = request_time_features(reference, state, columns)
     else:
         assert current is not None
         files = resolve_parquet_files(current)
         parts = scan_parts(files)
         rows = sum(parquet_row_count(f) for f in files)
         current_info = {"source": "file", "path": str(current)}
-        if profile_info.get("version") and parts:
-            parts = _with_transform_outputs(project, profile_info["version"], reference, parts,
-                                            warnings)
+        if profile_info.get("kind") == "transform" and parts and _lacks_outputs(reference, parts):
+            from mlpipe_cli.transforms import load_transform
+
+            transform = load_transform(project.store, profile_info["version"])
+    sources = (
+        {n: list(s.columns) for n, s in project.config.sources.items()}
+        if project.config_path.exists() else None
+    )
 
     report = drift_report(
         reference,
@@ -143,7 +186,12 @@ def psi_report(
         min_rows=min_rows if min_rows is not None else monitoring.min_rows,
         profile_info=profile_info,
         current_info=current_info,
+        default_features=default_features,
+        exclude=exclude,
+        transform=transform,
+        sources=sources,
     )
+    warnings.extend(report.warnings)
     _write_html(report, html)
     return DriftResult(report=report, html=html, warnings=warnings)
 
@@ -191,10 +239,9 @@ def shadow_report(project: Project, *, versions: tuple[str, str], current: Path,
 def _write_html(report: DriftReport, html: Path | None) -> None:
     if html is None:
         return
-    from mlpipe_cli.drift.html import render_html
-    from mlpipe_cli.drift.profile import atomic_write_text
+    from mlpipe_cli.drift.html import write_html
 
-    atomic_write_text(html, render_html(report.to_dict()))
+    write_html(report.to_dict(), html)
 
 
 def _monitoring(project: Project, *, need_config: bool) -> MonitoringConfig:
@@ -217,37 +264,13 @@ def _load_profile(project: Project, profile_file: Path | None, artifact: str | N
                                 "version": version.version, "path": str(path)}
 
 
-def _with_transform_outputs(project: Project, version: str, profile: dict,
-                            parts: list[pl.LazyFrame], warnings: list[str]
-                            ) -> list[pl.LazyFrame]:
-    """A raw batch lacks the transform outputs (vec.*): compute them with the batch path.
-
-    The raw inputs are kept as ``raw.<col>`` and the outputs named ``vec.<col>`` (one query).
-    When the batch cannot be transformed (an input missing or of another dtype) the vec.*
-    features get an error status instead of aborting the report.
-    """
-    import polars as pl
-
+def _lacks_outputs(profile: dict, parts: list[pl.LazyFrame]) -> bool:
+    """Whether a batch lacks profiled transform outputs (vec.*): only then is the transform
+    loaded, to compute them (a batch that already carries them needs no transform)."""
     from mlpipe_cli.drift.report import match_column
-    from mlpipe_cli.errors import ArtifactError
 
-    schema = parts[0].collect_schema()
-    names = schema.names()
+    names = parts[0].collect_schema().names()
     profiled = list(profile["columns"])
-    wanted = [c for c in profiled if c.startswith(VEC_PREFIX)
-              and match_column(c, names, profiled) is None]
-    if not wanted:
-        return parts
-    from mlpipe_cli.transforms import load_transform
-
-    transform = load_transform(project.store, version)
-    try:
-        transform.check_input_schema(schema)
-    except ArtifactError as exc:
-        warnings.append(f"transform outputs not computed, so vec.* features cannot be "
-                        f"compared: {exc}")
-        return parts
-    keep_raw = [pl.col(c).alias(raw_column(c)) for c in transform.input_columns
-                if raw_column(c) not in names]
-    rename = {c: vec_column(c) for c in transform.output_columns}
-    return [transform.transform_batch(p.with_columns(keep_raw)).rename(rename) for p in parts]
+    return any(
+        c.startswith(VEC_PREFIX) and match_column(c, names, profiled) is None for c in profiled
+    )

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlpipe_cli.errors import DataCheckFailed, InputError, UsageError
+from mlpipe_cli.io import within_input_scope
 
 if TYPE_CHECKING:
     from mlpipe_cli.artifacts import ArtifactStore
@@ -83,6 +84,7 @@ def training_set(
     )
 
 
+@within_input_scope
 def build_training_set(
     config: PipelineConfig,
     *,
@@ -104,7 +106,16 @@ def build_training_set(
     engine = choose_engine(config, engine)
     from mlpipe_cli.config.loader import config_section_hash
     from mlpipe_cli.features.engine import _select, compute_features
-    from mlpipe_cli.io import fingerprint, resolve_parquet_files, scan_parquet, write_parquet_atomic
+    from mlpipe_cli.io import (
+        atomic_outputs,
+        atomic_write_bytes,
+        check_outputs,
+        fingerprint,
+        resolve_parquet_files,
+        scan_parquet,
+        staged_path,
+        write_parquet_atomic,
+    )
 
     settings = config.training_set
     spine_path = spine or (settings.spine if settings else None)
@@ -125,25 +136,17 @@ def build_training_set(
     used_sources = sorted({f.source for f in selected})
 
     out = Path(out)
+    check_outputs([out, manifest_path_for(out)])  # before any heavy work; readers check too
     spine_files = {p.resolve() for p in resolve_parquet_files(spine_path)}
-    input_files = set(spine_files)
     for name in used_sources:
-        input_files.update(p.resolve() for p in resolve_parquet_files(config.sources[name].path))
-    if out.resolve() in input_files:
-        raise UsageError(f"--out {out} is one of the inputs; choose another path")
+        resolve_parquet_files(config.sources[name].path)
 
     validated: list[str] = []
     if validate:
         validated = _validate_inputs(config, used_sources, spine_files, progress)
 
-    if engine == "spark":
-        from mlpipe_cli.engines.spark.training_set import build as build_on_spark
-
-        written = build_on_spark(
-            config, spine=spine_path, out=out, keys=keys, timestamp=ts_col,
-            selected=selected, progress=progress,
-        )
-    else:
+    frame = None
+    if engine != "spark":
         if progress:
             progress("computing features")
         frame = compute_features(
@@ -154,11 +157,6 @@ def build_training_set(
             features=[f.name for f in selected],
             progress=progress,
         )
-        if progress:
-            progress("writing")
-        write_parquet_atomic(frame, out)
-        written = _Written.of(frame)
-
     from mlpipe_cli import __version__
 
     section = {
@@ -174,24 +172,36 @@ def build_training_set(
         "spine": fingerprint([spine_path]),
         "sources": {name: fingerprint([config.sources[name].path]) for name in used_sources},
     }
-    manifest: dict[str, Any] = {
-        "format_version": MANIFEST_FORMAT_VERSION,
-        "mlpipe_version": __version__,
-        "kind": "training-set",
-        "pipeline": config.pipeline,
-        "config_hash": config_section_hash(hashed_section),
-        "entity_keys": keys,
-        "timestamp": ts_col,
-        "features": [f.name for f in selected],
-        "inputs": inputs,
-        "rows": {"spine": written.rows, "output": written.rows},
-        "output": _output_entry(out, written),
-        "validated_sources": validated,
-    }
+    if progress:
+        progress("writing")
     manifest_path = manifest_path_for(out)
-    from mlpipe_cli.artifacts.store import atomic_write_bytes
+    with atomic_outputs():  # the Parquet file and its manifest: both published or neither
+        if frame is None:  # engine spark: a file joins this batch; a directory is renamed
+            from mlpipe_cli.engines.spark.training_set import build as build_on_spark
 
-    atomic_write_bytes(manifest_path, _dump(manifest))
+            summary = build_on_spark(
+                config, spine=spine_path, out=out, keys=keys, timestamp=ts_col,
+                selected=selected, progress=progress,
+            )
+        else:
+            write_parquet_atomic(frame, out)
+            summary = _Written.of(frame)
+        written = staged_path(out)
+        manifest: dict[str, Any] = {
+            "format_version": MANIFEST_FORMAT_VERSION,
+            "mlpipe_version": __version__,
+            "kind": "training-set",
+            "pipeline": config.pipeline,
+            "config_hash": config_section_hash(hashed_section),
+            "entity_keys": keys,
+            "timestamp": ts_col,
+            "features": [f.name for f in selected],
+            "inputs": inputs,
+            "rows": {"spine": summary.rows, "output": summary.rows},
+            "output": _output_entry(out, written, summary),
+            "validated_sources": validated,
+        }
+        atomic_write_bytes(manifest_path, _dump(manifest))
 
     version = None
     if store is not None:
@@ -211,14 +221,14 @@ def build_training_set(
         )
         version = published.version.version
     stats = [
-        {"feature": name, "dtype": written.dtypes[name], "nulls": written.nulls[name]}
+        {"feature": name, "dtype": summary.dtypes[name], "nulls": summary.nulls[name]}
         for name in manifest["features"]
     ]
     return TrainingSetResult(
         out=out,
         manifest_path=manifest_path,
         manifest=manifest,
-        rows=written.rows,
+        rows=summary.rows,
         features=manifest["features"],
         feature_stats=stats,
         artifact_version=version,
@@ -246,16 +256,18 @@ class _Written:
         )
 
 
-def _output_entry(out: Path, written: Any) -> dict[str, Any]:
+def _output_entry(out: Path, written: Path, summary: Any) -> dict[str, Any]:
+    """The manifest's ``output``: one file (``written``: its staged copy), or the part files
+    of a directory (Spark engine; the sha256 combines the parts' as ``io.fingerprint`` does)."""
     from mlpipe_cli.io import file_sha256, fingerprint
 
-    if not written.parts:
-        return {"file": out.name, "sha256": file_sha256(out), "size": out.stat().st_size,
-                "columns": written.columns}
+    if not summary.parts:
+        return {"file": out.name, "sha256": file_sha256(written),
+                "size": written.stat().st_size, "columns": summary.columns}
     combined = fingerprint([out])
     return {"file": out.name, "sha256": combined["sha256"],
-            "size": sum(f["size"] for f in combined["files"]), "parts": written.parts,
-            "columns": written.columns}
+            "size": sum(f["size"] for f in combined["files"]), "parts": summary.parts,
+            "columns": summary.columns}
 
 
 def _dump(document: dict[str, Any]) -> bytes:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlpipe_cli.errors import ArtifactError, InputError, UsageError
+from mlpipe_cli.io import register_input
 
 if TYPE_CHECKING:
     from mlpipe_cli.artifacts import ArtifactStore
@@ -91,6 +92,7 @@ def load_contract(
         if not path.is_file():
             raise InputError(f"contract file {path} not found")
         if path.suffix == ".json":
+            register_input(path)  # the same-path guard: no output may be this contract
             try:
                 document = json.loads(path.read_text(encoding="utf-8"))
             except (OSError, ValueError) as exc:

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from mlpipe_cli.errors import MlpipeError, ServiceUnavailable, UsageError
+from mlpipe_cli.errors import MlpipeError, ServiceUnavailable, Signal, UsageError
 from mlpipe_cli.serving.service import StoreIncompatible, TransformFailed
 
 if TYPE_CHECKING:
@@ -47,7 +47,7 @@ EP_BATCH = "/features"
 EP_PREDICT = "/predict"
 
 
-class HttpError(Exception):
+class HttpError(Signal):  # turned into a response by the app; on the errors tree
     def __init__(self, status: int, code: str, message: str) -> None:
         super().__init__(message)
         self.status = status

@@ -1,36 +1,51 @@
-"""Registered models: a joblib file bound to the transform version it was trained with.
+"""Registered models: a skops (or, explicitly trusted, joblib) file bound to a transform version.
 
-Security: a joblib (pickle) file runs arbitrary code when it is loaded. ``mlpipe model
-register`` loads the file once, to check it is a usable model before publishing it:
-registering is the user's explicit act of trust in their own file. After that, mlpipe only
-ever unpickles a model file that was registered into the artifact store and whose sha256
-still matches the manifest; the hash is checked BEFORE ``joblib.load`` is called. Register
-only model files you produced yourself or trust like code.
+Security: a joblib/pickle file runs arbitrary code when it is loaded, so mlpipe never loads
+one nobody vouched for:
+
+- skops (``.skops``, the recommended format) lists the types a file would create before
+  anything is loaded. ``mlpipe model register`` reads that list first and refuses any type
+  skops does not trust by default unless the user names it with ``--trust TYPE``; the types
+  trusted at registration are recorded in ``binding.json`` and ``mlpipe serve`` loads the file
+  with exactly that list (and checks the list again on the hash-verified file).
+- joblib/pickle files are refused unless ``--trust-pickle`` is given: the user's explicit
+  statement that they trust the file like code. The choice is recorded in ``binding.json``.
+
+After registration, a model file is only loaded from the artifact store once its sha256
+matches the manifest (and, with ``MLPIPE_SIGNING_KEY``, the manifest's signature matches);
+both are checked BEFORE the file is parsed.
 
 Artifact kind ``model``; each version holds::
 
-    model.joblib     the model, byte-for-byte as registered
+    model.skops | model.joblib   the model, byte-for-byte as registered
     binding.json     {"transform_version", "transform_content_hash", "output_columns",
-                      "model_sha256", "format_version"}
+                      "model_sha256", "format" ("skops" | "pickle"), "trusted_types",
+                      "format_version"}
 """
 
 from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass
+import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlpipe_cli.errors import ArtifactError, ArtifactNotFound, InputError
+from mlpipe_cli.errors import ArtifactError, ArtifactNotFound, InputError, UsageError
+from mlpipe_cli.io import register_input
 
 if TYPE_CHECKING:
     from mlpipe_cli.artifacts import ArtifactStore, ArtifactVersion
 
 MODEL_KIND = "model"
-MODEL_FILE = "model.joblib"
+MODEL_FILE = "model.joblib"  # pickle/joblib models (and every model of binding format 1)
+SKOPS_MODEL_FILE = "model.skops"
 BINDING_FILE = "binding.json"
-BINDING_FORMAT_VERSION = 1
+BINDING_FORMAT_VERSION = 2  # 2: "format" and "trusted_types"; 1 (pickle only) still loads
+SKOPS = "skops"
+PICKLE = "pickle"
 
 
 @dataclass(frozen=True)
@@ -42,6 +57,12 @@ class ModelBinding:
     transform_content_hash: str
     output_columns: list[str]
     model_sha256: str
+    format: str = PICKLE
+    trusted_types: list[str] = field(default_factory=list)
+
+    @property
+    def model_file(self) -> str:
+        return SKOPS_MODEL_FILE if self.format == SKOPS else MODEL_FILE
 
 
 @dataclass
@@ -62,44 +83,74 @@ class RegisteredModel:
 
 
 def register_model(
-    store: ArtifactStore, model_path: Path, transform_ref: str = "latest"
+    store: ArtifactStore,
+    model_path: Path,
+    transform_ref: str = "latest",
+    *,
+    trust: Sequence[str] = (),
+    trust_pickle: bool = False,
 ) -> tuple[ArtifactVersion, bool]:
     """Check ``model_path`` is a usable model, then copy it into the artifact store bound to
     a transform version.
 
-    Registration is the user's explicit act of trust in their own file: the file is loaded
-    here (``joblib.load``) to check it has a predict_proba, decision_function or predict
-    method and, when it records ``n_features_in_``, that it takes as many features as the
-    transform version produces. Nothing is published unless every check passes. The copy is
-    byte for byte; ``mlpipe serve`` verifies its sha256 before ever loading it.
+    A skops file's untrusted types are listed BEFORE it is loaded; any not named in ``trust``
+    is refused (UsageError, exit 2) and nothing is loaded. A joblib/pickle file is refused
+    unless ``trust_pickle`` (loading it runs whatever code it holds). Then the model is loaded
+    to check it has a predict_proba, decision_function or predict method and, when it records
+    ``n_features_in_``, that it takes as many features as the transform version produces.
+    Nothing is published unless every check passes. The copy is byte for byte; ``mlpipe
+    serve`` verifies its sha256 before ever loading it.
 
     Returns the model artifact version and whether it was newly created (identical
     re-registration is a no-op). InputError (exit 2) for a path that is missing, a
-    directory, not a regular file or unreadable; ArtifactError (exit 3) for a file that is
-    empty or is not a usable model.
+    directory, not a regular file or unreadable; UsageError (exit 2) for a type or a pickle
+    that was not trusted; ArtifactError (exit 3) for a file that is empty or is not a usable
+    model.
     """
     from mlpipe_cli.artifacts import sha256_file
 
     model_path = Path(model_path)
+    register_input(model_path)
     model_sha = _check_model_file(model_path)
+    fmt = model_format(model_path)
+    label = f"model file {model_path}"
+    trusted_types: list[str] = []
+    if fmt == SKOPS:
+        trusted_types = _check_skops_types(model_path, trust, label)
+    else:
+        if trust:
+            raise UsageError(
+                f"--trust names skops types, but {model_path} is not a skops file",
+                hint="save the model with skops.io.dump, or pass --trust-pickle for a "
+                "joblib/pickle file you trust like code",
+            )
+        if not trust_pickle:
+            raise UsageError(
+                f"{label} is a joblib/pickle file: loading it runs any code it contains",
+                hint="save it with skops.io.dump (recommended), or pass --trust-pickle if you "
+                "trust the file like code",
+            )
     from mlpipe_cli.transforms import load_transform
 
     fitted = load_transform(store, transform_ref)  # sha256 + golden example (exit 3)
     transform = store.get("transform", fitted.version, verify=False)
     output_columns = list(fitted.output_columns)
-    model = _load_model_file(model_path, f"model file {model_path}")
-    _check_model(model, f"model file {model_path}", transform.version, output_columns)
+    model = _load_model_file(model_path, label, fmt, trusted_types)
+    _check_model(model, label, transform.version, output_columns)
     binding = {
         "format_version": BINDING_FORMAT_VERSION,
         "transform_version": transform.version,
         "transform_content_hash": transform.content_hash,
         "output_columns": output_columns,
         "model_sha256": model_sha,
+        "format": fmt,
+        "trusted_types": trusted_types,
     }
+    stored_name = SKOPS_MODEL_FILE if fmt == SKOPS else MODEL_FILE
 
     def write(staging: Path) -> None:
-        shutil.copyfile(model_path, staging / MODEL_FILE)
-        if sha256_file(staging / MODEL_FILE) != model_sha:
+        shutil.copyfile(model_path, staging / stored_name)
+        if sha256_file(staging / stored_name) != model_sha:
             raise InputError(f"model file {model_path} changed while it was being registered")
         (staging / BINDING_FILE).write_text(json.dumps(binding, indent=2, sort_keys=True) + "\n")
 
@@ -107,10 +158,45 @@ def register_model(
         MODEL_KIND,
         write,
         inputs={"model_sha256": model_sha},
-        params={"transform_version": transform.version},
+        params={"transform_version": transform.version, "format": fmt,
+                "trusted_types": trusted_types},
         extra={"source_file": model_path.name},
-    )
+    )  # fmt: skip
     return result.version, result.created
+
+
+def model_format(path: Path) -> str:
+    """``skops`` for a skops archive (a zip holding schema.json), else ``pickle``.
+
+    Decided by content, not by the file name: a pickle renamed to .skops is still a pickle.
+    """
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                if "schema.json" in archive.namelist():
+                    return SKOPS
+    except (OSError, zipfile.BadZipFile):
+        pass
+    return PICKLE
+
+
+def _check_skops_types(path: Path, trust: Sequence[str], label: str) -> list[str]:
+    """The untrusted types of a skops file, all of which must be in ``trust`` (nothing is
+    loaded here: skops reads the file's schema only)."""
+    import skops.io as sio
+
+    try:
+        untrusted = sorted(sio.get_untrusted_types(file=path))
+    except Exception as exc:  # a corrupt archive or schema
+        raise ArtifactError(f"{label} is not a readable skops file: {describe_exc(exc)}") from None
+    refused = [t for t in untrusted if t not in set(trust)]
+    if refused:
+        flags = " ".join(f"--trust {t}" for t in refused)
+        raise UsageError(
+            f"{label} contains types skops does not trust: {', '.join(refused)}",
+            hint=f"if you trust them, register with {flags}",
+        )
+    return untrusted
 
 
 def _check_model_file(model_path: Path) -> str:
@@ -146,12 +232,16 @@ def describe_exc(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text or repr(exc)}"
 
 
-def _load_model_file(path: Path, label: str) -> Any:
-    import joblib
-
+def _load_model_file(path: Path, label: str, fmt: str, trusted_types: Sequence[str]) -> Any:
     try:
+        if fmt == SKOPS:
+            import skops.io as sio
+
+            return sio.load(path, trusted=list(trusted_types))
+        import joblib
+
         return joblib.load(path)
-    except Exception as exc:  # a corrupt, truncated, non-joblib or incompatible pickle
+    except Exception as exc:  # a corrupt, truncated, non-joblib or incompatible file
         raise ArtifactError(f"{label} cannot be loaded: {describe_exc(exc)}") from None
 
 
@@ -187,6 +277,8 @@ def read_binding(artifact: ArtifactVersion) -> ModelBinding:
             transform_content_hash=doc["transform_content_hash"],
             output_columns=list(doc.get("output_columns") or []),
             model_sha256=doc["model_sha256"],
+            format=doc.get("format", PICKLE),
+            trusted_types=list(doc.get("trusted_types") or []),
         )
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ArtifactError(
@@ -216,14 +308,40 @@ def load_model(
     transform_content_hash: str | None = None,
     output_columns: list[str] | None = None,
 ) -> RegisteredModel:
-    """Verify the model's sha256 and its binding, THEN unpickle it (ArtifactError = exit 3)."""
+    """Verify the model's sha256 and its binding, THEN load it (ArtifactError = exit 3).
+
+    A skops model is loaded with the types trusted at registration, and only after checking
+    the (hash-verified) file asks for no other.
+    """
     artifact = store.get(MODEL_KIND, ref, verify=True)  # sha256 of every file, before loading
     binding = read_binding(artifact)
-    model_file = artifact.file(MODEL_FILE)
-    if artifact.manifest["files"][MODEL_FILE]["sha256"] != binding.model_sha256:
+    if binding.format not in (SKOPS, PICKLE):
         raise ArtifactError(
-            f"model artifact {artifact.version}: {MODEL_FILE} hash differs from its binding"
+            f"model artifact {artifact.version}: unknown model format {binding.format!r}",
+            hint="register the model again with this mlpipe",
         )
+    model_file = artifact.file(binding.model_file)
+    if artifact.manifest["files"][binding.model_file]["sha256"] != binding.model_sha256:
+        raise ArtifactError(
+            f"model artifact {artifact.version}: {binding.model_file} hash differs from its "
+            "binding"
+        )
+    if binding.format == SKOPS:
+        import skops.io as sio
+
+        try:
+            wanted = set(sio.get_untrusted_types(file=model_file))
+        except Exception as exc:
+            raise ArtifactError(
+                f"model {artifact.version} cannot be loaded: {describe_exc(exc)}"
+            ) from None
+        extra = sorted(wanted - set(binding.trusted_types))
+        if extra:
+            raise ArtifactError(
+                f"model {artifact.version} asks for types not trusted at registration: "
+                f"{', '.join(extra)}",
+                hint="register the model again, naming the types with --trust",
+            )
     if binding.transform_version != transform_version or (
         transform_content_hash is not None
         and binding.transform_content_hash != transform_content_hash
@@ -243,6 +361,8 @@ def load_model(
             f"model {artifact.version}: its feature columns differ from transform "
             f"{transform_version}'s outputs"
         )
-    model = _load_model_file(model_file, f"model {artifact.version}")
+    model = _load_model_file(
+        model_file, f"model {artifact.version}", binding.format, binding.trusted_types
+    )
     method = _check_model(model, f"model {artifact.version}", transform_version, output_columns)
     return RegisteredModel(binding=binding, model=model, method=method)

@@ -7,11 +7,31 @@ Public API (docs/architecture.md §3)::
     FittedTransform.check_input_schema(schema)        # ArtifactError (exit 3)
     FittedTransform.transform_batch(lazy_frame)       # Polars, lazy, streaming-friendly
     FittedTransform.transform_one(record)             # pure Python, one record -> list
+    transform_frame(fitted, lazy) -> TransformRun     # output + null/NaN/inf counts (lazy)
+    TransformRun.report() / report_from(counts) -> TransformReport; report.check()
+    apply_with_report(fitted, frame) -> (DataFrame, TransformReport)   # checked, in memory
 
 Fitting: ``fit_frame(config.transforms, frame)`` and ``publish(store, config.transforms, path)``.
 """
 
 from mlpipe_cli.transforms.fit import KIND, FitOutcome, fit_frame, load_transform, publish
 from mlpipe_cli.transforms.fitted import FittedTransform
+from mlpipe_cli.transforms.report import (
+    TransformReport,
+    TransformRun,
+    apply_with_report,
+    transform_frame,
+)
 
-__all__ = ["KIND", "FitOutcome", "FittedTransform", "fit_frame", "load_transform", "publish"]
+__all__ = [
+    "KIND",
+    "FitOutcome",
+    "FittedTransform",
+    "TransformReport",
+    "TransformRun",
+    "apply_with_report",
+    "fit_frame",
+    "load_transform",
+    "publish",
+    "transform_frame",
+]

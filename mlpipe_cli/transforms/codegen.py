@@ -1,15 +1,15 @@
 """The online path as one generated function per fitted transform.
 
 ``FittedTransform.transform_one`` is called once per served request. Composing it from
-per-transformer closures (``compile``) costs a Python call per column and per numeric step,
-a ``to_float`` call per value and a list per column; that overhead, not the arithmetic, was
-most of its time. Here every transformer with an ``emit`` method writes its part of the
-Python source of one specialised function instead (a transcription of its ``compile``
-closure: the same operations, in the same order, on the same constants), and the function is
-compiled once, at load — the technique ``dataclasses`` and ``attrs`` use for ``__init__``.
+per-transformer closures costs a Python call per column and per numeric step, a ``to_float``
+call per value and a list per column; that overhead, not the arithmetic, was most of its
+time. Here every transformer's ``emit`` method writes its part of the Python source of one
+specialised function instead, and the function is compiled once, at load — the technique
+``dataclasses`` and ``attrs`` use for ``__init__``.
 
-Rules the emitters follow, so that the generated function is bit-for-bit the reference
-composition (``FittedTransform.transform_one_reference``; a hypothesis test compares them):
+Rules the emitters follow, so that the generated function is bit-for-bit the plain
+per-transformer oracle in the tests (tests/transform_oracle.py; hypothesis compares them)
+and the batch path:
 
 * constants: finite floats and ints are written with ``repr`` (exact round trip, checked
   here); anything else (inf, NaN, lookup tables, helper functions) is passed in the
@@ -18,8 +18,7 @@ composition (``FittedTransform.transform_one_reference``; a hypothesis test comp
   keys); category tables are dicts in the globals;
 * fast paths only for exact builtin types (``v.__class__ is float``); every other value
   goes through the same helper the reference uses (``to_float``, ``to_category``, ...), so
-  errors and odd types behave identically;
-* a transformer without ``emit`` is called through its ``compile`` closure.
+  errors and odd types behave identically.
 """
 
 from __future__ import annotations
@@ -124,13 +123,7 @@ def compile_record_function(
         src.line('"""One raw record -> the output vector (generated at load: see codegen.py)."""')
         with src.block("try:"):
             for transformer, state in transformers:
-                if hasattr(transformer, "emit"):
-                    outputs.extend(transformer.emit(state, tables, src))
-                else:
-                    fn = src.bind(transformer.compile(state, tables), "compiled")
-                    out = src.name("o")
-                    src.line(f"{out} = {fn}(record)")
-                    outputs.append(f"*{out}")
+                outputs.extend(transformer.emit(state, tables, src))
             src.line(f"return [{', '.join(outputs)}]")
         with src.block("except KeyError as exc:"):
             src.line(f"raise {missing}(exc) from None")

@@ -38,7 +38,7 @@ def to_float(X: Any) -> np.ndarray:
 def to_category(X: Any) -> np.ndarray:
     import pandas as pd
 
-    from mlpipe_cli.transforms.steps import to_category as one
+    from mlpipe_cli.transforms.base import to_category as one
 
     values = pd.DataFrame(X).iloc[:, 0].astype("object")
     cats = []
@@ -48,6 +48,28 @@ def to_category(X: Any) -> np.ndarray:
         c = one(v.item() if isinstance(v, np.generic) else v)
         cats.append(MISSING if c is None else c)
     return np.array(cats, dtype=object).reshape(-1, 1)
+
+
+def policy_in(X: np.ndarray, column: str, nan: str, inf: str, bounds: list[float] | None) -> np.ndarray:
+    """The column's value policy on its input (numeric.py ValuePolicy): NaN stays NaN (the
+    missing value here) unless refused; ±inf clipped to the training range, or refused."""
+    if nan == "error" and np.isnan(X).any():
+        raise ValueError(f"column {column!r}: NaN is refused (on_nan: error)")
+    infinite = np.isinf(X)
+    if infinite.any():
+        if inf == "clip" and bounds is not None:
+            X = np.where(infinite, np.where(X > 0, bounds[1], bounds[0]), X)
+        elif inf == "error":
+            raise ValueError(f"column {column!r}: ±inf is refused (on_inf: error)")
+    return X
+
+
+def policy_out(X: np.ndarray, column: str) -> np.ndarray:
+    """A missing output where the column's policy lets nothing be missing."""
+    if np.isnan(X).any():
+        raise ValueError(f"column {column!r}: {int(np.isnan(X).sum())} missing values and "
+                         "nothing fills them (on_null: error)")
+    return X
 
 
 def fill(X: np.ndarray, value: float) -> np.ndarray:
@@ -73,7 +95,13 @@ def lookup(X: np.ndarray, table: dict[str, float], default: float) -> np.ndarray
     return np.array([[table.get(v, default)] for v in X[:, 0]], dtype=np.float64)
 
 
-def temporal(X: Any, features: list[str], time_zone: str | None, has_reference: bool) -> np.ndarray:
+def temporal(
+    X: Any,
+    features: list[str],
+    time_zone: str | None,
+    has_reference: bool,
+    wall_clock_zone: str | None = None,
+) -> np.ndarray:
     import pandas as pd
 
     frame = pd.DataFrame(X)
@@ -85,9 +113,12 @@ def temporal(X: Any, features: list[str], time_zone: str | None, has_reference: 
         return series
 
     ts = local(frame.iloc[:, 0])
-    hour = ts.dt.hour.astype("float64").to_numpy()
-    dow = (ts.dt.day_of_week + 1).astype("float64").to_numpy()  # ISO Monday=1
-    month = ts.dt.month.astype("float64").to_numpy()
+    wall = ts
+    if wall_clock_zone is not None:  # calendar parts on another zone's wall clock
+        wall = (ts.dt.tz_localize("UTC") if ts.dt.tz is None else ts).dt.tz_convert(wall_clock_zone)
+    hour = wall.dt.hour.astype("float64").to_numpy()
+    dow = (wall.dt.day_of_week + 1).astype("float64").to_numpy()  # ISO Monday=1
+    month = wall.dt.month.astype("float64").to_numpy()
     cyc = {"hour": (hour, 24), "dow": (dow - 1.0, 7), "month": (month - 1.0, 12)}
     columns = []
     for feature in features:
@@ -148,10 +179,21 @@ def _ft(func: Any, **kw_args: Any) -> Any:
                                feature_names_out=same_names)
 
 
-def _numeric_steps(state: dict[str, Any]) -> list[Any]:
+def _policy_steps(column: str, state: dict[str, Any]) -> tuple[list[Any], list[Any]]:
+    """(input steps, output steps) of the column's value policy (none for format-1 states)."""
+    policy = state.get("policy")
+    if policy is None:
+        return [], []
+    first = [_ft(policy_in, column=column, nan=policy["nan"], inf=policy["inf"],
+                 bounds=policy.get("inf_bounds"))]
+    return first, [_ft(policy_out, column=column)] if policy["null"] != "keep" else []
+
+
+def _numeric_steps(column: str, state: dict[str, Any]) -> list[Any]:
     from sklearn.preprocessing import MinMaxScaler, RobustScaler, StandardScaler
 
-    steps: list[Any] = [_ft(to_float)]
+    before, after = _policy_steps(column, state)
+    steps: list[Any] = [_ft(to_float), *before]
     for step in state["steps"]:
         kind = step["type"]
         if kind == "fill_null":
@@ -185,7 +227,7 @@ def _numeric_steps(state: dict[str, Any]) -> list[Any]:
             steps.append(_ft(clip, lo=step["min"], hi=step["max"]))
         elif kind == "log1p":
             steps.append(_ft(log1p, shift=step["shift"]))
-    return steps
+    return [*steps, *after]
 
 
 def _column_pipeline(entry: dict[str, Any], tables: dict[str, Any]) -> tuple[Any, list[str]]:
@@ -197,9 +239,10 @@ def _column_pipeline(entry: dict[str, Any], tables: dict[str, Any]) -> tuple[Any
     names = list(entry["outputs"])
     inputs = [column]
     if kind in ("fill_null", "standard", "minmax", "robust", "clip", "log1p"):
-        steps = _numeric_steps(state)
+        steps = _numeric_steps(column, state)
     elif kind == "passthrough":
-        steps = [_ft(to_float)]
+        before, after = _policy_steps(column, state)
+        steps = [_ft(to_float), *before, *after]
     elif kind == "onehot":
         vocabulary = list(state["vocabulary"])
         encoder = OneHotEncoder(categories=[vocabulary], handle_unknown="ignore", sparse_output=False)
@@ -224,7 +267,8 @@ def _column_pipeline(entry: dict[str, Any], tables: dict[str, Any]) -> tuple[Any
         if state["reference"]:
             inputs.append(state["reference"])
         steps = [_ft(temporal, features=state["features"], time_zone=state["time_zone"],
-                     has_reference=bool(state["reference"]))]
+                     has_reference=bool(state["reference"]),
+                     wall_clock_zone=state.get("wall_clock_zone"))]
     elif kind == "embedding":
         table = tables[state["file"]]
         steps = [_ft(embed, keys=table["key"].to_list(), matrix=table["vector"].to_numpy(),
@@ -254,7 +298,9 @@ def to_sklearn(fitted: FittedTransform) -> Any:
     # "fitting" a ColumnTransformer of frozen pipelines only records the column layout
     sample = pd.DataFrame({c: pd.Series([None], dtype="object") for c in fitted.input_columns})
     for column, dtype in fitted.input_schema.items():
-        if dtype.startswith("Datetime"):
+        if "float" in fitted.state["input_families"][column]:  # a number every policy takes
+            sample[column] = pd.Series([1.0])
+        elif dtype.startswith("Datetime"):
             sample[column] = pd.to_datetime(pd.Series([pd.Timestamp("2000-01-01", tz="UTC")]))
     ct.fit(sample)
     ct.mlpipe_version_ = fitted.version

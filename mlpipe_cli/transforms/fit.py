@@ -19,13 +19,15 @@ import polars as pl
 
 from mlpipe_cli import ARTIFACT_FORMAT_VERSION, __version__
 from mlpipe_cli.errors import ArtifactError, ConfigError, DataCheckFailed, InputError
-from mlpipe_cli.transforms import steps as S
+from mlpipe_cli.transforms.categorical import TargetEnc
 from mlpipe_cli.transforms.fitted import (
     STATE_FORMAT,
     FittedTransform,
     accepted_families,
     dtype_family,
 )
+from mlpipe_cli.transforms.numeric import NUMERIC_STEPS
+from mlpipe_cli.transforms.registry import build
 
 if TYPE_CHECKING:
     from mlpipe_cli.artifacts import ArtifactStore, PublishResult
@@ -62,16 +64,30 @@ class FitOutcome:
         y = _target_values(self.training, target) if target else None
         for column in self.state["columns"]:
             if column["steps"][0]["type"] == "target" and y is not None:
-                encoder = S.TargetEnc(column["column"], column["steps"][0])
+                encoder = TargetEnc(column["column"], column["steps"][0])
                 values = encoder.cross_fit(self.training, y, column["state"])
                 out = out.with_columns(pl.Series(column["column"], values, dtype=pl.Float64))
         return out
+
+
+# step options added after the first release: left out of params and state while unset, so a
+# config that does not use them keeps its config hash
+_OPTIONAL_KEYS = ("on_null", "on_nan", "on_inf", "timezone")
+
+
+def _step_dict(step: Any) -> dict[str, Any]:
+    plain = step.model_dump(mode="json")
+    for key in _OPTIONAL_KEYS:
+        if key in plain and plain[key] is None:
+            del plain[key]
+    return plain
 
 
 def effective_params(config: TransformConfig) -> dict[str, Any]:
     """Every step's parameters with defaults spelled out; no machine-specific paths."""
     plain = config.model_dump(mode="json")
     plain.pop("data", None)
+    plain["columns"] = {c: [_step_dict(s) for s in steps] for c, steps in config.columns.items()}
     for steps in plain["columns"].values():
         for step in steps:
             if step["type"] == "embedding":
@@ -110,7 +126,7 @@ def check_training_schema(config: TransformConfig, schema: pl.Schema) -> list[st
             problems.append(f"column {column!r} is missing from the training data")
             continue
         family = dtype_family(schema[column])
-        if kind in S.NUMERIC_STEPS or kind in ("passthrough", "label"):
+        if kind in NUMERIC_STEPS or kind in ("passthrough", "label"):
             ok = family in ("bool", "float", "integer")
         elif kind in ("temporal", "reference"):
             ok = family in ("date", "datetime", "datetime-tz")
@@ -169,11 +185,11 @@ def fit_frame(config: TransformConfig, frame: pl.LazyFrame | pl.DataFrame) -> Fi
     input_schema: dict[str, str] = {}
     input_families: dict[str, list[str]] = {}
     for column, steps in config.columns.items():
-        step_dicts = [s.model_dump(mode="json") for s in steps]
+        step_dicts = [_step_dict(s) for s in steps]
         for step in step_dicts:
             if step["type"] == "embedding":
                 step.pop("table")
-        transformer = S.build(column, [s.model_dump() for s in steps])
+        transformer = build(column, [s.model_dump() for s in steps])
         state = transformer.fit(training, y)
         for key in [k for k in state if k.startswith("_")]:
             tables[state["file"]] = state.pop(key)
@@ -206,7 +222,8 @@ def fit_frame(config: TransformConfig, frame: pl.LazyFrame | pl.DataFrame) -> Fi
         "columns": columns,
         "conventions": {
             "weekday": "ISO: Monday=1 .. Sunday=7 (Polars dt.weekday)",
-            "missing": "null/NaN input -> null output for numeric chains without fill_null",
+            "missing": "numeric columns: null/NaN/±inf inputs as each column's `policy` says "
+            "(fill, keep as null, clip, or refuse)",
         },
     }
     # round-trip through JSON now, so what we use is exactly what we store
@@ -226,6 +243,11 @@ def golden_records(
     """First ``rows`` training rows + an all-missing row + an unknown-categories row."""
     head = frame.head(rows)
     nulls = pl.DataFrame([pl.Series(c, [None], dtype=frame.schema[c]) for c in frame.columns])
+    # a column that refuses missing values keeps its first training value in the missing row
+    refuses = [c["column"] for c in state["columns"]
+               if c["state"].get("policy", {}).get("null") == "error" and c["column"] in nulls.columns]
+    if refuses and head.height:
+        nulls = nulls.with_columns(head.head(1).select(refuses))
     unknown = head.head(1).clone() if head.height else nulls
     for column in state["columns"]:
         name, kind = column["column"], column["steps"][0]["type"]

@@ -3,8 +3,8 @@
 The state document (``state.json``) lists every configured column with its steps, its fitted
 state and its output names. Loading compiles it twice: into Polars expressions for
 ``transform_batch`` and into one generated plain-Python function for ``transform_one``
-(codegen.py; ``transform_one_reference`` is the same composed from per-transformer closures,
-kept as the reference it is tested against). Neither path ever fits anything.
+(codegen.py). Neither path ever fits anything; ``check_golden`` re-runs the stored golden
+example through both and compares them with the outputs recorded at fit time.
 """
 
 from __future__ import annotations
@@ -15,11 +15,15 @@ from typing import Any
 
 import polars as pl
 
-from mlpipe_cli.errors import ArtifactError, InputError
-from mlpipe_cli.transforms import steps as S
+from mlpipe_cli.errors import ArtifactError
 from mlpipe_cli.transforms.codegen import compile_record_function
+from mlpipe_cli.transforms.numeric import NumericChain, Passthrough
+from mlpipe_cli.transforms.registry import build
 
-STATE_FORMAT = 1
+# 2: numeric columns carry a value policy (null / NaN / ±inf: numeric.py); a format-1 state
+# reads as the policy it had implicitly (LEGACY_POLICY) and keeps loading
+STATE_FORMAT = 2
+READABLE_FORMATS = (1, 2)
 
 # dtype families an input column may have, per transformer kind
 _NUMERIC = "numeric"
@@ -59,10 +63,10 @@ class FittedTransform:
         tables: Mapping[str, pl.DataFrame],
         version: str = "unpublished",
     ) -> None:
-        if state.get("format_version") != STATE_FORMAT:
+        if state.get("format_version") not in READABLE_FORMATS:
             raise ArtifactError(
-                f"transform state format_version {state.get('format_version')!r} is not "
-                f"{STATE_FORMAT}",
+                f"transform state format_version {state.get('format_version')!r} is not one "
+                f"this mlpipe reads ({', '.join(map(str, READABLE_FORMATS))})",
                 hint="re-fit with this mlpipe version (`mlpipe fit`)",
             )
         self.version = version
@@ -77,7 +81,7 @@ class FittedTransform:
             c["column"] for c in state["columns"] if c["steps"][0]["type"] == "drop"
         ]
         self._transformers = [
-            (S.build(c["column"], c["steps"], self._families), c["state"])
+            (build(c["column"], c["steps"], self._families), c["state"])
             for c in state["columns"]
         ]
         self.output_columns: list[str] = [
@@ -85,7 +89,6 @@ class FittedTransform:
         ]
         if self.output_columns != list(state["output_columns"]):
             raise ArtifactError(f"transform {version}: output columns do not match the state")
-        self._online = tuple(t.compile(s, self.tables) for t, s in self._transformers)
         self._transform_one, self.online_source = compile_record_function(
             self._transformers, self.tables, version
         )
@@ -108,6 +111,11 @@ class FittedTransform:
                     f"was fitted on {self.input_schema[column]}",
                     hint="cast the column, or fit a new version on data of this dtype",
                 )
+
+    def numeric_columns(self) -> list[tuple[Any, Mapping[str, Any]]]:
+        """(transformer, state) of every numeric column (chains and passthrough): the columns
+        with a value policy for null / NaN / ±inf (report.py counts them)."""
+        return [(t, s) for t, s in self._transformers if isinstance(t, (NumericChain, Passthrough))]
 
     # -- batch --------------------------------------------------------------------------
 
@@ -135,19 +143,6 @@ class FittedTransform:
     def transform_one(self, record: Mapping[str, Any]) -> list[float | None]:
         """One raw record -> the output vector (None where a numeric output is missing)."""
         return self._transform_one(record)
-
-    def transform_one_reference(self, record: Mapping[str, Any]) -> list[float | None]:
-        """``transform_one`` composed from each transformer's ``compile`` closure: the plain
-        reference the generated function must reproduce bit for bit (tests, benchmarks)."""
-        out: list[Any] = []
-        try:
-            for fn in self._online:
-                out.extend(fn(record))
-        except KeyError as exc:
-            raise InputError(
-                f"record has no column {exc.args[0]!r}, which transform {self.version} expects"
-            ) from None
-        return out
 
     # -- golden -------------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ rows, named so that sorted names give input order).
 
 from __future__ import annotations
 
+import pickle
 import secrets
 import shutil
 from collections.abc import Iterator
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
 
     from mlpipe_cli.config import PipelineConfig
     from mlpipe_cli.transforms.fitted import FittedTransform
+    from mlpipe_cli.transforms.report import TransformReport
 
 
 @dataclass(frozen=True)
@@ -43,9 +45,16 @@ def is_directory_output(out: Path | str) -> bool:
     return not str(out).endswith(".parquet")
 
 
-def run(config: PipelineConfig, fitted: FittedTransform, *, data: Path | str, out: Path) -> int:
-    """Transform ``data`` into ``out`` on Spark; returns the number of rows written."""
+def run(
+    config: PipelineConfig, fitted: FittedTransform, *, data: Path | str, out: Path
+) -> tuple[int, TransformReport]:
+    """Transform ``data`` into ``out`` on Spark; the rows written and the value counts.
+
+    As on the Polars engine, the null/NaN/inf counts are taken first (summed over the
+    tasks) and a value the fitted policy refuses stops the run before anything is written.
+    """
     from mlpipe_cli.io import sink_parquet_atomic
+    from mlpipe_cli.transforms.report import TransformRun, count_exprs
 
     if frames.is_remote(out):
         raise UsageError(
@@ -65,6 +74,18 @@ def run(config: PipelineConfig, fitted: FittedTransform, *, data: Path | str, ou
         state=fitted.state, tables=fitted.tables, version=fitted.version,
         input_schema=spark_input.schema, output=output.schema,
     )
+    with translate_errors("counting the transform's input values"):
+        payloads = [
+            pickle.loads(row[0])
+            for row in spark_input.frame.mapInArrow(
+                task_errors(lambda batches: _count_task(batches, plan)), "payload binary"
+            ).collect()
+        ]
+    counts = empty.lazy().select(count_exprs(fitted)).collect()
+    if payloads:
+        counts = pl.concat(payloads).select(pl.all().cast(pl.Int64).sum())
+    report = TransformRun(fitted, empty.lazy(), empty.lazy()).report_from(counts)
+    report.check()
     with translate_errors("transforming"):
         if not is_directory_output(out):
             computed = spark_input.frame.mapInArrow(
@@ -75,8 +96,8 @@ def run(config: PipelineConfig, fitted: FittedTransform, *, data: Path | str, ou
             rows = rows.sort(frames.ORDER).drop(frames.ORDER)
             # snappy, as the Polars engine: dense floats compress poorly, zstd is slower
             sink_parquet_atomic(rows.lazy(), out, compression="snappy")
-            return rows.height
-        return _write_directory(spark_input.frame, plan, Path(out))
+            return rows.height, report
+        return _write_directory(spark_input.frame, plan, Path(out)), report
 
 
 def _rebuild(plan: _Plan) -> FittedTransform:
@@ -90,6 +111,20 @@ def _transform_rows(frame: pl.DataFrame, plan: _Plan, fitted: FittedTransform) -
     rows = frames.restore(frame.drop(frames.ORDER), plan.input_schema, "the transform input")
     result = fitted.transform_batch(rows.lazy()).collect()
     return result.with_columns(order)
+
+
+def _count_task(batches: Iterator[pa.RecordBatch], plan: _Plan) -> Iterator[pa.RecordBatch]:
+    """The task's sums of ``count_exprs`` (rows; nulls, NaN, inf, missing outputs)."""
+    import pyarrow as pa
+
+    from mlpipe_cli.transforms.report import count_exprs
+
+    frame = frames.from_batches(batches)
+    if frame is None:
+        return
+    rows = frames.restore(frame.drop(frames.ORDER), plan.input_schema, "the transform input")
+    counts = rows.lazy().select(count_exprs(_rebuild(plan))).collect()
+    yield pa.RecordBatch.from_pydict({"payload": [pickle.dumps(counts)]})
 
 
 def _transform_task(
