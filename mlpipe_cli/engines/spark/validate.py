@@ -81,8 +81,7 @@ def check_source(
         schema = frames.collect(spark_input.frame.drop(frames.ORDER).limit(0)).schema
     report = SourceReport(source=source_name, path=str(path),
                           max_failure_rate=source.max_failure_rate)
-    empty = pl.DataFrame(schema=schema).lazy()
-    bad_columns = E._schema_checks(report, source, schema, empty)
+    bad_columns = E._schema_checks(report, source, schema)
     row_checks = E._compile_row_checks(report, source, schema, bad_columns)
     frame = spark_input.frame
 
