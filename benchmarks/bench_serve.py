@@ -15,8 +15,12 @@ Load generator: `wrk` (1 thread, C connections, fixed duration, Lua script for r
 p50/p99/p99.9) when on PATH, else a separate Python process with an asyncio raw-HTTP/1.1
 keep-alive client. Both run on loopback only.
 
+Every HTTP figure is printed for each connection count (default 16 and 1: queueing, and a
+single client where any tail is the server's own), beside the server process's CPU seconds
+per 1,000 requests and the load average before and after (the machine is shared).
+
 Usage: .venv/bin/python benchmarks/bench_serve.py [--quick] [--entities N] [--duration S]
-       [--runs R] [--connections C] [--json OUT]
+       [--runs R] [--connections 16,1] [--json OUT]
 Run full-size benchmarks under `flock /tmp/mlpipe-bench.lock`.
 """
 
@@ -315,7 +319,19 @@ PY_CLIENT = textwrap.dedent(r"""
 """)
 
 
-def load(port: int, kind: str, n: int, conns: int, seconds: float, tmp: Path) -> dict:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def load_average() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def load(
+    port: int, kind: str, n: int, conns: int, seconds: float, tmp: Path, server_pid: int = 0
+) -> dict:
     wrk = shutil.which("wrk")
     if wrk:
         script = tmp / "bench.lua"
@@ -326,13 +342,16 @@ def load(port: int, kind: str, n: int, conns: int, seconds: float, tmp: Path) ->
     else:
         cmd = [sys.executable, "-c", PY_CLIENT, str(port), kind, str(n), str(conns), str(seconds)]
         env = dict(os.environ)
+    cpu_before = cpu_seconds(server_pid) if server_pid else 0.0
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=seconds + 60)
+    cpu = cpu_seconds(server_pid) - cpu_before if server_pid else 0.0
     line = next((ln for ln in out.stdout.splitlines() if ln.startswith("BENCH ")), None)
     if line is None:
         raise SystemExit(f"load generator failed: {out.stdout}\n{out.stderr}")
     doc = json.loads(line[6:])
     doc["rps"] = doc["requests"] / doc["seconds"]
     doc["tool"] = "wrk" if wrk else "python-asyncio"
+    doc["cpu_ms_per_1k"] = cpu / max(1, doc["requests"]) * 1e6
     return doc
 
 
@@ -379,6 +398,100 @@ def in_process(config: Path, artifact_dir: Path, n: int, count: int) -> dict:
         "transform_one_p50": transform_times[len(transform_times) // 2] * 1e6,
         "count": count,
     }
+
+
+# -- the app's request path in process (no sockets, no HTTP parsing) ------------------------
+
+
+class _Scope:
+    """The fields of a Granian RSGI HTTP scope that the app reads."""
+
+    __slots__ = ("headers", "method", "path", "proto")
+
+    def __init__(self, path: str) -> None:
+        self.proto, self.path, self.method, self.headers = "http", path, "GET", {}
+
+
+class _Proto:
+    __slots__ = ("body", "status")
+
+    def response_bytes(self, status: int, headers: list, body: bytes) -> None:
+        self.status, self.body = status, body
+
+
+def app_path(config: Path, artifact_dir: Path, n: int, count: int, log_dir: Path) -> dict:
+    """``ServingApp.__rsgi__`` called directly, the way Granian calls it, against the real
+    store, with the server's process settings and feature logging on: CPU µs per request,
+    latency, and the garbage collections that ran (the machine's load moves wall-clock tails
+    far more than this path does, so these are the figures to compare between versions)."""
+    import asyncio
+    import gc
+
+    import uvloop
+
+    from mlpipe_cli.serving.server import ServeSpec, build_app, tune_serving_process
+
+    spec = ServeSpec(
+        config_path=str(config), artifact_dir=str(artifact_dir), transform_ref="latest",
+        model_ref="none", host="127.0.0.1", port=0, log_dir=str(log_dir),
+    )  # fmt: skip
+    app = build_app(spec)
+    rng = random.Random(5)
+    ids = [rng.randint(1, n) for _ in range(count)]
+    out: dict[str, dict] = {}
+
+    async def client(paths: list[str], times: list[float]) -> None:
+        clock = time.perf_counter
+        for path in paths:
+            proto = _Proto()
+            start = clock()
+            await app.__rsgi__(_Scope(path), proto)
+            times.append(clock() - start)
+            if proto.status != 200:
+                raise SystemExit(f"{path}: {proto.status} {proto.body[:200]!r}")
+
+    async def main() -> None:
+        app.__rsgi_init__(asyncio.get_running_loop())
+        tune_serving_process()
+        await client([f"/features/{i}" for i in ids[:2000]], [])  # warm-up
+        collections: list[tuple[int, float]] = []
+        began: dict[str, float] = {}
+
+        def on_gc(phase: str, info: dict) -> None:
+            if phase == "start":
+                began["t"] = time.perf_counter()
+            else:
+                collections.append((info["generation"], time.perf_counter() - began["t"]))
+
+        gc.callbacks.append(on_gc)
+        try:
+            for conns in (1, 16):
+                for kind in ("features", "constant"):
+                    paths = [f"/features/{i}" if kind == "features" else "/healthz" for i in ids]
+                    times: list[float] = []
+                    collections.clear()
+                    cpu, wall = time.process_time(), time.perf_counter()
+                    per = len(paths) // conns
+                    await asyncio.gather(
+                        *(client(paths[k * per : (k + 1) * per], times) for k in range(conns))
+                    )
+                    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+                    times.sort()
+                    gcs = {g: [d for gen, d in collections if gen == g] for g in (0, 1, 2)}
+                    out[f"{kind}@{conns}"] = {
+                        "cpu_us": cpu / len(times) * 1e6,
+                        "wall_us": wall / len(times) * 1e6,
+                        "p50": times[len(times) // 2] * 1e6,
+                        "p99": times[int(len(times) * 0.99)] * 1e6,
+                        "gc": {g: (len(d), max(d, default=0) * 1e6) for g, d in gcs.items() if d},
+                    }
+        finally:
+            gc.callbacks.remove(on_gc)
+            app.__rsgi_del__(asyncio.get_running_loop())
+
+    uvloop.run(main())
+    app.runtime.service.store.close()
+    return out
 
 
 # -- stack comparison (constant endpoint, no mlpipe code) ------------------------------------
@@ -472,7 +585,8 @@ def main() -> None:
     parser.add_argument("--entities", type=int, default=100_000)
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--connections", default="16,1",
+                        help="comma-separated connection counts, each measured")  # fmt: skip
     parser.add_argument("--workers", type=int, default=1, help="mlpipe serve --workers")
     parser.add_argument("--in-process", type=int, default=50_000, dest="in_process")
     parser.add_argument("--quick", action="store_true", help="20k entities, 3 s, 1 run")
@@ -483,6 +597,8 @@ def main() -> None:
     if args.quick:
         args.entities, args.duration, args.runs, args.in_process = 20_000, 3.0, 1, 10_000
 
+    args.conn_list = [int(c) for c in str(args.connections).split(",")]
+    args.connections = args.conn_list[0]
     tmp = Path(tempfile.mkdtemp(prefix="bench-serve-"))
     if args.stacks:
         results = compare_stacks(args, tmp)
@@ -502,26 +618,35 @@ def main() -> None:
             results[f"in_process_{name}"] = in_process(
                 cfg, tmp / "artifacts", args.entities, args.in_process
             )
+            results[f"app_path_{name}"] = app_path(
+                cfg, tmp / "artifacts", args.entities, args.in_process, tmp / f"logs-app-{name}"
+            )
         redis_srv = Server(configs["redis"], tmp / "logs-redis", args.workers)
         servers.append(redis_srv)
         sqlite_srv = Server(configs["sqlite"], tmp / "logs-sqlite", args.workers)
         servers.append(sqlite_srv)
         plan = [
-            ("constant_healthz", redis_srv, "constant"),
-            ("features_redis", redis_srv, "features"),
-            ("features_sqlite", sqlite_srv, "features"),
-            ("predict_redis", redis_srv, "predict"),
+            (f"{name}@{conns}", srv, kind, conns)
+            for conns in args.conn_list
+            for name, srv, kind in (
+                ("constant_healthz", redis_srv, "constant"),
+                ("features_redis", redis_srv, "features"),
+                ("features_sqlite", sqlite_srv, "features"),
+                ("predict_redis", redis_srv, "predict"),
+            )
         ]
-        for _name, srv, kind in plan:  # warm-up
-            load(srv.port, kind, args.entities, args.connections, 1, tmp)
-        runs: dict[str, list[dict]] = {name: [] for name, _, _ in plan}
-        for _ in range(args.runs):
-            for name, srv, kind in plan:
+        results["load_before"] = {"text": load_average()}
+        for _name, srv, kind, conns in plan:  # warm-up
+            load(srv.port, kind, args.entities, conns, 1, tmp)
+        runs: dict[str, list[dict]] = {name: [] for name, _, _, _ in plan}
+        for _ in range(args.runs):  # interleaved: each run measures every endpoint once
+            for name, srv, kind, conns in plan:
                 runs[name].append(
-                    load(srv.port, kind, args.entities, args.connections, args.duration, tmp)
+                    load(srv.port, kind, args.entities, conns, args.duration, tmp, srv.proc.pid)
                 )
         for name, values in runs.items():
             results[name] = median_of(values)
+        results["load_after"] = {"text": load_average()}
     finally:
         for srv in servers:
             srv.stop()
@@ -534,41 +659,55 @@ def main() -> None:
 
 
 def report(results: dict[str, dict], args: argparse.Namespace) -> None:
-    floor = results["constant_healthz"]["rps"]
-    tool = results["constant_healthz"]["tool"]
-    print(f"\nHTTP, {args.connections} connections, {args.duration:g} s per run, median of "
-          f"{args.runs} run(s), load generator {tool}, {args.entities:,} entities, "
-          f"{args.workers} server worker(s)")  # fmt: skip
-    print(f"{'endpoint':<34}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'p99.9 ms':>10}"
-          f"{'vs floor':>10}{'non-2xx':>9}")  # fmt: skip
+    tool = results[f"constant_healthz@{args.conn_list[0]}"]["tool"]
+    print(f"\nload average before {results['load_before']['text']}, after "
+          f"{results['load_after']['text']} (2 cores)")  # fmt: skip
     labels = {
         "constant_healthz": "GET /healthz (constant, floor)",
         "features_redis": "GET /features/{id}  Redis",
         "features_sqlite": "GET /features/{id}  SQLite",
         "predict_redis": "POST /predict       Redis",
     }
-    for key, label in labels.items():
-        r = results[key]
-        print(f"{label:<34}{r['rps']:>10,.0f}{r['p50'] / 1000:>9.3f}{r['p99'] / 1000:>9.3f}"
-              f"{r['p999'] / 1000:>10.3f}{r['rps'] / floor:>10.0%}{r['non2xx']:>9.0f}")  # fmt: skip
+    for conns in args.conn_list:
+        floor = results[f"constant_healthz@{conns}"]["rps"]
+        print(f"\nHTTP, {conns} connection(s), {args.duration:g} s per run, median of "
+              f"{args.runs} interleaved run(s), load generator {tool}, {args.entities:,} "
+              f"entities, {args.workers} server worker(s)")  # fmt: skip
+        print(f"{'endpoint':<34}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'p99.9 ms':>10}"
+              f"{'vs floor':>10}{'CPU ms/1k':>11}{'non-2xx':>9}")  # fmt: skip
+        for key, label in labels.items():
+            r = results[f"{key}@{conns}"]
+            print(f"{label:<34}{r['rps']:>10,.0f}{r['p50'] / 1000:>9.3f}{r['p99'] / 1000:>9.3f}"
+                  f"{r['p999'] / 1000:>10.3f}{r['rps'] / floor:>10.0%}"
+                  f"{r['cpu_ms_per_1k']:>11.1f}{r['non2xx']:>9.0f}")  # fmt: skip
     print("\nin-process lookup + transform (no HTTP)")
     for key in ("in_process_redis", "in_process_sqlite"):
         r = results[key]
         print(f"  {key[11:]:<8} p50 {r['p50']:.1f} µs  p99 {r['p99']:.1f} µs  ({r['count']:,} "
               f"lookups; of which store.get p50 {r['store_get_p50']:.1f} µs, transform_one p50 "
               f"{r['transform_one_p50']:.1f} µs)")  # fmt: skip
-    fr, ipr, ips = (
-        results["features_redis"],
-        results["in_process_redis"],
-        results["in_process_sqlite"],
-    )
+    print("\napp request path in process (ServingApp.__rsgi__ called as Granian calls it; "
+          "no sockets; feature log on)")  # fmt: skip
+    for name in ("redis", "sqlite"):
+        for key, r in results[f"app_path_{name}"].items():
+            gcs = ", ".join(f"gen{g} {c}x max {m:.0f} µs" for g, (c, m) in r["gc"].items())
+            print(f"  {name:<7}{key:<13} CPU {r['cpu_us']:6.1f} µs/request  p50 {r['p50']:7.1f} µs"
+                  f"  p99 {r['p99']:8.1f} µs  GC: {gcs or 'none'}")  # fmt: skip
+    many, one = max(args.conn_list), min(args.conn_list)
+    fr = results[f"features_redis@{many}"]
+    ipr, ips = results["in_process_redis"], results["in_process_sqlite"]
     goals = [
-        ("GET /features Redis p99 <= 2 ms", fr["p99"] <= 2000),
-        ("GET /features Redis p50 <= 1 ms", fr["p50"] <= 1000),
+        (f"GET /features Redis p99 <= 2 ms at {many} connections", fr["p99"] <= 2000),
+        (f"GET /features Redis p50 <= 0.8 ms at {many} connections", fr["p50"] <= 800),
+        ("feature throughput >= 50% of constant",
+         fr["rps"] >= 0.5 * results[f"constant_healthz@{many}"]["rps"]),
+        ("POST /predict >= 10k req/s", results[f"predict_redis@{many}"]["rps"] >= 10_000),
         ("in-process Redis p99 <= 0.3 ms", ipr["p99"] <= 300),
         ("in-process SQLite p99 <= 0.05 ms", ips["p99"] <= 50),
-        ("feature throughput >= 50% of constant", fr["rps"] >= 0.5 * floor),
-    ]
+    ]  # fmt: skip
+    if one != many:
+        goals.append((f"GET /features Redis p99 <= 0.5 ms at {one} connection",
+                      results[f"features_redis@{one}"]["p99"] <= 500))  # fmt: skip
     print("\ngoals")
     for text, ok in goals:
         print(f"  {'PASS' if ok else 'MISS'}  {text}")

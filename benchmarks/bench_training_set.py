@@ -12,9 +12,16 @@ pandas does the same computation the obvious way: concatenate spine and events, 
 mlpipe also runs at that size so the ratio compares equal work, and both outputs are checked
 to be equal there.
 
+``--entities 3`` runs the multi-entity case instead: every order carries three string keys
+(user, merchant and region: ids of different lengths, some non-ASCII), the spine carries all
+three, and the 8 features are computed for each entity (24 features, one run). It reports
+the 3-entity time against the same 8 features for the user alone on the same data (goal:
+no more than 3x), and against pandas doing the same per entity (goal: at least 5x).
+
 Usage::
 
     .venv/bin/python benchmarks/bench_training_set.py --scale 0.05          # quick
+    .venv/bin/python benchmarks/bench_training_set.py --scale 0.05 --entities 3
     .venv/bin/python benchmarks/bench_training_set.py --scale 0.5 --mlpipe-only
     .venv/bin/python benchmarks/bench_training_set.py --scale 0.1 --engine spark   # 1M spine
 
@@ -177,15 +184,27 @@ def run_spark(data: Path, out: Path, master: str) -> dict[str, float]:
 
 
 def run_pandas(data: Path, out: Path) -> None:
-    import numpy as np
     import pandas as pd
 
     spine = pd.read_parquet(data / "spine.parquet")
     orders = pd.read_parquet(data / "orders.parquet")
+    for name, values in _pandas_features(spine, orders, "user_id").items():
+        spine[name] = values
+    spine.to_parquet(out)
+
+
+def _pandas_features(spine, orders, key: str) -> dict:  # type: ignore[no-untyped-def]
+    """The 8 features keyed by ``key``, the obvious pandas way (spine order)."""
+    import numpy as np
+    import pandas as pd
+
+    spine = spine[[key, "label_ts"]].copy()
     spine["_row"] = np.arange(len(spine))
-    ev = orders.rename(columns={"order_ts": "ts"})
+    ev = orders[[key, "order_ts", "revenue", "product_id"]].rename(
+        columns={"order_ts": "ts", key: "user_id"}
+    )
     ev["_is_ev"] = 1.0
-    sp = spine[["user_id", "label_ts", "_row"]].rename(columns={"label_ts": "ts"})
+    sp = spine[[key, "label_ts", "_row"]].rename(columns={"label_ts": "ts", key: "user_id"})
     sp["_is_ev"] = 0.0
     # spine rows sort before events at equal time: a row never sees itself (strictly before)
     both = pd.concat([sp, ev], ignore_index=True).sort_values(
@@ -226,24 +245,121 @@ def run_pandas(data: Path, out: Path) -> None:
     days = (asof["ts"] - asof["last_ts"]).dt.total_seconds() / 86400
     span = (asof["last_ts"] - asof["first_ts"]).dt.total_seconds() / 86400
     n = asof["total_orders"]
-    spine["total_orders"] = n.fillna(0).astype("int64").to_numpy()
-    spine["lifetime_value"] = asof["lifetime_value"].fillna(0).to_numpy()
-    spine["avg_days_between_orders"] = np.where(n >= 2, span / (n - 1), 999.0)
-    spine["orders_30d"] = asof["orders_30d"].fillna(0).astype("int64").to_numpy()
-    spine["revenue_30d"] = asof["revenue_30d"].fillna(0).to_numpy()
-    spine["revenue_7d_mean"] = asof["revenue_7d_mean"].to_numpy()
-    spine["days_since_last_order"] = days.fillna(999.0).to_numpy()
-    spine["last_product_id"] = asof["product_id"].astype("Int64").to_numpy()
-    spine.drop(columns="_row").to_parquet(out)
+    return {
+        "total_orders": n.fillna(0).astype("int64").to_numpy(),
+        "lifetime_value": asof["lifetime_value"].fillna(0).to_numpy(),
+        "avg_days_between_orders": np.where(n >= 2, span / (n - 1), 999.0),
+        "orders_30d": asof["orders_30d"].fillna(0).astype("int64").to_numpy(),
+        "revenue_30d": asof["revenue_30d"].fillna(0).to_numpy(),
+        "revenue_7d_mean": asof["revenue_7d_mean"].to_numpy(),
+        "days_since_last_order": days.fillna(999.0).to_numpy(),
+        "last_product_id": asof["product_id"].astype("Int64").to_numpy(),
+    }
+
+
+# -- several entities per spine row (--entities 3) ---------------------------------------
+
+ENTITY_KEYS = ["user", "merchant", "region"]
+_REGION_NAMES = ["Nord", "Süd", "Ōsaka", "Île-de-France", "Q", "São Paulo", "Kreuzberg", "Łódź"]
+
+
+def _key_table(entity: str, n: int):  # type: ignore[no-untyped-def]
+    """n distinct string keys of different lengths (some non-ASCII) for one entity."""
+    import polars as pl
+
+    if entity == "region":
+        names = [f"{_REGION_NAMES[i % len(_REGION_NAMES)]}-{i}" for i in range(n)]
+    else:
+        prefixes = ["u", "usr-", "ü_"] if entity == "user" else ["m", "merchant/", "ḿ"]
+        names = [f"{prefixes[i % len(prefixes)]}{i}" for i in range(n)]
+    return pl.Series(entity, names, dtype=pl.String)
+
+
+def generate_multi(out: Path, scale: float, seed: int = 2) -> dict[str, int]:
+    import numpy as np
+    import polars as pl
+
+    n_spine = int(SPINE_FULL * scale)
+    n_ev = int(EVENTS_FULL * scale)
+    counts = {
+        "user": max(10, int(ENTITIES_FULL * scale)),
+        "merchant": max(10, int(ENTITIES_FULL * scale) // 10),
+        "region": 60,
+    }
+    rng = np.random.default_rng(seed)
+    out.mkdir(parents=True, exist_ok=True)
+    ts = START_US + rng.integers(0, SPAN_DAYS * DAY_US, n_ev)
+    ts.sort()
+    tables = {e: _key_table(e, n) for e, n in counts.items()}
+    orders = pl.DataFrame(
+        {
+            **{e: tables[e].gather(rng.integers(0, counts[e], n_ev)) for e in ENTITY_KEYS},
+            "order_ts": ts,
+            "revenue": np.round(rng.lognormal(3.5, 1.0, n_ev), 2),
+            "product_id": rng.integers(1, 5000, n_ev),
+        }
+    ).with_columns(pl.col("order_ts").cast(pl.Datetime("us", "UTC")))
+    orders.write_parquet(out / "orders.parquet")
+    del orders
+    spine = pl.DataFrame(
+        {
+            **{e: tables[e].gather(rng.integers(0, counts[e], n_spine)) for e in ENTITY_KEYS},
+            "label_ts": START_US + rng.integers(30 * DAY_US, SPAN_DAYS * DAY_US, n_spine),
+            "label": rng.random(n_spine) < 0.2,
+        }
+    ).with_columns(pl.col("label_ts").cast(pl.Datetime("us", "UTC")))
+    spine.write_parquet(out / "spine.parquet")
+    return {"spine": n_spine, "events": n_ev, **counts}
+
+
+def _multi_features(entities: list[str]) -> list[dict]:
+    """The 8 features once per entity, named <entity>__<feature>, keyed by that column."""
+    return [dict(f, name=f"{e}__{f['name']}", entity_keys=[e]) for e in entities for f in FEATURES]
+
+
+def run_mlpipe_entities(data: Path, out: Path, entities: list[str]) -> None:
+    from mlpipe_cli.config.models import PipelineConfig
+    from mlpipe_cli.features import compute_features
+    from mlpipe_cli.io import scan_parquet, write_parquet_atomic
+
+    config = PipelineConfig.model_validate(
+        {
+            "pipeline": "bench",
+            "entity_keys": ["user"],
+            "sources": {"orders": {"path": str(data / "orders.parquet"), "timestamp": "order_ts"}},
+            "features": _multi_features(entities),
+        }
+    )
+    frame = compute_features(config, scan_parquet(data / "spine.parquet"), timestamp="label_ts")
+    write_parquet_atomic(frame, out)
+
+
+def run_pandas_entities(data: Path, out: Path, entities: list[str]) -> None:
+    import pandas as pd
+
+    spine = pd.read_parquet(data / "spine.parquet")
+    orders = pd.read_parquet(data / "orders.parquet")
+    for entity in entities:
+        columns = _pandas_features(spine, orders, entity)
+        for name, values in columns.items():
+            spine[f"{entity}__{name}"] = values
+    spine.to_parquet(out)
 
 
 def child(method: str, data: str, out: str) -> None:
     start = time.perf_counter()
     extra: dict[str, float] = {}
+    methods = {
+        "mlpipe": run_mlpipe,
+        "pandas": run_pandas,
+        "mlpipe-1": lambda d, o: run_mlpipe_entities(d, o, ENTITY_KEYS[:1]),
+        "mlpipe-3": lambda d, o: run_mlpipe_entities(d, o, ENTITY_KEYS),
+        "pandas-3": lambda d, o: run_pandas_entities(d, o, ENTITY_KEYS),
+    }
     if method.startswith("spark="):
         extra = run_spark(Path(data), Path(out), method.split("=", 1)[1])
     else:
-        {"mlpipe": run_mlpipe, "pandas": run_pandas}[method](Path(data), Path(out))
+        methods[method](Path(data), Path(out))
     seconds = time.perf_counter() - start
     usage = resource.getrusage(resource.RUSAGE_SELF)
     cpu = usage.ru_utime + usage.ru_stime
@@ -306,13 +422,13 @@ def measure(method: str, data: Path, out: Path, repeats: int) -> dict[str, float
     }
 
 
-def compare_outputs(ours: Path, theirs: Path) -> str:
+def compare_outputs(ours: Path, theirs: Path, names: list[str] = NAMES) -> str:
     import polars as pl
 
     a = pl.read_parquet(ours)
     b = pl.read_parquet(theirs)
     problems = []
-    for name in NAMES:
+    for name in names:
         x, y = a[name], b[name].cast(a[name].dtype)
         if x.dtype.is_float():
             bad = ((x - y).abs() > 1e-6 * (1 + y.abs())) | (x.is_null() != y.is_null())
@@ -348,6 +464,13 @@ def main() -> None:
                         help="spark: the Spark engine beside Polars (no pandas run)")
     parser.add_argument("--spark-master", default="local[2]")
     parser.add_argument(
+        "--entities",
+        type=int,
+        choices=[1, 3],
+        default=1,
+        help="3: string keys for user, merchant and region, 8 features each, in one run",
+    )
+    parser.add_argument(
         "--child", nargs=3, metavar=("METHOD", "DATA", "OUT"), help=argparse.SUPPRESS
     )
     args = parser.parse_args()
@@ -359,6 +482,10 @@ def main() -> None:
         return
     pandas_scale = args.pandas_scale if args.pandas_scale is not None else min(args.scale, 0.25)
     import polars as pl
+
+    if args.entities == 3:
+        main_entities(args, pandas_scale)
+        return
 
     if args.mlpipe_only:
         with tempfile.TemporaryDirectory(dir=args.workdir, prefix="bench-pit-") as tmp:
@@ -411,6 +538,47 @@ def main() -> None:
             out_mem = pl.read_parquet(root / "ours_big.parquet").estimated_size()
             print(f"output in memory {out_mem / 2**30:.2f} GiB; peak = "
                   f"{big['peak_bytes'] / out_mem:.1f}x output")  # fmt: skip
+
+
+def main_entities(args: argparse.Namespace, pandas_scale: float) -> None:
+    import polars as pl
+
+    with tempfile.TemporaryDirectory(dir=args.workdir, prefix="bench-pit3-") as tmp:
+        root = Path(tmp)
+        shape = generate_multi(root / "data", args.scale)
+        print(f"polars {pl.__version__}, {os.cpu_count()} cpus; medians of {args.repeats} runs; "
+              f"{shape['spine']:,} spine rows, {shape['events']:,} events; string keys: "
+              f"{shape['user']:,} users, {shape['merchant']:,} merchants, {shape['region']} "
+              f"regions; {len(FEATURES)} features per entity")  # fmt: skip
+        one = measure("mlpipe-1", root / "data", root / "one.parquet", args.repeats)
+        three = measure("mlpipe-3", root / "data", root / "three.parquet", args.repeats)
+        print(report_line("1 entity", shape["spine"], one))
+        print(report_line("3 entity", shape["spine"], three))
+        out_mem = pl.read_parquet(root / "three.parquet").estimated_size()
+        print(f"3 entities / 1 entity: {three['seconds'] / one['seconds']:.2f}x wall, "
+              f"{three['cpu_seconds'] / one['cpu_seconds']:.2f}x cpu (goal <= 3x); 3-entity "
+              f"output in memory {out_mem / 2**30:.2f} GiB, peak = "
+              f"{three['peak_bytes'] / out_mem:.2f}x output; load average "
+              f"{os.getloadavg()[0]:.1f}")  # fmt: skip
+        if args.mlpipe_only:
+            return
+        if pandas_scale != args.scale:
+            shape = generate_multi(root / "small", pandas_scale)
+            data = root / "small"
+            ours = measure("mlpipe-3", data, root / "ours.parquet", args.repeats)
+        else:
+            data, ours = root / "data", three
+            (root / "three.parquet").rename(root / "ours.parquet")
+        theirs = measure("pandas-3", data, root / "pandas.parquet", args.repeats)
+        print(f"\n== equal work, 3 entities: {shape['spine']:,} spine rows, "
+              f"{shape['events']:,} events")  # fmt: skip
+        print(report_line("mlpipe", shape["spine"], ours))
+        print(report_line("pandas", shape["spine"], theirs))
+        print(f"speed-up {theirs['seconds'] / ours['seconds']:.1f}x wall, "
+              f"{theirs['cpu_seconds'] / ours['cpu_seconds']:.1f}x cpu (goal >= 5x); "
+              f"load average {os.getloadavg()[0]:.1f}")  # fmt: skip
+        names = [f["name"] for f in _multi_features(ENTITY_KEYS)]
+        print("check:", compare_outputs(root / "ours.parquet", root / "pandas.parquet", names))
 
 
 if __name__ == "__main__":

@@ -228,3 +228,124 @@ def _inject_faults(pl, rng, faults, orders, users, end_us):  # type: ignore[no-u
         orders = orders.rename({"user_id": "userId"})
         users = users.rename({"user_id": "userId"})
     return orders, users
+
+
+# -- rides: a multi-entity data set (riders, drivers, zones) ------------------------------
+
+RIDES_TABLES = ("rides", "drivers", "zone_weather", "labels")
+# zone names of very different lengths, some non-ASCII: string keys as real data has them
+_ZONES = [
+    "JFK", "LGA", "SoHo", "Harlem", "Astoria", "Bushwick", "Q", "Zürich-Nord", "Ōsaka-Namba",
+    "São Paulo Centro", "Kreuzberg", "Södermalm", "Le Marais", "Shibuya", "Camden", "Gràcia",
+    "Ostkreuz", "Ealing Broadway", "Tribeca", "Køge",
+]  # fmt: skip
+_RIDER_PREFIXES = ["r", "rider-", "ŕ_", "R"]
+_VEHICLES = ["sedan", "suv", "van", "e-bike"]
+RIDES_LABELS_FROM = datetime(2026, 1, 15, tzinfo=UTC)  # two weeks of history before labels
+
+
+def generate_rides(out_dir: Path | str, *, rows: int = 50_000, seed: int = 7) -> SampleDataResult:
+    """Write the rides data set (configs/rides.yaml) to ``out_dir``, deterministically.
+
+    - ``rides``: ride_id, rider_id, driver_id, pickup_zone, dropoff_zone, requested_at,
+      wait_min (null: cancelled), fare, distance_km, rating (null: not rated)
+    - ``drivers``: driver_id, vehicle, joined_at (one row per driver)
+    - ``zone_weather``: zone, hour, rain_mm (hourly, some hours missing)
+    - ``labels``: rated rides as a spine: ride_id, the four keys, requested_at, rated_low
+
+    Keys are strings of different lengths (rider ids with several prefixes, some non-ASCII;
+    zone names from 1 to 16 characters).
+    """
+    import polars as pl
+
+    from mlpipe_cli.io import write_parquet_atomic
+
+    if rows < 100:
+        raise UsageError(f"--rows must be at least 100, got {rows}")
+    out_dir = Path(out_dir)
+    rng = np.random.Generator(np.random.PCG64(seed))
+    start_us, end_us = _us(START), _us(END)
+    n_drivers = max(20, rows // 60)
+    n_riders = max(50, rows // 10)
+    n_zones = len(_ZONES)
+
+    prefixes = rng.integers(0, len(_RIDER_PREFIXES), n_riders)
+    riders = np.array([f"{_RIDER_PREFIXES[p]}{i}" for i, p in enumerate(prefixes, start=1)])
+    drivers = np.array([f"drv-{i}" for i in range(1, n_drivers + 1)])
+    zones = np.array(_ZONES)
+
+    # rides: heavy-tailed activity per rider and driver, zones by popularity
+    rider_w = rng.lognormal(0.0, 1.0, n_riders)
+    driver_w = rng.lognormal(0.0, 0.5, n_drivers)
+    zone_w = 1.0 / np.arange(1, n_zones + 1) ** 0.8
+    rider = rng.choice(n_riders, rows, p=rider_w / rider_w.sum())
+    driver = rng.choice(n_drivers, rows, p=driver_w / driver_w.sum())
+    pickup = rng.choice(n_zones, rows, p=zone_w / zone_w.sum())
+    dropoff = rng.choice(n_zones, rows, p=zone_w / zone_w.sum())
+    requested = np.sort(rng.integers(start_us, end_us, rows))
+    wait = rng.integers(1, 25, rows)
+    cancelled = rng.random(rows) < 0.05
+    distance = np.round(rng.lognormal(1.2, 0.6, rows), 2) + 0.1
+    fare = np.round(2.5 + distance * rng.uniform(1.2, 2.4, rows), 2)
+    rating = rng.integers(1, 6, rows)
+    unrated = (rng.random(rows) < 0.3) | cancelled
+    rides = pl.DataFrame(
+        {
+            "ride_id": np.arange(1, rows + 1, dtype=np.int64),
+            "rider_id": riders[rider],
+            "driver_id": drivers[driver],
+            "pickup_zone": zones[pickup],
+            "dropoff_zone": zones[dropoff],
+            "requested_at": requested,
+            "wait_min": pl.Series(wait.astype(np.int64)).set(pl.Series(cancelled), None)
+            if cancelled.any()
+            else pl.Series(wait.astype(np.int64)),
+            "fare": fare,
+            "distance_km": distance,
+            "rating": pl.Series(rating.astype(np.int64)).set(pl.Series(unrated), None)
+            if unrated.any()
+            else pl.Series(rating.astype(np.int64)),
+        }
+    ).with_columns(pl.col("requested_at").cast(pl.Datetime("us", "UTC")))
+
+    joined = start_us - rng.integers(0, 720, n_drivers) * _US_PER_DAY
+    drivers_table = pl.DataFrame(
+        {
+            "driver_id": drivers,
+            "vehicle": np.array(_VEHICLES)[rng.integers(0, len(_VEHICLES), n_drivers)],
+            "joined_at": joined,
+        }
+    ).with_columns(pl.col("joined_at").cast(pl.Datetime("us", "UTC")))
+
+    hours = np.arange(start_us, end_us, 3_600_000_000, dtype=np.int64)
+    zone_idx = np.repeat(np.arange(n_zones), len(hours))
+    hour_col = np.tile(hours, n_zones)
+    present = rng.random(len(hour_col)) < 0.9  # some hours have no reading
+    rain = np.round(np.maximum(0.0, rng.normal(-0.5, 1.5, len(hour_col))), 1)
+    weather = pl.DataFrame(
+        {"zone": zones[zone_idx][present], "hour": hour_col[present], "rain_mm": rain[present]}
+    ).with_columns(pl.col("hour").cast(pl.Datetime("us", "UTC")))
+
+    labels = (
+        rides.filter(pl.col("rating").is_not_null() & (pl.col("requested_at") >= RIDES_LABELS_FROM))
+        .select(
+            "ride_id",
+            "rider_id",
+            "driver_id",
+            "pickup_zone",
+            "dropoff_zone",
+            "requested_at",
+            (pl.col("rating") <= 3).alias("rated_low"),
+        )
+        .gather_every(3)
+    )
+    frames = {"rides": rides, "drivers": drivers_table, "zone_weather": weather, "labels": labels}
+    files = {}
+    for name, frame in frames.items():
+        files[name] = write_parquet_atomic(frame, out_dir / f"{name}.parquet")
+    return SampleDataResult(
+        out_dir=out_dir,
+        files=files,
+        rows={name: frame.height for name, frame in frames.items()},
+        faults=(),
+    )

@@ -90,7 +90,8 @@ def test_composite_keys_and_source_key_mapping_match_oracle(tmp_path: Path) -> N
         "entity_keys": ["shop", "customer"],
         "sources": {
             "ev": {"path": str(path), "timestamp": "ts"},
-            "dim": {"path": str(dpath), "entity_keys": ["store", "cust"]},
+            "dim": {"path": str(dpath), "entity_keys": ["store", "cust"],
+                    "join": {"shop": "store", "customer": "cust"}},
         },
         "features": [
             {"name": "cnt", "source": "ev", "agg": "count", "default": 0},
@@ -167,7 +168,7 @@ def test_input_errors(tmp_path: Path) -> None:
     cfg = _one_feature(tmp_path, {"path": orders, "timestamp": "ts"}, count)
     with pytest.raises(InputError, match="spine has no column 'when'"):
         compute_features(cfg, SPINE, entity_keys=["user_id"], timestamp="when")
-    with pytest.raises(InputError, match="spine has no column 'uid'"):
+    with pytest.raises(InputError, match=r"feature 'n' joins source 's' key 'user_id' \(Int64\) on spine column 'uid', which the spine lacks"):  # fmt: skip
         compute_features(cfg, SPINE, entity_keys=["uid"], timestamp="at")
     with pytest.raises(UsageError, match="unknown feature 'x'"):
         compute_features(cfg, SPINE, entity_keys=["user_id"], timestamp="at", features=["x"])
@@ -191,7 +192,9 @@ def test_input_errors(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="source 's' has no column 'price'"):
         compute_features(no_col, SPINE, entity_keys=["user_id"], timestamp="at")
     with pytest.raises(
-        InputError, match="key column 'user_id' is String but the spine's key is Int64"
+        InputError,
+        match="feature 'n': spine column 'user_id' is Int64 but source 's' key 'user_id' is "
+        "String: an integer key never equals a string key",
     ):
         compute_features(
             _one_feature(tmp_path, {"path": _orders(tmp_path, user_id=pl.String, rows=[{"user_id": "1", "ts": T0, "revenue": 1.0}]), "timestamp": "ts"}, count),

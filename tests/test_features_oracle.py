@@ -45,25 +45,46 @@ def oracle(
     timestamp: str,
 ) -> list[dict[str, Any]]:
     """Every feature for every spine row, by looping over every source row."""
-    # index each table by entity once (a plain dict of lists), so the loops stay affordable
-    by_entity: dict[str, dict[tuple, list[dict[str, Any]]]] = {}
-    for name, rows in tables.items():
-        src_keys = config["sources"][name].get("entity_keys") or keys
+    # index each table by each feature's key columns once (a plain dict of lists)
+    by_entity: dict[tuple[str, tuple[str, ...]], dict[tuple, list[dict[str, Any]]]] = {}
+    for feature in config["features"]:
+        name, src_keys = feature["source"], tuple(_feature_keys(config, feature, keys))
+        if (name, src_keys) in by_entity:
+            continue
         index: dict[tuple, list[dict[str, Any]]] = {}
-        for i, r in enumerate(rows):
-            if None not in _key(r, src_keys):
-                index.setdefault(_key(r, src_keys), []).append(dict(r, _idx=i))
-        by_entity[name] = index
+        for i, r in enumerate(tables[name]):
+            if None not in _key(r, list(src_keys)):
+                index.setdefault(_key(r, list(src_keys)), []).append(dict(r, _idx=i))
+        by_entity[(name, src_keys)] = index
     out = []
     for srow in spine:
         t = srow[timestamp]
-        k = _key(srow, keys)
         result = dict(srow)
         for feature in config["features"]:
-            rows = by_entity[feature["source"]].get(k, [])
+            index = by_entity[(feature["source"], tuple(_feature_keys(config, feature, keys)))]
+            rows = index.get(_key(srow, _spine_columns(config, feature, keys)), [])
             result[feature["name"]] = _oracle_value(config, rows, feature, t)
         out.append(result)
     return out
+
+
+def _feature_keys(config: dict[str, Any], feature: dict[str, Any], keys: list[str]) -> list[str]:
+    """The source columns identifying a feature's entity."""
+    source = config["sources"][feature["source"]]
+    pipeline = config.get("entity_keys") or keys
+    return feature.get("entity_keys") or source.get("entity_keys") or pipeline
+
+
+def _spine_columns(config: dict[str, Any], feature: dict[str, Any], keys: list[str]) -> list[str]:
+    """The spine columns a feature's source keys are read from: the same names, or the
+    feature's / source's `join` (spine column -> key), or where `keys` (the spine's entity
+    keys) put the pipeline's keys."""
+    source = config["sources"][feature["source"]]
+    pipeline = config.get("entity_keys") or keys
+    join = feature["join"] if feature.get("join") is not None else (source.get("join") or {})
+    onto = {key: spine for spine, key in join.items()}
+    positional = dict(zip(pipeline, keys, strict=True))
+    return [onto.get(k) or positional.get(k, k) for k in _feature_keys(config, feature, keys)]
 
 
 def _oracle_value(config, rows, feature, t):  # type: ignore[no-untyped-def]
@@ -76,7 +97,10 @@ def _oracle_value(config, rows, feature, t):  # type: ignore[no-untyped-def]
     vfrom, vto = source.get("valid_from"), source.get("valid_to")
     incl = feature.get("inclusive", False)
 
-    def before(x: datetime) -> bool:
+    def before(x: datetime | None) -> bool:
+        if x is None:  # only a created time can be null, with `null_created: never`
+            assert source.get("null_created") == "never"
+            return False
         return x <= t if incl else x < t
 
     if ts is None and vfrom is None:  # plain dimension table
@@ -95,22 +119,30 @@ def _oracle_value(config, rows, feature, t):  # type: ignore[no-untyped-def]
         return (r[etime], r[created] if created else 0, r["_idx"])
 
     newest = max(r[etime] for r in vis)
-    ttl = source.get("ttl")
+    ttl = feature.get("ttl") or source.get("ttl")
     if ttl is not None and vfrom is None and t - newest > parse_duration(ttl):
         return default
     unit = timedelta(seconds=UNIT_SECONDS[feature.get("unit", "d")])
     window = feature.get("window", "lifetime")
+    ranked = sorted(vis, key=order)  # oldest first
+    if kind == "lag" and feature.get("offset", 1) > 1:
+        offset = feature["offset"]
+        value = ranked[-offset][column] if len(ranked) >= offset else None
+        return default if value is None else value
     if kind in ("lag", "attribute"):
-        best = max(vis, key=order)
+        best = ranked[-1]
         value = best[column]
         if vto is not None and best[vto] is not None and best[vto] <= t:
             value = None
         return default if value is None else value
     if kind == "time_since_last":
         return (t - newest) / unit
-    win = (
-        vis if window == "lifetime" else [r for r in vis if r[etime] >= t - parse_duration(window)]
-    )
+    if window == "lifetime":
+        win = vis
+    elif window.endswith(("events", "event")):
+        win = ranked[-int(window.split()[0]) :]  # the last N visible rows
+    else:
+        win = [r for r in vis if r[etime] >= t - parse_duration(window)]
     value: Any
     if kind == "mean_interval":
         times = sorted(r[etime] for r in win)
@@ -479,3 +511,219 @@ def test_string_keys_of_different_lengths_regression(tmp_path: Path) -> None:
     out = run_engine(config, spine, {"k": pl.String, "ts": TS}, entity_keys=["k"], timestamp="ts")
     assert out["k"].to_list() == ["AA", "B"]
     assert out["n_7d"].to_list() == [1, 1]
+
+
+# -- several entities per spine row (issue 12.3) ------------------------------------------
+
+ENTITY_KINDS = ["string", "categorical", "int"]
+SPINE_DTYPE = {"string": pl.String(), "categorical": pl.Categorical(), "int": pl.Int64()}
+# sources store some keys in another compatible dtype, which the engine must normalise
+SOURCE_DTYPE = {"string": pl.Categorical(), "categorical": pl.String(), "int": pl.Int64()}
+
+TRIP_FEATURES: list[dict[str, Any]] = [
+    {"name": "t_cnt", "agg": "count", "default": 0},
+    {"name": "t_cnt_3ev", "agg": "count", "window": "3 events", "default": 0},
+    {"name": "t_cntx_3ev", "agg": "count", "column": "x", "window": "3 events"},
+    {"name": "t_sum_2ev", "agg": "sum", "column": "x", "window": "2 events"},
+    {"name": "t_mean_4ev", "agg": "mean", "column": "x2", "window": "4 events", "default": -1.0},
+    {"name": "t_max_3ev", "agg": "max", "column": "x", "window": "3 events"},
+    {"name": "t_min_1ev", "agg": "min", "column": "x2", "window": "1 event"},
+    {"name": "t_std_3ev", "agg": "std", "column": "x", "window": "3 events"},
+    {"name": "t_cd_3ev", "agg": "count_distinct", "column": "p", "window": "3 events"},
+    {"name": "t_last_3ev", "agg": "last", "column": "x", "window": "3 events", "default": 0.5},
+    {"name": "t_mi_3ev", "kind": "mean_interval", "unit": "h", "window": "3 events"},
+    {"name": "t_lag1", "kind": "lag", "column": "x"},
+    {"name": "t_lag2", "kind": "lag", "column": "x", "offset": 2},
+    {"name": "t_lag3", "kind": "lag", "column": "p", "offset": 3, "default": -1},
+    {"name": "t_sum_3h", "agg": "sum", "column": "x2", "window": "3h"},
+    {"name": "t_last", "agg": "last", "column": "x2"},
+    {"name": "t_cnt_2ev_incl", "agg": "count", "window": "2 events", "inclusive": True},
+    {"name": "t_lag2_incl", "kind": "lag", "column": "p", "offset": 2, "inclusive": True},
+    {"name": "t_cnt_ttl1h", "agg": "count", "ttl": "1h", "default": 0},
+    {"name": "t_tsl_ttl5h", "kind": "time_since_last", "unit": "h", "ttl": "5h"},
+    # the same trips, keyed by the driver instead of the rider (feature-level entity_keys)
+    {"name": "t_drv_cnt", "agg": "count", "entity_keys": ["driver"], "default": 0},
+    {"name": "t_drv_sum_2ev", "agg": "sum", "column": "x", "window": "2 events",
+     "entity_keys": ["driver"]},
+]  # fmt: skip
+DRIVER_FEATURES: list[dict[str, Any]] = [
+    {"name": "s_last", "agg": "last", "column": "y"},
+    {"name": "s_last_ttl2h", "agg": "last", "column": "y", "ttl": "2h", "default": -9.0},
+    {"name": "s_tsl_ttl8h", "kind": "time_since_last", "unit": "h", "ttl": "8h"},
+    {"name": "s_cnt_2ev", "agg": "count", "window": "2 events", "default": 0},
+    {"name": "s_shift", "kind": "attribute", "column": "y"},
+]
+ZONE_FEATURES: list[dict[str, Any]] = [  # one source read at the pickup and at the dropoff
+    {"name": "z_pick_cnt", "agg": "count", "join": {"pickup": "zone"}, "default": 0},
+    {"name": "z_drop_cnt", "agg": "count", "join": {"dropoff": "zone"}, "default": 0},
+    {"name": "z_drop_last_2ev", "agg": "last", "column": "z", "window": "2 events",
+     "join": {"dropoff": "zone"}},
+    {"name": "z_pick_sum_4h", "agg": "sum", "column": "z", "window": "4h",
+     "join": {"pickup": "zone"}},
+]  # fmt: skip
+PAIR_FEATURES: list[dict[str, Any]] = [  # a composite key (zone, driver), zone from the pickup
+    {"name": "dz_lag", "kind": "lag", "column": "w"},
+    {"name": "dz_cnt_3ev", "agg": "count", "window": "3 events", "default": 0},
+]
+
+
+def _one_key(draw, kind: str):  # type: ignore[no-untyped-def]
+    mapping = draw(key_mapping(kind))
+    return {i: v[0] for i, v in mapping.items()}
+
+
+@st.composite
+def multi_entity_scenario(draw):  # type: ignore[no-untyped-def]
+    kinds = {e: draw(st.sampled_from(ENTITY_KINDS)) for e in ("rider", "driver", "zone")}
+    maps = {e: _one_key(draw, kind) for e, kind in kinds.items()}
+    created = draw(st.booleans())
+    ids = st.one_of(st.integers(1, 4), st.just(None))
+
+    def key(entity: str) -> Any:
+        i = draw(ids)
+        return None if i is None else maps[entity][i]
+
+    def when() -> datetime:
+        return _ts(draw(hours), draw(st.sampled_from([0, 0, 0, 1, -1])))
+
+    trips = [
+        {"rider": key("rider"), "driver": key("driver"), "ts": when(),
+         "delay": draw(st.sampled_from([0, 0, 30, 90, 400, None])),
+         "x": draw(st.sampled_from(X_VALUES)), "p": draw(st.integers(1, 4))}
+        for _ in range(draw(st.integers(0, 30)))
+    ]  # fmt: skip
+    shifts = [
+        {"driver": key("driver"), "ts": when(), "y": draw(st.sampled_from(X_VALUES))}
+        for _ in range(draw(st.integers(0, 20)))
+    ]
+    zones = [
+        {"zone": key("zone"), "ts": when(), "z": draw(st.sampled_from([None, 1, 2, 5, 7]))}
+        for _ in range(draw(st.integers(0, 20)))
+    ]
+    few = st.integers(1, 2)  # composite keys match rarely otherwise
+    pairs = [
+        {"zone": maps["zone"][draw(few)], "driver": maps["driver"][draw(few)], "ts": when(),
+         "w": draw(st.integers(0, 9))}
+        for _ in range(draw(st.integers(0, 25)))
+    ]  # fmt: skip
+    spine = [
+        {"rider": key("rider"), "driver": key("driver"), "pickup": key("zone"),
+         "dropoff": key("zone"), "label_ts": when(), "label": draw(st.integers(0, 1))}
+        for _ in range(draw(st.integers(1, 20)))
+    ]  # fmt: skip
+    return kinds, created, trips, shifts, zones, pairs, spine
+
+
+def build_multi(tmp: Path, kinds, created, trips, shifts, zones, pairs):  # type: ignore[no-untyped-def]
+    src = {e: SOURCE_DTYPE[k] for e, k in kinds.items()}
+    write_table(tmp / "trips.parquet", trips,
+                {"rider": src["rider"], "driver": src["driver"], "ts": TS, "delay": pl.Int64,
+                 "x": pl.Float64, "p": pl.Int64})
+    write_table(tmp / "shifts.parquet", shifts, {"driver": src["driver"], "ts": TS, "y": pl.Float64})
+    write_table(tmp / "zones.parquet", zones, {"zone": src["zone"], "ts": TS, "z": pl.Int64})
+    write_table(tmp / "pairs.parquet", pairs,
+                {"zone": src["zone"], "driver": src["driver"], "ts": TS, "w": pl.Int64})  # fmt: skip
+    # derived columns: a value column, and (when `created`) the instant the trip's row became
+    # available, as its start plus a delay; a null delay means it never did
+    trip_source: dict[str, Any] = {
+        "path": str(tmp / "trips.parquet"),
+        "timestamp": "ts",
+        "derived": {"x2": "x * 2 + 1", "avail": "ts + delay * INTERVAL '1 minute'"},
+    }
+    if created:
+        trip_source |= {"created_timestamp": "avail", "null_created": "never"}
+    config = {
+        "pipeline": "multi",
+        "entity_keys": ["rider"],
+        "sources": {
+            "trips": trip_source,
+            "shifts": {"path": str(tmp / "shifts.parquet"), "timestamp": "ts",
+                       "entity_keys": ["driver"], "ttl": "4h"},
+            "zones": {"path": str(tmp / "zones.parquet"), "timestamp": "ts", "entity_keys": ["zone"]},
+            "pairs": {"path": str(tmp / "pairs.parquet"), "timestamp": "ts",
+                      "entity_keys": ["zone", "driver"], "join": {"pickup": "zone"}},
+        },
+        "features": [dict(f, source="trips") for f in TRIP_FEATURES]
+        + [dict(f, source="shifts") for f in DRIVER_FEATURES]
+        + [dict(f, source="zones") for f in ZONE_FEATURES]
+        + [dict(f, source="pairs") for f in PAIR_FEATURES],
+    }  # fmt: skip
+    # the oracle gets the derived values computed here, in plain Python
+    trip_rows = [
+        dict(
+            r,
+            x2=None if r["x"] is None else r["x"] * 2 + 1,
+            avail=None if r["delay"] is None else r["ts"] + timedelta(minutes=r["delay"]),
+        )
+        for r in trips
+    ]
+    tables = {"trips": trip_rows, "shifts": shifts, "zones": zones, "pairs": pairs}
+    return config, tables
+
+
+def _multi_spine_schema(kinds: dict[str, str]) -> dict[str, pl.DataType]:
+    return {
+        "rider": SPINE_DTYPE[kinds["rider"]], "driver": SPINE_DTYPE[kinds["driver"]],
+        "pickup": SPINE_DTYPE[kinds["zone"]], "dropoff": SPINE_DTYPE[kinds["zone"]],
+        "label_ts": TS, "label": pl.Int64,
+    }  # fmt: skip
+
+
+def _run_multi(case, partition_rows: int | None = None) -> None:  # type: ignore[no-untyped-def]
+    import mlpipe_cli.features.engine as engine
+
+    kinds, created, trips, shifts, zones, pairs, spine = case
+    saved = engine.PARTITION_ROWS
+    if partition_rows is not None:
+        engine.PARTITION_ROWS = partition_rows
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            config, tables = build_multi(Path(tmp), kinds, created, trips, shifts, zones, pairs)
+            result = run_engine(
+                config, spine, _multi_spine_schema(kinds), timestamp="label_ts", stats=True
+            )
+    finally:
+        engine.PARTITION_ROWS = saved
+    out = result.frame
+    expected = oracle(config, tables, spine, keys=["rider"], timestamp="label_ts")
+    assert_matches_oracle(out, expected, [f["name"] for f in config["features"]])
+    # match rates: spine rows whose entity has a visible source row, by brute force
+    by_name = {f["name"]: f for f in config["features"]}
+    for item in result.stats:
+        feature = by_name[item.feature]
+        source = config["sources"][feature["source"]]
+        cols = _spine_columns(config, feature, ["rider"])
+        src_keys = _feature_keys(config, feature, ["rider"])
+        created_col = source.get("created_timestamp")
+        incl = feature.get("inclusive", False)
+
+        def visible(r: dict[str, Any], t: datetime, created_col=created_col, incl=incl) -> bool:  # type: ignore[no-untyped-def]
+            times = [r["ts"]] + ([r[created_col]] if created_col else [])
+            return all(x is not None and (x <= t if incl else x < t) for x in times)
+
+        matched = sum(
+            any(
+                None not in _key(s, cols)
+                and _key(r, src_keys) == _key(s, cols)
+                and visible(r, s["label_ts"])
+                for r in tables[feature["source"]]
+            )
+            for s in spine
+        )
+        assert (item.rows, item.matched) == (len(spine), matched), item
+        assert item.keys == dict(zip(cols, src_keys, strict=True))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(multi_entity_scenario())
+def test_several_entities_per_spine_row_equal_oracle(case) -> None:  # type: ignore[no-untyped-def]
+    """Issue 12.3: rider, driver, pickup and dropoff zone (one source read at two spine
+    columns) and a composite (zone, driver) key in one run, every key kind, derived columns,
+    event-count windows, lag offsets, per-feature ttl, against the brute-force oracle."""
+    _run_multi(case)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(multi_entity_scenario())
+def test_several_entities_partitioned_equal_oracle(case) -> None:  # type: ignore[no-untyped-def]
+    _run_multi(case, partition_rows=7)

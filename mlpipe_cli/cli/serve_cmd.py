@@ -43,7 +43,10 @@ def serve(
         str | None, typer.Option("--host", help="Bind address (default 127.0.0.1).")
     ] = None,
     port: Annotated[
-        int | None, typer.Option("--port", help="Port (default 8000; 0 picks a free one).")
+        int | None,
+        typer.Option(
+            "--port", min=0, max=65535, help="Port (default 8000; 0 picks a free one)."
+        ),
     ] = None,
     workers: Annotated[
         int | None, typer.Option("--workers", min=1, max=64, help="Server processes.")
@@ -60,6 +63,13 @@ def serve(
             "through its ASGI entry point).",
         ),
     ] = Interface.rsgi,
+    tls_cert: Annotated[
+        Path | None,
+        typer.Option("--tls-cert", help="PEM certificate file: serve HTTPS (with --tls-key)."),
+    ] = None,
+    tls_key: Annotated[
+        Path | None, typer.Option("--tls-key", help="PEM private key file for --tls-cert.")
+    ] = None,
     artifact_dir: ArtifactDirOption = None,
     quiet: QuietOption = False,
 ) -> None:
@@ -70,6 +80,8 @@ def serve(
     logged to Parquet segments for `mlpipe psi-report`. Refuses to start (exit 3) when an
     artifact fails verification or does not fit the online store; exit 4 when the store is
     unreachable at start. SIGTERM/SIGINT stop gracefully and flush the log (exit 0).
+    With serving.auth_token set, every route but /healthz needs "Authorization: Bearer
+    <token>"; --tls-cert/--tls-key (or serving.tls_cert/tls_key) serve HTTPS.
 
     Example: mlpipe serve -c configs/example.yaml --port 8000
     """
@@ -89,6 +101,8 @@ def serve(
         workers=workers or settings.workers,
         log_dir=str(log_dir.resolve()) if log_dir else None,
         interface=interface.value,
+        tls_cert=str(tls_cert.resolve()) if tls_cert else None,
+        tls_key=str(tls_key.resolve()) if tls_key else None,
     )
 
     def announce(app: Any, bound_port: int) -> None:
@@ -102,7 +116,8 @@ def serve(
         if runtime.log_dir is not None:
             out.info(f"mlpipe serve: feature log -> {runtime.log_dir}")
         out.info(
-            f"mlpipe serve: listening on http://{spec.host}:{bound_port} "
+            f"mlpipe serve: listening on {'https' if app.tls else 'http'}://{spec.host}:"
+            f"{bound_port} "
             f"(workers {spec.workers}); Ctrl-C or SIGTERM stops and flushes the log"
         )
         import sys

@@ -62,6 +62,25 @@ class PipelineConfig(ConfigModel):
             if feature.name in seen:
                 raise ValueError(f"feature name {feature.name!r} is defined twice")
             seen.add(feature.name)
+            source = self.sources[feature.source]
+            if feature.join is not None:
+                keys = feature.entity_keys or source.entity_keys or self.entity_keys
+                mapping, where = feature.join, "its"
+            else:
+                keys = source.entity_keys or self.entity_keys
+                mapping, where = source.join, f"source {feature.source!r}'s"
+            for spine_column, key in (mapping or {}).items():
+                if keys and key not in keys:
+                    raise ValueError(
+                        f"feature {feature.name!r}: {where} join maps spine column "
+                        f"{spine_column!r} onto {key!r}, which is not a key of source "
+                        f"{feature.source!r} (keys: {', '.join(keys)})"
+                    )
+            if feature.ttl is not None and source.timestamp is None:
+                raise ValueError(
+                    f"feature {feature.name!r}: ttl needs source {feature.source!r} to have a "
+                    "`timestamp` (plain and type-2 tables have no age to expire)"
+                )
         return self
 
     def source(self, name: str) -> SourceConfig:

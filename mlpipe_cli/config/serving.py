@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from pydantic import Field
+from pydantic import Field, SecretStr, model_validator
 
 from mlpipe_cli.config.base import ConfigModel, ConfigPath, Duration
 
@@ -46,9 +46,39 @@ class ServingConfig(ConfigModel):
         description="transform inputs set to the request time (the prediction time); null = "
         "training_set.timestamp when the transform uses it and it is not a stored feature",
     )
+    auth_token: SecretStr | None = Field(
+        default=None,
+        description="bearer token every route but /healthz requires; write ${ENV_VAR}, never "
+        "the literal",
+    )
+    tls_cert: ConfigPath | None = Field(
+        default=None, description="PEM certificate (chain) file: serve HTTPS (with tls_key)"
+    )
+    tls_key: ConfigPath | None = Field(default=None, description="PEM private key file")
+    tls_key_password: SecretStr | None = Field(
+        default=None, description="password of an encrypted tls_key; write ${ENV_VAR}"
+    )
+    read_timeout: Duration = Field(
+        default=timedelta(seconds=10),
+        description="a request's headers, and then its body, must arrive within this (408)",
+    )
+    shutdown_timeout: Duration = Field(
+        default=timedelta(seconds=30),
+        description="on SIGTERM/SIGINT, in-flight requests get this long to finish",
+    )
     logging: ServingLogConfig = Field(default_factory=ServingLogConfig)
     cold_start: dict[str, bool | int | float | str | None] = Field(
         default_factory=dict,
         description="feature -> value served for entities missing from the store (features "
         "not named here get their feature default)",
     )
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> ServingConfig:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together: set both or neither")
+        if self.auth_token is not None and not self.auth_token.get_secret_value().strip():
+            raise ValueError("auth_token is empty (is its environment variable set?)")
+        if self.read_timeout.total_seconds() <= 0 or self.shutdown_timeout.total_seconds() < 0:
+            raise ValueError("read_timeout must be positive and shutdown_timeout not negative")
+        return self

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_serializer, model_validator
 
 from mlpipe_cli.config.base import ConfigModel, ConfigPath, Duration
+from mlpipe_cli.config.features import drop_new_defaults
+
+if TYPE_CHECKING:
+    import polars as pl
 
 Severity = Literal["error", "warn"]
 
@@ -93,7 +97,25 @@ class SourceConfig(ConfigModel):
     valid_from: str | None = None
     valid_to: str | None = None
     entity_keys: list[str] | None = Field(
-        default=None, description="overrides the pipeline's entity keys for this source"
+        default=None, description="this source's key columns (default: the pipeline's)"
+    )
+    join: dict[str, str] | None = Field(
+        default=None,
+        description="spine column -> key column, for keys named differently in the spine",
+    )
+    derived: dict[str, str] = Field(
+        default_factory=dict,
+        description="column -> Polars SQL expression, computed whenever the source is read",
+    )
+    null_created: Literal["error", "never"] = Field(
+        default="error",
+        description="a null created_timestamp: error, or never (the row is never visible)",
+    )
+    min_match_rate: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="default min_match_rate of the features reading this source",
     )
     ttl: Duration | None = Field(default=None, description="values older than this are stale")
     columns: dict[str, ColumnContract] = Field(default_factory=dict)
@@ -117,4 +139,64 @@ class SourceConfig(ConfigModel):
     def _validity_pair(self) -> SourceConfig:
         if (self.valid_from is None) != (self.valid_to is None):
             raise ValueError("valid_from and valid_to must be given together")
+        if self.join is not None and len(set(self.join.values())) != len(self.join):
+            raise ValueError("`join` maps two spine columns to one key column")
+        for column, expr in self.derived.items():
+            if not column.strip() or not str(expr).strip():
+                raise ValueError(f"derived column {column!r}: name and expression must be set")
         return self
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: Any) -> dict[str, Any]:
+        new = {"join": None, "derived": {}, "null_created": "error", "min_match_rate": None}
+        return drop_new_defaults(handler(self), self, new)
+
+
+# -- reading a source: the one place its derived columns are computed ------------------
+# Here, next to the model, so that every reader (the feature engine, validate, entity
+# listing) can call it: config is a package every layer may import.
+
+
+def scan_source(source: SourceConfig, name: str) -> pl.LazyFrame:
+    """The source's rows with its ``derived`` columns added (in config order, so a derived
+    column may use an earlier one; a derived column named like a stored one replaces it).
+
+    Raises ConfigError naming ``sources.<name>.derived.<column>`` when an expression does not
+    parse or refers to a column that does not exist.
+    """
+    import polars as pl
+
+    from mlpipe_cli.errors import ConfigError, InputError
+    from mlpipe_cli.io import scan_parquet
+
+    lazy = scan_parquet(source.path)
+    if not source.derived:
+        return lazy
+    try:
+        columns = lazy.collect_schema().names()
+    except pl.exceptions.PolarsError as exc:
+        raise InputError(f"cannot read source {name!r}: {_first_error_line(exc)}") from None
+    for column, text in source.derived.items():
+        where = f"sources.{name}.derived.{column}"
+        try:
+            expr = pl.sql_expr(text)
+        except (pl.exceptions.PolarsError, ValueError) as exc:
+            raise ConfigError(
+                f"{where}: {text!r} is not a Polars SQL expression: {_first_error_line(exc)}"
+            ) from None
+        lazy = lazy.with_columns(expr.alias(column))
+        try:
+            lazy.collect_schema()
+        except pl.exceptions.PolarsError as exc:
+            raise ConfigError(
+                f"{where}: cannot compute {text!r}: {_first_error_line(exc)}",
+                hint=f"columns available: {', '.join(columns)}",
+            ) from None
+        if column not in columns:
+            columns.append(column)
+    return lazy
+
+
+def _first_error_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

@@ -1,40 +1,47 @@
 """The point-in-time feature engine: vectorised Polars, one output row per spine row.
 
 Rules (also in docs/training-set.md; the brute-force oracle in tests/test_features_oracle.py
-is their executable spec). For a spine row with entity ``k`` and time ``t``, and a feature
-reading source ``S``:
+is their executable spec). A feature's entity ``k`` is read from the spine columns named like
+its key columns (the feature's ``entity_keys``, else its source's, else the pipeline's), or
+mapped onto them by ``join``; key dtypes are compared by ``features.keys.join_key_dtype``.
+For a spine row with entity ``k`` and time ``t``, and a feature reading source ``S``:
 
 * A source row is **visible** at ``t`` when its event time ``e < t`` (``e <= t`` with
   ``inclusive: true``) and, if ``S`` names a ``created_timestamp`` ``c``, also ``c < t``
   (``c <= t``). Type-2 sources use ``valid_from <= t`` instead of the event-time test.
-* No visible row (no history), or the newest visible row older than ``S.ttl``
-  (``t - max(e) > ttl``) → the feature's ``default`` (null if none).
+* No visible row (no history), or the newest visible row older than the feature's ttl
+  (its own, else ``S.ttl``; ``t - max(e) > ttl``, see features/ttl.py) → the feature's
+  ``default`` (null if none).
 * A window ``w`` keeps visible rows with ``e >= t - w``: ``[t-w, t)`` (``[t-w, t]``
-  inclusive). ``lifetime`` keeps all visible rows.
+  inclusive). ``lifetime`` keeps all visible rows; ``N events`` the last N visible rows in
+  tie order. A lag with ``offset: k`` is the k-th newest visible row.
 * Ties at the same event time are ordered by created time, then source row order; the
   latest is "last".
 * Any other null result (empty window for mean/min/max/last, std of < 2 values) → default.
 
-Algorithm: per (source, boundary rule) the spine rows and the source rows are concatenated
-and sorted once by (entity, visible-from time, spine-after-events). Lifetime aggregates are
-cumulative ops by entity (a spine row sees exactly the rows sorted before it), windows are
-``rolling_*_by`` on the event time by entity, and "last row" features take a cumulative max
-of the row's rank and gather. No per-row Python, no spine × history pairing except for the
-two cases that are genuinely two-dimensional (windowed aggregates on a source with a
-created_timestamp, and windowed count_distinct), which use a keyed range join.
+Algorithm: per (source, boundary rule, key columns) the spine rows and the source rows are
+concatenated and sorted once by (entity, visible-from time, spine-after-events). Lifetime
+aggregates are cumulative ops by entity (a spine row sees exactly the rows sorted before
+it), windows are ``rolling_*_by`` on the event time by entity (event-count windows: a
+rolling pass over the source rows alone, read at each spine row's newest visible row), and
+"last row" features take a cumulative max of the row's rank and gather. No per-row Python,
+no spine × history pairing except where visibility and order genuinely differ: on a source
+with a created_timestamp, windowed aggregates, event-count windows and lag offsets use a
+keyed range join.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, overload
 
 import polars as pl
 
 from mlpipe_cli.config.features import UNIT_SECONDS, FeatureConfig
 from mlpipe_cli.errors import ConfigError, DataCheckFailed, InputError, InternalError, UsageError
+from mlpipe_cli.features.ttl import governing_ttl, is_expired
 
 if TYPE_CHECKING:
     from mlpipe_cli.config import PipelineConfig
@@ -51,6 +58,9 @@ _SRC = "__pit_src"
 _SEQ = "__pit_seq"
 _POS = "__pit_pos"
 _GID = "__pit_gid"  # entity run id along the (entity, time)-sorted rows
+_KEY = "__pit_k"  # the spine's / source's key columns, renamed: __pit_k0, __pit_k1, ...
+_MATCHED = "__pit_matched"  # the spine row's entity has a source row in scope
+_EVN = "__pit_evn"  # source rows so far along the sorted rows (a global running count)
 
 _UNIT_ORDER = {"ms": 0, "us": 1, "ns": 2}
 _PER_SECOND = {"ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
@@ -63,6 +73,93 @@ class PointInTimeInvariantError(InternalError):
 def feature_names(config: PipelineConfig) -> list[str]:
     """Names of every feature the config defines, in config order."""
     return [feature.name for feature in config.features]
+
+
+@dataclass(frozen=True)
+class FeatureStats:
+    """How well one feature's source matched the spine.
+
+    ``matched`` counts spine rows whose entity has at least one source row in scope at t
+    (visible by the boundary and created-time rules; for a plain table, a row with the key;
+    for a type-2 table, a version that started before t), before ttl, windows and defaults.
+    """
+
+    feature: str
+    source: str
+    keys: dict[str, str]  # spine column -> source key column
+    rows: int
+    matched: int
+    min_match_rate: float | None = None
+    spine_examples: tuple[str, ...] = ()  # a few spine key values that were tried
+    source_examples: tuple[str, ...] = ()  # a few key values the source has
+
+    @property
+    def match_rate(self) -> float | None:
+        return self.matched / self.rows if self.rows else None
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "feature": self.feature,
+            "source": self.source,
+            "keys": dict(self.keys),
+            "rows": self.rows,
+            "matched": self.matched,
+            "match_rate": self.match_rate,
+            "min_match_rate": self.min_match_rate,
+        }
+
+
+@dataclass
+class FeatureFrame:
+    """``compute_features(..., stats=True)``: the frame and one FeatureStats per feature."""
+
+    frame: pl.DataFrame
+    stats: list[FeatureStats]
+
+
+def check_match_rates(stats: Sequence[FeatureStats]) -> None:
+    """Raise DataCheckFailed (exit 1) naming every feature that matched no spine row, or
+    fewer rows than its ``min_match_rate`` (the feature's, else its source's)."""
+    failures = []
+    for item in stats:
+        rate = item.match_rate
+        if rate is None:
+            continue  # an empty spine matches nothing and needs nothing
+        keys = ", ".join(
+            f"spine.{spine} -> {item.source}.{key}" for spine, key in item.keys.items()
+        )
+        if item.matched == 0:
+            tried = f"; tried e.g. {', '.join(item.spine_examples)}" if item.spine_examples else ""
+            has = (
+                f"; {item.source} has e.g. {', '.join(item.source_examples)}"
+                if item.source_examples
+                else f"; {item.source} has no row with a key"
+            )
+            failures.append(
+                f"feature {item.feature!r} matched none of {item.rows} spine rows "
+                f"(keys {keys}{tried}{has})"
+            )
+        elif item.min_match_rate is not None and rate < item.min_match_rate:
+            failures.append(
+                f"feature {item.feature!r} matched {item.matched} of {item.rows} spine rows "
+                f"({rate:.1%}), below min_match_rate {item.min_match_rate:g} (keys {keys})"
+            )
+    if failures:
+        more = f" (and {len(failures) - 1} more: {'; '.join(failures[1:])})" if failures[1:] else ""
+        raise DataCheckFailed(
+            failures[0] + more,
+            hint="check the keys hold the same entities (names, `join:`, values), or lower "
+            "min_match_rate",
+        )
+
+
+@dataclass(frozen=True)
+class _Join:
+    """Where a feature's source keys are in the spine, and the dtype both are compared as."""
+
+    spine: tuple[str, ...]
+    source: tuple[str, ...]
+    dtypes: tuple[pl.DataType, ...]
 
 
 @dataclass
@@ -82,35 +179,70 @@ class _Ctx:
             self.progress(text)
 
 
+@overload
 def compute_features(
     config: PipelineConfig,
     spine: pl.LazyFrame | pl.DataFrame,
     *,
-    entity_keys: Sequence[str],
+    entity_keys: Sequence[str] | None = ...,
+    timestamp: str,
+    features: Sequence[str] | None = ...,
+    progress: Callable[[str], None] | None = ...,
+    stats: Literal[False] = ...,
+) -> pl.DataFrame: ...
+
+
+@overload
+def compute_features(
+    config: PipelineConfig,
+    spine: pl.LazyFrame | pl.DataFrame,
+    *,
+    entity_keys: Sequence[str] | None = ...,
+    timestamp: str,
+    features: Sequence[str] | None = ...,
+    progress: Callable[[str], None] | None = ...,
+    stats: Literal[True],
+) -> FeatureFrame: ...
+
+
+def compute_features(
+    config: PipelineConfig,
+    spine: pl.LazyFrame | pl.DataFrame,
+    *,
+    entity_keys: Sequence[str] | None = None,
     timestamp: str,
     features: Sequence[str] | None = None,
     progress: Callable[[str], None] | None = None,
-) -> pl.DataFrame:
+    stats: bool = False,
+) -> pl.DataFrame | FeatureFrame:
     """Spine columns + one column per feature, one row per spine row, in spine order.
 
-    ``progress`` (optional) is called with a short description as each step starts.
+    Each feature joins on the spine columns named like its source's key columns (the
+    source's ``entity_keys``, default the pipeline's), or those its ``join`` maps onto them.
+    ``entity_keys`` names the spine columns that hold the pipeline's ``entity_keys`` (in
+    order; default: the same names). ``progress`` (optional) is called with a short
+    description as each step starts. With ``stats=True`` the result is a FeatureFrame whose
+    ``stats`` give each feature's matched-row rate (``check_match_rates`` turns them into a
+    pass/fail).
     """
     selected = _select(config, features)
-    keys = list(entity_keys)
-    if not keys:
-        raise UsageError("no entity keys given", hint="set entity_keys in the config")
     lazy = spine.lazy() if isinstance(spine, pl.DataFrame) else spine
     schema = lazy.collect_schema()
-    missing = [c for c in [*keys, timestamp] if c not in schema]
-    if missing:
+    if timestamp not in schema:
         raise InputError(
-            f"spine has no column {missing[0]!r} (columns: {', '.join(schema.names())})",
-            hint="check training_set.timestamp / entity_keys",
+            f"spine has no column {timestamp!r} (columns: {', '.join(schema.names())})",
+            hint="check training_set.timestamp",
         )
     clash = [f.name for f in selected if f.name in schema]
     if clash:
         raise UsageError(f"spine already has a column named like feature {clash[0]!r}")
     _check_time_dtype(schema[timestamp], f"spine column {timestamp!r}")
+    source_schemas = {name: _source_schema(config, name) for name in sorted({f.source for f in selected})}
+    default_keys = _default_key_map(config, entity_keys)
+    joins = {
+        f.name: _plan_join(config, f, default_keys, schema, source_schemas[f.source])
+        for f in selected
+    }
     try:
         frame = lazy.collect() if isinstance(spine, pl.LazyFrame) else spine
     except pl.exceptions.PolarsError as exc:
@@ -123,18 +255,27 @@ def compute_features(
             hint="drop or fill them; a row without a time has no point-in-time features",
         )
 
-    ctx = _context(config, selected, schema, keys, timestamp, progress)
-    slim = frame.select(
+    ctx = _context(config, selected, schema, source_schemas, timestamp, progress)
+    base = frame.select(
         pl.int_range(pl.len(), dtype=pl.Int64).alias(_ROW),
-        *[pl.col(k) for k in keys],
         _physical(pl.col(timestamp), schema[timestamp], ctx).alias(_T),
     )
 
     columns: dict[str, pl.Series] = {}
-    for (source_name, inclusive), group in _groups(selected).items():
+    feature_stats: dict[str, FeatureStats] = {}
+    for (source_name, inclusive, join), group in _groups(selected, joins).items():
         source = config.sources[source_name]
-        ctx.say(f"features from {source_name} ({len(group)})")
-        result = _compute_group(config, ctx, slim, source_name, source, group, inclusive)
+        keys = [f"{_KEY}{i}" for i in range(len(join.spine))]
+        gctx = replace(ctx, keys=keys, key_dtypes=dict(zip(keys, join.dtypes, strict=True)))
+        slim = base.with_columns(
+            frame.get_column(col).cast(dtype).alias(key)
+            for col, dtype, key in zip(join.spine, join.dtypes, keys, strict=True)
+        )
+        where = ", ".join(join.spine)
+        ctx.say(f"features from {source_name} by {where} ({len(group)})")
+        result, examples = _compute_group(
+            config, gctx, slim, source_name, source, group, inclusive, join
+        )
         if result.height != n:
             raise PointInTimeInvariantError(
                 f"internal error: {source_name} features have {result.height} rows for {n} "
@@ -142,11 +283,32 @@ def compute_features(
             )
         for feature in group:
             columns[feature.name] = result.get_column(feature.name)
+        if stats:
+            matched = int(result.get_column(_MATCHED).sum()) if n else 0
+            tried = _examples(slim.select(keys)) if matched == 0 else ()
+            for feature in group:
+                feature_stats[feature.name] = FeatureStats(
+                    feature=feature.name,
+                    source=source_name,
+                    keys=dict(zip(join.spine, join.source, strict=True)),
+                    rows=n,
+                    matched=matched,
+                    min_match_rate=(
+                        feature.min_match_rate
+                        if feature.min_match_rate is not None
+                        else source.min_match_rate
+                    ),
+                    spine_examples=tried,
+                    source_examples=examples if matched == 0 else (),
+                )
+        del result, slim
     out = frame.with_columns([columns[f.name] for f in selected]) if selected else frame
     if out.height != n:
         raise PointInTimeInvariantError(
             f"internal error: output has {out.height} rows for {n} spine rows (please report)"
         )
+    if stats:
+        return FeatureFrame(out, [feature_stats[f.name] for f in selected])
     return out
 
 
@@ -170,11 +332,91 @@ def _select(config: PipelineConfig, names: Sequence[str] | None) -> list[Feature
     return ordered
 
 
-def _groups(selected: list[FeatureConfig]) -> dict[tuple[str, bool], list[FeatureConfig]]:
-    groups: dict[tuple[str, bool], list[FeatureConfig]] = {}
+def _groups(
+    selected: list[FeatureConfig], joins: dict[str, _Join]
+) -> dict[tuple[str, bool, _Join], list[FeatureConfig]]:
+    groups: dict[tuple[str, bool, _Join], list[FeatureConfig]] = {}
     for feature in selected:
-        groups.setdefault((feature.source, feature.inclusive), []).append(feature)
+        key = (feature.source, feature.inclusive, joins[feature.name])
+        groups.setdefault(key, []).append(feature)
     return groups
+
+
+def _default_key_map(config: PipelineConfig, entity_keys: Sequence[str] | None) -> dict[str, str]:
+    """Pipeline key column -> the spine column holding it (``entity_keys``, by position)."""
+    pipeline = list(config.entity_keys)
+    spine = list(entity_keys) if entity_keys is not None else pipeline
+    if not pipeline:
+        return {k: k for k in spine}
+    if len(spine) != len(pipeline):
+        raise ConfigError(
+            f"the spine's entity keys {spine} must name one column per pipeline entity key "
+            f"{pipeline}",
+            hint="leave training_set.entity_keys unset when the spine uses the same names",
+        )
+    return dict(zip(pipeline, spine, strict=True))
+
+
+def _plan_join(
+    config: PipelineConfig,
+    feature: FeatureConfig,
+    default_keys: dict[str, str],
+    spine_schema: pl.Schema,
+    source_schema: pl.Schema,
+) -> _Join:
+    """Which spine column meets which source key column, as which dtype (loud on mismatch)."""
+    from mlpipe_cli.features.keys import KeyTypeMismatch, join_key_dtype
+
+    name = feature.source
+    source = config.sources[name]
+    keys = list(
+        feature.entity_keys or source.entity_keys or config.entity_keys or default_keys.values()
+    )
+    if not keys:
+        raise UsageError(
+            f"feature {feature.name!r}: source {name!r} has no entity keys",
+            hint="set entity_keys in the config (or on the source)",
+        )
+    mapping = feature.join if feature.join is not None else (source.join or {})
+    onto = {key: spine for spine, key in mapping.items()}
+    if feature.join is None and source.join and feature.entity_keys:
+        mapping = {spine: key for spine, key in mapping.items() if key in keys}
+    spine_cols, dtypes = [], []
+    for key in keys:
+        spine_col = onto.get(key) or default_keys.get(key, key)
+        if key not in source_schema:
+            raise InputError(
+                f"source {name!r} has no key column {key!r} "
+                f"(columns: {', '.join(source_schema.names())})",
+                hint=f"check sources.{name}.entity_keys",
+            )
+        if spine_col not in spine_schema:
+            raise InputError(
+                f"feature {feature.name!r} joins source {name!r} key {key!r} "
+                f"({source_schema[key]}) on spine column {spine_col!r}, which the spine lacks "
+                f"(spine columns: {', '.join(spine_schema.names())})",
+                hint=f"add {spine_col!r} to the spine, or map a spine column onto it with "
+                f"`join: {{<spine column>: {key}}}` on the feature or source",
+            )
+        try:
+            dtype = join_key_dtype(spine_schema[spine_col], source_schema[key])
+        except KeyTypeMismatch as exc:
+            raise InputError(
+                f"feature {feature.name!r}: spine column {spine_col!r} is "
+                f"{spine_schema[spine_col]} but source {name!r} key {key!r} is "
+                f"{source_schema[key]}: {exc}",
+                hint=f"cast one side, e.g. sources.{name}.derived: "
+                f'{{{key}: "CAST({key} AS ...)"}}',
+            ) from None
+        spine_cols.append(spine_col)
+        dtypes.append(dtype)
+    return _Join(tuple(spine_cols), tuple(keys), tuple(dtypes))
+
+
+def _examples(frame: pl.DataFrame, limit: int = 3) -> tuple[str, ...]:
+    """A few distinct non-null key values (as text) for error messages."""
+    rows = frame.head(10_000).drop_nulls().unique(maintain_order=True).head(limit).rows()
+    return tuple(repr(r[0]) if len(r) == 1 else repr(r) for r in rows)
 
 
 def _check_time_dtype(dtype: pl.DataType, what: str) -> None:
@@ -187,21 +429,28 @@ def _time_columns(source: SourceConfig) -> list[str]:
     return [c for c in cols if c is not None]
 
 
+def _source_schema(config: PipelineConfig, name: str) -> pl.Schema:
+    from mlpipe_cli.features.scan import scan_source
+
+    try:
+        return scan_source(config.sources[name], name).collect_schema()
+    except pl.exceptions.PolarsError as exc:
+        raise InputError(f"cannot read source {name!r}: {_first_line(exc)}") from None
+
+
 def _context(
     config: PipelineConfig,
     selected: list[FeatureConfig],
     spine_schema: pl.Schema,
-    keys: list[str],
+    source_schemas: dict[str, pl.Schema],
     timestamp: str,
     progress: Callable[[str], None] | None,
 ) -> _Ctx:
     """Pick a common time unit and check naive/aware timestamps are not mixed silently."""
-    from mlpipe_cli.io import scan_parquet
-
     dtypes: list[tuple[str, pl.DataType]] = [(f"spine.{timestamp}", spine_schema[timestamp])]
     for name in sorted({f.source for f in selected}):
         source = config.sources[name]
-        schema = scan_parquet(source.path).collect_schema()
+        schema = source_schemas[name]
         for col in _time_columns(source):
             if col not in schema:
                 raise InputError(
@@ -227,13 +476,7 @@ def _context(
                 hint="set `timezone:` in the config to the zone the naive ones are in",
             )
         zone = config.timezone
-    return _Ctx(
-        keys=keys,
-        unit=unit,
-        zone=zone,
-        key_dtypes={k: spine_schema[k] for k in keys},
-        progress=progress,
-    )
+    return _Ctx(keys=[], unit=unit, zone=zone, key_dtypes={}, progress=progress)
 
 
 def _physical(expr: pl.Expr, dtype: pl.DataType, ctx: _Ctx) -> pl.Expr:
@@ -259,30 +502,28 @@ def _value_col(i: int) -> str:
 
 
 def _load_source(
-    ctx: _Ctx, name: str, source: SourceConfig, value_columns: list[str]
+    ctx: _Ctx, name: str, source: SourceConfig, join: _Join, value_columns: list[str]
 ) -> pl.DataFrame:
-    """Keys (renamed to the spine's), time columns as Int64 ticks, values as __pit_v<i>."""
-    from mlpipe_cli.io import scan_parquet
+    """Keys (as ctx.keys, in the join's dtypes), time columns as Int64 ticks, values as
+    __pit_v<i>."""
+    from mlpipe_cli.features.scan import scan_source
 
-    lazy = scan_parquet(source.path)
+    lazy = scan_source(source, name)
     schema = lazy.collect_schema()
-    src_keys = list(source.entity_keys or ctx.keys)
-    if len(src_keys) != len(ctx.keys):
-        raise ConfigError(
-            f"source {name!r} has {len(src_keys)} entity key(s) {src_keys} but the spine has "
-            f"{len(ctx.keys)} {ctx.keys}"
-        )
-    for col in [*src_keys, *value_columns]:
+    for col in value_columns:
         if col not in schema:
             raise InputError(
                 f"source {name!r} has no column {col!r} (columns: {', '.join(schema.names())})",
-                hint="check the feature's `column` or the source's entity_keys",
+                hint="check the feature's `column`",
             )
     selects: list[pl.Expr] = []
     if source.created_timestamp is not None:  # rows are kept in source order otherwise
         selects.append(pl.int_range(pl.len(), dtype=pl.Int64).alias(_SRC))
-    for src_key, key in zip(src_keys, ctx.keys, strict=True):
-        selects.append(_key_expr(name, src_key, schema[src_key], ctx.key_dtypes[key]).alias(key))
+    for src_key, key in zip(join.source, ctx.keys, strict=True):
+        expr = pl.col(src_key)
+        if schema[src_key] != ctx.key_dtypes[key]:
+            expr = expr.cast(ctx.key_dtypes[key])
+        selects.append(expr.alias(key))
     roles = [
         (source.timestamp, _E),
         (source.created_timestamp, _C),
@@ -298,31 +539,23 @@ def _load_source(
         frame = lazy.select(selects).collect()
     except pl.exceptions.PolarsError as exc:
         raise InputError(f"cannot read source {name!r}: {_first_line(exc)}") from None
+    never = source.created_timestamp is not None and source.null_created == "never"
+    if never and frame.get_column(_C).null_count():
+        # documented: a row whose created time is unknown was never made visible
+        frame = frame.filter(pl.col(_C).is_not_null())
     for col, role in roles[:3]:
         if col is not None:
             nulls = frame.get_column(role).null_count()
             if nulls:
+                hint = "a row without a time cannot be placed in time; drop or fill them"
+                if role == _C:
+                    hint += ", or set `null_created: never` (such rows are never visible)"
                 raise DataCheckFailed(
-                    f"source {name!r} column {col!r} has {nulls} null timestamp(s)",
-                    hint="a row without a time cannot be placed in time; drop or fill them",
+                    f"source {name!r} column {col!r} has {nulls} null timestamp(s)", hint=hint
                 )
     if any(frame.get_column(k).null_count() for k in ctx.keys):
         frame = frame.drop_nulls(ctx.keys)  # (a copy: only when there is something to drop)
     return frame
-
-
-def _key_expr(name: str, col: str, dtype: pl.DataType, want: pl.DataType) -> pl.Expr:
-    if dtype == want:
-        return pl.col(col)
-    if (dtype.is_integer() and want.is_integer()) or (
-        isinstance(dtype, pl.String | pl.Categorical | pl.Enum)
-        and isinstance(want, pl.String | pl.Categorical | pl.Enum)
-    ):
-        return pl.col(col).cast(want, strict=False)
-    raise InputError(
-        f"source {name!r} key column {col!r} is {dtype} but the spine's key is {want}",
-        hint="keys must have compatible types (both integers or both strings)",
-    )
 
 
 # -- one (source, boundary) group ------------------------------------------------------
@@ -336,7 +569,10 @@ def _compute_group(
     source: SourceConfig,
     group: list[FeatureConfig],
     inclusive: bool,
-) -> pl.DataFrame:
+    join: _Join,
+) -> tuple[pl.DataFrame, tuple[str, ...]]:
+    """The group's feature columns and _MATCHED, in spine order, and a few of the source's
+    key values (for a message when nothing matched)."""
     type2 = source.valid_from is not None
     timed = source.timestamp is not None
     if type2 and timed:
@@ -355,11 +591,12 @@ def _compute_group(
         if col is not None and col not in value_columns:
             value_columns.append(col)
     vcol = {c: _value_col(i) for i, c in enumerate(value_columns)}
-    holder = [_load_source(ctx, name, source, value_columns)]
+    holder = [_load_source(ctx, name, source, join, value_columns)]
+    examples = _examples(holder[0].select(ctx.keys))
     if not timed and not type2:
-        return _plain_attributes(ctx, slim, name, holder.pop(), group, vcol)
+        return _plain_attributes(ctx, slim, name, holder.pop(), group, vcol), examples
     # the holder lets _timed_group drop the only reference once it has partitioned the rows
-    return _timed_group(ctx, slim, source, holder, group, vcol, inclusive, type2)
+    return _timed_group(ctx, slim, source, holder, group, vcol, inclusive, type2), examples
 
 
 def _plain_attributes(
@@ -377,9 +614,11 @@ def _plain_attributes(
             "needs one row per entity",
             hint="deduplicate it, or declare valid_from/valid_to (type-2) or a timestamp",
         )
+    dim = dim.with_columns(pl.lit(True).alias(_MATCHED))
     joined = slim.join(dim, on=ctx.keys, how="left", maintain_order="left")
     return joined.select(
-        [_with_default(pl.col(vcol[f.source_column]), f).alias(f.name) for f in group]
+        *[_with_default(pl.col(vcol[f.source_column]), f).alias(f.name) for f in group],
+        pl.col(_MATCHED).is_not_null(),
     )
 
 
@@ -411,6 +650,7 @@ def _timed_group(
     type2: bool,
 ) -> pl.DataFrame:
     events = holder.pop()
+    slim, events = _integer_keys(ctx, slim, events)
     if slim.height * _FILTER_RATIO < events.height:
         # a small spine (e.g. one batch of materialize's entities): only its entities' rows
         # matter (a feature of an entity depends on that entity's rows alone)
@@ -446,6 +686,28 @@ def _timed_group(
     box = [pl.concat(results, rechunk=False)]
     del results
     return _spine_order(box, slim.height)
+
+
+def _integer_keys(
+    ctx: _Ctx, slim: pl.DataFrame, events: pl.DataFrame
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """String key columns replaced by integer codes, equal codes for equal strings on both
+    sides (one categorical encoding of the spine's and the source's values together; nulls
+    stay null). Sorting, hashing and comparing strings cost ~2x integers in the passes that
+    follow; the codes' order is arbitrary, which is fine: every result is per entity, and
+    rows go back to spine order by row number."""
+    strings = [k for k in ctx.keys if slim.schema[k] == pl.String()]
+    if not strings:
+        return slim, events
+    n = slim.height
+    spine_codes, event_codes = [], []
+    for key in strings:
+        both = pl.concat([slim.get_column(key), events.get_column(key)], rechunk=False)
+        codes = both.cast(pl.Categorical).to_physical()
+        spine_codes.append(codes.slice(0, n).alias(key))
+        event_codes.append(codes.slice(n).alias(key))
+        del both, codes
+    return slim.with_columns(spine_codes), events.with_columns(event_codes)
 
 
 def _split_rows(box: list[pl.DataFrame], slices: list[pl.Series]) -> list[pl.DataFrame]:
@@ -636,12 +898,25 @@ def _timed_partition(
     gathers: list[tuple[str, str, str]] = []  # (feature name, index column, value column)
     fallback: list[FeatureConfig] = []
     windowed: dict[timedelta, list[FeatureConfig]] = {}
+    # by row count: the last N visible rows (N events), or the offset-th newest (lag)
+    counted: dict[int, list[FeatureConfig]] = {}
+    offset_lags: list[FeatureConfig] = []
     for feature in group:
         col = vcol.get(feature.source_column) if feature.source_column else None
         value = pl.when(is_ev).then(pl.col(col)) if col else None
         window = feature.window_delta
         fname = feature.name
-        if feature.kind in ("lag", "attribute"):
+        if feature.window_events is not None or (feature.kind == "lag" and feature.offset > 1):
+            # without a created time the visible rows are a prefix of the entity's run in rank
+            # order, so "the last N" are the N source rows just before the spine row; with one
+            # they are not, and the keyed range join ranks each spine row's visible rows
+            if created:
+                fallback.append(feature)
+            elif feature.kind == "lag":
+                offset_lags.append(feature)
+            else:
+                counted.setdefault(feature.window_events, []).append(feature)  # type: ignore[arg-type]
+        elif feature.kind in ("lag", "attribute"):
             gathers.append((fname, "__best", col))  # type: ignore[arg-type]
         elif feature.kind == "time_since_last":
             exprs[fname] = (pl.col(_E) - pl.col("__maxe")) / _unit_ticks(ctx, feature)
@@ -663,6 +938,8 @@ def _timed_partition(
             )
         else:
             exprs[fname] = _lifetime_expr(feature, value, keys, over, run_cumsum, base, scan)
+    if counted or offset_lags:
+        base[_EVN] = ev_int.cum_sum()
     stage = conc.with_columns(**base)
     if scans:
         stage = _run_cumsums(stage.with_columns(**scans), list(scans))
@@ -671,6 +948,7 @@ def _timed_partition(
     for window, feats in windowed.items():
         stage = _rolling_window(ctx, stage, window, feats, vcol, inclusive)
     keep = [_ROW, *keys, _E, "__n", "__maxe", *[i for _, i, _ in gathers], "__best"]
+    keep += [_EVN] if _EVN in stage.columns else []
     keep += [f.name for f in group if f.name in stage.columns]
     spine_part = (
         stage.filter(pl.col(_KIND) == 1)
@@ -699,21 +977,68 @@ def _timed_partition(
                 False
             )
             cols[fname] = pl.select(pl.when(ended).then(None).otherwise(cols[fname])).to_series()
+    if counted or offset_lags:
+        cols.update(_by_row_count(ctx, lookup, spine_part, counted, offset_lags, vcol))
     if cols:
         spine_part = spine_part.with_columns([s.alias(k) for k, s in cols.items()])
     if fallback:
         spine_part = _range_join(ctx, spine_part, events, fallback, vcol)
 
-    stale = pl.col("__n") == 0
-    if source.ttl is not None and not type2:
-        stale = stale | ((pl.col(_T) - pl.col("__maxe")) > ctx.units(source.ttl))
+    no_rows = pl.col("__n") == 0
+    age = pl.col(_T) - pl.col("__maxe")
     finals = []
     for feature in group:
         value = pl.col(feature.name)
         if feature.kind == "aggregate" and feature.agg in ("count", "count_distinct"):
             value = value.cast(pl.Int64)
+        ttl = governing_ttl(feature, source)
+        stale = no_rows if ttl is None else no_rows | is_expired(age, ctx.units(ttl))
         finals.append(_with_default(value, feature, stale).alias(feature.name))
-    return spine_part.select(_ROW, *finals)
+    return spine_part.select(_ROW, *finals, (~no_rows).alias(_MATCHED))
+
+
+def _by_row_count(
+    ctx: _Ctx,
+    lookup: pl.DataFrame,
+    spine_part: pl.DataFrame,
+    counted: dict[int, list[FeatureConfig]],
+    offset_lags: list[FeatureConfig],
+    vcol: dict[str, str],
+) -> dict[str, pl.Series]:
+    """Event-count windows and lags with an offset, for sources without a created time.
+
+    ``lookup`` holds the sorted rows; its source rows, in that order, are numbered 0, 1, ...
+    and a spine row's ``_EVN`` is how many source rows precede it, so its newest visible row
+    is number ``_EVN - 1`` (when its entity has any) and the one ``k`` back ``_EVN - k``.
+    """
+    events = lookup.filter(pl.col(_KIND) == 0).with_columns(
+        pl.int_range(pl.len(), dtype=pl.Int64).alias("__evi")
+    )
+    n_before = spine_part.get_column("__n")
+    newest = spine_part.get_column(_EVN) - 1
+    out: dict[str, pl.Series] = {}
+    for feature in offset_lags:
+        back = feature.offset - 1
+        index = pl.select(pl.when(n_before > back).then(newest - back)).to_series()
+        out[feature.name] = events.get_column(vcol[feature.column]).gather(index)  # type: ignore[index]
+    for count, feats in counted.items():
+        aggs, zero_when_empty = _window_aggs(ctx, feats, vcol)
+        # the window of source row i is rows (i - count, i] of its entity, order kept by the
+        # run id as in _rolling_window
+        rolled = (
+            events.rolling(index_column="__evi", period=f"{count}i", closed="right", group_by=_GID)
+            .agg(aggs)
+            .sort(_GID, maintain_order=True)
+        )
+        if not rolled.select(_GID, "__evi").equals(events.select(_GID, "__evi")):
+            raise PointInTimeInvariantError("internal error: event window changed the row order")
+        index = pl.select(pl.when(n_before > 0).then(newest)).to_series()
+        for feature in feats:
+            value = rolled.get_column(feature.name).gather(index)
+            if feature.name in zero_when_empty:
+                value = value.fill_null(0)
+            out[feature.name] = value
+    return out
 
 
 def _unit_ticks(ctx: _Ctx, feature: FeatureConfig) -> float:
@@ -864,6 +1189,9 @@ def _window_aggs(
             aggs.append(x.max().alias(name))
         elif agg == "std":
             aggs.append(x.cast(pl.Float64).std(ddof=1).alias(name))
+        elif agg == "last":
+            # the newest non-null value: rows ranked by (event, created, source order)
+            aggs.append(x.sort_by(_SEQ).drop_nulls().last().alias(name))
         else:
             raise ConfigError(f"feature {name!r}: unsupported windowed aggregation {agg!r}")
     return aggs, zero_when_empty
@@ -907,19 +1235,41 @@ def _range_join(
     fallback: list[FeatureConfig],
     vcol: dict[str, str],
 ) -> pl.DataFrame:
-    """Windowed aggregates on a source with a created_timestamp: visibility (created) and
-    window (event time) are two different axes, so pair spine rows with their entity's rows
-    in the window and aggregate (cost: spine rows x rows per entity in the window)."""
+    """Features on a source with a created_timestamp whose rows cannot be found along the
+    sorted rows: windowed aggregates (visibility by created time, window by event time: two
+    different axes), the last N visible rows, and lags with an offset. Pair spine rows with
+    their entity's visible rows and aggregate (cost: spine rows x rows per entity in scope).
+    """
     keys = ctx.keys
-    by_window: dict[timedelta, list[FeatureConfig]] = {}
+    scopes: dict[tuple[str, object], list[FeatureConfig]] = {}
     for feature in fallback:
-        by_window.setdefault(feature.window_delta, []).append(feature)  # type: ignore[arg-type]
+        if feature.kind == "lag":
+            scope: tuple[str, object] = ("lag", None)
+        elif feature.window_events is not None:
+            scope = ("events", feature.window_events)
+        else:
+            scope = ("time", feature.window_delta)
+        scopes.setdefault(scope, []).append(feature)
     left = spine_part.lazy().select(_ROW, *keys, _T)
-    for window, feats in by_window.items():
-        pairs = left.join(events.lazy(), on=keys, how="inner").filter(
-            (pl.col(_A) <= pl.col(_T)) & (pl.col(_E) >= pl.col(_T) - ctx.units(window))
-        )
-        aggs, fills = _window_aggs(ctx, feats, vcol)
+    for (kind, size), feats in scopes.items():
+        pairs = left.join(events.lazy(), on=keys, how="inner").filter(pl.col(_A) <= pl.col(_T))
+        if kind == "time":
+            pairs = pairs.filter(pl.col(_E) >= pl.col(_T) - ctx.units(size))  # type: ignore[arg-type]
+        elif kind == "events":
+            newest_first = pl.col(_SEQ).rank("ordinal", descending=True).over(_ROW)
+            pairs = pairs.filter(newest_first <= size)
+        if kind == "lag":
+            aggs = [
+                pl.col(vcol[f.column])  # type: ignore[index]
+                .sort_by(_SEQ, descending=True)
+                .slice(f.offset - 1, 1)
+                .first()
+                .alias(f.name)
+                for f in feats
+            ]
+            fills: list[str] = []
+        else:
+            aggs, fills = _window_aggs(ctx, feats, vcol)
         result = pairs.group_by(_ROW).agg(aggs).collect()
         spine_part = spine_part.join(result, on=_ROW, how="left", maintain_order="left")
         spine_part = spine_part.with_columns([pl.col(c).fill_null(0) for c in fills])

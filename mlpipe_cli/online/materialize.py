@@ -94,13 +94,10 @@ def feature_hash(config: PipelineConfig, selected: Sequence[FeatureConfig]) -> s
 
 
 def feature_ttls(config: PipelineConfig, selected: Sequence[FeatureConfig]) -> dict[str, float]:
-    """Feature name → its source's ttl in seconds (features of sources without ttl omitted)."""
-    out = {}
-    for feature in selected:
-        source = config.sources[feature.source]
-        if source.ttl is not None and source.valid_from is None and feature.kind != "attribute":
-            out[feature.name] = source.ttl.total_seconds()
-    return out
+    """Feature name → the ttl governing it in seconds: the engine's rule (features/ttl.py)."""
+    from mlpipe_cli.features.ttl import feature_ttls as governed
+
+    return governed(config, selected)
 
 
 def parse_as_of(text: str | None, config: PipelineConfig) -> datetime:

@@ -27,7 +27,9 @@ from contextlib import contextmanager
 from typing import Any
 
 from mlpipe_cli.errors import ServiceUnavailable, UsageError
-from mlpipe_cli.online.base import StoreMetadata
+from mlpipe_cli.online import redis_wire
+from mlpipe_cli.online.base import LookupResult, StoreMetadata, no_live_version
+from mlpipe_cli.online.redis_wire import parse_values_reply  # noqa: F401  (re-exported)
 from mlpipe_cli.online.store import (
     LEASE_SECONDS,
     BaseStore,
@@ -78,8 +80,8 @@ class RedisStore(BaseStore):
         self._local = threading.local()
         self._bulk: _BulkWriter | None = None
         self._timeout = timeout
-        # (event loop, its own connection, asyncio.Lock) for _fetch_async
-        self._async_state: tuple[Any, Any, Any] | None = None
+        # (event loop, the connection only it uses) for get_many_async
+        self._async_state: tuple[Any, redis_wire.LoopConnection] | None = None
         self.url = url
         self.location = mask_url(url)
         self._secrets = [s for s in (password, _url_password(url)) if s]
@@ -99,6 +101,7 @@ class RedisStore(BaseStore):
             raise UsageError(
                 f"online_store.url {self.location} is invalid: {self._scrub(exc)}"
             ) from None
+        self._wire_target = _wire_target(url, password)
         self._k_live = f"{prefix}:live".encode()
         self._k_prev = f"{prefix}:previous".encode()
         self._k_seq = f"{prefix}:seq"
@@ -155,7 +158,7 @@ class RedisStore(BaseStore):
     def close(self) -> None:
         self._drop_bulk_connection()
         if self._async_state is not None:
-            self._async_state[1].disconnect()
+            self._async_state[1].close()
             self._async_state = None
         conn = getattr(self._local, "conn", None)
         if conn is not None:
@@ -174,15 +177,52 @@ class RedisStore(BaseStore):
             self._local.conn = conn
         return conn
 
+    def get(self, entity: Sequence[Any] | Any, deadline: float | None = None) -> LookupResult:
+        self._local.deadline = time.monotonic() + self._timeout if deadline is None else deadline
+        try:
+            return super().get(entity)
+        finally:
+            self._local.deadline = None
+
+    def get_many(
+        self, entities: Sequence[Any], deadline: float | None = None
+    ) -> list[LookupResult]:
+        """``BaseStore.get_many``; pointer refresh, fetch and any re-check share one deadline
+        (``time.monotonic()``; default now + ``online_store.timeout``)."""
+        self._local.deadline = time.monotonic() + self._timeout if deadline is None else deadline
+        try:
+            return super().get_many(entities)
+        finally:
+            self._local.deadline = None
+
     def _call(self, packed: bytes) -> Any:
+        """One blocking round trip within the caller's deadline (or one timeout from now).
+
+        A connection the server dropped (a restart) is re-made once; a timeout is never
+        retried, so ``online_store.timeout`` bounds the whole lookup.
+        """
         import redis
 
+        deadline = getattr(self._local, "deadline", None)
+        if deadline is None:
+            deadline = time.monotonic() + self._timeout
         conn = self._conn()
         for attempt in (0, 1):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                conn.disconnect()
+                raise redis.TimeoutError("no reply within online_store.timeout")
+            # relies on redis-py 5-8 Connection attributes (pinned in pyproject.toml)
+            conn.socket_timeout = conn.socket_connect_timeout = remaining
+            if conn._sock is not None:
+                conn._sock.settimeout(remaining)
             try:
                 conn.send_packed_command([packed], check_health=False)
                 return conn.read_response()
-            except (redis.ConnectionError, redis.TimeoutError) as exc:
+            except redis.TimeoutError:
+                conn.disconnect()
+                raise
+            except redis.ConnectionError as exc:
                 conn.disconnect()
                 if attempt or isinstance(exc, redis.AuthenticationError):
                     raise
@@ -202,102 +242,192 @@ class RedisStore(BaseStore):
         return f"{self.prefix}:d:{version}:".encode()
 
     def _fetch(self, view: _View, keys: list[str]) -> list[bytes | None]:
-        single, packed = self._fetch_command(view, keys)
+        packed = self._fetch_command(view, keys)
         with self._errors("reading features"):
             reply = self._call(packed)
-        return [reply] if single else reply
+        return [reply] if len(keys) == 1 else reply
 
     @staticmethod
-    def _fetch_command(view: _View, keys: list[str]) -> tuple[bool, bytes]:
+    def _fetch_command(view: _View, keys: list[str]) -> bytes:
         prefix = view.prefix
         if len(keys) == 1:
-            key = prefix + keys[0].encode()
-            return True, b"*2\r\n$3\r\nGET\r\n$%d\r\n%s\r\n" % (len(key), key)
-        return False, _pack(b"MGET", *[prefix + k.encode() for k in keys])
+            return redis_wire.get_command(prefix + keys[0].encode())
+        return redis_wire.pack(b"MGET", *[prefix + k.encode() for k in keys])
 
+    # -- the event loop's read path (redis_wire: no blocking call, one deadline) -------------
     async_reads = True
 
-    async def _fetch_async(self, view: _View, keys: list[str]) -> list[bytes | None]:
-        """``_fetch`` that lets the event loop run while Redis answers.
+    async def get_many_async(
+        self, entities: Sequence[Any], deadline: float | None = None
+    ) -> list[LookupResult]:
+        """``get_many`` for an event loop: nothing blocks the loop while Redis answers.
 
-        The command goes out on a connection only the event loop uses (one command in flight:
-        the caller batches); the loop watches the socket and this reads and parses the reply
-        itself as bytes arrive (redis-py's parser would block on a partial reply and costs
-        ~3x more per key). Anything unusual (TLS, whose buffered bytes a readable-socket check
-        cannot see; a dropped connection; an error reply) falls back to the blocking path,
-        which reconnects once and reports errors the usual way; a server that stops answering
-        is a one-line ServiceUnavailable after ``timeout``.
+        Pointer refresh, metadata and values go over a connection only this event loop uses
+        (redis_wire.LoopConnection; concurrent callers take turns), and the whole call, turns
+        included, ends by ``deadline`` (``time.monotonic()``; default now + timeout): a frozen
+        server is a one-line ServiceUnavailable after ``online_store.timeout``, never a stall.
+        ``rediss://`` and a second event loop use the blocking path instead.
         """
+        if deadline is None:
+            deadline = time.monotonic() + self._timeout
+        conn = self._loop_connection()
+        if conn is None:
+            return self.get_many(entities, deadline)
+        lock = conn.lock
+        try:
+            if lock.locked():
+                await redis_wire._within(lock.acquire(), deadline)
+            else:
+                await lock.acquire()
+        except redis_wire.WireTimeout:
+            raise self._timed_out("reading features") from None
+        try:
+            view = await self._current_async(conn, deadline, force=False)
+            if view is None:
+                view = await self._current_async(conn, deadline, force=True)
+            if view is None:
+                return [no_live_version() for _ in entities]
+            if not entities:
+                return []
+            keys = [view.keys.key(e) for e in entities]
+            rows = await self._command(conn, self._fetch_command(view, keys), len(keys), deadline)
+            if any(r is None for r in rows):
+                # A miss may mean the pointer moved on (our version was dropped): re-check once.
+                fresh = await self._current_async(conn, deadline, force=True)
+                if fresh is None:
+                    return [no_live_version() for _ in entities]
+                if fresh is not view:
+                    view = fresh
+                    keys = [view.keys.key(e) for e in entities]
+                    command = self._fetch_command(view, keys)
+                    rows = await self._command(conn, command, len(keys), deadline)
+        finally:
+            lock.release()
+        now = time.time()
+        decode = view.decoder.decode
+        return [decode(row, now) for row in rows]
+
+    async def ping_async(self, deadline: float | None = None) -> None:
+        """``ping`` for an event loop (non-blocking, bounded by ``deadline``)."""
+        if deadline is None:
+            deadline = time.monotonic() + self._timeout
+        conn = self._loop_connection()
+        if conn is None:
+            self.ping()
+            return
+        try:
+            await redis_wire._within(conn.lock.acquire(), deadline)
+        except redis_wire.WireTimeout:
+            raise self._timed_out("ping") from None
+        try:
+            with self._wire_errors("ping"):
+                await conn.ping(deadline)
+        finally:
+            conn.lock.release()
+
+    async def live_metadata_async(self, deadline: float | None = None) -> StoreMetadata | None:
+        """``live_metadata`` for an event loop (non-blocking, bounded by ``deadline``)."""
+        if deadline is None:
+            deadline = time.monotonic() + self._timeout
+        conn = self._loop_connection()
+        if conn is None:
+            return self.live_metadata()
+        try:
+            await redis_wire._within(conn.lock.acquire(), deadline)
+        except redis_wire.WireTimeout:
+            raise self._timed_out("reading the live pointer") from None
+        try:
+            view = await self._current_async(conn, deadline, force=True)
+        finally:
+            conn.lock.release()
+        return view.meta if view is not None else None
+
+    def _loop_connection(self) -> redis_wire.LoopConnection | None:
+        """This event loop's own connection; None when the blocking path must be used."""
         import asyncio
 
-        import redis
-
         if not self.async_reads:
-            return self._fetch(view, keys)
+            return None
         loop = asyncio.get_running_loop()
-        # One connection and one command in flight per event loop: concurrent callers (batch
-        # and predict requests beside the coalesced GETs) take turns. A second loop running at
-        # the same time (an app mounted in threads) takes the blocking path, whose connection
-        # is per thread: it must never share this one.
         state = self._async_state
-        if state is None or state[0] is not loop:
-            if state is not None and state[0].is_running():
-                return self._fetch(view, keys)
-            if state is not None:
-                state[1].disconnect()
-            conn = self.client.connection_pool.make_connection()
-            if isinstance(conn, redis.SSLConnection):
-                self.async_reads = False
-                return self._fetch(view, keys)
-            state = self._async_state = (loop, conn, asyncio.Lock())
-        async with state[2]:
-            return await self._fetch_on_loop(state[1], loop, view, keys)
+        if state is not None and state[0] is loop:
+            return state[1]
+        if state is not None and state[0].is_running() and not state[0].is_closed():
+            # Another loop (an app mounted in threads) owns it: never share a connection.
+            return None
+        if state is not None:
+            state[1].close()
+        target = self._wire_target
+        if target is None:  # rediss:// (TLS) or an unusual URL: redis-py's blocking path
+            self.async_reads = False
+            return None
+        conn = redis_wire.LoopConnection(**target)
+        self._async_state = (loop, conn)
+        return conn
 
-    async def _fetch_on_loop(
-        self, conn: Any, loop: Any, view: _View, keys: list[str]
+    async def _current_async(
+        self, conn: redis_wire.LoopConnection, deadline: float, *, force: bool
+    ) -> _View | None:
+        """``BaseStore._current`` over the loop's connection (same cache, same rules)."""
+        now = time.monotonic()
+        if not force and now - self._checked_at < self._refresh:
+            return self._view
+        raw = (await self._command(conn, redis_wire.get_command(self._k_live), 1, deadline))[0]
+        version = raw.decode() if raw is not None else None
+        view = self._view
+        if version is None:
+            view = None
+        elif view is None or view.version != version:
+            view = self._views.get(version)
+            if view is None:
+                command = redis_wire.pack(b"HGET", self._k_versions.encode(), version.encode())
+                meta_raw = (await self._command(conn, command, 1, deadline))[0]
+                if meta_raw is None:
+                    view = None
+                else:
+                    view = _View(StoreMetadata.from_json(meta_raw), self._view_prefix(version))
+                    with self._lock:
+                        if len(self._views) > 8:
+                            self._views.clear()
+                        self._views[version] = view
+        self._view = view
+        self._checked_at = now
+        return view
+
+    async def _command(
+        self, conn: redis_wire.LoopConnection, packed: bytes, count: int, deadline: float
     ) -> list[bytes | None]:
-        import redis
+        with self._wire_errors("reading features"):
+            return await conn.command(packed, count, deadline)
 
-        single, packed = self._fetch_command(view, keys)
-        deadline = loop.time() + self._timeout
+    @contextmanager
+    def _wire_errors(self, action: str) -> Iterator[None]:
         try:
-            conn.send_packed_command([packed], check_health=False)  # connects when needed
-            sock = conn._sock
-            if sock is None:
-                raise redis.ConnectionError("not connected")
-            fd = sock.fileno()
-            buffer = b""
-            while True:
-                ready = loop.create_future()
-                loop.add_reader(fd, _wake, ready)
-                timer = loop.call_at(deadline, _expire, ready)
-                try:
-                    await ready
-                finally:
-                    loop.remove_reader(fd)
-                    timer.cancel()
-                chunk = sock.recv(1 << 20)
-                if not chunk:
-                    raise ConnectionError("connection closed by the server")
-                buffer += chunk
-                reply = parse_values_reply(buffer, 1 if single else len(keys))
-                if reply is not None:
-                    return reply
-        except (TimeoutError, redis.TimeoutError):
-            # No reply (or no handshake) within the timeout: answer now. Falling back to the
-            # blocking path would stall the loop for two more timeouts on a hung server.
-            conn.disconnect()  # a late reply must not be read as the next command's
-            with self._errors("reading features"):
-                raise redis.TimeoutError("no reply in time") from None
-        except (redis.RedisError, OSError, ValueError):
-            # A dropped connection (server restarted), an error reply, a protocol surprise:
-            # the blocking path reconnects once and reports errors the usual way.
-            conn.disconnect()
-            return self._fetch(view, keys)
-        except BaseException:  # cancelled (the client went away) mid-reply
-            # The reply may still arrive; left unread it would answer the next command.
-            conn.disconnect()
-            raise
+            yield
+        except redis_wire.WireTimeout:
+            raise self._timed_out(action) from None
+        except redis_wire.WireClosed as exc:
+            raise ServiceUnavailable(
+                f"online store {self.location} is unreachable ({action}): {self._scrub(exc)}",
+                hint="start redis-server or fix online_store.url",
+            ) from None
+        except redis_wire.WireError as exc:
+            text = self._scrub(exc)
+            if text.startswith(("NOAUTH", "WRONGPASS", "NOPERM")) or "AUTH" in text[:40]:
+                raise ServiceUnavailable(
+                    f"online store {self.location} rejected the credentials ({action}): {text}",
+                    hint="check online_store.password / the environment variable it reads",
+                ) from None
+            raise ServiceUnavailable(
+                f"online store {self.location} refused {action}: {text}"
+            ) from None
+
+    def _timed_out(self, action: str) -> ServiceUnavailable:
+        return ServiceUnavailable(
+            f"online store {self.location} timed out ({action}) after "
+            f"{self._timeout:g} s",
+            hint="is redis-server up and reachable? online_store.timeout sets the limit",
+        )
 
     # -- write side (materialize) -------------------------------------------------------
     def versions(self) -> list[tuple[StoreMetadata, RunProgress | None]]:
@@ -607,54 +737,28 @@ class _BulkWriter:
             raise redis.ResponseError(line.decode(errors="replace").lstrip("-"))
 
 
-def parse_values_reply(data: bytes, count: int) -> list[bytes | None] | None:
-    """The values of a complete GET (count 1) or MGET reply, RESP2 or RESP3; None when more
-    bytes are needed. ValueError on anything else (an error reply, a protocol mix-up)."""
-    pos = 0
-    if count != 1 or data[:1] == b"*":
-        end = data.find(b"\r\n")
-        if end < 0:
-            return None
-        if data[:1] != b"*" or int(data[1:end]) != count:
-            raise ValueError(f"unexpected reply {data[:40]!r}")
-        pos = end + 2
-    values: list[bytes | None] = []
-    size = len(data)
-    for _ in range(count):
-        end = data.find(b"\r\n", pos)
-        if end < 0:
-            return None
-        kind = data[pos : pos + 1]
-        if kind == b"$":
-            length = int(data[pos + 1 : end])
-            if length < 0:  # RESP2 null
-                values.append(None)
-                pos = end + 2
-                continue
-            start = end + 2
-            stop = start + length
-            if size < stop + 2:
-                return None
-            values.append(data[start:stop])
-            pos = stop + 2
-        elif kind == b"_":  # RESP3 null
-            values.append(None)
-            pos = end + 2
-        else:
-            raise ValueError(f"unexpected reply {data[pos : pos + 40]!r}")
-    if pos != size:
-        raise ValueError("more bytes than one reply")
-    return values
+def _wire_target(url: str, password: str | None) -> dict[str, Any] | None:
+    """Where redis_wire.LoopConnection connects for ``url``; None for TLS (``rediss://``)."""
+    from redis.connection import SSLConnection, UnixDomainSocketConnection, parse_url
 
-
-def _wake(ready: Any) -> None:
-    if not ready.done():  # the socket stays readable until the reply is read
-        ready.set_result(None)
-
-
-def _expire(ready: Any) -> None:
-    if not ready.done():
-        ready.set_exception(TimeoutError("no reply within online_store.timeout"))
+    try:
+        parts = parse_url(url)
+    except ValueError:
+        return None
+    kind = parts.get("connection_class")
+    if kind is SSLConnection:
+        return None
+    target: dict[str, Any] = {
+        "username": parts.get("username"),
+        "password": password or parts.get("password"),
+        "db": int(parts.get("db") or 0),
+    }
+    if kind is UnixDomainSocketConnection:
+        target["path"] = parts["path"]
+    else:
+        target["host"] = parts.get("host") or "localhost"
+        target["port"] = int(parts.get("port") or 6379)
+    return target
 
 
 def _url_password(url: str) -> str | None:

@@ -47,7 +47,9 @@ class OnlineStore(Protocol):
     def live_metadata(self) -> StoreMetadata | None: ...
     def get(self, entity: Sequence[Any] | Any) -> LookupResult: ...
     def get_many(self, entities: Sequence[Any]) -> list[LookupResult]: ...
-    async def get_many_async(self, entities: Sequence[Any]) -> list[LookupResult]: ...
+    async def get_many_async(
+        self, entities: Sequence[Any], deadline: float | None = None
+    ) -> list[LookupResult]: ...
     def close(self) -> None: ...
 
 
@@ -215,8 +217,11 @@ class BaseStore:
     # _fetch_async, so that the feature server's event loop keeps serving meanwhile.
     async_reads = False
 
-    async def get_many_async(self, entities: Sequence[Any]) -> list[LookupResult]:
-        """``get_many`` for an event loop: the round trip to the store does not block it."""
+    async def get_many_async(
+        self, entities: Sequence[Any], deadline: float | None = None
+    ) -> list[LookupResult]:
+        """``get_many`` for an event loop: the round trip to the store does not block it
+        (``deadline``, ``time.monotonic()`` seconds, bounds network stores' whole call)."""
         view = self._live_view()
         if view is None:
             return [no_live_version() for _ in entities]

@@ -13,7 +13,14 @@ Routes::
 
 Every response is JSON except /metrics. Errors are ``{"error": code, "message": text}`` with
 a 4xx/503 status; an unexpected exception becomes a 500 with the same shape and never a
-traceback.
+traceback. What a client reads never names the store's host, port or path ("store
+unavailable"); the details go to the server's stderr (service.StoreHealth).
+
+Hostile clients: with ``serving.auth_token`` every route but /healthz needs
+``Authorization: Bearer <token>`` (constant-time compare; 401 + ``WWW-Authenticate``
+otherwise, checked before the body is read); a request body must arrive within
+``serving.read_timeout`` (408 and the connection is closed); entity keys are parsed strictly
+before the store is touched (serving/keys.py), so a bad key is a 400 for its own request only.
 
 The app speaks two server interfaces over one request core (:meth:`ServingApp.handle`):
 RSGI (``__rsgi__``), which `mlpipe serve` runs on Granian because it measured fastest, and
@@ -24,14 +31,16 @@ in how the request body is read and the response is sent.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import sys
+import time
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from mlpipe_cli.errors import MlpipeError, ServiceUnavailable, Signal, UsageError
-from mlpipe_cli.serving.service import StoreIncompatible, TransformFailed
+from mlpipe_cli.serving.service import NoLiveVersion, StoreIncompatible, TransformFailed
 
 if TYPE_CHECKING:
     from mlpipe_cli.serving.featurelog import FeatureLogger
@@ -46,13 +55,21 @@ EP_ONE = "/features/{entity_id}"
 EP_BATCH = "/features"
 EP_PREDICT = "/predict"
 
+# What clients read when the store fails; the details (host, port, path, error) are logged.
+STORE_UNAVAILABLE = "store unavailable"
+STORE_EMPTY = "store unavailable: no live materialized version"
+_OPEN_ROUTES = frozenset({"/healthz"})  # answered without a token (liveness probes)
+
 
 class HttpError(Signal):  # turned into a response by the app; on the errors tree
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, headers: list[tuple[str, str]] | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
+        self.headers = headers
 
 
 class ServingApp:
@@ -68,6 +85,9 @@ class ServingApp:
         max_body_bytes: int = 1 << 20,
         openapi: bytes | None = None,
         coalesce: bool = False,
+        auth_token: str | None = None,
+        read_timeout: float = 10.0,
+        store_timeout: float = 2.0,
     ) -> None:
         self.service = service
         self.metrics = metrics
@@ -77,33 +97,72 @@ class ServingApp:
         self.transform_version = service.transform_version
         self._openapi = openapi
         self.started = False
+        self._auth = b"Bearer " + auth_token.encode() if auth_token else None
+        self.read_timeout = read_timeout
+        # A coalesced batch must answer by its oldest request's arrival + this (one deadline
+        # per request, however long it waited for the batch before it).
+        self.store_timeout = store_timeout
+        self.in_flight = 0  # requests between arrival and response (for the SIGTERM drain)
+        self.requests_total = 0
+        self.stopping = False  # set by the server on SIGTERM/SIGINT
+        self.cut = 0  # requests still in flight when the drain deadline passed
+        self.tls = False
         # Coalescing: single-entity GET /features and /predict requests waiting together share
         # one store call (Redis MGET, one SQLite IN query) and one model call (see
         # _flush_pending). A request alone pays one extra loop turn (~10-20 µs); the app
         # cannot know whether others are queued behind it, so it always defers.
         self.coalesce = coalesce
         self._pending: list[_Pending] = []
+        self._pending_since = 0.0  # time.monotonic() when the oldest pending request came
         self._flush_scheduled = False
         self._in_flight = False  # a coalesced batch is waiting on the store
         self._batch: asyncio.Task[None] | None = None  # the loop keeps only weak references
 
     # -- the request core shared by both interfaces -----------------------------------
 
-    async def handle(self, path: str, method: str, read_body: Any) -> tuple[str, int, bytes, bytes]:
-        """(metrics endpoint label, status, body, content type) for one request.
+    async def handle(
+        self, path: str, method: str, read_body: Any, authorization: str | None = None
+    ) -> tuple[str, int, bytes, bytes, list[tuple[str, str]] | None]:
+        """(metrics endpoint label, status, body, content type, extra headers) for a request.
 
         ``read_body`` is an async callable returning the whole body (HttpError when it is too
-        large or the client went away); only POST endpoints call it.
+        large, too slow or the client went away); only POST endpoints call it, and only once
+        the request is authorised.
         """
         endpoint = _endpoint_of(path)
+        self.in_flight += 1
         try:
+            if self._auth is not None and endpoint not in _OPEN_ROUTES:
+                self._authorise(authorization)
             status, body, ctype = await self._handle(endpoint, path, method, read_body)
         except HttpError as exc:
-            return endpoint, exc.status, _error(exc.code, exc.message), _JSON
+            return endpoint, exc.status, _error(exc.code, exc.message), _JSON, exc.headers
         except Exception as exc:  # never a traceback on the wire
             sys.stderr.write(f"mlpipe serve: unexpected {type(exc).__name__}: {exc}\n")
-            return endpoint, 500, _error("internal", f"unexpected {type(exc).__name__}"), _JSON
-        return endpoint, status, body, ctype
+            return endpoint, 500, _error("internal", f"unexpected {type(exc).__name__}"), _JSON, None
+        finally:
+            self.in_flight -= 1
+            self.requests_total += 1
+        return endpoint, status, body, ctype, None
+
+    def _authorise(self, authorization: str | None) -> None:
+        """Bearer token check (RFC 6750), constant time in the token's content."""
+        expected = self._auth
+        assert expected is not None
+        if not authorization:
+            raise HttpError(
+                401, "unauthorized", "missing bearer token (Authorization: Bearer <token>)",
+                [("www-authenticate", 'Bearer realm="mlpipe"')],
+            )  # fmt: skip
+        scheme, _, token = authorization.partition(" ")
+        given = b"Bearer " + token.strip().encode("utf-8", "replace")
+        # compare_digest takes the same time for any two values of the same length; the
+        # scheme is compared case-insensitively first (it is not secret)
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given, expected):
+            raise HttpError(
+                401, "unauthorized", "invalid bearer token",
+                [("www-authenticate", 'Bearer realm="mlpipe", error="invalid_token"')],
+            )  # fmt: skip
 
     def on_startup(self) -> None:
         if self.logger is not None:
@@ -126,7 +185,12 @@ class ServingApp:
         if scope.proto != "http":
             return  # websockets are not served; Granian closes the connection
         start = perf_counter()
+        path = scope.path
+        if path[:10] == "/features/" and scope.method == "GET":
+            await self._rsgi_features_one(scope, proto, path, start)
+            return
         max_bytes = self.max_body_bytes
+        read_timeout = self.read_timeout
 
         async def read_body() -> bytes:
             declared = scope.headers.get("content-length")
@@ -135,23 +199,56 @@ class ServingApp:
             chunks = []
             size = 0
             try:
-                async for chunk in proto:
-                    size += len(chunk)
-                    if size > max_bytes:
-                        raise _body_too_large(max_bytes)
-                    chunks.append(chunk)
+                async with asyncio.timeout(read_timeout):
+                    async for chunk in proto:
+                        size += len(chunk)
+                        if size > max_bytes:
+                            raise _body_too_large(max_bytes)
+                        chunks.append(chunk)
             except HttpError:
                 raise
+            except TimeoutError:
+                raise _body_too_slow(read_timeout) from None
             except Exception:  # RSGIProtocolClosed and friends
                 raise HttpError(400, "bad_request", "client disconnected") from None
             return b"".join(chunks)
 
-        endpoint, status, body, ctype = await self.handle(scope.path, scope.method, read_body)
+        headers_in = scope.headers
+        endpoint, status, body, ctype, extra = await self.handle(
+            scope.path,
+            scope.method,
+            read_body,
+            headers_in.get("authorization") if self._auth is not None else None,
+        )
         headers = _RSGI_HEADERS[ctype]
         if status == 405:
             headers = [*headers, ("allow", _ALLOW.get(endpoint, b"GET").decode())]
+        if extra:
+            headers = [*headers, *extra]
         proto.response_bytes(status, headers, body)
         self.metrics.observe(endpoint, status, perf_counter() - start)
+
+    async def _rsgi_features_one(self, scope: Any, proto: Any, path: str, start: float) -> None:
+        """GET /features/{id} in one piece: the hot path, without the generic routing,
+        body reader and header handling of ``handle`` (same behaviour, same errors)."""
+        self.in_flight += 1
+        headers = _JSON_HEADERS
+        try:
+            if self._auth is not None:
+                self._authorise(scope.headers.get("authorization"))
+            status, body = await self._features_one(path[10:])
+        except HttpError as exc:
+            status, body = exc.status, _error(exc.code, exc.message)
+            if exc.headers:
+                headers = [*headers, *exc.headers]
+        except Exception as exc:  # never a traceback on the wire
+            sys.stderr.write(f"mlpipe serve: unexpected {type(exc).__name__}: {exc}\n")
+            status, body = 500, _error("internal", f"unexpected {type(exc).__name__}")
+        finally:
+            self.in_flight -= 1
+            self.requests_total += 1
+        proto.response_bytes(status, headers, body)
+        self.metrics.observe(EP_ONE, status, perf_counter() - start)
 
     # -- ASGI ---------------------------------------------------------------------------
 
@@ -160,28 +257,41 @@ class ServingApp:
         if kind == "http":
             start = perf_counter()
             max_bytes = self.max_body_bytes
+            read_timeout = self.read_timeout
 
             async def read_body() -> bytes:
                 chunks = []
                 size = 0
-                while True:
-                    message = await receive()
-                    if message["type"] == "http.disconnect":
-                        raise HttpError(400, "bad_request", "client disconnected")
-                    chunk = message.get("body", b"")
-                    size += len(chunk)
-                    if size > max_bytes:
-                        raise _body_too_large(max_bytes)
-                    chunks.append(chunk)
-                    if not message.get("more_body", False):
-                        return b"".join(chunks)
+                try:
+                    async with asyncio.timeout(read_timeout):
+                        while True:
+                            message = await receive()
+                            if message["type"] == "http.disconnect":
+                                raise HttpError(400, "bad_request", "client disconnected")
+                            chunk = message.get("body", b"")
+                            size += len(chunk)
+                            if size > max_bytes:
+                                raise _body_too_large(max_bytes)
+                            chunks.append(chunk)
+                            if not message.get("more_body", False):
+                                return b"".join(chunks)
+                except TimeoutError:
+                    raise _body_too_slow(read_timeout) from None
 
-            endpoint, status, body, ctype = await self.handle(
-                scope["path"], scope["method"], read_body
+            authorization = None
+            if self._auth is not None:
+                for name, value in scope.get("headers", ()):
+                    if name == b"authorization":
+                        authorization = value.decode("latin-1")
+                        break
+            endpoint, status, body, ctype, extra = await self.handle(
+                scope["path"], scope["method"], read_body, authorization
             )
             headers = [(b"content-type", ctype), (b"content-length", b"%d" % len(body))]
             if status == 405:
                 headers.append((b"allow", _ALLOW.get(endpoint, b"GET")))
+            if extra:
+                headers.extend((k.encode(), v.encode()) for k, v in extra)
             await send({"type": "http.response.start", "status": status, "headers": headers})
             await send({"type": "http.response.body", "body": body})
             self.metrics.observe(endpoint, status, perf_counter() - start)
@@ -226,7 +336,7 @@ class ServingApp:
         if endpoint == "/healthz":
             return 200, b'{"status":"ok"}', _JSON
         if endpoint == "/readyz":
-            return *self._readyz(), _JSON
+            return *(await self._readyz()), _JSON
         if endpoint == "/metrics":
             return 200, self.metrics.render().encode(), _TEXT
         if endpoint == "/openapi.json":
@@ -245,21 +355,53 @@ class ServingApp:
             raise HttpError(404, "not_found", "expected /features/{entity_id}")
         entity: Any = entity_text.split(",") if "," in entity_text else entity_text
         if self.coalesce:
-            served = await self._coalesced(entity, score=False)
+            served = await self._coalesced(entity, score=False, from_path=True)
         else:
-            served = (await self._lookup_many([entity]))[0]
+            parsed = self._guard(lambda: self.service.parse_entity(entity, from_path=True))
+            served = (await self._lookup_many([parsed[0]]))[0]
         self.service.log(EP_ONE, [served])
         return 200, orjson.dumps(served.to_dict(self.transform_version), option=_OPTS)
 
-    async def _coalesced(self, entity: Any, *, score: bool) -> Any:
-        """Queue one entity for the next shared store call (and model call when ``score``)."""
-        parsed = self._guard(lambda: self.service.parse_entity(entity))
+    async def _coalesced(self, entity: Any, *, score: bool, from_path: bool = False) -> Any:
+        """Queue one entity for the next shared store call (and model call when ``score``).
+
+        The key is parsed (and refused, 400) here, before it can join a batch: nothing a
+        client sends can fail the store call other requests share.
+        """
+        parsed = self._guard(lambda: self.service.parse_entity(entity, from_path=from_path))
+        if not self._in_flight and not self._pending and self.service.async_reads:
+            return await self._fetch_now(parsed, score)
         future = asyncio.get_running_loop().create_future()
+        if not self._pending:
+            self._pending_since = time.monotonic()
         self._pending.append((parsed, future, score))
         if not self._flush_scheduled and not self._in_flight:
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._flush_pending)
         return await future  # an HttpError set by the batch is raised here
+
+    async def _fetch_now(self, parsed: tuple[list[Any], str], score: bool) -> Any:
+        """Nothing queued and no batch in flight: fetch in this request's own task, with no
+        extra loop turn or task (what a lone client pays). Requests that arrive meanwhile
+        queue up and go out together when this returns, as with any batch."""
+        self._in_flight = True
+        try:
+            results = await self.service.fetch_many_async(
+                [parsed], time.monotonic() + self.store_timeout
+            )
+        except Exception as exc:
+            raise _as_http(exc) from None
+        finally:
+            self._in_flight = False
+            if self._pending and not self._flush_scheduled:
+                self._flush_pending()
+        try:
+            served = self.service.serve_result(parsed, results[0])
+            if score:
+                self._score([served])
+        except Exception as exc:
+            raise _as_http(exc) from None
+        return served
 
     def _flush_pending(self) -> None:
         """One store round trip for every single-entity GET (and /predict) queued so far.
@@ -276,16 +418,19 @@ class ServingApp:
         self.metrics.coalesced_entities += len(pending)
         if self.service.async_reads:
             self._in_flight = True
-            self._batch = asyncio.get_running_loop().create_task(self._fetch_batch(pending))
+            deadline = self._pending_since + self.store_timeout
+            self._batch = asyncio.get_running_loop().create_task(
+                self._fetch_batch(pending, deadline)
+            )
             return
         try:
             self._resolve(pending, self.service.fetch_many([item[0] for item in pending]))
         except Exception as exc:
             _fail(pending, exc)  # every request still waiting gets the error, none hangs
 
-    async def _fetch_batch(self, pending: list[_Pending]) -> None:
+    async def _fetch_batch(self, pending: list[_Pending], deadline: float) -> None:
         try:
-            results = await self.service.fetch_many_async([item[0] for item in pending])
+            results = await self.service.fetch_many_async([item[0] for item in pending], deadline)
             self._resolve(pending, results)
         except Exception as exc:
             _fail(pending, exc)  # every request still waiting gets the error, none hangs
@@ -379,7 +524,7 @@ class ServingApp:
             return 200, orjson.dumps(doc_out, option=_OPTS)
         return 200, self._batch_body(served, model=True)
 
-    def _readyz(self) -> tuple[int, bytes]:
+    async def _readyz(self) -> tuple[int, bytes]:
         doc: dict[str, Any] = {
             "transform_version": self.transform_version,
             "model_version": (
@@ -387,12 +532,11 @@ class ServingApp:
             ),
         }
         try:
-            self.service.ping()
-        except (ServiceUnavailable, StoreIncompatible) as exc:
-            doc.update(status="not_ready", reason=str(exc), store_version=None)
-            return 503, orjson.dumps(doc)
+            await self.service.ping_async()
         except MlpipeError as exc:
-            doc.update(status="not_ready", reason=str(exc), store_version=None)
+            error = _as_http(exc)
+            reason = error.message if isinstance(error, HttpError) else STORE_UNAVAILABLE
+            doc.update(status="not_ready", reason=reason, store_version=None)
             return 503, orjson.dumps(doc)
         doc.update(status="ready", store_version=self.service.store_version)
         return 200, orjson.dumps(doc)
@@ -463,8 +607,10 @@ def _as_http(exc: Exception) -> Exception:
         return HttpError(400, "bad_entity", str(exc))
     if isinstance(exc, StoreIncompatible):
         return HttpError(503, "store_incompatible", str(exc))
-    if isinstance(exc, ServiceUnavailable):
-        return HttpError(503, "store_unavailable", str(exc))
+    if isinstance(exc, NoLiveVersion):
+        return HttpError(503, "store_unavailable", STORE_EMPTY)
+    if isinstance(exc, ServiceUnavailable):  # details are in the server's log, not here
+        return HttpError(503, "store_unavailable", STORE_UNAVAILABLE)
     if isinstance(exc, TransformFailed):
         return HttpError(500, "transform_failed", str(exc))
     return exc
@@ -487,6 +633,13 @@ def _fail(pending: list[Any], exc: Exception) -> None:
             future.set_exception(HttpError(error.status, error.code, error.message))
 
 
+def _body_too_slow(limit: float) -> HttpError:
+    return HttpError(
+        408, "request_timeout", f"request body not received within serving.read_timeout = "
+        f"{limit:g} s",
+    )  # fmt: skip
+
+
 def _body_too_large(limit: int) -> HttpError:
     return HttpError(
         413, "body_too_large", f"request body exceeds serving.max_body_bytes = {limit}"
@@ -502,6 +655,7 @@ def _parse_json(body: bytes) -> Any:
         raise HttpError(400, "invalid_json", f"request body is not valid JSON: {exc}") from None
 
 
+_JSON_HEADERS = [("content-type", _JSON.decode())]
 _RSGI_HEADERS = {
     _JSON: [("content-type", _JSON.decode())],
     _TEXT: [("content-type", _TEXT.decode())],

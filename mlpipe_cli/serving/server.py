@@ -10,8 +10,10 @@ uvicorn + httptools + a bare ASGI app, and the feature endpoint at ~1.8x (docs/s
 ``--interface asgi`` runs the same app through its ASGI entry point instead.
 
 With one worker (the default) Granian runs embedded on this process's uvloop event loop:
-SIGTERM or SIGINT stop accepting connections, in-flight requests finish, then the app's
-shutdown hook drains the feature-log queue into a final segment and the process exits 0.
+SIGTERM or SIGINT stop accepting connections and close idle ones; in-flight requests get
+``serving.shutdown_timeout`` to finish (then they are cut, and the summary says how many);
+then the feature-log queue is drained into a final segment, a one-line summary (requests,
+entities served, log rows written / dropped / failed) goes to stderr, and the process exits 0.
 With ``--workers N`` the parent verifies once, then Granian starts N worker processes that
 each re-verify and serve the same pinned versions (and log to their own segments).
 """
@@ -46,6 +48,8 @@ class ServeSpec:
     workers: int = 1
     log_dir: str | None = None
     interface: str = "rsgi"
+    tls_cert: str | None = None  # CLI overrides of serving.tls_cert / tls_key
+    tls_key: str | None = None
 
 
 def build_app(spec: ServeSpec) -> Any:
@@ -62,16 +66,84 @@ def build_app(spec: ServeSpec) -> Any:
         model_ref=spec.model_ref,
         log_dir=Path(spec.log_dir) if spec.log_dir else None,
     )
+    serving = config.serving
+    token = serving.auth_token.get_secret_value() if serving.auth_token else None
     app = ServingApp(
         runtime.service,
         runtime.metrics,
         runtime.logger,
-        max_batch=config.serving.max_batch,
-        max_body_bytes=config.serving.max_body_bytes,
-        coalesce=config.serving.coalesce,
+        max_batch=serving.max_batch,
+        max_body_bytes=serving.max_body_bytes,
+        coalesce=serving.coalesce,
+        auth_token=token,
+        read_timeout=serving.read_timeout.total_seconds(),
+        store_timeout=config.online_store.timeout.total_seconds(),
     )
     app.runtime = runtime  # type: ignore[attr-defined]
+    app.settings = serving  # type: ignore[attr-defined]
     return app
+
+
+def resolve_tls(spec: ServeSpec, serving: Any) -> tuple[Path, Path, str | None] | None:
+    """(cert, key, key password) to serve HTTPS with, checked now; None for plain HTTP.
+
+    Granian would report a bad certificate from a worker with a Rust backtrace; loading the
+    pair with Python's ssl module first turns it into one line (exit 2).
+    """
+    import ssl
+
+    cert = spec.tls_cert or (str(serving.tls_cert) if serving.tls_cert else None)
+    key = spec.tls_key or (str(serving.tls_key) if serving.tls_key else None)
+    if cert is None and key is None:
+        return None
+    if cert is None or key is None:
+        raise UsageError(
+            "TLS needs both a certificate and a key (--tls-cert and --tls-key, or "
+            "serving.tls_cert and serving.tls_key)"
+        )
+    password = serving.tls_key_password.get_secret_value() if serving.tls_key_password else None
+    for label, path in (("certificate", cert), ("key", key)):
+        if not Path(path).is_file():
+            raise UsageError(f"TLS {label} {path} is not a readable file")
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key, password)
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or exc
+        raise UsageError(
+            f"TLS certificate {cert} and key {key} cannot be used: {reason}",
+            hint="give a PEM certificate and its matching PEM private key",
+        ) from None
+    return Path(cert), Path(key), password
+
+
+def is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name other than localhost: assume it is reachable
+
+
+def exposure_warnings(host: str, *, token: bool, tls: bool) -> list[str]:
+    """Warnings for a server others can reach without protection (printed at start)."""
+    if is_loopback(host):
+        return []
+    if not token:
+        return [
+            f"warning: listening on {host} (not loopback) without serving.auth_token: anyone "
+            "who can reach this port can read features and scores (set serving.auth_token: "
+            "${MLPIPE_SERVE_TOKEN}, or bind 127.0.0.1 behind a proxy)"
+        ]
+    if not tls:
+        return [
+            f"warning: listening on {host} without TLS: the bearer token crosses the network "
+            "in clear text (set serving.tls_cert and serving.tls_key, or terminate TLS in a "
+            "proxy)"
+        ]
+    return []
 
 
 def tune_serving_process() -> None:
@@ -107,6 +179,14 @@ def worker_app() -> Any:
         sys.stderr.flush()
         os._exit(int(exc.exit_code))
     tune_serving_process()
+    close = app.on_shutdown
+
+    def on_shutdown() -> None:
+        close()
+        sys.stderr.write(f"mlpipe serve: worker {os.getpid()}: {shutdown_summary(app)}\n")
+        sys.stderr.flush()
+
+    app.on_shutdown = on_shutdown
     return app
 
 
@@ -130,11 +210,12 @@ def check_port(host: str, port: int) -> int:
         return sock.getsockname()[1]
 
 
-def _granian_options(spec: ServeSpec) -> dict[str, Any]:
-    from granian.constants import Interfaces
+def _granian_options(spec: ServeSpec, serving: Any) -> dict[str, Any]:
+    from granian.constants import Interfaces, SSLProtocols
+    from granian.http import HTTP1Settings
     from granian.log import LogLevels
 
-    return {
+    options: dict[str, Any] = {
         "address": spec.host,
         "port": spec.port,
         "interface": Interfaces.RSGI if spec.interface == "rsgi" else Interfaces.ASGI,
@@ -144,7 +225,19 @@ def _granian_options(spec: ServeSpec) -> dict[str, Any]:
         "log_level": LogLevels.error,
         "log_access": False,
         "websockets": False,
+        # a client that sends its headers slowly (slowloris) is dropped after read_timeout;
+        # the app bounds the body read the same way (408)
+        "http1_settings": HTTP1Settings(
+            header_read_timeout=max(1, int(serving.read_timeout.total_seconds() * 1000))
+        ),
     }
+    tls = resolve_tls(spec, serving)
+    if tls is not None:
+        options.update(
+            ssl_cert=tls[0], ssl_key=tls[1], ssl_key_password=tls[2],
+            ssl_protocol_min=SSLProtocols.tls12,
+        )  # fmt: skip
+    return options
 
 
 def serve(spec: ServeSpec, *, announce: Any = None) -> int:
@@ -153,15 +246,44 @@ def serve(spec: ServeSpec, *, announce: Any = None) -> int:
         raise UsageError(f"--interface must be rsgi or asgi, got {spec.interface!r}")
     app = build_app(spec)  # verification happens here, before binding
     runtime = app.runtime
+    options = _granian_options(spec, app.settings)  # TLS files checked here (exit 2)
+    app.tls = "ssl_cert" in options
     try:
         spec.port = check_port(spec.host, spec.port)
+        options["port"] = spec.port
+        for line in exposure_warnings(
+            spec.host, token=app.settings.auth_token is not None, tls="ssl_cert" in options
+        ):
+            sys.stderr.write(f"mlpipe serve: {line}\n")
         if spec.workers > 1:
-            return _serve_processes(spec, app, announce)
-        return _serve_embedded(spec, app, announce)
+            return _serve_processes(spec, app, announce, options)
+        return _serve_embedded(spec, app, announce, options)
     finally:
         if runtime.logger is not None:
             runtime.logger.close()
+        if spec.workers == 1 and app.started:
+            sys.stderr.write(f"mlpipe serve: {shutdown_summary(app)}\n")
         sys.stderr.flush()
+
+
+def shutdown_summary(app: Any) -> str:
+    """One line: what this process served and what became of its feature-log rows."""
+    metrics = app.metrics
+    text = (
+        f"stopped: {app.requests_total} requests, {metrics.entities_served} entities served"
+    )
+    logger = app.runtime.logger
+    if logger is None:
+        return text + "; feature log off"
+    accounted = logger.written + logger.dropped + logger.failed
+    text += (
+        f"; feature log: {logger.written} rows written, {logger.dropped} dropped (queue "
+        f"full), {logger.failed} failed"
+    )
+    lost = metrics.entities_served - accounted
+    if lost:
+        text += f", {lost} unaccounted"
+    return text
 
 
 def _announce_when_listening(spec: ServeSpec, app: Any, announce: Any) -> None:
@@ -190,23 +312,52 @@ def _announce_when_listening(spec: ServeSpec, app: Any, announce: Any) -> None:
     threading.Thread(target=wait_then_announce, name="mlpipe-announce", daemon=True).start()
 
 
-def _serve_embedded(spec: ServeSpec, app: Any, announce: Any) -> int:
+def _serve_embedded(spec: ServeSpec, app: Any, announce: Any, options: dict[str, Any]) -> int:
     import asyncio
 
     import uvloop
     from granian.server.embed import Server
 
     tune_serving_process()
-    server = Server(app, **_granian_options(spec))
+    server = Server(app, **options)
+    # Granian stops accepting at once, closes idle keep-alive connections and waits for
+    # in-flight requests; past shutdown_timeout it cancels them (they are counted below).
+    drain = app.settings.shutdown_timeout.total_seconds()
+    server.workers_kill_timeout = drain
     if announce is not None:
         server.on_startup(lambda: _announce_when_listening(spec, app, announce))
 
+    def stop() -> None:
+        if not app.stopping:
+            app.stopping = True
+            sys.stderr.write(
+                f"mlpipe serve: stopping: {app.in_flight} requests in flight get up to "
+                f"{drain:g} s to finish (serving.shutdown_timeout)\n"
+            )
+            sys.stderr.flush()
+        server.stop()
+
+    def loop_error(loop: Any, context: dict[str, Any]) -> None:
+        exc = context.get("exception")
+        if app.stopping and isinstance(exc, asyncio.InvalidStateError):
+            # Granian's shutdown callback resolving the future of a worker task it had just
+            # cancelled at the drain deadline: harmless, the server is stopping anyway
+            return
+        text = f"{type(exc).__name__}: {exc}" if exc is not None else ""
+        sys.stderr.write(f"mlpipe serve: event loop: {context.get('message', '')} {text}\n")
+
     async def main() -> None:
         loop = asyncio.get_running_loop()
+        loop.set_exception_handler(loop_error)
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, server.stop)
+            loop.add_signal_handler(sig, stop)
         try:
             await server.serve()
+        except TimeoutError:
+            if not app.stopping:
+                raise
+            # the drain deadline passed (Granian's join of its worker timed out)
+            app.cut = app.in_flight
         except Exception as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             if "os error 98" in first or "in use" in first:  # lost the race after check_port
@@ -217,6 +368,11 @@ def _serve_embedded(spec: ServeSpec, app: Any, announce: Any) -> int:
             ) from None
 
     uvloop.run(main())
+    if app.cut:
+        sys.stderr.write(
+            f"mlpipe serve: {app.cut} requests were still in flight after {drain:g} s "
+            "(serving.shutdown_timeout) and were cut\n"
+        )
     if not app.started:
         raise UsageError("the server failed to start (see the messages above)")
     if server.interrupt_children:  # the worker stopped without being asked to
@@ -227,7 +383,7 @@ def _serve_embedded(spec: ServeSpec, app: Any, announce: Any) -> int:
     return 0
 
 
-def _serve_processes(spec: ServeSpec, app: Any, announce: Any) -> int:
+def _serve_processes(spec: ServeSpec, app: Any, announce: Any, options: dict[str, Any]) -> int:
     from granian import Granian
     from granian.constants import Loops
 
@@ -248,8 +404,8 @@ def _serve_processes(spec: ServeSpec, app: Any, announce: Any) -> int:
         factory=True,
         workers=spec.workers,
         loop=Loops.uvloop,
-        workers_kill_timeout=120,
-        **_granian_options(spec),
+        workers_kill_timeout=max(1, int(app.settings.shutdown_timeout.total_seconds())),
+        **options,
     )
     if announce is not None:
         server.on_startup(lambda: _announce_when_listening(spec, app, announce))

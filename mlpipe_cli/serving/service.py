@@ -8,8 +8,10 @@ and the model do not fit together.
 
 from __future__ import annotations
 
+import contextlib
+import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,6 +34,61 @@ if TYPE_CHECKING:
 
 class StoreIncompatible(MlpipeError):
     """The store's live version changed to one the pinned transform cannot read (HTTP 503)."""
+
+
+class NoLiveVersion(ServiceUnavailable):
+    """The store answers but has no live materialized version (HTTP 503, not ready)."""
+
+
+class StoreHealth:
+    """Logs the online store's down / recovered transitions on the server's stderr.
+
+    Clients only ever read "store unavailable"; the details (which host, what failed) go
+    here, once when the store goes down, then at most every ``repeat`` seconds while it stays
+    down (with the count of failed calls), and once when a call succeeds again.
+    """
+
+    def __init__(self, write: Callable[[str], Any] | None = None, repeat: float = 10.0) -> None:
+        self._write = write or sys.stderr.write
+        self.repeat = repeat
+        self.down_since: float | None = None
+        self.failures = 0
+        self._logged_at = 0.0
+        self.transitions = 0
+
+    def failed(self, detail: str) -> None:
+        now = time.monotonic()
+        if self.down_since is None:
+            self.down_since = now
+            self.failures = 1
+            self.transitions += 1
+            self._log(f"online store down: {detail}")
+            self._logged_at = now
+            return
+        self.failures += 1
+        if now - self._logged_at >= self.repeat:
+            self._log(
+                f"online store still down after {now - self.down_since:.1f} s "
+                f"({self.failures} failed calls): {detail}"
+            )
+            self._logged_at = now
+
+    def ok(self) -> None:
+        if self.down_since is None:
+            return
+        self._log(
+            f"online store recovered after {time.monotonic() - self.down_since:.1f} s "
+            f"({self.failures} failed calls)"
+        )
+        self.down_since = None
+        self.failures = 0
+        self.transitions += 1
+
+    def _log(self, text: str) -> None:
+        stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        self._write(f"{stamp} mlpipe serve: {text}\n")
+        with contextlib.suppress(Exception):
+            sys.stderr.flush()
 
 
 @dataclass(slots=True)
@@ -94,7 +151,7 @@ class FeatureService:
         metrics: Metrics | None = None,
         logger: FeatureLogger | None = None,
     ) -> None:
-        from mlpipe_cli.online.base import KeyNormalizer
+        from mlpipe_cli.serving.keys import KeyParser
 
         self.store = store
         self.transform = transform
@@ -111,11 +168,10 @@ class FeatureService:
         self.request_time_columns = [c for c in request_time_columns if c in self.input_columns]
         self._metadata = metadata
         self._checked_version: str | None = metadata.version
-        self._normalizer = KeyNormalizer(metadata)
+        self._keys = KeyParser(metadata.entity_keys, metadata.key_types)
         self._transform_one = transform.transform_one
         self._incompatible: str | None = None
-        # Fast path for the common case: one integer entity key.
-        self._single_int = list(metadata.key_types) == ["int"]
+        self.health = StoreHealth()
 
     # -- info -----------------------------------------------------------------------------
 
@@ -143,26 +199,10 @@ class FeatureService:
 
     # -- the hot path -----------------------------------------------------------------------
 
-    def parse_entity(self, entity: Any) -> tuple[list[Any], str]:
-        """Normalise what a caller sent into (key values, store key JSON); UsageError if bad."""
-        if self._single_int:
-            kind = type(entity)
-            if kind is int:
-                return [entity], f"[{entity}]"
-            if kind is str and entity.isascii() and entity.isdigit():
-                value = int(entity)
-                return [value], f"[{value}]"
-        if isinstance(entity, dict):
-            key = self._normalizer.key(entity)
-        elif isinstance(entity, (list, tuple)):
-            key = self._normalizer.key(list(entity))
-        elif isinstance(entity, (int, str)) and not isinstance(entity, bool):
-            key = self._normalizer.key(entity)
-        else:
-            raise UsageError(f"entity must be a key value or a list of key values, got {entity!r}")
-        import orjson
-
-        return orjson.loads(key), key
+    def parse_entity(self, entity: Any, *, from_path: bool = False) -> tuple[list[Any], str]:
+        """(key values, store key JSON) for what a caller sent; UsageError (HTTP 400) when
+        it is not a valid key of the live version (serving/keys.py has the rules)."""
+        return self._keys.parse(entity, from_path=from_path)
 
     def lookup(self, entity: Any) -> Served:
         parsed = self.parse_entity(entity)
@@ -189,6 +229,20 @@ class FeatureService:
         """Raw store results for parsed entities, in one store round trip."""
         return self._store_call(self.store.get_many, [p[0] for p in parsed])
 
+    async def ping_async(self) -> None:
+        """``ping`` that does not block the event loop on a network store."""
+        store = self.store
+        if not store.async_reads:
+            self.ping()
+            return
+        try:
+            await store.ping_async()
+            meta = await store.live_metadata_async()
+        except Exception as exc:
+            raise self._store_failure(exc) from None
+        self.health.ok()
+        self._check_live(meta)
+
     def serve_result(self, parsed: tuple[list[Any], str], result: Any) -> Served:
         """Turn one raw store result into a Served (cold-start defaults, transform)."""
         return self._serve(parsed, result)
@@ -214,13 +268,17 @@ class FeatureService:
         cols = self.input_columns
         for s in served:
             values = s.values
+            # Tuples of plain values only: the garbage collector stops tracking such a row at
+            # its first collection. A list inside (the vector) kept every queued row tracked,
+            # and rows waiting for the writer were what made gen-1/gen-2 collections take
+            # 1-13 ms / up to 190 ms under load (measured with gc.callbacks).
             logger.log(
                 endpoint,
                 s.entity_key,
                 s.store_version,
                 s.cold_start,
                 tuple(map(values.get, cols)),
-                s.vector,
+                tuple(s.vector),
                 s.prediction,
                 now_us,
             )
@@ -232,39 +290,54 @@ class FeatureService:
             # Re-check: a new live version may have been published that fits again.
             self._recheck(None)
         try:
-            return fn(arg)
+            result = fn(arg)
         except Exception as exc:
             raise self._store_failure(exc) from None
+        if self.health.down_since is not None:
+            self.health.ok()
+        return result
 
-    async def fetch_many_async(self, parsed: Sequence[tuple[list[Any], str]]) -> list[Any]:
-        """``fetch_many`` that does not block the event loop on the store's round trip."""
+    async def fetch_many_async(
+        self, parsed: Sequence[tuple[list[Any], str]], deadline: float | None = None
+    ) -> list[Any]:
+        """``fetch_many`` that does not block the event loop on the store's round trip;
+        ``deadline`` (``time.monotonic()``) bounds it, default ``online_store.timeout``."""
         if self._incompatible is not None:
             self._recheck(None)
         try:
-            return await self.store.get_many_async([p[0] for p in parsed])
+            result = await self.store.get_many_async([p[0] for p in parsed], deadline)
         except Exception as exc:
             raise self._store_failure(exc) from None
+        if self.health.down_since is not None:
+            self.health.ok()
+        return result
 
     def _store_failure(self, exc: Exception) -> Exception:
-        """The exception to raise for a failed store call (counted unless it was bad input)."""
-        if isinstance(exc, UsageError):
+        """The exception to raise for a failed store call (counted and logged)."""
+        if isinstance(exc, UsageError):  # the input, not the store (keys are parsed first)
             return exc
-        self._store_error()
         if isinstance(exc, ServiceUnavailable):
-            return exc
-        if isinstance(exc, MlpipeError):
-            return ServiceUnavailable(str(exc))
-        # a client library error the store did not wrap
-        return ServiceUnavailable(f"online store error: {type(exc).__name__}: {exc}")
+            detail = str(exc)
+        elif isinstance(exc, MlpipeError):
+            detail = str(exc)
+            exc = ServiceUnavailable(detail)
+        else:
+            # a bug or a client library error the store did not wrap
+            text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            detail = f"online store error: {type(exc).__name__}: {text}"
+            exc = ServiceUnavailable(detail)
+        self._store_error(detail)
+        return exc
 
-    def _store_error(self) -> None:
+    def _store_error(self, detail: str) -> None:
         if self.metrics is not None:
             self.metrics.store_errors += 1
+        self.health.failed(detail)
 
     def _serve(self, parsed: tuple[list[Any], str], result: Any) -> Served:
         version = result.version
         if version is None:
-            raise ServiceUnavailable(
+            raise NoLiveVersion(
                 "the online store has no live materialized version",
                 hint="run `mlpipe materialize`",
             )
@@ -300,7 +373,7 @@ class FeatureService:
         """The live store version changed: make sure the transform can still read it."""
         meta = self._store_call_raw(self.store.live_metadata)
         if meta is None:
-            raise ServiceUnavailable("the online store has no live materialized version")
+            raise NoLiveVersion("the online store has no live materialized version")
         try:
             check_compatibility(
                 self.transform, meta, self.cold_start_overrides, self.request_time_columns
@@ -308,23 +381,21 @@ class FeatureService:
         except (ArtifactError, ConfigError) as exc:
             self._incompatible = str(exc)
             raise StoreIncompatible(str(exc)) from None
-        from mlpipe_cli.online.base import KeyNormalizer
+        from mlpipe_cli.serving.keys import KeyParser
 
         self._incompatible = None
         self._metadata = meta
         self._checked_version = meta.version
-        self._normalizer = KeyNormalizer(meta)
-        self._single_int = list(meta.key_types) == ["int"]
+        self._keys = KeyParser(meta.entity_keys, meta.key_types)
 
     def _store_call_raw(self, fn: Any) -> Any:
         try:
-            return fn()
-        except MlpipeError:
-            self._store_error()
-            raise
+            result = fn()
         except Exception as exc:
-            self._store_error()
-            raise ServiceUnavailable(f"online store error: {type(exc).__name__}: {exc}") from None
+            raise self._store_failure(exc) from None
+        if self.health.down_since is not None:
+            self.health.ok()
+        return result
 
     def ping(self) -> None:
         """Ready = the store answers AND has a live version this transform can read.
@@ -333,9 +404,11 @@ class FeatureService:
         restarted without persistence); StoreIncompatible when the live version cannot be read.
         """
         self._store_call_raw(self.store.ping)
-        meta = self._store_call_raw(self.store.live_metadata)
+        self._check_live(self._store_call_raw(self.store.live_metadata))
+
+    def _check_live(self, meta: Any) -> None:
         if meta is None:
-            raise ServiceUnavailable(
+            raise NoLiveVersion(
                 "the online store has no live materialized version",
                 hint="run `mlpipe materialize`",
             )

@@ -113,6 +113,7 @@ def build(
         config, pl.DataFrame(schema=schemas[0]).with_columns(pl.lit(0, pl.Int64).alias(frames.ORDER)),
         empty_sources, keys, timestamp, names,
     )
+    spine_keys, source_keys, key_types = _partition_keys(config, keys, selected, schemas, used)
     plan = _Plan(
         config=config, keys=list(keys), timestamp=timestamp, features=names, sources=used,
         schemas=schemas, columns=columns, output=empty.schema,
@@ -128,13 +129,13 @@ def build(
             hint="drop or fill them; a row without a time has no point-in-time features",
         )
 
-    stacked = _stack(inputs, plan)
+    stacked = _stack(inputs, plan, [spine_keys, *source_keys], key_types)
     total_rows = frames.row_count_hint(inputs)
     partitions = config.spark.partitions or max(
         spark.sparkContext.defaultParallelism,
         math.ceil((total_rows or 0) / config.spark.rows_per_partition),
     )
-    key_columns = [f"__mlpipe_k{j}" for j in range(len(keys))]
+    key_columns = [f"__mlpipe_k{j}" for j in range(len(spine_keys))]
     computed = stacked.repartition(partitions, *key_columns).mapInArrow(
         task_errors(lambda batches: _compute_task(batches, plan)),
         frames.spark_schema(plan.output),
@@ -153,30 +154,73 @@ def _spark_polars_schema(spark_input: frames.SparkInput) -> pl.Schema:
     return frame.schema
 
 
-def _stack(inputs: list[frames.SparkInput], plan: _Plan) -> Any:
+def _partition_keys(
+    config: PipelineConfig,
+    keys: Sequence[str],
+    selected: Sequence[FeatureConfig],
+    schemas: list[pl.Schema],
+    used: list[str],
+) -> tuple[list[str], list[list[str]], list[str]]:
+    """The columns that put an entity's rows into one task: the spine's, each source's, and
+    the Spark type both sides are cast to (the engine's own join plan decides them).
+
+    One shuffle co-locates one entity per row: features joined on different spine columns
+    (several entities per spine row) would need one shuffle each, which is not built yet.
+    """
+    from mlpipe_cli.engines import unsupported
+    from mlpipe_cli.features import engine as fe
+
+    default_keys = fe._default_key_map(config, keys)
+    source_schemas = {name: fe._source_schema(config, name) for name in used}
+    joins = {
+        f.name: fe._plan_join(config, f, default_keys, schemas[0], source_schemas[f.source])
+        for f in selected
+    }
+    spine_sides = {join.spine for join in joins.values()}
+    if len(spine_sides) > 1:
+        raise unsupported(
+            "features joined on different spine columns (several entities per spine row: "
+            + ", ".join("/".join(side) for side in sorted(spine_sides)) + ")"
+        )
+    (spine_side,) = spine_sides
+    dtypes = next(iter(joins.values())).dtypes
+    source_keys = []
+    for i, name in enumerate(used, start=1):
+        sides = {joins[f.name].source for f in selected if f.source == name}
+        if len(sides) > 1:
+            raise unsupported(f"source {name!r} joined on different key columns by its features")
+        (side,) = sides
+        derived = [c for c in side if c not in schemas[i]]
+        if derived:
+            raise unsupported(f"a join key computed by `derived` ({name}.{derived[0]})")
+        source_keys.append(list(side))
+    key_schema = frames.spark_schema(
+        pl.Schema({f"k{j}": dtype for j, dtype in enumerate(dtypes)})
+    )
+    key_types = [field.dataType.simpleString() for field in key_schema.fields]
+    return list(spine_side), source_keys, key_types
+
+
+def _stack(
+    inputs: list[frames.SparkInput],
+    plan: _Plan,
+    key_sources: list[list[str]],
+    key_types: list[str],
+) -> Any:
     """One frame of every input's rows: prefixed columns, the input tag, ORDER, entity keys."""
     from pyspark.sql import functions as F
 
-    spine_types = dict(inputs[0].frame.dtypes)
     parts = []
     for i, spark_input in enumerate(inputs):
-        frame = spark_input.frame
-        if i == 0:
-            key_sources = plan.keys
-        else:
-            source = plan.config.sources[plan.sources[i - 1]]
-            key_sources = list(source.entity_keys or plan.keys)
         selects = [F.col(f"`{c}`").alias(_prefixed(i, c)) for c in plan.columns[i]]
-        selects += [
-            F.lit(i).cast("int").alias(_INPUT),
-            F.col(frames.ORDER),
-        ]
-        # entities meet in one task only if their key values hash alike: same Spark type
-        for j, (column, key) in enumerate(zip(key_sources, plan.keys, strict=True)):
+        selects += [F.lit(i).cast("int").alias(_INPUT), F.col(frames.ORDER)]
+        # an entity's rows meet in one task only if their key values hash alike: both sides
+        # are cast to the type the engine compares them as
+        for j, (column, spark_type) in enumerate(zip(key_sources[i], key_types, strict=True)):
             selects.append(
-                F.expr(f"try_cast(`{column}` AS {spine_types[key]})").alias(f"__mlpipe_k{j}")
+                F.expr(f"try_cast(`{column}` AS {spark_type})").alias(f"__mlpipe_k{j}")
             )
-        parts.append(frame.select(selects))
+        parts.append(spark_input.frame.select(selects))
     stacked = parts[0]
     for part in parts[1:]:
         stacked = stacked.unionByName(part, allowMissingColumns=True)

@@ -70,6 +70,10 @@ def check_source(
     from mlpipe_cli.validation.report import SourceReport
 
     source = config.source(source_name)
+    if source.derived:
+        from mlpipe_cli.engines import unsupported
+
+        raise unsupported("validate of a source with `derived` columns")
     path = data_path if data_path is not None else source.path
     for target in (quarantine_path, out_path):
         if target is not None and frames.is_remote(target):
