@@ -193,24 +193,38 @@ def test_training_set_parity_on_generated_data(
 
 
 def test_task_errors_reach_the_user_as_mlpipe_errors(spark: object, tmp_path: Path) -> None:
-    from mlpipe_cli.errors import DataCheckFailed, InputError
-    from mlpipe_cli.ops.training_set import training_set
+    """A null spine time is caught before any task; a null event time only inside the task
+    holding that row: both arrive as the Polars engine's error, class and message."""
+    from mlpipe_cli.errors import DataCheckFailed, MlpipeError
+    from mlpipe_cli.ops.training_set import build_training_set
+
+    def error_of(engine: str, config: Path) -> MlpipeError:
+        from mlpipe_cli.config import load_config
+
+        with pytest.raises(MlpipeError) as caught:
+            build_training_set(load_config(config), out=tmp_path / f"{engine}.parquet",
+                               engine=engine)
+        assert not (tmp_path / f"{engine}.parquet").exists()
+        return caught.value
 
     data = {
-        "events": {"user": ["a"], "ts": [_T0], "amount": [1.0], "code": [1]},
+        "events": {"user": ["a", "b"], "ts": [_T0, _T0], "amount": [1.0, 2.0], "code": [1, 2]},
         "spine": {"user": ["a", "b"], "at": [_T0, None], "label": [True, False]},
-        "attributes": {"user": ["a"], "tier": ["x"]},
+        "attributes": {"user": ["a", "b"], "tier": ["x", "y"]},
         "split": 1,
     }
-    config = _write_messy(data, tmp_path)
-    with pytest.raises(DataCheckFailed, match="1 null timestamp"):
-        training_set(_project(config), out=tmp_path / "s.parquet", engine="spark")
-    assert not (tmp_path / "s.parquet").exists()
-    pl.DataFrame({"user": [1], "at": [_T0], "label": [True]}).write_parquet(
-        tmp_path / "spine.parquet"
-    )
-    with pytest.raises(InputError, match="key column 'user' is String but the spine's key"):
-        training_set(_project(config), out=tmp_path / "s.parquet", engine="spark")
+    for broken in ("spine", "events"):
+        if broken == "events":
+            data["spine"]["at"] = [_T0, _T0]  # type: ignore[index]
+            data["events"]["ts"] = [_T0, None]  # type: ignore[index]
+        root = tmp_path / broken
+        root.mkdir()
+        config = _write_messy(data, root)
+        on_polars, on_spark = error_of("polars", config), error_of("spark", config)
+        assert isinstance(on_spark, DataCheckFailed)
+        assert type(on_spark) is type(on_polars)
+        assert on_spark.message == on_polars.message
+        assert "null timestamp" in on_spark.message
 
 
 def test_several_entities_per_spine_row_are_refused_not_mixed_up(
