@@ -11,6 +11,7 @@ from mlpipe_cli.cli.common import (
     DEFAULT_CONFIG,
     ArtifactDirOption,
     ConfigOption,
+    EngineOption,
     FeaturesOption,
     JsonOption,
     Output,
@@ -88,6 +89,7 @@ def psi_report(
     ] = False,
     config: ConfigOption = DEFAULT_CONFIG,
     artifact_dir: ArtifactDirOption = None,
+    engine: EngineOption = None,
     json_output: JsonOption = False,
     quiet: QuietOption = False,
 ) -> None:
@@ -136,7 +138,7 @@ def psi_report(
             ctx, artifact=artifact, profile=profile_file, current=current,
             serving_log=serving_log, since=since, until=until,
             features=parse_features(features), threshold=threshold, min_rows=min_rows,
-            html=html, source=source, include_time_features=include_time_features)
+            html=html, source=source, include_time_features=include_time_features, engine=engine)
     _render_drift(out, drift)
 
 

@@ -96,15 +96,20 @@ def psi_report(
     html: Path | None = None,
     source: str | None = None,
     include_time_features: bool = False,
+    engine: str | None = None,
 ) -> DriftResult:
     """Compare the reference profile with ``current`` or a ``serving_log`` window.
 
     The reference is a transform version's profile (``artifact``, default latest), a profile
     file, or — with ``source`` — the validation profile saved for that source, to compare a
     raw batch of it. On a serving log, features derived from the request time are excluded
-    unless ``include_time_features``.
+    unless ``include_time_features``. ``engine`` spark is refused (not supported yet).
     """
     started = time.perf_counter()
+    from mlpipe_cli.engines import choose_engine, unsupported
+
+    if choose_engine(project.config if profile is None else None, engine) == "spark":
+        raise unsupported("psi-report")
     if (current is None) == (serving_log is None):
         raise UsageError("give exactly one of --current PATH or --serving-log DIR")
     if profile is not None and artifact is not None:
