@@ -20,7 +20,9 @@ Each step gets wall and CPU seconds (this process, all threads; redis-server's o
 INFO for the Redis runs); `other` is the rest of the run (setup, Python glue). Runs are
 interleaved redis, sqlite, redis, sqlite... and every line carries the load average.
 ``--cprofile`` adds a cProfile of one run per store (top functions by own time), which
-shows what inside `pack` and `compute` costs.
+shows what inside `pack` and `compute` costs. ``--compute-schedules`` times
+``compute_features`` alone for every entity in one call, in materialize's batch schedule
+(1, 2, 4 … chunks, capped at COMPUTE_BATCH_ENTITIES) and in 10 equal calls, interleaved.
 """
 
 from __future__ import annotations
@@ -173,6 +175,42 @@ def report(kind: str, runs: list[dict]) -> None:
           f"write step alone: {n / write:,.0f}/s")
 
 
+def compute_schedules(config, n: int, chunk: int, rounds: int) -> None:  # type: ignore[no-untyped-def]
+    from mlpipe_cli.features.engine import compute_features
+    from mlpipe_cli.online.materialize import (
+        AS_OF_COLUMN,
+        _spine_time,
+        list_entities,
+        select_features,
+    )
+    from mlpipe_cli.ops.materialize import COMPUTE_BATCH_ENTITIES
+
+    selected = select_features(config, None)
+    names = [f.name for f in selected]
+    entities = list_entities(config, selected, AS_OF)
+    spine_time = _spine_time(config, selected, AS_OF)
+    chunks = (n + chunk - 1) // chunk
+    schedule, first, batch = [], 0, 1  # as run_materialize builds it
+    while first < chunks:
+        schedule.append((first, min(chunks, first + batch)))
+        first, batch = first + batch, min(max(1, COMPUTE_BATCH_ENTITIES // chunk), batch * 2)
+    tenth = max(1, chunks // 10)
+    equal = [(i, min(chunks, i + tenth)) for i in range(0, chunks, tenth)]
+    plans = {"one call": [(0, chunks)], f"schedule, {len(schedule)} calls": schedule,
+             f"{len(equal)} equal calls": equal}
+    print(f"\ncompute_features alone, {n:,} entities x {len(names)} features:")
+    for r in range(rounds):
+        for label, plan in plans.items():
+            load1, c0, t0 = os.getloadavg()[0], cpu_s(), time.perf_counter()
+            for a, b in plan:
+                spine = entities.slice(a * chunk, (b - a) * chunk)
+                compute_features(config, spine.with_columns(spine_time.alias(AS_OF_COLUMN)),
+                                 entity_keys=list(config.entity_keys), timestamp=AS_OF_COLUMN,
+                                 features=names)  # fmt: skip
+            print(f"  round {r + 1} {label:22s} wall {time.perf_counter() - t0:6.2f}s "
+                  f"cpu {cpu_s() - c0:6.2f}s (load {load1:.1f})", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--entities", type=int, default=1_000_000)
@@ -181,6 +219,8 @@ def main() -> None:
     parser.add_argument("--chunk-size", type=int, default=10_000)
     parser.add_argument("--stores", default="redis,sqlite")
     parser.add_argument("--cprofile", action="store_true", help="cProfile one run per store")
+    parser.add_argument("--compute-schedules", type=int, default=0, metavar="ROUNDS",
+                        help="also time compute_features alone in three batchings")
     args = parser.parse_args()
     import polars as pl
 
@@ -213,6 +253,9 @@ def main() -> None:
                 print(f"\ncProfile, {kind} (wall {r['wall']:.2f}s under the profiler, load "
                       f"{r['load1']:.1f}), top 20 by own time:")
                 pstats.Stats(r["profiler"], stream=sys.stdout).sort_stats("tottime").print_stats(20)
+        if args.compute_schedules:
+            compute_schedules(configs["sqlite"], args.entities, args.chunk_size,
+                              args.compute_schedules)  # fmt: skip
         print(f"load average at end {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     finally:
         server.stop()
