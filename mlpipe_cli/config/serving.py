@@ -23,6 +23,15 @@ class ServingLogConfig(ConfigModel):
     )
 
 
+class ShadowConfig(ConfigModel):
+    """A second transform (and model) computed on live traffic and only logged."""
+
+    transform: str = Field(description="transform version to run in shadow")
+    model: str = Field(
+        default="none", description="model version bound to the shadow transform, or 'none'"
+    )
+
+
 class ServingConfig(ConfigModel):
     host: str = Field(default="127.0.0.1", description="bind address (loopback unless told)")
     port: int = Field(default=8000, ge=0, le=65535)
@@ -67,6 +76,11 @@ class ServingConfig(ConfigModel):
         description="on SIGTERM/SIGINT, in-flight requests get this long to finish",
     )
     logging: ServingLogConfig = Field(default_factory=ServingLogConfig)
+    shadow: ShadowConfig | None = Field(
+        default=None,
+        description="run this transform (and model) in shadow: logged beside the live vector "
+        "(shadow.vec.*), never served (serve --shadow overrides)",
+    )
     cold_start: dict[str, bool | int | float | str | None] = Field(
         default_factory=dict,
         description="feature -> value served for entities missing from the store (features "

@@ -50,6 +50,8 @@ class ServeSpec:
     interface: str = "rsgi"
     tls_cert: str | None = None  # CLI overrides of serving.tls_cert / tls_key
     tls_key: str | None = None
+    shadow_ref: str | None = None  # serve --shadow / serving.shadow.transform
+    shadow_model_ref: str | None = None
 
 
 def build_app(spec: ServeSpec) -> Any:
@@ -65,6 +67,8 @@ def build_app(spec: ServeSpec) -> Any:
         transform_ref=spec.transform_ref,
         model_ref=spec.model_ref,
         log_dir=Path(spec.log_dir) if spec.log_dir else None,
+        shadow_ref=spec.shadow_ref,
+        shadow_model_ref=spec.shadow_model_ref,
     )
     serving = config.serving
     token = serving.auth_token.get_secret_value() if serving.auth_token else None
@@ -272,14 +276,21 @@ def shutdown_summary(app: Any) -> str:
     text = (
         f"stopped: {app.requests_total} requests, {metrics.entities_served} entities served"
     )
-    logger = app.runtime.logger
-    if logger is None:
+    runtime = app.runtime
+    if runtime.logger is None:
         return text + "; feature log off"
-    accounted = logger.written + logger.dropped + logger.failed
+    written, dropped, failed = (runtime.log_total(k) for k in ("written", "dropped", "failed"))
+    accounted = written + dropped + failed
     text += (
-        f"; feature log: {logger.written} rows written, {logger.dropped} dropped (queue "
-        f"full), {logger.failed} failed"
+        f"; feature log: {written} rows written, {dropped} dropped (queue full), {failed} failed"
     )
+    if runtime.shadow is not None:
+        text += (
+            f"; shadow {runtime.shadow.transform_version}: "
+            f"{runtime.log_total('shadow.rows')} rows, "
+            f"{runtime.log_total('shadow.transform_failures')} transform and "
+            f"{runtime.log_total('shadow.model_failures')} model failures"
+        )
     lost = metrics.entities_served - accounted
     if lost:
         text += f", {lost} unaccounted"
