@@ -168,7 +168,7 @@ def assert_columns_close(actual: pl.DataFrame, expected: pl.DataFrame) -> None:
 
 
 def test_shadow_leaves_responses_byte_identical_and_logs_both_vectors_in_one_row(
-    tmp_path: Path, sample_data_dir: Path, shadow_base: dict, servers: Any
+    tmp_path: Path, sample_data_dir: Path, shadow_base: dict, servers: Any, cli: Any
 ) -> None:
     versions, models = shadow_base["versions"], shadow_base["models"]
     config = make_project(tmp_path, sample_data_dir, shadow_base)
@@ -237,6 +237,77 @@ def test_shadow_leaves_responses_byte_identical_and_logs_both_vectors_in_one_row
     x = np.nan_to_num(expected.to_numpy().astype(np.float64))
     np.testing.assert_allclose(log_on["shadow.prediction"].to_numpy(),
                                model.predict_proba(x)[:, 1], rtol=1e-12)
+
+    # psi-report --compare-shadow catches the changed feature, and only it
+    log_dir = tmp_path / "log-on"
+    caught = cli("psi-report", "-c", config, "--compare-shadow", "--serving-log", log_dir,
+                 "--since", "1h", "--json")
+    assert caught.exit_code == 1, caught.stderr
+    doc = caught.json()
+    assert doc["unexpected_drift"] == ["vec.age"]
+    assert (doc["live_version"], doc["shadow_version"]) == (versions["live"], versions["changed"])
+    by_name = {f["column"]: f for f in doc["features"]}
+    assert by_name["vec.age"]["status"] == "drifted"
+    assert {f["status"] for n, f in by_name.items() if n != "vec.age"} == {"stable"}
+    assert all(f["psi"] == 0 for n, f in by_name.items() if n != "vec.age")  # same values
+    assert "not expected to change: vec.age" in caught.stderr
+    # prediction agreement: numpy on the log, sharing nothing with the report
+    live_p, shadow_p = log_on["prediction"].to_numpy(), log_on["shadow.prediction"].to_numpy()
+    scored = ~np.isnan(live_p.astype(np.float64))
+    live_p, shadow_p = live_p[scored].astype(float), shadow_p[scored].astype(float)
+    agreement = doc["prediction_agreement"]
+    assert agreement["rows"] == scored.sum() > 0
+    assert agreement["mean_abs_diff"] == pytest.approx(np.abs(live_p - shadow_p).mean())
+    flips = int(((live_p >= 0.3) != (shadow_p >= 0.3)).sum())
+
+    html = tmp_path / "shadow.html"
+    expected = cli("psi-report", "-c", config, "--compare-shadow", "--serving-log", log_dir,
+                   "--since", "1h", "--expect-change", "age", "--threshold-decision", "0.3",
+                   "--html", html, "--json")
+    assert expected.exit_code == 0, expected.stderr
+    doc = expected.json()
+    assert doc["status"] == "passed"
+    assert doc["expected_change"] == {"features": ["vec.age"], "changed": ["vec.age"],
+                                      "unchanged": []}
+    assert doc["prediction_agreement"]["flipped"] == flips
+    assert doc["prediction_agreement"]["flipped_share"] == pytest.approx(flips / scored.sum())
+    page = html.read_text()
+    assert "prediction agreement over" in page
+    assert "expected to change: changed vec.age" in page
+
+    # a log written without a shadow has nothing to compare: exit 2, one line
+    none = cli("psi-report", "-c", config, "--compare-shadow", "--serving-log",
+               tmp_path / "log-off", "--since", "1h")
+    assert none.exit_code == 2
+    assert "no shadow columns" in none.stderr
+    wrong = cli("psi-report", "-c", config, "--compare-shadow", "--serving-log", log_dir,
+                "--since", "1h", "--expect-change", "no_such_feature")
+    assert wrong.exit_code == 2
+    assert "no transform output named no_such_feature" in wrong.stderr
+
+
+def test_an_unchanged_shadow_passes_the_comparison(
+    tmp_path: Path, sample_data_dir: Path, shadow_base: dict, servers: Any, cli: Any
+) -> None:
+    versions = shadow_base["versions"]
+    config = make_project(tmp_path, sample_data_dir, shadow_base)
+    srv = servers(config, "--artifact", versions["live"], "--model", "none",
+                  "--log-dir", str(tmp_path / "log"), "--shadow", versions["same"])
+    ids = some_user_ids(sample_data_dir, 400)
+    for start in range(0, len(ids), 50):
+        assert srv.post("/features", {"entities": ids[start:start + 50]}).status_code == 200
+    for entity in ids[:30]:
+        assert srv.get(f"/features/{entity}").status_code == 200
+    assert srv.stop() == 0
+    result = cli("psi-report", "-c", config, "--compare-shadow", "--serving-log",
+                 tmp_path / "log", "--since", "1h", "--json")
+    assert result.exit_code == 0, result.stderr
+    doc = result.json()
+    assert doc["status"] == "passed"
+    assert doc["unexpected_drift"] == []
+    assert doc["prediction_agreement"] is None  # no model on either side
+    assert doc["current"]["rows"] == 430
+    assert {f["status"] for f in doc["features"]} == {"stable"}
 
 
 def assert_frame_equal_unordered(a: pl.DataFrame, b: pl.DataFrame) -> None:
