@@ -22,6 +22,7 @@ from mlpipe_cli.cli import (
     fit_cmd,
     materialize_cmd,
     model_cmd,
+    promote_cmd,
     psi_report_cmd,
     sample_data_cmd,
     schema_cmd,
@@ -88,6 +89,7 @@ app.command("export")(export_cmd.export)
 app.command("materialize")(materialize_cmd.materialize)
 app.command("serve")(serve_cmd.serve)
 app.add_typer(model_cmd.app, name="model")
+app.command("promote")(promote_cmd.promote)
 app.command("psi-report")(psi_report_cmd.psi_report)
 app.add_typer(artifacts_cmd.app, name="artifacts")
 app.command("runs")(slo_cmd.runs)

@@ -133,11 +133,20 @@ def serve(
         tls_key=str(tls_key.resolve()) if tls_key else None,
         shadow_ref=shadow_ref,
         shadow_model_ref=shadow_model_ref,
+        # a transform chosen by nobody in particular follows `mlpipe promote`
+        follow=artifact is None and settings.artifact == "latest",
+        model_explicit=model is not None,
     )
 
     def announce(app: Any, bound_port: int) -> None:
         runtime = app.runtime
         info = runtime.service.info()
+        pointer = getattr(app, "pointer_version", None)
+        if app.follower is not None:
+            out.info(
+                f"mlpipe serve: following the serving pointer ({pointer or 'none promoted yet'}"
+                f"; `mlpipe promote` switches this server)"
+            )
         out.info(
             f"mlpipe serve: pipeline {info.pipeline}, transform {info.transform_version}, "
             f"{info.store_type} store version {info.store_version}, "

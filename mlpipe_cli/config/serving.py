@@ -76,6 +76,11 @@ class ServingConfig(ConfigModel):
         description="on SIGTERM/SIGINT, in-flight requests get this long to finish",
     )
     logging: ServingLogConfig = Field(default_factory=ServingLogConfig)
+    follow_interval: Duration = Field(
+        default=timedelta(seconds=2),
+        description="how often a server started without an explicit artifact checks the "
+        "serving pointer (`mlpipe promote`)",
+    )
     shadow: ShadowConfig | None = Field(
         default=None,
         description="run this transform (and model) in shadow: logged beside the live vector "

@@ -52,6 +52,9 @@ class ServeSpec:
     tls_key: str | None = None
     shadow_ref: str | None = None  # serve --shadow / serving.shadow.transform
     shadow_model_ref: str | None = None
+    # no explicit --artifact: serve what the serving pointer (`mlpipe promote`) names, follow it
+    follow: bool = False
+    model_explicit: bool = False  # --model given on the command line
 
 
 def build_app(spec: ServeSpec) -> Any:
@@ -61,11 +64,27 @@ def build_app(spec: ServeSpec) -> Any:
     from mlpipe_cli.serving.service import build_runtime
 
     config = load_config(spec.config_path)
+    transform_ref, model_ref, pointer = spec.transform_ref, spec.model_ref, None
+    if spec.follow:
+        from mlpipe_cli.artifacts import ArtifactStore
+        from mlpipe_cli.serving.pointer import read_pointer
+
+        pointer = read_pointer(ArtifactStore(spec.artifact_dir, config.pipeline))
+        if pointer is not None:
+            if spec.model_explicit:
+                raise UsageError(
+                    f"serving pointer {pointer.version} names the live model; --model applies "
+                    "only with --artifact",
+                    hint="promote the model (mlpipe promote VERSION --model M), or pin both "
+                    "with --artifact and --model",
+                )
+            transform_ref = pointer.transform_version
+            model_ref = pointer.model_version or "none"
     runtime = build_runtime(
         config,
         Path(spec.artifact_dir),
-        transform_ref=spec.transform_ref,
-        model_ref=spec.model_ref,
+        transform_ref=transform_ref,
+        model_ref=model_ref,
         log_dir=Path(spec.log_dir) if spec.log_dir else None,
         shadow_ref=spec.shadow_ref,
         shadow_model_ref=spec.shadow_model_ref,
@@ -85,7 +104,35 @@ def build_app(spec: ServeSpec) -> Any:
     )
     app.runtime = runtime  # type: ignore[attr-defined]
     app.settings = serving  # type: ignore[attr-defined]
+    app.follower = None  # type: ignore[attr-defined]
+    if spec.follow:
+        _follow_pointer(app, config, Path(spec.artifact_dir), pointer)
     return app
+
+
+def _follow_pointer(app: Any, config: Any, artifact_dir: Path, pointer: Any) -> None:
+    """Watch the serving pointer from start-up to shutdown (serving/follow.py)."""
+    from mlpipe_cli.serving.follow import PointerFollower
+
+    follower = PointerFollower(
+        app, config, artifact_dir, current=pointer.version if pointer else None,
+        interval=config.serving.follow_interval.total_seconds(),
+        grace=max(5.0, 2 * config.online_store.timeout.total_seconds()),
+    )  # fmt: skip
+    app.follower = follower
+    app.pointer_version = pointer.version if pointer else None
+    started, stopped = app.on_startup, app.on_shutdown
+
+    def on_startup() -> None:
+        started()
+        follower.start()
+
+    def on_shutdown() -> None:
+        follower.stop()
+        stopped()
+
+    app.on_startup = on_startup
+    app.on_shutdown = on_shutdown
 
 
 def resolve_tls(spec: ServeSpec, serving: Any) -> tuple[Path, Path, str | None] | None:
@@ -249,7 +296,6 @@ def serve(spec: ServeSpec, *, announce: Any = None) -> int:
     if spec.interface not in ("rsgi", "asgi"):
         raise UsageError(f"--interface must be rsgi or asgi, got {spec.interface!r}")
     app = build_app(spec)  # verification happens here, before binding
-    runtime = app.runtime
     options = _granian_options(spec, app.settings)  # TLS files checked here (exit 2)
     app.tls = "ssl_cert" in options
     try:
@@ -263,8 +309,10 @@ def serve(spec: ServeSpec, *, announce: Any = None) -> int:
             return _serve_processes(spec, app, announce, options)
         return _serve_embedded(spec, app, announce, options)
     finally:
-        if runtime.logger is not None:
-            runtime.logger.close()
+        if app.follower is not None:
+            app.follower.stop()
+        if app.runtime.logger is not None:
+            app.runtime.logger.close()
         if spec.workers == 1 and app.started:
             sys.stderr.write(f"mlpipe serve: {shutdown_summary(app)}\n")
         sys.stderr.flush()
