@@ -81,6 +81,11 @@ class ServingConfig(ConfigModel):
         description="how often a server started without an explicit artifact checks the "
         "serving pointer (`mlpipe promote`)",
     )
+    ledger_interval: Duration = Field(
+        default=timedelta(seconds=60),
+        description="how often the server writes its latency histogram to the run ledger "
+        "(also at shutdown), where `mlpipe slo` reads the latency objective",
+    )
     shadow: ShadowConfig | None = Field(
         default=None,
         description="run this transform (and model) in shadow: logged beside the live vector "
@@ -100,4 +105,6 @@ class ServingConfig(ConfigModel):
             raise ValueError("auth_token is empty (is its environment variable set?)")
         if self.read_timeout.total_seconds() <= 0 or self.shutdown_timeout.total_seconds() < 0:
             raise ValueError("read_timeout must be positive and shutdown_timeout not negative")
+        if self.follow_interval.total_seconds() <= 0 or self.ledger_interval.total_seconds() <= 0:
+            raise ValueError("follow_interval and ledger_interval must be positive")
         return self

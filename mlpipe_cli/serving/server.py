@@ -26,6 +26,7 @@ import os
 import signal
 import socket
 import sys
+import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -107,7 +108,77 @@ def build_app(spec: ServeSpec) -> Any:
     app.follower = None  # type: ignore[attr-defined]
     if spec.follow:
         _follow_pointer(app, config, Path(spec.artifact_dir), pointer)
+    _record_latency(app, config, Path(spec.artifact_dir))
     return app
+
+
+class LatencyLedger:
+    """Writes the feature endpoints' latency histogram to the run ledger every ``interval``
+    seconds and once more, final, at shutdown (``mlpipe slo`` reads it; no Prometheus needed).
+    A ledger that cannot be written never stops the server: one warning on stderr."""
+
+    def __init__(self, metrics: Any, artifact_dir: Path, pipeline: str, interval: float) -> None:
+        from datetime import UTC, datetime
+
+        self.metrics = metrics
+        self.artifact_dir = artifact_dir
+        self.pipeline = pipeline
+        self.interval = interval
+        self.started_at = datetime.now(UTC)
+        self.written = 0
+        self._warned = False
+        self._final = False
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self.write(final=False)  # the ledger knows this server runs from its first second
+        self._thread = threading.Thread(target=self._run, name="mlpipe-ledger", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.write(final=False)
+
+    def stop(self) -> None:
+        """The final snapshot (idempotent; after in-flight requests were answered)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(10)
+        if not self._final and self._thread is not None:
+            self._final = True
+            self.write(final=True)
+
+    def write(self, *, final: bool) -> None:
+        from mlpipe_cli.ledger import write_serving_snapshot
+
+        try:
+            write_serving_snapshot(self.artifact_dir, self.pipeline, started_at=self.started_at,
+                                   snapshot=self.metrics.latency_snapshot(), final=final)
+            self.written += 1
+        except Exception as exc:
+            if not self._warned:
+                self._warned = True
+                sys.stderr.write(f"mlpipe serve: warning: latency not written to the run "
+                                 f"ledger: {type(exc).__name__}: {exc}\n")
+
+
+def _record_latency(app: Any, config: Any, artifact_dir: Path) -> None:
+    recorder = LatencyLedger(app.metrics, artifact_dir, config.pipeline,
+                             config.serving.ledger_interval.total_seconds())
+    app.latency_ledger = recorder
+    started, stopped = app.on_startup, app.on_shutdown
+
+    def on_startup() -> None:
+        started()
+        recorder.start()
+
+    def on_shutdown() -> None:
+        stopped()
+        recorder.stop()
+
+    app.on_startup = on_startup
+    app.on_shutdown = on_shutdown
 
 
 def _follow_pointer(app: Any, config: Any, artifact_dir: Path, pointer: Any) -> None:
@@ -309,6 +380,7 @@ def serve(spec: ServeSpec, *, announce: Any = None) -> int:
             return _serve_processes(spec, app, announce, options)
         return _serve_embedded(spec, app, announce, options)
     finally:
+        app.latency_ledger.stop()  # no-op when on_shutdown already wrote the final one
         if app.follower is not None:
             app.follower.stop()
         if app.runtime.logger is not None:
