@@ -18,7 +18,7 @@ from mlpipe_cli.cli.common import (
 
 
 def promote(
-    transform: Annotated[
+    transform_version: Annotated[
         str | None,
         typer.Argument(help="Transform version to make live (id, number, hash prefix, latest).",
                        metavar="TRANSFORM_VERSION"),
@@ -55,7 +55,7 @@ def promote(
     from mlpipe_cli.ops.promote import promote as run
 
     out = Output.create(json_mode=json_output, quiet=quiet)
-    result = run(run_context(config, artifact_dir), transform=transform, model=model,
+    result = run(run_context(config, artifact_dir), transform=transform_version, model=model,
                  rollback=rollback)
     what = (f"transform {result.transform_version}, model {result.model_version or 'none'}")
     if result.rollback:
