@@ -69,7 +69,8 @@ def select_features(config: PipelineConfig, names: Sequence[str] | None) -> list
 
 
 def feature_hash(config: PipelineConfig, selected: Sequence[FeatureConfig]) -> str:
-    """sha256 of what defines the values: entity keys, the features, their sources' time rules."""
+    """sha256 of what defines the values: entity keys, the features, their sources' time
+    rules, keys, joins and derived columns."""
     from mlpipe_cli.config.loader import config_section_hash
 
     sources = {}
@@ -83,6 +84,14 @@ def feature_hash(config: PipelineConfig, selected: Sequence[FeatureConfig]) -> s
             "entity_keys": src.entity_keys,
             "ttl": src.ttl.total_seconds() if src.ttl is not None else None,
         }
+        # Newer source settings that change values, only when set (so the hash of a config
+        # that does not use them stays what it was).
+        if src.derived:
+            sources[name]["derived"] = dict(src.derived)
+        if src.join:
+            sources[name]["join"] = dict(src.join)
+        if src.null_created != "error":
+            sources[name]["null_created"] = src.null_created
     return config_section_hash(
         {
             "entity_keys": config.entity_keys,

@@ -96,7 +96,7 @@ def build_training_set(
 ) -> TrainingSetResult:
     """Validate the inputs, compute every feature as of each spine row, write ``out``."""
     from mlpipe_cli.config.loader import config_section_hash
-    from mlpipe_cli.features.engine import _select, compute_features
+    from mlpipe_cli.features.engine import _select, check_match_rates, compute_features
     from mlpipe_cli.io import (
         atomic_outputs,
         atomic_write_bytes,
@@ -117,9 +117,9 @@ def build_training_set(
         raise UsageError(
             "no spine timestamp column", hint="set training_set.timestamp or pass --timestamp"
         )
+    # The spine columns holding the pipeline's entity keys; empty when every source declares
+    # its own keys (each feature then joins on the spine columns named like them).
     keys = list((settings.entity_keys if settings else None) or config.entity_keys)
-    if not keys:
-        raise UsageError("no entity keys", hint="set entity_keys in the config")
     names = features if features is not None else (settings.features if settings else None)
     selected = _select(config, names)
     if not selected:
@@ -138,14 +138,20 @@ def build_training_set(
 
     if progress:
         progress("computing features")
-    frame = compute_features(
+    computed = compute_features(
         config,
         scan_parquet(spine_path),
-        entity_keys=keys,
+        entity_keys=keys or None,
         timestamp=ts_col,
         features=[f.name for f in selected],
         progress=progress,
+        stats=True,
     )
+    # A feature that matched no spine row (or fewer than its min_match_rate) fails the run
+    # before anything is written: a column of defaults is never a silent success.
+    check_match_rates(computed.stats)
+    frame = computed.frame
+    match_rates = {s.feature: s.to_json() for s in computed.stats}
     from mlpipe_cli import __version__
     from mlpipe_cli.io import file_sha256
 
@@ -177,6 +183,10 @@ def build_training_set(
             "entity_keys": keys,
             "timestamp": ts_col,
             "features": [f.name for f in selected],
+            "match_rates": {
+                name: {k: v for k, v in stats.items() if k != "feature"}
+                for name, stats in match_rates.items()
+            },
             "inputs": inputs,
             "rows": {"spine": frame.height, "output": frame.height},
             "output": {
@@ -211,6 +221,8 @@ def build_training_set(
             "feature": name,
             "dtype": str(frame.schema[name]),
             "nulls": frame.get_column(name).null_count(),
+            "matched": match_rates[name]["matched"],
+            "match_rate": match_rates[name]["match_rate"],
         }
         for name in manifest["features"]
     ]
