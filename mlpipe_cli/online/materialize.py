@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from mlpipe_cli.errors import ConfigError, InputError, UsageError
-from mlpipe_cli.online.base import utcnow
+from mlpipe_cli.online.codec import utcnow
 
 if TYPE_CHECKING:
     import polars as pl

@@ -28,16 +28,15 @@ from typing import Any
 
 from mlpipe_cli.errors import ServiceUnavailable, UsageError
 from mlpipe_cli.online import redis_wire
-from mlpipe_cli.online.base import LookupResult, StoreMetadata, no_live_version
-from mlpipe_cli.online.redis_wire import parse_values_reply  # noqa: F401  (re-exported)
-from mlpipe_cli.online.store import (
+from mlpipe_cli.online.base import (
     LEASE_SECONDS,
     BaseStore,
-    RunProgress,
     _View,
     owner_id,
     stale_versions,
 )
+from mlpipe_cli.online.redis_wire import parse_values_reply  # noqa: F401  (re-exported)
+from mlpipe_cli.online.store import LookupResult, RunProgress, StoreMetadata, no_live_version
 
 _USERINFO_RE = re.compile(r"(?P<scheme>[a-z]+://)(?P<userinfo>[^@/]*)@")
 _BATCH = 5000  # commands per socket write while loading

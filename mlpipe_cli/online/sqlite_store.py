@@ -20,16 +20,15 @@ from pathlib import Path
 
 from mlpipe_cli.errors import OutputError, ServiceUnavailable, Signal, UsageError
 from mlpipe_cli.io import on_read_only_filesystem
-from mlpipe_cli.online.base import StoreMetadata
-from mlpipe_cli.online.store import (
+from mlpipe_cli.online.base import (
     LEASE_SECONDS,
     BaseStore,
-    RunProgress,
     _Gone,
     _View,
     owner_id,
     stale_versions,
 )
+from mlpipe_cli.online.store import RunProgress, StoreMetadata
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS mlpipe_pointer (name TEXT PRIMARY KEY, version TEXT NOT NULL);

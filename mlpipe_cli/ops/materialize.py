@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlpipe_cli.errors import DataCheckFailed, UsageError
-from mlpipe_cli.online.base import StoreMetadata, utcnow
+from mlpipe_cli.online.base import owner_alive
+from mlpipe_cli.online.codec import utcnow
 from mlpipe_cli.online.materialize import (
     AS_OF_COLUMN,
     _age_features,
@@ -40,8 +41,14 @@ from mlpipe_cli.online.materialize import (
     parse_as_of,
     select_features,
 )
-from mlpipe_cli.online.store import ACTIVE_WRITES, RunProgress, owner_alive
-from mlpipe_cli.online.writer import finish_version, new_version_id, resume_version, start_version
+from mlpipe_cli.online.store import OnlineStore, OnlineStoreWriter, RunProgress, StoreMetadata
+from mlpipe_cli.online.writer import (
+    finish_version,
+    new_version_id,
+    release_version,
+    resume_version,
+    start_version,
+)
 
 if TYPE_CHECKING:
     from mlpipe_cli.artifacts import ArtifactStore
@@ -149,7 +156,7 @@ COMPUTE_BATCH_ENTITIES = 1_000_000
 def run_materialize(
     config: PipelineConfig,
     artifact_store: ArtifactStore | None,
-    store: Any,
+    store: OnlineStoreWriter,
     *,
     as_of: datetime,
     features: Sequence[str] | None = None,
@@ -293,7 +300,7 @@ def run_materialize(
                 del items
             del computed
     except BaseException:
-        ACTIVE_WRITES.discard(meta.version)
+        release_version(meta.version)
         raise
     t1 = time.perf_counter()
     final, removed = finish_version(store, meta, progress, expected=total)
@@ -322,7 +329,7 @@ def run_materialize(
     return result
 
 
-def _abandoned_runs(store: Any, fhash: str) -> list[tuple[StoreMetadata, RunProgress]]:
+def _abandoned_runs(store: OnlineStoreWriter, fhash: str) -> list[tuple[StoreMetadata, RunProgress]]:
     """Runs whose writer died, oldest first (by version sequence: Redis lists in no order)."""
     out = []
     for meta, progress in store.versions():
@@ -377,7 +384,7 @@ def _publish(
 # -- freshness and rollback -------------------------------------------------------------
 
 
-def store_freshness(store: Any, max_age: timedelta) -> FreshnessResult:
+def store_freshness(store: OnlineStore, max_age: timedelta) -> FreshnessResult:
     """Is the live version's as-of within ``max_age`` of now? (exit 1 from the CLI if not)."""
     store.ping()
     meta = store.live_metadata()
@@ -400,7 +407,7 @@ def store_freshness(store: Any, max_age: timedelta) -> FreshnessResult:
     )  # fmt: skip
 
 
-def store_rollback(store: Any) -> tuple[StoreMetadata, StoreMetadata]:
+def store_rollback(store: OnlineStoreWriter) -> tuple[StoreMetadata, StoreMetadata]:
     """Make the previous version live again; returns (now live, now previous) metadata."""
     store.ping()
     live, previous = store.rollback()

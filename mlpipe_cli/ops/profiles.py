@@ -28,8 +28,8 @@ def save_profile(
 ) -> str:
     """Profile the source's contract columns and publish it; return the version id."""
     from mlpipe_cli.config.loader import config_section_hash
-    from mlpipe_cli.drift.profile import build_profile, write_profile
     from mlpipe_cli.config.sources import scan_source
+    from mlpipe_cli.drift.profile import build_profile, write_profile
     from mlpipe_cli.io import fingerprint
 
     source = config.source(source_name)

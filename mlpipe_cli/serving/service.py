@@ -27,6 +27,7 @@ from mlpipe_cli.errors import (
 
 if TYPE_CHECKING:
     from mlpipe_cli.config import PipelineConfig
+    from mlpipe_cli.online import OnlineStore
     from mlpipe_cli.serving.featurelog import FeatureLogger
     from mlpipe_cli.serving.metrics import Metrics
     from mlpipe_cli.serving.model import RegisteredModel
@@ -140,7 +141,7 @@ class FeatureService:
     def __init__(
         self,
         *,
-        store: Any,
+        store: OnlineStore,
         transform: Any,
         metadata: Any,
         store_type: str,
