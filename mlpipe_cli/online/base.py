@@ -18,12 +18,13 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from mlpipe_cli.errors import Signal
 from mlpipe_cli.io import pid_alive
-from mlpipe_cli.online.codec import Decoder, KeyNormalizer
+from mlpipe_cli.online.codec import Decoder, KeyNormalizer, MultiDecoder
 from mlpipe_cli.online.store import LookupResult, RunProgress, StoreMetadata, no_live_version
 
 if TYPE_CHECKING:
@@ -82,16 +83,40 @@ def owner_alive(progress: RunProgress, now: float | None = None) -> bool:
 
 
 class _View:
-    """One version as seen by a reader: its decoder, key mapping and key prefix."""
+    """One version as seen by a reader: its decoder, key mapping and key prefix(es).
 
-    __slots__ = ("decoder", "keys", "meta", "prefix", "version")
+    A version with several entity types (``multi``) has one prefix per namespace (a SQLite
+    table / a Redis key prefix each); a lookup reads one row per namespace and decodes them
+    into one result. A single-entity version keeps the one-key fast path.
+    """
 
-    def __init__(self, meta: StoreMetadata, prefix: Any) -> None:
+    __slots__ = ("decoder", "keys", "meta", "multi", "prefix", "prefixes", "version")
+
+    def __init__(self, meta: StoreMetadata, prefix_of: Callable[[int], Any]) -> None:
         self.meta = meta
         self.version = meta.version
-        self.decoder = Decoder(meta)
+        namespaces = meta.key_sets()
+        self.multi = len(namespaces) > 1
+        self.decoder: Any = MultiDecoder(meta) if self.multi else Decoder(meta)
         self.keys = KeyNormalizer(meta)
-        self.prefix = prefix
+        self.prefixes = [prefix_of(i) for i in range(len(namespaces))]
+        self.prefix = self.prefixes[0]
+
+    def lookup_keys(self, entities: Sequence[Any]) -> list[list[str]]:
+        """Per namespace, the store keys of ``entities`` (UsageError for a bad entity)."""
+        if not self.multi:
+            key = self.keys.key
+            return [[key(e) for e in entities]]
+        per_entity = [self.keys.keys(e) for e in entities]
+        return [list(column) for column in zip(*per_entity, strict=True)]
+
+    def decode_all(
+        self, rows: list[list[bytes | None]], now: float
+    ) -> list[LookupResult]:
+        decode = self.decoder.decode
+        if not self.multi:
+            return [decode(row, now) for row in rows[0]]
+        return [decode(parts, now) for parts in zip(*rows, strict=True)]
 
 
 class BaseStore:
@@ -114,12 +139,21 @@ class BaseStore:
     def _read_metadata(self, version: str) -> StoreMetadata | None:
         raise NotImplementedError
 
-    def _view_prefix(self, version: str) -> Any:
+    def _view_prefix(self, version: str, namespace: int = 0) -> Any:
         raise NotImplementedError
 
-    def _fetch(self, view: _View, keys: list[str]) -> list[bytes | None]:
-        """Packed rows for keys of one version (None when absent); raises _Gone if dropped."""
+    def _fetch(self, view: _View, keys: list[str], namespace: int = 0) -> list[bytes | None]:
+        """Packed rows for keys of one namespace of a version (None when absent); raises
+        _Gone if the version was dropped."""
         raise NotImplementedError
+
+    def _fetch_all(self, view: _View, keys: list[list[str]]) -> list[list[bytes | None]]:
+        """Packed rows per namespace (``keys``: per namespace). One call per namespace;
+        a backend that can batch namespaces into one round trip overrides this."""
+        return [self._fetch(view, part, ns) for ns, part in enumerate(keys)]
+
+    def _new_view(self, meta: StoreMetadata) -> _View:
+        return _View(meta, partial(self._view_prefix, meta.version))
 
     # -- read path ----------------------------------------------------------------------
     def _current(self, force: bool = False) -> _View | None:
@@ -137,7 +171,7 @@ class BaseStore:
                 if meta is None:
                     view = None
                 else:
-                    view = _View(meta, self._view_prefix(version))
+                    view = self._new_view(meta)
                     with self._lock:
                         if len(self._views) > 8:
                             self._views.clear()
@@ -156,6 +190,12 @@ class BaseStore:
             view = self._current(force=True)
             if view is None:
                 return no_live_version()
+        if view.multi:
+            try:
+                rows = self._fetch_all(view, view.lookup_keys([entity]))
+            except _Gone:
+                rows = None
+            return self._results(view, [entity], rows)[0]
         key = view.keys.key(entity)
         try:
             packed = self._fetch(view, [key])[0]
@@ -167,6 +207,8 @@ class BaseStore:
             if fresh is None:
                 return no_live_version()
             if fresh is not view:
+                if fresh.multi:
+                    return self._results(fresh, [entity], None)[0]
                 view = fresh
                 packed = self._fetch(view, [view.keys.key(entity)])[0]
         return view.decoder.decode(packed)
@@ -178,13 +220,13 @@ class BaseStore:
         if not entities:
             return []
         try:
-            rows = self._fetch(view, [view.keys.key(e) for e in entities])
+            rows = self._fetch_all(view, view.lookup_keys(entities))
         except _Gone:
             rows = None
         return self._results(view, entities, rows)
 
     # Backends whose lookups wait on a network round trip set this and override
-    # _fetch_async, so that the feature server's event loop keeps serving meanwhile.
+    # get_many_async, so that the feature server's event loop keeps serving meanwhile.
     async_reads = False
 
     async def get_many_async(
@@ -192,19 +234,7 @@ class BaseStore:
     ) -> list[LookupResult]:
         """``get_many`` for an event loop: the round trip to the store does not block it
         (``deadline``, ``time.monotonic()`` seconds, bounds network stores' whole call)."""
-        view = self._live_view()
-        if view is None:
-            return [no_live_version() for _ in entities]
-        if not entities:
-            return []
-        try:
-            rows = await self._fetch_async(view, [view.keys.key(e) for e in entities])
-        except _Gone:
-            rows = None
-        return self._results(view, entities, rows)
-
-    async def _fetch_async(self, view: _View, keys: list[str]) -> list[bytes | None]:
-        return self._fetch(view, keys)
+        return self.get_many(entities)
 
     def _live_view(self) -> _View | None:
         view = self._current()
@@ -213,19 +243,20 @@ class BaseStore:
         return view
 
     def _results(
-        self, view: _View, entities: Sequence[Any], rows: list[bytes | None] | None
+        self,
+        view: _View,
+        entities: Sequence[Any],
+        rows: list[list[bytes | None]] | None,
     ) -> list[LookupResult]:
-        if rows is None or any(r is None for r in rows):
+        if rows is None or any(r is None for part in rows for r in part):
             # A miss may mean the pointer moved on (or our version was dropped): re-check once.
             fresh = self._current(force=True)
             if fresh is None:
                 return [no_live_version() for _ in entities]
             if fresh is not view or rows is None:
                 view = fresh
-                rows = self._fetch(view, [view.keys.key(e) for e in entities])
-        now = time.time()
-        decode = view.decoder.decode
-        return [decode(row, now) for row in rows]
+                rows = self._fetch_all(view, view.lookup_keys(entities))
+        return view.decode_all(rows, time.time())
 
 
 class _Gone(Signal):

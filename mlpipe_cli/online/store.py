@@ -26,8 +26,48 @@ STORE_FORMAT_VERSION = 1
 
 
 @dataclass(frozen=True)
+class Namespace:
+    """The rows of one entity type (one key set) in a version.
+
+    ``keys`` are the request key columns identifying the entity (the spine's column names:
+    ``[rider_id]``, ``[pickup_zone]``, ``[zone, driver_id]``), ``features`` the features
+    stored per entity of this type, in the version's feature order. Each row's store key is
+    the compact JSON of its ``keys`` values; its packed value holds ``features``.
+    """
+
+    keys: list[str]
+    key_types: list[str]  # "int" | "str" | "other", per key
+    features: list[str]
+    entity_count: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "keys": self.keys,
+            "key_types": self.key_types,
+            "features": self.features,
+            "entity_count": self.entity_count,
+        }
+
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any]) -> Namespace:
+        return cls(
+            list(doc["keys"]),
+            list(doc["key_types"]),
+            list(doc["features"]),
+            int(doc["entity_count"]),
+        )
+
+
+@dataclass(frozen=True)
 class StoreMetadata:
-    """Facts about one materialized version (stored next to its data)."""
+    """Facts about one materialized version (stored next to its data).
+
+    ``entity_keys``/``key_types`` are every key column a lookup needs (the union over the
+    namespaces, in order of first appearance). ``namespaces`` lists the entity types when a
+    version holds more than one (rider, driver, zone, ...); empty means one namespace with
+    ``entity_keys`` holding every feature, the layout of every single-entity version.
+    ``entity_count`` is the number of rows over all namespaces.
+    """
 
     version: str
     as_of: datetime
@@ -41,6 +81,13 @@ class StoreMetadata:
     ttls: dict[str, float] = field(default_factory=dict)  # feature -> ttl seconds (read-time)
     event_times: bool = False  # packed rows carry one event time per ttl feature
     status: str = "complete"  # "building" | "complete"
+    namespaces: list[Namespace] = field(default_factory=list)
+
+    def key_sets(self) -> list[Namespace]:
+        """The version's namespaces (one for a single-entity version)."""
+        if self.namespaces:
+            return self.namespaces
+        return [Namespace(self.entity_keys, self.key_types, self.features, self.entity_count)]
 
     def to_json(self) -> bytes:
         doc = {
@@ -58,6 +105,8 @@ class StoreMetadata:
             "event_times": self.event_times,
             "status": self.status,
         }
+        if self.namespaces:  # single-entity metadata stays as it always was
+            doc["namespaces"] = [ns.to_dict() for ns in self.namespaces]
         return orjson.dumps(doc)
 
     @classmethod
@@ -77,6 +126,7 @@ class StoreMetadata:
             ttls={k: float(v) for k, v in (doc.get("ttls") or {}).items()},
             event_times=bool(doc.get("event_times")),
             status=doc.get("status", "complete"),
+            namespaces=[Namespace.from_dict(ns) for ns in doc.get("namespaces") or []],
         )
 
     def replace(self, **changes: Any) -> StoreMetadata:
@@ -99,6 +149,9 @@ class LookupResult:
     expired: list[str]
     version: str | None
     as_of: datetime | None
+    # Several entity types: the features holding defaults because their entity was not in
+    # the store (``found`` is then False). Empty when ``found`` is False for the one entity.
+    missing: list[str] = field(default_factory=list)
 
     @property
     def status(self) -> str:
@@ -155,8 +208,9 @@ class OnlineStore(Protocol):
 class OnlineStoreWriter(Protocol):
     """The write side: what ``online.writer`` and ``ops.materialize`` drive.
 
-    A run: ``next_sequence`` → ``begin`` (status 'building', a lease) → ``write_chunk`` per
-    chunk (progress recorded with it) → ``verify`` → ``switch`` (one transaction / MULTI:
+    A run: ``next_sequence`` → ``begin`` (status 'building', a lease; one namespace per entity
+    type of ``meta.key_sets()``) → ``write_chunk`` per chunk of one namespace (progress
+    recorded with it) → ``verify`` → ``switch`` (one transaction / MULTI:
     the version is marked complete and made live; stale versions are removed). ``claim``
     takes over an abandoned version to resume it; ``rollback`` swaps live and previous.
     """
@@ -171,7 +225,9 @@ class OnlineStoreWriter(Protocol):
     def next_sequence(self) -> int: ...
     def begin(self, meta: StoreMetadata, progress: RunProgress) -> None: ...
     def claim(self, progress: RunProgress) -> bool: ...
-    def write_chunk(self, progress: RunProgress, items: Sequence[tuple[str, bytes]]) -> None: ...
+    def write_chunk(
+        self, progress: RunProgress, items: Sequence[tuple[str, bytes]], namespace: int = 0
+    ) -> None: ...
     def verify(self, meta: StoreMetadata, progress: RunProgress, expected: int) -> None: ...
     def count(self, version: str) -> int: ...
     def switch(self, meta: StoreMetadata) -> list[str]: ...

@@ -352,7 +352,13 @@ class FeatureService:
         cold = not result.found
         if cold:
             if self.cold_start_overrides:
-                values = {**values, **self.cold_start_overrides}
+                missing = result.missing  # several entity types: only the missing ones' features
+                overrides = (
+                    {k: v for k, v in self.cold_start_overrides.items() if k in missing}
+                    if missing
+                    else self.cold_start_overrides
+                )
+                values = {**values, **overrides}
             if self.metrics is not None:
                 self.metrics.cold_starts += 1
         try:
