@@ -86,12 +86,17 @@ class MultiDecoder:
     """One entity's rows from every namespace of a version → one LookupResult whose values
     are in the version's feature order; ``found`` only when every namespace had its row."""
 
-    __slots__ = ("_decoders", "_features", "_meta")
+    __slots__ = ("_decoders", "_features", "_meta", "_order", "_plain")
 
     def __init__(self, meta: StoreMetadata) -> None:
         self._meta = meta
         self._features = meta.features
         self._decoders = [Decoder(meta, ns) for ns in meta.key_sets()]
+        self._order = {name: i for i, name in enumerate(meta.features)}
+        # namespaces without ttl'd features: their packed row is just the values, in order
+        self._plain = tuple(
+            None if decoder._ttl_slots else decoder._names for decoder in self._decoders
+        )
 
     @property
     def metadata(self) -> StoreMetadata:
@@ -101,16 +106,21 @@ class MultiDecoder:
         merged: dict[str, Any] = {}
         expired: list[str] = []
         missing: list[str] = []
-        for decoder, packed in zip(self._decoders, rows, strict=True):
+        loads = orjson.loads
+        for decoder, names, packed in zip(self._decoders, self._plain, rows, strict=True):
+            if packed is not None and names is not None:
+                merged.update(zip(names, loads(packed), strict=False))
+                continue
             part = decoder.decode(packed, now)
             merged.update(part.values)
             if not part.found:
                 missing.extend(part.values)
             expired.extend(part.expired)
         values = {name: merged[name] for name in self._features}
-        order = {name: i for i, name in enumerate(self._features)}
-        expired.sort(key=order.__getitem__)
-        missing.sort(key=order.__getitem__)
+        if expired:
+            expired.sort(key=self._order.__getitem__)
+        if missing:
+            missing.sort(key=self._order.__getitem__)
         meta = self._meta
         return LookupResult(not missing, values, expired, meta.version, meta.as_of, missing)
 
@@ -175,7 +185,15 @@ class KeyNormalizer:
     def keys(self, entity: Sequence[Any] | Any) -> list[str]:
         values = self.values(entity)
         dumps = orjson.dumps
-        return [dumps([values[i] for i in slots]).decode() for slots in self._slots]
+        out = []
+        for slots in self._slots:
+            if len(slots) == 1:
+                value = values[slots[0]]
+                # an int key is its digits; anything else goes through JSON
+                out.append(f"[{value}]" if type(value) is int else "[" + dumps(value).decode() + "]")
+            else:
+                out.append(dumps([values[i] for i in slots]).decode())
+        return out
 
     def _as(self, value: Any, kind: str, i: int) -> Any:
         if kind == "int" and not isinstance(value, (bool, int, str, float)):
