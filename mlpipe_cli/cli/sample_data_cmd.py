@@ -52,9 +52,11 @@ def sample_data(
     json_output: JsonOption = False,
     quiet: QuietOption = False,
 ) -> None:
-    """Write a synthetic data set: e-commerce churn (users, orders, products, embeddings,
-    labels) or, with --dataset rides, ride requests with string keys by rider, driver and
-    zone (rides, drivers, zone_weather, labels).
+    """Write a synthetic data set: e-commerce churn (default) or rides (--dataset rides).
+
+    churn: users, orders, products, embeddings, labels (configs/example.yaml). rides: rides,
+    drivers, zone_weather, labels, keyed by rider, driver and zone with string keys of
+    different lengths, some non-ASCII (configs/rides.yaml).
 
     Like every subcommand it accepts -c/--config and --artifact-dir, but it reads neither: the
     data set depends only on --dataset, --rows, --seed and --fault.
