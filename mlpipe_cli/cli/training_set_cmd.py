@@ -11,6 +11,7 @@ from mlpipe_cli.cli.common import (
     DEFAULT_CONFIG,
     ArtifactDirOption,
     ConfigOption,
+    EngineOption,
     FeaturesOption,
     JsonOption,
     Output,
@@ -39,6 +40,7 @@ def training_set(
         typer.Option("--no-publish", help="Only write <out>.manifest.json, no artifact."),
     ] = False,
     artifact_dir: ArtifactDirOption = None,
+    engine: EngineOption = None,
     json_output: JsonOption = False,
     quiet: QuietOption = False,
 ) -> None:
@@ -53,17 +55,16 @@ def training_set(
     (config hash, input fingerprints, row counts, features) and publishes the manifest as a
     `training-set` artifact.
 
+    With --engine spark (docs/scale.md) the same features are computed on a Spark cluster;
+    an --out without the .parquet suffix is then a directory of part files in spine order.
+
     Example: mlpipe training-set -c configs/example.yaml --out data/train.parquet
     """
     from mlpipe_cli.ops.training_set import training_set as run
 
     out_ = Output.create(json_mode=json_output, quiet=quiet)
     names = parse_features(features)
-    with out_.progress("training set") as bar:
-
-        def step(text: str) -> None:
-            bar.advance(1)
-
+    with out_.reporting():
         result = run(
             run_context(config, artifact_dir),
             out=out,
@@ -71,12 +72,9 @@ def training_set(
             timestamp=timestamp,
             features=names,
             publish=not no_publish,
-            progress=step,
+            engine=engine,
         )
-    out_.result(
-        result.to_dict(),
-        f"wrote {result.rows} rows x {len(result.features)} features to {result.out}",
-    )
+    out_.result(result.to_dict(), f"wrote {result.out}")
     out_.line(f"manifest: {result.manifest_path}")
     if result.artifact_version:
         out_.line(f"artifact: training-set/{result.artifact_version}")
@@ -87,8 +85,17 @@ def training_set(
             for s in result.feature_stats
         ],
     )
+    out_.summary(
+        "training-set",
+        rows=result.rows,
+        seconds=result.seconds,
+        detail=f" x {len(result.features)} features",
+        output=result.out,
+    )
 
 
-def _matched(matched: int, rows: int) -> str:
+def _matched(matched: int | None, rows: int) -> str:
     """Spine rows whose entity has a source row in scope, e.g. ``9876 (98.4%)``."""
+    if matched is None:
+        return "-"  # not counted by this engine
     return f"{matched} ({matched / rows:.1%})" if rows else "0"

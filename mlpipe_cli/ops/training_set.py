@@ -11,6 +11,7 @@ written atomically and is byte-identical for the same inputs and config; beside 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 from mlpipe_cli.errors import DataCheckFailed, InputError, UsageError
 from mlpipe_cli.io import within_input_scope
+from mlpipe_cli.progress import task as progress_task
+from mlpipe_cli.progress import track as progress_track
 
 if TYPE_CHECKING:
     from mlpipe_cli.artifacts import ArtifactStore
@@ -38,6 +41,7 @@ class TrainingSetResult:
     feature_stats: list[dict[str, Any]] = field(default_factory=list)
     artifact_version: str | None = None
     validated: list[str] = field(default_factory=list)
+    seconds: float = 0.0  # wall time of the whole build
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -49,6 +53,7 @@ class TrainingSetResult:
             "config_hash": self.manifest["config_hash"],
             "output_sha256": self.manifest["output"]["sha256"],
             "validated_sources": self.validated,
+            "seconds": round(self.seconds, 3),
         }
 
 
@@ -65,6 +70,7 @@ def training_set(
     features: Sequence[str] | None = None,
     publish: bool = True,
     progress: Callable[[str], None] | None = None,
+    engine: str | None = None,
 ) -> TrainingSetResult:
     """Build the training set of ``project``; see `mlpipe training-set --help`.
 
@@ -79,6 +85,7 @@ def training_set(
         features=features,
         store=project.store if publish else None,
         progress=progress,
+        engine=engine,
     )
 
 
@@ -93,8 +100,16 @@ def build_training_set(
     store: ArtifactStore | None = None,
     validate: bool = True,
     progress: Callable[[str], None] | None = None,
+    engine: str | None = None,
 ) -> TrainingSetResult:
-    """Validate the inputs, compute every feature as of each spine row, write ``out``."""
+    """Validate the inputs, compute every feature as of each spine row, write ``out``.
+
+    ``engine`` (default: the config's ``engine:``) is ``polars`` or ``spark``.
+    """
+    started = time.perf_counter()
+    from mlpipe_cli.engines import choose_engine
+
+    engine = choose_engine(config, engine)
     from mlpipe_cli.config.loader import config_section_hash
     from mlpipe_cli.features.engine import _select, check_match_rates, compute_features
     from mlpipe_cli.io import (
@@ -136,24 +151,26 @@ def build_training_set(
     if validate:
         validated = _validate_inputs(config, used_sources, spine_files, progress)
 
-    if progress:
-        progress("computing features")
-    computed = compute_features(
-        config,
-        scan_parquet(spine_path),
-        entity_keys=keys or None,
-        timestamp=ts_col,
-        features=[f.name for f in selected],
-        progress=progress,
-        stats=True,
-    )
-    # A feature that matched no spine row (or fewer than its min_match_rate) fails the run
-    # before anything is written: a column of defaults is never a silent success.
-    check_match_rates(computed.stats)
-    frame = computed.frame
-    match_rates = {s.feature: s.to_json() for s in computed.stats}
+    frame = None
+    match_rates: dict[str, dict[str, Any]] = {}  # the Polars engine's; Spark has none yet
+    if engine != "spark":
+        if progress:
+            progress("computing features")
+        computed = compute_features(
+            config,
+            scan_parquet(spine_path),
+            entity_keys=keys or None,
+            timestamp=ts_col,
+            features=[f.name for f in selected],
+            progress=progress,
+            stats=True,
+        )
+        # A feature that matched no spine row (or fewer than its min_match_rate) fails the
+        # run before anything is written: a column of defaults is never a silent success.
+        check_match_rates(computed.stats)
+        frame = computed.frame
+        match_rates = {s.feature: s.to_json() for s in computed.stats}
     from mlpipe_cli import __version__
-    from mlpipe_cli.io import file_sha256
 
     section = {
         "entity_keys": keys,
@@ -171,8 +188,18 @@ def build_training_set(
     if progress:
         progress("writing")
     manifest_path = manifest_path_for(out)
-    with atomic_outputs():  # the Parquet file and its manifest: both published or neither
-        write_parquet_atomic(frame, out)
+    # the Parquet file and its manifest: both published or neither
+    with atomic_outputs(), progress_task(f"writing {out.name}"):
+        if frame is None:  # engine spark: a file joins this batch; a directory is renamed
+            from mlpipe_cli.engines.spark.training_set import build as build_on_spark
+
+            summary = build_on_spark(
+                config, spine=spine_path, out=out, keys=keys, timestamp=ts_col,
+                selected=selected, progress=progress,
+            )
+        else:
+            write_parquet_atomic(frame, out)
+            summary = _Written.of(frame)
         written = staged_path(out)
         manifest: dict[str, Any] = {
             "format_version": MANIFEST_FORMAT_VERSION,
@@ -183,20 +210,16 @@ def build_training_set(
             "entity_keys": keys,
             "timestamp": ts_col,
             "features": [f.name for f in selected],
-            "match_rates": {
-                name: {k: v for k, v in stats.items() if k != "feature"}
-                for name, stats in match_rates.items()
-            },
             "inputs": inputs,
-            "rows": {"spine": frame.height, "output": frame.height},
-            "output": {
-                "file": out.name,
-                "sha256": file_sha256(written),
-                "size": written.stat().st_size,
-                "columns": frame.columns,
-            },
+            "rows": {"spine": summary.rows, "output": summary.rows},
+            "output": _output_entry(out, written, summary),
             "validated_sources": validated,
         }
+        if match_rates:  # per feature: rows, matched, match_rate, keys (Polars engine)
+            manifest["match_rates"] = {
+                name: {k: v for k, v in stats.items() if k != "feature"}
+                for name, stats in match_rates.items()
+            }
         atomic_write_bytes(manifest_path, _dump(manifest))
 
     version = None
@@ -219,10 +242,10 @@ def build_training_set(
     stats = [
         {
             "feature": name,
-            "dtype": str(frame.schema[name]),
-            "nulls": frame.get_column(name).null_count(),
-            "matched": match_rates[name]["matched"],
-            "match_rate": match_rates[name]["match_rate"],
+            "dtype": summary.dtypes[name],
+            "nulls": summary.nulls[name],
+            "matched": match_rates[name]["matched"] if match_rates else None,
+            "match_rate": match_rates[name]["match_rate"] if match_rates else None,
         }
         for name in manifest["features"]
     ]
@@ -230,12 +253,47 @@ def build_training_set(
         out=out,
         manifest_path=manifest_path,
         manifest=manifest,
-        rows=frame.height,
+        rows=summary.rows,
         features=manifest["features"],
         feature_stats=stats,
         artifact_version=version,
         validated=validated,
+        seconds=time.perf_counter() - started,
     )
+
+
+@dataclass(frozen=True)
+class _Written:
+    """What the manifest records about the written output (either engine)."""
+
+    rows: int
+    columns: list[str]
+    dtypes: dict[str, str]
+    nulls: dict[str, int]
+    parts: int = 0  # part files of a directory output (Spark engine); 0 = one file
+
+    @classmethod
+    def of(cls, frame: Any) -> _Written:
+        return cls(
+            rows=frame.height,
+            columns=frame.columns,
+            dtypes={name: str(dtype) for name, dtype in frame.schema.items()},
+            nulls={name: frame.get_column(name).null_count() for name in frame.columns},
+        )
+
+
+def _output_entry(out: Path, written: Path, summary: Any) -> dict[str, Any]:
+    """The manifest's ``output``: one file (``written``: its staged copy), or the part files
+    of a directory (Spark engine; the sha256 combines the parts' as ``io.fingerprint`` does)."""
+    from mlpipe_cli.io import file_sha256, fingerprint
+
+    if not summary.parts:
+        return {"file": out.name, "sha256": file_sha256(written),
+                "size": written.stat().st_size, "columns": summary.columns}
+    combined = fingerprint([out])
+    return {"file": out.name, "sha256": combined["sha256"],
+            "size": sum(f["size"] for f in combined["files"]), "parts": summary.parts,
+            "columns": summary.columns}
 
 
 def _dump(document: dict[str, Any]) -> bytes:
@@ -272,7 +330,7 @@ def _validate_inputs(
         if files and files == spine_files and name not in names:
             names.append(name)
     checked = []
-    for name in names:
+    for name in progress_track(names, "validate inputs", unit="sources"):
         source = config.sources[name]
         if not (source.columns or source.checks or source.required_columns):
             continue  # no contract to check; the engine's own key/timestamp checks still run
