@@ -9,7 +9,10 @@ Measured, each a median over --runs runs:
 - `GET /features/{id}` (random ids) against the Redis-backed and the SQLite-backed server;
 - `POST /predict` against the Redis-backed server;
 - `GET /healthz` on the same server: a constant response on the same stack (the floor);
-- in-process `FeatureService.lookup(id)` (lookup + transform, no HTTP) for Redis and SQLite.
+- in-process `FeatureService.lookup(id)` (lookup + transform, no HTTP) for Redis and SQLite;
+- the same for three entity types per request (a user by int id, a merchant and a device by
+  string keys of different lengths, some non-ASCII: three store namespaces read in one MGET
+  / one query each), beside the single-entity figures of the same run, CPU µs per request.
 
 Load generator: `wrk` (1 thread, C connections, fixed duration, Lua script for random ids and
 p50/p99/p99.9) when on PATH, else a separate Python process with an asyncio raw-HTTP/1.1
@@ -26,7 +29,7 @@ scaled, and a model bound to it), measured interleaved on ``GET /features/{id}``
 rows lost (live rows written vs rows whose shadow columns are filled).
 
 Usage: .venv/bin/python benchmarks/bench_serve.py [--quick] [--entities N] [--duration S]
-       [--runs R] [--connections 16,1] [--json OUT] [--shadow]
+       [--runs R] [--connections 16,1] [--json OUT] [--shadow] [--no-http]
 Run full-size benchmarks under `flock /tmp/mlpipe-bench.lock`.
 """
 
@@ -113,6 +116,17 @@ def rows_for(n: int, seed: int = 1) -> list[list]:
     return rows
 
 
+DEFAULTS = {
+    "total_orders": 0,
+    "lifetime_value": 0.0,
+    "orders_30d": 0,
+    "revenue_30d": 0.0,
+    "days_since_last_order": 999.0,
+    "age": None,
+    "country": None,
+    "plan": "free",
+}
+
 # The served transform (also measured alone by bench_transform_one.py).
 TRANSFORM_COLUMNS = {
     "total_orders": [{"type": "log1p"}, {"type": "standard"}],
@@ -182,16 +196,7 @@ def build_project(root: Path, n: int, redis_port: int) -> dict[str, Path]:
     artifacts = ArtifactStore(root / "artifacts", "bench")
     publish(artifacts, config.transforms, root / "train.parquet")
     transform = load_transform(artifacts)
-    defaults = {
-        "total_orders": 0,
-        "lifetime_value": 0.0,
-        "orders_30d": 0,
-        "revenue_30d": 0.0,
-        "days_since_last_order": 999.0,
-        "age": None,
-        "country": None,
-        "plan": "free",
-    }
+    defaults = DEFAULTS
     for path in configs.values():
         store = open_store(load_config(path), root / "artifacts")
         chunk = 20_000
@@ -220,6 +225,155 @@ def build_project(root: Path, n: int, redis_port: int) -> dict[str, Path]:
     sio.dump(model, root / "model.skops")
     register_model(artifacts, root / "model.skops", transform.version)
     return configs
+
+
+# -- three entity types per request ------------------------------------------------------------
+
+MERCHANT_FEATURES = ["merchant_fraud_rate", "merchant_category"]
+DEVICE_FEATURES = ["device_age_days", "device_os"]
+TRANSFORM_COLUMNS_3 = {
+    **TRANSFORM_COLUMNS,
+    "merchant_fraud_rate": [{"type": "standard"}],
+    "merchant_category": [{"type": "onehot"}],
+    "device_age_days": [{"type": "fill_null", "strategy": "median"}, {"type": "standard"}],
+    "device_os": [{"type": "onehot"}],
+}
+_MERCHANT_NAMES = ["Zürich Bäckerei", "東京", "A", "São Paulo Café", "shop", "Ålesund Fisk"]
+
+
+def merchants_for(n: int) -> list[str]:
+    """Merchant keys of 1 to ~30 characters, some non-ASCII."""
+    return [f"{_MERCHANT_NAMES[i % len(_MERCHANT_NAMES)]}#{i}" for i in range(max(10, n // 10))]
+
+
+def devices_for(n: int) -> list[str]:
+    return [f"dev-{i:x}" for i in range(max(10, n // 2))]
+
+
+def build_project_3(root: Path, n: int, redis_port: int) -> dict[str, Path]:
+    """The same users plus merchants and devices: one version, three namespaces."""
+    import polars as pl
+    import yaml
+
+    from mlpipe_cli.artifacts import ArtifactStore
+    from mlpipe_cli.config import load_config
+    from mlpipe_cli.online import open_store, pack_row
+    from mlpipe_cli.online.store import Namespace, StoreMetadata
+    from mlpipe_cli.online.writer import finish_version, new_version_id, start_version
+    from mlpipe_cli.transforms import publish
+
+    rng = random.Random(11)
+    rows = rows_for(n)
+    merchants = merchants_for(n)
+    devices = devices_for(n)
+    m_rows = [[round(rng.random() * 0.1, 4), rng.choice(["food", "travel", "tech", "art"])]
+              for _ in merchants]  # fmt: skip
+    d_rows = [[rng.randint(0, 900) if rng.random() > 0.05 else None,
+               rng.choice(["ios", "android", "web"])] for _ in devices]  # fmt: skip
+    train = frame_of(rows[:20_000]).with_columns(
+        pl.Series("merchant_fraud_rate", [m_rows[i % len(m_rows)][0] for i in range(min(n, 20_000))]),
+        pl.Series("merchant_category", [m_rows[i % len(m_rows)][1] for i in range(min(n, 20_000))]),
+        pl.Series("device_age_days", [d_rows[i % len(d_rows)][0] for i in range(min(n, 20_000))],
+                  dtype=pl.Int64),
+        pl.Series("device_os", [d_rows[i % len(d_rows)][1] for i in range(min(n, 20_000))]),
+    )  # fmt: skip
+    train.write_parquet(root / "train3.parquet")
+    keys = ["user_id", "merchant", "device"]
+    base = {
+        "pipeline": "bench3",
+        "entity_keys": keys,
+        "artifact_dir": str(root / "artifacts"),
+        "transforms": {"data": "train3.parquet", "columns": TRANSFORM_COLUMNS_3},
+        "serving": {"logging": {"enabled": False}},
+    }
+    configs = {}
+    for kind in ("redis", "sqlite"):
+        doc = dict(base)
+        doc["online_store"] = (
+            {"type": "redis", "url": f"redis://127.0.0.1:{redis_port}/0", "key_prefix": "b3"}
+            if kind == "redis" else {"type": "sqlite", "path": str(root / "online3.sqlite")}
+        )  # fmt: skip
+        path = root / f"{kind}3.yaml"
+        path.write_text(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True))
+        configs[kind] = path
+    publish(ArtifactStore(root / "artifacts", "bench3"), load_config(configs["redis"]).transforms,
+            root / "train3.parquet")  # fmt: skip
+    namespaces = [
+        Namespace(["user_id"], ["int"], FEATURES, n),
+        Namespace(["merchant"], ["str"], MERCHANT_FEATURES, len(merchants)),
+        Namespace(["device"], ["str"], DEVICE_FEATURES, len(devices)),
+    ]
+    dumps = json.dumps
+    tables = [
+        [(f"[{i + 1}]", pack_row(rows[i])) for i in range(n)],
+        [(dumps([m], ensure_ascii=False, separators=(",", ":")), pack_row(v))
+         for m, v in zip(merchants, m_rows, strict=True)],
+        [(dumps([d]), pack_row(v)) for d, v in zip(devices, d_rows, strict=True)],
+    ]  # fmt: skip
+    total = sum(len(t) for t in tables)
+    for path in configs.values():
+        store = open_store(load_config(path), root / "artifacts")
+        meta = StoreMetadata(
+            version=new_version_id(store), as_of=datetime(2026, 7, 1, tzinfo=UTC),
+            finished_at=None, entity_count=total,
+            features=FEATURES + MERCHANT_FEATURES + DEVICE_FEATURES, feature_hash="bench3",
+            entity_keys=keys, key_types=["int", "str", "str"], namespaces=namespaces,
+            defaults={**DEFAULTS, "merchant_fraud_rate": 0.0, "merchant_category": "food",
+                      "device_age_days": None, "device_os": "web"},
+        )  # fmt: skip
+        progress = start_version(store, meta, chunk_size=20_000, entities_hash="")
+        for index, table in enumerate(tables):
+            for start in range(0, len(table), 20_000):
+                store.write_chunk(progress, table[start : start + 20_000], index)
+        finish_version(store, meta, progress, expected=total)
+        store.close()
+    return configs
+
+
+def in_process_3(config: Path, artifact_dir: Path, n: int, count: int) -> dict:
+    """``in_process`` with a (user, merchant, device) request: three namespaces per lookup."""
+    from mlpipe_cli.config import load_config
+    from mlpipe_cli.serving.server import tune_serving_process
+    from mlpipe_cli.serving.service import build_runtime
+
+    runtime = build_runtime(load_config(config), artifact_dir, model_ref="none",
+                            logging_enabled=False)  # fmt: skip
+    service = runtime.service
+    tune_serving_process()
+    rng = random.Random(3)
+    merchants, devices = merchants_for(n), devices_for(n)
+    entities = [
+        {"user_id": rng.randint(1, n), "merchant": rng.choice(merchants),
+         "device": rng.choice(devices)}
+        for _ in range(count)
+    ]  # fmt: skip
+    for entity in entities[:2000]:
+        service.lookup(entity)
+    times = []
+    clock = time.perf_counter
+    cpu = time.process_time()
+    for entity in entities:
+        t = clock()
+        served = service.lookup(entity)
+        times.append(clock() - t)
+    cpu = time.process_time() - cpu
+    if served.cold_start:
+        raise SystemExit("3-entity benchmark: an entity was not found")
+    store_times = []
+    for entity in entities[: count // 5]:
+        t = clock()
+        service.store.get(entity)
+        store_times.append(clock() - t)
+    service.store.close()
+    times.sort()
+    store_times.sort()
+    return {
+        "p50": times[len(times) // 2] * 1e6,
+        "p99": times[int(len(times) * 0.99)] * 1e6,
+        "cpu_us": cpu / count * 1e6,
+        "store_get_p50": store_times[len(store_times) // 2] * 1e6,
+        "count": count,
+    }
 
 
 # -- servers --------------------------------------------------------------------------------
@@ -382,10 +536,12 @@ def in_process(config: Path, artifact_dir: Path, n: int, count: int) -> dict:
         service.lookup(i)
     times = []
     clock = time.perf_counter
+    cpu = time.process_time()
     for i in ids:
         t = clock()
         service.lookup(i)
         times.append(clock() - t)
+    cpu = time.process_time() - cpu
     # where the time goes: the store's lookup alone, the transform alone
     store_times, transform_times = [], []
     record = service.lookup(ids[0]).values
@@ -405,6 +561,7 @@ def in_process(config: Path, artifact_dir: Path, n: int, count: int) -> dict:
         "p99": times[int(len(times) * 0.99)] * 1e6,
         "store_get_p50": store_times[len(store_times) // 2] * 1e6,
         "transform_one_p50": transform_times[len(transform_times) // 2] * 1e6,
+        "cpu_us": cpu / count * 1e6,
         "count": count,
     }
 
@@ -602,6 +759,8 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--shadow", action="store_true",
                         help="only compare a server with and without --shadow")  # fmt: skip
+    parser.add_argument("--no-http", action="store_true", dest="no_http",
+                        help="only the in-process measurements (1 and 3 entity types)")  # fmt: skip
     parser.add_argument("--stacks", action="store_true",
                         help="only compare HTTP stacks on a constant endpoint")  # fmt: skip
     args = parser.parse_args()
@@ -622,22 +781,37 @@ def main() -> None:
     try:
         t0 = time.perf_counter()
         configs = build_project(tmp, args.entities, redis_port)
-        print(f"setup: {args.entities:,} entities in Redis and SQLite, transform fitted, model "
-              f"registered in {time.perf_counter() - t0:.1f} s")  # fmt: skip
+        configs_3 = build_project_3(tmp, args.entities, redis_port)
+        print(f"setup: {args.entities:,} entities in Redis and SQLite (plus merchants and "
+              f"devices for the 3-entity case), transforms fitted, model registered in "
+              f"{time.perf_counter() - t0:.1f} s")  # fmt: skip
         if args.shadow:
-            results = shadow_bench(args, tmp, configs)
-            report_shadow(results, args)
+            shadow_results = shadow_bench(args, tmp, configs)
+            report_shadow(shadow_results, args)
             if args.json:
-                args.json.write_text(json.dumps(results, indent=2))
+                args.json.write_text(json.dumps(shadow_results, indent=2))
             return
-        results: dict[str, dict] = {}
+        results: dict[str, dict] = {"load_before": {"text": load_average()}}
         for name, cfg in (("redis", configs["redis"]), ("sqlite", configs["sqlite"])):
+            # interleaved: the 1- and 3-entity figures of one backend are taken back to back
             results[f"in_process_{name}"] = in_process(
                 cfg, tmp / "artifacts", args.entities, args.in_process
             )
+            results[f"in_process3_{name}"] = in_process_3(
+                configs_3[name], tmp / "artifacts", args.entities, args.in_process
+            )
+            if args.no_http:
+                continue
             results[f"app_path_{name}"] = app_path(
                 cfg, tmp / "artifacts", args.entities, args.in_process, tmp / f"logs-app-{name}"
             )
+        if args.no_http:
+            results["load_after"] = {"text": load_average()}
+            report_in_process(results)
+            if args.json:
+                args.json.write_text(json.dumps(results, indent=2))
+            shutil.rmtree(tmp, ignore_errors=True)
+            return
         redis_srv = Server(configs["redis"], tmp / "logs-redis", args.workers)
         servers.append(redis_srv)
         sqlite_srv = Server(configs["sqlite"], tmp / "logs-sqlite", args.workers)
@@ -652,7 +826,6 @@ def main() -> None:
                 ("predict_redis", redis_srv, "predict"),
             )
         ]
-        results["load_before"] = {"text": load_average()}
         for _name, srv, kind, conns in plan:  # warm-up
             load(srv.port, kind, args.entities, conns, 1, tmp)
         runs: dict[str, list[dict]] = {name: [] for name, _, _, _ in plan}
@@ -773,6 +946,29 @@ def report_shadow(results: dict[str, Any], args: argparse.Namespace) -> None:
           f"scored by the shadow model\nserver: {log['summary']}")  # fmt: skip
 
 
+def report_in_process(results: dict[str, dict]) -> None:
+    print(f"\nload average before {results['load_before']['text']}, after "
+          f"{results.get('load_after', {}).get('text', '?')} (2 cores)")  # fmt: skip
+    print("\nin-process lookup + transform (no HTTP)")
+    for key in ("in_process_redis", "in_process_sqlite"):
+        r = results[key]
+        print(f"  {key[11:]:<8} p50 {r['p50']:.1f} µs  p99 {r['p99']:.1f} µs  CPU {r['cpu_us']:.1f} "
+              f"µs/lookup ({r['count']:,} lookups; of which store.get p50 "
+              f"{r['store_get_p50']:.1f} µs, transform_one p50 {r['transform_one_p50']:.1f} µs)")  # fmt: skip
+    print("in-process, 3 entity types per request (user int, merchant and device strings)")
+    for name in ("redis", "sqlite"):
+        r, one = results[f"in_process3_{name}"], results[f"in_process_{name}"]
+        print(f"  {name:<8} p50 {r['p50']:.1f} µs  p99 {r['p99']:.1f} µs  CPU {r['cpu_us']:.1f} "
+              f"µs/lookup = {r['cpu_us'] / one['cpu_us']:.2f}x one entity ({r['count']:,} lookups; "
+              f"store.get p50 {r['store_get_p50']:.1f} µs = "
+              f"{r['store_get_p50'] / one['store_get_p50']:.2f}x)")  # fmt: skip
+    ipr, ips = results["in_process3_redis"], results["in_process3_sqlite"]
+    print("goals (3 entity types, same as one)")
+    for text, ok in (("in-process Redis p99 <= 0.3 ms", ipr["p99"] <= 300),
+                     ("in-process SQLite p99 <= 0.05 ms", ips["p99"] <= 50)):  # fmt: skip
+        print(f"  {'PASS' if ok else 'MISS'}  {text}")
+
+
 def report(results: dict[str, dict], args: argparse.Namespace) -> None:
     tool = results[f"constant_healthz@{args.conn_list[0]}"]["tool"]
     print(f"\nload average before {results['load_before']['text']}, after "
@@ -795,12 +991,7 @@ def report(results: dict[str, dict], args: argparse.Namespace) -> None:
             print(f"{label:<34}{r['rps']:>10,.0f}{r['p50'] / 1000:>9.3f}{r['p99'] / 1000:>9.3f}"
                   f"{r['p999'] / 1000:>10.3f}{r['rps'] / floor:>10.0%}"
                   f"{r['cpu_ms_per_1k']:>11.1f}{r['non2xx']:>9.0f}")  # fmt: skip
-    print("\nin-process lookup + transform (no HTTP)")
-    for key in ("in_process_redis", "in_process_sqlite"):
-        r = results[key]
-        print(f"  {key[11:]:<8} p50 {r['p50']:.1f} µs  p99 {r['p99']:.1f} µs  ({r['count']:,} "
-              f"lookups; of which store.get p50 {r['store_get_p50']:.1f} µs, transform_one p50 "
-              f"{r['transform_one_p50']:.1f} µs)")  # fmt: skip
+    report_in_process(results)
     print("\napp request path in process (ServingApp.__rsgi__ called as Granian calls it; "
           "no sockets; feature log on)")  # fmt: skip
     for name in ("redis", "sqlite"):

@@ -58,6 +58,44 @@ set -e
 if [[ $code -ne 1 ]]; then echo "expected exit 1 from the drift gate, got $code"; exit 1; fi
 echo "-> exit 1: validate --reference caught the drifted revenue, as it should"
 
+step "11. several entities per row: rides by rider, driver and zone (configs/rides.yaml)"
+RIDES=configs/rides.yaml
+$MLPIPE sample-data --dataset rides --out data/rides -q
+$MLPIPE training-set -c "$RIDES" --out data/rides_train.parquet
+$MLPIPE fit -c "$RIDES"
+$MLPIPE materialize -c "$RIDES" --as-of "$AS_OF"
+echo "-> one lookup by all four keys (GET /features?rider_id=...&driver_id=...&pickup_zone=...&dropoff_zone=...):"
+$PYTHON - "$RIDES" <<'PY'
+import asyncio, sys
+from pathlib import Path
+from urllib.parse import urlencode
+
+import orjson
+import polars as pl
+
+from mlpipe_cli.config import load_config
+from mlpipe_cli.serving.app import ServingApp
+from mlpipe_cli.serving.service import build_runtime
+
+config = load_config(Path(sys.argv[1]))
+runtime = build_runtime(config, config.artifact_dir, model_ref="none", logging_enabled=False)
+app = ServingApp(runtime.service, runtime.metrics)
+keys = ["rider_id", "driver_id", "pickup_zone", "dropoff_zone"]
+row = pl.read_parquet("data/rides/labels.parquet").filter(
+    ~pl.col("pickup_zone").str.contains(r"^[A-Za-z]+$")).row(0, named=True)
+
+async def body() -> bytes:
+    return b""
+
+query = urlencode({k: row[k] for k in keys})
+print(f"GET /features?{query}")
+_, status, answer, _, _ = asyncio.run(app.handle("/features", "GET", body, None, query))
+doc = orjson.loads(answer)
+print(status, orjson.dumps({k: doc[k] for k in ("entity", "cold_start", "features", "expired")},
+                           option=orjson.OPT_INDENT_2).decode())
+runtime.service.store.close()
+PY
+
 step "artifacts published"
 $MLPIPE artifacts list -c "$CONFIG"
 $MLPIPE artifacts verify --all -c "$CONFIG" -q && echo "all artifact versions verify"
@@ -171,3 +209,4 @@ set +e
 $MLPIPE slo -c "$CONFIG"
 echo "-> mlpipe slo exit $?"
 set -e
+$MLPIPE artifacts verify --all -c "$RIDES" -q && echo "all rides artifact versions verify"

@@ -27,6 +27,7 @@ from mlpipe_cli.errors import (
 
 if TYPE_CHECKING:
     from mlpipe_cli.config import PipelineConfig
+    from mlpipe_cli.online import OnlineStore
     from mlpipe_cli.serving.featurelog import FeatureLogger
     from mlpipe_cli.serving.metrics import Metrics
     from mlpipe_cli.serving.model import RegisteredModel
@@ -147,7 +148,7 @@ class FeatureService:
     def __init__(
         self,
         *,
-        store: Any,
+        store: OnlineStore,
         transform: Any,
         metadata: Any,
         store_type: str,
@@ -368,7 +369,13 @@ class FeatureService:
         cold = not result.found
         if cold:
             if self.cold_start_overrides:
-                values = {**values, **self.cold_start_overrides}
+                missing = result.missing  # several entity types: only the missing ones' features
+                overrides = (
+                    {k: v for k, v in self.cold_start_overrides.items() if k in missing}
+                    if missing
+                    else self.cold_start_overrides
+                )
+                values = {**values, **overrides}
             if self.metrics is not None:
                 self.metrics.cold_starts += 1
         try:
