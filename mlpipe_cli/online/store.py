@@ -152,6 +152,9 @@ class LookupResult:
     # Several entity types: the features holding defaults because their entity was not in
     # the store (``found`` is then False). Empty when ``found`` is False for the one entity.
     missing: list[str] = field(default_factory=list)
+    # Streamed features (docs/streaming.md): feature -> how fresh its value is (newest event,
+    # batch as-of); None when no feature of the lookup streams.
+    freshness: dict[str, Any] | None = None
 
     @property
     def status(self) -> str:

@@ -110,6 +110,8 @@ class Served:
     # and its score name that version even when `mlpipe promote` switched the live service
     # while the request was waiting for the store.
     origin: FeatureService | None = None
+    # streamed features: feature -> newest event time and batch as-of (docs/streaming.md)
+    freshness: dict[str, Any] | None = None
 
     def to_dict(self, transform_version: str) -> dict[str, Any]:
         if self.origin is not None:
@@ -126,6 +128,8 @@ class Served:
         }
         if self.prediction is not None:
             doc["prediction"] = self.prediction
+        if self.freshness is not None:
+            doc["freshness"] = self.freshness
         return doc
 
 
@@ -158,6 +162,7 @@ class FeatureService:
         model: RegisteredModel | None = None,
         metrics: Metrics | None = None,
         logger: FeatureLogger | None = None,
+        streaming: Any = None,
     ) -> None:
         from mlpipe_cli.serving.keys import KeyParser
 
@@ -182,6 +187,9 @@ class FeatureService:
         self._transform_one = transform.transform_one
         self._incompatible: str | None = None
         self.health = StoreHealth()
+        # streamed sources: their windowed features are evaluated at request time from the
+        # state `mlpipe stream` keeps (a StreamingFeatureReader), over the batch values
+        self.streaming = streaming
 
     # -- info -----------------------------------------------------------------------------
 
@@ -217,6 +225,8 @@ class FeatureService:
     def lookup(self, entity: Any) -> Served:
         parsed = self.parse_entity(entity)
         result = self._store_call(self.store.get, parsed[0])
+        if self.streaming is not None:
+            self._overlay_streamed([parsed], [result])
         return self._serve(parsed, result)
 
     def lookup_many(self, entities: Sequence[Any]) -> list[Served]:
@@ -236,8 +246,28 @@ class FeatureService:
         return bool(self.store.async_reads)
 
     def fetch_many(self, parsed: Sequence[tuple[list[Any], str]]) -> list[Any]:
-        """Raw store results for parsed entities, in one store round trip."""
-        return self._store_call(self.store.get_many, [p[0] for p in parsed])
+        """Raw store results for parsed entities, in one store round trip (plus one per
+        streamed source)."""
+        results = self._store_call(self.store.get_many, [p[0] for p in parsed])
+        if self.streaming is not None:
+            self._overlay_streamed(parsed, results)
+        return results
+
+    def _overlay_streamed(self, parsed: Sequence[tuple[list[Any], str]], results: list[Any]
+                          ) -> None:
+        """Streamed features evaluated now replace their batch values (a window decays with
+        no new events; lag/last see the newest event); each result says how fresh they are."""
+        names = self._keys._names
+        entities = [dict(zip(names, p[0], strict=True)) for p in parsed]
+        try:
+            streamed = self.streaming.read(entities)
+        except MlpipeError:
+            raise
+        except Exception as exc:
+            raise self._store_failure(exc) from None
+        for result, fresh in zip(results, streamed, strict=True):
+            result.values.update(fresh.values)
+            result.freshness = fresh.freshness
 
     async def ping_async(self) -> None:
         """``ping`` that does not block the event loop on a network store."""
@@ -328,6 +358,13 @@ class FeatureService:
             raise self._store_failure(exc) from None
         if self.health.down_since is not None:
             self.health.ok()
+        if self.streaming is not None:
+            # the reader is blocking redis-py: off the event loop, in the default executor
+            import asyncio
+
+            await asyncio.get_running_loop().run_in_executor(
+                None, self._overlay_streamed, parsed, result
+            )
         return result
 
     def _store_failure(self, exc: Exception) -> Exception:
@@ -391,7 +428,7 @@ class FeatureService:
             self.metrics.entities_served += 1
         return Served(
             parsed[0], parsed[1], cold, values, result.expired, vector, version, result.as_of,
-            None, self,
+            None, self, getattr(result, "freshness", None),
         )
 
     def _recheck(self, version: str | None) -> None:
@@ -643,6 +680,7 @@ def build_runtime(
         model=model,
         metrics=metrics,
         logger=logger,
+        streaming=_streaming_reader(config),
     )
     if logger is not None:
         service.log_columns = list(logger.raw_columns)
@@ -684,3 +722,11 @@ def build_runtime(
         metrics.info["shadow_transform_version"] = shadow.transform_version
     return runtime
 
+
+def _streaming_reader(config: PipelineConfig) -> Any:
+    """A StreamingFeatureReader when a source streams (docs/streaming.md), else None."""
+    if not any(source.stream is not None for source in config.sources.values()):
+        return None
+    from mlpipe_cli.streaming.reader import StreamingFeatureReader
+
+    return StreamingFeatureReader(config)
