@@ -66,7 +66,7 @@ class Decoder:
     def decode(self, packed: bytes | None, now: float | None = None) -> LookupResult:
         if packed is None:
             return self.missing()
-        row = orjson.loads(packed)
+        row = loads_row(packed)
         values = dict(zip(self._names, row, strict=False))
         expired: list[str] = []
         if self._ttl_slots:
@@ -106,7 +106,7 @@ class MultiDecoder:
         merged: dict[str, Any] = {}
         expired: list[str] = []
         missing: list[str] = []
-        loads = orjson.loads
+        loads = loads_row
         for decoder, names, packed in zip(self._decoders, self._plain, rows, strict=True):
             if packed is not None and names is not None:
                 merged.update(zip(names, loads(packed), strict=False))
@@ -125,11 +125,40 @@ class MultiDecoder:
         return LookupResult(not missing, values, expired, meta.version, meta.as_of, missing)
 
 
+# JSON has no NaN or infinity (orjson writes them as null, silently): a row holding one is
+# packed with this prefix byte and each non-finite float as {"$f": "nan" | "inf" | "-inf"}, so
+# the value served is the value trained on. Rows of finite values are unchanged (no prefix),
+# and decoding them pays one byte comparison.
+NON_FINITE_PREFIX = b"!"
+_NON_FINITE_KEY = "$f"
+
+
+def box_non_finite(value: Any) -> Any:
+    """A float NaN/±inf as its JSON-safe box; any other value as is."""
+    if isinstance(value, float) and value != value:
+        return {_NON_FINITE_KEY: "nan"}
+    if isinstance(value, float) and value in (float("inf"), float("-inf")):
+        return {_NON_FINITE_KEY: "inf" if value > 0 else "-inf"}
+    return value
+
+
+def loads_row(packed: bytes) -> list[Any]:
+    """A packed row back to its values (non-finite floats restored)."""
+    if packed[:1] != NON_FINITE_PREFIX:
+        return orjson.loads(packed)  # type: ignore[no-any-return]
+    row = orjson.loads(packed[1:])
+    return [
+        float(v[_NON_FINITE_KEY]) if isinstance(v, dict) and _NON_FINITE_KEY in v else v
+        for v in row
+    ]
+
+
 def pack_row(values: Sequence[Any], event_times: Sequence[float | None] = ()) -> bytes:
     """The packed value of one entity (see the module docstring)."""
-    if event_times:
-        return orjson.dumps([*values, *event_times])
-    return orjson.dumps(list(values))
+    row = [*values, *event_times]
+    if any(isinstance(v, float) and (v != v or v in (float("inf"), float("-inf"))) for v in row):
+        return NON_FINITE_PREFIX + orjson.dumps([box_non_finite(v) for v in row])
+    return orjson.dumps(row)
 
 
 class KeyNormalizer:

@@ -399,6 +399,20 @@ def _pack_chunk(
         rows = [dumps(r, option=option) for r in values.iter_rows()]
     except TypeError:
         rows = [dumps(r, default=_json_default, option=option) for r in values.iter_rows()]
+    # JSON has no NaN/inf (orjson writes null): repack those rows so serving sees the value
+    # training saw (online.codec decodes them back)
+    floats = [c for c, t in values.schema.items() if t.is_float()]
+    if floats:
+        flagged = values.select(
+            pl.any_horizontal([pl.col(c).is_nan() | pl.col(c).is_infinite() for c in floats])
+            .fill_null(False)
+        ).to_series()
+        if flagged.any():
+            from mlpipe_cli.online.codec import NON_FINITE_PREFIX, box_non_finite
+
+            for i in flagged.arg_true().to_list():
+                boxed = [box_non_finite(v) for v in values.row(i)]
+                rows[i] = NON_FINITE_PREFIX + dumps(boxed, default=_json_default, option=option)
     return list(zip(store_keys, rows, strict=True))
 
 
