@@ -293,8 +293,8 @@ def encoding_comparison(server: Server, chunks, names, limit: int) -> dict:  # t
                 payload.append(_resp(*args) + _resp(b"EXPIRE", b"h:" + key.encode(), b"%d" % TTL))
             encode = time.perf_counter() - t0
             batches = [b"".join(payload[i : i + 2000]) for i in range(0, len(payload), 2000)]
-            # HSET replies ":20\r\n" (5 bytes), EXPIRE ":1\r\n" (4 bytes)
-            seconds = raw_pipelined(server, batches, len(rows), 9)
+            # HSET replies ":<fields>\r\n", EXPIRE ":1\r\n" (4 bytes)
+            seconds = raw_pipelined(server, batches, len(rows), len(f":{len(fields)}\r\n") + 4)
         else:
             batches = set_payloads([rows], b"p:")
             encode = time.perf_counter() - t0

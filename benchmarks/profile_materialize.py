@@ -7,7 +7,8 @@ Runs the real ``ops.materialize.run_materialize`` (the code the CLI runs after p
 the data and features of bench_materialize.py, with a timer around each step it calls, so
 the code under test is unchanged:
 
-    list      online.materialize.list_entities   (scan, filter, distinct, sort)
+    list      online.materialize.key_set_entities (list_entities before key sets): scan,
+              filter, distinct, sort
     hash      _entities_hash                      (hash_rows of the entity list)
     begin     writer.start_version                (metadata, progress record)
     compute   features.engine.compute_features    (one call per batch of chunks)
@@ -81,8 +82,9 @@ def instrumented_run(config, artifact_dir: Path, store, timers: Timers) -> dict:
     import mlpipe_cli.ops.materialize as ops
     from mlpipe_cli.artifacts import ArtifactStore
 
+    lister = "key_set_entities" if hasattr(ops, "key_set_entities") else "list_entities"
     patches = {
-        (ops, "list_entities"): "list",
+        (ops, lister): "list",
         (ops, "_entities_hash"): "hash",
         (ops, "start_version"): "begin",
         (engine, "compute_features"): "compute",
