@@ -503,31 +503,10 @@ class RedisStore(BaseStore):
         if not items:
             return
         prefix = f"{self.prefix}:d:{progress.version}:".encode()
-        if self.ttl_seconds:
-            tail = b"$2\r\nEX\r\n" + _bulk(str(self.ttl_seconds).encode())
-            head = b"*5\r\n$3\r\nSET\r\n"
-        else:
-            tail = b""
-            head = b"*3\r\n$3\r\nSET\r\n"
         with self._errors("writing features"):
             conn = self._bulk_connection()
             try:
-                n = len(items)
-                plen = len(prefix)
-                payloads = (
-                    b"".join(
-                        [
-                            b"%s$%d\r\n%s%s\r\n$%d\r\n%s\r\n%s"
-                            % (head, plen + len(kb), prefix, kb, len(value), value, tail)
-                            for kb, value in [
-                                (key.encode(), value)
-                                for key, value in items[start : start + _BATCH]
-                            ]
-                        ]
-                    )
-                    for start in range(0, n, _BATCH)
-                )
-                conn.write_all(payloads, n)
+                conn.write_all(set_command_batches(prefix, items, self.ttl_seconds), len(items))
             except BaseException:
                 self._drop_bulk_connection()
                 raise
@@ -666,6 +645,32 @@ class RedisStore(BaseStore):
             pipe.hdel(self._k_progress, version)
             pipe.delete(f"{self.prefix}:lease:{version}")
             pipe.execute()
+
+
+def set_command_batches(
+    prefix: bytes, items: Sequence[tuple[str, bytes]], ttl_seconds: int | None
+) -> Iterator[bytes]:
+    """``SET <prefix><key> <value> [EX ttl]`` for every row, packed into RESP by hand, in
+    socket writes of ``_BATCH`` commands (lazily: packing overlaps the server's work)."""
+    if ttl_seconds:
+        tail = b"$2\r\nEX\r\n" + _bulk(str(ttl_seconds).encode())
+        head = b"*5\r\n$3\r\nSET\r\n"
+    else:
+        tail = b""
+        head = b"*3\r\n$3\r\nSET\r\n"
+    plen = len(prefix)
+    return (
+        b"".join(
+            [
+                b"%s$%d\r\n%s%s\r\n$%d\r\n%s\r\n%s"
+                % (head, plen + len(kb), prefix, kb, len(value), value, tail)
+                for kb, value in [
+                    (key.encode(), value) for key, value in items[start : start + _BATCH]
+                ]
+            ]
+        )
+        for start in range(0, len(items), _BATCH)
+    )
 
 
 class _BulkWriter:
