@@ -17,7 +17,10 @@ import subprocess
 import time
 from pathlib import Path
 
-from _redis_binary import find_redis_server  # type: ignore[import-not-found,unused-ignore]
+try:  # run as a script from benchmarks/ (sys.path[0]) or imported by the tests
+    from _redis_binary import find_redis_server  # type: ignore[import-not-found,unused-ignore]
+except ImportError:
+    from benchmarks._redis_binary import find_redis_server
 
 
 def find_redis_cli() -> str:
