@@ -84,6 +84,11 @@ class LocalRedisCluster:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.ports[0]}"
 
+    @property
+    def url_all_nodes(self) -> str:
+        """Every node in one url (``online_store.url`` takes a comma-separated host list)."""
+        return "redis://" + ",".join(f"127.0.0.1:{p}" for p in self.ports)
+
     def start(self, timeout: float = 30.0) -> LocalRedisCluster:
         for port in self.ports:
             self.start_node(port)

@@ -343,7 +343,7 @@ def test_master_killed_mid_materialize_never_publishes_a_partial_version(
     cluster = fresh_cluster
     prefix = "test:failover"
     n = 6000
-    store = RedisClusterStore(cluster.url, prefix=prefix, timeout=1.0)
+    store = RedisClusterStore(cluster.url_all_nodes, prefix=prefix, timeout=1.0)
     meta1, _ = _write(store, _rows(n, 1.0), n, "v1")
     control = owner_port(cluster, f"{{{prefix}}}:live")
     victim = next(p for p in cluster.master_ports() if p != control)
@@ -351,14 +351,17 @@ def test_master_killed_mid_materialize_never_publishes_a_partial_version(
     after = 4 if when == "mid-write" else len(chunks)
     with pytest.raises(ServiceUnavailable) as failure:
         _write(store, _killing(chunks, cluster, victim, after), n, "v2")
-    assert str(failure.value).startswith(f"online store {cluster.url}")
+    assert str(failure.value).startswith(f"online store {cluster.url_all_nodes}")
     store.close()
 
     started = time.monotonic()
     cluster.wait_ok(timeout=30, masters=3)  # the replica of the victim took over
     promoted = time.monotonic() - started
     assert victim not in cluster.master_ports()
-    fresh = RedisClusterStore(cluster.url, prefix=prefix, timeout=1.0)
+    # any node of the url may be the dead one: the others are tried in turn
+    fresh = RedisClusterStore(
+        cluster.url_all_nodes, prefix=prefix, timeout=1.0, pointer_refresh=0.0
+    )
     try:
         # v1 is still live, whole: its rows were acknowledged by a replica (WAIT) before
         # the run recorded them, so the promoted replica has every one
@@ -384,7 +387,8 @@ def test_cli_materialize_with_a_master_killed_fails_loudly_or_completes(
 ) -> None:
     cluster = fresh_cluster
     prefix = "test:clikill"
-    config = write_config(project, online=cluster_online(cluster, prefix, timeout="1s"))
+    online = cluster_online(cluster, prefix, timeout="1s", url=cluster.url_all_nodes)
+    config = write_config(project, online=online)
     first = _run("materialize", "-c", config, "--as-of", AS_OF_A, "--json")
     assert first.returncode == 0, first.stderr
     v1 = json.loads(first.stdout)["version"]
@@ -437,7 +441,8 @@ def test_serve_over_cluster_recovers_from_a_master_failover_without_restart(
     fitted = build_fitted_base(tmp_path_factory, sample_data_dir)
     config = make_project(
         tmp_path, sample_data_dir, fitted,
-        online={"type": "redis", "cluster": True, "url": cluster.url, "timeout": "500ms"},
+        online={"type": "redis", "cluster": True, "url": cluster.url_all_nodes,
+                "timeout": "500ms"},
     )  # fmt: skip
     pool = ServerPool()
     try:

@@ -33,6 +33,7 @@ deadline (the single-node store's non-blocking wire connection speaks to one ser
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -103,7 +104,7 @@ class RedisClusterStore(RedisStore):
 
     def _connect(self) -> Any:
         from redis.backoff import ExponentialWithJitterBackoff
-        from redis.cluster import RedisCluster
+        from redis.cluster import ClusterNode, RedisCluster
         from redis.retry import Retry
 
         kwargs: dict[str, Any] = {
@@ -118,8 +119,10 @@ class RedisClusterStore(RedisStore):
         }
         if self._password:
             kwargs["password"] = self._password
+        first, others = split_cluster_url(self.url)
         with self._errors("connecting"):
-            return RedisCluster.from_url(self.url, **kwargs)
+            startup = [ClusterNode(host, port) for host, port in others]
+            return RedisCluster.from_url(first, startup_nodes=startup, **kwargs)
 
     @contextmanager
     def _errors(self, action: str) -> Iterator[None]:
@@ -417,3 +420,26 @@ class RedisClusterStore(RedisStore):
             pipe.hdel(self._k_progress, version)
             pipe.delete(f"{self.prefix}:lease:{version}")
             pipe.execute()
+
+
+_HOSTS_RE = re.compile(r"^(?P<head>[a-z]+://(?:[^@/]*@)?)(?P<hosts>[^/?#]+)(?P<tail>.*)$")
+
+
+def split_cluster_url(url: str) -> tuple[str, list[tuple[str, int]]]:
+    """``redis://pw@h1:7000,h2:7001/0`` → (``redis://pw@h1:7000/0``, [("h2", 7001)]).
+
+    Several nodes in the url are tried in turn when a process starts, so one node being down
+    (the one a single-host url names, say) does not keep a new process from finding the
+    cluster. A running process learns every node from the cluster itself.
+    """
+    match = _HOSTS_RE.match(url)
+    if match is None or "," not in match.group("hosts"):
+        return url, []
+    first, *rest = [h.strip() for h in match.group("hosts").split(",") if h.strip()]
+    others = []
+    for host in rest:
+        name, sep, port = host.rpartition(":")
+        if not sep or not port.isdigit():
+            raise UsageError(f"online_store.url: expected host:port, got {host!r}")
+        others.append((name.strip("[]"), int(port)))
+    return f"{match.group('head')}{first}{match.group('tail')}", others
