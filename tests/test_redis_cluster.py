@@ -499,3 +499,17 @@ def test_serve_over_cluster_recovers_from_a_master_failover_without_restart(
         assert srv.stop() == 0, srv.stderr
     finally:
         pool.close()
+
+
+def test_streaming_refuses_a_cluster_online_store_without_its_own_url(project: Path) -> None:
+    import yaml
+
+    from mlpipe_cli.errors import ConfigError
+    from mlpipe_cli.streaming.plan import build_plan
+
+    config = yaml.safe_load(project.read_text())
+    config["sources"]["orders"]["stream"] = {"key": "orders-events"}
+    config["online_store"] = {"type": "redis", "cluster": True, "url": "redis://127.0.0.1:7000"}
+    project.write_text(yaml.safe_dump(config, sort_keys=False))
+    with pytest.raises(ConfigError, match="streaming needs one Redis server"):
+        build_plan(load_config(project), "orders")
