@@ -513,3 +513,41 @@ def test_streaming_refuses_a_cluster_online_store_without_its_own_url(project: P
     project.write_text(yaml.safe_dump(config, sort_keys=False))
     with pytest.raises(ConfigError, match="streaming needs one Redis server"):
         build_plan(load_config(project), "orders")
+
+
+def test_lookups_across_a_failover_are_right_or_refused_never_mixed_up(
+    fresh_cluster: LocalRedisCluster,
+) -> None:
+    """The same store object (its per-master connections warm) through a master's death:
+    every answer is the right entity's row or a ServiceUnavailable, and lookups work again
+    once the replica is promoted. (Regression: a reply left unread on a connection to a live
+    master, when another master failed mid-call, was read as the next call's answer.)"""
+    cluster = fresh_cluster
+    n = 3000
+    store = RedisClusterStore(cluster.url_all_nodes, prefix="test:mixup", timeout=0.5)
+    try:
+        _write(store, _rows(n, 1.0), n, "v1")
+        batches = [list(range(start, n, 97)) for start in range(97)]
+        for batch in batches[:5]:
+            assert [r.values["x"] for r in store.get_many(batch)] == [float(i) for i in batch]
+        cluster.kill(next(p for p in cluster.master_ports() if p != cluster.ports[0]))
+        started = time.monotonic()
+        refused = 0
+        healthy_streak = 0
+        k = 0
+        while healthy_streak < 30:
+            assert time.monotonic() - started < 40, "lookups did not recover"
+            batch = batches[k % len(batches)]
+            k += 1
+            try:
+                got = store.get_many(batch) if k % 2 else [store.get(batch[0])]
+            except ServiceUnavailable:
+                refused += 1
+                healthy_streak = 0
+                continue
+            wanted = batch if k % 2 else batch[:1]
+            assert [r.values for r in got] == [{"x": float(i), "name": f"u{i}"} for i in wanted]
+            healthy_streak += 1
+        assert refused > 0
+    finally:
+        store.close()
