@@ -516,14 +516,26 @@ def cluster_runs(args, root: Path, config_path: Path, server: Server, chunks, na
 
         times: dict[str, list[float]] = {"one node": [], "cluster": []}
         cpus: dict[str, list[float]] = {"one node": [], "cluster": []}
+
+        def flush_all() -> None:
+            # an empty store before each timed run: otherwise the switch's removal of an old
+            # version (SCAN + UNLINK, replicated) lands in some runs' time and not others'
+            import redis
+
+            for port in [server.port, *masters]:
+                client = redis.Redis(host="127.0.0.1", port=port)
+                client.flushall()
+                client.close()
+
         for _ in range(args.repeat):
             for name, make in (("one node", single_store), ("cluster", cluster_store)):
+                flush_all()
                 store = make()
                 cpu0 = time.process_time()
                 times[name].append(write_path(store, chunks, names))
                 cpus[name].append(time.process_time() - cpu0)
-                store.remove_stale()
                 store.close()
+        flush_all()
         rates = {k: total / statistics.median(v) for k, v in times.items()}
         for name in times:
             print(f"store write path -> {name:8s}: {rates[name]:,.0f} entities/s (median of "
@@ -533,6 +545,10 @@ def cluster_runs(args, root: Path, config_path: Path, server: Server, chunks, na
               f"(the cluster also waits for a replica per master per chunk: WAIT 1)")  # fmt: skip
         report.update(cluster_write=rates["cluster"], single_write_again=rates["one node"])
 
+        for make in (single_store, cluster_store):  # one live version on each to read
+            store = make()
+            write_path(store, chunks, names)
+            store.close()
         for batch in (1, 10):
             for name, make, ports in (("one node", single_store, [server.port]),
                                       ("cluster", cluster_store, masters)):  # fmt: skip
