@@ -9,7 +9,10 @@ Measured, each a median over --runs runs:
 - `GET /features/{id}` (random ids) against the Redis-backed and the SQLite-backed server;
 - `POST /predict` against the Redis-backed server;
 - `GET /healthz` on the same server: a constant response on the same stack (the floor);
-- in-process `FeatureService.lookup(id)` (lookup + transform, no HTTP) for Redis and SQLite.
+- in-process `FeatureService.lookup(id)` (lookup + transform, no HTTP) for Redis and SQLite;
+- the same for three entity types per request (a user by int id, a merchant and a device by
+  string keys of different lengths, some non-ASCII: three store namespaces read in one MGET
+  / one query each), beside the single-entity figures of the same run, CPU µs per request.
 
 Load generator: `wrk` (1 thread, C connections, fixed duration, Lua script for random ids and
 p50/p99/p99.9) when on PATH, else a separate Python process with an asyncio raw-HTTP/1.1
@@ -19,8 +22,14 @@ Every HTTP figure is printed for each connection count (default 16 and 1: queuei
 single client where any tail is the server's own), beside the server process's CPU seconds
 per 1,000 requests and the load average before and after (the machine is shared).
 
+With ``--shadow`` only the shadow comparison runs: two Redis-backed servers side by side, one
+plain and one with ``--shadow V2 --shadow-model M2`` (a second transform, ``age`` min-max
+scaled, and a model bound to it), measured interleaved on ``GET /features/{id}`` and
+``POST /predict``: req/s, p50/p99, the server's CPU per request, and afterwards the shadow
+rows lost (live rows written vs rows whose shadow columns are filled).
+
 Usage: .venv/bin/python benchmarks/bench_serve.py [--quick] [--entities N] [--duration S]
-       [--runs R] [--connections 16,1] [--json OUT]
+       [--runs R] [--connections 16,1] [--json OUT] [--shadow] [--no-http]
 Run full-size benchmarks under `flock /tmp/mlpipe-bench.lock`.
 """
 
@@ -107,6 +116,17 @@ def rows_for(n: int, seed: int = 1) -> list[list]:
     return rows
 
 
+DEFAULTS = {
+    "total_orders": 0,
+    "lifetime_value": 0.0,
+    "orders_30d": 0,
+    "revenue_30d": 0.0,
+    "days_since_last_order": 999.0,
+    "age": None,
+    "country": None,
+    "plan": "free",
+}
+
 # The served transform (also measured alone by bench_transform_one.py).
 TRANSFORM_COLUMNS = {
     "total_orders": [{"type": "log1p"}, {"type": "standard"}],
@@ -176,16 +196,7 @@ def build_project(root: Path, n: int, redis_port: int) -> dict[str, Path]:
     artifacts = ArtifactStore(root / "artifacts", "bench")
     publish(artifacts, config.transforms, root / "train.parquet")
     transform = load_transform(artifacts)
-    defaults = {
-        "total_orders": 0,
-        "lifetime_value": 0.0,
-        "orders_30d": 0,
-        "revenue_30d": 0.0,
-        "days_since_last_order": 999.0,
-        "age": None,
-        "country": None,
-        "plan": "free",
-    }
+    defaults = DEFAULTS
     for path in configs.values():
         store = open_store(load_config(path), root / "artifacts")
         chunk = 20_000
@@ -216,15 +227,166 @@ def build_project(root: Path, n: int, redis_port: int) -> dict[str, Path]:
     return configs
 
 
+# -- three entity types per request ------------------------------------------------------------
+
+MERCHANT_FEATURES = ["merchant_fraud_rate", "merchant_category"]
+DEVICE_FEATURES = ["device_age_days", "device_os"]
+TRANSFORM_COLUMNS_3 = {
+    **TRANSFORM_COLUMNS,
+    "merchant_fraud_rate": [{"type": "standard"}],
+    "merchant_category": [{"type": "onehot"}],
+    "device_age_days": [{"type": "fill_null", "strategy": "median"}, {"type": "standard"}],
+    "device_os": [{"type": "onehot"}],
+}
+_MERCHANT_NAMES = ["Zürich Bäckerei", "東京", "A", "São Paulo Café", "shop", "Ålesund Fisk"]
+
+
+def merchants_for(n: int) -> list[str]:
+    """Merchant keys of 1 to ~30 characters, some non-ASCII."""
+    return [f"{_MERCHANT_NAMES[i % len(_MERCHANT_NAMES)]}#{i}" for i in range(max(10, n // 10))]
+
+
+def devices_for(n: int) -> list[str]:
+    return [f"dev-{i:x}" for i in range(max(10, n // 2))]
+
+
+def build_project_3(root: Path, n: int, redis_port: int) -> dict[str, Path]:
+    """The same users plus merchants and devices: one version, three namespaces."""
+    import polars as pl
+    import yaml
+
+    from mlpipe_cli.artifacts import ArtifactStore
+    from mlpipe_cli.config import load_config
+    from mlpipe_cli.online import open_store, pack_row
+    from mlpipe_cli.online.store import Namespace, StoreMetadata
+    from mlpipe_cli.online.writer import finish_version, new_version_id, start_version
+    from mlpipe_cli.transforms import publish
+
+    rng = random.Random(11)
+    rows = rows_for(n)
+    merchants = merchants_for(n)
+    devices = devices_for(n)
+    m_rows = [[round(rng.random() * 0.1, 4), rng.choice(["food", "travel", "tech", "art"])]
+              for _ in merchants]  # fmt: skip
+    d_rows = [[rng.randint(0, 900) if rng.random() > 0.05 else None,
+               rng.choice(["ios", "android", "web"])] for _ in devices]  # fmt: skip
+    train = frame_of(rows[:20_000]).with_columns(
+        pl.Series("merchant_fraud_rate", [m_rows[i % len(m_rows)][0] for i in range(min(n, 20_000))]),
+        pl.Series("merchant_category", [m_rows[i % len(m_rows)][1] for i in range(min(n, 20_000))]),
+        pl.Series("device_age_days", [d_rows[i % len(d_rows)][0] for i in range(min(n, 20_000))],
+                  dtype=pl.Int64),
+        pl.Series("device_os", [d_rows[i % len(d_rows)][1] for i in range(min(n, 20_000))]),
+    )  # fmt: skip
+    train.write_parquet(root / "train3.parquet")
+    keys = ["user_id", "merchant", "device"]
+    base = {
+        "pipeline": "bench3",
+        "entity_keys": keys,
+        "artifact_dir": str(root / "artifacts"),
+        "transforms": {"data": "train3.parquet", "columns": TRANSFORM_COLUMNS_3},
+        "serving": {"logging": {"enabled": False}},
+    }
+    configs = {}
+    for kind in ("redis", "sqlite"):
+        doc = dict(base)
+        doc["online_store"] = (
+            {"type": "redis", "url": f"redis://127.0.0.1:{redis_port}/0", "key_prefix": "b3"}
+            if kind == "redis" else {"type": "sqlite", "path": str(root / "online3.sqlite")}
+        )  # fmt: skip
+        path = root / f"{kind}3.yaml"
+        path.write_text(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True))
+        configs[kind] = path
+    publish(ArtifactStore(root / "artifacts", "bench3"), load_config(configs["redis"]).transforms,
+            root / "train3.parquet")  # fmt: skip
+    namespaces = [
+        Namespace(["user_id"], ["int"], FEATURES, n),
+        Namespace(["merchant"], ["str"], MERCHANT_FEATURES, len(merchants)),
+        Namespace(["device"], ["str"], DEVICE_FEATURES, len(devices)),
+    ]
+    dumps = json.dumps
+    tables = [
+        [(f"[{i + 1}]", pack_row(rows[i])) for i in range(n)],
+        [(dumps([m], ensure_ascii=False, separators=(",", ":")), pack_row(v))
+         for m, v in zip(merchants, m_rows, strict=True)],
+        [(dumps([d]), pack_row(v)) for d, v in zip(devices, d_rows, strict=True)],
+    ]  # fmt: skip
+    total = sum(len(t) for t in tables)
+    for path in configs.values():
+        store = open_store(load_config(path), root / "artifacts")
+        meta = StoreMetadata(
+            version=new_version_id(store), as_of=datetime(2026, 7, 1, tzinfo=UTC),
+            finished_at=None, entity_count=total,
+            features=FEATURES + MERCHANT_FEATURES + DEVICE_FEATURES, feature_hash="bench3",
+            entity_keys=keys, key_types=["int", "str", "str"], namespaces=namespaces,
+            defaults={**DEFAULTS, "merchant_fraud_rate": 0.0, "merchant_category": "food",
+                      "device_age_days": None, "device_os": "web"},
+        )  # fmt: skip
+        progress = start_version(store, meta, chunk_size=20_000, entities_hash="")
+        for index, table in enumerate(tables):
+            for start in range(0, len(table), 20_000):
+                store.write_chunk(progress, table[start : start + 20_000], index)
+        finish_version(store, meta, progress, expected=total)
+        store.close()
+    return configs
+
+
+def in_process_3(config: Path, artifact_dir: Path, n: int, count: int) -> dict:
+    """``in_process`` with a (user, merchant, device) request: three namespaces per lookup."""
+    from mlpipe_cli.config import load_config
+    from mlpipe_cli.serving.server import tune_serving_process
+    from mlpipe_cli.serving.service import build_runtime
+
+    runtime = build_runtime(load_config(config), artifact_dir, model_ref="none",
+                            logging_enabled=False)  # fmt: skip
+    service = runtime.service
+    tune_serving_process()
+    rng = random.Random(3)
+    merchants, devices = merchants_for(n), devices_for(n)
+    entities = [
+        {"user_id": rng.randint(1, n), "merchant": rng.choice(merchants),
+         "device": rng.choice(devices)}
+        for _ in range(count)
+    ]  # fmt: skip
+    for entity in entities[:2000]:
+        service.lookup(entity)
+    times = []
+    clock = time.perf_counter
+    cpu = time.process_time()
+    for entity in entities:
+        t = clock()
+        served = service.lookup(entity)
+        times.append(clock() - t)
+    cpu = time.process_time() - cpu
+    if served.cold_start:
+        raise SystemExit("3-entity benchmark: an entity was not found")
+    store_times = []
+    for entity in entities[: count // 5]:
+        t = clock()
+        service.store.get(entity)
+        store_times.append(clock() - t)
+    service.store.close()
+    times.sort()
+    store_times.sort()
+    return {
+        "p50": times[len(times) // 2] * 1e6,
+        "p99": times[int(len(times) * 0.99)] * 1e6,
+        "cpu_us": cpu / count * 1e6,
+        "store_get_p50": store_times[len(store_times) // 2] * 1e6,
+        "count": count,
+    }
+
+
 # -- servers --------------------------------------------------------------------------------
 
 
 class Server:
-    def __init__(self, config: Path, log_dir: Path, workers: int = 1) -> None:
+    def __init__(self, config: Path, log_dir: Path, workers: int = 1, extra: tuple = ()) -> None:
         self.port = free_port()
+        self.stderr = ""
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "mlpipe_cli", "serve", "-c", str(config), "--port",
-             str(self.port), "--log-dir", str(log_dir), "--workers", str(workers), "-q"],
+             str(self.port), "--log-dir", str(log_dir), "--workers", str(workers), "-q",
+             *extra],
             cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )  # fmt: skip
         wait_port(self.port)
@@ -245,8 +407,9 @@ class Server:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+        self.stderr = self.proc.stderr.read().decode()
         if self.proc.returncode != 0:
-            print(self.proc.stderr.read().decode(), file=sys.stderr)
+            print(self.stderr, file=sys.stderr)
 
 
 # -- load generators ------------------------------------------------------------------------
@@ -373,10 +536,12 @@ def in_process(config: Path, artifact_dir: Path, n: int, count: int) -> dict:
         service.lookup(i)
     times = []
     clock = time.perf_counter
+    cpu = time.process_time()
     for i in ids:
         t = clock()
         service.lookup(i)
         times.append(clock() - t)
+    cpu = time.process_time() - cpu
     # where the time goes: the store's lookup alone, the transform alone
     store_times, transform_times = [], []
     record = service.lookup(ids[0]).values
@@ -396,6 +561,7 @@ def in_process(config: Path, artifact_dir: Path, n: int, count: int) -> dict:
         "p99": times[int(len(times) * 0.99)] * 1e6,
         "store_get_p50": store_times[len(store_times) // 2] * 1e6,
         "transform_one_p50": transform_times[len(transform_times) // 2] * 1e6,
+        "cpu_us": cpu / count * 1e6,
         "count": count,
     }
 
@@ -591,6 +757,10 @@ def main() -> None:
     parser.add_argument("--in-process", type=int, default=50_000, dest="in_process")
     parser.add_argument("--quick", action="store_true", help="20k entities, 3 s, 1 run")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--shadow", action="store_true",
+                        help="only compare a server with and without --shadow")  # fmt: skip
+    parser.add_argument("--no-http", action="store_true", dest="no_http",
+                        help="only the in-process measurements (1 and 3 entity types)")  # fmt: skip
     parser.add_argument("--stacks", action="store_true",
                         help="only compare HTTP stacks on a constant endpoint")  # fmt: skip
     args = parser.parse_args()
@@ -611,16 +781,37 @@ def main() -> None:
     try:
         t0 = time.perf_counter()
         configs = build_project(tmp, args.entities, redis_port)
-        print(f"setup: {args.entities:,} entities in Redis and SQLite, transform fitted, model "
-              f"registered in {time.perf_counter() - t0:.1f} s")  # fmt: skip
-        results: dict[str, dict] = {}
+        configs_3 = build_project_3(tmp, args.entities, redis_port)
+        print(f"setup: {args.entities:,} entities in Redis and SQLite (plus merchants and "
+              f"devices for the 3-entity case), transforms fitted, model registered in "
+              f"{time.perf_counter() - t0:.1f} s")  # fmt: skip
+        if args.shadow:
+            shadow_results = shadow_bench(args, tmp, configs)
+            report_shadow(shadow_results, args)
+            if args.json:
+                args.json.write_text(json.dumps(shadow_results, indent=2))
+            return
+        results: dict[str, dict] = {"load_before": {"text": load_average()}}
         for name, cfg in (("redis", configs["redis"]), ("sqlite", configs["sqlite"])):
+            # interleaved: the 1- and 3-entity figures of one backend are taken back to back
             results[f"in_process_{name}"] = in_process(
                 cfg, tmp / "artifacts", args.entities, args.in_process
             )
+            results[f"in_process3_{name}"] = in_process_3(
+                configs_3[name], tmp / "artifacts", args.entities, args.in_process
+            )
+            if args.no_http:
+                continue
             results[f"app_path_{name}"] = app_path(
                 cfg, tmp / "artifacts", args.entities, args.in_process, tmp / f"logs-app-{name}"
             )
+        if args.no_http:
+            results["load_after"] = {"text": load_average()}
+            report_in_process(results)
+            if args.json:
+                args.json.write_text(json.dumps(results, indent=2))
+            shutil.rmtree(tmp, ignore_errors=True)
+            return
         redis_srv = Server(configs["redis"], tmp / "logs-redis", args.workers)
         servers.append(redis_srv)
         sqlite_srv = Server(configs["sqlite"], tmp / "logs-sqlite", args.workers)
@@ -635,7 +826,6 @@ def main() -> None:
                 ("predict_redis", redis_srv, "predict"),
             )
         ]
-        results["load_before"] = {"text": load_average()}
         for _name, srv, kind, conns in plan:  # warm-up
             load(srv.port, kind, args.entities, conns, 1, tmp)
         runs: dict[str, list[dict]] = {name: [] for name, _, _, _ in plan}
@@ -656,6 +846,127 @@ def main() -> None:
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     shutil.rmtree(tmp, ignore_errors=True)
+
+
+# -- shadow on vs off -------------------------------------------------------------------------
+
+
+def publish_shadow(root: Path, config_path: Path) -> tuple[str, str, str, str]:
+    """A second transform (age min-max scaled) and a model bound to it; returns the live
+    (transform, model) and the shadow (transform, model) versions."""
+    import numpy as np
+    import skops.io as sio
+    import yaml
+    from sklearn.linear_model import LogisticRegression
+
+    from mlpipe_cli.artifacts import ArtifactStore
+    from mlpipe_cli.config import load_config
+    from mlpipe_cli.serving.model import register_model
+    from mlpipe_cli.transforms import load_transform, publish
+
+    artifacts = ArtifactStore(root / "artifacts", "bench")
+    live, live_model = artifacts.latest("transform"), artifacts.latest("model")
+    doc = yaml.safe_load(config_path.read_text())
+    doc["transforms"]["columns"]["age"] = [{"type": "fill_null", "strategy": "median"},
+                                           {"type": "minmax"}]
+    path = root / "shadow.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    publish(artifacts, load_config(path).transforms, root / "train.parquet")
+    shadow = load_transform(artifacts)
+    rows = rows_for(5000, seed=3)
+    x = np.asarray([shadow.transform_one(dict(zip(FEATURES, r, strict=True))) for r in rows],
+                   dtype=np.float64)
+    y = (x[:, 0] + 0.3 * x[:, 2] > 0).astype(int)
+    sio.dump(LogisticRegression(max_iter=500).fit(x, y), root / "shadow.skops")
+    model, _ = register_model(artifacts, root / "shadow.skops", shadow.version)
+    return live, live_model, shadow.version, model.version
+
+
+def shadow_bench(args: argparse.Namespace, tmp: Path, configs: dict[str, Path]) -> dict:
+    import polars as pl
+
+    live, live_model, shadow, shadow_model = publish_shadow(tmp, configs["redis"])
+    pinned = ("--artifact", live, "--model", live_model)
+    off = Server(configs["redis"], tmp / "logs-off", args.workers, pinned)
+    on = Server(configs["redis"], tmp / "logs-on", args.workers,
+                (*pinned, "--shadow", shadow, "--shadow-model", shadow_model))
+    results: dict[str, Any] = {"versions": {"live": live, "shadow": shadow}}
+    try:
+        plan = [(f"{kind}_{mode}@{conns}", srv, kind, conns)
+                for conns in args.conn_list for kind in ("features", "predict")
+                for mode, srv in (("off", off), ("on", on))]  # fmt: skip
+        results["load_before"] = {"text": load_average()}
+        for _name, srv, kind, conns in plan:  # warm-up
+            load(srv.port, kind, args.entities, conns, 1, tmp)
+        runs: dict[str, list[dict]] = {name: [] for name, _, _, _ in plan}
+        for _ in range(args.runs):  # interleaved: on and off back to back, every run
+            for name, srv, kind, conns in plan:
+                runs[name].append(
+                    load(srv.port, kind, args.entities, conns, args.duration, tmp, srv.proc.pid))
+        for name, values in runs.items():
+            results[name] = median_of(values)
+        results["load_after"] = {"text": load_average()}
+    finally:
+        off.stop()
+        on.stop()
+    frame = pl.scan_parquet(str(tmp / "logs-on" / "segment-*.parquet"))
+    counts = frame.select(
+        pl.len().alias("rows"),
+        pl.col("shadow.transform_version").is_not_null().sum().alias("with_shadow"),
+        pl.col("shadow.vec.age").is_not_null().sum().alias("shadow_vec_filled"),
+        pl.col("shadow.prediction").is_not_null().sum().alias("shadow_scored"),
+    ).collect().row(0, named=True)
+    results["shadow_log"] = {**counts, "summary": next(
+        (ln for ln in on.stderr.splitlines() if "stopped:" in ln), "")}
+    return results
+
+
+def report_shadow(results: dict[str, Any], args: argparse.Namespace) -> None:
+    print(f"\nshadow on vs off: live {results['versions']['live']}, shadow "
+          f"{results['versions']['shadow']} (+ model); Redis, {args.duration:g} s per run, "
+          f"median of {args.runs} interleaved run(s)")  # fmt: skip
+    print(f"load average before {results['load_before']['text']}, after "
+          f"{results['load_after']['text']} (2 cores)")  # fmt: skip
+    print(f"{'endpoint':<30}{'shadow':>7}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}"
+          f"{'CPU ms/1k':>11}{'non-2xx':>9}")  # fmt: skip
+    for conns in args.conn_list:
+        for kind, label in (("features", "GET /features/{id}"), ("predict", "POST /predict")):
+            for mode in ("off", "on"):
+                r = results[f"{kind}_{mode}@{conns}"]
+                print(f"{label + f' @{conns}':<30}{mode:>7}{r['rps']:>10,.0f}"
+                      f"{r['p50'] / 1000:>9.3f}{r['p99'] / 1000:>9.3f}"
+                      f"{r['cpu_ms_per_1k']:>11.1f}{r['non2xx']:>9.0f}")  # fmt: skip
+            on, off = results[f"{kind}_on@{conns}"], results[f"{kind}_off@{conns}"]
+            print(f"{'':<30}{'on/off':>7}{on['rps'] / off['rps']:>10.2f}"
+                  f"{on['p50'] / off['p50']:>9.2f}{on['p99'] / off['p99']:>9.2f}"
+                  f"{on['cpu_ms_per_1k'] / off['cpu_ms_per_1k']:>11.2f}")  # fmt: skip
+    log = results["shadow_log"]
+    print(f"\nshadow log: {log['rows']:,} rows, {log['with_shadow']:,} with shadow columns, "
+          f"{log['rows'] - log['with_shadow']:,} shadow rows lost; {log['shadow_scored']:,} "
+          f"scored by the shadow model\nserver: {log['summary']}")  # fmt: skip
+
+
+def report_in_process(results: dict[str, dict]) -> None:
+    print(f"\nload average before {results['load_before']['text']}, after "
+          f"{results.get('load_after', {}).get('text', '?')} (2 cores)")  # fmt: skip
+    print("\nin-process lookup + transform (no HTTP)")
+    for key in ("in_process_redis", "in_process_sqlite"):
+        r = results[key]
+        print(f"  {key[11:]:<8} p50 {r['p50']:.1f} µs  p99 {r['p99']:.1f} µs  CPU {r['cpu_us']:.1f} "
+              f"µs/lookup ({r['count']:,} lookups; of which store.get p50 "
+              f"{r['store_get_p50']:.1f} µs, transform_one p50 {r['transform_one_p50']:.1f} µs)")  # fmt: skip
+    print("in-process, 3 entity types per request (user int, merchant and device strings)")
+    for name in ("redis", "sqlite"):
+        r, one = results[f"in_process3_{name}"], results[f"in_process_{name}"]
+        print(f"  {name:<8} p50 {r['p50']:.1f} µs  p99 {r['p99']:.1f} µs  CPU {r['cpu_us']:.1f} "
+              f"µs/lookup = {r['cpu_us'] / one['cpu_us']:.2f}x one entity ({r['count']:,} lookups; "
+              f"store.get p50 {r['store_get_p50']:.1f} µs = "
+              f"{r['store_get_p50'] / one['store_get_p50']:.2f}x)")  # fmt: skip
+    ipr, ips = results["in_process3_redis"], results["in_process3_sqlite"]
+    print("goals (3 entity types, same as one)")
+    for text, ok in (("in-process Redis p99 <= 0.3 ms", ipr["p99"] <= 300),
+                     ("in-process SQLite p99 <= 0.05 ms", ips["p99"] <= 50)):  # fmt: skip
+        print(f"  {'PASS' if ok else 'MISS'}  {text}")
 
 
 def report(results: dict[str, dict], args: argparse.Namespace) -> None:
@@ -680,12 +991,7 @@ def report(results: dict[str, dict], args: argparse.Namespace) -> None:
             print(f"{label:<34}{r['rps']:>10,.0f}{r['p50'] / 1000:>9.3f}{r['p99'] / 1000:>9.3f}"
                   f"{r['p999'] / 1000:>10.3f}{r['rps'] / floor:>10.0%}"
                   f"{r['cpu_ms_per_1k']:>11.1f}{r['non2xx']:>9.0f}")  # fmt: skip
-    print("\nin-process lookup + transform (no HTTP)")
-    for key in ("in_process_redis", "in_process_sqlite"):
-        r = results[key]
-        print(f"  {key[11:]:<8} p50 {r['p50']:.1f} µs  p99 {r['p99']:.1f} µs  ({r['count']:,} "
-              f"lookups; of which store.get p50 {r['store_get_p50']:.1f} µs, transform_one p50 "
-              f"{r['transform_one_p50']:.1f} µs)")  # fmt: skip
+    report_in_process(results)
     print("\napp request path in process (ServingApp.__rsgi__ called as Granian calls it; "
           "no sockets; feature log on)")  # fmt: skip
     for name in ("redis", "sqlite"):

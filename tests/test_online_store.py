@@ -14,10 +14,10 @@ from hypothesis import strategies as st
 from mlpipe_cli.config.loader import load_config_text
 from mlpipe_cli.errors import ServiceUnavailable, UsageError
 from mlpipe_cli.online import entity_store_key, open_store, pack_row
-from mlpipe_cli.online.base import KeyNormalizer, StoreMetadata
+from mlpipe_cli.online.codec import KeyNormalizer
 from mlpipe_cli.online.redis_store import RedisStore, mask_url
 from mlpipe_cli.online.sqlite_store import SqliteStore
-from mlpipe_cli.online.store import RunProgress
+from mlpipe_cli.online.store import RunProgress, StoreMetadata
 from mlpipe_cli.online.writer import finish_version, new_version_id, start_version, write_version
 
 FEATURES = ["orders_30d", "revenue_sum", "country"]

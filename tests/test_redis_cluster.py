@@ -274,6 +274,7 @@ def test_cluster_killed_writer_resumes(project: Path, cluster: LocalRedisCluster
     doc = json.loads(second.stdout)
     assert doc["version"] == building
     assert doc["resumed_chunks"] >= 10
+    store = open_store(loaded, loaded.artifact_dir)  # a fresh reader: no cached pointer
     try:
         assert store.pointers() == {"live": building, "previous": v1}
         assert version_keys(cluster, prefix, building) == 1000
@@ -551,3 +552,91 @@ def test_lookups_across_a_failover_are_right_or_refused_never_mixed_up(
         assert refused > 0
     finally:
         store.close()
+
+
+# -- several entity types (one namespace each) --------------------------------------------------
+
+
+def test_multi_namespace_versions_on_the_cluster(cluster: LocalRedisCluster) -> None:
+    from test_online_entities import DEFAULTS, NAMESPACES, publish_multi
+
+    store = RedisClusterStore(cluster.url, prefix="test:multi", pointer_refresh=0.0)
+    try:
+        versions = []
+        for n in (1, 2, 3):
+            rows = {0: {("r",): [n], ("ŕ_12",): [n * 10]}, 1: {("Køge", 1): [n * 1.5, f"v{n}"]},
+                    2: {(1,): [float(n)], (2**63 - 1,): [-float(n)]}}  # fmt: skip
+            versions.append(publish_multi(store, rows, NAMESPACES, DEFAULTS).version)
+        v1, v2, v3 = versions
+        assert store.count(v1) == 0  # every namespace of v1 is gone, from every master
+        assert store.count(v3) == 5
+        assert store.get(["ŕ_12", "Køge", 1]).values == {
+            "r_count": 30, "zd_fare": 4.5, "zd_name": "v3", "d_rating": 3.0,
+        }  # fmt: skip
+        assert store.get(["r", "x", 2**63 - 1]).values["d_rating"] == -3.0
+        missing = store.get({"rider": "r", "zone": "Køge", "driver": 5})
+        assert missing.values == {"r_count": 3, "zd_fare": None,
+                                  "zd_name": "?", "d_rating": -1.0}  # fmt: skip
+        assert missing.missing == ["zd_fare", "zd_name", "d_rating"]
+        store.rollback()
+        assert store.get(["r", "Køge", 1]).values == {
+            "r_count": 2, "zd_fare": 3.0, "zd_name": "v2", "d_rating": 2.0,
+        }  # fmt: skip
+        assert store.pointers() == {"live": v2, "previous": v3}
+    finally:
+        store.close()
+
+
+def test_multi_namespace_lookups_equal_the_single_node_store(
+    cluster: LocalRedisCluster, redis_server: Any
+) -> None:
+    """Hypothesis: random string keys (empty, non-ASCII, braces) and 64-bit ints over three
+    entity types; the cluster answers every lookup exactly as one node does."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+    from test_online_entities import DEFAULTS, NAMESPACES, publish_multi
+
+    text = st.text(alphabet=st.characters(codec="utf-8"), max_size=12) | st.sampled_from(
+        ["{", "}", "{x}", "a{b}c", "{}"]
+    )
+    ints = st.integers(-(2**63), 2**63 - 1)
+
+    @settings(max_examples=10, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(
+        riders=st.dictionaries(text, st.integers(0, 99), max_size=10),
+        pairs=st.dictionaries(
+            st.tuples(text, ints), st.tuples(st.floats(allow_nan=False), text), max_size=10
+        ),
+        drivers=st.dictionaries(ints, st.floats(-5, 5), max_size=10),
+        data=st.data(),
+    )
+    def check(riders: dict, pairs: dict, drivers: dict, data: Any) -> None:
+        rows = {
+            0: {(r,): [n] for r, n in riders.items()},
+            1: {(z, d): [fare, name] for (z, d), (fare, name) in pairs.items()},
+            2: {(d,): [rating] for d, rating in drivers.items()},
+        }
+        if not any(rows.values()):
+            rows[0][("x",)] = [1]
+        stores = [
+            RedisClusterStore(cluster.url, prefix="test:hyp", pointer_refresh=0.0),
+            RedisStore(redis_server.url, prefix="test:hyp", pointer_refresh=0.0),
+        ]
+        try:
+            for store in stores:
+                publish_multi(store, rows, NAMESPACES, DEFAULTS)
+            lookups = data.draw(st.lists(
+                st.tuples(st.sampled_from([*riders, "never", ""]),
+                          st.sampled_from([*pairs, ("Zürich", 7)]),
+                          st.sampled_from([*drivers, 12345])),
+                min_size=1, max_size=20,
+            ))  # fmt: skip
+            entities = [[r, z, d] for r, (z, _), d in lookups]
+            got, want = (s.get_many(entities) for s in stores)
+            assert [(g.values, g.missing) for g in got] == [(w.values, w.missing) for w in want]
+            assert stores[0].get(entities[0]).values == want[0].values
+        finally:
+            for store in stores:
+                store.close()
+
+    check()

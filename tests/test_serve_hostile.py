@@ -481,8 +481,8 @@ def test_the_store_timeout_is_one_deadline_for_blocking_and_event_loop_reads(
     from datetime import UTC, datetime
 
     from mlpipe_cli.errors import ServiceUnavailable
-    from mlpipe_cli.online.base import StoreMetadata
     from mlpipe_cli.online.redis_store import RedisStore
+    from mlpipe_cli.online.store import StoreMetadata
 
     client = redis_server.client()
     meta = StoreMetadata(

@@ -339,3 +339,56 @@ def test_memory_per_entity_stays_bounded(tmp_path: Path, redis_server: Any) -> N
     assert raw <= 7 * 24 + 2  # the window plus the lateness allowance, not 2880 events
     assert values == {"n_7d": 7 * 24, "total": float(sum(h % 97 for h in range(hours))),
                       "top": 96.0}  # fmt: skip
+
+
+def test_serve_answers_streamed_features_at_request_time(
+    project: Path, redis_server: Any, orders: pl.DataFrame, cli: Any, tmp_path: Path
+) -> None:
+    """GET /features overlays the streamed features, evaluated now, on the batch values: a
+    lifetime count includes the events pushed after the materialized as-of, equal to the batch
+    engine over every order, and the response says how fresh each streamed feature is."""
+    import asyncio
+
+    import orjson
+
+    from mlpipe_cli.serving.app import ServingApp
+    from mlpipe_cli.serving.service import build_runtime
+
+    config_path = with_stream(project, redis_server.url, max_lateness="1h")
+    assert cli("training-set", "-c", config_path, "--out", tmp_path / "train.parquet").exit_code == 0
+    assert cli("fit", "-c", config_path, "--data", tmp_path / "train.parquet").exit_code == 0
+    assert cli("materialize", "-c", config_path, "--as-of", AS_OF).exit_code == 0
+    later = orders.filter(pl.col("order_ts") >= AS_OF_DT)
+    events = tmp_path / "later.jsonl"
+    events.write_text(jsonl(later.to_dicts()))
+    assert cli("push", "-c", config_path, "--source", "orders", events).exit_code == 0
+    assert cli("stream", "-c", config_path, "--once").exit_code == 0
+
+    config = load_config(config_path)
+    user = later.group_by("user_id").len().sort("len", descending=True).item(0, "user_id")
+    runtime = build_runtime(config, config.artifact_dir, model_ref="none", logging_enabled=False)
+    app = ServingApp(runtime.service, runtime.metrics)
+
+    async def body() -> bytes:
+        return b""
+
+    try:
+        _, status, raw, _, _ = asyncio.run(
+            app.handle(f"/features/{user}", "GET", body, None, "")
+        )
+        batch_only = runtime.service.store.get([user]).values
+    finally:
+        runtime.service.store.close()
+        runtime.service.streaming.close()
+    assert status == 200, raw
+    doc = orjson.loads(raw)
+    spine = pl.DataFrame({"user_id": [user], "t": [datetime.now(UTC)]},
+                         schema={"user_id": pl.Int64, "t": pl.Datetime("us", "UTC")})  # fmt: skip
+    expected = compute_features(config, spine, entity_keys=["user_id"], timestamp="t",
+                                features=["total_orders"]).item(0, "total_orders")  # fmt: skip
+    assert doc["features"]["total_orders"] == expected
+    assert batch_only["total_orders"] < expected  # the batch value alone misses the new events
+    fresh = doc["freshness"]["total_orders"]
+    assert fresh["batch_as_of"].startswith("2026-04-01T00:00:00")
+    newest = later.filter(pl.col("user_id") == user)["order_ts"].max()
+    assert datetime.fromisoformat(fresh["newest_event"]) == newest

@@ -49,7 +49,9 @@ def training_set(
     One output row per spine row, in spine order (duplicates kept); source rows count only
     when strictly before the row's timestamp (inclusive: true opts in), within ttl and, with
     a created_timestamp, already ingested. Inputs are validated first (exit 1 on a contract
-    failure, 2 on missing columns/files). Writes OUT atomically plus OUT.manifest.json
+    failure, 2 on missing columns/files). Each feature's matched rows (spine rows whose
+    entity has a source row) are printed and recorded; a feature matching no row, or fewer
+    than its min_match_rate, exits 1 before anything is written. Writes OUT atomically plus OUT.manifest.json
     (config hash, input fingerprints, row counts, features) and publishes the manifest as a
     `training-set` artifact.
 
@@ -77,8 +79,11 @@ def training_set(
     if result.artifact_version:
         out_.line(f"artifact: training-set/{result.artifact_version}")
     out_.table(
-        ["feature", "dtype", "nulls"],
-        [[s["feature"], s["dtype"], s["nulls"]] for s in result.feature_stats],
+        ["feature", "dtype", "nulls", "matched"],
+        [
+            [s["feature"], s["dtype"], s["nulls"], _matched(s["matched"], result.rows)]
+            for s in result.feature_stats
+        ],
     )
     out_.summary(
         "training-set",
@@ -87,3 +92,10 @@ def training_set(
         detail=f" x {len(result.features)} features",
         output=result.out,
     )
+
+
+def _matched(matched: int | None, rows: int) -> str:
+    """Spine rows whose entity has a source row in scope, e.g. ``9876 (98.4%)``."""
+    if matched is None:
+        return "-"  # not counted by this engine
+    return f"{matched} ({matched / rows:.1%})" if rows else "0"

@@ -371,25 +371,18 @@ def _plan_join(
     source_schema: pl.Schema,
 ) -> _Join:
     """Which spine column meets which source key column, as which dtype (loud on mismatch)."""
-    from mlpipe_cli.features.keys import KeyTypeMismatch, join_key_dtype
+    from mlpipe_cli.features.keys import KeyTypeMismatch, join_columns, join_key_dtype
 
     name = feature.source
-    source = config.sources[name]
-    keys = list(
-        feature.entity_keys or source.entity_keys or config.entity_keys or default_keys.values()
-    )
-    if not keys:
+    pairs = join_columns(config, feature, default_keys)
+    if not pairs:
         raise UsageError(
             f"feature {feature.name!r}: source {name!r} has no entity keys",
             hint="set entity_keys in the config (or on the source)",
         )
-    mapping = feature.join if feature.join is not None else (source.join or {})
-    onto = {key: spine for spine, key in mapping.items()}
-    if feature.join is None and source.join and feature.entity_keys:
-        mapping = {spine: key for spine, key in mapping.items() if key in keys}
+    keys = [key for _, key in pairs]
     spine_cols, dtypes = [], []
-    for key in keys:
-        spine_col = onto.get(key) or default_keys.get(key, key)
+    for spine_col, key in pairs:
         if key not in source_schema:
             raise InputError(
                 f"source {name!r} has no key column {key!r} "

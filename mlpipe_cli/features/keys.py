@@ -22,11 +22,16 @@ request meant); anything else is an error, never a silent miss.
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Literal
 
 import polars as pl
 
 from mlpipe_cli.errors import InputError
+
+if TYPE_CHECKING:
+    from mlpipe_cli.config import PipelineConfig
+    from mlpipe_cli.config.features import FeatureConfig
 
 KeyKind = Literal["int", "str", "other"]
 
@@ -101,3 +106,24 @@ def coerce_key_value(value: Any, kind: KeyKind, name: str) -> Any:
             return str(value)
         raise ValueError(f"entity key {name} must be a string, got {value!r}")
     return value
+
+
+def join_columns(
+    config: PipelineConfig, feature: FeatureConfig, default_keys: Mapping[str, str] | None = None
+) -> list[tuple[str, str]]:
+    """(spine column, source key column) for each key a feature joins on, in source key order.
+
+    The source key columns are the feature's ``entity_keys``, else its source's, else the
+    pipeline's; each meets the spine column its ``join`` maps onto it (the feature's, else the
+    source's), else the spine column holding that pipeline key (``default_keys``: pipeline key
+    -> spine column), else the spine column of the same name. `training-set` and
+    `materialize` (whose store namespaces are these spine column sets) both use this rule.
+    """
+    source = config.sources[feature.source]
+    defaults = dict(default_keys or {})
+    keys = list(
+        feature.entity_keys or source.entity_keys or config.entity_keys or defaults.values()
+    )
+    mapping = feature.join if feature.join is not None else (source.join or {})
+    onto = {key: spine for spine, key in mapping.items()}
+    return [(onto.get(key) or defaults.get(key, key), key) for key in keys]

@@ -1,8 +1,11 @@
 """Online feature stores: SQLite (embedded default) and Redis, behind one small interface.
 
-``serve`` uses :func:`open_store` and the read methods; ``materialize`` also uses the write
-methods (``begin``/``write_chunk``/``switch``/``rollback``), which are internal to it.
-docs/materialize.md documents the layouts, the value encoding and the atomic switch.
+``serve`` uses :func:`open_store` and the read side (``OnlineStore``); ``materialize`` also
+uses the write side (``OnlineStoreWriter``: ``begin``/``write_chunk``/``switch``/``rollback``,
+driven through ``online.writer``). Modules: ``store`` the two contracts and the records they
+exchange, ``base`` the read path both backends share, ``codec`` keys and packed values,
+``sqlite_store`` / ``redis_store`` the backends. docs/materialize.md documents the layouts,
+the value encoding and the atomic switch.
 """
 
 from __future__ import annotations
@@ -10,20 +13,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mlpipe_cli.online.base import (
-    LookupResult,
-    StoreMetadata,
-    entity_store_key,
-    pack_row,
-)
-from mlpipe_cli.online.store import OnlineStore
+from mlpipe_cli.online.codec import entity_store_key, pack_row
+from mlpipe_cli.online.store import LookupResult, OnlineStore, OnlineStoreWriter, StoreMetadata
 
 if TYPE_CHECKING:
     from mlpipe_cli.config import PipelineConfig
+    from mlpipe_cli.online.redis_store import RedisStore
+    from mlpipe_cli.online.sqlite_store import SqliteStore
 
 __all__ = [
     "LookupResult",
     "OnlineStore",
+    "OnlineStoreWriter",
     "StoreMetadata",
     "default_sqlite_path",
     "entity_store_key",
@@ -36,7 +37,7 @@ def default_sqlite_path(config: PipelineConfig, artifact_dir: Path) -> Path:
     return Path(artifact_dir) / config.pipeline / "online.sqlite"
 
 
-def open_store(config: PipelineConfig, artifact_dir: Path) -> OnlineStore:
+def open_store(config: PipelineConfig, artifact_dir: Path) -> SqliteStore | RedisStore:
     """The configured online store (no I/O yet: call ``ping()`` to check it is reachable)."""
     settings = config.online_store
     refresh = settings.pointer_refresh.total_seconds()

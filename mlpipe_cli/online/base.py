@@ -1,227 +1,263 @@
-"""What both online stores share: entity keys, the value codec, metadata, the read path.
+"""The base class both backends share: the cached-pointer read path, leases, stale versions.
 
-Entity key → store key
-    The entity's key values, in ``entity_keys`` order, as compact JSON:
-    ``user_id=123`` → ``[123]``; ``(user_id=123, country="DE")`` → ``[123,"DE"]``. The same
-    string is the ``entity`` column of the serving log (docs/architecture.md §5). Integers stay
-    integers (``[123]`` and ``["123"]`` are different entities); readers coerce a numeric
-    string to int when the version's metadata says the key column is an integer.
+Versions: every `materialize` run writes a new version namespace (``0007-1a2b3c4d``), records
+its progress as it goes, and only when every row is written flips the ``live`` pointer to it
+in one atomic step (one SQLite transaction / one Redis MULTI). The version that was live
+becomes ``previous`` (for ``--rollback``); every other finished version is removed.
 
-Value encoding
-    One packed value per entity: ``orjson`` of a JSON array holding the feature values in
-    the version's feature order, followed by one event time (epoch seconds, or null) per
-    feature that has a ttl. Names, defaults and ttls live once in the version metadata.
-    docs/materialize.md has the measurement behind choosing this over one hash per entity.
+Readers cache the live pointer and re-read it at most every ``pointer_refresh`` (1 s by
+default) and whenever a lookup misses. Reading the pointer on every lookup would double the
+Redis round trips; a cached pointer can only lag one switch behind, and the version it
+points to is still there (it is kept as ``previous``), so a reader sees the old version or
+the new one, never a mix. A ``get_many`` call reads all its entities from one version.
 """
 
 from __future__ import annotations
 
+import os
+import socket
+import threading
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any
+from collections.abc import Callable, Sequence
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
-import orjson
+from mlpipe_cli.errors import Signal
+from mlpipe_cli.io import pid_alive
+from mlpipe_cli.online.codec import Decoder, KeyNormalizer, MultiDecoder
+from mlpipe_cli.online.store import LookupResult, RunProgress, StoreMetadata, no_live_version
 
-from mlpipe_cli.errors import UsageError
-
-STORE_FORMAT_VERSION = 1
-
-
-def entity_store_key(entity: Sequence[Any] | Any) -> str:
-    """The store key of an entity: compact JSON of its key values (``[123]``)."""
-    if not isinstance(entity, (list, tuple)):
-        entity = (entity,)
-    return orjson.dumps(list(entity)).decode()
+if TYPE_CHECKING:
+    from mlpipe_cli.online.store import OnlineStoreWriter
 
 
-@dataclass(frozen=True)
-class StoreMetadata:
-    """Facts about one materialized version (stored next to its data)."""
-
-    version: str
-    as_of: datetime
-    finished_at: datetime | None
-    entity_count: int
-    features: list[str]
-    feature_hash: str
-    entity_keys: list[str]
-    key_types: list[str]  # "int" | "str" | "other", per entity key
-    defaults: dict[str, Any] = field(default_factory=dict)
-    ttls: dict[str, float] = field(default_factory=dict)  # feature -> ttl seconds (read-time)
-    event_times: bool = False  # packed rows carry one event time per ttl feature
-    status: str = "complete"  # "building" | "complete"
-
-    def to_json(self) -> bytes:
-        doc = {
-            "format_version": STORE_FORMAT_VERSION,
-            "version": self.version,
-            "as_of": self.as_of.isoformat(),
-            "finished_at": self.finished_at.isoformat() if self.finished_at else None,
-            "entity_count": self.entity_count,
-            "features": self.features,
-            "feature_hash": self.feature_hash,
-            "entity_keys": self.entity_keys,
-            "key_types": self.key_types,
-            "defaults": self.defaults,
-            "ttls": self.ttls,
-            "event_times": self.event_times,
-            "status": self.status,
-        }
-        return orjson.dumps(doc)
-
-    @classmethod
-    def from_json(cls, data: bytes | str) -> StoreMetadata:
-        doc = orjson.loads(data)
-        finished = doc.get("finished_at")
-        return cls(
-            version=doc["version"],
-            as_of=datetime.fromisoformat(doc["as_of"]),
-            finished_at=datetime.fromisoformat(finished) if finished else None,
-            entity_count=int(doc["entity_count"]),
-            features=list(doc["features"]),
-            feature_hash=doc["feature_hash"],
-            entity_keys=list(doc["entity_keys"]),
-            key_types=list(doc.get("key_types") or ["other"] * len(doc["entity_keys"])),
-            defaults=dict(doc.get("defaults") or {}),
-            ttls={k: float(v) for k, v in (doc.get("ttls") or {}).items()},
-            event_times=bool(doc.get("event_times")),
-            status=doc.get("status", "complete"),
-        )
-
-    def replace(self, **changes: Any) -> StoreMetadata:
-        from dataclasses import replace
-
-        return replace(self, **changes)
+LEASE_SECONDS = 300.0
+# Versions this process is writing right now: a version whose owner is this very process is
+# alive only while it is in here (its lease may not have expired after a failed run).
+# Changed only through the three functions below (online.writer calls them).
+_active_writes: set[str] = set()
 
 
-@dataclass
-class LookupResult:
-    """One entity's features from the live version.
+def mark_writing(version: str) -> None:
+    _active_writes.add(version)
 
-    ``values`` always has every feature: defaults when the entity is missing (``found`` is
-    False) or when a value is older than its feature ttl at read time (listed in
-    ``expired``). ``version``/``as_of`` are None when no version is live.
+
+def done_writing(version: str) -> None:
+    _active_writes.discard(version)
+
+
+def is_writing(version: str) -> bool:
+    return version in _active_writes
+
+
+def owner_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def stale_versions(store: OnlineStoreWriter) -> list[str]:
+    """Versions that are neither live, previous, nor being written by a live writer."""
+    pointers = store.pointers()
+    keep = {pointers.get("live"), pointers.get("previous")}
+    stale = []
+    for meta, progress in store.versions():
+        if meta.version in keep:
+            continue
+        if meta.status == "building" and progress is not None and owner_alive(progress):
+            continue
+        stale.append(meta.version)
+    return stale
+
+
+def owner_alive(progress: RunProgress, now: float | None = None) -> bool:
+    """Is the process that writes this version still running (or its lease still valid)?"""
+    now = time.time() if now is None else now
+    host, _, pid_text = progress.owner.rpartition(":")
+    if host == socket.gethostname() and pid_text.isdigit():
+        pid = int(pid_text)
+        if pid == os.getpid():
+            return is_writing(progress.version)
+        if not pid_alive(pid):
+            return False
+        return progress.lease_until > now
+    return progress.lease_until > now
+
+
+class _View:
+    """One version as seen by a reader: its decoder, key mapping and key prefix(es).
+
+    A version with several entity types (``multi``) has one prefix per namespace (a SQLite
+    table / a Redis key prefix each); a lookup reads one row per namespace and decodes them
+    into one result. A single-entity version keeps the one-key fast path.
     """
 
-    found: bool
-    values: dict[str, Any]
-    expired: list[str]
-    version: str | None
-    as_of: datetime | None
+    __slots__ = ("decoder", "keys", "meta", "multi", "prefix", "prefixes", "version")
 
-    @property
-    def status(self) -> str:
-        if not self.found:
-            return "missing"
-        return "expired" if self.expired else "ok"
+    def __init__(self, meta: StoreMetadata, prefix_of: Callable[[int], Any]) -> None:
+        self.meta = meta
+        self.version = meta.version
+        namespaces = meta.key_sets()
+        self.multi = len(namespaces) > 1
+        self.decoder: Any = MultiDecoder(meta) if self.multi else Decoder(meta)
+        self.keys = KeyNormalizer(meta)
+        self.prefixes = [prefix_of(i) for i in range(len(namespaces))]
+        self.prefix = self.prefixes[0]
 
+    def lookup_keys(self, entities: Sequence[Any]) -> list[list[str]]:
+        """Per namespace, the store keys of ``entities`` (UsageError for a bad entity)."""
+        if not self.multi:
+            key = self.keys.key
+            return [[key(e) for e in entities]]
+        per_entity = [self.keys.keys(e) for e in entities]
+        return [list(column) for column in zip(*per_entity, strict=True)]
 
-class Decoder:
-    """Turns packed rows of one version into LookupResults (ttl enforced at read time)."""
-
-    __slots__ = ("_as_of_epoch", "_defaults", "_meta", "_n", "_names", "_ttl_slots")
-
-    def __init__(self, meta: StoreMetadata) -> None:
-        self._meta = meta
-        self._names = meta.features
-        self._n = len(meta.features)
-        self._defaults = {name: meta.defaults.get(name) for name in meta.features}
-        self._as_of_epoch = meta.as_of.timestamp()
-        # (feature name, ttl seconds, index of its event time in the packed row or -1)
-        slots = []
-        for j, name in enumerate(name for name in meta.features if name in meta.ttls):
-            slots.append((name, meta.ttls[name], self._n + j if meta.event_times else -1))
-        self._ttl_slots = tuple(slots)
-
-    @property
-    def metadata(self) -> StoreMetadata:
-        return self._meta
-
-    def missing(self) -> LookupResult:
-        return LookupResult(False, dict(self._defaults), [], self._meta.version, self._meta.as_of)
-
-    def decode(self, packed: bytes | None, now: float | None = None) -> LookupResult:
-        if packed is None:
-            return self.missing()
-        row = orjson.loads(packed)
-        values = dict(zip(self._names, row, strict=False))
-        expired: list[str] = []
-        if self._ttl_slots:
-            if now is None:
-                now = time.time()
-            for name, ttl, slot in self._ttl_slots:
-                event = row[slot] if slot >= 0 else self._as_of_epoch
-                if event is None:
-                    continue  # no event: the value already is the default
-                if now - event > ttl:
-                    values[name] = self._defaults[name]
-                    expired.append(name)
-        return LookupResult(True, values, expired, self._meta.version, self._meta.as_of)
+    def decode_all(
+        self, rows: list[list[bytes | None]], now: float
+    ) -> list[LookupResult]:
+        decode = self.decoder.decode
+        if not self.multi:
+            return [decode(row, now) for row in rows[0]]
+        return [decode(parts, now) for parts in zip(*rows, strict=True)]
 
 
-def no_live_version() -> LookupResult:
-    return LookupResult(False, {}, [], None, None)
+class BaseStore:
+    """The cached-pointer read path; backends implement the four ``_``-methods."""
 
+    kind = "base"
+    location = ""
 
-def pack_row(values: Sequence[Any], event_times: Sequence[float | None] = ()) -> bytes:
-    """The packed value of one entity (see the module docstring)."""
-    if event_times:
-        return orjson.dumps([*values, *event_times])
-    return orjson.dumps(list(values))
+    def __init__(self, pointer_refresh: float) -> None:
+        self._refresh = pointer_refresh
+        self._view: _View | None = None
+        self._checked_at = -1e18
+        self._views: dict[str, _View] = {}
+        self._lock = threading.Lock()
 
+    # -- backend hooks ------------------------------------------------------------------
+    def _read_live(self) -> str | None:
+        raise NotImplementedError
 
-class KeyNormalizer:
-    """Maps what a caller passes as an entity to the store key, for one version."""
+    def _read_metadata(self, version: str) -> StoreMetadata | None:
+        raise NotImplementedError
 
-    __slots__ = ("_arity", "_int_slots", "_names")
+    def _view_prefix(self, version: str, namespace: int = 0) -> Any:
+        raise NotImplementedError
 
-    def __init__(self, meta: StoreMetadata) -> None:
-        self._arity = len(meta.entity_keys)
-        self._names = meta.entity_keys
-        self._int_slots = tuple(i for i, t in enumerate(meta.key_types) if t == "int")
+    def _fetch(self, view: _View, keys: list[str], namespace: int = 0) -> list[bytes | None]:
+        """Packed rows for keys of one namespace of a version (None when absent); raises
+        _Gone if the version was dropped."""
+        raise NotImplementedError
 
-    def key(self, entity: Sequence[Any] | Any) -> str:
-        if isinstance(entity, Mapping):
+    def _fetch_all(self, view: _View, keys: list[list[str]]) -> list[list[bytes | None]]:
+        """Packed rows per namespace (``keys``: per namespace). One call per namespace;
+        a backend that can batch namespaces into one round trip overrides this."""
+        return [self._fetch(view, part, ns) for ns, part in enumerate(keys)]
+
+    def _new_view(self, meta: StoreMetadata) -> _View:
+        return _View(meta, partial(self._view_prefix, meta.version))
+
+    # -- read path ----------------------------------------------------------------------
+    def _current(self, force: bool = False) -> _View | None:
+        now = time.monotonic()
+        if not force and now - self._checked_at < self._refresh:
+            return self._view
+        version = self._read_live()
+        view = self._view
+        if version is None:
+            view = None
+        elif view is None or view.version != version:
+            view = self._views.get(version)
+            if view is None:
+                meta = self._read_metadata(version)
+                if meta is None:
+                    view = None
+                else:
+                    view = self._new_view(meta)
+                    with self._lock:
+                        if len(self._views) > 8:
+                            self._views.clear()
+                        self._views[version] = view
+        self._view = view
+        self._checked_at = now
+        return view
+
+    def live_metadata(self) -> StoreMetadata | None:
+        view = self._current(force=True)
+        return view.meta if view is not None else None
+
+    def get(self, entity: Sequence[Any] | Any) -> LookupResult:
+        view = self._current()
+        if view is None:
+            view = self._current(force=True)
+            if view is None:
+                return no_live_version()
+        if view.multi:
             try:
-                entity = [entity[name] for name in self._names]
-            except KeyError as exc:
-                raise UsageError(f"entity is missing key column {exc.args[0]!r}") from None
-        elif not isinstance(entity, (list, tuple)):
-            entity = [entity]
-        if len(entity) != self._arity:
-            raise UsageError(
-                f"entity {list(entity)!r} has {len(entity)} key value(s); expected "
-                f"{self._arity} ({', '.join(self._names)})"
-            )
-        if self._int_slots:
-            entity = list(entity)
-            for i in self._int_slots:
-                value = entity[i]
-                if type(value) is not int:
-                    entity[i] = _as_int(value, self._names[i])
-        return orjson.dumps(list(entity)).decode()
+                rows = self._fetch_all(view, view.lookup_keys([entity]))
+            except _Gone:
+                rows = None
+            return self._results(view, [entity], rows)[0]
+        key = view.keys.key(entity)
+        try:
+            packed = self._fetch(view, [key])[0]
+        except _Gone:
+            packed = None
+        if packed is None:
+            # A miss may mean the pointer moved on (or our version was dropped): re-check once.
+            fresh = self._current(force=True)
+            if fresh is None:
+                return no_live_version()
+            if fresh is not view:
+                if fresh.multi:
+                    return self._results(fresh, [entity], None)[0]
+                view = fresh
+                packed = self._fetch(view, [view.keys.key(entity)])[0]
+        return view.decoder.decode(packed)
+
+    def get_many(self, entities: Sequence[Any]) -> list[LookupResult]:
+        view = self._live_view()
+        if view is None:
+            return [no_live_version() for _ in entities]
+        if not entities:
+            return []
+        try:
+            rows = self._fetch_all(view, view.lookup_keys(entities))
+        except _Gone:
+            rows = None
+        return self._results(view, entities, rows)
+
+    # Backends whose lookups wait on a network round trip set this and override
+    # get_many_async, so that the feature server's event loop keeps serving meanwhile.
+    async_reads = False
+
+    async def get_many_async(
+        self, entities: Sequence[Any], deadline: float | None = None
+    ) -> list[LookupResult]:
+        """``get_many`` for an event loop: the round trip to the store does not block it
+        (``deadline``, ``time.monotonic()`` seconds, bounds network stores' whole call)."""
+        return self.get_many(entities)
+
+    def _live_view(self) -> _View | None:
+        view = self._current()
+        if view is None:
+            view = self._current(force=True)
+        return view
+
+    def _results(
+        self,
+        view: _View,
+        entities: Sequence[Any],
+        rows: list[list[bytes | None]] | None,
+    ) -> list[LookupResult]:
+        if rows is None or any(r is None for part in rows for r in part):
+            # A miss may mean the pointer moved on (or our version was dropped): re-check once.
+            fresh = self._current(force=True)
+            if fresh is None:
+                return [no_live_version() for _ in entities]
+            if fresh is not view or rows is None:
+                view = fresh
+                rows = self._fetch_all(view, view.lookup_keys(entities))
+        return view.decode_all(rows, time.time())
 
 
-def _as_int(value: Any, name: str) -> int:
-    if isinstance(value, bool):
-        raise UsageError(f"entity key {name} must be an integer, got {value!r}")
-    try:
-        return (
-            int(value)
-            if isinstance(value, (int, str)) or hasattr(value, "__index__")
-            else int(_strict_float_int(value))
-        )
-    except (TypeError, ValueError):
-        raise UsageError(f"entity key {name} must be an integer, got {value!r}") from None
-
-
-def _strict_float_int(value: Any) -> int:
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    raise ValueError(value)
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
+class _Gone(Signal):
+    """The version a reader had cached was removed (only possible after two switches)."""

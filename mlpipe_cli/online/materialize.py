@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -30,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from mlpipe_cli.errors import ConfigError, InputError, UsageError
-from mlpipe_cli.online.base import utcnow
+from mlpipe_cli.online.codec import utcnow
 
 if TYPE_CHECKING:
     import polars as pl
@@ -51,8 +52,6 @@ def select_features(config: PipelineConfig, names: Sequence[str] | None) -> list
             "the config defines no features to materialize",
             hint="add a `features:` section (see configs/example.yaml)",
         )
-    if not config.entity_keys:
-        raise ConfigError("materialize needs `entity_keys` in the config")
     if not names:
         return list(config.features)
     by_name = {f.name: f for f in config.features}
@@ -69,7 +68,8 @@ def select_features(config: PipelineConfig, names: Sequence[str] | None) -> list
 
 
 def feature_hash(config: PipelineConfig, selected: Sequence[FeatureConfig]) -> str:
-    """sha256 of what defines the values: entity keys, the features, their sources' time rules."""
+    """sha256 of what defines the values: entity keys, the features, their sources' time
+    rules, keys, joins and derived columns."""
     from mlpipe_cli.config.loader import config_section_hash
 
     sources = {}
@@ -83,6 +83,14 @@ def feature_hash(config: PipelineConfig, selected: Sequence[FeatureConfig]) -> s
             "entity_keys": src.entity_keys,
             "ttl": src.ttl.total_seconds() if src.ttl is not None else None,
         }
+        # Newer source settings that change values, only when set (so the hash of a config
+        # that does not use them stays what it was).
+        if src.derived:
+            sources[name]["derived"] = dict(src.derived)
+        if src.join:
+            sources[name]["join"] = dict(src.join)
+        if src.null_created != "error":
+            sources[name]["null_created"] = src.null_created
     return config_section_hash(
         {
             "entity_keys": config.entity_keys,
@@ -127,15 +135,41 @@ def parse_as_of(text: str | None, config: PipelineConfig) -> datetime:
     return value
 
 
-def _source_keys(config: PipelineConfig, name: str) -> list[str]:
-    source = config.sources[name]
-    keys = list(source.entity_keys or config.entity_keys)
-    if len(keys) != len(config.entity_keys):
-        raise ConfigError(
-            f"source {name!r} has {len(keys)} entity key(s) {keys} but the pipeline has "
-            f"{len(config.entity_keys)} {config.entity_keys}"
-        )
-    return keys
+@dataclass(frozen=True)
+class KeySet:
+    """One entity type of a run: the request key columns identifying it (the spine's column
+    names, e.g. ``("pickup_zone",)``) and the features stored per entity of that type.
+    Each key set is one namespace of the store version."""
+
+    columns: tuple[str, ...]
+    features: tuple[FeatureConfig, ...]
+
+
+def plan_key_sets(config: PipelineConfig, selected: Sequence[FeatureConfig]) -> list[KeySet]:
+    """The run's entity types: features grouped by the spine columns they join on
+    (``features.keys.join_columns``, the rule `training-set` uses), in order of first
+    appearance. A config with one entity gives one key set: the pipeline's entity_keys."""
+    from mlpipe_cli.features.keys import join_columns
+
+    columns: dict[frozenset[str], tuple[str, ...]] = {}
+    members: dict[frozenset[str], list[FeatureConfig]] = {}
+    for feature in selected:
+        pairs = join_columns(config, feature)
+        if not pairs:
+            raise ConfigError(
+                f"feature {feature.name!r}: source {feature.source!r} has no entity keys",
+                hint="set entity_keys in the config (or on the source or feature)",
+            )
+        spine = tuple(column for column, _ in pairs)
+        if len(set(spine)) != len(spine):
+            raise ConfigError(
+                f"feature {feature.name!r} joins two of its keys on one column {list(spine)}",
+                hint="map each key to its own column with `join:`",
+            )
+        ident = frozenset(spine)
+        columns.setdefault(ident, spine)
+        members.setdefault(ident, []).append(feature)
+    return [KeySet(columns[ident], tuple(members[ident])) for ident in columns]
 
 
 def _visible_before(dtype: Any, column: str, as_of: datetime, zone: str | None) -> pl.Expr:
@@ -156,17 +190,44 @@ def _visible_before(dtype: Any, column: str, as_of: datetime, zone: str | None) 
 def list_entities(
     config: PipelineConfig, selected: Sequence[FeatureConfig], as_of: datetime
 ) -> pl.DataFrame:
-    """Distinct entity keys (pipeline key names) with a row at or before as_of, sorted."""
+    """The entities of a run with one entity type (see ``key_set_entities``)."""
+    key_sets = plan_key_sets(config, selected)
+    if len(key_sets) != 1:
+        raise UsageError(
+            f"these features have {len(key_sets)} entity types; list them per key set "
+            "(plan_key_sets, key_set_entities)"
+        )
+    return key_set_entities(config, key_sets[0], as_of)
+
+
+def key_set_entities(config: PipelineConfig, key_set: KeySet, as_of: datetime) -> pl.DataFrame:
+    """Distinct keys of one entity type with a row at or before as_of, sorted.
+
+    Columns: the key set's columns. Every (source, key columns) its features read
+    contributes, through ``scan_source`` (derived key columns included); each column has
+    the dtype all contributions are compared as (``features.keys.join_key_dtype``: Int32
+    meets Int64, categorical meets string), and contributions that cannot match are an
+    InputError naming both, as in `training-set`.
+    """
     import polars as pl
 
-    from mlpipe_cli.io import scan_parquet
+    from mlpipe_cli.features.keys import KeyTypeMismatch, join_columns, join_key_dtype
+    from mlpipe_cli.features.scan import scan_source
 
-    keys = list(config.entity_keys)
-    frames = []
-    for name in sorted({f.source for f in selected}):
+    columns = list(key_set.columns)
+    frames: list[pl.LazyFrame] = []
+    seen: set[tuple[str, tuple[str, ...]]] = set()
+    # per column: (where it came from, its dtype there), for the common dtype and errors
+    origins: dict[str, list[tuple[str, Any]]] = {c: [] for c in columns}
+    for feature in key_set.features:
+        name = feature.source
+        onto = dict(join_columns(config, feature))  # spine column -> source key column
+        src_keys = tuple(onto[c] for c in columns)
+        if (name, src_keys) in seen:
+            continue
+        seen.add((name, src_keys))
         source = config.sources[name]
-        src_keys = _source_keys(config, name)
-        lazy = scan_parquet(source.path)
+        lazy = scan_source(source, name)
         schema = lazy.collect_schema()
         missing = [k for k in src_keys if k not in schema]
         if missing:
@@ -177,38 +238,68 @@ def list_entities(
         time_col = source.valid_from or source.timestamp
         if time_col is not None and time_col in schema:
             lazy = lazy.filter(_visible_before(schema[time_col], time_col, as_of, config.timezone))
+        for column, key in zip(columns, src_keys, strict=True):
+            origins[column].append((f"source {name!r} column {key!r}", schema[key]))
         frames.append(
-            lazy.select([pl.col(s).alias(k) for s, k in zip(src_keys, keys, strict=True)])
+            lazy.select([pl.col(k).alias(c) for k, c in zip(src_keys, columns, strict=True)])
             .drop_nulls()
             .unique()
         )
+    common: dict[str, Any] = {}
+    for column, seen_dtypes in origins.items():
+        first_label, dtype = seen_dtypes[0]
+        for label, other in seen_dtypes[1:]:
+            try:
+                dtype = join_key_dtype(dtype, other)
+            except KeyTypeMismatch as exc:
+                raise InputError(
+                    f"entity key {column!r}: {first_label} is {seen_dtypes[0][1]} but {label} "
+                    f"is {other}: {exc}",
+                    hint="cast one side with a derived column, e.g. "
+                    f'derived: {{{column}: "CAST({column} AS ...)"}}',
+                ) from None
+        common[column] = join_key_dtype(dtype, pl.Null())  # canonical: Int64, String, ...
     try:
-        first = frames[0].collect_schema()
-        casted = [f.cast(dict(first)) for f in frames]  # type: ignore[arg-type]
-        entities = pl.concat(casted).unique().sort(keys).collect()
+        casted = [f.cast(common) for f in frames]  # type: ignore[arg-type]
+        entities = pl.concat(casted).unique().sort(columns).collect()
     except pl.exceptions.PolarsError as exc:
         raise InputError(f"cannot list entities: {str(exc).strip().splitlines()[0]}") from None
     return entities
 
 
+def union_keys(key_sets: Sequence[KeySet], entities: Sequence[pl.DataFrame]) -> tuple[list[str], list[str]]:
+    """Every key column a lookup needs (in order of first appearance) and its kind; a column
+    two entity types hold as different kinds (an integer here, text there) is an InputError."""
+    names: list[str] = []
+    kinds: dict[str, str] = {}
+    for key_set, frame in zip(key_sets, entities, strict=True):
+        for column, kind in zip(key_set.columns, _key_types(frame), strict=True):
+            if column not in kinds:
+                names.append(column)
+                kinds[column] = kind
+            elif kinds[column] != kind:
+                raise InputError(
+                    f"entity key {column!r} is {kinds[column]} for one entity type and {kind} "
+                    "for another; a request gives it once",
+                    hint="cast one source's column with a derived column",
+                )
+    return names, [kinds[n] for n in names]
+
+
 def _key_types(frame: pl.DataFrame) -> list[str]:
-    import polars as pl
+    from mlpipe_cli.features.keys import key_kind
 
-    out = []
-    for dtype in frame.dtypes:
-        if dtype.is_integer():
-            out.append("int")
-        elif isinstance(dtype, pl.String | pl.Categorical | pl.Enum):
-            out.append("str")
-        else:
-            out.append("other")
-    return out
+    return [key_kind(dtype) for dtype in frame.dtypes]
 
 
-def _entities_hash(frame: pl.DataFrame) -> str:
+def _entities_hash(*frames: pl.DataFrame) -> str:
+    """One digest of the entity lists of every key set (a resume needs the same ones)."""
     digest = hashlib.sha256()
-    digest.update(",".join(f"{n}:{d}" for n, d in frame.schema.items()).encode())
-    digest.update(frame.hash_rows(seed=0).to_numpy().tobytes())
+    for i, frame in enumerate(frames):
+        if i:
+            digest.update(b"|")
+        digest.update(",".join(f"{n}:{d}" for n, d in frame.schema.items()).encode())
+        digest.update(frame.hash_rows(seed=0).to_numpy().tobytes())
     return digest.hexdigest()
 
 
@@ -217,12 +308,12 @@ def _spine_time(config: PipelineConfig, selected: Sequence[FeatureConfig], as_of
     to compare naive with aware timestamps)."""
     import polars as pl
 
-    from mlpipe_cli.io import scan_parquet
+    from mlpipe_cli.features.scan import scan_source
 
     aware = False
     for name in sorted({f.source for f in selected}):
         source = config.sources[name]
-        schema = scan_parquet(source.path).collect_schema()
+        schema = scan_source(source, name).collect_schema()
         for col in (source.timestamp, source.created_timestamp, source.valid_from):
             if col and col in schema:
                 dtype = schema[col]
@@ -239,28 +330,37 @@ def _spine_time(config: PipelineConfig, selected: Sequence[FeatureConfig], as_of
 
 
 def _age_features(
-    config: PipelineConfig, selected: Sequence[FeatureConfig], ttls: dict[str, float]
+    config: PipelineConfig, selected: Sequence[FeatureConfig], ttls: dict[str, float], tag: str = ""
 ) -> tuple[list[FeatureConfig], dict[str, str]]:
-    """One `time_since_last` helper feature (seconds) per (source, boundary) with a ttl.
+    """One `time_since_last` helper feature (seconds) per (source, keys, boundary, ttl) with a
+    ttl: joined like the features it serves and governed by the same ttl, so it is null
+    exactly when they hold their default.
 
     ``t - age`` is the newest visible event the ttl is measured from, exactly as the engine
     sees it; readers expire the value once ``now - event > ttl``.
     """
     from mlpipe_cli.config.features import FeatureConfig
+    from mlpipe_cli.features.keys import join_columns
+    from mlpipe_cli.features.ttl import governing_ttl
 
-    helpers: dict[tuple[str, bool], FeatureConfig] = {}
+    helpers: dict[tuple[Any, ...], FeatureConfig] = {}
     owner: dict[str, str] = {}
     for feature in selected:
         if feature.name not in ttls:
             continue
-        group = (feature.source, feature.inclusive)
+        pairs = tuple(join_columns(config, feature))
+        ttl = governing_ttl(feature, config.sources[feature.source])
+        group = (feature.source, pairs, feature.inclusive, ttl)
         if group not in helpers:
             helpers[group] = FeatureConfig(
-                name=f"{_AGE_PREFIX}{feature.source}__{int(feature.inclusive)}",
+                name=f"{_AGE_PREFIX}{tag}{len(helpers)}",
                 source=feature.source,
                 kind="time_since_last",
                 unit="s",
                 inclusive=feature.inclusive,
+                entity_keys=[key for _, key in pairs],
+                join=dict(pairs),
+                ttl=ttl,
             )
         owner[feature.name] = helpers[group].name
     return list(helpers.values()), owner
@@ -299,6 +399,20 @@ def _pack_chunk(
         rows = [dumps(r, option=option) for r in values.iter_rows()]
     except TypeError:
         rows = [dumps(r, default=_json_default, option=option) for r in values.iter_rows()]
+    # JSON has no NaN/inf (orjson writes null): repack those rows so serving sees the value
+    # training saw (online.codec decodes them back)
+    floats = [c for c, t in values.schema.items() if t.is_float()]
+    if floats:
+        flagged = values.select(
+            pl.any_horizontal([pl.col(c).is_nan() | pl.col(c).is_infinite() for c in floats])
+            .fill_null(False)
+        ).to_series()
+        if flagged.any():
+            from mlpipe_cli.online.codec import NON_FINITE_PREFIX, box_non_finite
+
+            for i in flagged.arg_true().to_list():
+                boxed = [box_non_finite(v) for v in values.row(i)]
+                rows[i] = NON_FINITE_PREFIX + dumps(boxed, default=_json_default, option=option)
     return list(zip(store_keys, rows, strict=True))
 
 

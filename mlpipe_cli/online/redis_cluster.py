@@ -43,17 +43,20 @@ from typing import Any
 
 from mlpipe_cli.errors import ServiceUnavailable, Signal, UsageError
 from mlpipe_cli.online import redis_wire
-from mlpipe_cli.online.base import LookupResult, StoreMetadata
+from mlpipe_cli.online.base import BaseStore, _View
 from mlpipe_cli.online.redis_store import (
     RedisStore,
     _BulkWriter,
+    _namespace_part,
+    _split_reply,
     _url_password,
     mask_url,
     set_command_batches,
 )
-from mlpipe_cli.online.store import BaseStore, RunProgress, _View
+from mlpipe_cli.online.store import LookupResult, RunProgress, StoreMetadata
 
 _READ_THREADS = 8  # concurrent blocking cluster reads for one serving process
+_REPLICA_WAIT = 5.0  # seconds a chunk may wait for a replica's acknowledgement (at least)
 _SLOT_MAP_CHANGED = ("MOVED", "ASK", "CLUSTERDOWN", "TRYAGAIN")
 
 
@@ -178,14 +181,24 @@ class RedisClusterStore(RedisStore):
             raw = self.client.hget(self._k_versions, version)
         return StoreMetadata.from_json(raw) if raw is not None else None
 
-    def _view_prefix(self, version: str) -> bytes:
-        return f"{self.data_prefix}:d:{version}:".encode()
+    def _view_prefix(self, version: str, namespace: int = 0) -> bytes:
+        return f"{self.data_prefix}:d:{version}:{_namespace_part(namespace)}".encode()
 
-    def _fetch(self, view: _View, keys: list[str]) -> list[bytes | None]:
+    def _fetch(self, view: _View, keys: list[str], namespace: int = 0) -> list[bytes | None]:
+        prefix = view.prefixes[namespace]
+        return self._fetch_keys([prefix + k.encode() for k in keys])
+
+    def _fetch_all(self, view: _View, keys: list[list[str]]) -> list[list[bytes | None]]:
+        """Every namespace's rows in one call (one GET/MGET per slot, all masters at once)."""
+        full = [
+            prefix + k.encode() for prefix, part in zip(view.prefixes, keys, strict=True)
+            for k in part
+        ]
+        return _split_reply(self._fetch_keys(full), keys)
+
+    def _fetch_keys(self, full: list[bytes]) -> list[bytes | None]:
         import redis
 
-        prefix = view.prefix
-        full = [prefix + k.encode() for k in keys]
         with self._errors("reading features"):
             self._check_deadline()
             try:
@@ -325,14 +338,18 @@ class RedisClusterStore(RedisStore):
             evicted += int(conn.info("stats").get("evicted_keys", 0))
         return {"run_id": ",".join(masters), "evicted_keys": evicted}
 
-    def write_chunk(self, progress: RunProgress, items: Sequence[tuple[str, bytes]]) -> None:
-        """Rows grouped by owning master, each master's SET stream sent concurrently, every
-        reply checked, a replica's acknowledgement awaited; then progress is recorded."""
+    def write_chunk(
+        self, progress: RunProgress, items: Sequence[tuple[str, bytes]], namespace: int = 0
+    ) -> None:
+        """Rows of one namespace grouped by owning master, each master's SET stream sent
+        concurrently, every reply checked, a replica's acknowledgement awaited; then progress
+        is recorded."""
         if not items:
             return
         import redis
 
-        prefix = self._view_prefix(progress.version)
+        part = _namespace_part(namespace)
+        prefix = self._view_prefix(progress.version, namespace)
         with self._errors("writing features"):
             try:
                 groups = self._group_by_master(prefix, items)
@@ -353,7 +370,8 @@ class RedisClusterStore(RedisStore):
                 raise
             progress.chunks_done += 1
             progress.written += len(items)
-            progress.probes.extend([items[0][0], items[-1][0]])
+            # probes are relative to P:d:<version>: (verify checks they exist)
+            progress.probes.extend([part + items[0][0], part + items[-1][0]])
             pipe = self.client.pipeline(transaction=True)
             self._lease(pipe, progress)
             pipe.execute()
@@ -408,7 +426,9 @@ class RedisClusterStore(RedisStore):
         if replicas:
             # Redis replicates asynchronously: without this, a master that dies right after
             # acknowledging could hand its slots to a replica that never got the rows.
-            wait_ms = max(1, int(self._timeout * 1000))
+            # Normally a few ms; a replica on a busy host can need more than a lookup's
+            # timeout, so the wait gets at least _REPLICA_WAIT.
+            wait_ms = int(max(self._timeout, _REPLICA_WAIT) * 1000)
             writer.conn.send_command("WAIT", 1, wait_ms)
             acked = writer.conn.read_response()
             if int(acked) < 1:

@@ -9,6 +9,9 @@ Key layout (``P`` = ``online_store.key_prefix``, default ``mlpipe:<pipeline>``):
     P:progress                  hash: version -> progress JSON while it is being written
     P:lease:<version>           string with expiry: a writer is alive on this version
     P:d:<version>:<entity key>  one packed row per entity (SET ... EX <online ttl>)
+    P:d:<version>:<i>:<key>     namespace i >= 1 of a version with several entity types
+
+A lookup of several entity types reads every namespace's row in one MGET (one round trip).
 
 Writes bypass redis-py's per-command Python overhead: each chunk is packed into RESP by hand
 and sent over one pooled connection in batches, then every reply is checked (``+OK``).
@@ -28,16 +31,15 @@ from typing import Any
 
 from mlpipe_cli.errors import ServiceUnavailable, UsageError
 from mlpipe_cli.online import redis_wire
-from mlpipe_cli.online.base import LookupResult, StoreMetadata, no_live_version
-from mlpipe_cli.online.redis_wire import parse_values_reply  # noqa: F401  (re-exported)
-from mlpipe_cli.online.store import (
+from mlpipe_cli.online.base import (
     LEASE_SECONDS,
     BaseStore,
-    RunProgress,
     _View,
     owner_id,
     stale_versions,
 )
+from mlpipe_cli.online.redis_wire import parse_values_reply  # noqa: F401  (re-exported)
+from mlpipe_cli.online.store import LookupResult, RunProgress, StoreMetadata, no_live_version
 
 _USERINFO_RE = re.compile(r"(?P<scheme>[a-z]+://)(?P<userinfo>[^@/]*)@")
 _BATCH = 5000  # commands per socket write while loading
@@ -238,21 +240,43 @@ class RedisStore(BaseStore):
             raw = self._call(_pack(b"HGET", self._k_versions.encode(), version.encode()))
         return StoreMetadata.from_json(raw) if raw is not None else None
 
-    def _view_prefix(self, version: str) -> bytes:
-        return f"{self.prefix}:d:{version}:".encode()
+    def _view_prefix(self, version: str, namespace: int = 0) -> bytes:
+        return f"{self.prefix}:d:{version}:{_namespace_part(namespace)}".encode()
 
-    def _fetch(self, view: _View, keys: list[str]) -> list[bytes | None]:
-        packed = self._fetch_command(view, keys)
+    def _fetch(self, view: _View, keys: list[str], namespace: int = 0) -> list[bytes | None]:
+        prefix = view.prefixes[namespace]
+        if len(keys) == 1:
+            packed = redis_wire.get_command(prefix + keys[0].encode())
+        else:
+            packed = redis_wire.pack(b"MGET", *[prefix + k.encode() for k in keys])
         with self._errors("reading features"):
             reply = self._call(packed)
         return [reply] if len(keys) == 1 else reply
 
+    def _fetch_all(self, view: _View, keys: list[list[str]]) -> list[list[bytes | None]]:
+        """Every namespace's rows in one round trip (one GET or MGET)."""
+        packed, total = self._fetch_command(view, keys)
+        with self._errors("reading features"):
+            reply = self._call(packed)
+        return _split_reply([reply] if total == 1 else reply, keys)
+
     @staticmethod
-    def _fetch_command(view: _View, keys: list[str]) -> bytes:
-        prefix = view.prefix
+    def _fetch_command(view: _View, keys: list[list[str]]) -> tuple[bytes, int]:
+        """(GET or MGET over the keys of every namespace, number of keys)."""
         if len(keys) == 1:
-            return redis_wire.get_command(prefix + keys[0].encode())
-        return redis_wire.pack(b"MGET", *[prefix + k.encode() for k in keys])
+            prefix = view.prefix
+            part = keys[0]
+            if len(part) == 1:
+                return redis_wire.get_command(prefix + part[0].encode()), 1
+            return redis_wire.pack(b"MGET", *[prefix + k.encode() for k in part]), len(part)
+        full = [
+            prefix + k.encode()
+            for prefix, part in zip(view.prefixes, keys, strict=True)
+            for k in part
+        ]
+        if len(full) == 1:
+            return redis_wire.get_command(full[0]), 1
+        return redis_wire.pack(b"MGET", *full), len(full)
 
     # -- the event loop's read path (redis_wire: no blocking call, one deadline) -------------
     async_reads = True
@@ -289,23 +313,24 @@ class RedisStore(BaseStore):
                 return [no_live_version() for _ in entities]
             if not entities:
                 return []
-            keys = [view.keys.key(e) for e in entities]
-            rows = await self._command(conn, self._fetch_command(view, keys), len(keys), deadline)
-            if any(r is None for r in rows):
+            keys = view.lookup_keys(entities)
+            command, total = self._fetch_command(view, keys)
+            rows = _split_reply(await self._command(conn, command, total, deadline), keys)
+            if any(r is None for part in rows for r in part):
                 # A miss may mean the pointer moved on (our version was dropped): re-check once.
                 fresh = await self._current_async(conn, deadline, force=True)
                 if fresh is None:
                     return [no_live_version() for _ in entities]
                 if fresh is not view:
                     view = fresh
-                    keys = [view.keys.key(e) for e in entities]
-                    command = self._fetch_command(view, keys)
-                    rows = await self._command(conn, command, len(keys), deadline)
+                    keys = view.lookup_keys(entities)
+                    command, total = self._fetch_command(view, keys)
+                    rows = _split_reply(
+                        await self._command(conn, command, total, deadline), keys
+                    )
         finally:
             lock.release()
-        now = time.time()
-        decode = view.decoder.decode
-        return [decode(row, now) for row in rows]
+        return view.decode_all(rows, time.time())
 
     async def ping_async(self, deadline: float | None = None) -> None:
         """``ping`` for an event loop (non-blocking, bounded by ``deadline``)."""
@@ -385,7 +410,7 @@ class RedisStore(BaseStore):
                 if meta_raw is None:
                     view = None
                 else:
-                    view = _View(StoreMetadata.from_json(meta_raw), self._view_prefix(version))
+                    view = self._new_view(StoreMetadata.from_json(meta_raw))
                     with self._lock:
                         if len(self._views) > 8:
                             self._views.clear()
@@ -493,8 +518,11 @@ class RedisStore(BaseStore):
             pipe.execute()
         return True
 
-    def write_chunk(self, progress: RunProgress, items: Sequence[tuple[str, bytes]]) -> None:
-        """SET every row (with the online ttl), check every reply, then record progress.
+    def write_chunk(
+        self, progress: RunProgress, items: Sequence[tuple[str, bytes]], namespace: int = 0
+    ) -> None:
+        """SET every row of one namespace (with the online ttl), check every reply, then
+        record progress.
 
         Batches of ``_BATCH`` commands are packed into RESP by hand and sent over a dedicated
         connection while a second thread reads the replies (so packing overlaps the server's
@@ -502,7 +530,8 @@ class RedisStore(BaseStore):
         """
         if not items:
             return
-        prefix = f"{self.prefix}:d:{progress.version}:".encode()
+        part = _namespace_part(namespace)
+        prefix = f"{self.prefix}:d:{progress.version}:{part}".encode()
         with self._errors("writing features"):
             conn = self._bulk_connection()
             try:
@@ -512,7 +541,8 @@ class RedisStore(BaseStore):
                 raise
             progress.chunks_done += 1
             progress.written += len(items)
-            progress.probes.extend([items[0][0], items[-1][0]])
+            # probes are relative to P:d:<version>: (verify checks they exist)
+            progress.probes.extend([part + items[0][0], part + items[-1][0]])
             pipe = self.client.pipeline(transaction=True)
             self._lease(pipe, progress)
             pipe.execute()
@@ -740,6 +770,24 @@ class _BulkWriter:
         if head != self._OK * n:
             line = next((x for x in head.split(b"\r\n") if not x.startswith(b"+OK")), b"?")
             raise redis.ResponseError(line.decode(errors="replace").lstrip("-"))
+
+
+def _namespace_part(namespace: int) -> str:
+    """The key segment of a namespace after ``P:d:<version>:`` (none for namespace 0, so a
+    single-entity version keeps its layout; store keys start with ``[``, so they never
+    collide)."""
+    return f"{namespace}:" if namespace else ""
+
+
+def _split_reply(values: list[bytes | None], keys: list[list[str]]) -> list[list[bytes | None]]:
+    """A flat GET/MGET reply back into one list per namespace."""
+    if len(keys) == 1:
+        return [values]
+    out, start = [], 0
+    for part in keys:
+        out.append(values[start : start + len(part)])
+        start += len(part)
+    return out
 
 
 def _wire_target(url: str, password: str | None) -> dict[str, Any] | None:

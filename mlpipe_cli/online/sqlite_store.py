@@ -5,9 +5,13 @@ Layout::
     mlpipe_pointer(name PRIMARY KEY, version)         rows 'live', 'previous'
     mlpipe_versions(version PRIMARY KEY, seq, status, metadata, progress)
     "data_<version>"(k TEXT PRIMARY KEY, v BLOB) WITHOUT ROWID   one table per version
+    "data_<version>_ns<i>"(k, v)      namespace i >= 1 of a version with several entity types
 
 ``k`` is the entity's store key (``[123]``), ``v`` its packed row. A point lookup is one
-prepared ``SELECT v FROM "data_…" WHERE k = ?`` on a per-thread read connection.
+prepared ``SELECT v FROM "data_…" WHERE k = ?`` on a per-thread read connection; a lookup
+of several entity types is one query per namespace. All tables of a version are created in
+the transaction that registers it and dropped with it; the live pointer moves in one
+transaction, so readers never see part of a version.
 """
 
 from __future__ import annotations
@@ -20,16 +24,15 @@ from pathlib import Path
 
 from mlpipe_cli.errors import OutputError, ServiceUnavailable, Signal, UsageError
 from mlpipe_cli.io import on_read_only_filesystem
-from mlpipe_cli.online.base import StoreMetadata
-from mlpipe_cli.online.store import (
+from mlpipe_cli.online.base import (
     LEASE_SECONDS,
     BaseStore,
-    RunProgress,
     _Gone,
     _View,
     owner_id,
     stale_versions,
 )
+from mlpipe_cli.online.store import RunProgress, StoreMetadata
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS mlpipe_pointer (name TEXT PRIMARY KEY, version TEXT NOT NULL);
@@ -43,8 +46,21 @@ CREATE TABLE IF NOT EXISTS mlpipe_versions (
 """
 
 
-def _table(version: str) -> str:
-    return '"data_' + version.replace("-", "_") + '"'
+def _table(version: str, namespace: int = 0) -> str:
+    """The table of one namespace of a version (namespace 0: the single-entity layout)."""
+    suffix = f"_ns{namespace}" if namespace else ""
+    return '"data_' + version.replace("-", "_") + suffix + '"'
+
+
+def _version_tables(conn: sqlite3.Connection, version: str) -> list[str]:
+    """Every table of a version (quoted), found by name: also the tables of a version whose
+    metadata was never committed."""
+    base = "data_" + version.replace("-", "_")
+    rows = conn.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND (name = ? OR name GLOB ?)",
+        (base, base + "_ns[0-9]*"),
+    ).fetchall()
+    return ['"' + name + '"' for (name,) in sorted(rows)]
 
 
 class SqliteStore(BaseStore):
@@ -145,13 +161,13 @@ class SqliteStore(BaseStore):
         ).fetchone()
         return StoreMetadata.from_json(row[0]) if row else None
 
-    def _view_prefix(self, version: str) -> tuple[str, str]:
-        table = _table(version)
+    def _view_prefix(self, version: str, namespace: int = 0) -> tuple[str, str]:
+        table = _table(version, namespace)
         return (f"SELECT v FROM {table} WHERE k = ?", f"SELECT k, v FROM {table} WHERE k IN ")
 
-    def _fetch(self, view: _View, keys: list[str]) -> list[bytes | None]:
+    def _fetch(self, view: _View, keys: list[str], namespace: int = 0) -> list[bytes | None]:
         conn = self._reader()
-        one, many = view.prefix
+        one, many = view.prefixes[namespace]
         try:
             if len(keys) == 1:
                 row = conn.execute(one, (keys[0],)).fetchone()
@@ -193,10 +209,11 @@ class SqliteStore(BaseStore):
         progress.lease_until = time.time() + LEASE_SECONDS
         seq = int(meta.version.split("-")[0])
         with _transaction(conn):
-            conn.execute(
-                f"CREATE TABLE IF NOT EXISTS {_table(meta.version)} "
-                "(k TEXT PRIMARY KEY, v BLOB NOT NULL) WITHOUT ROWID"
-            )
+            for namespace in range(len(meta.key_sets())):
+                conn.execute(
+                    f"CREATE TABLE IF NOT EXISTS {_table(meta.version, namespace)} "
+                    "(k TEXT PRIMARY KEY, v BLOB NOT NULL) WITHOUT ROWID"
+                )
             conn.execute(
                 "INSERT OR REPLACE INTO mlpipe_versions VALUES (?, ?, 'building', ?, ?)",
                 (meta.version, seq, meta.to_json(), progress.to_json()),
@@ -214,8 +231,11 @@ class SqliteStore(BaseStore):
             )
         return True
 
-    def write_chunk(self, progress: RunProgress, items: Sequence[tuple[str, bytes]]) -> None:
-        """Write one chunk of rows and record the progress in the same transaction."""
+    def write_chunk(
+        self, progress: RunProgress, items: Sequence[tuple[str, bytes]], namespace: int = 0
+    ) -> None:
+        """Write one chunk of rows of one namespace and record the progress in the same
+        transaction."""
         conn = self._write_conn()
         rows = sorted(items)
         progress.chunks_done += 1
@@ -224,7 +244,9 @@ class SqliteStore(BaseStore):
         try:
             with _transaction(conn):
                 conn.executemany(
-                    f"INSERT OR REPLACE INTO {_table(progress.version)} (k, v) VALUES (?, ?)", rows
+                    f"INSERT OR REPLACE INTO {_table(progress.version, namespace)} (k, v) "
+                    "VALUES (?, ?)",
+                    rows,
                 )
                 conn.execute(
                     "UPDATE mlpipe_versions SET progress = ? WHERE version = ?",
@@ -245,8 +267,12 @@ class SqliteStore(BaseStore):
             )
 
     def count(self, version: str) -> int:
+        """Rows of a version over all its namespaces."""
         conn = self._write_conn()
-        return int(conn.execute(f"SELECT COUNT(*) FROM {_table(version)}").fetchone()[0])
+        return sum(
+            int(conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
+            for table in _version_tables(conn, version)
+        )
 
     def switch(self, meta: StoreMetadata) -> list[str]:
         """Mark ``meta.version`` complete and make it live atomically; drop older versions.
@@ -292,7 +318,8 @@ class SqliteStore(BaseStore):
         removed = stale_versions(self)
         for version in removed:
             with _transaction(conn):
-                conn.execute(f"DROP TABLE IF EXISTS {_table(version)}")
+                for table in _version_tables(conn, version):
+                    conn.execute(f"DROP TABLE IF EXISTS {table}")
                 conn.execute("DELETE FROM mlpipe_versions WHERE version = ?", (version,))
         return removed
 

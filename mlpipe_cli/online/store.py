@@ -1,56 +1,170 @@
-"""The online-store interface and the read path both backends share.
+"""The online-store contracts: what `serve` reads and what `materialize` writes.
 
-Versions: every `materialize` run writes a new version namespace (``0007-1a2b3c4d``), records
-its progress as it goes, and only when every row is written flips the ``live`` pointer to it
-in one atomic step (one SQLite transaction / one Redis MULTI). The version that was live
-becomes ``previous`` (for ``--rollback``); every other finished version is removed.
+Two Protocols, so that neither side knows which backend it talks to (SQLite or Redis, each
+in its own module, both built on ``online.base.BaseStore``):
 
-Readers cache the live pointer and re-read it at most every ``pointer_refresh`` (1 s by
-default) and whenever a lookup misses. Reading the pointer on every lookup would double the
-Redis round trips; a cached pointer can only lag one switch behind, and the version it
-points to is still there (it is kept as ``previous``), so a reader sees the old version or
-the new one, never a mix. A ``get_many`` call reads all its entities from one version.
+- :class:`OnlineStore`, the read side (`serve`, freshness checks, tests);
+- :class:`OnlineStoreWriter`, the write side (``online.writer`` and ``ops.materialize``):
+  a version namespace is begun, filled chunk by chunk, verified and switched live in one
+  atomic step.
+
+and the records both sides exchange: :class:`StoreMetadata` (one version's facts),
+:class:`LookupResult` (one entity's values) and :class:`RunProgress` (a version being
+written, for resuming). docs/materialize.md documents the layouts and the atomic switch.
 """
 
 from __future__ import annotations
 
-import os
-import socket
-import threading
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
 import orjson
 
-from mlpipe_cli.errors import Signal
-from mlpipe_cli.io import pid_alive
-from mlpipe_cli.online.base import (
-    Decoder,
-    KeyNormalizer,
-    LookupResult,
-    StoreMetadata,
-    no_live_version,
-)
+STORE_FORMAT_VERSION = 1
 
 
-@runtime_checkable
-class OnlineStore(Protocol):
-    """What `serve` and `materialize` see; see docs/architecture.md §4."""
+@dataclass(frozen=True)
+class Namespace:
+    """The rows of one entity type (one key set) in a version.
 
-    kind: str
-    location: str  # where the store is, safe to print (password masked)
-    async_reads: bool  # get_many_async does not block the event loop on a network round trip
+    ``keys`` are the request key columns identifying the entity (the spine's column names:
+    ``[rider_id]``, ``[pickup_zone]``, ``[zone, driver_id]``), ``features`` the features
+    stored per entity of this type, in the version's feature order. Each row's store key is
+    the compact JSON of its ``keys`` values; its packed value holds ``features``.
+    """
 
-    def ping(self) -> None: ...
-    def live_metadata(self) -> StoreMetadata | None: ...
-    def get(self, entity: Sequence[Any] | Any) -> LookupResult: ...
-    def get_many(self, entities: Sequence[Any]) -> list[LookupResult]: ...
-    async def get_many_async(
-        self, entities: Sequence[Any], deadline: float | None = None
-    ) -> list[LookupResult]: ...
-    def close(self) -> None: ...
+    keys: list[str]
+    key_types: list[str]  # "int" | "str" | "other", per key
+    features: list[str]
+    entity_count: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "keys": self.keys,
+            "key_types": self.key_types,
+            "features": self.features,
+            "entity_count": self.entity_count,
+        }
+
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any]) -> Namespace:
+        return cls(
+            list(doc["keys"]),
+            list(doc["key_types"]),
+            list(doc["features"]),
+            int(doc["entity_count"]),
+        )
+
+
+@dataclass(frozen=True)
+class StoreMetadata:
+    """Facts about one materialized version (stored next to its data).
+
+    ``entity_keys``/``key_types`` are every key column a lookup needs (the union over the
+    namespaces, in order of first appearance). ``namespaces`` lists the entity types when a
+    version holds more than one (rider, driver, zone, ...); empty means one namespace with
+    ``entity_keys`` holding every feature, the layout of every single-entity version.
+    ``entity_count`` is the number of rows over all namespaces.
+    """
+
+    version: str
+    as_of: datetime
+    finished_at: datetime | None
+    entity_count: int
+    features: list[str]
+    feature_hash: str
+    entity_keys: list[str]
+    key_types: list[str]  # "int" | "str" | "other", per entity key
+    defaults: dict[str, Any] = field(default_factory=dict)
+    ttls: dict[str, float] = field(default_factory=dict)  # feature -> ttl seconds (read-time)
+    event_times: bool = False  # packed rows carry one event time per ttl feature
+    status: str = "complete"  # "building" | "complete"
+    namespaces: list[Namespace] = field(default_factory=list)
+
+    def key_sets(self) -> list[Namespace]:
+        """The version's namespaces (one for a single-entity version)."""
+        if self.namespaces:
+            return self.namespaces
+        return [Namespace(self.entity_keys, self.key_types, self.features, self.entity_count)]
+
+    def to_json(self) -> bytes:
+        doc = {
+            "format_version": STORE_FORMAT_VERSION,
+            "version": self.version,
+            "as_of": self.as_of.isoformat(),
+            "finished_at": self.finished_at.isoformat() if self.finished_at else None,
+            "entity_count": self.entity_count,
+            "features": self.features,
+            "feature_hash": self.feature_hash,
+            "entity_keys": self.entity_keys,
+            "key_types": self.key_types,
+            "defaults": self.defaults,
+            "ttls": self.ttls,
+            "event_times": self.event_times,
+            "status": self.status,
+        }
+        if self.namespaces:  # single-entity metadata stays as it always was
+            doc["namespaces"] = [ns.to_dict() for ns in self.namespaces]
+        return orjson.dumps(doc)
+
+    @classmethod
+    def from_json(cls, data: bytes | str) -> StoreMetadata:
+        doc = orjson.loads(data)
+        finished = doc.get("finished_at")
+        return cls(
+            version=doc["version"],
+            as_of=datetime.fromisoformat(doc["as_of"]),
+            finished_at=datetime.fromisoformat(finished) if finished else None,
+            entity_count=int(doc["entity_count"]),
+            features=list(doc["features"]),
+            feature_hash=doc["feature_hash"],
+            entity_keys=list(doc["entity_keys"]),
+            key_types=list(doc.get("key_types") or ["other"] * len(doc["entity_keys"])),
+            defaults=dict(doc.get("defaults") or {}),
+            ttls={k: float(v) for k, v in (doc.get("ttls") or {}).items()},
+            event_times=bool(doc.get("event_times")),
+            status=doc.get("status", "complete"),
+            namespaces=[Namespace.from_dict(ns) for ns in doc.get("namespaces") or []],
+        )
+
+    def replace(self, **changes: Any) -> StoreMetadata:
+        from dataclasses import replace
+
+        return replace(self, **changes)
+
+
+@dataclass
+class LookupResult:
+    """One entity's features from the live version.
+
+    ``values`` always has every feature: defaults when the entity is missing (``found`` is
+    False) or when a value is older than its feature ttl at read time (listed in
+    ``expired``). ``version``/``as_of`` are None when no version is live.
+    """
+
+    found: bool
+    values: dict[str, Any]
+    expired: list[str]
+    version: str | None
+    as_of: datetime | None
+    # Several entity types: the features holding defaults because their entity was not in
+    # the store (``found`` is then False). Empty when ``found`` is False for the one entity.
+    missing: list[str] = field(default_factory=list)
+    # Streamed features (docs/streaming.md): feature -> how fresh its value is (newest event,
+    # batch as-of); None when no feature of the lookup streams.
+    freshness: dict[str, Any] | None = None
+
+    @property
+    def status(self) -> str:
+        if not self.found:
+            return "missing"
+        return "expired" if self.expired else "ok"
+
+
+def no_live_version() -> LookupResult:
+    return LookupResult(False, {}, [], None, None)
 
 
 @dataclass
@@ -75,188 +189,51 @@ class RunProgress:
         return cls(**orjson.loads(data))
 
 
-LEASE_SECONDS = 300.0
-ACTIVE_WRITES: set[str] = set()  # versions this process is writing right now
+@runtime_checkable
+class OnlineStore(Protocol):
+    """The read side: what `serve` sees (docs/architecture.md §4)."""
 
+    kind: str
+    location: str  # where the store is, safe to print (password masked)
+    async_reads: bool  # get_many_async does not block the event loop on a network round trip
 
-def owner_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def stale_versions(store: Any) -> list[str]:
-    """Versions that are neither live, previous, nor being written by a live writer."""
-    pointers = store.pointers()
-    keep = {pointers.get("live"), pointers.get("previous")}
-    stale = []
-    for meta, progress in store.versions():
-        if meta.version in keep:
-            continue
-        if meta.status == "building" and progress is not None and owner_alive(progress):
-            continue
-        stale.append(meta.version)
-    return stale
-
-
-def owner_alive(progress: RunProgress, now: float | None = None) -> bool:
-    """Is the process that writes this version still running (or its lease still valid)?"""
-    now = time.time() if now is None else now
-    host, _, pid_text = progress.owner.rpartition(":")
-    if host == socket.gethostname() and pid_text.isdigit():
-        pid = int(pid_text)
-        if pid == os.getpid():
-            return progress.version in ACTIVE_WRITES
-        if not pid_alive(pid):
-            return False
-        return progress.lease_until > now
-    return progress.lease_until > now
-
-
-class _View:
-    """One version as seen by a reader: its decoder, key mapping and key prefix."""
-
-    __slots__ = ("decoder", "keys", "meta", "prefix", "version")
-
-    def __init__(self, meta: StoreMetadata, prefix: Any) -> None:
-        self.meta = meta
-        self.version = meta.version
-        self.decoder = Decoder(meta)
-        self.keys = KeyNormalizer(meta)
-        self.prefix = prefix
-
-
-class BaseStore:
-    """The cached-pointer read path; backends implement the four ``_``-methods."""
-
-    kind = "base"
-    location = ""
-
-    def __init__(self, pointer_refresh: float) -> None:
-        self._refresh = pointer_refresh
-        self._view: _View | None = None
-        self._checked_at = -1e18
-        self._views: dict[str, _View] = {}
-        self._lock = threading.Lock()
-
-    # -- backend hooks ------------------------------------------------------------------
-    def _read_live(self) -> str | None:
-        raise NotImplementedError
-
-    def _read_metadata(self, version: str) -> StoreMetadata | None:
-        raise NotImplementedError
-
-    def _view_prefix(self, version: str) -> Any:
-        raise NotImplementedError
-
-    def _fetch(self, view: _View, keys: list[str]) -> list[bytes | None]:
-        """Packed rows for keys of one version (None when absent); raises _Gone if dropped."""
-        raise NotImplementedError
-
-    # -- read path ----------------------------------------------------------------------
-    def _current(self, force: bool = False) -> _View | None:
-        now = time.monotonic()
-        if not force and now - self._checked_at < self._refresh:
-            return self._view
-        version = self._read_live()
-        view = self._view
-        if version is None:
-            view = None
-        elif view is None or view.version != version:
-            view = self._views.get(version)
-            if view is None:
-                meta = self._read_metadata(version)
-                if meta is None:
-                    view = None
-                else:
-                    view = _View(meta, self._view_prefix(version))
-                    with self._lock:
-                        if len(self._views) > 8:
-                            self._views.clear()
-                        self._views[version] = view
-        self._view = view
-        self._checked_at = now
-        return view
-
-    def live_metadata(self) -> StoreMetadata | None:
-        view = self._current(force=True)
-        return view.meta if view is not None else None
-
-    def get(self, entity: Sequence[Any] | Any) -> LookupResult:
-        view = self._current()
-        if view is None:
-            view = self._current(force=True)
-            if view is None:
-                return no_live_version()
-        key = view.keys.key(entity)
-        try:
-            packed = self._fetch(view, [key])[0]
-        except _Gone:
-            packed = None
-        if packed is None:
-            # A miss may mean the pointer moved on (or our version was dropped): re-check once.
-            fresh = self._current(force=True)
-            if fresh is None:
-                return no_live_version()
-            if fresh is not view:
-                view = fresh
-                packed = self._fetch(view, [view.keys.key(entity)])[0]
-        return view.decoder.decode(packed)
-
-    def get_many(self, entities: Sequence[Any]) -> list[LookupResult]:
-        view = self._live_view()
-        if view is None:
-            return [no_live_version() for _ in entities]
-        if not entities:
-            return []
-        try:
-            rows = self._fetch(view, [view.keys.key(e) for e in entities])
-        except _Gone:
-            rows = None
-        return self._results(view, entities, rows)
-
-    # Backends whose lookups wait on a network round trip set this and override
-    # _fetch_async, so that the feature server's event loop keeps serving meanwhile.
-    async_reads = False
-
+    def ping(self) -> None: ...
+    def live_metadata(self) -> StoreMetadata | None: ...
+    def get(self, entity: Sequence[Any] | Any) -> LookupResult: ...
+    def get_many(self, entities: Sequence[Any]) -> list[LookupResult]: ...
     async def get_many_async(
         self, entities: Sequence[Any], deadline: float | None = None
-    ) -> list[LookupResult]:
-        """``get_many`` for an event loop: the round trip to the store does not block it
-        (``deadline``, ``time.monotonic()`` seconds, bounds network stores' whole call)."""
-        view = self._live_view()
-        if view is None:
-            return [no_live_version() for _ in entities]
-        if not entities:
-            return []
-        try:
-            rows = await self._fetch_async(view, [view.keys.key(e) for e in entities])
-        except _Gone:
-            rows = None
-        return self._results(view, entities, rows)
-
-    async def _fetch_async(self, view: _View, keys: list[str]) -> list[bytes | None]:
-        return self._fetch(view, keys)
-
-    def _live_view(self) -> _View | None:
-        view = self._current()
-        if view is None:
-            view = self._current(force=True)
-        return view
-
-    def _results(
-        self, view: _View, entities: Sequence[Any], rows: list[bytes | None] | None
-    ) -> list[LookupResult]:
-        if rows is None or any(r is None for r in rows):
-            # A miss may mean the pointer moved on (or our version was dropped): re-check once.
-            fresh = self._current(force=True)
-            if fresh is None:
-                return [no_live_version() for _ in entities]
-            if fresh is not view or rows is None:
-                view = fresh
-                rows = self._fetch(view, [view.keys.key(e) for e in entities])
-        now = time.time()
-        decode = view.decoder.decode
-        return [decode(row, now) for row in rows]
+    ) -> list[LookupResult]: ...
+    def close(self) -> None: ...
 
 
-class _Gone(Signal):
-    """The version a reader had cached was removed (only possible after two switches)."""
+@runtime_checkable
+class OnlineStoreWriter(Protocol):
+    """The write side: what ``online.writer`` and ``ops.materialize`` drive.
+
+    A run: ``next_sequence`` → ``begin`` (status 'building', a lease; one namespace per entity
+    type of ``meta.key_sets()``) → ``write_chunk`` per chunk of one namespace (progress
+    recorded with it) → ``verify`` → ``switch`` (one transaction / MULTI:
+    the version is marked complete and made live; stale versions are removed). ``claim``
+    takes over an abandoned version to resume it; ``rollback`` swaps live and previous.
+    """
+
+    kind: str
+    location: str
+
+    def ping(self) -> None: ...
+    def live_metadata(self) -> StoreMetadata | None: ...
+    def versions(self) -> list[tuple[StoreMetadata, RunProgress | None]]: ...
+    def pointers(self) -> dict[str, str]: ...
+    def next_sequence(self) -> int: ...
+    def begin(self, meta: StoreMetadata, progress: RunProgress) -> None: ...
+    def claim(self, progress: RunProgress) -> bool: ...
+    def write_chunk(
+        self, progress: RunProgress, items: Sequence[tuple[str, bytes]], namespace: int = 0
+    ) -> None: ...
+    def verify(self, meta: StoreMetadata, progress: RunProgress, expected: int) -> None: ...
+    def count(self, version: str) -> int: ...
+    def switch(self, meta: StoreMetadata) -> list[str]: ...
+    def rollback(self) -> tuple[str, str]: ...
+    def remove_stale(self) -> list[str]: ...
+    def close(self) -> None: ...

@@ -12,34 +12,41 @@ from datetime import datetime
 from typing import Any
 
 from mlpipe_cli.errors import ServiceUnavailable
-from mlpipe_cli.online.base import StoreMetadata, utcnow
-from mlpipe_cli.online.store import ACTIVE_WRITES, RunProgress
+from mlpipe_cli.online.base import done_writing, mark_writing
+from mlpipe_cli.online.codec import utcnow
+from mlpipe_cli.online.store import OnlineStoreWriter, RunProgress, StoreMetadata
 
 
-def new_version_id(store: Any) -> str:
+def new_version_id(store: OnlineStoreWriter) -> str:
     return f"{store.next_sequence():04d}-{secrets.token_hex(4)}"
 
 
 def start_version(
-    store: Any, meta: StoreMetadata, *, chunk_size: int, entities_hash: str
+    store: OnlineStoreWriter, meta: StoreMetadata, *, chunk_size: int, entities_hash: str
 ) -> RunProgress:
     """Create the version namespace (status 'building') and take its lease."""
     progress = RunProgress(meta.version, chunk_size=chunk_size, entities_hash=entities_hash)
     store.begin(meta.replace(status="building", finished_at=None), progress)
-    ACTIVE_WRITES.add(meta.version)
+    mark_writing(meta.version)
     return progress
 
 
-def resume_version(store: Any, progress: RunProgress) -> bool:
+def resume_version(store: OnlineStoreWriter, progress: RunProgress) -> bool:
     """Take over an abandoned version; False when it cannot be continued (server restarted)."""
     if not store.claim(progress):
         return False
-    ACTIVE_WRITES.add(progress.version)
+    mark_writing(progress.version)
     return True
 
 
+def release_version(version: str) -> None:
+    """A run writing ``version`` failed: the version is abandoned (resumable, and removed by
+    a later switch once no live process writes it)."""
+    done_writing(version)
+
+
 def finish_version(
-    store: Any,
+    store: OnlineStoreWriter,
     meta: StoreMetadata,
     progress: RunProgress,
     *,
@@ -62,11 +69,11 @@ def finish_version(
         removed = store.switch(final)
         return final, removed
     finally:
-        ACTIVE_WRITES.discard(meta.version)
+        done_writing(meta.version)
 
 
 def write_version(
-    store: Any,
+    store: OnlineStoreWriter,
     *,
     features: list[str],
     rows: Iterable[list[tuple[str, bytes]]],
@@ -100,6 +107,6 @@ def write_version(
         for chunk in rows:
             store.write_chunk(progress, chunk)
     except BaseException:
-        ACTIVE_WRITES.discard(meta.version)
+        done_writing(meta.version)
         raise
     return finish_version(store, meta, progress, expected=expected)

@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlpipe_cli.errors import DataCheckFailed, UsageError
-from mlpipe_cli.online.base import StoreMetadata, utcnow
+from mlpipe_cli.online.base import owner_alive
+from mlpipe_cli.online.codec import utcnow
 from mlpipe_cli.online.materialize import (
     AS_OF_COLUMN,
     _age_features,
@@ -36,12 +37,26 @@ from mlpipe_cli.online.materialize import (
     _spine_time,
     feature_hash,
     feature_ttls,
-    list_entities,
+    key_set_entities,
     parse_as_of,
+    plan_key_sets,
     select_features,
+    union_keys,
 )
-from mlpipe_cli.online.store import ACTIVE_WRITES, RunProgress, owner_alive
-from mlpipe_cli.online.writer import finish_version, new_version_id, resume_version, start_version
+from mlpipe_cli.online.store import (
+    Namespace,
+    OnlineStore,
+    OnlineStoreWriter,
+    RunProgress,
+    StoreMetadata,
+)
+from mlpipe_cli.online.writer import (
+    finish_version,
+    new_version_id,
+    release_version,
+    resume_version,
+    start_version,
+)
 
 if TYPE_CHECKING:
     from mlpipe_cli.artifacts import ArtifactStore
@@ -149,7 +164,7 @@ COMPUTE_BATCH_ENTITIES = 1_000_000
 def run_materialize(
     config: PipelineConfig,
     artifact_store: ArtifactStore | None,
-    store: Any,
+    store: OnlineStoreWriter,
     *,
     as_of: datetime,
     features: Sequence[str] | None = None,
@@ -193,15 +208,17 @@ def run_materialize(
         pinned, as_of = newest.version, newest.as_of
         note(f"resuming the abandoned run {pinned} (as of {as_of.isoformat()})")
 
-    keys = list(config.entity_keys)
-    entities = list_entities(config, selected, as_of)
-    total = entities.height
+    # One namespace per entity type (key set): rider_id, driver_id, pickup_zone, ...
+    key_sets = plan_key_sets(config, selected)
+    entity_frames = [key_set_entities(config, key_set, as_of) for key_set in key_sets]
+    keys, key_types = union_keys(key_sets, entity_frames)
+    total = sum(frame.height for frame in entity_frames)
     if total == 0:
         raise DataCheckFailed(
             f"no entity has a row at or before {as_of.isoformat()} in the feature sources; "
             "the live version was not changed"
         )
-    ehash = _entities_hash(entities)
+    ehash = _entities_hash(*entity_frames)
     if on_total is not None:
         on_total(total)
 
@@ -240,52 +257,90 @@ def run_materialize(
             features=names,
             feature_hash=fhash,
             entity_keys=keys,
-            key_types=_key_types(entities),
+            key_types=key_types,
             defaults={f.name: f.default for f in selected},
             ttls=ttls,
             event_times=bool(ttls),
             status="building",
+            namespaces=[
+                Namespace(
+                    list(key_set.columns),
+                    _key_types(frame),
+                    [f.name for f in key_set.features],
+                    frame.height,
+                )
+                for key_set, frame in zip(key_sets, entity_frames, strict=True)
+            ]
+            if len(key_sets) > 1
+            else [],
         )
         progress = start_version(store, meta, chunk_size=size, entities_hash=ehash)
     resumed_chunks = progress.chunks_done
 
-    helpers, owner = _age_features(config, selected, ttls)
-    compute_config = config.model_copy(update={"features": [*config.features, *helpers]})
-    compute_names = names + [h.name for h in helpers]
-    event_cols = [owner[n] for n in names if n in owner]
-    as_of_epoch = as_of.timestamp()
     spine_time = _spine_time(config, selected, as_of)
+    as_of_epoch = as_of.timestamp()
+    # Per key set: the features to compute (with the ttl helpers), and how to pack them.
+    plans = []
+    for index, key_set in enumerate(key_sets):
+        members = list(key_set.features)
+        helpers, owner = _age_features(config, members, ttls, tag=f"{index}_")
+        ns_names = [f.name for f in members]
+        plans.append(
+            (
+                config.model_copy(update={"features": [*config.features, *helpers]}),
+                ns_names + [h.name for h in helpers],
+                ns_names,
+                [owner[n] for n in ns_names if n in owner],  # event-time column per ttl feature
+            )
+        )
 
-    chunks = (total + size - 1) // size
+    # Chunks never span two key sets; they are numbered across key sets in order, which is
+    # what progress.chunks_done counts (and a resume skips).
+    chunk_list = [
+        (index, start)
+        for index, frame in enumerate(entity_frames)
+        for start in range(0, frame.height, size)
+    ]
+    chunks = len(chunk_list)
     seconds_compute = seconds_write = 0.0
     if on_progress is not None and resumed_chunks:
-        on_progress(min(total, resumed_chunks * size))
+        on_progress(sum(min(size, entity_frames[i].height - at)
+                        for i, at in chunk_list[:resumed_chunks]))
     max_batch = max(1, COMPUTE_BATCH_ENTITIES // size)  # chunks per compute_features call
-    batches = []
+    batches = []  # (first chunk, end chunk), all of one key set
     first, batch = resumed_chunks, 1
     while first < chunks:
-        batches.append((first, min(chunks, first + batch)))
-        first, batch = first + batch, min(max_batch, batch * 2)
+        last = first
+        while (
+            last < chunks
+            and last - first < batch
+            and chunk_list[last][0] == chunk_list[first][0]
+        ):
+            last += 1
+        batches.append((first, last))
+        first, batch = last, min(max_batch, batch * 2)
     try:
         for first, last in batches:
             t0 = time.perf_counter()
-            spine = entities.slice(first * size, (last - first) * size)
+            index, start = chunk_list[first]
+            compute_config, compute_names, ns_names, event_cols = plans[index]
+            columns = list(key_sets[index].columns)
+            spine = entity_frames[index].slice(start, (last - first) * size)
             computed = compute_features(
                 compute_config,
                 spine.with_columns(spine_time.alias(AS_OF_COLUMN)),
-                entity_keys=keys,
                 timestamp=AS_OF_COLUMN,
                 features=compute_names,
             )
             del spine
             seconds_compute += time.perf_counter() - t0
-            for index in range(first, last):
+            for offset in range(last - first):
                 t0 = time.perf_counter()
-                out = computed.slice((index - first) * size, size)
-                items = _pack_chunk(out, keys, names, event_cols, as_of_epoch)
+                out = computed.slice(offset * size, size)
+                items = _pack_chunk(out, columns, ns_names, event_cols, as_of_epoch)
                 del out
                 t1 = time.perf_counter()
-                store.write_chunk(progress, items)
+                store.write_chunk(progress, items, index)
                 seconds_write += time.perf_counter() - t1
                 seconds_compute += t1 - t0
                 if on_progress is not None:
@@ -293,7 +348,7 @@ def run_materialize(
                 del items
             del computed
     except BaseException:
-        ACTIVE_WRITES.discard(meta.version)
+        release_version(meta.version)
         raise
     t1 = time.perf_counter()
     final, removed = finish_version(store, meta, progress, expected=total)
@@ -322,7 +377,7 @@ def run_materialize(
     return result
 
 
-def _abandoned_runs(store: Any, fhash: str) -> list[tuple[StoreMetadata, RunProgress]]:
+def _abandoned_runs(store: OnlineStoreWriter, fhash: str) -> list[tuple[StoreMetadata, RunProgress]]:
     """Runs whose writer died, oldest first (by version sequence: Redis lists in no order)."""
     out = []
     for meta, progress in store.versions():
@@ -351,6 +406,8 @@ def _publish(
         "ttls": ttls,
         "store_type": result.store_type,
     }
+    if meta.namespaces:  # several entity types (a single-entity document stays as it was)
+        doc["namespaces"] = [ns.to_dict() for ns in meta.namespaces]
 
     def write(staging: Path) -> None:
         (staging / ARTIFACT_FILE).write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
@@ -377,7 +434,7 @@ def _publish(
 # -- freshness and rollback -------------------------------------------------------------
 
 
-def store_freshness(store: Any, max_age: timedelta) -> FreshnessResult:
+def store_freshness(store: OnlineStore, max_age: timedelta) -> FreshnessResult:
     """Is the live version's as-of within ``max_age`` of now? (exit 1 from the CLI if not)."""
     store.ping()
     meta = store.live_metadata()
@@ -400,7 +457,7 @@ def store_freshness(store: Any, max_age: timedelta) -> FreshnessResult:
     )  # fmt: skip
 
 
-def store_rollback(store: Any) -> tuple[StoreMetadata, StoreMetadata]:
+def store_rollback(store: OnlineStoreWriter) -> tuple[StoreMetadata, StoreMetadata]:
     """Make the previous version live again; returns (now live, now previous) metadata."""
     store.ping()
     live, previous = store.rollback()

@@ -28,12 +28,13 @@ def save_profile(
 ) -> str:
     """Profile the source's contract columns and publish it; return the version id."""
     from mlpipe_cli.config.loader import config_section_hash
+    from mlpipe_cli.config.sources import scan_source
     from mlpipe_cli.drift.profile import build_profile, write_profile
-    from mlpipe_cli.io import fingerprint, scan_parquet
+    from mlpipe_cli.io import fingerprint
 
     source = config.source(source_name)
     path = Path(data_path) if data_path is not None else source.path
-    lazy = scan_parquet(path)
+    lazy = scan_source(source.model_copy(update={"path": path}), source_name)
     present = set(lazy.collect_schema().names())
     columns = [c for c in source.columns if c in present] or None
     profile = build_profile(lazy, columns)

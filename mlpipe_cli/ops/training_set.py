@@ -111,7 +111,7 @@ def build_training_set(
 
     engine = choose_engine(config, engine)
     from mlpipe_cli.config.loader import config_section_hash
-    from mlpipe_cli.features.engine import _select, compute_features
+    from mlpipe_cli.features.engine import _select, check_match_rates, compute_features
     from mlpipe_cli.io import (
         atomic_outputs,
         atomic_write_bytes,
@@ -132,9 +132,9 @@ def build_training_set(
         raise UsageError(
             "no spine timestamp column", hint="set training_set.timestamp or pass --timestamp"
         )
+    # The spine columns holding the pipeline's entity keys; empty when every source declares
+    # its own keys (each feature then joins on the spine columns named like them).
     keys = list((settings.entity_keys if settings else None) or config.entity_keys)
-    if not keys:
-        raise UsageError("no entity keys", hint="set entity_keys in the config")
     names = features if features is not None else (settings.features if settings else None)
     selected = _select(config, names)
     if not selected:
@@ -152,17 +152,24 @@ def build_training_set(
         validated = _validate_inputs(config, used_sources, spine_files, progress)
 
     frame = None
+    match_rates: dict[str, dict[str, Any]] = {}  # the Polars engine's; Spark has none yet
     if engine != "spark":
         if progress:
             progress("computing features")
-        frame = compute_features(
+        computed = compute_features(
             config,
             scan_parquet(spine_path),
-            entity_keys=keys,
+            entity_keys=keys or None,
             timestamp=ts_col,
             features=[f.name for f in selected],
             progress=progress,
+            stats=True,
         )
+        # A feature that matched no spine row (or fewer than its min_match_rate) fails the
+        # run before anything is written: a column of defaults is never a silent success.
+        check_match_rates(computed.stats)
+        frame = computed.frame
+        match_rates = {s.feature: s.to_json() for s in computed.stats}
     from mlpipe_cli import __version__
 
     section = {
@@ -208,6 +215,11 @@ def build_training_set(
             "output": _output_entry(out, written, summary),
             "validated_sources": validated,
         }
+        if match_rates:  # per feature: rows, matched, match_rate, keys (Polars engine)
+            manifest["match_rates"] = {
+                name: {k: v for k, v in stats.items() if k != "feature"}
+                for name, stats in match_rates.items()
+            }
         atomic_write_bytes(manifest_path, _dump(manifest))
 
     version = None
@@ -228,7 +240,13 @@ def build_training_set(
         )
         version = published.version.version
     stats = [
-        {"feature": name, "dtype": summary.dtypes[name], "nulls": summary.nulls[name]}
+        {
+            "feature": name,
+            "dtype": summary.dtypes[name],
+            "nulls": summary.nulls[name],
+            "matched": match_rates[name]["matched"] if match_rates else None,
+            "match_rate": match_rates[name]["match_rate"] if match_rates else None,
+        }
         for name in manifest["features"]
     ]
     return TrainingSetResult(

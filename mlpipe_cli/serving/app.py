@@ -3,6 +3,7 @@
 Routes::
 
     GET  /features/{entity_id}   one entity (composite keys: values joined by ',')
+    GET  /features?k1=v1&k2=v2   one entity by named keys (several entity types: every key)
     POST /features               {"entities": [...]} up to serving.max_batch
     POST /predict                {"entity": x} or {"entities": [...]}; needs a registered model
     GET  /healthz                the process is alive
@@ -121,7 +122,12 @@ class ServingApp:
     # -- the request core shared by both interfaces -----------------------------------
 
     async def handle(
-        self, path: str, method: str, read_body: Any, authorization: str | None = None
+        self,
+        path: str,
+        method: str,
+        read_body: Any,
+        authorization: str | None = None,
+        query: str = "",
     ) -> tuple[str, int, bytes, bytes, list[tuple[str, str]] | None]:
         """(metrics endpoint label, status, body, content type, extra headers) for a request.
 
@@ -134,7 +140,7 @@ class ServingApp:
         try:
             if self._auth is not None and endpoint not in _OPEN_ROUTES:
                 self._authorise(authorization)
-            status, body, ctype = await self._handle(endpoint, path, method, read_body)
+            status, body, ctype = await self._handle(endpoint, path, method, read_body, query)
         except HttpError as exc:
             return endpoint, exc.status, _error(exc.code, exc.message), _JSON, exc.headers
         except Exception as exc:  # never a traceback on the wire
@@ -219,6 +225,7 @@ class ServingApp:
             scope.method,
             read_body,
             headers_in.get("authorization") if self._auth is not None else None,
+            scope.query_string,
         )
         headers = _RSGI_HEADERS[ctype]
         if status == 405:
@@ -285,7 +292,11 @@ class ServingApp:
                         authorization = value.decode("latin-1")
                         break
             endpoint, status, body, ctype, extra = await self.handle(
-                scope["path"], scope["method"], read_body, authorization
+                scope["path"],
+                scope["method"],
+                read_body,
+                authorization,
+                scope.get("query_string", b"").decode("latin-1"),
             )
             headers = [(b"content-type", ctype), (b"content-length", b"%d" % len(body))]
             if status == 405:
@@ -316,12 +327,19 @@ class ServingApp:
     # -- routing --------------------------------------------------------------------------
 
     async def _handle(
-        self, endpoint: str, path: str, method: str, read_body: Any
+        self, endpoint: str, path: str, method: str, read_body: Any, query: str = ""
     ) -> tuple[int, bytes, bytes]:
         if endpoint == EP_ONE:
             if method not in ("GET", "HEAD"):
                 raise HttpError(405, "method_not_allowed", "use GET")
             return *(await self._features_one(path[10:])), _JSON
+        if endpoint == EP_BATCH and method in ("GET", "HEAD"):
+            if not query:
+                raise HttpError(
+                    405, "method_not_allowed",
+                    "use POST, or GET with the entity's keys: /features?key=value&...",
+                )  # fmt: skip
+            return *(await self._features_named(query)), _JSON
         if endpoint in (EP_BATCH, EP_PREDICT):
             if method != "POST":
                 raise HttpError(405, "method_not_allowed", "use POST")
@@ -362,6 +380,20 @@ class ServingApp:
             parsed = self._guard(lambda: self.service.parse_entity(entity, from_path=True))
             served = (await self._lookup_many([parsed[0]]))[0]
         self.service.log(EP_ONE, [served])
+        return 200, orjson.dumps(served.to_dict(self.transform_version), option=_OPTS)
+
+    async def _features_named(self, query: str) -> tuple[int, bytes]:
+        """GET /features?rider_id=r1&driver_id=drv-2: one entity by named keys (every key
+        column of the live version), coalesced like GET /features/{entity_id}."""
+        from mlpipe_cli.serving.keys import parse_query
+
+        named = self._guard(lambda: parse_query(query))
+        if self.coalesce:
+            served = await self._coalesced(named, score=False)
+        else:
+            parsed = self._guard(lambda: self.service.parse_entity(named))
+            served = (await self._lookup_many([parsed[0]]))[0]
+        self.service.log(EP_BATCH, [served])
         return 200, orjson.dumps(served.to_dict(self.transform_version), option=_OPTS)
 
     async def _coalesced(self, entity: Any, *, score: bool, from_path: bool = False) -> Any:
@@ -522,7 +554,7 @@ class ServingApp:
         self.service.log(EP_PREDICT, served)
         if single:
             doc_out = served[0].to_dict(self.transform_version)
-            doc_out["model_version"] = self.service.model.binding.model_version
+            doc_out["model_version"] = _origin(served, self.service).model.binding.model_version
             return 200, orjson.dumps(doc_out, option=_OPTS)
         return 200, self._batch_body(served, model=True)
 
@@ -546,13 +578,14 @@ class ServingApp:
     # -- helpers --------------------------------------------------------------------------
 
     def _batch_body(self, served: list[Any], *, model: bool = False) -> bytes:
+        origin = _origin(served, self.service)  # one version per batch, even mid-switch
         doc: dict[str, Any] = {
             "count": len(served),
-            "transform_version": self.transform_version,
+            "transform_version": origin.transform_version,
             "results": [s.to_dict(self.transform_version) for s in served],
         }
-        if model and self.service.model is not None:
-            doc["model_version"] = self.service.model.binding.model_version
+        if model and origin.model is not None:
+            doc["model_version"] = origin.model.binding.model_version
         return orjson.dumps(doc, option=_OPTS)
 
     def _entities(self, doc: Any, *, allow_single: bool) -> list[Any]:
@@ -586,8 +619,14 @@ class ServingApp:
             raise _as_http(exc) from None
 
 
-_ALLOW = {EP_ONE: b"GET", EP_BATCH: b"POST", EP_PREDICT: b"POST"}
+_ALLOW = {EP_ONE: b"GET", EP_BATCH: b"GET, POST", EP_PREDICT: b"POST"}
 _FIXED = {"/healthz", "/readyz", "/metrics", "/openapi.json", "/info", EP_BATCH, EP_PREDICT}
+
+
+def _origin(served: list[Any], current: Any) -> Any:
+    """The service (live version) that produced ``served``: `mlpipe promote` may have
+    switched ``current`` while the request waited for the store."""
+    return (served[0].origin if served else None) or current
 
 
 def _endpoint_of(path: str) -> str:

@@ -12,6 +12,12 @@ optional leading ``-``, no leading zeros, no sign ``+``, no spaces, no other dig
 ``MAX_KEY_BYTES`` UTF-8 bytes that is valid Unicode (no lone surrogates; in a URL path, no
 U+FFFD, which is what the HTTP server makes of bytes that are not UTF-8). Error messages
 show at most ``_SHOWN`` characters of what was sent.
+
+Named keys (``GET /features?rider_id=r1&driver_id=drv-2``, or a JSON object
+``{"rider_id": "r1", "driver_id": "drv-2"}``) give every key column of the live version by
+name, once each: a missing, unknown or repeated name is refused. A query string is
+percent-encoded ASCII (``application/x-www-form-urlencoded``: ``+`` is a space, ``%2B`` a
+plus) whose values decode to valid UTF-8; its values are text, parsed by the rules above.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ INT_MAX = (1 << 64) - 1  # UInt64 key columns reach this; orjson encodes the who
 _MAX_INT_CHARS = 20  # len("-9223372036854775808") == len("18446744073709551615")
 _SHOWN = 40
 _DIGITS = frozenset("0123456789")
+MAX_QUERY_PARAMS = 64
 
 
 class KeyParser:
@@ -100,6 +107,38 @@ class KeyParser:
                 return parse_int_key(value, name)
             return value
         raise UsageError(f"entity key {name} must be a scalar, got {_shown(value)}")
+
+
+def parse_query(query: str) -> dict[str, str]:
+    """The named keys of a URL query string (``a=1&b=x``); UsageError when it is not
+    ``name=value`` pairs of percent-encoded UTF-8 with each name once."""
+    from urllib.parse import unquote_plus
+
+    if not query:
+        raise UsageError(
+            "expected the entity's keys as query parameters, e.g. /features?user_id=3"
+        )
+    if not query.isascii():
+        raise UsageError("the query string must be percent-encoded (ASCII only)")
+    parts = query.split("&")
+    if len(parts) > MAX_QUERY_PARAMS:
+        raise UsageError(f"more than {MAX_QUERY_PARAMS} query parameters")
+    named: dict[str, str] = {}
+    for part in parts:
+        raw_name, sep, raw_value = part.partition("=")
+        try:
+            name = unquote_plus(raw_name, errors="strict")
+            value = unquote_plus(raw_value, errors="strict")
+        except UnicodeDecodeError:
+            raise UsageError(
+                f"query parameter {_shown(raw_name)} is not valid percent-encoded UTF-8"
+            ) from None
+        if not sep or not name:
+            raise UsageError(f"query parameter {_shown(part)} is not name=value")
+        if name in named:
+            raise UsageError(f"query parameter {_shown(name)} is given twice")
+        named[name] = value
+    return named
 
 
 def parse_int_key(value: Any, name: str) -> int:

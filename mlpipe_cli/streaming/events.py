@@ -285,7 +285,7 @@ def dump_event(record: dict[str, Any]) -> str:
 def encode_events(config: PipelineConfig, plan: StreamPlan, frame: pl.DataFrame
                   ) -> list[dict[str, str]]:  # fmt: skip
     """Stream entries (k, e, d) for checked events, in frame order (see streaming.source)."""
-    from mlpipe_cli.online.base import entity_store_key
+    from mlpipe_cli.online.codec import entity_store_key
     from mlpipe_cli.streaming.state import event_time_expr
 
     schema = frame.collect_schema()

@@ -86,7 +86,7 @@ class StreamingFeatureReader:
 
     def store_key(self, plan: StreamPlan, entity: Any) -> str:
         """An entity (scalar, list/tuple, or mapping by key name) as its store key."""
-        from mlpipe_cli.online.base import entity_store_key
+        from mlpipe_cli.online.codec import entity_store_key
         from mlpipe_cli.schema.dtypes import INTEGER
 
         keys = plan.entity_keys

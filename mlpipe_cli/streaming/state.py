@@ -425,7 +425,7 @@ def load_batch_events(config: PipelineConfig, plan: StreamPlan, as_of: datetime)
 
 def _entity_rows(frame: pl.DataFrame, plan: StreamPlan):  # type: ignore[no-untyped-def]
     """(store key, rows as dicts) per entity, rows in (event time, file order) order."""
-    from mlpipe_cli.online.base import entity_store_key
+    from mlpipe_cli.online.codec import entity_store_key
 
     if frame.height == 0:
         return

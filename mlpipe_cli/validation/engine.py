@@ -85,11 +85,15 @@ def check_source(
     out_path: Path | None = None,
 ) -> tuple[SourceReport, pl.LazyFrame]:
     """Run every contract check of one source; return the report and the scan (for drift)."""
+    from mlpipe_cli.config.sources import scan_source
     from mlpipe_cli.io import scan_parquet
 
     path = Path(data_path) if data_path is not None else source.path
     progress_note(f"{source_name}: schema")
-    lazy = scan_parquet(path)
+    # Derived columns are computed here exactly as training-set and materialize compute them
+    # (contracts may cover them); --out/--quarantine keep the stored columns only.
+    stored = scan_parquet(path).collect_schema().names()
+    lazy = scan_source(source.model_copy(update={"path": path}), source_name)
     schema = lazy.collect_schema()
     report = SourceReport(
         source=source_name, path=str(path), max_failure_rate=source.max_failure_rate
@@ -105,7 +109,7 @@ def check_source(
     _run_fused(report, source, lazy, schema, row_checks)
     if quarantine_path is not None or out_path is not None:
         progress_note(f"{source_name}: writing split")
-        _split(report, lazy, row_checks, quarantine_path, out_path)
+        _split(report, lazy, row_checks, quarantine_path, out_path, stored)
     return report, scan
 
 
@@ -762,6 +766,7 @@ def _split(
     row_checks: list[_RowCheck],
     quarantine_path: Path | None,
     out_path: Path | None,
+    stored: list[str] | None = None,
 ) -> None:
     """Write failing rows to quarantine and passing rows to out (input = out + quarantine).
 
@@ -781,6 +786,8 @@ def _split(
             report.out = dict(note)
         return
     columns = [c for c in lazy.collect_schema().names() if c != ROW]
+    if stored is not None:  # derived columns are recomputed on read, never written back
+        columns = [c for c in stored if c != ROW]
     error_checks = [c for c in row_checks if c.result.severity == "error"]
     flags = [c.fail.alias(_flag(i)) for i, c in enumerate(row_checks)]
     base = _with_row(lazy).with_columns(flags)
