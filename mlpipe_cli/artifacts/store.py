@@ -45,7 +45,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from mlpipe_cli import ARTIFACT_FORMAT_VERSION, __version__
+from mlpipe_cli import __version__
+from mlpipe_cli.documents import ARTIFACT_DOCUMENTS, ArtifactManifest, check
 from mlpipe_cli.errors import ArtifactError, ArtifactNotFound, UsageError
 from mlpipe_cli.io import atomic_write_bytes, is_write_failure, output_error, pid_alive
 from mlpipe_cli.io import file_sha256 as sha256_file
@@ -180,7 +181,7 @@ def _content_hash(
 ) -> str:
     """The hash a version id is derived from: files, config, inputs, params — no clock."""
     hashed = {
-        "format_version": ARTIFACT_FORMAT_VERSION,
+        "format_version": ArtifactManifest.FORMAT_VERSION,
         "kind": kind,
         "files": file_hashes,
         "config_hash": config_hash,
@@ -277,7 +278,7 @@ class ArtifactStore:
                 return PublishResult(self.get(kind, existing, verify=False), created=False)
             version = f"{self._next_sequence(kind_dir):04d}-{content_hash[:12]}"
             manifest = {
-                "format_version": ARTIFACT_FORMAT_VERSION,
+                "format_version": ArtifactManifest.FORMAT_VERSION,
                 "mlpipe_version": __version__,
                 "pipeline": self.pipeline,
                 "kind": kind,
@@ -449,7 +450,8 @@ class ArtifactStore:
             manifest = self._read_manifest(kind, version, path)
         except ArtifactError as exc:
             return VerifyResult(kind, version, False, [exc.message])
-        problems = self._check_files(ArtifactVersion(kind, version, path, manifest))
+        artifact = ArtifactVersion(kind, version, path, manifest)
+        problems = self._check_files(artifact) or self._document_problems(artifact)
         return VerifyResult(kind, version, not problems, problems)
 
     def verify_all(self) -> list[VerifyResult]:
@@ -511,13 +513,7 @@ class ArtifactStore:
             raise ArtifactError(
                 f"{kind} artifact {version}: unreadable {MANIFEST}: {exc}"
             ) from None
-        fmt = manifest.get("format_version")
-        if fmt != ARTIFACT_FORMAT_VERSION:
-            raise ArtifactError(
-                f"{kind} artifact {version} has format_version {fmt!r}; this mlpipe "
-                f"{__version__} reads format_version {ARTIFACT_FORMAT_VERSION}",
-                hint="use the mlpipe version that wrote it, or re-create the artifact",
-            )
+        check(ArtifactManifest, manifest, f"{kind} artifact {version}: {path / MANIFEST}")
         return manifest
 
     def _check_files(self, artifact: ArtifactVersion) -> list[str]:
@@ -551,6 +547,24 @@ class ArtifactStore:
         signature = signature_problem(manifest)
         if signature is not None:
             problems.insert(0, signature)
+        return problems
+
+    @staticmethod
+    def _document_problems(artifact: ArtifactVersion) -> list[str]:
+        """Each JSON document of a version (state.json, report.json, ...) read as its model:
+        a format this mlpipe does not read, or fields that do not fit."""
+        problems = []
+        for name in sorted(artifact.manifest["files"]):
+            model = ARTIFACT_DOCUMENTS.get(name)
+            if model is None:
+                continue
+            origin = f"{artifact.kind}/{artifact.version}/{name}"
+            try:
+                check(model, json.loads((artifact.path / name).read_bytes()), origin)
+            except ValueError as exc:
+                problems.append(f"{origin} is not JSON: {exc}")
+            except ArtifactError as exc:
+                problems.append(str(exc))
         return problems
 
     def _publish_hint(self, kind: str) -> str:

@@ -24,9 +24,8 @@ from typing import Any
 
 import orjson
 
+from mlpipe_cli.documents import StoreMetadataDocument, check
 from mlpipe_cli.errors import UsageError
-
-STORE_FORMAT_VERSION = 1
 
 
 def entity_store_key(entity: Sequence[Any] | Any) -> str:
@@ -55,7 +54,7 @@ class StoreMetadata:
 
     def to_json(self) -> bytes:
         doc = {
-            "format_version": STORE_FORMAT_VERSION,
+            "format_version": StoreMetadataDocument.FORMAT_VERSION,
             "version": self.version,
             "as_of": self.as_of.isoformat(),
             "finished_at": self.finished_at.isoformat() if self.finished_at else None,
@@ -72,8 +71,14 @@ class StoreMetadata:
         return orjson.dumps(doc)
 
     @classmethod
-    def from_json(cls, data: bytes | str) -> StoreMetadata:
+    def from_json(cls, data: bytes | str, origin: str | None = None) -> StoreMetadata:
+        """Parse and check stored metadata (ArtifactError, exit 3, for a format_version this
+        mlpipe does not read); ``origin`` names where it was read (default: its version)."""
         doc = orjson.loads(data)
+        if origin is None:
+            version = doc.get("version") if isinstance(doc, dict) else None
+            origin = f"online store metadata of version {version}"
+        check(StoreMetadataDocument, doc, origin)
         finished = doc.get("finished_at")
         return cls(
             version=doc["version"],

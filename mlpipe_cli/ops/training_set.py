@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mlpipe_cli.documents import TrainingSetManifest
 from mlpipe_cli.errors import DataCheckFailed, InputError, UsageError
 from mlpipe_cli.io import within_input_scope
 
@@ -24,7 +25,6 @@ if TYPE_CHECKING:
     from mlpipe_cli.config import PipelineConfig
     from mlpipe_cli.ops.project import Project
 
-MANIFEST_FORMAT_VERSION = 1
 MANIFEST_SUFFIX = ".manifest.json"
 
 
@@ -169,7 +169,7 @@ def build_training_set(
         write_parquet_atomic(frame, out)
         written = staged_path(out)
         manifest: dict[str, Any] = {
-            "format_version": MANIFEST_FORMAT_VERSION,
+            "format_version": TrainingSetManifest.FORMAT_VERSION,
             "mlpipe_version": __version__,
             "kind": "training-set",
             "pipeline": config.pipeline,

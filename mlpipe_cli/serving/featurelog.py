@@ -47,7 +47,13 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from mlpipe_cli.servinglog import SERVED_AT, raw_column, segment_name, vec_column
+from mlpipe_cli.servinglog import (
+    SERVED_AT,
+    raw_column,
+    segment_metadata,
+    segment_name,
+    vec_column,
+)
 
 # (served_at epoch µs, endpoint, entity JSON, store_version, cold_start, raw values, vector,
 #  prediction)
@@ -150,6 +156,7 @@ class FeatureLogger:
         self.last_error: str | None = None
         self._seq = 0
         self._pid = os.getpid()
+        self._metadata = segment_metadata()  # the header of every segment
         self._thread: threading.Thread | None = None
         self._closed = False
         self._stop = threading.Event()
@@ -385,7 +392,7 @@ class FeatureLogger:
             name = segment_name(parts[0][SERVED_AT][0], self._pid, self._seq)
             lazy = pl.concat([part.lazy() for part in parts], how="vertical_relaxed")
             # Concatenation, encoding, compression and the write run with the GIL released.
-            sink_parquet_atomic(lazy, self.log_dir / name)
+            sink_parquet_atomic(lazy, self.log_dir / name, metadata=self._metadata)
         except Exception as exc:  # disk full, permissions: keep serving, count the loss
             self.failed += rows
             self.last_error = f"{type(exc).__name__}: {exc}"
