@@ -2,12 +2,14 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup test lint demo bench clean
+.PHONY: setup test lint demo readme bench clean
 
+# pip prints what it collects and installs, so the ~2 minutes of a first setup are visible.
 setup:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@echo "installing pip, then mlpipe with its dev/test extras into $(VENV) (a first run takes a few minutes)"
+	$(BIN)/python -m pip install --disable-pip-version-check --upgrade pip
+	$(BIN)/python -m pip install --disable-pip-version-check -e '.[dev]'
 
 test:
 	$(BIN)/python -m pytest -n 2 -q
@@ -17,6 +19,10 @@ lint:
 
 demo:
 	bash scripts/demo.sh
+
+# Regenerate README.md's command reference from --help (tests/test_readme.py fails when stale).
+readme:
+	$(BIN)/cog -r README.md
 
 # Quick sizes (a few minutes in all); each script's defaults are the full-size runs in the README.
 bench:
@@ -28,4 +34,4 @@ bench:
 	$(BIN)/python benchmarks/bench_psi.py --rows 1000000
 
 clean:
-	rm -rf $(VENV) artifacts data/sample .pytest_cache
+	rm -rf $(VENV) artifacts data/sample data/demo .pytest_cache

@@ -37,9 +37,11 @@ if TYPE_CHECKING:
     from mlpipe_cli.ops.fit import FitResult
     from mlpipe_cli.ops.materialize import FreshnessResult, MaterializeResult, RollbackResult
     from mlpipe_cli.ops.psi_report import DriftResult, SkewResult
+    from mlpipe_cli.ops.push import PushResult
     from mlpipe_cli.ops.sample_data import SampleDataResult
     from mlpipe_cli.ops.schema import DiffResult, InferResult, SnapshotResult
     from mlpipe_cli.ops.schema import ExportResult as SchemaExportResult
+    from mlpipe_cli.ops.stream import StreamResult
     from mlpipe_cli.ops.training_set import TrainingSetResult
     from mlpipe_cli.ops.transform import TransformResult
     from mlpipe_cli.ops.validate import ValidateResult
@@ -169,6 +171,26 @@ class Pipeline:
         from mlpipe_cli.ops.materialize import rollback
 
         return rollback(self.project)
+
+    # -- streaming --------------------------------------------------------------------
+
+    def push(self, source: str, events: str | Path | None = None, *, check: bool = True
+             ) -> PushResult:
+        """`mlpipe push`: check and append events (None: JSON lines on stdin); raises
+        DataCheckFailed when any event was dead-lettered."""
+        from mlpipe_cli.ops.push import push
+
+        return _checked(push(self.project, source=source, path=_path(events)), check)
+
+    def stream(self, *, sources: Sequence[str] | None = None, consumer: str | None = None,
+               once: bool = False, reset: bool = False, max_seconds: float | None = None
+               ) -> StreamResult:
+        """`mlpipe stream`: bootstrap and consume until drained (``once``), a signal or
+        ``max_seconds``."""
+        from mlpipe_cli.ops.stream import stream
+
+        return stream(self.project, sources=_names(sources), consumer=consumer, once=once,
+                      reset=reset, max_seconds=max_seconds)
 
     # -- monitoring -------------------------------------------------------------------
 

@@ -6,13 +6,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 MLPIPE="${MLPIPE:-.venv/bin/mlpipe}"
 PYTHON="${PYTHON:-.venv/bin/python}"
-CONFIG=configs/example.yaml
+PROJECT=data/demo                  # a fresh `mlpipe init` project each run (data/ is git-ignored)
+CONFIG=$PROJECT/mlpipe.yaml
 AS_OF=2026-07-01T00:00:00Z
 
 step() { printf '\n== %s\n' "$*"; }
 
-step "1. sample data -> data/sample/"
-$MLPIPE sample-data --out data/sample --rows 100000 --seed 42
+step "1. mlpipe init -> $PROJECT/ (mlpipe.yaml, 100k sample orders in data/sample/, Makefile)"
+rm -rf "$PROJECT"
+$MLPIPE init "$PROJECT" --rows 100000 --seed 42
 
 step "2. validate every source against its contract; save reference profiles"
 $MLPIPE validate -c "$CONFIG" --save-profile

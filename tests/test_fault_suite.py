@@ -893,6 +893,9 @@ def every_command_runs(ws: Workspace) -> dict[tuple[str, ...], list[tuple[list[A
         ("materialize",): [(["materialize", "-c", c, "--as-of", AS_OF], 0),
                            (["materialize", "-c", c, "--check-freshness", "--max-age", "1s"], 1)],
         ("serve",): [(["serve", "-c", c, "--artifact", "0099", "--port", "1"], 3)],
+        # no source of this config streams (the streaming tests run them against Redis)
+        ("push",): [(["push", "-c", c, "--source", "orders", ws.orders], 2)],
+        ("stream",): [(["stream", "-c", c, "--once"], 2)],
         ("model", "register"): [(["model", "register", ws.root / "model.skops", "-c", c], 0),
                                 (["model", "register", ws.config, "-c", c], 2)],
         ("model", "list"): [(["model", "list", "-c", c], 0)],
@@ -906,6 +909,10 @@ def every_command_runs(ws: Workspace) -> dict[tuple[str, ...], list[tuple[list[A
         # the failing runs above breach the availability objective: exit 1, textfile written
         ("slo",): [(["slo", "-c", c, "--prometheus", out / "m.prom"], 1),
                    (["slo", "-c", c, "--prometheus", c], 2)],
+        # a non-empty directory is refused; --force adds files but keeps mlpipe.yaml as it is
+        ("init",): [(["init", out / "proj", "--rows", "200"], 0),
+                    (["init", ws.root], 2),
+                    (["init", ws.root, "--force", "--no-data"], 0)],
     }  # fmt: skip
 
 

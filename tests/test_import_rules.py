@@ -22,7 +22,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "mlpipe_cli"
 DOMAIN = ("features", "transforms", "online", "drift", "validation", "schema", "artifacts",
-          "config", "serving")
+          "config", "serving", "streaming")
 LEAF_DOMAIN = ("drift", "validation", "schema", "artifacts", "config")
 SIBLINGS_LEAVES_MUST_NOT_IMPORT = ("transforms", "features", "online", "serving")
 

@@ -20,13 +20,16 @@ from mlpipe_cli.cli import (
     artifacts_cmd,
     export_cmd,
     fit_cmd,
+    init_cmd,
     materialize_cmd,
     model_cmd,
     psi_report_cmd,
+    push_cmd,
     sample_data_cmd,
     schema_cmd,
     serve_cmd,
     slo_cmd,
+    stream_cmd,
     training_set_cmd,
     transform_cmd,
     validate_cmd,
@@ -78,6 +81,7 @@ def _root(
 
 
 # In pipeline order, so `mlpipe --help` reads like the workflow.
+app.command("init")(init_cmd.init)
 app.command("sample-data")(sample_data_cmd.sample_data)
 app.command("validate")(validate_cmd.validate)
 app.add_typer(schema_cmd.app, name="schema")
@@ -87,6 +91,8 @@ app.command("transform")(transform_cmd.transform)
 app.command("export")(export_cmd.export)
 app.command("materialize")(materialize_cmd.materialize)
 app.command("serve")(serve_cmd.serve)
+app.command("push")(push_cmd.push)
+app.command("stream")(stream_cmd.stream)
 app.add_typer(model_cmd.app, name="model")
 app.command("psi-report")(psi_report_cmd.psi_report)
 app.add_typer(artifacts_cmd.app, name="artifacts")

@@ -8,6 +8,7 @@ from pydantic import Field, field_validator, model_serializer, model_validator
 
 from mlpipe_cli.config.base import ConfigModel, ConfigPath, Duration
 from mlpipe_cli.config.features import drop_new_defaults
+from mlpipe_cli.config.streaming import StreamConfig
 
 if TYPE_CHECKING:
     import polars as pl
@@ -134,6 +135,11 @@ class SourceConfig(ConfigModel):
         "own tolerance",
     )
     distribution: DistributionChecks = Field(default_factory=DistributionChecks)
+    # Excluded from dumps (hence from config hashes): a stream changes how fresh the
+    # features are, not what they mean, so adding one must not change any version id.
+    stream: StreamConfig | None = Field(
+        default=None, exclude=True, description="event stream (docs/streaming.md)"
+    )
 
     @model_validator(mode="after")
     def _validity_pair(self) -> SourceConfig:
@@ -144,6 +150,15 @@ class SourceConfig(ConfigModel):
         for column, expr in self.derived.items():
             if not column.strip() or not str(expr).strip():
                 raise ValueError(f"derived column {column!r}: name and expression must be set")
+        return self
+
+    @model_validator(mode="after")
+    def _streamable(self) -> SourceConfig:
+        if self.stream is not None:
+            if self.timestamp is None or self.valid_from is not None:
+                raise ValueError("stream: needs an event-time source (timestamp:, no valid_from)")
+            if self.created_timestamp is not None:
+                raise ValueError("stream: a streamed source cannot have a created_timestamp")
         return self
 
     @model_serializer(mode="wrap")

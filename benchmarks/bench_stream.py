@@ -1,0 +1,333 @@
+"""Benchmark the streaming consumer against a real redis-server.
+
+    .venv/bin/python benchmarks/bench_stream.py                     # 200k events, 10k entities
+    flock /tmp/mlpipe-bench.lock .venv/bin/python benchmarks/bench_stream.py --events 1000000
+
+What it measures (one redis-server on loopback, the example config's 8 order features:
+lifetime count/sum/mean-interval/last, 30-day count and sum, 7-day mean, days since last):
+
+1. append: ``RedisStreamSource.append`` (pipelined XADD) of pre-encoded events.
+2. consumer throughput, each variant over its own copy of the same events:
+   a. one by one through redis-py (the obvious hand-rolled consumer): XREADGROUP COUNT 1,
+      then ZADD the event, HSET the entity's newest time, XACK — four round trips per event,
+      no fold, no idempotency (it does less than mlpipe). Timed on --baseline-sample events.
+   b. the mlpipe apply script with one event per call (server-side Lua, one round trip each).
+   c. the mlpipe apply script with batches of 100 (the default), 500 and 2000 events.
+   Client CPU seconds (this process) and redis-server CPU seconds (INFO cpu) beside wall.
+3. event -> visible: `mlpipe stream` running as its own process while this one appends at
+   --rate events/s (batches every 10 ms) for --seconds; probe events (one new entity each,
+   20 per second) are polled until their state exists: p50/p99/max of send -> visible.
+4. serving reads (``StreamingFeatureReader.read_one``, in-process) p50/p99: idle, and while
+   the consumer applies the sustained stream of 3.
+
+Load average is printed before and after; the machine is shared, so compare the ratios
+measured in the same run rather than absolute figures across runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import resource
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import polars as pl
+import yaml
+from _redis_binary import find_redis_server  # benchmarks/ is sys.path[0] when run
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from mlpipe_cli.config import load_config
+from mlpipe_cli.streaming import StreamingFeatureReader
+from mlpipe_cli.streaming.events import encode_events
+from mlpipe_cli.streaming.plan import build_plan
+from mlpipe_cli.streaming.state import StateStore
+
+T_B = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+class Server:
+    def __init__(self, workdir: Path) -> None:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        self.proc = subprocess.Popen(
+            [find_redis_server(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(workdir), "--protected-mode", "no"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait()
+
+
+def server_cpu(client) -> float:  # type: ignore[no-untyped-def]
+    info = client.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+def client_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def write_project(tmp: Path, url: str, key: str) -> Path:
+    example = yaml.safe_load((Path(__file__).resolve().parent.parent / "configs" /
+                              "example.yaml").read_text())  # fmt: skip
+    orders = example["sources"]["orders"]
+    orders["path"] = str(tmp / "orders.parquet")
+    orders["stream"] = {"key": key, "url": url, "max_lateness": "1h"}
+    config = {
+        "pipeline": "bench",
+        "entity_keys": ["user_id"],
+        "sources": {"orders": orders},
+        "features": [f for f in example["features"] if f["source"] == "orders"],
+    }
+    path = tmp / f"{key}.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def make_events(n: int, entities: int, start: datetime, seed: int) -> pl.DataFrame:
+    rng = random.Random(seed)
+    step = 86400 * 30 / max(n, 1)  # n events over 30 days, in time order, some jitter
+    rows = {
+        "order_id": list(range(1, n + 1)),
+        "user_id": [rng.randrange(entities) for _ in range(n)],
+        "order_ts": [start + timedelta(seconds=i * step + rng.random() * 60) for i in range(n)],
+        "revenue": [round(rng.random() * 200, 2) for _ in range(n)],
+        "product_id": [rng.randrange(1, 50) for _ in range(n)],
+        "channel": [rng.choice(["web", "app", "store"]) for _ in range(n)],
+    }
+    return pl.DataFrame(rows, schema_overrides={"order_ts": pl.Datetime("us", "UTC")})
+
+
+def setup(tmp: Path, server: Server, key: str, events: pl.DataFrame, batch_rows: pl.DataFrame
+          ):  # type: ignore[no-untyped-def]  # fmt: skip
+    batch_rows.write_parquet(tmp / "orders.parquet")
+    config = load_config(write_project(tmp, server.url, key))
+    plan = build_plan(config, "orders")
+    store = StateStore(plan)
+    store.bootstrap(config, as_of=T_B, batch_version="bench")
+    encoded = encode_events(config, plan, events)
+    return config, plan, store, encoded
+
+
+def timed(fn):  # type: ignore[no-untyped-def]
+    wall, cpu = time.perf_counter(), client_cpu()
+    out = fn()
+    return out, time.perf_counter() - wall, client_cpu() - cpu
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--entities", type=int, default=10_000)
+    parser.add_argument("--baseline-sample", type=int, default=20_000)
+    parser.add_argument("--rate", type=int, default=10_000, help="sustained events/s for 3-4")
+    parser.add_argument("--seconds", type=float, default=20.0)
+    args = parser.parse_args()
+    print(f"load average before: {os.getloadavg()}, cpus: {os.cpu_count()}")
+    tmp = Path(tempfile.mkdtemp(prefix="bench-stream-"))
+    server = Server(tmp)
+    client = None
+    try:
+        events = make_events(args.events, args.entities, T_B, seed=1)
+        history = make_events(args.entities * 3, args.entities, T_B - timedelta(days=60), 2)
+        results: dict[str, float] = {}
+
+        # 1. append
+        config, plan, store, encoded = setup(tmp, server, "ev-append", events, history)
+        client = store.client
+        _, wall, cpu = timed(lambda: store.source.append(encoded))
+        print(f"append (pipelined XADD): {len(encoded) / wall:,.0f} events/s "
+              f"({wall:.2f}s wall, {cpu:.2f}s client cpu)")  # fmt: skip
+
+        # 2a. one by one through redis-py
+        sample = encoded[: args.baseline_sample]
+        key = "ev-naive"
+        client.delete(key)
+        store.source.__class__(client, key).append(sample)
+        client.xgroup_create(key, "g", id="0")
+
+        def naive() -> int:
+            done = 0
+            while True:
+                reply = client.xreadgroup("g", "c", {key: ">"}, count=1)
+                if not reply:
+                    return done
+                entry_id, fields = reply[0][1][0]
+                k = fields[b"k"].decode()
+                client.zadd(f"naive:r:{k}", {entry_id + b"|" + fields[b"d"]: int(fields[b"e"])})
+                client.hset(f"naive:a:{k}", "nw", fields[b"e"])
+                client.xack(key, "g", entry_id)
+                done += 1
+
+        s0 = server_cpu(client)
+        done, wall, cpu = timed(naive)
+        results["one by one (redis-py)"] = done / wall
+        print(f"consumer, one by one through redis-py (4 round trips/event, no fold): "
+              f"{done / wall:,.0f} events/s ({done} events, {wall:.2f}s wall, {cpu:.2f}s client "
+              f"cpu, {server_cpu(client) - s0:.2f}s server cpu)")  # fmt: skip
+
+        # 2b/2c. the apply script, per event and batched
+        for label, count, limit in (("Lua, 1 event per call", 1, args.baseline_sample),
+                                    ("Lua, batches of 100 (default)", 100, None),
+                                    ("Lua, batches of 500", 500, None),
+                                    ("Lua, batches of 2000", 2000, None)):  # fmt: skip
+            stream_key = f"ev-{count}"
+            cfg_path = write_project(tmp, server.url, stream_key)
+            config = load_config(cfg_path)
+            plan = build_plan(config, "orders")
+            # a separate state namespace per variant: the same starting state each time
+            plan = plan.__class__(**{**plan.__dict__, "prefix": f"{plan.prefix}:{count}"})
+            variant = StateStore(plan)
+            variant.bootstrap(config, as_of=T_B, batch_version="bench")
+            todo = encoded[:limit] if limit else encoded
+            variant.source.append(todo)
+
+            def drain(variant=variant, count=count) -> int:  # type: ignore[no-untyped-def]
+                total = 0
+                while True:
+                    result = variant.apply("c", count=count)
+                    if result is None or result.entries == 0:
+                        return total
+                    total += result.entries
+
+            s0 = server_cpu(client)
+            done, wall, cpu = timed(drain)
+            results[label] = done / wall
+            applied = variant.stats().get("applied", 0)
+            print(f"consumer, {label}: {done / wall:,.0f} events/s ({done} events, "
+                  f"applied {applied}, {wall:.2f}s wall, {cpu:.2f}s client cpu, "
+                  f"{server_cpu(client) - s0:.2f}s server cpu)")  # fmt: skip
+            variant.close()
+        base = results["one by one (redis-py)"]
+        for label, rate in results.items():
+            print(f"  {label}: {rate / base:.1f}x the one-by-one baseline")
+
+        # 3 + 4. sustained rate with `mlpipe stream` in its own process
+        stream_key = "ev-live"
+        cfg_path = write_project(tmp, server.url, stream_key)
+        config = load_config(cfg_path)
+        live_plan = build_plan(config, "orders")
+        live = StateStore(live_plan)
+        live.bootstrap(config, as_of=T_B, batch_version="bench")
+        reader = StreamingFeatureReader(config)
+        now = datetime(2026, 2, 15, tzinfo=UTC)
+        idle = []
+        for _ in range(3000):
+            user = random.randrange(args.entities)
+            start = time.perf_counter()
+            reader.read_one(user, now)
+            idle.append((time.perf_counter() - start) * 1000)
+        env = {**os.environ}
+        # materialize is not part of this benchmark: the state is bootstrapped above, and
+        # `mlpipe stream` needs a live version only to find T_b; run the consumer loop itself
+        consumer = subprocess.Popen(
+            [sys.executable, "-c", (
+                f"import sys; sys.path.insert(0, {str(Path(__file__).resolve().parent.parent)!r})\n"
+                "from mlpipe_cli.config import load_config\n"
+                "from mlpipe_cli.streaming.consumer import Consumer\n"
+                "from mlpipe_cli.streaming.plan import build_plan\n"
+                f"c = load_config({str(cfg_path)!r})\n"
+                f"Consumer(c, [build_plan(c, 'orders')], name='live').run(max_seconds={args.seconds + 5:f})\n"
+            )],
+            env=env,
+        )  # fmt: skip
+        time.sleep(1.0)
+        live_events = make_events(int(args.rate * args.seconds), args.entities, T_B, seed=3)
+        live_encoded = encode_events(config, live_plan, live_events)
+        probes: dict[int, float] = {}
+        latencies: list[float] = []
+        busy: list[float] = []
+        stop = threading.Event()
+
+        def prober() -> None:
+            while not stop.is_set() or probes:
+                for probe, sent in list(probes.items()):
+                    if live.client.exists(live_plan.agg_key(f"[{probe}]")):
+                        latencies.append((time.perf_counter() - sent) * 1000)
+                        del probes[probe]
+                time.sleep(0.0005)
+                if stop.is_set() and time.perf_counter() - stop_time[0] > 5:
+                    break
+
+        stop_time = [0.0]
+        thread = threading.Thread(target=prober, daemon=True)
+        thread.start()
+        per_tick = max(1, args.rate // 100)
+        probe_id = -1
+        t0 = time.perf_counter()
+        s0, c0 = server_cpu(client), client_cpu()
+        for tick, start in enumerate(range(0, len(live_encoded), per_tick)):
+            chunk = list(live_encoded[start : start + per_tick])
+            if tick % 5 == 0:  # 20 probes per second: a new entity, visible once applied
+                ts = (T_B + timedelta(days=1)).timestamp()
+                chunk.append({"k": f"[{probe_id}]", "e": str(int(ts * 1_000_000)),
+                              "d": '{"revenue":1.0,"product_id":1,"channel":"web"}'})  # fmt: skip
+                probes[probe_id] = time.perf_counter()
+                probe_id -= 1
+            live.source.append(chunk)
+            if tick % 10 == 0:
+                user = random.randrange(args.entities)
+                begin = time.perf_counter()
+                reader.read_one(user, now)
+                busy.append((time.perf_counter() - begin) * 1000)
+            target = t0 + (tick + 1) * 0.01
+            delay = target - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+        sent_wall = time.perf_counter() - t0
+        stop_time[0] = time.perf_counter()
+        stop.set()
+        thread.join(timeout=30)
+        consumer.wait(timeout=args.seconds + 30)
+        lag = live.stats()
+        print(f"sustained: {len(live_encoded) / sent_wall:,.0f} events/s appended for "
+              f"{sent_wall:.1f}s; consumer applied {lag.get('applied', 0)}; server cpu "
+              f"{server_cpu(client) - s0:.2f}s, this process cpu {client_cpu() - c0:.2f}s")  # fmt: skip
+        if latencies:
+            print(f"event -> visible ({len(latencies)} probes, {len(probes)} never seen): "
+                  f"p50 {pct(latencies, 0.5):.1f} ms, p99 {pct(latencies, 0.99):.1f} ms, "
+                  f"max {max(latencies):.1f} ms (goal p99 <= 100 ms)")  # fmt: skip
+        print(f"read_one in-process, idle: p50 {pct(idle, 0.5) * 1000:.0f} us, "
+              f"p99 {pct(idle, 0.99) * 1000:.0f} us; while consuming {args.rate}/s: "
+              f"p50 {pct(busy, 0.5) * 1000:.0f} us, p99 {pct(busy, 0.99) * 1000:.0f} us")  # fmt: skip
+        reader.close()
+        live.close()
+        store.close()
+    finally:
+        server.stop()
+    print(f"load average after: {os.getloadavg()}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,202 @@
+"""Feature values at a request time ``t`` from an entity's streamed state (pure Python).
+
+The same rules as the batch engine (docs/training-set.md): rows visible when ``e < t``
+(``e <= t`` inclusive), windows ``[t - w, t)``, ttl from the newest visible event, defaults
+for no history, ties by (event time, arrival order). A windowed value is computed at ``t``
+from the raw events, so a 7-day count shrinks as time passes with no new event.
+
+Exactness: the raw events of an entity reach back to its fold horizon ``H``; older ones
+live only in the running aggregates. So a lifetime, lag, last or time-since value is exact
+for any ``t >= H`` and a windowed one for ``t >= H + w``; earlier request times raise
+:class:`RequestTimeTooEarly` instead of returning an approximation. ``H`` trails the
+entity's newest event by the longest window plus ``max_lateness``, so any ``t`` from the
+newest event minus ``max_lateness`` on is answerable.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from typing import TYPE_CHECKING, Any
+
+from mlpipe_cli.config.features import UNIT_SECONDS
+from mlpipe_cli.errors import UsageError
+from mlpipe_cli.streaming.plan import US, to_us
+from mlpipe_cli.streaming.state import decode_value, encode_value
+
+if TYPE_CHECKING:
+    from mlpipe_cli.config.features import FeatureConfig
+    from mlpipe_cli.streaming.plan import StreamPlan
+    from mlpipe_cli.streaming.state import EntityState
+
+
+class RequestTimeTooEarly(UsageError):
+    """The request time is before the range the streamed state answers exactly."""
+
+
+def exact_from_us(plan: StreamPlan, state: EntityState, default_horizon_us: int) -> int:
+    """The earliest request time (us) at which every feature of ``plan`` is exact."""
+    horizon = state.horizon_us if state.horizon_us is not None else default_horizon_us
+    return horizon + plan.window_us
+
+
+def features_at(
+    plan: StreamPlan, state: EntityState, t_us: int, *, default_horizon_us: int
+) -> dict[str, Any]:
+    """Every feature of the plan's source at time ``t_us`` (epoch microseconds)."""
+    horizon = state.horizon_us if state.horizon_us is not None else default_horizon_us
+    earliest = horizon + plan.window_us
+    if t_us < earliest:
+        raise RequestTimeTooEarly(
+            f"request time {t_us} us is before {earliest} us, the earliest time the streamed "
+            f"state of source {plan.source_name!r} answers exactly (its newest event minus "
+            "max_lateness)",
+            hint="ask for a later time, or use training-set for past times",
+        )
+    agg = state.agg
+    folded = int(agg.get("n", "0"))
+    times = [r[0] for r in state.raw]
+    cut = {False: bisect.bisect_left(times, t_us), True: bisect.bisect_right(times, t_us)}
+    ttl_us = to_us(plan.source.ttl) if plan.source.ttl is not None else None
+    index = {c: i for i, c in enumerate(plan.columns, start=1)}
+    out: dict[str, Any] = {}
+    for feature in plan.features:
+        visible = state.raw[: cut[feature.inclusive]]
+        total = folded + len(visible)
+        newest = visible[-1][0] if visible else (int(agg["e1"]) if folded else None)
+        stale = total == 0 or (ttl_us is not None and newest is not None and t_us - newest > ttl_us)
+        value = None if stale else _value(plan, feature, state, visible, folded, newest,
+                                          t_us, index)  # fmt: skip
+        if feature.kind == "aggregate" and feature.agg in ("count", "count_distinct"):
+            value = None if value is None else int(value)
+        out[feature.name] = feature.default if value is None else value
+    return out
+
+
+def _value(
+    plan: StreamPlan,
+    feature: FeatureConfig,
+    state: EntityState,
+    visible: list[tuple[int, str, dict[str, Any]]],
+    folded: int,
+    newest: int | None,
+    t_us: int,
+    index: dict[str, int],
+) -> Any:
+    agg = state.agg
+    ticks = float(UNIT_SECONDS[feature.unit] * US)
+    if feature.kind == "time_since_last":
+        return (t_us - newest) / ticks  # type: ignore[operator]
+    column = feature.source_column
+    i = index.get(column) if column else None
+    is_int = plan.int_columns[i - 1] if i else False
+    window = feature.window_delta
+    if feature.kind == "lag":
+        if visible:
+            return visible[-1][2].get(column)
+        return decode_value(agg.get(f"G{i}"), is_int)
+    if window is not None:
+        start = t_us - to_us(window)
+        rows = [r for r in visible if r[0] >= start]
+        return _windowed(feature, rows, column, ticks)
+    if feature.kind == "mean_interval":
+        total = folded + len(visible)
+        if total < 2:
+            return None
+        oldest = int(agg["e0"]) if folded else visible[0][0]
+        return (newest - oldest) / ((total - 1) * ticks)  # type: ignore[operator]
+    name = feature.agg
+    if name == "count" and column is None:
+        return folded + len(visible)
+    values = [r[2].get(column) for r in visible]
+    present = [v for v in values if v is not None]
+    count = int(agg.get(f"N{i}", "0")) + len(present)
+    if name == "count":
+        return count
+    if name == "sum":
+        total_sum: Any = decode_value("n" + agg[f"S{i}"], is_int) if f"S{i}" in agg else 0
+        for v in present:
+            total_sum += v
+        return total_sum
+    if name == "mean":
+        if count == 0:
+            return None
+        running = float(agg.get(f"S{i}", "0"))
+        for v in present:
+            running += float(v)
+        return running / count
+    if name in ("min", "max"):
+        best = decode_value(agg.get(f"m{i}" if name == "min" else f"M{i}"), is_int)
+        for v in present:
+            if best is None or (_less(v, best) if name == "min" else _less(best, v)):
+                best = v
+        return best
+    if name == "std":
+        if count < 2:
+            return None
+        centre = float(agg[f"C{i}"]) if f"C{i}" in agg else float(present[0])
+        s1, s2 = float(agg.get(f"P{i}", "0")), float(agg.get(f"Q{i}", "0"))
+        for v in present:
+            dx = float(v) - centre
+            s1 += dx
+            s2 += dx * dx
+        var = (s2 - s1 * s1 / count) / (count - 1)
+        return math.sqrt(max(var, 0.0))
+    if name == "count_distinct":
+        seen = set(state.sets.get(i, set()))  # type: ignore[arg-type]
+        seen.update(encode_value(v) for v in present)
+        return len(seen)
+    if name == "last":
+        if present:
+            return present[-1]
+        return decode_value(agg.get(f"L{i}"), is_int)
+    raise AssertionError(f"unsupported aggregation {name!r}")
+
+
+def _windowed(
+    feature: FeatureConfig, rows: list[tuple[int, str, dict[str, Any]]], column: str | None,
+    ticks: float,
+) -> Any:  # fmt: skip
+    if feature.kind == "mean_interval":
+        if len(rows) < 2:
+            return None
+        return (rows[-1][0] - rows[0][0]) / ((len(rows) - 1) * ticks)
+    name = feature.agg
+    if name == "count" and column is None:
+        return len(rows)
+    present = [r[2].get(column) for r in rows if r[2].get(column) is not None]
+    if name == "count":
+        return len(present)
+    if name == "sum":
+        return math.fsum(present) if any(isinstance(v, float) for v in present) else sum(present)
+    if name == "mean":
+        return math.fsum(float(v) for v in present) / len(present) if present else None
+    if name == "min":
+        return _extreme(present, lowest=True)
+    if name == "max":
+        return _extreme(present, lowest=False)
+    if name == "std":
+        if len(present) < 2:
+            return None
+        xs = [float(v) for v in present]
+        mean = math.fsum(xs) / len(xs)
+        return math.sqrt(math.fsum((x - mean) ** 2 for x in xs) / (len(xs) - 1))
+    if name == "count_distinct":
+        return len({encode_value(v) for v in present})
+    if name == "last":
+        return present[-1] if present else None
+    raise AssertionError(f"unsupported aggregation {name!r}")
+
+
+def _extreme(values: list[Any], *, lowest: bool) -> Any:
+    best = None
+    for v in values:
+        if best is None or (_less(v, best) if lowest else _less(best, v)):
+            best = v
+    return best
+
+
+def _less(a: Any, b: Any) -> bool:
+    if isinstance(a, str):
+        return a.encode() < b.encode()
+    return a < b

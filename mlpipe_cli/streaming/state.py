@@ -1,0 +1,508 @@
+"""The streamed state in Redis: bootstrap from the batch, apply batches, read entities.
+
+Per entity (keys in ``streaming.plan``): the raw events newer than its **fold horizon**
+``H`` (a sorted set) and the running aggregates of every older event (a hash). ``H`` trails
+the entity's newest event time by the longest window plus ``max_lateness``, never moves
+back, and starts at ``T_b - (window + lateness)`` where ``T_b`` is the batch as-of. Every
+accepted event is newer than ``H`` (older ones are late), so the fold always takes events in
+event-time order and a value at any ``t >= H + window`` is exact (``streaming.evaluate``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from mlpipe_cli.errors import ConfigError, InputError, ServiceUnavailable
+from mlpipe_cli.streaming.lua import APPLY_SCRIPT
+from mlpipe_cli.streaming.plan import STATE_FORMAT, StreamPlan
+from mlpipe_cli.streaming.source import RedisStreamSource, redis_client, redis_errors
+
+if TYPE_CHECKING:
+    import polars as pl
+
+    from mlpipe_cli.config import PipelineConfig
+
+TIE_LEN = 26  # 's' + 15-digit ms + 10-digit seq (stream entries) | 'b' + 25-digit row
+_WRITE_CHUNK = 2000  # entities per pipelined bootstrap write
+
+
+# -- value codecs shared with the Lua script ------------------------------------------------
+
+
+def g17(value: float) -> str:
+    """17 significant digits: a double round-trips exactly (C's and Lua's ``%.17g``)."""
+    return format(value, ".17g")
+
+
+def encode_value(value: Any) -> str:
+    """``z`` null, ``n<%.17g>`` number, ``s<text>`` string, ``b1``/``b0`` boolean."""
+    if value is None:
+        return "z"
+    if isinstance(value, bool):
+        return "b1" if value else "b0"
+    if isinstance(value, int | float):
+        return "n" + g17(value)
+    return "s" + str(value)
+
+
+def decode_value(text: str | None, is_int: bool = False) -> Any:
+    if text is None or text == "z":
+        return None
+    tag, body = text[0], text[1:]
+    if tag == "n":
+        if is_int:
+            try:
+                return int(body)
+            except ValueError:
+                return int(float(body))
+        return float(body)
+    if tag == "b":
+        return body == "1"
+    return body
+
+
+def dump_record(record: dict[str, Any]) -> str:
+    """An event record as JSON. NaN and ±inf stay NaN/Infinity tokens (orjson would turn
+    them into null, which the features treat differently); Redis' cjson reads both."""
+    return json.dumps(record, ensure_ascii=False, separators=(",", ":"), allow_nan=True)
+
+
+def load_record(text: str | bytes) -> dict[str, Any]:
+    import orjson
+
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:  # NaN / Infinity tokens: the standard library reads them
+        return json.loads(text)
+
+
+# -- what the evaluator reads ----------------------------------------------------------------
+
+
+@dataclass
+class EntityState:
+    """One entity's streamed state: raw events (time order) and the fold of older ones."""
+
+    raw: list[tuple[int, str, dict[str, Any]]]  # (event time us, tie key, record)
+    agg: dict[str, str]
+    sets: dict[int, set[str]] = field(default_factory=dict)  # column index (1-based) -> values
+    horizon_us: int = 0
+    newest_us: int | None = None
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    entries: int
+    applied: int
+    late: int
+    before_batch: int
+    malformed: int
+    duplicate: int
+    last_id: str | None
+
+    @property
+    def dead_lettered(self) -> int:
+        return self.late + self.before_batch + self.malformed
+
+
+@dataclass(frozen=True)
+class StateMeta:
+    batch_version: str | None
+    batch_as_of_us: int
+    window_us: int
+    lateness_us: int
+    columns: list[str]
+    state: str
+    bootstrapped_at: str | None
+    entities: int
+
+    @property
+    def batch_as_of(self) -> datetime:
+        return datetime.fromtimestamp(self.batch_as_of_us / 1_000_000, UTC)
+
+
+class StateStore:
+    """The streamed state of one source in its Redis (see ``streaming.plan`` for the keys)."""
+
+    def __init__(self, plan: StreamPlan, *, timeout: float = 5.0) -> None:
+        self.plan = plan
+        self.client = redis_client(plan.url, plan.password, timeout=timeout)
+        self.source = RedisStreamSource(
+            self.client, plan.stream.key, url=plan.url, password=plan.password
+        )
+        self._sha: str | None = None
+
+    def errors(self, action: str) -> Any:
+        return redis_errors(self.plan.url, action, [self.plan.password])
+
+    def close(self) -> None:
+        self.client.close()
+
+    # -- metadata ------------------------------------------------------------------------
+    def meta(self) -> StateMeta | None:
+        with self.errors("reading the stream state"):
+            raw = self.client.hgetall(self.plan.meta_key)
+        if not raw:
+            return None
+        doc = {k.decode(): v.decode() for k, v in raw.items()}
+        return StateMeta(
+            batch_version=doc.get("batch_version") or None,
+            batch_as_of_us=int(doc.get("batch_as_of_us", "0")),
+            window_us=int(doc.get("window_us", "0")),
+            lateness_us=int(doc.get("lateness_us", "0")),
+            columns=json.loads(doc.get("columns", "[]")),
+            state=doc.get("state", "unknown"),
+            bootstrapped_at=doc.get("bootstrapped_at"),
+            entities=int(doc.get("entities", "0")),
+        )
+
+    def check_compatible(self, meta: StateMeta) -> None:
+        """The state was built for this plan's columns, window and lateness."""
+        plan = self.plan
+        if (meta.columns, meta.window_us, meta.lateness_us) != (
+            plan.columns, plan.window_us, plan.lateness_us,
+        ):  # fmt: skip
+            raise ConfigError(
+                f"the streamed state of source {plan.source_name!r} was built for columns "
+                f"{meta.columns}, window {meta.window_us} us, lateness {meta.lateness_us} us; "
+                f"the config now needs {plan.columns}, {plan.window_us} us, "
+                f"{plan.lateness_us} us",
+                hint="rebuild it: mlpipe stream --reset",
+            )
+
+    # -- bootstrap -----------------------------------------------------------------------
+    def reset(self) -> int:
+        """Remove the whole state (not the stream): the next bootstrap starts over.
+
+        The consumer group is recreated at the start of the stream, so every event is
+        applied again on top of the new bootstrap."""
+        import redis
+
+        removed = 0
+        with self.errors("removing the stream state"):
+            for key in self.client.scan_iter(match=f"{self.plan.prefix}:*", count=1000):
+                removed += int(self.client.unlink(key))
+            # no stream or no group yet: nothing to destroy
+            with contextlib.suppress(redis.ResponseError):
+                self.client.xgroup_destroy(self.plan.stream.key, self.plan.stream.group)
+        return removed
+
+    def bootstrap(
+        self,
+        config: PipelineConfig,
+        *,
+        as_of: datetime,
+        batch_version: str | None,
+        wait_seconds: float = 600.0,
+    ) -> bool:
+        """Build the state from the source files as of ``as_of`` unless it exists.
+
+        Returns True when this call built it. Several consumers starting together: one
+        takes a lock and builds, the others wait for ``state = ready``."""
+        plan = self.plan
+        lock = f"{plan.prefix}:lock"
+        owner = f"{socket.gethostname()}:{os.getpid()}:{time.monotonic_ns()}"
+        deadline = time.monotonic() + wait_seconds
+        while True:
+            meta = self.meta()
+            if meta is not None and meta.state == "ready":
+                self.check_compatible(meta)
+                self.source.ensure_group(plan.stream.group)
+                return False
+            with self.errors("locking the stream state"):
+                got = self.client.set(lock, owner, nx=True, ex=int(wait_seconds))
+            if got:
+                break
+            if time.monotonic() > deadline:
+                raise ServiceUnavailable(
+                    f"another process has been building the state of {plan.source_name!r} "
+                    f"for {wait_seconds:.0f}s",
+                    hint=f"if it died, delete the key {lock}",
+                )
+            time.sleep(0.2)
+        try:
+            if meta is not None:  # an abandoned bootstrap: start over
+                self.reset()
+            frame = load_batch_events(config, plan, as_of)
+            self._write_bootstrap(frame, as_of, batch_version)
+            self.source.ensure_group(plan.stream.group)
+        finally:
+            with self.errors("unlocking the stream state"):
+                if self.client.get(lock) == owner.encode():
+                    self.client.delete(lock)
+        return True
+
+    def _write_bootstrap(self, frame: pl.DataFrame, as_of: datetime, version: str | None) -> None:
+        plan = self.plan
+        tb = to_epoch_us(as_of)
+        horizon = tb - plan.horizon_lag_us
+        with self.errors("writing the bootstrap state"):
+            self.client.hset(
+                plan.meta_key,
+                mapping={
+                    "format": str(STATE_FORMAT),
+                    "state": "bootstrapping",
+                    "batch_version": version or "",
+                    "batch_as_of_us": str(tb),
+                    "window_us": str(plan.window_us),
+                    "lateness_us": str(plan.lateness_us),
+                    "hlag_us": str(plan.horizon_lag_us),
+                    "columns": json.dumps(plan.columns),
+                    "distinct": "".join("1" if d else "0" for d in plan.distinct),
+                },
+            )
+        entities = 0
+        pipe = self.client.pipeline(transaction=False)
+        pending = 0
+        for key, rows in _entity_rows(frame, plan):
+            entities += 1
+            fields, raw, sets = fold_rows(plan, rows, horizon)
+            pipe.hset(plan.agg_key(key), mapping=fields)
+            if raw:
+                pipe.zadd(plan.raw_key(key), raw)
+            for index, values in sets.items():
+                pipe.sadd(plan.set_key(key, index), *values)
+            pending += 1
+            if pending >= _WRITE_CHUNK:
+                with self.errors("writing the bootstrap state"):
+                    pipe.execute()
+                pending = 0
+        with self.errors("writing the bootstrap state"):
+            if pending:
+                pipe.execute()
+            self.client.hset(
+                plan.meta_key,
+                mapping={
+                    "state": "ready",
+                    "entities": str(entities),
+                    "bootstrapped_at": datetime.now(UTC).isoformat(),
+                },
+            )
+
+    # -- applying ------------------------------------------------------------------------
+    def apply(self, consumer: str, *, mode: str = "read", count: int | None = None,
+              min_idle_ms: int | None = None) -> ApplyResult | None:  # fmt: skip
+        """One atomic batch: read (``read``: new entries; ``own``: this consumer's pending;
+        ``claim``: entries idle on any consumer), apply and acknowledge. None before the
+        bootstrap has finished."""
+        import redis
+
+        plan = self.plan
+        stream = plan.stream
+        args = [
+            mode, stream.key, stream.group, consumer, stream.dead_letter_key, plan.prefix,
+            str(count or stream.batch),
+            str(min_idle_ms if min_idle_ms is not None else int(stream.claim_idle.total_seconds() * 1000)),
+        ]  # fmt: skip
+        with self.errors("applying events"):
+            if self._sha is None:
+                self._sha = self.client.script_load(APPLY_SCRIPT)
+            try:
+                reply = self.client.evalsha(self._sha, 0, *args)
+            except redis.exceptions.NoScriptError:  # the server restarted: load it again
+                self._sha = self.client.script_load(APPLY_SCRIPT)
+                reply = self.client.evalsha(self._sha, 0, *args)
+        if int(reply[0]) < 0:
+            return None
+        last = reply[6].decode() if isinstance(reply[6], bytes) else str(reply[6])
+        return ApplyResult(*[int(x) for x in reply[:6]], last_id=last or None)
+
+    # -- reading -------------------------------------------------------------------------
+    def read(self, entity_keys: Sequence[str]) -> list[EntityState]:
+        """Each entity's state, all from one snapshot (MULTI/EXEC: one round trip)."""
+        plan = self.plan
+        distinct = [i + 1 for i, d in enumerate(plan.distinct) if d]
+        pipe = self.client.pipeline(transaction=True)
+        for key in entity_keys:
+            pipe.zrange(plan.raw_key(key), 0, -1, withscores=True)
+            pipe.hgetall(plan.agg_key(key))
+            for index in distinct:
+                pipe.smembers(plan.set_key(key, index))
+        with self.errors("reading streamed state"):
+            replies = pipe.execute()
+        out = []
+        step = 2 + len(distinct)
+        for n in range(len(entity_keys)):
+            raw_reply, agg_reply = replies[n * step], replies[n * step + 1]
+            sets = {
+                index: {v.decode() for v in replies[n * step + 2 + j]}
+                for j, index in enumerate(distinct)
+            }
+            out.append(parse_state(plan, raw_reply, agg_reply, sets))
+        return out
+
+    def stats(self) -> dict[str, int]:
+        with self.errors("reading stream stats"):
+            raw = self.client.hgetall(self.plan.stats_key)
+        return {k.decode(): int(float(v)) for k, v in raw.items()}
+
+
+def parse_state(plan: StreamPlan, raw_reply: Any, agg_reply: Any, sets: dict[int, set[str]]
+                ) -> EntityState:  # fmt: skip
+    agg = {k.decode(): v.decode() for k, v in agg_reply.items()}
+    raw = []
+    for member, score in raw_reply:
+        text = member.decode() if isinstance(member, bytes) else member
+        raw.append((int(score), text[:TIE_LEN], load_record(text[TIE_LEN:])))
+    horizon = agg.get("H")
+    return EntityState(
+        raw=raw,
+        agg=agg,
+        sets=sets,
+        horizon_us=int(float(horizon)) if horizon is not None else None,  # type: ignore[arg-type]
+        newest_us=int(float(agg["nw"])) if "nw" in agg else None,
+    )
+
+
+# -- bootstrap from the batch ----------------------------------------------------------------
+
+
+def to_epoch_us(value: datetime) -> int:
+    if value.tzinfo is None:
+        raise InputError(f"time {value.isoformat()} has no time zone")
+    delta = value - datetime(1970, 1, 1, tzinfo=UTC)
+    return delta.days * 86_400_000_000 + delta.seconds * 1_000_000 + delta.microseconds
+
+
+def event_time_expr(column: str, dtype: pl.DataType, timezone: str | None, what: str) -> pl.Expr:
+    """A source's event-time column as epoch microseconds (UTC)."""
+    import polars as pl
+
+    expr = pl.col(column)
+    if isinstance(dtype, pl.Date):
+        expr, dtype = expr.cast(pl.Datetime("us")), pl.Datetime("us")
+    if not isinstance(dtype, pl.Datetime):
+        raise InputError(f"{what} column {column!r} must be a datetime, got {dtype}")
+    if dtype.time_zone is None:
+        if timezone is None:
+            raise ConfigError(
+                f"{what} column {column!r} holds naive timestamps",
+                hint="set `timezone:` in the config (the zone they are in), or store UTC times",
+            )
+        expr = expr.dt.replace_time_zone(timezone, ambiguous="earliest", non_existent="raise")
+    return expr.dt.convert_time_zone("UTC").dt.cast_time_unit("us").dt.epoch("us")
+
+
+def load_batch_events(config: PipelineConfig, plan: StreamPlan, as_of: datetime) -> pl.DataFrame:
+    """The source's rows with event time < ``as_of``: keys, ``__e`` (us), ``__row`` (file
+    order) and the value columns, sorted by (entity, event time, file order)."""
+    import polars as pl
+
+    from mlpipe_cli.io import scan_parquet
+
+    lazy = scan_parquet(plan.source.path)
+    schema = lazy.collect_schema()
+    missing = [c for c in [*plan.entity_keys, plan.timestamp, *plan.columns] if c not in schema]
+    if missing:
+        raise InputError(
+            f"source {plan.source_name!r} has no column {missing[0]!r} "
+            f"(columns: {', '.join(schema.names())})"
+        )
+    e = event_time_expr(plan.timestamp, schema[plan.timestamp], config.timezone,
+                        f"source {plan.source_name!r}")  # fmt: skip
+    tb = to_epoch_us(as_of)
+    try:
+        frame = (
+            lazy.with_row_index("__row")
+            .select(*plan.entity_keys, e.alias("__e"), pl.col("__row").cast(pl.Int64),
+                    *[pl.col(c) for c in plan.columns if c not in plan.entity_keys])
+            .filter(pl.col("__e") < tb)
+            .drop_nulls([*plan.entity_keys, "__e"])
+            .collect()
+        )  # fmt: skip
+    except pl.exceptions.PolarsError as exc:
+        raise InputError(f"cannot read source {plan.source_name!r}: {exc}") from None
+    return frame.sort([*plan.entity_keys, "__e", "__row"], maintain_order=True)
+
+
+def _entity_rows(frame: pl.DataFrame, plan: StreamPlan):  # type: ignore[no-untyped-def]
+    """(store key, rows as dicts) per entity, rows in (event time, file order) order."""
+    from mlpipe_cli.online.base import entity_store_key
+
+    if frame.height == 0:
+        return
+    keys = plan.entity_keys
+    rows = frame.to_dicts()
+    start = 0
+    for i in range(1, len(rows) + 1):
+        if i == len(rows) or any(rows[i][k] != rows[start][k] for k in keys):
+            yield entity_store_key([rows[start][k] for k in keys]), rows[start:i]
+            start = i
+
+
+def fold_rows(
+    plan: StreamPlan, rows: list[dict[str, Any]], horizon: int
+) -> tuple[dict[str, str], dict[str, int], dict[int, list[str]]]:
+    """One entity's bootstrap: the fold of its rows older than ``horizon`` (the same
+    running values, in the same order, as the Lua script's fold) and its newer rows as raw
+    members. Rows are in (event time, file order) order."""
+    fields: dict[str, str] = {"H": str(horizon), "nw": str(rows[-1]["__e"])}
+    raw: dict[str, int] = {}
+    sets: dict[int, list[str]] = {}
+    folded = [r for r in rows if r["__e"] < horizon]
+    for row in rows[len(folded) :]:
+        record = {c: row[c] for c in plan.columns}
+        raw[f"b{row['__row']:025d}" + dump_record(record)] = row["__e"]
+    if folded:
+        fields.update(n=str(len(folded)), e0=str(folded[0]["__e"]), e1=str(folded[-1]["__e"]))
+    for i, column in enumerate(plan.columns, start=1):
+        nn, s, p, q = 0, 0.0, 0.0, 0.0
+        centre = low = high = last = None
+        lag = "z"
+        seen: set[str] = set()
+        for row in folded:
+            value = row[column]
+            lag = encode_value(value)
+            if value is None:
+                continue
+            nn += 1
+            x = _numeric(value)
+            if x is not None:
+                s += x
+                if centre is None:
+                    centre = x
+                dx = x - centre
+                p += dx
+                q += dx * dx
+            if low is None or _less(value, low):
+                low = value
+            if high is None or _less(high, value):
+                high = value
+            last = encode_value(value)
+            if plan.distinct[i - 1]:
+                seen.add(encode_value(value))
+        if not folded:
+            continue
+        fields.update({f"N{i}": str(nn), f"S{i}": g17(s), f"P{i}": g17(p), f"Q{i}": g17(q),
+                       f"G{i}": lag})  # fmt: skip
+        if centre is not None:
+            fields[f"C{i}"] = g17(centre)
+        if low is not None:
+            fields[f"m{i}"], fields[f"M{i}"] = encode_value(low), encode_value(high)
+        if last is not None:
+            fields[f"L{i}"] = last
+        if seen:
+            sets[i] = sorted(seen)
+    return fields, raw, sets
+
+
+def _numeric(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return 1.0 if value else 0.0
+    if isinstance(value, int | float):
+        return float(value)
+    return None
+
+
+def _less(a: Any, b: Any) -> bool:
+    if isinstance(a, str):
+        return a.encode() < b.encode()  # byte order, as Polars and the Lua fold compare
+    return a < b
