@@ -253,19 +253,6 @@ DOCUMENT_MODELS: tuple[type[Document], ...] = (
     TrainingSetManifest,
 )
 
-# The JSON documents inside published artifact versions, by file name; `mlpipe artifacts
-# verify` checks each against its model. (The names are the writers' constants, repeated
-# because this module imports no domain package; tests/test_documents.py keeps them equal.)
-ARTIFACT_DOCUMENTS: dict[str, type[Document]] = {
-    "state.json": TransformState,
-    "profile.json": DriftProfile,
-    "contract.json": SourceContract,
-    "report.json": ValidationReportDocument,
-    "binding.json": ModelBindingDocument,
-    "materialization.json": MaterializationRecord,
-    "training-set.json": TrainingSetManifest,
-}
-
 
 # -- reading ------------------------------------------------------------------------------
 

@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from mlpipe_cli import __version__
-from mlpipe_cli.documents import ARTIFACT_DOCUMENTS, ArtifactManifest, check
+from mlpipe_cli.documents import ArtifactManifest, check
 from mlpipe_cli.errors import ArtifactError, ArtifactNotFound, UsageError
 from mlpipe_cli.io import atomic_write_bytes, is_write_failure, output_error, pid_alive
 from mlpipe_cli.io import file_sha256 as sha256_file
@@ -450,8 +450,7 @@ class ArtifactStore:
             manifest = self._read_manifest(kind, version, path)
         except ArtifactError as exc:
             return VerifyResult(kind, version, False, [exc.message])
-        artifact = ArtifactVersion(kind, version, path, manifest)
-        problems = self._check_files(artifact) or self._document_problems(artifact)
+        problems = self._check_files(ArtifactVersion(kind, version, path, manifest))
         return VerifyResult(kind, version, not problems, problems)
 
     def verify_all(self) -> list[VerifyResult]:
@@ -547,24 +546,6 @@ class ArtifactStore:
         signature = signature_problem(manifest)
         if signature is not None:
             problems.insert(0, signature)
-        return problems
-
-    @staticmethod
-    def _document_problems(artifact: ArtifactVersion) -> list[str]:
-        """Each JSON document of a version (state.json, report.json, ...) read as its model:
-        a format this mlpipe does not read, or fields that do not fit."""
-        problems = []
-        for name in sorted(artifact.manifest["files"]):
-            model = ARTIFACT_DOCUMENTS.get(name)
-            if model is None:
-                continue
-            origin = f"{artifact.kind}/{artifact.version}/{name}"
-            try:
-                check(model, json.loads((artifact.path / name).read_bytes()), origin)
-            except ValueError as exc:
-                problems.append(f"{origin} is not JSON: {exc}")
-            except ArtifactError as exc:
-                problems.append(str(exc))
         return problems
 
     def _publish_hint(self, kind: str) -> str:
