@@ -199,14 +199,18 @@ class Pipeline:
                    profile: str | Path | None = None, since: str | None = None,
                    until: str | None = None, features: Sequence[str] | None = None,
                    threshold: float | None = None, min_rows: int | None = None,
-                   html: str | Path | None = None, check: bool = True) -> DriftResult:
-        """`mlpipe psi-report`; raises DataCheckFailed when a feature drifted or errored."""
+                   html: str | Path | None = None, source: str | None = None,
+                   include_time_features: bool = False, check: bool = True) -> DriftResult:
+        """`mlpipe psi-report`; raises DataCheckFailed when a feature drifted or errored.
+        ``source``: compare a raw batch (``current``) with that source's saved validation
+        profile; ``include_time_features``: compare request-time features of a serving log."""
         from mlpipe_cli.ops.psi_report import psi_report
 
         result = psi_report(self.project, artifact=artifact, profile=_path(profile),
                             current=_path(current), serving_log=_path(serving_log),
                             since=since, until=until, features=_names(features),
-                            threshold=threshold, min_rows=min_rows, html=_path(html))
+                            threshold=threshold, min_rows=min_rows, html=_path(html),
+                            source=source, include_time_features=include_time_features)
         return _checked(result, check)
 
     def skew_report(self, serving_log: str | Path, *, artifact: str | None = None,
@@ -304,3 +308,51 @@ def _names(values: Sequence[str] | None) -> list[str] | None:
 
 
 __all__ = ["Pipeline"]
+
+
+def _as_a_run(command: str, method: Callable[..., R]) -> Callable[..., R]:
+    """A Pipeline method as one run, as the CLI runs a command: inside one input scope (the
+    same-path guard: no output may be one of the run's inputs) and recorded in the run ledger
+    with the exit code the CLI would have returned."""
+    import functools
+
+    @functools.wraps(method)
+    def run(self: Pipeline, *args: object, **kwargs: object) -> R:
+        from datetime import UTC, datetime
+
+        from mlpipe_cli import ledger
+        from mlpipe_cli.errors import exit_code_for
+        from mlpipe_cli.io import input_scope
+
+        if ledger.current() is not None:  # a method called from another run: one record
+            with input_scope():
+                return method(self, *args, **kwargs)
+        with input_scope(), ledger.recording(command, [command]) as recorder:
+            recorder.attach(self.artifact_dir, self.config.pipeline)
+            try:
+                result = method(self, *args, **kwargs)
+            except BaseException as exc:
+                failed = getattr(exc, "result", None)
+                if failed is not None and hasattr(failed, "to_dict"):
+                    recorder.note_result(failed.to_dict())
+                recorder.finish(int(exit_code_for(exc)), datetime.now(UTC))
+                raise
+            if hasattr(result, "to_dict"):
+                recorder.note_result(result.to_dict())
+            recorder.finish(0, datetime.now(UTC))
+            return result
+
+    return run
+
+
+# Every command method is one run (the guard and the ledger); the read-only helpers and
+# properties are not.
+for _name, _command in {
+    "validate": "validate", "training_set": "training-set", "fit": "fit",
+    "transform": "transform", "export": "export", "materialize": "materialize",
+    "check_freshness": "materialize", "rollback": "materialize", "push": "push",
+    "psi_report": "psi-report", "skew_report": "psi-report", "shadow_report": "psi-report",
+    "schema_snapshot": "schema snapshot", "schema_diff": "schema diff",
+    "schema_export": "schema export", "artifacts_verify": "artifacts verify",
+}.items():  # fmt: skip
+    setattr(Pipeline, _name, _as_a_run(_command, getattr(Pipeline, _name)))

@@ -303,8 +303,11 @@ def _latency(runs: Sequence[Run], slo: SloConfig) -> Objective:
         latency = run.record.get("latency")
         if run.command != "serve" or not isinstance(latency, dict):
             continue
-        these = [float(b) for b in latency.get("buckets", [])]
-        counts = [int(c) for c in latency.get("counts", [])]
+        try:
+            these = [float(b) for b in latency.get("buckets", [])]
+            counts = [int(c) for c in latency.get("counts", [])]
+        except (TypeError, ValueError):
+            continue  # a damaged snapshot: skipped, as read_runs skips unreadable records
         if bounds is None:
             bounds, merged = these, [0] * len(counts)
         if these != bounds or merged is None or len(counts) != len(merged):

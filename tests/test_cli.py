@@ -217,3 +217,100 @@ def test_help_starts_fast() -> None:
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "HEAVY []" in proc.stdout
+
+
+# -- schema infer: a `path:` the config file it is pasted into can read --------------------
+
+
+def test_schema_infer_path_is_relative_to_the_config_and_works_when_pasted(
+    cli, tmp_path: Path, sample_data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    import polars as pl
+    import yaml
+
+    data = tmp_path / "data" / "orders.parquet"
+    data.parent.mkdir()
+    shutil.copy(sample_data_dir / "orders.parquet", data)
+    config = tmp_path / "conf" / "mlpipe.yaml"
+    config.parent.mkdir()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # the working directory must not matter, only --config's
+    result = cli("schema", "infer", "--data", data, "--source", "orders", "-c", config)
+    assert result.exit_code == 0, result.stderr
+    entry = yaml.safe_load(result.stdout)
+    assert entry["orders"]["path"] == "../data/orders.parquet"
+    # pasted under `sources:` the entry reads the same file, from any working directory
+    config.write_text(yaml.safe_dump({"pipeline": "p", "sources": entry}))
+    validated = cli("validate", "-c", config, "--no-publish", "--json")
+    assert validated.exit_code == 0, validated.stderr
+    assert validated.json()["sources"][0]["rows"] == pl.read_parquet(data).height
+
+
+def test_schema_infer_quotes_a_glob_and_relativises_a_config_in_the_working_dir(
+    cli, tmp_path: Path, sample_data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    import yaml
+
+    (tmp_path / "parts").mkdir()
+    for i in range(2):
+        shutil.copy(sample_data_dir / "users.parquet", tmp_path / "parts" / f"p{i}.parquet")
+    monkeypatch.chdir(tmp_path)
+    absolute = cli("schema", "infer", "--data", tmp_path / "parts" / "*.parquet", "--json")
+    assert absolute.exit_code == 0, absolute.stderr
+    assert absolute.json()["config_path"] == "parts/*.parquet"  # default config: ./mlpipe.yaml
+    text = cli("schema", "infer", "--data", "*/*.parquet", "--source", "u").stdout
+    assert yaml.safe_load(text)["u"]["path"] == "*/*.parquet"  # quoted: `*` is a YAML alias
+
+
+@pytest.mark.parametrize(
+    ("data", "config_dir", "expected"),
+    [
+        ("/srv/p/data/x.parquet", "/srv/p", "data/x.parquet"),
+        ("/srv/p/data/x.parquet", "/srv/p/configs", "../data/x.parquet"),
+        ("/srv/p/data/*.parquet", "/srv/p/configs", "../data/*.parquet"),
+        # nothing shared below the root: a relative path would break when the project moves
+        ("/mnt/lake/x.parquet", "/srv/p", "/mnt/lake/x.parquet"),
+    ],
+)
+def test_path_for_config(data: str, config_dir: str, expected: str) -> None:
+    from mlpipe_cli.schema.infer import path_for_config
+
+    assert path_for_config(data, config_dir) == expected
+
+
+# -- `latest` means one thing for per-source profiles -------------------------------------
+
+
+def test_artifacts_list_marks_each_sources_latest_profile_as_validate_reads_it(
+    cli, project: Path, tmp_path: Path
+) -> None:
+    import polars as pl
+
+    from mlpipe_cli.config import load_config
+
+    orders = load_config(project).sources["orders"].path
+    half = tmp_path / "half_orders.parquet"
+    frame = pl.read_parquet(orders)
+    frame.head(frame.height // 2).write_parquet(half)
+    saves = [("orders", orders), ("users", None), ("orders", half)]  # orders saved twice
+    for source, data in saves:
+        args = ["--data", data] if data else []
+        saved = cli("validate", "-c", project, "--source", source, "--save-profile", *args)
+        assert saved.exit_code == 0, saved.stderr
+    listed = cli("artifacts", "list", "profile", "-c", project, "--json").json()["artifacts"]
+    assert [(a["source"], a["latest"]) for a in listed] == [
+        ("orders", False), ("users", True), ("orders", True)]
+    marked = {a["source"]: a["version"] for a in listed if a["latest"]}
+    for source in ("orders", "users"):
+        checked = cli("validate", "-c", project, "--source", source, "--reference", "latest",
+                      "--no-publish", "--json")
+        assert checked.json()["sources"][0]["reference_profile"] == marked[source], source
+    table = cli("artifacts", "list", "profile", "-c", project).stdout.splitlines()
+    assert table[0].split() == ["kind", "version", "source", "latest", "created_at", "files",
+                                "bytes"]
+    assert [line.split()[3] == "*" for line in table[1:]] == [False, True, True]

@@ -256,3 +256,39 @@ def test_latency_from_server_snapshots_and_prometheus_textfile(project, cli, tmp
         "quality",
         "latency",
     }
+
+
+def test_a_bad_triggered_at_in_the_environment_is_one_line_exit_2(project) -> None:  # type: ignore[no-untyped-def]
+    proc = subprocess.run(
+        [sys.executable, "-m", "mlpipe_cli", "validate", "-c", str(project), "-q"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "MLPIPE_TRIGGERED_AT": "garbage"},
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]  # one line, no traceback
+    assert "MLPIPE_TRIGGERED_AT" in proc.stderr
+
+
+def test_python_api_runs_are_recorded_and_guarded(project, sample_data_dir, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A Pipeline method is one run: recorded in the ledger like the CLI's, and refused
+    (exit-2 error, input untouched) when an output is one of its inputs."""
+    import hashlib
+
+    import mlpipe_cli as mlpipe
+
+    p = mlpipe.Pipeline.from_yaml(project)
+    p.validate(sources=["orders"])
+    orders = tmp_path / "orders.parquet"
+    orders.write_bytes((sample_data_dir / "orders.parquet").read_bytes())
+    before = hashlib.sha256(orders.read_bytes()).hexdigest()
+    with pytest.raises(mlpipe.MlpipeError, match="also an input"):
+        p.validate(sources=["orders"], data=orders, out=orders, quarantine=tmp_path / "q.parquet")
+    assert hashlib.sha256(orders.read_bytes()).hexdigest() == before
+    runs = _runs(project)
+    assert [r.command for r in runs] == ["validate", "validate"]
+    assert runs[0].status == "ok"
+    assert runs[0].record["rows_in"] > 0
+    assert runs[1].status == "error"
+    assert runs[1].record["exit_code"] == 2

@@ -379,8 +379,8 @@ def test_features_subset_and_progress_on_tty(project, cli, monkeypatch) -> None:
     )
     assert result.exit_code == 0, result.stderr
     assert "materialized 1000 entities x 2 features" in result.stdout
-    assert "entities/s" in result.stderr  # the progress bar's rate column
-    assert "/1000" in result.stderr  # written / total
+    assert "/1,000 entities" in result.stderr  # the progress bar: written / total
+    assert "materialize: 1,000 entities x 2 features in " in result.stderr  # the summary
     hit = online(config, [1])[1]
     assert list(hit.values) == ["country", "total_orders"]
 

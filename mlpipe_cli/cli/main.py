@@ -154,6 +154,8 @@ def _take_triggered_at(args: list[str]) -> tuple[list[str], Any]:
         else:
             rest.append(arg)
         i += 1
+    if value is None and os.environ.get("MLPIPE_TRIGGERED_AT"):
+        return rest, parse_instant(os.environ["MLPIPE_TRIGGERED_AT"], "MLPIPE_TRIGGERED_AT")
     return rest, None if value is None else parse_instant(value, "--triggered-at")
 
 

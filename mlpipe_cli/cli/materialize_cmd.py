@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -97,7 +94,8 @@ def materialize(
     if check_freshness:
         assert max_age is not None
         freshness = ops.check_freshness(ctx, max_age=max_age)
-        out.result(freshness.to_dict(), freshness.message)
+        # a stale verdict is said once, by the error line (exit 1), not also on stdout
+        out.result(freshness.to_dict(), freshness.message if freshness.ok else None)
         freshness.raise_for_status()
         return
     if rollback:
@@ -110,83 +108,34 @@ def materialize(
             "(--rollback again to undo)",
         )
         return
+    from mlpipe_cli.progress import task as progress_task
+
     names = parse_features(features)
-    with _Progress(out) as bar:
+    with out.reporting(), progress_task("materialize", unit="entities") as bar:
         result = ops.materialize(
             ctx,
             as_of=as_of,
             features=names,
             resume=resume,
             chunk_size=chunk_size,
-            on_total=bar.start,
+            on_total=bar.set_total,
             on_progress=bar.advance,
             on_note=out.info,
         )
-    doc = result.to_dict()
-    out.result(doc)
-    rate = doc["entities_per_second"]
+    out.result(result.to_dict())
     out.line(
         f"materialized {result.entity_count} entities x {len(result.features)} features "
-        f"as of {result.as_of.isoformat()} into {result.store} (version {result.version}, "
-        f"{result.seconds_total:.1f}s, {rate:,.0f} entities/s)"
+        f"as of {result.as_of.isoformat()} into {result.store} (version {result.version})"
     )
     if result.removed_versions:
         out.line(f"removed old versions: {', '.join(result.removed_versions)}")
     if result.artifact_version:
         out.line(f"artifact: materialization/{result.artifact_version}")
-
-
-class _Progress:
-    """Entities written / total and the rate, on a TTY only (stderr)."""
-
-    def __init__(self, out: Output) -> None:
-        self.enabled = out.stderr_tty and not out.quiet and not out.json_mode
-        self._stack = ExitStack()
-        self._bar: Any = None
-        self._task: Any = None
-
-    def __enter__(self) -> _Progress:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stack.close()
-
-    def start(self, total: int) -> None:
-        if self.enabled:
-            self._bar, self._task = self._stack.enter_context(_rich_bar(total))
-
-    def advance(self, amount: int) -> None:
-        if self._bar is not None:
-            self._bar.advance(self._task, amount)
-
-
-@contextmanager
-def _rich_bar(total: int) -> Iterator[tuple[Any, Any]]:
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        ProgressColumn,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
+    out.summary(
+        "materialize",
+        rows=result.entity_count,
+        unit="entities",
+        seconds=result.seconds_total,
+        detail=f" x {len(result.features)} features",
+        output=f"{result.store} version {result.version}",
     )
-    from rich.text import Text
-
-    class RateColumn(ProgressColumn):
-        def render(self, task: Any) -> Text:
-            speed = task.finished_speed or task.speed
-            return Text(f"{speed:,.0f} entities/s" if speed else "- entities/s")
-
-    with Progress(
-        TextColumn("materialize"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        RateColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=Console(file=sys.stderr, force_terminal=True),  # only built when stderr is a TTY
-        transient=True,
-    ) as bar:
-        yield bar, bar.add_task("materialize", total=total)

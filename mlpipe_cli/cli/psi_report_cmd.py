@@ -125,24 +125,37 @@ def psi_report(
         if current is None or serving_log is not None or profile_file or artifact:
             raise UsageError("--compare A B transforms --current PATH with both versions; "
                              "do not combine it with --serving-log, --profile or --artifact")
-        _render_drift(out, ops.shadow_report(
-            ctx, versions=compare, current=current, features=parse_features(features),
-            threshold=threshold, min_rows=min_rows, html=html))
+        with out.reporting():
+            shadow = ops.shadow_report(
+                ctx, versions=compare, current=current, features=parse_features(features),
+                threshold=threshold, min_rows=min_rows, html=html)
+        _render_drift(out, shadow)
         return
-    _render_drift(out, ops.psi_report(
-        ctx, artifact=artifact, profile=profile_file, current=current, serving_log=serving_log,
-        since=since, until=until, features=parse_features(features), threshold=threshold,
-        min_rows=min_rows, html=html, source=source,
-        include_time_features=include_time_features))
+    with out.reporting():
+        drift = ops.psi_report(
+            ctx, artifact=artifact, profile=profile_file, current=current,
+            serving_log=serving_log, since=since, until=until,
+            features=parse_features(features), threshold=threshold, min_rows=min_rows,
+            html=html, source=source, include_time_features=include_time_features)
+    _render_drift(out, drift)
 
 
 def _render_drift(out: Output, result: Any) -> None:
     for warning in result.warnings:
         out.warn(warning)
-    if result.html is not None:
-        out.info(f"wrote {result.html}")
     out.result(result.to_dict())
     _print_table(out, result.report)
+    report = result.report
+    counts = report.summary()
+    failed = {s: counts[s] for s in ("drifted", "error") if counts.get(s)}
+    out.summary(
+        "psi-report",
+        rows=int(report.current_info.get("rows") or 0),
+        seconds=result.seconds,
+        detail=f" x {len(report.features) - counts.get('excluded', 0)} features",
+        status=", ".join(f"{n} {s}" for s, n in failed.items()) or "no drift",
+        output=result.html,
+    )
     result.raise_for_status()
 
 

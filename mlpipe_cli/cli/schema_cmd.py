@@ -45,16 +45,19 @@ def infer(
 ) -> None:
     """Propose a column contract (dtypes, nullability, observed ranges, small value sets).
 
-    Prints YAML to paste under `sources:` in the config (or writes it with --out). Works from
-    --data alone: -c/--config and --artifact-dir are accepted (like every subcommand) but
-    not read, so no config file is needed.
+    Prints YAML to paste under `sources:` in the config (or writes it with --out). Its
+    `path:` is relative to the directory of -c/--config (the file it will be pasted into;
+    default ./mlpipe.yaml), as the config loader reads it; absolute only when the data and
+    the config share nothing but the root. Works from --data alone: the config file is
+    neither read nor required.
 
     Example: mlpipe schema infer --data data/sample/orders.parquet --source orders
     """
     from mlpipe_cli.ops.schema import infer as run
 
     output = Output.create(json_mode=json_output, quiet=quiet)
-    result = run(data=data, source=source, max_allowed=max_allowed, out=out)
+    result = run(data=data, source=source, max_allowed=max_allowed, out=out,
+                 config_dir=config.parent)
     if out is not None:
         output.info(f"wrote {out}")
     output.result(result.to_dict(), None if out else result.yaml.rstrip())

@@ -57,11 +57,7 @@ def training_set(
 
     out_ = Output.create(json_mode=json_output, quiet=quiet)
     names = parse_features(features)
-    with out_.progress("training set") as bar:
-
-        def step(text: str) -> None:
-            bar.advance(1)
-
+    with out_.reporting():
         result = run(
             run_context(config, artifact_dir),
             out=out,
@@ -69,16 +65,19 @@ def training_set(
             timestamp=timestamp,
             features=names,
             publish=not no_publish,
-            progress=step,
         )
-    out_.result(
-        result.to_dict(),
-        f"wrote {result.rows} rows x {len(result.features)} features to {result.out}",
-    )
+    out_.result(result.to_dict(), f"wrote {result.out}")
     out_.line(f"manifest: {result.manifest_path}")
     if result.artifact_version:
         out_.line(f"artifact: training-set/{result.artifact_version}")
     out_.table(
         ["feature", "dtype", "nulls"],
         [[s["feature"], s["dtype"], s["nulls"]] for s in result.feature_stats],
+    )
+    out_.summary(
+        "training-set",
+        rows=result.rows,
+        seconds=result.seconds,
+        detail=f" x {len(result.features)} features",
+        output=result.out,
     )

@@ -45,12 +45,16 @@ def transform(
     from mlpipe_cli.ops.transform import transform as run
 
     output = Output.create(json_mode=json_output, quiet=quiet)
-    result = run(run_context(config, artifact_dir), data=data, out=out, artifact=artifact)
-    output.result(
-        result.to_dict(),
-        f"wrote {result.rows} rows x {len(result.output_columns)} features to {out} "
-        f"(transform {result.version})",
-    )
+    with output.reporting():
+        result = run(run_context(config, artifact_dir), data=data, out=out, artifact=artifact)
+    output.result(result.to_dict(), f"wrote {result.out} (transform {result.version})")
     for column, done in result.handled().items():
         what = ", ".join(f"{n} {kind.replace('_', ' ')}" for kind, n in done.items())
         output.info(f"{column}: {what}")
+    output.summary(
+        "transform",
+        rows=result.rows,
+        seconds=result.seconds,
+        detail=f" x {len(result.output_columns)} features",
+        output=result.out,
+    )

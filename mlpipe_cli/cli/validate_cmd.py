@@ -66,23 +66,33 @@ def validate(
     from mlpipe_cli.ops.validate import validate as run
 
     output = Output.create(json_mode=json_output, quiet=quiet)
-    result = run(
-        run_context(config, artifact_dir),
-        sources=source,
-        data=data,
-        quarantine=quarantine,
-        out=out,
-        reference=reference,
-        save_profile=save_profile,
-        junit=junit,
-        publish=not no_publish,
-    )
+    with output.reporting():
+        result = run(
+            run_context(config, artifact_dir),
+            sources=source,
+            data=data,
+            quarantine=quarantine,
+            out=out,
+            reference=reference,
+            save_profile=save_profile,
+            junit=junit,
+            publish=not no_publish,
+        )
     output.result(result.to_dict())
-    _render(output, result.report, result.artifact_version)
+    _render(output, result.report)
+    sources = result.report.sources
+    output.summary(
+        "validate",
+        rows=sum(s.rows or 0 for s in sources),
+        seconds=result.seconds,
+        detail=f" from {len(sources)} source{'s' if len(sources) != 1 else ''}",
+        status=result.report.status,
+        output=f"validation/{result.artifact_version}" if result.artifact_version else None,
+    )
     result.raise_for_status()
 
 
-def _render(output: Output, report, version: str | None) -> None:  # type: ignore[no-untyped-def]
+def _render(output: Output, report) -> None:  # type: ignore[no-untyped-def]
     from mlpipe_cli.validation.report import PASS, summary_line
 
     for source in report.sources:
@@ -117,5 +127,3 @@ def _render(output: Output, report, version: str | None) -> None:  # type: ignor
             output.line(f"  saved reference profile {source.profile}")
         if source.reference:
             output.line(f"  compared against profile {source.reference}")
-    if version:
-        output.info(f"report published as validation/{version}")

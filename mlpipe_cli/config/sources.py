@@ -159,6 +159,10 @@ class SourceConfig(ConfigModel):
                 raise ValueError("stream: needs an event-time source (timestamp:, no valid_from)")
             if self.created_timestamp is not None:
                 raise ValueError("stream: a streamed source cannot have a created_timestamp")
+            if self.derived:
+                # the consumer applies events as pushed; derived columns would differ between
+                # streamed and batch values, so refuse rather than serve wrong numbers
+                raise ValueError("stream: a streamed source cannot have derived columns yet")
         return self
 
     @model_serializer(mode="wrap")

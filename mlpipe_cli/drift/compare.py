@@ -340,6 +340,7 @@ def compare_to_profile(
     eps: float = DEFAULT_EPS,
     rename: Mapping[str, str] | None = None,
     chunk_rows: int = CHUNK_ROWS,
+    rows: int | None = None,
 ) -> list[ColumnDrift]:
     """Compare ``current`` with the reference ``profile`` column by column.
 
@@ -351,7 +352,8 @@ def compare_to_profile(
     cannot compare, is all null, or there are no rows — never aborting the other columns.
     The current data is read once, in chunks of ``chunk_rows`` rows. ``current`` may also be
     a sequence of parts with the same columns (read one at a time, in order: bounded memory;
-    ``drift.report.scan_parts`` slices Parquet files into such parts).
+    ``drift.report.scan_parts`` slices Parquet files into such parts). ``rows`` (the current
+    row count, when the caller knows it) is only the total of the progress shown.
     """
     import polars as pl
 
@@ -409,7 +411,7 @@ def compare_to_profile(
             exprs.append(categorical_expr(src, cur_dtype).alias(key))
 
     if exprs:
-        _scan(parts, exprs, numeric, categorical, chunk_rows)
+        _scan(parts, exprs, numeric, categorical, chunk_rows, rows)
 
     for acc in numeric.values():
         results[acc.column] = _numeric_drift(acc, thresholds.get(acc.column, threshold),
@@ -450,8 +452,10 @@ def _chunks(parts: list[pl.LazyFrame | pl.DataFrame], exprs: list[pl.Expr],
 
 def _scan(parts: list[pl.LazyFrame | pl.DataFrame], exprs: list[pl.Expr],
           numeric: dict[str, _NumericAcc], categorical: dict[str, _CategoricalAcc],
-          chunk_rows: int) -> None:
+          chunk_rows: int, rows: int | None = None) -> None:
     import polars as pl
+
+    from mlpipe_cli.progress import task as progress_task
 
     workers = max(1, min(len(exprs), os.cpu_count() or 1))
     keys = [*numeric, *categorical]
@@ -464,10 +468,12 @@ def _scan(parts: list[pl.LazyFrame | pl.DataFrame], exprs: list[pl.Expr],
 
     try:
         with ThreadPoolExecutor(max_workers=workers) as pool, \
-                ThreadPoolExecutor(max_workers=1) as reader:
+                ThreadPoolExecutor(max_workers=1) as reader, \
+                progress_task(f"comparing {len(keys)} features", total=rows, unit="rows") as bar:
             for batch in _chunks(parts, exprs, chunk_rows, reader):
                 # Columns are independent: each accumulator is touched by one task per batch.
                 list(pool.map(lambda k, b=batch: work(b, k), keys))
+                bar.advance(batch.height)
     except pl.exceptions.PolarsError as exc:
         raise InputError(f"cannot read the current data: {str(exc).splitlines()[0]}") from None
 

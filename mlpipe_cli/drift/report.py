@@ -445,6 +445,7 @@ def drift_report(
         moderate=moderate,
         min_rows=min_rows,
         rename=rename,
+        rows=rows,
     ) if compared else []
     by_name = {d.column: d for d in drifts}
     for name in names:

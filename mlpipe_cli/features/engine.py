@@ -42,6 +42,9 @@ import polars as pl
 from mlpipe_cli.config.features import UNIT_SECONDS, FeatureConfig
 from mlpipe_cli.errors import ConfigError, DataCheckFailed, InputError, InternalError, UsageError
 from mlpipe_cli.features.ttl import governing_ttl, is_expired
+from mlpipe_cli.progress import advance as progress_advance
+from mlpipe_cli.progress import note as progress_note
+from mlpipe_cli.progress import track as progress_track
 
 if TYPE_CHECKING:
     from mlpipe_cli.config import PipelineConfig
@@ -263,7 +266,9 @@ def compute_features(
 
     columns: dict[str, pl.Series] = {}
     feature_stats: dict[str, FeatureStats] = {}
-    for (source_name, inclusive, join), group in _groups(selected, joins).items():
+    # one step per (source, boundary, join) group; partitions advance within it
+    for (source_name, inclusive, join), group in progress_track(
+            _groups(selected, joins).items(), "features", unit="groups"):
         source = config.sources[source_name]
         keys = [f"{_KEY}{i}" for i in range(len(join.spine))]
         gctx = replace(ctx, keys=keys, key_dtypes=dict(zip(keys, join.dtypes, strict=True)))
@@ -273,6 +278,7 @@ def compute_features(
         )
         where = ", ".join(join.spine)
         ctx.say(f"features from {source_name} by {where} ({len(group)})")
+        progress_note(f"{source_name} by {where}")
         result, examples = _compute_group(
             config, gctx, slim, source_name, source, group, inclusive, join
         )
@@ -682,6 +688,7 @@ def _timed_group(
         results.append(
             _timed_partition(ctx, spine_p, source, events_p, group, vcol, inclusive, type2)
         )
+        progress_advance(1 / len(wanted))  # of this group's step
         del spine_p, events_p
     box = [pl.concat(results, rechunk=False)]
     del results

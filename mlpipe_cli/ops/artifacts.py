@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mlpipe_cli.ops.profiles import PROFILE_KIND
+
 if TYPE_CHECKING:
     from mlpipe_cli.artifacts.store import VerifyResult
     from mlpipe_cli.ops.project import Project
@@ -16,7 +18,8 @@ class ListResult:
     pipeline: str
     artifact_dir: Path
     base: Path
-    artifacts: list[dict[str, Any]]  # kind, version, latest, created_at, files, bytes
+    # kind, version, latest, created_at, files, bytes (+ source for `profile` versions)
+    artifacts: list[dict[str, Any]]
 
     def to_dict(self) -> dict[str, Any]:
         return {"pipeline": self.pipeline, "artifact_dir": str(self.artifact_dir),
@@ -24,7 +27,13 @@ class ListResult:
 
 
 def list_artifacts(project: Project, *, kind: str | None = None) -> ListResult:
-    """Every published version (of ``kind``), oldest first; ArtifactNotFound for an absent kind."""
+    """Every published version (of ``kind``), oldest first; ArtifactNotFound for an absent kind.
+
+    ``latest`` marks what ``latest`` resolves to where it is used: the kind's newest version,
+    except for ``profile`` artifacts, which are saved per source and read per source
+    (``validate --reference latest``, ``psi-report --source``): there each source's newest
+    profile is marked, and the row names its ``source``.
+    """
     store = project.store
     if kind and kind not in store.kinds():
         from mlpipe_cli.errors import ArtifactNotFound
@@ -37,20 +46,38 @@ def list_artifacts(project: Project, *, kind: str | None = None) -> ListResult:
     rows = []
     for k in kinds:
         latest = store.latest(k)
+        kind_rows = []
         for version in store.versions(k):
             manifest = store.get(k, version, verify=False).manifest
-            rows.append(
-                {
-                    "kind": k,
-                    "version": version,
-                    "latest": version == latest,
-                    "created_at": manifest.get("created_at"),
-                    "files": len(manifest.get("files", {})),
-                    "bytes": sum(f["size"] for f in manifest.get("files", {}).values()),
-                }
-            )
+            row = {
+                "kind": k,
+                "version": version,
+                "latest": version == latest,
+                "created_at": manifest.get("created_at"),
+                "files": len(manifest.get("files", {})),
+                "bytes": sum(f["size"] for f in manifest.get("files", {}).values()),
+            }
+            if k == PROFILE_KIND:
+                row["source"] = (manifest.get("params") or {}).get("source")
+            kind_rows.append(row)
+        if k == PROFILE_KIND:
+            _mark_latest_per_source(kind_rows)
+        rows.extend(kind_rows)
     return ListResult(pipeline=store.pipeline, artifact_dir=store.root, base=store.base,
                       artifacts=rows)
+
+
+def _mark_latest_per_source(rows: list[dict[str, Any]]) -> None:
+    """The newest profile of each source is its `latest` (as ``ops.profiles.load_reference``
+    resolves it: the last version, in store order, whose params name the source). A profile
+    naming no source keeps the kind-wide mark."""
+    newest: dict[str, str] = {}
+    for row in rows:
+        if row["source"] is not None:
+            newest[row["source"]] = row["version"]
+    for row in rows:
+        if row["source"] is not None:
+            row["latest"] = newest[row["source"]] == row["version"]
 
 
 @dataclass(frozen=True)

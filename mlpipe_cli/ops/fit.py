@@ -7,6 +7,7 @@ writes the transformed training rows.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,6 +27,7 @@ class FitResult:
     output_columns: list[str]
     out: Path | None
     transform: FittedTransform = field(repr=False, compare=False)
+    seconds: float = 0.0  # wall time: contract check, fit, publish, golden re-run, --out
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -37,6 +39,7 @@ class FitResult:
             "input_columns": self.input_columns,
             "output_columns": self.output_columns,
             "out": str(self.out) if self.out is not None else None,
+            "seconds": round(self.seconds, 3),
         }
 
 
@@ -47,7 +50,10 @@ def fit(project: Project, *, data: Path | None = None, out: Path | None = None) 
     ``report["problems"]`` lists every failing check.
     """
     from mlpipe_cli.errors import UsageError
+    from mlpipe_cli.progress import task as progress_task
     from mlpipe_cli.transforms.fit import check_contract, load_transform, publish
+
+    started = time.perf_counter()
 
     section = project.config.transforms
     if section is None or not section.columns:
@@ -56,13 +62,21 @@ def fit(project: Project, *, data: Path | None = None, out: Path | None = None) 
     path = data if data is not None else section.data
     if path is None:
         raise UsageError("no training data: pass --data PATH or set transforms.data")
-    check_contract(section, path, project.config.sources)
-    result, outcome = publish(project.store, section, path)
-    transform = load_transform(project.store, result.version.version)  # golden re-run from disk
-    if out is not None:
-        from mlpipe_cli.io import scan_parquet, write_parquet_atomic
+    with progress_task("fit", total=3 + (out is not None), unit="steps") as steps:
+        steps.note("checking the column contract")
+        check_contract(section, path, project.config.sources)
+        steps.advance()
+        steps.note(f"fitting {len(section.columns)} columns, publishing")
+        result, outcome = publish(project.store, section, path)
+        steps.advance()
+        steps.note("re-running the golden example")
+        transform = load_transform(project.store, result.version.version)  # from disk
+        steps.advance()
+        if out is not None:
+            from mlpipe_cli.io import scan_parquet, write_parquet_atomic
 
-        write_parquet_atomic(outcome.training_outputs(scan_parquet(path)), out)
+            steps.note(f"writing {out.name}")
+            write_parquet_atomic(outcome.training_outputs(scan_parquet(path)), out)
     return FitResult(
         version=transform.version,
         created=result.created,
@@ -72,4 +86,5 @@ def fit(project: Project, *, data: Path | None = None, out: Path | None = None) 
         output_columns=transform.output_columns,
         out=out,
         transform=transform,
+        seconds=time.perf_counter() - started,
     )

@@ -11,6 +11,7 @@ Three checks, one function each:
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,13 +37,14 @@ class DriftResult:
     report: DriftReport
     html: Path | None = None
     warnings: list[str] = field(default_factory=list)
+    seconds: float = 0.0  # wall time of the whole report
 
     @property
     def failed(self) -> bool:
         return bool(self.report.failed)
 
     def to_dict(self) -> dict[str, Any]:
-        return self.report.to_dict()
+        return {**self.report.to_dict(), "seconds": round(self.seconds, 3)}
 
     def raise_for_status(self) -> None:
         """DataCheckFailed (exit 1) when any feature drifted or errored."""
@@ -102,6 +104,7 @@ def psi_report(
     raw batch of it. On a serving log, features derived from the request time are excluded
     unless ``include_time_features``.
     """
+    started = time.perf_counter()
     if (current is None) == (serving_log is None):
         raise UsageError("give exactly one of --current PATH or --serving-log DIR")
     if profile is not None and artifact is not None:
@@ -188,7 +191,8 @@ def psi_report(
     )
     warnings.extend(report.warnings)
     _write_html(report, html)
-    return DriftResult(report=report, html=html, warnings=warnings)
+    return DriftResult(report=report, html=html, warnings=warnings,
+                       seconds=time.perf_counter() - started)
 
 
 def skew_report(project: Project, *, serving_log: Path, artifact: str | None = None,
@@ -216,6 +220,7 @@ def shadow_report(project: Project, *, versions: tuple[str, str], current: Path,
     from mlpipe_cli.ops.skew import shadow_compare
     from mlpipe_cli.transforms import load_transform
 
+    started = time.perf_counter()
     monitoring = project.config.monitoring
     gate = threshold if threshold is not None else monitoring.psi_threshold
     transform_a = load_transform(project.store, versions[0])
@@ -228,7 +233,7 @@ def shadow_report(project: Project, *, versions: tuple[str, str], current: Path,
     )
     report.current_info["path"] = str(current)
     _write_html(report, html)
-    return DriftResult(report=report, html=html)
+    return DriftResult(report=report, html=html, seconds=time.perf_counter() - started)
 
 
 def _write_html(report: DriftReport, html: Path | None) -> None:

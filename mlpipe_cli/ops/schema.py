@@ -22,23 +22,32 @@ class InferResult:
     proposal: dict[str, Any]
     yaml: str  # the `sources:` entry to paste into the config
     out: Path | None = None
+    config_path: str = ""  # the entry's `path:`, as the config file will resolve it
 
     def to_dict(self) -> dict[str, Any]:
-        return {"source": self.source, "path": str(self.path), **self.proposal}
+        return {"source": self.source, "path": str(self.path), "config_path": self.config_path,
+                **self.proposal}
 
 
-def infer(*, data: Path, source: str, max_allowed: int = 20, out: Path | None = None
-          ) -> InferResult:
-    """Propose a column contract for ``data`` (needs no config); write it to ``out`` if given."""
+def infer(*, data: Path, source: str, max_allowed: int = 20, out: Path | None = None,
+          config_dir: Path | None = None) -> InferResult:
+    """Propose a column contract for ``data`` (needs no config); write it to ``out`` if given.
+
+    The proposed ``path:`` is relative to ``config_dir`` (the directory of the config file
+    the entry will be pasted into; default the current directory), because the config
+    loader resolves relative paths from there.
+    """
     from mlpipe_cli.artifacts.store import atomic_write_bytes
     from mlpipe_cli.io import scan_parquet
-    from mlpipe_cli.schema.infer import contract_yaml, infer_contract
+    from mlpipe_cli.schema.infer import contract_yaml, infer_contract, path_for_config
 
     proposal = infer_contract(scan_parquet(data), max_allowed=max_allowed)
-    text = contract_yaml(source, data, proposal)
+    config_path = path_for_config(data, config_dir if config_dir is not None else Path())
+    text = contract_yaml(source, data, proposal, config_path=config_path)
     if out is not None:
         atomic_write_bytes(out, text.encode())
-    return InferResult(source=source, path=data, proposal=proposal, yaml=text, out=out)
+    return InferResult(source=source, path=data, proposal=proposal, yaml=text, out=out,
+                       config_path=config_path)
 
 
 @dataclass(frozen=True)

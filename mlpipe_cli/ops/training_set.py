@@ -11,6 +11,7 @@ written atomically and is byte-identical for the same inputs and config; beside 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 from mlpipe_cli.documents import TrainingSetManifest
 from mlpipe_cli.errors import DataCheckFailed, InputError, UsageError
 from mlpipe_cli.io import within_input_scope
+from mlpipe_cli.progress import task as progress_task
+from mlpipe_cli.progress import track as progress_track
 
 if TYPE_CHECKING:
     from mlpipe_cli.artifacts import ArtifactStore
@@ -38,6 +41,7 @@ class TrainingSetResult:
     feature_stats: list[dict[str, Any]] = field(default_factory=list)
     artifact_version: str | None = None
     validated: list[str] = field(default_factory=list)
+    seconds: float = 0.0  # wall time of the whole build
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -49,6 +53,7 @@ class TrainingSetResult:
             "config_hash": self.manifest["config_hash"],
             "output_sha256": self.manifest["output"]["sha256"],
             "validated_sources": self.validated,
+            "seconds": round(self.seconds, 3),
         }
 
 
@@ -95,6 +100,7 @@ def build_training_set(
     progress: Callable[[str], None] | None = None,
 ) -> TrainingSetResult:
     """Validate the inputs, compute every feature as of each spine row, write ``out``."""
+    started = time.perf_counter()
     from mlpipe_cli.config.loader import config_section_hash
     from mlpipe_cli.features.engine import _select, compute_features
     from mlpipe_cli.io import (
@@ -165,7 +171,8 @@ def build_training_set(
     if progress:
         progress("writing")
     manifest_path = manifest_path_for(out)
-    with atomic_outputs():  # the Parquet file and its manifest: both published or neither
+    # the Parquet file and its manifest: both published or neither
+    with atomic_outputs(), progress_task(f"writing {out.name}"):
         write_parquet_atomic(frame, out)
         written = staged_path(out)
         manifest: dict[str, Any] = {
@@ -223,6 +230,7 @@ def build_training_set(
         feature_stats=stats,
         artifact_version=version,
         validated=validated,
+        seconds=time.perf_counter() - started,
     )
 
 
@@ -260,7 +268,7 @@ def _validate_inputs(
         if files and files == spine_files and name not in names:
             names.append(name)
     checked = []
-    for name in names:
+    for name in progress_track(names, "validate inputs", unit="sources"):
         source = config.sources[name]
         if not (source.columns or source.checks or source.required_columns):
             continue  # no contract to check; the engine's own key/timestamp checks still run

@@ -7,11 +7,13 @@ report published as a ``validation`` artifact) and writes the JUnit file when as
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlpipe_cli.errors import MlpipeError, UsageError
+from mlpipe_cli.progress import track as progress_track
 from mlpipe_cli.validation import ValidationReport, require_passed, validate_source
 
 if TYPE_CHECKING:
@@ -26,6 +28,7 @@ class ValidateResult:
 
     report: ValidationReport
     artifact_version: str | None
+    seconds: float = 0.0  # wall time of the whole run
 
     @property
     def passed(self) -> bool:
@@ -34,6 +37,7 @@ class ValidateResult:
     def to_dict(self) -> dict[str, Any]:
         document = self.report.to_dict()
         document["artifact_version"] = self.artifact_version
+        document["seconds"] = round(self.seconds, 3)
         return document
 
     def raise_for_status(self) -> None:
@@ -54,6 +58,7 @@ def validate(
     publish: bool = True,
 ) -> ValidateResult:
     """Validate the named (default: all) sources; see `mlpipe validate --help`."""
+    started = time.perf_counter()
     report, version = run_validation(
         project.config,
         project.store,
@@ -69,7 +74,8 @@ def validate(
         from mlpipe_cli.artifacts.store import atomic_write_bytes
 
         atomic_write_bytes(junit, report.to_junit())
-    return ValidateResult(report=report, artifact_version=version)
+    return ValidateResult(report=report, artifact_version=version,
+                          seconds=time.perf_counter() - started)
 
 
 def run_validation(
@@ -99,7 +105,7 @@ def run_validation(
         raise UsageError("--reference/--save-profile need an artifact store")
 
     reports = []
-    for name in names:
+    for name in progress_track(names, "validate", unit="sources"):
         q_path = _split_path(quarantine, name, len(names))
         o_path = _split_path(out, name, len(names))
         ref_profile, ref_version = (None, None)

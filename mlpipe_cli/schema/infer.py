@@ -99,8 +99,30 @@ def _tidy(value: float) -> int | float:
     return int(value) if float(value).is_integer() else value
 
 
-def contract_yaml(source_name: str, path: Path | str, proposal: dict[str, Any]) -> str:
-    """YAML for a `sources:` entry, with one flow-style line per column."""
+def path_for_config(data: Path | str, config_dir: Path | str) -> str:
+    """``data`` as a config file in ``config_dir`` should name it: relative to that directory
+    (the loader resolves relative paths from the config file's directory), so the project
+    can move. Absolute only when no sensible relative path exists: another drive, or the two
+    share nothing below the file-system root (``../../../tmp/x`` would break as soon as the
+    project moves). Globs pass through unchanged apart from the prefix."""
+    import os
+
+    target = os.path.abspath(data)
+    base = os.path.abspath(config_dir)
+    try:
+        relative = os.path.relpath(target, base)
+        shared = os.path.commonpath([target, base])
+    except ValueError:  # another drive (Windows)
+        return Path(target).as_posix()
+    if shared == os.path.splitdrive(target)[0] + os.sep:
+        return Path(target).as_posix()
+    return Path(relative).as_posix()
+
+
+def contract_yaml(source_name: str, path: Path | str, proposal: dict[str, Any], *,
+                  config_path: str | None = None) -> str:
+    """YAML for a `sources:` entry, with one flow-style line per column. ``config_path`` is
+    the entry's ``path:`` (default: ``path`` as given)."""
     import yaml
 
     lines = [
@@ -110,7 +132,8 @@ def contract_yaml(source_name: str, path: Path | str, proposal: dict[str, Any]) 
     for item in proposal["unsupported"]:
         lines.append(f"# column {item}: dtype not expressible in a contract, left out")
     lines.append(f"{source_name}:")
-    lines.append(f"  path: {path}")
+    # quoted when YAML needs it (a glob's leading `*` would read as an alias)
+    lines.append(f"  path: {_key(str(path if config_path is None else config_path))}")
     lines.append("  columns:")
     for name, entry in proposal["columns"].items():
         flow = yaml.safe_dump(entry, default_flow_style=True, sort_keys=False, width=1_000_000)

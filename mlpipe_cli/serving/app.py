@@ -346,7 +346,9 @@ class ServingApp:
                 self._openapi = orjson.dumps(openapi_document(self.service.info(), self.max_batch))
             return 200, self._openapi, _JSON
         info = self.service.info()  # /info
-        return 200, orjson.dumps(info.__dict__, option=_OPTS), _JSON
+        # vector_columns: the names of the `vector` every answer carries, position by position
+        document = {**info.__dict__, "vector_columns": info.output_columns}
+        return 200, orjson.dumps(document, option=_OPTS), _JSON
 
     # -- endpoints ------------------------------------------------------------------------
 

@@ -184,7 +184,9 @@ def fit_frame(config: TransformConfig, frame: pl.LazyFrame | pl.DataFrame) -> Fi
     tables: dict[str, pl.DataFrame] = {}
     input_schema: dict[str, str] = {}
     input_families: dict[str, list[str]] = {}
-    for column, steps in config.columns.items():
+    from mlpipe_cli.progress import track as progress_track
+
+    for column, steps in progress_track(config.columns.items(), "fitting", unit="columns"):
         step_dicts = [_step_dict(s) for s in steps]
         for step in step_dicts:
             if step["type"] == "embedding":

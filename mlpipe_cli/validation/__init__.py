@@ -64,6 +64,7 @@ def validate_source(
     InputError (exit 2) for unreadable input and ConfigError for an unusable contract; data
     problems are reported in the returned ``SourceReport``, never raised.
     """
+    from mlpipe_cli.progress import note as progress_note
     from mlpipe_cli.validation.engine import check_source
 
     source = config.source(source_name)
@@ -74,6 +75,7 @@ def validate_source(
         from mlpipe_cli.validation.distribution import distribution_checks
 
         report.reference = reference_version
+        progress_note(f"{source_name}: distribution")
         report.checks.extend(
             distribution_checks(source_name, source, lazy, reference, schema_ok=report.schema_ok)
         )

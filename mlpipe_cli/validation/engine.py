@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlpipe_cli.errors import InputError
+from mlpipe_cli.progress import note as progress_note
 from mlpipe_cli.schema.dtypes import (
     FLOAT,
     NUMERIC,
@@ -87,6 +88,7 @@ def check_source(
     from mlpipe_cli.io import scan_parquet
 
     path = Path(data_path) if data_path is not None else source.path
+    progress_note(f"{source_name}: schema")
     lazy = scan_parquet(path)
     schema = lazy.collect_schema()
     report = SourceReport(
@@ -97,9 +99,12 @@ def check_source(
     scan = lazy
     if any(c.key is not None for c in row_checks):
         lazy = lazy.with_row_index(ROW)
+        progress_note(f"{source_name}: uniqueness")
         _resolve_uniqueness(report, lazy, row_checks)
+    progress_note(f"{source_name}: row checks")
     _run_fused(report, source, lazy, schema, row_checks)
     if quarantine_path is not None or out_path is not None:
+        progress_note(f"{source_name}: writing split")
         _split(report, lazy, row_checks, quarantine_path, out_path)
     return report, scan
 
