@@ -256,7 +256,7 @@ class ArtifactStore:
         write(staging)
         if (staging / MANIFEST).exists():
             raise ArtifactError(f"a publisher may not write {MANIFEST} itself")
-        files = {
+        files: dict[str, dict[str, Any]] = {
             name: {
                 "sha256": sha256_file(staging / name),
                 "size": (staging / name).stat().st_size,
@@ -454,7 +454,7 @@ class ArtifactStore:
         return VerifyResult(kind, version, not problems, problems)
 
     def verify_all(self) -> list[VerifyResult]:
-        results = []
+        results: list[VerifyResult] = []
         for kind in self.kinds():
             results.extend(self.verify(kind, v) for v in self.versions(kind))
             problem = self._latest_problem(kind)

@@ -110,4 +110,5 @@ def export_yaml(source_name: str, source: SourceConfig) -> str:
     header += "# regexes are anchored ^(?:...)$ because pandera's str_matches anchors only the start\n"
     header += "".join(f"# not exported: {note}\n" for note in notes)
     body = schema.to_yaml()
+    assert body is not None  # to_yaml returns the text when given no stream
     return header + body + ("" if body.endswith("\n") else "\n")

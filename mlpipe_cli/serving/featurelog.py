@@ -456,7 +456,7 @@ def _next_piece(count: int, converted: int, elapsed: float) -> int:
     return count  # the short tail of a column says nothing
 
 
-def _raw_series(name: str, values: list[Any], dtype_name: str | None) -> Any:
+def _raw_series(name: str, values: Sequence[Any], dtype_name: str | None) -> Any:
     """A raw feature column in its natural dtype (the transform's input schema when known)."""
     import polars as pl
 

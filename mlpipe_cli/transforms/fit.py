@@ -114,7 +114,10 @@ def _required_columns(config: TransformConfig) -> list[str]:
 def check_training_schema(config: TransformConfig, schema: pl.Schema) -> list[str]:
     """Problems that make the data unusable for the configured steps (exit 1)."""
     problems = []
-    wanted = {c: s[0].type for c, s in config.columns.items() if s[0].type != "drop"}
+    # the first step's type, or the role of a column no step names
+    wanted: dict[str, str] = {
+        c: s[0].type for c, s in config.columns.items() if s[0].type != "drop"
+    }
     for steps in config.columns.values():
         reference = getattr(steps[0], "reference", None)
         if reference:
