@@ -19,8 +19,14 @@ Every HTTP figure is printed for each connection count (default 16 and 1: queuei
 single client where any tail is the server's own), beside the server process's CPU seconds
 per 1,000 requests and the load average before and after (the machine is shared).
 
+With ``--shadow`` only the shadow comparison runs: two Redis-backed servers side by side, one
+plain and one with ``--shadow V2 --shadow-model M2`` (a second transform, ``age`` min-max
+scaled, and a model bound to it), measured interleaved on ``GET /features/{id}`` and
+``POST /predict``: req/s, p50/p99, the server's CPU per request, and afterwards the shadow
+rows lost (live rows written vs rows whose shadow columns are filled).
+
 Usage: .venv/bin/python benchmarks/bench_serve.py [--quick] [--entities N] [--duration S]
-       [--runs R] [--connections 16,1] [--json OUT]
+       [--runs R] [--connections 16,1] [--json OUT] [--shadow]
 Run full-size benchmarks under `flock /tmp/mlpipe-bench.lock`.
 """
 
@@ -220,11 +226,13 @@ def build_project(root: Path, n: int, redis_port: int) -> dict[str, Path]:
 
 
 class Server:
-    def __init__(self, config: Path, log_dir: Path, workers: int = 1) -> None:
+    def __init__(self, config: Path, log_dir: Path, workers: int = 1, extra: tuple = ()) -> None:
         self.port = free_port()
+        self.stderr = ""
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "mlpipe_cli", "serve", "-c", str(config), "--port",
-             str(self.port), "--log-dir", str(log_dir), "--workers", str(workers), "-q"],
+             str(self.port), "--log-dir", str(log_dir), "--workers", str(workers), "-q",
+             *extra],
             cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )  # fmt: skip
         wait_port(self.port)
@@ -245,8 +253,9 @@ class Server:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+        self.stderr = self.proc.stderr.read().decode()
         if self.proc.returncode != 0:
-            print(self.proc.stderr.read().decode(), file=sys.stderr)
+            print(self.stderr, file=sys.stderr)
 
 
 # -- load generators ------------------------------------------------------------------------
@@ -591,6 +600,8 @@ def main() -> None:
     parser.add_argument("--in-process", type=int, default=50_000, dest="in_process")
     parser.add_argument("--quick", action="store_true", help="20k entities, 3 s, 1 run")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--shadow", action="store_true",
+                        help="only compare a server with and without --shadow")  # fmt: skip
     parser.add_argument("--stacks", action="store_true",
                         help="only compare HTTP stacks on a constant endpoint")  # fmt: skip
     args = parser.parse_args()
@@ -613,6 +624,12 @@ def main() -> None:
         configs = build_project(tmp, args.entities, redis_port)
         print(f"setup: {args.entities:,} entities in Redis and SQLite, transform fitted, model "
               f"registered in {time.perf_counter() - t0:.1f} s")  # fmt: skip
+        if args.shadow:
+            results = shadow_bench(args, tmp, configs)
+            report_shadow(results, args)
+            if args.json:
+                args.json.write_text(json.dumps(results, indent=2))
+            return
         results: dict[str, dict] = {}
         for name, cfg in (("redis", configs["redis"]), ("sqlite", configs["sqlite"])):
             results[f"in_process_{name}"] = in_process(
@@ -656,6 +673,104 @@ def main() -> None:
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     shutil.rmtree(tmp, ignore_errors=True)
+
+
+# -- shadow on vs off -------------------------------------------------------------------------
+
+
+def publish_shadow(root: Path, config_path: Path) -> tuple[str, str, str, str]:
+    """A second transform (age min-max scaled) and a model bound to it; returns the live
+    (transform, model) and the shadow (transform, model) versions."""
+    import numpy as np
+    import skops.io as sio
+    import yaml
+    from sklearn.linear_model import LogisticRegression
+
+    from mlpipe_cli.artifacts import ArtifactStore
+    from mlpipe_cli.config import load_config
+    from mlpipe_cli.serving.model import register_model
+    from mlpipe_cli.transforms import load_transform, publish
+
+    artifacts = ArtifactStore(root / "artifacts", "bench")
+    live, live_model = artifacts.latest("transform"), artifacts.latest("model")
+    doc = yaml.safe_load(config_path.read_text())
+    doc["transforms"]["columns"]["age"] = [{"type": "fill_null", "strategy": "median"},
+                                           {"type": "minmax"}]
+    path = root / "shadow.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    publish(artifacts, load_config(path).transforms, root / "train.parquet")
+    shadow = load_transform(artifacts)
+    rows = rows_for(5000, seed=3)
+    x = np.asarray([shadow.transform_one(dict(zip(FEATURES, r, strict=True))) for r in rows],
+                   dtype=np.float64)
+    y = (x[:, 0] + 0.3 * x[:, 2] > 0).astype(int)
+    sio.dump(LogisticRegression(max_iter=500).fit(x, y), root / "shadow.skops")
+    model, _ = register_model(artifacts, root / "shadow.skops", shadow.version)
+    return live, live_model, shadow.version, model.version
+
+
+def shadow_bench(args: argparse.Namespace, tmp: Path, configs: dict[str, Path]) -> dict:
+    import polars as pl
+
+    live, live_model, shadow, shadow_model = publish_shadow(tmp, configs["redis"])
+    pinned = ("--artifact", live, "--model", live_model)
+    off = Server(configs["redis"], tmp / "logs-off", args.workers, pinned)
+    on = Server(configs["redis"], tmp / "logs-on", args.workers,
+                (*pinned, "--shadow", shadow, "--shadow-model", shadow_model))
+    results: dict[str, Any] = {"versions": {"live": live, "shadow": shadow}}
+    try:
+        plan = [(f"{kind}_{mode}@{conns}", srv, kind, conns)
+                for conns in args.conn_list for kind in ("features", "predict")
+                for mode, srv in (("off", off), ("on", on))]  # fmt: skip
+        results["load_before"] = {"text": load_average()}
+        for _name, srv, kind, conns in plan:  # warm-up
+            load(srv.port, kind, args.entities, conns, 1, tmp)
+        runs: dict[str, list[dict]] = {name: [] for name, _, _, _ in plan}
+        for _ in range(args.runs):  # interleaved: on and off back to back, every run
+            for name, srv, kind, conns in plan:
+                runs[name].append(
+                    load(srv.port, kind, args.entities, conns, args.duration, tmp, srv.proc.pid))
+        for name, values in runs.items():
+            results[name] = median_of(values)
+        results["load_after"] = {"text": load_average()}
+    finally:
+        off.stop()
+        on.stop()
+    frame = pl.scan_parquet(str(tmp / "logs-on" / "segment-*.parquet"))
+    counts = frame.select(
+        pl.len().alias("rows"),
+        pl.col("shadow.transform_version").is_not_null().sum().alias("with_shadow"),
+        pl.col("shadow.vec.age").is_not_null().sum().alias("shadow_vec_filled"),
+        pl.col("shadow.prediction").is_not_null().sum().alias("shadow_scored"),
+    ).collect().row(0, named=True)
+    results["shadow_log"] = {**counts, "summary": next(
+        (ln for ln in on.stderr.splitlines() if "stopped:" in ln), "")}
+    return results
+
+
+def report_shadow(results: dict[str, Any], args: argparse.Namespace) -> None:
+    print(f"\nshadow on vs off: live {results['versions']['live']}, shadow "
+          f"{results['versions']['shadow']} (+ model); Redis, {args.duration:g} s per run, "
+          f"median of {args.runs} interleaved run(s)")  # fmt: skip
+    print(f"load average before {results['load_before']['text']}, after "
+          f"{results['load_after']['text']} (2 cores)")  # fmt: skip
+    print(f"{'endpoint':<30}{'shadow':>7}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}"
+          f"{'CPU ms/1k':>11}{'non-2xx':>9}")  # fmt: skip
+    for conns in args.conn_list:
+        for kind, label in (("features", "GET /features/{id}"), ("predict", "POST /predict")):
+            for mode in ("off", "on"):
+                r = results[f"{kind}_{mode}@{conns}"]
+                print(f"{label + f' @{conns}':<30}{mode:>7}{r['rps']:>10,.0f}"
+                      f"{r['p50'] / 1000:>9.3f}{r['p99'] / 1000:>9.3f}"
+                      f"{r['cpu_ms_per_1k']:>11.1f}{r['non2xx']:>9.0f}")  # fmt: skip
+            on, off = results[f"{kind}_on@{conns}"], results[f"{kind}_off@{conns}"]
+            print(f"{'':<30}{'on/off':>7}{on['rps'] / off['rps']:>10.2f}"
+                  f"{on['p50'] / off['p50']:>9.2f}{on['p99'] / off['p99']:>9.2f}"
+                  f"{on['cpu_ms_per_1k'] / off['cpu_ms_per_1k']:>11.2f}")  # fmt: skip
+    log = results["shadow_log"]
+    print(f"\nshadow log: {log['rows']:,} rows, {log['with_shadow']:,} with shadow columns, "
+          f"{log['rows'] - log['with_shadow']:,} shadow rows lost; {log['shadow_scored']:,} "
+          f"scored by the shadow model\nserver: {log['summary']}")  # fmt: skip
 
 
 def report(results: dict[str, dict], args: argparse.Namespace) -> None:

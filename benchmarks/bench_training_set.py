@@ -23,6 +23,13 @@ Usage::
     .venv/bin/python benchmarks/bench_training_set.py --scale 0.05          # quick
     .venv/bin/python benchmarks/bench_training_set.py --scale 0.05 --entities 3
     .venv/bin/python benchmarks/bench_training_set.py --scale 0.5 --mlpipe-only
+    .venv/bin/python benchmarks/bench_training_set.py --scale 0.1 --engine spark   # 1M spine
+
+``--engine spark`` runs the same training set on the Spark engine (``local[2]`` unless
+``--spark-master``) beside the Polars engine on the same data: Spark session start-up, a
+cold and a warm run (same session), CPU seconds of the whole process tree (driver, JVM,
+Python workers), and a check that the Spark output (a part-file directory) equals the Polars
+output row for row. On 2 cores this measures Spark's overhead, not a speed-up.
     flock /tmp/mlpipe-bench.lock .venv/bin/python benchmarks/bench_training_set.py --scale 1
 """
 
@@ -114,6 +121,66 @@ def run_mlpipe(data: Path, out: Path) -> None:
     )
     write_parquet_atomic(frame, out)
     del pl
+
+
+def _config(data: Path, **extra: object):  # type: ignore[no-untyped-def]
+    from mlpipe_cli.config.models import PipelineConfig
+
+    return PipelineConfig.model_validate(
+        {
+            "pipeline": "bench",
+            "entity_keys": ["user_id"],
+            "sources": {"orders": {"path": str(data / "orders.parquet"), "timestamp": "order_ts"}},
+            "features": FEATURES,
+            "training_set": {"spine": str(data / "spine.parquet"), "timestamp": "label_ts"},
+            **extra,
+        }
+    )
+
+
+def _tree_cpu_seconds() -> float:
+    """CPU seconds of this process's live descendants (the JVM, Spark's Python workers)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    children: dict[int, list[int]] = {}
+    stats: dict[int, tuple[int, float]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ppid, utime, stime = int(fields[1]), int(fields[11]), int(fields[12])
+        stats[int(entry.name)] = (ppid, (utime + stime) / ticks)
+        children.setdefault(ppid, []).append(int(entry.name))
+    total, todo = 0.0, list(children.get(os.getpid(), []))
+    while todo:
+        pid = todo.pop()
+        total += stats[pid][1]
+        todo += children.get(pid, [])
+    return total
+
+
+def run_spark(data: Path, out: Path, master: str) -> dict[str, float]:
+    """Session start, a cold and a warm training set on the Spark engine (one session)."""
+    from mlpipe_cli.engines.spark.session import spark_session
+    from mlpipe_cli.ops.training_set import build_training_set
+
+    config = _config(data, engine="spark", spark={
+        "master": master,
+        "conf": {"spark.ui.enabled": "false", "spark.driver.memory": "4g",
+                 "spark.driver.host": "127.0.0.1", "spark.driver.bindAddress": "127.0.0.1"},
+    })
+    start = time.perf_counter()
+    spark_session(config)
+    session = time.perf_counter() - start
+    timings = []
+    for _ in range(2):
+        begin = time.perf_counter()
+        build_training_set(config, out=out, validate=False)
+        timings.append(time.perf_counter() - begin)
+    return {"session_seconds": session, "cold_seconds": timings[0], "warm_seconds": timings[1],
+            "tree_cpu_seconds": _tree_cpu_seconds()}
 
 
 def run_pandas(data: Path, out: Path) -> None:
@@ -281,6 +348,7 @@ def run_pandas_entities(data: Path, out: Path, entities: list[str]) -> None:
 
 def child(method: str, data: str, out: str) -> None:
     start = time.perf_counter()
+    extra: dict[str, float] = {}
     methods = {
         "mlpipe": run_mlpipe,
         "pandas": run_pandas,
@@ -288,13 +356,49 @@ def child(method: str, data: str, out: str) -> None:
         "mlpipe-3": lambda d, o: run_mlpipe_entities(d, o, ENTITY_KEYS),
         "pandas-3": lambda d, o: run_pandas_entities(d, o, ENTITY_KEYS),
     }
-    methods[method](Path(data), Path(out))
+    if method.startswith("spark="):
+        extra = run_spark(Path(data), Path(out), method.split("=", 1)[1])
+    else:
+        methods[method](Path(data), Path(out))
     seconds = time.perf_counter() - start
     usage = resource.getrusage(resource.RUSAGE_SELF)
     cpu = usage.ru_utime + usage.ru_stime
-    print(
-        json.dumps({"seconds": seconds, "cpu_seconds": cpu, "peak_bytes": usage.ru_maxrss * 1024})
-    )
+    print(json.dumps({"seconds": seconds, "cpu_seconds": cpu + extra.get("tree_cpu_seconds", 0),
+                      "peak_bytes": usage.ru_maxrss * 1024, **extra}))
+
+
+def spark_main(args: argparse.Namespace) -> None:
+    """The Spark engine beside the Polars engine on the same data (see the module doc)."""
+    import polars as pl
+
+    with tempfile.TemporaryDirectory(dir=args.workdir, prefix="bench-pit-spark-") as tmp:
+        root = Path(tmp)
+        shape = generate(root / "data", args.scale)
+        print(f"polars {pl.__version__}, {os.cpu_count()} cpus; median of {args.repeats} "
+              f"runs; {shape['spine']:,} spine rows, {shape['entities']:,} entities, "
+              f"{shape['events']:,} events, {len(FEATURES)} features; spark master "
+              f"{args.spark_master}")  # fmt: skip
+        polars_run = measure("mlpipe", root / "data", root / "polars.parquet", args.repeats)
+        spark_run = measure(f"spark={args.spark_master}", root / "data", root / "spark",
+                            args.repeats)
+        runs = spark_run["all"]
+        session = statistics.median(r["session_seconds"] for r in runs)
+        cold = statistics.median(r["cold_seconds"] for r in runs)
+        warm = statistics.median(r["warm_seconds"] for r in runs)
+        rows = shape["spine"]
+        print(report_line("polars", rows, polars_run))
+        print(f"spark    {rows:>11,} spine rows  session start {session:6.2f} s, cold run "
+              f"{cold:7.2f} s, warm run {warm:7.2f} s ({rows / warm:,.0f} rows/s warm); "
+              f"whole process {spark_run['seconds']:.2f} s, cpu {spark_run['cpu_seconds']:.2f} s "
+              f"(driver + JVM + Python workers)")  # fmt: skip
+        print(f"warm Spark / Polars wall: {warm / polars_run['seconds']:.1f}x; cpu per spine row "
+              f"polars {polars_run['cpu_seconds'] / rows * 1e6:.2f} us, spark "
+              f"{spark_run['cpu_seconds'] / rows * 1e6:.2f} us (2 runs + start-up)")  # fmt: skip
+        same = pl.read_parquet(root / "spark").equals(pl.read_parquet(root / "polars.parquet"))
+        print(f"check: spark output {'equals' if same else 'DIFFERS FROM'} the polars output; "
+              f"load average {os.getloadavg()[0]:.1f}")  # fmt: skip
+        if not same:
+            raise SystemExit(1)
 
 
 def measure(method: str, data: Path, out: Path, repeats: int) -> dict[str, float]:
@@ -356,6 +460,9 @@ def main() -> None:
         action="store_true",
         help="time mlpipe alone at --scale (no pandas run, no comparison)",
     )
+    parser.add_argument("--engine", choices=["polars", "spark"], default="polars",
+                        help="spark: the Spark engine beside Polars (no pandas run)")
+    parser.add_argument("--spark-master", default="local[2]")
     parser.add_argument(
         "--entities",
         type=int,
@@ -369,6 +476,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.child:
         child(*args.child)
+        return
+    if args.engine == "spark":
+        spark_main(args)
         return
     pandas_scale = args.pandas_scale if args.pandas_scale is not None else min(args.scale, 0.25)
     import polars as pl

@@ -19,6 +19,7 @@ reader keeps using the dict it parsed.
     transform state             fit (state.json)                TransformState
     run-ledger record           every command run               LedgerRecord
     training-set manifest       training-set                    TrainingSetManifest
+    serving pointer             promote (artifact)              ServingPointerDocument
 
 What breaks a format (bump ``FORMAT_VERSION``) and what does not: docs/architecture.md,
 "Document formats". Models allow extra fields, so adding an optional field is not a break.
@@ -239,6 +240,18 @@ class TrainingSetManifest(Document):
     output: dict[str, Any]
 
 
+class ServingPointerDocument(Document):
+    """``serving.json`` of a ``serving`` artifact: the live transform/model (serving/pointer.py)."""
+
+    LABEL: ClassVar[str] = "serving pointer"
+
+    transform_version: str
+    transform_content_hash: str | None = None
+    model_version: str | None = None
+    model_sha256: str | None = None
+    previous: str | None = None
+
+
 DOCUMENT_MODELS: tuple[type[Document], ...] = (
     ArtifactManifest,
     DriftProfile,
@@ -251,6 +264,7 @@ DOCUMENT_MODELS: tuple[type[Document], ...] = (
     TransformState,
     LedgerRecord,
     TrainingSetManifest,
+    ServingPointerDocument,
 )
 
 

@@ -4,11 +4,13 @@ Parquet segments under the log directory, one file each, named
 ``segment-<UTC yyyymmddTHHMMSS>-<pid>-<seq>.parquet`` and published atomically. Columns:
 ``served_at`` (Datetime us UTC), ``endpoint``, ``entity`` (JSON of the key values),
 ``transform_version``, ``store_version``, ``cold_start``, ``raw.<col>`` per transform input,
-``vec.<col>`` (Float64) per transform output, ``prediction``. Each segment's Parquet
-key-value metadata ``mlpipe`` holds its header (``documents.ServingLogHeader``:
-``{"format_version": 1, "kind": "mlpipe.serving_log"}``); readers refuse a segment of a
-format_version they do not read, and read a segment without a header (written before headers
-existed) as version 1.
+``vec.<col>`` (Float64) per transform output, ``prediction``. A server running a shadow
+transform (``serve --shadow``) adds, in the same row: ``shadow.vec.<col>`` (Float64) per shadow
+output, ``shadow.prediction`` and ``shadow.transform_version`` (and ``raw.<col>`` for shadow
+inputs the live transform does not read). Each segment's Parquet key-value metadata ``mlpipe``
+holds its header (``documents.ServingLogHeader``: ``{"format_version": 1, "kind":
+"mlpipe.serving_log"}``); readers refuse a segment of a format_version they do not read, and
+read a segment without a header (written before headers existed) as version 1.
 
 Every name of that contract, and the reading of a ``--since``/``--until`` window over it,
 lives here so the writer (``serving.featurelog``) and the readers (``drift``, ``ops``) cannot
@@ -28,6 +30,13 @@ VEC_PREFIX = "vec."  # a transform output column as served
 PREFIXES = (RAW_PREFIX, VEC_PREFIX)
 SERVED_AT = "served_at"
 SEGMENT_GLOB = "segment-*.parquet"
+TRANSFORM_VERSION = "transform_version"
+PREDICTION = "prediction"
+# Shadow serving: what a second transform (and model) computed from the same raw values, off
+# the request path; never served, only logged for `psi-report --compare --serving-log`.
+SHADOW_VEC_PREFIX = "shadow.vec."
+SHADOW_PREDICTION = "shadow.prediction"
+SHADOW_TRANSFORM_VERSION = "shadow.transform_version"
 
 
 def raw_column(name: str) -> str:
@@ -38,6 +47,11 @@ def raw_column(name: str) -> str:
 def vec_column(name: str) -> str:
     """The log column of transform output ``name``."""
     return f"{VEC_PREFIX}{name}"
+
+
+def shadow_vec_column(name: str) -> str:
+    """The log column of shadow transform output ``name``."""
+    return f"{SHADOW_VEC_PREFIX}{name}"
 
 
 def segment_name(first_served_at: datetime, pid: int, seq: int) -> str:

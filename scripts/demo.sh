@@ -61,3 +61,113 @@ echo "-> exit 1: validate --reference caught the drifted revenue, as it should"
 step "artifacts published"
 $MLPIPE artifacts list -c "$CONFIG"
 $MLPIPE artifacts verify --all -c "$CONFIG" -q && echo "all artifact versions verify"
+
+# -- shadow serving, promote and SLOs (issue 15) ------------------------------------------------
+LOG_DIR=data/shadow-log
+LIVE=$($PYTHON -c "
+from mlpipe_cli.artifacts import ArtifactStore; from mlpipe_cli.config import load_config
+c = load_config('$CONFIG'); print(ArtifactStore(c.artifact_dir, c.pipeline).latest('transform'))")
+LIVE_MODEL=$($PYTHON -c "
+from mlpipe_cli.artifacts import ArtifactStore; from mlpipe_cli.config import load_config
+c = load_config('$CONFIG'); print(ArtifactStore(c.artifact_dir, c.pipeline).latest('model'))")
+
+step "11. promote: verify transform $LIVE + model $LIVE_MODEL and publish the serving pointer"
+$MLPIPE promote "$LIVE" --model "$LIVE_MODEL" -c "$CONFIG"
+
+step "12. a candidate version: age min-max scaled instead of standardised (fit, train, register)"
+$PYTHON - "$CONFIG" <<'PY'
+import sys, yaml
+config = yaml.safe_load(open(sys.argv[1]))
+config["transforms"]["columns"]["age"] = [{"type": "fill_null", "strategy": "median"},
+                                          {"type": "minmax"}]
+yaml.safe_dump(config, open("data/shadow.yaml", "w"), sort_keys=False)  # same relative paths
+PY
+SHADOW=$($MLPIPE fit -c data/shadow.yaml --data data/training_set.parquet --json \
+  | $PYTHON -c "import json,sys; print(json.load(sys.stdin)['version'])")
+$MLPIPE transform -c data/shadow.yaml --artifact "$SHADOW" --data data/training_set.parquet \
+  --out data/features_shadow.parquet -q
+$PYTHON scripts/train_demo_model.py data/shadow.yaml data/features_shadow.parquet data/model_shadow.skops
+SHADOW_MODEL=$($MLPIPE model register data/model_shadow.skops --artifact "$SHADOW" -c "$CONFIG" --json \
+  | $PYTHON -c "import json,sys; print(json.load(sys.stdin)['model_version'])")
+
+step "13. serve the promoted version with $SHADOW in shadow; 2,000 requests; stop"
+rm -rf "$LOG_DIR"
+$PYTHON - "$MLPIPE" "$CONFIG" "$LOG_DIR" "$SHADOW" "$SHADOW_MODEL" <<'PY'
+import random, signal, socket, subprocess, sys, time, urllib.request, json
+mlpipe, config, log_dir, shadow, shadow_model = sys.argv[1:6]
+with socket.socket() as s:
+    s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]
+proc = subprocess.Popen([mlpipe, "serve", "-c", config, "--port", str(port), "--log-dir", log_dir,
+                         "--shadow", shadow, "--shadow-model", shadow_model])
+base = f"http://127.0.0.1:{port}"
+for _ in range(600):
+    try:
+        urllib.request.urlopen(base + "/healthz", timeout=1); break
+    except OSError:
+        time.sleep(0.1)
+rng = random.Random(1)
+for _ in range(2000):
+    body = json.dumps({"entity": rng.randint(1, 5000)}).encode()
+    urllib.request.urlopen(urllib.request.Request(base + "/predict", body), timeout=10).read()
+metrics = urllib.request.urlopen(base + "/metrics").read().decode()
+print("\n".join(l for l in metrics.splitlines() if l.startswith("mlpipe_serve_shadow")))
+proc.send_signal(signal.SIGTERM)
+sys.exit(proc.wait(60))
+PY
+
+step "14. compare live vs shadow on the same requests: age changed, unannounced -> exit 1"
+set +e
+$MLPIPE psi-report -c "$CONFIG" --compare-shadow --serving-log "$LOG_DIR" --since 1h
+code=$?
+set -e
+if [[ $code -ne 1 ]]; then echo "expected exit 1 (unexpected change), got $code"; exit 1; fi
+echo "-> exit 1: the change to age was caught"
+$MLPIPE psi-report -c "$CONFIG" --compare-shadow --serving-log "$LOG_DIR" --since 1h \
+  --expect-change age --html data/shadow.html
+echo "-> exit 0 with --expect-change age; HTML report: data/shadow.html"
+
+step "15. promote the candidate while a server follows the pointer, then roll back"
+$PYTHON - "$MLPIPE" "$CONFIG" "$SHADOW" "$SHADOW_MODEL" <<'PY'
+import json, signal, socket, subprocess, sys, threading, time, urllib.request
+mlpipe, config, shadow, shadow_model = sys.argv[1:5]
+with socket.socket() as s:
+    s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]
+proc = subprocess.Popen([mlpipe, "serve", "-c", config, "--port", str(port)])
+base = f"http://127.0.0.1:{port}"
+for _ in range(600):
+    try:
+        urllib.request.urlopen(base + "/healthz", timeout=1); break
+    except OSError:
+        time.sleep(0.1)
+stop, seen, failed = threading.Event(), {}, [0]
+def client():
+    while not stop.is_set():
+        try:
+            doc = json.load(urllib.request.urlopen(base + "/features/3", timeout=10))
+            seen[doc["transform_version"]] = seen.get(doc["transform_version"], 0) + 1
+        except Exception:
+            failed[0] += 1
+threads = [threading.Thread(target=client) for _ in range(4)]
+[t.start() for t in threads]
+def version():
+    return json.load(urllib.request.urlopen(base + "/readyz"))["transform_version"]
+before = version()
+for args in (["promote", shadow, "--model", shadow_model], ["promote", "--rollback"]):
+    subprocess.run([mlpipe, *args, "-c", config], check=True)
+    target = shadow if args[1] == shadow else before
+    deadline = time.monotonic() + 60
+    while version() != target and time.monotonic() < deadline:
+        time.sleep(0.1)
+    print(f"server now serves {version()}")
+    time.sleep(1)
+stop.set(); [t.join() for t in threads]
+proc.send_signal(signal.SIGTERM); code = proc.wait(60)
+print(f"responses per version: {seen}; failed requests: {failed[0]}")
+sys.exit(code or (1 if failed[0] else 0))
+PY
+
+step "16. SLOs from the run ledger (latency p99 from the servers' histograms); exit 1 = a breach"
+set +e
+$MLPIPE slo -c "$CONFIG"
+echo "-> mlpipe slo exit $?"
+set -e

@@ -1,10 +1,10 @@
 """Write one golden copy of every document kind to tests/golden/documents/ (run once per format).
 
 Runs the sample pipeline (the demo's steps, small: sample-data -> validate --save-profile ->
-schema snapshot -> training-set -> fit -> materialize (SQLite) -> model register) through the
-`mlpipe` CLI in a temporary directory, logs one served row with the feature logger, and copies
-the documents those steps wrote, byte for byte (plus a final newline where there was none),
-to ``<kind>.v<format_version>.json``.
+schema snapshot -> training-set -> fit -> materialize (SQLite) -> model register -> promote)
+through the `mlpipe` CLI in a temporary directory, logs one served row with the feature
+logger, and copies the documents those steps wrote, byte for byte (plus a final newline where
+there was none), to ``<kind>.v<format_version>.json``.
 
 An existing golden file is never overwritten: a golden is the proof that documents of that
 format keep loading, so a format change adds a file (bump the model's FORMAT_VERSION first)
@@ -66,6 +66,7 @@ def run_pipeline(work: Path, rows: int) -> tuple[Path, dict[str, bytes]]:
                     str(config_path), str(work / "features.parquet"), str(work / "model.skops")],
                    check=True, capture_output=True)  # fmt: skip
     mlpipe("model", "register", work / "model.skops", "-c", config_path)
+    mlpipe("promote", "latest", "-c", config_path)
 
     extra = {
         "training_set_manifest": (work / "training_set.parquet.manifest.json").read_bytes(),
@@ -116,6 +117,7 @@ def collect(pipeline_dir: Path, extra: dict[str, bytes]) -> dict[str, bytes]:
         "model_binding": published("model", "binding.json"),
         "materialization_record": published("materialization", "materialization.json"),
         "transform_state": published("transform", "state.json"),
+        "serving_pointer": published("serving", "serving.json"),
         "ledger_record": ledger[-1].read_bytes(),
         **extra,
     }

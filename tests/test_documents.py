@@ -29,6 +29,7 @@ from mlpipe_cli.documents import (
     MaterializationRecord,
     ModelBindingDocument,
     ServingLogHeader,
+    ServingPointerDocument,
     SourceContract,
     StoreMetadataDocument,
     TrainingSetManifest,
@@ -52,6 +53,7 @@ GOLDEN_NAMES: dict[type[Document], str] = {
     TransformState: "transform_state",
     LedgerRecord: "ledger_record",
     TrainingSetManifest: "training_set_manifest",
+    ServingPointerDocument: "serving_pointer",
 }
 MODEL_OF = {stem: model for model, stem in GOLDEN_NAMES.items()}
 # the JSON documents inside published artifact versions, by file name
@@ -63,6 +65,7 @@ ARTIFACT_DOCUMENTS: dict[str, type[Document]] = {
     "binding.json": ModelBindingDocument,
     "materialization.json": MaterializationRecord,
     "training-set.json": TrainingSetManifest,
+    "serving.json": ServingPointerDocument,
 }
 GOLDEN_FILES = sorted(DOCUMENTS.glob("*.json"))
 
@@ -145,6 +148,15 @@ def test_golden_documents_read_through_the_real_readers(tmp_path: Path) -> None:
     header = golden(ServingLogHeader).read_text().strip()
     check_segment_metadata({ServingLogHeader.PARQUET_KEY: header}, "golden segment")
 
+    from mlpipe_cli.serving.pointer import POINTER_FILE, SERVING_KIND, read_pointer
+
+    store = ArtifactStore(tmp_path / "store", "churn")
+    pointer_bytes = golden(ServingPointerDocument).read_bytes()
+    store.publish(SERVING_KIND, lambda d: (d / POINTER_FILE).write_bytes(pointer_bytes))
+    pointer = read_pointer(store)
+    assert pointer is not None
+    assert pointer.transform_version == golden_doc(ServingPointerDocument)["transform_version"]
+
 
 def test_golden_transform_state_builds_a_transform() -> None:
     """The state loads into a working FittedTransform (its embedding table is Parquet, not a
@@ -186,6 +198,7 @@ def test_artifact_document_names_are_the_writers_names() -> None:
     from mlpipe_cli.ops.profiles import PROFILE_FILE
     from mlpipe_cli.schema.contract import CONTRACT_FILE
     from mlpipe_cli.serving.model import BINDING_FILE
+    from mlpipe_cli.serving.pointer import POINTER_FILE
     from mlpipe_cli.transforms.fit import PROFILE_FILE as TRANSFORM_PROFILE_FILE
     from mlpipe_cli.transforms.fit import STATE_FILE
 
@@ -194,6 +207,7 @@ def test_artifact_document_names_are_the_writers_names() -> None:
     assert ARTIFACT_DOCUMENTS[CONTRACT_FILE] is SourceContract
     assert ARTIFACT_DOCUMENTS[BINDING_FILE] is ModelBindingDocument
     assert ARTIFACT_DOCUMENTS[ARTIFACT_FILE] is MaterializationRecord
+    assert ARTIFACT_DOCUMENTS[POINTER_FILE] is ServingPointerDocument
     # report.json and training-set.json are literals at their one writer each
     ops = Path(__file__).resolve().parents[1] / "mlpipe_cli" / "ops"
     assert '"report.json"' in (ops / "validate.py").read_text()

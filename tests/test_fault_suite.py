@@ -899,6 +899,8 @@ def every_command_runs(ws: Workspace) -> dict[tuple[str, ...], list[tuple[list[A
         ("model", "register"): [(["model", "register", ws.root / "model.skops", "-c", c], 0),
                                 (["model", "register", ws.config, "-c", c], 2)],
         ("model", "list"): [(["model", "list", "-c", c], 0)],
+        ("promote",): [(["promote", "latest", "--model", "none", "-c", c], 0),
+                       (["promote", "--rollback", "-c", c], 2)],
         ("psi-report",): [(psi(ws, ws.ts, "--html", out / "r.html"), 0),
                           (psi(ws, ws.ts, "--html", ws.ts), 2)],
         ("artifacts", "list"): [(["artifacts", "list", "-c", c], 0)],

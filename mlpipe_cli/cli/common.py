@@ -342,3 +342,13 @@ def parse_features(values: str | Sequence[str] | None) -> list[str] | None:
 
         raise UsageError("--features is empty", hint="give names like total_orders,plan")
     return list(dict.fromkeys(names))
+
+
+EngineOption = Annotated[
+    str | None,
+    typer.Option(
+        "--engine",
+        help="Batch engine: polars (this process) or spark (the config's spark: cluster); "
+        "default: the config's engine:.",
+    ),
+]

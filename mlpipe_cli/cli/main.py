@@ -23,6 +23,7 @@ from mlpipe_cli.cli import (
     init_cmd,
     materialize_cmd,
     model_cmd,
+    promote_cmd,
     psi_report_cmd,
     push_cmd,
     sample_data_cmd,
@@ -94,6 +95,7 @@ app.command("serve")(serve_cmd.serve)
 app.command("push")(push_cmd.push)
 app.command("stream")(stream_cmd.stream)
 app.add_typer(model_cmd.app, name="model")
+app.command("promote")(promote_cmd.promote)
 app.command("psi-report")(psi_report_cmd.psi_report)
 app.add_typer(artifacts_cmd.app, name="artifacts")
 app.command("runs")(slo_cmd.runs)

@@ -10,6 +10,7 @@ from mlpipe_cli.cli.common import (
     DEFAULT_CONFIG,
     ArtifactDirOption,
     ConfigOption,
+    EngineOption,
     FeaturesOption,
     JsonOption,
     Output,
@@ -59,6 +60,7 @@ def materialize(
         bool,
         typer.Option("--rollback", help="Make the previous version live again (atomic swap)."),
     ] = False,
+    engine: EngineOption = None,
     json_output: JsonOption = False,
     quiet: QuietOption = False,
 ) -> None:
@@ -121,6 +123,7 @@ def materialize(
             on_total=bar.set_total,
             on_progress=bar.advance,
             on_note=out.info,
+            engine=engine,
         )
     out.result(result.to_dict())
     out.line(

@@ -11,6 +11,7 @@ from mlpipe_cli.cli.common import (
     DEFAULT_CONFIG,
     ArtifactDirOption,
     ConfigOption,
+    EngineOption,
     FeaturesOption,
     JsonOption,
     Output,
@@ -75,6 +76,25 @@ def psi_report(
                      "against version A's on the same --current data.",
                      metavar="VERSION_A VERSION_B"),
     ] = None,
+    compare_shadow: Annotated[
+        bool,
+        typer.Option("--compare-shadow", help="Live vs shadow on live traffic: PSI/KS of "
+                     "each shadow.vec.* against the live vec.* of the same rows of --serving-log "
+                     "(written by `serve --shadow`), and prediction agreement. Exit 1 when a "
+                     "feature not named by --expect-change drifted."),
+    ] = False,
+    expect_change: Annotated[
+        str | None,
+        typer.Option("--expect-change", help="With --compare-shadow: outputs (or inputs, "
+                     "meaning all their outputs) whose change is intended, comma-separated; "
+                     "reported separately, never failing the check."),
+    ] = None,
+    threshold_decision: Annotated[
+        float,
+        typer.Option("--threshold-decision", min=0.0, help="With --compare-shadow: the score "
+                     "at which a prediction is a positive decision, for the share of decisions "
+                     "flipped (default 0.5)."),
+    ] = 0.5,
     source: Annotated[
         str | None,
         typer.Option("--source", help="Compare a raw batch of this source (--current) with the "
@@ -88,6 +108,7 @@ def psi_report(
     ] = False,
     config: ConfigOption = DEFAULT_CONFIG,
     artifact_dir: ArtifactDirOption = None,
+    engine: EngineOption = None,
     json_output: JsonOption = False,
     quiet: QuietOption = False,
 ) -> None:
@@ -104,13 +125,29 @@ def psi_report(
     Example: mlpipe psi-report --source orders --current day.parquet
 
     Example: mlpipe psi-report -c configs/example.yaml --serving-log artifacts/churn/serving-logs --since 24h --html drift.html
+
+    Example: mlpipe psi-report -c configs/example.yaml --compare-shadow --serving-log artifacts/churn/serving-logs --since 48h --expect-change age
     """
     from mlpipe_cli.ops import psi_report as ops
 
     out = Output.create(json_mode=json_output, quiet=quiet)
     ctx = run_context(config, artifact_dir)
-    if skew and compare:
-        raise UsageError("--skew and --compare are separate checks; run them one at a time")
+    if sum(map(bool, (skew, compare, compare_shadow))) > 1:
+        raise UsageError("--skew, --compare and --compare-shadow are separate checks; run "
+                         "them one at a time")
+    if (expect_change or threshold_decision != 0.5) and not compare_shadow:
+        raise UsageError("--expect-change and --threshold-decision belong to --compare-shadow")
+    if compare_shadow:
+        if serving_log is None or current is not None or profile_file or artifact or source:
+            raise UsageError("--compare-shadow compares the live and shadow vectors of a "
+                             "serving log: give --serving-log DIR, not --current, --profile, "
+                             "--artifact or --source")
+        _render_shadow_log(out, ops.shadow_log_report(
+            ctx, serving_log=serving_log, since=since, until=until,
+            features=parse_features(features), expect_change=parse_features(expect_change),
+            threshold=threshold, min_rows=min_rows, decision_threshold=threshold_decision,
+            html=html))
+        return
     if skew:
         if serving_log is None or current is not None or profile_file is not None:
             raise UsageError("--skew checks a serving log: give --serving-log DIR (and "
@@ -136,7 +173,7 @@ def psi_report(
             ctx, artifact=artifact, profile=profile_file, current=current,
             serving_log=serving_log, since=since, until=until,
             features=parse_features(features), threshold=threshold, min_rows=min_rows,
-            html=html, source=source, include_time_features=include_time_features)
+            html=html, source=source, include_time_features=include_time_features, engine=engine)
     _render_drift(out, drift)
 
 
@@ -157,6 +194,34 @@ def _render_drift(out: Output, result: Any) -> None:
         output=result.html,
     )
     result.raise_for_status()
+
+
+def _render_shadow_log(out: Output, result: Any) -> None:
+    for warning in result.warnings:
+        out.warn(warning)
+    if result.html is not None:
+        out.info(f"wrote {result.html}")
+    doc = result.to_dict()
+    out.result(doc)
+    out.line(f"live {result.live_version} vs shadow {result.shadow_version} on the same "
+             f"requests")
+    _print_table(out, result.report)
+    agreement = result.agreement
+    if agreement is None:
+        out.line("prediction agreement: not available (both sides need a model)")
+    else:
+        out.line(f"prediction agreement over {agreement['rows']} rows: mean |live - shadow| "
+                 f"{agreement['mean_abs_diff']:.4g} (max {agreement['max_abs_diff']:.4g}), "
+                 f"{agreement['flipped']} decisions flipped ({agreement['flipped_share']:.2%}) "
+                 f"at {agreement['decision_threshold']:g}")
+    expected = doc["expected_change"]
+    if expected["features"]:
+        out.line(f"expected to change: changed {', '.join(expected['changed']) or 'none'}; "
+                 f"unchanged {', '.join(expected['unchanged']) or 'none'}")
+    result.raise_for_status()
+    out.line(f"no unexpected change: shadow {result.shadow_version} matches live "
+             f"{result.live_version}" + (" outside the expected changes"
+                                          if expected["features"] else ""))
 
 
 def _render_skew(out: Output, result: Any) -> None:

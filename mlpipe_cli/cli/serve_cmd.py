@@ -16,6 +16,7 @@ from mlpipe_cli.cli.common import (
     QuietOption,
     run_context,
 )
+from mlpipe_cli.errors import UsageError
 
 
 class Interface(StrEnum):
@@ -70,6 +71,23 @@ def serve(
     tls_key: Annotated[
         Path | None, typer.Option("--tls-key", help="PEM private key file for --tls-cert.")
     ] = None,
+    shadow: Annotated[
+        str | None,
+        typer.Option(
+            "--shadow",
+            help="Also run this transform version on every request, off the request path, "
+            "and log its vector beside the live one (shadow.vec.*); never served "
+            "(default: serving.shadow.transform).",
+        ),
+    ] = None,
+    shadow_model: Annotated[
+        str | None,
+        typer.Option(
+            "--shadow-model",
+            help="Model bound to the --shadow transform: its score is logged as "
+            "shadow.prediction (a version, 'latest' or 'none'; default serving.shadow.model).",
+        ),
+    ] = None,
     artifact_dir: ArtifactDirOption = None,
     quiet: QuietOption = False,
 ) -> None:
@@ -82,8 +100,12 @@ def serve(
     unreachable at start. SIGTERM/SIGINT stop gracefully and flush the log (exit 0).
     With serving.auth_token set, every route but /healthz needs "Authorization: Bearer
     <token>"; --tls-cert/--tls-key (or serving.tls_cert/tls_key) serve HTTPS.
+    --shadow VERSION runs a second transform (and --shadow-model) on the same raw values in
+    the feature-log writer and logs it (compare with `psi-report --compare --serving-log`).
 
     Example: mlpipe serve -c configs/example.yaml --port 8000
+
+    Example: mlpipe serve -c configs/example.yaml --shadow 0002-ab12cd34ef56 --shadow-model none
     """
     from mlpipe_cli.serving.server import ServeSpec
     from mlpipe_cli.serving.server import serve as run_server
@@ -91,6 +113,12 @@ def serve(
     out = Output.create(quiet=quiet)
     ctx = run_context(config, artifact_dir)
     settings = ctx.config.serving
+    if shadow_model is not None and shadow is None and settings.shadow is None:
+        raise UsageError("--shadow-model needs --shadow VERSION (or serving.shadow)")
+    shadow_ref = shadow or (settings.shadow.transform if settings.shadow else None)
+    shadow_model_ref = shadow_model or (
+        settings.shadow.model if settings.shadow and not shadow else None
+    )
     spec = ServeSpec(
         config_path=str(Path(config).resolve()),
         artifact_dir=str(Path(ctx.artifact_dir).resolve()),
@@ -103,11 +131,22 @@ def serve(
         interface=interface.value,
         tls_cert=str(tls_cert.resolve()) if tls_cert else None,
         tls_key=str(tls_key.resolve()) if tls_key else None,
+        shadow_ref=shadow_ref,
+        shadow_model_ref=shadow_model_ref,
+        # a transform chosen by nobody in particular follows `mlpipe promote`
+        follow=artifact is None and settings.artifact == "latest",
+        model_explicit=model is not None,
     )
 
     def announce(app: Any, bound_port: int) -> None:
         runtime = app.runtime
         info = runtime.service.info()
+        pointer = getattr(app, "pointer_version", None)
+        if app.follower is not None:
+            out.info(
+                f"mlpipe serve: following the serving pointer ({pointer or 'none promoted yet'}"
+                f"; `mlpipe promote` switches this server)"
+            )
         out.info(
             f"mlpipe serve: pipeline {info.pipeline}, transform {info.transform_version}, "
             f"{info.store_type} store version {info.store_version}, "
@@ -115,6 +154,11 @@ def serve(
         )
         if runtime.log_dir is not None:
             out.info(f"mlpipe serve: feature log -> {runtime.log_dir}")
+        if runtime.shadow is not None:
+            out.info(
+                f"mlpipe serve: shadow transform {runtime.shadow.transform_version}, model "
+                f"{runtime.shadow.model_version or 'none'} (logged, not served)"
+            )
         out.info(
             f"mlpipe serve: listening on {'https' if app.tls else 'http'}://{spec.host}:"
             f"{bound_port} "

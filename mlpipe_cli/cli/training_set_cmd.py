@@ -11,6 +11,7 @@ from mlpipe_cli.cli.common import (
     DEFAULT_CONFIG,
     ArtifactDirOption,
     ConfigOption,
+    EngineOption,
     FeaturesOption,
     JsonOption,
     Output,
@@ -39,6 +40,7 @@ def training_set(
         typer.Option("--no-publish", help="Only write <out>.manifest.json, no artifact."),
     ] = False,
     artifact_dir: ArtifactDirOption = None,
+    engine: EngineOption = None,
     json_output: JsonOption = False,
     quiet: QuietOption = False,
 ) -> None:
@@ -50,6 +52,9 @@ def training_set(
     failure, 2 on missing columns/files). Writes OUT atomically plus OUT.manifest.json
     (config hash, input fingerprints, row counts, features) and publishes the manifest as a
     `training-set` artifact.
+
+    With --engine spark (docs/scale.md) the same features are computed on a Spark cluster;
+    an --out without the .parquet suffix is then a directory of part files in spine order.
 
     Example: mlpipe training-set -c configs/example.yaml --out data/train.parquet
     """
@@ -65,6 +70,7 @@ def training_set(
             timestamp=timestamp,
             features=names,
             publish=not no_publish,
+            engine=engine,
         )
     out_.result(result.to_dict(), f"wrote {result.out}")
     out_.line(f"manifest: {result.manifest_path}")

@@ -11,6 +11,7 @@ from mlpipe_cli.cli.common import (
     DEFAULT_CONFIG,
     ArtifactDirOption,
     ConfigOption,
+    EngineOption,
     JsonOption,
     Output,
     QuietOption,
@@ -27,6 +28,7 @@ def transform(
     ] = "latest",
     config: ConfigOption = DEFAULT_CONFIG,
     artifact_dir: ArtifactDirOption = None,
+    engine: EngineOption = None,
     json_output: JsonOption = False,
     quiet: QuietOption = False,
 ) -> None:
@@ -40,13 +42,17 @@ def transform(
     2 unreadable input, 3 unknown or tampered version, or an input column
     missing/incompatible (named with the version).
 
+    With --engine spark the state is applied per Spark task (no refit); an --out without
+    the .parquet suffix is then a directory of part files in input order.
+
     Example: mlpipe transform -c configs/example.yaml --data new.parquet --out features.parquet
     """
     from mlpipe_cli.ops.transform import transform as run
 
     output = Output.create(json_mode=json_output, quiet=quiet)
     with output.reporting():
-        result = run(run_context(config, artifact_dir), data=data, out=out, artifact=artifact)
+        result = run(run_context(config, artifact_dir), data=data, out=out, artifact=artifact,
+                     engine=engine)
     output.result(result.to_dict(), f"wrote {result.out} (transform {result.version})")
     for column, done in result.handled().items():
         what = ", ".join(f"{n} {kind.replace('_', ' ')}" for kind, n in done.items())

@@ -11,6 +11,7 @@ from mlpipe_cli.cli.common import (
     DEFAULT_CONFIG,
     ArtifactDirOption,
     ConfigOption,
+    EngineOption,
     JsonOption,
     Output,
     QuietOption,
@@ -54,6 +55,7 @@ def validate(
     ] = False,
     config: ConfigOption = DEFAULT_CONFIG,
     artifact_dir: ArtifactDirOption = None,
+    engine: EngineOption = None,
     json_output: JsonOption = False,
     quiet: QuietOption = False,
 ) -> None:
@@ -80,6 +82,7 @@ def validate(
             save_profile=save_profile,
             junit=junit,
             publish=not no_publish,
+            engine=engine,
         )
     output.result(result.to_dict())
     _render(output, result.report)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -13,6 +14,7 @@ from mlpipe_cli.config.online import OnlineStoreConfig
 from mlpipe_cli.config.serving import ServingConfig
 from mlpipe_cli.config.slo import SloConfig
 from mlpipe_cli.config.sources import SourceConfig
+from mlpipe_cli.config.spark import SparkConfig
 from mlpipe_cli.config.transforms import TransformConfig
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -36,6 +38,10 @@ class PipelineConfig(ConfigModel):
     serving: ServingConfig = Field(default_factory=ServingConfig)
     monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
     slo: SloConfig = Field(default_factory=SloConfig)
+    engine: Literal["polars", "spark"] = Field(
+        default="polars", description="batch engine: polars (one machine) or spark (docs/scale.md)"
+    )
+    spark: SparkConfig = Field(default_factory=SparkConfig)
 
     @field_validator("pipeline")
     @classmethod

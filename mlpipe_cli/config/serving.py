@@ -23,6 +23,15 @@ class ServingLogConfig(ConfigModel):
     )
 
 
+class ShadowConfig(ConfigModel):
+    """A second transform (and model) computed on live traffic and only logged."""
+
+    transform: str = Field(description="transform version to run in shadow")
+    model: str = Field(
+        default="none", description="model version bound to the shadow transform, or 'none'"
+    )
+
+
 class ServingConfig(ConfigModel):
     host: str = Field(default="127.0.0.1", description="bind address (loopback unless told)")
     port: int = Field(default=8000, ge=0, le=65535)
@@ -67,6 +76,21 @@ class ServingConfig(ConfigModel):
         description="on SIGTERM/SIGINT, in-flight requests get this long to finish",
     )
     logging: ServingLogConfig = Field(default_factory=ServingLogConfig)
+    follow_interval: Duration = Field(
+        default=timedelta(seconds=2),
+        description="how often a server started without an explicit artifact checks the "
+        "serving pointer (`mlpipe promote`)",
+    )
+    ledger_interval: Duration = Field(
+        default=timedelta(seconds=60),
+        description="how often the server writes its latency histogram to the run ledger "
+        "(also at shutdown), where `mlpipe slo` reads the latency objective",
+    )
+    shadow: ShadowConfig | None = Field(
+        default=None,
+        description="run this transform (and model) in shadow: logged beside the live vector "
+        "(shadow.vec.*), never served (serve --shadow overrides)",
+    )
     cold_start: dict[str, bool | int | float | str | None] = Field(
         default_factory=dict,
         description="feature -> value served for entities missing from the store (features "
@@ -81,4 +105,6 @@ class ServingConfig(ConfigModel):
             raise ValueError("auth_token is empty (is its environment variable set?)")
         if self.read_timeout.total_seconds() <= 0 or self.shutdown_timeout.total_seconds() < 0:
             raise ValueError("read_timeout must be positive and shutdown_timeout not negative")
+        if self.follow_interval.total_seconds() <= 0 or self.ledger_interval.total_seconds() <= 0:
+            raise ValueError("follow_interval and ledger_interval must be positive")
         return self

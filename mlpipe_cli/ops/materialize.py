@@ -448,10 +448,15 @@ def materialize(
     on_total: Callable[[int], None] | None = None,
     on_progress: Callable[[int], None] | None = None,
     on_note: Callable[[str], None] | None = None,
+    engine: str | None = None,
 ) -> MaterializeResult:
     """Materialize ``project``'s features as of ``as_of`` (ISO text, aware datetime, or
     None = now) into its online store; see `mlpipe materialize --help`."""
+    from mlpipe_cli.engines import choose_engine, unsupported
     from mlpipe_cli.online import open_store
+
+    if choose_engine(project.config, engine) == "spark":
+        raise unsupported("materialize")
 
     if resume and (as_of or features):
         raise UsageError(

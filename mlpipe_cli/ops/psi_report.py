@@ -1,12 +1,14 @@
 """`mlpipe psi-report`: drift of current data (a batch or the serving log) vs the reference.
 
-Three checks, one function each:
+Four checks, one function each:
 
 * ``psi_report``: the reference profile (a transform version's ``profile.json`` or a file)
   against a Parquet batch (``current``) or a serving-log window (``serving_log``). A raw batch
   gets the transform outputs computed first, so ``vec.*`` features are compared too.
 * ``skew_report``: every logged vector recomputed from its ``raw.*`` record (``ops.skew``).
 * ``shadow_report``: PSI of transform version B's outputs against version A's.
+* ``shadow_log_report``: live ``vec.*`` against ``shadow.vec.*`` of a serving-log window
+  (`serve --shadow`): same requests, two versions; plus prediction agreement.
 """
 
 from __future__ import annotations
@@ -96,15 +98,20 @@ def psi_report(
     html: Path | None = None,
     source: str | None = None,
     include_time_features: bool = False,
+    engine: str | None = None,
 ) -> DriftResult:
     """Compare the reference profile with ``current`` or a ``serving_log`` window.
 
     The reference is a transform version's profile (``artifact``, default latest), a profile
     file, or — with ``source`` — the validation profile saved for that source, to compare a
     raw batch of it. On a serving log, features derived from the request time are excluded
-    unless ``include_time_features``.
+    unless ``include_time_features``. ``engine`` spark is refused (not supported yet).
     """
     started = time.perf_counter()
+    from mlpipe_cli.engines import choose_engine, unsupported
+
+    if choose_engine(project.config if profile is None else None, engine) == "spark":
+        raise unsupported("psi-report")
     if (current is None) == (serving_log is None):
         raise UsageError("give exactly one of --current PATH or --serving-log DIR")
     if profile is not None and artifact is not None:
@@ -274,3 +281,256 @@ def _lacks_outputs(profile: dict, parts: list[pl.LazyFrame]) -> bool:
     return any(
         c.startswith(VEC_PREFIX) and match_column(c, names, profiled) is None for c in profiled
     )
+
+
+@dataclass(frozen=True)
+class ShadowLogResult:
+    """Live vs shadow on the same requests (``psi-report --compare-shadow --serving-log``).
+
+    ``report``: PSI/KS of each shadow output against the live output of the same name (the
+    live side is the reference profile). ``expected``: outputs named by ``--expect-change``;
+    they are reported but never fail the check. ``agreement``: prediction agreement when both
+    sides were scored (None otherwise).
+    """
+
+    report: DriftReport
+    live_version: str
+    shadow_version: str
+    expected: list[str]
+    agreement: dict[str, Any] | None
+    html: Path | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def unexpected(self) -> list[Any]:
+        return [f for f in self.report.failed if f.column not in self.expected]
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.unexpected)
+
+    def to_dict(self) -> dict[str, Any]:
+        doc = self.report.to_dict()
+        changed = {f.column for f in self.report.failed}
+        doc["status"] = "failed" if self.failed else "passed"
+        doc["live_version"] = self.live_version
+        doc["shadow_version"] = self.shadow_version
+        doc["expected_change"] = {
+            "features": list(self.expected),
+            "changed": [c for c in self.expected if c in changed],
+            "unchanged": [c for c in self.expected if c not in changed],
+        }
+        doc["unexpected_drift"] = [f.column for f in self.unexpected]
+        doc["prediction_agreement"] = self.agreement
+        return doc
+
+    def raise_for_status(self) -> None:
+        """DataCheckFailed (exit 1) when a feature not named by --expect-change drifted."""
+        if self.unexpected:
+            names = ", ".join(f.column for f in self.unexpected)
+            raise DataCheckFailed(
+                f"shadow {self.shadow_version} differs from live {self.live_version} in "
+                f"{len(self.unexpected)} feature(s) not expected to change: {names}",
+                hint="if the change is intended, name it with --expect-change",
+                report=self.to_dict(),
+            )
+
+
+def shadow_log_report(
+    project: Project,
+    *,
+    serving_log: Path,
+    since: str | None = None,
+    until: str | None = None,
+    features: list[str] | None = None,
+    expect_change: list[str] | None = None,
+    threshold: float | None = None,
+    min_rows: int | None = None,
+    decision_threshold: float = 0.5,
+    html: Path | None = None,
+) -> ShadowLogResult:
+    """Compare the live ``vec.*`` and the ``shadow.vec.*`` columns of a serving-log window.
+
+    Both were computed from the same raw values of the same requests (`serve --shadow`), so
+    any difference is the transform's. The window must hold one live/shadow version pair
+    (UsageError, exit 2, listing the pairs otherwise: narrow it with --since/--until).
+    """
+    import polars as pl
+
+    from mlpipe_cli.drift.compare import ColumnDrift, compare_to_profile
+    from mlpipe_cli.drift.profile import build_profile
+    from mlpipe_cli.drift.report import DriftReport, per_feature_thresholds, scan_serving_log
+    from mlpipe_cli.errors import InputError
+    from mlpipe_cli.servinglog import (
+        PREDICTION,
+        SHADOW_PREDICTION,
+        SHADOW_TRANSFORM_VERSION,
+        SHADOW_VEC_PREFIX,
+        TRANSFORM_VERSION,
+        parse_window,
+    )
+
+    monitoring = project.config.monitoring
+    gate = threshold if threshold is not None else monitoring.psi_threshold
+    start, end = parse_window(since, until, monitoring.window)
+    lf = scan_serving_log(serving_log, start, end)
+    schema = lf.collect_schema()
+    if SHADOW_TRANSFORM_VERSION not in schema:
+        raise InputError(
+            f"the serving log {serving_log} has no shadow columns "
+            f"({SHADOW_TRANSFORM_VERSION})",
+            hint="run `mlpipe serve --shadow VERSION` to log a shadow beside the live vectors",
+        )
+    lf = lf.filter(pl.col(SHADOW_TRANSFORM_VERSION).is_not_null())
+    pairs = (
+        lf.group_by(TRANSFORM_VERSION, SHADOW_TRANSFORM_VERSION).agg(pl.len().alias("rows"))
+        .sort(TRANSFORM_VERSION, SHADOW_TRANSFORM_VERSION).collect()
+    )
+    where = f"{serving_log} [{start.isoformat()} .. {end.isoformat()})"
+    if pairs.height == 0:
+        raise InputError(f"no shadow rows in {where}",
+                         hint="no data in the window is an error, not a pass")
+    if pairs.height > 1:
+        listed = "; ".join(f"live {r[0]} / shadow {r[1]}: {r[2]} rows" for r in pairs.rows())
+        raise UsageError(
+            f"the window holds several live/shadow version pairs ({listed})",
+            hint="narrow it with --since/--until to one pair",
+        )
+    live_version, shadow_version, rows = pairs.row(0)
+    live = _output_columns(project, live_version, schema, "vec.")
+    shadow = _output_columns(project, shadow_version, schema, SHADOW_VEC_PREFIX)
+    common = [c for c in live if c in shadow]
+    frame = lf.select(
+        *(pl.col(f"vec.{c}").alias(f"vec.{c}") for c in common),
+        *(pl.col(f"{SHADOW_VEC_PREFIX}{c}").alias(f"shadow:{c}") for c in common),
+        *(pl.col(c) for c in (PREDICTION, SHADOW_PREDICTION) if c in schema),
+    ).collect()
+    names = [f"vec.{c}" for c in common]
+    expected = _expected_columns(expect_change or [], live, shadow)
+    if features:
+        wanted = _expected_columns(features, live, shadow, flag="--features")
+        names = [n for n in names if n in wanted]
+    live_side = frame.select(names)
+    shadow_side = frame.select(pl.col(f"shadow:{n[4:]}").alias(n) for n in names)
+    profile = build_profile(live_side, bins=monitoring.bins)
+    drifts = compare_to_profile(
+        profile, shadow_side, names, threshold=gate,
+        thresholds=per_feature_thresholds(monitoring.thresholds(), names),
+        moderate=min(monitoring.moderate_threshold, gate),
+        min_rows=min_rows if min_rows is not None else monitoring.min_rows,
+    )  # fmt: skip
+    for c in live:
+        if c not in shadow and (not features or f"vec.{c}" in wanted):
+            drifts.append(ColumnDrift(f"vec.{c}", "unknown", "error", threshold=gate,
+                                      message=f"output only of live version {live_version}"))
+    for c in shadow:
+        if c not in live and (not features or f"vec.{c}" in wanted):
+            drifts.append(ColumnDrift(f"vec.{c}", "unknown", "error", threshold=gate,
+                                      message=f"output only of shadow version {shadow_version}"))
+    for d in drifts:
+        if d.column in expected:
+            d.message = "; ".join(filter(None, ["expected change (--expect-change)", d.message]))
+    report = DriftReport(
+        features=drifts,
+        profile_info={"source": "serving-log", "side": "live", "kind": "transform",
+                      "version": live_version, "path": str(serving_log), "rows": rows},
+        current_info={"source": "serving-log", "side": "shadow", "kind": "transform",
+                      "version": shadow_version, "path": str(serving_log), "rows": rows,
+                      "since": start.isoformat(), "until": end.isoformat()},
+        threshold=gate,
+        moderate=min(monitoring.moderate_threshold, gate),
+        min_rows=min_rows if min_rows is not None else monitoring.min_rows,
+    )  # fmt: skip
+    agreement = _prediction_agreement(frame, decision_threshold)
+    result = ShadowLogResult(
+        report=report, live_version=live_version, shadow_version=shadow_version,
+        expected=[n for n in sorted(expected) if any(d.column == n for d in drifts)],
+        agreement=agreement, html=html,
+    )  # fmt: skip
+    if html is not None:
+        _write_shadow_html(result, html)
+    return result
+
+
+def _output_columns(project: Project, version: str, schema: Any, prefix: str) -> list[str]:
+    """A logged version's output columns: from its artifact when present (the log cannot
+    tell an all-null output from one another version wrote), else from the log's columns."""
+    from mlpipe_cli.errors import ArtifactNotFound
+    from mlpipe_cli.transforms import load_transform
+
+    try:
+        return list(load_transform(project.store, version).output_columns)
+    except ArtifactNotFound:
+        return [c[len(prefix):] for c in schema.names() if c.startswith(prefix)]
+
+
+def _expected_columns(names: list[str], live: list[str], shadow: list[str],
+                      flag: str = "--expect-change") -> set[str]:
+    """``vec.*`` columns named by ``names``: an output (``age``, ``vec.age``) or an input
+    whose outputs it means (``country`` → every ``vec.country__*``)."""
+    outputs = list(dict.fromkeys([*live, *shadow]))
+    found: set[str] = set()
+    unknown = []
+    for name in names:
+        bare = name.removeprefix("vec.")
+        hits = [c for c in outputs if c == bare or c.startswith(f"{bare}__")]
+        if not hits:
+            unknown.append(name)
+        found.update(f"vec.{c}" for c in hits)
+    if unknown:
+        raise UsageError(f"{flag}: no transform output named {', '.join(unknown)} "
+                         f"(outputs: {', '.join(outputs[:12])}{', ...' if len(outputs) > 12 else ''})")
+    return found
+
+
+def _prediction_agreement(frame: Any, threshold: float) -> dict[str, Any] | None:
+    """Mean absolute difference of live and shadow predictions, and the share of decisions
+    (score >= threshold) that flip, over rows where both sides were scored."""
+    from mlpipe_cli.servinglog import PREDICTION, SHADOW_PREDICTION
+
+    if PREDICTION not in frame.columns or SHADOW_PREDICTION not in frame.columns:
+        return None
+    both = frame.select(PREDICTION, SHADOW_PREDICTION).drop_nulls()
+    if both.height == 0:
+        return None
+    live, shadow = both[PREDICTION], both[SHADOW_PREDICTION]
+    flips = ((live >= threshold) != (shadow >= threshold)).sum()
+    return {
+        "rows": both.height,
+        "mean_abs_diff": float((live - shadow).abs().mean()),
+        "max_abs_diff": float((live - shadow).abs().max()),
+        "decision_threshold": threshold,
+        "flipped": int(flips),
+        "flipped_share": int(flips) / both.height,
+        "mean_live": float(live.mean()),
+        "mean_shadow": float(shadow.mean()),
+        "rows_without_both": frame.height - both.height,
+    }
+
+
+def _write_shadow_html(result: ShadowLogResult, html: Path) -> None:
+    from html import escape
+
+    from mlpipe_cli.drift.html import render_html
+    from mlpipe_cli.drift.profile import atomic_write_text
+
+    doc = result.to_dict()
+    page = render_html(doc, f"Shadow {result.shadow_version} vs live {result.live_version}",
+                       relative_to=html.absolute().parent)
+    lines = []
+    agreement = result.agreement
+    if agreement is not None:
+        lines.append(
+            f"prediction agreement over {agreement['rows']} rows: mean |live - shadow| "
+            f"{agreement['mean_abs_diff']:.4g}, {agreement['flipped']} decisions flipped "
+            f"({agreement['flipped_share']:.2%}) at {agreement['decision_threshold']:g}")
+    else:
+        lines.append("prediction agreement: not available (both sides need a model)")
+    expected = doc["expected_change"]
+    if expected["features"]:
+        lines.append("expected to change: changed " + (", ".join(expected["changed"]) or "none")
+                     + "; unchanged " + (", ".join(expected["unchanged"]) or "none"))
+    if doc["unexpected_drift"]:
+        lines.append("unexpected drift: " + ", ".join(doc["unexpected_drift"]))
+    block = "".join(f'<p class="note shadow">{escape(line)}</p>' for line in lines)
+    atomic_write_text(html, page.replace("</header>", block + "</header>", 1))

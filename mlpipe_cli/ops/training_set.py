@@ -70,6 +70,7 @@ def training_set(
     features: Sequence[str] | None = None,
     publish: bool = True,
     progress: Callable[[str], None] | None = None,
+    engine: str | None = None,
 ) -> TrainingSetResult:
     """Build the training set of ``project``; see `mlpipe training-set --help`.
 
@@ -84,6 +85,7 @@ def training_set(
         features=features,
         store=project.store if publish else None,
         progress=progress,
+        engine=engine,
     )
 
 
@@ -98,9 +100,16 @@ def build_training_set(
     store: ArtifactStore | None = None,
     validate: bool = True,
     progress: Callable[[str], None] | None = None,
+    engine: str | None = None,
 ) -> TrainingSetResult:
-    """Validate the inputs, compute every feature as of each spine row, write ``out``."""
+    """Validate the inputs, compute every feature as of each spine row, write ``out``.
+
+    ``engine`` (default: the config's ``engine:``) is ``polars`` or ``spark``.
+    """
     started = time.perf_counter()
+    from mlpipe_cli.engines import choose_engine
+
+    engine = choose_engine(config, engine)
     from mlpipe_cli.config.loader import config_section_hash
     from mlpipe_cli.features.engine import _select, compute_features
     from mlpipe_cli.io import (
@@ -142,18 +151,19 @@ def build_training_set(
     if validate:
         validated = _validate_inputs(config, used_sources, spine_files, progress)
 
-    if progress:
-        progress("computing features")
-    frame = compute_features(
-        config,
-        scan_parquet(spine_path),
-        entity_keys=keys,
-        timestamp=ts_col,
-        features=[f.name for f in selected],
-        progress=progress,
-    )
+    frame = None
+    if engine != "spark":
+        if progress:
+            progress("computing features")
+        frame = compute_features(
+            config,
+            scan_parquet(spine_path),
+            entity_keys=keys,
+            timestamp=ts_col,
+            features=[f.name for f in selected],
+            progress=progress,
+        )
     from mlpipe_cli import __version__
-    from mlpipe_cli.io import file_sha256
 
     section = {
         "entity_keys": keys,
@@ -173,7 +183,16 @@ def build_training_set(
     manifest_path = manifest_path_for(out)
     # the Parquet file and its manifest: both published or neither
     with atomic_outputs(), progress_task(f"writing {out.name}"):
-        write_parquet_atomic(frame, out)
+        if frame is None:  # engine spark: a file joins this batch; a directory is renamed
+            from mlpipe_cli.engines.spark.training_set import build as build_on_spark
+
+            summary = build_on_spark(
+                config, spine=spine_path, out=out, keys=keys, timestamp=ts_col,
+                selected=selected, progress=progress,
+            )
+        else:
+            write_parquet_atomic(frame, out)
+            summary = _Written.of(frame)
         written = staged_path(out)
         manifest: dict[str, Any] = {
             "format_version": TrainingSetManifest.FORMAT_VERSION,
@@ -185,13 +204,8 @@ def build_training_set(
             "timestamp": ts_col,
             "features": [f.name for f in selected],
             "inputs": inputs,
-            "rows": {"spine": frame.height, "output": frame.height},
-            "output": {
-                "file": out.name,
-                "sha256": file_sha256(written),
-                "size": written.stat().st_size,
-                "columns": frame.columns,
-            },
+            "rows": {"spine": summary.rows, "output": summary.rows},
+            "output": _output_entry(out, written, summary),
             "validated_sources": validated,
         }
         atomic_write_bytes(manifest_path, _dump(manifest))
@@ -214,24 +228,54 @@ def build_training_set(
         )
         version = published.version.version
     stats = [
-        {
-            "feature": name,
-            "dtype": str(frame.schema[name]),
-            "nulls": frame.get_column(name).null_count(),
-        }
+        {"feature": name, "dtype": summary.dtypes[name], "nulls": summary.nulls[name]}
         for name in manifest["features"]
     ]
     return TrainingSetResult(
         out=out,
         manifest_path=manifest_path,
         manifest=manifest,
-        rows=frame.height,
+        rows=summary.rows,
         features=manifest["features"],
         feature_stats=stats,
         artifact_version=version,
         validated=validated,
         seconds=time.perf_counter() - started,
     )
+
+
+@dataclass(frozen=True)
+class _Written:
+    """What the manifest records about the written output (either engine)."""
+
+    rows: int
+    columns: list[str]
+    dtypes: dict[str, str]
+    nulls: dict[str, int]
+    parts: int = 0  # part files of a directory output (Spark engine); 0 = one file
+
+    @classmethod
+    def of(cls, frame: Any) -> _Written:
+        return cls(
+            rows=frame.height,
+            columns=frame.columns,
+            dtypes={name: str(dtype) for name, dtype in frame.schema.items()},
+            nulls={name: frame.get_column(name).null_count() for name in frame.columns},
+        )
+
+
+def _output_entry(out: Path, written: Path, summary: Any) -> dict[str, Any]:
+    """The manifest's ``output``: one file (``written``: its staged copy), or the part files
+    of a directory (Spark engine; the sha256 combines the parts' as ``io.fingerprint`` does)."""
+    from mlpipe_cli.io import file_sha256, fingerprint
+
+    if not summary.parts:
+        return {"file": out.name, "sha256": file_sha256(written),
+                "size": written.stat().st_size, "columns": summary.columns}
+    combined = fingerprint([out])
+    return {"file": out.name, "sha256": combined["sha256"],
+            "size": sum(f["size"] for f in combined["files"]), "parts": summary.parts,
+            "columns": summary.columns}
 
 
 def _dump(document: dict[str, Any]) -> bytes:

@@ -33,15 +33,18 @@ class TransformResult:
                 "seconds": round(self.seconds, 3)}
 
 
-def transform(project: Project, *, data: Path, out: Path, artifact: str = "latest"
-              ) -> TransformResult:
+def transform(project: Project, *, data: Path, out: Path, artifact: str = "latest",
+              engine: str | None = None) -> TransformResult:
     """Stream ``data`` through transform version ``artifact`` into ``out`` (atomic Parquet).
 
     ArtifactError (exit 3) for an unknown or tampered version, or an input column that is
     missing or of an incompatible dtype. DataCheckFailed (exit 1), before anything is
     written, when the version's null/NaN/inf policy refuses a value (naming the column and
-    the count); what the policy did handle is counted in the result.
+    the count); what the policy did handle is counted in the result. ``engine`` (default:
+    the config's) is polars or spark; on spark an ``out`` without the .parquet suffix is a
+    directory of part files.
     """
+    from mlpipe_cli.engines import choose_engine
     from mlpipe_cli.io import parquet_row_count, scan_parquet, sink_parquet_atomic
     from mlpipe_cli.progress import task as progress_task
     from mlpipe_cli.transforms import load_transform
@@ -51,6 +54,13 @@ def transform(project: Project, *, data: Path, out: Path, artifact: str = "lates
     with progress_task("transform", total=3, unit="steps") as steps:
         steps.note(f"loading and verifying {artifact}")
         fitted = load_transform(project.store, artifact)
+        if choose_engine(project.config, engine) == "spark":
+            from mlpipe_cli.engines.spark.transform import run as run_on_spark
+
+            rows, report = run_on_spark(project.config, fitted, data=data, out=out)
+            return TransformResult(version=fitted.version, rows=rows, out=out,
+                                   output_columns=fitted.output_columns, report=report,
+                                   seconds=time.perf_counter() - started)
         lazy = scan_parquet(data)
         fitted.check_input_schema(lazy.collect_schema())
         run = transform_frame(fitted, lazy)

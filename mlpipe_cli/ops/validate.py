@@ -56,6 +56,7 @@ def validate(
     save_profile: bool = False,
     junit: Path | None = None,
     publish: bool = True,
+    engine: str | None = None,
 ) -> ValidateResult:
     """Validate the named (default: all) sources; see `mlpipe validate --help`."""
     started = time.perf_counter()
@@ -69,6 +70,7 @@ def validate(
         reference=reference,
         save_profile=save_profile,
         publish=publish,
+        engine=engine,
     )
     if junit is not None:
         from mlpipe_cli.artifacts.store import atomic_write_bytes
@@ -89,6 +91,7 @@ def run_validation(
     reference: str | None = None,
     save_profile: bool = False,
     publish: bool = True,
+    engine: str | None = None,
 ) -> tuple[ValidationReport, str | None]:
     """Validate the named (default: all) sources; optionally publish the report artifact.
 
@@ -104,24 +107,37 @@ def run_validation(
     if (reference or save_profile) and store is None:
         raise UsageError("--reference/--save-profile need an artifact store")
 
+    from mlpipe_cli.engines import choose_engine
+
+    on_spark = choose_engine(config, engine) == "spark"
+    if on_spark and (reference is not None or save_profile):
+        from mlpipe_cli.engines import unsupported
+
+        raise unsupported("validate --reference/--save-profile")
     reports = []
     for name in progress_track(names, "validate", unit="sources"):
-        q_path = _split_path(quarantine, name, len(names))
-        o_path = _split_path(out, name, len(names))
+        q_path = _split_path(quarantine, name, len(names), on_spark)
+        o_path = _split_path(out, name, len(names), on_spark)
         ref_profile, ref_version = (None, None)
         if reference is not None:
             from mlpipe_cli.ops.profiles import load_reference
 
             ref_profile, ref_version = load_reference(store, name, reference)  # type: ignore[arg-type]
-        report = validate_source(
-            config,
-            name,
-            data_path,
-            reference=ref_profile,
-            reference_version=ref_version,
-            quarantine_path=q_path,
-            out_path=o_path,
-        )
+        if on_spark:
+            from mlpipe_cli.engines.spark.validate import check_source
+
+            report = check_source(config, name, data_path, quarantine_path=q_path,
+                                  out_path=o_path)
+        else:
+            report = validate_source(
+                config,
+                name,
+                data_path,
+                reference=ref_profile,
+                reference_version=ref_version,
+                quarantine_path=q_path,
+                out_path=o_path,
+            )
         if save_profile and report.status == "passed":
             from mlpipe_cli.ops.profiles import save_profile as _save
 
@@ -134,12 +150,19 @@ def run_validation(
     return result, version
 
 
-def _split_path(path: Path | None, source: str, count: int) -> Path | None:
-    """One source: PATH is the file. Several: PATH is a directory of <source>.parquet."""
+def _split_path(path: Path | None, source: str, count: int, parts: bool = False
+                ) -> Path | None:
+    """One source: PATH is the file. Several: PATH is a directory of <source>.parquet.
+
+    ``parts`` (the Spark engine): a PATH without the .parquet suffix is a directory of part
+    files for one source, or holds one such directory per source.
+    """
     if path is None:
         return None
     if count == 1 and path.suffix == ".parquet":
         return path
+    if parts and path.suffix != ".parquet":
+        return path if count == 1 else path / source
     if path.suffix == ".parquet":
         raise UsageError(
             f"{path} names one file but {count} sources are validated: "

@@ -18,7 +18,9 @@ from typing import TYPE_CHECKING, Any
 from mlpipe_cli.schema.dtypes import dtype_matches, to_polars
 
 if TYPE_CHECKING:
-    import pandera.polars as pa
+    from mlpipe_cli._pandera import pandera_polars
+
+    pa = pandera_polars()
     import polars as pl
 
     from mlpipe_cli.config.sources import ColumnContract, SourceConfig
@@ -52,7 +54,9 @@ def to_pandera(
     checks: bool = True,
     name: str | None = None,
 ) -> pa.DataFrameSchema:
-    import pandera.polars as pa
+    from mlpipe_cli._pandera import pandera_polars
+
+    pa = pandera_polars()
 
     columns = {}
     for column, contract in source.columns.items():
@@ -73,7 +77,9 @@ def to_pandera(
 
 
 def _value_checks(contract: ColumnContract) -> list[Any]:
-    import pandera.polars as pa
+    from mlpipe_cli._pandera import pandera_polars
+
+    pa = pandera_polars()
 
     out = []
     if contract.min is not None:

@@ -522,7 +522,7 @@ class ServingApp:
         self.service.log(EP_PREDICT, served)
         if single:
             doc_out = served[0].to_dict(self.transform_version)
-            doc_out["model_version"] = self.service.model.binding.model_version
+            doc_out["model_version"] = _origin(served, self.service).model.binding.model_version
             return 200, orjson.dumps(doc_out, option=_OPTS)
         return 200, self._batch_body(served, model=True)
 
@@ -546,13 +546,14 @@ class ServingApp:
     # -- helpers --------------------------------------------------------------------------
 
     def _batch_body(self, served: list[Any], *, model: bool = False) -> bytes:
+        origin = _origin(served, self.service)  # one version per batch, even mid-switch
         doc: dict[str, Any] = {
             "count": len(served),
-            "transform_version": self.transform_version,
+            "transform_version": origin.transform_version,
             "results": [s.to_dict(self.transform_version) for s in served],
         }
-        if model and self.service.model is not None:
-            doc["model_version"] = self.service.model.binding.model_version
+        if model and origin.model is not None:
+            doc["model_version"] = origin.model.binding.model_version
         return orjson.dumps(doc, option=_OPTS)
 
     def _entities(self, doc: Any, *, allow_single: bool) -> list[Any]:
@@ -588,6 +589,12 @@ class ServingApp:
 
 _ALLOW = {EP_ONE: b"GET", EP_BATCH: b"POST", EP_PREDICT: b"POST"}
 _FIXED = {"/healthz", "/readyz", "/metrics", "/openapi.json", "/info", EP_BATCH, EP_PREDICT}
+
+
+def _origin(served: list[Any], current: Any) -> Any:
+    """The service (live version) that produced ``served``: `mlpipe promote` may have
+    switched ``current`` while the request waited for the store."""
+    return (served[0].origin if served else None) or current
 
 
 def _endpoint_of(path: str) -> str:

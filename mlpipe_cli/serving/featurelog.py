@@ -38,6 +38,7 @@ a Series) off the per-row cost.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import threading
 import time
@@ -72,6 +73,10 @@ _CALL_SECONDS = 0.00025  # target duration of one Series construction (it holds 
 _CALL_OVERHEAD = 0.00003  # fixed cost of one pl.Series call, not part of the per-value cost
 _FIRST_PIECE = 128  # values per call before a column's cost has been measured
 _MEASURE_MIN = 64  # fewer values than this in a fast call: its time is mostly overhead
+
+# Segment sequence numbers are per process, not per logger: the server starts a new logger
+# when the live version switches (`mlpipe promote`), and two segments must never share a name.
+_SEGMENT_SEQ = itertools.count(1)
 
 # Column kinds, in the order of _Columns.lists (transform_version is a constant, not a list).
 _SERVED_AT, _STRING, _BOOLEAN, _RAW, _FLOAT = range(5)
@@ -133,6 +138,7 @@ class FeatureLogger:
         segment_rows: int = 50_000,
         flush_interval: float = 60.0,
         poll_interval: float = 0.05,
+        shadow: Any = None,
     ) -> None:
         self.log_dir = Path(log_dir)
         self.transform_version = transform_version
@@ -143,6 +149,8 @@ class FeatureLogger:
         self.segment_rows = segment_rows
         self.flush_interval = flush_interval
         self.poll_interval = poll_interval
+        # serving.shadow.ShadowScorer: adds shadow.* columns to each row, in this thread
+        self.shadow = shadow
         self._queue: deque[Any] = deque()
         # Single producer (the event-loop thread) increments enqueued/dropped; the single
         # consumer (the writer thread) increments dequeued/written/failed. Each int has one
@@ -171,6 +179,10 @@ class FeatureLogger:
             *((vec_column(c), _FLOAT, None) for c in self.vec_columns),
             ("prediction", _FLOAT, None),
         ]  # fmt: skip
+        if shadow is not None:
+            names = shadow.column_names()  # shadow.vec.*, shadow.prediction, version
+            self._specs += [(n, _FLOAT, None) for n in names[:-1]]
+            self._specs.append((names[-1], _STRING, None))
         self._pieces = [_FIRST_PIECE] * len(self._specs)
 
     # -- request path -------------------------------------------------------------------
@@ -216,6 +228,8 @@ class FeatureLogger:
                  (0.0,) * len(self.vec_columns), None)  # fmt: skip
         with contextlib.suppress(Exception):  # a frame that cannot be built fails later, counted
             self.frame([blank])
+        if self.shadow is not None:
+            self.shadow.reset()  # the warm-up row is not a served row
         self._thread = threading.Thread(target=self._run, name="mlpipe-feature-log", daemon=True)
         self._thread.start()
 
@@ -290,6 +304,8 @@ class FeatureLogger:
                 return
             rows = good
             transposed = self._transpose(rows)
+        if self.shadow is not None:
+            transposed += self._shadow_columns(rows)
         for target, values in zip(columns.lists, transposed, strict=True):
             target.extend(values)
         columns.rows += len(rows)
@@ -311,6 +327,17 @@ class FeatureLogger:
             out += zip(*vectors, strict=True)
         out.append(predictions)
         return out
+
+    def _shadow_columns(self, rows: Sequence[LogRow]) -> list[Sequence[Any]]:
+        """The shadow.* columns of ``rows`` (serving/shadow.py); all null if the scorer
+        itself breaks, so the live row is still written."""
+        shadow = self.shadow
+        try:
+            return shadow.columns([r[5] for r in rows], [r[0] for r in rows])
+        except Exception as exc:
+            shadow.transform_failures += len(rows)
+            shadow.last_error = f"{type(exc).__name__}: {exc}"
+            return [[None] * len(rows) for _ in shadow.column_names()]
 
     def _convert_into(self, parts: list[Any], columns: _Columns, pace: _Pacer) -> int:
         """Convert (and empty) ``columns`` into frames appended to ``parts``; rows converted.
@@ -388,7 +415,7 @@ class FeatureLogger:
         from mlpipe_cli.io import sink_parquet_atomic
 
         try:
-            self._seq += 1
+            self._seq = next(_SEGMENT_SEQ)
             name = segment_name(parts[0][SERVED_AT][0], self._pid, self._seq)
             lazy = pl.concat([part.lazy() for part in parts], how="vertical_relaxed")
             # Concatenation, encoding, compression and the write run with the GIL released.
@@ -408,7 +435,10 @@ class FeatureLogger:
         """The Parquet frame of some rows (docs/architecture.md §5 column layout)."""
         columns = _Columns(len(self._specs))
         if rows:
-            for target, values in zip(columns.lists, self._transpose(rows), strict=True):
+            transposed = self._transpose(rows)
+            if self.shadow is not None:
+                transposed += self._shadow_columns(rows)
+            for target, values in zip(columns.lists, transposed, strict=True):
                 target.extend(values)
             columns.rows = len(rows)
         return self._convert(columns, 0, columns.rows, _NO_PACE)

@@ -27,6 +27,8 @@ ENDPOINTS: tuple[str, ...] = (
     "/info",
     "other",
 )
+# The endpoints that look features up: their latency is the serving SLO's (mlpipe slo).
+FEATURE_ENDPOINTS: tuple[str, ...] = ("/features/{entity_id}", "/features", "/predict")
 
 
 class Histogram:
@@ -68,6 +70,19 @@ class Metrics:
         key = (endpoint, status)
         self.requests[key] = self.requests.get(key, 0) + 1
         self.latency[endpoint].observe(seconds)
+
+    def latency_snapshot(self, endpoints: tuple[str, ...] = FEATURE_ENDPOINTS) -> dict:
+        """The endpoints' histograms merged, as the run ledger stores them
+        (``ledger.write_serving_snapshot``): bucket upper bounds, counts per bucket with +Inf
+        last, and the sum of seconds."""
+        counts = [0] * (len(LATENCY_BUCKETS) + 1)
+        total = 0.0
+        for endpoint in endpoints:
+            hist = self.latency[endpoint]
+            for i, count in enumerate(list(hist.counts)):  # a copy: the loop thread writes
+                counts[i] += count
+            total += hist.sum
+        return {"buckets": list(LATENCY_BUCKETS), "counts": counts, "sum": total}
 
     def render(self) -> str:
         lines: list[str] = []

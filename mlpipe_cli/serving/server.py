@@ -26,6 +26,7 @@ import os
 import signal
 import socket
 import sys
+import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,11 @@ class ServeSpec:
     interface: str = "rsgi"
     tls_cert: str | None = None  # CLI overrides of serving.tls_cert / tls_key
     tls_key: str | None = None
+    shadow_ref: str | None = None  # serve --shadow / serving.shadow.transform
+    shadow_model_ref: str | None = None
+    # no explicit --artifact: serve what the serving pointer (`mlpipe promote`) names, follow it
+    follow: bool = False
+    model_explicit: bool = False  # --model given on the command line
 
 
 def build_app(spec: ServeSpec) -> Any:
@@ -59,12 +65,30 @@ def build_app(spec: ServeSpec) -> Any:
     from mlpipe_cli.serving.service import build_runtime
 
     config = load_config(spec.config_path)
+    transform_ref, model_ref, pointer = spec.transform_ref, spec.model_ref, None
+    if spec.follow:
+        from mlpipe_cli.artifacts import ArtifactStore
+        from mlpipe_cli.serving.pointer import read_pointer
+
+        pointer = read_pointer(ArtifactStore(spec.artifact_dir, config.pipeline))
+        if pointer is not None:
+            if spec.model_explicit:
+                raise UsageError(
+                    f"serving pointer {pointer.version} names the live model; --model applies "
+                    "only with --artifact",
+                    hint="promote the model (mlpipe promote VERSION --model M), or pin both "
+                    "with --artifact and --model",
+                )
+            transform_ref = pointer.transform_version
+            model_ref = pointer.model_version or "none"
     runtime = build_runtime(
         config,
         Path(spec.artifact_dir),
-        transform_ref=spec.transform_ref,
-        model_ref=spec.model_ref,
+        transform_ref=transform_ref,
+        model_ref=model_ref,
         log_dir=Path(spec.log_dir) if spec.log_dir else None,
+        shadow_ref=spec.shadow_ref,
+        shadow_model_ref=spec.shadow_model_ref,
     )
     serving = config.serving
     token = serving.auth_token.get_secret_value() if serving.auth_token else None
@@ -81,7 +105,105 @@ def build_app(spec: ServeSpec) -> Any:
     )
     app.runtime = runtime  # type: ignore[attr-defined]
     app.settings = serving  # type: ignore[attr-defined]
+    app.follower = None  # type: ignore[attr-defined]
+    if spec.follow:
+        _follow_pointer(app, config, Path(spec.artifact_dir), pointer)
+    _record_latency(app, config, Path(spec.artifact_dir))
     return app
+
+
+class LatencyLedger:
+    """Writes the feature endpoints' latency histogram to the run ledger every ``interval``
+    seconds and once more, final, at shutdown (``mlpipe slo`` reads it; no Prometheus needed).
+    A ledger that cannot be written never stops the server: one warning on stderr."""
+
+    def __init__(self, metrics: Any, artifact_dir: Path, pipeline: str, interval: float) -> None:
+        from datetime import UTC, datetime
+
+        self.metrics = metrics
+        self.artifact_dir = artifact_dir
+        self.pipeline = pipeline
+        self.interval = interval
+        self.started_at = datetime.now(UTC)
+        self.written = 0
+        self._warned = False
+        self._final = False
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self.write(final=False)  # the ledger knows this server runs from its first second
+        self._thread = threading.Thread(target=self._run, name="mlpipe-ledger", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.write(final=False)
+
+    def stop(self) -> None:
+        """The final snapshot (idempotent; after in-flight requests were answered)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(10)
+        if not self._final and self._thread is not None:
+            self._final = True
+            self.write(final=True)
+
+    def write(self, *, final: bool) -> None:
+        from mlpipe_cli.ledger import write_serving_snapshot
+
+        try:
+            write_serving_snapshot(self.artifact_dir, self.pipeline, started_at=self.started_at,
+                                   snapshot=self.metrics.latency_snapshot(), final=final)
+            self.written += 1
+        except Exception as exc:
+            if not self._warned:
+                self._warned = True
+                sys.stderr.write(f"mlpipe serve: warning: latency not written to the run "
+                                 f"ledger: {type(exc).__name__}: {exc}\n")
+
+
+def _record_latency(app: Any, config: Any, artifact_dir: Path) -> None:
+    recorder = LatencyLedger(app.metrics, artifact_dir, config.pipeline,
+                             config.serving.ledger_interval.total_seconds())
+    app.latency_ledger = recorder
+    started, stopped = app.on_startup, app.on_shutdown
+
+    def on_startup() -> None:
+        started()
+        recorder.start()
+
+    def on_shutdown() -> None:
+        stopped()
+        recorder.stop()
+
+    app.on_startup = on_startup
+    app.on_shutdown = on_shutdown
+
+
+def _follow_pointer(app: Any, config: Any, artifact_dir: Path, pointer: Any) -> None:
+    """Watch the serving pointer from start-up to shutdown (serving/follow.py)."""
+    from mlpipe_cli.serving.follow import PointerFollower
+
+    follower = PointerFollower(
+        app, config, artifact_dir, current=pointer.version if pointer else None,
+        interval=config.serving.follow_interval.total_seconds(),
+        grace=max(5.0, 2 * config.online_store.timeout.total_seconds()),
+    )  # fmt: skip
+    app.follower = follower
+    app.pointer_version = pointer.version if pointer else None
+    started, stopped = app.on_startup, app.on_shutdown
+
+    def on_startup() -> None:
+        started()
+        follower.start()
+
+    def on_shutdown() -> None:
+        follower.stop()
+        stopped()
+
+    app.on_startup = on_startup
+    app.on_shutdown = on_shutdown
 
 
 def resolve_tls(spec: ServeSpec, serving: Any) -> tuple[Path, Path, str | None] | None:
@@ -245,7 +367,6 @@ def serve(spec: ServeSpec, *, announce: Any = None) -> int:
     if spec.interface not in ("rsgi", "asgi"):
         raise UsageError(f"--interface must be rsgi or asgi, got {spec.interface!r}")
     app = build_app(spec)  # verification happens here, before binding
-    runtime = app.runtime
     options = _granian_options(spec, app.settings)  # TLS files checked here (exit 2)
     app.tls = "ssl_cert" in options
     try:
@@ -259,8 +380,11 @@ def serve(spec: ServeSpec, *, announce: Any = None) -> int:
             return _serve_processes(spec, app, announce, options)
         return _serve_embedded(spec, app, announce, options)
     finally:
-        if runtime.logger is not None:
-            runtime.logger.close()
+        app.latency_ledger.stop()  # no-op when on_shutdown already wrote the final one
+        if app.follower is not None:
+            app.follower.stop()
+        if app.runtime.logger is not None:
+            app.runtime.logger.close()
         if spec.workers == 1 and app.started:
             sys.stderr.write(f"mlpipe serve: {shutdown_summary(app)}\n")
         sys.stderr.flush()
@@ -272,14 +396,21 @@ def shutdown_summary(app: Any) -> str:
     text = (
         f"stopped: {app.requests_total} requests, {metrics.entities_served} entities served"
     )
-    logger = app.runtime.logger
-    if logger is None:
+    runtime = app.runtime
+    if runtime.logger is None:
         return text + "; feature log off"
-    accounted = logger.written + logger.dropped + logger.failed
+    written, dropped, failed = (runtime.log_total(k) for k in ("written", "dropped", "failed"))
+    accounted = written + dropped + failed
     text += (
-        f"; feature log: {logger.written} rows written, {logger.dropped} dropped (queue "
-        f"full), {logger.failed} failed"
+        f"; feature log: {written} rows written, {dropped} dropped (queue full), {failed} failed"
     )
+    if runtime.shadow is not None:
+        text += (
+            f"; shadow {runtime.shadow.transform_version}: "
+            f"{runtime.log_total('shadow.rows')} rows, "
+            f"{runtime.log_total('shadow.transform_failures')} transform and "
+            f"{runtime.log_total('shadow.model_failures')} model failures"
+        )
     lost = metrics.entities_served - accounted
     if lost:
         text += f", {lost} unaccounted"

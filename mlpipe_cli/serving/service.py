@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from mlpipe_cli.serving.featurelog import FeatureLogger
     from mlpipe_cli.serving.metrics import Metrics
     from mlpipe_cli.serving.model import RegisteredModel
+    from mlpipe_cli.serving.shadow import Shadow
 
 
 class StoreIncompatible(MlpipeError):
@@ -104,8 +105,14 @@ class Served:
     store_version: str | None
     as_of: datetime | None
     prediction: float | None = None
+    # The service that produced this (its transform made the vector): a response, its log row
+    # and its score name that version even when `mlpipe promote` switched the live service
+    # while the request was waiting for the store.
+    origin: FeatureService | None = None
 
     def to_dict(self, transform_version: str) -> dict[str, Any]:
+        if self.origin is not None:
+            transform_version = self.origin.transform_version
         doc: dict[str, Any] = {
             "entity": self.entity[0] if len(self.entity) == 1 else self.entity,
             "cold_start": self.cold_start,
@@ -158,6 +165,8 @@ class FeatureService:
         self.transform_version: str = transform.version
         self.input_columns: list[str] = list(transform.input_columns)
         self.output_columns: list[str] = list(transform.output_columns)
+        # raw values each log row carries: the inputs, then a shadow transform's extra inputs
+        self.log_columns: list[str] = list(self.input_columns)
         self.model = model
         self.metrics = metrics
         self.logger = logger
@@ -249,6 +258,10 @@ class FeatureService:
 
     def predict(self, served: list[Served]) -> None:
         """Fill ``prediction`` for each served entity (one model call for the batch)."""
+        origin = served[0].origin if served else None
+        if origin is not None and origin is not self:  # scored by the version that served it
+            origin.predict(served)
+            return
         if self.model is None:
             raise UsageError("no model registered")
         import numpy as np
@@ -261,11 +274,15 @@ class FeatureService:
             self.metrics.predictions += len(served)
 
     def log(self, endpoint: str, served: list[Served]) -> None:
+        origin = served[0].origin if served else None
+        if origin is not None and origin is not self:  # logged by the version that served it
+            origin.log(endpoint, served)
+            return
         logger = self.logger
         if logger is None:
             return
         now_us = time.time_ns() // 1000
-        cols = self.input_columns
+        cols = self.log_columns
         for s in served:
             values = s.values
             # Tuples of plain values only: the garbage collector stops tracking such a row at
@@ -366,7 +383,8 @@ class FeatureService:
         if self.metrics is not None:
             self.metrics.entities_served += 1
         return Served(
-            parsed[0], parsed[1], cold, values, result.expired, vector, version, result.as_of
+            parsed[0], parsed[1], cold, values, result.expired, vector, version, result.as_of,
+            None, self,
         )
 
     def _recheck(self, version: str | None) -> None:
@@ -480,6 +498,55 @@ class ServingRuntime:
     logger: FeatureLogger | None
     metrics: Metrics
     log_dir: Path | None
+    shadow: Shadow | None = None
+    # feature logs of versions this process served before a switch (`mlpipe promote`)
+    retired_loggers: list[FeatureLogger] = field(default_factory=list)
+
+    def log_total(self, attribute: str) -> int:
+        """A feature-log counter (``written``, ``dropped``...) summed over every log this
+        process has had; ``shadow.<counter>`` sums the shadow scorers' counters."""
+        loggers = [*self.retired_loggers, *([self.logger] if self.logger is not None else [])]
+        if attribute.startswith("shadow."):
+            name = attribute.removeprefix("shadow.")
+            return sum(getattr(lg.shadow, name) for lg in loggers if lg.shadow is not None)
+        return sum(getattr(lg, attribute) for lg in loggers)
+
+
+def request_time_columns(
+    config: PipelineConfig, metadata: Any, transform: Any | None = None
+) -> list[str]:
+    """The transform inputs set to the request time (serving.request_time_columns; default
+    the training spine's timestamp when the transform uses it and it is not stored); every
+    such column when ``transform`` is None."""
+    request_time = config.serving.request_time_columns
+    if request_time is None:
+        spine_time = config.training_set.timestamp if config.training_set else None
+        request_time = [spine_time] if spine_time and spine_time not in metadata.features else []
+    if transform is None:
+        return list(request_time)
+    return [c for c in request_time if c in transform.input_columns]
+
+
+def new_feature_logger(
+    config: PipelineConfig, log_dir: Path, transform: Any, shadow: Shadow | None
+) -> FeatureLogger:
+    """The feature log of one live transform version (and the shadow, if any)."""
+    from mlpipe_cli.serving.featurelog import FeatureLogger
+    from mlpipe_cli.serving.shadow import ShadowScorer, log_columns
+
+    raw_columns, raw_dtypes = log_columns(transform, shadow)
+    logging = config.serving.logging
+    return FeatureLogger(
+        log_dir,
+        transform_version=transform.version,
+        raw_columns=raw_columns,
+        raw_dtypes=raw_dtypes,
+        vec_columns=list(transform.output_columns),
+        queue_rows=logging.queue_rows,
+        segment_rows=logging.segment_rows,
+        flush_interval=logging.flush_interval.total_seconds(),
+        shadow=ShadowScorer(shadow, raw_columns) if shadow is not None else None,
+    )
 
 
 def build_runtime(
@@ -490,11 +557,12 @@ def build_runtime(
     model_ref: str | None = "latest",
     log_dir: Path | None = None,
     logging_enabled: bool | None = None,
+    shadow_ref: str | None = None,
+    shadow_model_ref: str | None = None,
 ) -> ServingRuntime:
     """Load and verify everything once; raise ArtifactError (3) / ServiceUnavailable (4)."""
     from mlpipe_cli.artifacts import ArtifactStore
     from mlpipe_cli.online import open_store
-    from mlpipe_cli.serving.featurelog import FeatureLogger
     from mlpipe_cli.serving.metrics import Metrics
     from mlpipe_cli.serving.model import load_model, resolve_model
     from mlpipe_cli.transforms import load_transform
@@ -511,11 +579,7 @@ def build_runtime(
         raise ArtifactError(
             "the online store has no live materialized version", hint="run `mlpipe materialize`"
         )
-    request_time = serving.request_time_columns
-    if request_time is None:
-        spine_time = config.training_set.timestamp if config.training_set else None
-        request_time = [spine_time] if spine_time and spine_time not in metadata.features else []
-    request_time = [c for c in request_time if c in transform.input_columns]
+    request_time = request_time_columns(config, metadata, transform)
     check_compatibility(transform, metadata, serving.cold_start, request_time)
 
     model = None
@@ -529,8 +593,23 @@ def build_runtime(
             output_columns=list(transform.output_columns),
         )
 
+    shadow = None
+    if shadow_ref is not None:
+        from mlpipe_cli.serving.shadow import load_shadow
+
+        shadow = load_shadow(
+            artifacts, metadata, transform_ref=shadow_ref, model_ref=shadow_model_ref,
+            cold_start=serving.cold_start,
+            request_time_columns=request_time_columns(config, metadata),
+        )  # fmt: skip
+
     metrics = Metrics()
     enabled = serving.logging.enabled if logging_enabled is None else logging_enabled
+    if shadow is not None and not enabled:
+        raise UsageError(
+            "--shadow writes the shadow's vectors to the feature log, which is off",
+            hint="set serving.logging.enabled: true to run a shadow",
+        )
     logger = None
     resolved_log_dir = None
     if enabled:
@@ -545,16 +624,7 @@ def build_runtime(
                 f"{exc.strerror or exc}",
                 hint="pass --log-dir DIR, or set serving.logging.enabled: false",
             ) from None
-        logger = FeatureLogger(
-            resolved_log_dir,
-            transform_version=transform.version,
-            raw_columns=list(transform.input_columns),
-            raw_dtypes=dict(getattr(transform, "input_schema", {}) or {}),
-            vec_columns=list(transform.output_columns),
-            queue_rows=serving.logging.queue_rows,
-            segment_rows=serving.logging.segment_rows,
-            flush_interval=serving.logging.flush_interval.total_seconds(),
-        )
+        logger = new_feature_logger(config, resolved_log_dir, transform, shadow)
     service = FeatureService(
         store=store,
         transform=transform,
@@ -567,31 +637,43 @@ def build_runtime(
         metrics=metrics,
         logger=logger,
     )
+    if logger is not None:
+        service.log_columns = list(logger.raw_columns)
     metrics.info = {
         "pipeline": config.pipeline,
         "transform_version": transform.version,
         "model_version": model.binding.model_version if model else "",
         "store_type": config.online_store.type,
     }
+    runtime = ServingRuntime(
+        service=service, logger=logger, metrics=metrics, log_dir=resolved_log_dir, shadow=shadow
+    )
+    total = runtime.log_total
     if logger is not None:
         metrics.gauges["mlpipe_serve_log_queue_depth"] = (
             "Feature-log rows waiting for the writer thread.",
-            lambda: logger.depth,
+            lambda: total("depth"),
         )
         metrics.counters["mlpipe_serve_log_rows_dropped_total"] = (
             "Feature-log rows dropped because the queue was full.",
-            lambda: logger.dropped,
+            lambda: total("dropped"),
         )
         metrics.counters["mlpipe_serve_log_rows_written_total"] = (
             "Feature-log rows written to Parquet segments.",
-            lambda: logger.written,
+            lambda: total("written"),
         )
         metrics.counters["mlpipe_serve_log_rows_failed_total"] = (
             "Feature-log rows lost because a segment could not be written.",
-            lambda: logger.failed,
+            lambda: total("failed"),
         )
         metrics.counters["mlpipe_serve_log_segments_total"] = (
             "Feature-log Parquet segments written.",
-            lambda: logger.segments,
+            lambda: total("segments"),
         )
-    return ServingRuntime(service=service, logger=logger, metrics=metrics, log_dir=resolved_log_dir)
+    if shadow is not None:
+        from mlpipe_cli.serving.shadow import register_metrics
+
+        register_metrics(metrics, lambda name: total("shadow." + name))
+        metrics.info["shadow_transform_version"] = shadow.transform_version
+    return runtime
+

@@ -1,0 +1,140 @@
+"""The SparkSession of a command, and mlpipe errors raised inside Spark tasks.
+
+A task that raises an ``MlpipeError`` (a null spine timestamp, a bad key type) must reach the
+user as the same one-line error and exit code as on the Polars engine, not as a Java stack
+trace: ``task_errors`` encodes it into the task's exception text and ``translate_errors``
+finds it again on the driver.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import sys
+import warnings
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from mlpipe_cli import errors
+from mlpipe_cli.errors import MlpipeError, UsageError
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+    from mlpipe_cli.config import PipelineConfig
+
+_MARK = "MLPIPE-ERROR:"
+T = TypeVar("T")
+
+# Settings mlpipe relies on; a user's `spark.conf` may override the others but not these.
+_REQUIRED_CONF = {
+    # every timestamp crosses Spark as an instant in UTC; naive ones stay naive (TIMESTAMP_NTZ)
+    "spark.sql.session.timeZone": "UTC",
+    # nanosecond Parquet timestamps arrive as their Int64 ticks instead of failing the read
+    "spark.sql.legacy.parquet.nanosAsLong": "true",
+}
+_DEFAULT_CONF = {
+    "spark.ui.showConsoleProgress": "false",
+    "spark.sql.execution.arrow.pyspark.enabled": "true",
+    # tasks pass Arrow batches to Python; bigger batches mean fewer round trips
+    "spark.sql.execution.arrow.maxRecordsPerBatch": "100000",
+}
+
+
+def spark_session(config: PipelineConfig) -> SparkSession:
+    """The session for ``config.spark``: an active one is reused (tests, spark-submit)."""
+    try:
+        from pyspark.sql import SparkSession
+    except ImportError:
+        raise UsageError(
+            "engine spark needs pyspark, which is not installed",
+            hint="pip install 'mlpipe-cli[spark]' (and Java 17+)",
+        ) from None
+    # pyspark 4.3 warns that pandas >= 3 is not fully supported; mlpipe passes Spark Arrow
+    # batches only (mapInArrow, toArrow), never pandas frames
+    warnings.filterwarnings(
+        "ignore", message="PySpark does not yet fully support pandas", category=FutureWarning
+    )
+    settings = config.spark
+    # the Python workers must run the interpreter that has mlpipe (and its Polars) installed
+    python = settings.python or os.environ.get("PYSPARK_PYTHON") or sys.executable
+    os.environ["PYSPARK_PYTHON"] = python
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        for key, value in _REQUIRED_CONF.items():
+            active.conf.set(key, value)
+        return active
+    if not (os.environ.get("JAVA_HOME") or shutil.which("java")):
+        raise UsageError(
+            "engine spark needs Java 17 or newer, and no `java` is on PATH",
+            hint="install a JDK (e.g. apt-get install openjdk-17-jre-headless) or set JAVA_HOME",
+        )
+    builder = SparkSession.builder.appName(settings.app_name or f"mlpipe-{config.pipeline}")
+    # under spark-submit the master comes from its --master flag
+    if not os.environ.get("PYSPARK_GATEWAY_PORT"):
+        builder = builder.master(settings.master)
+    for key, value in {**_DEFAULT_CONF, **settings.conf, **_REQUIRED_CONF}.items():
+        builder = builder.config(key, value)
+    try:
+        session = builder.getOrCreate()
+    except Exception as exc:  # py4j / JVM start-up failures come in several types
+        raise UsageError(
+            f"cannot start Spark (master {settings.master}): {_first_line(exc)}",
+            hint="check spark.master and that Java 17+ runs",
+        ) from None
+    session.sparkContext.setLogLevel("ERROR")
+    return session
+
+
+def task_errors(function: Callable[..., Iterator[T]]) -> Callable[..., Iterator[T]]:
+    """Wrap a per-partition function so an MlpipeError crosses the JVM intact."""
+
+    def run(*args: Any, **kwargs: Any) -> Iterator[T]:
+        try:
+            yield from function(*args, **kwargs)
+        except MlpipeError as exc:
+            payload = {"type": type(exc).__name__, "message": exc.message, "hint": exc.hint}
+            raise RuntimeError(_MARK + json.dumps(payload) + _MARK) from None
+
+    run.__name__ = getattr(function, "__name__", "task")
+    return run
+
+
+@contextlib.contextmanager
+def translate_errors(what: str) -> Iterator[None]:
+    """Turn a failed Spark job back into the MlpipeError a task raised (or a one-line one)."""
+    try:
+        yield
+    except MlpipeError:
+        raise
+    except Exception as exc:
+        text = str(exc)
+        start = text.find(_MARK)
+        end = text.find(_MARK, start + len(_MARK)) if start >= 0 else -1
+        if start >= 0 and end > start:
+            payload = json.loads(text[start + len(_MARK) : end])
+            cls = getattr(errors, payload["type"], None)
+            if not (isinstance(cls, type) and issubclass(cls, MlpipeError)):
+                cls = MlpipeError
+            raise cls(payload["message"], hint=payload["hint"]) from None
+        if type(exc).__module__.startswith(("pyspark", "py4j")):
+            raise errors.InputError(
+                f"Spark failed while {what}: {_spark_reason(text)}",
+                hint="the Spark driver and executor logs hold the details",
+            ) from None
+        raise
+
+
+def _spark_reason(text: str) -> str:
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith(("at ", "File ", "Traceback", "JVM stacktrace")):
+            return line[:300]
+    return "unknown error"
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0][:300] if lines else type(exc).__name__
