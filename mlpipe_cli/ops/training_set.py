@@ -26,6 +26,7 @@ from mlpipe_cli.progress import track as progress_track
 if TYPE_CHECKING:
     from mlpipe_cli.artifacts import ArtifactStore
     from mlpipe_cli.config import PipelineConfig
+    from mlpipe_cli.engines.spark.training_set import WrittenOutput
     from mlpipe_cli.ops.project import Project
 
 MANIFEST_SUFFIX = ".manifest.json"
@@ -183,6 +184,7 @@ def build_training_set(
     manifest_path = manifest_path_for(out)
     # the Parquet file and its manifest: both published or neither
     with atomic_outputs(), progress_task(f"writing {out.name}"):
+        summary: _Written | WrittenOutput
         if frame is None:  # engine spark: a file joins this batch; a directory is renamed
             from mlpipe_cli.engines.spark.training_set import build as build_on_spark
 

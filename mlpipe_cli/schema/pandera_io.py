@@ -18,9 +18,7 @@ from typing import TYPE_CHECKING, Any
 from mlpipe_cli.schema.dtypes import dtype_matches, to_polars
 
 if TYPE_CHECKING:
-    from mlpipe_cli._pandera import pandera_polars
-
-    pa = pandera_polars()
+    import pandera.polars as pa  # at run time through _pandera.pandera_polars (no pyspark probe)
     import polars as pl
 
     from mlpipe_cli.config.sources import ColumnContract, SourceConfig
