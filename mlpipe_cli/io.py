@@ -765,7 +765,7 @@ def fingerprint(paths: Iterable[Path | str]) -> dict[str, Any]:
     Absolute paths are left out so the same data gives the same fingerprint (and artifact
     version) from any checkout; ``fingerprint_locations`` records where it was read from.
     """
-    entries = []
+    entries: list[dict[str, Any]] = []
     for given in paths:
         for file in resolve_parquet_files(given):
             entries.append(

@@ -19,9 +19,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mlpipe_cli.documents import DriftProfile
 from mlpipe_cli.drift import build_profile, compare_to_profile, read_profile, write_profile
 from mlpipe_cli.drift.compare import bin_labels, format_number
-from mlpipe_cli.drift.profile import FORMAT_VERSION
 
 EPS = 1e-4
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,7 +46,7 @@ def by_bin(drift) -> dict[str, tuple[float, float]]:
 def test_flag_from_5_to_50_percent_ones_is_drifted():
     prof = build_profile(pl.DataFrame({"f": flag(1000, 50)}))
     entry = prof["columns"]["f"]
-    assert prof["format_version"] == FORMAT_VERSION == 2
+    assert prof["format_version"] == DriftProfile.FORMAT_VERSION == 2
     assert (entry["binning"], entry["values"], entry["edges"]) == ("values", [0.0, 1.0], [0.5])
     assert entry["proportions"] == [0.95, 0.05]
     [d] = compare_to_profile(prof, pl.DataFrame({"f": flag(400, 200)}))

@@ -249,6 +249,7 @@ def test_cannot_be_loaded_message_is_never_empty(
     empty = tmp_path / "empty.joblib"
     empty.write_bytes(b"")
     binding = {
+        "format_version": 2,  # as every binding mlpipe ever wrote
         "transform_version": transform.version,
         "transform_content_hash": store.get("transform", transform.version).content_hash,
         "output_columns": list(transform.output_columns),

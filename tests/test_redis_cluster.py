@@ -430,6 +430,7 @@ def test_cli_materialize_with_a_master_killed_fails_loudly_or_completes(
     assert version_keys(cluster, prefix, json.loads(again.stdout)["version"]) == 1000
 
 
+@pytest.mark.server
 def test_serve_over_cluster_recovers_from_a_master_failover_without_restart(
     tmp_path: Path,
     tmp_path_factory: pytest.TempPathFactory,

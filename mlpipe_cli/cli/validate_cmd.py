@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -17,6 +17,9 @@ from mlpipe_cli.cli.common import (
     QuietOption,
     run_context,
 )
+
+if TYPE_CHECKING:
+    from mlpipe_cli.validation.report import ValidationReport
 
 
 def validate(
@@ -95,7 +98,7 @@ def validate(
     result.raise_for_status()
 
 
-def _render(output: Output, report) -> None:  # type: ignore[no-untyped-def]
+def _render(output: Output, report: ValidationReport) -> None:
     from mlpipe_cli.validation.report import PASS, summary_line
 
     for source in report.sources:

@@ -149,7 +149,8 @@ class _NumericAcc:
         self.missing = 0
         self.posinf = 0  # +inf values: their fine interval's left end may be below an inf edge
         self.rows = 0
-        self.shift = entry.get("mean") if isinstance(entry.get("mean"), float | int) else 0.0
+        mean = entry.get("mean")
+        self.shift: float = mean if isinstance(mean, float | int) else 0.0
         self.s1: list[float] = []
         self.s2: list[float] = []
         self.finite = 0
@@ -407,7 +408,7 @@ def compare_to_profile(
             exprs.append(pl.col(src).cast(pl.Float64).alias(key))
         else:
             categorical[key] = _CategoricalAcc(name, entry)
-            cur_dtype = pl.String if schema[src] == pl.Null else schema[src]
+            cur_dtype = pl.String() if schema[src] == pl.Null else schema[src]
             exprs.append(categorical_expr(src, cur_dtype).alias(key))
 
     if exprs:
@@ -416,9 +417,9 @@ def compare_to_profile(
     for acc in numeric.values():
         results[acc.column] = _numeric_drift(acc, thresholds.get(acc.column, threshold),
                                              moderate, min_rows, eps)
-    for acc in categorical.values():
-        results[acc.column] = _categorical_drift(acc, thresholds.get(acc.column, threshold),
-                                                 moderate, min_rows, eps)
+    for cat_acc in categorical.values():
+        results[cat_acc.column] = _categorical_drift(
+            cat_acc, thresholds.get(cat_acc.column, threshold), moderate, min_rows, eps)
     return [results[n] for n in names]
 
 
@@ -590,7 +591,8 @@ def bin_labels(edges: Sequence[float], values: Sequence[float] | None = None) ->
                  enumerate(edges)]
     digits = _distinct_digits([e for e, skip in zip(edges, ulp_after, strict=True) if not skip])
 
-    def fmt(x: float) -> str:
+    def fmt(x: float | None) -> str:
+        assert x is not None  # each branch below prints a bound its bin has
         return format_number(x, digits)
 
     if not edges:

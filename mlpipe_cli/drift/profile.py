@@ -41,6 +41,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mlpipe_cli.documents import DriftProfile, check
 from mlpipe_cli.errors import InputError
 from mlpipe_cli.io import register_input
 
@@ -48,11 +49,6 @@ if TYPE_CHECKING:
     import numpy as np
     import polars as pl
 
-# 2: numeric entries carry ``binning`` ("values" | "quantiles"); atoms get their own bin.
-# Version 1 profiles (decile edges only) are still read: their edges mean what they meant.
-FORMAT_VERSION = 2
-READABLE_FORMAT_VERSIONS = (1, 2)
-PROFILE_KIND = "mlpipe.profile"
 SKETCH_SIZE = 1000
 MISSING = "__missing__"
 OTHER = "__other__"
@@ -339,8 +335,8 @@ def build_profile(
             )
 
     return {
-        "format_version": FORMAT_VERSION,
-        "kind": PROFILE_KIND,
+        "format_version": DriftProfile.FORMAT_VERSION,
+        "kind": DriftProfile.KIND,
         "rows": rows,
         "bins": bins,
         "sketch_size": SKETCH_SIZE,
@@ -412,14 +408,6 @@ def read_profile(path: Path) -> dict:
 
 
 def check_profile(doc: Any, *, source: str = "profile") -> None:
-    if not isinstance(doc, dict) or doc.get("kind") != PROFILE_KIND:
-        raise InputError(f"{source} is not an mlpipe profile (kind != {PROFILE_KIND!r})")
-    version = doc.get("format_version")
-    if version not in READABLE_FORMAT_VERSIONS:
-        raise InputError(
-            f"{source} has profile format_version {version!r}; this mlpipe reads "
-            f"{', '.join(map(str, READABLE_FORMAT_VERSIONS))}",
-            hint="rebuild the profile with this version of mlpipe",
-        )
-    if not isinstance(doc.get("columns"), dict):
-        raise InputError(f"{source} has no 'columns' mapping")
+    if not isinstance(doc, dict) or doc.get("kind") != DriftProfile.KIND:
+        raise InputError(f"{source} is not an mlpipe profile (kind != {DriftProfile.KIND!r})")
+    check(DriftProfile, doc, source, invalid=InputError)  # format_version first, then fields

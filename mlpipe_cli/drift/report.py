@@ -39,6 +39,7 @@ from mlpipe_cli.servinglog import (  # noqa: F401
     SEGMENT_GLOB,
     SERVED_AT,
     VEC_PREFIX,
+    check_segment_metadata,
     parse_instant,
     parse_window,
     raw_column,
@@ -96,7 +97,9 @@ def scan_serving_log(log_dir: Path, start: datetime, end: datetime) -> pl.LazyFr
     if not files:
         raise InputError(f"no serving-log segments ({SEGMENT_GLOB}) in {log_dir}",
                          hint="an empty serving log is an error, not a pass")
-    frames = [scan_parquet(f) for f in files]
+    frames = [scan_parquet(f) for f in files]  # InputError for a file that is not Parquet
+    for file in files:  # one footer read each: refuse a newer layout before reading rows
+        check_segment_metadata(pl.read_parquet_metadata(file), str(file))
     lf = frames[0] if len(frames) == 1 else pl.concat(frames, how="diagonal_relaxed")
     if SERVED_AT not in lf.collect_schema():
         raise InputError(f"serving log {log_dir} has no {SERVED_AT!r} column")

@@ -145,7 +145,7 @@ def box_non_finite(value: Any) -> Any:
 def loads_row(packed: bytes) -> list[Any]:
     """A packed row back to its values (non-finite floats restored)."""
     if packed[:1] != NON_FINITE_PREFIX:
-        return orjson.loads(packed)  # type: ignore[no-any-return]
+        return orjson.loads(packed)
     row = orjson.loads(packed[1:])
     return [
         float(v[_NON_FINITE_KEY]) if isinstance(v, dict) and _NON_FINITE_KEY in v else v
@@ -230,7 +230,7 @@ class KeyNormalizer:
             if index is not None:
                 value = index()
         try:
-            return self._coerce(value, kind, self._names[i])
+            return self._coerce(value, kind, self._names[i])  # type: ignore[arg-type]  # kinds come from key_kind
         except ValueError as exc:
             raise UsageError(str(exc)) from None
 

@@ -72,7 +72,7 @@ def feature_hash(config: PipelineConfig, selected: Sequence[FeatureConfig]) -> s
     rules, keys, joins and derived columns."""
     from mlpipe_cli.config.loader import config_section_hash
 
-    sources = {}
+    sources: dict[str, dict[str, Any]] = {}
     for name in sorted({f.source for f in selected}):
         src = config.sources[name]
         sources[name] = {

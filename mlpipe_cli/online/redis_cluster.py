@@ -100,7 +100,7 @@ class RedisClusterStore(RedisStore):
 
     # -- the client (made on first use: open_store does no I/O) --------------------------
     @property
-    def client(self) -> Any:
+    def client(self) -> Any:  # type: ignore[override]  # RedisStore's is a plain attribute
         if self._cluster is None:
             with self._connect_lock:
                 if self._cluster is None:
@@ -408,7 +408,10 @@ class RedisClusterStore(RedisStore):
     def _write_masters(
         self, prefix: bytes, groups: dict[str, tuple[Any, int, list[tuple[str, bytes]]]]
     ) -> None:
-        jobs = [(self._writer(node), replicas, rows) for node, replicas, rows in groups.values()]
+        jobs = [
+            (node.name, self._writer(node), replicas, rows)
+            for node, replicas, rows in groups.values()
+        ]
         if len(jobs) == 1:
             self._write_master(prefix, *jobs[0])
             return
@@ -420,7 +423,12 @@ class RedisClusterStore(RedisStore):
                 raise error
 
     def _write_master(
-        self, prefix: bytes, writer: _BulkWriter, replicas: int, rows: list[tuple[str, bytes]]
+        self,
+        prefix: bytes,
+        name: str,
+        writer: _BulkWriter,
+        replicas: int,
+        rows: list[tuple[str, bytes]],
     ) -> None:
         writer.write_all(set_command_batches(prefix, rows, self.ttl_seconds), len(rows))
         if replicas:
@@ -433,7 +441,7 @@ class RedisClusterStore(RedisStore):
             acked = writer.conn.read_response()
             if int(acked) < 1:
                 raise ServiceUnavailable(
-                    f"online store {self.location}: no replica of master {writer.name} "
+                    f"online store {self.location}: no replica of master {name} "
                     f"acknowledged the rows within {wait_ms} ms; the live version was not "
                     "changed"
                 )
@@ -444,7 +452,6 @@ class RedisClusterStore(RedisStore):
             conn = self.client.get_redis_connection(node).connection_pool.make_connection()
             conn.connect()
             writer = _BulkWriter(conn)
-            writer.name = node.name  # type: ignore[attr-defined]
             self._writers[node.name] = writer
         return writer
 

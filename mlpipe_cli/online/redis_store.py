@@ -462,7 +462,7 @@ class RedisStore(BaseStore):
             leases = {}
             if progress:
                 names = list(progress)
-                alive = self.client.mget([f"{self.prefix}:lease:{v.decode()}" for v in names])
+                alive = self.client.mget([f"{self.prefix}:lease:{_text(v)}" for v in names])
                 leases = {v: a is not None for v, a in zip(names, alive, strict=True)}
         out = []
         for version, raw in metas.items():
@@ -481,9 +481,9 @@ class RedisStore(BaseStore):
             live, prev = self.client.mget([self._k_live, self._k_prev])
         out = {}
         if live is not None:
-            out["live"] = live.decode()
+            out["live"] = _text(live)
         if prev is not None:
-            out["previous"] = prev.decode()
+            out["previous"] = _text(prev)
         return out
 
     def next_sequence(self) -> int:
@@ -625,7 +625,7 @@ class RedisStore(BaseStore):
                     pipe.hset(self._k_versions, meta.version, meta.to_json())
                     pipe.hdel(self._k_progress, meta.version)
                     pipe.delete(f"{self.prefix}:lease:{meta.version}")
-                    if live is not None and live.decode() != meta.version:
+                    if live is not None and _text(live) != meta.version:
                         pipe.set(self._k_prev, live)
                     pipe.set(self._k_live, meta.version)
                     pipe.execute()
@@ -651,7 +651,7 @@ class RedisStore(BaseStore):
                     pipe.set(self._k_live, previous)
                     pipe.set(self._k_prev, live)
                     pipe.execute()
-                    return previous.decode(), live.decode()
+                    return _text(previous), _text(live)
                 except redis.WatchError:
                     continue
 
@@ -820,3 +820,8 @@ def _url_password(url: str) -> str | None:
         return None
     _, sep, password = match.group("userinfo").partition(":")
     return password if sep and password else None
+
+
+def _text(value: bytes | str) -> str:
+    """A key or pointer as text (the client returns bytes; its types allow str too)."""
+    return value.decode() if isinstance(value, bytes) else value

@@ -25,6 +25,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mlpipe_cli.documents import MaterializationRecord
 from mlpipe_cli.errors import DataCheckFailed, UsageError
 from mlpipe_cli.online.base import owner_alive
 from mlpipe_cli.online.codec import utcnow
@@ -396,7 +397,7 @@ def _publish(
     ttls: dict[str, float],
 ) -> str:
     doc = {
-        "format_version": 1,
+        "format_version": MaterializationRecord.FORMAT_VERSION,
         "pipeline": config.pipeline,
         "as_of": meta.as_of.isoformat(),
         "entity_count": meta.entity_count,

@@ -135,6 +135,7 @@ def _publish(project: Project, transform_version: str, model_version: str | None
             close()
     loaded = load_versions(project.config, store, metadata, transform_ref=transform_version,
                            model_ref=model_version, expected_content_hash=expected_content_hash)
+    assert metadata is not None  # load_versions refuses a store with no live version
     checks = [
         f"transform {transform_version}: sha256 of every file and its golden example",
         f"online store version {metadata.version}: every transform input is a live feature "

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mlpipe_cli.documents import TrainingSetManifest
 from mlpipe_cli.errors import DataCheckFailed, InputError, UsageError
 from mlpipe_cli.io import within_input_scope
 from mlpipe_cli.progress import task as progress_task
@@ -25,9 +26,9 @@ from mlpipe_cli.progress import track as progress_track
 if TYPE_CHECKING:
     from mlpipe_cli.artifacts import ArtifactStore
     from mlpipe_cli.config import PipelineConfig
+    from mlpipe_cli.engines.spark.training_set import WrittenOutput
     from mlpipe_cli.ops.project import Project
 
-MANIFEST_FORMAT_VERSION = 1
 MANIFEST_SUFFIX = ".manifest.json"
 
 
@@ -190,6 +191,7 @@ def build_training_set(
     manifest_path = manifest_path_for(out)
     # the Parquet file and its manifest: both published or neither
     with atomic_outputs(), progress_task(f"writing {out.name}"):
+        summary: _Written | WrittenOutput
         if frame is None:  # engine spark: a file joins this batch; a directory is renamed
             from mlpipe_cli.engines.spark.training_set import build as build_on_spark
 
@@ -202,7 +204,7 @@ def build_training_set(
             summary = _Written.of(frame)
         written = staged_path(out)
         manifest: dict[str, Any] = {
-            "format_version": MANIFEST_FORMAT_VERSION,
+            "format_version": TrainingSetManifest.FORMAT_VERSION,
             "mlpipe_version": __version__,
             "kind": "training-set",
             "pipeline": config.pipeline,

@@ -189,7 +189,7 @@ def publish_report(
         (staging / "report.json").write_bytes(canonical_json(document) + b"\n")
         (staging / "report.xml").write_bytes(junit)
 
-    inputs = {}
+    inputs: dict[str, dict[str, Any] | None] = {}
     for source in report.sources:
         try:
             inputs[source.source] = fingerprint([source.path])

@@ -200,11 +200,11 @@ def _diff_table(source: str, old: dict[str, Any], new: dict[str, Any]) -> list[C
         if verdict:
             add(f"{key}_changed", verdict > 0, f"{key} {_show(before)} -> {_show(after)}")
     for key, breaking_when_added in (("required_columns", True), ("forbidden_columns", True)):
-        before, after = set(old.get(key) or []), set(new.get(key) or [])
-        if after - before:
-            add(f"{key}_added", breaking_when_added, f"{key} added: {sorted(after - before)}")
-        if before - after:
-            add(f"{key}_removed", False, f"{key} removed: {sorted(before - after)}")
+        old_names, new_names = set(old.get(key) or []), set(new.get(key) or [])
+        if new_names - old_names:
+            add(f"{key}_added", breaking_when_added, f"{key} added: {sorted(new_names - old_names)}")
+        if old_names - new_names:
+            add(f"{key}_removed", False, f"{key} removed: {sorted(old_names - new_names)}")
     old_checks = {c["name"]: c for c in old.get("checks") or []}
     new_checks = {c["name"]: c for c in new.get("checks") or []}
     for check in sorted(set(old_checks) | set(new_checks)):

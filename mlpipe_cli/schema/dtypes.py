@@ -34,7 +34,7 @@ _WIDENING: dict[str, set[str]] = {
 }
 
 
-def contract_dtype_of(dtype: pl.DataType) -> str | None:
+def contract_dtype_of(dtype: pl.DataType | type[pl.DataType]) -> str | None:
     """The contract name of a Polars dtype, or None if contracts cannot name it."""
     import polars as pl
 

@@ -275,9 +275,10 @@ class FeatureService:
         if not store.async_reads:
             self.ping()
             return
+        network: Any = store  # async_reads: a network store, which has the async pair
         try:
-            await store.ping_async()
-            meta = await store.live_metadata_async()
+            await network.ping_async()
+            meta = await network.live_metadata_async()
         except Exception as exc:
             raise self._store_failure(exc) from None
         self.health.ok()

@@ -49,7 +49,9 @@ class EmbeddingEnc(Encoder):
 
     def fit(self, frame: pl.DataFrame, target: np.ndarray | None = None) -> dict[str, Any]:
         table = self.load_table()
-        dim = table.schema["vector"].size  # type: ignore[union-attr]
+        vector = table.schema["vector"]
+        assert isinstance(vector, pl.Array)  # load_table casts it to Array(Float64, dim)
+        dim = vector.size
         matrix = table["vector"].to_numpy()
         if self.params.get("unknown", "zero") == "mean":
             fallback = [math.fsum(matrix[:, d].tolist()) / len(matrix) for d in range(dim)]
@@ -77,7 +79,7 @@ class EmbeddingEnc(Encoder):
             # dense sorted integer ids: the row is the id minus the first id
             first, last = int(keys[0]), int(keys[-1])
             key = pl.col(self.column).cast(pl.Int64, strict=False)
-            row = pl.when(key.is_between(first, last)).then(key - first)
+            row: pl.Expr = pl.when(key.is_between(first, last)).then(key - first)
         elif keys.dtype == pl.String:
             row = pl.col(self.column).cast(pl.String).cast(pl.Enum(keys), strict=False).to_physical()
         else:

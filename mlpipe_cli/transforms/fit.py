@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import polars as pl
 
-from mlpipe_cli import ARTIFACT_FORMAT_VERSION, __version__
+from mlpipe_cli import __version__
+from mlpipe_cli.documents import ArtifactManifest, TransformState
 from mlpipe_cli.errors import ArtifactError, ConfigError, DataCheckFailed, InputError
 from mlpipe_cli.transforms.categorical import TargetEnc
 from mlpipe_cli.transforms.fitted import (
-    STATE_FORMAT,
     FittedTransform,
     accepted_families,
     dtype_family,
@@ -114,7 +114,10 @@ def _required_columns(config: TransformConfig) -> list[str]:
 def check_training_schema(config: TransformConfig, schema: pl.Schema) -> list[str]:
     """Problems that make the data unusable for the configured steps (exit 1)."""
     problems = []
-    wanted = {c: s[0].type for c, s in config.columns.items() if s[0].type != "drop"}
+    # the first step's type, or the role of a column no step names
+    wanted: dict[str, str] = {
+        c: s[0].type for c, s in config.columns.items() if s[0].type != "drop"
+    }
     for steps in config.columns.values():
         reference = getattr(steps[0], "reference", None)
         if reference:
@@ -214,8 +217,8 @@ def fit_frame(config: TransformConfig, frame: pl.LazyFrame | pl.DataFrame) -> Fi
         raise InputError(f"transform output names collide: {', '.join(duplicated)}",
                          hint="rename an input column or drop one of the encoders")
     state_doc = {
-        "format_version": STATE_FORMAT,
-        "artifact_format_version": ARTIFACT_FORMAT_VERSION,
+        "format_version": TransformState.FORMAT_VERSION,
+        "artifact_format_version": ArtifactManifest.FORMAT_VERSION,
         "mlpipe_version": __version__,
         "target": target,
         "input_schema": input_schema,
@@ -275,7 +278,7 @@ def write_artifact(outcome: FitOutcome, staging: Path, *, profile: bool = True) 
     _write_json(
         staging / SCHEMA_FILE,
         {
-            "format_version": STATE_FORMAT,
+            "format_version": TransformState.FORMAT_VERSION,
             "mlpipe_version": __version__,
             "input": state["input_schema"],
             "output": [{"name": name, "dtype": "Float64"} for name in state["output_columns"]],
@@ -284,7 +287,7 @@ def write_artifact(outcome: FitOutcome, staging: Path, *, profile: bool = True) 
     _write_json(
         staging / GOLDEN_FILE,
         {
-            "format_version": STATE_FORMAT,
+            "format_version": TransformState.FORMAT_VERSION,
             "mlpipe_version": __version__,
             "rows": outcome.golden.height,
             "expected": outcome.golden_expected,

@@ -133,8 +133,9 @@ class TransformRun:
         for transformer, state in self.fitted.numeric_columns():
             policy = transformer.policy(state)
             name = transformer.column
+            null, nan, inf, missing_out = (int(row[_count_name(name, k)]) for k in _COUNTS)
             columns.append(ColumnCounts(
-                name, *(int(row[_count_name(name, k)]) for k in _COUNTS),
+                name, null, nan, inf, missing_out,
                 policy=_policy_dict(policy),
             ))  # fmt: skip
         return TransformReport(self.fitted.version, int(row["rows"]), columns)

@@ -7,7 +7,7 @@ module only turns its per-column results into checks with this source's threshol
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 from mlpipe_cli.validation.report import ERROR, FAIL, PASS, SKIPPED, WARN, CheckResult
 
@@ -154,7 +154,7 @@ def _null_rate_only(source_name: str, cfg: Any, drift: Any) -> list[CheckResult]
     return [check]
 
 
-def _finite(value: Any) -> bool:
+def _finite(value: Any) -> TypeGuard[float]:
     return isinstance(value, (int, float)) and math.isfinite(value)
 
 

@@ -304,6 +304,7 @@ def _compile_row_checks(
         report.checks.append(result)
         if fail is None:
             return
+        assert value is not None  # every call with a failure test says what to show
         checks.append(
             _RowCheck(result, fail.fill_null(False), value, tol.max_failure_rate, tol.max_failures)
         )
@@ -595,12 +596,13 @@ def _run_fused(
         _judge(check.result, check, check.result.failures or 0, rows, source.max_failure_rate)
     report.failed_rows = int(row["__failed"])
 
+    slo_failures = int(row["__slo"])
     slo = CheckResult(
         f"{name}.table.row_failure_rate", name, None, "row_failure_rate", "error",
-        failures=int(row["__slo"]), rows=rows, threshold=source.max_failure_rate,
+        failures=slo_failures, rows=rows, threshold=source.max_failure_rate,
     )  # fmt: skip
     slo.statistic = slo.rate if rows else 0.0
-    if rows and slo.failures / rows > source.max_failure_rate:
+    if rows and slo_failures / rows > source.max_failure_rate:
         slo.status = FAIL
         slo.message = (
             f"{slo.failures} of {rows} rows ({_pct(slo.rate)}) fail row checks; "

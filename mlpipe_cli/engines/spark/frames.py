@@ -137,21 +137,20 @@ def _restore_expr(name: str, got: pl.DataType, want: pl.DataType) -> pl.Expr:
 def _transit_dtype(dtype: pl.DataType) -> pl.DataType:
     """The dtype a column of ``dtype`` crosses Spark in (lossless both ways)."""
     if isinstance(dtype, pl.Datetime | pl.Duration | pl.Time):
-        return pl.Int64
+        return pl.Int64()
     if isinstance(dtype, pl.Date):
-        return pl.Int32
+        return pl.Int32()
     if isinstance(dtype, pl.Categorical | pl.Enum):
-        return pl.String
+        return pl.String()
     if dtype == pl.UInt8:
-        return pl.Int16
+        return pl.Int16()
     if dtype == pl.UInt16:
-        return pl.Int32
+        return pl.Int32()
     if dtype in (pl.UInt32, pl.UInt64):
-        return pl.Int64
-    if isinstance(dtype, pl.Array):
-        return pl.List(_transit_dtype(dtype.inner))
-    if isinstance(dtype, pl.List):
-        return pl.List(_transit_dtype(dtype.inner))
+        return pl.Int64()
+    if isinstance(dtype, pl.Array | pl.List):
+        # polars types `inner` as a class or an instance; in a schema it is an instance
+        return pl.List(_transit_dtype(dtype.inner))  # type: ignore[arg-type]
     return dtype
 
 
@@ -248,7 +247,7 @@ def part_name(order: int) -> str:
 
 def row_count_hint(inputs: Iterable[SparkInput]) -> Any:
     counts = [i.rows for i in inputs]
-    return None if any(c is None for c in counts) else sum(counts)  # type: ignore[misc]
+    return None if any(c is None for c in counts) else sum(counts)
 
 
 def replace_directory(staging: Path, out: Path) -> None:

@@ -144,10 +144,13 @@ def _offsets(spark_input: frames.SparkInput, path: Path | str) -> dict[int, int]
     else:
         from pyspark.sql import functions as F
 
-        rank = F.shiftright(F.col(frames.ORDER), frames.ROW_BITS)
-        by_rank = dict(spark_input.frame.groupBy(rank.alias("r")).count().collect())
+        file_rank = F.shiftright(F.col(frames.ORDER), frames.ROW_BITS)
+        by_rank: dict[int, int] = dict(
+            spark_input.frame.groupBy(file_rank.alias("r")).count().collect()  # (r, count) rows
+        )
         counts = [by_rank.get(r, 0) for r in range(spark_input.files)]
-    offsets, total = {}, 0
+    offsets: dict[int, int] = {}
+    total = 0
     for rank, count in enumerate(counts):
         offsets[rank] = total
         total += count
