@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import gc
 import importlib.util
+import os
 import random
 import statistics
 import subprocess
@@ -216,6 +217,7 @@ def measure(
     tracer = Tracer(logger) if trace and logger is not None else None
     gc.collect()
     full_gcs = FullGcs()
+    load1, cpu0 = os.getloadavg()[0], os.times()
     if logger is not None:
         logger.start()
     log = logger.log if logger is not None else None
@@ -240,7 +242,9 @@ def measure(
                 log(*args, 1_782_864_000_000_000 + logged)
                 costs.append(clock_ns() - t0)
             logged += 1
-    result: dict[str, Any] = {"logged": logged, "wakeups": len(wakeups)}
+    cpu1 = os.times()  # the main thread and the writer thread, during the load run
+    result: dict[str, Any] = {"logged": logged, "wakeups": len(wakeups), "load1": load1,
+                              "cpu": (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)}
     lateness = [late for _, late in wakeups]
     for name, q in (("p50", 0.5), ("p99", 0.99), ("p999", 0.999)):
         result[name] = pct(lateness, q) * 1000
@@ -315,7 +319,8 @@ def main() -> None:
     for spec in args.impl or [None]:
         impls.append((spec if spec not in (None, "", "tree") else "working tree", load_impl(spec)))
     print(f"rate {args.rate:,.0f} rows/s, >= {args.seconds:g} s per run, {args.runs} run(s);"
-          " implementations run in turn, so machine noise hits them alike")  # fmt: skip
+          " implementations run in turn, so machine noise hits them alike; load average "
+          + " ".join(f"{x:.2f}" for x in os.getloadavg()))  # fmt: skip
     for label, impl in impls:
         if impl is not None:
             tight = statistics.median(tight_log_cost(impl) for _ in range(3))
@@ -327,7 +332,7 @@ def main() -> None:
         print(
             f"{'implementation':>24} {'late p50':>8} {'p99':>6} {'p99.9':>6} {'max':>6} (ms)"
             f" {'>1ms':>5} {'>5ms':>4} {'gc2':>3} {'gc2 max':>7}   {'log p50':>7} {'p99':>5} (ns)"
-            f" {'close':>6}"
+            f" {'close':>6} {'cpu s':>6} {'load':>5}"
         )
         results: dict[str, list[dict[str, Any]]] = {label: [] for label, _ in impls}
         for run in range(args.runs):
@@ -336,11 +341,13 @@ def main() -> None:
                 results[label].append(res)
                 print(row(f"{label[-19:]} #{run + 1}", res), flush=True)
         for label, impl in impls:
-            keys = ["p50", "p99", "p999", "max", "over1", "over5", "gc2", "gc2_max"]
+            keys = ["p50", "p99", "p999", "max", "over1", "over5", "gc2", "gc2_max", "cpu",
+                    "load1"]
             if impl is not None:
                 keys += ["log_p50_ns", "log_p99_ns", "close_ms"]
             med = {k: statistics.median(r[k] for r in results[label]) for k in keys}
             print(row(f"{label[-17:]} median", med), flush=True)
+    print("load average at end " + " ".join(f"{x:.2f}" for x in os.getloadavg()))
 
 
 def row(label: str, res: dict[str, Any]) -> str:
@@ -352,6 +359,9 @@ def row(label: str, res: dict[str, Any]) -> str:
         line += (
             f"   {res['log_p50_ns']:7.0f} {res['log_p99_ns']:5.0f}      {res['close_ms']:5.0f}ms"
         )
+    else:
+        line += " " * 29
+    line += f" {res['cpu']:6.2f} {res['load1']:5.1f}"
     if "counters" in res:
         line += f"  {res['counters']}"
     return line

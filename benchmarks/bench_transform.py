@@ -338,11 +338,16 @@ def phase_online(rows: int, n: int) -> dict[str, float]:
             "sklearn_p50_us": q(sk, 0.5), "sklearn_p99_us": q(sk, 0.99), "records": len(timings)}
 
 
-def child(args: list[str]) -> dict[str, float]:
-    proc = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, check=False)
+def child(args: list[str], threads: str | None = None) -> dict[str, float]:
+    env = dict(os.environ)
+    if threads is not None:  # Polars reads it once, when it is first imported
+        env["POLARS_MAX_THREADS"] = threads
+    load1 = os.getloadavg()[0]
+    proc = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True,
+                          check=False, env=env)
     if proc.returncode != 0:
         raise SystemExit(f"child {args} failed:\n{proc.stderr}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return {**json.loads(proc.stdout.strip().splitlines()[-1]), "load1": load1}
 
 
 def main() -> None:
@@ -353,6 +358,10 @@ def main() -> None:
     parser.add_argument("--online-records", type=int, default=20_000)
     parser.add_argument("--methods", help="comma-separated subset of the batch methods")
     parser.add_argument("--no-online", action="store_true", help="skip the online latency part")
+    parser.add_argument("--polars-threads", metavar="N,N,...",
+                        help="run every mlpipe method once per POLARS_MAX_THREADS value "
+                             "(e.g. 1,2,default), interleaved with the others, to see how the "
+                             "pool size moves wall and CPU time under the current load")
     parser.add_argument("--phase", help=argparse.SUPPRESS)
     ARGS = parser.parse_args()
     rows = ARGS.rows
@@ -384,14 +393,22 @@ def main() -> None:
                "mlpipe-memory", "sklearn-memory", "sklearn-parquet"]
     if ARGS.methods:
         methods = [m for m in methods if m in ARGS.methods.split(",")]
-    results: dict[str, list[dict[str, float]]] = {name: [] for name in methods}
+    # (label, phase, POLARS_MAX_THREADS or None for the inherited setting)
+    runs_of: list[tuple[str, str, str | None]] = []
+    for name in methods:
+        if ARGS.polars_threads and name.startswith(("mlpipe", "checked")):
+            for t in ARGS.polars_threads.split(","):
+                runs_of.append((f"{name}@{t}", name, None if t == "default" else t))
+        else:
+            runs_of.append((name, name, None))
+    results: dict[str, list[dict[str, float]]] = {label: [] for label, _, _ in runs_of}
     for _ in range(ARGS.repeat):
-        for name in methods:  # interleaved, so load changes hit every method alike
-            results[name].append(child(["--rows", str(rows), "--phase", name]))
+        for label, name, threads in runs_of:  # interleaved: load changes hit every method alike
+            results[label].append(child(["--rows", str(rows), "--phase", name], threads))
     summary = {}
     print(f"\nbatch, median of {ARGS.repeat} (`total` = wall time incl. the read of the same Parquet "
           "file; `best` = fastest run; `cpu` = user+sys CPU, all threads):")
-    print(f"{'method':20s} {'total':>8s} {'rows/s':>11s} {'best':>7s} {'cpu':>7s} {'read':>6s} "
+    print(f"{'method':28s} {'total':>8s} {'rows/s':>11s} {'best':>7s} {'cpu':>7s} {'read':>6s} "
           f"{'transform':>9s} {'peak MB':>8s} {'base MB':>8s} {'out MB':>7s} cols")
     for name, runs in results.items():
         med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
@@ -401,17 +418,21 @@ def main() -> None:
             return format(med[key], spec) if key in med else "-"
 
         best = min(r["seconds"] for r in runs)
-        print(f"{name:20s} {med['seconds']:7.2f}s {rows / med['seconds']:11,.0f} {best:6.2f}s "
+        print(f"{name:28s} {med['seconds']:7.2f}s {rows / med['seconds']:11,.0f} {best:6.2f}s "
               f"{med['cpu_seconds']:6.2f}s {fmt('read_seconds', '6.2f'):>6s} "
               f"{fmt('transform_seconds', '8.2f'):>9s} "
               f"{med['peak_mb']:8.0f} {med['baseline_mb']:8.0f} {fmt('out_mb', '7.0f'):>7s} "
               f"{int(med['width'])}")
-        each = ", ".join(f"{r['seconds']:.2f}" for r in runs)
-        print(f"{'':20s} runs: {each}")
+        each = ", ".join(f"{r['seconds']:.2f}s/{r['cpu_seconds']:.2f}s cpu @load {r['load1']:.1f}"
+                         for r in runs)
+        print(f"{'':28s} runs: {each}")
     pairs = [("mlpipe-memory", "sklearn-memory", "in memory, read included"),
              ("mlpipe-sink", "sklearn-parquet", "to Parquet as `mlpipe transform` (stats)"),
              ("mlpipe-sink-nostats", "sklearn-parquet", "to Parquet, no statistics")]
     print("\nratios (sklearn / mlpipe):")
+    if ARGS.polars_threads:  # every pool size against the same sklearn runs
+        pairs = [(f"{ours}@{t}", theirs, f"{label}, threads={t}")
+                 for ours, theirs, label in pairs for t in ARGS.polars_threads.split(",")]
     for ours, theirs, label in pairs:
         if ours in summary and theirs in summary:
             a, b = summary[ours], summary[theirs]

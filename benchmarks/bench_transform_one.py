@@ -145,27 +145,32 @@ def time_calls(fn: Callable[[Any], Any], inputs: list[Any]) -> tuple[float, floa
 
 def measure(
     variants: dict[str, tuple[Callable[[Any], Any], list[Any]]], rounds: int
-) -> dict[str, tuple[float, float]]:
-    """Median over rounds of each variant's (p50, p99); variants interleaved per round."""
+) -> dict[str, tuple[float, float, float]]:
+    """Median over rounds of each variant's (p50, p99, CPU µs per call — process_time over the
+    round, timer cost included); variants interleaved per round."""
     for fn, inputs in variants.values():  # warm up (and let the interpreter specialise)
         for x in inputs[: min(len(inputs), 2000)]:
             fn(x)
     runs: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}
+    cpu: dict[str, list[float]] = {name: [] for name in variants}
     gc.collect()
     gc.freeze()
     gc.disable()
     try:
         for _ in range(rounds):
             for name, (fn, inputs) in variants.items():
+                c0 = time.process_time()
                 runs[name].append(time_calls(fn, inputs))
+                cpu[name].append((time.process_time() - c0) / len(inputs) * 1e6)
                 gc.collect()
     finally:
         gc.enable()
         gc.unfreeze()
     return {
-        name: (statistics.median(p50 for p50, _ in r), statistics.median(p99 for _, p99 in r))
+        name: (statistics.median(p50 for p50, _ in r), statistics.median(p99 for _, p99 in r),
+               statistics.median(cpu[name]))
         for name, r in runs.items()
-    }
+    }  # fmt: skip
 
 
 # -- one column of each transformer type --------------------------------------------------
@@ -283,10 +288,10 @@ def main() -> None:
         f"outputs), {args.records:,} records x {args.rounds} rounds; microseconds per call, "
         "median of the rounds' p50 and p99 (timer cost included: see `empty`):"
     )
-    print(f"  {'variant':12s} {'p50':>8s} {'p99':>8s}  {'p50 vs fast':>11s}")
+    print(f"  {'variant':12s} {'p50':>8s} {'p99':>8s} {'cpu/call':>9s}  {'p50 vs fast':>11s}")
     for name in ("empty", "reference", "fast", "hand", "sklearn"):
-        p50, p99 = med[name]
-        print(f"  {name:12s} {p50:8.2f} {p99:8.2f}  {p50 / med['fast'][0]:10.1f}x")
+        p50, p99, cpu = med[name]
+        print(f"  {name:12s} {p50:8.2f} {p99:8.2f} {cpu:9.2f}  {p50 / med['fast'][0]:10.1f}x")
     ref, fast = med["reference"], med["fast"]
     print(
         f"  speed-up reference -> fast: p50 {ref[0] / fast[0]:.1f}x, p99 {ref[1] / fast[1]:.1f}x; "

@@ -214,22 +214,29 @@ def child(method: str, path: Path) -> None:
     for module in IMPORTS[method]:  # imports happen outside the timed region
         importlib.import_module(module)
     baseline = _rss_now()
-    start = time.perf_counter()
+    cpu0, start = os.times(), time.perf_counter()
     counts = METHODS[method](path)
     seconds = time.perf_counter() - start
+    cpu1 = os.times()
+    cpu = (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)  # all threads of this process
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print(json.dumps({"seconds": seconds, "peak_bytes": peak, "baseline_bytes": baseline,
-                      "counts": counts}))  # fmt: skip
+    print(json.dumps({"seconds": seconds, "cpu": cpu, "peak_bytes": peak,
+                      "baseline_bytes": baseline, "counts": counts}))  # fmt: skip
 
 
 def measure(method: str, path: Path) -> dict:
+    load1 = os.getloadavg()[0]
     proc = subprocess.run(
         [sys.executable, __file__, "--child", method, "--path", str(path)],
         capture_output=True, text=True, check=False,
     )  # fmt: skip
     if proc.returncode != 0:
         raise SystemExit(f"{method} failed:\n{proc.stderr}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return {**json.loads(proc.stdout.strip().splitlines()[-1]), "load1": load1}
+
+
+def loadavg() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def main() -> None:
@@ -248,7 +255,8 @@ def main() -> None:
     path, memory = data_file(rows)
     methods = args.methods.split(",")
     print(f"file: {path} ({path.stat().st_size / 2**20:.0f} MiB on disk, "
-          f"{memory / 2**20:.0f} MiB in memory), {rows:,} rows x 10 columns, {args.repeat} runs")  # fmt: skip
+          f"{memory / 2**20:.0f} MiB in memory), {rows:,} rows x 10 columns, {args.repeat} runs, "
+          f"{os.cpu_count()} CPUs, load average at start {loadavg()}")  # fmt: skip
     results: dict[str, list[dict]] = {m: [] for m in methods}
     for _ in range(args.repeat):
         for method in methods:  # interleaved so machine noise hits every method alike
@@ -261,23 +269,27 @@ def main() -> None:
         if shared != expected or len(shared) != len(counts):
             raise SystemExit(f"{method} disagrees with {methods[0]}: {shared} vs {expected}")
     med = {m: statistics.median(r["seconds"] for r in results[m]) for m in methods}
+    cpu = {m: statistics.median(r["cpu"] for r in results[m]) for m in methods}
     peak = {m: statistics.median(r["peak_bytes"] for r in results[m]) for m in methods}
     grew = {m: statistics.median(r["peak_bytes"] - r["baseline_bytes"] for r in results[m])
             for m in methods}  # fmt: skip
-    print(f"{'method':13} {'median s':>9} {'rows/s':>12} {'peak MiB':>9} {'+work MiB':>10} "
-          f"{'peak/in-mem':>12}  runs")  # fmt: skip
+    print(f"{'method':13} {'median s':>9} {'cpu s':>7} {'rows/s':>12} {'peak MiB':>9} "
+          f"{'+work MiB':>10} {'peak/in-mem':>12}  runs (wall/cpu @ load)")  # fmt: skip
     for m in methods:
-        runs = ", ".join(f"{r['seconds']:.2f}" for r in results[m])
-        print(f"{m:13} {med[m]:9.2f} {rows / med[m]:12,.0f} {peak[m] / 2**20:9.0f} "
+        runs = ", ".join(f"{r['seconds']:.2f}/{r['cpu']:.2f} @{r['load1']:.1f}" for r in results[m])
+        print(f"{m:13} {med[m]:9.2f} {cpu[m]:7.2f} {rows / med[m]:12,.0f} {peak[m] / 2**20:9.0f} "
               f"{grew[m] / 2**20:10.0f} {peak[m] / memory:12.2f}  [{runs}]")  # fmt: skip
     if "mlpipe" in med and "polars" in med:
-        print(f"mlpipe / bare polars time: {med['mlpipe'] / med['polars']:.2f}x (goal <= 2x)")
+        print(f"mlpipe / bare polars time: {med['mlpipe'] / med['polars']:.2f}x, cpu "
+              f"{cpu['mlpipe'] / cpu['polars']:.2f}x (goal <= 2x)")  # fmt: skip
     for other in ("pandas", "pandas-object"):
         if "mlpipe" in med and other in med:
-            print(f"{other} / mlpipe time: {med[other] / med['mlpipe']:.1f}x (goal >= 10x)")
+            print(f"{other} / mlpipe time: {med[other] / med['mlpipe']:.1f}x, cpu "
+                  f"{cpu[other] / cpu['mlpipe']:.1f}x (goal >= 10x)")  # fmt: skip
+    print(f"load average at end {loadavg()}")
     if "mlpipe" in peak:
         print(f"mlpipe peak memory: {peak['mlpipe'] / memory:.2f} of the in-memory size")
-    print(json.dumps({"rows": rows, "median_seconds": med, "peak_bytes": peak,
+    print(json.dumps({"rows": rows, "median_seconds": med, "cpu_seconds": cpu, "peak_bytes": peak,
                       "peak_above_imports_bytes": grew, "memory_bytes": memory}))  # fmt: skip
 
 
