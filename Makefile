@@ -21,6 +21,7 @@ test-fast:
 
 lint:
 	$(BIN)/ruff check mlpipe_cli tests benchmarks scripts
+	$(BIN)/ruff format --check mlpipe_cli tests benchmarks scripts
 
 typecheck:
 	$(BIN)/mypy

@@ -189,7 +189,9 @@ def end_to_end(config, artifact_dir: Path, store) -> dict:  # type: ignore[no-un
     from mlpipe_cli.artifacts import ArtifactStore
     from mlpipe_cli.ops.materialize import run_materialize
 
-    result = run_materialize(config, ArtifactStore(artifact_dir, config.pipeline), store, as_of=AS_OF)
+    result = run_materialize(
+        config, ArtifactStore(artifact_dir, config.pipeline), store, as_of=AS_OF
+    )
     return result.to_json()
 
 
@@ -424,8 +426,12 @@ def print_cold_warm(runs: dict[str, list], db: Path) -> None:
                   f"{w['p99_us']:.1f} us (cpu {w['cpu_us']:.1f}); open {run['open_ms']:.1f} ms")  # fmt: skip
     for kind in ("disk", "cached"):
         if runs[kind]:
-            med = {p: statistics.median(r[p]["p99_us"] for r in runs[kind]) for p in ("first", "warm")}
-            print(f"  median p99 {kind:6s}: first pass {med['first']:.1f} us, warm {med['warm']:.1f} us")
+            med = {
+                p: statistics.median(r[p]["p99_us"] for r in runs[kind]) for p in ("first", "warm")
+            }
+            print(
+                f"  median p99 {kind:6s}: first pass {med['first']:.1f} us, warm {med['warm']:.1f} us"
+            )
 
 
 def main() -> None:
@@ -439,10 +445,15 @@ def main() -> None:
         "--cluster", action="store_true", help="also run against a 3+3 Redis Cluster"
     )
     parser.add_argument("--features", type=int, default=20, help="the first N of the 20 features")
-    parser.add_argument("--lookups", type=int, default=20_000,
-                        help="distinct ids per SQLite cold/warm pass")
-    parser.add_argument("--lookup-rounds", type=int, default=3,
-                        help="rounds of the SQLite cold/warm children (0: skip them)")
+    parser.add_argument(
+        "--lookups", type=int, default=20_000, help="distinct ids per SQLite cold/warm pass"
+    )
+    parser.add_argument(
+        "--lookup-rounds",
+        type=int,
+        default=3,
+        help="rounds of the SQLite cold/warm children (0: skip them)",
+    )
     parser.add_argument("--phase", help=argparse.SUPPRESS)
     parser.add_argument("--db", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
@@ -529,6 +540,7 @@ def main() -> None:
             ours = statistics.median(c for c, _ in pairs)
             theirs = statistics.median(r for _, r in pairs)
             return f"cpu {ours:.2f}s + redis-server {theirs:.2f}s"
+
         ours = total / statistics.median(redis_times)
         floor = total / statistics.median(floor_times)
         sqlite_rate = total / statistics.median(sqlite_times)
@@ -625,7 +637,9 @@ def lookup_costs(store, n_entities: int, ports: list[int], count: int, batch: in
     }
 
 
-def cluster_runs(args, root: Path, config_path: Path, server: Server, chunks, names, report: dict) -> None:  # type: ignore[no-untyped-def]
+def cluster_runs(
+    args, root: Path, config_path: Path, server: Server, chunks, names, report: dict
+) -> None:  # type: ignore[no-untyped-def]
     import os
 
     from _redis_cluster import LocalRedisCluster

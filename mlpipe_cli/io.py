@@ -164,7 +164,9 @@ def _schema_differences(
     out = []
     for name, ref_dtype in reference.items():
         if name not in schema:
-            out.append(f"column {name!r} is missing but {ref_name} has it ({describe_dtype(ref_dtype)})")
+            out.append(
+                f"column {name!r} is missing but {ref_name} has it ({describe_dtype(ref_dtype)})"
+            )
         elif repr(schema[name]) != repr(ref_dtype):  # the signatures compare reprs too
             ours, theirs = describe_dtype(schema[name]), describe_dtype(ref_dtype)
             if ours == theirs:  # e.g. two Enums with different categories

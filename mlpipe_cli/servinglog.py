@@ -98,8 +98,9 @@ def parse_instant(text: str) -> datetime:
     return value.astimezone(UTC)
 
 
-def parse_window(since: str | None, until: str | None, default: timedelta) -> tuple[datetime,
-                                                                                 datetime]:
+def parse_window(
+    since: str | None, until: str | None, default: timedelta
+) -> tuple[datetime, datetime]:
     """--since (a duration back from --until, or an instant) and --until (default now)."""
     from mlpipe_cli.config.base import parse_duration
 
@@ -112,6 +113,8 @@ def parse_window(since: str | None, until: str | None, default: timedelta) -> tu
         except ValueError:
             start = parse_instant(since)
     if start >= end:
-        raise UsageError(f"empty time window: --since {start.isoformat()} is not before "
-                         f"--until {end.isoformat()}")
+        raise UsageError(
+            f"empty time window: --since {start.isoformat()} is not before "
+            f"--until {end.isoformat()}"
+        )
     return start, end

@@ -248,9 +248,7 @@ def test_corrupt_latest_pointer_is_an_artifact_error_not_nothing_published(
     pointer.write_bytes(content)
     with pytest.raises(ArtifactError) as err:
         store.get("transform")
-    assert str(err.value) == (
-        f"{pointer} is corrupt ({problem}); run `mlpipe artifacts verify`"
-    )
+    assert str(err.value) == (f"{pointer} is corrupt ({problem}); run `mlpipe artifacts verify`")
     assert not isinstance(err.value, ArtifactNotFound)
     # pinned versions still load: only the pointer is damaged
     assert store.get("transform", "1").version.startswith("0001-")
@@ -318,9 +316,11 @@ def test_forged_artifact_passes_sha256_checks_but_not_the_signature(
 
     unsigned = {k: v for k, v in manifest.items() if k != "signature"}
     canonical = json.dumps(unsigned, sort_keys=True, separators=(",", ":")).encode()
-    assert manifest["signature"] == "hmac-sha256:" + hmac.new(
-        b"k3y-only-the-publisher-has", canonical, hashlib.sha256
-    ).hexdigest()
+    assert (
+        manifest["signature"]
+        == "hmac-sha256:"
+        + hmac.new(b"k3y-only-the-publisher-has", canonical, hashlib.sha256).hexdigest()
+    )
     assert manifest_signature(manifest, b"k3y-only-the-publisher-has") == manifest["signature"]
     assert signed.get("transform").version == published.version
 

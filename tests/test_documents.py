@@ -173,8 +173,10 @@ def test_golden_transform_state_builds_a_transform() -> None:
 def _embedding_table(column_state: dict[str, Any]) -> pl.DataFrame:
     # the recorded shape; the values do not matter to loading
     rows, width = column_state["rows"], column_state["dim"]
-    return pl.DataFrame({"key": list(range(1, rows + 1)), "vector": [[0.0] * width] * rows},
-                        schema={"key": pl.Int64, "vector": pl.Array(pl.Float32, width)})
+    return pl.DataFrame(
+        {"key": list(range(1, rows + 1)), "vector": [[0.0] * width] * rows},
+        schema={"key": pl.Int64, "vector": pl.Array(pl.Float32, width)},
+    )
 
 
 def test_older_readable_versions_in_the_golden_artifacts_still_read() -> None:
@@ -249,7 +251,9 @@ def test_a_missing_version_is_refused() -> None:
 
 def test_fields_that_do_not_fit_raise_the_readers_error() -> None:
     document = {**golden_doc(StoreMetadataDocument), "entity_count": "many"}
-    with pytest.raises(ArtifactError, match=r"^meta is not a valid online store metadata: entity_count: "):
+    with pytest.raises(
+        ArtifactError, match=r"^meta is not a valid online store metadata: entity_count: "
+    ):
         check(StoreMetadataDocument, document, "meta")
     with pytest.raises(InputError, match=r"not a JSON object"):
         check(DriftProfile, [1, 2], "p.json", invalid=InputError)
@@ -259,8 +263,11 @@ def test_store_metadata_of_a_newer_format_is_refused_on_read() -> None:
     from mlpipe_cli.online.base import StoreMetadata
 
     data = {**golden_doc(StoreMetadataDocument), "format_version": 2}
-    with pytest.raises(ArtifactError, match=r"online store metadata of version 0001-\w+: "
-                       r"online store metadata format_version 2 is not one"):
+    with pytest.raises(
+        ArtifactError,
+        match=r"online store metadata of version 0001-\w+: "
+        r"online store metadata format_version 2 is not one",
+    ):
         StoreMetadata.from_json(json.dumps(data))
 
 

@@ -33,8 +33,9 @@ def test_markers_are_applied_from_what_a_test_uses(request: pytest.FixtureReques
     assert not own & {"slow", "server", "redis", "spark"}
 
 
-def test_redis_fixture_users_get_the_redis_marker(redis_server: object,
-                                                  request: pytest.FixtureRequest) -> None:
+def test_redis_fixture_users_get_the_redis_marker(
+    redis_server: object, request: pytest.FixtureRequest
+) -> None:
     assert request.node.get_closest_marker("redis") is not None
 
 

@@ -459,7 +459,9 @@ class ArtifactStore:
             results.extend(self.verify(kind, v) for v in self.versions(kind))
             problem = self._latest_problem(kind)
             if problem is not None:
-                results.append(VerifyResult(kind, LATEST, False, [f"{LATEST} is corrupt ({problem})"]))
+                results.append(
+                    VerifyResult(kind, LATEST, False, [f"{LATEST} is corrupt ({problem})"])
+                )
         return results
 
     # -- internals ----------------------------------------------------------------------

@@ -122,8 +122,9 @@ def _num(value: Any) -> float:
     return float(value)
 
 
-def numeric_profile(sorted_valid: np.ndarray, rows: int, nan_count: int, *, bins: int,
-                    dtype: str) -> dict[str, Any]:
+def numeric_profile(
+    sorted_valid: np.ndarray, rows: int, nan_count: int, *, bins: int, dtype: str
+) -> dict[str, Any]:
     """Profile of one numeric column from its sorted non-missing values."""
     import numpy as np
 
@@ -139,8 +140,16 @@ def numeric_profile(sorted_valid: np.ndarray, rows: int, nan_count: int, *, bins
         "valid_count": n,
     }
     if n == 0:
-        entry.update(mean=None, std=None, min=None, max=None, binning="quantiles", edges=[],
-                     proportions=[0.0], quantiles=[])
+        entry.update(
+            mean=None,
+            std=None,
+            min=None,
+            max=None,
+            binning="quantiles",
+            edges=[],
+            proportions=[0.0],
+            quantiles=[],
+        )
         entry["missing_proportion"] = 1.0 if rows else 0.0
         return entry
     finite = sorted_valid[np.isfinite(sorted_valid)]
@@ -212,8 +221,9 @@ def value_bins(sorted_valid: np.ndarray, *, limit: int) -> tuple[list[float], li
         lower = sorted_valid[begin - 1 : end - 1]
         upper = sorted_valid[begin:end]
         with np.errstate(invalid="ignore"):  # inf - inf = nan: the same (infinite) value
-            tolerance = np.where(np.isinf(upper), 0.0,
-                                 VALUE_TOLERANCE * np.maximum(1.0, np.abs(upper)))
+            tolerance = np.where(
+                np.isinf(upper), 0.0, VALUE_TOLERANCE * np.maximum(1.0, np.abs(upper))
+            )
             new = (upper - lower) > tolerance  # -0.0 == 0.0: one value
         starts += (np.flatnonzero(new) + begin).tolist()
         if len(starts) + 1 > limit:
@@ -304,8 +314,9 @@ def build_profile(
         try:
             data = lf.select([pl.col(c).cast(pl.Float64) for c in chunk]).collect()
         except pl.exceptions.PolarsError as exc:
-            raise InputError(f"cannot profile {', '.join(chunk)}: "
-                             f"{str(exc).splitlines()[0]}") from None
+            raise InputError(
+                f"cannot profile {', '.join(chunk)}: {str(exc).splitlines()[0]}"
+            ) from None
         for c in chunk:
             series = data.get_column(c)
             values = series.to_numpy()  # nulls → NaN
@@ -327,8 +338,9 @@ def build_profile(
         try:
             results = pl.collect_all(queries)
         except pl.exceptions.PolarsError as exc:
-            raise InputError(f"cannot profile {', '.join(categorical)}: "
-                             f"{str(exc).splitlines()[0]}") from None
+            raise InputError(
+                f"cannot profile {', '.join(categorical)}: {str(exc).splitlines()[0]}"
+            ) from None
         for c, counts in zip(categorical, results, strict=True):
             out_columns[c] = _categorical_profile(
                 counts, rows, max_categories=max_categories, dtype=str(schema[c])
@@ -347,8 +359,9 @@ def build_profile(
     }
 
 
-def _categorical_profile(counts: pl.DataFrame, rows: int, *, max_categories: int,
-                         dtype: str) -> dict[str, Any]:
+def _categorical_profile(
+    counts: pl.DataFrame, rows: int, *, max_categories: int, dtype: str
+) -> dict[str, Any]:
     import polars as pl
 
     null_count = int(counts.filter(pl.col("value").is_null()).get_column("count").sum() or 0)

@@ -241,7 +241,9 @@ def compute_features(
     if clash:
         raise UsageError(f"spine already has a column named like feature {clash[0]!r}")
     _check_time_dtype(schema[timestamp], f"spine column {timestamp!r}")
-    source_schemas = {name: _source_schema(config, name) for name in sorted({f.source for f in selected})}
+    source_schemas = {
+        name: _source_schema(config, name) for name in sorted({f.source for f in selected})
+    }
     default_keys = _default_key_map(config, entity_keys)
     joins = {
         f.name: _plan_join(config, f, default_keys, schema, source_schemas[f.source])
@@ -269,7 +271,8 @@ def compute_features(
     feature_stats: dict[str, FeatureStats] = {}
     # one step per (source, boundary, join) group; partitions advance within it
     for (source_name, inclusive, join), group in progress_track(
-            _groups(selected, joins).items(), "features", unit="groups"):
+        _groups(selected, joins).items(), "features", unit="groups"
+    ):
         source = config.sources[source_name]
         keys = [f"{_KEY}{i}" for i in range(len(join.spine))]
         gctx = replace(ctx, keys=keys, key_dtypes=dict(zip(keys, join.dtypes, strict=True)))
@@ -405,8 +408,7 @@ def _plan_join(
                 f"feature {feature.name!r}: spine column {spine_col!r} is "
                 f"{spine_schema[spine_col]} but source {name!r} key {key!r} is "
                 f"{source_schema[key]}: {exc}",
-                hint=f"cast one side, e.g. sources.{name}.derived: "
-                f'{{{key}: "CAST({key} AS ...)"}}',
+                hint=f'cast one side, e.g. sources.{name}.derived: {{{key}: "CAST({key} AS ...)"}}',
             ) from None
         spine_cols.append(spine_col)
         dtypes.append(dtype)
@@ -618,8 +620,10 @@ def _plain_attributes(
     dim = dim.with_columns(pl.lit(True).alias(_MATCHED))
     joined = slim.join(dim, on=ctx.keys, how="left", maintain_order="left")
     return joined.select(
-        *[_with_default(pl.col(vcol[f.source_column]), f).alias(f.name)  # type: ignore[index]  # an attribute names its column
-          for f in group],
+        *[
+            _with_default(pl.col(vcol[f.source_column]), f).alias(f.name)  # type: ignore[index]  # an attribute names its column
+            for f in group
+        ],
         pl.col(_MATCHED).is_not_null(),
     )
 

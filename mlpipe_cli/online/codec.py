@@ -219,7 +219,9 @@ class KeyNormalizer:
             if len(slots) == 1:
                 value = values[slots[0]]
                 # an int key is its digits; anything else goes through JSON
-                out.append(f"[{value}]" if type(value) is int else "[" + dumps(value).decode() + "]")
+                out.append(
+                    f"[{value}]" if type(value) is int else "[" + dumps(value).decode() + "]"
+                )
             else:
                 out.append(dumps([values[i] for i in slots]).decode())
         return out

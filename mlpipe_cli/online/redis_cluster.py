@@ -191,7 +191,8 @@ class RedisClusterStore(RedisStore):
     def _fetch_all(self, view: _View, keys: list[list[str]]) -> list[list[bytes | None]]:
         """Every namespace's rows in one call (one GET/MGET per slot, all masters at once)."""
         full = [
-            prefix + k.encode() for prefix, part in zip(view.prefixes, keys, strict=True)
+            prefix + k.encode()
+            for prefix, part in zip(view.prefixes, keys, strict=True)
             for k in part
         ]
         return _split_reply(self._fetch_keys(full), keys)

@@ -325,9 +325,7 @@ class RedisStore(BaseStore):
                     view = fresh
                     keys = view.lookup_keys(entities)
                     command, total = self._fetch_command(view, keys)
-                    rows = _split_reply(
-                        await self._command(conn, command, total, deadline), keys
-                    )
+                    rows = _split_reply(await self._command(conn, command, total, deadline), keys)
         finally:
             lock.release()
         return view.decode_all(rows, time.time())
@@ -449,8 +447,7 @@ class RedisStore(BaseStore):
 
     def _timed_out(self, action: str) -> ServiceUnavailable:
         return ServiceUnavailable(
-            f"online store {self.location} timed out ({action}) after "
-            f"{self._timeout:g} s",
+            f"online store {self.location} timed out ({action}) after {self._timeout:g} s",
             hint="is redis-server up and reachable? online_store.timeout sets the limit",
         )
 

@@ -196,8 +196,13 @@ def build_training_set(
             from mlpipe_cli.engines.spark.training_set import build as build_on_spark
 
             summary = build_on_spark(
-                config, spine=spine_path, out=out, keys=keys, timestamp=ts_col,
-                selected=selected, progress=progress,
+                config,
+                spine=spine_path,
+                out=out,
+                keys=keys,
+                timestamp=ts_col,
+                selected=selected,
+                progress=progress,
             )
         else:
             write_parquet_atomic(frame, out)
@@ -290,12 +295,20 @@ def _output_entry(out: Path, written: Path, summary: Any) -> dict[str, Any]:
     from mlpipe_cli.io import file_sha256, fingerprint
 
     if not summary.parts:
-        return {"file": out.name, "sha256": file_sha256(written),
-                "size": written.stat().st_size, "columns": summary.columns}
+        return {
+            "file": out.name,
+            "sha256": file_sha256(written),
+            "size": written.stat().st_size,
+            "columns": summary.columns,
+        }
     combined = fingerprint([out])
-    return {"file": out.name, "sha256": combined["sha256"],
-            "size": sum(f["size"] for f in combined["files"]), "parts": summary.parts,
-            "columns": summary.columns}
+    return {
+        "file": out.name,
+        "sha256": combined["sha256"],
+        "size": sum(f["size"] for f in combined["files"]),
+        "parts": summary.parts,
+        "columns": summary.columns,
+    }
 
 
 def _dump(document: dict[str, Any]) -> bytes:

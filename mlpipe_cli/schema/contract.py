@@ -103,6 +103,8 @@ def load_contract(
     try:
         document = json.loads(artifact.file(CONTRACT_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise ArtifactError(f"schema artifact {artifact.version}: unreadable contract: {exc}") from None
+        raise ArtifactError(
+            f"schema artifact {artifact.version}: unreadable contract: {exc}"
+        ) from None
     label = f"schema/{artifact.version}"
     return check_document(document, f"{label}/{CONTRACT_FILE}"), label

@@ -73,8 +73,9 @@ def describe_dtype(dtype: pl.DataType) -> str:
     return name if name is not None else str(dtype).lower()
 
 
-def to_polars(name: str, *, timezone: str | None = None, time_unit: str = "us",
-              width: int | None = None) -> pl.DataType:
+def to_polars(
+    name: str, *, timezone: str | None = None, time_unit: str = "us", width: int | None = None
+) -> pl.DataType:
     """The concrete Polars dtype for a contract dtype (used for pandera schemas)."""
     import polars as pl
 

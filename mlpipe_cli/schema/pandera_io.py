@@ -111,7 +111,9 @@ def export_yaml(source_name: str, source: SourceConfig) -> str:
     if source.min_rows is not None or source.max_rows is not None:
         notes.append("min_rows/max_rows are not expressible in pandera")
     header = f"# pandera schema for source {source_name!r}, exported by mlpipe schema export\n"
-    header += "# regexes are anchored ^(?:...)$ because pandera's str_matches anchors only the start\n"
+    header += (
+        "# regexes are anchored ^(?:...)$ because pandera's str_matches anchors only the start\n"
+    )
     header += "".join(f"# not exported: {note}\n" for note in notes)
     body = schema.to_yaml()
     assert body is not None  # to_yaml returns the text when given no stream

@@ -324,8 +324,7 @@ def load_model(
     model_file = artifact.file(binding.model_file)
     if artifact.manifest["files"][binding.model_file]["sha256"] != binding.model_sha256:
         raise ArtifactError(
-            f"model artifact {artifact.version}: {binding.model_file} hash differs from its "
-            "binding"
+            f"model artifact {artifact.version}: {binding.model_file} hash differs from its binding"
         )
     if binding.format == SKOPS:
         import skops.io as sio

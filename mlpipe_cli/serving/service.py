@@ -253,8 +253,9 @@ class FeatureService:
             self._overlay_streamed(parsed, results)
         return results
 
-    def _overlay_streamed(self, parsed: Sequence[tuple[list[Any], str]], results: list[Any]
-                          ) -> None:
+    def _overlay_streamed(
+        self, parsed: Sequence[tuple[list[Any], str]], results: list[Any]
+    ) -> None:
         """Streamed features evaluated now replace their batch values (a window decays with
         no new events; lag/last see the newest event); each result says how fresh they are."""
         names = self._keys._names
@@ -428,8 +429,17 @@ class FeatureService:
         if self.metrics is not None:
             self.metrics.entities_served += 1
         return Served(
-            parsed[0], parsed[1], cold, values, result.expired, vector, version, result.as_of,
-            None, self, getattr(result, "freshness", None),
+            parsed[0],
+            parsed[1],
+            cold,
+            values,
+            result.expired,
+            vector,
+            version,
+            result.as_of,
+            None,
+            self,
+            getattr(result, "freshness", None),
         )
 
     def _recheck(self, version: str | None) -> None:

@@ -172,9 +172,11 @@ class ShadowScorer:
         predictions = self._score(vectors)
         self.rows += len(vectors)
         nulls = (None,) * width
-        out: list[Any] = list(zip(*(v or nulls for v in vectors), strict=True)) if vectors else [
-            () for _ in range(width)
-        ]
+        out: list[Any] = (
+            list(zip(*(v or nulls for v in vectors), strict=True))
+            if vectors
+            else [() for _ in range(width)]
+        )
         out.append(predictions)
         out.append([self.transform_version] * len(vectors))
         return out

@@ -314,8 +314,9 @@ class StateStore:
             return None
         last = reply[6].decode() if isinstance(reply[6], bytes) else str(reply[6])
         entries, applied, late, before_batch, malformed, duplicate = (int(x) for x in reply[:6])
-        return ApplyResult(entries, applied, late, before_batch, malformed, duplicate,
-                           last_id=last or None)
+        return ApplyResult(
+            entries, applied, late, before_batch, malformed, duplicate, last_id=last or None
+        )
 
     # -- reading -------------------------------------------------------------------------
     def read(self, entity_keys: Sequence[str]) -> list[EntityState]:

@@ -73,8 +73,7 @@ class FittedTransform:
             c["column"] for c in state["columns"] if c["steps"][0]["type"] == "drop"
         ]
         self._transformers = [
-            (build(c["column"], c["steps"], self._families), c["state"])
-            for c in state["columns"]
+            (build(c["column"], c["steps"], self._families), c["state"]) for c in state["columns"]
         ]
         self.output_columns: list[str] = [
             name for t, s in self._transformers for name in t.outputs(s)
@@ -113,7 +112,9 @@ class FittedTransform:
 
     def helper_exprs(self) -> list[pl.Expr]:
         """Intermediate columns (category codes, calendar parts, table rows) computed once."""
-        return [e for t, s in self._transformers for e in getattr(t, "helpers", _none)(s, self.tables)]
+        return [
+            e for t, s in self._transformers for e in getattr(t, "helpers", _none)(s, self.tables)
+        ]
 
     def output_exprs(self) -> list[pl.Expr]:
         """One expression per output column; evaluate after ``helper_exprs``."""

@@ -65,11 +65,14 @@ class ColumnCounts:
         """One line per kind of value the policy refuses (empty: nothing refused)."""
         c, out = self.column, []
         if self.nan and self.policy["nan"] == "error":
-            out.append(f"column {c!r}: {self.nan} NaN values, which the column refuses "
-                       "(on_nan: error)")
+            out.append(
+                f"column {c!r}: {self.nan} NaN values, which the column refuses (on_nan: error)"
+            )
         if self.inf and self.policy["inf"] == "error":
-            out.append(f"column {c!r}: {self.inf} ±inf values and nothing handles them "
-                       "(fit with `on_inf: clip` to map them to the training range)")
+            out.append(
+                f"column {c!r}: {self.inf} ±inf values and nothing handles them "
+                "(fit with `on_inf: clip` to map them to the training range)"
+            )
         if self.missing_out and self.policy["null"] == "error":
             out.append(
                 f"column {c!r}: {self.missing_out} values would come out missing ({self.null} "

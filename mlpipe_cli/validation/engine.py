@@ -316,7 +316,16 @@ def _compile_row_checks(
         kinds = _column_check_kinds(contract)
         if skip:
             for kind, threshold in kinds:
-                add(column, kind, None, None, sev, contract, threshold, "skipped: schema check failed")
+                add(
+                    column,
+                    kind,
+                    None,
+                    None,
+                    sev,
+                    contract,
+                    threshold,
+                    "skipped: schema check failed",
+                )
                 report.checks[-1].status = SKIPPED
             continue
         is_float = contract_dtype_of(schema[column]) in FLOAT
@@ -493,7 +502,9 @@ def _resolve_uniqueness(
         parts = []
         try:
             for bucket in range(buckets):
-                part = plan if buckets == 1 else plan.filter(pl.col(KEY).hash(7) % buckets == bucket)
+                part = (
+                    plan if buckets == 1 else plan.filter(pl.col(KEY).hash(7) % buckets == bucket)
+                )
                 repeats = part.filter(~pl.col(KEY).is_first_distinct()).select(ROW)
                 parts.append(repeats.collect(engine="streaming"))
         except Exception as exc:
@@ -615,8 +626,14 @@ def _run_fused(
         if rows and nulls == rows:
             report.checks.append(
                 CheckResult(
-                    f"{name}.{column}.all_null", name, column, "all_null", "warn", status=WARN,
-                    failures=nulls, rows=rows,
+                    f"{name}.{column}.all_null",
+                    name,
+                    column,
+                    "all_null",
+                    "warn",
+                    status=WARN,
+                    failures=nulls,
+                    rows=rows,
                     message=f"column {column!r} is null in every row",
                 )
             )
@@ -732,8 +749,14 @@ def _row_count_checks(report: SourceReport, source: SourceConfig, rows: int) -> 
     elif rows == 0:
         report.checks.append(
             CheckResult(
-                f"{name}.table.empty", name, None, "empty", "warn", status=WARN,
-                statistic=0.0, message="input has 0 rows (set min_rows to fail on this)",
+                f"{name}.table.empty",
+                name,
+                None,
+                "empty",
+                "warn",
+                status=WARN,
+                statistic=0.0,
+                message="input has 0 rows (set min_rows to fail on this)",
             )
         )
     if source.max_rows is not None:

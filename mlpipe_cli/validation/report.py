@@ -187,7 +187,9 @@ class ValidationReport:
                 )
                 text = summary_line(check)
                 if check.status == FAIL:
-                    ET.SubElement(case, "failure", message=check.message, type=check.kind).text = text
+                    ET.SubElement(
+                        case, "failure", message=check.message, type=check.kind
+                    ).text = text
                 elif check.status == ERROR:
                     ET.SubElement(case, "error", message=check.message, type=check.kind).text = text
                 elif check.status == SKIPPED:

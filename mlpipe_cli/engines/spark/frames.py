@@ -65,9 +65,11 @@ def read_input(spark: SparkSession, path: Path | str) -> SparkInput:
     from mlpipe_cli.io import parquet_row_count, resolve_parquet_files, scan_parquet
 
     if is_remote(path):
-        frame = spark.read.option("pathGlobFilter", "*.parquet").option(
-            "recursiveFileLookup", "true"
-        ).parquet(str(path))
+        frame = (
+            spark.read.option("pathGlobFilter", "*.parquet")
+            .option("recursiveFileLookup", "true")
+            .parquet(str(path))
+        )
         uris = sorted(frame.inputFiles(), key=_canonical)
         schema, rows = None, None
     else:
@@ -119,7 +121,9 @@ def restore(frame: pl.DataFrame, schema: pl.Schema | None, what: str) -> pl.Data
             [_restore_expr(name, frame.schema[name], dtype) for name, dtype in schema.items()]
         )
     except pl.exceptions.PolarsError as exc:
-        raise InputError(f"cannot restore the dtypes of {what} after Spark read it: {exc}") from None
+        raise InputError(
+            f"cannot restore the dtypes of {what} after Spark read it: {exc}"
+        ) from None
 
 
 def _restore_expr(name: str, got: pl.DataType, want: pl.DataType) -> pl.Expr:
