@@ -2,7 +2,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup test lint demo readme bench clean
+.PHONY: setup test test-fast lint typecheck demo readme bench clean
 
 # pip prints what it collects and installs, so the ~2 minutes of a first setup are visible.
 setup:
@@ -14,8 +14,17 @@ setup:
 test:
 	$(BIN)/python -m pytest -n 2 -q
 
+# The in-process lane for iterating: no server processes, no redis-server, no Spark, none of
+# the tests measured slow (markers applied in tests/conftest.py). CI runs `make test`.
+test-fast:
+	$(BIN)/python -m pytest -n 2 -q -m "not slow and not server and not redis and not spark"
+
 lint:
 	$(BIN)/ruff check mlpipe_cli tests benchmarks scripts
+	$(BIN)/ruff format --check mlpipe_cli tests benchmarks scripts
+
+typecheck:
+	$(BIN)/mypy
 
 demo:
 	bash scripts/demo.sh

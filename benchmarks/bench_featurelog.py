@@ -243,8 +243,12 @@ def measure(
                 costs.append(clock_ns() - t0)
             logged += 1
     cpu1 = os.times()  # the main thread and the writer thread, during the load run
-    result: dict[str, Any] = {"logged": logged, "wakeups": len(wakeups), "load1": load1,
-                              "cpu": (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)}
+    result: dict[str, Any] = {
+        "logged": logged,
+        "wakeups": len(wakeups),
+        "load1": load1,
+        "cpu": (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system),
+    }
     lateness = [late for _, late in wakeups]
     for name, q in (("p50", 0.5), ("p99", 0.99), ("p999", 0.999)):
         result[name] = pct(lateness, q) * 1000
@@ -341,8 +345,7 @@ def main() -> None:
                 results[label].append(res)
                 print(row(f"{label[-19:]} #{run + 1}", res), flush=True)
         for label, impl in impls:
-            keys = ["p50", "p99", "p999", "max", "over1", "over5", "gc2", "gc2_max", "cpu",
-                    "load1"]
+            keys = ["p50", "p99", "p999", "max", "over1", "over5", "gc2", "gc2_max", "cpu", "load1"]
             if impl is not None:
                 keys += ["log_p50_ns", "log_p99_ns", "close_ms"]
             med = {k: statistics.median(r[k] for r in results[label]) for k in keys}

@@ -20,7 +20,12 @@ What it measures (medians of --repeat runs unless noted):
    vs one packed orjson value per entity (SET), both over the same hand-packed pipelined
    transport, plus memory per entity and read latency (HGETALL + float() vs GET + orjson).
 6. lookup latency in-process (``store.get``), p50/p99 over random entities.
-7. SQLite ``store.get`` cold and warm, each pass in a fresh process over distinct random ids
+7. with ``--cluster``: the same against a local Redis Cluster (3 masters + 3 replicas, from
+   the same binaries, benchmarks/_redis_cluster.py) beside the one node: end to end, the store
+   write path, single and 10-key lookups, and the server CPU per lookup on both (``INFO cpu``
+   before/after), the figure the sizing note in docs/scale.md is derived from. On 2 shared
+   cores six servers compete with the client: the figures are overhead, not speed-up.
+8. SQLite ``store.get`` cold and warm, each pass in a fresh process over distinct random ids
    (no id twice in a pass): *disk* = page cache dropped first (``sync; echo 3 >
    /proc/sys/vm/drop_caches``, needs root; skipped otherwise), *first pass* = the file in the
    OS page cache but SQLite's own cache empty (a fresh process after reading the file once),
@@ -184,7 +189,9 @@ def end_to_end(config, artifact_dir: Path, store) -> dict:  # type: ignore[no-un
     from mlpipe_cli.artifacts import ArtifactStore
     from mlpipe_cli.ops.materialize import run_materialize
 
-    result = run_materialize(config, ArtifactStore(artifact_dir, config.pipeline), store, as_of=AS_OF)
+    result = run_materialize(
+        config, ArtifactStore(artifact_dir, config.pipeline), store, as_of=AS_OF
+    )
     return result.to_json()
 
 
@@ -419,8 +426,12 @@ def print_cold_warm(runs: dict[str, list], db: Path) -> None:
                   f"{w['p99_us']:.1f} us (cpu {w['cpu_us']:.1f}); open {run['open_ms']:.1f} ms")  # fmt: skip
     for kind in ("disk", "cached"):
         if runs[kind]:
-            med = {p: statistics.median(r[p]["p99_us"] for r in runs[kind]) for p in ("first", "warm")}
-            print(f"  median p99 {kind:6s}: first pass {med['first']:.1f} us, warm {med['warm']:.1f} us")
+            med = {
+                p: statistics.median(r[p]["p99_us"] for r in runs[kind]) for p in ("first", "warm")
+            }
+            print(
+                f"  median p99 {kind:6s}: first pass {med['first']:.1f} us, warm {med['warm']:.1f} us"
+            )
 
 
 def main() -> None:
@@ -430,11 +441,19 @@ def main() -> None:
     parser.add_argument("--naive-sample", type=int, default=20_000)
     parser.add_argument("--chunk-size", type=int, default=10_000)
     parser.add_argument("--skip-e2e", action="store_true", help="skip the end-to-end runs")
+    parser.add_argument(
+        "--cluster", action="store_true", help="also run against a 3+3 Redis Cluster"
+    )
     parser.add_argument("--features", type=int, default=20, help="the first N of the 20 features")
-    parser.add_argument("--lookups", type=int, default=20_000,
-                        help="distinct ids per SQLite cold/warm pass")
-    parser.add_argument("--lookup-rounds", type=int, default=3,
-                        help="rounds of the SQLite cold/warm children (0: skip them)")
+    parser.add_argument(
+        "--lookups", type=int, default=20_000, help="distinct ids per SQLite cold/warm pass"
+    )
+    parser.add_argument(
+        "--lookup-rounds",
+        type=int,
+        default=3,
+        help="rounds of the SQLite cold/warm children (0: skip them)",
+    )
     parser.add_argument("--phase", help=argparse.SUPPRESS)
     parser.add_argument("--db", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
@@ -521,6 +540,7 @@ def main() -> None:
             ours = statistics.median(c for c, _ in pairs)
             theirs = statistics.median(r for _, r in pairs)
             return f"cpu {ours:.2f}s + redis-server {theirs:.2f}s"
+
         ours = total / statistics.median(redis_times)
         floor = total / statistics.median(floor_times)
         sqlite_rate = total / statistics.median(sqlite_times)
@@ -560,6 +580,8 @@ def main() -> None:
         print(f"lookup sqlite store.get(): p50 {p50:.1f} us, p99 {p99:.1f} us, cpu {cpu_us:.1f} "
               f"us/get (target p99 <= 50 us; load {loadavg()})")  # fmt: skip
         sqlite.close()
+        if args.cluster:
+            cluster_runs(args, root, config_path, server, chunks, names, report)
         if args.lookup_rounds:
             print_cold_warm(sqlite_cold_warm(root / "online-w0.sqlite", total,
                                              min(args.lookups, total - 1), args.lookup_rounds),
@@ -568,6 +590,146 @@ def main() -> None:
     finally:
         server.stop()
         shutil.rmtree(root, ignore_errors=True)
+
+
+# -- Redis Cluster beside one node ---------------------------------------------------------
+
+
+def server_cpu_seconds(ports: list[int]) -> float:
+    """used_cpu_user + used_cpu_sys summed over the redis-server processes on ``ports``."""
+    import redis
+
+    total = 0.0
+    for port in ports:
+        client = redis.Redis(host="127.0.0.1", port=port)
+        info = client.info("cpu")
+        total += float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+        client.close()
+    return total
+
+
+def lookup_costs(store, n_entities: int, ports: list[int], count: int, batch: int) -> dict:  # type: ignore[no-untyped-def]
+    """p50/p99 of ``get`` (batch 1) or ``get_many`` (batch > 1), client CPU and server CPU
+    per entity looked up."""
+    rng = np.random.default_rng(11)
+    ids = [int(i) for i in rng.integers(1, n_entities + 1, count * batch)]
+    groups = [ids[i : i + batch] for i in range(0, len(ids), batch)]
+    for group in groups[:200]:
+        store.get(group[0]) if batch == 1 else store.get_many(group)
+    lat = np.empty(len(groups))
+    cpu0, srv0, wall0 = time.process_time(), server_cpu_seconds(ports), time.perf_counter()
+    for j, group in enumerate(groups):
+        t0 = time.perf_counter()
+        if batch == 1:
+            assert store.get(group[0]).found
+        else:
+            assert all(r.found for r in store.get_many(group))
+        lat[j] = time.perf_counter() - t0
+    wall = time.perf_counter() - wall0
+    cpu, srv = time.process_time() - cpu0, server_cpu_seconds(ports) - srv0
+    looked_up = len(groups) * batch
+    return {
+        "p50_us": float(np.percentile(lat, 50) * 1e6),
+        "p99_us": float(np.percentile(lat, 99) * 1e6),
+        "entities_per_s": looked_up / wall,
+        "client_cpu_us_per_entity": cpu / looked_up * 1e6,
+        "server_cpu_us_per_entity": srv / looked_up * 1e6,
+    }
+
+
+def cluster_runs(
+    args, root: Path, config_path: Path, server: Server, chunks, names, report: dict
+) -> None:  # type: ignore[no-untyped-def]
+    import os
+
+    from _redis_cluster import LocalRedisCluster
+
+    from mlpipe_cli.online.redis_cluster import RedisClusterStore
+    from mlpipe_cli.online.redis_store import RedisStore
+
+    total = sum(len(c) for c in chunks)
+    cluster = LocalRedisCluster(root / "cluster")
+    t0 = time.perf_counter()
+    cluster.start()
+    print(f"\n# Redis Cluster: 3 masters + 3 replicas up in {time.perf_counter() - t0:.1f}s "
+          f"(load average {os.getloadavg()[0]:.1f})")  # fmt: skip
+    masters = cluster.master_ports()
+
+    def cluster_store() -> RedisClusterStore:
+        return RedisClusterStore(cluster.url, prefix="mlpipe:bench", ttl_seconds=TTL)
+
+    def single_store() -> RedisStore:
+        return RedisStore(server.url, prefix="mlpipe:bench", ttl_seconds=TTL)
+
+    try:
+        if not args.skip_e2e:
+            cfg = load(config_path, type="redis", cluster=True, url=cluster.url,
+                       ttl=timedelta(seconds=TTL), chunk_size=args.chunk_size)  # fmt: skip
+            store = cluster_store()
+            cpu0 = time.process_time()
+            doc = end_to_end(cfg, root / "artifacts", store)
+            cpu = time.process_time() - cpu0
+            store.close()
+            s = doc["seconds"]
+            single = report.get("e2e_redis")
+            ratio = (f", {doc['entities_per_second'] / single['entities_per_second']:.2f}x one node"
+                     if single else "")  # fmt: skip
+            print(f"end to end -> cluster: {doc['entities_per_second']:,.0f} entities/s "
+                  f"({s['total']:.1f}s total: compute+pack {s['compute']:.1f}s, store write+"
+                  f"verify+switch {s['write']:.1f}s; client CPU {cpu:.1f}s){ratio}")  # fmt: skip
+            report["e2e_cluster"] = doc
+
+        times: dict[str, list[float]] = {"one node": [], "cluster": []}
+        cpus: dict[str, list[float]] = {"one node": [], "cluster": []}
+
+        def flush_all() -> None:
+            # an empty store before each timed run: otherwise the switch's removal of an old
+            # version (SCAN + UNLINK, replicated) lands in some runs' time and not others'
+            import redis
+
+            for port in [server.port, *masters]:
+                client = redis.Redis(host="127.0.0.1", port=port)
+                client.flushall()
+                client.close()
+
+        for _ in range(args.repeat):
+            for name, make in (("one node", single_store), ("cluster", cluster_store)):
+                flush_all()
+                store = make()
+                cpu0 = time.process_time()
+                times[name].append(write_path(store, chunks, names))
+                cpus[name].append(time.process_time() - cpu0)
+                store.close()
+        flush_all()
+        rates = {k: total / statistics.median(v) for k, v in times.items()}
+        for name in times:
+            print(f"store write path -> {name:8s}: {rates[name]:,.0f} entities/s (median of "
+                  f"{args.repeat}: {', '.join(f'{t:.2f}s' for t in times[name])}; client CPU "
+                  f"{statistics.median(cpus[name]):.2f}s)")  # fmt: skip
+        print(f"  cluster / one node: {rates['cluster'] / rates['one node']:.2f}x "
+              f"(the cluster also waits for a replica per master per chunk: WAIT 1)")  # fmt: skip
+        report.update(cluster_write=rates["cluster"], single_write_again=rates["one node"])
+
+        for make in (single_store, cluster_store):  # one live version on each to read
+            store = make()
+            write_path(store, chunks, names)
+            store.close()
+        for batch in (1, 10):
+            for name, make, ports in (("one node", single_store, [server.port]),
+                                      ("cluster", cluster_store, masters)):  # fmt: skip
+                store = make()
+                m = lookup_costs(store, total, ports, count=5000 if batch == 1 else 2000,
+                                 batch=batch)  # fmt: skip
+                store.close()
+                what = "get()      " if batch == 1 else "get_many(10)"
+                print(f"lookup {name:8s} {what}: p50 {m['p50_us']:.0f} us, p99 "
+                      f"{m['p99_us']:.0f} us; {m['entities_per_s']:,.0f} entities/s one thread; "
+                      f"CPU per entity: client {m['client_cpu_us_per_entity']:.1f} us, "
+                      f"redis {m['server_cpu_us_per_entity']:.1f} us")  # fmt: skip
+                report[f"lookup_{name}_{batch}"] = m
+        print(f"load average at the end: {', '.join(f'{x:.1f}' for x in os.getloadavg())}")
+    finally:
+        cluster.stop()
 
 
 if __name__ == "__main__":

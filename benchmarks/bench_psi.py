@@ -108,6 +108,7 @@ def _child(method: str, data_dir: str, profile_path: str) -> None:
     import numpy  # noqa: F401
     import polars  # noqa: F401
     import scipy.stats  # noqa: F401
+
     if method.startswith("numpy"):
         import pandas  # noqa: F401
     t0 = time.perf_counter()
@@ -150,8 +151,7 @@ def _child(method: str, data_dir: str, profile_path: str) -> None:
             else:
                 valid = values[~np.isnan(values)]
                 edges = np.array([float(e) for e in entry["edges"]])
-                counts, _ = np.histogram(valid,
-                                         bins=np.concatenate([[-np.inf], edges, [np.inf]]))
+                counts, _ = np.histogram(valid, bins=np.concatenate([[-np.inf], edges, [np.inf]]))
                 missing = rows - len(valid)
             cur = [*(np.asarray(counts) / rows), missing / rows]
             ref = [*entry["proportions"], entry["missing_proportion"]]
@@ -160,14 +160,26 @@ def _child(method: str, data_dir: str, profile_path: str) -> None:
     cpu1 = os.times()
     cpu = (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)
     maxrss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"seconds": seconds, "cpu": cpu, "maxrss_mb": maxrss_kb / 1024, "rows": rows,
-                      "psi": psis, "ks": ks}))
+    print(
+        json.dumps(
+            {
+                "seconds": seconds,
+                "cpu": cpu,
+                "maxrss_mb": maxrss_kb / 1024,
+                "rows": rows,
+                "psi": psis,
+                "ks": ks,
+            }
+        )
+    )
 
 
 def _run(method: str, data_dir: Path, profile: Path) -> dict:
     proc = subprocess.run(
         [sys.executable, __file__, "--child", method, str(data_dir), str(profile)],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if proc.returncode != 0:
         raise SystemExit(f"{method} child failed:\n{proc.stderr}")
@@ -183,11 +195,15 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=10_000_000, help="current rows")
     parser.add_argument("--ref-rows", type=int, default=1_000_000, help="reference rows")
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--methods", default=",".join(METHODS),
-                        help=f"comma-separated subset of {', '.join(METHODS)}")
+    parser.add_argument(
+        "--methods",
+        default=",".join(METHODS),
+        help=f"comma-separated subset of {', '.join(METHODS)}",
+    )
     parser.add_argument("--dir", type=Path, default=Path("/tmp/mlpipe-bench-psi"))
-    parser.add_argument("--child", nargs=3, metavar=("METHOD", "DATA", "PROFILE"),
-                        help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--child", nargs=3, metavar=("METHOD", "DATA", "PROFILE"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args()
     if args.child:
         _child(*args.child)
@@ -205,17 +221,23 @@ def main() -> None:
     t0 = time.perf_counter()
     make_data(ref_dir, args.ref_rows, seed=1, shift=0.0)
     make_data(cur_dir, args.rows, seed=2, shift=1.0)
-    print(f"data ready in {time.perf_counter() - t0:.1f}s: {args.rows:,} current rows x "
-          f"{FEATURES} features (zstd Parquet, {FILE_ROWS:,} rows per file); reference "
-          f"{args.ref_rows:,} rows", flush=True)
+    print(
+        f"data ready in {time.perf_counter() - t0:.1f}s: {args.rows:,} current rows x "
+        f"{FEATURES} features (zstd Parquet, {FILE_ROWS:,} rows per file); reference "
+        f"{args.ref_rows:,} rows",
+        flush=True,
+    )
 
     profile_path = args.dir / f"profile-{args.ref_rows}.json"
     t0 = time.perf_counter()
     profile = build_profile(scan_parquet(ref_dir))
     build_s = time.perf_counter() - t0
     write_profile(profile, profile_path)
-    print(f"build_profile on {args.ref_rows:,} x {FEATURES}: {build_s:.2f}s "
-          f"({args.ref_rows / build_s:,.0f} rows/s)", flush=True)
+    print(
+        f"build_profile on {args.ref_rows:,} x {FEATURES}: {build_s:.2f}s "
+        f"({args.ref_rows / build_s:,.0f} rows/s)",
+        flush=True,
+    )
 
     results: dict[str, list[dict]] = {m: [] for m in methods}
     loads = [_load()]
@@ -223,8 +245,11 @@ def main() -> None:
         for method in methods:
             res = _run(method, cur_dir, profile_path)
             results[method].append(res)
-            print(f"  run {run + 1} {method:8s}: {res['seconds']:6.2f}s (cpu {res['cpu']:5.2f}s), "
-                  f"peak {res['maxrss_mb']:5.0f} MB  (load {_load()})", flush=True)
+            print(
+                f"  run {run + 1} {method:8s}: {res['seconds']:6.2f}s (cpu {res['cpu']:5.2f}s), "
+                f"peak {res['maxrss_mb']:5.0f} MB  (load {_load()})",
+                flush=True,
+            )
         loads.append(_load())
 
     ours = results["mlpipe"][0]
@@ -234,8 +259,10 @@ def main() -> None:
             continue
         theirs = results[method][0]
         worst = max(abs(ours["psi"][c] - theirs["psi"][c]) for c in theirs["psi"])
-        assert all(math.isclose(ours["psi"][c], theirs["psi"][c], rel_tol=1e-9, abs_tol=1e-12)
-                   for c in theirs["psi"]), f"PSI disagrees with {method}: max diff {worst}"
+        assert all(
+            math.isclose(ours["psi"][c], theirs["psi"][c], rel_tol=1e-9, abs_tol=1e-12)
+            for c in theirs["psi"]
+        ), f"PSI disagrees with {method}: max diff {worst}"
         checks.append(f"PSI vs {method} max abs diff {worst:.1e}")
         if theirs["ks"]:
             kdiff = max(abs(ours["ks"][c] - theirs["ks"][c]) for c in theirs["ks"])
@@ -246,18 +273,24 @@ def main() -> None:
     mem = {m: statistics.median(r["maxrss_mb"] for r in rs) for m, rs in results.items()}
     cpu = {m: statistics.median(r["cpu"] for r in rs) for m, rs in results.items()}
     in_memory_mb = args.rows * FEATURES * 8 / 2**20
-    print(f"\nmedians of {args.runs} runs, {args.rows:,} rows x {FEATURES} features "
-          f"(in-memory float64 size {in_memory_mb:,.0f} MB), cpus={os.cpu_count()}, "
-          f"load average (1/5/15 min) per round: {' -> '.join(loads)}")
+    print(
+        f"\nmedians of {args.runs} runs, {args.rows:,} rows x {FEATURES} features "
+        f"(in-memory float64 size {in_memory_mb:,.0f} MB), cpus={os.cpu_count()}, "
+        f"load average (1/5/15 min) per round: {' -> '.join(loads)}"
+    )
     for m in methods:
         ratio = f"{med[m] / med['mlpipe']:5.2f}x mlpipe's time"
-        print(f"  {METHODS[m]:58s} {med[m]:6.2f}s {args.rows / med[m]:>11,.0f} rows/s  "
-              f"cpu {cpu[m]:5.2f}s  peak {mem[m]:5,.0f} MB  {ratio}")
+        print(
+            f"  {METHODS[m]:58s} {med[m]:6.2f}s {args.rows / med[m]:>11,.0f} rows/s  "
+            f"cpu {cpu[m]:5.2f}s  peak {mem[m]:5,.0f} MB  {ratio}"
+        )
     for m in ("numpy", "numpy-ks"):
         if m in med:
-            print(f"  speed-up vs {m}: {med[m] / med['mlpipe']:.2f}x wall, "
-                  f"{cpu[m] / cpu['mlpipe']:.2f}x cpu; memory ratio: "
-                  f"{mem[m] / mem['mlpipe']:.2f}x")
+            print(
+                f"  speed-up vs {m}: {med[m] / med['mlpipe']:.2f}x wall, "
+                f"{cpu[m] / cpu['mlpipe']:.2f}x cpu; memory ratio: "
+                f"{mem[m] / mem['mlpipe']:.2f}x"
+            )
     print("  " + "; ".join(checks))
 
 

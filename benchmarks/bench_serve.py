@@ -867,15 +867,18 @@ def publish_shadow(root: Path, config_path: Path) -> tuple[str, str, str, str]:
     artifacts = ArtifactStore(root / "artifacts", "bench")
     live, live_model = artifacts.latest("transform"), artifacts.latest("model")
     doc = yaml.safe_load(config_path.read_text())
-    doc["transforms"]["columns"]["age"] = [{"type": "fill_null", "strategy": "median"},
-                                           {"type": "minmax"}]
+    doc["transforms"]["columns"]["age"] = [
+        {"type": "fill_null", "strategy": "median"},
+        {"type": "minmax"},
+    ]
     path = root / "shadow.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     publish(artifacts, load_config(path).transforms, root / "train.parquet")
     shadow = load_transform(artifacts)
     rows = rows_for(5000, seed=3)
-    x = np.asarray([shadow.transform_one(dict(zip(FEATURES, r, strict=True))) for r in rows],
-                   dtype=np.float64)
+    x = np.asarray(
+        [shadow.transform_one(dict(zip(FEATURES, r, strict=True))) for r in rows], dtype=np.float64
+    )
     y = (x[:, 0] + 0.3 * x[:, 2] > 0).astype(int)
     sio.dump(LogisticRegression(max_iter=500).fit(x, y), root / "shadow.skops")
     model, _ = register_model(artifacts, root / "shadow.skops", shadow.version)
@@ -888,8 +891,12 @@ def shadow_bench(args: argparse.Namespace, tmp: Path, configs: dict[str, Path]) 
     live, live_model, shadow, shadow_model = publish_shadow(tmp, configs["redis"])
     pinned = ("--artifact", live, "--model", live_model)
     off = Server(configs["redis"], tmp / "logs-off", args.workers, pinned)
-    on = Server(configs["redis"], tmp / "logs-on", args.workers,
-                (*pinned, "--shadow", shadow, "--shadow-model", shadow_model))
+    on = Server(
+        configs["redis"],
+        tmp / "logs-on",
+        args.workers,
+        (*pinned, "--shadow", shadow, "--shadow-model", shadow_model),
+    )
     results: dict[str, Any] = {"versions": {"live": live, "shadow": shadow}}
     try:
         plan = [(f"{kind}_{mode}@{conns}", srv, kind, conns)
@@ -902,7 +909,8 @@ def shadow_bench(args: argparse.Namespace, tmp: Path, configs: dict[str, Path]) 
         for _ in range(args.runs):  # interleaved: on and off back to back, every run
             for name, srv, kind, conns in plan:
                 runs[name].append(
-                    load(srv.port, kind, args.entities, conns, args.duration, tmp, srv.proc.pid))
+                    load(srv.port, kind, args.entities, conns, args.duration, tmp, srv.proc.pid)
+                )
         for name, values in runs.items():
             results[name] = median_of(values)
         results["load_after"] = {"text": load_average()}
@@ -910,14 +918,20 @@ def shadow_bench(args: argparse.Namespace, tmp: Path, configs: dict[str, Path]) 
         off.stop()
         on.stop()
     frame = pl.scan_parquet(str(tmp / "logs-on" / "segment-*.parquet"))
-    counts = frame.select(
-        pl.len().alias("rows"),
-        pl.col("shadow.transform_version").is_not_null().sum().alias("with_shadow"),
-        pl.col("shadow.vec.age").is_not_null().sum().alias("shadow_vec_filled"),
-        pl.col("shadow.prediction").is_not_null().sum().alias("shadow_scored"),
-    ).collect().row(0, named=True)
-    results["shadow_log"] = {**counts, "summary": next(
-        (ln for ln in on.stderr.splitlines() if "stopped:" in ln), "")}
+    counts = (
+        frame.select(
+            pl.len().alias("rows"),
+            pl.col("shadow.transform_version").is_not_null().sum().alias("with_shadow"),
+            pl.col("shadow.vec.age").is_not_null().sum().alias("shadow_vec_filled"),
+            pl.col("shadow.prediction").is_not_null().sum().alias("shadow_scored"),
+        )
+        .collect()
+        .row(0, named=True)
+    )
+    results["shadow_log"] = {
+        **counts,
+        "summary": next((ln for ln in on.stderr.splitlines() if "stopped:" in ln), ""),
+    }
     return results
 
 

@@ -142,13 +142,30 @@ def startup_commands() -> dict[str, tuple[list[str], tuple[int, ...]]]:
         "--help": ([*mlpipe, "--help"], ok),
         "validate": ([*mlpipe, "validate", *config, "--source", "orders", "-q"], ok),
         "schema infer": (
-            [*mlpipe, "schema", "infer", "--data", "data/sample/orders.parquet", "--source", "orders"],
+            [
+                *mlpipe,
+                "schema",
+                "infer",
+                "--data",
+                "data/sample/orders.parquet",
+                "--source",
+                "orders",
+            ],
             ok,
         ),
         "training-set": ([*mlpipe, "training-set", *config, "--out", "ts-bench.parquet", "-q"], ok),
         "fit": ([*mlpipe, "fit", *config, "--data", "ts.parquet", "-q"], ok),
         "transform": (
-            [*mlpipe, "transform", *config, "--data", "ts.parquet", "--out", "features.parquet", "-q"],
+            [
+                *mlpipe,
+                "transform",
+                *config,
+                "--data",
+                "ts.parquet",
+                "--out",
+                "features.parquet",
+                "-q",
+            ],
             ok,
         ),
         "materialize (sqlite)": (
@@ -179,7 +196,9 @@ def startup(args: argparse.Namespace) -> dict:
             "ok" if over <= STARTUP_GOAL_S else "MISSED")  # fmt: skip
         print(f"{name:22} {s['wall']:9.3f} {s['min']:7.3f} {s['cpu']:6.3f} {over:+12.3f} "
               f"{s['cpu'] - cpu_floor:+9.3f}  {verdict}")  # fmt: skip
-    print("(on a loaded machine wall times stretch; CPU seconds over polars is the steadier figure)")
+    print(
+        "(on a loaded machine wall times stretch; CPU seconds over polars is the steadier figure)"
+    )
     return {"startup": stats, "load": load()}
 
 
@@ -296,7 +315,9 @@ def validate_part(args: argparse.Namespace) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--tiny-rows", type=int, default=1000)
     parser.add_argument("--commands", default="", help="comma-separated subset of part 1")

@@ -166,11 +166,19 @@ def run_spark(data: Path, out: Path, master: str) -> dict[str, float]:
     from mlpipe_cli.engines.spark.session import spark_session
     from mlpipe_cli.ops.training_set import build_training_set
 
-    config = _config(data, engine="spark", spark={
-        "master": master,
-        "conf": {"spark.ui.enabled": "false", "spark.driver.memory": "4g",
-                 "spark.driver.host": "127.0.0.1", "spark.driver.bindAddress": "127.0.0.1"},
-    })
+    config = _config(
+        data,
+        engine="spark",
+        spark={
+            "master": master,
+            "conf": {
+                "spark.ui.enabled": "false",
+                "spark.driver.memory": "4g",
+                "spark.driver.host": "127.0.0.1",
+                "spark.driver.bindAddress": "127.0.0.1",
+            },
+        },
+    )
     start = time.perf_counter()
     spark_session(config)
     session = time.perf_counter() - start
@@ -179,8 +187,12 @@ def run_spark(data: Path, out: Path, master: str) -> dict[str, float]:
         begin = time.perf_counter()
         build_training_set(config, out=out, validate=False)
         timings.append(time.perf_counter() - begin)
-    return {"session_seconds": session, "cold_seconds": timings[0], "warm_seconds": timings[1],
-            "tree_cpu_seconds": _tree_cpu_seconds()}
+    return {
+        "session_seconds": session,
+        "cold_seconds": timings[0],
+        "warm_seconds": timings[1],
+        "tree_cpu_seconds": _tree_cpu_seconds(),
+    }
 
 
 def run_pandas(data: Path, out: Path) -> None:
@@ -363,8 +375,16 @@ def child(method: str, data: str, out: str) -> None:
     seconds = time.perf_counter() - start
     usage = resource.getrusage(resource.RUSAGE_SELF)
     cpu = usage.ru_utime + usage.ru_stime
-    print(json.dumps({"seconds": seconds, "cpu_seconds": cpu + extra.get("tree_cpu_seconds", 0),
-                      "peak_bytes": usage.ru_maxrss * 1024, **extra}))
+    print(
+        json.dumps(
+            {
+                "seconds": seconds,
+                "cpu_seconds": cpu + extra.get("tree_cpu_seconds", 0),
+                "peak_bytes": usage.ru_maxrss * 1024,
+                **extra,
+            }
+        )
+    )
 
 
 def spark_main(args: argparse.Namespace) -> None:
@@ -379,8 +399,9 @@ def spark_main(args: argparse.Namespace) -> None:
               f"{shape['events']:,} events, {len(FEATURES)} features; spark master "
               f"{args.spark_master}")  # fmt: skip
         polars_run = measure("mlpipe", root / "data", root / "polars.parquet", args.repeats)
-        spark_run = measure(f"spark={args.spark_master}", root / "data", root / "spark",
-                            args.repeats)
+        spark_run = measure(
+            f"spark={args.spark_master}", root / "data", root / "spark", args.repeats
+        )
         runs = spark_run["all"]
         session = statistics.median(r["session_seconds"] for r in runs)
         cold = statistics.median(r["cold_seconds"] for r in runs)
@@ -460,8 +481,12 @@ def main() -> None:
         action="store_true",
         help="time mlpipe alone at --scale (no pandas run, no comparison)",
     )
-    parser.add_argument("--engine", choices=["polars", "spark"], default="polars",
-                        help="spark: the Spark engine beside Polars (no pandas run)")
+    parser.add_argument(
+        "--engine",
+        choices=["polars", "spark"],
+        default="polars",
+        help="spark: the Spark engine beside Polars (no pandas run)",
+    )
     parser.add_argument("--spark-master", default="local[2]")
     parser.add_argument(
         "--entities",

@@ -58,8 +58,16 @@ sys.path.insert(0, str(ROOT))
 CACHE = Path(os.environ.get("MLPIPE_BENCH_DIR", "/tmp/mlpipe-bench"))
 FIT_ROWS = 1_000_000
 EMB_ROWS, EMB_DIM = 5000, 16
-TEMPORAL = ["hour_sin", "hour_cos", "dow_sin", "dow_cos", "month_sin", "month_cos", "is_weekend",
-            "days_since"]
+TEMPORAL = [
+    "hour_sin",
+    "hour_cos",
+    "dow_sin",
+    "dow_cos",
+    "month_sin",
+    "month_cos",
+    "is_weekend",
+    "days_since",
+]
 
 COLUMNS = {
     "n0": [{"type": "standard"}],
@@ -78,16 +86,28 @@ COLUMNS = {
     "device": [{"type": "frequency"}],
     "item": [{"type": "target", "smooth": "auto"}],
     "event_ts": [{"type": "temporal", "features": TEMPORAL, "reference": "signup_ts"}],
-    "product_id": [{"type": "embedding", "table": "EMB", "key": "product_id", "vector": "embedding",
-                    "unknown": "zero"}],
+    "product_id": [
+        {
+            "type": "embedding",
+            "table": "EMB",
+            "key": "product_id",
+            "vector": "embedding",
+            "unknown": "zero",
+        }
+    ],
 }
 
 
 def paths(rows: int) -> dict[str, Path]:
     base = CACHE / f"transform-{rows}"
-    return {"base": base, "data": base / "data.parquet", "emb": base / "emb.parquet",
-            "artifacts": base / "artifacts", "out": base / "out.parquet",
-            "out_sklearn": base / "out-sklearn.parquet"}
+    return {
+        "base": base,
+        "data": base / "data.parquet",
+        "emb": base / "emb.parquet",
+        "artifacts": base / "artifacts",
+        "out": base / "out.parquet",
+        "out_sklearn": base / "out-sklearn.parquet",
+    }
 
 
 def generate(rows: int) -> None:
@@ -106,6 +126,7 @@ def generate(rows: int) -> None:
         if i in (3, 7):
             series = series.set(pl.Series(rng.random(rows) < 0.05), None)
         cols[f"n{i}"] = series
+
     def cats(prefix: str, n: int, skew: float) -> pl.Series:
         weights = 1.0 / np.arange(1, n + 1) ** skew
         idx = rng.choice(n, rows, p=weights / weights.sum())
@@ -117,14 +138,22 @@ def generate(rows: int) -> None:
     cols["device"] = cats("d", 50, 1.0)
     cols["item"] = cats("i", 10_000, 0.8)
     start = 1_767_225_600_000_000  # 2026-01-01 UTC in us
-    cols["event_ts"] = pl.Series(start + rng.integers(0, 180 * 86_400_000_000, rows)).cast(pl.Datetime("us", "UTC"))
-    cols["signup_ts"] = pl.Series(start - rng.integers(0, 700 * 86_400_000_000, rows)).cast(pl.Datetime("us", "UTC"))
+    cols["event_ts"] = pl.Series(start + rng.integers(0, 180 * 86_400_000_000, rows)).cast(
+        pl.Datetime("us", "UTC")
+    )
+    cols["signup_ts"] = pl.Series(start - rng.integers(0, 700 * 86_400_000_000, rows)).cast(
+        pl.Datetime("us", "UTC")
+    )
     cols["product_id"] = pl.Series(rng.integers(1, EMB_ROWS + 200, rows))  # ~4% unknown ids
     cols["label"] = rng.random(rows) < 0.3
     pl.DataFrame(cols).write_parquet(p["data"], row_group_size=250_000)
     vectors = rng.normal(0, 1, (EMB_ROWS, EMB_DIM)).astype(np.float32)
-    pl.DataFrame({"product_id": np.arange(1, EMB_ROWS + 1, dtype=np.int64),
-                  "embedding": pl.Series(vectors, dtype=pl.Array(pl.Float32, EMB_DIM))}).write_parquet(p["emb"])
+    pl.DataFrame(
+        {
+            "product_id": np.arange(1, EMB_ROWS + 1, dtype=np.int64),
+            "embedding": pl.Series(vectors, dtype=pl.Array(pl.Float32, EMB_DIM)),
+        }
+    ).write_parquet(p["emb"])
 
 
 def transform_config(rows: int):  # type: ignore[no-untyped-def]
@@ -146,8 +175,9 @@ def fit_mlpipe(rows: int) -> dict[str, float]:
     frame = pl.scan_parquet(p["data"]).head(FIT_ROWS)
     outcome = fit_frame(transform_config(rows), frame)
     fit_s = time.perf_counter() - t0
-    store.publish("transform", lambda d: write_artifact(outcome, d, profile=False),
-                  params={"rows": rows})
+    store.publish(
+        "transform", lambda d: write_artifact(outcome, d, profile=False), params={"rows": rows}
+    )
     return {"fit_seconds": fit_s}
 
 
@@ -171,7 +201,9 @@ def sklearn_pipeline(fit_df):  # type: ignore[no-untyped-def]
 
     emb = pd.read_parquet(paths(ARGS.rows)["emb"])
     keys = pd.Index(emb["product_id"].to_numpy())
-    matrix = np.vstack([np.zeros(EMB_DIM), np.stack(emb["embedding"].to_numpy()).astype(np.float64)])
+    matrix = np.vstack(
+        [np.zeros(EMB_DIM), np.stack(emb["embedding"].to_numpy()).astype(np.float64)]
+    )
 
     def embed(X):  # type: ignore[no-untyped-def]
         idx = keys.get_indexer(np.asarray(X).ravel()) + 1  # -1 (unknown) -> row 0 = zeros
@@ -197,12 +229,21 @@ def sklearn_pipeline(fit_df):  # type: ignore[no-untyped-def]
             ("n9", "passthrough", ["n9"]),
             ("country", OneHotEncoder(handle_unknown="ignore", sparse_output=False), ["country"]),
             ("plan", OneHotEncoder(handle_unknown="ignore", sparse_output=False), ["plan"]),
-            ("channel", OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1), ["channel"]),
+            (
+                "channel",
+                OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1),
+                ["channel"],
+            ),
             ("device", FunctionTransformer(frequency), ["device"]),
             ("item", TargetEncoder(target_type="binary"), ["item"]),
-            ("event_ts", FunctionTransformer(temporal, kw_args={"features": TEMPORAL, "time_zone": "UTC",
-                                                                 "has_reference": True}),
-             ["event_ts", "signup_ts"]),
+            (
+                "event_ts",
+                FunctionTransformer(
+                    temporal,
+                    kw_args={"features": TEMPORAL, "time_zone": "UTC", "has_reference": True},
+                ),
+                ["event_ts", "signup_ts"],
+            ),
             ("product_id", FunctionTransformer(embed), ["product_id"]),
         ],
         sparse_threshold=0.0,
@@ -249,8 +290,12 @@ def phase_mlpipe(rows: int, mode: str) -> dict[str, float]:
         else:
             # the counts ride along with the write (one streaming query), checked, published
             tmp = p["out"].with_name(p["out"].name + ".tmp")
-            counts, _ = pl.collect_all([run.counts, run.output.sink_parquet(
-                tmp, compression="snappy", statistics=True, lazy=True)])
+            counts, _ = pl.collect_all(
+                [
+                    run.counts,
+                    run.output.sink_parquet(tmp, compression="snappy", statistics=True, lazy=True),
+                ]
+            )
             run.report_from(counts).check()
             with open(tmp, "rb") as handle:
                 os.fsync(handle.fileno())
@@ -260,12 +305,16 @@ def phase_mlpipe(rows: int, mode: str) -> dict[str, float]:
     else:
         lazy = fitted.transform_batch(pl.scan_parquet(p["data"]))
         # `sink` is what `mlpipe transform` does (ops/transform.py)
-        sink_parquet_atomic(lazy, p["out"], compression="snappy",
-                            statistics=(mode == "sink"))
+        sink_parquet_atomic(lazy, p["out"], compression="snappy", statistics=(mode == "sink"))
         width = len(pl.read_parquet_schema(p["out"]))
         result["out_mb"] = p["out"].stat().st_size / 1e6
-    result.update(seconds=time.perf_counter() - t0, cpu_seconds=cpu_s() - c0, peak_mb=peak_mb(),
-                  baseline_mb=base, width=width)
+    result.update(
+        seconds=time.perf_counter() - t0,
+        cpu_seconds=cpu_s() - c0,
+        peak_mb=peak_mb(),
+        baseline_mb=base,
+        width=width,
+    )
     return result
 
 
@@ -293,8 +342,13 @@ def phase_sklearn(rows: int, mode: str) -> dict[str, float]:
         table = pl.from_numpy(out, schema=[f"f{i:02d}" for i in range(out.shape[1])])
         write_parquet_atomic(table, p["out_sklearn"], compression="snappy", statistics=True)
         result["out_mb"] = p["out_sklearn"].stat().st_size / 1e6
-    result.update(seconds=time.perf_counter() - t0, cpu_seconds=cpu_s() - c0, peak_mb=peak_mb(),
-                  baseline_mb=base, width=out.shape[1])
+    result.update(
+        seconds=time.perf_counter() - t0,
+        cpu_seconds=cpu_s() - c0,
+        peak_mb=peak_mb(),
+        baseline_mb=base,
+        width=out.shape[1],
+    )
     return result
 
 
@@ -334,8 +388,13 @@ def phase_online(rows: int, n: int) -> dict[str, float]:
     def q(values: list[int], quantile: float) -> float:
         return values[min(len(values) - 1, int(quantile * len(values)))] / 1000
 
-    return {"mlpipe_p50_us": q(timings, 0.5), "mlpipe_p99_us": q(timings, 0.99),
-            "sklearn_p50_us": q(sk, 0.5), "sklearn_p99_us": q(sk, 0.99), "records": len(timings)}
+    return {
+        "mlpipe_p50_us": q(timings, 0.5),
+        "mlpipe_p99_us": q(timings, 0.99),
+        "sklearn_p50_us": q(sk, 0.5),
+        "sklearn_p99_us": q(sk, 0.99),
+        "records": len(timings),
+    }
 
 
 def child(args: list[str], threads: str | None = None) -> dict[str, float]:
@@ -343,8 +402,9 @@ def child(args: list[str], threads: str | None = None) -> dict[str, float]:
     if threads is not None:  # Polars reads it once, when it is first imported
         env["POLARS_MAX_THREADS"] = threads
     load1 = os.getloadavg()[0]
-    proc = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True,
-                          check=False, env=env)
+    proc = subprocess.run(
+        [sys.executable, __file__, *args], capture_output=True, text=True, check=False, env=env
+    )
     if proc.returncode != 0:
         raise SystemExit(f"child {args} failed:\n{proc.stderr}")
     return {**json.loads(proc.stdout.strip().splitlines()[-1]), "load1": load1}
@@ -358,10 +418,13 @@ def main() -> None:
     parser.add_argument("--online-records", type=int, default=20_000)
     parser.add_argument("--methods", help="comma-separated subset of the batch methods")
     parser.add_argument("--no-online", action="store_true", help="skip the online latency part")
-    parser.add_argument("--polars-threads", metavar="N,N,...",
-                        help="run every mlpipe method once per POLARS_MAX_THREADS value "
-                             "(e.g. 1,2,default), interleaved with the others, to see how the "
-                             "pool size moves wall and CPU time under the current load")
+    parser.add_argument(
+        "--polars-threads",
+        metavar="N,N,...",
+        help="run every mlpipe method once per POLARS_MAX_THREADS value "
+        "(e.g. 1,2,default), interleaved with the others, to see how the "
+        "pool size moves wall and CPU time under the current load",
+    )
     parser.add_argument("--phase", help=argparse.SUPPRESS)
     ARGS = parser.parse_args()
     rows = ARGS.rows
@@ -381,16 +444,25 @@ def main() -> None:
         return
     import polars as pl
 
-    print(f"bench_transform: {rows:,} rows, repeat {ARGS.repeat}, polars {pl.__version__}, "
-          f"POLARS_MAX_THREADS={pl.thread_pool_size()}, load average at start "
-          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(
+        f"bench_transform: {rows:,} rows, repeat {ARGS.repeat}, polars {pl.__version__}, "
+        f"POLARS_MAX_THREADS={pl.thread_pool_size()}, load average at start "
+        f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}"
+    )
     t0 = time.perf_counter()
     generate(rows)
     print(f"data ready ({time.perf_counter() - t0:.1f}s): {paths(rows)['data']}")
     fit = child(["--rows", str(rows), "--phase", "fit"])
     print(f"mlpipe fit on {min(rows, FIT_ROWS):,} rows: {fit['fit_seconds']:.2f}s")
-    methods = ["mlpipe-sink", "mlpipe-sink-nostats", "checked-2pass", "checked-1pass",
-               "mlpipe-memory", "sklearn-memory", "sklearn-parquet"]
+    methods = [
+        "mlpipe-sink",
+        "mlpipe-sink-nostats",
+        "checked-2pass",
+        "checked-1pass",
+        "mlpipe-memory",
+        "sklearn-memory",
+        "sklearn-parquet",
+    ]
     if ARGS.methods:
         methods = [m for m in methods if m in ARGS.methods.split(",")]
     # (label, phase, POLARS_MAX_THREADS or None for the inherited setting)
@@ -406,10 +478,14 @@ def main() -> None:
         for label, name, threads in runs_of:  # interleaved: load changes hit every method alike
             results[label].append(child(["--rows", str(rows), "--phase", name], threads))
     summary = {}
-    print(f"\nbatch, median of {ARGS.repeat} (`total` = wall time incl. the read of the same Parquet "
-          "file; `best` = fastest run; `cpu` = user+sys CPU, all threads):")
-    print(f"{'method':28s} {'total':>8s} {'rows/s':>11s} {'best':>7s} {'cpu':>7s} {'read':>6s} "
-          f"{'transform':>9s} {'peak MB':>8s} {'base MB':>8s} {'out MB':>7s} cols")
+    print(
+        f"\nbatch, median of {ARGS.repeat} (`total` = wall time incl. the read of the same Parquet "
+        "file; `best` = fastest run; `cpu` = user+sys CPU, all threads):"
+    )
+    print(
+        f"{'method':28s} {'total':>8s} {'rows/s':>11s} {'best':>7s} {'cpu':>7s} {'read':>6s} "
+        f"{'transform':>9s} {'peak MB':>8s} {'base MB':>8s} {'out MB':>7s} cols"
+    )
     for name, runs in results.items():
         med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
         summary[name] = med
@@ -418,48 +494,72 @@ def main() -> None:
             return format(med[key], spec) if key in med else "-"
 
         best = min(r["seconds"] for r in runs)
-        print(f"{name:28s} {med['seconds']:7.2f}s {rows / med['seconds']:11,.0f} {best:6.2f}s "
-              f"{med['cpu_seconds']:6.2f}s {fmt('read_seconds', '6.2f'):>6s} "
-              f"{fmt('transform_seconds', '8.2f'):>9s} "
-              f"{med['peak_mb']:8.0f} {med['baseline_mb']:8.0f} {fmt('out_mb', '7.0f'):>7s} "
-              f"{int(med['width'])}")
-        each = ", ".join(f"{r['seconds']:.2f}s/{r['cpu_seconds']:.2f}s cpu @load {r['load1']:.1f}"
-                         for r in runs)
+        print(
+            f"{name:28s} {med['seconds']:7.2f}s {rows / med['seconds']:11,.0f} {best:6.2f}s "
+            f"{med['cpu_seconds']:6.2f}s {fmt('read_seconds', '6.2f'):>6s} "
+            f"{fmt('transform_seconds', '8.2f'):>9s} "
+            f"{med['peak_mb']:8.0f} {med['baseline_mb']:8.0f} {fmt('out_mb', '7.0f'):>7s} "
+            f"{int(med['width'])}"
+        )
+        each = ", ".join(
+            f"{r['seconds']:.2f}s/{r['cpu_seconds']:.2f}s cpu @load {r['load1']:.1f}" for r in runs
+        )
         print(f"{'':28s} runs: {each}")
-    pairs = [("mlpipe-memory", "sklearn-memory", "in memory, read included"),
-             ("mlpipe-sink", "sklearn-parquet", "to Parquet as `mlpipe transform` (stats)"),
-             ("mlpipe-sink-nostats", "sklearn-parquet", "to Parquet, no statistics")]
+    pairs = [
+        ("mlpipe-memory", "sklearn-memory", "in memory, read included"),
+        ("mlpipe-sink", "sklearn-parquet", "to Parquet as `mlpipe transform` (stats)"),
+        ("mlpipe-sink-nostats", "sklearn-parquet", "to Parquet, no statistics"),
+    ]
     print("\nratios (sklearn / mlpipe):")
     if ARGS.polars_threads:  # every pool size against the same sklearn runs
-        pairs = [(f"{ours}@{t}", theirs, f"{label}, threads={t}")
-                 for ours, theirs, label in pairs for t in ARGS.polars_threads.split(",")]
+        pairs = [
+            (f"{ours}@{t}", theirs, f"{label}, threads={t}")
+            for ours, theirs, label in pairs
+            for t in ARGS.polars_threads.split(",")
+        ]
     for ours, theirs, label in pairs:
         if ours in summary and theirs in summary:
             a, b = summary[ours], summary[theirs]
-            print(f"  {label:42s} time {b['seconds'] / a['seconds']:5.1f}x  "
-                  f"cpu {b['cpu_seconds'] / a['cpu_seconds']:5.1f}x  "
-                  f"peak memory {b['peak_mb'] / a['peak_mb']:4.1f}x less")
+            print(
+                f"  {label:42s} time {b['seconds'] / a['seconds']:5.1f}x  "
+                f"cpu {b['cpu_seconds'] / a['cpu_seconds']:5.1f}x  "
+                f"peak memory {b['peak_mb'] / a['peak_mb']:4.1f}x less"
+            )
     for checked in ("checked-2pass", "checked-1pass"):
         if checked in summary and "mlpipe-sink" in summary:
             a, b = summary["mlpipe-sink"], summary[checked]
-            print(f"  {'cost of the null/NaN/inf report, ' + checked:42s} time "
-                  f"{b['seconds'] / a['seconds']:5.2f}x  cpu {b['cpu_seconds'] / a['cpu_seconds']:5.2f}x"
-                  "  (vs mlpipe-sink)")
+            print(
+                f"  {'cost of the null/NaN/inf report, ' + checked:42s} time "
+                f"{b['seconds'] / a['seconds']:5.2f}x  cpu {b['cpu_seconds'] / a['cpu_seconds']:5.2f}x"
+                "  (vs mlpipe-sink)"
+            )
     if "mlpipe-memory" in summary and "sklearn-memory" in summary:
         a, b = summary["mlpipe-memory"], summary["sklearn-memory"]
-        print(f"  {'transform only (read excluded)':42s} time "
-              f"{b['transform_seconds'] / a['transform_seconds']:5.1f}x")
+        print(
+            f"  {'transform only (read excluded)':42s} time "
+            f"{b['transform_seconds'] / a['transform_seconds']:5.1f}x"
+        )
     print(f"load average at end {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     if ARGS.no_online:
         return
-    online = [child(["--rows", str(rows), "--phase", "online", "--online-records",
-                     str(ARGS.online_records)]) for _ in range(ARGS.repeat)]
+    online = [
+        child(
+            ["--rows", str(rows), "--phase", "online", "--online-records", str(ARGS.online_records)]
+        )
+        for _ in range(ARGS.repeat)
+    ]
     med = {k: statistics.median(o[k] for o in online) for k in online[0]}
-    print(f"online mlpipe transform_one: p50 {med['mlpipe_p50_us']:.1f} us  p99 {med['mlpipe_p99_us']:.1f} us "
-          f"({int(med['records']):,} records)")
-    print(f"online sklearn 1-row DataFrame: p50 {med['sklearn_p50_us']:.0f} us  p99 {med['sklearn_p99_us']:.0f} us")
-    print(f"  p99 ratio: {med['sklearn_p99_us'] / med['mlpipe_p99_us']:.0f}x; goal p99 <= 50 us: "
-          f"{'met' if med['mlpipe_p99_us'] <= 50 else 'NOT met'}")
+    print(
+        f"online mlpipe transform_one: p50 {med['mlpipe_p50_us']:.1f} us  p99 {med['mlpipe_p99_us']:.1f} us "
+        f"({int(med['records']):,} records)"
+    )
+    print(
+        f"online sklearn 1-row DataFrame: p50 {med['sklearn_p50_us']:.0f} us  p99 {med['sklearn_p99_us']:.0f} us"
+    )
+    print(
+        f"  p99 ratio: {med['sklearn_p99_us'] / med['mlpipe_p99_us']:.0f}x; goal p99 <= 50 us: "
+        f"{'met' if med['mlpipe_p99_us'] <= 50 else 'NOT met'}"
+    )
 
 
 ARGS: argparse.Namespace

@@ -131,9 +131,11 @@ def polars_predicates():  # type: ignore[no-untyped-def]
         "price.nullable": c("price").is_null(),
         "price.gt": c("price").is_not_null() & ~(fin("price") & (c("price") > 0)),
         "country.nullable": c("country").is_null(),
-        "country.allowed": c("country").is_not_null() & ~c("country").is_in(pl.Series(COUNTRIES).implode()),
+        "country.allowed": c("country").is_not_null()
+        & ~c("country").is_in(pl.Series(COUNTRIES).implode()),
         "status.nullable": c("status").is_null(),
-        "status.allowed": c("status").is_not_null() & ~c("status").is_in(pl.Series(STATUSES).implode()),
+        "status.allowed": c("status").is_not_null()
+        & ~c("status").is_in(pl.Series(STATUSES).implode()),
         "email.regex": c("email").is_not_null() & ~c("email").str.contains(f"^(?:{EMAIL_RE})$"),
     }
 
@@ -170,7 +172,9 @@ def run_pandas(path: Path) -> dict[str, int]:
     out["qty.min"] = int((df["qty"] < 1).sum())
     out["qty.max"] = int((df["qty"] > 100).sum())
     out["price.nullable"] = int(df["price"].isna().sum())
-    out["price.gt"] = int((df["price"].notna() & ~(np.isfinite(df["price"]) & (df["price"] > 0))).sum())
+    out["price.gt"] = int(
+        (df["price"].notna() & ~(np.isfinite(df["price"]) & (df["price"] > 0))).sum()
+    )
     out["country.nullable"] = int(df["country"].isna().sum())
     out["country.allowed"] = int((df["country"].notna() & ~df["country"].isin(COUNTRIES)).sum())
     out["status.nullable"] = int(df["status"].isna().sum())
@@ -240,7 +244,9 @@ def loadavg() -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
     parser.add_argument("--rows", type=int, default=10_000_000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="200k rows, 3 runs")

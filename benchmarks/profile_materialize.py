@@ -142,12 +142,18 @@ def one_run(kind: str, cfg, root: Path, server: Server, run: int, profile: bool)
 def report(kind: str, runs: list[dict]) -> None:
     n = runs[0]["entities"]
     med = {k: statistics.median(r[k] for r in runs) for k in ("wall", "cpu", "redis_cpu", "load1")}
-    print(f"\n{kind}: {n:,} entities, median of {len(runs)}: {n / med['wall']:,.0f} entities/s, "
-          f"wall {med['wall']:.2f}s, cpu {med['cpu']:.2f}s"
-          + (f" + redis-server {med['redis_cpu']:.2f}s" if kind == "redis" else "")
-          + " (load at start " + ", ".join(f"{r['load1']:.1f}" for r in runs) + ")")
-    print(f"  {'step':8s} {'wall s':>7s} {'cpu s':>7s} {'share':>6s} {'calls':>6s}  "
-          "entities/s if this were the only cost")
+    print(
+        f"\n{kind}: {n:,} entities, median of {len(runs)}: {n / med['wall']:,.0f} entities/s, "
+        f"wall {med['wall']:.2f}s, cpu {med['cpu']:.2f}s"
+        + (f" + redis-server {med['redis_cpu']:.2f}s" if kind == "redis" else "")
+        + " (load at start "
+        + ", ".join(f"{r['load1']:.1f}" for r in runs)
+        + ")"
+    )
+    print(
+        f"  {'step':8s} {'wall s':>7s} {'cpu s':>7s} {'share':>6s} {'calls':>6s}  "
+        "entities/s if this were the only cost"
+    )
     raw = {
         step: (statistics.median(r["wall_steps"].get(step, 0.0) for r in runs),
                statistics.median(r["cpu_steps"].get(step, 0.0) for r in runs))
@@ -169,12 +175,16 @@ def report(kind: str, runs: list[dict]) -> None:
     fixed = sum(steps[s][0] for s in ("list", "hash", "begin", "verify", "switch", "remove",
                                        "finish", "publish")) + other_wall  # fmt: skip
     compute, pack, write = steps["compute"][0], steps["pack"][0], steps["write"][0]
-    print(f"  serial (today): fixed {fixed:.2f}s + compute {compute:.2f}s + pack {pack:.2f}s + "
-          f"write {write:.2f}s")
+    print(
+        f"  serial (today): fixed {fixed:.2f}s + compute {compute:.2f}s + pack {pack:.2f}s + "
+        f"write {write:.2f}s"
+    )
     overlap = fixed + max(compute + pack, write)
-    print(f"  if writing overlapped compute+pack (needs a free core): {n / overlap:,.0f}/s; "
-          f"if compute were also free: {n / (fixed + max(pack, write)):,.0f}/s; the "
-          f"write step alone: {n / write:,.0f}/s")
+    print(
+        f"  if writing overlapped compute+pack (needs a free core): {n / overlap:,.0f}/s; "
+        f"if compute were also free: {n / (fixed + max(pack, write)):,.0f}/s; the "
+        f"write step alone: {n / write:,.0f}/s"
+    )
 
 
 def compute_schedules(config, n: int, chunk: int, rounds: int) -> None:  # type: ignore[no-untyped-def]
@@ -198,8 +208,11 @@ def compute_schedules(config, n: int, chunk: int, rounds: int) -> None:  # type:
         first, batch = first + batch, min(max(1, COMPUTE_BATCH_ENTITIES // chunk), batch * 2)
     tenth = max(1, chunks // 10)
     equal = [(i, min(chunks, i + tenth)) for i in range(0, chunks, tenth)]
-    plans = {"one call": [(0, chunks)], f"schedule, {len(schedule)} calls": schedule,
-             f"{len(equal)} equal calls": equal}
+    plans = {
+        "one call": [(0, chunks)],
+        f"schedule, {len(schedule)} calls": schedule,
+        f"{len(equal)} equal calls": equal,
+    }
     print(f"\ncompute_features alone, {n:,} entities x {len(names)} features:")
     for r in range(rounds):
         for label, plan in plans.items():
@@ -209,8 +222,11 @@ def compute_schedules(config, n: int, chunk: int, rounds: int) -> None:  # type:
                 compute_features(config, spine.with_columns(spine_time.alias(AS_OF_COLUMN)),
                                  entity_keys=list(config.entity_keys), timestamp=AS_OF_COLUMN,
                                  features=names)  # fmt: skip
-            print(f"  round {r + 1} {label:22s} wall {time.perf_counter() - t0:6.2f}s "
-                  f"cpu {cpu_s() - c0:6.2f}s (load {load1:.1f})", flush=True)
+            print(
+                f"  round {r + 1} {label:22s} wall {time.perf_counter() - t0:6.2f}s "
+                f"cpu {cpu_s() - c0:6.2f}s (load {load1:.1f})",
+                flush=True,
+            )
 
 
 def main() -> None:
@@ -221,8 +237,13 @@ def main() -> None:
     parser.add_argument("--chunk-size", type=int, default=10_000)
     parser.add_argument("--stores", default="redis,sqlite")
     parser.add_argument("--cprofile", action="store_true", help="cProfile one run per store")
-    parser.add_argument("--compute-schedules", type=int, default=0, metavar="ROUNDS",
-                        help="also time compute_features alone in three batchings")
+    parser.add_argument(
+        "--compute-schedules",
+        type=int,
+        default=0,
+        metavar="ROUNDS",
+        help="also time compute_features alone in three batchings",
+    )
     args = parser.parse_args()
     import polars as pl
 
@@ -235,8 +256,13 @@ def main() -> None:
               f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}")  # fmt: skip
         path = make_project(root, args.entities, n_features=args.features)
         configs = {
-            "redis": load(path, type="redis", url=server.url, ttl=timedelta(seconds=TTL),
-                          chunk_size=args.chunk_size),
+            "redis": load(
+                path,
+                type="redis",
+                url=server.url,
+                ttl=timedelta(seconds=TTL),
+                chunk_size=args.chunk_size,
+            ),
             "sqlite": load(path, chunk_size=args.chunk_size),
         }
         kinds = args.stores.split(",")
@@ -245,15 +271,19 @@ def main() -> None:
             for kind in kinds:
                 runs[kind].append(one_run(kind, configs[kind], root, server, run, False))
                 r = runs[kind][-1]
-                print(f"  run {run + 1} {kind:6s}: {r['entities'] / r['wall']:,.0f}/s wall "
-                      f"{r['wall']:.2f}s cpu {r['cpu']:.2f}s (load {r['load1']:.1f})")
+                print(
+                    f"  run {run + 1} {kind:6s}: {r['entities'] / r['wall']:,.0f}/s wall "
+                    f"{r['wall']:.2f}s cpu {r['cpu']:.2f}s (load {r['load1']:.1f})"
+                )
         for kind in kinds:
             report(kind, runs[kind])
         if args.cprofile:
             for kind in kinds:
                 r = one_run(kind, configs[kind], root, server, 99, True)
-                print(f"\ncProfile, {kind} (wall {r['wall']:.2f}s under the profiler, load "
-                      f"{r['load1']:.1f}), top 20 by own time:")
+                print(
+                    f"\ncProfile, {kind} (wall {r['wall']:.2f}s under the profiler, load "
+                    f"{r['load1']:.1f}), top 20 by own time:"
+                )
                 pstats.Stats(r["profiler"], stream=sys.stdout).sort_stats("tottime").print_stats(20)
         if args.compute_schedules:
             compute_schedules(configs["sqlite"], args.entities, args.chunk_size,

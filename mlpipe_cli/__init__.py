@@ -11,10 +11,6 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-# Bumped when the layout or meaning of an artifact file changes incompatibly; readers refuse
-# artifacts whose format_version they do not know.
-ARTIFACT_FORMAT_VERSION = 1
-
 _ERRORS = (
     "MlpipeError",
     "UsageError",
@@ -32,6 +28,10 @@ __all__ = ["ARTIFACT_FORMAT_VERSION", "CheckCrashed", "Pipeline", "__version__",
 
 
 def __getattr__(name: str) -> object:  # no `typing` import: it costs ~2 ms
+    if name == "ARTIFACT_FORMAT_VERSION":  # the manifest's format (mlpipe_cli.documents)
+        from mlpipe_cli.documents import ArtifactManifest
+
+        return ArtifactManifest.FORMAT_VERSION
     if name == "Pipeline":
         from mlpipe_cli.api import Pipeline
 

@@ -75,8 +75,10 @@ class Pipeline:
         return cls(project)
 
     def __repr__(self) -> str:
-        return (f"Pipeline({self.config.pipeline!r}, config={str(self.project.config_path)!r}, "
-                f"artifact_dir={str(self.artifact_dir)!r})")
+        return (
+            f"Pipeline({self.config.pipeline!r}, config={str(self.project.config_path)!r}, "
+            f"artifact_dir={str(self.artifact_dir)!r})"
+        )
 
     @property
     def config(self) -> PipelineConfig:
@@ -93,37 +95,69 @@ class Pipeline:
     # -- data -------------------------------------------------------------------------
 
     @staticmethod
-    def sample_data(out: str | Path = "data/sample", *, rows: int = 100_000, seed: int = 42,
-                    faults: Sequence[str] = ()) -> SampleDataResult:
+    def sample_data(
+        out: str | Path = "data/sample",
+        *,
+        rows: int = 100_000,
+        seed: int = 42,
+        faults: Sequence[str] = (),
+    ) -> SampleDataResult:
         """`mlpipe sample-data`: the deterministic synthetic data set (needs no config)."""
         from mlpipe_cli.ops.sample_data import sample_data
 
         return sample_data(out=Path(out), rows=rows, seed=seed, faults=tuple(faults))
 
-    def validate(self, *, sources: Sequence[str] | None = None, data: str | Path | None = None,
-                 quarantine: str | Path | None = None, out: str | Path | None = None,
-                 reference: str | None = None, save_profile: bool = False,
-                 junit: str | Path | None = None, publish: bool = True,
-                 check: bool = True) -> ValidateResult:
+    def validate(
+        self,
+        *,
+        sources: Sequence[str] | None = None,
+        data: str | Path | None = None,
+        quarantine: str | Path | None = None,
+        out: str | Path | None = None,
+        reference: str | None = None,
+        save_profile: bool = False,
+        junit: str | Path | None = None,
+        publish: bool = True,
+        check: bool = True,
+    ) -> ValidateResult:
         """`mlpipe validate`; raises DataCheckFailed (or CheckCrashed) unless it passed."""
         from mlpipe_cli.ops.validate import validate
 
-        result = validate(self.project, sources=list(sources) if sources else None,
-                          data=_path(data), quarantine=_path(quarantine), out=_path(out),
-                          reference=reference, save_profile=save_profile, junit=_path(junit),
-                          publish=publish)
+        result = validate(
+            self.project,
+            sources=list(sources) if sources else None,
+            data=_path(data),
+            quarantine=_path(quarantine),
+            out=_path(out),
+            reference=reference,
+            save_profile=save_profile,
+            junit=_path(junit),
+            publish=publish,
+        )
         return _checked(result, check)
 
-    def training_set(self, out: str | Path, *, spine: str | Path | None = None,
-                     timestamp: str | None = None, features: Sequence[str] | None = None,
-                     publish: bool = True,
-                     progress: Callable[[str], None] | None = None) -> TrainingSetResult:
+    def training_set(
+        self,
+        out: str | Path,
+        *,
+        spine: str | Path | None = None,
+        timestamp: str | None = None,
+        features: Sequence[str] | None = None,
+        publish: bool = True,
+        progress: Callable[[str], None] | None = None,
+    ) -> TrainingSetResult:
         """`mlpipe training-set`: every feature as of each spine row, written to ``out``."""
         from mlpipe_cli.ops.training_set import training_set
 
-        return training_set(self.project, out=Path(out), spine=_path(spine),
-                            timestamp=timestamp, features=_names(features), publish=publish,
-                            progress=progress)
+        return training_set(
+            self.project,
+            out=Path(out),
+            spine=_path(spine),
+            timestamp=timestamp,
+            features=_names(features),
+            publish=publish,
+            progress=progress,
+        )
 
     # -- transforms -------------------------------------------------------------------
 
@@ -133,15 +167,17 @@ class Pipeline:
 
         return fit(self.project, data=_path(data), out=_path(out))
 
-    def transform(self, data: str | Path, out: str | Path, *,
-                  artifact: str = "latest") -> TransformResult:
+    def transform(
+        self, data: str | Path, out: str | Path, *, artifact: str = "latest"
+    ) -> TransformResult:
         """`mlpipe transform`: apply a published transform version to ``data``."""
         from mlpipe_cli.ops.transform import transform
 
         return transform(self.project, data=Path(data), out=Path(out), artifact=artifact)
 
-    def export(self, out: str | Path, *, artifact: str = "latest",
-               fmt: str = "sklearn") -> ExportResult:
+    def export(
+        self, out: str | Path, *, artifact: str = "latest", fmt: str = "sklearn"
+    ) -> ExportResult:
         """`mlpipe export`: a transform version as a scikit-learn ColumnTransformer (joblib)."""
         from mlpipe_cli.ops.export import export
 
@@ -149,18 +185,28 @@ class Pipeline:
 
     # -- online store -----------------------------------------------------------------
 
-    def materialize(self, *, as_of: str | datetime | None = None,
-                    features: Sequence[str] | None = None, resume: bool = False,
-                    chunk_size: int | None = None,
-                    on_progress: Callable[[int], None] | None = None) -> MaterializeResult:
+    def materialize(
+        self,
+        *,
+        as_of: str | datetime | None = None,
+        features: Sequence[str] | None = None,
+        resume: bool = False,
+        chunk_size: int | None = None,
+        on_progress: Callable[[int], None] | None = None,
+    ) -> MaterializeResult:
         """`mlpipe materialize`: load every entity's values as of ``as_of`` (default now)."""
         from mlpipe_cli.ops.materialize import materialize
 
-        return materialize(self.project, as_of=as_of, features=_names(features), resume=resume,
-                           chunk_size=chunk_size, on_progress=on_progress)
+        return materialize(
+            self.project,
+            as_of=as_of,
+            features=_names(features),
+            resume=resume,
+            chunk_size=chunk_size,
+            on_progress=on_progress,
+        )
 
-    def check_freshness(self, max_age: str | timedelta, *, check: bool = True
-                        ) -> FreshnessResult:
+    def check_freshness(self, max_age: str | timedelta, *, check: bool = True) -> FreshnessResult:
         """`mlpipe materialize --check-freshness`; raises DataCheckFailed when stale."""
         from mlpipe_cli.ops.materialize import check_freshness
 
@@ -174,72 +220,127 @@ class Pipeline:
 
     # -- streaming --------------------------------------------------------------------
 
-    def push(self, source: str, events: str | Path | None = None, *, check: bool = True
-             ) -> PushResult:
+    def push(
+        self, source: str, events: str | Path | None = None, *, check: bool = True
+    ) -> PushResult:
         """`mlpipe push`: check and append events (None: JSON lines on stdin); raises
         DataCheckFailed when any event was dead-lettered."""
         from mlpipe_cli.ops.push import push
 
         return _checked(push(self.project, source=source, path=_path(events)), check)
 
-    def stream(self, *, sources: Sequence[str] | None = None, consumer: str | None = None,
-               once: bool = False, reset: bool = False, max_seconds: float | None = None
-               ) -> StreamResult:
+    def stream(
+        self,
+        *,
+        sources: Sequence[str] | None = None,
+        consumer: str | None = None,
+        once: bool = False,
+        reset: bool = False,
+        max_seconds: float | None = None,
+    ) -> StreamResult:
         """`mlpipe stream`: bootstrap and consume until drained (``once``), a signal or
         ``max_seconds``."""
         from mlpipe_cli.ops.stream import stream
 
-        return stream(self.project, sources=_names(sources), consumer=consumer, once=once,
-                      reset=reset, max_seconds=max_seconds)
+        return stream(
+            self.project,
+            sources=_names(sources),
+            consumer=consumer,
+            once=once,
+            reset=reset,
+            max_seconds=max_seconds,
+        )
 
     # -- monitoring -------------------------------------------------------------------
 
-    def psi_report(self, *, current: str | Path | None = None,
-                   serving_log: str | Path | None = None, artifact: str | None = None,
-                   profile: str | Path | None = None, since: str | None = None,
-                   until: str | None = None, features: Sequence[str] | None = None,
-                   threshold: float | None = None, min_rows: int | None = None,
-                   html: str | Path | None = None, source: str | None = None,
-                   include_time_features: bool = False, check: bool = True) -> DriftResult:
+    def psi_report(
+        self,
+        *,
+        current: str | Path | None = None,
+        serving_log: str | Path | None = None,
+        artifact: str | None = None,
+        profile: str | Path | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        features: Sequence[str] | None = None,
+        threshold: float | None = None,
+        min_rows: int | None = None,
+        html: str | Path | None = None,
+        source: str | None = None,
+        include_time_features: bool = False,
+        check: bool = True,
+    ) -> DriftResult:
         """`mlpipe psi-report`; raises DataCheckFailed when a feature drifted or errored.
         ``source``: compare a raw batch (``current``) with that source's saved validation
         profile; ``include_time_features``: compare request-time features of a serving log."""
         from mlpipe_cli.ops.psi_report import psi_report
 
-        result = psi_report(self.project, artifact=artifact, profile=_path(profile),
-                            current=_path(current), serving_log=_path(serving_log),
-                            since=since, until=until, features=_names(features),
-                            threshold=threshold, min_rows=min_rows, html=_path(html),
-                            source=source, include_time_features=include_time_features)
+        result = psi_report(
+            self.project,
+            artifact=artifact,
+            profile=_path(profile),
+            current=_path(current),
+            serving_log=_path(serving_log),
+            since=since,
+            until=until,
+            features=_names(features),
+            threshold=threshold,
+            min_rows=min_rows,
+            html=_path(html),
+            source=source,
+            include_time_features=include_time_features,
+        )
         return _checked(result, check)
 
-    def skew_report(self, serving_log: str | Path, *, artifact: str | None = None,
-                    since: str | None = None, until: str | None = None,
-                    check: bool = True) -> SkewResult:
+    def skew_report(
+        self,
+        serving_log: str | Path,
+        *,
+        artifact: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        check: bool = True,
+    ) -> SkewResult:
         """`mlpipe psi-report --skew`; raises DataCheckFailed on training-serving skew."""
         from mlpipe_cli.ops.psi_report import skew_report
 
-        result = skew_report(self.project, serving_log=Path(serving_log), artifact=artifact,
-                             since=since, until=until)
+        result = skew_report(
+            self.project, serving_log=Path(serving_log), artifact=artifact, since=since, until=until
+        )
         return _checked(result, check)
 
-    def shadow_report(self, version_a: str, version_b: str, current: str | Path, *,
-                      features: Sequence[str] | None = None, threshold: float | None = None,
-                      min_rows: int | None = None, html: str | Path | None = None,
-                      check: bool = True) -> DriftResult:
+    def shadow_report(
+        self,
+        version_a: str,
+        version_b: str,
+        current: str | Path,
+        *,
+        features: Sequence[str] | None = None,
+        threshold: float | None = None,
+        min_rows: int | None = None,
+        html: str | Path | None = None,
+        check: bool = True,
+    ) -> DriftResult:
         """`mlpipe psi-report --compare A B`: B's outputs against A's on ``current``."""
         from mlpipe_cli.ops.psi_report import shadow_report
 
-        result = shadow_report(self.project, versions=(version_a, version_b),
-                               current=Path(current), features=_names(features),
-                               threshold=threshold, min_rows=min_rows, html=_path(html))
+        result = shadow_report(
+            self.project,
+            versions=(version_a, version_b),
+            current=Path(current),
+            features=_names(features),
+            threshold=threshold,
+            min_rows=min_rows,
+            html=_path(html),
+        )
         return _checked(result, check)
 
     # -- schema -----------------------------------------------------------------------
 
     @staticmethod
-    def schema_infer(data: str | Path, source: str, *, max_allowed: int = 20,
-                     out: str | Path | None = None) -> InferResult:
+    def schema_infer(
+        data: str | Path, source: str, *, max_allowed: int = 20, out: str | Path | None = None
+    ) -> InferResult:
         """`mlpipe schema infer`: a proposed contract for ``data`` (needs no config)."""
         from mlpipe_cli.ops.schema import infer
 
@@ -251,17 +352,24 @@ class Pipeline:
 
         return snapshot(self.project)
 
-    def schema_diff(self, old: str | None = None, new: str | None = None, *,
-                    data: str | Path | None = None, source: str | None = None,
-                    check: bool = True) -> DiffResult:
+    def schema_diff(
+        self,
+        old: str | None = None,
+        new: str | None = None,
+        *,
+        data: str | Path | None = None,
+        source: str | None = None,
+        check: bool = True,
+    ) -> DiffResult:
         """`mlpipe schema diff`; raises DataCheckFailed on a breaking change."""
         from mlpipe_cli.ops.schema import diff
 
         result = diff(self.project, old=old, new=new, data=_path(data), source=source)
         return _checked(result, check)
 
-    def schema_export(self, *, fmt: str = "pandera", source: str | None = None,
-                      out: str | Path | None = None) -> SchemaExportResult:
+    def schema_export(
+        self, *, fmt: str = "pandera", source: str | None = None, out: str | Path | None = None
+    ) -> SchemaExportResult:
         """`mlpipe schema export`: pandera YAML or the JSON contract (``content`` or files)."""
         from mlpipe_cli.ops.schema import export
 
@@ -281,8 +389,9 @@ class Pipeline:
 
         return show_artifact(self.project, version=version)
 
-    def artifacts_verify(self, version: str | None = None, *,
-                         check: bool = True) -> VerifyArtifactsResult:
+    def artifacts_verify(
+        self, version: str | None = None, *, check: bool = True
+    ) -> VerifyArtifactsResult:
         """`mlpipe artifacts verify`; raises ArtifactError when a file does not match."""
         from mlpipe_cli.ops.artifacts import verify_artifacts
 
@@ -302,8 +411,10 @@ def _names(values: Sequence[str] | None) -> list[str] | None:
     if not names:  # as on the command line: naming no feature is a mistake, not "all"
         from mlpipe_cli.errors import UsageError
 
-        raise UsageError("features is empty", hint="give names like ['total_orders', 'plan'], "
-                         "or None for every feature")
+        raise UsageError(
+            "features is empty",
+            hint="give names like ['total_orders', 'plan'], or None for every feature",
+        )
     return list(dict.fromkeys(names))
 
 

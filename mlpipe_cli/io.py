@@ -164,7 +164,9 @@ def _schema_differences(
     out = []
     for name, ref_dtype in reference.items():
         if name not in schema:
-            out.append(f"column {name!r} is missing but {ref_name} has it ({describe_dtype(ref_dtype)})")
+            out.append(
+                f"column {name!r} is missing but {ref_name} has it ({describe_dtype(ref_dtype)})"
+            )
         elif repr(schema[name]) != repr(ref_dtype):  # the signatures compare reprs too
             ours, theirs = describe_dtype(schema[name]), describe_dtype(ref_dtype)
             if ours == theirs:  # e.g. two Enums with different categories
@@ -765,7 +767,7 @@ def fingerprint(paths: Iterable[Path | str]) -> dict[str, Any]:
     Absolute paths are left out so the same data gives the same fingerprint (and artifact
     version) from any checkout; ``fingerprint_locations`` records where it was read from.
     """
-    entries = []
+    entries: list[dict[str, Any]] = []
     for given in paths:
         for file in resolve_parquet_files(given):
             entries.append(

@@ -6,7 +6,7 @@ when it ends. One file per run means concurrent runs never contend for a lock, a
 was killed (kill -9, OOM, a lost machine) leaves a record with no end: readers count it as
 failed once its process is gone (or, on another host, once it is older than a day).
 
-A record (``format_version`` 1):
+A record (``documents.LedgerRecord``; ``format_version`` 1):
 
     run_id, command, args (secrets masked), pipeline, pid, host,
     started_at, ended_at, triggered_at (``--triggered-at`` / ``MLPIPE_TRIGGERED_AT``; default:
@@ -38,7 +38,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-LEDGER_FORMAT_VERSION = 1
 RUNS_DIR = "runs"
 # A record with no end whose process we cannot see (another host) counts as killed after this.
 FOREIGN_RUN_TIMEOUT = timedelta(hours=24)
@@ -161,9 +160,11 @@ class RunRecorder:
             self._write(exit_code, ended_at)
 
     def _write(self, exit_code: int | None, ended_at: datetime | None) -> None:
+        from mlpipe_cli.documents import LedgerRecord  # pydantic: not on `mlpipe --help`'s path
+
         assert self.path is not None
         record = {
-            "format_version": LEDGER_FORMAT_VERSION,
+            "format_version": LedgerRecord.FORMAT_VERSION,
             "run_id": self.run_id,
             "command": self.command,
             "args": mask_args(self.args),
@@ -289,8 +290,12 @@ def read_runs(
     """Every recorded run (oldest first), optionally since a time and for one command.
 
     Unreadable records (a disk that filled mid-rename cannot leave one, but a hand-edited file
-    can) are skipped with a warning rather than failing the whole read.
+    can) are skipped with a warning rather than failing the whole read. A record of a
+    format_version this mlpipe does not read (a newer mlpipe wrote it) is ArtifactError (exit
+    3): counting it as unreadable would silently drop runs from the SLO figures.
     """
+    from mlpipe_cli.documents import LedgerRecord, check
+    from mlpipe_cli.errors import InputError
     from mlpipe_cli.io import pid_alive
 
     now = now or datetime.now(UTC)
@@ -302,8 +307,9 @@ def read_runs(
     for path in sorted(directory.glob("*.json")):
         try:
             record = json.loads(path.read_text())
+            check(LedgerRecord, record, str(path), invalid=InputError)
             started = parse_instant(record["started_at"], "started_at")
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError, KeyError, TypeError, InputError):
             sys.stderr.write(f"warning: skipping unreadable run record {path}\n")
             continue
         if command is not None and record.get("command") != command:
@@ -333,13 +339,14 @@ def write_serving_snapshot(
     """The server's latency histogram so far, as one ``serve`` record per server process
     (replaced on each write; ``final`` at shutdown). ``snapshot``: ``{"buckets": [upper
     bounds in seconds], "counts": [per bucket, the last one +Inf], "sum": seconds}``."""
+    from mlpipe_cli.documents import LedgerRecord
     from mlpipe_cli.io import atomic_write_bytes
 
     stamp = started_at.astimezone(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     path = runs_dir(artifact_dir, pipeline) / f"{stamp}-{os.getpid()}-serve.json"
     now = datetime.now(UTC)
     record = {
-        "format_version": LEDGER_FORMAT_VERSION,
+        "format_version": LedgerRecord.FORMAT_VERSION,
         "run_id": f"serve-{os.getpid()}",
         "command": "serve",
         "pipeline": pipeline,

@@ -38,8 +38,7 @@ class Renderer(Protocol):
     def add(self, description: str, total: float | None, unit: str) -> Any:
         """Show a new task; return a handle for the calls below."""
 
-    def update(self, handle: Any, *, completed: float, total: float | None,
-               detail: str) -> None:
+    def update(self, handle: Any, *, completed: float, total: float | None, detail: str) -> None:
         """The task's state changed."""
 
     def remove(self, handle: Any) -> None:
@@ -53,8 +52,9 @@ _OPEN: ContextVar[tuple[Task, ...]] = ContextVar("mlpipe_progress_tasks", defaul
 class Task:
     """One long step: ``total`` units of ``unit`` (None: unknown), ``completed`` so far."""
 
-    def __init__(self, description: str, total: float | None, unit: str,
-                 renderer: Renderer | None) -> None:
+    def __init__(
+        self, description: str, total: float | None, unit: str, renderer: Renderer | None
+    ) -> None:
         self.description = description
         self.total = total
         self.unit = unit
@@ -82,8 +82,9 @@ class Task:
 
     def _draw(self) -> None:
         if self._renderer is not None:
-            self._renderer.update(self._handle, completed=self.completed, total=self.total,
-                                  detail=self.detail)
+            self._renderer.update(
+                self._handle, completed=self.completed, total=self.total, detail=self.detail
+            )
 
     def _close(self) -> None:
         if self._renderer is not None:
@@ -105,8 +106,9 @@ def task(description: str, total: float | None = None, unit: str = "") -> Iterat
         opened._close()
 
 
-def track(items: Iterable[T], description: str, total: int | None = None,
-          unit: str = "") -> Iterator[T]:
+def track(
+    items: Iterable[T], description: str, total: int | None = None, unit: str = ""
+) -> Iterator[T]:
     """Yield ``items`` inside a task counting them. After each item the count is set to the
     items done, so the work of one item may ``advance`` by fractions of 1 in between."""
     if total is None and isinstance(items, Sized):

@@ -171,7 +171,7 @@ def generate(
     )
 
 
-def _churn_labels(pl, orders, label_user: np.ndarray, label_us: np.ndarray):  # type: ignore[no-untyped-def]
+def _churn_labels(pl, orders, label_user: np.ndarray, label_us: np.ndarray):
     spine = pl.DataFrame(
         {"user_id": label_user, "label_ts": label_us, "_row": np.arange(len(label_user))}
     ).with_columns(pl.col("label_ts").cast(pl.Datetime("us", "UTC")))
@@ -200,7 +200,7 @@ def _churn_labels(pl, orders, label_user: np.ndarray, label_us: np.ndarray):  # 
     )
 
 
-def _inject_faults(pl, rng, faults, orders, users, end_us):  # type: ignore[no-untyped-def]
+def _inject_faults(pl, rng, faults, orders, users, end_us):
     if "drift" in faults:
         cutoff = datetime.fromtimestamp((end_us - DRIFT_DAYS * _US_PER_DAY) / 1e6, tz=UTC)
         orders = orders.with_columns(

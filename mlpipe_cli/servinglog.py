@@ -7,7 +7,10 @@ Parquet segments under the log directory, one file each, named
 ``vec.<col>`` (Float64) per transform output, ``prediction``. A server running a shadow
 transform (``serve --shadow``) adds, in the same row: ``shadow.vec.<col>`` (Float64) per shadow
 output, ``shadow.prediction`` and ``shadow.transform_version`` (and ``raw.<col>`` for shadow
-inputs the live transform does not read).
+inputs the live transform does not read). Each segment's Parquet key-value metadata ``mlpipe``
+holds its header (``documents.ServingLogHeader``: ``{"format_version": 1, "kind":
+"mlpipe.serving_log"}``); readers refuse a segment of a format_version they do not read, and
+read a segment without a header (written before headers existed) as version 1.
 
 Every name of that contract, and the reading of a ``--since``/``--until`` window over it,
 lives here so the writer (``serving.featurelog``) and the readers (``drift``, ``ops``) cannot
@@ -16,6 +19,8 @@ drift apart. No heavy imports: the CLI imports this module at start-up.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 
 from mlpipe_cli.errors import UsageError
@@ -54,6 +59,29 @@ def segment_name(first_served_at: datetime, pid: int, seq: int) -> str:
     return f"segment-{first_served_at.strftime('%Y%m%dT%H%M%S')}-{pid}-{seq:06d}.parquet"
 
 
+def segment_metadata() -> dict[str, str]:
+    """The Parquet key-value metadata every segment is written with (its header)."""
+    from mlpipe_cli.documents import ServingLogHeader
+
+    header = {"format_version": ServingLogHeader.FORMAT_VERSION, "kind": ServingLogHeader.KIND}
+    return {ServingLogHeader.PARQUET_KEY: json.dumps(header, sort_keys=True)}
+
+
+def check_segment_metadata(metadata: Mapping[str, str] | None, origin: str) -> None:
+    """Refuse (ArtifactError, exit 3) a segment whose header this mlpipe does not read."""
+    from mlpipe_cli.documents import ServingLogHeader, check
+    from mlpipe_cli.errors import InputError
+
+    raw = (metadata or {}).get(ServingLogHeader.PARQUET_KEY)
+    if raw is None:
+        return  # written before segments had a header: the version-1 layout
+    try:
+        header = json.loads(raw)
+    except ValueError:
+        raise InputError(f"{origin}: unreadable serving-log header {raw[:60]!r}") from None
+    check(ServingLogHeader, header, origin, invalid=InputError)
+
+
 def parse_instant(text: str) -> datetime:
     """'now' or an ISO-8601 date/time (naive = UTC) → aware UTC datetime."""
     text = text.strip()
@@ -70,8 +98,9 @@ def parse_instant(text: str) -> datetime:
     return value.astimezone(UTC)
 
 
-def parse_window(since: str | None, until: str | None, default: timedelta) -> tuple[datetime,
-                                                                                 datetime]:
+def parse_window(
+    since: str | None, until: str | None, default: timedelta
+) -> tuple[datetime, datetime]:
     """--since (a duration back from --until, or an instant) and --until (default now)."""
     from mlpipe_cli.config.base import parse_duration
 
@@ -84,6 +113,8 @@ def parse_window(since: str | None, until: str | None, default: timedelta) -> tu
         except ValueError:
             start = parse_instant(since)
     if start >= end:
-        raise UsageError(f"empty time window: --since {start.isoformat()} is not before "
-                         f"--until {end.isoformat()}")
+        raise UsageError(
+            f"empty time window: --since {start.isoformat()} is not before "
+            f"--until {end.isoformat()}"
+        )
     return start, end

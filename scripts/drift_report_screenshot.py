@@ -39,8 +39,15 @@ def find_chromium() -> str | None:
     return None
 
 
-def screenshot(html: Path, png: Path, *, width: int = 1280, height: int = 2000,
-               chromium: str | None = None, timeout: float = 120.0) -> None:
+def screenshot(
+    html: Path,
+    png: Path,
+    *,
+    width: int = 1280,
+    height: int = 2000,
+    chromium: str | None = None,
+    timeout: float = 120.0,
+) -> None:
     """Render ``html`` in headless Chromium and save a ``width``×``height`` PNG to ``png``."""
     binary = chromium or find_chromium()
     if binary is None:
@@ -48,10 +55,18 @@ def screenshot(html: Path, png: Path, *, width: int = 1280, height: int = 2000,
     png.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="mlpipe-chromium-") as profile_dir:
         cmd = [
-            binary, "--headless", "--no-sandbox", "--disable-gpu",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync",
-            "--no-first-run", "--hide-scrollbars", f"--user-data-dir={profile_dir}",
-            f"--screenshot={png}", f"--window-size={width},{height}",
+            binary,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            "--hide-scrollbars",
+            f"--user-data-dir={profile_dir}",
+            f"--screenshot={png}",
+            f"--window-size={width},{height}",
             html.resolve().as_uri(),
         ]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
@@ -99,14 +114,15 @@ def build_report(work: Path, rows: int = 20_000) -> dict:
 
     # training set: every label row with its point-in-time features (clean data)
     labels = pl.read_parquet(work / "clean" / "labels.parquet")
-    training = compute_features(clean_config, labels, entity_keys=["user_id"],
-                                timestamp="label_ts")
+    training = compute_features(clean_config, labels, entity_keys=["user_id"], timestamp="label_ts")
     training.write_parquet(work / "training_set.parquet")
     steps = example["transforms"]
     steps["columns"]["last_product_id"][0]["table"] = str(
-        work / "clean" / "product_embeddings.parquet")
+        work / "clean" / "product_embeddings.parquet"
+    )
     transform_config = TransformConfig.model_validate(
-        {"columns": steps["columns"], "target": steps["target"]})
+        {"columns": steps["columns"], "target": steps["target"]}
+    )
     store = ArtifactStore(work / "artifacts", clean_config.pipeline)
     result, _ = publish(store, transform_config, work / "training_set.parquet")
     transform = load_transform(store, result.version.version)
@@ -116,18 +132,24 @@ def build_report(work: Path, rows: int = 20_000) -> dict:
     rng = np.random.default_rng(3)
     day_start = END - timedelta(days=1)
     request = users.with_columns(
-        (pl.lit(day_start) + pl.duration(seconds=pl.Series(
-            rng.integers(0, 86_400, users.height)))).dt.cast_time_unit("us").alias("label_ts"))
-    served = compute_features(drift_config, request, entity_keys=["user_id"],
-                              timestamp="label_ts")
+        (pl.lit(day_start) + pl.duration(seconds=pl.Series(rng.integers(0, 86_400, users.height))))
+        .dt.cast_time_unit("us")
+        .alias("label_ts")
+    )
+    served = compute_features(drift_config, request, entity_keys=["user_id"], timestamp="label_ts")
     raw = served.select(transform.input_columns)
     vec = transform.transform_batch(raw.lazy()).collect().select(transform.output_columns)
-    log = pl.concat([
-        served.select(pl.col("label_ts").alias("served_at"),
-                      pl.lit(transform.version).alias("transform_version")),
-        raw.select([pl.col(c).alias(f"raw.{c}") for c in raw.columns]),
-        vec.select([pl.col(c).alias(f"vec.{c}") for c in vec.columns]),
-    ], how="horizontal")
+    log = pl.concat(
+        [
+            served.select(
+                pl.col("label_ts").alias("served_at"),
+                pl.lit(transform.version).alias("transform_version"),
+            ),
+            raw.select([pl.col(c).alias(f"raw.{c}") for c in raw.columns]),
+            vec.select([pl.col(c).alias(f"vec.{c}") for c in vec.columns]),
+        ],
+        how="horizontal",
+    )
     log_dir = work / "serving-logs"
     log_dir.mkdir()
     half = log.height // 2
@@ -137,14 +159,27 @@ def build_report(work: Path, rows: int = 20_000) -> dict:
     artifact = store.get("transform", transform.version)
     profile = read_profile(artifact.file("profile.json"))
     parts, count = serving_log_parts(log_dir, day_start, END)
-    excluded = request_time_features(profile, transform.state,
-                                     default_request_time_columns(clean_config))
+    excluded = request_time_features(
+        profile, transform.state, default_request_time_columns(clean_config)
+    )
     report = drift_report(
-        profile, parts, rows=count, exclude=excluded, transform=transform,
-        profile_info={"source": "artifact", "kind": "transform", "version": transform.version,
-                      "path": str(artifact.file("profile.json"))},
-        current_info={"source": "serving-log", "path": str(log_dir),
-                      "since": day_start.isoformat(), "until": END.isoformat()},
+        profile,
+        parts,
+        rows=count,
+        exclude=excluded,
+        transform=transform,
+        profile_info={
+            "source": "artifact",
+            "kind": "transform",
+            "version": transform.version,
+            "path": str(artifact.file("profile.json")),
+        },
+        current_info={
+            "source": "serving-log",
+            "path": str(log_dir),
+            "since": day_start.isoformat(),
+            "until": END.isoformat(),
+        },
     )
     return report.to_dict()
 
@@ -152,8 +187,12 @@ def build_report(work: Path, rows: int = 20_000) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "drift-report.png")
-    parser.add_argument("--html", type=Path, default=None,
-                        help="also keep the HTML page here (default: a temporary file)")
+    parser.add_argument(
+        "--html",
+        type=Path,
+        default=None,
+        help="also keep the HTML page here (default: a temporary file)",
+    )
     parser.add_argument("--rows", type=int, default=20_000, help="sample-data orders")
     parser.add_argument("--width", type=int, default=1280)
     parser.add_argument("--height", type=int, default=2000)
@@ -168,8 +207,7 @@ def main() -> None:
         # written inside the work directory, so the page shows paths like serving-logs/
         page = work / "drift.html"
         write_html(doc, page)
-        screenshot(page, args.out, width=args.width, height=args.height,
-                   chromium=args.chromium)
+        screenshot(page, args.out, width=args.width, height=args.height, chromium=args.chromium)
         if args.html is not None:
             shutil.copyfile(page, args.html)
     summary = doc["summary"]

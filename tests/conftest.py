@@ -206,3 +206,93 @@ def run_mlpipe(
         **kwargs,
     )
     return CliResult(proc.returncode, proc.stdout, proc.stderr)
+
+
+# -- test lanes: markers applied at collection --------------------------------------------
+#
+# `make test` runs everything (CI). `make test-fast` deselects the markers below; each is
+# applied here, from what a test uses, so a new test lands in the right lane by itself:
+#   redis   it uses a real redis-server (a fixture named redis_server*)
+#   server  it starts an `mlpipe serve` process (the `servers` pool, `Server(...)`, or
+#           `serve` run through Popen/run_mlpipe/subprocess.run)
+#   spark   it runs Spark (tests/test_spark*.py)
+#   slow    listed in SLOW_TESTS: measured with `pytest -n 2 --durations=0` (tests/README
+#           of the lanes: the Makefile's test-fast target) at over ~2 s per call on 2 cores;
+#           every entry must name an existing test (tests/test_documents.py checks).
+
+SLOW_TESTS: frozenset[str] = frozenset(
+    {
+        "tests/test_artifact_store.py::test_concurrent_publishers_never_corrupt_the_store",
+        "tests/test_cli.py::test_every_command_has_help_with_an_example",
+        "tests/test_cli.py::test_non_tty_output_is_plain_and_json_parses",
+        "tests/test_cli.py::test_unreadable_config_is_one_line_exit_2",
+        "tests/test_cli_options.py::test_every_leaf_command_help_lists_config_and_artifact_dir",
+        "tests/test_cli_robustness.py::test_closed_stdout_is_not_a_failure",
+        "tests/test_cli_robustness.py::test_ctrl_c_mid_run_exits_130_and_leaves_no_partial_file",
+        "tests/test_drift_html.py::test_report_renders_in_headless_chromium",
+        "tests/test_drift_profile_compare.py::test_build_profile_identical_across_thread_counts",
+        "tests/test_drift_profile_compare.py::test_psi_is_a_sum_of_nonnegative_terms_matching_a_python_loop",
+        "tests/test_fault_suite.py::test_every_command_leaves_its_inputs_unchanged",
+        "tests/test_fault_suite.py::test_fault",
+        "tests/test_fault_suite.py::test_kill_9_mid_write_leaves_no_visible_output_and_the_next_run_cleans_up",
+        "tests/test_features_oracle.py::test_appending_future_rows_changes_nothing",
+        "tests/test_features_oracle.py::test_engine_equals_oracle",
+        "tests/test_features_oracle.py::test_engine_equals_oracle_for_every_key_type",
+        "tests/test_features_oracle.py::test_partitioned_engine_equals_oracle",
+        "tests/test_features_oracle.py::test_several_entities_partitioned_equal_oracle",
+        "tests/test_features_oracle.py::test_several_entities_per_spine_row_equal_oracle",
+        "tests/test_fit_cli.py::test_fit_is_deterministic_across_thread_counts",
+        "tests/test_init.py::test_bad_arguments_write_nothing",
+        "tests/test_init.py::test_force_adds_missing_files_and_keeps_every_existing_one",
+        "tests/test_init.py::test_make_all_runs_the_pipeline_with_no_config_flag_and_git_ignores_its_outputs",
+        "tests/test_init.py::test_sample_data_is_byte_identical_to_the_sample_data_command",
+        "tests/test_init.py::test_templates_ship_in_the_wheel",
+        "tests/test_ledger_slo.py::test_concurrent_runs_each_write_their_own_record",
+        "tests/test_materialize.py::test_killed_writer_leaves_old_version_live_and_resume_finishes",
+        "tests/test_materialize.py::test_online_values_equal_training_set_values",
+        "tests/test_materialize.py::test_rollback_freshness_and_artifact",
+        "tests/test_model.py::test_model_bound_to_another_transform_version_refuses_to_start",
+        "tests/test_model.py::test_skops_model_with_a_trusted_type_serves_with_the_recorded_list",
+        "tests/test_pipeline_e2e.py::test_example_pipeline_end_to_end",
+        "tests/test_psi_report_cli.py::test_empty_window_and_empty_log_exit_2",
+        "tests/test_python_api.py::test_cli_and_api_give_identical_artifacts",
+        "tests/test_python_api.py::test_python_api_doc_examples",
+        "tests/test_readme.py::test_every_bash_block_runs_in_order",
+        "tests/test_serve.py::test_cold_start_value_the_transform_cannot_read_refuses_to_start",
+        "tests/test_serve_log.py::test_frame_in_pieces_equals_the_row_by_row_frame",
+        "tests/test_training_set.py::test_builds_training_set_matching_the_oracle",
+        "tests/test_training_set.py::test_rides_example_three_entities_match_the_oracle",
+        "tests/test_transform_conformance.py::test_batch_and_online_agree_on_random_records",
+        "tests/test_transform_online_fast.py::test_fast_path_is_the_reference_for_all_transformers_at_once",
+        "tests/test_transform_online_fast.py::test_fast_path_is_the_reference_for_each_transformer",
+        "tests/test_transform_temporal_dst.py::test_every_dst_change_hour_by_quarter_hour",
+        "tests/test_transform_temporal_dst.py::test_local_time_features_are_zoneinfo_across_dst_changes",
+        "tests/test_transform_temporal_dst.py::test_online_is_batch_across_dst_changes",
+    }
+)
+
+
+def _starts_a_server(item: pytest.Item) -> bool:
+    import inspect
+
+    if "servers" in getattr(item, "fixturenames", ()):
+        return True
+    function = getattr(item, "function", None)
+    if function is None:
+        return False
+    source = inspect.getsource(function)
+    spawns = ("Popen(", "run_mlpipe(", "subprocess.run(")
+    return "Server(" in source or ('"serve"' in source and any(s in source for s in spawns))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        fixtures = getattr(item, "fixturenames", ())
+        if any(name.startswith("redis_server") for name in fixtures):
+            item.add_marker(pytest.mark.redis)
+        if _starts_a_server(item):
+            item.add_marker(pytest.mark.server)
+        if item.path.name.startswith("test_spark"):
+            item.add_marker(pytest.mark.spark)
+        if item.nodeid.split("[", 1)[0] in SLOW_TESTS:
+            item.add_marker(pytest.mark.slow)

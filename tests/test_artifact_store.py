@@ -9,10 +9,12 @@ import subprocess
 import sys
 import textwrap
 import time
+from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
 
 import pytest
 
+import mlpipe_cli.artifacts.store as artifact_store_module
 from mlpipe_cli.artifacts import ArtifactStore
 from mlpipe_cli.errors import ArtifactError, ArtifactNotFound, UsageError
 
@@ -62,16 +64,29 @@ def test_same_content_gives_same_version_and_no_new_directory(tmp_path: Path) ->
     assert store.versions("transform") == [first.version.version]
 
 
-def test_content_hash_ignores_wall_clock_and_location(tmp_path: Path) -> None:
+def test_content_hash_ignores_wall_clock_and_location(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two publications a day apart (a fake clock: the store's ``datetime.now``) in two
+    places get the same version id; only ``created_at`` tells them apart."""
+    clock = [datetime(2026, 7, 1, 12, 0, 0, tzinfo=UTC)]
+
+    class FakeClock(datetime):
+        @classmethod
+        def now(cls, tz: tzinfo | None = None) -> datetime:  # type: ignore[override]
+            return clock[0].astimezone(tz)
+
+    monkeypatch.setattr(artifact_store_module, "datetime", FakeClock)
     one = ArtifactStore(tmp_path / "one", "demo").publish(
         "schema", writer({"a": b"1"}), config_hash="c"
     )
-    time.sleep(1.1)
+    clock[0] += timedelta(days=1, seconds=1)
     two = ArtifactStore(tmp_path / "two", "demo").publish(
         "schema", writer({"a": b"1"}), config_hash="c"
     )
     assert one.version.version == two.version.version
-    assert one.version.manifest["created_at"] != two.version.manifest["created_at"]
+    assert one.version.manifest["created_at"] == "2026-07-01T12:00:00+00:00"
+    assert two.version.manifest["created_at"] == "2026-07-02T12:00:01+00:00"
 
 
 def test_different_content_new_sequence_and_latest_moves(tmp_path: Path) -> None:
@@ -233,9 +248,7 @@ def test_corrupt_latest_pointer_is_an_artifact_error_not_nothing_published(
     pointer.write_bytes(content)
     with pytest.raises(ArtifactError) as err:
         store.get("transform")
-    assert str(err.value) == (
-        f"{pointer} is corrupt ({problem}); run `mlpipe artifacts verify`"
-    )
+    assert str(err.value) == (f"{pointer} is corrupt ({problem}); run `mlpipe artifacts verify`")
     assert not isinstance(err.value, ArtifactNotFound)
     # pinned versions still load: only the pointer is damaged
     assert store.get("transform", "1").version.startswith("0001-")
@@ -303,9 +316,11 @@ def test_forged_artifact_passes_sha256_checks_but_not_the_signature(
 
     unsigned = {k: v for k, v in manifest.items() if k != "signature"}
     canonical = json.dumps(unsigned, sort_keys=True, separators=(",", ":")).encode()
-    assert manifest["signature"] == "hmac-sha256:" + hmac.new(
-        b"k3y-only-the-publisher-has", canonical, hashlib.sha256
-    ).hexdigest()
+    assert (
+        manifest["signature"]
+        == "hmac-sha256:"
+        + hmac.new(b"k3y-only-the-publisher-has", canonical, hashlib.sha256).hexdigest()
+    )
     assert manifest_signature(manifest, b"k3y-only-the-publisher-has") == manifest["signature"]
     assert signed.get("transform").version == published.version
 

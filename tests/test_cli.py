@@ -304,13 +304,32 @@ def test_artifacts_list_marks_each_sources_latest_profile_as_validate_reads_it(
         assert saved.exit_code == 0, saved.stderr
     listed = cli("artifacts", "list", "profile", "-c", project, "--json").json()["artifacts"]
     assert [(a["source"], a["latest"]) for a in listed] == [
-        ("orders", False), ("users", True), ("orders", True)]
+        ("orders", False),
+        ("users", True),
+        ("orders", True),
+    ]
     marked = {a["source"]: a["version"] for a in listed if a["latest"]}
     for source in ("orders", "users"):
-        checked = cli("validate", "-c", project, "--source", source, "--reference", "latest",
-                      "--no-publish", "--json")
+        checked = cli(
+            "validate",
+            "-c",
+            project,
+            "--source",
+            source,
+            "--reference",
+            "latest",
+            "--no-publish",
+            "--json",
+        )
         assert checked.json()["sources"][0]["reference_profile"] == marked[source], source
     table = cli("artifacts", "list", "profile", "-c", project).stdout.splitlines()
-    assert table[0].split() == ["kind", "version", "source", "latest", "created_at", "files",
-                                "bytes"]
+    assert table[0].split() == [
+        "kind",
+        "version",
+        "source",
+        "latest",
+        "created_at",
+        "files",
+        "bytes",
+    ]
     assert [line.split()[3] == "*" for line in table[1:]] == [False, True, True]

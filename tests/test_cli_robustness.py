@@ -16,16 +16,38 @@ from mlpipe_cli.artifacts import ArtifactStore
 from mlpipe_cli.errors import InputError
 from mlpipe_cli.io import atomic_write_bytes, prepare_output_path
 
+# Runs the real CLI in a real process; the only addition is a marker file written as
+# `sample_data.generate` is entered, so the test interrupts inside the generator on a loaded
+# machine too (a fixed sleep could land in start-up, or after a fast run).
+_MARK_GENERATE = """
+import sys
+from pathlib import Path
+import mlpipe_cli.sample_data as sample_data
+real, marker = sample_data.generate, Path(sys.argv[1])
+def generate(*args, **kwargs):
+    marker.touch()
+    return real(*args, **kwargs)
+sample_data.generate = generate
+from mlpipe_cli.cli.main import main
+sys.argv = ["mlpipe", *sys.argv[2:]]
+main()
+"""
+
 
 def test_ctrl_c_mid_run_exits_130_and_leaves_no_partial_file(tmp_path: Path) -> None:
     out = tmp_path / "big"
+    inside = tmp_path / "inside-generate"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "mlpipe_cli", "sample-data", "--rows", "6000000", "--out", str(out)],
+        [sys.executable, "-c", _MARK_GENERATE, str(inside),
+         "sample-data", "--rows", "6000000", "--out", str(out)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-    )
-    time.sleep(2.5)  # past start-up, inside the generator
+    )  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not inside.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert inside.exists(), "the run never reached the generator"
     assert proc.poll() is None, "the run finished before it could be interrupted"
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)

@@ -21,15 +21,19 @@ SPECIAL = [-math.inf, math.inf, math.nan, -0.0, 0.0]
 
 
 def _entry(ref: list[float], bins: int = 4) -> dict:
-    return build_profile(pl.DataFrame({"x": ref}, schema={"x": pl.Float64}),
-                         bins=bins)["columns"]["x"]
+    return build_profile(pl.DataFrame({"x": ref}, schema={"x": pl.Float64}), bins=bins)["columns"][
+        "x"
+    ]
 
 
 @settings(max_examples=60, deadline=None)
 @given(
     ref=st.lists(st.integers(-6, 6).map(float), min_size=2, max_size=50),
-    cur=st.lists(st.one_of(st.integers(-9, 9).map(float), st.sampled_from(SPECIAL),
-                           st.floats(-10, 10)), min_size=0, max_size=80),
+    cur=st.lists(
+        st.one_of(st.integers(-9, 9).map(float), st.sampled_from(SPECIAL), st.floats(-10, 10)),
+        min_size=0,
+        max_size=80,
+    ),
     block=st.integers(1, 9),
     split=st.integers(0, 80),
 )

@@ -23,7 +23,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _script():
     spec = importlib.util.spec_from_file_location(
-        "drift_report_screenshot", ROOT / "scripts" / "drift_report_screenshot.py")
+        "drift_report_screenshot", ROOT / "scripts" / "drift_report_screenshot.py"
+    )
     assert spec is not None
     assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -37,41 +38,53 @@ def report_doc(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("html")
     rng = np.random.default_rng(4)
     n = 4000
-    ref = pl.DataFrame({
-        "raw.amount": rng.lognormal(3, 1, n),
-        "vec.amount": rng.normal(0, 1, n),
-        "raw.country": rng.choice(["US", "DE", "JP"], n, p=[0.6, 0.35, 0.05]),
-        "vec.country__JP": (rng.random(n) < 0.05).astype(float),
-        "vec.country__US": (rng.random(n) < 0.6).astype(float),
-        "raw.age": rng.integers(18, 80, n).astype(float),
-        "raw.tenure": np.linspace(0, 10, n),
-        "raw.score": rng.normal(0, 1, n),
-        "vec.label_ts__hour_sin": np.sin(rng.uniform(0, 6.28, n)),
-    })
+    ref = pl.DataFrame(
+        {
+            "raw.amount": rng.lognormal(3, 1, n),
+            "vec.amount": rng.normal(0, 1, n),
+            "raw.country": rng.choice(["US", "DE", "JP"], n, p=[0.6, 0.35, 0.05]),
+            "vec.country__JP": (rng.random(n) < 0.05).astype(float),
+            "vec.country__US": (rng.random(n) < 0.6).astype(float),
+            "raw.age": rng.integers(18, 80, n).astype(float),
+            "raw.tenure": np.linspace(0, 10, n),
+            "raw.score": rng.normal(0, 1, n),
+            "vec.label_ts__hour_sin": np.sin(rng.uniform(0, 6.28, n)),
+        }
+    )
     cur_n = 1000
-    cur = pl.DataFrame({
-        "raw.amount": rng.lognormal(4.5, 1, cur_n),  # drifted
-        "vec.amount": rng.normal(1.5, 1, cur_n),  # drifted
-        "raw.country": rng.choice(["US", "DE", "JP"], cur_n, p=[0.6, 0.35, 0.05]),
-        "vec.country__JP": (rng.random(cur_n) < 0.30).astype(float),  # drifted, 5% → 30%
-        "vec.country__US": (rng.random(cur_n) < 0.6).astype(float),
-        "raw.age": rng.integers(18, 80, cur_n).astype(float),
-        "raw.tenure": np.linspace(0.7, 10.7, cur_n),  # moderate: PSI 0.121
-        # raw.score missing: an error
-        "vec.label_ts__hour_sin": np.full(cur_n, 0.5),
-    })
+    cur = pl.DataFrame(
+        {
+            "raw.amount": rng.lognormal(4.5, 1, cur_n),  # drifted
+            "vec.amount": rng.normal(1.5, 1, cur_n),  # drifted
+            "raw.country": rng.choice(["US", "DE", "JP"], cur_n, p=[0.6, 0.35, 0.05]),
+            "vec.country__JP": (rng.random(cur_n) < 0.30).astype(float),  # drifted, 5% → 30%
+            "vec.country__US": (rng.random(cur_n) < 0.6).astype(float),
+            "raw.age": rng.integers(18, 80, cur_n).astype(float),
+            "raw.tenure": np.linspace(0.7, 10.7, cur_n),  # moderate: PSI 0.121
+            # raw.score missing: an error
+            "vec.label_ts__hour_sin": np.full(cur_n, 0.5),
+        }
+    )
     profile_path = tmp / "profiles" / "profile.json"
     profile_path.parent.mkdir()
     (tmp / "data").mkdir()
     cur.write_parquet(tmp / "data" / "today.parquet")
     report = drift_report(
-        build_profile(ref), scan_parts([tmp / "data" / "today.parquet"]),
+        build_profile(ref),
+        scan_parts([tmp / "data" / "today.parquet"]),
         exclude={"vec.label_ts__hour_sin": "request-time feature"},
-        profile_info={"source": "artifact", "kind": "transform", "version": "0007-abcdef012345",
-                      "path": str(profile_path)},
-        current_info={"source": "file", "path": str(tmp / "data" / "today.parquet"),
-                      "since": "2026-06-30T00:00:00+00:00",
-                      "until": "2026-07-01T00:00:00+00:00"},
+        profile_info={
+            "source": "artifact",
+            "kind": "transform",
+            "version": "0007-abcdef012345",
+            "path": str(profile_path),
+        },
+        current_info={
+            "source": "file",
+            "path": str(tmp / "data" / "today.parquet"),
+            "since": "2026-06-30T00:00:00+00:00",
+            "until": "2026-07-01T00:00:00+00:00",
+        },
     )
     return {"tmp": tmp, "doc": report.to_dict()}
 
@@ -108,15 +121,19 @@ class Page(HTMLParser):
 
 def test_report_content_header_groups_order_and_labels(report_doc):
     doc, tmp = report_doc["doc"], report_doc["tmp"]
-    assert doc["summary"] == {"stable": 3, "moderate": 1, "drifted": 3, "error": 1,
-                              "excluded": 1}
+    assert doc["summary"] == {"stable": 3, "moderate": 1, "drifted": 3, "error": 1, "excluded": 1}
     html = render_html(doc, relative_to=tmp / "reports")
     page = Page()
     page.feed(html)
     page.close()
     # header: counts per status, generation time, reference and current versions, window
-    assert page.counts == {"drifted": "3", "error": "1", "moderate": "1", "stable": "3",
-                           "excluded": "1"}
+    assert page.counts == {
+        "drifted": "3",
+        "error": "1",
+        "moderate": "1",
+        "stable": "3",
+        "excluded": "1",
+    }
     assert re.search(r"<dt>generated</dt><dd>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC</dd>", html)
     assert "transform <code>0007-abcdef012345</code>" in html
     assert "<code>../profiles/profile.json</code>" in html
@@ -129,20 +146,24 @@ def test_report_content_header_groups_order_and_labels(report_doc):
     cards = {c["data-group"]: c for c in page.cards}
     assert cards["amount"]["rows"] == ["raw.amount", "vec.amount"]
     assert cards["country"]["rows"][0] == "raw.country"
-    assert set(cards["country"]["rows"]) == {"raw.country", "vec.country__JP",
-                                             "vec.country__US"}
+    assert set(cards["country"]["rows"]) == {"raw.country", "vec.country__JP", "vec.country__US"}
     assert [c["data-status"] for c in page.cards] == [
-        "drifted", "drifted", "error", "moderate", "stable"]
+        "drifted",
+        "drifted",
+        "error",
+        "moderate",
+        "stable",
+    ]
     psi = {f["column"]: f["psi"] for f in doc["features"]}
     drifted_groups = [c["data-group"] for c in page.cards[:2]]
     assert drifted_groups == sorted(
         ["amount", "country"],
-        key=lambda g: -max(psi[c] for c in cards[g]["rows"] if psi[c] is not None))
+        key=lambda g: -max(psi[c] for c in cards[g]["rows"] if psi[c] is not None),
+    )
     assert len(page.rows) == 8  # every compared feature once
     # the excluded feature is listed with its reason, not in a card
     assert "vec.label_ts__hour_sin" not in [r["data-feature"] for r in page.rows]
-    assert re.search(r"vec\.label_ts__hour_sin</code></td><td>excluded: request-time feature",
-                     html)
+    assert re.search(r"vec\.label_ts__hour_sin</code></td><td>excluded: request-time feature", html)
     # readable bin labels: the flag by value, deciles with 3 significant digits
     assert ">0</text>" in html
     assert ">1</text>" in html
@@ -180,8 +201,8 @@ def _png_pixels(path: Path) -> tuple[int, int, list[bytes], int]:
     pos, idat = 8, b""
     width = height = color = 0
     while pos < len(data):
-        (length,) = struct.unpack(">I", data[pos:pos + 4])
-        kind, body = data[pos + 4:pos + 8], data[pos + 8:pos + 8 + length]
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        kind, body = data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + length]
         pos += 12 + length
         if kind == b"IHDR":
             width, height, depth, color = struct.unpack(">IIBB", body[:10])
@@ -193,7 +214,7 @@ def _png_pixels(path: Path) -> tuple[int, int, list[bytes], int]:
     stride = width * bpp
     rows, prev, i = [], bytearray(stride), 0
     for _ in range(height):
-        kind, line = raw[i], bytearray(raw[i + 1:i + 1 + stride])
+        kind, line = raw[i], bytearray(raw[i + 1 : i + 1 + stride])
         i += 1 + stride
         for x in range(stride):
             a = line[x - bpp] if x >= bpp else 0
@@ -217,8 +238,10 @@ def _png_pixels(path: Path) -> tuple[int, int, list[bytes], int]:
 _CHROMIUM = _script().find_chromium()
 
 
-@pytest.mark.skipif(_CHROMIUM is None, reason="no chromium binary installed (apt-get install "
-                    "chromium) to render the report")
+@pytest.mark.skipif(
+    _CHROMIUM is None,
+    reason="no chromium binary installed (apt-get install chromium) to render the report",
+)
 def test_report_renders_in_headless_chromium(report_doc, tmp_path):
     page = tmp_path / "drift.html"
     write_html(report_doc["doc"], page)

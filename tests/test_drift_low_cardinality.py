@@ -19,14 +19,22 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mlpipe_cli.documents import DriftProfile
 from mlpipe_cli.drift import build_profile, compare_to_profile, read_profile, write_profile
 from mlpipe_cli.drift.compare import bin_labels, format_number
-from mlpipe_cli.drift.profile import FORMAT_VERSION
 
 EPS = 1e-4
 ROOT = Path(__file__).resolve().parents[1]
-GOLDEN_PROFILE = (ROOT / "tests" / "golden" / "artifacts" / "golden" / "transform"
-                  / "0001-4fe5e7cfb4c1" / "profile.json")
+GOLDEN_PROFILE = (
+    ROOT
+    / "tests"
+    / "golden"
+    / "artifacts"
+    / "golden"
+    / "transform"
+    / "0001-4fe5e7cfb4c1"
+    / "profile.json"
+)
 
 
 def term(r: float, c: float) -> float:
@@ -46,7 +54,7 @@ def by_bin(drift) -> dict[str, tuple[float, float]]:
 def test_flag_from_5_to_50_percent_ones_is_drifted():
     prof = build_profile(pl.DataFrame({"f": flag(1000, 50)}))
     entry = prof["columns"]["f"]
-    assert prof["format_version"] == FORMAT_VERSION == 2
+    assert prof["format_version"] == DriftProfile.FORMAT_VERSION == 2
     assert (entry["binning"], entry["values"], entry["edges"]) == ("values", [0.0, 1.0], [0.5])
     assert entry["proportions"] == [0.95, 0.05]
     [d] = compare_to_profile(prof, pl.DataFrame({"f": flag(400, 200)}))
@@ -74,8 +82,9 @@ def test_one_hot_output_under_ten_percent_share_shows_drift():
     # country__JP: 3% of training rows, 20% of today's; nulls are their own bin on both sides
     ref = [1.0] * 30 + [0.0] * 960 + [None] * 10
     cur = [1.0] * 40 + [0.0] * 158 + [None] * 2
-    prof = build_profile(pl.DataFrame({"vec.country__JP": ref}, schema={"vec.country__JP":
-                                                                          pl.Float64}))
+    prof = build_profile(
+        pl.DataFrame({"vec.country__JP": ref}, schema={"vec.country__JP": pl.Float64})
+    )
     [d] = compare_to_profile(prof, pl.DataFrame({"vec.country__JP": cur}))
     expected = term(0.96, 0.79) + term(0.03, 0.20) + term(0.01, 0.01)
     assert expected == pytest.approx(0.3556435, abs=1e-6)
@@ -83,8 +92,9 @@ def test_one_hot_output_under_ten_percent_share_shows_drift():
     assert d.status == "drifted"
     # a smaller move stays below the gate but is not invisible: 3% → 5%
     [small] = compare_to_profile(prof, pl.DataFrame({"vec.country__JP": flag(1000, 50)}))
-    assert small.psi == pytest.approx(term(0.96, 0.95) + term(0.03, 0.05) + term(0.01, 0.0),
-                                      rel=1e-12)
+    assert small.psi == pytest.approx(
+        term(0.96, 0.95) + term(0.03, 0.05) + term(0.01, 0.0), rel=1e-12
+    )
     assert small.psi > 0.01
 
 
@@ -95,11 +105,16 @@ def test_small_integer_code_bins_by_value_and_between_values_go_to_the_nearer():
     assert (entry["values"], entry["edges"]) == ([1.0, 2.0, 5.0], [1.5, 3.5])
     assert entry["proportions"] == [0.5, 0.3, 0.2]
     # current: 3 counts toward 2 (nearer), 3.5 toward 5 (ties go up), 9 toward 5, -4 toward 1
-    cur = pl.DataFrame({"code": [1.0] * 10 + [-4.0] * 10 + [2.0] * 20 + [3.0] * 20
-                        + [3.5] * 20 + [9.0] * 20})
+    cur = pl.DataFrame(
+        {"code": [1.0] * 10 + [-4.0] * 10 + [2.0] * 20 + [3.0] * 20 + [3.5] * 20 + [9.0] * 20}
+    )
     [d] = compare_to_profile(prof, cur, min_rows=1)
-    assert by_bin(d) == {"1": (0.5, 0.2), "2": (0.3, 0.4), "5": (0.2, 0.4),
-                         "__missing__": (0.0, 0.0)}
+    assert by_bin(d) == {
+        "1": (0.5, 0.2),
+        "2": (0.3, 0.4),
+        "5": (0.2, 0.4),
+        "__missing__": (0.0, 0.0),
+    }
     assert d.psi == pytest.approx(term(0.5, 0.2) + term(0.3, 0.4) + term(0.2, 0.4), rel=1e-12)
 
 
@@ -116,9 +131,17 @@ def test_zero_inflated_feature_gets_a_bin_for_the_atom():
     # current: the zeros fall from 42% to 20% and 2.0 takes the mass (22 + 8 = 30%)
     cur = [-1.0] * 10 + [0.0] * 20 + [2.0] * 30 + [float(v) for v in range(9, 49)]
     [d] = compare_to_profile(prof, pl.DataFrame({"x": cur}), min_rows=1)
-    assert [b["bin"] for b in d.bins] == ["< -0.1", "[-0.1, 0)", "0", "(0, 8.4)",
-                                          "[8.4, 18.3)", "[18.3, 28.2)", "[28.2, 38.1)",
-                                          "≥ 38.1", "__missing__"]
+    assert [b["bin"] for b in d.bins] == [
+        "< -0.1",
+        "[-0.1, 0)",
+        "0",
+        "(0, 8.4)",
+        "[8.4, 18.3)",
+        "[18.3, 28.2)",
+        "[28.2, 38.1)",
+        "≥ 38.1",
+        "__missing__",
+    ]
     expected = term(0.42, 0.20) + term(0.08, 0.30)  # every other bin: equal on both sides
     assert expected == pytest.approx(0.4540125, abs=1e-6)
     assert d.psi == pytest.approx(expected, rel=1e-12)
@@ -157,8 +180,12 @@ def test_infinities_as_values():
     assert entry["proportions"] == [0.25, 0.5, 0.25]
     cur = pl.DataFrame({"x": [math.inf, math.inf, math.inf, 0.0]})
     [d] = compare_to_profile(prof, cur, min_rows=1)
-    assert by_bin(d) == {"-inf": (0.25, 0.0), "0": (0.5, 0.25), "inf": (0.25, 0.75),
-                         "__missing__": (0.0, 0.0)}
+    assert by_bin(d) == {
+        "-inf": (0.25, 0.0),
+        "0": (0.5, 0.25),
+        "inf": (0.25, 0.75),
+        "__missing__": (0.0, 0.0),
+    }
     assert d.psi == pytest.approx(term(0.25, 0) + term(0.5, 0.25) + term(0.25, 0.75), rel=1e-12)
     json.dumps(d.to_dict(), allow_nan=False)  # infinite bounds are written as strings
 
@@ -166,8 +193,11 @@ def test_infinities_as_values():
 @settings(max_examples=60, deadline=None)
 @given(
     ref=st.lists(st.sampled_from([0.0, 1.0, 2.0, 7.5, -3.0]), min_size=1, max_size=80),
-    cur=st.lists(st.one_of(st.none(), st.sampled_from([0.0, 1.0, 2.0, 7.5, -3.0, 4.0])),
-                 min_size=1, max_size=80),
+    cur=st.lists(
+        st.one_of(st.none(), st.sampled_from([0.0, 1.0, 2.0, 7.5, -3.0, 4.0])),
+        min_size=1,
+        max_size=80,
+    ),
 )
 def test_value_bins_match_a_nearest_value_brute_force(ref, cur):
     prof = build_profile(pl.DataFrame({"x": ref}, schema={"x": pl.Float64}))
@@ -180,15 +210,16 @@ def test_value_bins_match_a_nearest_value_brute_force(ref, cur):
     def nearest(v: float) -> float:  # ties toward the upper value
         return min(values, key=lambda u: (abs(u - v), -u))
 
-    [d] = compare_to_profile(prof, pl.DataFrame({"x": cur}, schema={"x": pl.Float64}),
-                             min_rows=1)
+    [d] = compare_to_profile(prof, pl.DataFrame({"x": cur}, schema={"x": pl.Float64}), min_rows=1)
     valid = [nearest(v) for v in cur if v is not None]
     expected = [valid.count(v) / len(cur) for v in values] + [cur.count(None) / len(cur)]
     assert [b["current"] for b in d.bins] == expected
     ref_props = [*entry["proportions"], 0.0]
-    assert d.psi == pytest.approx(math.fsum(term(r, c) for r, c in zip(ref_props, expected,
-                                                                       strict=True)),
-                                  rel=1e-12, abs=1e-15)
+    assert d.psi == pytest.approx(
+        math.fsum(term(r, c) for r, c in zip(ref_props, expected, strict=True)),
+        rel=1e-12,
+        abs=1e-15,
+    )
 
 
 def test_format_1_golden_profile_still_reads_and_compares(tmp_path):
@@ -216,7 +247,13 @@ def test_readable_bin_labels():
     assert format_number(123456789.0) == "1.23e8"
     assert bin_labels([2.5]) == ["< 2.5", "≥ 2.5"]
     assert bin_labels([0.0, 5e-324, 1.5, 3.2, 100.0]) == [
-        "< 0", "0", "(0, 1.5)", "[1.5, 3.2)", "[3.2, 100)", "≥ 100"]
+        "< 0",
+        "0",
+        "(0, 1.5)",
+        "[1.5, 3.2)",
+        "[3.2, 100)",
+        "≥ 100",
+    ]
     # more digits only where 3 would make two edges look alike
     assert bin_labels([1.0001, 1.0002]) == ["< 1.0001", "[1.0001, 1.0002)", "≥ 1.0002"]
     assert bin_labels([0.5], [0.0, 1.0]) == ["0", "1"]
@@ -243,19 +280,42 @@ def test_validate_reference_flags_a_flag_column(cli, tmp_path):
     )
 
     def batch(path: Path, n: int, ones: int) -> Path:
-        pl.DataFrame({"user_id": list(range(n)), "is_promo": [1] * ones + [0] * (n - ones)},
-                     schema={"user_id": pl.Int64, "is_promo": pl.Int64}).write_parquet(path)
+        pl.DataFrame(
+            {"user_id": list(range(n)), "is_promo": [1] * ones + [0] * (n - ones)},
+            schema={"user_id": pl.Int64, "is_promo": pl.Int64},
+        ).write_parquet(path)
         return path
 
     reference = batch(tmp_path / "visits.parquet", 2000, 100)  # 5% ones
-    saved = cli("validate", "-c", config, "--source", "visits", "--data", reference,
-                "--save-profile")
+    saved = cli(
+        "validate", "-c", config, "--source", "visits", "--data", reference, "--save-profile"
+    )
     assert saved.exit_code == 0, saved.stdout + saved.stderr
-    same = cli("validate", "-c", config, "--source", "visits", "--data",
-               batch(tmp_path / "same.parquet", 500, 25), "--reference", "latest", "--json")
+    same = cli(
+        "validate",
+        "-c",
+        config,
+        "--source",
+        "visits",
+        "--data",
+        batch(tmp_path / "same.parquet", 500, 25),
+        "--reference",
+        "latest",
+        "--json",
+    )
     assert same.exit_code == 0, same.stdout + same.stderr
-    moved = cli("validate", "-c", config, "--source", "visits", "--data",
-                batch(tmp_path / "moved.parquet", 500, 250), "--reference", "latest", "--json")
+    moved = cli(
+        "validate",
+        "-c",
+        config,
+        "--source",
+        "visits",
+        "--data",
+        batch(tmp_path / "moved.parquet", 500, 250),
+        "--reference",
+        "latest",
+        "--json",
+    )
     assert moved.exit_code == 1, moved.stdout + moved.stderr
     checks = {c["id"]: c for c in moved.json()["sources"][0]["checks"]}
     psi_check = checks["visits.is_promo.psi"]
@@ -264,9 +324,13 @@ def test_validate_reference_flags_a_flag_column(cli, tmp_path):
 
 
 @settings(max_examples=60, deadline=None)
-@given(values=st.lists(st.sampled_from([-2.0, 0.0, 0.5, 1.0, 1.0 + 1e-12, 3.0, math.inf]),
-                       min_size=1, max_size=40),
-       block=st.integers(1, 5), limit=st.integers(1, 8))
+@given(
+    values=st.lists(
+        st.sampled_from([-2.0, 0.0, 0.5, 1.0, 1.0 + 1e-12, 3.0, math.inf]), min_size=1, max_size=40
+    ),
+    block=st.integers(1, 5),
+    limit=st.integers(1, 8),
+)
 def test_value_bins_in_blocks_match_a_python_scan(values, block, limit):
     from mlpipe_cli.drift import profile as profile_mod
 

@@ -95,8 +95,7 @@ def test_profile_numeric_entry_hand_worked(ref_profile):
 def test_out_of_range_values_land_in_open_edge_bins(ref_profile):
     cur = pl.DataFrame({"x": [-50.0, 100.0, 200.0, 300.0]})
     [d] = compare_to_profile(ref_profile, cur, ["x"], min_rows=1)
-    assert _by_bin(d) == {"< 2.5": (0.5, 0.25), "≥ 2.5": (0.5, 0.75),
-                          "__missing__": (0.0, 0.0)}
+    assert _by_bin(d) == {"< 2.5": (0.5, 0.25), "≥ 2.5": (0.5, 0.75), "__missing__": (0.0, 0.0)}
     # missing bin: both clipped to eps → contributes exactly 0
     assert d.psi == pytest.approx(0.25 * math.log(2) + 0.25 * math.log(1.5), rel=1e-12)
     assert d.status == "drifted"
@@ -128,8 +127,12 @@ def test_all_null_current_goes_to_missing_bin_and_is_an_error(ref_profile):
 def test_brand_new_category_goes_to_other(ref_profile):
     cur = pl.DataFrame({"c": ["a", "a", "b", "c"]})
     [d] = compare_to_profile(ref_profile, cur, ["c"], min_rows=1)
-    assert _by_bin(d) == {"a": (0.5, 0.5), "b": (0.5, 0.25), "__other__": (0.0, 0.25),
-                          "__missing__": (0.0, 0.0)}
+    assert _by_bin(d) == {
+        "a": (0.5, 0.5),
+        "b": (0.5, 0.25),
+        "__other__": (0.0, 0.25),
+        "__missing__": (0.0, 0.0),
+    }
     expected = (0.25 - 0.5) * math.log(0.25 / 0.5) + (0.25 - EPS) * math.log(0.25 / EPS)
     assert d.psi == pytest.approx(expected, rel=1e-12)
     assert d.psi == pytest.approx(2.1285161, rel=1e-7)
@@ -168,8 +171,7 @@ def test_one_bad_column_never_aborts_the_others(ref_profile):
     assert "not in the current data" in drifts[0].message
     assert "cannot be compared" in drifts[1].message
     assert "not in the reference profile" in drifts[2].message
-    ok = compare_to_profile(ref_profile, pl.DataFrame({"x": [1.0, 3.0], "c": [1, 2]}),
-                            min_rows=1)
+    ok = compare_to_profile(ref_profile, pl.DataFrame({"x": [1.0, 3.0], "c": [1, 2]}), min_rows=1)
     assert [d.status for d in ok] == ["stable", "error"]
 
 
@@ -277,8 +279,9 @@ def _ks_cases():
     yield "out-of-range", rng.uniform(0, 1, 20_000), rng.uniform(0.5, 3, 5_000)
 
 
-@pytest.mark.parametrize(("name", "ref", "cur"), list(_ks_cases()), ids=lambda v: v
-                         if isinstance(v, str) else "")
+@pytest.mark.parametrize(
+    ("name", "ref", "cur"), list(_ks_cases()), ids=lambda v: v if isinstance(v, str) else ""
+)
 def test_ks_from_sketch_within_documented_bound_of_ks_2samp(name, ref, cur):
     prof = build_profile(pl.DataFrame({"x": ref}))
     [d] = compare_to_profile(prof, pl.DataFrame({"x": cur}))
@@ -306,13 +309,15 @@ def test_ks_from_sketch_within_documented_bound_of_ks_2samp(name, ref, cur):
 def _frame(n=30_000, seed=3):
     rng = np.random.default_rng(seed)
     null_mask = pl.Series(rng.random(n) < 0.1)
-    return pl.DataFrame({
-        "a": rng.normal(size=n) * 1e6 + 0.1,
-        "b": rng.lognormal(size=n),
-        "k": rng.integers(0, 50, n),
-        "s": rng.choice(["x", "y", "z", "w"], n).tolist(),
-        "f": rng.random(n) < 0.4,
-    }).with_columns(pl.when(null_mask).then(None).otherwise(pl.col("b")).alias("b"))
+    return pl.DataFrame(
+        {
+            "a": rng.normal(size=n) * 1e6 + 0.1,
+            "b": rng.lognormal(size=n),
+            "k": rng.integers(0, 50, n),
+            "s": rng.choice(["x", "y", "z", "w"], n).tolist(),
+            "f": rng.random(n) < 0.4,
+        }
+    ).with_columns(pl.when(null_mask).then(None).otherwise(pl.col("b")).alias("b"))
 
 
 def test_build_profile_is_row_order_independent():
@@ -341,8 +346,13 @@ def test_build_profile_identical_across_thread_counts(tmp_path):
         env = {k: v for k, v in os.environ.items() if k != "POLARS_MAX_THREADS"}
         if threads:
             env["POLARS_MAX_THREADS"] = threads
-        proc = subprocess.run([sys.executable, "-c", _SCRIPT, str(path)], env=env,
-                              capture_output=True, text=True, check=True)
+        proc = subprocess.run(
+            [sys.executable, "-c", _SCRIPT, str(path)],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         outs.append(proc.stdout)
     assert outs[0] == outs[1]
     assert json.loads(outs[0])["rows"] == 60_000
@@ -401,6 +411,7 @@ def test_compare_reads_lazy_parquet_in_chunks(tmp_path):
             assert got == (None if want is None else pytest.approx(want, rel=1e-12))
         assert dx == dy
     assert all(d.psi == 0.0 and d.status == "stable" for d in eager)
-    assert all(d.ks_statistic <= 1.5 / SKETCH_SIZE + 2 / df.height
-               for d in eager if d.kind == "numeric")
+    assert all(
+        d.ks_statistic <= 1.5 / SKETCH_SIZE + 2 / df.height for d in eager if d.kind == "numeric"
+    )
     assert Path(path).exists()

@@ -727,6 +727,7 @@ def test_atomic_outputs_publish_all_or_none_and_restore_on_a_failed_rename(
     # after a was already replaced; a gets its old content back
     b.mkdir()
     (b / "keep").write_bytes(b"x")
+
     def second_rename_fails() -> None:
         with atomic_outputs():
             atomic_write_bytes(a, b"new a")

@@ -616,10 +616,21 @@ def multi_entity_scenario(draw):  # type: ignore[no-untyped-def]
 
 def build_multi(tmp: Path, kinds, created, trips, shifts, zones, pairs):  # type: ignore[no-untyped-def]
     src = {e: SOURCE_DTYPE[k] for e, k in kinds.items()}
-    write_table(tmp / "trips.parquet", trips,
-                {"rider": src["rider"], "driver": src["driver"], "ts": TS, "delay": pl.Int64,
-                 "x": pl.Float64, "p": pl.Int64})
-    write_table(tmp / "shifts.parquet", shifts, {"driver": src["driver"], "ts": TS, "y": pl.Float64})
+    write_table(
+        tmp / "trips.parquet",
+        trips,
+        {
+            "rider": src["rider"],
+            "driver": src["driver"],
+            "ts": TS,
+            "delay": pl.Int64,
+            "x": pl.Float64,
+            "p": pl.Int64,
+        },
+    )
+    write_table(
+        tmp / "shifts.parquet", shifts, {"driver": src["driver"], "ts": TS, "y": pl.Float64}
+    )
     write_table(tmp / "zones.parquet", zones, {"zone": src["zone"], "ts": TS, "z": pl.Int64})
     write_table(tmp / "pairs.parquet", pairs,
                 {"zone": src["zone"], "driver": src["driver"], "ts": TS, "w": pl.Int64})  # fmt: skip

@@ -21,8 +21,18 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "mlpipe_cli"
-DOMAIN = ("features", "transforms", "online", "drift", "validation", "schema", "artifacts",
-          "config", "serving", "streaming")
+DOMAIN = (
+    "features",
+    "transforms",
+    "online",
+    "drift",
+    "validation",
+    "schema",
+    "artifacts",
+    "config",
+    "serving",
+    "streaming",
+)
 LEAF_DOMAIN = ("drift", "validation", "schema", "artifacts", "config")
 SIBLINGS_LEAVES_MUST_NOT_IMPORT = ("transforms", "features", "online", "serving")
 
@@ -99,5 +109,11 @@ def test_the_checker_sees_every_kind_of_import(tmp_path: Path) -> None:
         "def f():\n    import numpy\n"
     )
     modules = {m for _, m in imported_modules(probe, root=tmp_path)}
-    assert {"polars", "mlpipe_cli.ops", "mlpipe_cli.ops.fit", "mlpipe_cli.cli.common",
-            "mlpipe_cli.api", "numpy"} <= modules
+    assert {
+        "polars",
+        "mlpipe_cli.ops",
+        "mlpipe_cli.ops.fit",
+        "mlpipe_cli.cli.common",
+        "mlpipe_cli.api",
+        "numpy",
+    } <= modules

@@ -50,7 +50,9 @@ DISAGREEMENTS = {
         "column 'revenue' is float32 but part-0.parquet has float64",
     ),
     "naive-datetime": (
-        lambda f: f.with_columns(pl.col("order_ts").dt.convert_time_zone(BERLIN).dt.replace_time_zone(None)),
+        lambda f: f.with_columns(
+            pl.col("order_ts").dt.convert_time_zone(BERLIN).dt.replace_time_zone(None)
+        ),
         "column 'order_ts' is datetime[us, naive] but part-0.parquet has datetime[us, UTC]",
     ),
     "other-zone": (
@@ -121,10 +123,20 @@ def project(tmp_path: Path, orders_path: str) -> Path:
             "labels": {"path": str(spine), "timestamp": "label_ts"},
         },
         "features": [
-            {"name": "days_since_last_order", "source": "orders", "kind": "time_since_last",
-             "unit": "d", "default": 999},
-            {"name": "total_orders", "source": "orders", "agg": "count", "window": "lifetime",
-             "default": 0},
+            {
+                "name": "days_since_last_order",
+                "source": "orders",
+                "kind": "time_since_last",
+                "unit": "d",
+                "default": 999,
+            },
+            {
+                "name": "total_orders",
+                "source": "orders",
+                "agg": "count",
+                "window": "lifetime",
+                "default": 0,
+            },
         ],
         "training_set": {"spine": str(spine), "timestamp": "label_ts"},
     }
@@ -150,7 +162,11 @@ def test_disagreeing_part_is_refused_before_any_value(cli, tmp_path, kind, form,
     frames = healthy_parts()[:2]
     frames[1] = spoil(frames[1])
     parts = write_parts(tmp_path / "orders", frames)
-    source = str(tmp_path / "orders") if form == "directory" else str(tmp_path / "orders" / "part-*.parquet")
+    source = (
+        str(tmp_path / "orders")
+        if form == "directory"
+        else str(tmp_path / "orders" / "part-*.parquet")
+    )
     config = project(tmp_path, source)
     out = tmp_path / "ts.parquet"
     if command == "validate":
@@ -159,7 +175,9 @@ def test_disagreeing_part_is_refused_before_any_value(cli, tmp_path, kind, form,
         result = cli("training-set", "-c", config, "--out", out)
     assert_one_line_naming(result, parts[1], difference)
     assert not out.exists()
-    assert not (tmp_path / "artifacts").exists() or not any((tmp_path / "artifacts").rglob("*.parquet"))
+    assert not (tmp_path / "artifacts").exists() or not any(
+        (tmp_path / "artifacts").rglob("*.parquet")
+    )
 
 
 def test_validate_data_flag_with_a_glob_checks_every_part(cli, tmp_path) -> None:
@@ -185,7 +203,9 @@ def test_the_odd_part_is_named_even_when_it_sorts_first(tmp_path) -> None:
 
 def test_several_differences_are_counted_in_the_one_line(tmp_path) -> None:
     frames = healthy_parts() + healthy_parts()[:1]
-    frames[1] = frames[1].drop("revenue").with_columns(pl.col("order_ts").dt.replace_time_zone(None))
+    frames[1] = (
+        frames[1].drop("revenue").with_columns(pl.col("order_ts").dt.replace_time_zone(None))
+    )
     frames[3] = frames[3].with_columns(pl.col("revenue").cast(pl.Float32))
     parts = write_parts(tmp_path / "orders", frames)
     with pytest.raises(InputError) as caught:
@@ -209,7 +229,9 @@ def test_parts_with_the_same_columns_in_another_order_agree(cli, tmp_path) -> No
 def test_nested_directories_are_parts_too(tmp_path) -> None:
     frames = healthy_parts()
     write_parts(tmp_path / "orders" / "day=1", frames[:2])
-    write_parts(tmp_path / "orders" / "day=2", [frames[2].with_columns(pl.col("revenue").cast(pl.Float32))])
+    write_parts(
+        tmp_path / "orders" / "day=2", [frames[2].with_columns(pl.col("revenue").cast(pl.Float32))]
+    )
     with pytest.raises(InputError) as caught:
         scan_parquet(tmp_path / "orders")
     odd = tmp_path / "orders" / "day=2" / "part-0.parquet"

@@ -85,7 +85,9 @@ def test_register_then_predict_matches_sklearn(
     assert doc["transform_version"] == transform_version
     assert doc["created"] is True
     assert (doc["format"], doc["trusted_types"]) == ("skops", [])
-    assert (Path(doc["path"]) / "model.skops").read_bytes() == (tmp_path / "model.skops").read_bytes()
+    assert (Path(doc["path"]) / "model.skops").read_bytes() == (
+        tmp_path / "model.skops"
+    ).read_bytes()
     again = cli("model", "register", tmp_path / "model.skops", "--artifact",
                 transform_version, "-c", config, "--json")  # fmt: skip
     assert again.json()["model_version"] == doc["model_version"]
@@ -249,6 +251,7 @@ def test_cannot_be_loaded_message_is_never_empty(
     empty = tmp_path / "empty.joblib"
     empty.write_bytes(b"")
     binding = {
+        "format_version": 2,  # as every binding mlpipe ever wrote
         "transform_version": transform.version,
         "transform_content_hash": store.get("transform", transform.version).content_hash,
         "output_columns": list(transform.output_columns),
@@ -363,5 +366,7 @@ def test_skops_model_with_a_trusted_type_serves_with_the_recorded_list(
 
     assert weaker["model_sha256"] == sha256_file(path)
     version = store.publish(MODEL_KIND, write).version.version
-    with pytest.raises(ArtifactError, match=f"asks for types not trusted at registration: {needed}"):
+    with pytest.raises(
+        ArtifactError, match=f"asks for types not trusted at registration: {needed}"
+    ):
         load_model(store, version, transform_version=transform_version)

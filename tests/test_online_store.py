@@ -385,9 +385,7 @@ def _on_loop(coro):  # type: ignore[no-untyped-def]
     return uvloop.run(coro)
 
 
-@given(
-    st.lists(st.one_of(st.integers(1, 9), st.integers(100, 120)), min_size=1, max_size=30)
-)
+@given(st.lists(st.one_of(st.integers(1, 9), st.integers(100, 120)), min_size=1, max_size=30))
 # the store fixture is meant to be shared across examples: one published version, many reads
 @settings(
     max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]

@@ -40,7 +40,9 @@ def promote(config: Path, *args: str) -> Any:
 
 
 def test_promote_verifies_before_publishing_and_rolls_back(
-    tmp_path: Path, sample_data_dir: Path, shadow_base: dict  # noqa: F811
+    tmp_path: Path,
+    sample_data_dir: Path,
+    shadow_base: dict,  # noqa: F811
 ) -> None:
     versions, models = shadow_base["versions"], shadow_base["models"]
     config = make_project(tmp_path, sample_data_dir, shadow_base)
@@ -89,8 +91,7 @@ def test_promote_verifies_before_publishing_and_rolls_back(
 
     # a tampered transform is refused (sha256), exit 3, the pointer stays
     victim = tmp_path / "artifacts" / PIPELINE / "transform" / versions["same"]
-    target = next(p for p in sorted(victim.iterdir()) if p.name != "manifest.json"
-                  and p.is_file())
+    target = next(p for p in sorted(victim.iterdir()) if p.name != "manifest.json" and p.is_file())
     target.chmod(target.stat().st_mode | stat.S_IWUSR)
     target.write_bytes(target.read_bytes() + b" ")
     tampered = promote(config, versions["same"], "--model", "none")
@@ -99,11 +100,18 @@ def test_promote_verifies_before_publishing_and_rolls_back(
 
 
 def test_a_running_server_follows_promote_and_rollback_without_a_failed_request(
-    tmp_path: Path, sample_data_dir: Path, shadow_base: dict, servers: Any  # noqa: F811
+    tmp_path: Path,
+    sample_data_dir: Path,
+    shadow_base: dict,  # noqa: F811
+    servers: Any,
 ) -> None:
     versions, models = shadow_base["versions"], shadow_base["models"]
-    config = make_project(tmp_path, sample_data_dir, shadow_base, serving={
-        "follow_interval": "200ms", "logging": {"flush_interval": "1h"}})
+    config = make_project(
+        tmp_path,
+        sample_data_dir,
+        shadow_base,
+        serving={"follow_interval": "200ms", "logging": {"flush_interval": "1h"}},
+    )
     assert promote(config, versions["live"]).exit_code == 0
     srv = servers(config, "--log-dir", str(tmp_path / "log"))  # no --artifact: follows
     ids = some_user_ids(sample_data_dir, 200)
@@ -140,8 +148,15 @@ def test_a_running_server_follows_promote_and_rollback_without_a_failed_request(
                 if len(names) != 1:
                     problems.append(f"several versions in one response: {names}")
                 for res in results:
-                    seen.append((doc["transform_version"], doc.get("model_version"), str(kind),
-                                 res["features"], res["vector"]))
+                    seen.append(
+                        (
+                            doc["transform_version"],
+                            doc.get("model_version"),
+                            str(kind),
+                            res["features"],
+                            res["vector"],
+                        )
+                    )
 
     threads = [threading.Thread(target=client, args=(s,)) for s in range(4)]
     for t in threads:
@@ -186,12 +201,20 @@ def test_a_running_server_follows_promote_and_rollback_without_a_failed_request(
     for version, answers in by_version.items():
         transform = load_transform(store, version)
         sample = answers[:: max(1, len(answers) // 40)]
-        frame = pl.DataFrame([{c: f[c] for c in transform.input_columns} for f, _ in sample],
-                             schema={c: schema[c] for c in transform.input_columns})
-        expected = transform.transform_batch(frame.lazy()).collect().select(
-            transform.output_columns).to_numpy().astype(np.float64)
-        served = np.array([[np.nan if v is None else v for v in vec] for _, vec in sample],
-                          dtype=np.float64)
+        frame = pl.DataFrame(
+            [{c: f[c] for c in transform.input_columns} for f, _ in sample],
+            schema={c: schema[c] for c in transform.input_columns},
+        )
+        expected = (
+            transform.transform_batch(frame.lazy())
+            .collect()
+            .select(transform.output_columns)
+            .to_numpy()
+            .astype(np.float64)
+        )
+        served = np.array(
+            [[np.nan if v is None else v for v in vec] for _, vec in sample], dtype=np.float64
+        )
         np.testing.assert_allclose(served, expected, rtol=1e-9, atol=1e-9, equal_nan=True)
 
     # the log: every served entity accounted for, rows of both versions
@@ -203,13 +226,17 @@ def test_a_running_server_follows_promote_and_rollback_without_a_failed_request(
 
 
 def test_a_pointer_that_fails_verification_leaves_the_old_version_serving(
-    tmp_path: Path, sample_data_dir: Path, shadow_base: dict, servers: Any  # noqa: F811
+    tmp_path: Path,
+    sample_data_dir: Path,
+    shadow_base: dict,  # noqa: F811
+    servers: Any,
 ) -> None:
     from mlpipe_cli.serving.pointer import pointer_document, publish_pointer
 
     versions = shadow_base["versions"]
-    config = make_project(tmp_path, sample_data_dir, shadow_base, serving={
-        "follow_interval": "200ms"})
+    config = make_project(
+        tmp_path, sample_data_dir, shadow_base, serving={"follow_interval": "200ms"}
+    )
     assert promote(config, versions["live"], "--model", "none").exit_code == 0
     srv = servers(config)
     # the transform is damaged after it was promoted (promote itself would refuse it)
@@ -219,11 +246,14 @@ def test_a_pointer_that_fails_verification_leaves_the_old_version_serving(
             path.chmod(path.stat().st_mode | stat.S_IWUSR)
             path.write_bytes(path.read_bytes().replace(b"0", b"1", 1))
     store = ArtifactStore(tmp_path / "artifacts", PIPELINE)
-    publish_pointer(store, pointer_document(versions["same"], None, None, None,
-                                            store.latest("serving")))
+    publish_pointer(
+        store, pointer_document(versions["same"], None, None, None, store.latest("serving"))
+    )
     deadline = time.monotonic() + 30
-    while parse_metrics(srv.get("/metrics").text).get(
-            "mlpipe_serve_pointer_switch_failures_total", 0) < 1:
+    while (
+        parse_metrics(srv.get("/metrics").text).get("mlpipe_serve_pointer_switch_failures_total", 0)
+        < 1
+    ):
         assert time.monotonic() < deadline, "the failed switch was never counted"
         time.sleep(0.05)
     answer = srv.get(f"/features/{some_user_ids(sample_data_dir, 1)[0]}")

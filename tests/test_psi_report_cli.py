@@ -87,8 +87,16 @@ def env(tmp_path_factory):
 
 
 def _window(root: Path, log: str) -> list[str]:
-    return ["--profile", root / "profile.json", "--serving-log", root / log,
-            "--since", f"{DRIFT_DAYS}d", "--until", END.isoformat()]
+    return [
+        "--profile",
+        root / "profile.json",
+        "--serving-log",
+        root / log,
+        "--since",
+        f"{DRIFT_DAYS}d",
+        "--until",
+        END.isoformat(),
+    ]
 
 
 def test_drift_fault_flags_revenue_derived_features_and_nothing_else(env, cli):
@@ -98,8 +106,13 @@ def test_drift_fault_flags_revenue_derived_features_and_nothing_else(env, cli):
     status = {f["column"]: f["status"] for f in doc["features"]}
     assert {c for c, s in status.items() if s == "drifted"} == REVENUE_DERIVED
     assert {c for c, s in status.items() if s != "drifted"} == {
-        "raw.product_id", "raw.channel", "raw.age", "raw.country", "raw.plan",
-        "vec.channel__web", "vec.age_scaled",
+        "raw.product_id",
+        "raw.channel",
+        "raw.age",
+        "raw.country",
+        "raw.plan",
+        "vec.channel__web",
+        "vec.age_scaled",
     }
     assert all(s == "stable" for c, s in status.items() if c not in REVENUE_DERIVED)
     assert doc["status"] == "failed"
@@ -142,17 +155,26 @@ def test_plain_table_output_sorted_by_psi(env, cli):
 
 
 def test_empty_window_and_empty_log_exit_2(env, cli, tmp_path):
-    res = cli("psi-report", "--profile", env / "profile.json", "--serving-log", env / "log-drift",
-              "--since", "1d", "--until", "2020-01-01T00:00:00Z")
+    res = cli(
+        "psi-report",
+        "--profile",
+        env / "profile.json",
+        "--serving-log",
+        env / "log-drift",
+        "--since",
+        "1d",
+        "--until",
+        "2020-01-01T00:00:00Z",
+    )
     assert res.exit_code == 2
     assert "no current rows" in res.stderr
     (tmp_path / "empty").mkdir()
-    res = cli("psi-report", "--profile", env / "profile.json", "--serving-log",
-              tmp_path / "empty")
+    res = cli("psi-report", "--profile", env / "profile.json", "--serving-log", tmp_path / "empty")
     assert res.exit_code == 2
     assert "no serving-log segments" in res.stderr
-    res = cli("psi-report", "--profile", env / "profile.json", "--serving-log",
-              tmp_path / "missing")
+    res = cli(
+        "psi-report", "--profile", env / "profile.json", "--serving-log", tmp_path / "missing"
+    )
     assert res.exit_code == 2
     assert "not found" in res.stderr
 
@@ -190,9 +212,18 @@ def test_html_report_has_one_row_per_feature_grouped_in_cards(env, cli, tmp_path
     parser.feed(text)
     parser.close()
     names = [s["data-feature"] for s in parser.rows]
-    assert sorted(names) == sorted(REVENUE_DERIVED | {
-        "raw.product_id", "raw.channel", "raw.age", "raw.country", "raw.plan",
-        "vec.channel__web", "vec.age_scaled"})
+    assert sorted(names) == sorted(
+        REVENUE_DERIVED
+        | {
+            "raw.product_id",
+            "raw.channel",
+            "raw.age",
+            "raw.country",
+            "raw.plan",
+            "vec.channel__web",
+            "vec.age_scaled",
+        }
+    )
     assert parser.svgs == len(names)
     assert parser.external == []
     assert "script" not in parser.tags
@@ -211,22 +242,50 @@ def test_html_report_has_one_row_per_feature_grouped_in_cards(env, cli, tmp_path
 
 
 def test_current_batch_matches_raw_names_and_features_flag(env, cli):
-    res = cli("psi-report", "--profile", env / "profile.json", "--current", env / "batch.parquet",
-              "--features", "revenue,channel", "--features", "raw.plan", "--json")
+    res = cli(
+        "psi-report",
+        "--profile",
+        env / "profile.json",
+        "--current",
+        env / "batch.parquet",
+        "--features",
+        "revenue,channel",
+        "--features",
+        "raw.plan",
+        "--json",
+    )
     assert res.exit_code == 1
     doc = res.json()
     assert {f["column"]: f["status"] for f in doc["features"]} == {
-        "raw.revenue": "drifted", "raw.channel": "stable", "raw.plan": "stable"}
+        "raw.revenue": "drifted",
+        "raw.channel": "stable",
+        "raw.plan": "stable",
+    }
     # vec.* outputs are not in a raw batch and there is no transform artifact: error status
-    res = cli("psi-report", "--profile", env / "profile.json", "--current", env / "batch.parquet",
-              "--features", "channel,vec.age_scaled", "--json")
+    res = cli(
+        "psi-report",
+        "--profile",
+        env / "profile.json",
+        "--current",
+        env / "batch.parquet",
+        "--features",
+        "channel,vec.age_scaled",
+        "--json",
+    )
     assert res.exit_code == 1
     by = {f["column"]: f for f in res.json()["features"]}
     assert by["vec.age_scaled"]["status"] == "error"
     assert "not in the current data" in by["vec.age_scaled"]["message"]
     assert by["raw.channel"]["status"] == "stable"
-    res = cli("psi-report", "--profile", env / "profile.json", "--current", env / "batch.parquet",
-              "--features", "nope")
+    res = cli(
+        "psi-report",
+        "--profile",
+        env / "profile.json",
+        "--current",
+        env / "batch.parquet",
+        "--features",
+        "nope",
+    )
     assert res.exit_code == 2
     assert "'nope' is not in the reference profile" in res.stderr
 
@@ -243,15 +302,29 @@ def test_thresholds_from_config_and_flag(env, cli):
     assert res.exit_code == 1
     # a global --threshold above every PSI passes the run
     top = max(f["psi"] for f in doc["features"] if f["column"] != "raw.revenue")
-    res = cli("psi-report", *_window(env, "log-drift"), "--threshold", str(top * 2 + 1),
-              "--features", "vec.revenue_log,vec.revenue_high,raw.channel", "--json")
+    res = cli(
+        "psi-report",
+        *_window(env, "log-drift"),
+        "--threshold",
+        str(top * 2 + 1),
+        "--features",
+        "vec.revenue_log,vec.revenue_high,raw.channel",
+        "--json",
+    )
     assert res.exit_code == 0, res.stderr
     assert res.json()["threshold"] == top * 2 + 1
 
 
 def test_min_rows_warning(env, cli):
-    res = cli("psi-report", *_window(env, "log-clean"), "--min-rows", "1000000", "--json",
-              "--features", "raw.channel")
+    res = cli(
+        "psi-report",
+        *_window(env, "log-clean"),
+        "--min-rows",
+        "1000000",
+        "--json",
+        "--features",
+        "raw.channel",
+    )
     assert res.exit_code == 0
     [f] = res.json()["features"]
     assert any("PSI is noisy" in w for w in f["warnings"])
@@ -279,8 +352,7 @@ def test_profile_from_transform_artifact(env, cli, tmp_path):
     assert doc["profile"]["source"] == "artifact"
     drifted = {f["column"] for f in doc["features"] if f["status"] == "drifted"}
     assert drifted == {"raw.revenue"}
-    res = cli("psi-report", "-c", config, "--artifact", "9999", "--current",
-              env / "batch.parquet")
+    res = cli("psi-report", "-c", config, "--artifact", "9999", "--current", env / "batch.parquet")
     assert res.exit_code == 3
 
 
@@ -288,19 +360,40 @@ def test_usage_errors(env, cli, tmp_path):
     res = cli("psi-report", "--profile", env / "profile.json")
     assert res.exit_code == 2
     assert "exactly one of --current" in res.stderr
-    res = cli("psi-report", "--profile", env / "profile.json", "--current", env / "batch.parquet",
-              "--serving-log", env / "log-drift")
+    res = cli(
+        "psi-report",
+        "--profile",
+        env / "profile.json",
+        "--current",
+        env / "batch.parquet",
+        "--serving-log",
+        env / "log-drift",
+    )
     assert res.exit_code == 2
-    res = cli("psi-report", "--profile", env / "profile.json", "--current", env / "batch.parquet",
-              "--since", "1d")
+    res = cli(
+        "psi-report",
+        "--profile",
+        env / "profile.json",
+        "--current",
+        env / "batch.parquet",
+        "--since",
+        "1d",
+    )
     assert res.exit_code == 2
     bad = tmp_path / "bad.json"
     bad.write_text("[]")
     res = cli("psi-report", "--profile", bad, "--current", env / "batch.parquet")
     assert res.exit_code == 2
     assert "not an mlpipe profile" in res.stderr
-    res = cli("psi-report", "--profile", env / "profile.json", "--serving-log", env / "log-drift",
-              "--until", "yesterday-ish")
+    res = cli(
+        "psi-report",
+        "--profile",
+        env / "profile.json",
+        "--serving-log",
+        env / "log-drift",
+        "--until",
+        "yesterday-ish",
+    )
     assert res.exit_code == 2
     assert "cannot parse time" in res.stderr
 
@@ -353,9 +446,20 @@ def test_serving_log_segments_with_different_columns(env, cli, tmp_path):
     pl.read_parquet(segs[0]).write_parquet(log / segs[0].name)
     # an older segment written before raw.plan existed
     pl.read_parquet(segs[1]).drop("raw.plan").write_parquet(log / segs[1].name)
-    res = cli("psi-report", "--profile", env / "profile.json", "--serving-log", log,
-              "--since", f"{DRIFT_DAYS}d", "--until", END.isoformat(), "--json",
-              "--features", "raw.plan,raw.channel")
+    res = cli(
+        "psi-report",
+        "--profile",
+        env / "profile.json",
+        "--serving-log",
+        log,
+        "--since",
+        f"{DRIFT_DAYS}d",
+        "--until",
+        END.isoformat(),
+        "--json",
+        "--features",
+        "raw.plan,raw.channel",
+    )
     by = {f["column"]: f for f in res.json()["features"]}
     rows = sum(pl.read_parquet(p).height for p in log.glob("*.parquet"))
     missing = pl.read_parquet(segs[1]).height
@@ -365,7 +469,9 @@ def test_serving_log_segments_with_different_columns(env, cli, tmp_path):
     assert res.exit_code == 1
 
 
-def test_source_batch_against_its_saved_validation_profile(project, cli, sample_data_dir, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_source_batch_against_its_saved_validation_profile(
+    project, cli, sample_data_dir, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
     """`psi-report --source orders` compares a raw day of orders with the profile saved by
     `validate --save-profile`, on the columns the source's distribution checks name."""
     assert cli("validate", "-c", project, "--source", "orders", "--save-profile").exit_code == 0
@@ -386,7 +492,9 @@ def test_source_batch_against_its_saved_validation_profile(project, cli, sample_
     assert re.search(r"^revenue\s+drifted", bad.stdout, re.M)
 
 
-def test_current_without_any_reference_feature_is_one_line_exit_2(project, cli, sample_data_dir) -> None:  # type: ignore[no-untyped-def]
+def test_current_without_any_reference_feature_is_one_line_exit_2(
+    project, cli, sample_data_dir
+) -> None:  # type: ignore[no-untyped-def]
     assert cli("validate", "-c", project, "--source", "orders", "--save-profile").exit_code == 0
     res = cli("psi-report", "-c", project, "--source", "orders", "--current",
               sample_data_dir / "users.parquet")  # fmt: skip

@@ -64,8 +64,16 @@ def pipeline(tmp_path_factory):
 
 def test_drift_fault_flags_revenue_derived_features_raw_and_transformed(pipeline, cli):
     tmp = pipeline["tmp"]
-    res = cli("psi-report", "-c", pipeline["config"], "--artifact", "latest",
-              "--current", tmp / "drift_features.parquet", "--json")
+    res = cli(
+        "psi-report",
+        "-c",
+        pipeline["config"],
+        "--artifact",
+        "latest",
+        "--current",
+        tmp / "drift_features.parquet",
+        "--json",
+    )
     assert res.exit_code == 1, res.stderr
     doc = res.json()
     assert doc["profile"]["version"] == pipeline["version"]
@@ -73,9 +81,18 @@ def test_drift_fault_flags_revenue_derived_features_raw_and_transformed(pipeline
     raw = {c for c in status if c.startswith("raw.")}
     vec = {c for c in status if c.startswith("vec.")}
     assert {c[4:] for c in raw} == {
-        "total_orders", "lifetime_value", "avg_days_between_orders", "orders_30d",
-        "revenue_30d", "revenue_7d_mean", "days_since_last_order", "last_product_id",
-        "country", "plan", "age"}
+        "total_orders",
+        "lifetime_value",
+        "avg_days_between_orders",
+        "orders_30d",
+        "revenue_30d",
+        "revenue_7d_mean",
+        "days_since_last_order",
+        "last_product_id",
+        "country",
+        "plan",
+        "age",
+    }
     assert len(vec) > 16  # one-hot and embedding outputs included
     drifted = {c for c, s in status.items() if s == "drifted"}
     expected = {f"raw.{f}" for f in REVENUE_FEATURES} | {f"vec.{f}" for f in REVENUE_FEATURES}
@@ -87,7 +104,13 @@ def test_drift_fault_flags_revenue_derived_features_raw_and_transformed(pipeline
 
 
 def test_clean_features_against_their_own_artifact_pass(pipeline, cli):
-    res = cli("psi-report", "-c", pipeline["config"], "--current",
-              pipeline["tmp"] / "clean_features.parquet", "--json")
+    res = cli(
+        "psi-report",
+        "-c",
+        pipeline["config"],
+        "--current",
+        pipeline["tmp"] / "clean_features.parquet",
+        "--json",
+    )
     assert res.exit_code == 0, res.stderr
     assert {f["status"] for f in res.json()["features"]} == {"stable"}

@@ -15,8 +15,11 @@ from mlpipe_cli.sample_data import END, generate
 from mlpipe_cli.transforms import load_transform, publish
 
 COLUMNS = {
-    "revenue": [{"type": "fill_null", "strategy": "median"}, {"type": "log1p"},
-                {"type": "standard"}],
+    "revenue": [
+        {"type": "fill_null", "strategy": "median"},
+        {"type": "log1p"},
+        {"type": "standard"},
+    ],
     "channel": [{"type": "onehot"}],
     "age": [{"type": "fill_null", "strategy": "mean"}, {"type": "minmax"}],
 }
@@ -51,31 +54,52 @@ def env(tmp_path_factory):
     # a serving log written by version 1 through the ONLINE path (transform_one)
     records = serve.select("revenue", "channel", "age").to_dicts()
     vectors = [t1.transform_one(r) for r in records]
-    log = pl.DataFrame({
-        "served_at": serve.get_column("order_ts"),
-        "endpoint": ["/features"] * serve.height,
-        "entity": [f"[{u}]" for u in serve.get_column("user_id")],
-        "transform_version": [v1] * serve.height,
-        "store_version": pl.Series([None] * serve.height, dtype=pl.String),
-        "cold_start": [False] * serve.height,
-        **{f"raw.{c}": serve.get_column(c) for c in ("revenue", "channel", "age")},
-        **{f"vec.{name}": pl.Series([v[i] for v in vectors], dtype=pl.Float64)
-           for i, name in enumerate(t1.output_columns)},
-        "prediction": pl.Series([None] * serve.height, dtype=pl.Float64),
-    })
+    log = pl.DataFrame(
+        {
+            "served_at": serve.get_column("order_ts"),
+            "endpoint": ["/features"] * serve.height,
+            "entity": [f"[{u}]" for u in serve.get_column("user_id")],
+            "transform_version": [v1] * serve.height,
+            "store_version": pl.Series([None] * serve.height, dtype=pl.String),
+            "cold_start": [False] * serve.height,
+            **{f"raw.{c}": serve.get_column(c) for c in ("revenue", "channel", "age")},
+            **{
+                f"vec.{name}": pl.Series([v[i] for v in vectors], dtype=pl.Float64)
+                for i, name in enumerate(t1.output_columns)
+            },
+            "prediction": pl.Series([None] * serve.height, dtype=pl.Float64),
+        }
+    )
     log_dir = root / "log"
     log_dir.mkdir()
     log.head(900).write_parquet(log_dir / "segment-20260601T000000-1-0.parquet")
     log.slice(900).write_parquet(log_dir / "segment-20260615T000000-1-1.parquet")
     cfg = root / "mlpipe.yaml"
     cfg.write_text(f"pipeline: churn\nartifact_dir: {root / 'artifacts'}\n")
-    return {"root": root, "config": cfg, "v1": v1, "v2": v2, "log": log_dir, "frame": log,
-            "store": store}
+    return {
+        "root": root,
+        "config": cfg,
+        "v1": v1,
+        "v2": v2,
+        "log": log_dir,
+        "frame": log,
+        "store": store,
+    }
 
 
 def test_log_written_by_the_same_version_has_no_skew(env, cli):
-    res = cli("psi-report", "-c", env["config"], "--skew", "--serving-log", env["log"],
-              "--artifact", env["v1"], *SINCE, "--json")
+    res = cli(
+        "psi-report",
+        "-c",
+        env["config"],
+        "--skew",
+        "--serving-log",
+        env["log"],
+        "--artifact",
+        env["v1"],
+        *SINCE,
+        "--json",
+    )
     assert res.exit_code == 0, res.stderr
     doc = res.json()
     assert doc["status"] == "passed"
@@ -83,14 +107,16 @@ def test_log_written_by_the_same_version_has_no_skew(env, cli):
     assert doc["rows_mismatched"] == 0
     assert doc["log_transform_versions"] == {env["v1"]: 2000}
     assert {c["column"] for c in doc["columns"]} == {
-        f"vec.{c}" for c in load_transform(env["store"], env["v1"]).output_columns}
+        f"vec.{c}" for c in load_transform(env["store"], env["v1"]).output_columns
+    }
     assert all(c["mismatches"] == 0 for c in doc["columns"])
 
 
 def test_skew_catches_a_log_written_with_another_artifact_version(env, cli):
     # latest is v2 (fitted on revenue x3): the logged v1 vectors no longer match
-    res = cli("psi-report", "-c", env["config"], "--skew", "--serving-log", env["log"],
-              *SINCE, "--json")
+    res = cli(
+        "psi-report", "-c", env["config"], "--skew", "--serving-log", env["log"], *SINCE, "--json"
+    )
     assert res.exit_code == 1
     doc = res.json()
     assert doc["transform_version"] == env["v2"]
@@ -112,8 +138,10 @@ def test_skew_tolerance_is_1e9(env, tmp_path):
     tiny = frame.with_columns(pl.col("vec.age") + 1e-12)
     assert not skew_check(t1, tiny.lazy()).failed
     bumped = frame.with_columns(
-        pl.when(pl.int_range(pl.len()) == 17).then(pl.col("vec.age") + 1e-6)
-        .otherwise(pl.col("vec.age")).alias("vec.age")
+        pl.when(pl.int_range(pl.len()) == 17)
+        .then(pl.col("vec.age") + 1e-6)
+        .otherwise(pl.col("vec.age"))
+        .alias("vec.age")
     )
     report = skew_check(t1, bumped.lazy())
     assert report.failed
@@ -124,8 +152,11 @@ def test_skew_tolerance_is_1e9(env, tmp_path):
     assert age.max_abs_diff == pytest.approx(1e-6, rel=1e-3)
     # a served null where the batch path gives a number is a mismatch too
     nulled = frame.with_columns(
-        pl.when(pl.int_range(pl.len()) == 3).then(None).otherwise(pl.col("vec.revenue"))
-        .alias("vec.revenue"))
+        pl.when(pl.int_range(pl.len()) == 3)
+        .then(None)
+        .otherwise(pl.col("vec.revenue"))
+        .alias("vec.revenue")
+    )
     assert skew_check(t1, nulled.lazy()).rows_mismatched == 1
     # a log without one of the transform's raw inputs cannot be checked: a failure
     report = skew_check(t1, frame.drop("raw.age").lazy())
@@ -134,24 +165,55 @@ def test_skew_tolerance_is_1e9(env, tmp_path):
 
 
 def test_skew_needs_rows_and_a_serving_log(env, cli):
-    res = cli("psi-report", "-c", env["config"], "--skew", "--serving-log", env["log"],
-              "--since", "1d", "--until", "2020-01-01T00:00:00Z")
+    res = cli(
+        "psi-report",
+        "-c",
+        env["config"],
+        "--skew",
+        "--serving-log",
+        env["log"],
+        "--since",
+        "1d",
+        "--until",
+        "2020-01-01T00:00:00Z",
+    )
     assert res.exit_code == 2
     assert "no current rows" in res.stderr or "no serving-log rows" in res.stderr
-    res = cli("psi-report", "-c", env["config"], "--skew", "--current",
-              env["root"] / "current.parquet")
+    res = cli(
+        "psi-report", "-c", env["config"], "--skew", "--current", env["root"] / "current.parquet"
+    )
     assert res.exit_code == 2
 
 
 def test_shadow_compare_flags_outputs_that_moved(env, cli, tmp_path):
     current = env["root"] / "current.parquet"
-    same = cli("psi-report", "-c", env["config"], "--compare", env["v1"], env["v1"],
-               "--current", current, "--json")
+    same = cli(
+        "psi-report",
+        "-c",
+        env["config"],
+        "--compare",
+        env["v1"],
+        env["v1"],
+        "--current",
+        current,
+        "--json",
+    )
     assert same.exit_code == 0, same.stderr
     assert {f["psi"] for f in same.json()["features"]} == {0.0}
     html = tmp_path / "shadow.html"
-    res = cli("psi-report", "-c", env["config"], "--compare", env["v1"], env["v2"],
-              "--current", current, "--json", "--html", html)
+    res = cli(
+        "psi-report",
+        "-c",
+        env["config"],
+        "--compare",
+        env["v1"],
+        env["v2"],
+        "--current",
+        current,
+        "--json",
+        "--html",
+        html,
+    )
     assert res.exit_code == 1
     doc = res.json()
     assert doc["profile"]["version"] == env["v1"]
@@ -161,22 +223,40 @@ def test_shadow_compare_flags_outputs_that_moved(env, cli, tmp_path):
     assert {c for c, s in status.items() if s == "drifted"} == {"vec.revenue"}
     assert all(s == "stable" for c, s in status.items() if c != "vec.revenue")
     assert html.read_text().count('<tr class="feature"') == len(status)
-    res = cli("psi-report", "-c", env["config"], "--compare", env["v1"], env["v2"],
-              "--serving-log", env["log"])
+    res = cli(
+        "psi-report",
+        "-c",
+        env["config"],
+        "--compare",
+        env["v1"],
+        env["v2"],
+        "--serving-log",
+        env["log"],
+    )
     assert res.exit_code == 2
 
 
 def test_current_batch_against_artifact_computes_transform_outputs(env, cli):
     """--current raw data + --artifact: vec.* features come from the transform's batch path."""
-    res = cli("psi-report", "-c", env["config"], "--artifact", env["v1"], "--current",
-              env["root"] / "current.parquet", "--json")
+    res = cli(
+        "psi-report",
+        "-c",
+        env["config"],
+        "--artifact",
+        env["v1"],
+        "--current",
+        env["root"] / "current.parquet",
+        "--json",
+    )
     doc = res.json()
     names = {f["column"] for f in doc["features"]}
     t1 = load_transform(env["store"], env["v1"])
     assert names == {f"raw.{c}" for c in ("revenue", "channel", "age")} | {
-        f"vec.{c}" for c in t1.output_columns}
+        f"vec.{c}" for c in t1.output_columns
+    }
     assert all(f["status"] != "error" for f in doc["features"]), json.dumps(
-        [f for f in doc["features"] if f["status"] == "error"])[:500]
+        [f for f in doc["features"] if f["status"] == "error"]
+    )[:500]
     # same distribution as training (later rows of the same sample): nothing drifted
     assert res.exit_code == 0, [(f["column"], f["psi"]) for f in doc["features"]]
     assert doc["current"]["rows"] == 2000
@@ -185,9 +265,11 @@ def test_current_batch_against_artifact_computes_transform_outputs(env, cli):
 def test_batch_that_cannot_be_transformed_errors_only_its_features(env, cli, tmp_path):
     bad = tmp_path / "bad-dtype.parquet"
     pl.read_parquet(env["root"] / "current.parquet").with_columns(
-        pl.col("age").cast(pl.String)).write_parquet(bad)
-    res = cli("psi-report", "-c", env["config"], "--artifact", env["v1"], "--current", bad,
-              "--json")
+        pl.col("age").cast(pl.String)
+    ).write_parquet(bad)
+    res = cli(
+        "psi-report", "-c", env["config"], "--artifact", env["v1"], "--current", bad, "--json"
+    )
     assert res.exit_code == 1
     by = {f["column"]: f for f in res.json()["features"]}
     assert by["raw.age"]["status"] == "error"

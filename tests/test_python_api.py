@@ -42,7 +42,9 @@ def _tree(root: Path) -> dict[str, str]:
     return {
         str(p.relative_to(root)): _digest(p)
         for p in sorted(root.rglob("*"))
-        if p.is_file() and "online.sqlite" not in p.name and p.name != "manifest.json"
+        if p.is_file()
+        and "online.sqlite" not in p.name
+        and p.name != "manifest.json"
         and not set(p.relative_to(root).parts) & set(NOT_ARTIFACTS)
     }
 
@@ -68,14 +70,21 @@ def demo(tmp_path: Path, cli) -> dict:  # type: ignore[no-untyped-def]
     assert made.exit_code == 0, made.stderr
     result = mlpipe.Pipeline.sample_data(api_data, rows=ROWS, seed=SEED)
     assert _without(result.to_dict(), "out_dir", "files") == _without(
-        made.json(), "out_dir", "files")
+        made.json(), "out_dir", "files"
+    )
     config = yaml.safe_load(EXAMPLE_CONFIG.read_text())
     config.pop("artifact_dir", None)
     _repoint_paths(config, cli_data)
     path = tmp_path / "mlpipe.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
-    return {"config": path, "cli_data": cli_data, "api_data": api_data, "root": tmp_path,
-            "sample_cli": made.json(), "sample_api": result.to_dict()}
+    return {
+        "config": path,
+        "cli_data": cli_data,
+        "api_data": api_data,
+        "root": tmp_path,
+        "sample_cli": made.json(),
+        "sample_api": result.to_dict(),
+    }
 
 
 def test_cli_and_api_give_identical_artifacts(demo: dict, cli) -> None:  # type: ignore[no-untyped-def]
@@ -99,11 +108,13 @@ def test_cli_and_api_give_identical_artifacts(demo: dict, cli) -> None:  # type:
         "training_set": run("training-set", "--out", c_out / "train.parquet"),
     }
     docs_cli["fit"] = run("fit", "--data", c_out / "train.parquet")
-    docs_cli["transform"] = run("transform", "--data", c_out / "train.parquet",
-                                "--out", c_out / "features.parquet")
+    docs_cli["transform"] = run(
+        "transform", "--data", c_out / "train.parquet", "--out", c_out / "features.parquet"
+    )
     docs_cli["materialize"] = run("materialize", "--as-of", AS_OF)
-    docs_cli["psi_report"] = run("psi-report", "--current", c_out / "train.parquet",
-                                 "--artifact", docs_cli["fit"]["version"])
+    docs_cli["psi_report"] = run(
+        "psi-report", "--current", c_out / "train.parquet", "--artifact", docs_cli["fit"]["version"]
+    )
 
     p = mlpipe.Pipeline.from_yaml(config, artifact_dir=a_art)
     docs_api = {
@@ -112,41 +123,69 @@ def test_cli_and_api_give_identical_artifacts(demo: dict, cli) -> None:  # type:
     }
     fitted = p.fit(data=a_out / "train.parquet")
     docs_api["fit"] = fitted.to_dict()
-    docs_api["transform"] = p.transform(a_out / "train.parquet", a_out / "features.parquet"
-                                        ).to_dict()
+    docs_api["transform"] = p.transform(
+        a_out / "train.parquet", a_out / "features.parquet"
+    ).to_dict()
     docs_api["materialize"] = p.materialize(as_of=AS_OF).to_dict()
-    docs_api["psi_report"] = p.psi_report(current=a_out / "train.parquet",
-                                          artifact=fitted.version).to_dict()
+    docs_api["psi_report"] = p.psi_report(
+        current=a_out / "train.parquet", artifact=fitted.version
+    ).to_dict()
 
     # Same version ids for every artifact kind, and byte-identical artifact files (the
     # manifests differ only by created_at and the store location, which are not hashed).
     assert _versions(c_art, "churn") == _versions(a_art, "churn")
-    assert set(_versions(c_art, "churn")) >= {"validation", "profile", "training-set",
-                                              "transform", "materialization"}
+    assert set(_versions(c_art, "churn")) >= {
+        "validation",
+        "profile",
+        "training-set",
+        "transform",
+        "materialization",
+    }
     assert _tree(c_art) == _tree(a_art)
     for name in ("train.parquet", "features.parquet"):
         assert _digest(c_out / name) == _digest(a_out / name), name
 
     # The same documents the CLI printed, up to the run-specific paths and timings.
-    paths = ("out", "manifest", "path", "store", "seconds", "entities_per_second",
-             "finished_at", "version_created_at", "created", "generated_at")
+    paths = (
+        "out",
+        "manifest",
+        "path",
+        "store",
+        "seconds",
+        "entities_per_second",
+        "finished_at",
+        "version_created_at",
+        "created",
+        "generated_at",
+    )
     for step in docs_cli:
         c_doc, a_doc = docs_cli[step], docs_api[step]
         if step == "validate":
-            c_doc = {**c_doc, "sources": [_without(s, "quarantine", "out") for s in
-                                          c_doc["sources"]]}
-            a_doc = {**a_doc, "sources": [_without(s, "quarantine", "out") for s in
-                                          a_doc["sources"]]}
+            c_doc = {
+                **c_doc,
+                "sources": [_without(s, "quarantine", "out") for s in c_doc["sources"]],
+            }
+            a_doc = {
+                **a_doc,
+                "sources": [_without(s, "quarantine", "out") for s in a_doc["sources"]],
+            }
         if step == "materialize":  # the store's own version id is random by design; the
             # materialization artifact (artifact_version) is content-addressed and compared
             c_doc, a_doc = _without(c_doc, "version"), _without(a_doc, "version")
         if step == "psi_report":
-            c_doc = {**c_doc, "profile": _without(c_doc["profile"], "path"),
-                     "current": _without(c_doc["current"], "path")}
-            a_doc = {**a_doc, "profile": _without(a_doc["profile"], "path"),
-                     "current": _without(a_doc["current"], "path")}
+            c_doc = {
+                **c_doc,
+                "profile": _without(c_doc["profile"], "path"),
+                "current": _without(c_doc["current"], "path"),
+            }
+            a_doc = {
+                **a_doc,
+                "profile": _without(a_doc["profile"], "path"),
+                "current": _without(a_doc["current"], "path"),
+            }
         assert json.loads(json.dumps(_without(a_doc, *paths), default=str)) == _without(
-            c_doc, *paths), step
+            c_doc, *paths
+        ), step
 
 
 def test_failed_gate_raises_the_cli_exception_with_the_result(demo: dict, tmp_path: Path) -> None:
@@ -186,15 +225,33 @@ def test_public_names_are_lazy_and_complete() -> None:
         assert getattr(mlpipe, name) is not None, name
     with pytest.raises(AttributeError):
         mlpipe.no_such_thing  # noqa: B018
-    commands = {"validate", "training_set", "fit", "transform", "export", "materialize",
-                "check_freshness", "rollback", "psi_report", "skew_report", "shadow_report",
-                "schema_infer", "schema_snapshot", "schema_diff", "schema_export",
-                "artifacts_list", "artifacts_show", "artifacts_verify", "sample_data"}
+    commands = {
+        "validate",
+        "training_set",
+        "fit",
+        "transform",
+        "export",
+        "materialize",
+        "check_freshness",
+        "rollback",
+        "psi_report",
+        "skew_report",
+        "shadow_report",
+        "schema_infer",
+        "schema_snapshot",
+        "schema_diff",
+        "schema_export",
+        "artifacts_list",
+        "artifacts_show",
+        "artifacts_verify",
+        "sample_data",
+    }
     assert commands <= set(dir(mlpipe.Pipeline))
 
 
-def test_python_api_doc_examples(tmp_path: Path, sample_data_dir: Path,
-                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_python_api_doc_examples(
+    tmp_path: Path, sample_data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """docs/python-api.md runs as a doctest in a tmp project built from the sample data."""
     config = yaml.safe_load(EXAMPLE_CONFIG.read_text())
     config.pop("artifact_dir", None)
@@ -203,8 +260,11 @@ def test_python_api_doc_examples(tmp_path: Path, sample_data_dir: Path,
     monkeypatch.chdir(tmp_path)
     doc = Path(__file__).resolve().parents[1] / "docs" / "python-api.md"
     result = doctest.testfile(
-        str(doc), module_relative=False, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE,
-        raise_on_error=False, verbose=False,
+        str(doc),
+        module_relative=False,
+        optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE,
+        raise_on_error=False,
+        verbose=False,
     )
     assert result.attempted >= 10, result
     assert result.failed == 0, f"{result.failed} doc example(s) failed (see the output above)"

@@ -40,7 +40,7 @@ README_PORT = "8000"
 README_REDIS_PORT = "6399"  # the streaming example's redis-server, also moved to a free port
 # Only the repository's own commands may be skipped; everything a user types must run.
 SKIPPABLE = re.compile(
-    r"^\s*(make (setup|test|demo|lint|readme|bench)|source \.venv/bin/activate)\b"
+    r"^\s*(make (setup|test|test-fast|demo|lint|typecheck|readme|bench)|source \.venv/bin/activate)\b"
 )
 
 
@@ -90,7 +90,7 @@ def build_script(
     parts = ["set -euo pipefail"]
     redis_port = redis_port if redis_port is not None else int(README_REDIS_PORT)
     for block in blocks:
-        if block.lang != "bash" or block.skip_reason is not None:
+        if block.lang not in ("bash", "python") or block.skip_reason is not None:
             continue
         code = block.code.replace(f"localhost:{README_PORT}", f"localhost:{port}")
         code = code.replace(f"--port {README_PORT}", f"--port {port}")
@@ -98,6 +98,8 @@ def build_script(
         code = code.replace(f"-p {README_REDIS_PORT}", f"-p {redis_port}")
         code = code.replace(f"--port {README_REDIS_PORT}", f"--port {redis_port}")
         parts.append(f"echo {block.line} > {state_file}")
+        if block.lang == "python":  # Python examples run in the same workspace, in order
+            code = f"python3 - <<'README_PY'\n{code}\nREADME_PY"
         parts.append(code)
     return "\n".join(parts) + "\n"
 

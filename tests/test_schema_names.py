@@ -54,5 +54,8 @@ def test_schema_diff_reports_renames_with_these_rules() -> None:
     old = {"columns": {"revenue": {"dtype": "float64"}, "plan": {"dtype": "string"}}}
     new = {"columns": {"revenu": {"dtype": "float64"}, "tier": {"dtype": "string"}}}
     changes = {(c.column, c.change) for c in diff_source("orders", old, new)}
-    assert changes == {("revenue", "column_renamed"), ("plan", "column_removed"),
-                       ("tier", "column_added")}
+    assert changes == {
+        ("revenue", "column_renamed"),
+        ("plan", "column_removed"),
+        ("tier", "column_added"),
+    }

@@ -694,7 +694,10 @@ def string_key_project(tmp_path: Path, online: dict[str, Any]) -> tuple[Path, di
         "pipeline": "keys",
         "entity_keys": ["city", "user_id"],
         "artifact_dir": str(tmp_path / "artifacts"),
-        "transforms": {"data": "train.parquet", "columns": {"spend": [{"type": "fill_null", "strategy": "mean"}, {"type": "standard"}]}},
+        "transforms": {
+            "data": "train.parquet",
+            "columns": {"spend": [{"type": "fill_null", "strategy": "mean"}, {"type": "standard"}]},
+        },
         "online_store": online,
         "serving": {"logging": {"enabled": False}},
     }

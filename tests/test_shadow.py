@@ -71,8 +71,9 @@ def write_config(
     return path
 
 
-def train_and_register(config: Path, artifacts: Path, version: str, training: Path,
-                       out: Path) -> str:
+def train_and_register(
+    config: Path, artifacts: Path, version: str, training: Path, out: Path
+) -> str:
     from sklearn.linear_model import LogisticRegression
 
     transform = load_transform(ArtifactStore(artifacts, PIPELINE), version)
@@ -94,8 +95,9 @@ def shadow_base(tmp_path_factory: pytest.TempPathFactory, sample_data_dir: Path)
     artifacts = base / "artifacts"
     versions = {}
     for variant in ("same", "changed", "live"):  # live last: `latest` is the live version
-        config = write_config(base, sample_data_dir, artifacts, training, variant=variant,
-                              name=f"{variant}.yaml")
+        config = write_config(
+            base, sample_data_dir, artifacts, training, variant=variant, name=f"{variant}.yaml"
+        )
         result = run_mlpipe("fit", "-c", config, "--json")
         assert result.exit_code == 0, result.stderr
         versions[variant] = json.loads(result.stdout)["version"]
@@ -110,12 +112,18 @@ def shadow_base(tmp_path_factory: pytest.TempPathFactory, sample_data_dir: Path)
     return {"base": base, "training": training, "versions": versions, "models": models}
 
 
-def make_project(tmp_path: Path, sample_data_dir: Path, shadow_base: dict,
-                 serving: dict[str, Any] | None = None) -> Path:
+def make_project(
+    tmp_path: Path, sample_data_dir: Path, shadow_base: dict, serving: dict[str, Any] | None = None
+) -> Path:
     artifacts = tmp_path / "artifacts"
     shutil.copytree(shadow_base["base"] / "artifacts", artifacts, symlinks=True)
-    config = write_config(tmp_path, sample_data_dir, artifacts, shadow_base["training"],
-                          serving=serving or {"logging": {"flush_interval": "1h"}})
+    config = write_config(
+        tmp_path,
+        sample_data_dir,
+        artifacts,
+        shadow_base["training"],
+        serving=serving or {"logging": {"flush_interval": "1h"}},
+    )
     materialize_store(config)
     return config
 
@@ -145,14 +153,11 @@ def exchange(srv: Any, ids: list[int]) -> list[tuple[int, bytes]]:
     return answers
 
 
-def batch_outputs(artifacts: Path, version: str, log: pl.DataFrame, training: Path
-                  ) -> pl.DataFrame:
+def batch_outputs(artifacts: Path, version: str, log: pl.DataFrame, training: Path) -> pl.DataFrame:
     """Transform ``version``'s batch path on the logged raw.* values (in training dtypes)."""
     transform = load_transform(ArtifactStore(artifacts, PIPELINE), version)
     schema = pl.read_parquet_schema(training)
-    raw = log.select(
-        pl.col(f"raw.{c}").cast(schema[c]).alias(c) for c in transform.input_columns
-    )
+    raw = log.select(pl.col(f"raw.{c}").cast(schema[c]).alias(c) for c in transform.input_columns)
     return transform.transform_batch(raw.lazy()).collect().select(transform.output_columns)
 
 
@@ -180,14 +185,24 @@ def test_shadow_leaves_responses_byte_identical_and_logs_both_vectors_in_one_row
     answers_off = exchange(off, ids)
     assert off.stop() == 0
 
-    on = servers(config, *live_args, "--log-dir", str(tmp_path / "log-on"),
-                 "--shadow", versions["changed"], "--shadow-model", models["changed"])
+    on = servers(
+        config,
+        *live_args,
+        "--log-dir",
+        str(tmp_path / "log-on"),
+        "--shadow",
+        versions["changed"],
+        "--shadow-model",
+        models["changed"],
+    )
     answers_on = exchange(on, ids)
     deadline = time.monotonic() + 30  # the writer thread computes the shadow within a poll
     while True:
         metrics = parse_metrics(on.get("/metrics").text)
-        if (metrics["mlpipe_serve_shadow_rows_total"] == metrics["mlpipe_serve_entities_total"]
-                or time.monotonic() > deadline):
+        if (
+            metrics["mlpipe_serve_shadow_rows_total"] == metrics["mlpipe_serve_entities_total"]
+            or time.monotonic() > deadline
+        ):
             break
         time.sleep(0.05)
     assert on.stop() == 0
@@ -227,21 +242,37 @@ def test_shadow_leaves_responses_byte_identical_and_logs_both_vectors_in_one_row
         log_on.select(f"vec.{c}" for c in live.output_columns).rename(
             {f"vec.{c}": c for c in live.output_columns}), live_expected)  # fmt: skip
     # only age differs between the two versions
-    differs = [c for c in live.output_columns
-               if not np.allclose(log_on[f"vec.{c}"].to_numpy(),
-                                  log_on[f"shadow.vec.{c}"].to_numpy(), equal_nan=True)]
+    differs = [
+        c
+        for c in live.output_columns
+        if not np.allclose(
+            log_on[f"vec.{c}"].to_numpy(), log_on[f"shadow.vec.{c}"].to_numpy(), equal_nan=True
+        )
+    ]
     assert differs == ["age"]
     # oracle: scikit-learn's own predict_proba with the registered shadow model file
-    model = sio.load(shadow_base["base"] / "changed.skops",
-                     trusted=sio.get_untrusted_types(file=shadow_base["base"] / "changed.skops"))
+    model = sio.load(
+        shadow_base["base"] / "changed.skops",
+        trusted=sio.get_untrusted_types(file=shadow_base["base"] / "changed.skops"),
+    )
     x = np.nan_to_num(expected.to_numpy().astype(np.float64))
-    np.testing.assert_allclose(log_on["shadow.prediction"].to_numpy(),
-                               model.predict_proba(x)[:, 1], rtol=1e-12)
+    np.testing.assert_allclose(
+        log_on["shadow.prediction"].to_numpy(), model.predict_proba(x)[:, 1], rtol=1e-12
+    )
 
     # psi-report --compare-shadow catches the changed feature, and only it
     log_dir = tmp_path / "log-on"
-    caught = cli("psi-report", "-c", config, "--compare-shadow", "--serving-log", log_dir,
-                 "--since", "1h", "--json")
+    caught = cli(
+        "psi-report",
+        "-c",
+        config,
+        "--compare-shadow",
+        "--serving-log",
+        log_dir,
+        "--since",
+        "1h",
+        "--json",
+    )
     assert caught.exit_code == 1, caught.stderr
     doc = caught.json()
     assert doc["unexpected_drift"] == ["vec.age"]
@@ -261,14 +292,31 @@ def test_shadow_leaves_responses_byte_identical_and_logs_both_vectors_in_one_row
     flips = int(((live_p >= 0.3) != (shadow_p >= 0.3)).sum())
 
     html = tmp_path / "shadow.html"
-    expected = cli("psi-report", "-c", config, "--compare-shadow", "--serving-log", log_dir,
-                   "--since", "1h", "--expect-change", "age", "--threshold-decision", "0.3",
-                   "--html", html, "--json")
+    expected = cli(
+        "psi-report",
+        "-c",
+        config,
+        "--compare-shadow",
+        "--serving-log",
+        log_dir,
+        "--since",
+        "1h",
+        "--expect-change",
+        "age",
+        "--threshold-decision",
+        "0.3",
+        "--html",
+        html,
+        "--json",
+    )
     assert expected.exit_code == 0, expected.stderr
     doc = expected.json()
     assert doc["status"] == "passed"
-    assert doc["expected_change"] == {"features": ["vec.age"], "changed": ["vec.age"],
-                                      "unchanged": []}
+    assert doc["expected_change"] == {
+        "features": ["vec.age"],
+        "changed": ["vec.age"],
+        "unchanged": [],
+    }
     assert doc["prediction_agreement"]["flipped"] == flips
     assert doc["prediction_agreement"]["flipped_share"] == pytest.approx(flips / scored.sum())
     page = html.read_text()
@@ -276,12 +324,30 @@ def test_shadow_leaves_responses_byte_identical_and_logs_both_vectors_in_one_row
     assert "expected to change: changed vec.age" in page
 
     # a log written without a shadow has nothing to compare: exit 2, one line
-    none = cli("psi-report", "-c", config, "--compare-shadow", "--serving-log",
-               tmp_path / "log-off", "--since", "1h")
+    none = cli(
+        "psi-report",
+        "-c",
+        config,
+        "--compare-shadow",
+        "--serving-log",
+        tmp_path / "log-off",
+        "--since",
+        "1h",
+    )
     assert none.exit_code == 2
     assert "no shadow columns" in none.stderr
-    wrong = cli("psi-report", "-c", config, "--compare-shadow", "--serving-log", log_dir,
-                "--since", "1h", "--expect-change", "no_such_feature")
+    wrong = cli(
+        "psi-report",
+        "-c",
+        config,
+        "--compare-shadow",
+        "--serving-log",
+        log_dir,
+        "--since",
+        "1h",
+        "--expect-change",
+        "no_such_feature",
+    )
     assert wrong.exit_code == 2
     assert "no transform output named no_such_feature" in wrong.stderr
 
@@ -291,16 +357,34 @@ def test_an_unchanged_shadow_passes_the_comparison(
 ) -> None:
     versions = shadow_base["versions"]
     config = make_project(tmp_path, sample_data_dir, shadow_base)
-    srv = servers(config, "--artifact", versions["live"], "--model", "none",
-                  "--log-dir", str(tmp_path / "log"), "--shadow", versions["same"])
+    srv = servers(
+        config,
+        "--artifact",
+        versions["live"],
+        "--model",
+        "none",
+        "--log-dir",
+        str(tmp_path / "log"),
+        "--shadow",
+        versions["same"],
+    )
     ids = some_user_ids(sample_data_dir, 400)
     for start in range(0, len(ids), 50):
-        assert srv.post("/features", {"entities": ids[start:start + 50]}).status_code == 200
+        assert srv.post("/features", {"entities": ids[start : start + 50]}).status_code == 200
     for entity in ids[:30]:
         assert srv.get(f"/features/{entity}").status_code == 200
     assert srv.stop() == 0
-    result = cli("psi-report", "-c", config, "--compare-shadow", "--serving-log",
-                 tmp_path / "log", "--since", "1h", "--json")
+    result = cli(
+        "psi-report",
+        "-c",
+        config,
+        "--compare-shadow",
+        "--serving-log",
+        tmp_path / "log",
+        "--since",
+        "1h",
+        "--json",
+    )
     assert result.exit_code == 0, result.stderr
     doc = result.json()
     assert doc["status"] == "passed"
@@ -340,10 +424,20 @@ def test_shadow_failures_are_counted_and_never_lose_the_live_row(
     for i, record in enumerate(training.iter_rows(named=True)):
         raw = tuple(record[c] for c in raw_columns)
         if i % 100 == 7:  # a value the shadow's log1p cannot take: it raises on this row
-            raw = tuple("not a number" if c == "total_orders" else v
-                        for c, v in zip(raw_columns, raw, strict=True))
-        logger.log("/features/{entity_id}", f"[{i}]", "s1", False, raw, (0.5,) * width, None,
-                   served_at_us=1_782_864_000_000_000 + i)
+            raw = tuple(
+                "not a number" if c == "total_orders" else v
+                for c, v in zip(raw_columns, raw, strict=True)
+            )
+        logger.log(
+            "/features/{entity_id}",
+            f"[{i}]",
+            "s1",
+            False,
+            raw,
+            (0.5,) * width,
+            None,
+            served_at_us=1_782_864_000_000_000 + i,
+        )
     logger.close()
     frame = read_log(tmp_path).sort("entity")
     assert (frame.height, logger.written, logger.failed) == (300, 300, 0)
@@ -364,8 +458,18 @@ def test_shadow_that_cannot_be_verified_refuses_to_start(
     versions, models = shadow_base["versions"], shadow_base["models"]
     config = make_project(tmp_path, sample_data_dir, shadow_base)
     # a shadow model bound to another transform: exit 3 before binding, like the live model
-    wrong = refuse_in_process(cli, config, "--artifact", versions["live"], "--model", "none",
-                              "--shadow", versions["same"], "--shadow-model", models["live"])
+    wrong = refuse_in_process(
+        cli,
+        config,
+        "--artifact",
+        versions["live"],
+        "--model",
+        "none",
+        "--shadow",
+        versions["same"],
+        "--shadow-model",
+        models["live"],
+    )
     assert wrong.exit_code == 3, wrong.stderr
     assert "registered for transform" in wrong.stderr
     missing = refuse_in_process(cli, config, "--shadow", "0099-000000000000")

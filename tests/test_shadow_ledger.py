@@ -31,11 +31,16 @@ def serve_records(artifacts: Path) -> list[dict[str, Any]]:
 
 
 def test_server_latency_reaches_the_ledger_and_slo_reports_its_p99(
-    tmp_path: Path, sample_data_dir: Path, shadow_base: dict, servers: Any, cli: Any  # noqa: F811
+    tmp_path: Path,
+    sample_data_dir: Path,
+    shadow_base: dict,  # noqa: F811
+    servers: Any,
+    cli: Any,
 ) -> None:
     versions = shadow_base["versions"]
-    config = make_project(tmp_path, sample_data_dir, shadow_base,
-                          serving={"ledger_interval": "200ms"})
+    config = make_project(
+        tmp_path, sample_data_dir, shadow_base, serving={"ledger_interval": "200ms"}
+    )
     artifacts = tmp_path / "artifacts"
     srv = servers(config, "--artifact", versions["live"], "--model", "none")
     ids = some_user_ids(sample_data_dir, 150)
@@ -46,7 +51,9 @@ def test_server_latency_reaches_the_ledger_and_slo_reports_its_p99(
         client_seconds.append(time.perf_counter() - t0)
     for start in range(0, 30, 10):
         t0 = time.perf_counter()
-        assert srv.post("/features", {"entities": ids[120 + start:130 + start]}).status_code == 200
+        assert (
+            srv.post("/features", {"entities": ids[120 + start : 130 + start]}).status_code == 200
+        )
         client_seconds.append(time.perf_counter() - t0)
     for _ in range(5):  # not feature lookups: not in the latency objective
         assert srv.get("/healthz").status_code == 200

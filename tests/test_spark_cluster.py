@@ -49,23 +49,51 @@ class StandaloneCluster:
         return f"spark://127.0.0.1:{self.port}"
 
     def _launch(self, name: str, *args: str) -> None:
-        env = {**os.environ, "SPARK_HOME": str(_spark_home()), "SPARK_LOCAL_IP": "127.0.0.1",
-               "PYSPARK_PYTHON": sys.executable}
+        env = {
+            **os.environ,
+            "SPARK_HOME": str(_spark_home()),
+            "SPARK_LOCAL_IP": "127.0.0.1",
+            "PYSPARK_PYTHON": sys.executable,
+        }
         log = (self.workdir / f"{name}.log").open("wb")
         self.processes.append(
-            subprocess.Popen([str(_spark_home() / "bin" / "spark-class"), *args],
-                             stdout=log, stderr=subprocess.STDOUT, env=env)
+            subprocess.Popen(
+                [str(_spark_home() / "bin" / "spark-class"), *args],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
         )
 
     def start(self) -> None:
-        self._launch("master", "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1",
-                     "--port", str(self.port), "--webui-port", str(self.ui_port))
+        self._launch(
+            "master",
+            "org.apache.spark.deploy.master.Master",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--webui-port",
+            str(self.ui_port),
+        )
         for i in range(self.workers):
             work = self.workdir / f"worker-{i}"
             work.mkdir()
-            self._launch(f"worker-{i}", "org.apache.spark.deploy.worker.Worker", self.url,
-                         "--host", "127.0.0.1", "--cores", "1", "--memory", "1g",
-                         "--webui-port", str(free_port()), "--work-dir", str(work))
+            self._launch(
+                f"worker-{i}",
+                "org.apache.spark.deploy.worker.Worker",
+                self.url,
+                "--host",
+                "127.0.0.1",
+                "--cores",
+                "1",
+                "--memory",
+                "1g",
+                "--webui-port",
+                str(free_port()),
+                "--work-dir",
+                str(work),
+            )
         deadline = time.monotonic() + 180  # JVM start-up is slow on a busy 2-core machine
         while time.monotonic() < deadline:
             for process in self.processes:
@@ -124,12 +152,20 @@ def test_training_set_on_a_standalone_cluster_equals_polars(
     project.write_text(yaml.safe_dump(config))
     env = {**os.environ, "SPARK_LOCAL_IP": "127.0.0.1"}
     base = [sys.executable, "-m", "mlpipe_cli", "training-set", "-c", str(project), "--json"]
-    on_cluster = subprocess.run([*base, "--out", str(tmp_path / "a" / "train.parquet")],
-                                capture_output=True, text=True, env=env, timeout=600)
+    on_cluster = subprocess.run(
+        [*base, "--out", str(tmp_path / "a" / "train.parquet")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     assert on_cluster.returncode == 0, on_cluster.stderr[-3000:]
     on_polars = subprocess.run(
         [*base, "--out", str(tmp_path / "b" / "train.parquet"), "--engine", "polars"],
-        capture_output=True, text=True, env=env, timeout=300,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
     )
     assert on_polars.returncode == 0, on_polars.stderr[-3000:]
     a, b = json.loads(on_cluster.stdout), json.loads(on_polars.stdout)

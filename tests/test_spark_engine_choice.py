@@ -30,13 +30,20 @@ def test_engine_key_is_validated(cli, project: Path) -> None:
 def test_spark_settings_are_strings_for_spark(project: Path) -> None:
     from mlpipe_cli.config import load_config
 
-    _set(project, engine="spark", spark={"master": "spark://h:7077",
-                                         "conf": {"spark.executor.cores": 4,
-                                                  "spark.dynamicAllocation.enabled": True}})
+    _set(
+        project,
+        engine="spark",
+        spark={
+            "master": "spark://h:7077",
+            "conf": {"spark.executor.cores": 4, "spark.dynamicAllocation.enabled": True},
+        },
+    )
     config = load_config(project)
     assert config.engine == "spark"
-    assert config.spark.conf == {"spark.executor.cores": "4",
-                                 "spark.dynamicAllocation.enabled": "true"}
+    assert config.spark.conf == {
+        "spark.executor.cores": "4",
+        "spark.dynamicAllocation.enabled": "true",
+    }
 
 
 @pytest.mark.parametrize(
@@ -47,8 +54,7 @@ def test_spark_settings_are_strings_for_spark(project: Path) -> None:
         (["validate", "--save-profile"], "validate --reference/--save-profile"),
     ],
 )
-def test_commands_not_on_spark_yet_say_so(cli, project: Path, args: list[str],
-                                          what: str) -> None:
+def test_commands_not_on_spark_yet_say_so(cli, project: Path, args: list[str], what: str) -> None:
     result = cli(*args, "-c", project, "--engine", "spark")
     assert result.exit_code == 2
     assert f"engine spark does not support {what} yet" in result.stderr
@@ -60,8 +66,16 @@ def test_flag_overrides_the_config_engine(cli, project: Path, tmp_path: Path) ->
     _set(project, engine="spark")
     refused = cli("materialize", "-c", project, "--as-of", "2026-07-01T00:00:00Z")
     assert refused.exit_code == 2
-    done = cli("materialize", "-c", project, "--as-of", "2026-07-01T00:00:00Z",
-               "--engine", "polars", "--json")
+    done = cli(
+        "materialize",
+        "-c",
+        project,
+        "--as-of",
+        "2026-07-01T00:00:00Z",
+        "--engine",
+        "polars",
+        "--json",
+    )
     assert done.exit_code == 0, done.stderr
 
 
@@ -75,8 +89,7 @@ def test_polars_engine_never_imports_pyspark(project: Path, tmp_path: Path) -> N
         "loaded = [m for m in sys.modules if m == 'pyspark' or m.startswith('pyspark.')]\n"
         "assert not loaded, loaded\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=120)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
 
 

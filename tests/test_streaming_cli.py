@@ -355,7 +355,9 @@ def test_serve_answers_streamed_features_at_request_time(
     from mlpipe_cli.serving.service import build_runtime
 
     config_path = with_stream(project, redis_server.url, max_lateness="1h")
-    assert cli("training-set", "-c", config_path, "--out", tmp_path / "train.parquet").exit_code == 0
+    assert (
+        cli("training-set", "-c", config_path, "--out", tmp_path / "train.parquet").exit_code == 0
+    )
     assert cli("fit", "-c", config_path, "--data", tmp_path / "train.parquet").exit_code == 0
     assert cli("materialize", "-c", config_path, "--as-of", AS_OF).exit_code == 0
     later = orders.filter(pl.col("order_ts") >= AS_OF_DT)
@@ -373,9 +375,7 @@ def test_serve_answers_streamed_features_at_request_time(
         return b""
 
     try:
-        _, status, raw, _, _ = asyncio.run(
-            app.handle(f"/features/{user}", "GET", body, None, "")
-        )
+        _, status, raw, _, _ = asyncio.run(app.handle(f"/features/{user}", "GET", body, None, ""))
         batch_only = runtime.service.store.get([user]).values
     finally:
         runtime.service.store.close()

@@ -42,9 +42,19 @@ def transform():  # type: ignore[no-untyped-def]
 def test_public_attributes(transform) -> None:  # type: ignore[no-untyped-def]
     assert transform.version == "unpublished"
     assert transform.input_columns == ["x", "city", "ts"]
-    assert transform.input_schema == {"x": "Float64", "city": "String",
-                                      "ts": "Datetime(time_unit='us', time_zone='UTC')"}
-    assert transform.output_columns == ["x", "city__a", "city__b", "city__other", "ts__hour", "ts__dow"]
+    assert transform.input_schema == {
+        "x": "Float64",
+        "city": "String",
+        "ts": "Datetime(time_unit='us', time_zone='UTC')",
+    }
+    assert transform.output_columns == [
+        "x",
+        "city__a",
+        "city__b",
+        "city__other",
+        "ts__hour",
+        "ts__dow",
+    ]
 
 
 def test_batch_keeps_other_columns_replaces_inputs_and_drops(transform) -> None:  # type: ignore[no-untyped-def]
@@ -67,7 +77,10 @@ def test_compatible_dtypes_are_accepted(transform) -> None:  # type: ignore[no-u
     [
         (lambda f: f.drop("city"), "input has no column 'city'"),
         (lambda f: f.with_columns(pl.col("x").cast(pl.String)), "column 'x' has dtype String"),
-        (lambda f: f.with_columns(pl.col("city").cast(pl.Categorical).to_physical()), "column 'city'"),
+        (
+            lambda f: f.with_columns(pl.col("city").cast(pl.Categorical).to_physical()),
+            "column 'city'",
+        ),
         (lambda f: f.with_columns(pl.col("ts").dt.replace_time_zone(None)), "column 'ts'"),
     ],
 )
@@ -86,8 +99,10 @@ def test_online_input_normalisation(transform) -> None:  # type: ignore[no-untyp
     assert transform.transform_one({**base, "ts": "2026-01-05T23:00:00+00:00"}) == out
     # another zone is converted to the training zone (UTC) first
     assert transform.transform_one({**base, "ts": "2026-01-06T01:00:00+02:00"}) == out
-    assert transform.transform_one({**base, "x": float("nan")})[0] == transform.transform_one(
-        {**base, "x": None})[0]
+    assert (
+        transform.transform_one({**base, "x": float("nan")})[0]
+        == transform.transform_one({**base, "x": None})[0]
+    )
     with pytest.raises(InputError, match="record has no column 'city'"):
         transform.transform_one({"x": 1, "ts": None})
     with pytest.raises(InputError, match="column 'x': expected a number"):
@@ -99,14 +114,21 @@ def test_online_input_normalisation(transform) -> None:  # type: ignore[no-untyp
 def test_output_name_collision_is_refused() -> None:
     frame = pl.DataFrame({"a": ["x", "y"], "a__x": [1.0, 2.0]})
     with pytest.raises(InputError, match="collide: a__x"):
-        fit_frame(TransformConfig.model_validate(
-            {"columns": {"a": [{"type": "onehot"}], "a__x": [{"type": "standard"}]}}), frame)
+        fit_frame(
+            TransformConfig.model_validate(
+                {"columns": {"a": [{"type": "onehot"}], "a__x": [{"type": "standard"}]}}
+            ),
+            frame,
+        )
 
 
 @pytest.mark.parametrize(
     ("columns", "message"),
     [
-        ({"x": [{"type": "onehot"}, {"type": "standard"}]}, "onehot must be the column's only step"),
+        (
+            {"x": [{"type": "onehot"}, {"type": "standard"}]},
+            "onehot must be the column's only step",
+        ),
         ({"x": []}, "has no steps"),
         ({"x": [{"type": "target"}]}, "no target is set"),
         ({"x": [{"type": "clip"}]}, "clip needs either"),

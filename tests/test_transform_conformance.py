@@ -50,8 +50,9 @@ def test_the_case_table_covers_every_registered_step_type() -> None:
     every step type the config accepts, has a case — and they are the same set."""
     covered = {step["type"] for _, steps in CASES.values() for step in steps}
     assert covered == set(STEP_TYPES)
-    config_types = {get_args(m.model_fields["type"].annotation)[0]
-                    for m in get_args(get_args(Step)[0])}
+    config_types = {
+        get_args(m.model_fields["type"].annotation)[0] for m in get_args(get_args(Step)[0])
+    }
     assert config_types == set(STEP_TYPES)
     assert set(NUMERIC_STEPS) == set(CONFIG_NUMERIC_STEPS)
 
@@ -83,7 +84,9 @@ def assert_parity(transform: FittedTransform, frame: pl.DataFrame) -> None:
     assert run.report_from(counts).problems() == []  # every accepted row passes batch too
     assert batch.columns == transform.output_columns
     assert all(dtype == pl.Float64 for dtype in batch.dtypes)
-    online = [transform.transform_one(r) for r, e in zip(records, refusals, strict=True) if e is None]
+    online = [
+        transform.transform_one(r) for r, e in zip(records, refusals, strict=True) if e is None
+    ]
     rows = batch.rows() if batch.width else [()] * accepted.height
     for i, (got, row) in enumerate(zip(online, rows, strict=True)):
         assert len(got) == len(row)
@@ -107,8 +110,9 @@ def test_fit_is_deterministic(case: str, tables: dict[str, Path]) -> None:
     other = fit_frame(config_for([case], tables), shuffled)
     if CASES[case][1][0]["type"] == "target":
         # encodings are sums of 0/1 labels: exact in any order
-        assert other.state["columns"][0]["state"]["vocabulary"] == (
-            first["columns"][0]["state"]["vocabulary"]
+        assert (
+            other.state["columns"][0]["state"]["vocabulary"]
+            == (first["columns"][0]["state"]["vocabulary"])
         )
     head = frame.head(50)
     a = fitted(case, tables).transform.transform_batch(head.lazy()).collect()
@@ -146,8 +150,9 @@ extreme_floats = st.one_of(
     st.floats(-100, 100),
 )
 categories = st.one_of(st.none(), st.sampled_from(KNOWN), st.text(max_size=4))
-instants = st.datetimes(min_value=datetime(1900, 1, 1), max_value=datetime(2200, 1, 1),
-                        timezones=st.just(UTC))
+instants = st.datetimes(
+    min_value=datetime(1900, 1, 1), max_value=datetime(2200, 1, 1), timezones=st.just(UTC)
+)
 aware = st.one_of(st.none(), instants)
 naive = st.one_of(st.none(), instants.map(lambda t: t.replace(tzinfo=None)))
 # values a batch column of each training column's dtype can hold (an aware instant becomes the
@@ -171,7 +176,9 @@ def records_for(case: str) -> st.SearchStrategy[dict[str, Any]]:
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(data=st.data())
 def test_batch_and_online_agree_on_random_records(
     case: str, tables: dict[str, Path], data: st.DataObject
@@ -195,8 +202,11 @@ def test_unknown_and_missing_values(case: str, tables: dict[str, Path]) -> None:
     kind = CASES[case][1][0]["type"]
     policy = transform.state["columns"][0]["state"].get("policy")
     if policy is not None and policy["null"] == "error":
-        with pytest.raises(InputError, match=rf"^column '{case}': None is missing and nothing "
-                           r"fills it \(on_null: error\)"):
+        with pytest.raises(
+            InputError,
+            match=rf"^column '{case}': None is missing and nothing "
+            r"fills it \(on_null: error\)",
+        ):
             transform.transform_one(blank)
         return
     out = transform.transform_one(blank)

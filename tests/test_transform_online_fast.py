@@ -62,8 +62,10 @@ def reference(transform: FittedTransform) -> Any:
     """The oracle for ``transform`` (tests/transform_oracle.py), built once per transform."""
     key = id(transform)
     if key not in _ORACLES:
-        _ORACLES[key] = (transform, oracle_function(transform.state, transform.tables,
-                                                    transform.version))
+        _ORACLES[key] = (
+            transform,
+            oracle_function(transform.state, transform.tables, transform.version),
+        )
     return _ORACLES[key][1]
 
 

@@ -53,13 +53,19 @@ def test_standard_matches_standard_scaler(numeric: pl.DataFrame) -> None:
     step = col_state(outcome)["steps"][0]
     np.testing.assert_allclose(step["mean"], sk.mean_[0], rtol=RTOL)
     np.testing.assert_allclose(step["scale"], sk.scale_[0], rtol=RTOL)
-    np.testing.assert_allclose(out(outcome, numeric)["x"], sk.transform(numeric.to_numpy())[:, 0], rtol=RTOL)
+    np.testing.assert_allclose(
+        out(outcome, numeric)["x"], sk.transform(numeric.to_numpy())[:, 0], rtol=RTOL
+    )
 
 
 def test_standard_constant_column_has_scale_one() -> None:
     frame = pl.DataFrame({"x": [4.0] * 10})
     outcome = fit({"x": [{"type": "standard"}]}, frame)
-    assert col_state(outcome)["steps"][0]["scale"] == StandardScaler().fit(frame.to_numpy()).scale_[0] == 1.0
+    assert (
+        col_state(outcome)["steps"][0]["scale"]
+        == StandardScaler().fit(frame.to_numpy()).scale_[0]
+        == 1.0
+    )
     assert out(outcome, frame)["x"].to_list() == [0.0] * 10
 
 
@@ -68,7 +74,9 @@ def test_minmax_matches_minmax_scaler(numeric: pl.DataFrame, clip: bool) -> None
     outcome = fit({"x": [{"type": "minmax", "feature_range": [-1, 2], "clip": clip}]}, numeric)
     sk = MinMaxScaler(feature_range=(-1, 2), clip=clip).fit(numeric.to_numpy())
     probe = pl.DataFrame({"x": [-100.0, *numeric["x"].to_list(), 1e4]})
-    np.testing.assert_allclose(out(outcome, probe)["x"], sk.transform(probe.to_numpy())[:, 0], rtol=RTOL)
+    np.testing.assert_allclose(
+        out(outcome, probe)["x"], sk.transform(probe.to_numpy())[:, 0], rtol=RTOL
+    )
     step = col_state(outcome)["steps"][0]
     np.testing.assert_allclose([step["scale"], step["min"]], [sk.scale_[0], sk.min_[0]], rtol=RTOL)
 
@@ -77,16 +85,24 @@ def test_robust_matches_robust_scaler(numeric: pl.DataFrame) -> None:
     outcome = fit({"x": [{"type": "robust", "quantile_range": [10, 80]}]}, numeric)
     sk = RobustScaler(quantile_range=(10, 80)).fit(numeric.to_numpy())
     step = col_state(outcome)["steps"][0]
-    np.testing.assert_allclose([step["center"], step["scale"]], [sk.center_[0], sk.scale_[0]], rtol=RTOL)
-    np.testing.assert_allclose(out(outcome, numeric)["x"], sk.transform(numeric.to_numpy())[:, 0], rtol=RTOL)
+    np.testing.assert_allclose(
+        [step["center"], step["scale"]], [sk.center_[0], sk.scale_[0]], rtol=RTOL
+    )
+    np.testing.assert_allclose(
+        out(outcome, numeric)["x"], sk.transform(numeric.to_numpy())[:, 0], rtol=RTOL
+    )
 
 
 def test_numeric_steps_by_hand() -> None:
-    frame = pl.DataFrame({"a": [1.0, None, 3.0, 10.0], "b": [0.0, 3.0, None, 8.0],
-                          "c": [-3.0, -1.0, 0.0, 5.0]})
+    frame = pl.DataFrame(
+        {"a": [1.0, None, 3.0, 10.0], "b": [0.0, 3.0, None, 8.0], "c": [-3.0, -1.0, 0.0, 5.0]}
+    )
     outcome = fit(
         {
-            "a": [{"type": "fill_null", "strategy": "median"}, {"type": "clip", "min": 0, "max": 5}],
+            "a": [
+                {"type": "fill_null", "strategy": "median"},
+                {"type": "clip", "min": 0, "max": 5},
+            ],
             "b": [{"type": "fill_null", "strategy": "mean"}, {"type": "log1p"}],
             "c": [{"type": "log1p", "on_invalid": "shift"}],
         },
@@ -102,8 +118,9 @@ def test_numeric_steps_by_hand() -> None:
     with pytest.raises(InputError, match=r"column 'c': -10.0 gives a missing value \(log1p"):
         outcome.transform.transform_one({"a": 1, "b": 1, "c": -10.0})
     # ... or passes on as missing with on_null: keep
-    kept = fit({"c": [{"type": "log1p", "on_invalid": "shift", "on_null": "keep"}]},
-               frame.select("c"))
+    kept = fit(
+        {"c": [{"type": "log1p", "on_invalid": "shift", "on_null": "keep"}]}, frame.select("c")
+    )
     assert kept.transform.transform_one({"c": -10.0}) == [None]
 
 
@@ -141,8 +158,12 @@ PROBE = ["a", "b", "c", "d", "e", "f", "g", "zz", "b"]
 def test_onehot_matches_onehot_encoder(cats: pl.DataFrame, min_frequency, max_categories) -> None:
     params = {"type": "onehot", "min_frequency": min_frequency, "max_categories": max_categories}
     outcome = fit({"k": [params]}, cats)
-    sk = OneHotEncoder(handle_unknown="infrequent_if_exist", min_frequency=min_frequency,
-                       max_categories=max_categories, sparse_output=False)
+    sk = OneHotEncoder(
+        handle_unknown="infrequent_if_exist",
+        min_frequency=min_frequency,
+        max_categories=max_categories,
+        sparse_output=False,
+    )
     sk.fit(cats.to_numpy())
     probe = pl.DataFrame({"k": PROBE})
     ours = out(outcome, probe)
@@ -177,17 +198,28 @@ def test_ordinal_matches_ordinal_encoder(cats: pl.DataFrame) -> None:
     outcome = fit({"k": [{"type": "ordinal", "unknown_value": -1}]}, cats)
     sk = OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1).fit(cats.to_numpy())
     probe = np.array(PROBE, dtype=object).reshape(-1, 1)
-    np.testing.assert_array_equal(out(outcome, pl.DataFrame({"k": PROBE}))["k"].to_numpy(),
-                                  sk.transform(probe)[:, 0])
+    np.testing.assert_array_equal(
+        out(outcome, pl.DataFrame({"k": PROBE}))["k"].to_numpy(), sk.transform(probe)[:, 0]
+    )
 
 
 def test_ordinal_frequency_order_and_frequency_encoding_by_hand(cats: pl.DataFrame) -> None:
     outcome = fit({"k": [{"type": "ordinal", "order": "frequency", "unknown_value": 7}]}, cats)
-    assert out(outcome, pl.DataFrame({"k": ["a", "g", "new", None]}))["k"].to_list() == [0.0, 6.0, 7.0, 7.0]
+    assert out(outcome, pl.DataFrame({"k": ["a", "g", "new", None]}))["k"].to_list() == [
+        0.0,
+        6.0,
+        7.0,
+        7.0,
+    ]
     with pytest.raises(InputError, match="collides"):
         fit({"k": [{"type": "ordinal", "unknown_value": 3}]}, cats)
     freq = fit({"k": [{"type": "frequency", "unknown_value": -1.0}]}, cats)
-    assert out(freq, pl.DataFrame({"k": ["a", "g", "new", None]}))["k"].to_list() == [0.4, 0.02, -1.0, -1.0]
+    assert out(freq, pl.DataFrame({"k": ["a", "g", "new", None]}))["k"].to_list() == [
+        0.4,
+        0.02,
+        -1.0,
+        -1.0,
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -216,8 +248,11 @@ def test_target_encoding_matches_target_encoder(target_data: pl.DataFrame, smoot
     # training rows get out-of-fold encodings; new rows get the full-data encodings
     np.testing.assert_allclose(outcome.training_outputs()["k"].to_numpy(), cross, rtol=RTOL)
     probe = np.array(["a", "e", "unknown"], dtype=object).reshape(-1, 1)
-    np.testing.assert_allclose(out(outcome, pl.DataFrame({"k": probe[:, 0]}))["k"].to_numpy(),
-                               sk.transform(probe)[:, 0], rtol=RTOL)
+    np.testing.assert_allclose(
+        out(outcome, pl.DataFrame({"k": probe[:, 0]}))["k"].to_numpy(),
+        sk.transform(probe)[:, 0],
+        rtol=RTOL,
+    )
 
 
 def test_target_encoding_by_hand_and_null_category() -> None:
@@ -245,19 +280,43 @@ def test_temporal_by_hand() -> None:
     # 2026-11-27 is a Friday (ISO weekday 5); 2026-11-29 a Sunday (7)
     frame = pl.DataFrame(
         {
-            "ts": [datetime(2026, 11, 27, 18, 30, tzinfo=UTC), datetime(2026, 11, 29, 0, 0, tzinfo=UTC)],
-            "ref": [datetime(2026, 11, 26, 6, 30, tzinfo=UTC), datetime(2026, 11, 30, 0, 0, tzinfo=UTC)],
+            "ts": [
+                datetime(2026, 11, 27, 18, 30, tzinfo=UTC),
+                datetime(2026, 11, 29, 0, 0, tzinfo=UTC),
+            ],
+            "ref": [
+                datetime(2026, 11, 26, 6, 30, tzinfo=UTC),
+                datetime(2026, 11, 30, 0, 0, tzinfo=UTC),
+            ],
         }
     )
-    features = ["hour", "dow", "month", "is_weekend", "hour_sin", "hour_cos", "dow_sin", "month_cos",
-                "days_since"]
+    features = [
+        "hour",
+        "dow",
+        "month",
+        "is_weekend",
+        "hour_sin",
+        "hour_cos",
+        "dow_sin",
+        "month_cos",
+        "days_since",
+    ]
     outcome = fit({"ts": [{"type": "temporal", "features": features, "reference": "ref"}]}, frame)
     assert outcome.transform.output_columns == [f"ts__{f}" for f in features]
     rows = out(outcome, frame).rows()
     two_pi = 2 * math.pi
     expected = [
-        [18.0, 5.0, 11.0, 0.0, math.sin(two_pi * 18 / 24), math.cos(two_pi * 18 / 24),
-         math.sin(two_pi * 4 / 7), math.cos(two_pi * 10 / 12), 1.5],
+        [
+            18.0,
+            5.0,
+            11.0,
+            0.0,
+            math.sin(two_pi * 18 / 24),
+            math.cos(two_pi * 18 / 24),
+            math.sin(two_pi * 4 / 7),
+            math.cos(two_pi * 10 / 12),
+            1.5,
+        ],
         [0.0, 7.0, 11.0, 1.0, 0.0, 1.0, math.sin(two_pi * 6 / 7), math.cos(two_pi * 10 / 12), -1.0],
     ]
     for got, want in zip(rows, expected, strict=True):
@@ -272,15 +331,20 @@ def test_temporal_uses_the_training_time_zone() -> None:
     outcome = fit({"ts": [{"type": "temporal", "features": ["hour", "dow"]}]}, frame)
     # 03:00 UTC on Wednesday = 23:00 Tuesday in New York (EDT)
     assert out(outcome, frame).rows() == [(23.0, 2.0)]
-    assert outcome.transform.transform_one({"ts": datetime(2026, 7, 1, 3, 0, tzinfo=UTC)}) == [23.0, 2.0]
+    assert outcome.transform.transform_one({"ts": datetime(2026, 7, 1, 3, 0, tzinfo=UTC)}) == [
+        23.0,
+        2.0,
+    ]
     utc_input = frame.with_columns(pl.col("ts").dt.convert_time_zone("UTC"))
     assert out(outcome, utc_input).rows() == [(23.0, 2.0)]
 
 
 def test_embedding_lookup_unknown_and_mean(tmp_path: Path) -> None:
     table = pl.DataFrame(
-        {"id": [3, 1, 2], "v": pl.Series([[3.0, 30.0], [1.0, 10.0], [2.0, 20.5]],
-                                         dtype=pl.Array(pl.Float32, 2))}
+        {
+            "id": [3, 1, 2],
+            "v": pl.Series([[3.0, 30.0], [1.0, 10.0], [2.0, 20.5]], dtype=pl.Array(pl.Float32, 2)),
+        }
     )
     table.write_parquet(tmp_path / "emb.parquet")
     frame = pl.DataFrame({"pid": [1, 2, 99, None]})
@@ -307,8 +371,17 @@ def test_embedding_table_problems_are_input_errors(tmp_path: Path) -> None:
 
 def test_training_schema_problems_are_data_failures() -> None:
     frame = pl.DataFrame({"x": ["a", "b"], "ts": [1, 2]})
-    with pytest.raises(DataCheckFailed, match=r"'x' has dtype String, unusable for standard") as err:
-        fit({"x": [{"type": "standard"}], "ts": [{"type": "temporal"}], "gone": [{"type": "onehot"}]}, frame)
+    with pytest.raises(
+        DataCheckFailed, match=r"'x' has dtype String, unusable for standard"
+    ) as err:
+        fit(
+            {
+                "x": [{"type": "standard"}],
+                "ts": [{"type": "temporal"}],
+                "gone": [{"type": "onehot"}],
+            },
+            frame,
+        )
     assert len(err.value.report["problems"]) == 3
 
 

@@ -638,8 +638,13 @@ def test_timezone_is_validated_at_config_load(cli: Any, tmp_path: Path) -> None:
         yaml.safe_dump(
             {
                 "pipeline": "tz",
-                "transforms": {"columns": {"ts": [
-                    {"type": "temporal", "features": ["hour"], "timezone": "Europe/Berln"}]}},
+                "transforms": {
+                    "columns": {
+                        "ts": [
+                            {"type": "temporal", "features": ["hour"], "timezone": "Europe/Berln"}
+                        ]
+                    }
+                },
             }
         )
     )

@@ -90,9 +90,15 @@ def test_report_counts_are_the_brute_force_counts(policy: str, xs: list[float | 
     outputs = transform.transform_batch(frame.lazy()).collect()["a"].to_list()
     for x, batch_value in zip(xs, outputs, strict=True):
         try:
-            (online,) = [v for v, name in zip(transform.transform_one({"a": x, "b": 1.0}),
-                                              transform.output_columns, strict=True)
-                         if name == "a"]
+            (online,) = [
+                v
+                for v, name in zip(
+                    transform.transform_one({"a": x, "b": 1.0}),
+                    transform.output_columns,
+                    strict=True,
+                )
+                if name == "a"
+            ]
         except InputError as exc:
             message = str(exc)
             refused += 1
@@ -164,14 +170,20 @@ def test_what_each_policy_does_by_hand() -> None:
 def test_apply_with_report_all_nulls_fails_loudly() -> None:
     """The issue's case: an all-null column used to come out all-null, silently."""
     transform = _fitted("defaults")
-    frame = pl.DataFrame({"a": [None] * 4, "b": [1.0] * 4}, schema={"a": pl.Float64, "b": pl.Float64})
+    frame = pl.DataFrame(
+        {"a": [None] * 4, "b": [1.0] * 4}, schema={"a": pl.Float64, "b": pl.Float64}
+    )
     with pytest.raises(DataCheckFailed, match=r"column 'a': 4 values would come out missing"):
         apply_with_report(transform, frame)
     kept = _fitted("keep")
     out, report = apply_with_report(kept, frame)
     assert out["a"].to_list() == [None] * 4
     assert report.handled() == {"a": {"nulls_kept": 4}}
-    assert report.to_dict()["columns"][0]["policy"] == {"null": "keep", "nan": "null", "inf": "error"}
+    assert report.to_dict()["columns"][0]["policy"] == {
+        "null": "keep",
+        "nan": "null",
+        "inf": "error",
+    }
 
 
 def test_counts_ride_along_with_a_streaming_write(tmp_path: Path) -> None:
@@ -180,8 +192,9 @@ def test_counts_ride_along_with_a_streaming_write(tmp_path: Path) -> None:
     xs = [None, math.nan, math.inf, 3.0] * 2500
     pl.DataFrame({"a": xs, "b": [1.0] * len(xs)}).write_parquet(tmp_path / "in.parquet")
     run = transform_frame(transform, pl.scan_parquet(tmp_path / "in.parquet"))
-    counts, _ = pl.collect_all([run.counts, run.output.sink_parquet(tmp_path / "o.parquet",
-                                                                    lazy=True)])
+    counts, _ = pl.collect_all(
+        [run.counts, run.output.sink_parquet(tmp_path / "o.parquet", lazy=True)]
+    )
     assert run.report_from(counts) == run.report()
     assert run.report().handled() == {"a": {"nan_read_as_null": 2500, "nulls_kept": 5000,
                                             "inf_clipped": 2500}}  # fmt: skip
@@ -221,10 +234,17 @@ def test_fit_with_inf_clip_fits_on_the_clipped_values() -> None:
     """±inf become the finite training min/max before the steps are fitted, as at transform."""
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        transform = fit({"a": [{"type": "standard", "on_inf": "clip"}]},
-                        pl.DataFrame({"a": [1.0, 3.0, math.inf, -math.inf]}))
+        transform = fit(
+            {"a": [{"type": "standard", "on_inf": "clip"}]},
+            pl.DataFrame({"a": [1.0, 3.0, math.inf, -math.inf]}),
+        )
     state = transform.state["columns"][0]["state"]
-    assert state["policy"] == {"null": "error", "nan": "null", "inf": "clip", "inf_bounds": [1.0, 3.0]}
+    assert state["policy"] == {
+        "null": "error",
+        "nan": "null",
+        "inf": "clip",
+        "inf_bounds": [1.0, 3.0],
+    }
     assert state["steps"][0]["mean"] == 2.0  # mean of 1, 3, 3, 1
 
 
@@ -296,14 +316,20 @@ def test_format_1_golden_keeps_its_behaviour(tmp_path: Path) -> None:
     assert "score" not in report.handled() or report.handled()["score"].get("nulls_filled")
     weird = frame.head(1).with_columns(pl.lit(math.inf).alias("visits"))
     out = transform.transform_batch(weird.lazy()).collect()["visits"][0]
-    assert out == math.inf == transform.transform_one(weird.row(0, named=True))[
-        transform.output_columns.index("visits")]
+    assert (
+        out
+        == math.inf
+        == transform.transform_one(weird.row(0, named=True))[
+            transform.output_columns.index("visits")
+        ]
+    )
     assert transform_frame(transform, weird.lazy()).report().handled()["visits"] == {"inf_kept": 1}
 
 
 def test_a_newer_state_format_is_refused() -> None:
-    state = json.loads((GOLDEN / "artifacts/golden/transform/0001-4fe5e7cfb4c1/state.json")
-                       .read_text())
+    state = json.loads(
+        (GOLDEN / "artifacts/golden/transform/0001-4fe5e7cfb4c1/state.json").read_text()
+    )
     state["format_version"] = 3
     from mlpipe_cli.errors import ArtifactError
 

@@ -145,15 +145,39 @@ def test_drift_fails_psi_against_saved_profile(cli, tmp_path, fault_dirs) -> Non
         },
     )
     reference = _batch(fault_dirs["clean"], tmp_path / "ref.parquet", last_days=False)
-    saved = cli("validate", "-c", config, "--source", "orders", "--data", reference, "--save-profile")
+    saved = cli(
+        "validate", "-c", config, "--source", "orders", "--data", reference, "--save-profile"
+    )
     assert saved.exit_code == 0, saved.stdout + saved.stderr
     assert "saved reference profile 0001-" in saved.stdout
 
     clean = _batch(fault_dirs["clean"], tmp_path / "clean.parquet", last_days=True)
-    ok = cli("validate", "-c", config, "--source", "orders", "--data", clean, "--reference", "latest", "--json")
+    ok = cli(
+        "validate",
+        "-c",
+        config,
+        "--source",
+        "orders",
+        "--data",
+        clean,
+        "--reference",
+        "latest",
+        "--json",
+    )
     assert ok.exit_code == 0, ok.stdout
     drifted = _batch(fault_dirs["drift"], tmp_path / "drift.parquet", last_days=True)
-    bad = cli("validate", "-c", config, "--source", "orders", "--data", drifted, "--reference", "latest", "--json")
+    bad = cli(
+        "validate",
+        "-c",
+        config,
+        "--source",
+        "orders",
+        "--data",
+        drifted,
+        "--reference",
+        "latest",
+        "--json",
+    )
     assert bad.exit_code == 1
     source = bad.json()["sources"][0]
     checks = {c["id"]: c for c in source["checks"]}
@@ -405,7 +429,9 @@ def test_all_null_columns(tmp_path) -> None:
 
 
 def test_non_utf8_bytes_are_not_a_string_column(tmp_path) -> None:
-    path = _write(tmp_path, pl.DataFrame({"name": pl.Series([b"ok", b"\xff\xfe"], dtype=pl.Binary)}))
+    path = _write(
+        tmp_path, pl.DataFrame({"name": pl.Series([b"ok", b"\xff\xfe"], dtype=pl.Binary)})
+    )
     sources = {"s": {"path": str(path), "columns": {"name": {"dtype": "string"}}}}
     check = checks_by_id(validate_source(config_from(tmp_path, sources), "s"))["s.name.dtype"]
     assert check.status == "fail"
@@ -440,7 +466,12 @@ def test_naive_vs_aware_timestamps(tmp_path, zone, contract_zone, message) -> No
     if zone:
         ts = ts.dt.replace_time_zone(zone)
     path = _write(tmp_path, pl.DataFrame({"ts": ts}))
-    sources = {"s": {"path": str(path), "columns": {"ts": {"dtype": "datetime", "timezone": contract_zone}}}}
+    sources = {
+        "s": {
+            "path": str(path),
+            "columns": {"ts": {"dtype": "datetime", "timezone": contract_zone}},
+        }
+    }
     check = checks_by_id(validate_source(config_from(tmp_path, sources), "s"))["s.ts.dtype"]
     assert check.status == "fail"
     assert check.message.startswith(message)
@@ -449,7 +480,9 @@ def test_naive_vs_aware_timestamps(tmp_path, zone, contract_zone, message) -> No
 def test_datetime_any_unit_with_matching_zone_passes(tmp_path) -> None:
     ts = pl.Series([datetime(2026, 1, 1, tzinfo=UTC)]).dt.cast_time_unit("ms")
     path = _write(tmp_path, pl.DataFrame({"ts": ts}))
-    sources = {"s": {"path": str(path), "columns": {"ts": {"dtype": "datetime", "timezone": "UTC"}}}}
+    sources = {
+        "s": {"path": str(path), "columns": {"ts": {"dtype": "datetime", "timezone": "UTC"}}}
+    }
     assert validate_source(config_from(tmp_path, sources), "s").status == "passed"
 
 

@@ -78,7 +78,9 @@ def oracle(data, columns, checks):  # type: ignore[no-untyped-def]
     return out
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(data=rows, contract=contracts())
 def test_quarantine_plus_out_is_the_input(tmp_path_factory, data, contract) -> None:
     columns, checks = contract

@@ -120,8 +120,10 @@ def read_number(column: str, policy: Mapping[str, Any]) -> Callable[[Any], float
             return x
         if math.isnan(x):
             if nan == "error":
-                raise InputError(f"column {column!r}: NaN is refused (on_nan: error)",
-                                 hint="send null for a missing value")
+                raise InputError(
+                    f"column {column!r}: NaN is refused (on_nan: error)",
+                    hint="send null for a missing value",
+                )
             return None
         if inf == "clip":
             return float(bounds[1]) if x > 0 else float(bounds[0])
@@ -199,7 +201,9 @@ def onehot(column: str, state: Mapping[str, Any]) -> RecordFn:
     return apply
 
 
-def category_lookup(column: str, values: list[float], fallback: Any, vocabulary: list[str]) -> RecordFn:
+def category_lookup(
+    column: str, values: list[float], fallback: Any, vocabulary: list[str]
+) -> RecordFn:
     mapping = dict(zip(vocabulary, values, strict=True))
     default = float(fallback)
     return lambda record: [mapping.get(to_category(record[column]), default)]  # type: ignore[arg-type]
@@ -265,8 +269,10 @@ def temporal(column: str, state: Mapping[str, Any], families: Mapping[str, Any])
     utc_zone = zone in UTC_ZONES
     ref_families = families.get(reference)
     ref_fitted_naive = ref_families is not None and "datetime-tz" not in ref_families
-    naive_ok = {column: zone is None or utc_zone,
-                reference: zone is None or utc_zone or ref_fitted_naive}
+    naive_ok = {
+        column: zone is None or utc_zone,
+        reference: zone is None or utc_zone or ref_fitted_naive,
+    }
 
     def instant(value: Any, name: str) -> datetime | None:
         ts = parse_timestamp(value, name)
@@ -323,10 +329,13 @@ def temporal(column: str, state: Mapping[str, Any], families: Mapping[str, Any])
 # -- embedding ----------------------------------------------------------------------------
 
 
-def embedding(column: str, state: Mapping[str, Any], tables: Mapping[str, pl.DataFrame]) -> RecordFn:
+def embedding(
+    column: str, state: Mapping[str, Any], tables: Mapping[str, pl.DataFrame]
+) -> RecordFn:
     table = tables[state["file"]]
-    vectors = dict(zip(table["key"].to_list(), (list(v) for v in table["vector"].to_list()),
-                       strict=True))
+    vectors = dict(
+        zip(table["key"].to_list(), (list(v) for v in table["vector"].to_list()), strict=True)
+    )
     fallback = [float(v) for v in state["fallback"]]
     numeric_key = table.schema["key"].is_integer()
 
@@ -361,8 +370,9 @@ def column_function(
             "frequency": frequency, "target": target}[kind](column, state)  # fmt: skip
 
 
-def oracle_function(state: Mapping[str, Any], tables: Mapping[str, pl.DataFrame],
-                    version: str = "unpublished") -> RecordFn:
+def oracle_function(
+    state: Mapping[str, Any], tables: Mapping[str, pl.DataFrame], version: str = "unpublished"
+) -> RecordFn:
     """One raw record -> the output vector, as ``FittedTransform.transform_one`` must give."""
     families = state["input_families"]
     fns = [column_function(entry, families, tables) for entry in state["columns"]]

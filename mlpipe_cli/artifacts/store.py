@@ -45,7 +45,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from mlpipe_cli import ARTIFACT_FORMAT_VERSION, __version__
+from mlpipe_cli import __version__
+from mlpipe_cli.documents import ArtifactManifest, check
 from mlpipe_cli.errors import ArtifactError, ArtifactNotFound, UsageError
 from mlpipe_cli.io import atomic_write_bytes, is_write_failure, output_error, pid_alive
 from mlpipe_cli.io import file_sha256 as sha256_file
@@ -180,7 +181,7 @@ def _content_hash(
 ) -> str:
     """The hash a version id is derived from: files, config, inputs, params — no clock."""
     hashed = {
-        "format_version": ARTIFACT_FORMAT_VERSION,
+        "format_version": ArtifactManifest.FORMAT_VERSION,
         "kind": kind,
         "files": file_hashes,
         "config_hash": config_hash,
@@ -255,7 +256,7 @@ class ArtifactStore:
         write(staging)
         if (staging / MANIFEST).exists():
             raise ArtifactError(f"a publisher may not write {MANIFEST} itself")
-        files = {
+        files: dict[str, dict[str, Any]] = {
             name: {
                 "sha256": sha256_file(staging / name),
                 "size": (staging / name).stat().st_size,
@@ -277,7 +278,7 @@ class ArtifactStore:
                 return PublishResult(self.get(kind, existing, verify=False), created=False)
             version = f"{self._next_sequence(kind_dir):04d}-{content_hash[:12]}"
             manifest = {
-                "format_version": ARTIFACT_FORMAT_VERSION,
+                "format_version": ArtifactManifest.FORMAT_VERSION,
                 "mlpipe_version": __version__,
                 "pipeline": self.pipeline,
                 "kind": kind,
@@ -453,12 +454,14 @@ class ArtifactStore:
         return VerifyResult(kind, version, not problems, problems)
 
     def verify_all(self) -> list[VerifyResult]:
-        results = []
+        results: list[VerifyResult] = []
         for kind in self.kinds():
             results.extend(self.verify(kind, v) for v in self.versions(kind))
             problem = self._latest_problem(kind)
             if problem is not None:
-                results.append(VerifyResult(kind, LATEST, False, [f"{LATEST} is corrupt ({problem})"]))
+                results.append(
+                    VerifyResult(kind, LATEST, False, [f"{LATEST} is corrupt ({problem})"])
+                )
         return results
 
     # -- internals ----------------------------------------------------------------------
@@ -511,13 +514,7 @@ class ArtifactStore:
             raise ArtifactError(
                 f"{kind} artifact {version}: unreadable {MANIFEST}: {exc}"
             ) from None
-        fmt = manifest.get("format_version")
-        if fmt != ARTIFACT_FORMAT_VERSION:
-            raise ArtifactError(
-                f"{kind} artifact {version} has format_version {fmt!r}; this mlpipe "
-                f"{__version__} reads format_version {ARTIFACT_FORMAT_VERSION}",
-                hint="use the mlpipe version that wrote it, or re-create the artifact",
-            )
+        check(ArtifactManifest, manifest, f"{kind} artifact {version}: {path / MANIFEST}")
         return manifest
 
     def _check_files(self, artifact: ArtifactVersion) -> list[str]:

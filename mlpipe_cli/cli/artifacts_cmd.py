@@ -50,8 +50,15 @@ def list_artifacts(
         return
     sources = any("source" in r for r in rows)  # profile rows name the source they are for
     out.table(
-        ["kind", "version", *(["source"] if sources else []), "latest", "created_at", "files",
-         "bytes"],
+        [
+            "kind",
+            "version",
+            *(["source"] if sources else []),
+            "latest",
+            "created_at",
+            "files",
+            "bytes",
+        ],
         [
             [
                 r["kind"],
@@ -125,7 +132,9 @@ def verify_artifacts(
     out.result(result.to_dict())
     out.table(
         ["kind", "version", "status", "problem"],
-        [[r.kind, r.version, "ok" if r.ok else "FAILED", "; ".join(r.problems)]
-         for r in result.results],
+        [
+            [r.kind, r.version, "ok" if r.ok else "FAILED", "; ".join(r.problems)]
+            for r in result.results
+        ],
     )
     result.raise_for_status()

@@ -40,6 +40,7 @@ ArtifactDirOption = Annotated[
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
 QuietOption = Annotated[bool, typer.Option("-q", "--quiet", help="Print only errors.")]
 
+
 @dataclass
 class Output:
     """Where and how a command prints. Build one per command with ``Output.create``."""
@@ -164,8 +165,16 @@ class Output:
         if self.json_mode or self.quiet:
             return
         sys.stderr.write(
-            summary_line(command, rows=rows, seconds=seconds, unit=unit, detail=detail,
-                         status=status, output=output) + "\n"
+            summary_line(
+                command,
+                rows=rows,
+                seconds=seconds,
+                unit=unit,
+                detail=detail,
+                status=status,
+                output=output,
+            )
+            + "\n"
         )
         sys.stderr.flush()
 
@@ -184,8 +193,10 @@ def summary_line(
 
     ``detail`` follows the count (" x 8 features"); ``status`` follows the rate (", failed");
     ``output`` is what the command produced (a file, an artifact version)."""
-    text = (f"{command}: {rows:,} {unit}{detail} in {format_seconds(seconds)} "
-            f"({format_rate(rows, seconds)} {unit}/s)")
+    text = (
+        f"{command}: {rows:,} {unit}{detail} in {format_seconds(seconds)} "
+        f"({format_rate(rows, seconds)} {unit}/s)"
+    )
     if status:
         text += f", {status}"
     if output is not None and str(output):
@@ -288,8 +299,7 @@ def _count_column() -> Any:
     class CountColumn(ProgressColumn):
         def render(self, task: Any) -> Text:
             speed = task.finished_speed or task.speed
-            return Text(_count_text(task.completed, task.total, task.fields.get("unit", ""),
-                                    speed))
+            return Text(_count_text(task.completed, task.total, task.fields.get("unit", ""), speed))
 
     return CountColumn()
 

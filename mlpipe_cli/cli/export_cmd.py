@@ -23,7 +23,9 @@ def export(
     artifact: Annotated[
         str, typer.Option("--artifact", help="Transform version (id, number, hash prefix, latest).")
     ] = "latest",
-    fmt: Annotated[str, typer.Option("--format", help="Export format (only 'sklearn').")] = "sklearn",
+    fmt: Annotated[
+        str, typer.Option("--format", help="Export format (only 'sklearn').")
+    ] = "sklearn",
     config: ConfigOption = DEFAULT_CONFIG,
     artifact_dir: ArtifactDirOption = None,
     json_output: JsonOption = False,

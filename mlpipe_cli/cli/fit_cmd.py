@@ -21,12 +21,17 @@ from mlpipe_cli.cli.common import (
 def fit(
     data: Annotated[
         Path | None,
-        typer.Option("--data", help="Training data (Parquet file/dir/glob); default transforms.data."),
+        typer.Option(
+            "--data", help="Training data (Parquet file/dir/glob); default transforms.data."
+        ),
     ] = None,
     out: Annotated[
         Path | None,
-        typer.Option("--out", help="Also write the transformed training rows here (target "
-                     "encodings cross-fitted, out of fold)."),
+        typer.Option(
+            "--out",
+            help="Also write the transformed training rows here (target "
+            "encodings cross-fitted, out of fold).",
+        ),
     ] = None,
     config: ConfigOption = DEFAULT_CONFIG,
     artifact_dir: ArtifactDirOption = None,

@@ -28,8 +28,10 @@ app = typer.Typer(
 def register(
     model_file: Annotated[
         Path,
-        typer.Argument(help="A skops file (skops.io.dump; recommended) or, with --trust-pickle, "
-                       "a joblib/pickle file."),
+        typer.Argument(
+            help="A skops file (skops.io.dump; recommended) or, with --trust-pickle, "
+            "a joblib/pickle file."
+        ),
     ],
     artifact: Annotated[
         str,

@@ -20,18 +20,26 @@ from mlpipe_cli.cli.common import (
 def promote(
     transform_version: Annotated[
         str | None,
-        typer.Argument(help="Transform version to make live (id, number, hash prefix, latest).",
-                       metavar="TRANSFORM_VERSION"),
+        typer.Argument(
+            help="Transform version to make live (id, number, hash prefix, latest).",
+            metavar="TRANSFORM_VERSION",
+        ),
     ] = None,
     model: Annotated[
         str | None,
-        typer.Option("--model", help="Model version to serve with it, 'latest' or 'none' "
-                     "(default: the newest model registered for this transform, if any)."),
+        typer.Option(
+            "--model",
+            help="Model version to serve with it, 'latest' or 'none' "
+            "(default: the newest model registered for this transform, if any).",
+        ),
     ] = None,
     rollback: Annotated[
         bool,
-        typer.Option("--rollback", help="Return to the pointer that was live before the "
-                     "current one (its versions are verified again)."),
+        typer.Option(
+            "--rollback",
+            help="Return to the pointer that was live before the "
+            "current one (its versions are verified again).",
+        ),
     ] = False,
     config: ConfigOption = DEFAULT_CONFIG,
     artifact_dir: ArtifactDirOption = None,
@@ -55,9 +63,13 @@ def promote(
     from mlpipe_cli.ops.promote import promote as run
 
     out = Output.create(json_mode=json_output, quiet=quiet)
-    result = run(run_context(config, artifact_dir), transform=transform_version, model=model,
-                 rollback=rollback)
-    what = (f"transform {result.transform_version}, model {result.model_version or 'none'}")
+    result = run(
+        run_context(config, artifact_dir),
+        transform=transform_version,
+        model=model,
+        rollback=rollback,
+    )
+    what = f"transform {result.transform_version}, model {result.model_version or 'none'}"
     if result.rollback:
         line = f"rolled back to serving pointer {result.pointer_version}: {what}"
     elif result.already_live:

@@ -30,7 +30,9 @@ def sample_data(
     ] = None,
     seed: Annotated[
         int | None,
-        typer.Option("--seed", help="Random seed (default 42 churn, 7 rides); same seed, same bytes."),
+        typer.Option(
+            "--seed", help="Random seed (default 42 churn, 7 rides); same seed, same bytes."
+        ),
     ] = None,
     dataset: Annotated[
         str,

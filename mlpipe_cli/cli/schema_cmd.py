@@ -56,8 +56,9 @@ def infer(
     from mlpipe_cli.ops.schema import infer as run
 
     output = Output.create(json_mode=json_output, quiet=quiet)
-    result = run(data=data, source=source, max_allowed=max_allowed, out=out,
-                 config_dir=config.parent)
+    result = run(
+        data=data, source=source, max_allowed=max_allowed, out=out, config_dir=config.parent
+    )
     if out is not None:
         output.info(f"wrote {out}")
     output.result(result.to_dict(), None if out else result.yaml.rstrip())

@@ -45,9 +45,7 @@ def serve(
     ] = None,
     port: Annotated[
         int | None,
-        typer.Option(
-            "--port", min=0, max=65535, help="Port (default 8000; 0 picks a free one)."
-        ),
+        typer.Option("--port", min=0, max=65535, help="Port (default 8000; 0 picks a free one)."),
     ] = None,
     workers: Annotated[
         int | None, typer.Option("--workers", min=1, max=64, help="Server processes.")

@@ -23,8 +23,10 @@ def transform(
     data: Annotated[Path, typer.Option("--data", help="Input Parquet file/dir/glob.")],
     out: Annotated[Path, typer.Option("--out", help="Output Parquet file (written atomically).")],
     artifact: Annotated[
-        str, typer.Option("--artifact", help="Transform version: id, sequence number, hash "
-                          "prefix or 'latest'.")
+        str,
+        typer.Option(
+            "--artifact", help="Transform version: id, sequence number, hash prefix or 'latest'."
+        ),
     ] = "latest",
     config: ConfigOption = DEFAULT_CONFIG,
     artifact_dir: ArtifactDirOption = None,
@@ -51,8 +53,9 @@ def transform(
 
     output = Output.create(json_mode=json_output, quiet=quiet)
     with output.reporting():
-        result = run(run_context(config, artifact_dir), data=data, out=out, artifact=artifact,
-                     engine=engine)
+        result = run(
+            run_context(config, artifact_dir), data=data, out=out, artifact=artifact, engine=engine
+        )
     output.result(result.to_dict(), f"wrote {result.out} (transform {result.version})")
     for column, done in result.handled().items():
         what = ", ".join(f"{n} {kind.replace('_', ' ')}" for kind, n in done.items())

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -18,6 +18,9 @@ from mlpipe_cli.cli.common import (
     run_context,
 )
 
+if TYPE_CHECKING:
+    from mlpipe_cli.validation.report import ValidationReport
+
 
 def validate(
     source: Annotated[
@@ -26,29 +29,40 @@ def validate(
     ] = None,
     data: Annotated[
         Path | None,
-        typer.Option("--data", help="Validate this Parquet file/dir/glob instead of the source's path."),
+        typer.Option(
+            "--data", help="Validate this Parquet file/dir/glob instead of the source's path."
+        ),
     ] = None,
     quarantine: Annotated[
         Path | None,
-        typer.Option("--quarantine", help="Write failing rows here (.parquet file, or a directory "
-                     "of <source>.parquet when several sources are validated)."),
+        typer.Option(
+            "--quarantine",
+            help="Write failing rows here (.parquet file, or a directory "
+            "of <source>.parquet when several sources are validated).",
+        ),
     ] = None,
     out: Annotated[
-        Path | None, typer.Option("--out", help="Write passing rows here (same rules as --quarantine).")
+        Path | None,
+        typer.Option("--out", help="Write passing rows here (same rules as --quarantine)."),
     ] = None,
     reference: Annotated[
         str | None,
-        typer.Option("--reference", help="Compare distributions against this saved profile "
-                     "version (or 'latest' for the source)."),
+        typer.Option(
+            "--reference",
+            help="Compare distributions against this saved profile "
+            "version (or 'latest' for the source).",
+        ),
     ] = None,
     save_profile: Annotated[
-        bool, typer.Option("--save-profile", help="Save a reference profile of each source that passes.")
+        bool,
+        typer.Option("--save-profile", help="Save a reference profile of each source that passes."),
     ] = False,
     junit: Annotated[
         Path | None, typer.Option("--junit", help="Also write a JUnit XML report to FILE.")
     ] = None,
     no_publish: Annotated[
-        bool, typer.Option("--no-publish", help="Do not publish the report as a validation artifact.")
+        bool,
+        typer.Option("--no-publish", help="Do not publish the report as a validation artifact."),
     ] = False,
     config: ConfigOption = DEFAULT_CONFIG,
     artifact_dir: ArtifactDirOption = None,
@@ -95,7 +109,7 @@ def validate(
     result.raise_for_status()
 
 
-def _render(output: Output, report) -> None:  # type: ignore[no-untyped-def]
+def _render(output: Output, report: ValidationReport) -> None:
     from mlpipe_cli.validation.report import PASS, summary_line
 
     for source in report.sources:
@@ -121,7 +135,12 @@ def _render(output: Output, report) -> None:  # type: ignore[no-untyped-def]
                     output.line(f"  {label}: {split['rows']} rows -> {split['path']}")
                 else:
                     output.line(f"  {label}: {split.get('reason')}")
-        if source.quarantine and source.out and source.quarantine.get("path") and source.out.get("path"):
+        if (
+            source.quarantine
+            and source.out
+            and source.quarantine.get("path")
+            and source.out.get("path")
+        ):
             output.line(
                 f"  input rows {source.rows} = passed {source.out['rows']} + "
                 f"quarantined {source.quarantine['rows']}"

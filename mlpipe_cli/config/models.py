@@ -63,6 +63,7 @@ class PipelineConfig(ConfigModel):
                 raise ValueError(f"feature name {feature.name!r} is defined twice")
             seen.add(feature.name)
             source = self.sources[feature.source]
+            mapping: dict[str, str] | None
             if feature.join is not None:
                 keys = feature.entity_keys or source.entity_keys or self.entity_keys
                 mapping, where = feature.join, "its"

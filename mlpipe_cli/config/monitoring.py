@@ -29,8 +29,12 @@ class MonitoringConfig(ConfigModel):
     min_rows: int = Field(
         default=200, ge=1, description="fewer current rows per feature: a noisy-PSI warning"
     )
-    ks_pvalue: float = Field(default=0.01, gt=0, lt=1, description="KS p-value below which a "
-                             "distribution check fails (validate)")
+    ks_pvalue: float = Field(
+        default=0.01,
+        gt=0,
+        lt=1,
+        description="KS p-value below which a distribution check fails (validate)",
+    )
     window: Duration = Field(
         default=timedelta(hours=24), description="default --since for --serving-log"
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
@@ -25,6 +26,10 @@ class OnlineStoreConfig(ConfigModel):
         default=None, description="sqlite file; default <artifact_dir>/<pipeline>/online.sqlite"
     )
     url: str | None = Field(default=None, description="redis://host:port/db or rediss://")
+    cluster: bool = Field(
+        default=False,
+        description="url names one node of a Redis Cluster (the others are discovered)",
+    )
     password: SecretStr | None = Field(
         default=None, description="redis password; write ${ENV_VAR}, never the literal"
     )
@@ -63,6 +68,20 @@ class OnlineStoreConfig(ConfigModel):
     def _url_for_redis(self) -> OnlineStoreConfig:
         if self.type == "redis" and not self.url:
             raise ValueError("type: redis needs url: redis://host:port/db")
+        if self.cluster:
+            _check_cluster_url(self.type, self.url)
         if self.ttl is not None and self.ttl.total_seconds() < 1:
             raise ValueError("ttl must be at least 1s")
         return self
+
+
+def _check_cluster_url(kind: str, url: str | None) -> None:
+    """A Redis Cluster has no databases and no unix sockets (redis-py's RedisCluster)."""
+    if kind != "redis":
+        raise ValueError("cluster: true needs type: redis")
+    assert url is not None  # type: redis requires it (checked first)
+    if url.startswith("unix://"):
+        raise ValueError("cluster: true needs a redis:// or rediss:// url (no unix sockets)")
+    path = urlsplit(url).path.strip("/")
+    if path not in ("", "0"):
+        raise ValueError(f"a Redis Cluster has only database 0; drop /{path} from the url")

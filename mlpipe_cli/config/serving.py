@@ -14,8 +14,10 @@ class ServingLogConfig(ConfigModel):
 
     enabled: bool = Field(default=True, description="log every served entity")
     queue_rows: int = Field(
-        default=100_000, ge=1, description="rows buffered for the writer; beyond this rows are "
-        "dropped and counted (mlpipe_serve_log_rows_dropped_total), never slowing requests"
+        default=100_000,
+        ge=1,
+        description="rows buffered for the writer; beyond this rows are "
+        "dropped and counted (mlpipe_serve_log_rows_dropped_total), never slowing requests",
     )
     segment_rows: int = Field(default=50_000, ge=1, description="rows per Parquet segment")
     flush_interval: Duration = Field(
@@ -43,8 +45,8 @@ class ServingConfig(ConfigModel):
     max_batch: int = Field(default=100, ge=1, le=10_000, description="entities per POST")
     max_body_bytes: int = Field(default=1 << 20, ge=1024, description="request body limit")
     log_dir: ConfigPath | None = Field(
-        default=None, description="feature-log directory; default <artifact_dir>/<pipeline>/"
-        "serving-logs"
+        default=None,
+        description="feature-log directory; default <artifact_dir>/<pipeline>/serving-logs",
     )
     coalesce: bool = Field(
         default=True,

@@ -167,7 +167,12 @@ class SourceConfig(ConfigModel):
 
     @model_serializer(mode="wrap")
     def _dump(self, handler: Any) -> dict[str, Any]:
-        new = {"join": None, "derived": {}, "null_created": "error", "min_match_rate": None}
+        new: dict[str, Any] = {
+            "join": None,
+            "derived": {},
+            "null_created": "error",
+            "min_match_rate": None,
+        }
         return drop_new_defaults(handler(self), self, new)
 
 

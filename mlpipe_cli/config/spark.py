@@ -18,7 +18,9 @@ class SparkConfig(ConfigModel):
         default="local[2]",
         description="Spark master URL: local[N], spark://host:7077, yarn, k8s://...",
     )
-    app_name: str | None = Field(default=None, description="application name; default mlpipe-<pipeline>")
+    app_name: str | None = Field(
+        default=None, description="application name; default mlpipe-<pipeline>"
+    )
     conf: dict[str, str] = Field(
         default_factory=dict,
         description="extra Spark settings (spark.executor.memory, spark.hadoop.fs.s3a.*, ...); "
@@ -36,7 +38,9 @@ class SparkConfig(ConfigModel):
         "in memory while mlpipe's engine computes)",
     )
     partitions: int | None = Field(
-        default=None, ge=1, description="tasks of the point-in-time join; default from rows_per_partition"
+        default=None,
+        ge=1,
+        description="tasks of the point-in-time join; default from rows_per_partition",
     )
     rows_per_file: int = Field(
         default=1_000_000, ge=1, description="rows per part file of a training-set directory output"
@@ -47,5 +51,7 @@ class SparkConfig(ConfigModel):
     def _values_as_text(cls, value: object) -> object:
         # YAML reads `spark.executor.cores: 4` as an int; Spark wants strings
         if isinstance(value, dict):
-            return {str(k): str(v).lower() if isinstance(v, bool) else str(v) for k, v in value.items()}
+            return {
+                str(k): str(v).lower() if isinstance(v, bool) else str(v) for k, v in value.items()
+            }
         return value

@@ -87,7 +87,9 @@ class Robust(ValuePolicy):
     def _ordered(self) -> Robust:
         lo, hi = self.quantile_range
         if not 0 <= lo < hi <= 100:
-            raise ValueError("quantile_range must be [low, high] percentiles, 0 <= low < high <= 100")
+            raise ValueError(
+                "quantile_range must be [low, high] percentiles, 0 <= low < high <= 100"
+            )
         return self
 
 
@@ -146,8 +148,9 @@ class Frequency(ConfigModel):
 class Target(ConfigModel):
     type: Literal["target"]
     smooth: Literal["auto"] | float = Field(
-        default="auto", description="'auto' = empirical Bayes (sklearn); a number m = "
-        "(sum + m*prior) / (count + m)"
+        default="auto",
+        description="'auto' = empirical Bayes (sklearn); a number m = "
+        "(sum + m*prior) / (count + m)",
     )
     cv: int = Field(default=5, ge=2, description="folds for the cross-fitted training outputs")
 
@@ -155,7 +158,14 @@ class Target(ConfigModel):
 class Temporal(ConfigModel):
     type: Literal["temporal"]
     features: list[Literal[TEMPORAL_FEATURES]] = Field(  # type: ignore[valid-type]
-        default_factory=lambda: ["hour_sin", "hour_cos", "dow_sin", "dow_cos", "month_sin", "month_cos"],
+        default_factory=lambda: [
+            "hour_sin",
+            "hour_cos",
+            "dow_sin",
+            "dow_cos",
+            "month_sin",
+            "month_cos",
+        ],
     )
     reference: str | None = Field(
         default=None, description="timestamp column for days_since (days = column - reference)"
@@ -189,8 +199,10 @@ class Temporal(ConfigModel):
         if len(set(self.features)) != len(self.features) or not self.features:
             raise ValueError("features must be a non-empty list without repeats")
         if self.timezone is not None and self.features == ["days_since"]:
-            raise ValueError("timezone applies to calendar features only; days_since is "
-                             "elapsed time whatever the zone")
+            raise ValueError(
+                "timezone applies to calendar features only; days_since is "
+                "elapsed time whatever the zone"
+            )
         return self
 
 
@@ -211,8 +223,20 @@ class Drop(ConfigModel):
 
 
 Step = Annotated[
-    FillNull | Standard | MinMax | Robust | Clip | Log1p | OneHot | Ordinal | Frequency | Target
-    | Temporal | Embedding | Passthrough | Drop,
+    FillNull
+    | Standard
+    | MinMax
+    | Robust
+    | Clip
+    | Log1p
+    | OneHot
+    | Ordinal
+    | Frequency
+    | Target
+    | Temporal
+    | Embedding
+    | Passthrough
+    | Drop,
     Field(discriminator="type"),
 ]
 

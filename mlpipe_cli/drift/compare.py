@@ -149,7 +149,8 @@ class _NumericAcc:
         self.missing = 0
         self.posinf = 0  # +inf values: their fine interval's left end may be below an inf edge
         self.rows = 0
-        self.shift = entry.get("mean") if isinstance(entry.get("mean"), float | int) else 0.0
+        mean = entry.get("mean")
+        self.shift: float = mean if isinstance(mean, float | int) else 0.0
         self.s1: list[float] = []
         self.s2: list[float] = []
         self.finite = 0
@@ -361,8 +362,8 @@ def compare_to_profile(
     thresholds = dict(thresholds or {})
     rename = dict(rename or {})
     profiled: dict[str, Any] = profile["columns"]
-    names = list(profile.get("column_order") or sorted(profiled)) if columns is None else list(
-        columns
+    names = (
+        list(profile.get("column_order") or sorted(profiled)) if columns is None else list(columns)
     )
     parts = [current] if isinstance(current, pl.DataFrame | pl.LazyFrame) else list(current)
     try:
@@ -389,14 +390,18 @@ def compare_to_profile(
         kind = entry["kind"]
         src = rename.get(name, name)
         if src not in schema:
-            results[name] = _base(name, entry, thr, status="error",
-                                  message=f"column {src!r} not in the current data")
+            results[name] = _base(
+                name, entry, thr, status="error", message=f"column {src!r} not in the current data"
+            )
             continue
         # an all-null column written without a type (dtype Null) is all missing of either kind
         cur_kind = kind if schema[src] == pl.Null else column_kind(schema[src])
         if cur_kind != kind:
             results[name] = _base(
-                name, entry, thr, status="error",
+                name,
+                entry,
+                thr,
+                status="error",
                 message=f"current dtype {schema[src]} cannot be compared with the profile's "
                 f"{kind} column ({entry.get('dtype')})",
             )
@@ -407,23 +412,29 @@ def compare_to_profile(
             exprs.append(pl.col(src).cast(pl.Float64).alias(key))
         else:
             categorical[key] = _CategoricalAcc(name, entry)
-            cur_dtype = pl.String if schema[src] == pl.Null else schema[src]
+            cur_dtype = pl.String() if schema[src] == pl.Null else schema[src]
             exprs.append(categorical_expr(src, cur_dtype).alias(key))
 
     if exprs:
         _scan(parts, exprs, numeric, categorical, chunk_rows, rows)
 
     for acc in numeric.values():
-        results[acc.column] = _numeric_drift(acc, thresholds.get(acc.column, threshold),
-                                             moderate, min_rows, eps)
-    for acc in categorical.values():
-        results[acc.column] = _categorical_drift(acc, thresholds.get(acc.column, threshold),
-                                                 moderate, min_rows, eps)
+        results[acc.column] = _numeric_drift(
+            acc, thresholds.get(acc.column, threshold), moderate, min_rows, eps
+        )
+    for cat_acc in categorical.values():
+        results[cat_acc.column] = _categorical_drift(
+            cat_acc, thresholds.get(cat_acc.column, threshold), moderate, min_rows, eps
+        )
     return [results[n] for n in names]
 
 
-def _chunks(parts: list[pl.LazyFrame | pl.DataFrame], exprs: list[pl.Expr],
-            chunk_rows: int, pool: ThreadPoolExecutor) -> Iterator[pl.DataFrame]:
+def _chunks(
+    parts: list[pl.LazyFrame | pl.DataFrame],
+    exprs: list[pl.Expr],
+    chunk_rows: int,
+    pool: ThreadPoolExecutor,
+) -> Iterator[pl.DataFrame]:
     """The selected columns, chunk by chunk, in order.
 
     * one LazyFrame: Polars' streaming ``collect_batches`` (the engine may run ahead of a slow
@@ -450,9 +461,14 @@ def _chunks(parts: list[pl.LazyFrame | pl.DataFrame], exprs: list[pl.Expr],
         yield from frame.iter_slices(chunk_rows)
 
 
-def _scan(parts: list[pl.LazyFrame | pl.DataFrame], exprs: list[pl.Expr],
-          numeric: dict[str, _NumericAcc], categorical: dict[str, _CategoricalAcc],
-          chunk_rows: int, rows: int | None = None) -> None:
+def _scan(
+    parts: list[pl.LazyFrame | pl.DataFrame],
+    exprs: list[pl.Expr],
+    numeric: dict[str, _NumericAcc],
+    categorical: dict[str, _CategoricalAcc],
+    chunk_rows: int,
+    rows: int | None = None,
+) -> None:
     import polars as pl
 
     from mlpipe_cli.progress import task as progress_task
@@ -467,9 +483,11 @@ def _scan(parts: list[pl.LazyFrame | pl.DataFrame], exprs: list[pl.Expr],
             categorical[key].update(batch.get_column(key))
 
     try:
-        with ThreadPoolExecutor(max_workers=workers) as pool, \
-                ThreadPoolExecutor(max_workers=1) as reader, \
-                progress_task(f"comparing {len(keys)} features", total=rows, unit="rows") as bar:
+        with (
+            ThreadPoolExecutor(max_workers=workers) as pool,
+            ThreadPoolExecutor(max_workers=1) as reader,
+            progress_task(f"comparing {len(keys)} features", total=rows, unit="rows") as bar,
+        ):
             for batch in _chunks(parts, exprs, chunk_rows, reader):
                 # Columns are independent: each accumulator is touched by one task per batch.
                 list(pool.map(lambda k, b=batch: work(b, k), keys))
@@ -478,8 +496,15 @@ def _scan(parts: list[pl.LazyFrame | pl.DataFrame], exprs: list[pl.Expr],
         raise InputError(f"cannot read the current data: {str(exc).splitlines()[0]}") from None
 
 
-def _base(name: str, entry: dict[str, Any], thr: float, *, status: str, message: str = "",
-          kind: str | None = None) -> ColumnDrift:
+def _base(
+    name: str,
+    entry: dict[str, Any],
+    thr: float,
+    *,
+    status: str,
+    message: str = "",
+    kind: str | None = None,
+) -> ColumnDrift:
     return ColumnDrift(
         column=name,
         kind=kind or entry.get("kind", "unknown"),
@@ -492,8 +517,17 @@ def _base(name: str, entry: dict[str, Any], thr: float, *, status: str, message:
     )
 
 
-def _finish(drift: ColumnDrift, ref: list[float], cur_counts: list[int], labels: list[dict],
-            rows: int, missing: int, moderate: float, min_rows: int, eps: float) -> ColumnDrift:
+def _finish(
+    drift: ColumnDrift,
+    ref: list[float],
+    cur_counts: list[int],
+    labels: list[dict],
+    rows: int,
+    missing: int,
+    moderate: float,
+    min_rows: int,
+    eps: float,
+) -> ColumnDrift:
     cur = [c / rows for c in cur_counts] if rows else [0.0] * len(cur_counts)
     terms = _psi_terms(ref, cur, eps)
     drift.rows = rows
@@ -519,8 +553,9 @@ def _finish(drift: ColumnDrift, ref: list[float], cur_counts: list[int], labels:
     return drift
 
 
-def _numeric_drift(acc: _NumericAcc, thr: float, moderate: float, min_rows: int,
-                   eps: float) -> ColumnDrift:
+def _numeric_drift(
+    acc: _NumericAcc, thr: float, moderate: float, min_rows: int, eps: float
+) -> ColumnDrift:
     entry = acc.entry
     res = acc.result()
     drift = _base(acc.column, entry, thr, status="stable")
@@ -548,8 +583,7 @@ def _numeric_drift(acc: _NumericAcc, thr: float, moderate: float, min_rows: int,
         drift.ks_statistic = res["ks_statistic"]
         drift.ks_pvalue = res["ks_pvalue"]
         drift.ks_bounds = res["ks_bounds"]
-    return _finish(drift, ref, counts, labels, res["rows"], res["missing"], moderate,
-                   min_rows, eps)
+    return _finish(drift, ref, counts, labels, res["rows"], res["missing"], moderate, min_rows, eps)
 
 
 def format_number(value: float, digits: int = 3) -> str:
@@ -586,11 +620,11 @@ def bin_labels(edges: Sequence[float], values: Sequence[float] | None = None) ->
         digits = _distinct_digits([float(v) for v in values])
         return [format_number(float(v), digits) for v in values]
     # an edge one ulp above the previous one closes a single-value bin; it has no label
-    ulp_after = [i > 0 and e == math.nextafter(edges[i - 1], math.inf) for i, e in
-                 enumerate(edges)]
+    ulp_after = [i > 0 and e == math.nextafter(edges[i - 1], math.inf) for i, e in enumerate(edges)]
     digits = _distinct_digits([e for e, skip in zip(edges, ulp_after, strict=True) if not skip])
 
-    def fmt(x: float) -> str:
+    def fmt(x: float | None) -> str:
+        assert x is not None  # each branch below prints a bound its bin has
         return format_number(x, digits)
 
     if not edges:
@@ -621,14 +655,17 @@ def _distinct_digits(points: Sequence[float]) -> int:
     return 17
 
 
-def _categorical_drift(acc: _CategoricalAcc, thr: float, moderate: float, min_rows: int,
-                       eps: float) -> ColumnDrift:
+def _categorical_drift(
+    acc: _CategoricalAcc, thr: float, moderate: float, min_rows: int, eps: float
+) -> ColumnDrift:
     entry = acc.entry
     res = acc.result()
     drift = _base(acc.column, entry, thr, status="stable")
     labels = [{"bin": v, "lower": None, "upper": None} for v in acc.values]
-    labels += [{"bin": OTHER, "lower": None, "upper": None},
-               {"bin": MISSING, "lower": None, "upper": None}]
+    labels += [
+        {"bin": OTHER, "lower": None, "upper": None},
+        {"bin": MISSING, "lower": None, "upper": None},
+    ]
     ref = [float(p) for p in entry.get("proportions", [])]
     ref += [float(entry.get("other_proportion", 0.0)), float(entry.get("missing_proportion", 0.0))]
     counts = [*res["counts"], res["other"], res["missing"]]
@@ -638,5 +675,4 @@ def _categorical_drift(acc: _CategoricalAcc, thr: float, moderate: float, min_ro
             "values not among the reference categories: "
             + ", ".join(f"{v!r} ({c})" for v, c in top)
         )
-    return _finish(drift, ref, counts, labels, res["rows"], res["missing"], moderate,
-                   min_rows, eps)
+    return _finish(drift, ref, counts, labels, res["rows"], res["missing"], moderate, min_rows, eps)

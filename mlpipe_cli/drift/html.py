@@ -27,8 +27,13 @@ from typing import Any
 from mlpipe_cli.drift.compare import format_number
 
 STATUS_ORDER = ("drifted", "error", "moderate", "stable", "excluded")
-_COLORS = {"drifted": "#c62828", "error": "#6a1b9a", "moderate": "#b26a00",
-           "stable": "#2e7d32", "excluded": "#757575"}
+_COLORS = {
+    "drifted": "#c62828",
+    "error": "#6a1b9a",
+    "moderate": "#b26a00",
+    "stable": "#2e7d32",
+    "excluded": "#757575",
+}
 _REF_COLOR = "#9e9e9e"
 _CUR_COLOR = "#1e88e5"
 MAX_BARS = 24  # histogram bars shown; beyond, the smaller bins are summed into one bar
@@ -123,14 +128,20 @@ def _bars(bins: list[dict[str, Any]]) -> list[dict[str, Any]]:
     rest summed into one "N more" bar — a 1000-category feature stays readable."""
     if len(bins) <= MAX_BARS:
         return bins
-    weight = sorted(range(len(bins)), key=lambda i: -max(bins[i].get("reference") or 0.0,
-                                                         bins[i].get("current") or 0.0))
+    weight = sorted(
+        range(len(bins)),
+        key=lambda i: -max(bins[i].get("reference") or 0.0, bins[i].get("current") or 0.0),
+    )
     keep = set(weight[: MAX_BARS - 1])
     shown = [b for i, b in enumerate(bins) if i in keep]
     rest = [b for i, b in enumerate(bins) if i not in keep]
-    shown.append({"bin": f"{len(rest)} more",
-                  "reference": math.fsum(b.get("reference") or 0.0 for b in rest),
-                  "current": math.fsum(b.get("current") or 0.0 for b in rest)})
+    shown.append(
+        {
+            "bin": f"{len(rest)} more",
+            "reference": math.fsum(b.get("reference") or 0.0 for b in rest),
+            "current": math.fsum(b.get("current") or 0.0 for b in rest),
+        }
+    )
     return shown
 
 
@@ -138,8 +149,11 @@ def histogram_svg(bins: list[dict[str, Any]], width: int = 560, height: int = 20
     """Paired bars per bin, reference (grey) then current (blue), on a percentage axis."""
     bins = _bars(bins)
     n = max(1, len(bins))
-    top = max([b.get("reference") or 0.0 for b in bins] + [b.get("current") or 0.0 for b in bins]
-              + [1e-12])
+    top = max(
+        [b.get("reference") or 0.0 for b in bins]
+        + [b.get("current") or 0.0 for b in bins]
+        + [1e-12]
+    )
     step = _nice_step(top)
     top = max(step, math.ceil(top / step - 1e-9) * step)
     labels = [_bin_name(b.get("bin")) for b in bins]
@@ -160,10 +174,13 @@ def histogram_svg(bins: list[dict[str, Any]], width: int = 560, height: int = 20
     ticks = round(top / step)
     for k in range(ticks + 1):
         y = base - plot_h * (k * step) / top
-        parts.append(f'<line x1="{pad_l}" y1="{y:.1f}" x2="{width - pad_r}" y2="{y:.1f}" '
-                     f'stroke="{"#8c959f" if k == 0 else "#eaeef2"}"/>')
-        parts.append(f'<text x="{pad_l - 4}" y="{y + 3:.1f}" text-anchor="end">'
-                     f"{_percent(k * step)}</text>")
+        parts.append(
+            f'<line x1="{pad_l}" y1="{y:.1f}" x2="{width - pad_r}" y2="{y:.1f}" '
+            f'stroke="{"#8c959f" if k == 0 else "#eaeef2"}"/>'
+        )
+        parts.append(
+            f'<text x="{pad_l - 4}" y="{y + 3:.1f}" text-anchor="end">{_percent(k * step)}</text>'
+        )
     for i, b in enumerate(bins):
         x0 = pad_l + i * slot + (slot - 2 * bar) / 2
         for j, (key, color) in enumerate((("reference", _REF_COLOR), ("current", _CUR_COLOR))):
@@ -177,12 +194,15 @@ def histogram_svg(bins: list[dict[str, Any]], width: int = 560, height: int = 20
         label = labels[i] if len(labels[i]) <= 18 else labels[i][:17] + "…"
         cx = pad_l + i * slot + slot / 2
         if rotate:
-            parts.append(f'<text x="{cx + 3:.1f}" y="{base + 10}" text-anchor="end" '
-                         f'transform="rotate(-40 {cx + 3:.1f} {base + 10})">{escape(label)}'
-                         "</text>")
+            parts.append(
+                f'<text x="{cx + 3:.1f}" y="{base + 10}" text-anchor="end" '
+                f'transform="rotate(-40 {cx + 3:.1f} {base + 10})">{escape(label)}'
+                "</text>"
+            )
         else:
-            parts.append(f'<text x="{cx:.1f}" y="{base + 12}" text-anchor="middle">'
-                         f"{escape(label)}</text>")
+            parts.append(
+                f'<text x="{cx:.1f}" y="{base + 12}" text-anchor="middle">{escape(label)}</text>'
+            )
     parts.append("</svg>")
     return "".join(parts)
 
@@ -222,24 +242,33 @@ def group_features(features: Sequence[dict[str, Any]]) -> list[tuple[str, list[d
         groups.setdefault(f.get("group") or f["column"], []).append(f)
 
     def member_key(f: dict) -> tuple:
-        return (not f["column"].startswith("raw."), _rank(f["status"]), -(f.get("psi") or 0.0),
-                f["column"])
+        return (
+            not f["column"].startswith("raw."),
+            _rank(f["status"]),
+            -(f.get("psi") or 0.0),
+            f["column"],
+        )
 
     def group_key(item: tuple[str, list[dict]]) -> tuple:
         name, members = item
-        return (min(_rank(f["status"]) for f in members),
-                -max((f.get("psi") or 0.0) for f in members), name)
+        return (
+            min(_rank(f["status"]) for f in members),
+            -max((f.get("psi") or 0.0) for f in members),
+            name,
+        )
 
-    return sorted(((name, sorted(members, key=member_key)) for name, members in groups.items()),
-                  key=group_key)
+    return sorted(
+        ((name, sorted(members, key=member_key)) for name, members in groups.items()), key=group_key
+    )
 
 
 def _worst(members: list[dict]) -> str:
     return min((f["status"] for f in members), key=_rank)
 
 
-def render_html(report: dict[str, Any], title: str = "Drift report", *,
-                relative_to: Path | str | None = None) -> str:
+def render_html(
+    report: dict[str, Any], title: str = "Drift report", *, relative_to: Path | str | None = None
+) -> str:
     """The report document (``DriftReport.to_dict()``) as one HTML page.
 
     ``relative_to``: the directory paths are shown relative to — pass the HTML file's
@@ -264,17 +293,21 @@ def render_html(report: dict[str, Any], title: str = "Drift report", *,
     ]
     for status in STATUS_ORDER:
         count = int(summary.get(status, 0))
-        out.append(f'<span class="count{"" if count else " zero"}" data-status="{status}" '
-                   f'style="background:{_COLORS[status]}"><b>{count}</b>{status}</span>')
+        out.append(
+            f'<span class="count{"" if count else " zero"}" data-status="{status}" '
+            f'style="background:{_COLORS[status]}"><b>{count}</b>{status}</span>'
+        )
     out.append("</div>")
     out.append(_meta(report, base))
     for warning in report.get("warnings") or []:
         out.append(f'<p class="warn">warning: {escape(warning)}</p>')
     out.append("</header>")
 
-    out.append('<div class="overview"><table><tr><th>feature</th><th>status</th>'
-               '<th class="num">views</th><th class="num">max PSI</th><th>views not stable</th>'
-               "</tr>")
+    out.append(
+        '<div class="overview"><table><tr><th>feature</th><th>status</th>'
+        '<th class="num">views</th><th class="num">max PSI</th><th>views not stable</th>'
+        "</tr>"
+    )
     for i, (name, members) in enumerate(groups):
         noisy = [f["column"] for f in members if f["status"] != "stable"]
         psis = [f["psi"] for f in members if f.get("psi") is not None]
@@ -289,12 +322,16 @@ def render_html(report: dict[str, Any], title: str = "Drift report", *,
     for i, (name, members) in enumerate(groups):
         out.append(_card(i, name, members))
     if excluded:
-        out.append('<div class="excluded"><h2>Not compared</h2><table><tr><th>feature</th>'
-                   "<th>reason</th></tr>")
+        out.append(
+            '<div class="excluded"><h2>Not compared</h2><table><tr><th>feature</th>'
+            "<th>reason</th></tr>"
+        )
         for f in sorted(excluded, key=lambda f: f["column"]):
-            out.append(f'<tr data-feature="{escape(f["column"], quote=True)}"><td><code>'
-                       f'{escape(f["column"])}</code></td><td>{escape(f.get("message") or "")}'
-                       "</td></tr>")
+            out.append(
+                f'<tr data-feature="{escape(f["column"], quote=True)}"><td><code>'
+                f"{escape(f['column'])}</code></td><td>{escape(f.get('message') or '')}"
+                "</td></tr>"
+            )
         out.append("</table></div>")
     out.append("</body></html>\n")
     return "\n".join(out)
@@ -305,8 +342,10 @@ def _meta(report: dict[str, Any], base: Path) -> str:
     current = report.get("current") or {}
     ref = []
     if profile.get("version"):
-        ref.append(f"{escape(str(profile.get('kind') or 'artifact'))} <code>"
-                   f"{escape(str(profile['version']))}</code>")
+        ref.append(
+            f"{escape(str(profile.get('kind') or 'artifact'))} <code>"
+            f"{escape(str(profile['version']))}</code>"
+        )
     if profile.get("data_source"):
         ref.append(f"source <code>{escape(str(profile['data_source']))}</code>")
     if profile.get("path"):
@@ -327,18 +366,32 @@ def _meta(report: dict[str, Any], base: Path) -> str:
         ("current", " · ".join(cur) or "–"),
     ]
     if versions:
-        rows.append(("current versions", ", ".join(
-            f"<code>{escape(str(v))}</code> ({_fmt(n)} rows)" for v, n in versions.items())))
+        rows.append(
+            (
+                "current versions",
+                ", ".join(
+                    f"<code>{escape(str(v))}</code> ({_fmt(n)} rows)" for v, n in versions.items()
+                ),
+            )
+        )
     if current.get("since") or current.get("until"):
         rows.append(("window", escape(_window(current.get("since"), current.get("until")))))
-    rows.append(("gate", f"PSI ≥ {escape(_fmt(report.get('threshold')))} drifted, ≥ "
-                 f"{escape(_fmt(report.get('moderate_threshold')))} moderate; fewer than "
-                 f"{escape(_fmt(report.get('min_rows')))} rows warn"))
+    rows.append(
+        (
+            "gate",
+            f"PSI ≥ {escape(_fmt(report.get('threshold')))} drifted, ≥ "
+            f"{escape(_fmt(report.get('moderate_threshold')))} moderate; fewer than "
+            f"{escape(_fmt(report.get('min_rows')))} rows warn",
+        )
+    )
     eps = (report.get("convention") or {}).get("eps", 1e-4)
-    return ('<dl class="meta">' + "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in rows)
-            + "</dl><p class=\"convention\">PSI = Σ (cur − ref) · ln(cur / ref) over the "
-            f"reference's bins, proportions of all rows clipped at {escape(str(eps))} without "
-            "renormalisation (docs/psi-report.md).</p>")
+    return (
+        '<dl class="meta">'
+        + "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in rows)
+        + '</dl><p class="convention">PSI = Σ (cur − ref) · ln(cur / ref) over the '
+        f"reference's bins, proportions of all rows clipped at {escape(str(eps))} without "
+        "renormalisation (docs/psi-report.md).</p>"
+    )
 
 
 def _parse(value: Any) -> datetime | None:
@@ -363,8 +416,10 @@ def _window(since: Any, until: Any) -> str:
     text = f"{_when(since) if since else '…'} → {_when(until) if until else '…'}"
     if start is not None and end is not None and end > start:
         seconds = (end - start).total_seconds()
-        unit = next((u for u in ((86400, "day"), (3600, "hour"), (60, "minute"))
-                     if seconds >= u[0]), (1, "second"))
+        unit = next(
+            (u for u in ((86400, "day"), (3600, "hour"), (60, "minute")) if seconds >= u[0]),
+            (1, "second"),
+        )
         count = seconds / unit[0]
         text += f" ({format_number(count, 3)} {unit[1]}{'s' if count != 1 else ''})"
     return text
@@ -393,8 +448,8 @@ def _card(i: int, name: str, members: list[dict]) -> str:
             f'data-status="{escape(f["status"])}"><td><code>{escape(f["column"])}</code></td>'
             f'<td>{_badge(f["status"])}</td><td class="num">{_fmt(f.get("psi"))}</td>'
             f'<td class="num">{_pvalue(f.get("ks_pvalue"))}</td>'
-            f'<td>{escape(_arrow(f.get("null_rate_ref"), f.get("null_rate_cur")))}</td>'
-            f'<td>{escape(_arrow(f.get("mean_ref"), f.get("mean_cur")))}</td>'
+            f"<td>{escape(_arrow(f.get('null_rate_ref'), f.get('null_rate_cur')))}</td>"
+            f"<td>{escape(_arrow(f.get('mean_ref'), f.get('mean_cur')))}</td>"
             f'<td class="num">{_fmt(f.get("rows"))}</td>'
             f'<td class="note{" msg" if f["status"] == "error" else ""}">{escape(note)}</td>'
             "</tr>"
@@ -403,31 +458,40 @@ def _card(i: int, name: str, members: list[dict]) -> str:
     loud = [f for f in members if f["status"] != "stable" and f.get("bins")]
     quiet = [f for f in members if f["status"] == "stable" and f.get("bins")]
     if loud or quiet:
-        parts.append(f'<p class="legend"><i style="background:{_REF_COLOR}"></i>reference'
-                     f'<i style="background:{_CUR_COLOR}"></i>current</p>')
+        parts.append(
+            f'<p class="legend"><i style="background:{_REF_COLOR}"></i>reference'
+            f'<i style="background:{_CUR_COLOR}"></i>current</p>'
+        )
     if loud:
         parts.append('<div class="charts">' + "".join(_figure(f) for f in loud) + "</div>")
     if quiet:
-        label = (f"histograms of {len(quiet)} stable view{'s' if len(quiet) != 1 else ''}")
-        parts.append(f"<details><summary>{label}</summary><div class=\"charts\">"
-                     + "".join(_figure(f) for f in quiet) + "</div></details>")
+        label = f"histograms of {len(quiet)} stable view{'s' if len(quiet) != 1 else ''}"
+        parts.append(
+            f'<details><summary>{label}</summary><div class="charts">'
+            + "".join(_figure(f) for f in quiet)
+            + "</div></details>"
+        )
     parts.append("</section>")
     return "\n".join(parts)
 
 
 def _figure(f: dict[str, Any]) -> str:
     bins = f.get("bins") or []
-    table = ("<details><summary>bins</summary><table><tr><th>bin</th>"
-             '<th class="num">reference</th><th class="num">current</th>'
-             '<th class="num">PSI term</th></tr>' + "".join(
-                 f"<tr><td>{escape(_bin_name(b['bin']))}</td>"
-                 f'<td class="num">{_percent(b.get("reference") or 0.0)}</td>'
-                 f'<td class="num">{_percent(b.get("current") or 0.0)}</td>'
-                 f'<td class="num">{_fmt(b.get("contribution"))}</td></tr>'
-                 for b in bins) + "</table></details>")
+    table = (
+        "<details><summary>bins</summary><table><tr><th>bin</th>"
+        '<th class="num">reference</th><th class="num">current</th>'
+        '<th class="num">PSI term</th></tr>'
+        + "".join(
+            f"<tr><td>{escape(_bin_name(b['bin']))}</td>"
+            f'<td class="num">{_percent(b.get("reference") or 0.0)}</td>'
+            f'<td class="num">{_percent(b.get("current") or 0.0)}</td>'
+            f'<td class="num">{_fmt(b.get("contribution"))}</td></tr>'
+            for b in bins
+        )
+        + "</table></details>"
+    )
     caption = f"{escape(f['column'])} · PSI {_fmt(f.get('psi'))}"
-    return (f"<figure><figcaption>{caption}</figcaption>{histogram_svg(bins)}{table}"
-            "</figure>")
+    return f"<figure><figcaption>{caption}</figcaption>{histogram_svg(bins)}{table}</figure>"
 
 
 def write_html(report: dict[str, Any], path: Path | str, title: str = "Drift report") -> None:

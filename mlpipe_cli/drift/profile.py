@@ -41,6 +41,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mlpipe_cli.documents import DriftProfile, check
 from mlpipe_cli.errors import InputError
 from mlpipe_cli.io import register_input
 
@@ -48,11 +49,6 @@ if TYPE_CHECKING:
     import numpy as np
     import polars as pl
 
-# 2: numeric entries carry ``binning`` ("values" | "quantiles"); atoms get their own bin.
-# Version 1 profiles (decile edges only) are still read: their edges mean what they meant.
-FORMAT_VERSION = 2
-READABLE_FORMAT_VERSIONS = (1, 2)
-PROFILE_KIND = "mlpipe.profile"
 SKETCH_SIZE = 1000
 MISSING = "__missing__"
 OTHER = "__other__"
@@ -126,8 +122,9 @@ def _num(value: Any) -> float:
     return float(value)
 
 
-def numeric_profile(sorted_valid: np.ndarray, rows: int, nan_count: int, *, bins: int,
-                    dtype: str) -> dict[str, Any]:
+def numeric_profile(
+    sorted_valid: np.ndarray, rows: int, nan_count: int, *, bins: int, dtype: str
+) -> dict[str, Any]:
     """Profile of one numeric column from its sorted non-missing values."""
     import numpy as np
 
@@ -143,8 +140,16 @@ def numeric_profile(sorted_valid: np.ndarray, rows: int, nan_count: int, *, bins
         "valid_count": n,
     }
     if n == 0:
-        entry.update(mean=None, std=None, min=None, max=None, binning="quantiles", edges=[],
-                     proportions=[0.0], quantiles=[])
+        entry.update(
+            mean=None,
+            std=None,
+            min=None,
+            max=None,
+            binning="quantiles",
+            edges=[],
+            proportions=[0.0],
+            quantiles=[],
+        )
         entry["missing_proportion"] = 1.0 if rows else 0.0
         return entry
     finite = sorted_valid[np.isfinite(sorted_valid)]
@@ -216,8 +221,9 @@ def value_bins(sorted_valid: np.ndarray, *, limit: int) -> tuple[list[float], li
         lower = sorted_valid[begin - 1 : end - 1]
         upper = sorted_valid[begin:end]
         with np.errstate(invalid="ignore"):  # inf - inf = nan: the same (infinite) value
-            tolerance = np.where(np.isinf(upper), 0.0,
-                                 VALUE_TOLERANCE * np.maximum(1.0, np.abs(upper)))
+            tolerance = np.where(
+                np.isinf(upper), 0.0, VALUE_TOLERANCE * np.maximum(1.0, np.abs(upper))
+            )
             new = (upper - lower) > tolerance  # -0.0 == 0.0: one value
         starts += (np.flatnonzero(new) + begin).tolist()
         if len(starts) + 1 > limit:
@@ -308,8 +314,9 @@ def build_profile(
         try:
             data = lf.select([pl.col(c).cast(pl.Float64) for c in chunk]).collect()
         except pl.exceptions.PolarsError as exc:
-            raise InputError(f"cannot profile {', '.join(chunk)}: "
-                             f"{str(exc).splitlines()[0]}") from None
+            raise InputError(
+                f"cannot profile {', '.join(chunk)}: {str(exc).splitlines()[0]}"
+            ) from None
         for c in chunk:
             series = data.get_column(c)
             values = series.to_numpy()  # nulls → NaN
@@ -331,16 +338,17 @@ def build_profile(
         try:
             results = pl.collect_all(queries)
         except pl.exceptions.PolarsError as exc:
-            raise InputError(f"cannot profile {', '.join(categorical)}: "
-                             f"{str(exc).splitlines()[0]}") from None
+            raise InputError(
+                f"cannot profile {', '.join(categorical)}: {str(exc).splitlines()[0]}"
+            ) from None
         for c, counts in zip(categorical, results, strict=True):
             out_columns[c] = _categorical_profile(
                 counts, rows, max_categories=max_categories, dtype=str(schema[c])
             )
 
     return {
-        "format_version": FORMAT_VERSION,
-        "kind": PROFILE_KIND,
+        "format_version": DriftProfile.FORMAT_VERSION,
+        "kind": DriftProfile.KIND,
         "rows": rows,
         "bins": bins,
         "sketch_size": SKETCH_SIZE,
@@ -351,8 +359,9 @@ def build_profile(
     }
 
 
-def _categorical_profile(counts: pl.DataFrame, rows: int, *, max_categories: int,
-                         dtype: str) -> dict[str, Any]:
+def _categorical_profile(
+    counts: pl.DataFrame, rows: int, *, max_categories: int, dtype: str
+) -> dict[str, Any]:
     import polars as pl
 
     null_count = int(counts.filter(pl.col("value").is_null()).get_column("count").sum() or 0)
@@ -412,14 +421,6 @@ def read_profile(path: Path) -> dict:
 
 
 def check_profile(doc: Any, *, source: str = "profile") -> None:
-    if not isinstance(doc, dict) or doc.get("kind") != PROFILE_KIND:
-        raise InputError(f"{source} is not an mlpipe profile (kind != {PROFILE_KIND!r})")
-    version = doc.get("format_version")
-    if version not in READABLE_FORMAT_VERSIONS:
-        raise InputError(
-            f"{source} has profile format_version {version!r}; this mlpipe reads "
-            f"{', '.join(map(str, READABLE_FORMAT_VERSIONS))}",
-            hint="rebuild the profile with this version of mlpipe",
-        )
-    if not isinstance(doc.get("columns"), dict):
-        raise InputError(f"{source} has no 'columns' mapping")
+    if not isinstance(doc, dict) or doc.get("kind") != DriftProfile.KIND:
+        raise InputError(f"{source} is not an mlpipe profile (kind != {DriftProfile.KIND!r})")
+    check(DriftProfile, doc, source, invalid=InputError)  # format_version first, then fields

@@ -39,6 +39,7 @@ from mlpipe_cli.servinglog import (  # noqa: F401
     SEGMENT_GLOB,
     SERVED_AT,
     VEC_PREFIX,
+    check_segment_metadata,
     parse_instant,
     parse_window,
     raw_column,
@@ -62,13 +63,12 @@ class FittedTransform(Protocol):
 
     def transform_batch(self, frame: pl.LazyFrame) -> pl.LazyFrame: ...
 
+
 EXCLUDED = "excluded"
 REQUEST_TIME_REASON = "request-time feature"
 IDENTIFIER_REASON = "identifier column"
 # Report order: what needs attention first.
 STATUS_ORDER = ("drifted", "error", "moderate", "stable", EXCLUDED)
-
-
 
 
 # ----------------------------------------------------------------------------- current data
@@ -77,10 +77,11 @@ STATUS_ORDER = ("drifted", "error", "moderate", "stable", EXCLUDED)
 def serving_log_files(log_dir: Path) -> list[Path]:
     log_dir = Path(log_dir)
     if not log_dir.is_dir():
-        raise InputError(f"serving-log directory {log_dir} not found",
-                         hint="pass the directory `mlpipe serve` writes its feature log to")
-    return sorted(Path(p) for p in glob.glob(str(log_dir / "**" / SEGMENT_GLOB),
-                                             recursive=True))
+        raise InputError(
+            f"serving-log directory {log_dir} not found",
+            hint="pass the directory `mlpipe serve` writes its feature log to",
+        )
+    return sorted(Path(p) for p in glob.glob(str(log_dir / "**" / SEGMENT_GLOB), recursive=True))
 
 
 def scan_serving_log(log_dir: Path, start: datetime, end: datetime) -> pl.LazyFrame:
@@ -94,9 +95,13 @@ def scan_serving_log(log_dir: Path, start: datetime, end: datetime) -> pl.LazyFr
 
     files = serving_log_files(log_dir)
     if not files:
-        raise InputError(f"no serving-log segments ({SEGMENT_GLOB}) in {log_dir}",
-                         hint="an empty serving log is an error, not a pass")
-    frames = [scan_parquet(f) for f in files]
+        raise InputError(
+            f"no serving-log segments ({SEGMENT_GLOB}) in {log_dir}",
+            hint="an empty serving log is an error, not a pass",
+        )
+    frames = [scan_parquet(f) for f in files]  # InputError for a file that is not Parquet
+    for file in files:  # one footer read each: refuse a newer layout before reading rows
+        check_segment_metadata(pl.read_parquet_metadata(file), str(file))
     lf = frames[0] if len(frames) == 1 else pl.concat(frames, how="diagonal_relaxed")
     if SERVED_AT not in lf.collect_schema():
         raise InputError(f"serving log {log_dir} has no {SERVED_AT!r} column")
@@ -106,8 +111,9 @@ def scan_serving_log(log_dir: Path, start: datetime, end: datetime) -> pl.LazyFr
 PART_ROWS = 1 << 19
 
 
-def scan_parts(files: Sequence[Path], *, part_rows: int | None = None,
-               predicate: pl.Expr | None = None) -> list[pl.LazyFrame]:
+def scan_parts(
+    files: Sequence[Path], *, part_rows: int | None = None, predicate: pl.Expr | None = None
+) -> list[pl.LazyFrame]:
     """Row slices of each Parquet file (optionally filtered), with every part given the union
     schema of all files (missing columns null, dtypes unified).
 
@@ -127,8 +133,9 @@ def scan_parts(files: Sequence[Path], *, part_rows: int | None = None,
     try:
         union = pl.concat([s.head(0) for s in scans], how="diagonal_relaxed").collect_schema()
     except pl.exceptions.PolarsError as exc:
-        raise InputError(f"input files have incompatible columns: {str(exc).splitlines()[0]}"
-                         ) from None
+        raise InputError(
+            f"input files have incompatible columns: {str(exc).splitlines()[0]}"
+        ) from None
     parts = []
     for file, lf in zip(files, scans, strict=True):
         have = lf.collect_schema()
@@ -190,12 +197,14 @@ def window_predicate(start: datetime, end: datetime) -> pl.Expr:
     return (pl.col(SERVED_AT) >= lo) & (pl.col(SERVED_AT) < hi)
 
 
-def serving_log_parts(log_dir: Path, start: datetime, end: datetime,
-                      *, part_rows: int | None = None) -> tuple[list[pl.LazyFrame], int]:
+def serving_log_parts(
+    log_dir: Path, start: datetime, end: datetime, *, part_rows: int | None = None
+) -> tuple[list[pl.LazyFrame], int]:
     """The serving-log window as parts for ``compare_to_profile``, and its row count."""
     rows = count_rows(scan_serving_log(log_dir, start, end))
-    parts = scan_parts(serving_log_files(log_dir), part_rows=part_rows,
-                       predicate=window_predicate(start, end))
+    parts = scan_parts(
+        serving_log_files(log_dir), part_rows=part_rows, predicate=window_predicate(start, end)
+    )
     return parts, rows
 
 
@@ -211,8 +220,7 @@ def count_rows(lf: pl.LazyFrame) -> int:
 # ----------------------------------------------------------------------------- matching
 
 
-def match_column(name: str, available: Sequence[str],
-                 profiled: Sequence[str] = ()) -> str | None:
+def match_column(name: str, available: Sequence[str], profiled: Sequence[str] = ()) -> str | None:
     """The column of the current data that holds profile column ``name``.
 
     Exact name first; then ``raw.x`` ← ``x`` (a raw batch); ``vec.x`` ← ``x`` (a file written
@@ -250,8 +258,9 @@ def select_features(profile: dict, requested: Sequence[str] | None) -> list[str]
     return out
 
 
-def per_feature_thresholds(configured: Mapping[str, float], features: Sequence[str]
-                           ) -> dict[str, float]:
+def per_feature_thresholds(
+    configured: Mapping[str, float], features: Sequence[str]
+) -> dict[str, float]:
     """Config thresholds may name `revenue`, `raw.revenue` or `vec.x`: map them onto features."""
     out: dict[str, float] = {}
     for feature in features:
@@ -284,7 +293,8 @@ class DriftReport:
     warnings: list[str] = field(default_factory=list)
     groups: dict[str, str] = field(default_factory=dict)
     generated_at: str = field(
-        default_factory=lambda: datetime.now(UTC).replace(microsecond=0).isoformat())
+        default_factory=lambda: datetime.now(UTC).replace(microsecond=0).isoformat()
+    )
 
     @property
     def failed(self) -> list[ColumnDrift]:
@@ -298,8 +308,12 @@ class DriftReport:
         """Errors first, then by PSI descending, then by name; excluded features last."""
         return sorted(
             self.features,
-            key=lambda f: (f.status == EXCLUDED, f.status != "error",
-                           -(f.psi if f.psi is not None else 0.0), f.column),
+            key=lambda f: (
+                f.status == EXCLUDED,
+                f.status != "error",
+                -(f.psi if f.psi is not None else 0.0),
+                f.column,
+            ),
         )
 
     def summary(self) -> dict[str, int]:
@@ -332,13 +346,16 @@ class DriftReport:
             "min_rows": self.min_rows,
             "warnings": list(self.warnings),
             **self.extra,
-            "features": [{**f.to_dict(), "group": groups.get(f.column, f.column)}
-                         for f in self.sorted_features()],
+            "features": [
+                {**f.to_dict(), "group": groups.get(f.column, f.column)}
+                for f in self.sorted_features()
+            ],
         }
 
 
-def feature_groups(columns: Sequence[str],
-                   transform_state: Mapping[str, Any] | None = None) -> dict[str, str]:
+def feature_groups(
+    columns: Sequence[str], transform_state: Mapping[str, Any] | None = None
+) -> dict[str, str]:
     """Map each feature to the input it derives from, so raw and transformed views of one
     feature are shown together: ``raw.x``, ``vec.x`` and ``vec.x__<part>`` → ``x``.
 
@@ -414,8 +431,9 @@ def drift_report(
         where = info.get("path", "the current data")
         if info.get("since"):
             where += f" between {info['since']} and {info['until']}"
-        raise InputError(f"no current rows in {where}",
-                         hint="no data in the window is an error, not a pass")
+        raise InputError(
+            f"no current rows in {where}", hint="no data in the window is an error, not a pass"
+        )
     warnings = list(warnings)
     if transform is not None and parts:
         parts, problem = with_transform_outputs(transform, profile, parts)
@@ -431,28 +449,37 @@ def drift_report(
             rename[name] = hit
     if compared and not any(match_column(n, available, profiled) for n in compared):
         inputs = transform.input_columns if transform is not None else None
-        raise nothing_applies(profile, compared, available, sources or {}, profile_info or {},
-                              inputs=inputs)
-    drifts = compare_to_profile(
-        profile,
-        parts,
-        compared,
-        threshold=threshold,
-        thresholds=per_feature_thresholds(thresholds or {}, compared),
-        moderate=moderate,
-        min_rows=min_rows,
-        rename=rename,
-        rows=rows,
-    ) if compared else []
+        raise nothing_applies(
+            profile, compared, available, sources or {}, profile_info or {}, inputs=inputs
+        )
+    drifts = (
+        compare_to_profile(
+            profile,
+            parts,
+            compared,
+            threshold=threshold,
+            thresholds=per_feature_thresholds(thresholds or {}, compared),
+            moderate=moderate,
+            min_rows=min_rows,
+            rename=rename,
+            rows=rows,
+        )
+        if compared
+        else []
+    )
     by_name = {d.column: d for d in drifts}
     for name in names:
         if name in skip:
             entry = profile["columns"].get(name, {})
             by_name[name] = ColumnDrift(
-                name, entry.get("kind", "unknown"), EXCLUDED,
+                name,
+                entry.get("kind", "unknown"),
+                EXCLUDED,
                 threshold=float((thresholds or {}).get(name, threshold)),
-                null_rate_ref=entry.get("null_rate"), mean_ref=entry.get("mean"),
-                std_ref=entry.get("std"), message=f"excluded: {skip[name]}",
+                null_rate_ref=entry.get("null_rate"),
+                mean_ref=entry.get("mean"),
+                std_ref=entry.get("std"),
+                message=f"excluded: {skip[name]}",
             )
     state = transform.state if transform is not None else None
     info = {"rows": rows, **(current_info or {})}
@@ -485,32 +512,49 @@ def logged_versions(parts: Sequence[pl.LazyFrame]) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
-def nothing_applies(profile: dict, features: Sequence[str], available: Sequence[str],
-                    sources: Mapping[str, Sequence[str]], profile_info: Mapping[str, Any],
-                    *, inputs: Sequence[str] | None = None) -> UsageError:
+def nothing_applies(
+    profile: dict,
+    features: Sequence[str],
+    available: Sequence[str],
+    sources: Mapping[str, Sequence[str]],
+    profile_info: Mapping[str, Any],
+    *,
+    inputs: Sequence[str] | None = None,
+) -> UsageError:
     """The one-line error when the current data holds none of the reference's features.
 
     ``inputs``: the transform's input columns (default: the profile's ``raw.*`` columns)."""
-    shown = ", ".join(features[:6]) + (f" ... ({len(features)} in all)"
-                                       if len(features) > 6 else "")
+    shown = ", ".join(features[:6]) + (
+        f" ... ({len(features)} in all)" if len(features) > 6 else ""
+    )
     looks_like = guess_source(available, sources)
     of_source = profile_info.get("data_source")
     if of_source:
-        message = (f"--current has none of the columns profiled for source {of_source!r} "
-                   f"({shown}): it must be a batch of that source")
+        message = (
+            f"--current has none of the columns profiled for source {of_source!r} "
+            f"({shown}): it must be a batch of that source"
+        )
     elif any(f.startswith(PREFIXES) for f in features):
         known = [*profile["columns"], *profile.get("unsupported", {})]
-        raw = list(inputs) if inputs is not None else sorted(
-            {f[4:] for f in known if f.startswith("raw.")})
-        message = ("--current has none of the transform profile's features: it must hold the "
-                   f"transform's inputs ({', '.join(raw[:6]) or '-'}"
-                   f"{' ...' if len(raw) > 6 else ''}, named x or raw.x; e.g. the output of "
-                   "`mlpipe training-set`) or its outputs (vec.*), or be a serving log")
+        raw = (
+            list(inputs)
+            if inputs is not None
+            else sorted({f[4:] for f in known if f.startswith("raw.")})
+        )
+        message = (
+            "--current has none of the transform profile's features: it must hold the "
+            f"transform's inputs ({', '.join(raw[:6]) or '-'}"
+            f"{' ...' if len(raw) > 6 else ''}, named x or raw.x; e.g. the output of "
+            "`mlpipe training-set`) or its outputs (vec.*), or be a serving log"
+        )
     else:
         message = f"--current has none of the reference's features ({shown})"
     if looks_like and looks_like != of_source:
-        return UsageError(message, hint=f"it looks like a raw batch of source {looks_like!r}: "
-                          f"compare it with --source {looks_like}")
+        return UsageError(
+            message,
+            hint=f"it looks like a raw batch of source {looks_like!r}: "
+            f"compare it with --source {looks_like}",
+        )
     if not of_source and sources:
         return UsageError(message, hint="for a raw batch of a source, pass --source NAME")
     return UsageError(message)
@@ -540,8 +584,9 @@ def default_request_time_columns(config: PipelineConfig) -> list[str]:
     return [config.training_set.timestamp] if config.training_set else []
 
 
-def request_time_features(profile: dict, transform_state: Mapping[str, Any] | None,
-                          request_time_columns: Sequence[str]) -> dict[str, str]:
+def request_time_features(
+    profile: dict, transform_state: Mapping[str, Any] | None, request_time_columns: Sequence[str]
+) -> dict[str, str]:
     """Profile features derived from the request time, with the reason to exclude them.
 
     At serving time the spine timestamp (``label_ts``) is the request time, and training rows
@@ -555,8 +600,9 @@ def request_time_features(profile: dict, transform_state: Mapping[str, Any] | No
     known = set(profile["columns"]) | set(profile.get("unsupported", {}))
     derived = {f"raw.{c}" for c in request}
     if transform_state is None:
-        derived.update(c for c in known for r in request
-                       if c == f"vec.{r}" or c.startswith(f"vec.{r}__"))
+        derived.update(
+            c for c in known for r in request if c == f"vec.{r}" or c.startswith(f"vec.{r}__")
+        )
     else:
         for entry in transform_state.get("columns", []):
             state = entry.get("state") if isinstance(entry.get("state"), Mapping) else {}
@@ -565,8 +611,9 @@ def request_time_features(profile: dict, transform_state: Mapping[str, Any] | No
     return {c: REQUEST_TIME_REASON for c in sorted(derived & known)}
 
 
-def with_transform_outputs(transform: FittedTransform, profile: dict,
-                           parts: list[pl.LazyFrame]) -> tuple[list[pl.LazyFrame], str | None]:
+def with_transform_outputs(
+    transform: FittedTransform, profile: dict, parts: list[pl.LazyFrame]
+) -> tuple[list[pl.LazyFrame], str | None]:
     """A raw batch lacks the transform outputs (``vec.*``): compute them with the batch path.
 
     The raw inputs are kept as ``raw.<col>`` and the outputs named ``vec.<col>`` (one query
@@ -578,16 +625,17 @@ def with_transform_outputs(transform: FittedTransform, profile: dict,
     schema = parts[0].collect_schema()
     names = schema.names()
     profiled = list(profile["columns"])
-    wanted = [c for c in profiled if c.startswith("vec.")
-              and match_column(c, names, profiled) is None]
+    wanted = [
+        c for c in profiled if c.startswith("vec.") and match_column(c, names, profiled) is None
+    ]
     if not wanted:
         return parts, None
     try:
         transform.check_input_schema(schema)
     except ArtifactError as exc:
         return parts, f"transform outputs not computed, so vec.* features cannot be compared: {exc}"
-    keep_raw = [pl.col(c).alias(f"raw.{c}") for c in transform.input_columns
-                if f"raw.{c}" not in names]
+    keep_raw = [
+        pl.col(c).alias(f"raw.{c}") for c in transform.input_columns if f"raw.{c}" not in names
+    ]
     rename = {c: f"vec.{c}" for c in transform.output_columns}
-    return [transform.transform_batch(p.with_columns(keep_raw)).rename(rename)
-            for p in parts], None
+    return [transform.transform_batch(p.with_columns(keep_raw)).rename(rename) for p in parts], None

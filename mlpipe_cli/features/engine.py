@@ -65,6 +65,7 @@ _KEY = "__pit_k"  # the spine's / source's key columns, renamed: __pit_k0, __pit
 _MATCHED = "__pit_matched"  # the spine row's entity has a source row in scope
 _EVN = "__pit_evn"  # source rows so far along the sorted rows (a global running count)
 
+TimeUnit = Literal["ns", "us", "ms"]
 _UNIT_ORDER = {"ms": 0, "us": 1, "ns": 2}
 _PER_SECOND = {"ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
 
@@ -168,7 +169,7 @@ class _Join:
 @dataclass
 class _Ctx:
     keys: list[str]
-    unit: str
+    unit: TimeUnit
     zone: str | None  # zone to assume for naive columns when aware ones are mixed in
     key_dtypes: dict[str, pl.DataType]
     progress: Callable[[str], None] | None = None
@@ -240,7 +241,9 @@ def compute_features(
     if clash:
         raise UsageError(f"spine already has a column named like feature {clash[0]!r}")
     _check_time_dtype(schema[timestamp], f"spine column {timestamp!r}")
-    source_schemas = {name: _source_schema(config, name) for name in sorted({f.source for f in selected})}
+    source_schemas = {
+        name: _source_schema(config, name) for name in sorted({f.source for f in selected})
+    }
     default_keys = _default_key_map(config, entity_keys)
     joins = {
         f.name: _plan_join(config, f, default_keys, schema, source_schemas[f.source])
@@ -268,7 +271,8 @@ def compute_features(
     feature_stats: dict[str, FeatureStats] = {}
     # one step per (source, boundary, join) group; partitions advance within it
     for (source_name, inclusive, join), group in progress_track(
-            _groups(selected, joins).items(), "features", unit="groups"):
+        _groups(selected, joins).items(), "features", unit="groups"
+    ):
         source = config.sources[source_name]
         keys = [f"{_KEY}{i}" for i in range(len(join.spine))]
         gctx = replace(ctx, keys=keys, key_dtypes=dict(zip(keys, join.dtypes, strict=True)))
@@ -404,8 +408,7 @@ def _plan_join(
                 f"feature {feature.name!r}: spine column {spine_col!r} is "
                 f"{spine_schema[spine_col]} but source {name!r} key {key!r} is "
                 f"{source_schema[key]}: {exc}",
-                hint=f"cast one side, e.g. sources.{name}.derived: "
-                f'{{{key}: "CAST({key} AS ...)"}}',
+                hint=f'cast one side, e.g. sources.{name}.derived: {{{key}: "CAST({key} AS ...)"}}',
             ) from None
         spine_cols.append(spine_col)
         dtypes.append(dtype)
@@ -457,8 +460,9 @@ def _context(
                 )
             _check_time_dtype(schema[col], f"source {name!r} column {col!r}")
             dtypes.append((f"{name}.{col}", schema[col]))
-    unit = "us"
-    naive, aware = [], []
+    unit: TimeUnit = "us"
+    naive: list[str] = []
+    aware: list[str] = []
     for label, dtype in dtypes:
         if isinstance(dtype, pl.Datetime):
             if _UNIT_ORDER[dtype.time_unit] > _UNIT_ORDER[unit]:
@@ -529,9 +533,9 @@ def _load_source(
         (source.valid_from, _E),
         (source.valid_to, _VT),
     ]
-    for col, role in roles:
-        if col is not None:
-            selects.append(_physical(pl.col(col), schema[col], ctx).alias(role))
+    for time_col, role in roles:
+        if time_col is not None:
+            selects.append(_physical(pl.col(time_col), schema[time_col], ctx).alias(role))
     for i, col in enumerate(value_columns):
         selects.append(pl.col(col).alias(_value_col(i)))
     try:
@@ -542,15 +546,15 @@ def _load_source(
     if never and frame.get_column(_C).null_count():
         # documented: a row whose created time is unknown was never made visible
         frame = frame.filter(pl.col(_C).is_not_null())
-    for col, role in roles[:3]:
-        if col is not None:
+    for time_col, role in roles[:3]:
+        if time_col is not None:
             nulls = frame.get_column(role).null_count()
             if nulls:
                 hint = "a row without a time cannot be placed in time; drop or fill them"
                 if role == _C:
                     hint += ", or set `null_created: never` (such rows are never visible)"
                 raise DataCheckFailed(
-                    f"source {name!r} column {col!r} has {nulls} null timestamp(s)", hint=hint
+                    f"source {name!r} column {time_col!r} has {nulls} null timestamp(s)", hint=hint
                 )
     if any(frame.get_column(k).null_count() for k in ctx.keys):
         frame = frame.drop_nulls(ctx.keys)  # (a copy: only when there is something to drop)
@@ -616,7 +620,10 @@ def _plain_attributes(
     dim = dim.with_columns(pl.lit(True).alias(_MATCHED))
     joined = slim.join(dim, on=ctx.keys, how="left", maintain_order="left")
     return joined.select(
-        *[_with_default(pl.col(vcol[f.source_column]), f).alias(f.name) for f in group],
+        *[
+            _with_default(pl.col(vcol[f.source_column]), f).alias(f.name)  # type: ignore[index]  # an attribute names its column
+            for f in group
+        ],
         pl.col(_MATCHED).is_not_null(),
     )
 
@@ -653,8 +660,8 @@ def _timed_group(
     if slim.height * _FILTER_RATIO < events.height:
         # a small spine (e.g. one batch of materialize's entities): only its entities' rows
         # matter (a feature of an entity depends on that entity's rows alone)
-        wanted = slim.select(ctx.keys).unique()
-        events = events.join(wanted, on=ctx.keys, how="semi", maintain_order="left")
+        wanted_keys = slim.select(ctx.keys).unique()
+        events = events.join(wanted_keys, on=ctx.keys, how="semi", maintain_order="left")
     parts = max(1, -(-(slim.height + events.height) // PARTITION_ROWS))
     if parts == 1:
         box = [_timed_partition(ctx, slim, source, events, group, vcol, inclusive, type2)]
@@ -801,7 +808,7 @@ def _merge_by_entity_time(
         events = events.sort(a2, maintain_order=True)
     spine_rows = spine_rows.with_columns((pl.col(_A) * 2 + 1).alias(a2)).sort(a2)
     spine_rows = pl.concat([events.clear(), spine_rows], how="diagonal_relaxed")
-    spine_rows = spine_rows.select(events.columns).cast(events.schema)  # type: ignore[arg-type]
+    spine_rows = spine_rows.select(events.columns).cast(events.schema)
     merged = events.set_sorted(a2).merge_sorted(spine_rows.set_sorted(a2), key=a2)
     order = merged.select(pl.arg_sort_by(keys, maintain_order=True)).to_series()
     return merged.drop(a2).gather(order)
@@ -988,12 +995,12 @@ def _timed_partition(
     age = pl.col(_T) - pl.col("__maxe")
     finals = []
     for feature in group:
-        value = pl.col(feature.name)
+        final = pl.col(feature.name)
         if feature.kind == "aggregate" and feature.agg in ("count", "count_distinct"):
-            value = value.cast(pl.Int64)
+            final = final.cast(pl.Int64)
         ttl = governing_ttl(feature, source)
         stale = no_rows if ttl is None else no_rows | is_expired(age, ctx.units(ttl))
-        finals.append(_with_default(value, feature, stale).alias(feature.name))
+        finals.append(_with_default(final, feature, stale).alias(feature.name))
     return spine_part.select(_ROW, *finals, (~no_rows).alias(_MATCHED))
 
 
@@ -1257,7 +1264,7 @@ def _range_join(
             pairs = pairs.filter(pl.col(_E) >= pl.col(_T) - ctx.units(size))  # type: ignore[arg-type]
         elif kind == "events":
             newest_first = pl.col(_SEQ).rank("ordinal", descending=True).over(_ROW)
-            pairs = pairs.filter(newest_first <= size)
+            pairs = pairs.filter(newest_first <= size)  # type: ignore[operator]  # an int here
         if kind == "lag":
             aggs = [
                 pl.col(vcol[f.column])  # type: ignore[index]

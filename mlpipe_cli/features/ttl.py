@@ -35,7 +35,7 @@ def governing_ttl(feature: FeatureConfig, source: SourceConfig) -> timedelta | N
 
 def is_expired(age: Age, ttl: Any) -> Age:
     """The expiry test, for numbers (seconds) and Polars expressions (ticks) alike."""
-    return age > ttl  # type: ignore[operator,no-any-return]
+    return age > ttl
 
 
 def feature_ttls(config: PipelineConfig, selected: Sequence[FeatureConfig]) -> dict[str, float]:

@@ -42,11 +42,12 @@ def open_store(config: PipelineConfig, artifact_dir: Path) -> SqliteStore | Redi
     settings = config.online_store
     refresh = settings.pointer_refresh.total_seconds()
     if settings.type == "redis":
+        from mlpipe_cli.online.redis_cluster import RedisClusterStore
         from mlpipe_cli.online.redis_store import RedisStore
 
         assert settings.url is not None  # the config model guarantees it
         ttl = settings.ttl
-        return RedisStore(
+        return (RedisClusterStore if settings.cluster else RedisStore)(
             settings.url,
             password=settings.password.get_secret_value() if settings.password else None,
             prefix=settings.key_prefix or f"mlpipe:{config.pipeline}",

@@ -110,9 +110,7 @@ class _View:
         per_entity = [self.keys.keys(e) for e in entities]
         return [list(column) for column in zip(*per_entity, strict=True)]
 
-    def decode_all(
-        self, rows: list[list[bytes | None]], now: float
-    ) -> list[LookupResult]:
+    def decode_all(self, rows: list[list[bytes | None]], now: float) -> list[LookupResult]:
         decode = self.decoder.decode
         if not self.multi:
             return [decode(row, now) for row in rows[0]]

@@ -145,7 +145,7 @@ def box_non_finite(value: Any) -> Any:
 def loads_row(packed: bytes) -> list[Any]:
     """A packed row back to its values (non-finite floats restored)."""
     if packed[:1] != NON_FINITE_PREFIX:
-        return orjson.loads(packed)  # type: ignore[no-any-return]
+        return orjson.loads(packed)
     row = orjson.loads(packed[1:])
     return [
         float(v[_NON_FINITE_KEY]) if isinstance(v, dict) and _NON_FINITE_KEY in v else v
@@ -219,7 +219,9 @@ class KeyNormalizer:
             if len(slots) == 1:
                 value = values[slots[0]]
                 # an int key is its digits; anything else goes through JSON
-                out.append(f"[{value}]" if type(value) is int else "[" + dumps(value).decode() + "]")
+                out.append(
+                    f"[{value}]" if type(value) is int else "[" + dumps(value).decode() + "]"
+                )
             else:
                 out.append(dumps([values[i] for i in slots]).decode())
         return out
@@ -230,7 +232,7 @@ class KeyNormalizer:
             if index is not None:
                 value = index()
         try:
-            return self._coerce(value, kind, self._names[i])
+            return self._coerce(value, kind, self._names[i])  # type: ignore[arg-type]  # kinds come from key_kind
         except ValueError as exc:
             raise UsageError(str(exc)) from None
 

@@ -72,7 +72,7 @@ def feature_hash(config: PipelineConfig, selected: Sequence[FeatureConfig]) -> s
     rules, keys, joins and derived columns."""
     from mlpipe_cli.config.loader import config_section_hash
 
-    sources = {}
+    sources: dict[str, dict[str, Any]] = {}
     for name in sorted({f.source for f in selected}):
         src = config.sources[name]
         sources[name] = {
@@ -267,7 +267,9 @@ def key_set_entities(config: PipelineConfig, key_set: KeySet, as_of: datetime) -
     return entities
 
 
-def union_keys(key_sets: Sequence[KeySet], entities: Sequence[pl.DataFrame]) -> tuple[list[str], list[str]]:
+def union_keys(
+    key_sets: Sequence[KeySet], entities: Sequence[pl.DataFrame]
+) -> tuple[list[str], list[str]]:
     """Every key column a lookup needs (in order of first appearance) and its kind; a column
     two entity types hold as different kinds (an integer here, text there) is an InputError."""
     names: list[str] = []
@@ -404,8 +406,9 @@ def _pack_chunk(
     floats = [c for c, t in values.schema.items() if t.is_float()]
     if floats:
         flagged = values.select(
-            pl.any_horizontal([pl.col(c).is_nan() | pl.col(c).is_infinite() for c in floats])
-            .fill_null(False)
+            pl.any_horizontal(
+                [pl.col(c).is_nan() | pl.col(c).is_infinite() for c in floats]
+            ).fill_null(False)
         ).to_series()
         if flagged.any():
             from mlpipe_cli.online.codec import NON_FINITE_PREFIX, box_non_finite
@@ -414,5 +417,3 @@ def _pack_chunk(
                 boxed = [box_non_finite(v) for v in values.row(i)]
                 rows[i] = NON_FINITE_PREFIX + dumps(boxed, default=_json_default, option=option)
     return list(zip(store_keys, rows, strict=True))
-
-

@@ -325,9 +325,7 @@ class RedisStore(BaseStore):
                     view = fresh
                     keys = view.lookup_keys(entities)
                     command, total = self._fetch_command(view, keys)
-                    rows = _split_reply(
-                        await self._command(conn, command, total, deadline), keys
-                    )
+                    rows = _split_reply(await self._command(conn, command, total, deadline), keys)
         finally:
             lock.release()
         return view.decode_all(rows, time.time())
@@ -449,8 +447,7 @@ class RedisStore(BaseStore):
 
     def _timed_out(self, action: str) -> ServiceUnavailable:
         return ServiceUnavailable(
-            f"online store {self.location} timed out ({action}) after "
-            f"{self._timeout:g} s",
+            f"online store {self.location} timed out ({action}) after {self._timeout:g} s",
             hint="is redis-server up and reachable? online_store.timeout sets the limit",
         )
 
@@ -462,7 +459,7 @@ class RedisStore(BaseStore):
             leases = {}
             if progress:
                 names = list(progress)
-                alive = self.client.mget([f"{self.prefix}:lease:{v.decode()}" for v in names])
+                alive = self.client.mget([f"{self.prefix}:lease:{_text(v)}" for v in names])
                 leases = {v: a is not None for v, a in zip(names, alive, strict=True)}
         out = []
         for version, raw in metas.items():
@@ -481,9 +478,9 @@ class RedisStore(BaseStore):
             live, prev = self.client.mget([self._k_live, self._k_prev])
         out = {}
         if live is not None:
-            out["live"] = live.decode()
+            out["live"] = _text(live)
         if prev is not None:
-            out["previous"] = prev.decode()
+            out["previous"] = _text(prev)
         return out
 
     def next_sequence(self) -> int:
@@ -532,31 +529,10 @@ class RedisStore(BaseStore):
             return
         part = _namespace_part(namespace)
         prefix = f"{self.prefix}:d:{progress.version}:{part}".encode()
-        if self.ttl_seconds:
-            tail = b"$2\r\nEX\r\n" + _bulk(str(self.ttl_seconds).encode())
-            head = b"*5\r\n$3\r\nSET\r\n"
-        else:
-            tail = b""
-            head = b"*3\r\n$3\r\nSET\r\n"
         with self._errors("writing features"):
             conn = self._bulk_connection()
             try:
-                n = len(items)
-                plen = len(prefix)
-                payloads = (
-                    b"".join(
-                        [
-                            b"%s$%d\r\n%s%s\r\n$%d\r\n%s\r\n%s"
-                            % (head, plen + len(kb), prefix, kb, len(value), value, tail)
-                            for kb, value in [
-                                (key.encode(), value)
-                                for key, value in items[start : start + _BATCH]
-                            ]
-                        ]
-                    )
-                    for start in range(0, n, _BATCH)
-                )
-                conn.write_all(payloads, n)
+                conn.write_all(set_command_batches(prefix, items, self.ttl_seconds), len(items))
             except BaseException:
                 self._drop_bulk_connection()
                 raise
@@ -646,7 +622,7 @@ class RedisStore(BaseStore):
                     pipe.hset(self._k_versions, meta.version, meta.to_json())
                     pipe.hdel(self._k_progress, meta.version)
                     pipe.delete(f"{self.prefix}:lease:{meta.version}")
-                    if live is not None and live.decode() != meta.version:
+                    if live is not None and _text(live) != meta.version:
                         pipe.set(self._k_prev, live)
                     pipe.set(self._k_live, meta.version)
                     pipe.execute()
@@ -672,7 +648,7 @@ class RedisStore(BaseStore):
                     pipe.set(self._k_live, previous)
                     pipe.set(self._k_prev, live)
                     pipe.execute()
-                    return previous.decode(), live.decode()
+                    return _text(previous), _text(live)
                 except redis.WatchError:
                     continue
 
@@ -696,6 +672,32 @@ class RedisStore(BaseStore):
             pipe.hdel(self._k_progress, version)
             pipe.delete(f"{self.prefix}:lease:{version}")
             pipe.execute()
+
+
+def set_command_batches(
+    prefix: bytes, items: Sequence[tuple[str, bytes]], ttl_seconds: int | None
+) -> Iterator[bytes]:
+    """``SET <prefix><key> <value> [EX ttl]`` for every row, packed into RESP by hand, in
+    socket writes of ``_BATCH`` commands (lazily: packing overlaps the server's work)."""
+    if ttl_seconds:
+        tail = b"$2\r\nEX\r\n" + _bulk(str(ttl_seconds).encode())
+        head = b"*5\r\n$3\r\nSET\r\n"
+    else:
+        tail = b""
+        head = b"*3\r\n$3\r\nSET\r\n"
+    plen = len(prefix)
+    return (
+        b"".join(
+            [
+                b"%s$%d\r\n%s%s\r\n$%d\r\n%s\r\n%s"
+                % (head, plen + len(kb), prefix, kb, len(value), value, tail)
+                for kb, value in [
+                    (key.encode(), value) for key, value in items[start : start + _BATCH]
+                ]
+            ]
+        )
+        for start in range(0, len(items), _BATCH)
+    )
 
 
 class _BulkWriter:
@@ -815,3 +817,8 @@ def _url_password(url: str) -> str | None:
         return None
     _, sep, password = match.group("userinfo").partition(":")
     return password if sep and password else None
+
+
+def _text(value: bytes | str) -> str:
+    """A key or pointer as text (the client returns bytes; its types allow str too)."""
+    return value.decode() if isinstance(value, bytes) else value

@@ -174,7 +174,7 @@ class LoopConnection:
         protocol = self.protocol
         fresh = protocol is None or protocol.closed
         try:
-            if fresh:
+            if protocol is None or fresh:
                 protocol = await self._connect(deadline)
             return values_of(await self._request(protocol, packed, deadline), count)
         except WireClosed:

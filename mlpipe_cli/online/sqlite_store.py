@@ -128,6 +128,8 @@ class SqliteStore(BaseStore):
     def ping(self) -> None:
         if self.path.exists():
             conn = self._reader()
+            if conn is None:  # removed since exists() said it was there
+                raise ServiceUnavailable(f"online store {self.location} is gone")
             try:
                 conn.execute("SELECT 1").fetchone()
             except sqlite3.Error as exc:
@@ -167,6 +169,8 @@ class SqliteStore(BaseStore):
 
     def _fetch(self, view: _View, keys: list[str], namespace: int = 0) -> list[bytes | None]:
         conn = self._reader()
+        if conn is None:  # the store file was removed under a live view: resolve again
+            raise _Gone
         one, many = view.prefixes[namespace]
         try:
             if len(keys) == 1:
@@ -335,7 +339,7 @@ class _transaction:
     def __enter__(self) -> None:
         self.conn.execute("BEGIN IMMEDIATE")
 
-    def __exit__(self, exc_type, exc, tb) -> None:  # type: ignore[no-untyped-def]
+    def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is None:
             self.conn.execute("COMMIT")
         else:

@@ -22,7 +22,9 @@ from typing import Any, Protocol, runtime_checkable
 
 import orjson
 
-STORE_FORMAT_VERSION = 1
+from mlpipe_cli.documents import StoreMetadataDocument, check
+
+STORE_FORMAT_VERSION = StoreMetadataDocument.FORMAT_VERSION
 
 
 @dataclass(frozen=True)
@@ -110,8 +112,14 @@ class StoreMetadata:
         return orjson.dumps(doc)
 
     @classmethod
-    def from_json(cls, data: bytes | str) -> StoreMetadata:
+    def from_json(cls, data: bytes | str, origin: str | None = None) -> StoreMetadata:
+        """Parse and check stored metadata (ArtifactError, exit 3, for a format_version this
+        mlpipe does not read); ``origin`` names where it was read (default: its version)."""
         doc = orjson.loads(data)
+        if origin is None:
+            version = doc.get("version") if isinstance(doc, dict) else None
+            origin = f"online store metadata of version {version}"
+        check(StoreMetadataDocument, doc, origin)
         finished = doc.get("finished_at")
         return cls(
             version=doc["version"],

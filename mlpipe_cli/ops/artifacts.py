@@ -22,8 +22,11 @@ class ListResult:
     artifacts: list[dict[str, Any]]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"pipeline": self.pipeline, "artifact_dir": str(self.artifact_dir),
-                "artifacts": self.artifacts}
+        return {
+            "pipeline": self.pipeline,
+            "artifact_dir": str(self.artifact_dir),
+            "artifacts": self.artifacts,
+        }
 
 
 def list_artifacts(project: Project, *, kind: str | None = None) -> ListResult:
@@ -63,8 +66,9 @@ def list_artifacts(project: Project, *, kind: str | None = None) -> ListResult:
         if k == PROFILE_KIND:
             _mark_latest_per_source(kind_rows)
         rows.extend(kind_rows)
-    return ListResult(pipeline=store.pipeline, artifact_dir=store.root, base=store.base,
-                      artifacts=rows)
+    return ListResult(
+        pipeline=store.pipeline, artifact_dir=store.root, base=store.base, artifacts=rows
+    )
 
 
 def _mark_latest_per_source(rows: list[dict[str, Any]]) -> None:
@@ -94,8 +98,9 @@ class ShowResult:
 def show_artifact(project: Project, *, version: str) -> ShowResult:
     """The manifest of ``version`` (id, sequence number, hash prefix or KIND/VERSION)."""
     artifact = project.store.find(version)
-    return ShowResult(kind=artifact.kind, version=artifact.version, path=artifact.path,
-                      manifest=artifact.manifest)
+    return ShowResult(
+        kind=artifact.kind, version=artifact.version, path=artifact.path, manifest=artifact.manifest
+    )
 
 
 @dataclass(frozen=True)

@@ -20,12 +20,18 @@ class ExportResult:
     output_columns: list[str]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"ok": True, "version": self.version, "format": self.format, "out": str(self.out),
-                "output_columns": self.output_columns}
+        return {
+            "ok": True,
+            "version": self.version,
+            "format": self.format,
+            "out": str(self.out),
+            "output_columns": self.output_columns,
+        }
 
 
-def export(project: Project, *, out: Path, artifact: str = "latest", fmt: str = "sklearn"
-           ) -> ExportResult:
+def export(
+    project: Project, *, out: Path, artifact: str = "latest", fmt: str = "sklearn"
+) -> ExportResult:
     """Write transform version ``artifact`` to ``out`` (.joblib) as a fitted ColumnTransformer."""
     from mlpipe_cli.errors import UsageError
     from mlpipe_cli.transforms import load_transform
@@ -37,5 +43,6 @@ def export(project: Project, *, out: Path, artifact: str = "latest", fmt: str = 
         raise UsageError(f"--out must end in .joblib, got {out.name}")
     fitted = load_transform(project.store, artifact)
     write_sklearn(fitted, out)
-    return ExportResult(version=fitted.version, format=fmt, out=out,
-                        output_columns=fitted.output_columns)
+    return ExportResult(
+        version=fitted.version, format=fmt, out=out, output_columns=fitted.output_columns
+    )

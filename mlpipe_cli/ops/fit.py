@@ -57,8 +57,10 @@ def fit(project: Project, *, data: Path | None = None, out: Path | None = None) 
 
     section = project.config.transforms
     if section is None or not section.columns:
-        raise UsageError(f"{project.config_path} has no `transforms:` section with columns to fit",
-                         hint="see configs/example.yaml and docs/fit-transform.md")
+        raise UsageError(
+            f"{project.config_path} has no `transforms:` section with columns to fit",
+            hint="see configs/example.yaml and docs/fit-transform.md",
+        )
     path = data if data is not None else section.data
     if path is None:
         raise UsageError("no training data: pass --data PATH or set transforms.data")

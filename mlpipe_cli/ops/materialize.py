@@ -25,6 +25,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mlpipe_cli.documents import MaterializationRecord
 from mlpipe_cli.errors import DataCheckFailed, UsageError
 from mlpipe_cli.online.base import owner_alive
 from mlpipe_cli.online.codec import utcnow
@@ -145,7 +146,6 @@ class FreshnessResult:
         """DataCheckFailed (exit 1) when the live version is stale or missing."""
         if not self.ok:
             raise DataCheckFailed(self.message, report=self.to_dict())
-
 
 
 # -- batching ---------------------------------------------------------------------------
@@ -304,17 +304,16 @@ def run_materialize(
     chunks = len(chunk_list)
     seconds_compute = seconds_write = 0.0
     if on_progress is not None and resumed_chunks:
-        on_progress(sum(min(size, entity_frames[i].height - at)
-                        for i, at in chunk_list[:resumed_chunks]))
+        on_progress(
+            sum(min(size, entity_frames[i].height - at) for i, at in chunk_list[:resumed_chunks])
+        )
     max_batch = max(1, COMPUTE_BATCH_ENTITIES // size)  # chunks per compute_features call
     batches = []  # (first chunk, end chunk), all of one key set
     first, batch = resumed_chunks, 1
     while first < chunks:
         last = first
         while (
-            last < chunks
-            and last - first < batch
-            and chunk_list[last][0] == chunk_list[first][0]
+            last < chunks and last - first < batch and chunk_list[last][0] == chunk_list[first][0]
         ):
             last += 1
         batches.append((first, last))
@@ -372,12 +371,15 @@ def run_materialize(
         notes=notes,
     )
     if artifact_store is not None:
-        result = replace(result, artifact_version=_publish(artifact_store, config, final,
-                                                            result, ttls))
+        result = replace(
+            result, artifact_version=_publish(artifact_store, config, final, result, ttls)
+        )
     return result
 
 
-def _abandoned_runs(store: OnlineStoreWriter, fhash: str) -> list[tuple[StoreMetadata, RunProgress]]:
+def _abandoned_runs(
+    store: OnlineStoreWriter, fhash: str
+) -> list[tuple[StoreMetadata, RunProgress]]:
     """Runs whose writer died, oldest first (by version sequence: Redis lists in no order)."""
     out = []
     for meta, progress in store.versions():
@@ -396,7 +398,7 @@ def _publish(
     ttls: dict[str, float],
 ) -> str:
     doc = {
-        "format_version": 1,
+        "format_version": MaterializationRecord.FORMAT_VERSION,
         "pipeline": config.pipeline,
         "as_of": meta.as_of.isoformat(),
         "entity_count": meta.entity_count,
@@ -488,8 +490,10 @@ class RollbackResult:
     def to_dict(self) -> dict[str, Any]:
         return {
             "live": {"version": self.live.version, "as_of": self.live.as_of.isoformat()},
-            "previous": {"version": self.previous.version,
-                         "as_of": self.previous.as_of.isoformat()},
+            "previous": {
+                "version": self.previous.version,
+                "as_of": self.previous.as_of.isoformat(),
+            },
             "store": self.store,
         }
 

@@ -78,9 +78,9 @@ def load_reference(store: ArtifactStore, source_name: str, ref: str) -> tuple[di
     return read_profile(artifact.file(PROFILE_FILE)), artifact.version
 
 
-def source_reference(config: PipelineConfig, store: ArtifactStore, source: str,
-                     version: str = "latest") -> tuple[dict, dict[str, Any], list[str],
-                                                       dict[str, str]]:
+def source_reference(
+    config: PipelineConfig, store: ArtifactStore, source: str, version: str = "latest"
+) -> tuple[dict, dict[str, Any], list[str], dict[str, str]]:
     """The reference for a raw batch of ``source``: the validation profile saved for it.
 
     Returns (profile, profile_info, features, exclude). ``version`` is a profile artifact
@@ -99,6 +99,11 @@ def source_reference(config: PipelineConfig, store: ArtifactStore, source: str,
     features = [c for c in order if c in configured] if configured else order
     keys = set(spec.entity_keys or config.entity_keys) | set(spec.primary_key or [])
     exclude = {c: IDENTIFIER_REASON for c in features if c in keys}
-    info = {"source": "artifact", "kind": PROFILE_KIND, "data_source": source,
-            "version": resolved, "path": f"{PROFILE_KIND}/{resolved}/{PROFILE_FILE}"}
+    info = {
+        "source": "artifact",
+        "kind": PROFILE_KIND,
+        "data_source": source,
+        "version": resolved,
+        "path": f"{PROFILE_KIND}/{resolved}/{PROFILE_FILE}",
+    }
     return profile, info, features, exclude

@@ -67,12 +67,16 @@ def promote(
     store = project.store
     if rollback:
         if transform is not None or model is not None:
-            raise UsageError("--rollback returns to the previous pointer; it takes no "
-                             "TRANSFORM_VERSION or --model")
+            raise UsageError(
+                "--rollback returns to the previous pointer; it takes no "
+                "TRANSFORM_VERSION or --model"
+            )
         current = read_pointer(store)
         if current is None:
-            raise UsageError("nothing to roll back: no version was promoted yet",
-                             hint="promote one with `mlpipe promote TRANSFORM_VERSION`")
+            raise UsageError(
+                "nothing to roll back: no version was promoted yet",
+                hint="promote one with `mlpipe promote TRANSFORM_VERSION`",
+            )
         if current.previous is None:
             raise UsageError(
                 f"nothing to roll back to: serving pointer {current.version} (transform "
@@ -80,9 +84,14 @@ def promote(
             )
         target = read_pointer(store, current.previous)
         assert target is not None
-        return _publish(project, target.transform_version, target.model_version,
-                        previous=current.version, rollback_to=target.version,
-                        expected_content_hash=target.transform_content_hash)
+        return _publish(
+            project,
+            target.transform_version,
+            target.model_version,
+            previous=current.version,
+            rollback_to=target.version,
+            expected_content_hash=target.transform_content_hash,
+        )
     if transform is None:
         raise UsageError("give the TRANSFORM_VERSION to promote (or --rollback)")
     version = store.resolve("transform", transform)
@@ -112,9 +121,15 @@ def _model_for(store: Any, transform_version: str, ref: str | None) -> str | Non
     return None
 
 
-def _publish(project: Project, transform_version: str, model_version: str | None, *,
-             previous: str | None, rollback_to: str | None,
-             expected_content_hash: str | None = None) -> PromoteResult:
+def _publish(
+    project: Project,
+    transform_version: str,
+    model_version: str | None,
+    *,
+    previous: str | None,
+    rollback_to: str | None,
+    expected_content_hash: str | None = None,
+) -> PromoteResult:
     from mlpipe_cli.online import open_store
     from mlpipe_cli.serving.follow import load_versions
     from mlpipe_cli.serving.pointer import (
@@ -133,8 +148,15 @@ def _publish(project: Project, transform_version: str, model_version: str | None
         close = getattr(online, "close", None)
         if close is not None:
             close()
-    loaded = load_versions(project.config, store, metadata, transform_ref=transform_version,
-                           model_ref=model_version, expected_content_hash=expected_content_hash)
+    loaded = load_versions(
+        project.config,
+        store,
+        metadata,
+        transform_ref=transform_version,
+        model_ref=model_version,
+        expected_content_hash=expected_content_hash,
+    )
+    assert metadata is not None  # load_versions refuses a store with no live version
     checks = [
         f"transform {transform_version}: sha256 of every file and its golden example",
         f"online store version {metadata.version}: every transform input is a live feature "
@@ -143,20 +165,33 @@ def _publish(project: Project, transform_version: str, model_version: str | None
     model_sha = None
     if loaded.model is not None:
         model_sha = loaded.model.binding.model_sha256
-        checks.append(f"model {model_version}: sha256, bound to transform {transform_version} "
-                      "(content hash, output columns), loads")
+        checks.append(
+            f"model {model_version}: sha256, bound to transform {transform_version} "
+            "(content hash, output columns), loads"
+        )
     current = read_pointer(store)
-    if rollback_to is None and current is not None and (
-        current.transform_version, current.model_version) == (transform_version, model_version):
+    if (
+        rollback_to is None
+        and current is not None
+        and (current.transform_version, current.model_version) == (transform_version, model_version)
+    ):
         return PromoteResult(current.version, transform_version, model_version, current.previous,
                              created=False, rollback=False, store_version=metadata.version,
                              checks=checks, already_live=True)  # fmt: skip
     if rollback_to is not None:
         document = pointer_bytes(store, rollback_to)  # the same bytes: LATEST points back
     else:
-        document = pointer_document(transform_version, loaded.transform_content_hash,
-                                    model_version, model_sha, previous)
+        document = pointer_document(
+            transform_version, loaded.transform_content_hash, model_version, model_sha, previous
+        )
     version, created = publish_pointer(store, document)
-    return PromoteResult(version, transform_version, model_version, previous, created=created,
-                         rollback=rollback_to is not None, store_version=metadata.version,
-                         checks=checks)
+    return PromoteResult(
+        version,
+        transform_version,
+        model_version,
+        previous,
+        created=created,
+        rollback=rollback_to is not None,
+        store_version=metadata.version,
+        checks=checks,
+    )

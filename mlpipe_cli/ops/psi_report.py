@@ -54,8 +54,10 @@ class DriftResult:
         failed = report.failed
         if failed:
             names = ", ".join(f.column for f in report.sorted_features() if f.failed)
-            raise DataCheckFailed(f"{len(failed)} of {len(report.features)} feature(s) drifted "
-                                  f"or failed: {names}", report=self.to_dict())
+            raise DataCheckFailed(
+                f"{len(failed)} of {len(report.features)} feature(s) drifted or failed: {names}",
+                report=self.to_dict(),
+            )
 
 
 @dataclass(frozen=True)
@@ -70,16 +72,25 @@ class SkewResult:
         return self.report.failed
 
     def to_dict(self) -> dict[str, Any]:
-        return {**self.report.to_dict(), "serving_log": str(self.serving_log),
-                "since": self.since.isoformat(), "until": self.until.isoformat()}
+        return {
+            **self.report.to_dict(),
+            "serving_log": str(self.serving_log),
+            "since": self.since.isoformat(),
+            "until": self.until.isoformat(),
+        }
 
     def raise_for_status(self) -> None:
         """DataCheckFailed (exit 1) when a logged vector differs or the log cannot be checked."""
         report = self.report
         if report.failed:
-            first = report.problems[0] if report.problems else (
-                f"{report.rows_mismatched} of {report.rows} logged rows differ from transform "
-                f"{report.transform_version} beyond {report.tolerance:g}")
+            first = (
+                report.problems[0]
+                if report.problems
+                else (
+                    f"{report.rows_mismatched} of {report.rows} logged rows differ from transform "
+                    f"{report.transform_version} beyond {report.tolerance:g}"
+                )
+            )
             raise DataCheckFailed(f"training-serving skew: {first}", report=self.to_dict())
 
 
@@ -117,13 +128,14 @@ def psi_report(
     if profile is not None and artifact is not None:
         raise UsageError("give either --profile FILE or --artifact VERSION, not both")
     if source is not None and (artifact is not None or profile is not None or serving_log):
-        raise UsageError("--source compares a raw batch (--current) with the source's saved "
-                         "validation profile; it takes no --artifact, --profile or --serving-log")
+        raise UsageError(
+            "--source compares a raw batch (--current) with the source's saved "
+            "validation profile; it takes no --artifact, --profile or --serving-log"
+        )
     if include_time_features and serving_log is None:
         raise UsageError("--include-time-features applies to --serving-log reports")
     if (since or until) and serving_log is None:
-        raise UsageError("--since/--until select a serving-log window; use them with "
-                         "--serving-log")
+        raise UsageError("--since/--until select a serving-log window; use them with --serving-log")
     monitoring = _monitoring(project, need_config=profile is None)
 
     from mlpipe_cli.drift.report import (
@@ -152,8 +164,10 @@ def psi_report(
         start, end = parse_window(since, until, monitoring.window)
         parts, rows = serving_log_parts(serving_log, start, end)
         current_info: dict[str, Any] = {
-            "source": "serving-log", "path": str(serving_log),
-            "since": start.isoformat(), "until": end.isoformat(),
+            "source": "serving-log",
+            "path": str(serving_log),
+            "since": start.isoformat(),
+            "until": end.isoformat(),
         }
         if not include_time_features:
             state = None
@@ -161,8 +175,11 @@ def psi_report(
                 from mlpipe_cli.transforms import load_transform
 
                 state = load_transform(project.store, profile_info["version"]).state
-            columns = default_request_time_columns(project.config) if (
-                project.config_path.exists()) else []
+            columns = (
+                default_request_time_columns(project.config)
+                if (project.config_path.exists())
+                else []
+            )
             exclude = request_time_features(reference, state, columns)
     else:
         assert current is not None
@@ -176,7 +193,8 @@ def psi_report(
             transform = load_transform(project.store, profile_info["version"])
     sources = (
         {n: list(s.columns) for n, s in project.config.sources.items()}
-        if project.config_path.exists() else None
+        if project.config_path.exists()
+        else None
     )
 
     report = drift_report(
@@ -186,8 +204,10 @@ def psi_report(
         features=features,
         threshold=threshold if threshold is not None else monitoring.psi_threshold,
         thresholds=monitoring.thresholds(),
-        moderate=min(monitoring.moderate_threshold,
-                     threshold if threshold is not None else monitoring.psi_threshold),
+        moderate=min(
+            monitoring.moderate_threshold,
+            threshold if threshold is not None else monitoring.psi_threshold,
+        ),
         min_rows=min_rows if min_rows is not None else monitoring.min_rows,
         profile_info=profile_info,
         current_info=current_info,
@@ -198,12 +218,19 @@ def psi_report(
     )
     warnings.extend(report.warnings)
     _write_html(report, html)
-    return DriftResult(report=report, html=html, warnings=warnings,
-                       seconds=time.perf_counter() - started)
+    return DriftResult(
+        report=report, html=html, warnings=warnings, seconds=time.perf_counter() - started
+    )
 
 
-def skew_report(project: Project, *, serving_log: Path, artifact: str | None = None,
-                since: str | None = None, until: str | None = None) -> SkewResult:
+def skew_report(
+    project: Project,
+    *,
+    serving_log: Path,
+    artifact: str | None = None,
+    since: str | None = None,
+    until: str | None = None,
+) -> SkewResult:
     """Recompute every logged vector in the window with transform ``artifact`` (default
     latest) and compare it with the served one."""
     from mlpipe_cli.drift.report import scan_serving_log
@@ -219,9 +246,16 @@ def skew_report(project: Project, *, serving_log: Path, artifact: str | None = N
     return SkewResult(report=report, serving_log=serving_log, since=start, until=end)
 
 
-def shadow_report(project: Project, *, versions: tuple[str, str], current: Path,
-                  features: list[str] | None = None, threshold: float | None = None,
-                  min_rows: int | None = None, html: Path | None = None) -> DriftResult:
+def shadow_report(
+    project: Project,
+    *,
+    versions: tuple[str, str],
+    current: Path,
+    features: list[str] | None = None,
+    threshold: float | None = None,
+    min_rows: int | None = None,
+    html: Path | None = None,
+) -> DriftResult:
     """PSI of transform ``versions[1]``'s outputs against ``versions[0]``'s on ``current``."""
     from mlpipe_cli.io import scan_parquet
     from mlpipe_cli.ops.skew import shadow_compare
@@ -233,8 +267,13 @@ def shadow_report(project: Project, *, versions: tuple[str, str], current: Path,
     transform_a = load_transform(project.store, versions[0])
     transform_b = load_transform(project.store, versions[1])
     report = shadow_compare(
-        transform_a, transform_b, scan_parquet(current), features=features, threshold=gate,
-        thresholds=monitoring.thresholds(), moderate=min(monitoring.moderate_threshold, gate),
+        transform_a,
+        transform_b,
+        scan_parquet(current),
+        features=features,
+        threshold=gate,
+        thresholds=monitoring.thresholds(),
+        moderate=min(monitoring.moderate_threshold, gate),
         min_rows=min_rows if min_rows is not None else monitoring.min_rows,
         bins=monitoring.bins,
     )
@@ -259,16 +298,21 @@ def _monitoring(project: Project, *, need_config: bool) -> MonitoringConfig:
     return project.config.monitoring
 
 
-def _load_profile(project: Project, profile_file: Path | None, artifact: str | None
-                  ) -> tuple[dict, dict[str, Any]]:
+def _load_profile(
+    project: Project, profile_file: Path | None, artifact: str | None
+) -> tuple[dict, dict[str, Any]]:
     from mlpipe_cli.drift.profile import read_profile
 
     if profile_file is not None:
         return read_profile(profile_file), {"source": "file", "path": str(profile_file)}
     version = project.store.get("transform", artifact or "latest")
     path = version.file("profile.json")
-    return read_profile(path), {"source": "artifact", "kind": "transform",
-                                "version": version.version, "path": str(path)}
+    return read_profile(path), {
+        "source": "artifact",
+        "kind": "transform",
+        "version": version.version,
+        "path": str(path),
+    }
 
 
 def _lacks_outputs(profile: dict, parts: list[pl.LazyFrame]) -> bool:
@@ -377,19 +421,21 @@ def shadow_log_report(
     schema = lf.collect_schema()
     if SHADOW_TRANSFORM_VERSION not in schema:
         raise InputError(
-            f"the serving log {serving_log} has no shadow columns "
-            f"({SHADOW_TRANSFORM_VERSION})",
+            f"the serving log {serving_log} has no shadow columns ({SHADOW_TRANSFORM_VERSION})",
             hint="run `mlpipe serve --shadow VERSION` to log a shadow beside the live vectors",
         )
     lf = lf.filter(pl.col(SHADOW_TRANSFORM_VERSION).is_not_null())
     pairs = (
-        lf.group_by(TRANSFORM_VERSION, SHADOW_TRANSFORM_VERSION).agg(pl.len().alias("rows"))
-        .sort(TRANSFORM_VERSION, SHADOW_TRANSFORM_VERSION).collect()
+        lf.group_by(TRANSFORM_VERSION, SHADOW_TRANSFORM_VERSION)
+        .agg(pl.len().alias("rows"))
+        .sort(TRANSFORM_VERSION, SHADOW_TRANSFORM_VERSION)
+        .collect()
     )
     where = f"{serving_log} [{start.isoformat()} .. {end.isoformat()})"
     if pairs.height == 0:
-        raise InputError(f"no shadow rows in {where}",
-                         hint="no data in the window is an error, not a pass")
+        raise InputError(
+            f"no shadow rows in {where}", hint="no data in the window is an error, not a pass"
+        )
     if pairs.height > 1:
         listed = "; ".join(f"live {r[0]} / shadow {r[1]}: {r[2]} rows" for r in pairs.rows())
         raise UsageError(
@@ -421,12 +467,26 @@ def shadow_log_report(
     )  # fmt: skip
     for c in live:
         if c not in shadow and (not features or f"vec.{c}" in wanted):
-            drifts.append(ColumnDrift(f"vec.{c}", "unknown", "error", threshold=gate,
-                                      message=f"output only of live version {live_version}"))
+            drifts.append(
+                ColumnDrift(
+                    f"vec.{c}",
+                    "unknown",
+                    "error",
+                    threshold=gate,
+                    message=f"output only of live version {live_version}",
+                )
+            )
     for c in shadow:
         if c not in live and (not features or f"vec.{c}" in wanted):
-            drifts.append(ColumnDrift(f"vec.{c}", "unknown", "error", threshold=gate,
-                                      message=f"output only of shadow version {shadow_version}"))
+            drifts.append(
+                ColumnDrift(
+                    f"vec.{c}",
+                    "unknown",
+                    "error",
+                    threshold=gate,
+                    message=f"output only of shadow version {shadow_version}",
+                )
+            )
     for d in drifts:
         if d.column in expected:
             d.message = "; ".join(filter(None, ["expected change (--expect-change)", d.message]))
@@ -461,11 +521,12 @@ def _output_columns(project: Project, version: str, schema: Any, prefix: str) ->
     try:
         return list(load_transform(project.store, version).output_columns)
     except ArtifactNotFound:
-        return [c[len(prefix):] for c in schema.names() if c.startswith(prefix)]
+        return [c[len(prefix) :] for c in schema.names() if c.startswith(prefix)]
 
 
-def _expected_columns(names: list[str], live: list[str], shadow: list[str],
-                      flag: str = "--expect-change") -> set[str]:
+def _expected_columns(
+    names: list[str], live: list[str], shadow: list[str], flag: str = "--expect-change"
+) -> set[str]:
     """``vec.*`` columns named by ``names``: an output (``age``, ``vec.age``) or an input
     whose outputs it means (``country`` → every ``vec.country__*``)."""
     outputs = list(dict.fromkeys([*live, *shadow]))
@@ -478,8 +539,10 @@ def _expected_columns(names: list[str], live: list[str], shadow: list[str],
             unknown.append(name)
         found.update(f"vec.{c}" for c in hits)
     if unknown:
-        raise UsageError(f"{flag}: no transform output named {', '.join(unknown)} "
-                         f"(outputs: {', '.join(outputs[:12])}{', ...' if len(outputs) > 12 else ''})")
+        raise UsageError(
+            f"{flag}: no transform output named {', '.join(unknown)} "
+            f"(outputs: {', '.join(outputs[:12])}{', ...' if len(outputs) > 12 else ''})"
+        )
     return found
 
 
@@ -515,21 +578,29 @@ def _write_shadow_html(result: ShadowLogResult, html: Path) -> None:
     from mlpipe_cli.drift.profile import atomic_write_text
 
     doc = result.to_dict()
-    page = render_html(doc, f"Shadow {result.shadow_version} vs live {result.live_version}",
-                       relative_to=html.absolute().parent)
+    page = render_html(
+        doc,
+        f"Shadow {result.shadow_version} vs live {result.live_version}",
+        relative_to=html.absolute().parent,
+    )
     lines = []
     agreement = result.agreement
     if agreement is not None:
         lines.append(
             f"prediction agreement over {agreement['rows']} rows: mean |live - shadow| "
             f"{agreement['mean_abs_diff']:.4g}, {agreement['flipped']} decisions flipped "
-            f"({agreement['flipped_share']:.2%}) at {agreement['decision_threshold']:g}")
+            f"({agreement['flipped_share']:.2%}) at {agreement['decision_threshold']:g}"
+        )
     else:
         lines.append("prediction agreement: not available (both sides need a model)")
     expected = doc["expected_change"]
     if expected["features"]:
-        lines.append("expected to change: changed " + (", ".join(expected["changed"]) or "none")
-                     + "; unchanged " + (", ".join(expected["unchanged"]) or "none"))
+        lines.append(
+            "expected to change: changed "
+            + (", ".join(expected["changed"]) or "none")
+            + "; unchanged "
+            + (", ".join(expected["unchanged"]) or "none")
+        )
     if doc["unexpected_drift"]:
         lines.append("unexpected drift: " + ", ".join(doc["unexpected_drift"]))
     block = "".join(f'<p class="note shadow">{escape(line)}</p>' for line in lines)

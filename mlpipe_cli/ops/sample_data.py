@@ -31,9 +31,14 @@ DATASETS = ("churn", "rides")
 _DEFAULTS = {"churn": (100_000, 42), "rides": (50_000, 7)}
 
 
-def sample_data(*, out: Path = Path("data/sample"), rows: int | None = None,
-                seed: int | None = None, faults: tuple[str, ...] | list[str] = (),
-                dataset: str = "churn") -> SampleDataResult:
+def sample_data(
+    *,
+    out: Path = Path("data/sample"),
+    rows: int | None = None,
+    seed: int | None = None,
+    faults: tuple[str, ...] | list[str] = (),
+    dataset: str = "churn",
+) -> SampleDataResult:
     """Write a synthetic data set under ``out``; same seed, same bytes.
 
     ``dataset``: ``churn`` (users, orders, products, embeddings and labels; configs/example.yaml)
@@ -54,5 +59,10 @@ def sample_data(*, out: Path = Path("data/sample"), rows: int | None = None,
         result = generate_rides(out, rows=rows, seed=seed)
     else:
         result = generate(out, rows=rows, seed=seed, faults=tuple(faults))
-    return SampleDataResult(out_dir=result.out_dir, files=dict(result.files),
-                            rows=dict(result.rows), faults=tuple(result.faults), seed=seed)
+    return SampleDataResult(
+        out_dir=result.out_dir,
+        files=dict(result.files),
+        rows=dict(result.rows),
+        faults=tuple(result.faults),
+        seed=seed,
+    )

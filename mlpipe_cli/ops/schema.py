@@ -25,12 +25,22 @@ class InferResult:
     config_path: str = ""  # the entry's `path:`, as the config file will resolve it
 
     def to_dict(self) -> dict[str, Any]:
-        return {"source": self.source, "path": str(self.path), "config_path": self.config_path,
-                **self.proposal}
+        return {
+            "source": self.source,
+            "path": str(self.path),
+            "config_path": self.config_path,
+            **self.proposal,
+        }
 
 
-def infer(*, data: Path, source: str, max_allowed: int = 20, out: Path | None = None,
-          config_dir: Path | None = None) -> InferResult:
+def infer(
+    *,
+    data: Path,
+    source: str,
+    max_allowed: int = 20,
+    out: Path | None = None,
+    config_dir: Path | None = None,
+) -> InferResult:
     """Propose a column contract for ``data`` (needs no config); write it to ``out`` if given.
 
     The proposed ``path:`` is relative to ``config_dir`` (the directory of the config file
@@ -46,8 +56,9 @@ def infer(*, data: Path, source: str, max_allowed: int = 20, out: Path | None = 
     text = contract_yaml(source, data, proposal, config_path=config_path)
     if out is not None:
         atomic_write_bytes(out, text.encode())
-    return InferResult(source=source, path=data, proposal=proposal, yaml=text, out=out,
-                       config_path=config_path)
+    return InferResult(
+        source=source, path=data, proposal=proposal, yaml=text, out=out, config_path=config_path
+    )
 
 
 @dataclass(frozen=True)
@@ -57,8 +68,12 @@ class SnapshotResult:
     sources: list[str]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": "schema", "version": self.version, "created": self.created,
-                "sources": self.sources}
+        return {
+            "kind": "schema",
+            "version": self.version,
+            "created": self.created,
+            "sources": self.sources,
+        }
 
 
 def snapshot(project: Project) -> SnapshotResult:
@@ -102,8 +117,14 @@ class DiffResult:
             )
 
 
-def diff(project: Project, *, old: str | None = None, new: str | None = None,
-         data: Path | None = None, source: str | None = None) -> DiffResult:
+def diff(
+    project: Project,
+    *,
+    old: str | None = None,
+    new: str | None = None,
+    data: Path | None = None,
+    source: str | None = None,
+) -> DiffResult:
     """Classify contract changes OLD -> NEW (or ``data`` against OLD) as breaking/compatible.
 
     OLD defaults to the latest schema snapshot, NEW to the config's current contract; with
@@ -158,15 +179,19 @@ class ExportResult:
     content: str | None = None  # the exported text when nothing was written to a file
 
     def to_dict(self) -> dict[str, Any]:
-        document: dict[str, Any] = {"format": self.format, "sources": self.sources,
-                                    "files": self.files}
+        document: dict[str, Any] = {
+            "format": self.format,
+            "sources": self.sources,
+            "files": self.files,
+        }
         if self.content is not None:
             document["content"] = self.content
         return document
 
 
-def export(project: Project, *, fmt: str = "pandera", source: str | None = None,
-           out: Path | None = None) -> ExportResult:
+def export(
+    project: Project, *, fmt: str = "pandera", source: str | None = None, out: Path | None = None
+) -> ExportResult:
     """Export contracts as pandera YAML or the mlpipe JSON contract; to ``out`` (a file for
     one source, else a directory) or, without ``out``, as ``content``."""
     import json

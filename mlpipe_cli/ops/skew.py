@@ -69,16 +69,19 @@ class SkewReport:
         }
 
 
-def skew_check(transform: FittedTransform, log: pl.LazyFrame, *,
-               tolerance: float = SKEW_TOLERANCE) -> SkewReport:
+def skew_check(
+    transform: FittedTransform, log: pl.LazyFrame, *, tolerance: float = SKEW_TOLERANCE
+) -> SkewReport:
     """Compare served ``vec.*`` with ``transform_batch`` of the logged ``raw.*`` columns."""
     import polars as pl
 
     schema = log.collect_schema()
     rows = count_rows(log)
     if rows == 0:
-        raise InputError("no serving-log rows in the window",
-                         hint="no data in the window is an error, not a pass")
+        raise InputError(
+            "no serving-log rows in the window",
+            hint="no data in the window is an error, not a pass",
+        )
     versions: dict[str, int] = {}
     if "transform_version" in schema:
         counts = log.group_by("transform_version").agg(pl.len()).collect()
@@ -94,14 +97,21 @@ def skew_check(transform: FittedTransform, log: pl.LazyFrame, *,
         return SkewReport(transform.version, rows, rows, tolerance, versions, [], problems)
     outputs = [c for c in transform.output_columns if vec_column(c) in schema]
     missing_vec = [c for c in transform.output_columns if vec_column(c) not in schema]
-    extra_vec = sorted(c for c in schema.names() if c.startswith(VEC_PREFIX)
-                       and c[4:] not in set(transform.output_columns))
+    extra_vec = sorted(
+        c
+        for c in schema.names()
+        if c.startswith(VEC_PREFIX) and c[4:] not in set(transform.output_columns)
+    )
     if missing_vec:
-        problems.append(f"transform {transform.version} outputs {len(missing_vec)} column(s) the "
-                        f"log does not have, e.g. vec.{missing_vec[0]}")
+        problems.append(
+            f"transform {transform.version} outputs {len(missing_vec)} column(s) the "
+            f"log does not have, e.g. vec.{missing_vec[0]}"
+        )
     if extra_vec:
-        problems.append(f"the log has {len(extra_vec)} vec.* column(s) transform "
-                        f"{transform.version} does not output, e.g. {extra_vec[0]}")
+        problems.append(
+            f"the log has {len(extra_vec)} vec.* column(s) transform "
+            f"{transform.version} does not output, e.g. {extra_vec[0]}"
+        )
 
     entity = pl.col("entity").cast(pl.String) if "entity" in schema else pl.lit(None, pl.String)
     served = {c: f"\x00served.{c}" for c in outputs}
@@ -136,8 +146,15 @@ def skew_check(transform: FittedTransform, log: pl.LazyFrame, *,
             rec.filter(bad).first().alias(f"r{i}"),
         ]
     if not outputs:
-        return SkewReport(transform.version, rows, 0, tolerance, versions, [],
-                          problems or ["no output column of the transform is in the log"])
+        return SkewReport(
+            transform.version,
+            rows,
+            0,
+            tolerance,
+            versions,
+            [],
+            problems or ["no output column of the transform is in the log"],
+        )
     aggs.append(pl.any_horizontal(flags).sum().alias("rows_bad"))
     try:
         res = recomputed.select(aggs).collect().row(0, named=True)
@@ -155,8 +172,9 @@ def skew_check(transform: FittedTransform, log: pl.LazyFrame, *,
         for i, c in enumerate(outputs)
     ]
     columns.sort(key=lambda c: (-c.mismatches, c.column))
-    return SkewReport(transform.version, rows, int(res["rows_bad"]), tolerance, versions,
-                      columns, problems)
+    return SkewReport(
+        transform.version, rows, int(res["rows_bad"]), tolerance, versions, columns, problems
+    )
 
 
 def shadow_compare(
@@ -180,33 +198,57 @@ def shadow_compare(
 
     rows = count_rows(current)
     if rows == 0:
-        raise InputError("no current rows to transform",
-                         hint="no data is an error, not a pass")
-    out_a = transform_a.transform_batch(current).select(
-        [pl.col(c).alias(vec_column(c)) for c in transform_a.output_columns]).collect()
-    out_b = transform_b.transform_batch(current).select(
-        [pl.col(c).alias(vec_column(c)) for c in transform_b.output_columns]).collect()
+        raise InputError("no current rows to transform", hint="no data is an error, not a pass")
+    out_a = (
+        transform_a.transform_batch(current)
+        .select([pl.col(c).alias(vec_column(c)) for c in transform_a.output_columns])
+        .collect()
+    )
+    out_b = (
+        transform_b.transform_batch(current)
+        .select([pl.col(c).alias(vec_column(c)) for c in transform_b.output_columns])
+        .collect()
+    )
     profile = build_profile(out_a, bins=bins)
     names = select_features(profile, features)
     drifts = compare_to_profile(
-        profile, out_b, names, threshold=threshold,
-        thresholds=per_feature_thresholds(thresholds or {}, names), moderate=moderate,
+        profile,
+        out_b,
+        names,
+        threshold=threshold,
+        thresholds=per_feature_thresholds(thresholds or {}, names),
+        moderate=moderate,
         min_rows=min_rows,
     )
     only_b = [c for c in out_b.columns if c not in out_a.columns]
     if not features:
         for c in only_b:
-            drifts.append(ColumnDrift(c, "unknown", "error", threshold=threshold,
-                                      message=f"output only of version {transform_b.version}"))
+            drifts.append(
+                ColumnDrift(
+                    c,
+                    "unknown",
+                    "error",
+                    threshold=threshold,
+                    message=f"output only of version {transform_b.version}",
+                )
+            )
     for d in drifts:
         if d.status == "error" and "not in the current data" in d.message:
             d.message = f"output only of version {transform_a.version}"
     return DriftReport(
         features=drifts,
-        profile_info={"source": "shadow", "kind": "transform", "version": transform_a.version,
-                      "rows": rows},
-        current_info={"source": "shadow", "kind": "transform", "version": transform_b.version,
-                      "rows": rows},
+        profile_info={
+            "source": "shadow",
+            "kind": "transform",
+            "version": transform_a.version,
+            "rows": rows,
+        },
+        current_info={
+            "source": "shadow",
+            "kind": "transform",
+            "version": transform_b.version,
+            "rows": rows,
+        },
         threshold=threshold,
         moderate=moderate,
         min_rows=min_rows,

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mlpipe_cli.documents import TrainingSetManifest
 from mlpipe_cli.errors import DataCheckFailed, InputError, UsageError
 from mlpipe_cli.io import within_input_scope
 from mlpipe_cli.progress import task as progress_task
@@ -25,9 +26,9 @@ from mlpipe_cli.progress import track as progress_track
 if TYPE_CHECKING:
     from mlpipe_cli.artifacts import ArtifactStore
     from mlpipe_cli.config import PipelineConfig
+    from mlpipe_cli.engines.spark.training_set import WrittenOutput
     from mlpipe_cli.ops.project import Project
 
-MANIFEST_FORMAT_VERSION = 1
 MANIFEST_SUFFIX = ".manifest.json"
 
 
@@ -190,19 +191,25 @@ def build_training_set(
     manifest_path = manifest_path_for(out)
     # the Parquet file and its manifest: both published or neither
     with atomic_outputs(), progress_task(f"writing {out.name}"):
+        summary: _Written | WrittenOutput
         if frame is None:  # engine spark: a file joins this batch; a directory is renamed
             from mlpipe_cli.engines.spark.training_set import build as build_on_spark
 
             summary = build_on_spark(
-                config, spine=spine_path, out=out, keys=keys, timestamp=ts_col,
-                selected=selected, progress=progress,
+                config,
+                spine=spine_path,
+                out=out,
+                keys=keys,
+                timestamp=ts_col,
+                selected=selected,
+                progress=progress,
             )
         else:
             write_parquet_atomic(frame, out)
             summary = _Written.of(frame)
         written = staged_path(out)
         manifest: dict[str, Any] = {
-            "format_version": MANIFEST_FORMAT_VERSION,
+            "format_version": TrainingSetManifest.FORMAT_VERSION,
             "mlpipe_version": __version__,
             "kind": "training-set",
             "pipeline": config.pipeline,
@@ -288,12 +295,20 @@ def _output_entry(out: Path, written: Path, summary: Any) -> dict[str, Any]:
     from mlpipe_cli.io import file_sha256, fingerprint
 
     if not summary.parts:
-        return {"file": out.name, "sha256": file_sha256(written),
-                "size": written.stat().st_size, "columns": summary.columns}
+        return {
+            "file": out.name,
+            "sha256": file_sha256(written),
+            "size": written.stat().st_size,
+            "columns": summary.columns,
+        }
     combined = fingerprint([out])
-    return {"file": out.name, "sha256": combined["sha256"],
-            "size": sum(f["size"] for f in combined["files"]), "parts": summary.parts,
-            "columns": summary.columns}
+    return {
+        "file": out.name,
+        "sha256": combined["sha256"],
+        "size": sum(f["size"] for f in combined["files"]),
+        "parts": summary.parts,
+        "columns": summary.columns,
+    }
 
 
 def _dump(document: dict[str, Any]) -> bytes:

@@ -27,14 +27,20 @@ class TransformResult:
         return self.report.handled() if self.report is not None else {}
 
     def to_dict(self) -> dict[str, Any]:
-        return {"ok": True, "version": self.version, "rows": self.rows, "out": str(self.out),
-                "output_columns": self.output_columns,
-                "values": self.report.to_dict() if self.report is not None else None,
-                "seconds": round(self.seconds, 3)}
+        return {
+            "ok": True,
+            "version": self.version,
+            "rows": self.rows,
+            "out": str(self.out),
+            "output_columns": self.output_columns,
+            "values": self.report.to_dict() if self.report is not None else None,
+            "seconds": round(self.seconds, 3),
+        }
 
 
-def transform(project: Project, *, data: Path, out: Path, artifact: str = "latest",
-              engine: str | None = None) -> TransformResult:
+def transform(
+    project: Project, *, data: Path, out: Path, artifact: str = "latest", engine: str | None = None
+) -> TransformResult:
     """Stream ``data`` through transform version ``artifact`` into ``out`` (atomic Parquet).
 
     ArtifactError (exit 3) for an unknown or tampered version, or an input column that is
@@ -58,9 +64,14 @@ def transform(project: Project, *, data: Path, out: Path, artifact: str = "lates
             from mlpipe_cli.engines.spark.transform import run as run_on_spark
 
             rows, report = run_on_spark(project.config, fitted, data=data, out=out)
-            return TransformResult(version=fitted.version, rows=rows, out=out,
-                                   output_columns=fitted.output_columns, report=report,
-                                   seconds=time.perf_counter() - started)
+            return TransformResult(
+                version=fitted.version,
+                rows=rows,
+                out=out,
+                output_columns=fitted.output_columns,
+                report=report,
+                seconds=time.perf_counter() - started,
+            )
         lazy = scan_parquet(data)
         fitted.check_input_schema(lazy.collect_schema())
         run = transform_frame(fitted, lazy)
@@ -75,6 +86,11 @@ def transform(project: Project, *, data: Path, out: Path, artifact: str = "lates
         steps.note(f"writing {out.name}")
         sink_parquet_atomic(run.output, out, compression="snappy")
         rows = parquet_row_count(out)
-    return TransformResult(version=fitted.version, rows=rows, out=out,
-                           output_columns=fitted.output_columns, report=report,
-                           seconds=time.perf_counter() - started)
+    return TransformResult(
+        version=fitted.version,
+        rows=rows,
+        out=out,
+        output_columns=fitted.output_columns,
+        report=report,
+        seconds=time.perf_counter() - started,
+    )

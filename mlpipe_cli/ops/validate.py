@@ -76,8 +76,9 @@ def validate(
         from mlpipe_cli.artifacts.store import atomic_write_bytes
 
         atomic_write_bytes(junit, report.to_junit())
-    return ValidateResult(report=report, artifact_version=version,
-                          seconds=time.perf_counter() - started)
+    return ValidateResult(
+        report=report, artifact_version=version, seconds=time.perf_counter() - started
+    )
 
 
 def run_validation(
@@ -126,8 +127,7 @@ def run_validation(
         if on_spark:
             from mlpipe_cli.engines.spark.validate import check_source
 
-            report = check_source(config, name, data_path, quarantine_path=q_path,
-                                  out_path=o_path)
+            report = check_source(config, name, data_path, quarantine_path=q_path, out_path=o_path)
         else:
             report = validate_source(
                 config,
@@ -150,8 +150,7 @@ def run_validation(
     return result, version
 
 
-def _split_path(path: Path | None, source: str, count: int, parts: bool = False
-                ) -> Path | None:
+def _split_path(path: Path | None, source: str, count: int, parts: bool = False) -> Path | None:
     """One source: PATH is the file. Several: PATH is a directory of <source>.parquet.
 
     ``parts`` (the Spark engine): a PATH without the .parquet suffix is a directory of part
@@ -189,7 +188,7 @@ def publish_report(
         (staging / "report.json").write_bytes(canonical_json(document) + b"\n")
         (staging / "report.xml").write_bytes(junit)
 
-    inputs = {}
+    inputs: dict[str, dict[str, Any] | None] = {}
     for source in report.sources:
         try:
             inputs[source.source] = fingerprint([source.path])

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mlpipe_cli.documents import SourceContract, check
 from mlpipe_cli.errors import ArtifactError, InputError, UsageError
 from mlpipe_cli.io import register_input
 
@@ -24,8 +25,6 @@ if TYPE_CHECKING:
     from mlpipe_cli.config import PipelineConfig
     from mlpipe_cli.config.sources import SourceConfig
 
-CONTRACT_FORMAT_VERSION = 1
-CONTRACT_KIND = "mlpipe.contract"
 CONTRACT_FILE = "contract.json"
 SCHEMA_KIND = "schema"
 _NOT_CONTRACT = {
@@ -40,8 +39,8 @@ def source_contract(source: SourceConfig) -> dict[str, Any]:
 
 def contract_document(config: PipelineConfig) -> dict[str, Any]:
     return {
-        "format_version": CONTRACT_FORMAT_VERSION,
-        "kind": CONTRACT_KIND,
+        "format_version": SourceContract.FORMAT_VERSION,
+        "kind": SourceContract.KIND,
         "pipeline": config.pipeline,
         "sources": {name: source_contract(config.sources[name]) for name in sorted(config.sources)},
     }
@@ -68,14 +67,9 @@ def snapshot(store: ArtifactStore, config: PipelineConfig) -> tuple[str, bool]:
 
 
 def check_document(document: Any, origin: str) -> dict[str, Any]:
-    if not isinstance(document, dict) or document.get("kind") != CONTRACT_KIND:
-        raise InputError(f"{origin} is not an mlpipe contract (kind {CONTRACT_KIND!r})")
-    if document.get("format_version") != CONTRACT_FORMAT_VERSION:
-        raise ArtifactError(
-            f"{origin} has contract format_version {document.get('format_version')!r}; "
-            f"this mlpipe reads {CONTRACT_FORMAT_VERSION}",
-            hint="upgrade mlpipe",
-        )
+    if not isinstance(document, dict) or document.get("kind") != SourceContract.KIND:
+        raise InputError(f"{origin} is not an mlpipe contract (kind {SourceContract.KIND!r})")
+    check(SourceContract, document, origin, invalid=InputError)
     return document
 
 
@@ -109,5 +103,8 @@ def load_contract(
     try:
         document = json.loads(artifact.file(CONTRACT_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise ArtifactError(f"schema artifact {artifact.version}: unreadable contract: {exc}") from None
-    return check_document(document, f"schema/{artifact.version}"), f"schema/{artifact.version}"
+        raise ArtifactError(
+            f"schema artifact {artifact.version}: unreadable contract: {exc}"
+        ) from None
+    label = f"schema/{artifact.version}"
+    return check_document(document, f"{label}/{CONTRACT_FILE}"), label

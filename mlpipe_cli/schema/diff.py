@@ -69,9 +69,14 @@ def diff_source(name: str, old: dict[str, Any], new: dict[str, Any]) -> list[Cha
             continue
         nullable = new_cols[column].get("nullable", False)
         out.append(
-            Change(name, column, "column_added", not nullable,
-                   f"column {column!r} added as " + ("nullable" if nullable else
-                   "required (old data lacks it)"))
+            Change(
+                name,
+                column,
+                "column_added",
+                not nullable,
+                f"column {column!r} added as "
+                + ("nullable" if nullable else "required (old data lacks it)"),
+            )
         )
     for column in old_cols:
         if column in new_cols:
@@ -104,7 +109,9 @@ def _bound(spec: dict[str, Any], inclusive: str, exclusive: str) -> tuple[float,
     if not values:
         return None
     lower = inclusive == "min"
-    return (max if lower else min)(values, key=lambda v: (v[0], v[1]) if lower else (v[0], not v[1]))
+    return (max if lower else min)(
+        values, key=lambda v: (v[0], v[1]) if lower else (v[0], not v[1])
+    )
 
 
 def _narrower(old: tuple[float, bool] | None, new: tuple[float, bool] | None, lower: bool) -> int:
@@ -121,7 +128,9 @@ def _narrower(old: tuple[float, bool] | None, new: tuple[float, bool] | None, lo
     return 1 if new[1] and not old[1] else -1
 
 
-def _diff_column(source: str, column: str, old: dict[str, Any], new: dict[str, Any]) -> list[Change]:
+def _diff_column(
+    source: str, column: str, old: dict[str, Any], new: dict[str, Any]
+) -> list[Change]:
     out: list[Change] = []
 
     def add(code: str, breaking: bool, detail: str) -> None:
@@ -200,11 +209,13 @@ def _diff_table(source: str, old: dict[str, Any], new: dict[str, Any]) -> list[C
         if verdict:
             add(f"{key}_changed", verdict > 0, f"{key} {_show(before)} -> {_show(after)}")
     for key, breaking_when_added in (("required_columns", True), ("forbidden_columns", True)):
-        before, after = set(old.get(key) or []), set(new.get(key) or [])
-        if after - before:
-            add(f"{key}_added", breaking_when_added, f"{key} added: {sorted(after - before)}")
-        if before - after:
-            add(f"{key}_removed", False, f"{key} removed: {sorted(before - after)}")
+        old_names, new_names = set(old.get(key) or []), set(new.get(key) or [])
+        if new_names - old_names:
+            add(
+                f"{key}_added", breaking_when_added, f"{key} added: {sorted(new_names - old_names)}"
+            )
+        if old_names - new_names:
+            add(f"{key}_removed", False, f"{key} removed: {sorted(old_names - new_names)}")
     old_checks = {c["name"]: c for c in old.get("checks") or []}
     new_checks = {c["name"]: c for c in new.get("checks") or []}
     for check in sorted(set(old_checks) | set(new_checks)):
@@ -261,7 +272,9 @@ def diff_data(source: str, contract: dict[str, Any], facts: dict[str, Any]) -> l
     return out
 
 
-def _diff_observed(source: str, column: str, spec: dict[str, Any], fact: dict[str, Any]) -> list[Change]:
+def _diff_observed(
+    source: str, column: str, spec: dict[str, Any], fact: dict[str, Any]
+) -> list[Change]:
     out: list[Change] = []
 
     def add(code: str, breaking: bool, detail: str) -> None:
@@ -293,7 +306,9 @@ def _diff_observed(source: str, column: str, spec: dict[str, Any], fact: dict[st
         outside = [v for v in fact["values"] if v not in {str(a) for a in allowed}]
         if outside:
             add("allowed_narrowed", True, f"values outside the allowed set: {outside[:5]}")
-    elif allowed is not None and fact.get("nunique", 0) > len(allowed) + (1 if fact["nulls"] else 0):
+    elif allowed is not None and fact.get("nunique", 0) > len(allowed) + (
+        1 if fact["nulls"] else 0
+    ):
         add("allowed_narrowed", True,
             f"{fact['nunique']} distinct values; the allowed set has {len(allowed)}")  # fmt: skip
     return out

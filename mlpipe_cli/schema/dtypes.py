@@ -34,7 +34,7 @@ _WIDENING: dict[str, set[str]] = {
 }
 
 
-def contract_dtype_of(dtype: pl.DataType) -> str | None:
+def contract_dtype_of(dtype: pl.DataType | type[pl.DataType]) -> str | None:
     """The contract name of a Polars dtype, or None if contracts cannot name it."""
     import polars as pl
 
@@ -73,8 +73,9 @@ def describe_dtype(dtype: pl.DataType) -> str:
     return name if name is not None else str(dtype).lower()
 
 
-def to_polars(name: str, *, timezone: str | None = None, time_unit: str = "us",
-              width: int | None = None) -> pl.DataType:
+def to_polars(
+    name: str, *, timezone: str | None = None, time_unit: str = "us", width: int | None = None
+) -> pl.DataType:
     """The concrete Polars dtype for a contract dtype (used for pandera schemas)."""
     import polars as pl
 

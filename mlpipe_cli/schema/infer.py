@@ -57,7 +57,10 @@ def observe(lazy: pl.LazyFrame, *, max_allowed: int = MAX_ALLOWED) -> dict[str, 
         for key in ("min", "max", "nonfinite", "nunique"):
             if f"{key}:{name}" in row:
                 fact[key] = row[f"{key}:{name}"]
-        if fact["dtype"] in ("string", "categorical") and 0 < (fact.get("nunique") or 0) <= max_allowed:
+        if (
+            fact["dtype"] in ("string", "categorical")
+            and 0 < (fact.get("nunique") or 0) <= max_allowed
+        ):
             small.append(name)
         columns[name] = fact
     if small:
@@ -119,8 +122,9 @@ def path_for_config(data: Path | str, config_dir: Path | str) -> str:
     return Path(relative).as_posix()
 
 
-def contract_yaml(source_name: str, path: Path | str, proposal: dict[str, Any], *,
-                  config_path: str | None = None) -> str:
+def contract_yaml(
+    source_name: str, path: Path | str, proposal: dict[str, Any], *, config_path: str | None = None
+) -> str:
     """YAML for a `sources:` entry, with one flow-style line per column. ``config_path`` is
     the entry's ``path:`` (default: ``path`` as given)."""
     import yaml

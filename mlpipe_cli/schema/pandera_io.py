@@ -18,9 +18,7 @@ from typing import TYPE_CHECKING, Any
 from mlpipe_cli.schema.dtypes import dtype_matches, to_polars
 
 if TYPE_CHECKING:
-    from mlpipe_cli._pandera import pandera_polars
-
-    pa = pandera_polars()
+    import pandera.polars as pa  # at run time through _pandera.pandera_polars (no pyspark probe)
     import polars as pl
 
     from mlpipe_cli.config.sources import ColumnContract, SourceConfig
@@ -113,7 +111,10 @@ def export_yaml(source_name: str, source: SourceConfig) -> str:
     if source.min_rows is not None or source.max_rows is not None:
         notes.append("min_rows/max_rows are not expressible in pandera")
     header = f"# pandera schema for source {source_name!r}, exported by mlpipe schema export\n"
-    header += "# regexes are anchored ^(?:...)$ because pandera's str_matches anchors only the start\n"
+    header += (
+        "# regexes are anchored ^(?:...)$ because pandera's str_matches anchors only the start\n"
+    )
     header += "".join(f"# not exported: {note}\n" for note in notes)
     body = schema.to_yaml()
+    assert body is not None  # to_yaml returns the text when given no stream
     return header + body + ("" if body.endswith("\n") else "\n")

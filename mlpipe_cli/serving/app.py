@@ -145,7 +145,13 @@ class ServingApp:
             return endpoint, exc.status, _error(exc.code, exc.message), _JSON, exc.headers
         except Exception as exc:  # never a traceback on the wire
             sys.stderr.write(f"mlpipe serve: unexpected {type(exc).__name__}: {exc}\n")
-            return endpoint, 500, _error("internal", f"unexpected {type(exc).__name__}"), _JSON, None
+            return (
+                endpoint,
+                500,
+                _error("internal", f"unexpected {type(exc).__name__}"),
+                _JSON,
+                None,
+            )
         finally:
             self.in_flight -= 1
             self.requests_total += 1

@@ -48,7 +48,13 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from mlpipe_cli.servinglog import SERVED_AT, raw_column, segment_name, vec_column
+from mlpipe_cli.servinglog import (
+    SERVED_AT,
+    raw_column,
+    segment_metadata,
+    segment_name,
+    vec_column,
+)
 
 # (served_at epoch µs, endpoint, entity JSON, store_version, cold_start, raw values, vector,
 #  prediction)
@@ -158,6 +164,7 @@ class FeatureLogger:
         self.last_error: str | None = None
         self._seq = 0
         self._pid = os.getpid()
+        self._metadata = segment_metadata()  # the header of every segment
         self._thread: threading.Thread | None = None
         self._closed = False
         self._stop = threading.Event()
@@ -412,7 +419,7 @@ class FeatureLogger:
             name = segment_name(parts[0][SERVED_AT][0], self._pid, self._seq)
             lazy = pl.concat([part.lazy() for part in parts], how="vertical_relaxed")
             # Concatenation, encoding, compression and the write run with the GIL released.
-            sink_parquet_atomic(lazy, self.log_dir / name)
+            sink_parquet_atomic(lazy, self.log_dir / name, metadata=self._metadata)
         except Exception as exc:  # disk full, permissions: keep serving, count the loss
             self.failed += rows
             self.last_error = f"{type(exc).__name__}: {exc}"
@@ -479,7 +486,7 @@ def _next_piece(count: int, converted: int, elapsed: float) -> int:
     return count  # the short tail of a column says nothing
 
 
-def _raw_series(name: str, values: list[Any], dtype_name: str | None) -> Any:
+def _raw_series(name: str, values: Sequence[Any], dtype_name: str | None) -> Any:
     """A raw feature column in its natural dtype (the transform's input schema when known)."""
     import polars as pl
 

@@ -111,7 +111,9 @@ class PointerFollower:
         self._retiring: list[tuple[float, Any]] = []  # (close at, logger)
         metrics = app.metrics
         metrics.counters["mlpipe_serve_pointer_switches_total"] = (
-            "Switches to a newly promoted serving pointer.", lambda: self.switches)
+            "Switches to a newly promoted serving pointer.",
+            lambda: self.switches,
+        )
         metrics.counters["mlpipe_serve_pointer_switch_failures_total"] = (
             "Promoted serving pointers this server refused (verification failed).",
             lambda: self.failures)  # fmt: skip
@@ -147,8 +149,10 @@ class PointerFollower:
             except MlpipeError as exc:  # a corrupt LATEST: keep serving, say so once
                 if str(exc) != problem_logged:
                     problem_logged = str(exc)
-                    _say(f"serving pointer unreadable, still serving "
-                         f"{self.app.transform_version}: {exc}")
+                    _say(
+                        f"serving pointer unreadable, still serving "
+                        f"{self.app.transform_version}: {exc}"
+                    )
                 continue
             problem_logged = None
             if latest is None or latest in (self.current, self._refused):
@@ -158,10 +162,13 @@ class PointerFollower:
             except Exception as exc:
                 self.failures += 1
                 self._refused = latest
-                reason = str(exc) if isinstance(exc, MlpipeError) else (
-                    f"{type(exc).__name__}: {exc}")
-                _say(f"serving pointer {latest} not applied, still serving transform "
-                     f"{self.app.transform_version}: {reason}")
+                reason = (
+                    str(exc) if isinstance(exc, MlpipeError) else (f"{type(exc).__name__}: {exc}")
+                )
+                _say(
+                    f"serving pointer {latest} not applied, still serving transform "
+                    f"{self.app.transform_version}: {reason}"
+                )
 
     def _switch(self, store: Any, version: str) -> None:
         from mlpipe_cli.online import open_store
@@ -185,8 +192,9 @@ class PointerFollower:
         runtime = self.app.runtime
         logger = None
         if runtime.logger is not None:
-            logger = new_feature_logger(self.config, runtime.logger.log_dir, loaded.transform,
-                                        runtime.shadow)
+            logger = new_feature_logger(
+                self.config, runtime.logger.log_dir, loaded.transform, runtime.shadow
+            )
             logger.start()
         done = threading.Event()
         failure: list[BaseException] = []
@@ -215,8 +223,10 @@ class PointerFollower:
         self.current = version
         self.switches += 1
         model = loaded.model.binding.model_version if loaded.model else "none"
-        _say(f"switched to serving pointer {version}: transform {loaded.transform.version}, "
-             f"model {model}")
+        _say(
+            f"switched to serving pointer {version}: transform {loaded.transform.version}, "
+            f"model {model}"
+        )
 
     def _apply(self, loaded: LiveVersions, logger: Any) -> Any:
         """Swap the live service (on the event loop: no request runs meanwhile); returns the

@@ -115,9 +115,7 @@ def parse_query(query: str) -> dict[str, str]:
     from urllib.parse import unquote_plus
 
     if not query:
-        raise UsageError(
-            "expected the entity's keys as query parameters, e.g. /features?user_id=3"
-        )
+        raise UsageError("expected the entity's keys as query parameters, e.g. /features?user_id=3")
     if not query.isascii():
         raise UsageError("the query string must be percent-encoded (ASCII only)")
     parts = query.split("&")

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mlpipe_cli.documents import ModelBindingDocument, check
 from mlpipe_cli.errors import ArtifactError, ArtifactNotFound, InputError, UsageError
 from mlpipe_cli.io import register_input
 
@@ -43,7 +44,6 @@ MODEL_KIND = "model"
 MODEL_FILE = "model.joblib"  # pickle/joblib models (and every model of binding format 1)
 SKOPS_MODEL_FILE = "model.skops"
 BINDING_FILE = "binding.json"
-BINDING_FORMAT_VERSION = 2  # 2: "format" and "trusted_types"; 1 (pickle only) still loads
 SKOPS = "skops"
 PICKLE = "pickle"
 
@@ -138,7 +138,7 @@ def register_model(
     model = _load_model_file(model_path, label, fmt, trusted_types)
     _check_model(model, label, transform.version, output_columns)
     binding = {
-        "format_version": BINDING_FORMAT_VERSION,
+        "format_version": ModelBindingDocument.FORMAT_VERSION,
         "transform_version": transform.version,
         "transform_content_hash": transform.content_hash,
         "output_columns": output_columns,
@@ -271,6 +271,7 @@ def _check_model(
 def read_binding(artifact: ArtifactVersion) -> ModelBinding:
     try:
         doc = json.loads(artifact.file(BINDING_FILE).read_text())
+        check(ModelBindingDocument, doc, f"model artifact {artifact.version}: {BINDING_FILE}")
         return ModelBinding(
             model_version=artifact.version,
             transform_version=doc["transform_version"],
@@ -323,8 +324,7 @@ def load_model(
     model_file = artifact.file(binding.model_file)
     if artifact.manifest["files"][binding.model_file]["sha256"] != binding.model_sha256:
         raise ArtifactError(
-            f"model artifact {artifact.version}: {binding.model_file} hash differs from its "
-            "binding"
+            f"model artifact {artifact.version}: {binding.model_file} hash differs from its binding"
         )
     if binding.format == SKOPS:
         import skops.io as sio

@@ -39,8 +39,14 @@ def openapi_document(info: Any, max_batch: int) -> dict[str, Any]:
     served = {
         "type": "object",
         "required": [
-            "entity", "cold_start", "features", "vector", "expired", "transform_version",
-            "store_version", "as_of",
+            "entity",
+            "cold_start",
+            "features",
+            "vector",
+            "expired",
+            "transform_version",
+            "store_version",
+            "as_of",
         ],
         "properties": {
             "entity": entity,
@@ -75,8 +81,9 @@ def openapi_document(info: Any, max_batch: int) -> dict[str, Any]:
         "type": "object",
         "required": ["entities"],
         "additionalProperties": False,
-        "properties": {"entities": {"type": "array", "items": entity, "minItems": 1,
-                                    "maxItems": max_batch}},
+        "properties": {
+            "entities": {"type": "array", "items": entity, "minItems": 1, "maxItems": max_batch}
+        },
     }
     batch_response = {
         "type": "object",
@@ -99,11 +106,15 @@ def openapi_document(info: Any, max_batch: int) -> dict[str, Any]:
             "/features/{entity_id}": {
                 "get": {
                     "summary": "Raw and transformed features of one entity",
-                    "parameters": [{
-                        "name": "entity_id", "in": "path", "required": True,
-                        "schema": {"type": "string"},
-                        "description": "the entity key; composite keys joined by ','",
-                    }],
+                    "parameters": [
+                        {
+                            "name": "entity_id",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string"},
+                            "description": "the entity key; composite keys joined by ','",
+                        }
+                    ],
                     "responses": {
                         "200": _json({"$ref": "#/components/schemas/Served"}, "served"),
                         **_errors(400, 500, 503),
@@ -113,9 +124,12 @@ def openapi_document(info: Any, max_batch: int) -> dict[str, Any]:
             "/features": {
                 "post": {
                     "summary": f"Features of up to {max_batch} entities",
-                    "requestBody": {"required": True, "content": {
-                        "application/json": {"schema": {"$ref": "#/components/schemas/Batch"}}
-                    }},
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {"schema": {"$ref": "#/components/schemas/Batch"}}
+                        },
+                    },
                     "responses": {
                         "200": _json({"$ref": "#/components/schemas/BatchResponse"}, "served"),
                         **_errors(400, 413, 500, 503),
@@ -125,27 +139,43 @@ def openapi_document(info: Any, max_batch: int) -> dict[str, Any]:
             "/predict": {
                 "post": {
                     "summary": "Features and the registered model's score",
-                    "requestBody": {"required": True, "content": {"application/json": {
-                        "schema": {"oneOf": [
-                            {"$ref": "#/components/schemas/Batch"},
-                            {"type": "object", "required": ["entity"],
-                             "properties": {"entity": entity}},
-                        ]}
-                    }}},
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "oneOf": [
+                                        {"$ref": "#/components/schemas/Batch"},
+                                        {
+                                            "type": "object",
+                                            "required": ["entity"],
+                                            "properties": {"entity": entity},
+                                        },
+                                    ]
+                                }
+                            }
+                        },
+                    },
                     "responses": {
                         "200": _json(
-                            {"oneOf": [
-                                {"$ref": "#/components/schemas/Served"},
-                                {"$ref": "#/components/schemas/BatchResponse"},
-                            ]},
+                            {
+                                "oneOf": [
+                                    {"$ref": "#/components/schemas/Served"},
+                                    {"$ref": "#/components/schemas/BatchResponse"},
+                                ]
+                            },
                             "served with prediction",
                         ),
                         **_errors(400, 404, 413, 500, 503),
                     },
                 }
             },
-            "/healthz": {"get": {"summary": "The process is alive", "responses": {
-                "200": _json({"type": "object"}, "alive")}}},
+            "/healthz": {
+                "get": {
+                    "summary": "The process is alive",
+                    "responses": {"200": _json({"type": "object"}, "alive")},
+                }
+            },
             "/readyz": {
                 "get": {
                     "summary": "Artifacts verified and the online store reachable",
@@ -155,18 +185,29 @@ def openapi_document(info: Any, max_batch: int) -> dict[str, Any]:
                     },
                 }
             },
-            "/info": {"get": {"summary": "Versions, entity keys, input and output columns",
-                              "responses": {"200": _json({"type": "object"}, "info")}}},
+            "/info": {
+                "get": {
+                    "summary": "Versions, entity keys, input and output columns",
+                    "responses": {"200": _json({"type": "object"}, "info")},
+                }
+            },
             "/metrics": {
                 "get": {
                     "summary": "Prometheus metrics (text format 0.0.4)",
-                    "responses": {"200": {"description": "metrics",
-                                          "content": {"text/plain": {"schema":
-                                                                     {"type": "string"}}}}},
+                    "responses": {
+                        "200": {
+                            "description": "metrics",
+                            "content": {"text/plain": {"schema": {"type": "string"}}},
+                        }
+                    },
                 }
             },
-            "/openapi.json": {"get": {"summary": "This document", "responses": {
-                "200": _json({"type": "object"}, "OpenAPI document")}}},
+            "/openapi.json": {
+                "get": {
+                    "summary": "This document",
+                    "responses": {"200": _json({"type": "object"}, "OpenAPI document")},
+                }
+            },
         },
         "components": {
             "schemas": {

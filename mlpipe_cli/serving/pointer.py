@@ -18,11 +18,11 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from mlpipe_cli.documents import ServingPointerDocument, check
 from mlpipe_cli.errors import ArtifactError
 
 SERVING_KIND = "serving"
 POINTER_FILE = "serving.json"
-POINTER_FORMAT_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,7 @@ def pointer_document(
 ) -> bytes:
     """The canonical bytes of ``serving.json`` (same content => same pointer version)."""
     doc = {
-        "format_version": POINTER_FORMAT_VERSION,
+        "format_version": ServingPointerDocument.FORMAT_VERSION,
         "transform_version": transform_version,
         "transform_content_hash": transform_content_hash,
         "model_version": model_version,
@@ -86,12 +86,7 @@ def read_pointer(store: Any, ref: str = "latest") -> ServingPointer | None:
     artifact = store.get(SERVING_KIND, ref, verify=True)
     try:
         doc = json.loads(artifact.file(POINTER_FILE).read_text())
-        if doc.get("format_version") != POINTER_FORMAT_VERSION:
-            raise ArtifactError(
-                f"serving pointer {artifact.version} has format_version "
-                f"{doc.get('format_version')!r}; this mlpipe reads {POINTER_FORMAT_VERSION}",
-                hint="promote again with this mlpipe",
-            )
+        check(ServingPointerDocument, doc, f"serving/{artifact.version}/{POINTER_FILE}")
         return ServingPointer(
             version=artifact.version,
             transform_version=str(doc["transform_version"]),

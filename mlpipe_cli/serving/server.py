@@ -153,19 +153,27 @@ class LatencyLedger:
         from mlpipe_cli.ledger import write_serving_snapshot
 
         try:
-            write_serving_snapshot(self.artifact_dir, self.pipeline, started_at=self.started_at,
-                                   snapshot=self.metrics.latency_snapshot(), final=final)
+            write_serving_snapshot(
+                self.artifact_dir,
+                self.pipeline,
+                started_at=self.started_at,
+                snapshot=self.metrics.latency_snapshot(),
+                final=final,
+            )
             self.written += 1
         except Exception as exc:
             if not self._warned:
                 self._warned = True
-                sys.stderr.write(f"mlpipe serve: warning: latency not written to the run "
-                                 f"ledger: {type(exc).__name__}: {exc}\n")
+                sys.stderr.write(
+                    f"mlpipe serve: warning: latency not written to the run "
+                    f"ledger: {type(exc).__name__}: {exc}\n"
+                )
 
 
 def _record_latency(app: Any, config: Any, artifact_dir: Path) -> None:
-    recorder = LatencyLedger(app.metrics, artifact_dir, config.pipeline,
-                             config.serving.ledger_interval.total_seconds())
+    recorder = LatencyLedger(
+        app.metrics, artifact_dir, config.pipeline, config.serving.ledger_interval.total_seconds()
+    )
     app.latency_ledger = recorder
     started, stopped = app.on_startup, app.on_shutdown
 
@@ -393,9 +401,7 @@ def serve(spec: ServeSpec, *, announce: Any = None) -> int:
 def shutdown_summary(app: Any) -> str:
     """One line: what this process served and what became of its feature-log rows."""
     metrics = app.metrics
-    text = (
-        f"stopped: {app.requests_total} requests, {metrics.entities_served} entities served"
-    )
+    text = f"stopped: {app.requests_total} requests, {metrics.entities_served} entities served"
     runtime = app.runtime
     if runtime.logger is None:
         return text + "; feature log off"
@@ -544,8 +550,7 @@ def _serve_processes(spec: ServeSpec, app: Any, announce: Any, options: dict[str
         server.serve()
     if server.interrupt_children:
         raise ServiceUnavailable(
-            "a worker process stopped unexpectedly (see the message above); the server shut "
-            "down",
+            "a worker process stopped unexpectedly (see the message above); the server shut down",
             hint="fix the cause and start `mlpipe serve` again",
         )
     return 0

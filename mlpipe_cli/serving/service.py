@@ -253,8 +253,9 @@ class FeatureService:
             self._overlay_streamed(parsed, results)
         return results
 
-    def _overlay_streamed(self, parsed: Sequence[tuple[list[Any], str]], results: list[Any]
-                          ) -> None:
+    def _overlay_streamed(
+        self, parsed: Sequence[tuple[list[Any], str]], results: list[Any]
+    ) -> None:
         """Streamed features evaluated now replace their batch values (a window decays with
         no new events; lag/last see the newest event); each result says how fresh they are."""
         names = self._keys._names
@@ -275,9 +276,10 @@ class FeatureService:
         if not store.async_reads:
             self.ping()
             return
+        network: Any = store  # async_reads: a network store, which has the async pair
         try:
-            await store.ping_async()
-            meta = await store.live_metadata_async()
+            await network.ping_async()
+            meta = await network.live_metadata_async()
         except Exception as exc:
             raise self._store_failure(exc) from None
         self.health.ok()
@@ -427,8 +429,17 @@ class FeatureService:
         if self.metrics is not None:
             self.metrics.entities_served += 1
         return Served(
-            parsed[0], parsed[1], cold, values, result.expired, vector, version, result.as_of,
-            None, self, getattr(result, "freshness", None),
+            parsed[0],
+            parsed[1],
+            cold,
+            values,
+            result.expired,
+            vector,
+            version,
+            result.as_of,
+            None,
+            self,
+            getattr(result, "freshness", None),
         )
 
     def _recheck(self, version: str | None) -> None:

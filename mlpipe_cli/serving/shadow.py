@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from mlpipe_cli.errors import UsageError
@@ -171,9 +172,11 @@ class ShadowScorer:
         predictions = self._score(vectors)
         self.rows += len(vectors)
         nulls = (None,) * width
-        out: list[Any] = list(zip(*(v or nulls for v in vectors), strict=True)) if vectors else [
-            () for _ in range(width)
-        ]
+        out: list[Any] = (
+            list(zip(*(v or nulls for v in vectors), strict=True))
+            if vectors
+            else [() for _ in range(width)]
+        )
         out.append(predictions)
         out.append([self.transform_version] * len(vectors))
         return out
@@ -222,4 +225,4 @@ def register_metrics(metrics: Metrics, total: Callable[[str], int]) -> None:
         ("mlpipe_serve_shadow_model_failures_total", "model_failures",
          "Rows whose shadow prediction is null because the shadow model raised."),
     ):  # fmt: skip
-        metrics.counters[name] = (help_text, lambda attribute=attribute: total(attribute))
+        metrics.counters[name] = (help_text, partial(total, attribute))

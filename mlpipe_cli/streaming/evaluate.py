@@ -92,6 +92,7 @@ def _value(
     is_int = plan.int_columns[i - 1] if i else False
     window = feature.window_delta
     if feature.kind == "lag":
+        assert column is not None  # a lag names its column
         if visible:
             return visible[-1][2].get(column)
         return decode_value(agg.get(f"G{i}"), is_int)
@@ -108,6 +109,7 @@ def _value(
     name = feature.agg
     if name == "count" and column is None:
         return folded + len(visible)
+    assert column is not None  # every aggregate but count(*) names its column
     values = [r[2].get(column) for r in visible]
     present = [v for v in values if v is not None]
     count = int(agg.get(f"N{i}", "0")) + len(present)
@@ -164,7 +166,8 @@ def _windowed(
     name = feature.agg
     if name == "count" and column is None:
         return len(rows)
-    present = [r[2].get(column) for r in rows if r[2].get(column) is not None]
+    assert column is not None  # every aggregate but count(*) names its column
+    present: list[Any] = [r[2].get(column) for r in rows if r[2].get(column) is not None]
     if name == "count":
         return len(present)
     if name == "sum":

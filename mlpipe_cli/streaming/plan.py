@@ -166,6 +166,12 @@ def _redis_location(
     if stream.url is not None:
         password = stream.password.get_secret_value() if stream.password else None
         return stream.url, password
+    if online.type == "redis" and online.url and online.cluster:
+        raise ConfigError(
+            f"sources.{source_name}.stream: streaming needs one Redis server (its state update "
+            "is a script over several keys), but online_store is a Redis Cluster",
+            hint="set stream.url to a single redis-server",
+        )
     if online.type == "redis" and online.url:
         secret = stream.password or online.password
         return online.url, secret.get_secret_value() if secret else None

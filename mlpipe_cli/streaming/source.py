@@ -154,7 +154,7 @@ class RedisStreamSource:
             for start in range(0, len(events), self.APPEND_BATCH):
                 pipe = self.client.pipeline(transaction=False)
                 for fields in events[start : start + self.APPEND_BATCH]:
-                    pipe.xadd(self.key, fields)  # type: ignore[arg-type]
+                    pipe.xadd(self.key, fields)
                 ids += [_text(i) for i in pipe.execute()]
         return ids
 

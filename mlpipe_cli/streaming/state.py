@@ -313,7 +313,10 @@ class StateStore:
         if int(reply[0]) < 0:
             return None
         last = reply[6].decode() if isinstance(reply[6], bytes) else str(reply[6])
-        return ApplyResult(*[int(x) for x in reply[:6]], last_id=last or None)
+        entries, applied, late, before_batch, malformed, duplicate = (int(x) for x in reply[:6])
+        return ApplyResult(
+            entries, applied, late, before_batch, malformed, duplicate, last_id=last or None
+        )
 
     # -- reading -------------------------------------------------------------------------
     def read(self, entity_keys: Sequence[str]) -> list[EntityState]:
@@ -423,7 +426,7 @@ def load_batch_events(config: PipelineConfig, plan: StreamPlan, as_of: datetime)
     return frame.sort([*plan.entity_keys, "__e", "__row"], maintain_order=True)
 
 
-def _entity_rows(frame: pl.DataFrame, plan: StreamPlan):  # type: ignore[no-untyped-def]
+def _entity_rows(frame: pl.DataFrame, plan: StreamPlan):
     """(store key, rows as dicts) per entity, rows in (event time, file order) order."""
     from mlpipe_cli.online.codec import entity_store_key
 

@@ -21,13 +21,7 @@ from mlpipe_cli.transforms.codegen import Source
 
 def category_counts(frame: pl.DataFrame, column: str) -> list[tuple[str, int]]:
     """(value, count) of non-null categories, ordered by count desc then value asc."""
-    counts = (
-        frame.select(category_input(column).alias("v"))
-        .drop_nulls()
-        .group_by("v")
-        .len()
-        .rows()
-    )
+    counts = frame.select(category_input(column).alias("v")).drop_nulls().group_by("v").len().rows()
     return sorted(((v, int(n)) for v, n in counts), key=lambda item: (-item[1], item[0]))
 
 
@@ -215,7 +209,10 @@ class TargetEnc(CategoryLookup):
             raise InputError(f"column {self.column!r}: target encoding needs the target column")
         vocabulary = sorted(v for v, _ in category_counts(frame, self.column))
         enc, prior = target_encoding(
-            self._codes(frame, vocabulary), target, len(vocabulary), self.params.get("smooth", "auto")
+            self._codes(frame, vocabulary),
+            target,
+            len(vocabulary),
+            self.params.get("smooth", "auto"),
         )
         return {
             "vocabulary": vocabulary,
@@ -225,7 +222,9 @@ class TargetEnc(CategoryLookup):
             "cv": int(self.params.get("cv", 5)),
         }
 
-    def cross_fit(self, frame: pl.DataFrame, target: np.ndarray, state: Mapping[str, Any]) -> np.ndarray:
+    def cross_fit(
+        self, frame: pl.DataFrame, target: np.ndarray, state: Mapping[str, Any]
+    ) -> np.ndarray:
         """Out-of-fold encodings for the training rows: fold = row index mod cv."""
         vocabulary = state["vocabulary"]
         codes = self._codes(frame, vocabulary)

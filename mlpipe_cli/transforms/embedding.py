@@ -36,20 +36,28 @@ class EmbeddingEnc(Encoder):
                 )
         dtype = raw.schema[vector]
         if not isinstance(dtype, (pl.Array, pl.List)) or not dtype.inner.is_numeric():
-            raise InputError(f"embedding column {vector!r} must be an Array/List of numbers, got {dtype}")
-        table = raw.select(pl.col(key).alias("key"), pl.col(vector).cast(pl.List(pl.Float64)).alias("vector"))
+            raise InputError(
+                f"embedding column {vector!r} must be an Array/List of numbers, got {dtype}"
+            )
+        table = raw.select(
+            pl.col(key).alias("key"), pl.col(vector).cast(pl.List(pl.Float64)).alias("vector")
+        )
         table = table.drop_nulls("key").sort("key")
         if table["key"].is_duplicated().any():
             raise InputError(f"embedding table {self.params['table']}: duplicate ids in {key!r}")
         lengths = table["vector"].list.len().unique().to_list()
         if len(lengths) != 1 or table["vector"].null_count():
-            raise InputError(f"embedding table {self.params['table']}: vectors must all have one length")
+            raise InputError(
+                f"embedding table {self.params['table']}: vectors must all have one length"
+            )
         dim = int(lengths[0])
         return table.with_columns(pl.col("vector").cast(pl.Array(pl.Float64, dim)))
 
     def fit(self, frame: pl.DataFrame, target: np.ndarray | None = None) -> dict[str, Any]:
         table = self.load_table()
-        dim = table.schema["vector"].size  # type: ignore[union-attr]
+        vector = table.schema["vector"]
+        assert isinstance(vector, pl.Array)  # load_table casts it to Array(Float64, dim)
+        dim = vector.size
         matrix = table["vector"].to_numpy()
         if self.params.get("unknown", "zero") == "mean":
             fallback = [math.fsum(matrix[:, d].tolist()) / len(matrix) for d in range(dim)]
@@ -77,15 +85,21 @@ class EmbeddingEnc(Encoder):
             # dense sorted integer ids: the row is the id minus the first id
             first, last = int(keys[0]), int(keys[-1])
             key = pl.col(self.column).cast(pl.Int64, strict=False)
-            row = pl.when(key.is_between(first, last)).then(key - first)
+            row: pl.Expr = pl.when(key.is_between(first, last)).then(key - first)
         elif keys.dtype == pl.String:
-            row = pl.col(self.column).cast(pl.String).cast(pl.Enum(keys), strict=False).to_physical()
+            row = (
+                pl.col(self.column).cast(pl.String).cast(pl.Enum(keys), strict=False).to_physical()
+            )
         else:
             row = (
                 pl.col(self.column)
                 .cast(keys.dtype, strict=False)
-                .replace_strict(keys, pl.Series(np.arange(n, dtype=np.int64)), default=None,
-                                return_dtype=pl.Int64)
+                .replace_strict(
+                    keys,
+                    pl.Series(np.arange(n, dtype=np.int64)),
+                    default=None,
+                    return_dtype=pl.Int64,
+                )
             )
         return [row.cast(pl.UInt32).fill_null(n).alias(self.helper("row"))]
 

@@ -30,8 +30,10 @@ def to_float(X: Any) -> np.ndarray:
 
     frame = pd.DataFrame(X)
     values = frame.iloc[:, 0].astype("object")
-    out = np.array([np.nan if v is None or v is pd.NA or v is pd.NaT else float(v) for v in values],
-                   dtype=np.float64)
+    out = np.array(
+        [np.nan if v is None or v is pd.NA or v is pd.NaT else float(v) for v in values],
+        dtype=np.float64,
+    )
     return out.reshape(-1, 1)
 
 
@@ -50,7 +52,9 @@ def to_category(X: Any) -> np.ndarray:
     return np.array(cats, dtype=object).reshape(-1, 1)
 
 
-def policy_in(X: np.ndarray, column: str, nan: str, inf: str, bounds: list[float] | None) -> np.ndarray:
+def policy_in(
+    X: np.ndarray, column: str, nan: str, inf: str, bounds: list[float] | None
+) -> np.ndarray:
     """The column's value policy on its input (numeric.py ValuePolicy): NaN stays NaN (the
     missing value here) unless refused; ±inf clipped to the training range, or refused."""
     if nan == "error" and np.isnan(X).any():
@@ -67,8 +71,10 @@ def policy_in(X: np.ndarray, column: str, nan: str, inf: str, bounds: list[float
 def policy_out(X: np.ndarray, column: str) -> np.ndarray:
     """A missing output where the column's policy lets nothing be missing."""
     if np.isnan(X).any():
-        raise ValueError(f"column {column!r}: {int(np.isnan(X).sum())} missing values and "
-                         "nothing fills them (on_null: error)")
+        raise ValueError(
+            f"column {column!r}: {int(np.isnan(X).sum())} missing values and "
+            "nothing fills them (on_null: error)"
+        )
     return X
 
 
@@ -175,8 +181,9 @@ def same_names(transformer: Any, input_features: Any) -> np.ndarray:
 def _ft(func: Any, **kw_args: Any) -> Any:
     from sklearn.preprocessing import FunctionTransformer
 
-    return FunctionTransformer(func, kw_args=kw_args or None, validate=False,
-                               feature_names_out=same_names)
+    return FunctionTransformer(
+        func, kw_args=kw_args or None, validate=False, feature_names_out=same_names
+    )
 
 
 def _policy_steps(column: str, state: dict[str, Any]) -> tuple[list[Any], list[Any]]:
@@ -184,8 +191,15 @@ def _policy_steps(column: str, state: dict[str, Any]) -> tuple[list[Any], list[A
     policy = state.get("policy")
     if policy is None:
         return [], []
-    first = [_ft(policy_in, column=column, nan=policy["nan"], inf=policy["inf"],
-                 bounds=policy.get("inf_bounds"))]
+    first = [
+        _ft(
+            policy_in,
+            column=column,
+            nan=policy["nan"],
+            inf=policy["inf"],
+            bounds=policy.get("inf_bounds"),
+        )
+    ]
     return first, [_ft(policy_out, column=column)] if policy["null"] != "keep" else []
 
 
@@ -245,15 +259,19 @@ def _column_pipeline(entry: dict[str, Any], tables: dict[str, Any]) -> tuple[Any
         steps = [_ft(to_float), *before, *after]
     elif kind == "onehot":
         vocabulary = list(state["vocabulary"])
-        encoder = OneHotEncoder(categories=[vocabulary], handle_unknown="ignore", sparse_output=False)
+        encoder = OneHotEncoder(
+            categories=[vocabulary], handle_unknown="ignore", sparse_output=False
+        )
         encoder.fit(np.array(vocabulary or [MISSING], dtype=object).reshape(-1, 1))
         union = FeatureUnion([("onehot", encoder), ("other", _ft(other, vocabulary=vocabulary))])
         steps = [_ft(to_category), union]
     elif kind == "ordinal":
         vocabulary = list(state["vocabulary"])
         encoder = OrdinalEncoder(
-            categories=[vocabulary], handle_unknown="use_encoded_value",
-            unknown_value=state["unknown_value"], encoded_missing_value=state["unknown_value"],
+            categories=[vocabulary],
+            handle_unknown="use_encoded_value",
+            unknown_value=state["unknown_value"],
+            encoded_missing_value=state["unknown_value"],
         )
         encoder.fit(np.array(vocabulary or [MISSING], dtype=object).reshape(-1, 1))
         steps = [_ft(to_category), encoder]
@@ -266,18 +284,32 @@ def _column_pipeline(entry: dict[str, Any], tables: dict[str, Any]) -> tuple[Any
     elif kind == "temporal":
         if state["reference"]:
             inputs.append(state["reference"])
-        steps = [_ft(temporal, features=state["features"], time_zone=state["time_zone"],
-                     has_reference=bool(state["reference"]),
-                     wall_clock_zone=state.get("wall_clock_zone"))]
+        steps = [
+            _ft(
+                temporal,
+                features=state["features"],
+                time_zone=state["time_zone"],
+                has_reference=bool(state["reference"]),
+                wall_clock_zone=state.get("wall_clock_zone"),
+            )
+        ]
     elif kind == "embedding":
         table = tables[state["file"]]
-        steps = [_ft(embed, keys=table["key"].to_list(), matrix=table["vector"].to_numpy(),
-                     fallback=[float(v) for v in state["fallback"]])]
+        steps = [
+            _ft(
+                embed,
+                keys=table["key"].to_list(),
+                matrix=table["vector"].to_numpy(),
+                fallback=[float(v) for v in state["fallback"]],
+            )
+        ]
     else:  # pragma: no cover - config validation rejects other kinds
         raise ValueError(kind)
     from sklearn.preprocessing import FunctionTransformer
 
-    steps.append(FunctionTransformer(validate=False, feature_names_out=partial(names_out, names=names)))
+    steps.append(
+        FunctionTransformer(validate=False, feature_names_out=partial(names_out, names=names))
+    )
     return Pipeline([(f"step{i}", s) for i, s in enumerate(steps)]), inputs
 
 
@@ -293,8 +325,9 @@ def to_sklearn(fitted: FittedTransform) -> Any:
             continue
         pipeline, inputs = _column_pipeline(entry, fitted.tables)
         parts.append((entry["column"], FrozenEstimator(pipeline), inputs))
-    ct = ColumnTransformer(parts, remainder="drop", sparse_threshold=0.0,
-                           verbose_feature_names_out=False)
+    ct = ColumnTransformer(
+        parts, remainder="drop", sparse_threshold=0.0, verbose_feature_names_out=False
+    )
     # "fitting" a ColumnTransformer of frozen pipelines only records the column layout
     sample = pd.DataFrame({c: pd.Series([None], dtype="object") for c in fitted.input_columns})
     for column, dtype in fitted.input_schema.items():

@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import polars as pl
 
-from mlpipe_cli import ARTIFACT_FORMAT_VERSION, __version__
+from mlpipe_cli import __version__
+from mlpipe_cli.documents import ArtifactManifest, TransformState
 from mlpipe_cli.errors import ArtifactError, ConfigError, DataCheckFailed, InputError
 from mlpipe_cli.transforms.categorical import TargetEnc
 from mlpipe_cli.transforms.fitted import (
-    STATE_FORMAT,
     FittedTransform,
     accepted_families,
     dtype_family,
@@ -114,7 +114,10 @@ def _required_columns(config: TransformConfig) -> list[str]:
 def check_training_schema(config: TransformConfig, schema: pl.Schema) -> list[str]:
     """Problems that make the data unusable for the configured steps (exit 1)."""
     problems = []
-    wanted = {c: s[0].type for c, s in config.columns.items() if s[0].type != "drop"}
+    # the first step's type, or the role of a column no step names
+    wanted: dict[str, str] = {
+        c: s[0].type for c, s in config.columns.items() if s[0].type != "drop"
+    }
     for steps in config.columns.values():
         reference = getattr(steps[0], "reference", None)
         if reference:
@@ -195,8 +198,14 @@ def fit_frame(config: TransformConfig, frame: pl.LazyFrame | pl.DataFrame) -> Fi
         state = transformer.fit(training, y)
         for key in [k for k in state if k.startswith("_")]:
             tables[state["file"]] = state.pop(key)
-        columns.append({"column": column, "steps": step_dicts, "state": state,
-                        "outputs": transformer.outputs(state)})
+        columns.append(
+            {
+                "column": column,
+                "steps": step_dicts,
+                "state": state,
+                "outputs": transformer.outputs(state),
+            }
+        )
         if steps[0].type == "drop":
             continue
         kind = getattr(transformer, "kind", "numeric")
@@ -211,11 +220,13 @@ def fit_frame(config: TransformConfig, frame: pl.LazyFrame | pl.DataFrame) -> Fi
     outputs = [name for c in columns for name in c["outputs"]]
     duplicated = sorted(n for n, k in Counter(outputs).items() if k > 1)
     if duplicated:
-        raise InputError(f"transform output names collide: {', '.join(duplicated)}",
-                         hint="rename an input column or drop one of the encoders")
+        raise InputError(
+            f"transform output names collide: {', '.join(duplicated)}",
+            hint="rename an input column or drop one of the encoders",
+        )
     state_doc = {
-        "format_version": STATE_FORMAT,
-        "artifact_format_version": ARTIFACT_FORMAT_VERSION,
+        "format_version": TransformState.FORMAT_VERSION,
+        "artifact_format_version": ArtifactManifest.FORMAT_VERSION,
         "mlpipe_version": __version__,
         "target": target,
         "input_schema": input_schema,
@@ -231,12 +242,14 @@ def fit_frame(config: TransformConfig, frame: pl.LazyFrame | pl.DataFrame) -> Fi
     # round-trip through JSON now, so what we use is exactly what we store
     state_doc = json.loads(json.dumps(state_doc))
     transform = FittedTransform(state_doc, tables)
-    golden = golden_records(training.select(list(input_schema)), state_doc, tables,
-                            config.golden_rows)
+    golden = golden_records(
+        training.select(list(input_schema)), state_doc, tables, config.golden_rows
+    )
     expected = [transform.transform_one(r) for r in golden.iter_rows(named=True)]
     transform.check_golden(golden, expected)
-    return FitOutcome(transform, state_doc, tables, training, effective_params(config), golden,
-                      expected)
+    return FitOutcome(
+        transform, state_doc, tables, training, effective_params(config), golden, expected
+    )
 
 
 def golden_records(
@@ -246,8 +259,11 @@ def golden_records(
     head = frame.head(rows)
     nulls = pl.DataFrame([pl.Series(c, [None], dtype=frame.schema[c]) for c in frame.columns])
     # a column that refuses missing values keeps its first training value in the missing row
-    refuses = [c["column"] for c in state["columns"]
-               if c["state"].get("policy", {}).get("null") == "error" and c["column"] in nulls.columns]
+    refuses = [
+        c["column"]
+        for c in state["columns"]
+        if c["state"].get("policy", {}).get("null") == "error" and c["column"] in nulls.columns
+    ]
     if refuses and head.height:
         nulls = nulls.with_columns(head.head(1).select(refuses))
     unknown = head.head(1).clone() if head.height else nulls
@@ -275,7 +291,7 @@ def write_artifact(outcome: FitOutcome, staging: Path, *, profile: bool = True) 
     _write_json(
         staging / SCHEMA_FILE,
         {
-            "format_version": STATE_FORMAT,
+            "format_version": TransformState.FORMAT_VERSION,
             "mlpipe_version": __version__,
             "input": state["input_schema"],
             "output": [{"name": name, "dtype": "Float64"} for name in state["output_columns"]],
@@ -284,7 +300,7 @@ def write_artifact(outcome: FitOutcome, staging: Path, *, profile: bool = True) 
     _write_json(
         staging / GOLDEN_FILE,
         {
-            "format_version": STATE_FORMAT,
+            "format_version": TransformState.FORMAT_VERSION,
             "mlpipe_version": __version__,
             "rows": outcome.golden.height,
             "expected": outcome.golden_expected,
@@ -310,8 +326,10 @@ def _write_profile(outcome: FitOutcome, path: Path) -> None:
     inputs = outcome.training.select(
         [pl.col(c).alias(f"raw.{c}") for c in outcome.state["input_schema"]]
     )
-    outputs = outcome.transform.transform_batch(outcome.training.lazy()).collect().select(
-        [pl.col(c).alias(f"vec.{c}") for c in outcome.state["output_columns"]]
+    outputs = (
+        outcome.transform.transform_batch(outcome.training.lazy())
+        .collect()
+        .select([pl.col(c).alias(f"vec.{c}") for c in outcome.state["output_columns"]])
     )
     frame = pl.concat([inputs, outputs], how="horizontal")
     write_profile(build_profile(frame), path)
@@ -340,8 +358,10 @@ def publish(
         config_hash=config_section_hash(outcome.params),
         inputs=inputs,
         params=outcome.params,
-        extra={"training_rows": outcome.training.height,
-               "output_columns": len(outcome.state["output_columns"])},
+        extra={
+            "training_rows": outcome.training.height,
+            "output_columns": len(outcome.state["output_columns"]),
+        },
     )
     return result, outcome
 
@@ -379,12 +399,15 @@ def contract_columns(
         source = (sources or {}).get(source_name)
         if source is None:
             known = ", ".join(sorted(sources or {})) or "none"
-            raise ConfigError(f"transforms.source_contracts: unknown source {source_name!r} "
-                              f"(known: {known})")
+            raise ConfigError(
+                f"transforms.source_contracts: unknown source {source_name!r} (known: {known})"
+            )
         for name in names:
             if name not in source.columns:
-                raise ConfigError(f"transforms.source_contracts: source {source_name!r} has no "
-                                  f"contract for column {name!r}")
+                raise ConfigError(
+                    f"transforms.source_contracts: source {source_name!r} has no "
+                    f"contract for column {name!r}"
+                )
             columns[name] = source.columns[name]
     columns.update(config.contract)
     return columns
@@ -406,8 +429,9 @@ def check_contract(
     report, _ = check_source("transforms.contract", source, data)
     errors = [c for c in report.checks if c.status == ERROR]
     if errors:
-        raise InputError(f"training data contract check {errors[0].id} could not run: "
-                         f"{errors[0].message}")
+        raise InputError(
+            f"training data contract check {errors[0].id} could not run: {errors[0].message}"
+        )
     failed = [c for c in report.checks if c.status == FAIL]
     if failed:
         problems = [f"{c.column or ''}: {c.message}".lstrip(": ") for c in failed]

@@ -15,15 +15,11 @@ from typing import Any
 
 import polars as pl
 
+from mlpipe_cli.documents import TransformState, check
 from mlpipe_cli.errors import ArtifactError
 from mlpipe_cli.transforms.codegen import compile_record_function
 from mlpipe_cli.transforms.numeric import NumericChain, Passthrough
 from mlpipe_cli.transforms.registry import build
-
-# 2: numeric columns carry a value policy (null / NaN / ±inf: numeric.py); a format-1 state
-# reads as the policy it had implicitly (LEGACY_POLICY) and keeps loading
-STATE_FORMAT = 2
-READABLE_FORMATS = (1, 2)
 
 # dtype families an input column may have, per transformer kind
 _NUMERIC = "numeric"
@@ -63,12 +59,8 @@ class FittedTransform:
         tables: Mapping[str, pl.DataFrame],
         version: str = "unpublished",
     ) -> None:
-        if state.get("format_version") not in READABLE_FORMATS:
-            raise ArtifactError(
-                f"transform state format_version {state.get('format_version')!r} is not one "
-                f"this mlpipe reads ({', '.join(map(str, READABLE_FORMATS))})",
-                hint="re-fit with this mlpipe version (`mlpipe fit`)",
-            )
+        # the format versions it reads: documents.TransformState (2 added value policies)
+        check(TransformState, dict(state), f"transform {version}: state.json")
         self.version = version
         self.state = state
         self.tables = dict(tables)
@@ -81,8 +73,7 @@ class FittedTransform:
             c["column"] for c in state["columns"] if c["steps"][0]["type"] == "drop"
         ]
         self._transformers = [
-            (build(c["column"], c["steps"], self._families), c["state"])
-            for c in state["columns"]
+            (build(c["column"], c["steps"], self._families), c["state"]) for c in state["columns"]
         ]
         self.output_columns: list[str] = [
             name for t, s in self._transformers for name in t.outputs(s)
@@ -121,7 +112,9 @@ class FittedTransform:
 
     def helper_exprs(self) -> list[pl.Expr]:
         """Intermediate columns (category codes, calendar parts, table rows) computed once."""
-        return [e for t, s in self._transformers for e in getattr(t, "helpers", _none)(s, self.tables)]
+        return [
+            e for t, s in self._transformers for e in getattr(t, "helpers", _none)(s, self.tables)
+        ]
 
     def output_exprs(self) -> list[pl.Expr]:
         """One expression per output column; evaluate after ``helper_exprs``."""

@@ -255,8 +255,10 @@ class ValuePolicy:
         def nonfinite(x: float) -> float | None:
             if x != x:
                 if nan == "error":
-                    raise InputError(f"column {column!r}: NaN is refused (on_nan: error)",
-                                     hint="send null for a missing value")
+                    raise InputError(
+                        f"column {column!r}: NaN is refused (on_nan: error)",
+                        hint="send null for a missing value",
+                    )
                 return None
             if inf == "clip" and bounds is not None:
                 return bounds[1] if x > 0 else bounds[0]

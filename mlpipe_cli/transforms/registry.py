@@ -18,6 +18,7 @@ ENCODERS: dict[str, type[Encoder]] = {
 # every step type a config may name
 STEP_TYPES: tuple[str, ...] = (*NUMERIC_STEPS, *ENCODERS)
 
+
 def build(
     column: str,
     steps: list[Mapping[str, Any]],

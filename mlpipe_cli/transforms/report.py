@@ -65,11 +65,14 @@ class ColumnCounts:
         """One line per kind of value the policy refuses (empty: nothing refused)."""
         c, out = self.column, []
         if self.nan and self.policy["nan"] == "error":
-            out.append(f"column {c!r}: {self.nan} NaN values, which the column refuses "
-                       "(on_nan: error)")
+            out.append(
+                f"column {c!r}: {self.nan} NaN values, which the column refuses (on_nan: error)"
+            )
         if self.inf and self.policy["inf"] == "error":
-            out.append(f"column {c!r}: {self.inf} ±inf values and nothing handles them "
-                       "(fit with `on_inf: clip` to map them to the training range)")
+            out.append(
+                f"column {c!r}: {self.inf} ±inf values and nothing handles them "
+                "(fit with `on_inf: clip` to map them to the training range)"
+            )
         if self.missing_out and self.policy["null"] == "error":
             out.append(
                 f"column {c!r}: {self.missing_out} values would come out missing ({self.null} "
@@ -133,8 +136,9 @@ class TransformRun:
         for transformer, state in self.fitted.numeric_columns():
             policy = transformer.policy(state)
             name = transformer.column
+            null, nan, inf, missing_out = (int(row[_count_name(name, k)]) for k in _COUNTS)
             columns.append(ColumnCounts(
-                name, *(int(row[_count_name(name, k)]) for k in _COUNTS),
+                name, null, nan, inf, missing_out,
                 policy=_policy_dict(policy),
             ))  # fmt: skip
         return TransformReport(self.fitted.version, int(row["rows"]), columns)

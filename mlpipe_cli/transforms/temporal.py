@@ -139,7 +139,8 @@ class Temporal(Encoder):
             except pl.exceptions.PolarsError:
                 raise InputError(
                     f"column {self.column!r}: time zone {wall!r} is unknown to Polars "
-                    f"{pl.__version__}", hint="use a canonical IANA name such as 'Europe/Berlin'"
+                    f"{pl.__version__}",
+                    hint="use a canonical IANA name such as 'Europe/Berlin'",
                 ) from None
             state["wall_clock_zone"] = wall
         return state
@@ -278,8 +279,10 @@ class Temporal(Encoder):
                 if zone is None:  # naive values (UTC) on the wall clock of `timezone`
                     horizon = src.bind(_TZ_HORIZON.replace(tzinfo=None), "naive_horizon")
                     with src.block(f"if {ts} < {horizon}:"):
-                        src.line(f"{wall} = {ts}.replace(tzinfo={utc}).astimezone("
-                                 f"{src.bind(tz, 'zone')})")
+                        src.line(
+                            f"{wall} = {ts}.replace(tzinfo={utc}).astimezone("
+                            f"{src.bind(tz, 'zone')})"
+                        )
                 else:
                     with src.block(f"if {ts} < {src.bind(_TZ_HORIZON, 'tz_horizon')}:"):
                         src.line(f"{wall} = {ts}.astimezone({src.bind(tz, 'zone')})")

@@ -7,7 +7,7 @@ module only turns its per-column results into checks with this source's threshol
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 from mlpipe_cli.validation.report import ERROR, FAIL, PASS, SKIPPED, WARN, CheckResult
 
@@ -36,8 +36,15 @@ def distribution_checks(
     for column in columns:
         if column not in present:
             results.append(
-                CheckResult(f"{source_name}.{column}.psi", source_name, column, "psi",
-                            cfg.severity, status=SKIPPED, message="column missing")
+                CheckResult(
+                    f"{source_name}.{column}.psi",
+                    source_name,
+                    column,
+                    "psi",
+                    cfg.severity,
+                    status=SKIPPED,
+                    message="column missing",
+                )
             )
     if not runnable:
         return results
@@ -47,9 +54,15 @@ def distribution_checks(
         )
     except Exception as exc:  # the shared implementation crashed: a tool error
         results.append(
-            CheckResult(f"{source_name}.table.distribution", source_name, None, "distribution",
-                        cfg.severity, status=ERROR,
-                        message=f"distribution comparison crashed: {exc}")
+            CheckResult(
+                f"{source_name}.table.distribution",
+                source_name,
+                None,
+                "distribution",
+                cfg.severity,
+                status=ERROR,
+                message=f"distribution comparison crashed: {exc}",
+            )
         )
         return results
     for drift in drifts:
@@ -119,7 +132,10 @@ def _checks_for(source_name: str, cfg: Any, drift: Any) -> list[CheckResult]:
                 f"mean of {column!r} moved from {mean_ref:.4g} to {mean_cur:.4g} "
                 f"({factor:.3g}x > {cfg.mean_shift_factor}x)"
             )
-    null_ref, null_cur = getattr(drift, "null_rate_ref", None), getattr(drift, "null_rate_cur", None)
+    null_ref, null_cur = (
+        getattr(drift, "null_rate_ref", None),
+        getattr(drift, "null_rate_cur", None),
+    )
     if cfg.max_null_rate_increase is not None and _finite(null_ref) and _finite(null_cur):
         increase = null_cur - null_ref
         check = make("null_rate", increase, cfg.max_null_rate_increase)
@@ -141,9 +157,16 @@ def _null_rate_only(source_name: str, cfg: Any, drift: Any) -> list[CheckResult]
     if cfg.max_null_rate_increase is None or not (_finite(null_ref) and _finite(null_cur)):
         return []
     increase = null_cur - null_ref
-    check = CheckResult(f"{source_name}.{drift.column}.null_rate", source_name, drift.column,
-                        "null_rate", cfg.severity, statistic=increase,
-                        threshold=cfg.max_null_rate_increase, rows=drift.rows)
+    check = CheckResult(
+        f"{source_name}.{drift.column}.null_rate",
+        source_name,
+        drift.column,
+        "null_rate",
+        cfg.severity,
+        statistic=increase,
+        threshold=cfg.max_null_rate_increase,
+        rows=drift.rows,
+    )
     check.details = {"null_rate_ref": null_ref, "null_rate_cur": null_cur}
     if increase > cfg.max_null_rate_increase:
         check.status = _fail_status(cfg.severity)
@@ -154,7 +177,7 @@ def _null_rate_only(source_name: str, cfg: Any, drift: Any) -> list[CheckResult]
     return [check]
 
 
-def _finite(value: Any) -> bool:
+def _finite(value: Any) -> TypeGuard[float]:
     return isinstance(value, (int, float)) and math.isfinite(value)
 
 

@@ -304,6 +304,7 @@ def _compile_row_checks(
         report.checks.append(result)
         if fail is None:
             return
+        assert value is not None  # every call with a failure test says what to show
         checks.append(
             _RowCheck(result, fail.fill_null(False), value, tol.max_failure_rate, tol.max_failures)
         )
@@ -315,7 +316,16 @@ def _compile_row_checks(
         kinds = _column_check_kinds(contract)
         if skip:
             for kind, threshold in kinds:
-                add(column, kind, None, None, sev, contract, threshold, "skipped: schema check failed")
+                add(
+                    column,
+                    kind,
+                    None,
+                    None,
+                    sev,
+                    contract,
+                    threshold,
+                    "skipped: schema check failed",
+                )
                 report.checks[-1].status = SKIPPED
             continue
         is_float = contract_dtype_of(schema[column]) in FLOAT
@@ -492,7 +502,9 @@ def _resolve_uniqueness(
         parts = []
         try:
             for bucket in range(buckets):
-                part = plan if buckets == 1 else plan.filter(pl.col(KEY).hash(7) % buckets == bucket)
+                part = (
+                    plan if buckets == 1 else plan.filter(pl.col(KEY).hash(7) % buckets == bucket)
+                )
                 repeats = part.filter(~pl.col(KEY).is_first_distinct()).select(ROW)
                 parts.append(repeats.collect(engine="streaming"))
         except Exception as exc:
@@ -595,12 +607,13 @@ def _run_fused(
         _judge(check.result, check, check.result.failures or 0, rows, source.max_failure_rate)
     report.failed_rows = int(row["__failed"])
 
+    slo_failures = int(row["__slo"])
     slo = CheckResult(
         f"{name}.table.row_failure_rate", name, None, "row_failure_rate", "error",
-        failures=int(row["__slo"]), rows=rows, threshold=source.max_failure_rate,
+        failures=slo_failures, rows=rows, threshold=source.max_failure_rate,
     )  # fmt: skip
     slo.statistic = slo.rate if rows else 0.0
-    if rows and slo.failures / rows > source.max_failure_rate:
+    if rows and slo_failures / rows > source.max_failure_rate:
         slo.status = FAIL
         slo.message = (
             f"{slo.failures} of {rows} rows ({_pct(slo.rate)}) fail row checks; "
@@ -613,8 +626,14 @@ def _run_fused(
         if rows and nulls == rows:
             report.checks.append(
                 CheckResult(
-                    f"{name}.{column}.all_null", name, column, "all_null", "warn", status=WARN,
-                    failures=nulls, rows=rows,
+                    f"{name}.{column}.all_null",
+                    name,
+                    column,
+                    "all_null",
+                    "warn",
+                    status=WARN,
+                    failures=nulls,
+                    rows=rows,
                     message=f"column {column!r} is null in every row",
                 )
             )
@@ -730,8 +749,14 @@ def _row_count_checks(report: SourceReport, source: SourceConfig, rows: int) -> 
     elif rows == 0:
         report.checks.append(
             CheckResult(
-                f"{name}.table.empty", name, None, "empty", "warn", status=WARN,
-                statistic=0.0, message="input has 0 rows (set min_rows to fail on this)",
+                f"{name}.table.empty",
+                name,
+                None,
+                "empty",
+                "warn",
+                status=WARN,
+                statistic=0.0,
+                message="input has 0 rows (set min_rows to fail on this)",
             )
         )
     if source.max_rows is not None:

@@ -1,8 +1,8 @@
 """Validation results: one ``CheckResult`` per check, a ``SourceReport`` per source.
 
 The JSON form (``ValidationReport.to_dict``) is the published ``report.json``; its layout is
-versioned by ``REPORT_FORMAT_VERSION`` and its check ids are stable across runs so CI history
-and dashboards can follow one check over time.
+versioned by ``ValidationReportDocument.FORMAT_VERSION`` (documents.py) and its check ids are
+stable across runs so CI history and dashboards can follow one check over time.
 """
 
 from __future__ import annotations
@@ -13,8 +13,7 @@ from typing import Any
 from xml.etree import ElementTree as ET
 
 from mlpipe_cli import __version__
-
-REPORT_FORMAT_VERSION = 1
+from mlpipe_cli.documents import ValidationReportDocument
 
 # status of one check
 PASS, FAIL, WARN, SKIPPED, ERROR = "pass", "fail", "warn", "skipped", "error"
@@ -159,7 +158,7 @@ class ValidationReport:
             for key, value in source.counts().items():
                 totals[key] += value
         return {
-            "format_version": REPORT_FORMAT_VERSION,
+            "format_version": ValidationReportDocument.FORMAT_VERSION,
             "mlpipe_version": __version__,
             "pipeline": self.pipeline,
             "status": self.status,
@@ -188,7 +187,9 @@ class ValidationReport:
                 )
                 text = summary_line(check)
                 if check.status == FAIL:
-                    ET.SubElement(case, "failure", message=check.message, type=check.kind).text = text
+                    ET.SubElement(
+                        case, "failure", message=check.message, type=check.kind
+                    ).text = text
                 elif check.status == ERROR:
                     ET.SubElement(case, "error", message=check.message, type=check.kind).text = text
                 elif check.status == SKIPPED:

@@ -65,9 +65,11 @@ def read_input(spark: SparkSession, path: Path | str) -> SparkInput:
     from mlpipe_cli.io import parquet_row_count, resolve_parquet_files, scan_parquet
 
     if is_remote(path):
-        frame = spark.read.option("pathGlobFilter", "*.parquet").option(
-            "recursiveFileLookup", "true"
-        ).parquet(str(path))
+        frame = (
+            spark.read.option("pathGlobFilter", "*.parquet")
+            .option("recursiveFileLookup", "true")
+            .parquet(str(path))
+        )
         uris = sorted(frame.inputFiles(), key=_canonical)
         schema, rows = None, None
     else:
@@ -119,7 +121,9 @@ def restore(frame: pl.DataFrame, schema: pl.Schema | None, what: str) -> pl.Data
             [_restore_expr(name, frame.schema[name], dtype) for name, dtype in schema.items()]
         )
     except pl.exceptions.PolarsError as exc:
-        raise InputError(f"cannot restore the dtypes of {what} after Spark read it: {exc}") from None
+        raise InputError(
+            f"cannot restore the dtypes of {what} after Spark read it: {exc}"
+        ) from None
 
 
 def _restore_expr(name: str, got: pl.DataType, want: pl.DataType) -> pl.Expr:
@@ -137,21 +141,20 @@ def _restore_expr(name: str, got: pl.DataType, want: pl.DataType) -> pl.Expr:
 def _transit_dtype(dtype: pl.DataType) -> pl.DataType:
     """The dtype a column of ``dtype`` crosses Spark in (lossless both ways)."""
     if isinstance(dtype, pl.Datetime | pl.Duration | pl.Time):
-        return pl.Int64
+        return pl.Int64()
     if isinstance(dtype, pl.Date):
-        return pl.Int32
+        return pl.Int32()
     if isinstance(dtype, pl.Categorical | pl.Enum):
-        return pl.String
+        return pl.String()
     if dtype == pl.UInt8:
-        return pl.Int16
+        return pl.Int16()
     if dtype == pl.UInt16:
-        return pl.Int32
+        return pl.Int32()
     if dtype in (pl.UInt32, pl.UInt64):
-        return pl.Int64
-    if isinstance(dtype, pl.Array):
-        return pl.List(_transit_dtype(dtype.inner))
-    if isinstance(dtype, pl.List):
-        return pl.List(_transit_dtype(dtype.inner))
+        return pl.Int64()
+    if isinstance(dtype, pl.Array | pl.List):
+        # polars types `inner` as a class or an instance; in a schema it is an instance
+        return pl.List(_transit_dtype(dtype.inner))  # type: ignore[arg-type]
     return dtype
 
 
@@ -248,7 +251,7 @@ def part_name(order: int) -> str:
 
 def row_count_hint(inputs: Iterable[SparkInput]) -> Any:
     counts = [i.rows for i in inputs]
-    return None if any(c is None for c in counts) else sum(counts)  # type: ignore[misc]
+    return None if any(c is None for c in counts) else sum(counts)
 
 
 def replace_directory(staging: Path, out: Path) -> None:

@@ -110,13 +110,23 @@ def build(
     # the engine on zero rows: every column/dtype check of the Polars engine, and the schema
     empty_sources = {name: pl.DataFrame(schema=schemas[i]) for i, name in enumerate(used, 1)}
     empty = _run_engine(
-        config, pl.DataFrame(schema=schemas[0]).with_columns(pl.lit(0, pl.Int64).alias(frames.ORDER)),
-        empty_sources, keys, timestamp, names,
+        config,
+        pl.DataFrame(schema=schemas[0]).with_columns(pl.lit(0, pl.Int64).alias(frames.ORDER)),
+        empty_sources,
+        keys,
+        timestamp,
+        names,
     )
     spine_keys, source_keys, key_types = _partition_keys(config, keys, selected, schemas, used)
     plan = _Plan(
-        config=config, keys=list(keys), timestamp=timestamp, features=names, sources=used,
-        schemas=schemas, columns=columns, output=empty.schema,
+        config=config,
+        keys=list(keys),
+        timestamp=timestamp,
+        features=names,
+        sources=used,
+        schemas=schemas,
+        columns=columns,
+        output=empty.schema,
     )
 
     spine_frame = inputs[0].frame
@@ -180,7 +190,8 @@ def _partition_keys(
     if len(spine_sides) > 1:
         raise unsupported(
             "features joined on different spine columns (several entities per spine row: "
-            + ", ".join("/".join(side) for side in sorted(spine_sides)) + ")"
+            + ", ".join("/".join(side) for side in sorted(spine_sides))
+            + ")"
         )
     (spine_side,) = spine_sides
     dtypes = next(iter(joins.values())).dtypes
@@ -194,9 +205,7 @@ def _partition_keys(
         if derived:
             raise unsupported(f"a join key computed by `derived` ({name}.{derived[0]})")
         source_keys.append(list(side))
-    key_schema = frames.spark_schema(
-        pl.Schema({f"k{j}": dtype for j, dtype in enumerate(dtypes)})
-    )
+    key_schema = frames.spark_schema(pl.Schema({f"k{j}": dtype for j, dtype in enumerate(dtypes)}))
     key_types = [field.dataType.simpleString() for field in key_schema.fields]
     return list(spine_side), source_keys, key_types
 
@@ -217,9 +226,7 @@ def _stack(
         # an entity's rows meet in one task only if their key values hash alike: both sides
         # are cast to the type the engine compares them as
         for j, (column, spark_type) in enumerate(zip(key_sources[i], key_types, strict=True)):
-            selects.append(
-                F.expr(f"try_cast(`{column}` AS {spark_type})").alias(f"__mlpipe_k{j}")
-            )
+            selects.append(F.expr(f"try_cast(`{column}` AS {spark_type})").alias(f"__mlpipe_k{j}"))
         parts.append(spark_input.frame.select(selects))
     stacked = parts[0]
     for part in parts[1:]:

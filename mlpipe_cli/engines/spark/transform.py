@@ -67,12 +67,17 @@ def run(
         schema = frames.collect(spark_input.frame.drop(frames.ORDER).limit(0)).schema
     fitted.check_input_schema(schema)
     empty = pl.DataFrame(schema=schema)
-    output = fitted.transform_batch(empty.lazy()).collect().with_columns(
-        pl.lit(0, pl.Int64).alias(frames.ORDER)
+    output = (
+        fitted.transform_batch(empty.lazy())
+        .collect()
+        .with_columns(pl.lit(0, pl.Int64).alias(frames.ORDER))
     )
     plan = _Plan(
-        state=fitted.state, tables=fitted.tables, version=fitted.version,
-        input_schema=spark_input.schema, output=output.schema,
+        state=fitted.state,
+        tables=fitted.tables,
+        version=fitted.version,
+        input_schema=spark_input.schema,
+        output=output.schema,
     )
     with translate_errors("counting the transform's input values"):
         payloads = [
@@ -127,9 +132,7 @@ def _count_task(batches: Iterator[pa.RecordBatch], plan: _Plan) -> Iterator[pa.R
     yield pa.RecordBatch.from_pydict({"payload": [pickle.dumps(counts)]})
 
 
-def _transform_task(
-    batches: Iterator[pa.RecordBatch], plan: _Plan
-) -> Iterator[pa.RecordBatch]:
+def _transform_task(batches: Iterator[pa.RecordBatch], plan: _Plan) -> Iterator[pa.RecordBatch]:
     fitted = _rebuild(plan)
     for batch in batches:
         if batch.num_rows:

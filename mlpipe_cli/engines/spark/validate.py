@@ -83,8 +83,9 @@ def check_source(
     schema = spark_input.schema
     if schema is None:
         schema = frames.collect(spark_input.frame.drop(frames.ORDER).limit(0)).schema
-    report = SourceReport(source=source_name, path=str(path),
-                          max_failure_rate=source.max_failure_rate)
+    report = SourceReport(
+        source=source_name, path=str(path), max_failure_rate=source.max_failure_rate
+    )
     bad_columns = E._schema_checks(report, source, schema)
     row_checks = E._compile_row_checks(report, source, schema, bad_columns)
     frame = spark_input.frame
@@ -104,8 +105,13 @@ def check_source(
             rank = F.row_number().over(
                 Window.partitionBy(*[F.col(f"`{c}`") for c in columns]).orderBy(frames.ORDER)
             )
-            repeats = [r[0] for r in keyed.select(frames.ORDER, rank.alias("n"))
-                       .filter(F.col("n") > 1).select(frames.ORDER).collect()]
+            repeats = [
+                r[0]
+                for r in keyed.select(frames.ORDER, rank.alias("n"))
+                .filter(F.col("n") > 1)
+                .select(frames.ORDER)
+                .collect()
+            ]
             check.fail = pl.col(frames.ORDER).is_in(pl.Series(repeats, dtype=pl.Int64).implode())
 
         plan = _Plan(
@@ -117,7 +123,8 @@ def check_source(
             own_tolerance=[c.own_tolerance for c in row_checks],
             ids=[c.result.id for c in row_checks],
             nullable=[
-                c for c, contract in source.columns.items()
+                c
+                for c, contract in source.columns.items()
                 if contract.nullable and c in schema.names()
             ],
             offsets=_offsets(spark_input, path),
@@ -144,10 +151,13 @@ def _offsets(spark_input: frames.SparkInput, path: Path | str) -> dict[int, int]
     else:
         from pyspark.sql import functions as F
 
-        rank = F.shiftright(F.col(frames.ORDER), frames.ROW_BITS)
-        by_rank = dict(spark_input.frame.groupBy(rank.alias("r")).count().collect())
+        file_rank = F.shiftright(F.col(frames.ORDER), frames.ROW_BITS)
+        by_rank: dict[int, int] = dict(
+            spark_input.frame.groupBy(file_rank.alias("r")).count().collect()  # (r, count) rows
+        )
         counts = [by_rank.get(r, 0) for r in range(spark_input.files)]
-    offsets, total = {}, 0
+    offsets: dict[int, int] = {}
+    total = 0
     for rank, count in enumerate(counts):
         offsets[rank] = total
         total += count
@@ -206,8 +216,13 @@ def _count_task(
     yield pa.RecordBatch.from_pydict({"payload": [pickle.dumps(payload)]})
 
 
-def _merge(report: SourceReport, source: Any, row_checks: list[Any],
-           payloads: list[dict[str, Any]], plan: _Plan) -> None:
+def _merge(
+    report: SourceReport,
+    source: Any,
+    row_checks: list[Any],
+    payloads: list[dict[str, Any]],
+    plan: _Plan,
+) -> None:
     """Totals over the tasks, then the Polars engine's judging (validation.engine)."""
     from mlpipe_cli.validation import engine as E
     from mlpipe_cli.validation.report import ERROR, FAIL, WARN, CheckResult
@@ -254,8 +269,15 @@ def _merge(report: SourceReport, source: Any, row_checks: list[Any],
         if rows and nulls == rows:
             report.checks.append(
                 CheckResult(
-                    f"{name}.{column}.all_null", name, column, "all_null", "warn", status=WARN,
-                    failures=nulls, rows=rows, message=f"column {column!r} is null in every row",
+                    f"{name}.{column}.all_null",
+                    name,
+                    column,
+                    "all_null",
+                    "warn",
+                    status=WARN,
+                    failures=nulls,
+                    rows=rows,
+                    message=f"column {column!r} is null in every row",
                 )
             )
 
@@ -263,8 +285,14 @@ def _merge(report: SourceReport, source: Any, row_checks: list[Any],
 # -- quarantine / out ---------------------------------------------------------------------
 
 
-def _split(report: SourceReport, frame: Any, plan: _Plan, row_checks: list[Any],
-           quarantine_path: Path | None, out_path: Path | None) -> None:
+def _split(
+    report: SourceReport,
+    frame: Any,
+    plan: _Plan,
+    row_checks: list[Any],
+    quarantine_path: Path | None,
+    out_path: Path | None,
+) -> None:
     """Failing rows (with ``_row`` and ``_failed_checks``) to quarantine, the rest to out."""
     from mlpipe_cli.validation import engine as E
     from mlpipe_cli.validation.report import ERROR
@@ -289,9 +317,7 @@ def _side_rows(frame: pl.DataFrame, plan: _Plan, side: str, E: Any) -> pl.DataFr
     """The task's rows of one side, in input order, with ORDER still attached."""
     with_row = _with_rows(frame, plan)
     columns = [c for c in with_row.columns if c not in (frames.ORDER, _ROW)]
-    flags = with_row.with_columns(
-        [fail.alias(f"__f{i}") for i, fail in enumerate(plan.fails)]
-    )
+    flags = with_row.with_columns([fail.alias(f"__f{i}") for i, fail in enumerate(plan.fails)])
     errors = [i for i, s in enumerate(plan.severities) if s == "error"]
     is_bad = pl.any_horizontal([pl.col(f"__f{i}") for i in errors]) if errors else pl.lit(False)
     if side == "out":
@@ -347,9 +373,10 @@ def _write_side(frame: Any, plan: _Plan, side: str, target: Path, E: Any) -> int
             run.drop(frames.ORDER).write_parquet(Path(staging) / name)
             names.append(name)
             counts.append(run.height)
-        yield pa.RecordBatch.from_pydict({"file": names, "rows": counts},
-                                         schema=pa.schema([("file", pa.string()),
-                                                           ("rows", pa.int64())]))
+        yield pa.RecordBatch.from_pydict(
+            {"file": names, "rows": counts},
+            schema=pa.schema([("file", pa.string()), ("rows", pa.int64())]),
+        )
 
     try:
         stats = frame.mapInArrow(task_errors(write), "file string, rows long").collect()
@@ -360,8 +387,9 @@ def _write_side(frame: Any, plan: _Plan, side: str, target: Path, E: Any) -> int
     return sum(row["rows"] for row in stats)
 
 
-def _side_task(batches: Iterator[pa.RecordBatch], plan: _Plan, side: str,
-               E: Any) -> Iterator[pa.RecordBatch]:
+def _side_task(
+    batches: Iterator[pa.RecordBatch], plan: _Plan, side: str, E: Any
+) -> Iterator[pa.RecordBatch]:
     frame = frames.from_batches(batches)
     if frame is None:
         return
