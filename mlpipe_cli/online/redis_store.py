@@ -134,20 +134,9 @@ class RedisStore(BaseStore):
                 hint="is redis-server up and reachable? online_store.timeout sets the limit",
             ) from None
         except redis.ConnectionError as exc:
-            raise ServiceUnavailable(
-                f"online store {self.location} is unreachable ({action}): {self._scrub(exc)}",
-                hint="start redis-server or fix online_store.url",
-            ) from None
+            raise self._unreachable(action, exc) from None
         except redis.ResponseError as exc:
-            text = self._scrub(exc)
-            if text.startswith(("NOAUTH", "WRONGPASS", "NOPERM")) or "AUTH" in text[:40]:
-                raise ServiceUnavailable(
-                    f"online store {self.location} rejected the credentials ({action}): {text}",
-                    hint="check online_store.password / the environment variable it reads",
-                ) from None
-            raise ServiceUnavailable(
-                f"online store {self.location} refused {action}: {text}"
-            ) from None
+            raise self._refused(action, exc) from None
         except redis.RedisError as exc:
             raise ServiceUnavailable(
                 f"online store {self.location} failed ({action}): {self._scrub(exc)}"
@@ -430,20 +419,26 @@ class RedisStore(BaseStore):
         except redis_wire.WireTimeout:
             raise self._timed_out(action) from None
         except redis_wire.WireClosed as exc:
-            raise ServiceUnavailable(
-                f"online store {self.location} is unreachable ({action}): {self._scrub(exc)}",
-                hint="start redis-server or fix online_store.url",
-            ) from None
+            raise self._unreachable(action, exc) from None
         except redis_wire.WireError as exc:
-            text = self._scrub(exc)
-            if text.startswith(("NOAUTH", "WRONGPASS", "NOPERM")) or "AUTH" in text[:40]:
-                raise ServiceUnavailable(
-                    f"online store {self.location} rejected the credentials ({action}): {text}",
-                    hint="check online_store.password / the environment variable it reads",
-                ) from None
-            raise ServiceUnavailable(
-                f"online store {self.location} refused {action}: {text}"
-            ) from None
+            raise self._refused(action, exc) from None
+
+    def _unreachable(self, action: str, exc: Exception) -> ServiceUnavailable:
+        """A dropped or refused connection (redis-py and the event loop's wire alike)."""
+        return ServiceUnavailable(
+            f"online store {self.location} is unreachable ({action}): {self._scrub(exc)}",
+            hint="start redis-server or fix online_store.url",
+        )
+
+    def _refused(self, action: str, exc: Exception) -> ServiceUnavailable:
+        """An error reply: the credentials, or another refusal named by the server."""
+        text = self._scrub(exc)
+        if text.startswith(("NOAUTH", "WRONGPASS", "NOPERM")) or "AUTH" in text[:40]:
+            return ServiceUnavailable(
+                f"online store {self.location} rejected the credentials ({action}): {text}",
+                hint="check online_store.password / the environment variable it reads",
+            )
+        return ServiceUnavailable(f"online store {self.location} refused {action}: {text}")
 
     def _timed_out(self, action: str) -> ServiceUnavailable:
         return ServiceUnavailable(
