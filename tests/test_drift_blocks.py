@@ -43,6 +43,7 @@ def test_block_counts_equal_numpy_histogram(ref, cur, block, split):
     values = np.asarray(cur, dtype=np.float64)
     acc.update(values[:split])
     acc.update(values[split:])
+    acc.flush()  # the last, unfinished block
     valid = values[~np.isnan(values)]
     expected, _ = np.histogram(valid, bins=np.concatenate([[-np.inf], acc.fine, [np.inf]]))
     assert acc.counts.tolist() == expected.tolist()

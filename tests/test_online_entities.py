@@ -17,6 +17,7 @@ import orjson
 import polars as pl
 import pytest
 import yaml
+from conftest import run_mlpipe
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -744,3 +745,26 @@ def test_sample_data_churn_default_is_unchanged_and_rides_is_available(cli, tmp_
     unknown = cli("sample-data", "--dataset", "flights", "--out", tmp_path / "y")
     assert unknown.exit_code == 2
     assert "unknown --dataset 'flights'" in unknown.stderr
+
+
+# -- determinism: the same bytes whatever the thread count ------------------------------------
+
+
+def test_training_set_is_the_same_bytes_for_any_thread_count(tmp_path: Path) -> None:
+    """A windowed mean over a source with a created time is a range join and a group-by
+    whose means are float sums, and a float sum's last bits depend on the order its terms
+    are added in. Polars' lazy join and group-by order them by thread (and by load, between
+    runs: a CI run failed on it), so a run on 1 thread and one on 3 (more than this
+    machine's cores) must write the same bytes."""
+    path = rides_project(tmp_path, rows=800)
+    outputs = []
+    for threads in ("1", "3"):
+        out = tmp_path / f"train_{threads}.parquet"
+        env = {"POLARS_MAX_THREADS": threads}
+        result = run_mlpipe("training-set", "-c", path, "--out", out, "--no-publish", env=env)
+        assert result.exit_code == 0, result.stderr
+        outputs.append(out.read_bytes())
+    assert (
+        pl.read_parquet(tmp_path / "train_1.parquet")["driver_fare_per_km_30d"].is_not_null().any()
+    )
+    assert outputs[0] == outputs[1]

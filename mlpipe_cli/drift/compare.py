@@ -157,6 +157,8 @@ class _NumericAcc:
         self.block = SORT_BLOCK
         self._buf = np.empty(0)
         self._tmp = np.empty(0)
+        self._carry: list[np.ndarray] = []  # the rows of an unfinished block
+        self._carry_n = 0
 
     @property
     def counts(self) -> np.ndarray:
@@ -173,12 +175,46 @@ class _NumericAcc:
             self.update(chunk.to_numpy())  # zero-copy without nulls; nulls become NaN
 
     def update(self, values: np.ndarray) -> None:
+        """Consume values in row order. Blocks start every ``block`` rows from the first row,
+        whatever sizes the values arrive in: the mean and std are sums of per-block sums, and
+        a float sum depends on how its terms are grouped, so blocks cut where the reader's
+        batches happen to end (they vary with the thread count) made the report differ in
+        the last digits from run to run."""
+        import numpy as np
+
+        n = len(values)
+        if n == 0:
+            return
+        if self._carry_n:
+            take = min(n, self.block - self._carry_n)
+            self._carry.append(np.asarray(values[:take], dtype=np.float64))
+            self._carry_n += take
+            values = values[take:]
+            if self._carry_n < self.block:
+                return
+            self._blocks(np.concatenate(self._carry))
+            self._carry, self._carry_n = [], 0
+        whole = len(values) - len(values) % self.block
+        if whole:
+            self._blocks(values[:whole])
+        if whole < len(values):
+            # copied: the caller's buffer may be reused or released
+            self._carry.append(np.array(values[whole:], dtype=np.float64))
+            self._carry_n = len(values) - whole
+
+    def flush(self) -> None:
+        """Consume the rows of an unfinished block (at the end of the data)."""
+        import numpy as np
+
+        if self._carry_n:
+            self._blocks(np.concatenate(self._carry))
+            self._carry, self._carry_n = [], 0
+
+    def _blocks(self, values: np.ndarray) -> None:
         import numpy as np
 
         n = len(values)
         self.rows += n
-        if n == 0:
-            return
         if len(self._buf) < min(n, self.block):
             self._buf = np.empty(min(n, self.block), dtype=np.float64)
             self._tmp = np.empty_like(self._buf)
@@ -206,6 +242,7 @@ class _NumericAcc:
     def result(self) -> dict[str, Any]:
         import numpy as np
 
+        self.flush()
         rows = self.rows
         valid = self.valid
         fine_counts = self.counts

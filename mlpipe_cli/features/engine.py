@@ -1277,7 +1277,13 @@ def _range_join(
             fills: list[str] = []
         else:
             aggs, fills = _window_aggs(ctx, feats, vcol)
-        result = pairs.group_by(_ROW).agg(aggs).collect()
+        # Float sums depend on the order of their terms. The lazy join emits a spine row's
+        # pairs in an order that varies with the thread count, and a lazy group_by adds
+        # per-morsel partial sums; both made means differ in the last bit from run to run.
+        # So: pairs in rank order, then an eager group_by (each group summed in row order).
+        collected = pairs.sort(_ROW, _SEQ).collect()
+        result = collected.group_by(_ROW).agg(aggs)
+        del collected
         spine_part = spine_part.join(result, on=_ROW, how="left", maintain_order="left")
         spine_part = spine_part.with_columns([pl.col(c).fill_null(0) for c in fills])
     return spine_part
