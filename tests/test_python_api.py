@@ -326,7 +326,8 @@ def test_models_promote_and_runs_through_the_api_match_the_cli(demo: dict, cli) 
     # each artifact dir has its own online store, whose version ids are random by design
     store_specific = ("store_version", "checks")
     assert _without(promoted.to_dict(), *store_specific) == _without(promoted_cli, *store_specific)
-    assert promoted.store_version and promoted.store_version in promoted.checks[1]
+    assert promoted.store_version
+    assert promoted.store_version in promoted.checks[1]
     assert p.promote(first.version).already_live
 
     # a second transform (fitted on half the rows) promoted, then rolled back to the first
@@ -337,7 +338,8 @@ def test_models_promote_and_runs_through_the_api_match_the_cli(demo: dict, cli) 
     moved = p.promote(second.version)
     assert (moved.transform_version, moved.model_version) == (second.version, None)
     back = p.promote_rollback()
-    assert back.rollback and back.transform_version == first.version
+    assert back.rollback
+    assert back.transform_version == first.version
     assert back.model_version == registered.model_version
 
     runs = p.runs()
