@@ -411,13 +411,11 @@ def _json_column(name: str, dtype: Any) -> pl.Expr | None:
     import polars as pl
 
     column = pl.col(name)
-    if dtype.is_integer() or dtype == pl.Boolean:
-        text = column.cast(pl.String)  # decimal digits; true/false
+    if dtype.is_integer() or dtype == pl.Boolean or dtype == pl.Null:
+        text = column.cast(pl.String)  # decimal digits; true/false; all null
     elif dtype.is_float() and _floats_format_like_orjson():
         # a Float32 row is a Python float (a float64) to orjson: widen first
         text = column.cast(pl.Float64).cast(pl.String)
-    elif dtype == pl.Null:
-        text = pl.lit(None, pl.String)
     else:
         return None
     return text.fill_null("null")

@@ -471,13 +471,15 @@ class _ChunkWriter:
     def _run(self) -> None:
         while not self._stop.is_set():
             batch = self._jobs.get()
-            if batch is None:
-                return
             try:
+                if batch is None:
+                    return
                 self._write(batch)
             except BaseException as exc:
                 self._failure = exc
                 return
+            finally:
+                self._jobs.task_done()  # (benchmarks/profile_materialize.py --serial waits on it)
 
     def _write(self, batch: _Batch) -> None:
         computed, size = batch.computed, batch.size
