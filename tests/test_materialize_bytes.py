@@ -390,3 +390,41 @@ def test_a_write_failure_is_raised_unchanged_and_stops_computing(
     assert store.live_metadata().version == done.version  # the same as-of: it continued
     assert failed_calls < done.resumed_chunks + len(computed)  # it stopped computing early
     store.close()
+
+
+def test_stored_bytes_are_the_same_for_any_polars_thread_count(tmp_path: Path) -> None:
+    """Computing beside the writer thread changes how Polars' threads are scheduled, never
+    what is stored: whole CLI runs with POLARS_MAX_THREADS=1 and 3, stored rows compared."""
+    import os
+    import sqlite3
+    import subprocess
+    import sys
+
+    stored = []
+    for threads in ("1", "3"):
+        root = tmp_path / f"threads-{threads}"
+        root.mkdir()
+        db = root / "online.sqlite"
+        path = _messy_project(root, {"type": "sqlite", "path": str(db), "chunk_size": 13})
+        proc = subprocess.run(
+            [sys.executable, "-m", "mlpipe_cli", "materialize", "-c", str(path),
+             "--as-of", AS_OF.isoformat(), "-q"],
+            env={**os.environ, "POLARS_MAX_THREADS": threads},
+            capture_output=True, text=True, timeout=300, check=False,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        conn = sqlite3.connect(db)
+        try:
+            (live,) = conn.execute(
+                "SELECT version FROM mlpipe_pointer WHERE name = 'live'"
+            ).fetchone()
+            rows = sorted(
+                (table.split("_ns")[-1] if "_ns" in table else "0", key, value)
+                for table in _version_tables(conn, live)
+                for key, value in conn.execute(f"SELECT k, v FROM {table}")
+            )
+        finally:
+            conn.close()
+        stored.append(rows)
+    assert len(stored[0]) > 900
+    assert stored[0] == stored[1]
