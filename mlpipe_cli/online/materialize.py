@@ -1,15 +1,17 @@
 """The planning and packing behind `mlpipe materialize` (the run itself: ``ops.materialize``).
 
 The values come from ``mlpipe_cli.features.engine.compute_features`` — the function
-`training-set` uses — called with a spine of (every entity, as_of), chunk by chunk, so the
-online values equal the offline ones by construction and memory stays bounded by one chunk.
+`training-set` uses — called with a spine of (every entity, as_of), batch by batch, so the
+online values equal the offline ones by construction and memory stays bounded by a few
+batches.
 
 A run: ping the store → list the entities (distinct keys of the sources the selected
 features read, with a row at or before as_of) → sort them → compute the features a batch
-of chunks at a time (one ``compute_features`` call per COMPUTE_BATCH_ENTITIES entities) → for
-each chunk of ``online_store.chunk_size`` entities pack one row per entity and write it into
-a new version namespace, recording progress → check every row arrived → flip the live
-pointer atomically → remove old versions → publish a ``materialization`` artifact.
+of chunks at a time (``ops.materialize.compute_batches``) while a writer thread packs one
+row per entity (``_pack_chunk``, column-wise) and writes the previous batch, chunk by chunk
+of ``online_store.chunk_size`` entities, into a new version namespace, recording progress →
+check every row arrived → flip the live pointer atomically → remove old versions → publish a
+``materialization`` artifact.
 
 This module holds the pure steps (which features, their hash and ttls, the as-of, the entity
 list, the spine time, one packed row per entity); ``mlpipe_cli.ops.materialize`` chains them

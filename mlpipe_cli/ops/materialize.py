@@ -2,9 +2,9 @@
 
 A run: ping the store → list the entities (``online.materialize.list_entities``) → compute
 the features a batch of chunks at a time with ``features.engine.compute_features`` (the
-function `training-set` uses, so online values equal offline ones by construction) → pack
-and write each chunk of ``online_store.chunk_size`` entities into a new version namespace,
-recording progress → check every row arrived → flip the live pointer atomically → remove
+function `training-set` uses, so online values equal offline ones by construction) while a
+writer thread packs and writes the previous batch, chunk by chunk of ``online_store.chunk_size``
+entities, into a new version namespace, recording progress → check every row arrived → flip the live pointer atomically → remove
 old versions → publish a ``materialization`` artifact.
 
 A run that dies leaves the live version untouched. Re-running with the same as-of (given,
@@ -412,8 +412,8 @@ class _Batch:
 class _ChunkWriter:
     """Packs and writes computed batches, chunk by chunk in order, on its own thread.
 
-    At most one batch waits while one is written (memory: about two batches of feature
-    rows). The first failure stops the thread; ``check``/``submit``/``finish`` raise it in
+    At most one batch waits while one is written and the caller computes the next (memory:
+    about three batches of feature rows). The first failure stops the thread; ``check``/``submit``/``finish`` raise it in
     the caller, unchanged (a ServiceUnavailable stays exit 4). ``abort`` stops after the
     chunk in flight: the version is then abandoned, never switched.
     """
@@ -464,6 +464,7 @@ class _ChunkWriter:
         with contextlib.suppress(queue.Empty):
             while True:
                 self._jobs.get_nowait()
+                self._jobs.task_done()
         with contextlib.suppress(queue.Full):
             self._jobs.put_nowait(None)
         self._thread.join()
