@@ -3,9 +3,10 @@
 A run: ping the store → list the entities (``online.materialize.list_entities``) → compute
 the features a batch of chunks at a time with ``features.engine.compute_features`` (the
 function `training-set` uses, so online values equal offline ones by construction) while a
-writer thread packs and writes the previous batch, chunk by chunk of ``online_store.chunk_size``
-entities, into a new version namespace, recording progress → check every row arrived → flip the live pointer atomically → remove
-old versions → publish a ``materialization`` artifact.
+writer thread packs and writes the previous batch, chunk by chunk of
+``online_store.chunk_size`` entities, into a new version namespace, recording progress →
+check every row arrived → flip the live pointer atomically → remove old versions → publish
+a ``materialization`` artifact.
 
 A run that dies leaves the live version untouched. Re-running with the same as-of (given,
 or ``resume=True`` which adopts the as-of of the newest abandoned run) continues the
