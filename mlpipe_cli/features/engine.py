@@ -1159,8 +1159,11 @@ def _run_cumsums(stage: pl.DataFrame, names: list[str]) -> pl.DataFrame:
             continue
         values = column.cast(target).to_numpy()
         sums = values.copy()
-        for level in levels:
-            sums[level] = sums[level - 1] + values[level]
+        # inf + -inf is NaN and a float sum may overflow to inf, as in a sequential sum: the
+        # IEEE results are the values, not something to warn about
+        with np.errstate(invalid="ignore", over="ignore"):
+            for level in levels:
+                sums[level] = sums[level - 1] + values[level]
         if has_long:
             sub = pl.DataFrame({"g": run_id[long_rows], "v": values[long_rows]})
             sums[long_rows] = sub.select(pl.col("v").cum_sum().over("g")).to_series().to_numpy()
