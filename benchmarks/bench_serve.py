@@ -764,6 +764,7 @@ def main() -> None:
     parser.add_argument("--trace-tail", action="store_true", dest="trace_tail",
                         help="only: where the tail at one connection comes from")  # fmt: skip
     parser.add_argument("--trace-requests", type=int, default=30_000, dest="trace_requests")
+    parser.add_argument("--trace-kinds", default="features,constant,predict", dest="trace_kinds")
     parser.add_argument("--stacks", action="store_true",
                         help="only compare HTTP stacks on a constant endpoint")  # fmt: skip
     args = parser.parse_args()
@@ -893,6 +894,9 @@ TRACE_SERVER = textwrap.dedent(r"""
             self.sent = perf_counter()
             self.proto.response_bytes(status, headers, body)
 
+        def __call__(self):
+            return self.proto()
+
         def __aiter__(self):
             return self.proto.__aiter__()
 
@@ -981,7 +985,7 @@ def trace_tail(args: argparse.Namespace, tmp: Path, configs: dict[str, Path]) ->
     and for the slowest 1 % what overlapped them (collections, background threads' stretches
     of work, the store round trip)."""
     results: dict[str, Any] = {}
-    for kind in ("features", "constant", "predict"):
+    for kind in args.trace_kinds.split(","):
         out = tmp / f"trace-{kind}.json"
         port = free_port()
         proc = subprocess.Popen(
