@@ -55,7 +55,7 @@ NUMERIC = ["total_orders", "lifetime_value", "orders_30d", "revenue_30d",
 CATEGORICAL = ["country", "plan"]
 
 # The reference design, as its tutorial writes it; TUNED switches on every knob it offers.
-PEER_APP = textwrap.dedent(r'''
+PEER_APP = textwrap.dedent(r"""
     import json, os, sys
     import joblib
     import numpy as np
@@ -138,11 +138,11 @@ PEER_APP = textwrap.dedent(r'''
         kw = dict(loop="uvloop", http="httptools") if TUNED else {}
         uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning",
                     access_log=False, **kw)
-''')
+""")
 
 # Fits the peers' scikit-learn objects in their own environment (joblib files are tied to
 # the scikit-learn version that wrote them) and loads the peers' Redis layout.
-PEER_SETUP = textwrap.dedent(r'''
+PEER_SETUP = textwrap.dedent(r"""
     import json, os, sys
     import joblib, numpy as np, pandas as pd, redis
     from sklearn.compose import ColumnTransformer
@@ -169,9 +169,9 @@ PEER_SETUP = textwrap.dedent(r'''
         if i % 5000 == 0:
             pipe.execute()
     pipe.execute()
-''')
+""")
 
-FEAST_REPO = textwrap.dedent('''
+FEAST_REPO = textwrap.dedent("""
     from datetime import timedelta
     from feast import Entity, FeatureView, Field, FileSource
     from feast.types import Float64, Int64, String
@@ -185,7 +185,7 @@ FEAST_REPO = textwrap.dedent('''
                 Field(name="days_since_last_order", dtype=Float64), Field(name="age", dtype=Int64),
                 Field(name="country", dtype=String), Field(name="plan", dtype=String)],
     )
-''')
+""")
 
 FEAST_LUA = textwrap.dedent("""
     local n = tonumber(os.getenv("BENCH_N"))
@@ -282,7 +282,9 @@ def load_feast(port: int, n: int, conns: int, seconds: float, tmp: Path, pids: l
     return _run_wrk(script, port, conns, seconds, env, pids)
 
 
-def _run_wrk(script: Path, port: int, conns: int, seconds: float, env: dict, pids: list[int]) -> dict:
+def _run_wrk(
+    script: Path, port: int, conns: int, seconds: float, env: dict, pids: list[int]
+) -> dict:
     cmd = ["wrk", "-t1", f"-c{conns}", f"-d{max(1, round(seconds))}s", "-s", str(script),
            f"http://127.0.0.1:{port}/"]  # fmt: skip
     before = sum(bs.cpu_seconds(p) for p in pids)
@@ -306,7 +308,10 @@ def load_http(port: int, kind: str, n: int, conns: int, seconds: float, tmp: Pat
 
 
 def start_servers(
-    tmp: Path, configs: dict[str, Path], rows: list[list], redis_port: int,
+    tmp: Path,
+    configs: dict[str, Path],
+    rows: list[list],
+    redis_port: int,
     servers: dict[str, Proc],
 ) -> dict[str, str]:
     """Start every server that can run here into ``servers`` (mlpipe always); returns the
@@ -422,7 +427,9 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> None:
             continue
         _, _, what = label.partition(" ")
         ours = results.get(f"mlpipe {what}") if what else None
-        ratio = f"{ours['rps'] / r['rps']:>9.1f}×" if ours and not label.startswith("mlpipe") else ""
+        ratio = (
+            f"{ours['rps'] / r['rps']:>9.1f}×" if ours and not label.startswith("mlpipe") else ""
+        )
         print(f"{label:<34}{r['rps']:>9,.0f}{r['p50'] / 1000:>8.2f}{r['p99'] / 1000:>8.2f}"
               f"{r['cpu_ms_per_1k']:>11.1f}{r['non2xx']:>9.0f}{ratio:>10}")  # fmt: skip
     for name, reason in results.get("skipped", {}).items():
