@@ -572,14 +572,34 @@ def in_process(config: Path, artifact_dir: Path, n: int, count: int) -> dict:
 class _Scope:
     """The fields of a Granian RSGI HTTP scope that the app reads."""
 
-    __slots__ = ("headers", "method", "path", "proto")
+    __slots__ = ("headers", "method", "path", "proto", "query_string")
 
     def __init__(self, path: str) -> None:
         self.proto, self.path, self.method, self.headers = "http", path, "GET", {}
+        self.query_string = ""
+        if path.startswith("/predict/"):  # POST /predict {"entity": id}
+            self.path, self.method = "/predict", "POST"
+            self.headers = {"content-length": str(len(_predict_body(path)))}
+
+
+def _predict_body(path: str) -> bytes:
+    return b'{"entity":%s}' % path[9:].encode()
 
 
 class _Proto:
-    __slots__ = ("body", "status")
+    __slots__ = ("body", "request", "status")
+
+    def __init__(self, path: str = "") -> None:
+        self.request = _predict_body(path) if path.startswith("/predict/") else b""
+
+    async def __call__(self) -> bytes:
+        return self.request
+
+    def __aiter__(self) -> Any:
+        async def chunks() -> Any:
+            yield self.request
+
+        return chunks()
 
     def response_bytes(self, status: int, headers: list, body: bytes) -> None:
         self.status, self.body = status, body
@@ -599,7 +619,7 @@ def app_path(config: Path, artifact_dir: Path, n: int, count: int, log_dir: Path
 
     spec = ServeSpec(
         config_path=str(config), artifact_dir=str(artifact_dir), transform_ref="latest",
-        model_ref="none", host="127.0.0.1", port=0, log_dir=str(log_dir),
+        model_ref="latest", host="127.0.0.1", port=0, log_dir=str(log_dir),
     )  # fmt: skip
     app = build_app(spec)
     rng = random.Random(5)
@@ -609,7 +629,7 @@ def app_path(config: Path, artifact_dir: Path, n: int, count: int, log_dir: Path
     async def client(paths: list[str], times: list[float]) -> None:
         clock = time.perf_counter
         for path in paths:
-            proto = _Proto()
+            proto = _Proto(path)
             start = clock()
             await app.__rsgi__(_Scope(path), proto)
             times.append(clock() - start)
@@ -632,8 +652,9 @@ def app_path(config: Path, artifact_dir: Path, n: int, count: int, log_dir: Path
         gc.callbacks.append(on_gc)
         try:
             for conns in (1, 16):
-                for kind in ("features", "constant"):
-                    paths = [f"/features/{i}" if kind == "features" else "/healthz" for i in ids]
+                for kind in ("features", "constant", "predict"):
+                    prefix = {"features": "/features/", "predict": "/predict/"}.get(kind)
+                    paths = [f"{prefix}{i}" if prefix else "/healthz" for i in ids]
                     times: list[float] = []
                     collections.clear()
                     cpu, wall = time.process_time(), time.perf_counter()
