@@ -218,12 +218,14 @@ class Proc:
     def __init__(self, cmd: list[str], port: int, env: dict[str, str], cwd: Path,
                  ready: str) -> None:  # fmt: skip
         self.port = port
+        # stderr to a file: a pipe nobody reads fills up and stalls a chatty server
+        self.log = tempfile.TemporaryFile()  # noqa: SIM115 (closed in stop)
         self.proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE)  # fmt: skip
+                                     stderr=self.log)  # fmt: skip
         deadline = time.monotonic() + 120
         while True:
             if self.proc.poll() is not None:
-                raise SystemExit(f"{cmd[:4]} exited: {self.proc.stderr.read().decode()[-2000:]}")
+                raise SystemExit(f"{cmd[:4]} exited: {self.stderr()[-2000:]}")
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}{ready}", timeout=5):
                     break
@@ -232,18 +234,26 @@ class Proc:
                     raise
                 time.sleep(0.2)
 
+    def stderr(self) -> str:
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")
+
     def pids(self) -> list[int]:
         """The server and its children (feast serve forks gunicorn workers)."""
         out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True)
         return [self.proc.pid, *(int(p) for p in out.stdout.split())]
 
     def stop(self) -> None:
+        if self.proc.poll() is not None:  # it died while measured: say why
+            print(f"server {self.proc.args[:3]} exited {self.proc.returncode}: "
+                  f"{self.stderr()[-1500:]}")  # fmt: skip
         self.proc.terminate()
         try:
             self.proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+        self.log.close()
 
 
 def setup_feast(root: Path, rows: list[list], redis_port: int, env: dict[str, str]) -> Path:
@@ -410,9 +420,9 @@ def main() -> None:
             srv.stop()
         redis_proc.terminate()
         redis_proc.wait()
-    report(results, args)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
+    report(results, args)
     shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -427,9 +437,9 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> None:
             continue
         _, _, what = label.partition(" ")
         ours = results.get(f"mlpipe {what}") if what else None
-        ratio = (
-            f"{ours['rps'] / r['rps']:>9.1f}×" if ours and not label.startswith("mlpipe") else ""
-        )
+        ratio = ""
+        if ours and r["rps"] and not label.startswith("mlpipe"):
+            ratio = f"{ours['rps'] / r['rps']:>9.1f}×"
         print(f"{label:<34}{r['rps']:>9,.0f}{r['p50'] / 1000:>8.2f}{r['p99'] / 1000:>8.2f}"
               f"{r['cpu_ms_per_1k']:>11.1f}{r['non2xx']:>9.0f}{ratio:>10}")  # fmt: skip
     for name, reason in results.get("skipped", {}).items():
