@@ -28,8 +28,18 @@ scaled, and a model bound to it), measured interleaved on ``GET /features/{id}``
 ``POST /predict``: req/s, p50/p99, the server's CPU per request, and afterwards the shadow
 rows lost (live rows written vs rows whose shadow columns are filled).
 
+With ``--trace-tail`` only the tail at one connection is examined: the real server runs
+with timestamps on both sides of the socket (``time.perf_counter`` is CLOCK_MONOTONIC, one
+clock for every process), so each request's latency splits into ingress (kernel, Granian,
+event-loop wake-up), app (arrival in ``__rsgi__`` to ``response_bytes``) and egress; for the
+slowest 1 % it reports how many overlapped a garbage collection, a stretch of work of a
+background thread (the feature-log writer, the pointer follower, the ledger: the moments
+between their blocking calls, when they want the GIL) and how long their store round trip
+took, and for every thread the median latency of requests that overlapped it vs the rest.
+
 Usage: .venv/bin/python benchmarks/bench_serve.py [--quick] [--entities N] [--duration S]
        [--runs R] [--connections 16,1] [--json OUT] [--shadow] [--no-http]
+       [--trace-tail [--trace-kinds features,constant,predict] [--trace-requests N]]
 Run full-size benchmarks under `flock /tmp/mlpipe-bench.lock`.
 """
 
