@@ -1,10 +1,10 @@
 """The specialised request path: fast linear scoring, the generated reply, the fused
-POST /predict, and the feature-log writer that waits for requests.
+POST /predict.
 
 Oracles: scikit-learn's own predict_proba / decision_function / predict (fast scoring);
 ``orjson.dumps(Served.to_dict())`` and ``FeatureService.log`` (the generic path the
 generated reply replaces); the generic, streamed-body path of the same server (fused
-/predict); exact counting (the log writer).
+/predict).
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ from test_serve import (
 )
 
 from mlpipe_cli.serving.app import EP_BATCH, EP_ONE, EP_PREDICT
-from mlpipe_cli.serving.featurelog import FeatureLogger
 from mlpipe_cli.serving.hotpath import OPTS
 from mlpipe_cli.serving.model import linear_scorer
 from mlpipe_cli.serving.service import Served
@@ -280,28 +279,3 @@ def test_fused_predict_equals_the_generic_path_and_sklearn(
     assert log["prediction"].null_count() == 0
     versions = ArtifactStore(load_config(config).artifact_dir, load_config(config).pipeline)
     assert a["model_version"] == versions.latest("model")
-
-
-# -- the feature-log writer waits for requests, but never forever ---------------------------
-
-
-class _AlwaysBusy:
-    """A server that always has a request in flight (the gate protocol: ``in_flight``)."""
-
-    in_flight = 1
-
-
-def test_a_writer_gated_by_a_busy_server_still_writes_every_row(tmp_path: Path) -> None:
-    logger = FeatureLogger(
-        tmp_path, transform_version="0001-abcdefabcdef", raw_columns=["age"],
-        vec_columns=["age"], poll_interval=0.01, segment_rows=1000,
-    )  # fmt: skip
-    logger.gate = _AlwaysBusy()
-    logger.start()
-    for i in range(3000):
-        assert logger.log(
-            "/features/{entity_id}", f"[{i}]", "0001-s", False, (i,), (float(i),), None
-        )
-    logger.close()
-    assert (logger.written, logger.dropped, logger.failed) == (3000, 0, 0)
-    assert sorted(read_log(tmp_path)["raw.age"].to_list()) == list(range(3000))

@@ -178,7 +178,6 @@ class ServingApp:
 
     def on_startup(self) -> None:
         if self.logger is not None:
-            self.logger.gate = self  # its writer works between requests (featurelog._Pacer)
             self.logger.start()
         self.started = True
 

@@ -69,7 +69,6 @@ _BATCH_ROWS = 4096  # rows converted together (one Polars call per column when v
 _RETRY_ROWS = 64  # after a failed conversion the batch is retried in groups this size
 _HOLD_SECONDS = 0.0001  # writer work between two releases of the GIL
 _PAUSE_SECONDS = 0.0001  # the release: a real sleep (after sleep(0) this thread may win it back)
-_DEFER_SECONDS = 0.002  # at most this long a stretch waits for no request to be in flight
 _CALL_SECONDS = 0.00025  # target duration of one Series construction (it holds the GIL)
 _CALL_OVERHEAD = 0.00003  # fixed cost of one pl.Series call, not part of the per-value cost
 _FIRST_PIECE = 128  # values per call before a column's cost has been measured
@@ -104,36 +103,23 @@ class _Pacer:
     took it back) is not work, and counting it would pause, and hand the GIL over, for
     nothing.
 
-    With a ``gate`` (the server app: anything with an ``in_flight`` count of requests between
-    arrival and response), a new stretch of work waits, up to ``_DEFER_SECONDS``, until no
-    request is in flight. A request releases the GIL while it waits for the store; a writer
-    that took it then held it for a whole stretch, and the request, its reply arrived, waited
-    for the stretch to end: measured with ``bench_serve.py --trace-tail``, requests that
-    overlapped a writer stretch had a median of 634 µs against 143 µs for the others. The
-    bound keeps the writer going under constant load (it needs ~5 % of one core at 15k rows/s).
+    The stretch is short because a request releases the GIL while it waits for the store: a
+    writer due to work takes it then, and the request, its reply arrived, waits for the
+    stretch to end. ``bench_serve.py --trace-tail`` measured it: with 0.3 ms stretches,
+    requests that overlapped one had a median of ~600 µs against ~120-180 µs for the others,
+    and they were most of the slowest 1 %; with 0.1 ms, ~340-390 µs against ~170 µs.
     """
 
-    __slots__ = ("_last", "enabled", "gate")
+    __slots__ = ("_last", "enabled")
 
-    def __init__(self, enabled: bool = True, gate: Any = None) -> None:
+    def __init__(self, enabled: bool = True) -> None:
         self.enabled = enabled
-        self.gate = gate
         self._last = time.thread_time()
 
     def __call__(self) -> None:
         if self.enabled and time.thread_time() - self._last >= _HOLD_SECONDS:
             time.sleep(_PAUSE_SECONDS)
-            self.defer()
             self._last = time.thread_time()
-
-    def defer(self) -> None:
-        """Wait (bounded) for a moment with no request in flight."""
-        gate = self.gate
-        if gate is None or not gate.in_flight:
-            return
-        until = time.monotonic() + _DEFER_SECONDS
-        while gate.in_flight and time.monotonic() < until:
-            time.sleep(_PAUSE_SECONDS)
 
     def reset(self) -> None:
         """The GIL was just released (a blocking wait): a new stretch starts."""
@@ -171,9 +157,6 @@ class FeatureLogger:
         self.poll_interval = poll_interval
         # serving.shadow.ShadowScorer: adds shadow.* columns to each row, in this thread
         self.shadow = shadow
-        # the server app (its ``in_flight`` count): the writer's stretches of work wait for a
-        # moment with no request in flight (_Pacer.defer); set before start()
-        self.gate: Any = None
         self._queue: deque[Any] = deque()
         # Single producer (the event-loop thread) increments enqueued/dropped; the single
         # consumer (the writer thread) increments dequeued/written/failed. Each int has one
@@ -271,15 +254,13 @@ class FeatureLogger:
     # -- writer thread ----------------------------------------------------------------
 
     def _run(self) -> None:
-        pace = _Pacer(gate=self.gate)
+        pace = _Pacer()
         columns = _Columns(len(self._specs))  # taken from the queue, not converted yet
         parts: list[Any] = []  # converted frames of the segment being built
         converted = 0  # rows in parts
         started: float | None = None  # when the segment's first row was taken
         while True:
             stopping = self._stop.wait(self.poll_interval)
-            if not stopping:
-                pace.defer()
             pace.reset()
             try:
                 budget = len(self._queue)  # queued now; later rows wait for the next poll

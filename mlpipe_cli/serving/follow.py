@@ -195,7 +195,6 @@ class PointerFollower:
             logger = new_feature_logger(
                 self.config, runtime.logger.log_dir, loaded.transform, runtime.shadow
             )
-            logger.gate = self.app  # its writer works between requests (featurelog._Pacer)
             logger.start()
         done = threading.Event()
         failure: list[BaseException] = []
