@@ -1034,7 +1034,7 @@ def trace_tail(args: argparse.Namespace, tmp: Path, configs: dict[str, Path]) ->
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=120)
         doc = json.loads(out.read_text())
-        server = doc["requests"][-len(client):]
+        server = doc["requests"][len(doc["requests"]) - len(client) :]
         if [s[2] for s in server] != [c[2] for c in client]:
             raise SystemExit("trace: server and client requests do not line up")
         results[kind] = analyse_trace(client, server, doc, cpu)
@@ -1065,20 +1065,22 @@ def analyse_trace(client: list, server: list, doc: dict, cpu: float) -> dict:
         return values[min(len(values) - 1, int(p * len(values)))] * 1e6
 
     names = sorted({s[2] for s in doc["stretches"]})
+    parts = ("total", "ingress", "app", "egress")
+
+    def mean_us(values: Any) -> float:
+        return statistics.fmean(values) * 1e6
+
     summary: dict[str, Any] = {
         "requests": n,
         "cpu_us_per_request": cpu / n * 1e6,
         "p50_us": {k: q([r[k] for r in rows], 0.5) for k in ("total", "ingress", "app", "egress")},
         "p99_us": {k: q([r[k] for r in rows], 0.99) for k in ("total", "ingress", "app", "egress")},
         # the slowest 1 %: mean of each part, and how much of their time overlapped each event
-        "tail_mean_us": {k: statistics.fmean(r[k] for r in tail) * 1e6
-                         for k in ("total", "ingress", "app", "egress")},
+        "tail_mean_us": {k: mean_us(r[k] for r in tail) for k in parts},
         "tail_with_gc": sum(1 for r in tail if _overlap(r["sent"], r["got"], doc["gc"]) > 0),
-        "tail_gc_us": statistics.fmean(_overlap(r["sent"], r["got"], doc["gc"]) for r in tail) * 1e6,
-        "tail_store_us": statistics.fmean(
-            _overlap(r["sent"], r["got"], doc["store"]) for r in tail) * 1e6,
-        "all_store_us": statistics.fmean(
-            _overlap(r["sent"], r["got"], doc["store"]) for r in rows) * 1e6,
+        "tail_gc_us": mean_us(_overlap(r["sent"], r["got"], doc["gc"]) for r in tail),
+        "tail_store_us": mean_us(_overlap(r["sent"], r["got"], doc["store"]) for r in tail),
+        "all_store_us": mean_us(_overlap(r["sent"], r["got"], doc["store"]) for r in rows),
         "threads": {},
     }
     for name in names:
