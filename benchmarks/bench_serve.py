@@ -28,8 +28,18 @@ scaled, and a model bound to it), measured interleaved on ``GET /features/{id}``
 ``POST /predict``: req/s, p50/p99, the server's CPU per request, and afterwards the shadow
 rows lost (live rows written vs rows whose shadow columns are filled).
 
+With ``--trace-tail`` only the tail at one connection is examined: the real server runs
+with timestamps on both sides of the socket (``time.perf_counter`` is CLOCK_MONOTONIC, one
+clock for every process), so each request's latency splits into ingress (kernel, Granian,
+event-loop wake-up), app (arrival in ``__rsgi__`` to ``response_bytes``) and egress; for the
+slowest 1 % it reports how many overlapped a garbage collection, a stretch of work of a
+background thread (the feature-log writer, the pointer follower, the ledger: the moments
+between their blocking calls, when they want the GIL) and how long their store round trip
+took, and for every thread the median latency of requests that overlapped it vs the rest.
+
 Usage: .venv/bin/python benchmarks/bench_serve.py [--quick] [--entities N] [--duration S]
        [--runs R] [--connections 16,1] [--json OUT] [--shadow] [--no-http]
+       [--trace-tail [--trace-kinds features,constant,predict] [--trace-requests N]]
 Run full-size benchmarks under `flock /tmp/mlpipe-bench.lock`.
 """
 
@@ -572,14 +582,34 @@ def in_process(config: Path, artifact_dir: Path, n: int, count: int) -> dict:
 class _Scope:
     """The fields of a Granian RSGI HTTP scope that the app reads."""
 
-    __slots__ = ("headers", "method", "path", "proto")
+    __slots__ = ("headers", "method", "path", "proto", "query_string")
 
     def __init__(self, path: str) -> None:
         self.proto, self.path, self.method, self.headers = "http", path, "GET", {}
+        self.query_string = ""
+        if path.startswith("/predict/"):  # POST /predict {"entity": id}
+            self.path, self.method = "/predict", "POST"
+            self.headers = {"content-length": str(len(_predict_body(path)))}
+
+
+def _predict_body(path: str) -> bytes:
+    return b'{"entity":%s}' % path[9:].encode()
 
 
 class _Proto:
-    __slots__ = ("body", "status")
+    __slots__ = ("body", "request", "status")
+
+    def __init__(self, path: str = "") -> None:
+        self.request = _predict_body(path) if path.startswith("/predict/") else b""
+
+    async def __call__(self) -> bytes:
+        return self.request
+
+    def __aiter__(self) -> Any:
+        async def chunks() -> Any:
+            yield self.request
+
+        return chunks()
 
     def response_bytes(self, status: int, headers: list, body: bytes) -> None:
         self.status, self.body = status, body
@@ -599,7 +629,7 @@ def app_path(config: Path, artifact_dir: Path, n: int, count: int, log_dir: Path
 
     spec = ServeSpec(
         config_path=str(config), artifact_dir=str(artifact_dir), transform_ref="latest",
-        model_ref="none", host="127.0.0.1", port=0, log_dir=str(log_dir),
+        model_ref="latest", host="127.0.0.1", port=0, log_dir=str(log_dir),
     )  # fmt: skip
     app = build_app(spec)
     rng = random.Random(5)
@@ -609,7 +639,7 @@ def app_path(config: Path, artifact_dir: Path, n: int, count: int, log_dir: Path
     async def client(paths: list[str], times: list[float]) -> None:
         clock = time.perf_counter
         for path in paths:
-            proto = _Proto()
+            proto = _Proto(path)
             start = clock()
             await app.__rsgi__(_Scope(path), proto)
             times.append(clock() - start)
@@ -632,8 +662,9 @@ def app_path(config: Path, artifact_dir: Path, n: int, count: int, log_dir: Path
         gc.callbacks.append(on_gc)
         try:
             for conns in (1, 16):
-                for kind in ("features", "constant"):
-                    paths = [f"/features/{i}" if kind == "features" else "/healthz" for i in ids]
+                for kind in ("features", "constant", "predict"):
+                    prefix = {"features": "/features/", "predict": "/predict/"}.get(kind)
+                    paths = [f"{prefix}{i}" if prefix else "/healthz" for i in ids]
                     times: list[float] = []
                     collections.clear()
                     cpu, wall = time.process_time(), time.perf_counter()
@@ -761,6 +792,10 @@ def main() -> None:
                         help="only compare a server with and without --shadow")  # fmt: skip
     parser.add_argument("--no-http", action="store_true", dest="no_http",
                         help="only the in-process measurements (1 and 3 entity types)")  # fmt: skip
+    parser.add_argument("--trace-tail", action="store_true", dest="trace_tail",
+                        help="only: where the tail at one connection comes from")  # fmt: skip
+    parser.add_argument("--trace-requests", type=int, default=30_000, dest="trace_requests")
+    parser.add_argument("--trace-kinds", default="features,constant,predict", dest="trace_kinds")
     parser.add_argument("--stacks", action="store_true",
                         help="only compare HTTP stacks on a constant endpoint")  # fmt: skip
     args = parser.parse_args()
@@ -781,6 +816,14 @@ def main() -> None:
     try:
         t0 = time.perf_counter()
         configs = build_project(tmp, args.entities, redis_port)
+        if args.trace_tail:
+            results = trace_tail(args, tmp, configs)
+            results["load"] = {"text": load_average()}
+            print(f"load average {results['load']['text']} (2 cores)")
+            report_trace({k: v for k, v in results.items() if k != "load"})
+            if args.json:
+                args.json.write_text(json.dumps(results, indent=2))
+            return
         configs_3 = build_project_3(tmp, args.entities, redis_port)
         print(f"setup: {args.entities:,} entities in Redis and SQLite (plus merchants and "
               f"devices for the 3-entity case), transforms fitted, model registered in "
@@ -846,6 +889,236 @@ def main() -> None:
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     shutil.rmtree(tmp, ignore_errors=True)
+
+
+# -- where the tail at one connection comes from (--trace-tail) -------------------------------
+
+# Runs the real `mlpipe serve` (Granian embedded, feature log on) with timestamps taken on
+# both sides of the socket. time.perf_counter is CLOCK_MONOTONIC on Linux, one clock for every
+# process on the machine, so a request's client send/receive and the server's handler
+# entry/exit line up: ingress (kernel + Granian + event-loop wake-up), app (our handler), egress.
+TRACE_SERVER = textwrap.dedent(r"""
+    import gc, json, sys, threading, time
+    from time import perf_counter
+    out_path, argv = sys.argv[1], sys.argv[2:]
+    from mlpipe_cli.serving import app as app_mod
+    from mlpipe_cli.online import redis_store
+    requests, collections, stretches, store_calls = [], [], [], []
+    _began = {}
+
+    def on_gc(phase, info):
+        if phase == "start":
+            _began["t"] = perf_counter()
+        else:
+            collections.append((_began["t"], perf_counter(), info["generation"]))
+
+    gc.callbacks.append(on_gc)
+    rsgi = app_mod.ServingApp.__rsgi__
+
+    class Proto:  # stamps the moment the response goes to Granian
+        __slots__ = ("proto", "sent")
+
+        def __init__(self, proto):
+            self.proto, self.sent = proto, 0.0
+
+        def response_bytes(self, status, headers, body):
+            self.sent = perf_counter()
+            self.proto.response_bytes(status, headers, body)
+
+        def __call__(self):
+            return self.proto()
+
+        def __aiter__(self):
+            return self.proto.__aiter__()
+
+    async def traced_rsgi(self, scope, proto):
+        t0 = perf_counter()
+        shim = Proto(proto)
+        await rsgi(self, scope, shim)
+        requests.append((t0, shim.sent, scope.path))
+
+    app_mod.ServingApp.__rsgi__ = traced_rsgi
+    get_many_async = redis_store.RedisStore.get_many_async
+
+    async def traced_get(self, entities, deadline=None):
+        t0 = perf_counter()
+        try:
+            return await get_many_async(self, entities, deadline)
+        finally:
+            store_calls.append((t0, perf_counter()))
+
+    redis_store.RedisStore.get_many_async = traced_get
+    # Every background thread of the server blocks in time.sleep or Event.wait between
+    # stretches of Python work; the stretches in between are when it wants the GIL.
+    _awake = {}
+    real_sleep, real_wait = time.sleep, threading.Event.wait
+
+    def _blocking(fn):
+        def wrapper(*args, **kwargs):
+            name = threading.current_thread().name
+            t0 = perf_counter()
+            if name in _awake:
+                stretches.append((_awake[name][0], t0, name, time.thread_time() - _awake[name][1]))
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                _awake[name] = (perf_counter(), time.thread_time())
+        return wrapper
+
+    time.sleep = _blocking(real_sleep)
+    threading.Event.wait = _blocking(real_wait)
+    from mlpipe_cli.cli.main import run
+    code = run(argv)
+    gc.callbacks.remove(on_gc)
+    with open(out_path, "w") as f:
+        json.dump({"requests": requests, "gc": collections, "stretches": stretches,
+                   "store": store_calls, "code": code}, f)
+""")
+
+
+def trace_client(port: int, n: int, count: int, kind: str) -> list[tuple[float, float, str]]:
+    """One blocking keep-alive connection, one request at a time: (sent, received, path)."""
+    rng = random.Random(11)
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    clock = time.perf_counter
+    timings = []
+    buf = b""
+    for _ in range(count):
+        i = rng.randint(1, n)
+        if kind == "predict":
+            body = b'{"entity":%d}' % i
+            path = "/predict"
+            raw = (b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                   b"Content-Length: %d\r\n\r\n%s" % (len(body), body))  # fmt: skip
+        else:
+            path = f"/features/{i}" if kind == "features" else "/healthz"
+            raw = f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+        t0 = clock()
+        sock.sendall(raw)
+        while True:
+            head, sep, rest = buf.partition(b"\r\n\r\n")
+            if sep:
+                length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+                if len(rest) >= length:
+                    buf = rest[length:]
+                    break
+            buf += sock.recv(65536)
+        timings.append((t0, clock(), path))
+        if not head.startswith(b"HTTP/1.1 200"):
+            raise SystemExit(f"{path}: {head[:60]!r}")
+    sock.close()
+    return timings
+
+
+def trace_tail(args: argparse.Namespace, tmp: Path, configs: dict[str, Path]) -> dict:
+    """Per request at one connection: client latency split into ingress, app and egress,
+    and for the slowest 1 % what overlapped them (collections, background threads' stretches
+    of work, the store round trip)."""
+    results: dict[str, Any] = {}
+    for kind in args.trace_kinds.split(","):
+        out = tmp / f"trace-{kind}.json"
+        port = free_port()
+        proc = subprocess.Popen(
+            [sys.executable, "-c", TRACE_SERVER, str(out), "serve", "-c", str(configs["redis"]),
+             "--port", str(port), "--log-dir", str(tmp / f"logs-trace-{kind}"), "-q"],
+            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        wait_port(port)
+        try:
+            trace_client(port, args.entities, 2000, kind)  # warm-up
+            cpu = cpu_seconds(proc.pid)
+            client = trace_client(port, args.entities, args.trace_requests, kind)
+            cpu = cpu_seconds(proc.pid) - cpu
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=120)
+        doc = json.loads(out.read_text())
+        server = doc["requests"][len(doc["requests"]) - len(client) :]
+        if [s[2] for s in server] != [c[2] for c in client]:
+            raise SystemExit("trace: server and client requests do not line up")
+        results[kind] = analyse_trace(client, server, doc, cpu)
+    return results
+
+
+def _overlap(lo: float, hi: float, spans: list, key: Any = None) -> float:
+    """Seconds of [lo, hi] covered by spans (each (start, end, ...)); ``key`` filters them."""
+    total = 0.0
+    for span in spans:
+        if span[1] <= lo or span[0] >= hi or (key is not None and not key(span)):
+            continue
+        total += min(hi, span[1]) - max(lo, span[0])
+    return total
+
+
+def analyse_trace(client: list, server: list, doc: dict, cpu: float) -> dict:
+    rows = []
+    for (sent, got, _), (enter, leave, _) in zip(client, server, strict=True):
+        rows.append({"total": got - sent, "ingress": enter - sent, "app": leave - enter,
+                     "egress": got - leave, "sent": sent, "got": got})  # fmt: skip
+    by_total = sorted(rows, key=lambda r: r["total"])
+    n = len(by_total)
+    tail = by_total[int(n * 0.99) :]
+
+    def q(values: list[float], p: float) -> float:
+        values = sorted(values)
+        return values[min(len(values) - 1, int(p * len(values)))] * 1e6
+
+    names = sorted({s[2] for s in doc["stretches"]})
+    parts = ("total", "ingress", "app", "egress")
+
+    def mean_us(values: Any) -> float:
+        return statistics.fmean(values) * 1e6
+
+    summary: dict[str, Any] = {
+        "requests": n,
+        "cpu_us_per_request": cpu / n * 1e6,
+        "p50_us": {k: q([r[k] for r in rows], 0.5) for k in ("total", "ingress", "app", "egress")},
+        "p99_us": {k: q([r[k] for r in rows], 0.99) for k in ("total", "ingress", "app", "egress")},
+        # the slowest 1 %: mean of each part, and how much of their time overlapped each event
+        "tail_mean_us": {k: mean_us(r[k] for r in tail) for k in parts},
+        "tail_with_gc": sum(1 for r in tail if _overlap(r["sent"], r["got"], doc["gc"]) > 0),
+        "tail_gc_us": mean_us(_overlap(r["sent"], r["got"], doc["gc"]) for r in tail),
+        "tail_store_us": mean_us(_overlap(r["sent"], r["got"], doc["store"]) for r in tail),
+        "all_store_us": mean_us(_overlap(r["sent"], r["got"], doc["store"]) for r in rows),
+        "threads": {},
+    }
+    for name in names:
+        spans = [s for s in doc["stretches"] if s[2] == name]
+        hit = [r for r in tail if _overlap(r["sent"], r["got"], spans) > 0]
+        hit_all = [r for r in rows if _overlap(r["sent"], r["got"], spans) > 0]
+        summary["threads"][name] = {
+            "stretches": len(spans),
+            "cpu_ms": sum(s[3] for s in spans) * 1e3,
+            "tail_overlapped": len(hit),
+            "all_overlapped": len(hit_all),
+            # requests that overlapped a stretch of this thread vs those that did not
+            "p50_with_us": q([r["total"] for r in hit_all], 0.5) if hit_all else 0.0,
+            "p50_without_us": q([r["total"] for r in rows if r not in hit_all], 0.5),
+        }
+    summary["tail_count"] = len(tail)
+    return summary
+
+
+def report_trace(results: dict[str, Any]) -> None:
+    print("\nthe tail at one connection (real server, feature log on; client and server "
+          "timestamps on one monotonic clock)")  # fmt: skip
+    for kind, r in results.items():
+        print(f"\n{kind}: {r['requests']:,} requests, server CPU {r['cpu_us_per_request']:.1f} "
+              f"µs/request")  # fmt: skip
+        print(f"  {'':<10}{'total':>9}{'ingress':>9}{'app':>9}{'egress':>9}   (µs)")
+        for label, key in (("p50", "p50_us"), ("p99", "p99_us"), ("tail mean", "tail_mean_us")):
+            v = r[key]
+            print(f"  {label:<10}{v['total']:>9.0f}{v['ingress']:>9.0f}{v['app']:>9.0f}"
+                  f"{v['egress']:>9.0f}")  # fmt: skip
+        print(f"  slowest {r['tail_count']}: {r['tail_with_gc']} overlapped a collection "
+              f"(mean {r['tail_gc_us']:.0f} µs of GC each); store round trip in them "
+              f"{r['tail_store_us']:.0f} µs vs {r['all_store_us']:.0f} µs on average")  # fmt: skip
+        for name, t in r["threads"].items():
+            print(f"  thread {name}: {t['stretches']} stretches, {t['cpu_ms']:.0f} ms CPU; "
+                  f"{t['tail_overlapped']}/{r['tail_count']} of the slowest and "
+                  f"{t['all_overlapped']:,} of all requests overlapped one; p50 with "
+                  f"{t['p50_with_us']:.0f} µs vs without {t['p50_without_us']:.0f} µs")  # fmt: skip
 
 
 # -- shadow on vs off -------------------------------------------------------------------------

@@ -201,6 +201,13 @@ class ServingApp:
         if path[:10] == "/features/" and scope.method == "GET":
             await self._rsgi_features_one(scope, proto, path, start)
             return
+        if path == EP_PREDICT and scope.method == "POST":
+            await self._rsgi_predict(scope, proto, start)
+            return
+        await self._rsgi_generic(scope, proto, start)
+
+    async def _rsgi_generic(self, scope: Any, proto: Any, start: float) -> None:
+        """Every route through ``handle``: routing, the streamed body reader, headers."""
         max_bytes = self.max_body_bytes
         read_timeout = self.read_timeout
 
@@ -249,7 +256,14 @@ class ServingApp:
         try:
             if self._auth is not None:
                 self._authorise(scope.headers.get("authorization"))
-            status, body = await self._features_one(path[10:])
+            text = path[10:]
+            if not text or "/" in text:
+                raise HttpError(404, "not_found", "expected /features/{entity_id}")
+            if self.coalesce:
+                served = await self._single(text.split(",") if "," in text else text, False, True)
+                status, body = 200, (served.origin or self.service).reply(EP_ONE, served, False)
+            else:
+                status, body = await self._features_one(text)
         except HttpError as exc:
             status, body = exc.status, _error(exc.code, exc.message)
             if exc.headers:
@@ -262,6 +276,65 @@ class ServingApp:
             self.requests_total += 1
         proto.response_bytes(status, headers, body)
         self.metrics.observe(EP_ONE, status, perf_counter() - start)
+
+    async def _rsgi_predict(self, scope: Any, proto: Any, start: float) -> None:
+        """POST /predict: a body of declared length is read in one call, and a single
+        ``{"entity": x}`` takes the coalesced path to one reply (same behaviour and errors
+        as ``handle``, which serves every other shape of request)."""
+        headers_in = scope.headers
+        declared = headers_in.get("content-length")
+        auth = headers_in.get("authorization") if self._auth is not None else None
+        if (
+            declared is None
+            or not declared.isdigit()
+            or int(declared) > self.max_body_bytes
+            or not self.coalesce
+        ):
+            await self._rsgi_generic(scope, proto, start)
+            return
+        self.in_flight += 1
+        extra = None
+        try:
+            if self._auth is not None:
+                self._authorise(auth)
+            try:
+                async with asyncio.timeout(self.read_timeout):
+                    body = await proto()
+            except TimeoutError:
+                raise _body_too_slow(self.read_timeout) from None
+            except Exception:  # RSGIProtocolClosed and friends
+                raise HttpError(400, "bad_request", "client disconnected") from None
+            if len(body) > self.max_body_bytes:
+                raise _body_too_large(self.max_body_bytes)
+            doc = _parse_json(body)
+            if type(doc) is dict and len(doc) == 1 and "entity" in doc and self.service.model:
+                served = await self._single(doc["entity"], True, False)
+                status = 200
+                body = (served.origin or self.service).reply(EP_PREDICT, served, True)
+            else:
+                status, body = await self._predict(doc)
+        except HttpError as exc:
+            status, body, extra = exc.status, _error(exc.code, exc.message), exc.headers
+        except Exception as exc:  # never a traceback on the wire
+            sys.stderr.write(f"mlpipe serve: unexpected {type(exc).__name__}: {exc}\n")
+            status, body = 500, _error("internal", f"unexpected {type(exc).__name__}")
+        finally:
+            self.in_flight -= 1
+            self.requests_total += 1
+        proto.response_bytes(status, [*_JSON_HEADERS, *extra] if extra else _JSON_HEADERS, body)
+        self.metrics.observe(EP_PREDICT, status, perf_counter() - start)
+
+    async def _single(self, entity: Any, score: bool, from_path: bool) -> Any:
+        """One entity through the coalesced store path (and the model when ``score``): the
+        key is parsed (400 on its own) before it can join a batch."""
+        service = self.service
+        try:
+            parsed = service.parse_entity(entity, from_path=from_path)
+        except Exception as exc:
+            raise _as_http(exc) from None
+        if not self._in_flight and not self._pending and service.async_reads:
+            return await self._fetch_now(parsed, score)
+        return await self._enqueue(parsed, score)
 
     # -- ASGI ---------------------------------------------------------------------------
 
@@ -385,8 +458,7 @@ class ServingApp:
         else:
             parsed = self._guard(lambda: self.service.parse_entity(entity, from_path=True))
             served = (await self._lookup_many([parsed[0]]))[0]
-        self.service.log(EP_ONE, [served])
-        return 200, orjson.dumps(served.to_dict(self.transform_version), option=_OPTS)
+        return 200, (served.origin or self.service).reply(EP_ONE, served, False)
 
     async def _features_named(self, query: str) -> tuple[int, bytes]:
         """GET /features?rider_id=r1&driver_id=drv-2: one entity by named keys (every key
@@ -399,8 +471,7 @@ class ServingApp:
         else:
             parsed = self._guard(lambda: self.service.parse_entity(named))
             served = (await self._lookup_many([parsed[0]]))[0]
-        self.service.log(EP_BATCH, [served])
-        return 200, orjson.dumps(served.to_dict(self.transform_version), option=_OPTS)
+        return 200, (served.origin or self.service).reply(EP_BATCH, served, False)
 
     async def _coalesced(self, entity: Any, *, score: bool, from_path: bool = False) -> Any:
         """Queue one entity for the next shared store call (and model call when ``score``).
@@ -408,9 +479,10 @@ class ServingApp:
         The key is parsed (and refused, 400) here, before it can join a batch: nothing a
         client sends can fail the store call other requests share.
         """
-        parsed = self._guard(lambda: self.service.parse_entity(entity, from_path=from_path))
-        if not self._in_flight and not self._pending and self.service.async_reads:
-            return await self._fetch_now(parsed, score)
+        return await self._single(entity, score, from_path)
+
+    async def _enqueue(self, parsed: tuple[list[Any], str], score: bool) -> Any:
+        """Wait for the next shared store call (one is in flight, or others are queued)."""
         future = asyncio.get_running_loop().create_future()
         if not self._pending:
             self._pending_since = time.monotonic()

@@ -67,7 +67,7 @@ LogRow = tuple[int, str, str, "str | None", bool, Sequence[Any], Sequence[float]
 _SLICE_ROWS = 64
 _BATCH_ROWS = 4096  # rows converted together (one Polars call per column when values are cheap)
 _RETRY_ROWS = 64  # after a failed conversion the batch is retried in groups this size
-_HOLD_SECONDS = 0.0003  # writer work between two releases of the GIL
+_HOLD_SECONDS = 0.0001  # writer work between two releases of the GIL
 _PAUSE_SECONDS = 0.0001  # the release: a real sleep (after sleep(0) this thread may win it back)
 _CALL_SECONDS = 0.00025  # target duration of one Series construction (it holds the GIL)
 _CALL_OVERHEAD = 0.00003  # fixed cost of one pl.Series call, not part of the per-value cost
@@ -102,6 +102,12 @@ class _Pacer:
     Work is this thread's CPU time: the time it spent waiting for the GIL (the event loop
     took it back) is not work, and counting it would pause, and hand the GIL over, for
     nothing.
+
+    The stretch is short because a request releases the GIL while it waits for the store: a
+    writer due to work takes it then, and the request, its reply arrived, waits for the
+    stretch to end. ``bench_serve.py --trace-tail`` measured it: with 0.3 ms stretches,
+    requests that overlapped one had a median of ~600 µs against ~120-180 µs for the others,
+    and they were most of the slowest 1 %; with 0.1 ms, ~340-390 µs against ~170 µs.
     """
 
     __slots__ = ("_last", "enabled")

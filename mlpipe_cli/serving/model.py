@@ -72,14 +72,108 @@ class RegisteredModel:
     binding: ModelBinding
     model: Any
     method: str  # predict_proba | decision_function | predict
+    # The same arithmetic without scikit-learn's per-call input validation (linear_scorer),
+    # or None; set by load_model only after it reproduced the model's own scores bit for bit.
+    fast: Any = None
 
     def score_matrix(self, matrix: Any) -> list[float]:
         """One float per row: P(class 1) for classifiers, else the model's output."""
+        fast = self.fast
+        if fast is not None:
+            scores = fast(matrix)
+            if scores is not None:
+                return scores
+        return self.model_scores(matrix)
+
+    def model_scores(self, matrix: Any) -> list[float]:
+        """``score_matrix`` through the model's own method (the oracle of ``fast``)."""
         fn = getattr(self.model, self.method)
         out = fn(matrix)
         if self.method == "predict_proba":
             return [float(v) for v in out[:, -1]]
         return [float(v) for v in out.reshape(len(out), -1)[:, 0]]
+
+
+def linear_scorer(model: Any, method: str) -> Any:
+    """``matrix -> scores`` doing exactly what scikit-learn's binary linear models do after
+    validating their input, or None for any other model.
+
+    scikit-learn spends ~250 µs per call validating a 1-row input (check_array, dataframe
+    detection, tags) around ~3 µs of arithmetic; a served row has been produced by our own
+    transform, so its shape and dtype are known. The operations are scikit-learn's own
+    (``X @ coef_.T + intercept_``, then ``scipy.special.expit`` for predict_proba), so the
+    scores are the same floats; ``load_model`` still compares them with the model's method
+    before using this. A matrix holding NaN, inf or a wrong width returns None: the model's
+    own method then raises its usual error.
+    """
+    try:
+        import numpy as np
+        from sklearn.linear_model import (
+            LinearRegression,
+            LogisticRegression,
+            Ridge,
+            RidgeClassifier,
+            SGDClassifier,
+        )
+    except ImportError:
+        return None
+    kind = type(model)
+    coef = getattr(model, "coef_", None)
+    intercept = getattr(model, "intercept_", None)
+    if not isinstance(coef, np.ndarray) or coef.dtype != np.float64:
+        return None
+    if method == "predict_proba" and kind is LogisticRegression:
+        if len(model.classes_) != 2:
+            return None
+        from scipy.special import expit
+    elif method == "decision_function" and kind in (LogisticRegression, RidgeClassifier,
+                                                    SGDClassifier):  # fmt: skip
+        if len(model.classes_) != 2:
+            return None
+        expit = None
+    elif method == "predict" and kind in (LinearRegression, Ridge):
+        if coef.ndim != 1:
+            return None
+        expit = None
+    else:
+        return None
+    coef_t = coef.T if coef.ndim == 2 else coef
+    width = coef_t.shape[0]
+    isfinite = np.isfinite
+
+    def score(matrix: Any) -> list[float] | None:
+        if matrix.ndim != 2 or matrix.shape[1] != width or not isfinite(matrix).all():
+            return None
+        out = matrix @ coef_t + intercept
+        if out.ndim > 1:
+            out = out.reshape(len(out), -1)[:, 0] if out.shape[1] == 1 else None
+            if out is None:
+                return None
+        if expit is not None:
+            out = expit(out)
+        return out.tolist()
+
+    return score
+
+
+def verified_fast_scorer(model: RegisteredModel, width: int) -> Any:
+    """``linear_scorer`` if it gives the model's own scores on probe rows (every float
+    equal), else None. Probe rows: zeros, ones, and seeded random rows of several scales."""
+    scorer = linear_scorer(model.model, model.method)
+    if scorer is None:
+        return None
+    import numpy as np
+
+    rng = np.random.default_rng(20260701)
+    probes = [np.zeros((1, width)), np.ones((1, width))]
+    probes += [rng.normal(0, scale, (rows, width)) for scale in (1.0, 50.0) for rows in (1, 7)]
+    try:
+        for probe in probes:
+            if scorer(probe) != model.model_scores(probe):
+                return None
+    except Exception:
+        return None
+    return scorer
 
 
 def register_model(
@@ -365,4 +459,8 @@ def load_model(
         model_file, f"model {artifact.version}", binding.format, binding.trusted_types
     )
     method = _check_model(model, f"model {artifact.version}", transform_version, output_columns)
-    return RegisteredModel(binding=binding, model=model, method=method)
+    registered = RegisteredModel(binding=binding, model=model, method=method)
+    width = len(output_columns) if output_columns else getattr(model, "n_features_in_", None)
+    if width:
+        registered.fast = verified_fast_scorer(registered, int(width))
+    return registered

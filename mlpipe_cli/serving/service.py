@@ -172,7 +172,8 @@ class FeatureService:
         self.input_columns: list[str] = list(transform.input_columns)
         self.output_columns: list[str] = list(transform.output_columns)
         # raw values each log row carries: the inputs, then a shadow transform's extra inputs
-        self.log_columns: list[str] = list(self.input_columns)
+        self._log_columns: list[str] = list(self.input_columns)
+        self._reply: Any = None  # hotpath.compile_reply, built on first use
         self.model = model
         self.metrics = metrics
         self.logger = logger
@@ -190,6 +191,26 @@ class FeatureService:
         # streamed sources: their windowed features are evaluated at request time from the
         # state `mlpipe stream` keeps (a StreamingFeatureReader), over the batch values
         self.streaming = streaming
+
+    @property
+    def log_columns(self) -> list[str]:
+        return self._log_columns
+
+    @log_columns.setter
+    def log_columns(self, columns: list[str]) -> None:
+        self._log_columns = list(columns)
+        self._reply = None  # the generated reply bakes the columns in
+
+    @property
+    def reply(self) -> Any:
+        """``reply(endpoint, served, scored) -> body``: logs one entity this version served
+        and encodes its answer (serving/hotpath.py; generated once per version)."""
+        reply = self._reply
+        if reply is None:
+            from mlpipe_cli.serving.hotpath import compile_reply
+
+            reply = self._reply = compile_reply(self)[0]
+        return reply
 
     # -- info -----------------------------------------------------------------------------
 
