@@ -382,12 +382,12 @@ def _log_binomials(n: int, last: int) -> np.ndarray:
         + rm * np.log1p(vm / rm)
         + 0.5 * np.log(n / (vm * rm))
         - 0.5 * math.log(2 * math.pi)
-        + _stirling_tail(np.float64(n))
+        + _stirling_tail(np.asarray(float(n)))
         - _stirling_tail(vm)
         - _stirling_tail(rm)
     )
-    for k in np.flatnonzero(~mid):
-        k = int(k)
+    for index in np.flatnonzero(~mid):
+        k = int(index)
         small = min(k, n - k)  # C(n, k) = C(n, n - k): a product of `small` ratios
         out[k] = math.log(math.comb(n, small)) if small else 0.0
     return out

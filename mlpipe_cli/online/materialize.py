@@ -463,7 +463,7 @@ def _pack_chunk(
         # NaN/±inf rows: boxed by orjson row by row, exactly as _pack_rows does
         boxed = [_boxed_row(values.row(i)).decode() for i in flagged]
         frame = frame.with_columns(
-            frame.get_column("v").scatter(flagged, boxed)  # type: ignore[arg-type]
+            frame.get_column("v").scatter(flagged, boxed)
         )
     return PackedChunk(frame)
 
