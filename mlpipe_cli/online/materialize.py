@@ -462,9 +462,7 @@ def _pack_chunk(
     if flagged:
         # NaN/±inf rows: boxed by orjson row by row, exactly as _pack_rows does
         boxed = [_boxed_row(values.row(i)).decode() for i in flagged]
-        frame = frame.with_columns(
-            frame.get_column("v").scatter(flagged, boxed)
-        )
+        frame = frame.with_columns(frame.get_column("v").scatter(flagged, boxed))
     return PackedChunk(frame)
 
 
