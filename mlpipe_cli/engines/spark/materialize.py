@@ -1,0 +1,467 @@
+"""`materialize` on Spark: entities and features computed per task, rows written in parallel.
+
+The Polars run (``ops.materialize.run_materialize``) lists every entity with a row at or
+before the as-of, computes its features with ``compute_features`` and packs one row per
+entity. On Spark the same three functions run inside tasks, so the stored bytes are the
+Polars run's by construction:
+
+1. Per entity type (key set: ``online.materialize.plan_key_sets``), the sources its features
+   read are stacked and shuffled by the key set's columns, cast to the type the entity list
+   compares them as. Every row of an entity, from every source, lands in one task.
+2. A task restores the Polars dtypes, writes its sources to temporary Parquet files and calls,
+   unchanged: ``key_set_entities`` (the spine: its entities as of the as-of, the Polars
+   run's rule), ``compute_features`` (with the ttl helper features of ``_age_features``)
+   and ``_pack_chunk`` (store keys and packed values).
+3. Writes. Redis and Redis Cluster: each task opens its own store connection and writes its
+   rows, ``online_store.chunk_size`` at a time, into the version namespace the driver began
+   (status 'building', invisible to readers); the task returns its row count and probe keys.
+   SQLite (one file, one writer): tasks return their packed rows, the driver writes them
+   through the store's ``write_chunk``.
+4. Only when every task succeeded does the driver check the row count, ``verify`` and
+   ``switch`` (``online.writer.finish_version``: the same atomic switch as the Polars run).
+   A failed task fails the job; the version stays 'building' and is never made live (a
+   later run removes it).
+
+Not on Spark: ``--resume`` (a Spark run restarts from scratch; Spark retries failed tasks
+itself, and rewriting a row is idempotent), and continuing an abandoned Polars run.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import polars as pl
+
+from mlpipe_cli.engines.spark import frames
+from mlpipe_cli.engines.spark.session import spark_session, task_errors, translate_errors
+from mlpipe_cli.errors import DataCheckFailed, UsageError
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from mlpipe_cli.artifacts import ArtifactStore
+    from mlpipe_cli.config import PipelineConfig
+    from mlpipe_cli.online.materialize import KeySet
+    from mlpipe_cli.online.store import OnlineStoreWriter, RunProgress
+    from mlpipe_cli.ops.materialize import MaterializeResult
+
+_INPUT = "__mlpipe_input"  # i = i-th source of the key set
+_STORES_WRITTEN_BY_TASKS = ("redis",)  # SQLite is one local file: the driver writes it
+
+
+@dataclass(frozen=True)
+class _KeySetPlan:
+    """What a task of one key set needs (pickled to the executors)."""
+
+    config: PipelineConfig  # the compute config: the features plus their ttl helpers
+    key_set: KeySet
+    namespace: int
+    as_of: datetime
+    as_of_epoch: float
+    spine_time: Any  # a Polars literal: as_of, naive or aware as the sources need
+    compute_names: list[str]
+    names: list[str]  # the namespace's features, in stored order
+    event_columns: list[str]
+    sources: list[str]  # input i is sources[i]
+    schemas: list[pl.Schema]  # per source, its Polars dtypes
+    columns: list[list[str]]  # per source, its columns in the stacked frame
+    # writes from the tasks (Redis): the store's config and the version being written
+    progress: RunProgress | None
+    chunk_size: int
+
+
+def run_materialize_on_spark(
+    config: PipelineConfig,
+    artifact_store: ArtifactStore | None,
+    store: OnlineStoreWriter,
+    *,
+    as_of: datetime,
+    features: Sequence[str] | None = None,
+    resume: bool = False,
+    chunk_size: int | None = None,
+    on_total: Callable[[int], None] | None = None,
+    on_progress: Callable[[int], None] | None = None,
+    on_note: Callable[[str], None] | None = None,
+) -> MaterializeResult:
+    """``run_materialize`` with the features computed on Spark (see the module docstring)."""
+    from mlpipe_cli.online.materialize import (
+        _age_features,
+        _key_types,
+        _spine_time,
+        feature_hash,
+        feature_ttls,
+        plan_key_sets,
+        select_features,
+        union_keys,
+    )
+    from mlpipe_cli.online.codec import utcnow
+    from mlpipe_cli.online.store import Namespace, StoreMetadata
+    from mlpipe_cli.online.writer import (
+        finish_version,
+        new_version_id,
+        release_version,
+        start_version,
+    )
+    from mlpipe_cli.ops.materialize import MaterializeResult, _publish
+
+    if resume:
+        from mlpipe_cli.engines import unsupported
+
+        raise unsupported("--resume (a Spark run writes a new version; Spark retries tasks)")
+    started = time.perf_counter()
+    notes: list[str] = []
+
+    def note(text: str) -> None:
+        notes.append(text)
+        if on_note is not None:
+            on_note(text)
+
+    selected = select_features(config, features)
+    names = [f.name for f in selected]
+    fhash = feature_hash(config, selected)
+    ttls = feature_ttls(config, selected)
+    size = chunk_size or config.online_store.chunk_size
+    store.ping()
+    spark = spark_session(config)
+
+    key_sets = plan_key_sets(config, selected)
+    spine_time = _spine_time(config, selected, as_of)
+    used = sorted({f.source for f in selected})
+    inputs = {name: frames.read_input(spark, config.sources[name].path) for name in used}
+    schemas = {
+        name: i.schema if i.schema is not None else _remote_schema(i) for name, i in inputs.items()
+    }
+    plans = []
+    empty_entities = []
+    for index, key_set in enumerate(key_sets):
+        members = list(key_set.features)
+        helpers, owner = _age_features(config, members, ttls, tag=f"{index}_")
+        ns_names = [f.name for f in members]
+        sources = sorted({f.source for f in members})
+        plans.append(
+            _KeySetPlan(
+                config=config.model_copy(update={"features": [*config.features, *helpers]}),
+                key_set=key_set,
+                namespace=index,
+                as_of=as_of,
+                as_of_epoch=as_of.timestamp(),
+                spine_time=spine_time,
+                compute_names=ns_names + [h.name for h in helpers],
+                names=ns_names,
+                event_columns=[owner[n] for n in ns_names if n in owner],
+                sources=sources,
+                schemas=[schemas[s] for s in sources],
+                columns=[list(schemas[s].names()) for s in sources],
+                progress=None,
+                chunk_size=size,
+            )
+        )
+        # every check of the Polars run (key columns, dtypes, naive/aware times) on zero
+        # rows, before any Spark job; and the entity list's dtypes
+        empty = {s: pl.DataFrame(schema=schemas[s]) for s in sources}
+        entities, _ = _compute(plans[-1], empty)
+        empty_entities.append(entities)
+    keys, key_types = union_keys(key_sets, empty_entities)
+
+    in_tasks = store.kind in _STORES_WRITTEN_BY_TASKS
+    meta = StoreMetadata(
+        version=new_version_id(store),
+        as_of=as_of,
+        finished_at=None,
+        entity_count=0,  # known when the tasks are done
+        features=names,
+        feature_hash=fhash,
+        entity_keys=keys,
+        key_types=key_types,
+        defaults={f.name: f.default for f in selected},
+        ttls=ttls,
+        event_times=bool(ttls),
+        status="building",
+        namespaces=[
+            Namespace(list(ks.columns), _key_types(frame), [f.name for f in ks.features], 0)
+            for ks, frame in zip(key_sets, empty_entities, strict=True)
+        ]
+        if len(key_sets) > 1
+        else [],
+    )
+    t0 = time.perf_counter()
+    seconds_write = 0.0
+    if in_tasks:
+        # "spark:" never equals a Polars run's entity hash: a Polars run never continues a
+        # version whose chunks were written by tasks in no particular order
+        progress = start_version(
+            store, meta, chunk_size=size, entities_hash=f"spark:{meta.version}"
+        )
+        try:
+            counts = []
+            for plan, key_set in zip(plans, key_sets, strict=True):
+                plan = replace(plan, progress=progress)
+                stats = _run_key_set(spark, config, inputs, plan, key_set, write=True)
+                counts.append(sum(row["rows"] for row in stats))
+                for row in stats:
+                    progress.chunks_done += row["chunks"]
+                    progress.written += row["rows"]
+                    progress.probes.extend(row["probes"])
+            total = sum(counts)
+            if total == 0:
+                raise _no_entities(as_of)
+        except BaseException:
+            release_version(meta.version)
+            raise
+        if on_total is not None:
+            on_total(total)
+        if on_progress is not None:
+            on_progress(total)
+        seconds_compute = time.perf_counter() - t0  # computing and writing overlap in tasks
+    else:
+        packed = []
+        for plan, key_set in zip(plans, key_sets, strict=True):
+            rows = _run_key_set(spark, config, inputs, plan, key_set, write=False)
+            packed.append(rows.sort("key"))
+        counts = [rows.height for rows in packed]
+        total = sum(counts)
+        if total == 0:
+            raise _no_entities(as_of)
+        if on_total is not None:
+            on_total(total)
+        seconds_compute = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        progress = start_version(
+            store, meta, chunk_size=size, entities_hash=f"spark:{meta.version}"
+        )
+        try:
+            for index, rows in enumerate(packed):
+                for start in range(0, rows.height, size):
+                    chunk = rows.slice(start, size)
+                    items = list(
+                        zip(chunk.get_column("key"), chunk.get_column("value"), strict=True)
+                    )
+                    store.write_chunk(progress, items, index)
+                    if on_progress is not None:
+                        on_progress(len(items))
+        except BaseException:
+            release_version(meta.version)
+            raise
+        seconds_write += time.perf_counter() - t1
+    note(f"computed on Spark: {len(key_sets)} entity type(s), {total} entities")
+    meta = meta.replace(
+        entity_count=total,
+        namespaces=[
+            replace(ns, entity_count=count)
+            for ns, count in zip(meta.namespaces, counts, strict=False)
+        ],
+    )
+    t1 = time.perf_counter()
+    final, removed = finish_version(store, meta, progress, expected=total)
+    seconds_write += time.perf_counter() - t1
+    result = MaterializeResult(
+        version=final.version,
+        as_of=as_of,
+        finished_at=final.finished_at or utcnow(),
+        entity_count=total,
+        features=names,
+        feature_hash=fhash,
+        store=store.location,
+        store_type=store.kind,
+        removed_versions=removed,
+        resumed_chunks=0,
+        chunks=progress.chunks_done,
+        seconds_total=time.perf_counter() - started,
+        seconds_compute=seconds_compute,
+        seconds_write=seconds_write,
+        notes=notes,
+    )
+    if artifact_store is not None:
+        result = replace(
+            result, artifact_version=_publish(artifact_store, config, final, result, ttls)
+        )
+    return result
+
+
+def _no_entities(as_of: datetime) -> DataCheckFailed:
+    return DataCheckFailed(
+        f"no entity has a row at or before {as_of.isoformat()} in the feature sources; "
+        "the live version was not changed"
+    )
+
+
+def _remote_schema(spark_input: frames.SparkInput) -> pl.Schema:
+    return frames.collect(spark_input.frame.drop(frames.ORDER).limit(0)).schema
+
+
+def _run_key_set(
+    spark: Any,
+    config: PipelineConfig,
+    inputs: dict[str, frames.SparkInput],
+    plan: _KeySetPlan,
+    key_set: KeySet,
+    *,
+    write: bool,
+) -> Any:
+    """One shuffle and one job for one entity type: the tasks' stats (``write``) or their
+    packed rows as one Polars frame (namespace, key, value)."""
+    import math
+
+    from mlpipe_cli.engines.spark.training_set import _stack
+
+    key_sources = [_source_keys(config, key_set, name) for name in plan.sources]
+    key_types = _key_spark_types(config, key_set, plan)
+    stacked = _stack([inputs[name] for name in plan.sources], plan, key_sources, key_types)
+    total_rows = frames.row_count_hint([inputs[name] for name in plan.sources])
+    partitions = config.spark.partitions or max(
+        spark.sparkContext.defaultParallelism,
+        math.ceil((total_rows or 0) / config.spark.rows_per_partition),
+    )
+    key_columns = [f"__mlpipe_k{j}" for j in range(len(key_set.columns))]
+    shuffled = stacked.repartition(partitions, *key_columns)
+    if write:
+        schema = "rows long, chunks long, probes array<string>"
+        task = task_errors(lambda batches: _write_task(batches, plan))
+    else:
+        schema = "key string, value binary"
+        task = task_errors(lambda batches: _pack_task(batches, plan))
+    with translate_errors("materializing features"):
+        if write:
+            return shuffled.mapInArrow(task, schema).collect()
+        return frames.collect(shuffled.mapInArrow(task, schema))
+
+
+def _source_keys(config: PipelineConfig, key_set: KeySet, source: str) -> list[str]:
+    """The source's columns holding the key set's columns (one mapping per source)."""
+    from mlpipe_cli.engines import unsupported
+    from mlpipe_cli.features.keys import join_columns
+
+    sides = set()
+    for feature in key_set.features:
+        if feature.source == source:
+            onto = dict(join_columns(config, feature))
+            sides.add(tuple(onto[c] for c in key_set.columns))
+    if len(sides) > 1:
+        raise unsupported(f"source {source!r} joined on different key columns by one entity type")
+    (side,) = sides
+    derived = [c for c in side if c in (config.sources[source].derived or {})]
+    if derived:
+        raise unsupported(f"a join key computed by `derived` ({source}.{derived[0]})")
+    return list(side)
+
+
+def _key_spark_types(config: PipelineConfig, key_set: KeySet, plan: _KeySetPlan) -> list[str]:
+    """The Spark type each key column is cast to before hashing: the entity list's dtype
+    (``join_key_dtype`` over every source), so an entity's rows meet in one task."""
+    from mlpipe_cli.features.keys import join_key_dtype
+
+    dtypes: list[pl.DataType] = []
+    for j, column in enumerate(key_set.columns):
+        dtype: pl.DataType = pl.Null()
+        for source, schema in zip(plan.sources, plan.schemas, strict=True):
+            side = _source_keys(config, key_set, source)
+            dtype = join_key_dtype(dtype, schema[side[j]])
+        dtypes.append(join_key_dtype(dtype, pl.Null()))
+        del column
+    try:
+        key_schema = frames.spark_schema(pl.Schema({f"k{j}": d for j, d in enumerate(dtypes)}))
+    except Exception:  # Int128 and other dtypes Spark has no type for
+        from mlpipe_cli.engines import unsupported
+
+        raise unsupported(f"entity keys of dtype {dtypes}") from None
+    return [field.dataType.simpleString() for field in key_schema.fields]
+
+
+# -- inside a task -----------------------------------------------------------------------------
+
+
+def _task_sources(batches: Iterator[pa.RecordBatch], plan: _KeySetPlan) -> dict[str, pl.DataFrame]:
+    from mlpipe_cli.engines.spark.training_set import _input_rows
+
+    frame = frames.from_batches(batches)
+    if frame is None:
+        return {}
+    tags = frame.get_column(_INPUT)
+    return {
+        name: _input_rows(frame, tags, i, plan, f"source {name!r}").drop(frames.ORDER)  # type: ignore[arg-type]
+        for i, name in enumerate(plan.sources)
+    }
+
+
+def _compute(
+    plan: _KeySetPlan, sources: dict[str, pl.DataFrame]
+) -> tuple[pl.DataFrame, list[tuple[str, bytes]]]:
+    """The entities of these source rows as of the as-of, and their packed rows: the Polars
+    run's functions on the task's rows (sources go through temporary Parquet files because
+    those functions read sources by path)."""
+    from mlpipe_cli.features.engine import compute_features
+    from mlpipe_cli.online.materialize import AS_OF_COLUMN, _pack_chunk, key_set_entities
+
+    with tempfile.TemporaryDirectory(prefix="mlpipe-spark-") as tmp:
+        replaced = {}
+        for i, (name, rows) in enumerate(sorted(sources.items())):
+            path = Path(tmp) / f"source-{i}.parquet"
+            rows.write_parquet(path, compression="lz4", statistics=False)
+            replaced[name] = plan.config.sources[name].model_copy(update={"path": path})
+        local = plan.config.model_copy(update={"sources": {**plan.config.sources, **replaced}})
+        entities = key_set_entities(local, plan.key_set, plan.as_of)
+        computed = compute_features(
+            local,
+            entities.with_columns(plan.spine_time.alias(AS_OF_COLUMN)),
+            timestamp=AS_OF_COLUMN,
+            features=plan.compute_names,
+        )
+    items = _pack_chunk(
+        computed, list(plan.key_set.columns), plan.names, plan.event_columns, plan.as_of_epoch
+    )
+    return entities, items
+
+
+def _pack_task(batches: Iterator[pa.RecordBatch], plan: _KeySetPlan) -> Iterator[pa.RecordBatch]:
+    import pyarrow as pa
+
+    sources = _task_sources(batches, plan)
+    if not sources:
+        return
+    _, items = _compute(plan, sources)
+    if items:
+        keys, values = zip(*items, strict=True)
+        yield pa.RecordBatch.from_pydict(
+            {"key": list(keys), "value": list(values)},
+            schema=pa.schema([("key", pa.string()), ("value", pa.binary())]),
+        )
+
+
+def _write_task(batches: Iterator[pa.RecordBatch], plan: _KeySetPlan) -> Iterator[pa.RecordBatch]:
+    """Compute, then write this task's rows into the version being built, over this task's
+    own store connection; returns (rows, chunks, probe keys) for the driver's checks."""
+    import copy
+
+    import pyarrow as pa
+
+    from mlpipe_cli.online import open_store
+
+    sources = _task_sources(batches, plan)
+    if not sources:
+        return
+    _, items = _compute(plan, sources)
+    if not items:
+        return
+    assert plan.progress is not None
+    # a copy: write_chunk counts into it; the driver adds up what every task returns
+    progress = copy.deepcopy(plan.progress)
+    progress.chunks_done = progress.written = 0
+    progress.probes = []
+    store = open_store(plan.config, Path(tempfile.gettempdir()))
+    try:
+        for start in range(0, len(items), plan.chunk_size):
+            store.write_chunk(progress, items[start : start + plan.chunk_size], plan.namespace)
+    finally:
+        store.close()
+    yield pa.RecordBatch.from_pydict(
+        {"rows": [progress.written], "chunks": [progress.chunks_done], "probes": [progress.probes]},
+        schema=pa.schema(
+            [("rows", pa.int64()), ("chunks", pa.int64()), ("probes", pa.list_(pa.string()))]
+        ),
+    )
