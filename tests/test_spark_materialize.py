@@ -179,17 +179,23 @@ def _decoded(config_path: Path, entities: list[dict[str, Any]]) -> list[Any]:
 
 
 def _entities(config_path: Path) -> list[dict[str, Any]]:
-    """Every entity of every type, as a request gives them (the Polars entity lists)."""
+    """Requests naming every entity of every type (from the Polars entity lists)."""
     from datetime import datetime
 
     from mlpipe_cli.online.materialize import key_set_entities, plan_key_sets
 
     config = load_config(config_path)
     when = datetime.fromisoformat(AS_OF.replace("Z", "+00:00"))
-    out: list[dict[str, Any]] = []
-    for key_set in plan_key_sets(config, config.features):
-        out += key_set_entities(config, key_set, when).to_dicts()
-    return out
+    lists = [
+        key_set_entities(config, key_set, when).to_dicts()
+        for key_set in plan_key_sets(config, config.features)
+    ]
+    # a request names one entity of every type: request i takes entity i of each type
+    # (cycling through the shorter lists), so every entity of every type is looked up
+    return [
+        {k: v for entities in lists for k, v in entities[i % len(entities)].items()}
+        for i in range(max(len(entities) for entities in lists))
+    ]
 
 
 def _materialize(config: Path, engine: str):  # type: ignore[no-untyped-def]
