@@ -148,15 +148,18 @@ def _raw_rows(config_path: Path) -> tuple[dict[str, Any], dict[tuple[int, str], 
                 rows[(namespace, key)] = bytes(value)
         conn.close()
     else:
-        import redis
-
-        client = redis.Redis.from_url(settings.url)
+        # one node, or every master of a cluster (RedisCluster scans them all)
+        reader = open_store(config, config.artifact_dir)
+        client = reader.client
         prefix = f"{settings.key_prefix}:d:{meta.version}:"
         for key in client.scan_iter(match=prefix + "*", count=1000):
             rest = key.decode()[len(prefix) :]
-            namespace, _, store_key = rest.partition(":") if not rest.startswith("[") else ("0", "", rest)
+            if rest.startswith("["):  # namespace 0 has no segment of its own
+                namespace, store_key = "0", rest
+            else:
+                namespace, _, store_key = rest.partition(":")
             rows[(int(namespace), store_key)] = client.get(key)
-        client.close()
+        reader.close()
     doc = orjson_loads(meta.to_json())
     for volatile in ("version", "finished_at"):
         doc.pop(volatile)
@@ -232,6 +235,8 @@ def test_sample_store_equals_the_polars_run(
     assert result.entity_count == expected.entity_count >= 50
     assert result.feature_hash == expected.feature_hash
     assert result.store_type == kind
+    writer = "by the driver" if kind == "sqlite" else "by the Spark tasks"
+    assert f"written {writer}" in result.notes[-1]
     _assert_same_store(on_polars, on_spark)
     # the materialization artifacts record the same facts
     assert result.artifact_version is not None
@@ -252,6 +257,29 @@ def test_rides_store_equals_the_polars_run(
     # non-ASCII keys made it through Spark and into the store keys
     assert any(not key.isascii() for _, key in rows)
     _assert_same_store(on_polars, on_spark)
+
+
+def test_cluster_store_equals_the_polars_run(spark: object, tmp_path: Path) -> None:
+    """Redis Cluster (3 masters + 3 replicas on loopback): tasks group their rows by
+    owning master, as the driver-side writer does; the stores hold the same rows."""
+    from benchmarks._redis_cluster import LocalRedisCluster
+
+    cluster = LocalRedisCluster(tmp_path / "cluster").start()
+    try:
+        stores = [
+            {"type": "redis", "cluster": True, "url": cluster.url, "key_prefix": f"c:{engine}",
+             "chunk_size": 70}
+            for engine in ("polars", "spark")
+        ]  # fmt: skip
+        on_polars = _rides_project(tmp_path, stores[0])
+        on_spark = _rides_project(tmp_path, stores[1])
+        _materialize(on_polars, "polars")
+        result = _materialize(on_spark, "spark")
+        assert result.store_type == "redis-cluster"
+        assert "written by the Spark tasks" in result.notes[-1]
+        _assert_same_store(on_polars, on_spark)
+    finally:
+        cluster.stop()
 
 
 def test_a_second_spark_run_switches_and_keeps_the_previous_for_rollback(
@@ -312,8 +340,11 @@ def test_engine_spark_with_an_empty_as_of_is_exit_1_and_writes_nothing(
 ) -> None:  # type: ignore[no-untyped-def]
     _, spark_store = _stores("sqlite", tmp_path, None)  # type: ignore[arg-type]
     config = _sample_project(tmp_path, spark_store)
-    early = cli("materialize", "-c", config, "--as-of", "2001-01-01T00:00:00Z", "--engine", "spark")
-    assert early.exit_code == 1, early.stderr
+    args = ["materialize", "-c", config, "--as-of", "2001-01-01T00:00:00Z"]
+    args += ["--features", "total_orders,orders_30d"]  # orders only: users have no time
+    on_polars = cli(*args, "--engine", "polars")
+    early = cli(*args, "--engine", "spark")
+    assert early.exit_code == on_polars.exit_code == 1, early.stderr
     assert "no entity has a row at or before" in early.stderr
     assert not Path(spark_store["path"]).exists() or _no_versions(Path(spark_store["path"]))
 

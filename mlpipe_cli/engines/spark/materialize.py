@@ -52,7 +52,7 @@ if TYPE_CHECKING:
     from mlpipe_cli.ops.materialize import MaterializeResult
 
 _INPUT = "__mlpipe_input"  # i = i-th source of the key set
-_STORES_WRITTEN_BY_TASKS = ("redis",)  # SQLite is one local file: the driver writes it
+_STORES_WRITTEN_BY_TASKS = ("redis", "redis-cluster")  # SQLite is one local file: the driver writes it
 
 
 @dataclass(frozen=True)
@@ -249,7 +249,11 @@ def run_materialize_on_spark(
             release_version(meta.version)
             raise
         seconds_write += time.perf_counter() - t1
-    note(f"computed on Spark: {len(key_sets)} entity type(s), {total} entities")
+    writer = "by the Spark tasks" if in_tasks else "by the driver"
+    note(
+        f"computed on Spark: {len(key_sets)} entity type(s), {total} entities, "
+        f"written {writer}"
+    )
     meta = meta.replace(
         entity_count=total,
         namespaces=[
