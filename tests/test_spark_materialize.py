@@ -325,7 +325,8 @@ def test_a_failing_task_leaves_the_live_version_untouched(
     assert "OOM" in failure.value.message or "memory" in failure.value.message
     meta, rows_after = _raw_rows(config)
     live = open_store(load_config(config), tmp_path).live_metadata()
-    assert live is not None and live.version == before.version
+    assert live is not None
+    assert live.version == before.version
     assert rows_after == rows_before
     # the next run succeeds and removes the abandoned version's rows
     again = _materialize(config, "spark")
@@ -357,4 +358,3 @@ def _no_versions(path: Path) -> bool:
         return True
     finally:
         conn.close()
-

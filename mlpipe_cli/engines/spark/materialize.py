@@ -40,19 +40,21 @@ import polars as pl
 
 from mlpipe_cli.engines.spark import frames
 from mlpipe_cli.engines.spark.session import spark_session, task_errors, translate_errors
-from mlpipe_cli.errors import DataCheckFailed, UsageError
+from mlpipe_cli.errors import DataCheckFailed
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
     from mlpipe_cli.artifacts import ArtifactStore
     from mlpipe_cli.config import PipelineConfig
+    from mlpipe_cli.config.features import FeatureConfig
     from mlpipe_cli.online.materialize import KeySet
-    from mlpipe_cli.online.store import OnlineStoreWriter, RunProgress
+    from mlpipe_cli.online.store import OnlineStoreWriter, RunProgress, StoreMetadata
     from mlpipe_cli.ops.materialize import MaterializeResult
 
 _INPUT = "__mlpipe_input"  # i = i-th source of the key set
-_STORES_WRITTEN_BY_TASKS = ("redis", "redis-cluster")  # SQLite is one local file: the driver writes it
+# SQLite is one local file with one writer: the driver writes it
+_STORES_WRITTEN_BY_TASKS = ("redis", "redis-cluster")
 
 
 @dataclass(frozen=True)
@@ -90,24 +92,9 @@ def run_materialize_on_spark(
     on_note: Callable[[str], None] | None = None,
 ) -> MaterializeResult:
     """``run_materialize`` with the features computed on Spark (see the module docstring)."""
-    from mlpipe_cli.online.materialize import (
-        _age_features,
-        _key_types,
-        _spine_time,
-        feature_hash,
-        feature_ttls,
-        plan_key_sets,
-        select_features,
-        union_keys,
-    )
     from mlpipe_cli.online.codec import utcnow
-    from mlpipe_cli.online.store import Namespace, StoreMetadata
-    from mlpipe_cli.online.writer import (
-        finish_version,
-        new_version_id,
-        release_version,
-        start_version,
-    )
+    from mlpipe_cli.online.materialize import feature_hash, feature_ttls, select_features
+    from mlpipe_cli.online.writer import finish_version
     from mlpipe_cli.ops.materialize import MaterializeResult, _publish
 
     if resume:
@@ -115,145 +102,29 @@ def run_materialize_on_spark(
 
         raise unsupported("--resume (a Spark run writes a new version; Spark retries tasks)")
     started = time.perf_counter()
-    notes: list[str] = []
-
-    def note(text: str) -> None:
-        notes.append(text)
-        if on_note is not None:
-            on_note(text)
-
     selected = select_features(config, features)
-    names = [f.name for f in selected]
     fhash = feature_hash(config, selected)
     ttls = feature_ttls(config, selected)
     size = chunk_size or config.online_store.chunk_size
     store.ping()
     spark = spark_session(config)
-
-    key_sets = plan_key_sets(config, selected)
-    spine_time = _spine_time(config, selected, as_of)
-    used = sorted({f.source for f in selected})
-    inputs = {name: frames.read_input(spark, config.sources[name].path) for name in used}
-    schemas = {
-        name: i.schema if i.schema is not None else _remote_schema(i) for name, i in inputs.items()
-    }
-    plans = []
-    empty_entities = []
-    for index, key_set in enumerate(key_sets):
-        members = list(key_set.features)
-        helpers, owner = _age_features(config, members, ttls, tag=f"{index}_")
-        ns_names = [f.name for f in members]
-        sources = sorted({f.source for f in members})
-        plans.append(
-            _KeySetPlan(
-                config=config.model_copy(update={"features": [*config.features, *helpers]}),
-                key_set=key_set,
-                namespace=index,
-                as_of=as_of,
-                as_of_epoch=as_of.timestamp(),
-                spine_time=spine_time,
-                compute_names=ns_names + [h.name for h in helpers],
-                names=ns_names,
-                event_columns=[owner[n] for n in ns_names if n in owner],
-                sources=sources,
-                schemas=[schemas[s] for s in sources],
-                columns=[list(schemas[s].names()) for s in sources],
-                progress=None,
-                chunk_size=size,
-            )
-        )
-        # every check of the Polars run (key columns, dtypes, naive/aware times) on zero
-        # rows, before any Spark job; and the entity list's dtypes
-        empty = {s: pl.DataFrame(schema=schemas[s]) for s in sources}
-        entities, _ = _compute(plans[-1], empty)
-        empty_entities.append(entities)
-    keys, key_types = union_keys(key_sets, empty_entities)
-
+    run = _plan_run(spark, config, selected, ttls, as_of, size)
+    meta = run.metadata(store, fhash)
     in_tasks = store.kind in _STORES_WRITTEN_BY_TASKS
-    meta = StoreMetadata(
-        version=new_version_id(store),
-        as_of=as_of,
-        finished_at=None,
-        entity_count=0,  # known when the tasks are done
-        features=names,
-        feature_hash=fhash,
-        entity_keys=keys,
-        key_types=key_types,
-        defaults={f.name: f.default for f in selected},
-        ttls=ttls,
-        event_times=bool(ttls),
-        status="building",
-        namespaces=[
-            Namespace(list(ks.columns), _key_types(frame), [f.name for f in ks.features], 0)
-            for ks, frame in zip(key_sets, empty_entities, strict=True)
-        ]
-        if len(key_sets) > 1
-        else [],
-    )
     t0 = time.perf_counter()
-    seconds_write = 0.0
     if in_tasks:
-        # "spark:" never equals a Polars run's entity hash: a Polars run never continues a
-        # version whose chunks were written by tasks in no particular order
-        progress = start_version(
-            store, meta, chunk_size=size, entities_hash=f"spark:{meta.version}"
-        )
-        try:
-            counts = []
-            for plan, key_set in zip(plans, key_sets, strict=True):
-                plan = replace(plan, progress=progress)
-                stats = _run_key_set(spark, config, inputs, plan, key_set, write=True)
-                counts.append(sum(row["rows"] for row in stats))
-                for row in stats:
-                    progress.chunks_done += row["chunks"]
-                    progress.written += row["rows"]
-                    progress.probes.extend(row["probes"])
-            total = sum(counts)
-            if total == 0:
-                raise _no_entities(as_of)
-        except BaseException:
-            release_version(meta.version)
-            raise
-        if on_total is not None:
-            on_total(total)
-        if on_progress is not None:
-            on_progress(total)
-        seconds_compute = time.perf_counter() - t0  # computing and writing overlap in tasks
+        progress, counts = _write_in_tasks(spark, run, store, meta, on_total, on_progress)
+        seconds_compute, seconds_write = time.perf_counter() - t0, 0.0
     else:
-        packed = []
-        for plan, key_set in zip(plans, key_sets, strict=True):
-            rows = _run_key_set(spark, config, inputs, plan, key_set, write=False)
-            packed.append(rows.sort("key"))
-        counts = [rows.height for rows in packed]
-        total = sum(counts)
-        if total == 0:
-            raise _no_entities(as_of)
-        if on_total is not None:
-            on_total(total)
-        seconds_compute = time.perf_counter() - t0
-        t1 = time.perf_counter()
-        progress = start_version(
-            store, meta, chunk_size=size, entities_hash=f"spark:{meta.version}"
+        progress, counts, seconds_compute = _write_on_driver(
+            spark, run, store, meta, on_total, on_progress
         )
-        try:
-            for index, rows in enumerate(packed):
-                for start in range(0, rows.height, size):
-                    chunk = rows.slice(start, size)
-                    items = list(
-                        zip(chunk.get_column("key"), chunk.get_column("value"), strict=True)
-                    )
-                    store.write_chunk(progress, items, index)
-                    if on_progress is not None:
-                        on_progress(len(items))
-        except BaseException:
-            release_version(meta.version)
-            raise
-        seconds_write += time.perf_counter() - t1
+        seconds_write = time.perf_counter() - t0 - seconds_compute
+    total = sum(counts)
     writer = "by the Spark tasks" if in_tasks else "by the driver"
-    note(
-        f"computed on Spark: {len(key_sets)} entity type(s), {total} entities, "
-        f"written {writer}"
-    )
+    notes = [f"computed on Spark: {len(counts)} entity type(s), {total} entities, written {writer}"]
+    if on_note is not None:
+        on_note(notes[0])
     meta = meta.replace(
         entity_count=total,
         namespaces=[
@@ -269,7 +140,7 @@ def run_materialize_on_spark(
         as_of=as_of,
         finished_at=final.finished_at or utcnow(),
         entity_count=total,
-        features=names,
+        features=[f.name for f in selected],
         feature_hash=fhash,
         store=store.location,
         store_type=store.kind,
@@ -277,7 +148,7 @@ def run_materialize_on_spark(
         resumed_chunks=0,
         chunks=progress.chunks_done,
         seconds_total=time.perf_counter() - started,
-        seconds_compute=seconds_compute,
+        seconds_compute=seconds_compute,  # with the writes when the tasks write
         seconds_write=seconds_write,
         notes=notes,
     )
@@ -286,6 +157,172 @@ def run_materialize_on_spark(
             result, artifact_version=_publish(artifact_store, config, final, result, ttls)
         )
     return result
+
+
+@dataclass(frozen=True)
+class _Run:
+    """A planned run: one ``_KeySetPlan`` per entity type, and what the metadata needs."""
+
+    config: PipelineConfig
+    selected: list[FeatureConfig]
+    ttls: dict[str, float]
+    as_of: datetime
+    inputs: dict[str, frames.SparkInput]
+    plans: list[_KeySetPlan]
+    empty_entities: list[pl.DataFrame]  # per entity type: zero rows, the entity dtypes
+
+    def metadata(self, store: OnlineStoreWriter, fhash: str) -> StoreMetadata:
+        """The new version's metadata; counts are filled in when the tasks are done."""
+        from mlpipe_cli.online.materialize import _key_types, union_keys
+        from mlpipe_cli.online.store import Namespace, StoreMetadata
+        from mlpipe_cli.online.writer import new_version_id
+
+        key_sets = [plan.key_set for plan in self.plans]
+        keys, key_types = union_keys(key_sets, self.empty_entities)
+        return StoreMetadata(
+            version=new_version_id(store),
+            as_of=self.as_of,
+            finished_at=None,
+            entity_count=0,
+            features=[f.name for f in self.selected],
+            feature_hash=fhash,
+            entity_keys=keys,
+            key_types=key_types,
+            defaults={f.name: f.default for f in self.selected},
+            ttls=self.ttls,
+            event_times=bool(self.ttls),
+            status="building",
+            namespaces=[
+                Namespace(list(ks.columns), _key_types(frame), [f.name for f in ks.features], 0)
+                for ks, frame in zip(key_sets, self.empty_entities, strict=True)
+            ]
+            if len(key_sets) > 1
+            else [],
+        )
+
+
+def _plan_run(
+    spark: Any,
+    config: PipelineConfig,
+    selected: list[FeatureConfig],
+    ttls: dict[str, float],
+    as_of: datetime,
+    size: int,
+) -> _Run:
+    """Read the sources, plan every entity type, and run each plan once on zero rows: every
+    check of the Polars run (key columns, dtypes, naive/aware times) before any Spark job."""
+    from mlpipe_cli.online.materialize import _age_features, _spine_time, plan_key_sets
+
+    spine_time = _spine_time(config, selected, as_of)
+    used = sorted({f.source for f in selected})
+    inputs = {name: frames.read_input(spark, config.sources[name].path) for name in used}
+    schemas = {
+        name: i.schema if i.schema is not None else _remote_schema(i) for name, i in inputs.items()
+    }
+    plans, empty_entities = [], []
+    for index, key_set in enumerate(plan_key_sets(config, selected)):
+        members = list(key_set.features)
+        helpers, owner = _age_features(config, members, ttls, tag=f"{index}_")
+        ns_names = [f.name for f in members]
+        sources = sorted({f.source for f in members})
+        plan = _KeySetPlan(
+            config=config.model_copy(update={"features": [*config.features, *helpers]}),
+            key_set=key_set,
+            namespace=index,
+            as_of=as_of,
+            as_of_epoch=as_of.timestamp(),
+            spine_time=spine_time,
+            compute_names=ns_names + [h.name for h in helpers],
+            names=ns_names,
+            event_columns=[owner[n] for n in ns_names if n in owner],
+            sources=sources,
+            schemas=[schemas[s] for s in sources],
+            columns=[list(schemas[s].names()) for s in sources],
+            progress=None,
+            chunk_size=size,
+        )
+        plans.append(plan)
+        entities, _ = _compute(plan, {s: pl.DataFrame(schema=schemas[s]) for s in sources})
+        empty_entities.append(entities)
+    return _Run(config, selected, ttls, as_of, inputs, plans, empty_entities)
+
+
+def _write_in_tasks(
+    spark: Any,
+    run: _Run,
+    store: OnlineStoreWriter,
+    meta: StoreMetadata,
+    on_total: Callable[[int], None] | None,
+    on_progress: Callable[[int], None] | None,
+) -> tuple[RunProgress, list[int]]:
+    """Begin the version, let every task write its rows into it, add up what they wrote."""
+    from mlpipe_cli.online.writer import release_version, start_version
+
+    # "spark:" never equals a Polars run's entity hash: a Polars run never continues a
+    # version whose chunks were written by tasks in no particular order
+    progress = start_version(
+        store, meta, chunk_size=run.plans[0].chunk_size, entities_hash=f"spark:{meta.version}"
+    )
+    try:
+        counts = []
+        for plan in run.plans:
+            stats = _run_key_set(
+                spark, run.config, run.inputs, replace(plan, progress=progress), write=True
+            )
+            counts.append(sum(row["rows"] for row in stats))
+            for row in stats:
+                progress.chunks_done += row["chunks"]
+                progress.written += row["rows"]
+                progress.probes.extend(row["probes"])
+        if sum(counts) == 0:
+            raise _no_entities(run.as_of)
+    except BaseException:
+        release_version(meta.version)
+        raise
+    if on_total is not None:
+        on_total(sum(counts))
+    if on_progress is not None:
+        on_progress(sum(counts))
+    return progress, counts
+
+
+def _write_on_driver(
+    spark: Any,
+    run: _Run,
+    store: OnlineStoreWriter,
+    meta: StoreMetadata,
+    on_total: Callable[[int], None] | None,
+    on_progress: Callable[[int], None] | None,
+) -> tuple[RunProgress, list[int], float]:
+    """Collect every task's packed rows, then write them through the store's writer (one
+    SQLite file has one writer); returns the seconds spent computing too."""
+    from mlpipe_cli.online.writer import release_version, start_version
+
+    t0 = time.perf_counter()
+    packed = [
+        _run_key_set(spark, run.config, run.inputs, plan, write=False).sort("key")
+        for plan in run.plans
+    ]
+    counts = [rows.height for rows in packed]
+    if sum(counts) == 0:
+        raise _no_entities(run.as_of)
+    if on_total is not None:
+        on_total(sum(counts))
+    seconds_compute = time.perf_counter() - t0
+    size = run.plans[0].chunk_size
+    progress = start_version(store, meta, chunk_size=size, entities_hash=f"spark:{meta.version}")
+    try:
+        for index, rows in enumerate(packed):
+            for start in range(0, rows.height, size):
+                chunk = rows.slice(start, size)
+                items = list(zip(chunk.get_column("key"), chunk.get_column("value"), strict=True))
+                store.write_chunk(progress, items, index)
+                if on_progress is not None:
+                    on_progress(len(items))
+    except BaseException:
+        release_version(meta.version)
+        raise
+    return progress, counts, seconds_compute
 
 
 def _no_entities(as_of: datetime) -> DataCheckFailed:
@@ -304,7 +341,6 @@ def _run_key_set(
     config: PipelineConfig,
     inputs: dict[str, frames.SparkInput],
     plan: _KeySetPlan,
-    key_set: KeySet,
     *,
     write: bool,
 ) -> Any:
@@ -314,9 +350,11 @@ def _run_key_set(
 
     from mlpipe_cli.engines.spark.training_set import _stack
 
+    key_set = plan.key_set
     key_sources = [_source_keys(config, key_set, name) for name in plan.sources]
     key_types = _key_spark_types(config, key_set, plan)
-    stacked = _stack([inputs[name] for name in plan.sources], plan, key_sources, key_types)
+    sources = [inputs[name] for name in plan.sources]
+    stacked = _stack(sources, plan, key_sources, key_types)  # type: ignore[arg-type]  # reads .columns
     total_rows = frames.row_count_hint([inputs[name] for name in plan.sources])
     partitions = config.spark.partitions or max(
         spark.sparkContext.defaultParallelism,
