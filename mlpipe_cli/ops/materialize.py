@@ -517,7 +517,11 @@ def materialize(
 
     run = run_materialize
     if choose_engine(project.config, engine) == "spark":
-        from mlpipe_cli.engines.spark.materialize import run_materialize_on_spark as run
+        from functools import partial
+
+        from mlpipe_cli.engines.spark.materialize import run_materialize_on_spark
+
+        run = partial(run_materialize_on_spark, make_result=MaterializeResult, publish=_publish)
 
     if resume and (as_of or features):
         raise UsageError(

@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import polars as pl
 
@@ -50,8 +50,8 @@ if TYPE_CHECKING:
     from mlpipe_cli.config.features import FeatureConfig
     from mlpipe_cli.online.materialize import KeySet
     from mlpipe_cli.online.store import OnlineStoreWriter, RunProgress, StoreMetadata
-    from mlpipe_cli.ops.materialize import MaterializeResult
 
+R = TypeVar("R")
 _INPUT = "__mlpipe_input"  # i = i-th source of the key set
 # SQLite is one local file with one writer: the driver writes it
 _STORES_WRITTEN_BY_TASKS = ("redis", "redis-cluster")
@@ -90,12 +90,17 @@ def run_materialize_on_spark(
     on_total: Callable[[int], None] | None = None,
     on_progress: Callable[[int], None] | None = None,
     on_note: Callable[[str], None] | None = None,
-) -> MaterializeResult:
-    """``run_materialize`` with the features computed on Spark (see the module docstring)."""
+    make_result: Callable[..., R],
+    publish: Callable[[ArtifactStore, PipelineConfig, StoreMetadata, R, dict[str, float]], str],
+) -> R:
+    """``run_materialize`` with the features computed on Spark (see the module docstring).
+
+    ``make_result`` builds the command's result from ``MaterializeResult``'s fields and
+    ``publish`` records the materialization artifact (both ``ops.materialize``'s: an engine
+    does not import the ops layer)."""
     from mlpipe_cli.online.codec import utcnow
     from mlpipe_cli.online.materialize import feature_hash, feature_ttls, select_features
     from mlpipe_cli.online.writer import finish_version
-    from mlpipe_cli.ops.materialize import MaterializeResult, _publish
 
     if resume:
         from mlpipe_cli.engines import unsupported
@@ -135,7 +140,7 @@ def run_materialize_on_spark(
     t1 = time.perf_counter()
     final, removed = finish_version(store, meta, progress, expected=total)
     seconds_write += time.perf_counter() - t1
-    result = MaterializeResult(
+    result = make_result(
         version=final.version,
         as_of=as_of,
         finished_at=final.finished_at or utcnow(),
@@ -154,7 +159,8 @@ def run_materialize_on_spark(
     )
     if artifact_store is not None:
         result = replace(
-            result, artifact_version=_publish(artifact_store, config, final, result, ttls)
+            result,  # type: ignore[type-var]  # a dataclass: ops.materialize.MaterializeResult
+            artifact_version=publish(artifact_store, config, final, result, ttls),
         )
     return result
 
