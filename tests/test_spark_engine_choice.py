@@ -50,7 +50,7 @@ def test_spark_settings_are_strings_for_spark(project: Path) -> None:
     ("args", "what"),
     [
         (["materialize", "--resume"], "--resume (a Spark run writes a new version"),
-        (["psi-report", "--current", "x.parquet"], "psi-report"),
+        (["psi-report", "--serving-log", "logs"], "psi-report --serving-log"),
         (["validate", "--save-profile"], "validate --reference/--save-profile"),
     ],
 )
