@@ -658,7 +658,8 @@ def engine_comparison(root: Path, config_path: Path, server: Server, chunk: int)
             # every run starts from an empty store: removing the previous runs' versions
             # (a SCAN + UNLINK of their keys on Redis) is not what is measured
             server.client().flushdb()
-            (root / "engine.sqlite").unlink(missing_ok=True)
+            for suffix in ("", "-wal", "-shm"):
+                (root / f"engine.sqlite{suffix}").unlink(missing_ok=True)
             load1 = os.getloadavg()[0]
             c0, r0, t0 = tree_cpu_s(), server.cpu_s(), time.perf_counter()
             result = materialize(Project(path), as_of=AS_OF, engine=engine)
