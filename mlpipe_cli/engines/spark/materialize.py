@@ -302,6 +302,7 @@ def _write_on_driver(
 ) -> tuple[RunProgress, list[int], float]:
     """Collect every task's packed rows, then write them through the store's writer (one
     SQLite file has one writer); returns the seconds spent computing too."""
+    from mlpipe_cli.online.codec import PackedChunk
     from mlpipe_cli.online.writer import release_version, start_version
 
     t0 = time.perf_counter()
@@ -321,7 +322,11 @@ def _write_on_driver(
         for index, rows in enumerate(packed):
             for start in range(0, rows.height, size):
                 chunk = rows.slice(start, size)
-                items = list(zip(chunk.get_column("key"), chunk.get_column("value"), strict=True))
+                items = PackedChunk(
+                    chunk.select(
+                        pl.col("key").alias("k"), pl.col("value").cast(pl.String).alias("v")
+                    )
+                )
                 store.write_chunk(progress, items, index)
                 if on_progress is not None:
                     on_progress(len(items))
@@ -439,10 +444,11 @@ def _task_sources(batches: Iterator[pa.RecordBatch], plan: _KeySetPlan) -> dict[
 
 def _compute(
     plan: _KeySetPlan, sources: dict[str, pl.DataFrame]
-) -> tuple[pl.DataFrame, list[tuple[str, bytes]]]:
-    """The entities of these source rows as of the as-of, and their packed rows: the Polars
-    run's functions on the task's rows (sources go through temporary Parquet files because
-    those functions read sources by path)."""
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The entities of these source rows as of the as-of, and their packed rows (``k`` the
+    store key, ``v`` the packed value as text: ``online.codec.PackedChunk``'s frame): the
+    Polars run's functions on the task's rows (sources go through temporary Parquet files
+    because those functions read sources by path)."""
     from mlpipe_cli.features.engine import compute_features
     from mlpipe_cli.online.materialize import AS_OF_COLUMN, _pack_chunk, key_set_entities
 
@@ -460,25 +466,21 @@ def _compute(
             timestamp=AS_OF_COLUMN,
             features=plan.compute_names,
         )
-    items = _pack_chunk(
+    packed = _pack_chunk(
         computed, list(plan.key_set.columns), plan.names, plan.event_columns, plan.as_of_epoch
     )
-    return entities, items
+    return entities, packed.frame
 
 
 def _pack_task(batches: Iterator[pa.RecordBatch], plan: _KeySetPlan) -> Iterator[pa.RecordBatch]:
-    import pyarrow as pa
 
     sources = _task_sources(batches, plan)
     if not sources:
         return
-    _, items = _compute(plan, sources)
-    if items:
-        keys, values = zip(*items, strict=True)
-        yield pa.RecordBatch.from_pydict(
-            {"key": list(keys), "value": list(values)},
-            schema=pa.schema([("key", pa.string()), ("value", pa.binary())]),
-        )
+    _, packed = _compute(plan, sources)
+    if packed.height:
+        rows = packed.select(pl.col("k").alias("key"), pl.col("v").cast(pl.Binary).alias("value"))
+        yield from frames._arrow(rows).to_batches()
 
 
 def _write_task(batches: Iterator[pa.RecordBatch], plan: _KeySetPlan) -> Iterator[pa.RecordBatch]:
@@ -493,8 +495,10 @@ def _write_task(batches: Iterator[pa.RecordBatch], plan: _KeySetPlan) -> Iterato
     sources = _task_sources(batches, plan)
     if not sources:
         return
-    _, items = _compute(plan, sources)
-    if not items:
+    from mlpipe_cli.online.codec import PackedChunk
+
+    _, packed = _compute(plan, sources)
+    if not packed.height:
         return
     assert plan.progress is not None
     # a copy: write_chunk counts into it; the driver adds up what every task returns
@@ -503,8 +507,9 @@ def _write_task(batches: Iterator[pa.RecordBatch], plan: _KeySetPlan) -> Iterato
     progress.probes = []
     store = open_store(plan.config, Path(tempfile.gettempdir()))
     try:
-        for start in range(0, len(items), plan.chunk_size):
-            store.write_chunk(progress, items[start : start + plan.chunk_size], plan.namespace)
+        for start in range(0, packed.height, plan.chunk_size):
+            chunk = PackedChunk(packed.slice(start, plan.chunk_size))
+            store.write_chunk(progress, chunk, plan.namespace)
     finally:
         store.close()
     yield pa.RecordBatch.from_pydict(
