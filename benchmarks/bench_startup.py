@@ -177,6 +177,10 @@ def startup_commands() -> dict[str, tuple[list[str], tuple[int, ...]]]:
     }
 
 
+def _verdict(over: float) -> str:
+    return "ok" if over <= STARTUP_GOAL_S else "MISSED"
+
+
 def startup(args: argparse.Namespace) -> dict:
     work = tiny_workspace(args.tiny_rows)
     commands = startup_commands()
@@ -189,15 +193,17 @@ def startup(args: argparse.Namespace) -> dict:
     print(f"load after {load()}")
     floor, cpu_floor = stats["import polars"]["wall"], stats["import polars"]["cpu"]
     print(f"{'command':22} {'median s':>9} {'min s':>7} {'CPU s':>6} {'over polars':>12} "
-          f"{'CPU over':>9}  goal: wall over polars <= {STARTUP_GOAL_S}")  # fmt: skip
+          f"{'CPU over':>9}  goal <= {STARTUP_GOAL_S} s over polars: wall / CPU")  # fmt: skip
     for name, s in stats.items():
-        over = s["wall"] - floor
+        over, cpu_over = s["wall"] - floor, s["cpu"] - cpu_floor
         verdict = "" if name in ("python -c pass", "import polars") else (
-            "ok" if over <= STARTUP_GOAL_S else "MISSED")  # fmt: skip
+            f"{_verdict(over)} / {_verdict(cpu_over)}")  # fmt: skip
         print(f"{name:22} {s['wall']:9.3f} {s['min']:7.3f} {s['cpu']:6.3f} {over:+12.3f} "
-              f"{s['cpu'] - cpu_floor:+9.3f}  {verdict}")  # fmt: skip
+              f"{cpu_over:+9.3f}  {verdict}")  # fmt: skip
     print(
-        "(on a loaded machine wall times stretch; CPU seconds over polars is the steadier figure)"
+        "(on a loaded machine wall times stretch; CPU seconds over polars is the steadier "
+        "figure, and on a quiet machine wall over polars is close to it: these commands run "
+        "on one thread at this size)"
     )
     return {"startup": stats, "load": load()}
 
@@ -310,6 +316,9 @@ def validate_part(args: argparse.Namespace) -> dict:
         goal = 1.3 if rows <= 1_000_000 else 1.2
         print(f"mlpipe / bare polars {mlpipe / floor:.2f}x (goal <= {goal}x); "
               f"mlpipe / pandera {mlpipe / stats['pandera.polars']['wall']:.2f}x (goal <= 1)")  # fmt: skip
+        cpu = stats["mlpipe validate"]["cpu"]
+        print(f"CPU: mlpipe / bare polars {cpu / stats['bare polars']['cpu']:.2f}x; "
+              f"mlpipe / pandera {cpu / stats['pandera.polars']['cpu']:.2f}x")  # fmt: skip
         out[str(rows)] = stats
     return out
 

@@ -212,6 +212,17 @@ def _rss_now() -> int:
         return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+def _peak_rss() -> int:
+    """This process's own peak RSS (VmHWM). Not ``ru_maxrss``: Linux carries that across
+    ``exec`` from the parent, so after the parent generated the data file (~1.5 GiB at 10M
+    rows) every child reported the parent's peak."""
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 def child(method: str, path: Path) -> None:
     import importlib
 
@@ -223,7 +234,7 @@ def child(method: str, path: Path) -> None:
     seconds = time.perf_counter() - start
     cpu1 = os.times()
     cpu = (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)  # all threads of this process
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = _peak_rss()
     print(json.dumps({"seconds": seconds, "cpu": cpu, "peak_bytes": peak,
                       "baseline_bytes": baseline, "counts": counts}))  # fmt: skip
 

@@ -272,7 +272,8 @@ class _NumericAcc:
 
     def _ks(self, m: int, counts: np.ndarray) -> dict[str, Any]:
         import numpy as np
-        from scipy import stats
+
+        from mlpipe_cli.drift.kstest import kolmogorov_sf, kstwo_sf
 
         q = self.quantiles
         k = len(q) - 1
@@ -320,10 +321,11 @@ class _NumericAcc:
         pvalue = None
         if n > 0:
             en = n * m / (n + m)
+            # scipy.stats.kstwo.sf / kstwobign.sf, computed without importing scipy (#19)
             if en <= KS_EXACT_MAX_N:
-                pvalue = float(stats.kstwo.sf(d, max(1, round(en))))
+                pvalue = kstwo_sf(d, max(1, round(en)))
             else:  # kstwo.sf costs ~0.3 s at n=1e5; the limiting law is within 1% there
-                pvalue = float(stats.kstwobign.sf(d * math.sqrt(en)))
+                pvalue = kolmogorov_sf(d * math.sqrt(en))
         return {"ks_statistic": d, "ks_pvalue": pvalue, "ks_bounds": (d_lo, d_hi)}
 
 

@@ -494,8 +494,8 @@ def _resolve_uniqueness(
         raise InputError(f"cannot read {report.path}: {_first_line(exc)}") from None
     buckets = max(1, -(-rows // BUCKET_ROWS))
     for check in row_checks:
-        if check.key is None:
-            continue
+        if check.key is None or _keys_increase(lazy, check):
+            continue  # (increasing keys: none repeats, check.fail stays False)
         plan = lazy.select(pl.col(ROW), check.key.alias(KEY))
         if check.result.kind == "unique":
             plan = plan.filter(pl.col(KEY).is_not_null())
@@ -515,6 +515,33 @@ def _resolve_uniqueness(
             continue
         failing = pl.concat(parts)[ROW].sort()
         check.fail = pl.col(ROW).is_in(failing.implode())
+
+
+def _keys_increase(lazy: pl.LazyFrame, check: _RowCheck) -> bool:
+    """True when a ``unique`` column's non-null values strictly increase in row order, so
+    no value repeats an earlier one: one streaming pass over the key column instead of the
+    hash passes (auto-increment ids, sorted keys).
+
+    The hash set costs ~0.15 CPU s per million keys, this test ~0.012 (#19). Only integer
+    and temporal columns, where it is that cheap (decoding strings would cost a third of the
+    hash passes when keys turn out unsorted) and where ``<`` is a total order (float NaN and
+    ±0.0 are not). Any doubt — other kinds, a read error — answers False: the exact path
+    then decides, and reports errors.
+    """
+    import polars as pl
+
+    column = check.result.column
+    if check.result.kind != "unique" or column is None:
+        return False
+    dtype = lazy.collect_schema().get(column)
+    if dtype is None or not (dtype.is_integer() or dtype.is_temporal()):
+        return False
+    key = pl.col(column).drop_nulls()
+    try:
+        repeats = lazy.select((key <= key.shift(1)).any()).collect(engine="streaming").item()
+    except Exception:
+        return False
+    return repeats is False
 
 
 def _flag(i: int) -> str:

@@ -10,10 +10,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from typing import Any
-from xml.etree import ElementTree as ET
 
 from mlpipe_cli import __version__
-from mlpipe_cli.documents import ValidationReportDocument
 
 # status of one check
 PASS, FAIL, WARN, SKIPPED, ERROR = "pass", "fail", "warn", "skipped", "error"
@@ -158,7 +156,7 @@ class ValidationReport:
             for key, value in source.counts().items():
                 totals[key] += value
         return {
-            "format_version": ValidationReportDocument.FORMAT_VERSION,
+            "format_version": _format_version(),
             "mlpipe_version": __version__,
             "pipeline": self.pipeline,
             "status": self.status,
@@ -169,6 +167,8 @@ class ValidationReport:
 
     def to_junit(self) -> bytes:
         """JUnit XML: one <testsuite> per source, one <testcase> per check."""
+        from xml.etree import ElementTree as ET
+
         suites = ET.Element("testsuites", name=f"mlpipe validate {self.pipeline}")
         for source in self.sources:
             counts = source.counts()
@@ -234,3 +234,11 @@ def _jsonable(value: Any) -> Any:
     if value is None or isinstance(value, (int, str, bool)):
         return value
     return str(value)
+
+
+def _format_version() -> int:
+    # imported here: the documents' pydantic models cost ~10 ms of start-up (#19), and a
+    # run with --no-publish and no --json never writes the document
+    from mlpipe_cli.documents import ValidationReportDocument
+
+    return ValidationReportDocument.FORMAT_VERSION

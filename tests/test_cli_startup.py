@@ -1,0 +1,135 @@
+"""Start-up cost guards (#19): a run builds only its own command, and `validate` and
+`psi-report` do not import the heavy libraries they do not use.
+
+The budget itself is measured in benchmarks/bench_startup.py (never timed here); these
+tests keep its causes from coming back: the single-command app must behave exactly like
+the full one, and the import lists are checked in a fresh interpreter.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from mlpipe_cli.cli.main import COMMANDS, build_app
+
+HEAVY = ("scipy", "sklearn", "pandera", "pandas", "skops", "joblib", "hypothesis", "jinja2")
+
+
+def _leaves(command: Any, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    subcommands = getattr(command, "commands", None)
+    if subcommands is None:
+        return [path]
+    return [
+        leaf for name, sub in sorted(subcommands.items()) for leaf in _leaves(sub, (*path, name))
+    ]
+
+
+def _invoke(app: typer.Typer, args: list[str]) -> tuple[int, str, str]:
+    result = CliRunner().invoke(app, args, prog_name="mlpipe")
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_every_command_is_listed_once_and_the_full_app_has_them_all() -> None:
+    names = [name for name, *_ in COMMANDS]
+    assert len(names) == len(set(names))
+    root = typer.main.get_command(build_app())
+    assert sorted(root.commands) == sorted(names)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("name", [name for name, *_ in COMMANDS])
+def test_a_single_command_app_behaves_like_the_full_app(name: str) -> None:
+    """Help, option errors and missing values: same exit code and text either way."""
+    full, only = build_app(), build_app(only=name)
+    leaves = [p for p in _leaves(typer.main.get_command(full)) if p[0] == name]
+    assert leaves
+    for path in leaves:
+        for extra in (["--help"], ["--no-such-option"], ["-c"]):
+            args = [*path, *extra]
+            assert _invoke(only, args) == _invoke(full, args), args
+    if len(leaves) > 1 or leaves[0] != (name,):  # a group: its own help and a bad subcommand
+        for args in ([name, "--help"], [name, "no-such-subcommand"], [name]):
+            assert _invoke(only, args) == _invoke(full, args), args
+
+
+def test_run_builds_only_the_named_command_and_the_full_app_otherwise() -> None:
+    code = (
+        "import sys, typer\n"
+        "from mlpipe_cli.cli import main\n"
+        "print(sorted(typer.main.get_command(main._app_for(sys.argv[1:])).commands))\n"
+    )
+
+    def commands(*args: str) -> list[str]:
+        proc = subprocess.run(
+            [sys.executable, "-c", code, *args], capture_output=True, text=True, check=True
+        )
+        return eval(proc.stdout)  # a printed list of names
+
+    everything = sorted(name for name, *_ in COMMANDS)
+    assert commands("validate", "-c", "x.yaml") == ["validate"]
+    assert commands("--debug", "schema", "infer") == ["schema"]
+    assert commands("--help") == everything
+    assert commands("--help", "validate") == everything  # root help lists every command
+    assert commands("no-such-command") == everything  # the error suggests from all names
+    assert commands() == everything
+
+
+def _modules_after(args: list[str], cwd: Path) -> tuple[int, list[str]]:
+    """Run the CLI in a fresh interpreter; its exit code and the top-level modules loaded."""
+    code = (
+        "import json, sys\n"
+        "from mlpipe_cli.cli.main import run\n"
+        f"status = run({args!r})\n"
+        "print(json.dumps([status, sorted({m.split('.')[0] for m in sys.modules})]))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=cwd
+    )
+    status, modules = json.loads(proc.stdout.strip().splitlines()[-1])
+    return status, modules
+
+
+def test_validate_imports_no_heavy_library(project: Path, tmp_path: Path) -> None:
+    status, modules = _modules_after(
+        ["validate", "-c", str(project), "--source", "orders", "-q"], tmp_path
+    )
+    assert status == 0
+    assert "polars" in modules  # it did validate
+    loaded = [m for m in (*HEAVY, "numpy", "pyarrow", "rich") if m in modules]
+    assert loaded == []
+
+
+def test_data_commands_import_no_heavy_library(project: Path, tmp_path: Path) -> None:
+    """training-set, fit, transform, materialize and psi-report (whose KS p-value used to
+    import scipy.stats, +1.2 s CPU) load none of scipy, sklearn, pandera, pandas, ..."""
+    ts = tmp_path / "ts.parquet"
+    config = ["-c", str(project)]
+    runs = {
+        "training-set": ["training-set", *config, "--out", str(ts), "-q"],
+        "fit": ["fit", *config, "--data", str(ts), "-q"],
+        "transform": [
+            "transform",
+            *config,
+            "--data",
+            str(ts),
+            "--out",
+            str(tmp_path / "f.parquet"),
+            "-q",
+        ],
+        "materialize": ["materialize", *config, "--as-of", "2026-07-01T00:00:00Z", "-q"],
+        "psi-report": ["psi-report", *config, "--current", str(ts), "-q"],
+    }
+    loaded = {}
+    for name, args in runs.items():
+        status, modules = _modules_after(args, tmp_path)
+        assert status in ((0, 1) if name == "psi-report" else (0,)), name  # drift may exit 1
+        assert "polars" in modules, name
+        loaded[name] = [m for m in HEAVY if m in modules]
+    assert loaded == {name: [] for name in runs}
