@@ -519,6 +519,12 @@ def main() -> None:
         help="rounds of the SQLite cold/warm children (0: skip them)",
     )
     parser.add_argument("--e2e-rounds", type=int, default=3, help="end-to-end runs per store")
+    parser.add_argument(
+        "--engine",
+        choices=["polars", "spark"],
+        default="polars",
+        help="spark: only compare end-to-end materialize on Polars and on Spark local[2]",
+    )
     parser.add_argument("--phase", help=argparse.SUPPRESS)
     parser.add_argument("--store", help=argparse.SUPPRESS)
     parser.add_argument("--config", type=Path, help=argparse.SUPPRESS)
@@ -547,6 +553,9 @@ def main() -> None:
         t0 = time.perf_counter()
         config_path = make_project(root, n, n_features=args.features)
         print(f"source data: {n * 3:,} events written in {time.perf_counter() - t0:.1f}s")
+        if args.engine == "spark":
+            engine_comparison(root, config_path, server, args.chunk_size)
+            return
 
         redis_cfg = load(config_path, type="redis", url=server.url, ttl=timedelta(seconds=TTL),
                          chunk_size=args.chunk_size)  # fmt: skip
@@ -650,6 +659,79 @@ def main() -> None:
     finally:
         server.stop()
         shutil.rmtree(root, ignore_errors=True)
+
+
+# -- the Spark engine beside Polars ----------------------------------------------------------
+
+
+def tree_cpu_s() -> float:
+    """CPU seconds of this process and its live descendants (the Spark JVM, its Python
+    workers); a descendant that exited in between is not counted."""
+    import psutil
+
+    me = psutil.Process()
+    times = me.cpu_times()
+    total = times.user + times.system
+    for child in me.children(recursive=True):
+        try:
+            t = child.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += t.user + t.system
+    return total
+
+
+def _local2(config_path: Path):  # type: ignore[no-untyped-def]
+    from mlpipe_cli.config import load_config
+
+    spark = load_config(config_path).spark
+    return spark.model_copy(update={"master": "local[2]", "conf": {"spark.ui.enabled": "false"}})
+
+
+def engine_comparison(root: Path, config_path: Path, server: Server, chunk: int) -> None:
+    """End-to-end ``materialize`` on Polars and on Spark local[2] into Redis and SQLite:
+    Spark's session start, a cold run (first jobs in the JVM) and a warm run, with the CPU
+    of the whole process tree beside wall time."""
+    import yaml
+
+    from mlpipe_cli.config import load_config
+    from mlpipe_cli.engines.spark.session import spark_session
+    from mlpipe_cli.ops.materialize import materialize
+    from mlpipe_cli.ops.project import Project
+
+    doc = yaml.safe_load(config_path.read_text())
+    doc["spark"] = {"master": "local[2]", "conf": {"spark.ui.enabled": "false"}}
+    stores = {
+        "redis": {"type": "redis", "url": server.url, "key_prefix": "bench:e", "chunk_size": chunk},
+        "sqlite": {"type": "sqlite", "path": str(root / "engine.sqlite"), "chunk_size": chunk},
+    }
+    c0, t0 = tree_cpu_s(), time.perf_counter()
+    spark_session(load_config(config_path).model_copy(update={"spark": _local2(config_path)}))
+    print(f"spark session start (local[2]): {time.perf_counter() - t0:.1f}s wall, "
+          f"{tree_cpu_s() - c0:.1f}s cpu (process tree); load {loadavg()}")  # fmt: skip
+    for name, online in stores.items():
+        path = root / f"engine-{name}.yaml"
+        path.write_text(yaml.safe_dump({**doc, "online_store": online}, sort_keys=False))
+        runs = {}
+        for label, engine in (("polars", "polars"), ("spark cold", "spark"),
+                              ("spark warm", "spark"), ("polars again", "polars")):  # fmt: skip
+            # every run starts from an empty store: removing the previous runs' versions
+            # (a SCAN + UNLINK of their keys on Redis) is not what is measured
+            server.client().flushdb()
+            for suffix in ("", "-wal", "-shm"):
+                (root / f"engine.sqlite{suffix}").unlink(missing_ok=True)
+            load1 = os.getloadavg()[0]
+            c0, r0, t0 = tree_cpu_s(), server.cpu_s(), time.perf_counter()
+            result = materialize(Project(path), as_of=AS_OF, engine=engine)
+            wall = time.perf_counter() - t0
+            cpu, redis_cpu = tree_cpu_s() - c0, server.cpu_s() - r0
+            runs[label] = wall
+            print(f"{name:6s} {label:12s}: {result.entity_count / wall:,.0f} entities/s "
+                  f"({wall:.1f}s wall, cpu {cpu:.1f}s process tree"
+                  + (f" + redis-server {redis_cpu:.1f}s" if name == "redis" else "")
+                  + f"; load {load1:.1f})")  # fmt: skip
+        polars = min(runs["polars"], runs["polars again"])
+        print(f"{name:6s} spark warm / polars wall: {runs['spark warm'] / polars:.1f}x")
 
 
 # -- Redis Cluster beside one node ---------------------------------------------------------

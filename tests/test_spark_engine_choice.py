@@ -49,23 +49,24 @@ def test_spark_settings_are_strings_for_spark(project: Path) -> None:
 @pytest.mark.parametrize(
     ("args", "what"),
     [
-        (["materialize", "--as-of", "2026-07-01T00:00:00Z"], "materialize"),
-        (["psi-report", "--current", "x.parquet"], "psi-report"),
+        (["materialize", "--resume"], "--resume (a Spark run writes a new version"),
+        (["psi-report", "--serving-log", "logs"], "psi-report --serving-log"),
         (["validate", "--save-profile"], "validate --reference/--save-profile"),
     ],
 )
 def test_commands_not_on_spark_yet_say_so(cli, project: Path, args: list[str], what: str) -> None:
     result = cli(*args, "-c", project, "--engine", "spark")
     assert result.exit_code == 2
-    assert f"engine spark does not support {what} yet" in result.stderr
+    assert f"engine spark does not support {what}" in result.stderr
     assert "--engine polars" in result.stderr
 
 
 def test_flag_overrides_the_config_engine(cli, project: Path, tmp_path: Path) -> None:
-    # engine: spark in the config, a command that Spark does not run, --engine polars: runs
+    # engine: spark in the config, an option that Spark does not run, --engine polars: runs
     _set(project, engine="spark")
-    refused = cli("materialize", "-c", project, "--as-of", "2026-07-01T00:00:00Z")
+    refused = cli("materialize", "-c", project, "--resume")
     assert refused.exit_code == 2
+    assert "engine spark does not support --resume" in refused.stderr
     done = cli(
         "materialize",
         "-c",

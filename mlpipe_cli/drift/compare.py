@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -381,6 +381,7 @@ def compare_to_profile(
     rename: Mapping[str, str] | None = None,
     chunk_rows: int = CHUNK_ROWS,
     rows: int | None = None,
+    scan: Callable[..., None] | None = None,
 ) -> list[ColumnDrift]:
     """Compare ``current`` with the reference ``profile`` column by column.
 
@@ -394,6 +395,8 @@ def compare_to_profile(
     a sequence of parts with the same columns (read one at a time, in order: bounded memory;
     ``drift.report.scan_parts`` slices Parquet files into such parts). ``rows`` (the current
     row count, when the caller knows it) is only the total of the progress shown.
+    ``scan`` replaces the local pass that feeds the accumulators (same arguments as
+    ``_scan``; the Spark engine's fills them from per-task accumulators, merged exactly).
     """
     import polars as pl
 
@@ -455,7 +458,7 @@ def compare_to_profile(
             exprs.append(categorical_expr(src, cur_dtype).alias(key))
 
     if exprs:
-        _scan(parts, exprs, numeric, categorical, chunk_rows, rows)
+        (scan or _scan)(parts, exprs, numeric, categorical, chunk_rows, rows)
 
     for acc in numeric.values():
         results[acc.column] = _numeric_drift(

@@ -15,7 +15,7 @@ The command layer only parses flags and renders. What it calls here:
 from __future__ import annotations
 
 import glob
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -402,6 +402,7 @@ def drift_report(
     transform: FittedTransform | None = None,
     sources: Mapping[str, Sequence[str]] | None = None,
     warnings: Sequence[str] = (),
+    scan: Callable[..., None] | None = None,
 ) -> DriftReport:
     """Compare ``current`` with ``profile``.
 
@@ -463,6 +464,7 @@ def drift_report(
             min_rows=min_rows,
             rename=rename,
             rows=rows,
+            scan=scan,
         )
         if compared
         else []

@@ -639,11 +639,16 @@ def materialize(
 ) -> MaterializeResult:
     """Materialize ``project``'s features as of ``as_of`` (ISO text, aware datetime, or
     None = now) into its online store; see `mlpipe materialize --help`."""
-    from mlpipe_cli.engines import choose_engine, unsupported
+    from mlpipe_cli.engines import choose_engine
     from mlpipe_cli.online import open_store
 
+    run = run_materialize
     if choose_engine(project.config, engine) == "spark":
-        raise unsupported("materialize")
+        from functools import partial
+
+        from mlpipe_cli.engines.spark.materialize import run_materialize_on_spark
+
+        run = partial(run_materialize_on_spark, make_result=MaterializeResult, publish=_publish)
 
     if resume and (as_of or features):
         raise UsageError(
@@ -653,7 +658,7 @@ def materialize(
     store = open_store(project.config, project.artifact_dir)
     try:
         when = as_of if isinstance(as_of, datetime) else parse_as_of(as_of, project.config)
-        return run_materialize(
+        return run(
             project.config,
             project.store,
             store,

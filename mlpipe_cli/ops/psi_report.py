@@ -116,13 +116,15 @@ def psi_report(
     The reference is a transform version's profile (``artifact``, default latest), a profile
     file, or — with ``source`` — the validation profile saved for that source, to compare a
     raw batch of it. On a serving log, features derived from the request time are excluded
-    unless ``include_time_features``. ``engine`` spark is refused (not supported yet).
+    unless ``include_time_features``. ``engine`` spark reads a ``current`` batch on Spark
+    (engines/spark/drift.py: the same report); a serving log is read by Polars only.
     """
     started = time.perf_counter()
     from mlpipe_cli.engines import choose_engine, unsupported
 
-    if choose_engine(project.config if profile is None else None, engine) == "spark":
-        raise unsupported("psi-report")
+    on_spark = choose_engine(project.config if profile is None else None, engine) == "spark"
+    if on_spark and current is None:
+        raise unsupported("psi-report --serving-log")
     if (current is None) == (serving_log is None):
         raise UsageError("give exactly one of --current PATH or --serving-log DIR")
     if profile is not None and artifact is not None:
@@ -188,6 +190,8 @@ def psi_report(
         rows = sum(parquet_row_count(f) for f in files)
         current_info = {"source": "file", "path": str(current)}
         if profile_info.get("kind") == "transform" and parts and _lacks_outputs(reference, parts):
+            if on_spark:
+                raise unsupported("psi-report of a batch without the transform outputs (vec.*)")
             from mlpipe_cli.transforms import load_transform
 
             transform = load_transform(project.store, profile_info["version"])
@@ -215,6 +219,7 @@ def psi_report(
         exclude=exclude,
         transform=transform,
         sources=sources,
+        scan=_spark_scan(project, current) if on_spark else None,
     )
     warnings.extend(report.warnings)
     _write_html(report, html)
@@ -280,6 +285,16 @@ def shadow_report(
     report.current_info["path"] = str(current)
     _write_html(report, html)
     return DriftResult(report=report, html=html, seconds=time.perf_counter() - started)
+
+
+def _spark_scan(project: Project, current: Path | None) -> Any:
+    """The Spark engine's pass over ``current`` (engines/spark/drift.py)."""
+    from mlpipe_cli.config import PipelineConfig
+    from mlpipe_cli.engines.spark.drift import spark_scan
+
+    assert current is not None
+    config = project.config if project.config_path.exists() else PipelineConfig(pipeline="psi")
+    return spark_scan(config, current)
 
 
 def _write_html(report: DriftReport, html: Path | None) -> None:

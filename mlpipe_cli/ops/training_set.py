@@ -153,7 +153,7 @@ def build_training_set(
         validated = _validate_inputs(config, used_sources, spine_files, progress)
 
     frame = None
-    match_rates: dict[str, dict[str, Any]] = {}  # the Polars engine's; Spark has none yet
+    match_rates: dict[str, dict[str, Any]] = {}  # Spark's come with its written output
     if engine != "spark":
         if progress:
             progress("computing features")
@@ -204,6 +204,7 @@ def build_training_set(
                 selected=selected,
                 progress=progress,
             )
+            match_rates = summary.match_rates  # checked by the engine before publishing
         else:
             write_parquet_atomic(frame, out)
             summary = _Written.of(frame)
@@ -222,7 +223,7 @@ def build_training_set(
             "output": _output_entry(out, written, summary),
             "validated_sources": validated,
         }
-        if match_rates:  # per feature: rows, matched, match_rate, keys (Polars engine)
+        if match_rates:  # per feature: rows, matched, match_rate, keys
             manifest["match_rates"] = {
                 name: {k: v for k, v in stats.items() if k != "feature"}
                 for name, stats in match_rates.items()

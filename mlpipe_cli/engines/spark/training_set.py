@@ -20,12 +20,14 @@ schema.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import math
 import secrets
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,9 +42,13 @@ if TYPE_CHECKING:
 
     from mlpipe_cli.config import PipelineConfig
     from mlpipe_cli.config.features import FeatureConfig
+    from mlpipe_cli.features.engine import FeatureStats
 
 _INPUT = "__mlpipe_input"  # 0 = spine, i = i-th used source
 _PART = "__mlpipe_part"
+# A task's match counts travel as one extra row: ORDER -1, this column holding them as JSON
+_MATCH = "__mlpipe_match"
+_MATCH_ORDER = -1
 
 
 @dataclass(frozen=True)
@@ -54,6 +60,8 @@ class WrittenOutput:
     dtypes: dict[str, str]
     nulls: dict[str, int]
     parts: int  # 0 for a single file
+    # per feature: FeatureStats.to_json() summed over the tasks (the manifest's match_rates)
+    match_rates: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -68,6 +76,7 @@ class _Plan:
     schemas: list[pl.Schema]  # per input (spine first), Polars dtypes
     columns: list[list[str]]  # per input: its columns in the stacked frame, unprefixed
     output: pl.Schema  # the engine's output, with ORDER last
+    stats: list[FeatureStats]  # the zero-row run's: per feature its source, keys, minimum
 
 
 def _prefixed(i: int, column: str) -> str:
@@ -116,6 +125,7 @@ def build(
         keys,
         timestamp,
         names,
+        stats=True,
     )
     spine_keys, source_keys, key_types = _partition_keys(config, keys, selected, schemas, used)
     plan = _Plan(
@@ -126,7 +136,8 @@ def build(
         sources=used,
         schemas=schemas,
         columns=columns,
-        output=empty.schema,
+        output=empty.frame.schema,
+        stats=empty.stats,
     )
 
     spine_frame = inputs[0].frame
@@ -148,7 +159,7 @@ def build(
     key_columns = [f"__mlpipe_k{j}" for j in range(len(spine_keys))]
     computed = stacked.repartition(partitions, *key_columns).mapInArrow(
         task_errors(lambda batches: _compute_task(batches, plan)),
-        frames.spark_schema(plan.output),
+        frames.spark_schema(pl.Schema({**plan.output, _MATCH: pl.String()})),
     )
     if progress:
         progress("computing features on Spark")
@@ -247,8 +258,22 @@ def _compute_task(batches: Iterator[pa.RecordBatch], plan: _Plan) -> Iterator[pa
         for i, name in enumerate(plan.sources, start=1)
     }
     del frame, tags
-    result = _run_engine(plan.config, spine, sources, plan.keys, plan.timestamp, plan.features)
-    yield from frames.to_batches(result)
+    first = int(spine.get_column(frames.ORDER).min())  # type: ignore[arg-type]
+    result = _run_engine(
+        plan.config, spine, sources, plan.keys, plan.timestamp, plan.features, stats=True
+    )
+    yield from frames.to_batches(result.frame.with_columns(pl.lit(None, pl.String).alias(_MATCH)))
+    counts = {
+        s.feature: [s.rows, s.matched, list(s.spine_examples), list(s.source_examples)]
+        for s in result.stats
+    }
+    match_row = pl.DataFrame(
+        {name: [None] for name in plan.output}, schema=plan.output
+    ).with_columns(
+        pl.lit(_MATCH_ORDER, pl.Int64).alias(frames.ORDER),
+        pl.lit(json.dumps({"first": first, "counts": counts})).alias(_MATCH),
+    )
+    yield from frames.to_batches(match_row)
 
 
 def _input_rows(
@@ -269,9 +294,12 @@ def _run_engine(
     keys: Sequence[str],
     timestamp: str,
     features: Sequence[str],
-) -> pl.DataFrame:
+    *,
+    stats: bool = False,
+) -> Any:
     """``compute_features`` on in-memory rows: the sources go through temporary Parquet
-    files because the engine reads sources by path (its code stays untouched)."""
+    files because the engine reads sources by path (its code stays untouched). With
+    ``stats`` a ``FeatureFrame`` (the frame and each feature's match counts)."""
     from mlpipe_cli.features.engine import compute_features
 
     with tempfile.TemporaryDirectory(prefix="mlpipe-spark-") as tmp:
@@ -281,6 +309,10 @@ def _run_engine(
             rows.write_parquet(path, compression="lz4", statistics=False)
             replaced[name] = config.sources[name].model_copy(update={"path": path})
         local = config.model_copy(update={"sources": {**config.sources, **replaced}})
+        if stats:
+            return compute_features(
+                local, spine, entity_keys=keys, timestamp=timestamp, features=features, stats=True
+            )
         return compute_features(
             local, spine, entity_keys=keys, timestamp=timestamp, features=features
         )
@@ -294,6 +326,9 @@ def _write_file(computed: Any, plan: _Plan, out: Path) -> WrittenOutput:
     from mlpipe_cli.io import write_parquet_atomic
 
     rows = frames.collect(computed)
+    is_match = rows.get_column(frames.ORDER) == _MATCH_ORDER
+    match_rates = _match_rates(plan, rows.filter(is_match).get_column(_MATCH).to_list())
+    rows = rows.filter(~is_match).drop(_MATCH)
     rows = frames.decode(rows, plan.output).sort(frames.ORDER).drop(frames.ORDER)
     write_parquet_atomic(rows, out)
     return WrittenOutput(
@@ -302,7 +337,41 @@ def _write_file(computed: Any, plan: _Plan, out: Path) -> WrittenOutput:
         dtypes={name: str(dtype) for name, dtype in rows.schema.items()},
         nulls={name: rows.get_column(name).null_count() for name in plan.features},
         parts=0,
+        match_rates=match_rates,
     )
+
+
+def _match_rates(plan: _Plan, payloads: list[str]) -> dict[str, dict[str, Any]]:
+    """Every task's match counts added up, then the Polars engine's check: a feature that
+    matched no spine row (or fewer than its min_match_rate) fails the run, before the
+    output is published. Examples in the error come from the task holding the earliest
+    spine row among those that have some."""
+    from dataclasses import replace
+
+    from mlpipe_cli.features.engine import check_match_rates
+
+    docs = sorted((json.loads(p) for p in payloads), key=lambda doc: doc["first"])
+    merged = []
+    for template in plan.stats:
+        rows = matched = 0
+        tried: tuple[str, ...] = ()
+        has: tuple[str, ...] = ()
+        for doc in docs:
+            n, m, spine_examples, source_examples = doc["counts"][template.feature]
+            rows, matched = rows + n, matched + m
+            tried = tried or tuple(spine_examples)
+            has = has or tuple(source_examples)
+        merged.append(
+            replace(
+                template,
+                rows=rows,
+                matched=matched,
+                spine_examples=tried if matched == 0 else (),
+                source_examples=has if matched == 0 else (),
+            )
+        )
+    check_match_rates(merged)
+    return {s.feature: s.to_json() for s in merged}
 
 
 def _write_directory(computed: Any, plan: _Plan, out: Path) -> WrittenOutput:
@@ -315,7 +384,8 @@ def _write_directory(computed: Any, plan: _Plan, out: Path) -> WrittenOutput:
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise InputError(f"output path {out} is a file; give a directory (no .parquet suffix)")
-    prepare_output_path(out / "x")  # the parent is creatable
+    existed = out.exists()
+    prepare_output_path(out / "x")  # the parent is creatable (this creates `out` itself)
     staging = out.with_name(f".{out.name}.staging-{secrets.token_hex(4)}")
     staging.mkdir(parents=True)
     per_file = plan.config.spark.rows_per_file
@@ -324,7 +394,7 @@ def _write_directory(computed: Any, plan: _Plan, out: Path) -> WrittenOutput:
         F.shiftleft(F.shiftright(F.col(frames.ORDER), frames.ROW_BITS), frames.ROW_BITS)
         + F.floor((F.col(frames.ORDER).bitwiseAND(F.lit(mask))) / per_file) * per_file
     )
-    stats_schema = "file string, rows long, nulls array<long>"
+    stats_schema = "file string, rows long, nulls array<long>, match string"
     try:
         with_part = computed.withColumn(_PART, chunk.cast("long"))
         n_parts = max(1, computed.rdd.getNumPartitions())
@@ -336,7 +406,14 @@ def _write_directory(computed: Any, plan: _Plan, out: Path) -> WrittenOutput:
             )
             .collect()
         )
+        match_rates = _match_rates(plan, [row["match"] for row in stats if row["match"]])
+        stats = [row for row in stats if row["file"] is not None]
         frames.replace_directory(staging, out)
+    except BaseException:
+        if not existed:  # a failed run (a match-rate check, say) leaves no output behind
+            with contextlib.suppress(OSError):
+                out.rmdir()
+        raise
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
@@ -351,6 +428,7 @@ def _write_directory(computed: Any, plan: _Plan, out: Path) -> WrittenOutput:
         dtypes={name: str(dtype) for name, dtype in output.items()},
         nulls=dict(zip(plan.features, nulls, strict=True)),
         parts=len(stats),
+        match_rates=match_rates,
     )
 
 
@@ -362,9 +440,14 @@ def _write_parts(
     frame = frames.from_batches(batches)
     if frame is None:
         return
+    is_match = frame.get_column(frames.ORDER) == _MATCH_ORDER
+    matches = frame.filter(is_match).get_column(_MATCH).to_list()
+    frame = frame.filter(~is_match)
     parts = frame.get_column(_PART)
-    rows = frames.decode(frame.drop(_PART), plan.output)
-    files, counts, nulls = [], [], []
+    rows = frames.decode(frame.drop(_PART, _MATCH), plan.output)
+    files: list[str | None] = []
+    counts: list[int] = []
+    nulls: list[list[int] | None] = []
     for part in parts.unique().sort():
         chunk = rows.filter(parts == part).sort(frames.ORDER)
         name = frames.part_name(int(chunk.get_column(frames.ORDER)[0]))
@@ -374,8 +457,18 @@ def _write_parts(
         counts.append(chunk.height)
         nulls.append([chunk.get_column(f).null_count() for f in plan.features])
     yield pa.RecordBatch.from_pydict(
-        {"file": files, "rows": counts, "nulls": nulls},
+        {
+            "file": [*files, *[None] * len(matches)],
+            "rows": [*counts, *[0] * len(matches)],
+            "nulls": [*nulls, *[None] * len(matches)],
+            "match": [*[None] * len(files), *matches],
+        },
         schema=pa.schema(
-            [("file", pa.string()), ("rows", pa.int64()), ("nulls", pa.list_(pa.int64()))]
+            [
+                ("file", pa.string()),
+                ("rows", pa.int64()),
+                ("nulls", pa.list_(pa.int64())),
+                ("match", pa.string()),
+            ]
         ),
     )

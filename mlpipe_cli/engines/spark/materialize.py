@@ -1,0 +1,520 @@
+"""`materialize` on Spark: entities and features computed per task, rows written in parallel.
+
+The Polars run (``ops.materialize.run_materialize``) lists every entity with a row at or
+before the as-of, computes its features with ``compute_features`` and packs one row per
+entity. On Spark the same three functions run inside tasks, so the stored bytes are the
+Polars run's by construction:
+
+1. Per entity type (key set: ``online.materialize.plan_key_sets``), the sources its features
+   read are stacked and shuffled by the key set's columns, cast to the type the entity list
+   compares them as. Every row of an entity, from every source, lands in one task.
+2. A task restores the Polars dtypes, writes its sources to temporary Parquet files and calls,
+   unchanged: ``key_set_entities`` (the spine: its entities as of the as-of, the Polars
+   run's rule), ``compute_features`` (with the ttl helper features of ``_age_features``)
+   and ``_pack_chunk`` (store keys and packed values).
+3. Writes. Redis and Redis Cluster: each task opens its own store connection and writes its
+   rows, ``online_store.chunk_size`` at a time, into the version namespace the driver began
+   (status 'building', invisible to readers); the task returns its row count and probe keys.
+   SQLite (one file, one writer): tasks return their packed rows, the driver writes them
+   through the store's ``write_chunk``.
+4. Only when every task succeeded does the driver check the row count, ``verify`` and
+   ``switch`` (``online.writer.finish_version``: the same atomic switch as the Polars run).
+   A failed task fails the job; the version stays 'building' and is never made live (a
+   later run removes it).
+
+Not on Spark: ``--resume`` (a Spark run restarts from scratch; Spark retries failed tasks
+itself, and rewriting a row is idempotent), and continuing an abandoned Polars run.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import polars as pl
+
+from mlpipe_cli.engines.spark import frames
+from mlpipe_cli.engines.spark.session import spark_session, task_errors, translate_errors
+from mlpipe_cli.errors import DataCheckFailed
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from mlpipe_cli.artifacts import ArtifactStore
+    from mlpipe_cli.config import PipelineConfig
+    from mlpipe_cli.config.features import FeatureConfig
+    from mlpipe_cli.online.materialize import KeySet
+    from mlpipe_cli.online.store import OnlineStoreWriter, RunProgress, StoreMetadata
+
+R = TypeVar("R")
+_INPUT = "__mlpipe_input"  # i = i-th source of the key set
+# SQLite is one local file with one writer: the driver writes it
+_STORES_WRITTEN_BY_TASKS = ("redis", "redis-cluster")
+
+
+@dataclass(frozen=True)
+class _KeySetPlan:
+    """What a task of one key set needs (pickled to the executors)."""
+
+    config: PipelineConfig  # the compute config: the features plus their ttl helpers
+    key_set: KeySet
+    namespace: int
+    as_of: datetime
+    as_of_epoch: float
+    spine_time: Any  # a Polars literal: as_of, naive or aware as the sources need
+    compute_names: list[str]
+    names: list[str]  # the namespace's features, in stored order
+    event_columns: list[str]
+    sources: list[str]  # input i is sources[i]
+    schemas: list[pl.Schema]  # per source, its Polars dtypes
+    columns: list[list[str]]  # per source, its columns in the stacked frame
+    # writes from the tasks (Redis): the store's config and the version being written
+    progress: RunProgress | None
+    chunk_size: int
+
+
+def run_materialize_on_spark(
+    config: PipelineConfig,
+    artifact_store: ArtifactStore | None,
+    store: OnlineStoreWriter,
+    *,
+    as_of: datetime,
+    features: Sequence[str] | None = None,
+    resume: bool = False,
+    chunk_size: int | None = None,
+    on_total: Callable[[int], None] | None = None,
+    on_progress: Callable[[int], None] | None = None,
+    on_note: Callable[[str], None] | None = None,
+    make_result: Callable[..., R],
+    publish: Callable[[ArtifactStore, PipelineConfig, StoreMetadata, R, dict[str, float]], str],
+) -> R:
+    """``run_materialize`` with the features computed on Spark (see the module docstring).
+
+    ``make_result`` builds the command's result from ``MaterializeResult``'s fields and
+    ``publish`` records the materialization artifact (both ``ops.materialize``'s: an engine
+    does not import the ops layer)."""
+    from mlpipe_cli.online.codec import utcnow
+    from mlpipe_cli.online.materialize import feature_hash, feature_ttls, select_features
+    from mlpipe_cli.online.writer import finish_version
+
+    if resume:
+        from mlpipe_cli.engines import unsupported
+
+        raise unsupported("--resume (a Spark run writes a new version; Spark retries tasks)")
+    started = time.perf_counter()
+    selected = select_features(config, features)
+    fhash = feature_hash(config, selected)
+    ttls = feature_ttls(config, selected)
+    size = chunk_size or config.online_store.chunk_size
+    store.ping()
+    spark = spark_session(config)
+    run = _plan_run(spark, config, selected, ttls, as_of, size)
+    meta = run.metadata(store, fhash)
+    in_tasks = store.kind in _STORES_WRITTEN_BY_TASKS
+    t0 = time.perf_counter()
+    if in_tasks:
+        progress, counts = _write_in_tasks(spark, run, store, meta, on_total, on_progress)
+        seconds_compute, seconds_write = time.perf_counter() - t0, 0.0
+    else:
+        progress, counts, seconds_compute = _write_on_driver(
+            spark, run, store, meta, on_total, on_progress
+        )
+        seconds_write = time.perf_counter() - t0 - seconds_compute
+    total = sum(counts)
+    writer = "by the Spark tasks" if in_tasks else "by the driver"
+    notes = [f"computed on Spark: {len(counts)} entity type(s), {total} entities, written {writer}"]
+    if on_note is not None:
+        on_note(notes[0])
+    meta = meta.replace(
+        entity_count=total,
+        namespaces=[
+            replace(ns, entity_count=count)
+            for ns, count in zip(meta.namespaces, counts, strict=False)
+        ],
+    )
+    t1 = time.perf_counter()
+    final, removed = finish_version(store, meta, progress, expected=total)
+    seconds_write += time.perf_counter() - t1
+    result = make_result(
+        version=final.version,
+        as_of=as_of,
+        finished_at=final.finished_at or utcnow(),
+        entity_count=total,
+        features=[f.name for f in selected],
+        feature_hash=fhash,
+        store=store.location,
+        store_type=store.kind,
+        removed_versions=removed,
+        resumed_chunks=0,
+        chunks=progress.chunks_done,
+        seconds_total=time.perf_counter() - started,
+        seconds_compute=seconds_compute,  # with the writes when the tasks write
+        seconds_write=seconds_write,
+        notes=notes,
+    )
+    if artifact_store is not None:
+        result = replace(
+            result,  # type: ignore[type-var]  # a dataclass: ops.materialize.MaterializeResult
+            artifact_version=publish(artifact_store, config, final, result, ttls),
+        )
+    return result
+
+
+@dataclass(frozen=True)
+class _Run:
+    """A planned run: one ``_KeySetPlan`` per entity type, and what the metadata needs."""
+
+    config: PipelineConfig
+    selected: list[FeatureConfig]
+    ttls: dict[str, float]
+    as_of: datetime
+    inputs: dict[str, frames.SparkInput]
+    plans: list[_KeySetPlan]
+    empty_entities: list[pl.DataFrame]  # per entity type: zero rows, the entity dtypes
+
+    def metadata(self, store: OnlineStoreWriter, fhash: str) -> StoreMetadata:
+        """The new version's metadata; counts are filled in when the tasks are done."""
+        from mlpipe_cli.online.materialize import _key_types, union_keys
+        from mlpipe_cli.online.store import Namespace, StoreMetadata
+        from mlpipe_cli.online.writer import new_version_id
+
+        key_sets = [plan.key_set for plan in self.plans]
+        keys, key_types = union_keys(key_sets, self.empty_entities)
+        return StoreMetadata(
+            version=new_version_id(store),
+            as_of=self.as_of,
+            finished_at=None,
+            entity_count=0,
+            features=[f.name for f in self.selected],
+            feature_hash=fhash,
+            entity_keys=keys,
+            key_types=key_types,
+            defaults={f.name: f.default for f in self.selected},
+            ttls=self.ttls,
+            event_times=bool(self.ttls),
+            status="building",
+            namespaces=[
+                Namespace(list(ks.columns), _key_types(frame), [f.name for f in ks.features], 0)
+                for ks, frame in zip(key_sets, self.empty_entities, strict=True)
+            ]
+            if len(key_sets) > 1
+            else [],
+        )
+
+
+def _plan_run(
+    spark: Any,
+    config: PipelineConfig,
+    selected: list[FeatureConfig],
+    ttls: dict[str, float],
+    as_of: datetime,
+    size: int,
+) -> _Run:
+    """Read the sources, plan every entity type, and run each plan once on zero rows: every
+    check of the Polars run (key columns, dtypes, naive/aware times) before any Spark job."""
+    from mlpipe_cli.online.materialize import _age_features, _spine_time, plan_key_sets
+
+    spine_time = _spine_time(config, selected, as_of)
+    used = sorted({f.source for f in selected})
+    inputs = {name: frames.read_input(spark, config.sources[name].path) for name in used}
+    schemas = {
+        name: i.schema if i.schema is not None else _remote_schema(i) for name, i in inputs.items()
+    }
+    plans, empty_entities = [], []
+    for index, key_set in enumerate(plan_key_sets(config, selected)):
+        members = list(key_set.features)
+        helpers, owner = _age_features(config, members, ttls, tag=f"{index}_")
+        ns_names = [f.name for f in members]
+        sources = sorted({f.source for f in members})
+        plan = _KeySetPlan(
+            config=config.model_copy(update={"features": [*config.features, *helpers]}),
+            key_set=key_set,
+            namespace=index,
+            as_of=as_of,
+            as_of_epoch=as_of.timestamp(),
+            spine_time=spine_time,
+            compute_names=ns_names + [h.name for h in helpers],
+            names=ns_names,
+            event_columns=[owner[n] for n in ns_names if n in owner],
+            sources=sources,
+            schemas=[schemas[s] for s in sources],
+            columns=[list(schemas[s].names()) for s in sources],
+            progress=None,
+            chunk_size=size,
+        )
+        plans.append(plan)
+        entities, _ = _compute(plan, {s: pl.DataFrame(schema=schemas[s]) for s in sources})
+        empty_entities.append(entities)
+    return _Run(config, selected, ttls, as_of, inputs, plans, empty_entities)
+
+
+def _write_in_tasks(
+    spark: Any,
+    run: _Run,
+    store: OnlineStoreWriter,
+    meta: StoreMetadata,
+    on_total: Callable[[int], None] | None,
+    on_progress: Callable[[int], None] | None,
+) -> tuple[RunProgress, list[int]]:
+    """Begin the version, let every task write its rows into it, add up what they wrote."""
+    from mlpipe_cli.online.writer import release_version, start_version
+
+    # "spark:" never equals a Polars run's entity hash: a Polars run never continues a
+    # version whose chunks were written by tasks in no particular order
+    progress = start_version(
+        store, meta, chunk_size=run.plans[0].chunk_size, entities_hash=f"spark:{meta.version}"
+    )
+    try:
+        counts = []
+        for plan in run.plans:
+            stats = _run_key_set(
+                spark, run.config, run.inputs, replace(plan, progress=progress), write=True
+            )
+            counts.append(sum(row["rows"] for row in stats))
+            for row in stats:
+                progress.chunks_done += row["chunks"]
+                progress.written += row["rows"]
+                progress.probes.extend(row["probes"])
+        if sum(counts) == 0:
+            raise _no_entities(run.as_of)
+    except BaseException:
+        release_version(meta.version)
+        raise
+    if on_total is not None:
+        on_total(sum(counts))
+    if on_progress is not None:
+        on_progress(sum(counts))
+    return progress, counts
+
+
+def _write_on_driver(
+    spark: Any,
+    run: _Run,
+    store: OnlineStoreWriter,
+    meta: StoreMetadata,
+    on_total: Callable[[int], None] | None,
+    on_progress: Callable[[int], None] | None,
+) -> tuple[RunProgress, list[int], float]:
+    """Collect every task's packed rows, then write them through the store's writer (one
+    SQLite file has one writer); returns the seconds spent computing too."""
+    from mlpipe_cli.online.codec import PackedChunk
+    from mlpipe_cli.online.writer import release_version, start_version
+
+    t0 = time.perf_counter()
+    packed = [
+        _run_key_set(spark, run.config, run.inputs, plan, write=False).sort("key")
+        for plan in run.plans
+    ]
+    counts = [rows.height for rows in packed]
+    if sum(counts) == 0:
+        raise _no_entities(run.as_of)
+    if on_total is not None:
+        on_total(sum(counts))
+    seconds_compute = time.perf_counter() - t0
+    size = run.plans[0].chunk_size
+    progress = start_version(store, meta, chunk_size=size, entities_hash=f"spark:{meta.version}")
+    try:
+        for index, rows in enumerate(packed):
+            for start in range(0, rows.height, size):
+                chunk = rows.slice(start, size)
+                items = PackedChunk(
+                    chunk.select(
+                        pl.col("key").alias("k"), pl.col("value").cast(pl.String).alias("v")
+                    )
+                )
+                store.write_chunk(progress, items, index)
+                if on_progress is not None:
+                    on_progress(len(items))
+    except BaseException:
+        release_version(meta.version)
+        raise
+    return progress, counts, seconds_compute
+
+
+def _no_entities(as_of: datetime) -> DataCheckFailed:
+    return DataCheckFailed(
+        f"no entity has a row at or before {as_of.isoformat()} in the feature sources; "
+        "the live version was not changed"
+    )
+
+
+def _remote_schema(spark_input: frames.SparkInput) -> pl.Schema:
+    return frames.collect(spark_input.frame.drop(frames.ORDER).limit(0)).schema
+
+
+def _run_key_set(
+    spark: Any,
+    config: PipelineConfig,
+    inputs: dict[str, frames.SparkInput],
+    plan: _KeySetPlan,
+    *,
+    write: bool,
+) -> Any:
+    """One shuffle and one job for one entity type: the tasks' stats (``write``) or their
+    packed rows as one Polars frame (namespace, key, value)."""
+    import math
+
+    from mlpipe_cli.engines.spark.training_set import _stack
+
+    key_set = plan.key_set
+    key_sources = [_source_keys(config, key_set, name) for name in plan.sources]
+    key_types = _key_spark_types(config, key_set, plan)
+    sources = [inputs[name] for name in plan.sources]
+    stacked = _stack(sources, plan, key_sources, key_types)  # type: ignore[arg-type]  # reads .columns
+    total_rows = frames.row_count_hint([inputs[name] for name in plan.sources])
+    partitions = config.spark.partitions or max(
+        spark.sparkContext.defaultParallelism,
+        math.ceil((total_rows or 0) / config.spark.rows_per_partition),
+    )
+    key_columns = [f"__mlpipe_k{j}" for j in range(len(key_set.columns))]
+    shuffled = stacked.repartition(partitions, *key_columns)
+    if write:
+        schema = "rows long, chunks long, probes array<string>"
+        task = task_errors(lambda batches: _write_task(batches, plan))
+    else:
+        schema = "key string, value binary"
+        task = task_errors(lambda batches: _pack_task(batches, plan))
+    with translate_errors("materializing features"):
+        if write:
+            return shuffled.mapInArrow(task, schema).collect()
+        return frames.collect(shuffled.mapInArrow(task, schema))
+
+
+def _source_keys(config: PipelineConfig, key_set: KeySet, source: str) -> list[str]:
+    """The source's columns holding the key set's columns (one mapping per source)."""
+    from mlpipe_cli.engines import unsupported
+    from mlpipe_cli.features.keys import join_columns
+
+    sides = set()
+    for feature in key_set.features:
+        if feature.source == source:
+            onto = dict(join_columns(config, feature))
+            sides.add(tuple(onto[c] for c in key_set.columns))
+    if len(sides) > 1:
+        raise unsupported(f"source {source!r} joined on different key columns by one entity type")
+    (side,) = sides
+    derived = [c for c in side if c in (config.sources[source].derived or {})]
+    if derived:
+        raise unsupported(f"a join key computed by `derived` ({source}.{derived[0]})")
+    return list(side)
+
+
+def _key_spark_types(config: PipelineConfig, key_set: KeySet, plan: _KeySetPlan) -> list[str]:
+    """The Spark type each key column is cast to before hashing: the entity list's dtype
+    (``join_key_dtype`` over every source), so an entity's rows meet in one task."""
+    from mlpipe_cli.features.keys import join_key_dtype
+
+    dtypes: list[pl.DataType] = []
+    for j, column in enumerate(key_set.columns):
+        dtype: pl.DataType = pl.Null()
+        for source, schema in zip(plan.sources, plan.schemas, strict=True):
+            side = _source_keys(config, key_set, source)
+            dtype = join_key_dtype(dtype, schema[side[j]])
+        dtypes.append(join_key_dtype(dtype, pl.Null()))
+        del column
+    try:
+        key_schema = frames.spark_schema(pl.Schema({f"k{j}": d for j, d in enumerate(dtypes)}))
+    except Exception:  # Int128 and other dtypes Spark has no type for
+        from mlpipe_cli.engines import unsupported
+
+        raise unsupported(f"entity keys of dtype {dtypes}") from None
+    return [field.dataType.simpleString() for field in key_schema.fields]
+
+
+# -- inside a task -----------------------------------------------------------------------------
+
+
+def _task_sources(batches: Iterator[pa.RecordBatch], plan: _KeySetPlan) -> dict[str, pl.DataFrame]:
+    from mlpipe_cli.engines.spark.training_set import _input_rows
+
+    frame = frames.from_batches(batches)
+    if frame is None:
+        return {}
+    tags = frame.get_column(_INPUT)
+    return {
+        name: _input_rows(frame, tags, i, plan, f"source {name!r}").drop(frames.ORDER)  # type: ignore[arg-type]
+        for i, name in enumerate(plan.sources)
+    }
+
+
+def _compute(
+    plan: _KeySetPlan, sources: dict[str, pl.DataFrame]
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The entities of these source rows as of the as-of, and their packed rows (``k`` the
+    store key, ``v`` the packed value as text: ``online.codec.PackedChunk``'s frame): the
+    Polars run's functions on the task's rows (sources go through temporary Parquet files
+    because those functions read sources by path)."""
+    from mlpipe_cli.features.engine import compute_features
+    from mlpipe_cli.online.materialize import AS_OF_COLUMN, _pack_chunk, key_set_entities
+
+    with tempfile.TemporaryDirectory(prefix="mlpipe-spark-") as tmp:
+        replaced = {}
+        for i, (name, rows) in enumerate(sorted(sources.items())):
+            path = Path(tmp) / f"source-{i}.parquet"
+            rows.write_parquet(path, compression="lz4", statistics=False)
+            replaced[name] = plan.config.sources[name].model_copy(update={"path": path})
+        local = plan.config.model_copy(update={"sources": {**plan.config.sources, **replaced}})
+        entities = key_set_entities(local, plan.key_set, plan.as_of)
+        computed = compute_features(
+            local,
+            entities.with_columns(plan.spine_time.alias(AS_OF_COLUMN)),
+            timestamp=AS_OF_COLUMN,
+            features=plan.compute_names,
+        )
+    packed = _pack_chunk(
+        computed, list(plan.key_set.columns), plan.names, plan.event_columns, plan.as_of_epoch
+    )
+    return entities, packed.frame
+
+
+def _pack_task(batches: Iterator[pa.RecordBatch], plan: _KeySetPlan) -> Iterator[pa.RecordBatch]:
+
+    sources = _task_sources(batches, plan)
+    if not sources:
+        return
+    _, packed = _compute(plan, sources)
+    if packed.height:
+        rows = packed.select(pl.col("k").alias("key"), pl.col("v").cast(pl.Binary).alias("value"))
+        yield from frames._arrow(rows).to_batches()
+
+
+def _write_task(batches: Iterator[pa.RecordBatch], plan: _KeySetPlan) -> Iterator[pa.RecordBatch]:
+    """Compute, then write this task's rows into the version being built, over this task's
+    own store connection; returns (rows, chunks, probe keys) for the driver's checks."""
+    import copy
+
+    import pyarrow as pa
+
+    from mlpipe_cli.online import open_store
+
+    sources = _task_sources(batches, plan)
+    if not sources:
+        return
+    from mlpipe_cli.online.codec import PackedChunk
+
+    _, packed = _compute(plan, sources)
+    if not packed.height:
+        return
+    assert plan.progress is not None
+    # a copy: write_chunk counts into it; the driver adds up what every task returns
+    progress = copy.deepcopy(plan.progress)
+    progress.chunks_done = progress.written = 0
+    progress.probes = []
+    store = open_store(plan.config, Path(tempfile.gettempdir()))
+    try:
+        for start in range(0, packed.height, plan.chunk_size):
+            chunk = PackedChunk(packed.slice(start, plan.chunk_size))
+            store.write_chunk(progress, chunk, plan.namespace)
+    finally:
+        store.close()
+    yield pa.RecordBatch.from_pydict(
+        {"rows": [progress.written], "chunks": [progress.chunks_done], "probes": [progress.probes]},
+        schema=pa.schema(
+            [("rows", pa.int64()), ("chunks", pa.int64()), ("probes", pa.list_(pa.string()))]
+        ),
+    )
