@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import socket
+import struct
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -69,19 +71,55 @@ def decode_value(text: str | None, is_int: bool = False) -> Any:
     return body
 
 
-def dump_record(record: dict[str, Any]) -> str:
-    """An event record as JSON. NaN and ±inf stay NaN/Infinity tokens (orjson would turn
-    them into null, which the features treat differently); Redis' cjson reads both."""
-    return json.dumps(record, ensure_ascii=False, separators=(",", ":"), allow_nan=True)
+_DOUBLE = struct.Struct(">d")
+_LENGTH = struct.Struct(">I")
 
 
-def load_record(text: str | bytes) -> dict[str, Any]:
-    import orjson
+def pack_values(values: Sequence[Any]) -> bytes:
+    """A raw member's payload: each value tagged, as the Lua script packs it. ``z`` null,
+    ``n`` + big-endian double, ``t``/``f`` booleans, ``s`` + 4-byte length + UTF-8 bytes.
+    Numbers are doubles, as in the script (integers exact up to 2**53)."""
+    parts: list[bytes] = []
+    for value in values:
+        if value is None:
+            parts.append(b"z")
+        elif isinstance(value, bool):
+            parts.append(b"t" if value else b"f")
+        elif isinstance(value, int | float):
+            parts.append(b"n" + _DOUBLE.pack(float(value)))
+        else:
+            data = str(value).encode()
+            parts.append(b"s" + _LENGTH.pack(len(data)) + data)
+    return b"".join(parts)
 
-    try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError:  # NaN / Infinity tokens: the standard library reads them
-        return json.loads(text)
+
+def unpack_values(data: bytes, columns: Sequence[str], int_columns: Sequence[bool],
+                  start: int = 0) -> dict[str, Any]:  # fmt: skip
+    """The inverse of :func:`pack_values`: column -> value (integer columns as ``int``)."""
+    out: dict[str, Any] = {}
+    pos = start
+    for column, is_int in zip(columns, int_columns, strict=True):
+        tag = data[pos]
+        if tag == 110:  # n
+            number = _DOUBLE.unpack_from(data, pos + 1)[0]
+            out[column] = int(number) if is_int and math.isfinite(number) else number
+            pos += 9
+        elif tag == 115:  # s
+            size = _LENGTH.unpack_from(data, pos + 1)[0]
+            out[column] = data[pos + 5 : pos + 5 + size].decode()
+            pos += 5 + size
+        elif tag == 116:  # t
+            out[column] = True
+            pos += 1
+        elif tag == 102:  # f
+            out[column] = False
+            pos += 1
+        elif tag == 122:  # z
+            out[column] = None
+            pos += 1
+        else:
+            raise ValueError(f"unknown value tag {tag} in a streamed state member")
+    return out
 
 
 # -- what the evaluator reads ----------------------------------------------------------------
@@ -91,7 +129,7 @@ def load_record(text: str | bytes) -> dict[str, Any]:
 class EntityState:
     """One entity's streamed state: raw events (time order) and the fold of older ones."""
 
-    raw: list[tuple[int, str, dict[str, Any]]]  # (event time us, tie key, record)
+    raw: list[tuple[int, str, dict[str, Any]]]  # (event time us, tie key, plan columns)
     agg: dict[str, str]
     sets: dict[int, set[str]] = field(default_factory=dict)  # column index (1-based) -> values
     horizon_us: int = 0
@@ -123,6 +161,7 @@ class StateMeta:
     state: str
     bootstrapped_at: str | None
     entities: int
+    format: int = STATE_FORMAT
 
     @property
     def batch_as_of(self) -> datetime:
@@ -162,11 +201,18 @@ class StateStore:
             state=doc.get("state", "unknown"),
             bootstrapped_at=doc.get("bootstrapped_at"),
             entities=int(doc.get("entities", "0")),
+            format=int(doc.get("format", "1")),
         )
 
     def check_compatible(self, meta: StateMeta) -> None:
         """The state was built for this plan's columns, window and lateness."""
         plan = self.plan
+        if meta.format != STATE_FORMAT:
+            raise ConfigError(
+                f"the streamed state of source {plan.source_name!r} is in format {meta.format}; "
+                f"this mlpipe reads format {STATE_FORMAT}",
+                hint="rebuild it: mlpipe stream --reset",
+            )
         if (meta.columns, meta.window_us, meta.lateness_us) != (
             plan.columns, plan.window_us, plan.lateness_us,
         ):  # fmt: skip
@@ -310,6 +356,8 @@ class StateStore:
             except redis.exceptions.NoScriptError:  # the server restarted: load it again
                 self._sha = self.client.script_load(APPLY_SCRIPT)
                 reply = self.client.evalsha(self._sha, 0, *args)
+        if int(reply[0]) == -2:
+            self.check_compatible(self.meta())  # type: ignore[arg-type]  # raises: format
         if int(reply[0]) < 0:
             return None
         last = reply[6].decode() if isinstance(reply[6], bytes) else str(reply[6])
@@ -351,10 +399,12 @@ class StateStore:
 def parse_state(plan: StreamPlan, raw_reply: Any, agg_reply: Any, sets: dict[int, set[str]]
                 ) -> EntityState:  # fmt: skip
     agg = {k.decode(): v.decode() for k, v in agg_reply.items()}
-    raw = []
-    for member, score in raw_reply:
-        text = member.decode() if isinstance(member, bytes) else member
-        raw.append((int(score), text[:TIE_LEN], load_record(text[TIE_LEN:])))
+    columns, int_columns = plan.columns, plan.int_columns
+    raw = [
+        (int(score), member[:TIE_LEN].decode(),
+         unpack_values(member, columns, int_columns, TIE_LEN))
+        for member, score in raw_reply
+    ]  # fmt: skip
     horizon = agg.get("H")
     return EntityState(
         raw=raw,
@@ -443,17 +493,17 @@ def _entity_rows(frame: pl.DataFrame, plan: StreamPlan):
 
 def fold_rows(
     plan: StreamPlan, rows: list[dict[str, Any]], horizon: int
-) -> tuple[dict[str, str], dict[str, int], dict[int, list[str]]]:
+) -> tuple[dict[str, str], dict[bytes, int], dict[int, list[str]]]:
     """One entity's bootstrap: the fold of its rows older than ``horizon`` (the same
     running values, in the same order, as the Lua script's fold) and its newer rows as raw
     members. Rows are in (event time, file order) order."""
     fields: dict[str, str] = {"H": str(horizon), "nw": str(rows[-1]["__e"])}
-    raw: dict[str, int] = {}
+    raw: dict[bytes, int] = {}
     sets: dict[int, list[str]] = {}
     folded = [r for r in rows if r["__e"] < horizon]
     for row in rows[len(folded) :]:
-        record = {c: row[c] for c in plan.columns}
-        raw[f"b{row['__row']:025d}" + dump_record(record)] = row["__e"]
+        member = f"b{row['__row']:025d}".encode() + pack_values([row[c] for c in plan.columns])
+        raw[member] = row["__e"]
     if folded:
         fields.update(n=str(len(folded)), e0=str(folded[0]["__e"]), e1=str(folded[-1]["__e"]))
     for i, column in enumerate(plan.columns, start=1):
