@@ -25,7 +25,8 @@ if TYPE_CHECKING:
 
     from mlpipe_cli.config import PipelineConfig
 
-IDLE_SLEEP = 0.005  # seconds between polls when every stream is drained
+IDLE_SLEEP = 0.005  # seconds between polls when drained streams live on several servers
+MAX_BLOCK = 0.1  # longest XREAD BLOCK when drained (stop requests are checked this often)
 COUNTERS = ("entries", "applied", "late", "before_batch", "malformed", "duplicate")
 
 
@@ -71,6 +72,8 @@ class Consumer:
     def __post_init__(self) -> None:
         self.stores = {p.source_name: StateStore(p) for p in self.plans}
         self.progress = {p.source_name: SourceProgress() for p in self.plans}
+        # each source's stream head when its last read found nothing (None: not drained)
+        self.heads: dict[str, str | None] = {p.source_name: None for p in self.plans}
 
     def close(self) -> None:
         for store in self.stores.values():
@@ -107,10 +110,24 @@ class Consumer:
         taken = 0
         for name, store in self.stores.items():
             result = store.apply(self.name)
+            self.heads[name] = result.stream_head if result is not None else None
             if result is not None:
                 self.progress[name].add(result)
                 taken += result.entries
         return taken
+
+    def wait_for_entries(self, seconds: float) -> None:
+        """Drained: block until a new entry arrives (XREAD BLOCK, so an event is applied
+        within a round trip of its XADD, not after a polling sleep), at most ``seconds``.
+        Streams on several servers, or a source still bootstrapping: a short sleep."""
+        heads = self.heads
+        urls = {store.plan.url for store in self.stores.values()}
+        if len(urls) != 1 or any(h is None for h in heads.values()):
+            time.sleep(min(IDLE_SLEEP, seconds))
+            return
+        store = next(iter(self.stores.values()))
+        after = {s.plan.stream.key: heads[n] for n, s in self.stores.items()}
+        store.source.wait_for_entries(after, int(max(seconds, 0.001) * 1000))  # type: ignore[arg-type]
 
     def run(
         self,
@@ -144,7 +161,10 @@ class Consumer:
             if taken == 0:
                 if once:
                     return "drained"
-                time.sleep(IDLE_SLEEP)
+                until_claim = claim_every - (time.monotonic() - last_claim)
+                until_status = (status_interval - (time.monotonic() - last_status)
+                                if on_status is not None else MAX_BLOCK)  # fmt: skip
+                self.wait_for_entries(max(min(MAX_BLOCK, until_claim, until_status), 0.001))
 
     def total_entries(self) -> int:
         return sum(p.entries for p in self.progress.values())

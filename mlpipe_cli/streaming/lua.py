@@ -301,6 +301,12 @@ if newest_seen then
 end
 local last_id = ''
 if #entries > 0 then last_id = entries[#entries][1] end
+-- drained: the stream's newest id, after which the consumer blocks (XREAD) for new entries
+local head = ''
+if mode == 'read' and #entries == 0 then
+  local top = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)
+  head = top[1] and top[1][1] or '0-0'
+end
 return {#entries, stats.applied, stats.late, stats.before_batch, stats.malformed,
-        stats.duplicate, last_id}
+        stats.duplicate, last_id, head}
 """

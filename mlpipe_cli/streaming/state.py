@@ -145,6 +145,7 @@ class ApplyResult:
     malformed: int
     duplicate: int
     last_id: str | None
+    stream_head: str | None = None  # drained (read mode): the stream's newest id
 
     @property
     def dead_lettered(self) -> int:
@@ -360,10 +361,11 @@ class StateStore:
             self.check_compatible(self.meta())  # type: ignore[arg-type]  # raises: format
         if int(reply[0]) < 0:
             return None
-        last = reply[6].decode() if isinstance(reply[6], bytes) else str(reply[6])
+        last, head = (x.decode() if isinstance(x, bytes) else str(x) for x in reply[6:8])
         entries, applied, late, before_batch, malformed, duplicate = (int(x) for x in reply[:6])
         return ApplyResult(
-            entries, applied, late, before_batch, malformed, duplicate, last_id=last or None
+            entries, applied, late, before_batch, malformed, duplicate, last_id=last or None,
+            stream_head=head or None,
         )
 
     # -- reading -------------------------------------------------------------------------
