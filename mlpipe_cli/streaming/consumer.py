@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from mlpipe_cli.streaming.plan import StreamPlan
-from mlpipe_cli.streaming.source import group_lag
 from mlpipe_cli.streaming.state import ApplyResult, StateStore
+from mlpipe_cli.streaming.status import source_status
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -174,20 +174,8 @@ class Consumer:
         now_ms = int(time.time() * 1000)
         sources: dict[str, Any] = {}
         for name, store in self.stores.items():
-            plan = store.plan
-            lag = group_lag(store.source, plan.stream.group, now_ms)
-            dead = store.client.xlen(plan.stream.dead_letter_key)
-            totals = store.stats()
-            newest = totals.get("newest_us")
-            sources[name] = {
-                "this_consumer": self.progress[name].to_dict(),
-                "all_consumers": {k: v for k, v in totals.items() if k != "newest_us"},
-                "lag_events": lag.events,
-                "lag_events_capped": lag.capped,
-                "lag_seconds": round(lag.seconds, 3),
-                "dead_letter_length": int(dead),
-                "newest_event_us": newest,
-            }
+            doc = source_status(store, now_ms)
+            sources[name] = {"this_consumer": self.progress[name].to_dict(), **doc}
         doc: dict[str, Any] = {"consumer": self.name, "sources": sources}
         if rate is not None:
             doc["events_per_second"] = round(rate, 1)
