@@ -16,6 +16,7 @@ import math
 import os
 import socket
 import struct
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -32,6 +33,8 @@ if TYPE_CHECKING:
 
     from mlpipe_cli.config import PipelineConfig
 
+_MULTI = b"*1\r\n$5\r\nMULTI\r\n"
+_EXEC = b"*1\r\n$4\r\nEXEC\r\n"
 TIE_LEN = 26  # 's' + 15-digit ms + 10-digit seq (stream entries) | 'b' + 25-digit row
 _WRITE_CHUNK = 2000  # entities per pipelined bootstrap write
 
@@ -179,11 +182,15 @@ class StateStore:
             self.client, plan.stream.key, url=plan.url, password=plan.password
         )
         self._sha: str | None = None
+        self._local = threading.local()  # a connection per thread for read()
 
     def errors(self, action: str) -> Any:
         return redis_errors(self.plan.url, action, [self.plan.password])
 
     def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.disconnect()
         self.client.close()
 
     # -- metadata ------------------------------------------------------------------------
@@ -370,27 +377,66 @@ class StateStore:
 
     # -- reading -------------------------------------------------------------------------
     def read(self, entity_keys: Sequence[str]) -> list[EntityState]:
-        """Each entity's state, all from one snapshot (MULTI/EXEC: one round trip)."""
+        """Each entity's state, all from one snapshot (MULTI/EXEC: one round trip).
+
+        The transaction is packed by hand and sent on a connection of this thread's own
+        (serving reads from several executor threads): redis-py's pipeline object spent
+        ~60 us per call building and unwinding it, the whole read's cost again."""
+        from mlpipe_cli.online.redis_wire import pack
+
         plan = self.plan
         distinct = [i + 1 for i, d in enumerate(plan.distinct) if d]
-        pipe = self.client.pipeline(transaction=True)
+        commands = [_MULTI]
         for key in entity_keys:
-            pipe.zrange(plan.raw_key(key), 0, -1, withscores=True)
-            pipe.hgetall(plan.agg_key(key))
+            commands.append(pack(b"ZRANGE", plan.raw_key(key).encode(), b"0", b"-1",
+                                 b"WITHSCORES"))  # fmt: skip
+            commands.append(pack(b"HGETALL", plan.agg_key(key).encode()))
             for index in distinct:
-                pipe.smembers(plan.set_key(key, index))
+                commands.append(pack(b"SMEMBERS", plan.set_key(key, index).encode()))
+        commands.append(_EXEC)
         with self.errors("reading streamed state"):
-            replies = pipe.execute()
+            replies = self._transaction(b"".join(commands), len(commands) - 2)
         out = []
         step = 2 + len(distinct)
         for n in range(len(entity_keys)):
-            raw_reply, agg_reply = replies[n * step], replies[n * step + 1]
+            raw_flat, agg_flat = replies[n * step], replies[n * step + 1]
             sets = {
                 index: {v.decode() for v in replies[n * step + 2 + j]}
                 for j, index in enumerate(distinct)
             }
-            out.append(parse_state(plan, raw_reply, agg_reply, sets))
+            raw, agg = _pairs(raw_flat), agg_flat
+            if not isinstance(agg, dict):  # RESP2: a flat list (RESP3: a map)
+                agg = dict(zip(agg[::2], agg[1::2], strict=True))
+            out.append(parse_state(plan, raw, agg, sets))
         return out
+
+    def _transaction(self, packed: bytes, queued: int) -> list[Any]:
+        """Send MULTI, ``queued`` commands and EXEC; the EXEC reply. A connection the server
+        dropped (a restart) is re-made once; the commands only read, so a retry is safe."""
+        import redis
+
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = self.client.connection_pool.make_connection()
+        for attempt in (0, 1):
+            try:
+                conn.send_packed_command([packed], check_health=False)
+                for _ in range(queued + 1):  # +OK, then +QUEUED per command
+                    conn.read_response()
+                reply = conn.read_response()
+            except redis.ConnectionError as exc:
+                conn.disconnect()
+                if attempt or isinstance(exc, redis.AuthenticationError):
+                    raise
+                continue
+            except BaseException:
+                conn.disconnect()  # a reply half read: the connection is out of step
+                raise
+            for item in reply or ():
+                if isinstance(item, Exception):
+                    raise item
+            return reply
+        raise AssertionError("unreachable")
 
     def stats(self) -> dict[str, int]:
         with self.errors("reading stream stats"):
@@ -398,12 +444,19 @@ class StateStore:
         return {k.decode(): int(float(v)) for k, v in raw.items()}
 
 
+def _pairs(reply: list[Any]) -> list[Any]:
+    """ZRANGE WITHSCORES as (member, score) pairs: RESP3 nests them, RESP2 is flat."""
+    if reply and isinstance(reply[0], list):
+        return reply
+    return list(zip(reply[::2], reply[1::2], strict=True))
+
+
 def parse_state(plan: StreamPlan, raw_reply: Any, agg_reply: Any, sets: dict[int, set[str]]
                 ) -> EntityState:  # fmt: skip
     agg = {k.decode(): v.decode() for k, v in agg_reply.items()}
     columns, int_columns = plan.columns, plan.int_columns
     raw = [
-        (int(score), member[:TIE_LEN].decode(),
+        (int(float(score)), member[:TIE_LEN].decode(),
          unpack_values(member, columns, int_columns, TIE_LEN))
         for member, score in raw_reply
     ]  # fmt: skip
