@@ -28,6 +28,7 @@ from mlpipe_cli.ops.project import Project
 if TYPE_CHECKING:
     from mlpipe_cli.artifacts import ArtifactStore
     from mlpipe_cli.config import PipelineConfig
+    from mlpipe_cli.ledger import Run
     from mlpipe_cli.ops.artifacts import (
         ListResult,
         ShowResult,
@@ -36,6 +37,8 @@ if TYPE_CHECKING:
     from mlpipe_cli.ops.export import ExportResult
     from mlpipe_cli.ops.fit import FitResult
     from mlpipe_cli.ops.materialize import FreshnessResult, MaterializeResult, RollbackResult
+    from mlpipe_cli.ops.models import ModelListResult, RegisterModelResult
+    from mlpipe_cli.ops.promote import PromoteResult
     from mlpipe_cli.ops.psi_report import DriftResult, SkewResult
     from mlpipe_cli.ops.push import PushResult
     from mlpipe_cli.ops.sample_data import SampleDataResult
@@ -335,6 +338,59 @@ class Pipeline:
         )
         return _checked(result, check)
 
+    # -- models and the serving pointer ----------------------------------------------
+
+    def register_model(
+        self,
+        model_file: str | Path,
+        transform: str = "latest",
+        *,
+        trust: Sequence[str] = (),
+        trust_pickle: bool = False,
+    ) -> RegisterModelResult:
+        """`mlpipe model register`: the model file, checked and bound to ``transform``."""
+        from mlpipe_cli.ops.models import register_model
+
+        return register_model(
+            self.project, Path(model_file), transform, trust=trust, trust_pickle=trust_pickle
+        )
+
+    def models(self) -> ModelListResult:
+        """`mlpipe model list`: every registered model and its transform version."""
+        from mlpipe_cli.ops.models import list_models
+
+        return list_models(self.project)
+
+    def promote(self, transform: str, *, model: str | None = None) -> PromoteResult:
+        """`mlpipe promote TRANSFORM`: verify, then publish the live serving pointer (every
+        server started without --artifact switches to it). ``model``: a version, 'latest',
+        'none', or None for the newest model registered for ``transform``."""
+        from mlpipe_cli.ops.promote import promote
+
+        return promote(self.project, transform=transform, model=model)
+
+    def promote_rollback(self) -> PromoteResult:
+        """`mlpipe promote --rollback`: the pointer live before the current one, verified
+        again. UsageError (exit 2) when nothing was promoted before it."""
+        from mlpipe_cli.ops.promote import promote
+
+        return promote(self.project, rollback=True)
+
+    def runs(
+        self, *, command: str | None = None, since: str | timedelta | None = None
+    ) -> list[Run]:
+        """`mlpipe runs`: the recorded runs (oldest first), optionally of one command and
+        started within ``since`` (e.g. "24h")."""
+        from datetime import UTC
+        from datetime import datetime as _datetime
+
+        from mlpipe_cli.ledger import read_runs
+
+        start = None
+        if since is not None:
+            start = _datetime.now(UTC) - _duration(since, "since")
+        return read_runs(self.artifact_dir, self.config.pipeline, since=start, command=command)
+
     # -- schema -----------------------------------------------------------------------
 
     @staticmethod
@@ -396,6 +452,19 @@ class Pipeline:
         from mlpipe_cli.ops.artifacts import verify_artifacts
 
         return _checked(verify_artifacts(self.project, version=version), check)
+
+
+def _duration(value: str | timedelta, what: str) -> timedelta:
+    """A span given as a timedelta or as the CLI writes it ("24h", "30d")."""
+    if isinstance(value, timedelta):
+        return value
+    from mlpipe_cli.config.base import parse_duration
+    from mlpipe_cli.errors import UsageError
+
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise UsageError(f"{what}: {exc}") from None
 
 
 def _path(value: str | Path | None) -> Path | None:
@@ -462,6 +531,7 @@ for _name, _command in {
     "validate": "validate", "training_set": "training-set", "fit": "fit",
     "transform": "transform", "export": "export", "materialize": "materialize",
     "check_freshness": "materialize", "rollback": "materialize", "push": "push",
+    "register_model": "model register", "promote": "promote", "promote_rollback": "promote",
     "psi_report": "psi-report", "skew_report": "psi-report", "shadow_report": "psi-report",
     "schema_snapshot": "schema snapshot", "schema_diff": "schema diff",
     "schema_export": "schema export", "artifacts_verify": "artifacts verify",

@@ -70,24 +70,45 @@ def test_non_empty_directory_is_refused_with_one_line_and_exit_2(tmp_path: Path)
 
 def test_force_adds_missing_files_and_keeps_every_existing_one(tmp_path: Path) -> None:
     project = tmp_path / "proj"
-    (project / "data/sample").mkdir(parents=True)
+    project.mkdir()
     own_config = b"pipeline: mine  # hand-edited, must survive\n"
-    own_orders = b"not parquet, but mine"
     (project / "mlpipe.yaml").write_bytes(own_config)
-    (project / "data/sample/orders.parquet").write_bytes(own_orders)
     result = run_mlpipe("init", str(project), "--force", "--rows", "1000", "--json", cwd=tmp_path)
     assert result.exit_code == 0, result.stderr
     doc = json.loads(result.stdout)
-    assert sorted(doc["kept"]) == ["data/sample/orders.parquet", "mlpipe.yaml"]
-    assert set(doc["written"]) == (SCAFFOLD_FILES | SAMPLE_FILES) - set(doc["kept"])
+    assert doc["kept"] == ["mlpipe.yaml"]
+    assert set(doc["written"]) == (SCAFFOLD_FILES | SAMPLE_FILES) - {"mlpipe.yaml"}
     assert (project / "mlpipe.yaml").read_bytes() == own_config
-    assert (project / "data/sample/orders.parquet").read_bytes() == own_orders
-    # the human output says which files were kept
+    # the human output says which files were kept: here every one, sample data included
+    sample = {p: (project / p).read_bytes() for p in SAMPLE_FILES}
     again = run_mlpipe("init", str(project), "--force", cwd=tmp_path)
     assert again.exit_code == 0, again.stderr
     kept_line = next(ln for ln in again.stdout.splitlines() if ln.startswith("kept existing"))
     assert "mlpipe.yaml" in kept_line
-    assert "data/sample/orders.parquet" in kept_line
+    assert "data/sample" in kept_line
+    assert {p: (project / p).read_bytes() for p in SAMPLE_FILES} == sample
+
+
+def test_force_refuses_to_complete_partial_sample_data(tmp_path: Path) -> None:
+    """The sample tables join each other (every order's user is in users); one kept from an
+    earlier run (another --rows or --seed) beside freshly generated ones would not. So a
+    partial data/sample/ is refused, naming what is there and what is not, and nothing is
+    written; --no-data scaffolds the rest and leaves the data alone."""
+    project = tmp_path / "proj"
+    (project / "data/sample").mkdir(parents=True)
+    own_orders = b"not parquet, but mine"
+    (project / "data/sample/orders.parquet").write_bytes(own_orders)
+    before = files_under(project)
+    result = run_mlpipe("init", str(project), "--force", "--rows", "1000", cwd=tmp_path)
+    assert result.exit_code == 2
+    assert result.stderr.count("\n") == 1
+    assert "has orders but not" in result.stderr
+    assert "remove data/sample/" in result.stderr
+    assert files_under(project) == before
+    without = run_mlpipe("init", str(project), "--force", "--no-data", "--json", cwd=tmp_path)
+    assert without.exit_code == 0, without.stderr
+    assert set(json.loads(without.stdout)["written"]) == SCAFFOLD_FILES
+    assert (project / "data/sample/orders.parquet").read_bytes() == own_orders
 
 
 def test_bad_arguments_write_nothing(tmp_path: Path) -> None:

@@ -245,6 +245,11 @@ def test_public_names_are_lazy_and_complete() -> None:
         "artifacts_show",
         "artifacts_verify",
         "sample_data",
+        "register_model",
+        "models",
+        "promote",
+        "promote_rollback",
+        "runs",
     }
     assert commands <= set(dir(mlpipe.Pipeline))
 
@@ -269,3 +274,79 @@ def test_python_api_doc_examples(
     assert result.attempted >= 10, result
     assert result.failed == 0, f"{result.failed} doc example(s) failed (see the output above)"
     assert os.listdir(tmp_path / "artifacts" / "churn")
+
+
+def test_models_promote_and_runs_through_the_api_match_the_cli(demo: dict, cli) -> None:  # type: ignore[no-untyped-def]
+    """model register / list, promote (and --rollback) and runs: each API method returns the
+    document the command prints with --json, and leaves the same artifacts behind."""
+    import numpy as np
+    import polars as pl
+    import skops.io as sio
+    from sklearn.linear_model import LogisticRegression
+
+    root, config = demo["root"], demo["config"]
+    c_art, a_art = root / "cli-artifacts", root / "api-artifacts"
+
+    def run(*args: object, code: int = 0) -> dict:
+        result = cli(*args, "-c", config, "--artifact-dir", c_art, "--json")
+        assert result.exit_code == code, (args, result.stderr)
+        return result.json() if code == 0 else {}
+
+    p = mlpipe.Pipeline.from_yaml(config, artifact_dir=a_art)
+    train = root / "train.parquet"
+    p.training_set(train)
+    run("fit", "--data", train)
+    first = p.fit(data=train)
+    run("materialize", "--as-of", AS_OF)
+    p.materialize(as_of=AS_OF)
+
+    features = root / "features.parquet"
+    p.transform(train, features)
+    frame = pl.read_parquet(features)
+    x = np.nan_to_num(frame.select(first.output_columns).to_numpy().astype(np.float64))
+    model_file = root / "model.skops"
+    sio.dump(LogisticRegression(max_iter=500).fit(x, frame["churned"].to_numpy()), model_file)
+
+    registered_cli = run("model", "register", model_file, "--artifact", first.version)
+    registered = p.register_model(model_file, first.version)
+    assert registered.created
+    assert _without(registered.to_dict(), "path") == _without(registered_cli, "path")
+    assert p.register_model(model_file, first.version).created is False  # same file, same id
+    assert _without(p.models().to_dict()["models"][0], "created_at") == _without(
+        run("model", "list")["models"][0], "created_at"
+    )
+
+    # nothing promoted yet: a rollback is a usage error (exit 2), through either door
+    run("promote", "--rollback", code=2)
+    with pytest.raises(mlpipe.UsageError, match="nothing to roll back"):
+        p.promote_rollback()
+    promoted_cli = run("promote", first.version)
+    promoted = p.promote(first.version)
+    assert promoted.model_version == registered.model_version  # the newest bound model
+    # each artifact dir has its own online store, whose version ids are random by design
+    store_specific = ("store_version", "checks")
+    assert _without(promoted.to_dict(), *store_specific) == _without(promoted_cli, *store_specific)
+    assert promoted.store_version
+    assert promoted.store_version in promoted.checks[1]
+    assert p.promote(first.version).already_live
+
+    # a second transform (fitted on half the rows) promoted, then rolled back to the first
+    half = root / "half.parquet"
+    pl.read_parquet(train).head(1000).write_parquet(half)
+    second = p.fit(data=half)
+    assert second.version != first.version
+    moved = p.promote(second.version)
+    assert (moved.transform_version, moved.model_version) == (second.version, None)
+    back = p.promote_rollback()
+    assert back.rollback
+    assert back.transform_version == first.version
+    assert back.model_version == registered.model_version
+
+    runs = p.runs()
+    promotes = [r for r in runs if r.command == "promote"]
+    # refused rollback, promote, already live, promote the second, roll back
+    assert [r.record.get("exit_code") for r in promotes] == [2, 0, 0, 0, 0]
+    assert "model register" in [r.command for r in runs]
+    assert [r.path for r in p.runs(command="promote", since="1h")] == [r.path for r in promotes]
+    with pytest.raises(mlpipe.UsageError, match="since"):
+        p.runs(since="soon")

@@ -55,6 +55,8 @@ def init(
     Afterwards every command works from DIRECTORY with no -c: `cd DIRECTORY && make all` runs
     the pipeline's steps (see its Makefile). A non-empty DIRECTORY is refused (exit 2) unless
     --force; existing files are never overwritten, even then (the output names the ones kept).
+    A data/sample/ holding some of the sample tables but not all is refused (exit 2): tables
+    from two runs would not join; remove it, or pass --no-data.
     Like every subcommand it accepts -c/--config and --artifact-dir, but it reads neither.
 
     Example: mlpipe init churn-demo --rows 20000

@@ -80,28 +80,21 @@ def register(
 
     Example: mlpipe model register model.skops --artifact 0001-3f2a9c0d1e4b -c configs/example.yaml
     """
-    from mlpipe_cli.serving.model import register_model
+    from mlpipe_cli.ops.models import register_model
 
     out = Output.create(json_mode=json_output, quiet=quiet)
-    store = run_context(config, artifact_dir).store
-    version, created = register_model(
-        store, model_file, artifact, trust=trust or (), trust_pickle=trust_pickle
+    result = register_model(
+        run_context(config, artifact_dir),
+        model_file,
+        artifact,
+        trust=trust or (),
+        trust_pickle=trust_pickle,
     )
-    params = version.manifest.get("params") or {}
-    model_name = next(name for name in version.manifest["files"] if name.startswith("model."))
-    doc = {
-        "model_version": version.version,
-        "created": created,
-        "transform_version": params.get("transform_version"),
-        "format": params.get("format", "pickle"),
-        "trusted_types": params.get("trusted_types") or [],
-        "model_sha256": version.manifest["files"][model_name]["sha256"],
-        "path": str(version.path),
-    }
-    verb = "registered" if created else "already registered as"
+    doc = result.to_dict()
+    verb = "registered" if result.created else "already registered as"
     out.result(
         doc,
-        f"{verb} model {version.version} ({doc['format']}) for transform "
+        f"{verb} model {result.model_version} ({doc['format']}) for transform "
         f"{doc['transform_version']} (sha256 {doc['model_sha256'][:12]})",
     )
 
@@ -117,21 +110,11 @@ def list_models(
 
     Example: mlpipe model list -c configs/example.yaml
     """
+    from mlpipe_cli.ops.models import list_models as registered_models
+
     out = Output.create(json_mode=json_output, quiet=quiet)
-    store = run_context(config, artifact_dir).store
-    latest = store.latest("model")
-    rows = []
-    for version in store.versions("model"):
-        manifest = store.get("model", version, verify=False).manifest
-        rows.append(
-            {
-                "version": version,
-                "latest": version == latest,
-                "transform_version": (manifest.get("params") or {}).get("transform_version"),
-                "source_file": manifest.get("source_file"),
-                "created_at": manifest.get("created_at"),
-            }
-        )
+    result = registered_models(run_context(config, artifact_dir))
+    rows = result.to_dict()["models"]
     out.result({"models": rows})
     if not rows:
         out.line("no models registered (mlpipe model register MODEL.skops --artifact VERSION)")

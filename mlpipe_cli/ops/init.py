@@ -67,6 +67,8 @@ def init(
         raise UsageError(f"unknown example {example!r} (choose from {', '.join(EXAMPLES)})")
     project_dir = Path(project_dir)
     _check_target(project_dir, force=force)
+    if sample_data:
+        _check_sample_tables(project_dir)
     if sample_data and rows < 100:
         # checked before anything is written, so a bad --rows leaves no half-made project
         raise UsageError(f"--rows must be at least 100, got {rows}")
@@ -96,6 +98,22 @@ def _check_target(project_dir: Path, *, force: bool) -> None:
         raise UsageError(
             f"{project_dir} is not empty; choose a new directory, "
             "or pass --force to add the missing files (existing files are kept)"
+        )
+
+
+def _check_sample_tables(project_dir: Path) -> None:
+    """Refuse to complete a partial data/sample/: the tables are generated together (users
+    in orders and labels exist in users), so a regenerated table next to a kept one from
+    another run (other --rows or --seed) would be sample data that does not join."""
+    from mlpipe_cli.sample_data import TABLES
+
+    present = [t for t in TABLES if (project_dir / SAMPLE_DIR / f"{t}.parquet").exists()]
+    if present and len(present) < len(TABLES):
+        missing = [t for t in TABLES if t not in present]
+        raise UsageError(
+            f"{SAMPLE_DIR}/ has {', '.join(present)} but not {', '.join(missing)}: the sample "
+            f"tables are generated together; remove {SAMPLE_DIR}/ to regenerate them all, "
+            "or pass --no-data"
         )
 
 
