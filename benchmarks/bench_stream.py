@@ -96,6 +96,15 @@ def server_cpu(client) -> float:  # type: ignore[no-untyped-def]
     return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
+def runqueue_wait(pid: int) -> float:
+    """Seconds the process has spent runnable but waiting for a CPU (Linux schedstat)."""
+    try:
+        fields = Path(f"/proc/{pid}/schedstat").read_text().split()
+    except OSError:
+        return float("nan")
+    return int(fields[1]) / 1e9
+
+
 def client_cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
@@ -251,6 +260,10 @@ def visibility_over_http(args: argparse.Namespace, tmp: Path, server: Server) ->
         load_encoded = encode_events(config, plan, load_rows)
         probes: dict[int, tuple[float, str]] = {}  # user -> (sent at, expected newest_event)
         latencies: list[float] = []
+        in_state: list[float] = []  # XADD -> in the state (Redis), the consumer's share
+        applied_at: dict[int, float] = {}
+        probe_us: dict[int, int] = {}
+        probe_client = StateStore(plan).client
         gets: list[float] = []
         busy: list[float] = []
         stop = threading.Event()
@@ -265,12 +278,19 @@ def visibility_over_http(args: argparse.Namespace, tmp: Path, server: Server) ->
                     time.sleep(0.001)
                     continue
                 for user, (sent, newest) in todo:
+                    if user not in applied_at:  # the state itself, straight from Redis
+                        nw = probe_client.hget(plan.agg_key(f"[{user}]"), "nw")
+                        if nw is not None and int(float(nw)) == probe_us[user]:
+                            applied_at[user] = time.perf_counter()
+                            in_state.append((applied_at[user] - sent) * 1000)
                     begin = time.perf_counter()
                     doc = http_get(poll, f"/features/{user}")
                     done = time.perf_counter()
                     gets.append((done - begin) * 1000)
                     if doc["freshness"]["total_orders"]["newest_event"] == newest:
                         latencies.append((done - sent) * 1000)
+                        if user not in applied_at:
+                            in_state.append((done - sent) * 1000)
                         with lock:
                             del probes[user]
             poll.close()
@@ -278,27 +298,42 @@ def visibility_over_http(args: argparse.Namespace, tmp: Path, server: Server) ->
         thread = threading.Thread(target=poller, daemon=True)
         thread.start()
         per_tick = max(1, args.rate // 100)
-        probe_users = iter(users.to_list())
-        template = {"order_id": 1, "revenue": 1.0, "product_id": 1, "channel": "web"}
+        # probe events encoded before the clock starts: one a user, 20 a second
+        ticks = -(-len(load_encoded) // per_tick)
+        probe_rows = [
+            {"order_id": 1, "revenue": 1.0, "product_id": 1, "channel": "web", "user_id": user,
+             "order_ts": t_b + timedelta(days=2, microseconds=tick)}
+            for user, tick in zip(users.to_list(), range(0, ticks, 5), strict=False)
+        ]  # fmt: skip
+        probe_frame = pl.DataFrame(probe_rows, schema_overrides={"order_ts":
+                                                                  pl.Datetime("us", "UTC")})
+        probe_events = dict(zip(range(0, ticks, 5), zip(
+            probe_rows, encode_events(config, plan, probe_frame), strict=False), strict=False))
+        for row in probe_rows:
+            at = row["order_ts"]
+            probe_us[row["user_id"]] = int(at.timestamp()) * 1_000_000 + at.microsecond
         missed = 0
+        # redis-server's own stalls over 10 ms, to tell them from the clients' (LATENCY LATEST)
+        state.client.config_set("latency-monitor-threshold", 10)
+        state.client.slowlog_reset()
         t0 = time.perf_counter()
         s0, c0 = server_cpu(state.client), client_cpu()
+        waits = {"redis-server": server.proc.pid, "mlpipe stream": consumer.pid,
+                 "mlpipe serve": serve.pid}  # fmt: skip
+        waited = {name: runqueue_wait(pid) for name, pid in waits.items()}
         for tick, start in enumerate(range(0, len(load_encoded), per_tick)):
             chunk = list(load_encoded[start : start + per_tick])
-            probe = None
-            if tick % 5 == 0:  # 20 probes a second, each to a user of its own
-                user = next(probe_users, None)
-                if user is not None:
-                    at = t_b + timedelta(days=2, microseconds=tick)
-                    row = pl.DataFrame([{**template, "user_id": user, "order_ts": at}],
-                                       schema_overrides={"order_ts": pl.Datetime("us", "UTC")})
-                    chunk += encode_events(config, plan, row)
-                    probe = (user, at.isoformat())
-            sent = time.perf_counter()
-            state.source.append(chunk)
+            probe = probe_events.get(tick)
             if probe is not None:
+                chunk.append(probe[1])
+            ids = state.source.append(chunk)
+            if probe is not None:
+                # sent = the XADD's own time (its stream id, the server's clock): a stall
+                # of this process after the XADD is not counted as the consumer's
+                sent_ms = int(ids[-1].split("-")[0])
+                sent = time.perf_counter() - (time.time() - sent_ms / 1000)
                 with lock:
-                    probes[probe[0]] = (sent, probe[1])
+                    probes[probe[0]["user_id"]] = (sent, probe[0]["order_ts"].isoformat())
             if tick % 10 == 0:
                 begin = time.perf_counter()
                 reader.read_one(int(users[tick % len(users)]))
@@ -322,6 +357,16 @@ def visibility_over_http(args: argparse.Namespace, tmp: Path, server: Server) ->
               f"p50 {pct(latencies, 0.5):.1f} ms, p99 {pct(latencies, 0.99):.1f} ms, "
               f"max {max(latencies):.1f} ms (goal p99 <= 100 ms); one poll GET: "
               f"p50 {pct(gets, 0.5):.2f} ms, p99 {pct(gets, 0.99):.2f} ms")  # fmt: skip
+        waited = {name: runqueue_wait(pid) - waited[name] for name, pid in waits.items()}
+        print("  seconds spent runnable but waiting for a CPU during the run: "
+              + ", ".join(f"{name} {seconds:.2f}" for name, seconds in waited.items()))
+        stalls = state.client.execute_command("LATENCY", "LATEST")
+        slow = state.client.slowlog_get(3)
+        print(f"  redis-server stalls > 10 ms: {stalls or 'none'}; slowest commands: "
+              f"{[(e['duration'], e['command'][:60]) for e in slow]}")  # fmt: skip
+        print(f"  of which XADD -> applied in the state (polled in Redis): "
+              f"p50 {pct(in_state, 0.5):.1f} ms, p99 {pct(in_state, 0.99):.1f} ms, "
+              f"max {max(in_state):.1f} ms")  # fmt: skip
         print(f"read_one in-process, idle: p50 {pct(idle, 0.5) * 1000:.0f} us, "
               f"p99 {pct(idle, 0.99) * 1000:.0f} us; while consuming {args.rate}/s: "
               f"p50 {pct(busy, 0.5) * 1000:.0f} us, p99 {pct(busy, 0.99) * 1000:.0f} us")  # fmt: skip
