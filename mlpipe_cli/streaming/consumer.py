@@ -174,8 +174,8 @@ class Consumer:
         now_ms = int(time.time() * 1000)
         sources: dict[str, Any] = {}
         for name, store in self.stores.items():
-            doc = source_status(store, now_ms)
-            sources[name] = {"this_consumer": self.progress[name].to_dict(), **doc}
+            reading = source_status(store, now_ms)
+            sources[name] = {"this_consumer": self.progress[name].to_dict(), **reading}
         doc: dict[str, Any] = {"consumer": self.name, "sources": sources}
         if rate is not None:
             doc["events_per_second"] = round(rate, 1)
