@@ -92,3 +92,30 @@ def test_a_restarted_server_is_reconnected(tmp_path: Path, redis_server: Any) ->
         store.close()
     assert after == before
     assert len(after[0].raw) == 2
+
+
+def test_read_ahead_sends_two_batches_each_applied_once(tmp_path: Path, redis_server: Any) -> None:
+    """Two apply scripts in one round trip: each takes its own batch (no entry twice), and
+    the one that finds the stream drained returns its head for the blocking wait."""
+    store = make_store(tmp_path, redis_server.url)  # 4 events applied already
+    config = load_config(tmp_path / "mlpipe.yaml")
+    events = [{"user_id": f"u{n % 7}", "order_ts": T_B + timedelta(minutes=n),
+               "revenue": float(n), "channel": "web"} for n in range(250)]  # fmt: skip
+    ids = store.source.append(encode_events(config, store.plan,
+                                            pl.DataFrame(events, schema=SCHEMA)))  # fmt: skip
+    try:
+        first = store.apply_ahead("c", 2)
+        second = store.apply_ahead("c", 2)
+        stats = store.stats()
+        pending = store.source.pending(store.plan.stream.group).count
+    finally:
+        store.close()
+    assert [r.entries for r in first if r] == [100, 100]
+    assert [r.entries for r in second if r] == [50, 0]
+    assert second[0] is not None
+    assert second[0].last_id == ids[-1]
+    assert second[1] is not None
+    assert second[1].stream_head == ids[-1]
+    assert stats["applied"] == 4 + 250
+    assert stats.get("duplicate", 0) == 0
+    assert pending == 0

@@ -74,6 +74,7 @@ class Consumer:
         self.progress = {p.source_name: SourceProgress() for p in self.plans}
         # each source's stream head when its last read found nothing (None: not drained)
         self.heads: dict[str, str | None] = {p.source_name: None for p in self.plans}
+        self._full: dict[str, bool] = {}  # the source's last batch was full: read ahead
 
     def close(self) -> None:
         for store in self.stores.values():
@@ -109,11 +110,17 @@ class Consumer:
         """One batch per source; returns the entries taken."""
         taken = 0
         for name, store in self.stores.items():
-            result = store.apply(self.name)
-            self.heads[name] = result.stream_head if result is not None else None
-            if result is not None:
-                self.progress[name].add(result)
-                taken += result.entries
+            # two batches in flight while the last round found a full batch (a backlog):
+            # the server starts the second without waiting for this process
+            depth = 2 if self._full.get(name) else 1
+            results = store.apply_ahead(self.name, depth)
+            last = results[-1]
+            self.heads[name] = last.stream_head if last is not None else None
+            self._full[name] = last is not None and last.entries >= store.plan.stream.batch
+            for result in results:
+                if result is not None:
+                    self.progress[name].add(result)
+                    taken += result.entries
         return taken
 
     def wait_for_entries(self, seconds: float) -> None:

@@ -347,8 +347,6 @@ class StateStore:
         """One atomic batch: read (``read``: new entries; ``own``: this consumer's pending;
         ``claim``: entries idle on any consumer), apply and acknowledge. None before the
         bootstrap has finished."""
-        import redis
-
         plan = self.plan
         stream = plan.stream
         args = [
@@ -356,14 +354,40 @@ class StateStore:
             str(count or stream.batch),
             str(min_idle_ms if min_idle_ms is not None else int(stream.claim_idle.total_seconds() * 1000)),
         ]  # fmt: skip
+        return self._apply_calls(args, 1)[0]
+
+    def apply_ahead(self, consumer: str, depth: int = 2) -> list[ApplyResult | None]:
+        """``depth`` read batches sent in one round trip: each script is still one atomic
+        batch, and redis-server starts the next as soon as one ends instead of waiting for
+        this client to read the reply and send again (an idle gap per batch)."""
+        plan = self.plan
+        stream = plan.stream
+        args = ["read", stream.key, stream.group, consumer, stream.dead_letter_key, plan.prefix,
+                str(stream.batch), str(int(stream.claim_idle.total_seconds() * 1000))]  # fmt: skip
+        return self._apply_calls(args, depth)
+
+    def _apply_calls(self, args: list[str], depth: int) -> list[ApplyResult | None]:
+        import redis
+
+        def send() -> list[Any]:
+            if depth == 1:
+                return [self.client.evalsha(self._sha, 0, *args)]
+            pipe = self.client.pipeline(transaction=False)
+            for _ in range(depth):
+                pipe.evalsha(self._sha, 0, *args)
+            return pipe.execute()
+
         with self.errors("applying events"):
             if self._sha is None:
                 self._sha = self.client.script_load(APPLY_SCRIPT)
             try:
-                reply = self.client.evalsha(self._sha, 0, *args)
-            except redis.exceptions.NoScriptError:  # the server restarted: load it again
+                replies = send()
+            except redis.exceptions.NoScriptError:  # the server restarted: nothing ran
                 self._sha = self.client.script_load(APPLY_SCRIPT)
-                reply = self.client.evalsha(self._sha, 0, *args)
+                replies = send()
+        return [self._result(reply) for reply in replies]
+
+    def _result(self, reply: Any) -> ApplyResult | None:
         if int(reply[0]) == -2:
             self.check_compatible(self.meta())  # type: ignore[arg-type]  # raises: format
         if int(reply[0]) < 0:
