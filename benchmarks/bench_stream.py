@@ -12,7 +12,8 @@ lifetime count/sum/mean-interval/last, 30-day count and sum, 7-day mean, days si
       then ZADD the event, HSET the entity's newest time, XACK — four round trips per event,
       no fold, no idempotency (it does less than mlpipe). Timed on --baseline-sample events.
    b. the mlpipe apply script with one event per call (server-side Lua, one round trip each).
-   c. the mlpipe apply script with batches of 50, 100 (the default) and 500 events.
+   c. the mlpipe apply script with batches of 50, 100 (the default) and 500 events, and
+      the `mlpipe stream` loop itself (batches of 100, two scripts in flight while full).
    Client CPU seconds (this process) and redis-server CPU seconds (INFO cpu) beside wall,
    and redis-server CPU microseconds per event: the consumer's real cost, which a loaded
    machine does not inflate the way it inflates wall time.
@@ -55,6 +56,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from mlpipe_cli.config import load_config
 from mlpipe_cli.streaming import StreamingFeatureReader
+from mlpipe_cli.streaming.consumer import Consumer
 from mlpipe_cli.streaming.events import encode_events
 from mlpipe_cli.streaming.plan import build_plan
 from mlpipe_cli.streaming.state import StateStore
@@ -450,19 +452,26 @@ def main() -> None:
         for label, count, limit in (("Lua, 1 event per call", 1, args.baseline_sample),
                                     ("Lua, batches of 50", 50, None),
                                     ("Lua, batches of 100 (default)", 100, None),
-                                    ("Lua, batches of 500", 500, None)):  # fmt: skip
-            stream_key = f"ev-{count}"
+                                    ("Lua, batches of 500", 500, None),
+                                    ("mlpipe stream loop (100, two in flight)", 0, None)
+                                    ):  # fmt: skip
+            stream_key = f"ev-{count or 'loop'}"
             cfg_path = write_project(tmp, server.url, stream_key)
             config = load_config(cfg_path)
             plan = build_plan(config, "orders")
             # a separate state namespace per variant: the same starting state each time
-            plan = plan.__class__(**{**plan.__dict__, "prefix": f"{plan.prefix}:{count}"})
+            plan = plan.__class__(**{**plan.__dict__, "prefix": f"{plan.prefix}:{count or 'loop'}"})
             variant = StateStore(plan)
             variant.bootstrap(config, as_of=T_B, batch_version="bench")
             todo = encoded[:limit] if limit else encoded
             variant.source.append(todo)
 
-            def drain(variant=variant, count=count) -> int:  # type: ignore[no-untyped-def]
+            def drain(variant=variant, count=count, config=config) -> int:  # type: ignore[no-untyped-def]
+                if count == 0:  # the consumer's own loop: reads ahead while batches are full
+                    loop = Consumer(config, [variant.plan], name="c")
+                    loop.run(once=True)
+                    loop.close()
+                    return loop.total_entries()
                 total = 0
                 while True:
                     result = variant.apply("c", count=count)
