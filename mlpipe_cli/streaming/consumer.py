@@ -1,7 +1,8 @@
 """The `mlpipe stream` loop: bootstrap once, then apply batches until stopped.
 
 Each round calls the apply script once per source (read, apply and ack in one atomic step;
-see ``streaming.lua``). Several consumers (processes, machines) may run at once with
+see ``streaming.lua``), twice in one round trip while batches come back full; when every
+stream is drained it blocks on XREAD for the next entry instead of polling. Several consumers (processes, machines) may run at once with
 different names: the consumer group hands each entry to one of them. Startup first takes
 this consumer's own pending entries, then claims entries idle on other consumers for
 longer than ``stream.claim_idle`` (XAUTOCLAIM); claiming repeats every half of that.
