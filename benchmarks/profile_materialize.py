@@ -12,7 +12,7 @@ the code under test is unchanged:
     hash      _entities_hash                      (hash_rows of the entity list)
     begin     writer.start_version                (metadata, progress record)
     compute   features.engine.compute_features    (one call per batch of chunks)
-    pack      _pack_chunk                         (keys + one orjson value per entity)
+    pack      _pack_chunk                         (keys + one JSON value per entity, column-wise)
     write     store.write_chunk                   (pipelined SETs / executemany + commit)
     finish    writer.finish_version: verify (count) + switch (pointer) + remove_stale
     publish   the materialization artifact
@@ -20,6 +20,13 @@ the code under test is unchanged:
 Each step gets wall and CPU seconds (this process, all threads; redis-server's own CPU from
 INFO for the Redis runs); `other` is the rest of the run (setup, Python glue). Runs are
 interleaved redis, sqlite, redis, sqlite... and every line carries the load average.
+
+Two modes (``--modes``, interleaved too): ``overlap`` is the code as it runs (pack and write
+on the writer thread while the next batch is computed: the steps' wall times add up to more
+than the run, and each step's CPU also holds the other thread's); ``serial`` makes every
+batch wait until it is written before the next is computed (``_ChunkWriter.submit`` patched
+to join the writer's queue), so the steps do not overlap and each one's CPU is its own: the
+per-phase breakdown.
 ``--cprofile`` adds a cProfile of one run per store (top functions by own time), which
 shows what inside `pack` and `compute` costs. ``--compute-schedules`` times
 ``compute_features`` alone for every entity in one call, in materialize's batch schedule
@@ -76,7 +83,7 @@ class Timers:
         return timed
 
 
-def instrumented_run(config, artifact_dir: Path, store, timers: Timers) -> dict:  # type: ignore[no-untyped-def]
+def instrumented_run(config, artifact_dir: Path, store, timers: Timers, serial: bool) -> dict:  # type: ignore[no-untyped-def]
     """run_materialize with its collaborators wrapped (module attributes patched, restored)."""
     import mlpipe_cli.features.engine as engine
     import mlpipe_cli.ops.materialize as ops
@@ -95,6 +102,16 @@ def instrumented_run(config, artifact_dir: Path, store, timers: Timers) -> dict:
     saved = {target: getattr(*target) for target in patches}
     for (module, name), step in patches.items():
         setattr(module, name, timers.wrap(step, getattr(module, name)))
+    writer_cls = getattr(ops, "_ChunkWriter", None)
+    submit = writer_cls.submit if writer_cls is not None else None
+    if serial and writer_cls is not None:
+
+        def submit_and_wait(self, batch):  # type: ignore[no-untyped-def]
+            submit(self, batch)
+            if batch is not None:
+                self._jobs.join()  # written before the next batch is computed
+
+        writer_cls.submit = submit_and_wait
     for method, step in (("write_chunk", "write"), ("verify", "verify"), ("switch", "switch"),
                          ("remove_stale", "remove")):  # fmt: skip
         setattr(store, method, timers.wrap(step, getattr(store, method)))
@@ -108,9 +125,13 @@ def instrumented_run(config, artifact_dir: Path, store, timers: Timers) -> dict:
     finally:
         for (module, name), fn in saved.items():
             setattr(module, name, fn)
+        if writer_cls is not None:
+            writer_cls.submit = submit
 
 
-def one_run(kind: str, cfg, root: Path, server: Server, run: int, profile: bool) -> dict:  # type: ignore[no-untyped-def]
+def one_run(
+    kind: str, cfg, root: Path, server: Server, run: int, profile: bool, serial: bool
+) -> dict:  # type: ignore[no-untyped-def]
     from mlpipe_cli.online.redis_store import RedisStore
     from mlpipe_cli.online.sqlite_store import SqliteStore
 
@@ -126,7 +147,9 @@ def one_run(kind: str, cfg, root: Path, server: Server, run: int, profile: bool)
     if profiler:
         profiler.enable()
     try:
-        total = instrumented_run(cfg, root / f"artifacts-{kind}", store, timers)
+        c0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        total = instrumented_run(cfg, root / f"artifacts-{kind}", store, timers, serial)
+        total["maxrss_kib"] = max(c0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
     finally:
         if profiler:
             profiler.disable()
@@ -141,15 +164,20 @@ def one_run(kind: str, cfg, root: Path, server: Server, run: int, profile: bool)
 
 def report(kind: str, runs: list[dict]) -> None:
     n = runs[0]["entities"]
+    overlapped = runs[0]["mode"] == "overlap"
     med = {k: statistics.median(r[k] for r in runs) for k in ("wall", "cpu", "redis_cpu", "load1")}
     print(
-        f"\n{kind}: {n:,} entities, median of {len(runs)}: {n / med['wall']:,.0f} entities/s, "
+        f"\n{kind} ({runs[0]['mode']}): {n:,} entities, median of {len(runs)}: "
+        f"{n / med['wall']:,.0f} entities/s, "
         f"wall {med['wall']:.2f}s, cpu {med['cpu']:.2f}s"
         + (f" + redis-server {med['redis_cpu']:.2f}s" if kind == "redis" else "")
         + " (load at start "
         + ", ".join(f"{r['load1']:.1f}" for r in runs)
-        + ")"
+        + f"; peak RSS of the process so far {max(r['maxrss_kib'] for r in runs) / 2**20:.2f} GiB)"
     )
+    if overlapped:
+        print("  (overlap: pack and write run on the writer thread during compute; step times")
+        print("   add up to more than the run and each step's CPU holds the other thread's)")
     print(
         f"  {'step':8s} {'wall s':>7s} {'cpu s':>7s} {'share':>6s} {'calls':>6s}  "
         "entities/s if this were the only cost"
@@ -172,6 +200,8 @@ def report(kind: str, runs: list[dict]) -> None:
         calls = runs[0]["calls"].get(step, "")
         rate = f"{n / wall:12,.0f}" if wall > 0.001 else ""
         print(f"  {step:8s} {wall:7.2f} {cpu:7.2f} {wall / med['wall']:6.1%} {calls!s:>6s}  {rate}")
+    if overlapped:
+        return
     fixed = sum(steps[s][0] for s in ("list", "hash", "begin", "verify", "switch", "remove",
                                        "finish", "publish")) + other_wall  # fmt: skip
     compute, pack, write = steps["compute"][0], steps["pack"][0], steps["write"][0]
@@ -195,17 +225,14 @@ def compute_schedules(config, n: int, chunk: int, rounds: int) -> None:  # type:
         list_entities,
         select_features,
     )
-    from mlpipe_cli.ops.materialize import COMPUTE_BATCH_ENTITIES
+    from mlpipe_cli.ops.materialize import compute_batches
 
     selected = select_features(config, None)
     names = [f.name for f in selected]
     entities = list_entities(config, selected, AS_OF)
     spine_time = _spine_time(config, selected, AS_OF)
     chunks = (n + chunk - 1) // chunk
-    schedule, first, batch = [], 0, 1  # as run_materialize builds it
-    while first < chunks:
-        schedule.append((first, min(chunks, first + batch)))
-        first, batch = first + batch, min(max(1, COMPUTE_BATCH_ENTITIES // chunk), batch * 2)
+    schedule = compute_batches(0, [0] * chunks, chunk)  # as run_materialize builds it
     tenth = max(1, chunks // 10)
     equal = [(i, min(chunks, i + tenth)) for i in range(0, chunks, tenth)]
     plans = {
@@ -217,11 +244,12 @@ def compute_schedules(config, n: int, chunk: int, rounds: int) -> None:  # type:
     for r in range(rounds):
         for label, plan in plans.items():
             load1, c0, t0 = os.getloadavg()[0], cpu_s(), time.perf_counter()
+            sources: dict = {}  # one read of each source per plan, as run_materialize does
             for a, b in plan:
                 spine = entities.slice(a * chunk, (b - a) * chunk)
                 compute_features(config, spine.with_columns(spine_time.alias(AS_OF_COLUMN)),
                                  entity_keys=list(config.entity_keys), timestamp=AS_OF_COLUMN,
-                                 features=names)  # fmt: skip
+                                 features=names, source_cache=sources)  # fmt: skip
             print(
                 f"  round {r + 1} {label:22s} wall {time.perf_counter() - t0:6.2f}s "
                 f"cpu {cpu_s() - c0:6.2f}s (load {load1:.1f})",
@@ -236,6 +264,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--chunk-size", type=int, default=10_000)
     parser.add_argument("--stores", default="redis,sqlite")
+    parser.add_argument("--modes", default="overlap,serial", help="overlap (as it runs), serial")
     parser.add_argument("--cprofile", action="store_true", help="cProfile one run per store")
     parser.add_argument(
         "--compute-schedules",
@@ -266,20 +295,26 @@ def main() -> None:
             "sqlite": load(path, chunk_size=args.chunk_size),
         }
         kinds = args.stores.split(",")
-        runs: dict[str, list[dict]] = {k: [] for k in kinds}
+        modes = args.modes.split(",")
+        runs: dict[tuple[str, str], list[dict]] = {(k, m): [] for m in modes for k in kinds}
         for run in range(args.repeat):
-            for kind in kinds:
-                runs[kind].append(one_run(kind, configs[kind], root, server, run, False))
-                r = runs[kind][-1]
-                print(
-                    f"  run {run + 1} {kind:6s}: {r['entities'] / r['wall']:,.0f}/s wall "
-                    f"{r['wall']:.2f}s cpu {r['cpu']:.2f}s (load {r['load1']:.1f})"
-                )
-        for kind in kinds:
-            report(kind, runs[kind])
+            for mode in modes:
+                for kind in kinds:
+                    r = one_run(kind, configs[kind], root, server, run, False, mode == "serial")
+                    r["mode"] = mode
+                    runs[kind, mode].append(r)
+                    print(
+                        f"  run {run + 1} {kind:6s} {mode:7s}: {r['entities'] / r['wall']:,.0f}/s "
+                        f"wall {r['wall']:.2f}s cpu {r['cpu']:.2f}s"
+                        + (f" + redis-server {r['redis_cpu']:.2f}s" if kind == "redis" else "")
+                        + f" (load {r['load1']:.1f})",
+                        flush=True,
+                    )
+        for (kind, _mode), done in runs.items():
+            report(kind, done)
         if args.cprofile:
             for kind in kinds:
-                r = one_run(kind, configs[kind], root, server, 99, True)
+                r = one_run(kind, configs[kind], root, server, 99, True, "serial" in modes)
                 print(
                     f"\ncProfile, {kind} (wall {r['wall']:.2f}s under the profiler, load "
                     f"{r['load1']:.1f}), top 20 by own time:"

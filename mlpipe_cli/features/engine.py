@@ -193,6 +193,7 @@ def compute_features(
     features: Sequence[str] | None = ...,
     progress: Callable[[str], None] | None = ...,
     stats: Literal[False] = ...,
+    source_cache: dict[tuple[object, ...], pl.DataFrame] | None = ...,
 ) -> pl.DataFrame: ...
 
 
@@ -206,6 +207,7 @@ def compute_features(
     features: Sequence[str] | None = ...,
     progress: Callable[[str], None] | None = ...,
     stats: Literal[True],
+    source_cache: dict[tuple[object, ...], pl.DataFrame] | None = ...,
 ) -> FeatureFrame: ...
 
 
@@ -218,6 +220,7 @@ def compute_features(
     features: Sequence[str] | None = None,
     progress: Callable[[str], None] | None = None,
     stats: bool = False,
+    source_cache: dict[tuple[object, ...], pl.DataFrame] | None = None,
 ) -> pl.DataFrame | FeatureFrame:
     """Spine columns + one column per feature, one row per spine row, in spine order.
 
@@ -227,7 +230,9 @@ def compute_features(
     order; default: the same names). ``progress`` (optional) is called with a short
     description as each step starts. With ``stats=True`` the result is a FeatureFrame whose
     ``stats`` give each feature's matched-row rate (``check_match_rates`` turns them into a
-    pass/fail).
+    pass/fail). ``source_cache`` (optional, a dict the caller keeps) holds each source's
+    loaded rows between calls over the same config and files: ``materialize`` computes its
+    entities in batches and would otherwise read every source once per batch.
     """
     selected = _select(config, features)
     lazy = spine.lazy() if isinstance(spine, pl.DataFrame) else spine
@@ -284,7 +289,7 @@ def compute_features(
         ctx.say(f"features from {source_name} by {where} ({len(group)})")
         progress_note(f"{source_name} by {where}")
         result, examples = _compute_group(
-            config, gctx, slim, source_name, source, group, inclusive, join
+            config, gctx, slim, source_name, source, group, inclusive, join, source_cache
         )
         if result.height != n:
             raise PointInTimeInvariantError(
@@ -573,6 +578,7 @@ def _compute_group(
     group: list[FeatureConfig],
     inclusive: bool,
     join: _Join,
+    source_cache: dict[tuple[object, ...], pl.DataFrame] | None = None,
 ) -> tuple[pl.DataFrame, tuple[str, ...]]:
     """The group's feature columns and _MATCHED, in spine order, and a few of the source's
     key values (for a message when nothing matched)."""
@@ -594,7 +600,18 @@ def _compute_group(
         if col is not None and col not in value_columns:
             value_columns.append(col)
     vcol = {c: _value_col(i) for i, c in enumerate(value_columns)}
-    holder = [_load_source(ctx, name, source, join, value_columns)]
+    # what _load_source's result depends on (the frames are never modified in place)
+    cache_key = (
+        name, tuple(join.source), tuple(ctx.key_dtypes.items()), ctx.unit, ctx.zone,
+        tuple(value_columns),
+    )  # fmt: skip
+    loaded = source_cache.get(cache_key) if source_cache is not None else None
+    if loaded is None:
+        loaded = _load_source(ctx, name, source, join, value_columns)
+        if source_cache is not None:
+            source_cache[cache_key] = loaded
+    holder = [loaded]
+    del loaded
     examples = _examples(holder[0].select(ctx.keys))
     if not timed and not type2:
         return _plain_attributes(ctx, slim, name, holder.pop(), group, vcol), examples
@@ -1142,8 +1159,11 @@ def _run_cumsums(stage: pl.DataFrame, names: list[str]) -> pl.DataFrame:
             continue
         values = column.cast(target).to_numpy()
         sums = values.copy()
-        for level in levels:
-            sums[level] = sums[level - 1] + values[level]
+        # inf + -inf is NaN and a float sum may overflow to inf, as in a sequential sum: the
+        # IEEE results are the values, not something to warn about
+        with np.errstate(invalid="ignore", over="ignore"):
+            for level in levels:
+                sums[level] = sums[level - 1] + values[level]
         if has_long:
             sub = pl.DataFrame({"g": run_id[long_rows], "v": values[long_rows]})
             sums[long_rows] = sub.select(pl.col("v").cum_sum().over("g")).to_series().to_numpy()

@@ -20,14 +20,17 @@ Value encoding
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from mlpipe_cli.errors import UsageError
 from mlpipe_cli.online.store import LookupResult, Namespace, StoreMetadata
+
+if TYPE_CHECKING:
+    import polars as pl
 
 
 def entity_store_key(entity: Sequence[Any] | Any) -> str:
@@ -159,6 +162,85 @@ def pack_row(values: Sequence[Any], event_times: Sequence[float | None] = ()) ->
     if any(isinstance(v, float) and (v != v or v in (float("inf"), float("-inf"))) for v in row):
         return NON_FINITE_PREFIX + orjson.dumps([box_non_finite(v) for v in row])
     return orjson.dumps(row)
+
+
+class PackedChunk(Sequence[tuple[str, bytes]]):
+    """One chunk's packed rows: a Polars frame of ``k`` (the store key) and ``v`` (the
+    packed value as text: orjson's output is UTF-8), in entity order.
+
+    It is a sequence of ``(key, value bytes)`` pairs like the lists the stores always took,
+    so any store writes it; the single-node Redis store and SQLite take their fast paths
+    (``set_commands``, ``sorted_rows``) and never make a Python object per row for Redis.
+    """
+
+    __slots__ = ("frame",)
+
+    def __init__(self, frame: pl.DataFrame) -> None:
+        self.frame = frame
+
+    @classmethod
+    def from_items(cls, keys: Sequence[str], values: Sequence[bytes]) -> PackedChunk:
+        import polars as pl
+
+        return cls(
+            pl.DataFrame(
+                {"k": list(keys), "v": [v.decode() for v in values]},
+                schema={"k": pl.String, "v": pl.String},
+            )
+        )
+
+    def __len__(self) -> int:
+        return self.frame.height
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, slice):
+            return list(self)[index]
+        key, value = self.frame.row(index)
+        return key, value.encode()
+
+    def __iter__(self) -> Iterator[tuple[str, bytes]]:
+        return iter(self.rows())
+
+    def rows(self) -> list[tuple[str, bytes]]:
+        import polars as pl
+
+        return list(
+            zip(
+                self.frame.get_column("k").to_list(),
+                self.frame.get_column("v").cast(pl.Binary).to_list(),
+                strict=True,
+            )
+        )
+
+    def sorted_rows(self) -> list[tuple[str, bytes]]:
+        """The rows by key (UTF-8 byte order = code point order = Python's ``sorted``)."""
+        return PackedChunk(self.frame.sort("k")).rows()
+
+    def set_commands(self, prefix: bytes, ttl_seconds: int | None) -> bytes:
+        """``SET <prefix><key> <value> [EX ttl]`` for every row as one RESP payload, built
+        column-wise by Polars: the same bytes as ``redis_store.set_command_batches``."""
+        import polars as pl
+
+        if ttl_seconds:
+            ttl = str(ttl_seconds)
+            head, tail = "*5\r\n$3\r\nSET\r\n$", f"\r\n$2\r\nEX\r\n${len(ttl)}\r\n{ttl}\r\n"
+        else:
+            head, tail = "*3\r\n$3\r\nSET\r\n$", "\r\n"
+        key, value = pl.col("k"), pl.col("v")
+        command = pl.concat_str(
+            [
+                pl.lit(head),
+                (key.str.len_bytes() + len(prefix)).cast(pl.String),
+                pl.lit("\r\n" + prefix.decode()),
+                key,
+                pl.lit("\r\n$"),
+                value.str.len_bytes().cast(pl.String),
+                pl.lit("\r\n"),
+                value,
+                pl.lit(tail),
+            ]
+        )
+        return self.frame.select(command.str.join("").cast(pl.Binary)).item()
 
 
 class KeyNormalizer:

@@ -1,15 +1,17 @@
 """The planning and packing behind `mlpipe materialize` (the run itself: ``ops.materialize``).
 
 The values come from ``mlpipe_cli.features.engine.compute_features`` — the function
-`training-set` uses — called with a spine of (every entity, as_of), chunk by chunk, so the
-online values equal the offline ones by construction and memory stays bounded by one chunk.
+`training-set` uses — called with a spine of (every entity, as_of), batch by batch, so the
+online values equal the offline ones by construction and memory stays bounded by a few
+batches.
 
 A run: ping the store → list the entities (distinct keys of the sources the selected
 features read, with a row at or before as_of) → sort them → compute the features a batch
-of chunks at a time (one ``compute_features`` call per COMPUTE_BATCH_ENTITIES entities) → for
-each chunk of ``online_store.chunk_size`` entities pack one row per entity and write it into
-a new version namespace, recording progress → check every row arrived → flip the live
-pointer atomically → remove old versions → publish a ``materialization`` artifact.
+of chunks at a time (``ops.materialize.compute_batches``) while a writer thread packs one
+row per entity (``_pack_chunk``, column-wise) and writes the previous batch, chunk by chunk
+of ``online_store.chunk_size`` entities, into a new version namespace, recording progress →
+check every row arrived → flip the live pointer atomically → remove old versions → publish a
+``materialization`` artifact.
 
 This module holds the pure steps (which features, their hash and ttls, the as-of, the entity
 list, the spine time, one packed row per entity); ``mlpipe_cli.ops.materialize`` chains them
@@ -21,7 +23,9 @@ abandoned version after its last completed chunk instead of starting over.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -31,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from mlpipe_cli.errors import ConfigError, InputError, UsageError
-from mlpipe_cli.online.codec import utcnow
+from mlpipe_cli.online.codec import PackedChunk, utcnow
 
 if TYPE_CHECKING:
     import polars as pl
@@ -378,21 +382,132 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"cannot store a {type(value).__name__} feature value")
 
 
+# Probe values for the check below: where float formatters tend to differ (exponent
+# thresholds, subnormals, signed zero, shortest round trip) and random bit patterns.
+_FLOAT_PROBES = (
+    0.0, -0.0, 1.0, -1.5, 0.1, 0.2 + 0.1, 1 / 3, 2 / 3, 100.0, 1e15, 1e16, 1e17, 123456789.125,
+    9007199254740993.0, 1e-4, 1e-5, 1e-6, 1e-7, 1.5e-300, 5e-324, 2.2250738585072014e-308,
+    1.7976931308623157e308, 1e21, 1e22, 1e23, 12345678901234567890.0, 0.30000000000000004,
+)  # fmt: skip
+
+
+@functools.cache
+def _floats_format_like_orjson() -> bool:
+    """Does Polars write every float64 as orjson does (shortest round trip, same exponent
+    form)? Checked once per process on the probes above and 4,096 random bit patterns, so
+    a future Polars or orjson that formats differently falls back to orjson per row
+    instead of storing other bytes."""
+    import numpy as np
+    import polars as pl
+
+    bits = np.random.default_rng(20261205).integers(0, 2**63, 4096, dtype=np.uint64)
+    values = [*_FLOAT_PROBES, *(-v for v in _FLOAT_PROBES), *bits.view(np.float64).tolist()]
+    values = [v for v in values if math.isfinite(v)]
+    ours = pl.Series(values, dtype=pl.Float64).cast(pl.String).to_list()
+    return ours == [orjson.dumps(v).decode() for v in values]
+
+
+def _json_column(name: str, dtype: Any) -> pl.Expr | None:
+    """A column as JSON text, row by row (``null`` for nulls), when Polars writes exactly
+    what orjson writes for the Python value the row holds; None otherwise."""
+    import polars as pl
+
+    column = pl.col(name)
+    if dtype.is_integer() or dtype == pl.Boolean or dtype == pl.Null:
+        text = column.cast(pl.String)  # decimal digits; true/false; all null
+    elif dtype.is_float() and _floats_format_like_orjson():
+        # a Float32 row is a Python float (a float64) to orjson: widen first
+        text = column.cast(pl.Float64).cast(pl.String)
+    else:
+        return None
+    return text.fill_null("null")
+
+
 def _pack_chunk(
     out: pl.DataFrame,
     keys: list[str],
     names: list[str],
     event_cols: list[str],
     as_of_epoch: float,
-) -> list[tuple[str, bytes]]:
+) -> PackedChunk:
+    """One packed row per entity of ``out`` (codec.py: key and value encoding).
+
+    Built column-wise by Polars when every value column is numeric, boolean or null and
+    every key column an integer (the common case; 0.1 µs a row): the same bytes as orjson
+    per row (``_pack_rows``, used for any other column type), which tests/test_materialize_bytes.py
+    checks on messy data.
+    """
     import polars as pl
 
     # Event times (epoch seconds) next to the values, built vectorised in Polars.
     events = [(pl.lit(as_of_epoch) - pl.col(c)).alias(f"__ev{i}") for i, c in enumerate(event_cols)]
     values = out.select([pl.col(n) for n in names] + events)
     key_frame = out.select(keys)
+    texts = [_json_column(c, t) for c, t in values.schema.items()]
+    int_keys = all(t.is_integer() for t in key_frame.dtypes) and not any(
+        key_frame.null_count().row(0)
+    )
+    if not int_keys or any(t is None for t in texts):
+        store_keys, rows = _pack_rows(values, key_frame)
+        return PackedChunk.from_items(store_keys, rows)
+    frame = pl.DataFrame(
+        [
+            key_frame.select(_json_array([pl.col(c).cast(pl.String) for c in keys]))
+            .to_series()
+            .alias("k"),
+            values.select(_json_array(texts)).to_series().alias("v"),  # type: ignore[arg-type]
+        ]
+    )
+    flagged = _non_finite_rows(values)
+    if flagged:
+        # NaN/±inf rows: boxed by orjson row by row, exactly as _pack_rows does
+        boxed = [_boxed_row(values.row(i)).decode() for i in flagged]
+        frame = frame.with_columns(
+            frame.get_column("v").scatter(flagged, boxed)  # type: ignore[arg-type]
+        )
+    return PackedChunk(frame)
+
+
+def _json_array(texts: Sequence[pl.Expr]) -> pl.Expr:
+    """``[a,b,...]`` of per-row JSON texts (compact, as orjson writes an array)."""
+    import polars as pl
+
+    parts: list[pl.Expr] = [pl.lit("[")]
+    for i, text in enumerate(texts):
+        parts += [pl.lit(","), text] if i else [text]
+    parts.append(pl.lit("]"))
+    return pl.concat_str(parts)
+
+
+def _non_finite_rows(values: pl.DataFrame) -> list[int]:
+    """Rows holding a NaN or ±inf in a float column (JSON cannot say those)."""
+    import polars as pl
+
+    floats = [c for c, t in values.schema.items() if t.is_float()]
+    if not floats:
+        return []
+    flagged = values.select(
+        pl.any_horizontal([pl.col(c).is_nan() | pl.col(c).is_infinite() for c in floats]).fill_null(
+            False
+        )
+    ).to_series()
+    return flagged.arg_true().to_list() if flagged.any() else []
+
+
+def _boxed_row(row: Sequence[Any]) -> bytes:
+    from mlpipe_cli.online.codec import NON_FINITE_PREFIX, box_non_finite
+
+    boxed = [box_non_finite(v) for v in row]
+    return NON_FINITE_PREFIX + orjson.dumps(
+        boxed, default=_json_default, option=orjson.OPT_SERIALIZE_NUMPY
+    )
+
+
+def _pack_rows(values: pl.DataFrame, key_frame: pl.DataFrame) -> tuple[list[str], list[bytes]]:
+    """Store keys and packed values one row at a time through orjson: any column type
+    (strings, dates, decimals, lists)."""
     dumps = orjson.dumps
-    if len(keys) == 1 and key_frame.dtypes[0].is_integer():
+    if len(key_frame.columns) == 1 and key_frame.dtypes[0].is_integer():
         store_keys = [f"[{k}]" for k in key_frame.to_series()]
     else:
         store_keys = [dumps(list(k)).decode() for k in key_frame.iter_rows()]
@@ -403,17 +518,6 @@ def _pack_chunk(
         rows = [dumps(r, default=_json_default, option=option) for r in values.iter_rows()]
     # JSON has no NaN/inf (orjson writes null): repack those rows so serving sees the value
     # training saw (online.codec decodes them back)
-    floats = [c for c, t in values.schema.items() if t.is_float()]
-    if floats:
-        flagged = values.select(
-            pl.any_horizontal(
-                [pl.col(c).is_nan() | pl.col(c).is_infinite() for c in floats]
-            ).fill_null(False)
-        ).to_series()
-        if flagged.any():
-            from mlpipe_cli.online.codec import NON_FINITE_PREFIX, box_non_finite
-
-            for i in flagged.arg_true().to_list():
-                boxed = [box_non_finite(v) for v in values.row(i)]
-                rows[i] = NON_FINITE_PREFIX + dumps(boxed, default=_json_default, option=option)
-    return list(zip(store_keys, rows, strict=True))
+    for i in _non_finite_rows(values):
+        rows[i] = _boxed_row(values.row(i))
+    return store_keys, rows

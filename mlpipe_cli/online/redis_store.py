@@ -38,6 +38,7 @@ from mlpipe_cli.online.base import (
     owner_id,
     stale_versions,
 )
+from mlpipe_cli.online.codec import PackedChunk
 from mlpipe_cli.online.redis_wire import parse_values_reply  # noqa: F401  (re-exported)
 from mlpipe_cli.online.store import LookupResult, RunProgress, StoreMetadata, no_live_version
 
@@ -526,8 +527,12 @@ class RedisStore(BaseStore):
         prefix = f"{self.prefix}:d:{progress.version}:{part}".encode()
         with self._errors("writing features"):
             conn = self._bulk_connection()
+            if isinstance(items, PackedChunk):  # built column-wise: the same bytes
+                payloads = iter([items.set_commands(prefix, self.ttl_seconds)])
+            else:
+                payloads = set_command_batches(prefix, items, self.ttl_seconds)
             try:
-                conn.write_all(set_command_batches(prefix, items, self.ttl_seconds), len(items))
+                conn.write_all(payloads, len(items))
             except BaseException:
                 self._drop_bulk_connection()
                 raise
@@ -560,20 +565,17 @@ class RedisStore(BaseStore):
         """Cheap proof that every acknowledged row is still there before switching.
 
         Every SET reply was checked already; rows can only vanish afterwards if the server
-        restarted (its run_id changed), evicted keys (its evicted_keys counter moved; then
-        the keys are counted exactly), or the keys expired (online ttl shorter than the run).
-        The first and last key of every chunk are also checked to exist.
+        restarted (its run_id changed; on a cluster: a master was replaced), evicted keys
+        (its evicted_keys counter moved; then the keys are counted exactly), or the keys
+        expired (online ttl shorter than the run). The first and last key of every chunk are
+        also checked to exist. Shared by the cluster store (``_server_state``,
+        ``_view_prefix`` and ``_restarted`` are its own).
         """
         with self._errors("verifying the new version"):
             state = self._server_state()
-            before = progress.backend
-            if before.get("run_id") != state["run_id"]:
-                raise ServiceUnavailable(
-                    f"online store {self.location} restarted while version {meta.version} was "
-                    "being written (rows were lost); the live version was not changed, re-run "
-                    "`mlpipe materialize`"
-                )
-            if state["evicted_keys"] != before.get("evicted_keys"):
+            if state["run_id"] != progress.backend.get("run_id"):
+                raise ServiceUnavailable(self._restarted(meta.version))
+            if state["evicted_keys"] != progress.backend.get("evicted_keys"):
                 stored = self.count(meta.version)
                 if stored != expected:
                     raise ServiceUnavailable(
@@ -581,17 +583,24 @@ class RedisStore(BaseStore):
                         f"rows of version {meta.version} (maxmemory); the live version was not "
                         "changed"
                     )
-            prefix = f"{self.prefix}:d:{meta.version}:"
+            prefix = self._view_prefix(meta.version).decode()  # probes are relative to it
             probes = sorted(set(progress.probes))
             for start in range(0, len(probes), 1000):
                 part = probes[start : start + 1000]
-                found = self.client.exists(*[prefix + k for k in part])
+                found = self.client.exists(*[prefix + k for k in part])  # cluster: per slot
                 if found != len(part):
                     raise ServiceUnavailable(
                         f"online store {self.location}: {len(part) - found} sampled rows of "
                         f"version {meta.version} are missing (expired or deleted while writing); "
                         "the live version was not changed"
                     )
+
+    def _restarted(self, version: str) -> str:
+        return (
+            f"online store {self.location} restarted while version {version} was being "
+            "written (rows were lost); the live version was not changed, re-run "
+            "`mlpipe materialize`"
+        )
 
     def count(self, version: str) -> int:
         """Exact row count of a version (a SCAN over the keyspace: slow, used after eviction)."""

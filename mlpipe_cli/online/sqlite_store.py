@@ -32,6 +32,7 @@ from mlpipe_cli.online.base import (
     owner_id,
     stale_versions,
 )
+from mlpipe_cli.online.codec import PackedChunk
 from mlpipe_cli.online.store import RunProgress, StoreMetadata
 
 _SCHEMA = """
@@ -241,7 +242,8 @@ class SqliteStore(BaseStore):
         """Write one chunk of rows of one namespace and record the progress in the same
         transaction."""
         conn = self._write_conn()
-        rows = sorted(items)
+        # in key order: SQLite inserts sorted keys ~6x faster than random ones
+        rows = items.sorted_rows() if isinstance(items, PackedChunk) else sorted(items)
         progress.chunks_done += 1
         progress.written += len(rows)
         progress.lease_until = time.time() + LEASE_SECONDS

@@ -2,10 +2,11 @@
 
 A run: ping the store → list the entities (``online.materialize.list_entities``) → compute
 the features a batch of chunks at a time with ``features.engine.compute_features`` (the
-function `training-set` uses, so online values equal offline ones by construction) → pack
-and write each chunk of ``online_store.chunk_size`` entities into a new version namespace,
-recording progress → check every row arrived → flip the live pointer atomically → remove
-old versions → publish a ``materialization`` artifact.
+function `training-set` uses, so online values equal offline ones by construction) while a
+writer thread packs and writes the previous batch, chunk by chunk of
+``online_store.chunk_size`` entities, into a new version namespace, recording progress →
+check every row arrived → flip the live pointer atomically → remove old versions → publish
+a ``materialization`` artifact.
 
 A run that dies leaves the live version untouched. Re-running with the same as-of (given,
 or ``resume=True`` which adopts the as-of of the newest abandoned run) continues the
@@ -17,7 +18,10 @@ abandoned version after its last completed chunk instead of starting over.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import queue
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -149,13 +153,38 @@ class FreshnessResult:
 
 
 # -- batching ---------------------------------------------------------------------------
-# One compute_features call per batch of whole chunks: the engine scales linearly with the
-# entities in a call and keeps only the batch's entities' source rows, so few large calls
-# beat many small ones (each call reads the sources once). Batches start at one chunk and
-# double (the first rows are written, and progress shows, right away) up to this many
-# entities; memory holds one batch's feature rows.
+# One compute_features call per batch of whole chunks; the run reads each source once
+# (``source_cache``) and each call keeps only its entities' source rows. A batch is written
+# (on the writer thread) while the next one is computed, so only the first batch's compute
+# and the last batch's write are not overlapped: batches start at one chunk and double (the
+# first rows are written, and progress shows, right away), up to this many entities, and
+# never take more than half of the chunks left, so the run also ends on small batches.
+# Memory holds about three batches of feature rows (computing, queued, being written).
 
 COMPUTE_BATCH_ENTITIES = 1_000_000
+
+
+def compute_batches(
+    first: int, key_sets_of_chunks: Sequence[int], size: int
+) -> list[tuple[int, int]]:
+    """(first chunk, end chunk) of each compute_features call from chunk ``first`` on; a
+    batch never spans two key sets (``key_sets_of_chunks[i]``: the key set of chunk i)."""
+    chunks = len(key_sets_of_chunks)
+    max_batch = max(1, COMPUTE_BATCH_ENTITIES // size)
+    batches = []
+    batch = 1
+    while first < chunks:
+        want = min(batch, max(1, -(-(chunks - first) // 2)))
+        last = first + 1
+        while (
+            last < chunks
+            and last - first < want
+            and key_sets_of_chunks[last] == key_sets_of_chunks[first]
+        ):
+            last += 1
+        batches.append((first, last))
+        first, batch = last, min(max_batch, batch * 2)
+    return batches
 
 
 # -- the run ----------------------------------------------------------------------------
@@ -307,48 +336,40 @@ def run_materialize(
         on_progress(
             sum(min(size, entity_frames[i].height - at) for i, at in chunk_list[:resumed_chunks])
         )
-    max_batch = max(1, COMPUTE_BATCH_ENTITIES // size)  # chunks per compute_features call
-    batches = []  # (first chunk, end chunk), all of one key set
-    first, batch = resumed_chunks, 1
-    while first < chunks:
-        last = first
-        while (
-            last < chunks and last - first < batch and chunk_list[last][0] == chunk_list[first][0]
-        ):
-            last += 1
-        batches.append((first, last))
-        first, batch = last, min(max_batch, batch * 2)
+    batches = compute_batches(resumed_chunks, [index for index, _ in chunk_list], size)
+    # Compute here, pack and write on the writer thread: batch n+1 is computed while batch n
+    # is written (Polars and the socket both release the GIL). One thread writes every
+    # chunk, in order, so progress and resume mean what they did when this ran serially.
+    writer = _ChunkWriter(store, progress, as_of_epoch, on_progress)
+    sources: dict[tuple[object, ...], Any] = {}  # each source is read once per run
     try:
         for first, last in batches:
+            writer.check()  # a failed write stops the run before more is computed
             t0 = time.perf_counter()
             index, start = chunk_list[first]
             compute_config, compute_names, ns_names, event_cols = plans[index]
-            columns = list(key_sets[index].columns)
             spine = entity_frames[index].slice(start, (last - first) * size)
             computed = compute_features(
                 compute_config,
                 spine.with_columns(spine_time.alias(AS_OF_COLUMN)),
                 timestamp=AS_OF_COLUMN,
                 features=compute_names,
+                source_cache=sources,
             )
             del spine
             seconds_compute += time.perf_counter() - t0
-            for offset in range(last - first):
-                t0 = time.perf_counter()
-                out = computed.slice(offset * size, size)
-                items = _pack_chunk(out, columns, ns_names, event_cols, as_of_epoch)
-                del out
-                t1 = time.perf_counter()
-                store.write_chunk(progress, items, index)
-                seconds_write += time.perf_counter() - t1
-                seconds_compute += t1 - t0
-                if on_progress is not None:
-                    on_progress(len(items))
-                del items
+            writer.submit(
+                _Batch(computed, size, index, list(key_sets[index].columns), ns_names, event_cols)
+            )
             del computed
+        del sources
+        writer.finish()
     except BaseException:
+        writer.abort()
         release_version(meta.version)
         raise
+    seconds_compute += writer.seconds_pack
+    seconds_write += writer.seconds_write
     t1 = time.perf_counter()
     final, removed = finish_version(store, meta, progress, expected=total)
     seconds_write += time.perf_counter() - t1
@@ -375,6 +396,112 @@ def run_materialize(
             result, artifact_version=_publish(artifact_store, config, final, result, ttls)
         )
     return result
+
+
+@dataclass(frozen=True)
+class _Batch:
+    """One compute_features result: whole chunks of ``size`` entities of one key set."""
+
+    computed: Any  # pl.DataFrame
+    size: int
+    namespace: int
+    keys: list[str]
+    names: list[str]
+    event_cols: list[str]
+
+
+class _ChunkWriter:
+    """Packs and writes computed batches, chunk by chunk in order, on its own thread.
+
+    At most one batch waits while one is written and the caller computes the next (memory:
+    about three batches of feature rows). The first failure stops the thread; ``check``/``submit``/``finish`` raise it in
+    the caller, unchanged (a ServiceUnavailable stays exit 4). ``abort`` stops after the
+    chunk in flight: the version is then abandoned, never switched.
+    """
+
+    def __init__(
+        self,
+        store: OnlineStoreWriter,
+        progress: RunProgress,
+        as_of_epoch: float,
+        on_progress: Callable[[int], None] | None,
+    ) -> None:
+        self._store = store
+        self._progress = progress
+        self._as_of_epoch = as_of_epoch
+        self._on_progress = on_progress
+        self._jobs: queue.Queue[_Batch | None] = queue.Queue(maxsize=1)
+        self._failure: BaseException | None = None
+        self._stop = threading.Event()
+        self.seconds_pack = self.seconds_write = 0.0
+        self._thread = threading.Thread(
+            target=self._run, name="mlpipe-materialize-writer", daemon=True
+        )
+        self._thread.start()
+
+    def check(self) -> None:
+        if self._failure is not None:
+            raise self._failure
+
+    def submit(self, batch: _Batch | None) -> None:
+        while True:
+            self.check()
+            try:
+                self._jobs.put(batch, timeout=0.05)
+                return
+            except queue.Full:
+                if not self._thread.is_alive():
+                    self.check()
+                    raise RuntimeError("the materialize writer thread stopped") from None
+
+    def finish(self) -> None:
+        """Wait until every submitted batch is written; raise the writer's failure."""
+        self.submit(None)
+        self._thread.join()
+        self.check()
+
+    def abort(self) -> None:
+        self._stop.set()
+        with contextlib.suppress(queue.Empty):
+            while True:
+                self._jobs.get_nowait()
+                self._jobs.task_done()
+        with contextlib.suppress(queue.Full):
+            self._jobs.put_nowait(None)
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            batch = self._jobs.get()
+            try:
+                if batch is None:
+                    return
+                self._write(batch)
+            except BaseException as exc:
+                self._failure = exc
+                return
+            finally:
+                self._jobs.task_done()  # (benchmarks/profile_materialize.py --serial waits on it)
+
+    def _write(self, batch: _Batch) -> None:
+        computed, size = batch.computed, batch.size
+        for offset in range(0, computed.height, size):
+            if self._stop.is_set():
+                return
+            t0 = time.perf_counter()
+            items = _pack_chunk(
+                computed.slice(offset, size),
+                batch.keys,
+                batch.names,
+                batch.event_cols,
+                self._as_of_epoch,
+            )
+            t1 = time.perf_counter()
+            self._store.write_chunk(self._progress, items, batch.namespace)
+            self.seconds_write += time.perf_counter() - t1
+            self.seconds_pack += t1 - t0
+            if self._on_progress is not None:
+                self._on_progress(len(items))
 
 
 def _abandoned_runs(
