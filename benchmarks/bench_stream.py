@@ -12,11 +12,17 @@ lifetime count/sum/mean-interval/last, 30-day count and sum, 7-day mean, days si
       then ZADD the event, HSET the entity's newest time, XACK — four round trips per event,
       no fold, no idempotency (it does less than mlpipe). Timed on --baseline-sample events.
    b. the mlpipe apply script with one event per call (server-side Lua, one round trip each).
-   c. the mlpipe apply script with batches of 100 (the default), 500 and 2000 events.
-   Client CPU seconds (this process) and redis-server CPU seconds (INFO cpu) beside wall.
-3. event -> visible: `mlpipe stream` running as its own process while this one appends at
-   --rate events/s (batches every 10 ms) for --seconds; probe events (one new entity each,
-   20 per second) are polled until their state exists: p50/p99/max of send -> visible.
+   c. the mlpipe apply script with batches of 50, 100 (the default) and 500 events, and
+      the `mlpipe stream` loop itself (batches of 100, two scripts in flight while full).
+   Client CPU seconds (this process) and redis-server CPU seconds (INFO cpu) beside wall,
+   and redis-server CPU microseconds per event: the consumer's real cost, which a loaded
+   machine does not inflate the way it inflates wall time.
+3. event -> visible in GET /features: the example project on generated sample data
+   (training-set, fit, materialize), then `mlpipe stream` and `mlpipe serve` as their own
+   processes; this one appends --rate events/s (a batch every 10 ms) for --seconds, to
+   entities nobody asks for, plus 20 probe events a second, each to a sample user of its
+   own; a poller GETs /features/<user> over HTTP until the response's freshness shows the
+   probe: p50/p99/max of XADD -> visible. Timing starts once both processes are up.
 4. serving reads (``StreamingFeatureReader.read_one``, in-process) p50/p99: idle, and while
    the consumer applies the sustained stream of 3.
 
@@ -27,9 +33,12 @@ measured in the same run rather than absolute figures across runs.
 from __future__ import annotations
 
 import argparse
+import http.client
+import json
 import os
 import random
 import resource
+import signal
 import socket
 import subprocess
 import sys
@@ -47,6 +56,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from mlpipe_cli.config import load_config
 from mlpipe_cli.streaming import StreamingFeatureReader
+from mlpipe_cli.streaming.consumer import Consumer
 from mlpipe_cli.streaming.events import encode_events
 from mlpipe_cli.streaming.plan import build_plan
 from mlpipe_cli.streaming.state import StateStore
@@ -86,6 +96,15 @@ class Server:
 def server_cpu(client) -> float:  # type: ignore[no-untyped-def]
     info = client.info("cpu")
     return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+def runqueue_wait(pid: int) -> float:
+    """Seconds the process has spent runnable but waiting for a CPU (Linux schedstat)."""
+    try:
+        fields = Path(f"/proc/{pid}/schedstat").read_text().split()
+    except OSError:
+        return float("nan")
+    return int(fields[1]) / 1e9
 
 
 def client_cpu() -> float:
@@ -146,6 +165,234 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+def mlpipe(*argv: str) -> None:
+    subprocess.run([sys.executable, "-m", "mlpipe_cli", *argv, "-q"], check=True,
+                   stdout=subprocess.DEVNULL)  # fmt: skip
+
+
+def wait_for(predicate, what: str, timeout: float = 120.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def http_get(conn: http.client.HTTPConnection, path: str) -> dict:  # type: ignore[type-arg]
+    conn.request("GET", path)
+    response = conn.getresponse()
+    body = response.read()
+    if response.status != 200:
+        raise SystemExit(f"GET {path}: {response.status} {body[:200]!r}")
+    return json.loads(body)
+
+
+def visibility_over_http(args: argparse.Namespace, tmp: Path, server: Server) -> None:
+    """Event -> visible in GET /features of a real `mlpipe serve`, at --rate events/s.
+
+    The example project on generated sample data with its online store in the benchmark's
+    redis-server and orders streamed: training-set, fit, materialize as of AS_OF, then
+    `mlpipe stream` and `mlpipe serve` as their own processes. Load events go to entities
+    that serve never asks for; every 50 ms a probe event goes to a sample user of its own,
+    and a poller GETs /features/<user> until the response's freshness shows that event."""
+    from mlpipe_cli.sample_data import generate
+
+    data = tmp / "sample"
+    generate(data, rows=20_000, seed=7)
+    example = yaml.safe_load((Path(__file__).resolve().parent.parent / "configs" /
+                              "example.yaml").read_text())  # fmt: skip
+    text = yaml.safe_dump(example, sort_keys=False).replace("../data/sample/", f"{data}/")
+    config_doc = yaml.safe_load(text)
+    config_doc["artifact_dir"] = str(tmp / "artifacts")
+    config_doc["transforms"]["data"] = str(tmp / "train.parquet")
+    config_doc["online_store"] = {"type": "redis", "url": server.url}
+    config_doc["sources"]["orders"]["stream"] = {"key": "ev-http", "max_lateness": "1h"}
+    config_doc["serving"]["logging"] = {"enabled": False}
+    cfg_path = tmp / "http.yaml"
+    cfg_path.write_text(yaml.safe_dump(config_doc, sort_keys=False))
+    as_of = "2026-04-01T00:00:00Z"
+    t_b = datetime(2026, 4, 1, tzinfo=UTC)
+    mlpipe("training-set", "-c", str(cfg_path), "--out", str(tmp / "train.parquet"))
+    mlpipe("fit", "-c", str(cfg_path))
+    mlpipe("materialize", "-c", str(cfg_path), "--as-of", as_of)
+    config = load_config(cfg_path)
+    plan = build_plan(config, "orders")
+    state = StateStore(plan)
+    users = pl.read_parquet(data / "orders.parquet").get_column("user_id").unique().sort()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    consumer = subprocess.Popen(
+        [sys.executable, "-m", "mlpipe_cli", "stream", "-c", str(cfg_path), "--consumer", "live",
+         "--status-every", "5", "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    serve = subprocess.Popen(
+        [sys.executable, "-m", "mlpipe_cli", "serve", "-c", str(cfg_path), "--port", str(port),
+         "--model", "none", "-q"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        # steady state only: the consumer has bootstrapped and made its first read
+        wait_for(lambda: any(c["name"] == b"live" for c in
+                             state.client.xinfo_consumers(plan.stream.key, plan.stream.group))
+                 if state.client.exists(plan.stream.key) else False, "the consumer")  # fmt: skip
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+
+        def ready() -> bool:
+            try:
+                conn.request("GET", "/readyz")
+                response = conn.getresponse()
+                response.read()
+                return response.status == 200
+            except OSError:
+                conn.close()
+                return False
+
+        wait_for(ready, "mlpipe serve")
+        reader = StreamingFeatureReader(config)
+        idle = []
+        for n in range(2000):
+            begin = time.perf_counter()
+            reader.read_one(int(users[n % len(users)]))
+            idle.append((time.perf_counter() - begin) * 1000)
+        load_rows = make_events(int(args.rate * args.seconds), args.entities,
+                                t_b + timedelta(days=1), seed=3)  # fmt: skip
+        load_rows = load_rows.with_columns(pl.col("user_id") + 10_000_000)
+        load_encoded = encode_events(config, plan, load_rows)
+        probes: dict[int, tuple[float, str]] = {}  # user -> (sent at, expected newest_event)
+        latencies: list[float] = []
+        in_state: list[float] = []  # XADD -> in the state (Redis), the consumer's share
+        applied_at: dict[int, float] = {}
+        probe_us: dict[int, int] = {}
+        probe_client = StateStore(plan).client
+        gets: list[float] = []
+        busy: list[float] = []
+        stop = threading.Event()
+        lock = threading.Lock()
+
+        def poller() -> None:
+            poll = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            while not stop.is_set():
+                with lock:
+                    todo = list(probes.items())
+                if not todo:
+                    time.sleep(0.001)
+                    continue
+                for user, (sent, newest) in todo:
+                    if user not in applied_at:  # the state itself, straight from Redis
+                        nw = probe_client.hget(plan.agg_key(f"[{user}]"), "nw")
+                        if nw is not None and int(float(nw)) == probe_us[user]:
+                            applied_at[user] = time.perf_counter()
+                            in_state.append((applied_at[user] - sent) * 1000)
+                    begin = time.perf_counter()
+                    doc = http_get(poll, f"/features/{user}")
+                    done = time.perf_counter()
+                    gets.append((done - begin) * 1000)
+                    if doc["freshness"]["total_orders"]["newest_event"] == newest:
+                        latencies.append((done - sent) * 1000)
+                        if user not in applied_at:
+                            in_state.append((done - sent) * 1000)
+                        with lock:
+                            del probes[user]
+            poll.close()
+
+        thread = threading.Thread(target=poller, daemon=True)
+        thread.start()
+        per_tick = max(1, args.rate // 100)
+        # probe events encoded before the clock starts: one a user, 20 a second
+        ticks = -(-len(load_encoded) // per_tick)
+        probe_rows = [
+            {"order_id": 1, "revenue": 1.0, "product_id": 1, "channel": "web", "user_id": user,
+             "order_ts": t_b + timedelta(days=2, microseconds=tick)}
+            for user, tick in zip(users.to_list(), range(0, ticks, 5), strict=False)
+        ]  # fmt: skip
+        probe_frame = pl.DataFrame(probe_rows, schema_overrides={"order_ts":
+                                                                  pl.Datetime("us", "UTC")})
+        probe_events = dict(zip(range(0, ticks, 5), zip(
+            probe_rows, encode_events(config, plan, probe_frame), strict=False), strict=False))
+        for row in probe_rows:
+            at = row["order_ts"]
+            probe_us[row["user_id"]] = int(at.timestamp()) * 1_000_000 + at.microsecond
+        missed = 0
+        # redis-server's own stalls over 10 ms, to tell them from the clients' (LATENCY LATEST)
+        state.client.config_set("latency-monitor-threshold", 10)
+        state.client.slowlog_reset()
+        t0 = time.perf_counter()
+        s0, c0 = server_cpu(state.client), client_cpu()
+        waits = {"redis-server": server.proc.pid, "mlpipe stream": consumer.pid,
+                 "mlpipe serve": serve.pid}  # fmt: skip
+        waited = {name: runqueue_wait(pid) for name, pid in waits.items()}
+        for tick, start in enumerate(range(0, len(load_encoded), per_tick)):
+            chunk = list(load_encoded[start : start + per_tick])
+            probe = probe_events.get(tick)
+            if probe is not None:
+                chunk.append(probe[1])
+            ids = state.source.append(chunk)
+            if probe is not None:
+                # sent = the XADD's own time (its stream id, the server's clock): a stall
+                # of this process after the XADD is not counted as the consumer's
+                sent_ms = int(ids[-1].split("-")[0])
+                sent = time.perf_counter() - (time.time() - sent_ms / 1000)
+                with lock:
+                    probes[probe[0]["user_id"]] = (sent, probe[0]["order_ts"].isoformat())
+            if tick % 10 == 0:
+                begin = time.perf_counter()
+                reader.read_one(int(users[tick % len(users)]))
+                busy.append((time.perf_counter() - begin) * 1000)
+            target = t0 + (tick + 1) * 0.01
+            delay = target - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            else:
+                missed += 1
+        sent_wall = time.perf_counter() - t0
+        wait_for(lambda: not probes, "the last probes", timeout=30)
+        stop.set()
+        thread.join(timeout=30)
+        applied = state.stats().get("applied", 0)
+        print(f"sustained: {len(load_encoded) / sent_wall:,.0f} events/s appended for "
+              f"{sent_wall:.1f}s ({missed} of {tick + 1} 10-ms ticks late); consumer applied "
+              f"{applied}; redis-server cpu {server_cpu(state.client) - s0:.2f}s, this process "
+              f"cpu {client_cpu() - c0:.2f}s")  # fmt: skip
+        print(f"event -> visible in GET /features over HTTP ({len(latencies)} probes): "
+              f"p50 {pct(latencies, 0.5):.1f} ms, p99 {pct(latencies, 0.99):.1f} ms, "
+              f"max {max(latencies):.1f} ms (goal p99 <= 100 ms); one poll GET: "
+              f"p50 {pct(gets, 0.5):.2f} ms, p99 {pct(gets, 0.99):.2f} ms")  # fmt: skip
+        waited = {name: runqueue_wait(pid) - waited[name] for name, pid in waits.items()}
+        print("  seconds spent runnable but waiting for a CPU during the run: "
+              + ", ".join(f"{name} {seconds:.2f}" for name, seconds in waited.items()))
+        stalls = state.client.execute_command("LATENCY", "LATEST")
+        slow = state.client.slowlog_get(3)
+        print(f"  redis-server stalls > 10 ms: {stalls or 'none'}; slowest commands: "
+              f"{[(e['duration'], e['command'][:60]) for e in slow]}")  # fmt: skip
+        print(f"  of which XADD -> applied in the state (polled in Redis): "
+              f"p50 {pct(in_state, 0.5):.1f} ms, p99 {pct(in_state, 0.99):.1f} ms, "
+              f"max {max(in_state):.1f} ms")  # fmt: skip
+        print(f"read_one in-process, idle: p50 {pct(idle, 0.5) * 1000:.0f} us, "
+              f"p99 {pct(idle, 0.99) * 1000:.0f} us; while consuming {args.rate}/s: "
+              f"p50 {pct(busy, 0.5) * 1000:.0f} us, p99 {pct(busy, 0.99) * 1000:.0f} us")  # fmt: skip
+        reader.close()
+        conn.close()
+    finally:
+        for proc in (serve, consumer):
+            proc.send_signal(signal.SIGTERM)
+        for proc in (serve, consumer):
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        state.close()
+    statuses = [json.loads(line)["status"] for line in (consumer.stdout.read() if consumer.stdout
+                else "").splitlines() if line.startswith('{"status"')]  # fmt: skip
+    if statuses:
+        last = statuses[-1]
+        print(f"consumer status (mlpipe stream --json): events/s "
+              f"{last.get('events_per_second')}, lag "
+              f"{last['sources']['orders']['lag_events']} events / "
+              f"{last['sources']['orders']['lag_seconds']} s")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=200_000)
@@ -153,6 +400,7 @@ def main() -> None:
     parser.add_argument("--baseline-sample", type=int, default=20_000)
     parser.add_argument("--rate", type=int, default=10_000, help="sustained events/s for 3-4")
     parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--only-live", action="store_true", help="only 3-4 (sustained rate)")
     args = parser.parse_args()
     print(f"load average before: {os.getloadavg()}, cpus: {os.cpu_count()}")
     tmp = Path(tempfile.mkdtemp(prefix="bench-stream-"))
@@ -163,6 +411,9 @@ def main() -> None:
         history = make_events(args.entities * 3, args.entities, T_B - timedelta(days=60), 2)
         results: dict[str, float] = {}
 
+        if args.only_live:
+            visibility_over_http(args, tmp, server)
+            return
         # 1. append
         config, plan, store, encoded = setup(tmp, server, "ev-append", events, history)
         client = store.client
@@ -199,21 +450,28 @@ def main() -> None:
 
         # 2b/2c. the apply script, per event and batched
         for label, count, limit in (("Lua, 1 event per call", 1, args.baseline_sample),
+                                    ("Lua, batches of 50", 50, None),
                                     ("Lua, batches of 100 (default)", 100, None),
                                     ("Lua, batches of 500", 500, None),
-                                    ("Lua, batches of 2000", 2000, None)):  # fmt: skip
-            stream_key = f"ev-{count}"
+                                    ("mlpipe stream loop (100, two in flight)", 0, None)
+                                    ):  # fmt: skip
+            stream_key = f"ev-{count or 'loop'}"
             cfg_path = write_project(tmp, server.url, stream_key)
             config = load_config(cfg_path)
             plan = build_plan(config, "orders")
             # a separate state namespace per variant: the same starting state each time
-            plan = plan.__class__(**{**plan.__dict__, "prefix": f"{plan.prefix}:{count}"})
+            plan = plan.__class__(**{**plan.__dict__, "prefix": f"{plan.prefix}:{count or 'loop'}"})
             variant = StateStore(plan)
             variant.bootstrap(config, as_of=T_B, batch_version="bench")
             todo = encoded[:limit] if limit else encoded
             variant.source.append(todo)
 
-            def drain(variant=variant, count=count) -> int:  # type: ignore[no-untyped-def]
+            def drain(variant=variant, count=count, config=config) -> int:  # type: ignore[no-untyped-def]
+                if count == 0:  # the consumer's own loop: reads ahead while batches are full
+                    loop = Consumer(config, [variant.plan], name="c")
+                    loop.run(once=True)
+                    loop.close()
+                    return loop.total_entries()
                 total = 0
                 while True:
                     result = variant.apply("c", count=count)
@@ -225,108 +483,21 @@ def main() -> None:
             done, wall, cpu = timed(drain)
             results[label] = done / wall
             applied = variant.stats().get("applied", 0)
+            spent = server_cpu(client) - s0
             print(f"consumer, {label}: {done / wall:,.0f} events/s ({done} events, "
                   f"applied {applied}, {wall:.2f}s wall, {cpu:.2f}s client cpu, "
-                  f"{server_cpu(client) - s0:.2f}s server cpu)")  # fmt: skip
+                  f"{spent:.2f}s server cpu = {spent / max(done, 1) * 1e6:.1f} us/event)")  # fmt: skip
             variant.close()
         base = results["one by one (redis-py)"]
         for label, rate in results.items():
             print(f"  {label}: {rate / base:.1f}x the one-by-one baseline")
 
-        # 3 + 4. sustained rate with `mlpipe stream` in its own process
-        stream_key = "ev-live"
-        cfg_path = write_project(tmp, server.url, stream_key)
-        config = load_config(cfg_path)
-        live_plan = build_plan(config, "orders")
-        live = StateStore(live_plan)
-        live.bootstrap(config, as_of=T_B, batch_version="bench")
-        reader = StreamingFeatureReader(config)
-        now = datetime(2026, 2, 15, tzinfo=UTC)
-        idle = []
-        for _ in range(3000):
-            user = random.randrange(args.entities)
-            start = time.perf_counter()
-            reader.read_one(user, now)
-            idle.append((time.perf_counter() - start) * 1000)
-        env = {**os.environ}
-        # materialize is not part of this benchmark: the state is bootstrapped above, and
-        # `mlpipe stream` needs a live version only to find T_b; run the consumer loop itself
-        consumer = subprocess.Popen(
-            [sys.executable, "-c", (
-                f"import sys; sys.path.insert(0, {str(Path(__file__).resolve().parent.parent)!r})\n"
-                "from mlpipe_cli.config import load_config\n"
-                "from mlpipe_cli.streaming.consumer import Consumer\n"
-                "from mlpipe_cli.streaming.plan import build_plan\n"
-                f"c = load_config({str(cfg_path)!r})\n"
-                f"Consumer(c, [build_plan(c, 'orders')], name='live').run(max_seconds={args.seconds + 5:f})\n"
-            )],
-            env=env,
-        )  # fmt: skip
-        time.sleep(1.0)
-        live_events = make_events(int(args.rate * args.seconds), args.entities, T_B, seed=3)
-        live_encoded = encode_events(config, live_plan, live_events)
-        probes: dict[int, float] = {}
-        latencies: list[float] = []
-        busy: list[float] = []
-        stop = threading.Event()
-
-        def prober() -> None:
-            while not stop.is_set() or probes:
-                for probe, sent in list(probes.items()):
-                    if live.client.exists(live_plan.agg_key(f"[{probe}]")):
-                        latencies.append((time.perf_counter() - sent) * 1000)
-                        del probes[probe]
-                time.sleep(0.0005)
-                if stop.is_set() and time.perf_counter() - stop_time[0] > 5:
-                    break
-
-        stop_time = [0.0]
-        thread = threading.Thread(target=prober, daemon=True)
-        thread.start()
-        per_tick = max(1, args.rate // 100)
-        probe_id = -1
-        t0 = time.perf_counter()
-        s0, c0 = server_cpu(client), client_cpu()
-        for tick, start in enumerate(range(0, len(live_encoded), per_tick)):
-            chunk = list(live_encoded[start : start + per_tick])
-            if tick % 5 == 0:  # 20 probes per second: a new entity, visible once applied
-                ts = (T_B + timedelta(days=1)).timestamp()
-                chunk.append({"k": f"[{probe_id}]", "e": str(int(ts * 1_000_000)),
-                              "d": '{"revenue":1.0,"product_id":1,"channel":"web"}'})  # fmt: skip
-                probes[probe_id] = time.perf_counter()
-                probe_id -= 1
-            live.source.append(chunk)
-            if tick % 10 == 0:
-                user = random.randrange(args.entities)
-                begin = time.perf_counter()
-                reader.read_one(user, now)
-                busy.append((time.perf_counter() - begin) * 1000)
-            target = t0 + (tick + 1) * 0.01
-            delay = target - time.perf_counter()
-            if delay > 0:
-                time.sleep(delay)
-        sent_wall = time.perf_counter() - t0
-        stop_time[0] = time.perf_counter()
-        stop.set()
-        thread.join(timeout=30)
-        consumer.wait(timeout=args.seconds + 30)
-        lag = live.stats()
-        print(f"sustained: {len(live_encoded) / sent_wall:,.0f} events/s appended for "
-              f"{sent_wall:.1f}s; consumer applied {lag.get('applied', 0)}; server cpu "
-              f"{server_cpu(client) - s0:.2f}s, this process cpu {client_cpu() - c0:.2f}s")  # fmt: skip
-        if latencies:
-            print(f"event -> visible ({len(latencies)} probes, {len(probes)} never seen): "
-                  f"p50 {pct(latencies, 0.5):.1f} ms, p99 {pct(latencies, 0.99):.1f} ms, "
-                  f"max {max(latencies):.1f} ms (goal p99 <= 100 ms)")  # fmt: skip
-        print(f"read_one in-process, idle: p50 {pct(idle, 0.5) * 1000:.0f} us, "
-              f"p99 {pct(idle, 0.99) * 1000:.0f} us; while consuming {args.rate}/s: "
-              f"p50 {pct(busy, 0.5) * 1000:.0f} us, p99 {pct(busy, 0.99) * 1000:.0f} us")  # fmt: skip
-        reader.close()
-        live.close()
+        # 3 + 4. sustained rate: `mlpipe stream` and `mlpipe serve` as their own processes
+        visibility_over_http(args, tmp, server)
         store.close()
     finally:
         server.stop()
-    print(f"load average after: {os.getloadavg()}")
+        print(f"load average after: {os.getloadavg()}")
 
 
 if __name__ == "__main__":

@@ -12,6 +12,9 @@ can gate on it with no Prometheus or database:
 - quality: over ``validate`` runs, input records that passed / input records.
 - latency: the p99 of the feature server's request histogram (the servers write it to the
   ledger periodically and at shutdown), merged across server processes in the window.
+- stream_lag: per streamed source, the consumer lag now in seconds (age of the oldest event
+  not yet applied) and events, read from the stream's Redis by the caller
+  (``streaming.status.lag_readings``): a point-in-time reading, not a window.
 
 An objective with no data in the window is reported as ``no_data``: not a breach, but shown, so
 a pipeline that silently stopped running is visible (and breaches ``max_age`` if set).
@@ -35,7 +38,7 @@ NOT_HELD_TO_AVAILABILITY = frozenset({"serve", "slo", "runs"})
 
 @dataclass(frozen=True)
 class Objective:
-    name: str  # freshness | freshness_age | availability | quality | latency
+    name: str  # freshness | freshness_age | availability | quality | latency | stream_lag
     status: str  # ok | breach | no_data
     target: str
     actual: str
@@ -109,11 +112,14 @@ def evaluate(
     window: timedelta | None = None,
     now: datetime | None = None,
     live_as_of: datetime | None = None,
+    stream_lags: Sequence[Any] = (),
 ) -> SloReport:
     """Every objective over the window ending at ``now``.
 
     ``live_as_of``: the online store's live as-of (the caller reads the store, only when
     ``slo.freshness.max_age`` is set, so this module does no I/O beyond the ledger).
+    ``stream_lags``: one ``streaming.status.LagReading`` per streamed source (read by the
+    caller, likewise).
     """
     now = now or datetime.now(UTC)
     start = now - (window or slo.window)
@@ -123,6 +129,7 @@ def evaluate(
         *_availability(runs, slo),
         _quality(runs, slo),
         _latency(runs, slo),
+        *_stream_lag(stream_lags, slo),
     ]
     by_command: dict[str, dict[str, int]] = {}
     for run in runs:
@@ -326,6 +333,29 @@ def _latency(runs: Sequence[Run], slo: SloConfig) -> Objective:
         goal_ms,
         "ms",
     )
+
+
+def _stream_lag(readings: Sequence[Any], slo: SloConfig) -> list[Objective]:
+    """Per streamed source: lag seconds against max_seconds; events against max_events."""
+    goal = slo.stream_lag.max_seconds.total_seconds()
+    max_events = slo.stream_lag.max_events
+    out = []
+    for r in readings:
+        events = f"{r.events:,}{'+' if r.capped else ''} events"
+        out.append(Objective(
+            "stream_lag", "breach" if r.seconds > goal else "ok",
+            f"oldest unapplied event <= {_fmt_seconds(goal)}",
+            f"{_fmt_seconds(r.seconds)} behind, {events} not applied", r.seconds, goal,
+            "seconds", detail=f"{r.applied:,} applied, {r.dead_lettered:,} dead-lettered",
+            labels={"source": r.source},
+        ))  # fmt: skip
+        if max_events is not None:
+            out.append(Objective(
+                "stream_lag_events", "breach" if r.events > max_events else "ok",
+                f"events not applied <= {max_events:,}", events, float(r.events),
+                float(max_events), "events", labels={"source": r.source},
+            ))  # fmt: skip
+    return out
 
 
 def prometheus_text(report: SloReport) -> str:

@@ -74,8 +74,14 @@ def slo(
         store = open_store(cfg, ctx.artifact_dir)
         meta = store.live_metadata()
         live_as_of = meta.as_of if meta is not None else None
+    stream_lags = []
+    if any(source.stream is not None for source in cfg.sources.values()):
+        from mlpipe_cli.streaming.status import lag_readings
+
+        stream_lags = lag_readings(cfg)
     report = evaluate(
-        ctx.artifact_dir, cfg.pipeline, cfg.slo, window=span, now=at, live_as_of=live_as_of
+        ctx.artifact_dir, cfg.pipeline, cfg.slo, window=span, now=at, live_as_of=live_as_of,
+        stream_lags=stream_lags,
     )
     if prometheus is not None:
         from mlpipe_cli.io import atomic_write_bytes

@@ -45,9 +45,23 @@ class LatencyObjective(ConfigModel):
     p99_ms: float = Field(default=5.0, gt=0, description="feature lookup p99 from the server")
 
 
+class StreamLagObjective(ConfigModel):
+    max_seconds: Duration = Field(
+        default=timedelta(minutes=1),
+        description="each streamed source: age of its oldest event not yet applied within "
+        "this (reads the stream's Redis; only when a source has a stream: section)",
+    )
+    max_events: int | None = Field(
+        default=None, ge=0,
+        description="each streamed source: events not yet applied at most this; null: "
+        "reported, not gated",
+    )
+
+
 class SloConfig(ConfigModel):
     window: Duration = Field(default=timedelta(days=30), description="evaluation window")
     freshness: FreshnessObjective = Field(default_factory=FreshnessObjective)
     availability: AvailabilityObjective = Field(default_factory=AvailabilityObjective)
     quality: QualityObjective = Field(default_factory=QualityObjective)
     latency: LatencyObjective = Field(default_factory=LatencyObjective)
+    stream_lag: StreamLagObjective = Field(default_factory=StreamLagObjective)

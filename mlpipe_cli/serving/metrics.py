@@ -65,6 +65,8 @@ class Metrics:
         # Filled in by the server: callables read at exposition time.
         self.gauges: dict[str, tuple[str, Callable[[], float]]] = {}
         self.counters: dict[str, tuple[str, Callable[[], float]]] = {}
+        # whole metric families rendered elsewhere (stream lag: streaming/status.py)
+        self.sections: list[Callable[[], list[str]]] = []
 
     def observe(self, endpoint: str, status: int, seconds: float) -> None:
         key = (endpoint, status)
@@ -130,6 +132,8 @@ class Metrics:
             add(f"# HELP {name} {help_text}")
             add(f"# TYPE {name} gauge")
             add(f"{name} {_fmt(read())}")
+        for section in self.sections:
+            lines.extend(section())
         if self.info:
             labels = ",".join(f'{k}="{_escape(v)}"' for k, v in sorted(self.info.items()))
             add("# HELP mlpipe_serve_info Versions this process serves.")

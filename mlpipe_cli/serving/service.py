@@ -752,6 +752,8 @@ def build_runtime(
 
         register_metrics(metrics, lambda name: total("shadow." + name))
         metrics.info["shadow_transform_version"] = shadow.transform_version
+    if service.streaming is not None:  # consumer lag and counters (docs/streaming.md)
+        metrics.sections.append(service.streaming.metrics_lines)
     return runtime
 
 

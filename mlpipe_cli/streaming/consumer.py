@@ -1,7 +1,8 @@
 """The `mlpipe stream` loop: bootstrap once, then apply batches until stopped.
 
 Each round calls the apply script once per source (read, apply and ack in one atomic step;
-see ``streaming.lua``). Several consumers (processes, machines) may run at once with
+see ``streaming.lua``), twice in one round trip while batches come back full; when every
+stream is drained it blocks on XREAD for the next entry instead of polling. Several consumers (processes, machines) may run at once with
 different names: the consumer group hands each entry to one of them. Startup first takes
 this consumer's own pending entries, then claims entries idle on other consumers for
 longer than ``stream.claim_idle`` (XAUTOCLAIM); claiming repeats every half of that.
@@ -17,15 +18,16 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from mlpipe_cli.streaming.plan import StreamPlan
-from mlpipe_cli.streaming.source import group_lag
 from mlpipe_cli.streaming.state import ApplyResult, StateStore
+from mlpipe_cli.streaming.status import source_status
 
 if TYPE_CHECKING:
     from datetime import datetime
 
     from mlpipe_cli.config import PipelineConfig
 
-IDLE_SLEEP = 0.005  # seconds between polls when every stream is drained
+IDLE_SLEEP = 0.005  # seconds between polls when drained streams live on several servers
+MAX_BLOCK = 0.1  # longest XREAD BLOCK when drained (stop requests are checked this often)
 COUNTERS = ("entries", "applied", "late", "before_batch", "malformed", "duplicate")
 
 
@@ -71,6 +73,9 @@ class Consumer:
     def __post_init__(self) -> None:
         self.stores = {p.source_name: StateStore(p) for p in self.plans}
         self.progress = {p.source_name: SourceProgress() for p in self.plans}
+        # each source's stream head when its last read found nothing (None: not drained)
+        self.heads: dict[str, str | None] = {p.source_name: None for p in self.plans}
+        self._full: dict[str, bool] = {}  # the source's last batch was full: read ahead
 
     def close(self) -> None:
         for store in self.stores.values():
@@ -106,11 +111,31 @@ class Consumer:
         """One batch per source; returns the entries taken."""
         taken = 0
         for name, store in self.stores.items():
-            result = store.apply(self.name)
-            if result is not None:
-                self.progress[name].add(result)
-                taken += result.entries
+            # two batches in flight while the last round found a full batch (a backlog):
+            # the server starts the second without waiting for this process
+            depth = 2 if self._full.get(name) else 1
+            results = store.apply_ahead(self.name, depth)
+            last = results[-1]
+            self.heads[name] = last.stream_head if last is not None else None
+            self._full[name] = last is not None and last.entries >= store.plan.stream.batch
+            for result in results:
+                if result is not None:
+                    self.progress[name].add(result)
+                    taken += result.entries
         return taken
+
+    def wait_for_entries(self, seconds: float) -> None:
+        """Drained: block until a new entry arrives (XREAD BLOCK, so an event is applied
+        within a round trip of its XADD, not after a polling sleep), at most ``seconds``.
+        Streams on several servers, or a source still bootstrapping: a short sleep."""
+        heads = self.heads
+        urls = {store.plan.url for store in self.stores.values()}
+        if len(urls) != 1 or any(h is None for h in heads.values()):
+            time.sleep(min(IDLE_SLEEP, seconds))
+            return
+        store = next(iter(self.stores.values()))
+        after = {s.plan.stream.key: heads[n] for n, s in self.stores.items()}
+        store.source.wait_for_entries(after, int(max(seconds, 0.001) * 1000))  # type: ignore[arg-type]
 
     def run(
         self,
@@ -144,7 +169,10 @@ class Consumer:
             if taken == 0:
                 if once:
                     return "drained"
-                time.sleep(IDLE_SLEEP)
+                until_claim = claim_every - (time.monotonic() - last_claim)
+                until_status = (status_interval - (time.monotonic() - last_status)
+                                if on_status is not None else MAX_BLOCK)  # fmt: skip
+                self.wait_for_entries(max(min(MAX_BLOCK, until_claim, until_status), 0.001))
 
     def total_entries(self) -> int:
         return sum(p.entries for p in self.progress.values())
@@ -154,20 +182,8 @@ class Consumer:
         now_ms = int(time.time() * 1000)
         sources: dict[str, Any] = {}
         for name, store in self.stores.items():
-            plan = store.plan
-            lag = group_lag(store.source, plan.stream.group, now_ms)
-            dead = store.client.xlen(plan.stream.dead_letter_key)
-            totals = store.stats()
-            newest = totals.get("newest_us")
-            sources[name] = {
-                "this_consumer": self.progress[name].to_dict(),
-                "all_consumers": {k: v for k, v in totals.items() if k != "newest_us"},
-                "lag_events": lag.events,
-                "lag_events_capped": lag.capped,
-                "lag_seconds": round(lag.seconds, 3),
-                "dead_letter_length": int(dead),
-                "newest_event_us": newest,
-            }
+            reading = source_status(store, now_ms)
+            sources[name] = {"this_consumer": self.progress[name].to_dict(), **reading}
         doc: dict[str, Any] = {"consumer": self.name, "sources": sources}
         if rate is not None:
             doc["events_per_second"] = round(rate, 1)

@@ -13,7 +13,8 @@ Key layout in the stream's Redis (``P`` = ``online_store.key_prefix`` or ``mlpip
                           columns (JSON), bootstrapped_at, state (bootstrapping | ready)
     S:stats               hash: applied, late, before_batch, malformed, duplicate counters
     S:r:<k>               sorted set: the entity's raw events newer than its fold horizon;
-                          score = event time (epoch us), member = tie key (25 chars) + record
+                          score = event time (epoch us), member = tie key (26 chars) + the
+                          plan columns' values packed (streaming.state.pack_values)
     S:a:<k>               hash: the fold of every older event (running aggregates) + horizon
     S:u:<k>:<i>           set: distinct values of column i (only for lifetime count_distinct)
 """
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
     from mlpipe_cli.config.sources import SourceConfig
     from mlpipe_cli.config.streaming import StreamConfig
 
-STATE_FORMAT = 1
+STATE_FORMAT = 2  # 2: raw members packed to the plan's columns (streaming.state.pack_values)
 US = 1_000_000
 _STREAMABLE_DTYPES = {
     "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",

@@ -63,10 +63,22 @@ class StreamingFeatureReader:
         self.stores = {p.source_name: StateStore(p) for p in self.plans}
         self.features = [f.name for p in self.plans for f in p.features]
         self._meta: dict[str, tuple[float, StateMeta]] = {}
+        self._metrics: Any = None
 
     def close(self) -> None:
         for store in self.stores.values():
             store.close()
+        if self._metrics is not None:
+            self._metrics.close()
+
+    def metrics_lines(self) -> list[str]:
+        """Consumer lag, events applied and dead-lettered per source, as Prometheus text
+        lines (the server's /metrics; ``streaming.status.StreamMetrics``)."""
+        if self._metrics is None:
+            from mlpipe_cli.streaming.status import StreamMetrics
+
+            self._metrics = StreamMetrics(self.plans)
+        return self._metrics.lines()
 
     def _state_meta(self, plan: StreamPlan) -> StateMeta:
         cached = self._meta.get(plan.source_name)

@@ -194,6 +194,14 @@ class RedisStreamSource:
                                            count=count)  # fmt: skip
         return _events(reply[1])
 
+    def wait_for_entries(self, after: dict[str, str], block_ms: int) -> bool:
+        """Block until one of the streams (key -> id, all on this client's server) has an
+        entry after its id, or ``block_ms`` passed; True when one has. The entry is only
+        looked at (XREAD), never delivered to a group: the apply script still takes it."""
+        with self._errors(f"waiting for entries on {self.key}"):
+            reply = self.client.xread(after, count=1, block=max(block_ms, 1))
+        return bool(reply)
+
     def dead_letters(self, key: str, count: int = 10_000) -> list[Event]:
         """The newest ``count`` entries of a dead-letter stream (oldest first)."""
         with self._errors(f"reading {key}"):

@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import socket
+import struct
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -30,6 +33,8 @@ if TYPE_CHECKING:
 
     from mlpipe_cli.config import PipelineConfig
 
+_MULTI = b"*1\r\n$5\r\nMULTI\r\n"
+_EXEC = b"*1\r\n$4\r\nEXEC\r\n"
 TIE_LEN = 26  # 's' + 15-digit ms + 10-digit seq (stream entries) | 'b' + 25-digit row
 _WRITE_CHUNK = 2000  # entities per pipelined bootstrap write
 
@@ -69,19 +74,55 @@ def decode_value(text: str | None, is_int: bool = False) -> Any:
     return body
 
 
-def dump_record(record: dict[str, Any]) -> str:
-    """An event record as JSON. NaN and ±inf stay NaN/Infinity tokens (orjson would turn
-    them into null, which the features treat differently); Redis' cjson reads both."""
-    return json.dumps(record, ensure_ascii=False, separators=(",", ":"), allow_nan=True)
+_DOUBLE = struct.Struct(">d")
+_LENGTH = struct.Struct(">I")
 
 
-def load_record(text: str | bytes) -> dict[str, Any]:
-    import orjson
+def pack_values(values: Sequence[Any]) -> bytes:
+    """A raw member's payload: each value tagged, as the Lua script packs it. ``z`` null,
+    ``n`` + big-endian double, ``t``/``f`` booleans, ``s`` + 4-byte length + UTF-8 bytes.
+    Numbers are doubles, as in the script (integers exact up to 2**53)."""
+    parts: list[bytes] = []
+    for value in values:
+        if value is None:
+            parts.append(b"z")
+        elif isinstance(value, bool):
+            parts.append(b"t" if value else b"f")
+        elif isinstance(value, int | float):
+            parts.append(b"n" + _DOUBLE.pack(float(value)))
+        else:
+            data = str(value).encode()
+            parts.append(b"s" + _LENGTH.pack(len(data)) + data)
+    return b"".join(parts)
 
-    try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError:  # NaN / Infinity tokens: the standard library reads them
-        return json.loads(text)
+
+def unpack_values(data: bytes, columns: Sequence[str], int_columns: Sequence[bool],
+                  start: int = 0) -> dict[str, Any]:  # fmt: skip
+    """The inverse of :func:`pack_values`: column -> value (integer columns as ``int``)."""
+    out: dict[str, Any] = {}
+    pos = start
+    for column, is_int in zip(columns, int_columns, strict=True):
+        tag = data[pos]
+        if tag == 110:  # n
+            number = _DOUBLE.unpack_from(data, pos + 1)[0]
+            out[column] = int(number) if is_int and math.isfinite(number) else number
+            pos += 9
+        elif tag == 115:  # s
+            size = _LENGTH.unpack_from(data, pos + 1)[0]
+            out[column] = data[pos + 5 : pos + 5 + size].decode()
+            pos += 5 + size
+        elif tag == 116:  # t
+            out[column] = True
+            pos += 1
+        elif tag == 102:  # f
+            out[column] = False
+            pos += 1
+        elif tag == 122:  # z
+            out[column] = None
+            pos += 1
+        else:
+            raise ValueError(f"unknown value tag {tag} in a streamed state member")
+    return out
 
 
 # -- what the evaluator reads ----------------------------------------------------------------
@@ -91,7 +132,7 @@ def load_record(text: str | bytes) -> dict[str, Any]:
 class EntityState:
     """One entity's streamed state: raw events (time order) and the fold of older ones."""
 
-    raw: list[tuple[int, str, dict[str, Any]]]  # (event time us, tie key, record)
+    raw: list[tuple[int, str, dict[str, Any]]]  # (event time us, tie key, plan columns)
     agg: dict[str, str]
     sets: dict[int, set[str]] = field(default_factory=dict)  # column index (1-based) -> values
     horizon_us: int = 0
@@ -107,6 +148,7 @@ class ApplyResult:
     malformed: int
     duplicate: int
     last_id: str | None
+    stream_head: str | None = None  # drained (read mode): the stream's newest id
 
     @property
     def dead_lettered(self) -> int:
@@ -123,6 +165,7 @@ class StateMeta:
     state: str
     bootstrapped_at: str | None
     entities: int
+    format: int = STATE_FORMAT
 
     @property
     def batch_as_of(self) -> datetime:
@@ -139,11 +182,15 @@ class StateStore:
             self.client, plan.stream.key, url=plan.url, password=plan.password
         )
         self._sha: str | None = None
+        self._local = threading.local()  # a connection per thread for read()
 
     def errors(self, action: str) -> Any:
         return redis_errors(self.plan.url, action, [self.plan.password])
 
     def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.disconnect()
         self.client.close()
 
     # -- metadata ------------------------------------------------------------------------
@@ -162,11 +209,18 @@ class StateStore:
             state=doc.get("state", "unknown"),
             bootstrapped_at=doc.get("bootstrapped_at"),
             entities=int(doc.get("entities", "0")),
+            format=int(doc.get("format", "1")),
         )
 
     def check_compatible(self, meta: StateMeta) -> None:
         """The state was built for this plan's columns, window and lateness."""
         plan = self.plan
+        if meta.format != STATE_FORMAT:
+            raise ConfigError(
+                f"the streamed state of source {plan.source_name!r} is in format {meta.format}; "
+                f"this mlpipe reads format {STATE_FORMAT}",
+                hint="rebuild it: mlpipe stream --reset",
+            )
         if (meta.columns, meta.window_us, meta.lateness_us) != (
             plan.columns, plan.window_us, plan.lateness_us,
         ):  # fmt: skip
@@ -293,8 +347,6 @@ class StateStore:
         """One atomic batch: read (``read``: new entries; ``own``: this consumer's pending;
         ``claim``: entries idle on any consumer), apply and acknowledge. None before the
         bootstrap has finished."""
-        import redis
-
         plan = self.plan
         stream = plan.stream
         args = [
@@ -302,45 +354,113 @@ class StateStore:
             str(count or stream.batch),
             str(min_idle_ms if min_idle_ms is not None else int(stream.claim_idle.total_seconds() * 1000)),
         ]  # fmt: skip
+        return self._apply_calls(args, 1)[0]
+
+    def apply_ahead(self, consumer: str, depth: int = 2) -> list[ApplyResult | None]:
+        """``depth`` read batches sent in one round trip: each script is still one atomic
+        batch, and redis-server starts the next as soon as one ends instead of waiting for
+        this client to read the reply and send again (an idle gap per batch)."""
+        plan = self.plan
+        stream = plan.stream
+        args = ["read", stream.key, stream.group, consumer, stream.dead_letter_key, plan.prefix,
+                str(stream.batch), str(int(stream.claim_idle.total_seconds() * 1000))]  # fmt: skip
+        return self._apply_calls(args, depth)
+
+    def _apply_calls(self, args: list[str], depth: int) -> list[ApplyResult | None]:
+        import redis
+
+        def send() -> list[Any]:
+            if depth == 1:
+                return [self.client.evalsha(self._sha, 0, *args)]
+            pipe = self.client.pipeline(transaction=False)
+            for _ in range(depth):
+                pipe.evalsha(self._sha, 0, *args)
+            return pipe.execute()
+
         with self.errors("applying events"):
             if self._sha is None:
                 self._sha = self.client.script_load(APPLY_SCRIPT)
             try:
-                reply = self.client.evalsha(self._sha, 0, *args)
-            except redis.exceptions.NoScriptError:  # the server restarted: load it again
+                replies = send()
+            except redis.exceptions.NoScriptError:  # the server restarted: nothing ran
                 self._sha = self.client.script_load(APPLY_SCRIPT)
-                reply = self.client.evalsha(self._sha, 0, *args)
+                replies = send()
+        return [self._result(reply) for reply in replies]
+
+    def _result(self, reply: Any) -> ApplyResult | None:
+        if int(reply[0]) == -2:
+            self.check_compatible(self.meta())  # type: ignore[arg-type]  # raises: format
         if int(reply[0]) < 0:
             return None
-        last = reply[6].decode() if isinstance(reply[6], bytes) else str(reply[6])
+        last, head = (x.decode() if isinstance(x, bytes) else str(x) for x in reply[6:8])
         entries, applied, late, before_batch, malformed, duplicate = (int(x) for x in reply[:6])
         return ApplyResult(
-            entries, applied, late, before_batch, malformed, duplicate, last_id=last or None
+            entries, applied, late, before_batch, malformed, duplicate, last_id=last or None,
+            stream_head=head or None,
         )
 
     # -- reading -------------------------------------------------------------------------
     def read(self, entity_keys: Sequence[str]) -> list[EntityState]:
-        """Each entity's state, all from one snapshot (MULTI/EXEC: one round trip)."""
+        """Each entity's state, all from one snapshot (MULTI/EXEC: one round trip).
+
+        The transaction is packed by hand and sent on a connection of this thread's own
+        (serving reads from several executor threads): redis-py's pipeline object spent
+        ~60 us per call building and unwinding it, the whole read's cost again."""
+        from mlpipe_cli.online.redis_wire import pack
+
         plan = self.plan
         distinct = [i + 1 for i, d in enumerate(plan.distinct) if d]
-        pipe = self.client.pipeline(transaction=True)
+        commands = [_MULTI]
         for key in entity_keys:
-            pipe.zrange(plan.raw_key(key), 0, -1, withscores=True)
-            pipe.hgetall(plan.agg_key(key))
+            commands.append(pack(b"ZRANGE", plan.raw_key(key).encode(), b"0", b"-1",
+                                 b"WITHSCORES"))  # fmt: skip
+            commands.append(pack(b"HGETALL", plan.agg_key(key).encode()))
             for index in distinct:
-                pipe.smembers(plan.set_key(key, index))
+                commands.append(pack(b"SMEMBERS", plan.set_key(key, index).encode()))
+        commands.append(_EXEC)
         with self.errors("reading streamed state"):
-            replies = pipe.execute()
+            replies = self._transaction(b"".join(commands), len(commands) - 2)
         out = []
         step = 2 + len(distinct)
         for n in range(len(entity_keys)):
-            raw_reply, agg_reply = replies[n * step], replies[n * step + 1]
+            raw_flat, agg_flat = replies[n * step], replies[n * step + 1]
             sets = {
                 index: {v.decode() for v in replies[n * step + 2 + j]}
                 for j, index in enumerate(distinct)
             }
-            out.append(parse_state(plan, raw_reply, agg_reply, sets))
+            raw, agg = _pairs(raw_flat), agg_flat
+            if not isinstance(agg, dict):  # RESP2: a flat list (RESP3: a map)
+                agg = dict(zip(agg[::2], agg[1::2], strict=True))
+            out.append(parse_state(plan, raw, agg, sets))
         return out
+
+    def _transaction(self, packed: bytes, queued: int) -> list[Any]:
+        """Send MULTI, ``queued`` commands and EXEC; the EXEC reply. A connection the server
+        dropped (a restart) is re-made once; the commands only read, so a retry is safe."""
+        import redis
+
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = self.client.connection_pool.make_connection()
+        for attempt in (0, 1):
+            try:
+                conn.send_packed_command([packed], check_health=False)
+                for _ in range(queued + 1):  # +OK, then +QUEUED per command
+                    conn.read_response()
+                reply = conn.read_response()
+            except redis.ConnectionError as exc:
+                conn.disconnect()
+                if attempt or isinstance(exc, redis.AuthenticationError):
+                    raise
+                continue
+            except BaseException:
+                conn.disconnect()  # a reply half read: the connection is out of step
+                raise
+            for item in reply or ():
+                if isinstance(item, Exception):
+                    raise item
+            return reply
+        raise AssertionError("unreachable")
 
     def stats(self) -> dict[str, int]:
         with self.errors("reading stream stats"):
@@ -348,13 +468,22 @@ class StateStore:
         return {k.decode(): int(float(v)) for k, v in raw.items()}
 
 
+def _pairs(reply: list[Any]) -> list[Any]:
+    """ZRANGE WITHSCORES as (member, score) pairs: RESP3 nests them, RESP2 is flat."""
+    if reply and isinstance(reply[0], list):
+        return reply
+    return list(zip(reply[::2], reply[1::2], strict=True))
+
+
 def parse_state(plan: StreamPlan, raw_reply: Any, agg_reply: Any, sets: dict[int, set[str]]
                 ) -> EntityState:  # fmt: skip
     agg = {k.decode(): v.decode() for k, v in agg_reply.items()}
-    raw = []
-    for member, score in raw_reply:
-        text = member.decode() if isinstance(member, bytes) else member
-        raw.append((int(score), text[:TIE_LEN], load_record(text[TIE_LEN:])))
+    columns, int_columns = plan.columns, plan.int_columns
+    raw = [
+        (int(float(score)), member[:TIE_LEN].decode(),
+         unpack_values(member, columns, int_columns, TIE_LEN))
+        for member, score in raw_reply
+    ]  # fmt: skip
     horizon = agg.get("H")
     return EntityState(
         raw=raw,
@@ -443,17 +572,17 @@ def _entity_rows(frame: pl.DataFrame, plan: StreamPlan):
 
 def fold_rows(
     plan: StreamPlan, rows: list[dict[str, Any]], horizon: int
-) -> tuple[dict[str, str], dict[str, int], dict[int, list[str]]]:
+) -> tuple[dict[str, str], dict[bytes, int], dict[int, list[str]]]:
     """One entity's bootstrap: the fold of its rows older than ``horizon`` (the same
     running values, in the same order, as the Lua script's fold) and its newer rows as raw
     members. Rows are in (event time, file order) order."""
     fields: dict[str, str] = {"H": str(horizon), "nw": str(rows[-1]["__e"])}
-    raw: dict[str, int] = {}
+    raw: dict[bytes, int] = {}
     sets: dict[int, list[str]] = {}
     folded = [r for r in rows if r["__e"] < horizon]
     for row in rows[len(folded) :]:
-        record = {c: row[c] for c in plan.columns}
-        raw[f"b{row['__row']:025d}" + dump_record(record)] = row["__e"]
+        member = f"b{row['__row']:025d}".encode() + pack_values([row[c] for c in plan.columns])
+        raw[member] = row["__e"]
     if folded:
         fields.update(n=str(len(folded)), e0=str(folded[0]["__e"]), e1=str(folded[-1]["__e"]))
     for i, column in enumerate(plan.columns, start=1):
