@@ -307,10 +307,16 @@ def visibility_over_http(args: argparse.Namespace, tmp: Path, server: Server) ->
              "order_ts": t_b + timedelta(days=2, microseconds=tick)}
             for user, tick in zip(users.to_list(), range(0, ticks, 5), strict=False)
         ]  # fmt: skip
-        probe_frame = pl.DataFrame(probe_rows, schema_overrides={"order_ts":
-                                                                  pl.Datetime("us", "UTC")})
-        probe_events = dict(zip(range(0, ticks, 5), zip(
-            probe_rows, encode_events(config, plan, probe_frame), strict=False), strict=False))
+        probe_frame = pl.DataFrame(
+            probe_rows, schema_overrides={"order_ts": pl.Datetime("us", "UTC")}
+        )
+        probe_events = dict(
+            zip(
+                range(0, ticks, 5),
+                zip(probe_rows, encode_events(config, plan, probe_frame), strict=False),
+                strict=False,
+            )
+        )
         for row in probe_rows:
             at = row["order_ts"]
             probe_us[row["user_id"]] = int(at.timestamp()) * 1_000_000 + at.microsecond
@@ -360,8 +366,10 @@ def visibility_over_http(args: argparse.Namespace, tmp: Path, server: Server) ->
               f"max {max(latencies):.1f} ms (goal p99 <= 100 ms); one poll GET: "
               f"p50 {pct(gets, 0.5):.2f} ms, p99 {pct(gets, 0.99):.2f} ms")  # fmt: skip
         waited = {name: runqueue_wait(pid) - waited[name] for name, pid in waits.items()}
-        print("  seconds spent runnable but waiting for a CPU during the run: "
-              + ", ".join(f"{name} {seconds:.2f}" for name, seconds in waited.items()))
+        print(
+            "  seconds spent runnable but waiting for a CPU during the run: "
+            + ", ".join(f"{name} {seconds:.2f}" for name, seconds in waited.items())
+        )
         stalls = state.client.execute_command("LATENCY", "LATEST")
         slow = state.client.slowlog_get(3)
         print(f"  redis-server stalls > 10 ms: {stalls or 'none'}; slowest commands: "

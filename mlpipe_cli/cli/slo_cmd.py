@@ -42,15 +42,17 @@ def slo(
     json_output: JsonOption = False,
     quiet: QuietOption = False,
 ) -> None:
-    """Evaluate the pipeline's SLOs from the run ledger: freshness, availability, quality, latency.
+    """Evaluate the pipeline's SLOs: freshness, availability, quality, latency, stream lag.
 
     Objectives come from the config's `slo:` section (defaults: materialize live within 1 h of
     its trigger, >= 99.5% of runs complete, >= 99.9% of validated records pass, lookup
-    p99 <= 5 ms). Every command records its runs under <artifact_dir>/<pipeline>/runs/; the
-    feature server records its latency histogram there. An objective with no data in the
+    p99 <= 5 ms, and for streamed sources a consumer lag under 60 s). Every command records
+    its runs under <artifact_dir>/<pipeline>/runs/; the feature server records its latency
+    histogram there. An objective with no data in the
     window is shown as no_data, not as a breach. Exit codes: 0 every objective met (or no
     data), 1 an objective breached (one line per breach on stderr), 2 bad config or flags,
-    4 the online store is unreachable (only read when slo.freshness.max_age is set).
+    4 the online store or an event stream is unreachable (read only when
+    slo.freshness.max_age is set, and for stream_lag when a source streams).
 
     Example: mlpipe slo --window 7d --prometheus mlpipe.prom
     """
@@ -80,7 +82,12 @@ def slo(
 
         stream_lags = lag_readings(cfg)
     report = evaluate(
-        ctx.artifact_dir, cfg.pipeline, cfg.slo, window=span, now=at, live_as_of=live_as_of,
+        ctx.artifact_dir,
+        cfg.pipeline,
+        cfg.slo,
+        window=span,
+        now=at,
+        live_as_of=live_as_of,
         stream_lags=stream_lags,
     )
     if prometheus is not None:

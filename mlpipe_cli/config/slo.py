@@ -52,7 +52,8 @@ class StreamLagObjective(ConfigModel):
         "this (reads the stream's Redis; only when a source has a stream: section)",
     )
     max_events: int | None = Field(
-        default=None, ge=0,
+        default=None,
+        ge=0,
         description="each streamed source: events not yet applied at most this; null: "
         "reported, not gated",
     )

@@ -395,7 +395,13 @@ class StateStore:
         last, head = (x.decode() if isinstance(x, bytes) else str(x) for x in reply[6:8])
         entries, applied, late, before_batch, malformed, duplicate = (int(x) for x in reply[:6])
         return ApplyResult(
-            entries, applied, late, before_batch, malformed, duplicate, last_id=last or None,
+            entries,
+            applied,
+            late,
+            before_batch,
+            malformed,
+            duplicate,
+            last_id=last or None,
             stream_head=head or None,
         )
 
