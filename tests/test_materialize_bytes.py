@@ -22,9 +22,10 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import mlpipe_cli.features.engine as engine
 import mlpipe_cli.ops.materialize as ops
 from mlpipe_cli.config import load_config
-from mlpipe_cli.errors import ServiceUnavailable
+from mlpipe_cli.errors import ServiceUnavailable, UsageError
 from mlpipe_cli.online import open_store
 from mlpipe_cli.online.codec import PackedChunk
 from mlpipe_cli.online.materialize import _pack_chunk
@@ -166,10 +167,16 @@ def test_packed_rows_and_resp_are_the_bytes_of_the_previous_packer(case: Any) ->
     assert len(packed) == len(expected)
     prefix = "pré:d:0001-ab:".encode()
     for ttl in (None, 604800):
-        assert packed.set_commands(prefix, ttl) == _resp_oracle(prefix, expected, ttl)
-        assert packed.set_commands(prefix, ttl) == b"".join(
+        assert b"".join(packed.set_commands(prefix, ttl)) == _resp_oracle(prefix, expected, ttl)
+        assert b"".join(packed.set_commands(prefix, ttl)) == b"".join(
             set_command_batches(prefix, expected, ttl)
         )
+        # payloads of at most 3 commands each (never one string for a whole chunk): the
+        # same bytes, cut between commands
+        parts = list(packed.set_commands(prefix, ttl, rows_per_payload=3))
+        assert len(parts) == -(-len(expected) // 3)
+        assert b"".join(parts) == _resp_oracle(prefix, expected, ttl)
+        assert all(part.startswith(b"*") for part in parts)
 
 
 def test_float_formatting_matches_orjson_on_random_bit_patterns() -> None:
@@ -310,6 +317,40 @@ def test_stored_contents_are_byte_identical_to_the_previous_implementation(
     assert ours == reference
 
 
+def test_the_source_cache_keeps_to_its_budget_and_changes_no_byte(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sources are kept across batches only within SOURCE_CACHE_BYTES (a project with many
+    large sources once held them all for the whole run): with no budget every batch re-reads
+    its sources, with a large one each is read once — the same stored bytes either way."""
+    online = {"type": "sqlite", "path": str(tmp_path / "online.sqlite")}
+    project = _messy_project(tmp_path, online)
+    loads: list[str] = []
+    real_load = engine._load_source
+
+    def counting(ctx: Any, name: str, *args: Any) -> Any:
+        loads.append(name)
+        return real_load(ctx, name, *args)
+
+    monkeypatch.setattr(engine, "_load_source", counting)
+    cached = _stored(project, chunk_size=7)
+    reads_cached = len(loads)
+    loads.clear()
+    monkeypatch.setattr(ops, "SOURCE_CACHE_BYTES", 0)
+    uncached = _stored(project, chunk_size=7)
+    assert uncached == cached
+    assert len(loads) > reads_cached  # re-read by every batch past the budget
+
+    cache = ops.SourceCache(max_bytes=100)
+    small, big = pl.DataFrame({"x": [1]}), pl.DataFrame({"x": list(range(100))})
+    cache[("small",)] = small
+    cache[("big",)] = big
+    assert list(cache) == [("small",)]
+    assert cache.bytes == small.estimated_size()
+    cache.clear()
+    assert cache.bytes == 0
+
+
 # -- failures on either side of the writer thread -------------------------------------------
 
 
@@ -323,8 +364,6 @@ def test_a_compute_failure_stops_the_writer_and_the_run_resumes(
     path = _messy_project(tmp_path, {"type": "sqlite", "path": str(tmp_path / "o.sqlite")})
     config = load_config(path)
     reference = _stored(path, chunk_size=50)  # a live version to keep
-
-    import mlpipe_cli.features.engine as engine
 
     real, calls = engine.compute_features, []
 
@@ -359,7 +398,6 @@ def test_a_write_failure_is_raised_unchanged_and_stops_computing(
     path = _messy_project(tmp_path, {"type": "sqlite", "path": str(tmp_path / "o.sqlite")})
     config = load_config(path)
     store = open_store(config, config.artifact_dir)
-    import mlpipe_cli.features.engine as engine
 
     real_compute, computed = engine.compute_features, []
     real_write, written = store.write_chunk, []
@@ -428,3 +466,11 @@ def test_stored_bytes_are_the_same_for_any_polars_thread_count(tmp_path: Path) -
         stored.append(rows)
     assert len(stored[0]) > 900
     assert stored[0] == stored[1]
+
+
+def test_integers_wider_than_64_bits_are_refused_in_one_line() -> None:
+    """orjson cannot write an Int128 and the column-wise path must not either (it once wrote
+    the digits, which read back as a float): one actionable error naming the feature."""
+    frame = pl.DataFrame({"k": [1, 2], "big": pl.Series([2**100, 5], dtype=pl.Int128)})
+    with pytest.raises(UsageError, match="feature 'big' is Int128: the online store holds"):
+        _pack_chunk(frame, ["k"], ["big"], [], 0.0)

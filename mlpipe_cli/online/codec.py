@@ -216,9 +216,14 @@ class PackedChunk(Sequence[tuple[str, bytes]]):
         """The rows by key (UTF-8 byte order = code point order = Python's ``sorted``)."""
         return PackedChunk(self.frame.sort("k")).rows()
 
-    def set_commands(self, prefix: bytes, ttl_seconds: int | None) -> bytes:
-        """``SET <prefix><key> <value> [EX ttl]`` for every row as one RESP payload, built
-        column-wise by Polars: the same bytes as ``redis_store.set_command_batches``."""
+    def set_commands(
+        self, prefix: bytes, ttl_seconds: int | None, rows_per_payload: int = 5000
+    ) -> Iterator[bytes]:
+        """``SET <prefix><key> <value> [EX ttl]`` for every row, as RESP payloads of
+        ``rows_per_payload`` commands each, built column-wise by Polars: together the same
+        bytes as ``redis_store.set_command_batches``. One payload per slice, never one for
+        the whole chunk: a Polars string holds at most 4 GiB (a chunk of wide rows reached
+        it) and a whole-chunk string cost ~4× the payload in memory."""
         import polars as pl
 
         if ttl_seconds:
@@ -240,7 +245,9 @@ class PackedChunk(Sequence[tuple[str, bytes]]):
                 pl.lit(tail),
             ]
         )
-        return self.frame.select(command.str.join("").cast(pl.Binary)).item()
+        joined = command.str.join("").cast(pl.Binary)
+        for part in self.frame.iter_slices(max(1, rows_per_payload)):
+            yield part.select(joined).item()
 
 
 class KeyNormalizer:

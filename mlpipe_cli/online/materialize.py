@@ -413,6 +413,8 @@ def _json_column(name: str, dtype: Any) -> pl.Expr | None:
     import polars as pl
 
     column = pl.col(name)
+    if dtype in (pl.Int128, pl.UInt128):
+        return None  # beyond 64 bits: orjson refuses them, and so must the fast path
     if dtype.is_integer() or dtype == pl.Boolean or dtype == pl.Null:
         text = column.cast(pl.String)  # decimal digits; true/false; all null
     elif dtype.is_float() and _floats_format_like_orjson():
@@ -442,6 +444,12 @@ def _pack_chunk(
     # Event times (epoch seconds) next to the values, built vectorised in Polars.
     events = [(pl.lit(as_of_epoch) - pl.col(c)).alias(f"__ev{i}") for i, c in enumerate(event_cols)]
     values = out.select([pl.col(n) for n in names] + events)
+    wide = [n for n in names if values.schema[n] in (pl.Int128, pl.UInt128)]
+    if wide:
+        raise UsageError(
+            f"feature {wide[0]!r} is {values.schema[wide[0]]}: the online store holds integers "
+            "of up to 64 bits; cast the source column (e.g. a `derived:` CAST to BIGINT or DOUBLE)"
+        )
     key_frame = out.select(keys)
     texts = [_json_column(c, t) for c, t in values.schema.items()]
     int_keys = all(t.is_integer() for t in key_frame.dtypes) and not any(

@@ -528,7 +528,7 @@ class RedisStore(BaseStore):
         with self._errors("writing features"):
             conn = self._bulk_connection()
             if isinstance(items, PackedChunk):  # built column-wise: the same bytes
-                payloads = iter([items.set_commands(prefix, self.ttl_seconds)])
+                payloads = items.set_commands(prefix, self.ttl_seconds, _BATCH)
             else:
                 payloads = set_command_batches(prefix, items, self.ttl_seconds)
             try:

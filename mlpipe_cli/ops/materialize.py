@@ -64,6 +64,8 @@ from mlpipe_cli.online.writer import (
 )
 
 if TYPE_CHECKING:
+    import polars as pl
+
     from mlpipe_cli.artifacts import ArtifactStore
     from mlpipe_cli.config import PipelineConfig
     from mlpipe_cli.ops.project import Project
@@ -153,8 +155,9 @@ class FreshnessResult:
 
 
 # -- batching ---------------------------------------------------------------------------
-# One compute_features call per batch of whole chunks; the run reads each source once
-# (``source_cache``) and each call keeps only its entities' source rows. A batch is written
+# One compute_features call per batch of whole chunks; the run reads each source once per key
+# set while the sources fit SOURCE_CACHE_BYTES (``source_cache``), and each call keeps only its
+# entities' source rows. A batch is written
 # (on the writer thread) while the next one is computed, so only the first batch's compute
 # and the last batch's write are not overlapped: batches start at one chunk and double (the
 # first rows are written, and progress shows, right away), up to this many entities, and
@@ -162,6 +165,32 @@ class FreshnessResult:
 # Memory holds about three batches of feature rows (computing, queued, being written).
 
 COMPUTE_BATCH_ENTITIES = 1_000_000
+
+# Sources kept in memory across the batches of one key set. Past this, a source is re-read
+# by each batch and freed after use instead (as when nothing is cached): a project with many
+# or large sources must not hold all of them at once for the whole run.
+SOURCE_CACHE_BYTES = 512 * 1024 * 1024
+
+
+class SourceCache(dict[tuple[object, ...], "pl.DataFrame"]):
+    """``compute_features``' ``source_cache`` with a byte budget: a loaded source that would
+    take the cache past ``max_bytes`` is simply not kept."""
+
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__()
+        self.max_bytes = max_bytes
+        self.bytes = 0
+
+    def __setitem__(self, key: tuple[object, ...], frame: pl.DataFrame) -> None:
+        size = int(frame.estimated_size())
+        if self.bytes + size > self.max_bytes:
+            return
+        self.bytes += size
+        super().__setitem__(key, frame)
+
+    def clear(self) -> None:
+        super().clear()
+        self.bytes = 0
 
 
 def compute_batches(
@@ -341,12 +370,16 @@ def run_materialize(
     # is written (Polars and the socket both release the GIL). One thread writes every
     # chunk, in order, so progress and resume mean what they did when this ran serially.
     writer = _ChunkWriter(store, progress, as_of_epoch, on_progress)
-    sources: dict[tuple[object, ...], Any] = {}  # each source is read once per run
+    sources = SourceCache(SOURCE_CACHE_BYTES)  # each source read once per key set, if it fits
+    cached_for: int | None = None
     try:
         for first, last in batches:
             writer.check()  # a failed write stops the run before more is computed
             t0 = time.perf_counter()
             index, start = chunk_list[first]
+            if index != cached_for:  # another key set reads its sources its own way
+                sources.clear()
+                cached_for = index
             compute_config, compute_names, ns_names, event_cols = plans[index]
             spine = entity_frames[index].slice(start, (last - first) * size)
             computed = compute_features(
