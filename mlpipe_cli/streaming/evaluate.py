@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import bisect
 import math
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from mlpipe_cli.config.features import UNIT_SECONDS
 from mlpipe_cli.errors import UsageError
@@ -25,7 +25,6 @@ from mlpipe_cli.streaming.plan import US, to_us
 from mlpipe_cli.streaming.state import decode_value, encode_value
 
 if TYPE_CHECKING:
-    from mlpipe_cli.config.features import FeatureConfig
     from mlpipe_cli.streaming.plan import StreamPlan
     from mlpipe_cli.streaming.state import EntityState
 
@@ -40,10 +39,66 @@ def exact_from_us(plan: StreamPlan, state: EntityState, default_horizon_us: int)
     return horizon + plan.window_us
 
 
+class _Feature(NamedTuple):
+    """One feature with everything its evaluation needs precomputed from the plan (the
+    config objects' properties parse durations on every access)."""
+
+    name: str
+    kind: str
+    agg: str | None
+    inclusive: bool
+    column: str | None
+    index: int | None  # 1-based column index in the plan (agg hash fields), None: no column
+    is_int: bool
+    window_us: int | None
+    ticks: float  # microseconds per unit
+    default: Any
+    as_int: bool  # count / count_distinct: an int
+
+
+class _Compiled(NamedTuple):
+    features: tuple[_Feature, ...]
+    ttl_us: int | None
+
+
+_COMPILED: dict[int, tuple[StreamPlan, _Compiled]] = {}
+
+
+def _compiled(plan: StreamPlan) -> _Compiled:
+    """The plan's features precomputed once (keyed by the plan object; plans are few)."""
+    hit = _COMPILED.get(id(plan))
+    if hit is not None and hit[0] is plan:
+        return hit[1]
+    index = {c: i for i, c in enumerate(plan.columns, start=1)}
+    features = []
+    for feature in plan.features:
+        column = feature.source_column
+        i = index.get(column) if column else None
+        window = feature.window_delta
+        features.append(_Feature(
+            name=feature.name, kind=feature.kind, agg=feature.agg,
+            inclusive=feature.inclusive, column=column, index=i,
+            is_int=plan.int_columns[i - 1] if i else False,
+            window_us=to_us(window) if window is not None else None,
+            ticks=float(UNIT_SECONDS[feature.unit] * US), default=feature.default,
+            as_int=feature.kind == "aggregate" and feature.agg in ("count", "count_distinct"),
+        ))  # fmt: skip
+    ttl_us = to_us(plan.source.ttl) if plan.source.ttl is not None else None
+    compiled = _Compiled(tuple(features), ttl_us)
+    if len(_COMPILED) > 256:  # a process building plans over and over (tests): stay bounded
+        _COMPILED.clear()
+    _COMPILED[id(plan)] = (plan, compiled)
+    return compiled
+
+
 def features_at(
     plan: StreamPlan, state: EntityState, t_us: int, *, default_horizon_us: int
 ) -> dict[str, Any]:
-    """Every feature of the plan's source at time ``t_us`` (epoch microseconds)."""
+    """Every feature of the plan's source at time ``t_us`` (epoch microseconds).
+
+    One pass: the visible prefix of the (time-sorted) raw events is found once per
+    inclusiveness by bisection, a window's start by bisection within it, and each column's
+    present values of a slice are gathered once and shared by the features reading them."""
     horizon = state.horizon_us if state.horizon_us is not None else default_horizon_us
     earliest = horizon + plan.window_us
     if t_us < earliest:
@@ -53,65 +108,85 @@ def features_at(
             "max_lateness)",
             hint="ask for a later time, or use training-set for past times",
         )
+    compiled = _compiled(plan)
+    ttl_us = compiled.ttl_us
     agg = state.agg
+    raw = state.raw
     folded = int(agg.get("n", "0"))
-    times = [r[0] for r in state.raw]
-    cut = {False: bisect.bisect_left(times, t_us), True: bisect.bisect_right(times, t_us)}
-    ttl_us = to_us(plan.source.ttl) if plan.source.ttl is not None else None
-    index = {c: i for i, c in enumerate(plan.columns, start=1)}
+    times = [r[0] for r in raw]
+    cut_exclusive = bisect.bisect_left(times, t_us)
+    cut_inclusive = bisect.bisect_right(times, t_us)
+    slices = _Slices(raw, times)
     out: dict[str, Any] = {}
-    for feature in plan.features:
-        visible = state.raw[: cut[feature.inclusive]]
-        total = folded + len(visible)
-        newest = visible[-1][0] if visible else (int(agg["e1"]) if folded else None)
+    for feature in compiled.features:
+        cut = cut_inclusive if feature.inclusive else cut_exclusive
+        total = folded + cut
+        newest = raw[cut - 1][0] if cut else (int(agg["e1"]) if folded else None)
         stale = total == 0 or (ttl_us is not None and newest is not None and t_us - newest > ttl_us)
-        value = None if stale else _value(plan, feature, state, visible, folded, newest,
-                                          t_us, index)  # fmt: skip
-        if feature.kind == "aggregate" and feature.agg in ("count", "count_distinct"):
+        value = None if stale else _value(feature, state, slices, cut, folded, newest, t_us)
+        if feature.as_int:
             value = None if value is None else int(value)
         out[feature.name] = feature.default if value is None else value
     return out
 
 
+class _Slices:
+    """Per call: the present (non-null) values of a column over raw[lo:hi], gathered once."""
+
+    __slots__ = ("cache", "raw", "times")
+
+    def __init__(self, raw: list[tuple[int, str, dict[str, Any]]], times: list[int]) -> None:
+        self.raw = raw
+        self.times = times
+        self.cache: dict[tuple[str, int, int], list[Any]] = {}
+
+    def present(self, column: str, lo: int, hi: int) -> list[Any]:
+        key = (column, lo, hi)
+        hit = self.cache.get(key)
+        if hit is None:
+            values = [r[2].get(column) for r in self.raw[lo:hi]]
+            hit = self.cache[key] = [v for v in values if v is not None]
+        return hit
+
+
 def _value(
-    plan: StreamPlan,
-    feature: FeatureConfig,
+    feature: _Feature,
     state: EntityState,
-    visible: list[tuple[int, str, dict[str, Any]]],
+    slices: _Slices,
+    cut: int,
     folded: int,
     newest: int | None,
     t_us: int,
-    index: dict[str, int],
 ) -> Any:
     agg = state.agg
-    ticks = float(UNIT_SECONDS[feature.unit] * US)
-    if feature.kind == "time_since_last":
+    ticks = feature.ticks
+    kind = feature.kind
+    if kind == "time_since_last":
         return (t_us - newest) / ticks  # type: ignore[operator]
-    column = feature.source_column
-    i = index.get(column) if column else None
-    is_int = plan.int_columns[i - 1] if i else False
-    window = feature.window_delta
-    if feature.kind == "lag":
+    column = feature.column
+    i = feature.index
+    is_int = feature.is_int
+    raw = slices.raw
+    if kind == "lag":
         assert column is not None  # a lag names its column
-        if visible:
-            return visible[-1][2].get(column)
+        if cut:
+            return raw[cut - 1][2].get(column)
         return decode_value(agg.get(f"G{i}"), is_int)
-    if window is not None:
-        start = t_us - to_us(window)
-        rows = [r for r in visible if r[0] >= start]
-        return _windowed(feature, rows, column, ticks)
-    if feature.kind == "mean_interval":
-        total = folded + len(visible)
+    if feature.window_us is not None:
+        # rows with start <= e among the visible ones: times are sorted, so a slice
+        lo = bisect.bisect_left(slices.times, t_us - feature.window_us, 0, cut)
+        return _windowed_slice(feature, slices, lo, cut)
+    if kind == "mean_interval":
+        total = folded + cut
         if total < 2:
             return None
-        oldest = int(agg["e0"]) if folded else visible[0][0]
+        oldest = int(agg["e0"]) if folded else raw[0][0]
         return (newest - oldest) / ((total - 1) * ticks)  # type: ignore[operator]
     name = feature.agg
     if name == "count" and column is None:
-        return folded + len(visible)
+        return folded + cut
     assert column is not None  # every aggregate but count(*) names its column
-    values = [r[2].get(column) for r in visible]
-    present = [v for v in values if v is not None]
+    present = slices.present(column, 0, cut)
     count = int(agg.get(f"N{i}", "0")) + len(present)
     if name == "count":
         return count
@@ -155,19 +230,22 @@ def _value(
     raise AssertionError(f"unsupported aggregation {name!r}")
 
 
-def _windowed(
-    feature: FeatureConfig, rows: list[tuple[int, str, dict[str, Any]]], column: str | None,
-    ticks: float,
-) -> Any:  # fmt: skip
+def _windowed_slice(feature: _Feature, slices: _Slices, lo: int, hi: int) -> Any:
     if feature.kind == "mean_interval":
-        if len(rows) < 2:
+        if hi - lo < 2:
             return None
-        return (rows[-1][0] - rows[0][0]) / ((len(rows) - 1) * ticks)
+        raw = slices.raw
+        return (raw[hi - 1][0] - raw[lo][0]) / ((hi - lo - 1) * feature.ticks)
     name = feature.agg
+    column = feature.column
     if name == "count" and column is None:
-        return len(rows)
+        return hi - lo
     assert column is not None  # every aggregate but count(*) names its column
-    present: list[Any] = [r[2].get(column) for r in rows if r[2].get(column) is not None]
+    return _reduce(name, slices.present(column, lo, hi))
+
+
+def _reduce(name: str | None, present: list[Any]) -> Any:
+    """A windowed aggregate over the window's present values (exact: fsum)."""
     if name == "count":
         return len(present)
     if name == "sum":

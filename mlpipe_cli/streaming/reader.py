@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from mlpipe_cli.errors import ServiceUnavailable, UsageError
@@ -49,8 +49,6 @@ class StreamedFeatures:
 def _iso(us: int | None) -> str | None:
     if us is None:
         return None
-    from datetime import timedelta
-
     return (_EPOCH + timedelta(microseconds=us)).isoformat()
 
 
@@ -64,6 +62,13 @@ class StreamingFeatureReader:
         self.features = [f.name for p in self.plans for f in p.features]
         self._meta: dict[str, tuple[float, StateMeta]] = {}
         self._metrics: Any = None
+        self._names = {p.source_name: [f.name for f in p.features] for p in self.plans}
+        self._as_of_iso: tuple[int, str] = (-1, "")
+
+    def _batch_as_of_iso(self, meta: StateMeta) -> str:
+        if self._as_of_iso[0] != meta.batch_as_of_us:  # changes only with a new bootstrap
+            self._as_of_iso = (meta.batch_as_of_us, meta.batch_as_of.isoformat())
+        return self._as_of_iso[1]
 
     def close(self) -> None:
         for store in self.stores.values():
@@ -98,10 +103,12 @@ class StreamingFeatureReader:
 
     def store_key(self, plan: StreamPlan, entity: Any) -> str:
         """An entity (scalar, list/tuple, or mapping by key name) as its store key."""
+        keys = plan.entity_keys
+        if type(entity) is int and len(keys) == 1 and -(2**63) <= entity < 2**64:
+            return f"[{entity}]"  # one integer key: orjson's compact JSON, without the call
         from mlpipe_cli.online.codec import entity_store_key
         from mlpipe_cli.schema.dtypes import INTEGER
 
-        keys = plan.entity_keys
         if isinstance(entity, Mapping):
             try:
                 values = [entity[k] for k in keys]
@@ -137,7 +144,8 @@ class StreamingFeatureReader:
             if not keys_out:
                 keys_out = keys
             default_horizon = meta.batch_as_of_us - plan.horizon_lag_us
-            batch_as_of = meta.batch_as_of.isoformat()
+            batch_as_of = self._batch_as_of_iso(meta)
+            names = self._names[plan.source_name]
             for n, state in enumerate(self.stores[plan.source_name].read(keys)):
                 values[n].update(features_at(plan, state, t_us,
                                              default_horizon_us=default_horizon))  # fmt: skip
@@ -147,8 +155,7 @@ class StreamingFeatureReader:
                     "batch_as_of": batch_as_of,
                     "batch_version": meta.batch_version,
                 }
-                for feature in plan.features:
-                    freshness[n][feature.name] = fresh
+                freshness[n].update(dict.fromkeys(names, fresh))
         return [
             StreamedFeatures(
                 entity=keys_out[n] if keys_out else "",

@@ -183,6 +183,7 @@ class StateStore:
         )
         self._sha: str | None = None
         self._local = threading.local()  # a connection per thread for read()
+        self._distinct = [i + 1 for i, d in enumerate(plan.distinct) if d]
 
     def errors(self, action: str) -> Any:
         return redis_errors(self.plan.url, action, [self.plan.password])
@@ -415,17 +416,21 @@ class StateStore:
         from mlpipe_cli.online.redis_wire import pack
 
         plan = self.plan
-        distinct = [i + 1 for i, d in enumerate(plan.distinct) if d]
+        distinct = self._distinct
         commands = [_MULTI]
         for key in entity_keys:
+            if len(entity_keys) == 1 and not distinct:  # serving's read_one: no list walk
+                commands.append(_read_one(plan, key))
+                break
             commands.append(pack(b"ZRANGE", plan.raw_key(key).encode(), b"0", b"-1",
                                  b"WITHSCORES"))  # fmt: skip
             commands.append(pack(b"HGETALL", plan.agg_key(key).encode()))
             for index in distinct:
                 commands.append(pack(b"SMEMBERS", plan.set_key(key, index).encode()))
         commands.append(_EXEC)
+        queued = len(entity_keys) * (2 + len(distinct))
         with self.errors("reading streamed state"):
-            replies = self._transaction(b"".join(commands), len(commands) - 2)
+            replies = self._transaction(b"".join(commands), queued)
         out = []
         step = 2 + len(distinct)
         for n in range(len(entity_keys)):
@@ -474,6 +479,17 @@ class StateStore:
         return {k.decode(): int(float(v)) for k, v in raw.items()}
 
 
+def _read_one(plan: StreamPlan, key: str) -> bytes:
+    """ZRANGE + HGETALL of one entity, packed in one go (the same bytes as two ``pack``)."""
+    raw_key = plan.raw_key(key).encode()
+    agg_key = plan.agg_key(key).encode()
+    return b"".join((
+        b"*5\r\n$6\r\nZRANGE\r\n$%d\r\n" % len(raw_key), raw_key,
+        b"\r\n$1\r\n0\r\n$2\r\n-1\r\n$10\r\nWITHSCORES\r\n*2\r\n$7\r\nHGETALL\r\n$%d\r\n"
+        % len(agg_key), agg_key, b"\r\n",
+    ))  # fmt: skip
+
+
 def _pairs(reply: list[Any]) -> list[Any]:
     """ZRANGE WITHSCORES as (member, score) pairs: RESP3 nests them, RESP2 is flat."""
     if reply and isinstance(reply[0], list):
@@ -481,15 +497,54 @@ def _pairs(reply: list[Any]) -> list[Any]:
     return list(zip(reply[::2], reply[1::2], strict=True))
 
 
+class MemberDecoder:
+    """Raw members of one column layout as (tie key, column -> value), the same values as
+    :func:`unpack_values`. A member whose values are all numbers (the common case: tag
+    ``n`` + 8 bytes each) has a fixed length and is decoded by one precompiled struct;
+    any other (a null, a boolean, a string) goes through :func:`unpack_values`."""
+
+    __slots__ = ("columns", "fixed", "int_columns", "numeric", "one_float")
+
+    def __init__(self, columns: Sequence[str], int_columns: Sequence[bool]) -> None:
+        self.columns = tuple(columns)
+        self.int_columns = tuple(int_columns)
+        self.fixed = TIE_LEN + 9 * len(self.columns)
+        self.numeric = struct.Struct(f">{TIE_LEN}s" + "cd" * len(self.columns))
+        # the commonest layout, one float column, without the per-value loop
+        self.one_float = self.int_columns == (False,)
+
+    def __call__(self, member: bytes) -> tuple[str, dict[str, Any]]:
+        if len(member) == self.fixed:
+            fields = self.numeric.unpack(member)
+            if self.one_float:
+                if fields[1] == b"n":
+                    return fields[0].decode(), {self.columns[0]: fields[2]}
+            elif all(tag == b"n" for tag in fields[1::2]):
+                out: dict[str, Any] = {}
+                for column, is_int, number in zip(self.columns, self.int_columns, fields[2::2],
+                                                  strict=True):  # fmt: skip
+                    out[column] = int(number) if is_int and math.isfinite(number) else number
+                return fields[0].decode(), out
+        return member[:TIE_LEN].decode(), unpack_values(member, self.columns, self.int_columns,
+                                                        TIE_LEN)  # fmt: skip
+
+
+_DECODERS: dict[tuple[tuple[str, ...], tuple[bool, ...]], MemberDecoder] = {}
+
+
+def member_decoder(columns: Sequence[str], int_columns: Sequence[bool]) -> MemberDecoder:
+    key = (tuple(columns), tuple(int_columns))
+    decoder = _DECODERS.get(key)
+    if decoder is None:
+        decoder = _DECODERS[key] = MemberDecoder(columns, int_columns)
+    return decoder
+
+
 def parse_state(plan: StreamPlan, raw_reply: Any, agg_reply: Any, sets: dict[int, set[str]]
                 ) -> EntityState:  # fmt: skip
     agg = {k.decode(): v.decode() for k, v in agg_reply.items()}
-    columns, int_columns = plan.columns, plan.int_columns
-    raw = [
-        (int(float(score)), member[:TIE_LEN].decode(),
-         unpack_values(member, columns, int_columns, TIE_LEN))
-        for member, score in raw_reply
-    ]  # fmt: skip
+    decode = member_decoder(plan.columns, plan.int_columns)
+    raw = [(int(float(score)), *decode(member)) for member, score in raw_reply]
     horizon = agg.get("H")
     return EntityState(
         raw=raw,
