@@ -500,31 +500,29 @@ def _pairs(reply: list[Any]) -> list[Any]:
 class MemberDecoder:
     """Raw members of one column layout as (tie key, column -> value), the same values as
     :func:`unpack_values`. A member whose values are all numbers (the common case: tag
-    ``n`` + 8 bytes each) has a fixed length and is decoded by one precompiled struct;
-    any other (a null, a boolean, a string) goes through :func:`unpack_values`."""
+    ``n`` + 8 bytes each) has a fixed length and its tags sit every 9 bytes: one slice
+    comparison checks them and one precompiled struct reads every double. Any other member
+    (a null, a boolean, a string) goes through :func:`unpack_values`."""
 
-    __slots__ = ("columns", "fixed", "int_columns", "numeric", "one_float")
+    __slots__ = ("columns", "fixed", "int_columns", "int_positions", "numbers", "tags")
 
     def __init__(self, columns: Sequence[str], int_columns: Sequence[bool]) -> None:
         self.columns = tuple(columns)
         self.int_columns = tuple(int_columns)
         self.fixed = TIE_LEN + 9 * len(self.columns)
-        self.numeric = struct.Struct(f">{TIE_LEN}s" + "cd" * len(self.columns))
-        # the commonest layout, one float column, without the per-value loop
-        self.one_float = self.int_columns == (False,)
+        self.tags = b"n" * len(self.columns)
+        self.numbers = struct.Struct(">" + "xd" * len(self.columns))
+        self.int_positions = tuple(j for j, is_int in enumerate(self.int_columns) if is_int)
 
     def __call__(self, member: bytes) -> tuple[str, dict[str, Any]]:
-        if len(member) == self.fixed:
-            fields = self.numeric.unpack(member)
-            if self.one_float:
-                if fields[1] == b"n":
-                    return fields[0].decode(), {self.columns[0]: fields[2]}
-            elif all(tag == b"n" for tag in fields[1::2]):
-                out: dict[str, Any] = {}
-                for column, is_int, number in zip(self.columns, self.int_columns, fields[2::2],
-                                                  strict=True):  # fmt: skip
-                    out[column] = int(number) if is_int and math.isfinite(number) else number
-                return fields[0].decode(), out
+        if len(member) == self.fixed and member[TIE_LEN::9] == self.tags:
+            numbers = self.numbers.unpack_from(member, TIE_LEN)
+            # the struct reads exactly one double per column (strict=True costs 0.4 us here)
+            out: dict[str, Any] = dict(zip(self.columns, numbers))  # noqa: B905
+            for j in self.int_positions:
+                if math.isfinite(numbers[j]):
+                    out[self.columns[j]] = int(numbers[j])
+            return member[:TIE_LEN].decode(), out
         return member[:TIE_LEN].decode(), unpack_values(member, self.columns, self.int_columns,
                                                         TIE_LEN)  # fmt: skip
 
