@@ -23,7 +23,8 @@ lifetime count/sum/mean-interval/last, 30-day count and sum, 7-day mean, days si
    entities nobody asks for, plus 20 probe events a second, each to a sample user of its
    own; a poller GETs /features/<user> over HTTP until the response's freshness shows the
    probe: p50/p99/max of XADD -> visible. Timing starts once both processes are up.
-4. serving reads (``StreamingFeatureReader.read_one``, in-process) p50/p99: idle, and while
+4. serving reads (``StreamingFeatureReader.read_one``, in-process) p50/p99, the thread's CPU per
+   read and the Redis round trip apart from the rest: idle, and while
    the consumer applies the sustained stream of 3.
 
 Load average is printed before and after; the machine is shared, so compare the ratios
@@ -40,6 +41,7 @@ import random
 import resource
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -154,6 +156,42 @@ def setup(tmp: Path, server: Server, key: str, events: pl.DataFrame, batch_rows:
     return config, plan, store, encoded
 
 
+class ReadTimer:
+    """read_one timed whole (wall, this thread's CPU) and split: the Redis round trip
+    (StateStore._transaction: send MULTI/EXEC, read the replies) vs the rest (key, decode,
+    evaluation, freshness). All in microseconds."""
+
+    def __init__(self, reader: StreamingFeatureReader) -> None:
+        self.reader = reader
+        self.runs: dict[str, list[float]] = {"wall": [], "cpu": [], "redis": [], "rest": []}
+        self._in_redis = 0.0
+        for store in reader.stores.values():
+            inner = store._transaction
+
+            def wrapped(packed: bytes, queued: int, inner=inner):  # type: ignore[no-untyped-def]
+                begin = time.perf_counter()
+                try:
+                    return inner(packed, queued)
+                finally:
+                    self._in_redis += time.perf_counter() - begin
+
+            store._transaction = wrapped  # type: ignore[method-assign]
+
+    def read(self, entity: object) -> None:
+        self._in_redis = 0.0
+        cpu, begin = time.thread_time(), time.perf_counter()
+        self.reader.read_one(entity)
+        wall = time.perf_counter() - begin
+        self.runs["cpu"].append((time.thread_time() - cpu) * 1e6)
+        self.runs["wall"].append(wall * 1e6)
+        self.runs["redis"].append(self._in_redis * 1e6)
+        self.runs["rest"].append((wall - self._in_redis) * 1e6)
+
+    def take(self) -> dict[str, list[float]]:
+        runs, self.runs = self.runs, {k: [] for k in self.runs}
+        return runs
+
+
 def timed(fn):  # type: ignore[no-untyped-def]
     wall, cpu = time.perf_counter(), client_cpu()
     out = fn()
@@ -251,11 +289,10 @@ def visibility_over_http(args: argparse.Namespace, tmp: Path, server: Server) ->
 
         wait_for(ready, "mlpipe serve")
         reader = StreamingFeatureReader(config)
-        idle = []
+        read_timer = ReadTimer(reader)
         for n in range(2000):
-            begin = time.perf_counter()
-            reader.read_one(int(users[n % len(users)]))
-            idle.append((time.perf_counter() - begin) * 1000)
+            read_timer.read(int(users[n % len(users)]))
+        idle = read_timer.take()
         load_rows = make_events(int(args.rate * args.seconds), args.entities,
                                 t_b + timedelta(days=1), seed=3)  # fmt: skip
         load_rows = load_rows.with_columns(pl.col("user_id") + 10_000_000)
@@ -267,7 +304,6 @@ def visibility_over_http(args: argparse.Namespace, tmp: Path, server: Server) ->
         probe_us: dict[int, int] = {}
         probe_client = StateStore(plan).client
         gets: list[float] = []
-        busy: list[float] = []
         stop = threading.Event()
         lock = threading.Lock()
 
@@ -343,9 +379,7 @@ def visibility_over_http(args: argparse.Namespace, tmp: Path, server: Server) ->
                 with lock:
                     probes[probe[0]["user_id"]] = (sent, probe[0]["order_ts"].isoformat())
             if tick % 10 == 0:
-                begin = time.perf_counter()
-                reader.read_one(int(users[tick % len(users)]))
-                busy.append((time.perf_counter() - begin) * 1000)
+                read_timer.read(int(users[tick % len(users)]))
             target = t0 + (tick + 1) * 0.01
             delay = target - time.perf_counter()
             if delay > 0:
@@ -377,9 +411,17 @@ def visibility_over_http(args: argparse.Namespace, tmp: Path, server: Server) ->
         print(f"  of which XADD -> applied in the state (polled in Redis): "
               f"p50 {pct(in_state, 0.5):.1f} ms, p99 {pct(in_state, 0.99):.1f} ms, "
               f"max {max(in_state):.1f} ms")  # fmt: skip
-        print(f"read_one in-process, idle: p50 {pct(idle, 0.5) * 1000:.0f} us, "
-              f"p99 {pct(idle, 0.99) * 1000:.0f} us; while consuming {args.rate}/s: "
-              f"p50 {pct(busy, 0.5) * 1000:.0f} us, p99 {pct(busy, 0.99) * 1000:.0f} us")  # fmt: skip
+        busy = read_timer.take()
+        print(f"read_one in-process, idle: p50 {pct(idle['wall'], 0.5):.0f} us, "
+              f"p99 {pct(idle['wall'], 0.99):.0f} us; while consuming {args.rate}/s: "
+              f"p50 {pct(busy['wall'], 0.5):.0f} us, p99 {pct(busy['wall'], 0.99):.0f} us")  # fmt: skip
+        for label, runs in (("idle", idle), (f"while consuming {args.rate}/s", busy)):
+            print(f"  {label} ({len(runs['wall'])} reads): this thread's cpu "
+                  f"{statistics.fmean(runs['cpu']):.0f} us/read (p50 {pct(runs['cpu'], 0.5):.0f}, "
+                  f"p99 {pct(runs['cpu'], 0.99):.0f}); MULTI/EXEC round trip p50 "
+                  f"{pct(runs['redis'], 0.5):.0f} us, p99 {pct(runs['redis'], 0.99):.0f} us; "
+                  f"rest of read_one p50 {pct(runs['rest'], 0.5):.0f} us, "
+                  f"p99 {pct(runs['rest'], 0.99):.0f} us")  # fmt: skip
         reader.close()
         conn.close()
     finally:
