@@ -429,8 +429,13 @@ class StateStore:
                 commands.append(pack(b"SMEMBERS", plan.set_key(key, index).encode()))
         commands.append(_EXEC)
         queued = len(entity_keys) * (2 + len(distinct))
-        with self.errors("reading streamed state"):
+        try:
             replies = self._transaction(b"".join(commands), queued)
+        except Exception:
+            # translated only on failure: the context builds a masked URL (a regex) each
+            # time it is entered, a tenth of a read's own cost
+            with self.errors("reading streamed state"):
+                raise
         out = []
         step = 2 + len(distinct)
         for n in range(len(entity_keys)):
@@ -439,10 +444,14 @@ class StateStore:
                 index: {v.decode() for v in replies[n * step + 2 + j]}
                 for j, index in enumerate(distinct)
             }
-            raw, agg = _pairs(raw_flat), agg_flat
-            if not isinstance(agg, dict):  # RESP2: a flat list (RESP3: a map)
-                agg = dict(zip(agg[::2], agg[1::2], strict=True))
-            out.append(parse_state(plan, raw, agg, sets))
+            if isinstance(agg_flat, dict):  # RESP3: a map
+                agg = {k.decode(): v.decode() for k, v in agg_flat.items()}
+            else:  # RESP2: a flat list, field, value, ...
+                if len(agg_flat) % 2:
+                    raise ValueError("HGETALL replied an odd number of items")
+                texts = iter([item.decode() for item in agg_flat])
+                agg = dict(zip(texts, texts))  # noqa: B905  # pairs of one iterator
+            out.append(_state_of(plan, _pairs(raw_flat), agg, sets))
         return out
 
     def _transaction(self, packed: bytes, queued: int) -> list[Any]:
@@ -541,6 +550,11 @@ def member_decoder(columns: Sequence[str], int_columns: Sequence[bool]) -> Membe
 def parse_state(plan: StreamPlan, raw_reply: Any, agg_reply: Any, sets: dict[int, set[str]]
                 ) -> EntityState:  # fmt: skip
     agg = {k.decode(): v.decode() for k, v in agg_reply.items()}
+    return _state_of(plan, raw_reply, agg, sets)
+
+
+def _state_of(plan: StreamPlan, raw_reply: Any, agg: dict[str, str], sets: dict[int, set[str]]
+              ) -> EntityState:  # fmt: skip
     decode = member_decoder(plan.columns, plan.int_columns)
     raw = [(int(float(score)), *decode(member)) for member, score in raw_reply]
     horizon = agg.get("H")
