@@ -192,6 +192,26 @@ class ReadTimer:
         return runs
 
 
+def reader_child(cfg_path: str, seconds: str, users_json: str) -> None:
+    """read_one every 10 ms for ``seconds``; the ReadTimer runs as JSON on stdout."""
+    reader = StreamingFeatureReader(load_config(Path(cfg_path)))
+    users = json.loads(users_json)
+    timer = ReadTimer(reader)
+    for n in range(200):  # warm: connection, metadata, the plan's precomputed features
+        timer.read(users[n % len(users)])
+    timer.take()
+    print("ready", flush=True)
+    sys.stdin.readline()  # the sustained run starts
+    end = time.perf_counter() + float(seconds)
+    n = 0
+    while time.perf_counter() < end:
+        timer.read(users[n % len(users)])
+        n += 1
+        time.sleep(0.01)
+    reader.close()
+    print(json.dumps(timer.take()))
+
+
 def timed(fn):  # type: ignore[no-untyped-def]
     wall, cpu = time.perf_counter(), client_cpu()
     out = fn()
@@ -360,6 +380,20 @@ def visibility_over_http(args: argparse.Namespace, tmp: Path, server: Server) ->
         # redis-server's own stalls over 10 ms, to tell them from the clients' (LATENCY LATEST)
         state.client.config_set("latency-monitor-threshold", 10)
         state.client.slowlog_reset()
+        # a read in its own process (as a serve worker: no GIL shared with this process's
+        # poller thread), one every 10 ms for the sustained run
+        child = subprocess.Popen(
+            [sys.executable, __file__, "--reader-child", str(cfg_path), str(args.seconds),
+             json.dumps(users.to_list()[:500])],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert child.stdin is not None
+        assert child.stdout is not None
+        if child.stdout.readline().strip() != "ready":
+            raise SystemExit("the reader process did not start")
+        child.stdin.write("go\n")
+        child.stdin.flush()
+        state.client.config_resetstat()  # per-command server time of the run alone
         t0 = time.perf_counter()
         s0, c0 = server_cpu(state.client), client_cpu()
         waits = {"redis-server": server.proc.pid, "mlpipe stream": consumer.pid,
@@ -387,6 +421,8 @@ def visibility_over_http(args: argparse.Namespace, tmp: Path, server: Server) ->
             else:
                 missed += 1
         sent_wall = time.perf_counter() - t0
+        commandstats = state.client.info("commandstats")
+        child_runs = json.loads(child.communicate(timeout=120)[0])
         wait_for(lambda: not probes, "the last probes", timeout=30)
         stop.set()
         thread.join(timeout=30)
@@ -415,13 +451,24 @@ def visibility_over_http(args: argparse.Namespace, tmp: Path, server: Server) ->
         print(f"read_one in-process, idle: p50 {pct(idle['wall'], 0.5):.0f} us, "
               f"p99 {pct(idle['wall'], 0.99):.0f} us; while consuming {args.rate}/s: "
               f"p50 {pct(busy['wall'], 0.5):.0f} us, p99 {pct(busy['wall'], 0.99):.0f} us")  # fmt: skip
-        for label, runs in (("idle", idle), (f"while consuming {args.rate}/s", busy)):
+        print(f"read_one in its own process while consuming {args.rate}/s: "
+              f"p50 {pct(child_runs['wall'], 0.5):.0f} us, p99 {pct(child_runs['wall'], 0.99):.0f}"
+              f" us")  # fmt: skip
+        for label, runs in (("idle", idle), (f"while consuming {args.rate}/s", busy),
+                            ("own process, while consuming", child_runs)):  # fmt: skip
             print(f"  {label} ({len(runs['wall'])} reads): this thread's cpu "
                   f"{statistics.fmean(runs['cpu']):.0f} us/read (p50 {pct(runs['cpu'], 0.5):.0f}, "
                   f"p99 {pct(runs['cpu'], 0.99):.0f}); MULTI/EXEC round trip p50 "
                   f"{pct(runs['redis'], 0.5):.0f} us, p99 {pct(runs['redis'], 0.99):.0f} us; "
                   f"rest of read_one p50 {pct(runs['rest'], 0.5):.0f} us, "
                   f"p99 {pct(runs['rest'], 0.99):.0f} us")  # fmt: skip
+        apply = commandstats.get("cmdstat_evalsha", {})
+        print(f"  redis-server during the run: the apply script (EVALSHA) {apply.get('calls')} "
+              f"calls, {apply.get('usec_per_call')} us each on average: a read arriving while "
+              f"one runs waits for it (one thread); "
+              + ", ".join(f"{name[8:]} {stat['usec_per_call']:.0f} us"
+                          for name, stat in sorted(commandstats.items())
+                          if name[8:] in ("xadd", "zrange", "hgetall", "exec", "xreadgroup")))
         reader.close()
         conn.close()
     finally:
@@ -451,7 +498,12 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=10_000, help="sustained events/s for 3-4")
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--only-live", action="store_true", help="only 3-4 (sustained rate)")
+    parser.add_argument("--reader-child", nargs=3, metavar=("CONFIG", "SECONDS", "USERS"),
+                        help=argparse.SUPPRESS)  # internal: the own-process reader of 4
     args = parser.parse_args()
+    if args.reader_child:
+        reader_child(*args.reader_child)
+        return
     print(f"load average before: {os.getloadavg()}, cpus: {os.cpu_count()}")
     tmp = Path(tempfile.mkdtemp(prefix="bench-stream-"))
     server = Server(tmp)
