@@ -192,6 +192,32 @@ class ReadTimer:
         return runs
 
 
+def script_histogram(client) -> tuple[int, int, int] | None:  # type: ignore[no-untyped-def]
+    """Upper bounds (us) of EVALSHA's p50, p99 and max bucket since CONFIG RESETSTAT
+    (Redis >= 7; None before)."""
+    try:
+        reply = client.execute_command("LATENCY", "HISTOGRAM", "evalsha")
+    except Exception:  # an older redis-server: no histogram, the averages still print
+        return None
+    if not reply:
+        return None
+    stats = reply[1] if isinstance(reply, list) else next(iter(reply.values()))
+    if isinstance(stats, list):
+        stats = dict(zip(stats[::2], stats[1::2], strict=True))
+    buckets = stats.get(b"histogram_usec", stats.get("histogram_usec"))
+    if isinstance(buckets, list):
+        buckets = dict(zip(buckets[::2], buckets[1::2], strict=True))
+    calls = int(stats.get(b"calls", stats.get("calls", 0)))
+    if not calls or not buckets:
+        return None
+    cumulative = sorted((int(k), int(v)) for k, v in buckets.items())
+
+    def bound(q: float) -> int:
+        return next(upper for upper, count in cumulative if count >= q * calls)
+
+    return bound(0.5), bound(0.99), cumulative[-1][0]
+
+
 def reader_child(cfg_path: str, seconds: str, users_json: str) -> None:
     """read_one every 10 ms for ``seconds``; the ReadTimer runs as JSON on stdout."""
     reader = StreamingFeatureReader(load_config(Path(cfg_path)))
@@ -264,7 +290,8 @@ def visibility_over_http(args: argparse.Namespace, tmp: Path, server: Server) ->
     config_doc["artifact_dir"] = str(tmp / "artifacts")
     config_doc["transforms"]["data"] = str(tmp / "train.parquet")
     config_doc["online_store"] = {"type": "redis", "url": server.url}
-    config_doc["sources"]["orders"]["stream"] = {"key": "ev-http", "max_lateness": "1h"}
+    config_doc["sources"]["orders"]["stream"] = {"key": "ev-http", "max_lateness": "1h",
+                                                 "batch": args.stream_batch}  # fmt: skip
     config_doc["serving"]["logging"] = {"enabled": False}
     cfg_path = tmp / "http.yaml"
     cfg_path.write_text(yaml.safe_dump(config_doc, sort_keys=False))
@@ -422,6 +449,7 @@ def visibility_over_http(args: argparse.Namespace, tmp: Path, server: Server) ->
                 missed += 1
         sent_wall = time.perf_counter() - t0
         commandstats = state.client.info("commandstats")
+        histogram = script_histogram(state.client)
         child_runs = json.loads(child.communicate(timeout=120)[0])
         wait_for(lambda: not probes, "the last probes", timeout=30)
         stop.set()
@@ -469,6 +497,9 @@ def visibility_over_http(args: argparse.Namespace, tmp: Path, server: Server) ->
               + ", ".join(f"{name[8:]} {stat['usec_per_call']:.0f} us"
                           for name, stat in sorted(commandstats.items())
                           if name[8:] in ("xadd", "zrange", "hgetall", "exec", "xreadgroup")))
+        if histogram:
+            print(f"  apply script duration (LATENCY HISTOGRAM, power-of-2 buckets): "
+                  f"p50 <= {histogram[0]} us, p99 <= {histogram[1]} us, max <= {histogram[2]} us")
         reader.close()
         conn.close()
     finally:
@@ -498,6 +529,8 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=10_000, help="sustained events/s for 3-4")
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--only-live", action="store_true", help="only 3-4 (sustained rate)")
+    parser.add_argument("--stream-batch", type=int, default=100,
+                        help="stream.batch of the project in 3-4 (events per apply script)")
     parser.add_argument("--reader-child", nargs=3, metavar=("CONFIG", "SECONDS", "USERS"),
                         help=argparse.SUPPRESS)  # internal: the own-process reader of 4
     args = parser.parse_args()
