@@ -192,32 +192,6 @@ class ReadTimer:
         return runs
 
 
-def script_histogram(client) -> tuple[int, int, int] | None:  # type: ignore[no-untyped-def]
-    """Upper bounds (us) of EVALSHA's p50, p99 and max bucket since CONFIG RESETSTAT
-    (Redis >= 7; None before)."""
-    try:
-        reply = client.execute_command("LATENCY", "HISTOGRAM", "evalsha")
-    except Exception:  # an older redis-server: no histogram, the averages still print
-        return None
-    if not reply:
-        return None
-    stats = reply[1] if isinstance(reply, list) else next(iter(reply.values()))
-    if isinstance(stats, list):
-        stats = dict(zip(stats[::2], stats[1::2], strict=True))
-    buckets = stats.get(b"histogram_usec", stats.get("histogram_usec"))
-    if isinstance(buckets, list):
-        buckets = dict(zip(buckets[::2], buckets[1::2], strict=True))
-    calls = int(stats.get(b"calls", stats.get("calls", 0)))
-    if not calls or not buckets:
-        return None
-    cumulative = sorted((int(k), int(v)) for k, v in buckets.items())
-
-    def bound(q: float) -> int:
-        return next(upper for upper, count in cumulative if count >= q * calls)
-
-    return bound(0.5), bound(0.99), cumulative[-1][0]
-
-
 def reader_child(cfg_path: str, seconds: str, users_json: str) -> None:
     """read_one every 10 ms for ``seconds``; the ReadTimer runs as JSON on stdout."""
     reader = StreamingFeatureReader(load_config(Path(cfg_path)))
@@ -406,6 +380,9 @@ def visibility_over_http(args: argparse.Namespace, tmp: Path, server: Server) ->
         missed = 0
         # redis-server's own stalls over 10 ms, to tell them from the clients' (LATENCY LATEST)
         state.client.config_set("latency-monitor-threshold", 10)
+        # every command over 300 us (the read goal): a read arriving meanwhile waits for it
+        state.client.config_set("slowlog-log-slower-than", 300)
+        state.client.config_set("slowlog-max-len", 100_000)
         state.client.slowlog_reset()
         # a read in its own process (as a serve worker: no GIL shared with this process's
         # poller thread), one every 10 ms for the sustained run
@@ -449,7 +426,6 @@ def visibility_over_http(args: argparse.Namespace, tmp: Path, server: Server) ->
                 missed += 1
         sent_wall = time.perf_counter() - t0
         commandstats = state.client.info("commandstats")
-        histogram = script_histogram(state.client)
         child_runs = json.loads(child.communicate(timeout=120)[0])
         wait_for(lambda: not probes, "the last probes", timeout=30)
         stop.set()
@@ -469,9 +445,14 @@ def visibility_over_http(args: argparse.Namespace, tmp: Path, server: Server) ->
             + ", ".join(f"{name} {seconds:.2f}" for name, seconds in waited.items())
         )
         stalls = state.client.execute_command("LATENCY", "LATEST")
-        slow = state.client.slowlog_get(3)
+        slow = sorted(state.client.slowlog_get(100_000), key=lambda e: -e["duration"])
+        state.client.config_set("slowlog-log-slower-than", 10_000)
         print(f"  redis-server stalls > 10 ms: {stalls or 'none'}; slowest commands: "
-              f"{[(e['duration'], e['command'][:60]) for e in slow]}")  # fmt: skip
+              f"{[(e['duration'], e['command'][:60]) for e in slow[:3]]}")  # fmt: skip
+        scripts = [e["duration"] for e in slow if e["command"].startswith(b"EVALSHA")]
+        print(f"  apply scripts over 300 us: {len(scripts)} ({sum(scripts) / 1e6:.2f}s of "
+              f"{sent_wall:.1f}s), over 1 ms: {sum(d > 1000 for d in scripts)}, longest "
+              f"{max(scripts, default=0)} us")  # fmt: skip
         print(f"  of which XADD -> applied in the state (polled in Redis): "
               f"p50 {pct(in_state, 0.5):.1f} ms, p99 {pct(in_state, 0.99):.1f} ms, "
               f"max {max(in_state):.1f} ms")  # fmt: skip
@@ -497,9 +478,6 @@ def visibility_over_http(args: argparse.Namespace, tmp: Path, server: Server) ->
               + ", ".join(f"{name[8:]} {stat['usec_per_call']:.0f} us"
                           for name, stat in sorted(commandstats.items())
                           if name[8:] in ("xadd", "zrange", "hgetall", "exec", "xreadgroup")))
-        if histogram:
-            print(f"  apply script duration (LATENCY HISTOGRAM, power-of-2 buckets): "
-                  f"p50 <= {histogram[0]} us, p99 <= {histogram[1]} us, max <= {histogram[2]} us")
         reader.close()
         conn.close()
     finally:
