@@ -50,6 +50,11 @@ def test_infer_proposes_a_contract_the_data_passes(cli, tmp_path, data) -> None:
         "users",
         "--out",
         out,
+        # the proposed path: is relative to the config it will be pasted into (below); without
+        # -c that is the current directory, which only worked here when the checkout and the
+        # temporary directory shared no parent (a clone under /tmp did: path doubled)
+        "-c",
+        tmp_path / "pasted.yaml",
     )
     assert result.exit_code == 0, result.stderr
     proposal = yaml.safe_load(out.read_text())
