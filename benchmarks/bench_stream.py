@@ -472,12 +472,16 @@ def visibility_over_http(args: argparse.Namespace, tmp: Path, server: Server) ->
                   f"rest of read_one p50 {pct(runs['rest'], 0.5):.0f} us, "
                   f"p99 {pct(runs['rest'], 0.99):.0f} us")  # fmt: skip
         apply = commandstats.get("cmdstat_evalsha", {})
-        print(f"  redis-server during the run: the apply script (EVALSHA) {apply.get('calls')} "
-              f"calls, {apply.get('usec_per_call')} us each on average: a read arriving while "
-              f"one runs waits for it (one thread); "
-              + ", ".join(f"{name[8:]} {stat['usec_per_call']:.0f} us"
-                          for name, stat in sorted(commandstats.items())
-                          if name[8:] in ("xadd", "zrange", "hgetall", "exec", "xreadgroup")))
+        print(
+            f"  redis-server during the run: the apply script (EVALSHA) {apply.get('calls')} "
+            f"calls, {apply.get('usec_per_call')} us each on average: a read arriving while "
+            f"one runs waits for it (one thread); "
+            + ", ".join(
+                f"{name[8:]} {stat['usec_per_call']:.0f} us"
+                for name, stat in sorted(commandstats.items())
+                if name[8:] in ("xadd", "zrange", "hgetall", "exec", "xreadgroup")
+            )
+        )
         reader.close()
         conn.close()
     finally:
@@ -507,10 +511,15 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=10_000, help="sustained events/s for 3-4")
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--only-live", action="store_true", help="only 3-4 (sustained rate)")
-    parser.add_argument("--stream-batch", type=int, default=100,
-                        help="stream.batch of the project in 3-4 (events per apply script)")
-    parser.add_argument("--reader-child", nargs=3, metavar=("CONFIG", "SECONDS", "USERS"),
-                        help=argparse.SUPPRESS)  # internal: the own-process reader of 4
+    parser.add_argument(
+        "--stream-batch",
+        type=int,
+        default=100,
+        help="stream.batch of the project in 3-4 (events per apply script)",
+    )
+    parser.add_argument(
+        "--reader-child", nargs=3, metavar=("CONFIG", "SECONDS", "USERS"), help=argparse.SUPPRESS
+    )  # internal: the own-process reader of 4
     args = parser.parse_args()
     if args.reader_child:
         reader_child(*args.reader_child)

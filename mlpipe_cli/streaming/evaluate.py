@@ -48,7 +48,7 @@ class _Feature(NamedTuple):
     agg: str | None
     inclusive: bool
     column: str | None
-    index: int | None  # 1-based column index in the plan (agg hash fields), None: no column
+    column_index: int | None  # 1-based column index in the plan (agg hash fields), None: no column
     is_int: bool
     window_us: int | None
     ticks: float  # microseconds per unit
@@ -77,7 +77,7 @@ def _compiled(plan: StreamPlan) -> _Compiled:
         window = feature.window_delta
         features.append(_Feature(
             name=feature.name, kind=feature.kind, agg=feature.agg,
-            inclusive=feature.inclusive, column=column, index=i,
+            inclusive=feature.inclusive, column=column, column_index=i,
             is_int=plan.int_columns[i - 1] if i else False,
             window_us=to_us(window) if window is not None else None,
             ticks=float(UNIT_SECONDS[feature.unit] * US), default=feature.default,
@@ -164,7 +164,7 @@ def _value(
     if kind == "time_since_last":
         return (t_us - newest) / ticks  # type: ignore[operator]
     column = feature.column
-    i = feature.index
+    i = feature.column_index
     is_int = feature.is_int
     raw = slices.raw
     if kind == "lag":
