@@ -23,8 +23,6 @@ import yaml
 
 from tests.conftest import free_port
 
-pytest.importorskip("pyspark")
-
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 
 

@@ -1,16 +1,12 @@
 """engine: spark gives the Polars engine's outputs (docs/scale.md), in Spark local mode.
 
-One SparkSession serves the whole module (starting one costs 10-30 s); every command under
-test finds it as the active session. Oracles: the Polars engine's own output files on the
+One SparkSession (the `spark` fixture in tests/conftest.py) serves the whole run (starting
+one costs 10-30 s); every command under test finds it as the active session. Oracles: the Polars engine's own output files on the
 same inputs (bytes where the output is one file, rows where it is a directory of parts).
 """
 
 from __future__ import annotations
 
-import os
-import sys
-import warnings
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -20,32 +16,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-pytest.importorskip("pyspark")
-
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
-
-
-@pytest.fixture(scope="session")
-def spark() -> Iterator[object]:
-    from pyspark.sql import SparkSession
-
-    # pyspark 4.3 warns about pandas >= 3; mlpipe hands Spark Arrow batches only
-    warnings.filterwarnings("ignore", "PySpark does not yet fully support pandas", FutureWarning)
-    os.environ["PYSPARK_PYTHON"] = sys.executable
-    session = (
-        SparkSession.builder.master("local[2]")
-        .appName("mlpipe-tests")
-        .config("spark.ui.enabled", "false")
-        .config("spark.ui.showConsoleProgress", "false")
-        .config("spark.sql.shuffle.partitions", "2")
-        .config("spark.driver.host", "127.0.0.1")
-        .config("spark.driver.bindAddress", "127.0.0.1")
-        .config("spark.sql.session.timeZone", "UTC")
-        .getOrCreate()
-    )
-    session.sparkContext.setLogLevel("ERROR")
-    yield session
-    session.stop()
 
 
 def _project(config_path: Path):  # type: ignore[no-untyped-def]

@@ -9,11 +9,7 @@ Spark jobs stay short; stores are a real SQLite file and a real redis-server.
 
 from __future__ import annotations
 
-import os
 import sqlite3
-import sys
-import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +18,6 @@ import yaml
 
 from mlpipe_cli.config import load_config
 from mlpipe_cli.online import open_store
-
-pytest.importorskip("pyspark")
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 
@@ -40,28 +34,6 @@ SAMPLE_FEATURES = [
     {"name": "country", "source": "users", "kind": "attribute"},
     {"name": "age", "source": "users", "kind": "attribute"},
 ]  # fmt: skip
-
-
-@pytest.fixture(scope="session")
-def spark() -> Iterator[object]:
-    from pyspark.sql import SparkSession
-
-    warnings.filterwarnings("ignore", "PySpark does not yet fully support pandas", FutureWarning)
-    os.environ["PYSPARK_PYTHON"] = sys.executable
-    session = (
-        SparkSession.builder.master("local[2]")
-        .appName("mlpipe-tests")
-        .config("spark.ui.enabled", "false")
-        .config("spark.ui.showConsoleProgress", "false")
-        .config("spark.sql.shuffle.partitions", "2")
-        .config("spark.driver.host", "127.0.0.1")
-        .config("spark.driver.bindAddress", "127.0.0.1")
-        .config("spark.sql.session.timeZone", "UTC")
-        .getOrCreate()
-    )
-    session.sparkContext.setLogLevel("ERROR")
-    yield session
-    session.stop()
 
 
 # -- projects ----------------------------------------------------------------------------------
