@@ -381,15 +381,9 @@ class Pipeline:
     ) -> list[Run]:
         """`mlpipe runs`: the recorded runs (oldest first), optionally of one command and
         started within ``since`` (e.g. "24h")."""
-        from datetime import UTC
-        from datetime import datetime as _datetime
+        from mlpipe_cli.ops.runs import list_runs
 
-        from mlpipe_cli.ledger import read_runs
-
-        start = None
-        if since is not None:
-            start = _datetime.now(UTC) - _duration(since, "since")
-        return read_runs(self.artifact_dir, self.config.pipeline, since=start, command=command)
+        return list_runs(self.project, command=command, since=since)
 
     # -- schema -----------------------------------------------------------------------
 
@@ -452,19 +446,6 @@ class Pipeline:
         from mlpipe_cli.ops.artifacts import verify_artifacts
 
         return _checked(verify_artifacts(self.project, version=version), check)
-
-
-def _duration(value: str | timedelta, what: str) -> timedelta:
-    """A span given as a timedelta or as the CLI writes it ("24h", "30d")."""
-    if isinstance(value, timedelta):
-        return value
-    from mlpipe_cli.config.base import parse_duration
-    from mlpipe_cli.errors import UsageError
-
-    try:
-        return parse_duration(value)
-    except ValueError as exc:
-        raise UsageError(f"{what}: {exc}") from None
 
 
 def _path(value: str | Path | None) -> Path | None:

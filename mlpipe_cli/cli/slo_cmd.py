@@ -135,18 +135,10 @@ def runs(
 
     Example: mlpipe runs --command materialize --since 24h
     """
-    from datetime import UTC, datetime
-
-    from mlpipe_cli.config.base import parse_duration
-    from mlpipe_cli.errors import UsageError
-    from mlpipe_cli.ledger import read_runs
+    from mlpipe_cli.ops.runs import list_runs
 
     ctx = run_context(config, artifact_dir)
-    try:
-        start = datetime.now(UTC) - parse_duration(since) if since is not None else None
-    except ValueError as exc:
-        raise UsageError(f"--since: {exc}") from None
-    found = read_runs(ctx.artifact_dir, ctx.config.pipeline, since=start, command=command)
+    found = list_runs(ctx, command=command, since=since)
     # JSON unless a person is looking: cron and scripts get a stable document
     out = Output.create(json_mode=json_output, quiet=quiet)
     if not out.stdout_tty:

@@ -187,7 +187,7 @@ class _NumericAcc:
             return
         if self._carry_n:
             take = min(n, self.block - self._carry_n)
-            self._carry.append(np.asarray(values[:take], dtype=np.float64))
+            self._carry.append(np.array(values[:take], dtype=np.float64))  # a copy, as below
             self._carry_n += take
             values = values[take:]
             if self._carry_n < self.block:
