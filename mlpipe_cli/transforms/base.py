@@ -34,13 +34,16 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import numpy as np
 import polars as pl
 
 from mlpipe_cli.errors import InputError
 from mlpipe_cli.transforms.codegen import Source
+
+if TYPE_CHECKING:
+    import numpy as np
+
 
 # -- value normalisation shared by both paths ---------------------------------------------
 
@@ -130,6 +133,8 @@ def lookup(values: list[float], default: float, code: pl.Expr) -> pl.Expr:
 
 
 def finite_values(values: np.ndarray) -> np.ndarray:
+    import numpy as np
+
     return values[~np.isnan(values)]
 
 

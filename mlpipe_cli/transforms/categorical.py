@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import polars as pl
 
 from mlpipe_cli.errors import InputError
@@ -17,6 +16,9 @@ from mlpipe_cli.transforms.base import (
     lookup,
 )
 from mlpipe_cli.transforms.codegen import Source
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 def category_counts(frame: pl.DataFrame, column: str) -> list[tuple[str, int]]:
@@ -167,6 +169,8 @@ def target_encoding(
     (v = variance of y, s2 = within-category variance); a number m gives
     (sum_c + m*prior) / (n_c + m). Categories without rows get the prior.
     """
+    import numpy as np
+
     prior = float(np.mean(y)) if y.size else 0.0
     known = codes >= 0
     c, yk = codes[known], y[known]
@@ -226,6 +230,8 @@ class TargetEnc(CategoryLookup):
         self, frame: pl.DataFrame, target: np.ndarray, state: Mapping[str, Any]
     ) -> np.ndarray:
         """Out-of-fold encodings for the training rows: fold = row index mod cv."""
+        import numpy as np
+
         vocabulary = state["vocabulary"]
         codes = self._codes(frame, vocabulary)
         folds = np.arange(len(codes)) % state["cv"]

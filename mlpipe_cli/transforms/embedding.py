@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import polars as pl
 
 from mlpipe_cli.errors import InputError
 from mlpipe_cli.transforms.base import Encoder, lookup, to_category
 from mlpipe_cli.transforms.codegen import Source
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 class EmbeddingEnc(Encoder):
@@ -96,7 +98,7 @@ class EmbeddingEnc(Encoder):
                 .cast(keys.dtype, strict=False)
                 .replace_strict(
                     keys,
-                    pl.Series(np.arange(n, dtype=np.int64)),
+                    pl.int_range(n, dtype=pl.Int64, eager=True),
                     default=None,
                     return_dtype=pl.Int64,
                 )
@@ -108,9 +110,13 @@ class EmbeddingEnc(Encoder):
         # row n: no fill_null pass, no list/array ops
         table: pl.DataFrame = tables[state["file"]]
         idx = pl.col(self.helper("row"))
-        matrix = table["vector"].to_numpy()
+        # dimension d of every vector, read by Polars (numpy's import would be most of a small
+        # `mlpipe transform`'s fixed cost); a missing element is NaN, as to_numpy gave it
+        vectors = table["vector"]
         return [
-            lookup(matrix[:, d].tolist(), state["fallback"][d], idx).alias(name)
+            lookup(
+                vectors.arr.get(d).fill_null(math.nan).to_list(), state["fallback"][d], idx
+            ).alias(name)
             for d, name in enumerate(self.outputs(state))
         ]
 

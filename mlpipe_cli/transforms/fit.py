@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import polars as pl
 
 from mlpipe_cli import __version__
@@ -30,6 +29,8 @@ from mlpipe_cli.transforms.numeric import NUMERIC_STEPS
 from mlpipe_cli.transforms.registry import build
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from mlpipe_cli.artifacts import ArtifactStore, PublishResult
     from mlpipe_cli.config.transforms import TransformConfig
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import polars as pl
 
 from mlpipe_cli.errors import DataCheckFailed, InputError
@@ -21,11 +20,16 @@ from mlpipe_cli.transforms.base import (
 )
 from mlpipe_cli.transforms.codegen import Source
 
+if TYPE_CHECKING:
+    import numpy as np
+
 
 class FillNull(NumericStep):
     type = "fill_null"
 
     def fit(self, values: np.ndarray) -> dict[str, Any]:
+        import numpy as np
+
         strategy = self.params.get("strategy", "mean")
         if strategy == "constant":
             return {"value": float(self.params["value"])}
@@ -123,6 +127,8 @@ class Robust(NumericStep):
     type = "robust"
 
     def fit(self, values: np.ndarray) -> dict[str, Any]:
+        import numpy as np
+
         present = self._need_values(values)
         q_lo, q_hi = self.params.get("quantile_range", (25.0, 75.0))
         center = float(np.median(present)) if self.params.get("with_centering", True) else 0.0
@@ -146,6 +152,8 @@ class Clip(NumericStep):
     type = "clip"
 
     def fit(self, values: np.ndarray) -> dict[str, Any]:
+        import numpy as np
+
         quantiles = self.params.get("quantiles")
         if quantiles is None:
             lo, hi = self.params.get("min"), self.params.get("max")
@@ -374,6 +382,8 @@ class NumericChain:
         ]
 
     def fit(self, frame: pl.DataFrame, target: np.ndarray | None = None) -> dict[str, Any]:
+        import numpy as np
+
         policy = fit_policy(self.column, self.configured, frame[self.column])
         series = frame.select(ValuePolicy(self.column, policy).input_expr()).to_series()
         states = []

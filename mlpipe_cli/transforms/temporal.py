@@ -5,14 +5,17 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import polars as pl
 
 from mlpipe_cli.errors import InputError
 from mlpipe_cli.transforms.base import Encoder
 from mlpipe_cli.transforms.codegen import Source
+
+if TYPE_CHECKING:
+    import numpy as np
+
 
 _TWO_PI = 2 * math.pi
 _US_PER_DAY = 86_400_000_000
