@@ -21,9 +21,8 @@ from pathlib import Path
 
 _MAGIC = b"PAR1"
 # compact-protocol wire types
-_STOP, _TRUE, _FALSE, _BYTE, _I16, _I32, _I64, _DOUBLE, _BINARY, _LIST, _SET, _MAP, _STRUCT = (
-    range(13)
-)
+_STOP, _TRUE, _FALSE, _BYTE, _I16, _I32, _I64, _DOUBLE = 0, 1, 2, 3, 4, 5, 6, 7
+_BINARY, _LIST, _SET, _MAP, _STRUCT = 8, 9, 10, 11, 12
 _MAX_DEPTH = 64  # Parquet's own structs nest a handful deep; deeper is a corrupt footer
 
 

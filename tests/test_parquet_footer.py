@@ -39,7 +39,8 @@ def _messy_frame(rows: int) -> pl.DataFrame:
             ],
             "flag": [None if i % 5 == 0 else i % 2 == 0 for i in range(rows)],
             "ts": [
-                dt.datetime(2026, 1, 1, tzinfo=dt.UTC) + dt.timedelta(minutes=i) for i in range(rows)
+                dt.datetime(2026, 1, 1, tzinfo=dt.UTC) + dt.timedelta(minutes=i)
+                for i in range(rows)
             ],
             "tags": [[f"t{j}" for j in range(i % 3)] for i in range(rows)],
             "point": [{"a": i, "b": None if i % 2 else "v"} for i in range(rows)],

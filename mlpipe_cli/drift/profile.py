@@ -391,7 +391,9 @@ def _categorical_profile(
 
 def dumps_profile(profile: dict) -> str:
     """Canonical JSON text of a profile (sorted keys, no NaN)."""
-    return json.dumps(profile, sort_keys=True, indent=1, allow_nan=False) + "\n"
+    from mlpipe_cli.jsontext import dumps_sorted  # json.dumps' text, without its slow path
+
+    return dumps_sorted(profile, indent=1) + "\n"
 
 
 def atomic_write_text(path: Path, text: str) -> None:
