@@ -32,6 +32,7 @@ keyed range join.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
@@ -773,12 +774,21 @@ def _spine_order(box: list[pl.DataFrame], n: int) -> pl.DataFrame:
     """Rows back in spine order via the inverse permutation of _ROW (O(n), no sort);
     raises if the rows are not exactly one per spine row. Gathers column by column,
     releasing each source column, so the result is never held twice."""
-    import numpy as np
-
     frame = box.pop()  # the only reference: columns are released as they are reordered
-    index_type = (pl.UInt32, np.uint32) if n < 2**32 else (pl.Int64, np.int64)
     column = frame.get_column(_ROW)
     ok = column.len() == n and (n == 0 or (column.min() >= 0 and column.max() < n))  # type: ignore[operator]
+    if _skip_numpy(n):  # a sort by row number: the same order
+        frame = frame.drop(_ROW)
+        index = column.arg_sort()
+        rows = pl.int_range(n, eager=True, dtype=column.dtype)
+        if not ok or not column.gather(index).equals(rows, check_names=False):
+            raise PointInTimeInvariantError(
+                f"internal error: {frame.height} feature rows do not map 1:1 onto {n} spine rows"
+            )
+        return frame.select(pl.all().gather(index))
+    import numpy as np
+
+    index_type = (pl.UInt32, np.uint32) if n < 2**32 else (pl.Int64, np.int64)
     rows = column.cast(index_type[0]).to_numpy() if ok else None
     frame = frame.drop(_ROW)  # the row number is the position now
     del column
@@ -1120,6 +1130,14 @@ def _lifetime_expr(
 # Runs longer than this many rows take Polars' per-group cum_sum instead of the numpy
 # row-rank steps (one step per rank: cheap for many short runs, not for a few huge ones).
 _SCAN_STEPS = 64
+# Up to this many rows, in a process that has not imported numpy, the numpy passes below
+# take a plain Polars form: cheaper than numpy's import (~0.1 s of a small
+# `mlpipe training-set`, #19), and the same bits (tests/test_small_inputs.py).
+_SMALL_STAGE_ROWS = 20_000
+
+
+def _skip_numpy(rows: int) -> bool:
+    return rows <= _SMALL_STAGE_ROWS and "numpy" not in sys.modules
 
 
 def _run_cumsums(stage: pl.DataFrame, names: list[str]) -> pl.DataFrame:
@@ -1130,7 +1148,10 @@ def _run_cumsums(stage: pl.DataFrame, names: list[str]) -> pl.DataFrame:
     predecessor's running sum in row order, one rank of every run at a time (numpy gathers),
     so float rounding is exactly that of the sequential per-entity sum. ``over`` pays a
     per-group cost (~2 us per entity, 10x this) that dominated materialize's compute.
+    A small stage may take ``over`` itself (``_skip_numpy``).
     """
+    if _skip_numpy(stage.height):
+        return stage.with_columns(pl.col(name).cum_sum().over(_GID) for name in names)
     import numpy as np
 
     start = stage.get_column("__start").to_numpy()

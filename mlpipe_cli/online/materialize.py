@@ -26,6 +26,8 @@ from __future__ import annotations
 import functools
 import hashlib
 import math
+import sys
+from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -305,7 +307,13 @@ def _entities_hash(*frames: pl.DataFrame) -> str:
         if i:
             digest.update(b"|")
         digest.update(",".join(f"{n}:{d}" for n, d in frame.schema.items()).encode())
-        digest.update(frame.hash_rows(seed=0).to_numpy().tobytes())
+        hashes = frame.hash_rows(seed=0)
+        if hashes.len() <= 20_000 and "numpy" not in sys.modules:
+            # the same native-order uint64 bytes without numpy's import (#19: ~0.1 s of a
+            # small materialize)
+            digest.update(array("Q", hashes.to_list()).tobytes())
+        else:
+            digest.update(hashes.to_numpy().tobytes())
     return digest.hexdigest()
 
 
@@ -397,11 +405,15 @@ def _floats_format_like_orjson() -> bool:
     form)? Checked once per process on the probes above and 4,096 random bit patterns, so
     a future Polars or orjson that formats differently falls back to orjson per row
     instead of storing other bytes."""
-    import numpy as np
+    import random
+
     import polars as pl
 
-    bits = np.random.default_rng(20261205).integers(0, 2**63, 4096, dtype=np.uint64)
-    values = [*_FLOAT_PROBES, *(-v for v in _FLOAT_PROBES), *bits.view(np.float64).tolist()]
+    # random bit patterns as float64 (the standard library's generator: numpy's import
+    # would be ~0.1 s of a small materialize, #19)
+    rng = random.Random(20261205)
+    bits = array("Q", [rng.getrandbits(63) for _ in range(4096)])
+    values = [*_FLOAT_PROBES, *(-v for v in _FLOAT_PROBES), *array("d", bits.tobytes()).tolist()]
     values = [v for v in values if math.isfinite(v)]
     ours = pl.Series(values, dtype=pl.Float64).cast(pl.String).to_list()
     return ours == [orjson.dumps(v).decode() for v in values]
