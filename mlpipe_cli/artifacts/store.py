@@ -158,14 +158,35 @@ def _fsync_dir(path: Path) -> None:
 
 
 def _fsync_tree(root: Path) -> None:
+    """fsync every file and directory under ``root`` (all of them before this returns).
+
+    The files are synced concurrently: one after another, each fsync waited for its own
+    journal commit (7 files of a transform version: ~35 ms median here, up to 150 ms on a
+    busy disk); issued together, the file system commits them at once (~4 ms), #19.
+    """
+    files: list[Path] = []
+    directories: list[Path] = []
     for dirpath, _dirnames, filenames in os.walk(root):
-        for name in filenames:
-            fd = os.open(Path(dirpath) / name, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        _fsync_dir(Path(dirpath))
+        files += [Path(dirpath) / name for name in filenames]
+        directories.append(Path(dirpath))
+    if len(files) > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=min(8, len(files))) as pool:
+            list(pool.map(_fsync_file, files))  # re-raises the first failure
+    else:
+        for file in files:
+            _fsync_file(file)
+    for directory in directories:
+        _fsync_dir(directory)
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _list_files(root: Path) -> list[str]:
