@@ -133,3 +133,28 @@ def test_data_commands_import_no_heavy_library(project: Path, tmp_path: Path) ->
         assert "polars" in modules, name
         loaded[name] = [m for m in HEAVY if m in modules]
     assert loaded == {name: [] for name in runs}
+
+
+def test_startup_gc_thresholds_are_restored_by_the_first_collection() -> None:
+    """The CLI raises the young-generation threshold for start-up only (cli/main.py); the
+    first collection (here an explicit one, as `serve` makes) puts the defaults back."""
+    code = (
+        "import gc, json\n"
+        "from mlpipe_cli.cli import main\n"
+        "defaults = gc.get_threshold()\n"
+        "main._quiet_gc_during_startup()\n"
+        "raised = gc.get_threshold()\n"
+        "hooks = len(gc.callbacks)\n"
+        "gc.collect()\n"
+        "after = gc.get_threshold()\n"
+        "gc.set_threshold(0)\n"
+        "main._quiet_gc_during_startup()  # collection disabled by the embedder: left alone\n"
+        "print(json.dumps([defaults, raised, hooks, after, gc.get_threshold(), len(gc.callbacks)]))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    defaults, raised, hooks, after, disabled, hooks_left = json.loads(proc.stdout)
+    assert raised == [100_000, *defaults[1:]]
+    assert hooks == 1
+    assert after == defaults
+    assert disabled[0] == 0
+    assert hooks_left == 0
