@@ -113,6 +113,14 @@ def _json_float(value: float) -> float | str | None:
     return _clean(float(value))
 
 
+def _json_floats(values: list[float]) -> list[float | str | None]:
+    """``[_json_float(v) for v in values]`` for the cleaned floats of quantiles_of_sorted: all
+    finite (the usual case) they are already what it returns (~10 ms of a small fit, #19)."""
+    if all(map(math.isfinite, values)):
+        return list(values)
+    return [_json_float(v) for v in values]
+
+
 def _num(value: Any) -> float:
     """Inverse of _json_float for edges/quantiles read back from JSON (None → NaN)."""
     if value is None:  # a NaN quantile (-inf and +inf interpolated) is written as null
@@ -181,12 +189,11 @@ def numeric_profile(
         edges=[_json_float(e) for e in edges],
         proportions=[c / rows for c in counts],
         missing_proportion=null_count / rows,
-        quantiles=[
-            _json_float(q)
-            for q in quantiles_of_sorted(
+        quantiles=_json_floats(
+            quantiles_of_sorted(
                 sorted_valid, np.arange(SKETCH_SIZE + 1, dtype=np.float64) / SKETCH_SIZE
             )
-        ],
+        ),
     )
     return entry
 

@@ -322,7 +322,7 @@ def _write_profile(outcome: FitOutcome, path: Path) -> None:
     cross-fitted training rows: out-of-fold target encodings take many values where serving
     takes one per category, so a profile of them would flag drift on unchanged data.
     """
-    from mlpipe_cli.drift.profile import build_profile, write_profile
+    from mlpipe_cli.drift.profile import build_profile, dumps_profile
 
     inputs = outcome.training.select(
         [pl.col(c).alias(f"raw.{c}") for c in outcome.state["input_schema"]]
@@ -333,7 +333,10 @@ def _write_profile(outcome: FitOutcome, path: Path) -> None:
         .select([pl.col(c).alias(f"vec.{c}") for c in outcome.state["output_columns"]])
     )
     frame = pl.concat([inputs, outputs], how="horizontal")
-    write_profile(build_profile(frame), path)
+    # a plain write, like the other files of the staging directory: the store syncs them all
+    # and publishes the directory by one rename (write_profile's own fsync + rename was a
+    # second, serial sync of this file, #19)
+    path.write_bytes(dumps_profile(build_profile(frame)).encode("utf-8"))
 
 
 def _write_json(path: Path, doc: Any) -> None:
