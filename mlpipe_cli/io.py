@@ -451,15 +451,19 @@ _BATCH: ContextVar[OutputBatch | None] = ContextVar("mlpipe_output_batch", defau
 
 
 @contextlib.contextmanager
-def atomic_target(path: Path | str) -> Iterator[Path]:
+def atomic_target(path: Path | str, *, own_name: bool = False) -> Iterator[Path]:
     """Yield a temp path to write; on success publish it as ``path`` (fsync + rename).
 
     On failure the temp is removed and ``path`` keeps its old content (or stays absent). A full
     disk or read-only file system becomes an OutputError (exit 2) naming the path. Inside
     ``atomic_outputs()`` publication waits until every output of the group is written.
+    ``own_name``: no other process ever writes ``path`` (a run-ledger record is named by its
+    run), so none can have left temps of it and the scan of its directory for them is
+    skipped (the ledger's directory grows by one record per run, #19).
     """
     path = prepare_output_path(path)
-    _remove_dead_temps(path)
+    if not own_name:
+        _remove_dead_temps(path)
     tmp = _temp_sibling(path)
     batch = _BATCH.get()
     handed_over = False
@@ -570,9 +574,10 @@ def _discard(batch: OutputBatch) -> None:
     batch.staged.clear()
 
 
-def atomic_write_bytes(path: Path | str, data: bytes) -> Path:
-    """Write a file so readers see the old content or the new, never a torn one."""
-    with atomic_target(path) as tmp, tmp.open("wb") as handle:
+def atomic_write_bytes(path: Path | str, data: bytes, *, own_name: bool = False) -> Path:
+    """Write a file so readers see the old content or the new, never a torn one
+    (``own_name``: see ``atomic_target``)."""
+    with atomic_target(path, own_name=own_name) as tmp, tmp.open("wb") as handle:
         handle.write(data)
     return Path(path)
 

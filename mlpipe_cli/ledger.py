@@ -187,7 +187,9 @@ class RunRecorder:
         try:
             from mlpipe_cli.io import atomic_write_bytes
 
-            atomic_write_bytes(self.path, json.dumps(record, indent=1).encode() + b"\n")
+            atomic_write_bytes(
+                self.path, json.dumps(record, indent=1).encode() + b"\n", own_name=True
+            )
         except Exception as exc:  # the ledger must never fail the run it records
             if not self._warned:
                 self._warned = True
