@@ -1,5 +1,4 @@
-"""``json.dumps(doc, sort_keys=True, indent=n, allow_nan=False)``, byte for byte, faster;
-and ``json.loads``, value for value, faster.
+"""``json.dumps(doc, sort_keys=True, indent=n, allow_nan=False)``, byte for byte, faster.
 
 With ``indent`` set the standard library encodes in pure Python, one generator per nesting
 level for every value; a drift profile (tens of thousands of floats) took ~40 ms of each
@@ -9,35 +8,13 @@ change: this writes the same text by joining ``float.__repr__`` / ``int.__repr__
 Anything outside plain JSON data (a non-str key, NaN or ±inf, a type ``json`` would refuse
 or hand to ``default``, a subclass) goes to ``json.dumps`` itself, so its text or its error
 is the standard library's. tests/test_jsontext.py compares the two on random documents.
-
-``loads`` parses with orjson (~3x the standard parser on a 1 MB drift profile: ~5 ms of every
-psi-report) and hands anything orjson refuses (NaN, lone surrogates, deep nesting, malformed
-text) or reads otherwise (a run of 19 digits: an integer outside 64 bits becomes a float in
-orjson) to ``json.loads``, so the value, or the error and its message, is the standard
-library's.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from json.encoder import encode_basestring_ascii
 from typing import Any
-
-_LONG_DIGITS = re.compile(r"\d{19}")
-
-
-def loads(text: str) -> Any:
-    """The value of ``json.loads(text)``."""
-    import orjson
-
-    if _LONG_DIGITS.search(text):
-        # orjson reads an integer outside 64 bits as a float, where json keeps it exact
-        return json.loads(text)
-    try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError:
-        return json.loads(text)
 
 
 class _Unusual(Exception):

@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mlpipe_cli.drift.profile import build_profile, dumps_profile
-from mlpipe_cli.jsontext import dumps_sorted, loads
+from mlpipe_cli.jsontext import dumps_sorted
 
 _keys = st.text(min_size=0, max_size=6)  # any code point: non-ASCII and control characters
 _scalars = (
@@ -102,49 +102,3 @@ def test_a_real_profile_has_the_same_bytes() -> None:
         json.dumps(profile, sort_keys=True, indent=1, allow_nan=False) + "\n"
     )
 
-
-_numbers = st.sampled_from(
-    [
-        "0", "-0", "-0.0", "1e400", "-1e400", "1e-400", "2.2250738585072011e-308",
-        "4.9406564584124654e-324", "9007199254740993", "18446744073709551616",
-        "-9223372036854775809", "0.1e1", "1E+2", "123456789012345678901234567890",
-        "NaN", "Infinity", "-Infinity", "1.7976931348623157e308",
-    ]
-)  # fmt: skip
-
-
-@settings(max_examples=300, deadline=None)
-@given(doc=_documents)
-def test_loads_gives_json_loads_value(doc: object) -> None:
-    for text in (json.dumps(doc), json.dumps(doc, indent=1, ensure_ascii=False)):
-        assert repr(loads(text)) == repr(json.loads(text))
-
-
-@settings(max_examples=100, deadline=None)
-@given(numbers=st.lists(_numbers, max_size=5))
-def test_loads_numbers_json_loads_reads_differently_or_refuses(numbers: list[str]) -> None:
-    text = "[" + ", ".join(numbers) + "]"
-    assert repr(loads(text)) == repr(json.loads(text))
-
-
-@pytest.mark.parametrize(
-    "text",
-    [
-        '{"a": 1,}',
-        "[1, 2",
-        '"\\ud800"',
-        '{"a": "\\udc80x"}',
-        "[" * 300 + "]" * 300,
-        '{"a":1,"a":2}',
-    ],
-)
-def test_loads_what_orjson_refuses_is_json_loads(text: str) -> None:
-    try:
-        expected: object = repr(json.loads(text))
-    except ValueError as exc:
-        expected = (type(exc), str(exc))
-    try:
-        got: object = repr(loads(text))
-    except ValueError as exc:
-        got = (type(exc), str(exc))
-    assert got == expected
