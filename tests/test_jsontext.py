@@ -101,4 +101,3 @@ def test_a_real_profile_has_the_same_bytes() -> None:
     assert dumps_profile(profile) == (
         json.dumps(profile, sort_keys=True, indent=1, allow_nan=False) + "\n"
     )
-
