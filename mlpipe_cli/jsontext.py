@@ -16,8 +16,10 @@ import json
 from json.encoder import encode_basestring_ascii
 from typing import Any
 
+from mlpipe_cli.errors import Signal
 
-class _Unusual(Exception):
+
+class _Unusual(Signal):
     """Something the fast path does not write itself: json.dumps writes (or refuses) it."""
 
 

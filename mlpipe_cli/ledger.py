@@ -31,7 +31,7 @@ import re
 import secrets
 import socket
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -104,6 +104,7 @@ class RunRecorder:
     versions_read: list[str] = field(default_factory=list)
     versions_written: list[str] = field(default_factory=list)
     _warned: bool = False
+    _opening: Callable[[], None] | None = None  # waits for the opening record to land
 
     def attach(self, artifact_dir: Path, pipeline: str) -> None:
         """The config has loaded: the ledger's place is known; write the opening record."""
@@ -114,7 +115,8 @@ class RunRecorder:
         self.path = (
             Path(artifact_dir) / pipeline / RUNS_DIR / f"{stamp}-{os.getpid()}-{self.run_id}.json"
         )
-        self._write(None, None)
+        # synced and renamed into place on a thread while the command goes on (#19)
+        self._write(None, None, background=True)
 
     def note_result(self, document: Any) -> None:
         """Keep the row counts, versions and as-of of a command's result document."""
@@ -159,10 +161,13 @@ class RunRecorder:
         if self.path is not None:
             self._write(exit_code, ended_at)
 
-    def _write(self, exit_code: int | None, ended_at: datetime | None) -> None:
+    def _write(
+        self, exit_code: int | None, ended_at: datetime | None, *, background: bool = False
+    ) -> None:
         from mlpipe_cli.documents import LedgerRecord  # pydantic: not on `mlpipe --help`'s path
 
         assert self.path is not None
+        self.settle()  # the opening record lands before it is replaced
         record = {
             "format_version": LedgerRecord.FORMAT_VERSION,
             "run_id": self.run_id,
@@ -184,16 +189,31 @@ class RunRecorder:
             "as_of": self.facts.get("as_of"),
             "switched_at": self.facts.get("switched_at"),
         }
+        data = json.dumps(record, indent=1).encode() + b"\n"
         try:
-            from mlpipe_cli.io import atomic_write_bytes
+            from mlpipe_cli.io import atomic_write_bytes, atomic_write_bytes_started
 
-            atomic_write_bytes(
-                self.path, json.dumps(record, indent=1).encode() + b"\n", own_name=True
-            )
+            if background:
+                self._opening = atomic_write_bytes_started(self.path, data, own_name=True)
+            else:
+                atomic_write_bytes(self.path, data, own_name=True)
         except Exception as exc:  # the ledger must never fail the run it records
-            if not self._warned:
-                self._warned = True
-                sys.stderr.write(f"warning: run ledger not written ({self.path.parent}): {exc}\n")
+            self._warn(exc)
+
+    def settle(self) -> None:
+        """Wait until the opening record is in place (``recording`` does, whatever happens)."""
+        if self._opening is not None:
+            wait, self._opening = self._opening, None
+            try:
+                wait()
+            except Exception as exc:
+                self._warn(exc)
+
+    def _warn(self, exc: Exception) -> None:
+        if not self._warned:
+            self._warned = True
+            assert self.path is not None
+            sys.stderr.write(f"warning: run ledger not written ({self.path.parent}): {exc}\n")
 
 
 def status_for(exit_code: int) -> str:
@@ -228,6 +248,7 @@ def recording(
     try:
         yield recorder
     finally:
+        recorder.settle()
         _current.reset(token)
 
 

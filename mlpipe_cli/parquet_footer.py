@@ -19,6 +19,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from mlpipe_cli.errors import Signal
+
 _MAGIC = b"PAR1"
 # compact-protocol wire types
 _STOP, _TRUE, _FALSE, _BYTE, _I16, _I32, _I64, _DOUBLE = 0, 1, 2, 3, 4, 5, 6, 7
@@ -26,7 +28,7 @@ _BINARY, _LIST, _SET, _MAP, _STRUCT = 8, 9, 10, 11, 12
 _MAX_DEPTH = 64  # Parquet's own structs nest a handful deep; deeper is a corrupt footer
 
 
-class FooterError(ValueError):
+class FooterError(Signal):
     """The footer could not be read by this reader (the caller falls back to pyarrow)."""
 
 
