@@ -200,6 +200,12 @@ def startup(args: argparse.Namespace) -> dict:
             f"{_verdict(over)} / {_verdict(cpu_over)}")  # fmt: skip
         print(f"{name:22} {s['wall']:9.3f} {s['min']:7.3f} {s['cpu']:6.3f} {over:+12.3f} "
               f"{cpu_over:+9.3f}  {verdict}")  # fmt: skip
+    commands = [n for n in stats if n not in ("python -c pass", "import polars")]
+    wall_ok = [n for n in commands if stats[n]["wall"] - floor <= STARTUP_GOAL_S]
+    cpu_ok = [n for n in commands if stats[n]["cpu"] - cpu_floor <= STARTUP_GOAL_S]
+    print(f"within {STARTUP_GOAL_S} s of import polars: {len(wall_ok)}/{len(commands)} wall, "
+          f"{len(cpu_ok)}/{len(commands)} CPU; over by wall: "
+          f"{', '.join(n for n in commands if n not in wall_ok) or 'none'}")  # fmt: skip
     print(
         "(on a loaded machine wall times stretch; CPU seconds over polars is the steadier "
         "figure, and on a quiet machine wall over polars is close to it: these commands run "
