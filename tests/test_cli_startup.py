@@ -158,3 +158,46 @@ def test_startup_gc_thresholds_are_restored_by_the_first_collection() -> None:
     assert after == defaults
     assert disabled[0] == 0
     assert hooks_left == 0
+
+
+def _console(code: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+
+
+def test_the_quick_exit_keeps_exit_codes_output_and_atexit_handlers(tmp_path: Path) -> None:
+    """main() ends without the interpreter's teardown (cli/main.py::_exit): the exit code,
+    everything written to stdout/stderr and the atexit handlers are as a normal exit's."""
+    ok = _console(
+        "import atexit, sys\n"
+        "atexit.register(lambda: sys.stdout.write('atexit ran\\n'))\n"
+        "from mlpipe_cli.cli.main import main\n"
+        "main(['--help'])\n"
+    )
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.startswith("Usage: mlpipe")
+    assert ok.stdout.endswith("atexit ran\n")
+    assert "validate" in ok.stdout
+    bad = _console(
+        "from mlpipe_cli.cli.main import main\n"
+        f"main(['validate', '-c', {str(tmp_path / 'missing.yaml')!r}])\n"
+    )
+    assert bad.returncode == 2
+    assert bad.stderr.startswith("error: config file ")
+    assert bad.stdout == ""
+
+
+def test_a_running_non_daemon_thread_gets_the_normal_exit(tmp_path: Path) -> None:
+    """A normal exit waits for non-daemon threads; the quick exit would cut them off, so it
+    is not taken while one runs."""
+    marker = tmp_path / "thread-finished"
+    proc = _console(
+        "import threading, time\n"
+        "from pathlib import Path\n"
+        "from mlpipe_cli.cli.main import main\n"
+        f"def work():\n    time.sleep(0.5)\n    Path({str(marker)!r}).write_text('done')\n"
+        "threading.Thread(target=work).start()\n"
+        "main(['--version'])\n"
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("mlpipe ")
+    assert marker.read_text() == "done"
