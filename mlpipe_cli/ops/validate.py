@@ -111,10 +111,6 @@ def run_validation(
     from mlpipe_cli.engines import choose_engine
 
     on_spark = choose_engine(config, engine) == "spark"
-    if on_spark and (reference is not None or save_profile):
-        from mlpipe_cli.engines import unsupported
-
-        raise unsupported("validate --reference/--save-profile")
     reports = []
     for name in progress_track(names, "validate", unit="sources"):
         q_path = _split_path(quarantine, name, len(names), on_spark)
@@ -128,6 +124,10 @@ def run_validation(
             from mlpipe_cli.engines.spark.validate import check_source
 
             report = check_source(config, name, data_path, quarantine_path=q_path, out_path=o_path)
+            if ref_profile is not None:
+                from mlpipe_cli.engines.spark.profile import distribution_checks_on_spark
+
+                distribution_checks_on_spark(config, name, data_path, report, ref_profile, ref_version)
         else:
             report = validate_source(
                 config,
@@ -141,7 +141,7 @@ def run_validation(
         if save_profile and report.status == "passed":
             from mlpipe_cli.ops.profiles import save_profile as _save
 
-            report.profile = _save(store, config, name, data_path)  # type: ignore[arg-type]
+            report.profile = _save(store, config, name, data_path, on_spark=on_spark)  # type: ignore[arg-type]
         reports.append(report)
     result = ValidationReport(config.pipeline, reports)
     version = None

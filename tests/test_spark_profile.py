@@ -1,0 +1,163 @@
+"""The reference profile on Spark equals the Polars engine's, byte for byte
+(engines/spark/profile.py), and `validate --reference` on Spark gives the Polars checks.
+
+Oracles: ``drift.profile.build_profile`` on the same files (the Polars engine: one sorted
+numpy array per column) and ``np.sum`` itself for the split pairwise sum. The profile is
+exact on Spark (a distributed sort, order statistics fetched by rank, numpy's summation tree
+replayed), so the documents must be equal as canonical JSON text, not close; and they must
+not depend on how many partitions Spark used.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+pytestmark = [pytest.mark.spark, pytest.mark.slow]
+
+
+# -- the split pairwise sum (no Spark) -------------------------------------------------------
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    n=st.integers(0, 3000),
+    cuts=st.lists(st.integers(0, 3000), max_size=6),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_pairwise_sum_split_at_any_cuts_equals_np_sum(n: int, cuts: list[int], seed: int) -> None:
+    from mlpipe_cli.engines.spark.profile import _tree_sum, tree_parts
+
+    rng = np.random.default_rng(seed)
+    # magnitudes far apart: any change of the addition order changes the last bits
+    values = np.sort(rng.standard_normal(n) * 10.0 ** rng.integers(-8, 9, n))
+    bounds = sorted({0, n, *(c for c in cuts if c <= n)})
+    parts = [
+        tree_parts(values[a:b], a, n) for a, b in zip(bounds[:-1], bounds[1:], strict=True)
+    ]
+    assert _tree_sum(n, parts) == float(np.sum(values))
+
+
+# -- profile parity ---------------------------------------------------------------------------
+
+
+def _config(root: Path, partitions: int) -> Any:
+    from mlpipe_cli.config import PipelineConfig
+
+    return PipelineConfig.model_validate(
+        {"pipeline": "profile", "artifact_dir": str(root / "a"), "spark": {"partitions": partitions}}
+    )
+
+
+def _write_parts(frame: pl.DataFrame, root: Path, cuts: list[int], row_groups: list[int]) -> Path:
+    """The frame as a directory of part files cut at ``cuts``, each with its own row-group
+    size (the parts of one input need not agree)."""
+    out = root / "batch"
+    out.mkdir(parents=True)
+    bounds = sorted({0, frame.height, *(c for c in cuts if c <= frame.height)})
+    if len(bounds) == 1:  # no rows: one empty part
+        bounds = [0, 0]
+    for i, (a, b) in enumerate(zip(bounds[:-1], bounds[1:], strict=True)):
+        frame.slice(a, b - a).write_parquet(
+            out / f"part-{i:03d}.parquet", row_group_size=row_groups[i % len(row_groups)]
+        )
+    return out
+
+
+def _both(spark: object, root: Path, batch: Path, partitions: int = 3, **kw: Any) -> tuple[str, str]:
+    from mlpipe_cli.drift.profile import build_profile, dumps_profile
+    from mlpipe_cli.engines.spark.profile import spark_profile
+    from mlpipe_cli.io import scan_parquet
+
+    expected = dumps_profile(build_profile(scan_parquet(batch), **kw))
+    got = dumps_profile(spark_profile(_config(root, partitions), batch, **kw))
+    return got, expected
+
+
+_NUMBERS = st.one_of(
+    st.none(),
+    st.sampled_from([0.0, -0.0, 1.5, 2.0, math.nan, math.inf, -math.inf, 1e300, -1e-300]),
+    st.floats(-1e6, 1e6, allow_nan=False),
+)
+_WORDS = st.sampled_from(["web", "app", "Ünïcode", "ключ", "", "z" * 30, "Zebra", None, "日本"])
+
+
+@st.composite
+def _frames(draw: st.DrawFn) -> dict[str, Any]:
+    n = draw(st.integers(0, 300))
+    data = {
+        "amount": [draw(_NUMBERS) for _ in range(n)],
+        # few distinct values: binned by value
+        "code": [draw(st.one_of(st.none(), st.integers(-2, 4))) for _ in range(n)],
+        # an atom (zero-inflated) in a continuous column: the atom bins and probes
+        "spend": [
+            draw(st.one_of(st.just(0.0), st.floats(0, 50, allow_nan=False))) for _ in range(n)
+        ],
+        "channel": [draw(_WORDS) for _ in range(n)],
+        "flag": [draw(st.one_of(st.none(), st.booleans())) for _ in range(n)],
+    }
+    return {
+        "data": data,
+        "cuts": draw(st.lists(st.integers(0, n), max_size=3)),
+        "row_groups": draw(st.lists(st.integers(1, 64), min_size=1, max_size=3)),
+        "max_categories": draw(st.sampled_from([2, 1000])),
+    }
+
+
+_SCHEMA = {
+    "amount": pl.Float64,
+    "code": pl.Int16,
+    "spend": pl.Float32,
+    "channel": pl.String,
+    "flag": pl.Boolean,
+}
+
+
+@settings(
+    max_examples=5,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(case=_frames())
+def test_generated_profile_equals_polars(
+    spark: object, tmp_path_factory: pytest.TempPathFactory, case: dict[str, Any]
+) -> None:
+    root = tmp_path_factory.mktemp("profile")
+    frame = pl.DataFrame(case["data"], schema=_SCHEMA)
+    batch = _write_parts(frame, root, case["cuts"], case["row_groups"])
+    got, expected = _both(spark, root, batch, max_categories=case["max_categories"])
+    assert got == expected
+
+
+def test_continuous_profile_is_exact_and_independent_of_partitions(
+    spark: object, tmp_path: Path
+) -> None:
+    """Thousands of values over several sorted partitions: the pairwise sum crosses
+    partition ends, the quantiles are fetched from different tasks."""
+    rng = np.random.default_rng(7)
+    n = 20_000
+    amount = rng.lognormal(3, 2, n) * rng.choice([1.0, -1.0], n)
+    amount[::97] = 0.0  # an atom below the first decile? no: inside, as a zero-inflation
+    amount[::501] = np.nan
+    frame = pl.DataFrame(
+        {
+            "amount": amount,
+            "count": rng.integers(0, 1000, n).astype(np.int64),
+            "city": rng.choice(["Zürich", "Åre", "Oslo", "São Paulo", "Kraków"], n),
+        }
+    ).with_columns(pl.when(pl.int_range(pl.len()) % 13 == 0).then(None).otherwise(pl.col("count")).alias("count"))
+    batch = _write_parts(frame, tmp_path, [3000, 11_000], [1000, 4096, 777])
+    texts = set()
+    for partitions in (1, 2, 5):
+        got, expected = _both(spark, tmp_path / str(partitions), batch, partitions=partitions)
+        assert got == expected
+        texts.add(got)
+    assert len(texts) == 1
