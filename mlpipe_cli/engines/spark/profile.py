@@ -95,10 +95,11 @@ def spark_profile(
         )
         frame = source.frame.select(*[f"`{c}`" for c in plan.schema.names()])
         with translate_errors("profiling the input"):
-            if categorical:
-                out.update(_categorical(frame, plan, rows, schema, max_categories))
+            tallies = _tallies(frame, plan, max_categories)
+            for index, name in enumerate(plan.categorical):
+                out[name] = _categorical_entry(tallies, index, rows, str(schema[name]))
             if numeric:
-                out.update(_numeric(frame, plan, rows, schema, bins, partitions))
+                out.update(_numeric(frame, plan, rows, schema, bins, partitions, tallies))
     return {
         "format_version": DriftProfile.FORMAT_VERSION,
         "kind": DriftProfile.KIND,
@@ -122,65 +123,75 @@ class _TallyPlan:
 # -- categorical ---------------------------------------------------------------------------
 
 
-def _categorical(
-    frame: Any, plan: _TallyPlan, rows: int, schema: pl.Schema, max_categories: int
-) -> dict[str, Any]:
+def _tallies(frame: Any, plan: _TallyPlan, max_categories: int) -> dict[tuple[int, int], Any]:
+    """One Spark job: per categorical column its top categories, distinct count and
+    null/non-null rows; per numeric column its null and NaN counts.
+
+    Keys: (kind, column index) → for _CATEGORY a dict (top, distinct, present, nulls), for
+    _NULL/_NAN the count."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    from mlpipe_cli.drift.profile import categorical_entry
-
-    tallies = (
+    counted = (
         frame.mapInArrow(
-            task_errors(lambda batches: _category_task(batches, plan)),
-            "col int, text string, count long",
+            task_errors(lambda batches: _tally_task(batches, plan)),
+            "kind int, col int, text string, count long",
         )
-        .groupBy("col", "text")
+        .groupBy("kind", "col", "text")
         .agg(F.sum("count").alias("count"))
-        .cache()
     )
-    try:
-        totals = {
-            r["col"]: r
-            for r in tallies.groupBy("col")
-            .agg(
-                F.count("text").alias("distinct"),  # non-null texts
-                F.sum(F.when(F.col("text").isNotNull(), F.col("count"))).alias("present"),
-                F.sum(F.when(F.col("text").isNull(), F.col("count"))).alias("nulls"),
-            )
-            .collect()
-        }
-        # Polars' order: count descending, then the value (strings compare by UTF-8 bytes
-        # in both engines)
-        rank = F.row_number().over(
-            Window.partitionBy("col").orderBy(F.col("count").desc(), F.col("text").asc())
+    column = Window.partitionBy("kind", "col")
+    # Polars' order: count descending, then the value (strings compare by UTF-8 bytes in
+    # both engines); the null category (the missing rows) is not a category
+    rank = F.row_number().over(
+        column.orderBy(F.col("text").isNull(), F.col("count").desc(), F.col("text").asc())
+    )
+    rows = (
+        counted.withColumn("distinct", F.count("text").over(column))
+        .withColumn(
+            "present", F.sum(F.when(F.col("text").isNotNull(), F.col("count"))).over(column)
         )
-        top = (
-            tallies.filter(F.col("text").isNotNull())
-            .withColumn("rank", rank)
-            .filter(F.col("rank") <= max_categories)
-            .select("col", "rank", "text", "count")
-            .collect()
-        )
-    finally:
-        tallies.unpersist()
-    out = {}
-    for index, name in enumerate(plan.categorical):
-        chosen = sorted((r["rank"], r["text"], r["count"]) for r in top if r["col"] == index)
-        total = totals.get(index)
-        out[name] = categorical_entry(
-            rows,
-            int((total["nulls"] if total else None) or 0),
-            values=[text for _, text, _ in chosen],
-            value_counts=[int(count) for _, _, count in chosen],
-            n_categories=int(total["distinct"]) if total else 0,
-            present_count=int((total["present"] if total else None) or 0),
-            dtype=str(schema[name]),
-        )
+        .withColumn("rank", rank)
+        .filter((F.col("rank") <= max_categories) | F.col("text").isNull())
+        .collect()
+    )
+    out: dict[tuple[int, int], Any] = {}
+    for row in rows:
+        key = (row["kind"], row["col"])
+        if row["kind"] != _CATEGORY:
+            out[key] = int(row["count"])
+            continue
+        entry = out.setdefault(
+            key,
+            {"top": [], "distinct": int(row["distinct"]), "present": int(row["present"] or 0),
+             "nulls": 0},
+        )  # fmt: skip
+        if row["text"] is None:
+            entry["nulls"] = int(row["count"])
+        else:
+            entry["top"].append((row["rank"], row["text"], int(row["count"])))
     return out
 
 
-def _category_task(batches: Iterator[pa.RecordBatch], plan: _TallyPlan) -> Iterator[pa.RecordBatch]:
+def _categorical_entry(
+    tallies: dict[tuple[int, int], Any], index: int, rows: int, dtype: str
+) -> dict[str, Any]:
+    from mlpipe_cli.drift.profile import categorical_entry
+
+    found = tallies.get((_CATEGORY, index), {"top": [], "distinct": 0, "present": 0, "nulls": 0})
+    top = sorted(found["top"])
+    return categorical_entry(
+        rows,
+        found["nulls"],
+        values=[text for _, text, _ in top],
+        value_counts=[count for _, _, count in top],
+        n_categories=found["distinct"],
+        present_count=found["present"],
+        dtype=dtype,
+    )
+
+
+def _tally_task(batches: Iterator[pa.RecordBatch], plan: _TallyPlan) -> Iterator[pa.RecordBatch]:
     import pyarrow as pa
 
     from mlpipe_cli.drift.profile import categorical_expr
@@ -189,46 +200,53 @@ def _category_task(batches: Iterator[pa.RecordBatch], plan: _TallyPlan) -> Itera
     if frame is None:
         return
     restored = frames.restore(frame, plan.schema, "the profiled input")
+    kinds: list[int] = []
+    cols: list[int] = []
+    texts: list[str | None] = []
+    counts: list[int] = []
     for index, name in enumerate(plan.categorical):
-        counts = (
+        tally = (
             restored.select(categorical_expr(name, plan.schema[name]).alias("text"))
             .group_by("text")
-            .agg(pl.len().cast(pl.Int64).alias("count"))
+            .agg(pl.len().alias("count"))
         )
-        yield pa.RecordBatch.from_pydict(
-            {
-                "col": [index] * counts.height,
-                "text": counts.get_column("text").to_list(),
-                "count": counts.get_column("count").to_list(),
-            },
-            schema=pa.schema([("col", pa.int32()), ("text", pa.string()), ("count", pa.int64())]),
-        )
+        kinds += [_CATEGORY] * tally.height
+        cols += [index] * tally.height
+        texts += tally.get_column("text").to_list()
+        counts += tally.get_column("count").to_list()
+    for index, name in enumerate(plan.numeric):
+        series = restored.get_column(name).cast(pl.Float64)
+        kinds += [_NULL, _NAN]
+        cols += [index, index]
+        texts += [None, None]
+        counts += [series.null_count(), int(series.is_nan().sum() or 0)]
+    yield pa.RecordBatch.from_pydict(
+        {"kind": kinds, "col": cols, "text": texts, "count": counts},
+        schema=pa.schema(
+            [
+                ("kind", pa.int32()),
+                ("col", pa.int32()),
+                ("text", pa.string()),
+                ("count", pa.int64()),
+            ]
+        ),
+    )
 
 
 # -- numeric -------------------------------------------------------------------------------
 
 
 def _numeric(
-    frame: Any, plan: _TallyPlan, rows: int, schema: pl.Schema, bins: int, partitions: int
+    frame: Any,
+    plan: _TallyPlan,
+    rows: int,
+    schema: pl.Schema,
+    bins: int,
+    partitions: int,
+    tallies: dict[tuple[int, int], Any],
 ) -> dict[str, Any]:
-    from pyspark.sql import functions as F
+    from mlpipe_cli.drift.profile import numeric_entry
 
-    from mlpipe_cli.drift.profile import (
-        atom_probe_points,
-        edge_probs,
-        interpolate,
-        numeric_entry,
-        quantile_edges_from,
-        quantile_ranks,
-        sketch_probs,
-        value_bins_from,
-    )
-
-    missing: dict[tuple[int, int], int] = {}
-    for row in frame.mapInArrow(
-        task_errors(lambda batches: _missing_task(batches, plan)), "col int, kind int, count long"
-    ).groupBy("col", "kind").agg(F.sum("count").alias("count")).collect():
-        missing[(row["col"], row["kind"])] = int(row["count"])
     values = (
         frame.mapInArrow(
             task_errors(lambda batches: _values_task(batches, plan)), "col int, value double"
@@ -238,107 +256,100 @@ def _numeric(
         .persist()
     )
     try:
-        # pass A: counts, ends and distinct-value steps of each partition's runs
-        runs: dict[int, list[dict[str, Any]]] = {}
-        for state in _run(values, _pass_a, bins):
-            for col, run in state.items():
-                runs.setdefault(col, []).append(run)
-        columns: dict[int, dict[str, Any]] = {}
-        for col, parts in runs.items():
-            parts.sort(key=lambda run: run["partition"])
-            columns[col] = _stitch(parts, bins, value_bins_from)
-        # pass B: order statistics and the finite sum
-        for col, info in columns.items():
-            n = info["n"]
-            wanted = [quantile_ranks(n, sketch_probs())]
-            if info["distinct"] is None:
-                wanted.append(quantile_ranks(n, edge_probs(bins)))
-            info["wanted"] = wanted
-            info["ranks"] = sorted({int(r) for lo, hi, _ in wanted for r in (*lo, *hi)})
-        at_rank: dict[int, dict[int, float]] = {col: {} for col in columns}
-        sums: dict[int, list[Any]] = {col: [] for col in columns}
-        for state in _run(values, _pass_b, _plan_b(columns)):
-            for col, (found, tree) in state.items():
-                at_rank[col].update(found)
-                sums[col].append(tree)
-        for col, info in columns.items():
-            lo, hi, frac = info["wanted"][0]
-            info["quantiles"] = _quantiles(at_rank[col], lo, hi, frac, interpolate)
-            if info["distinct"] is None:
-                lo, hi, frac = info["wanted"][1]
-                info["deciles"] = _quantiles(at_rank[col], lo, hi, frac, interpolate)
-                info["probes"] = sorted(set(atom_probe_points(info["deciles"])))
-            else:
-                info["probes"] = list(info["edges"])
-            finite = info["finite"]
-            info["mean"] = _tree_sum(finite, sums[col]) / finite if finite else math.nan
-        # pass C: counts below the probes and the squared deviations
-        below: dict[int, np.ndarray] = {}
-        squares: dict[int, list[Any]] = {col: [] for col in columns}
-        for state in _run(values, _pass_c, _plan_c(columns)):
-            for col, (counts, tree) in state.items():
-                below[col] = below.get(col, 0) + counts
-                squares[col].append(tree)
+        columns = _sorted_passes(values, bins)
     finally:
         values.unpersist()
-
     out = {}
     for index, name in enumerate(plan.numeric):
-        nan_count = missing.get((index, _NAN), 0)
-        info = columns.get(index)
+        nan_count = tallies.get((_NAN, index), 0)
         dtype = str(schema[name])
-        if info is None:  # no valid value
+        if index in columns:
+            out[name] = _numeric_entry(columns[index], rows, nan_count, dtype)
+        else:  # no valid value
             out[name] = numeric_entry(rows, 0, nan_count, dtype=dtype)
-            continue
-        probes = dict(zip(info["probes"], below[index].tolist(), strict=True))
-
-        def count_below(points: list[float], probes: dict[float, int] = probes) -> list[int]:
-            return [probes[p] for p in points]
-
-        edges = (
-            info["edges"]
-            if info["distinct"] is not None
-            else quantile_edges_from(info["deciles"], count_below)
-        )
-        cuts = [0, *count_below(edges), info["n"]]
-        finite = info["finite"]
-        if finite > 1:
-            std = math.sqrt(_tree_sum(finite, squares[index]) / (finite - 1))
-        else:
-            std = 0.0 if finite else math.nan
-        out[name] = numeric_entry(
-            rows,
-            info["n"],
-            nan_count,
-            dtype=dtype,
-            mean=info["mean"],
-            std=std,
-            low=info["low"],
-            high=info["high"],
-            distinct=info["distinct"],
-            edges=edges,
-            counts=[cuts[i + 1] - cuts[i] for i in range(len(cuts) - 1)],
-            quantiles=info["quantiles"],
-        )
     return out
 
 
-def _missing_task(batches: Iterator[pa.RecordBatch], plan: _TallyPlan) -> Iterator[pa.RecordBatch]:
-    import pyarrow as pa
+def _sorted_passes(values: Any, bins: int) -> dict[int, dict[str, Any]]:
+    """Passes A, B and C over the sorted values: per column index, what its entry needs."""
+    from mlpipe_cli.drift.profile import (
+        atom_probe_points,
+        edge_probs,
+        interpolate,
+        quantile_ranks,
+        sketch_probs,
+    )
 
-    frame = frames.from_batches(batches)
-    if frame is None:
-        return
-    restored = frames.restore(frame, plan.schema, "the profiled input")
-    cols, kinds, counts = [], [], []
-    for index, name in enumerate(plan.numeric):
-        series = restored.get_column(name).cast(pl.Float64)
-        cols += [index, index]
-        kinds += [_NULL, _NAN]
-        counts += [series.null_count(), int(series.is_nan().sum() or 0)]
-    yield pa.RecordBatch.from_pydict(
-        {"col": cols, "kind": kinds, "count": counts},
-        schema=pa.schema([("col", pa.int32()), ("kind", pa.int32()), ("count", pa.int64())]),
+    # pass A: counts, ends and distinct-value steps of each partition's runs
+    runs: dict[int, list[dict[str, Any]]] = {}
+    for state in _run(values, _pass_a, bins):
+        for col, run in state.items():
+            runs.setdefault(col, []).append(run)
+    columns = {col: _stitch(parts, bins) for col, parts in runs.items()}
+    # pass B: order statistics and the finite sum
+    for info in columns.values():
+        wanted = [quantile_ranks(info["n"], sketch_probs())]
+        if info["distinct"] is None:
+            wanted.append(quantile_ranks(info["n"], edge_probs(bins)))
+        info["wanted"] = wanted
+        info["ranks"] = sorted({int(r) for lo, hi, _ in wanted for r in (*lo, *hi)})
+    at_rank: dict[int, dict[int, float]] = {col: {} for col in columns}
+    sums: dict[int, list[Any]] = {col: [] for col in columns}
+    for state in _run(values, _pass_b, _plan_b(columns)):
+        for col, (found, tree) in state.items():
+            at_rank[col].update(found)
+            sums[col].append(tree)
+    for col, info in columns.items():
+        info["quantiles"] = _quantiles(at_rank[col], *info["wanted"][0], interpolate)
+        if info["distinct"] is None:
+            info["deciles"] = _quantiles(at_rank[col], *info["wanted"][1], interpolate)
+            info["probes"] = sorted(set(atom_probe_points(info["deciles"])))
+        else:
+            info["probes"] = list(info["edges"])
+        finite = info["finite"]
+        info["mean"] = _tree_sum(finite, sums[col]) / finite if finite else math.nan
+    # pass C: counts below the probes and the squared deviations
+    below: dict[int, Any] = {col: 0 for col in columns}
+    squares: dict[int, list[Any]] = {col: [] for col in columns}
+    for state in _run(values, _pass_c, _plan_c(columns)):
+        for col, (counts, tree) in state.items():
+            below[col] = below[col] + counts
+            squares[col].append(tree)
+    for col, info in columns.items():
+        info["below"] = dict(zip(info["probes"], np.asarray(below[col]).tolist(), strict=True))
+        finite = info["finite"]
+        if finite > 1:
+            info["std"] = math.sqrt(_tree_sum(finite, squares[col]) / (finite - 1))
+        else:
+            info["std"] = 0.0 if finite else math.nan
+    return columns
+
+
+def _numeric_entry(info: dict[str, Any], rows: int, nan_count: int, dtype: str) -> dict[str, Any]:
+    from mlpipe_cli.drift.profile import numeric_entry, quantile_edges_from
+
+    def count_below(points: list[float]) -> list[int]:
+        return [info["below"][p] for p in points]
+
+    edges = (
+        info["edges"]
+        if info["distinct"] is not None
+        else quantile_edges_from(info["deciles"], count_below)
+    )
+    cuts = [0, *count_below(edges), info["n"]]
+    return numeric_entry(
+        rows,
+        info["n"],
+        nan_count,
+        dtype=dtype,
+        mean=info["mean"],
+        std=info["std"],
+        low=info["low"],
+        high=info["high"],
+        distinct=info["distinct"],
+        edges=edges,
+        counts=[cuts[i + 1] - cuts[i] for i in range(len(cuts) - 1)],
+        quantiles=info["quantiles"],
     )
 
 
@@ -406,9 +417,9 @@ def _pass_a(col: int, partition: int, run: np.ndarray, bins: int) -> dict[str, A
     }
 
 
-def _stitch(parts: list[dict[str, Any]], bins: int, value_bins_from: Any) -> dict[str, Any]:
+def _stitch(parts: list[dict[str, Any]], bins: int) -> dict[str, Any]:
     """A column's global facts from its runs in partition (= sorted) order."""
-    from mlpipe_cli.drift.profile import new_values
+    from mlpipe_cli.drift.profile import new_values, value_bins_from
 
     offsets, at = {}, 0
     for run in parts:
