@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 import pytest
+import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -178,3 +179,54 @@ def test_continuous_profile_is_exact_and_independent_of_partitions(
     assert np.nextafter(0.0, 1.0) in amount["edges"]
     assert profile["columns"]["count"]["binning"] == "quantiles"
     assert profile["columns"]["count"]["null_count"] == len(range(0, n, 13))
+
+
+# -- validate --save-profile / --reference on the sample project -------------------------------
+
+
+def test_validate_profile_and_reference_on_sample_data_equal_polars(
+    spark: object, project: Path, tmp_path: Path
+) -> None:
+    """The same profile artifact (bytes and version id) from both engines, and the same
+    distribution checks of a drifted batch (three parts, row groups of different sizes)."""
+    from mlpipe_cli.ops.project import Project
+    from mlpipe_cli.ops.validate import validate
+
+    config = yaml.safe_load(project.read_text())
+    orders = pl.read_parquet(config["sources"]["orders"]["path"])
+    drifted = orders.with_columns(
+        (pl.col("revenue") * 1.6).alias("revenue"),
+        pl.when(pl.col("order_id") % 3 == 0)
+        .then(pl.lit("store"))
+        .otherwise(pl.col("channel"))
+        .alias("channel"),
+    )
+    batch = _write_parts(drifted, tmp_path, [drifted.height // 3, drifted.height // 2], [500, 4096])
+    versions, texts, reports = {}, {}, {}
+    for engine in ("polars", "spark"):
+        config["artifact_dir"] = str(tmp_path / engine / "artifacts")
+        path = tmp_path / engine / "mlpipe.yaml"
+        path.parent.mkdir()
+        path.write_text(yaml.safe_dump(config, sort_keys=False))
+        saved = validate(Project(path), sources=["orders"], save_profile=True, engine=engine)
+        assert saved.passed
+        versions[engine] = saved.report.sources[0].profile
+        artifact = Project(path).store.get("profile", versions[engine])
+        texts[engine] = artifact.file("profile.json").read_bytes()
+        checked = validate(
+            Project(path),
+            sources=["orders"],
+            data=batch,
+            reference="latest",
+            engine=engine,
+            publish=False,
+        ).to_dict()
+        checked.pop("seconds")
+        reports[engine] = checked
+    assert texts["spark"] == texts["polars"]
+    assert versions["spark"] == versions["polars"]
+    assert reports["spark"] == reports["polars"]
+    checks = {c["id"]: c for c in reports["spark"]["sources"][0]["checks"]}
+    assert checks["orders.revenue.psi"]["status"] == "fail"  # revenue × 1.6
+    assert checks["orders.channel.psi"]["status"] == "fail"  # a third moved to store
+    assert checks["orders.product_id.psi"]["status"] == "pass"
