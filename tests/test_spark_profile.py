@@ -230,3 +230,25 @@ def test_validate_profile_and_reference_on_sample_data_equal_polars(
     assert checks["orders.revenue.psi"]["status"] == "fail"  # revenue × 1.6
     assert checks["orders.channel.psi"]["status"] == "fail"  # a third moved to store
     assert checks["orders.product_id.psi"]["status"] == "pass"
+
+
+@pytest.mark.parametrize("option", ["save_profile", "reference"])
+def test_profiles_of_a_remote_input_are_refused_before_spark_runs(
+    project: Path, option: str
+) -> None:
+    from mlpipe_cli.errors import UsageError
+    from mlpipe_cli.ops.project import Project
+    from mlpipe_cli.ops.validate import validate
+
+    kwargs: dict[str, Any] = (
+        {"save_profile": True} if option == "save_profile" else {"reference": "latest"}
+    )
+    with pytest.raises(UsageError, match="does not support --reference/--save-profile of a remote"):
+        validate(
+            Project(project),
+            sources=["orders"],
+            data="s3a://bucket/orders/",  # type: ignore[arg-type]
+            engine="spark",
+            publish=False,
+            **kwargs,
+        )

@@ -111,6 +111,8 @@ def run_validation(
     from mlpipe_cli.engines import choose_engine
 
     on_spark = choose_engine(config, engine) == "spark"
+    if on_spark and (reference is not None or save_profile):
+        _refuse_remote_profiles(config, names, data_path)
     reports = []
     for name in progress_track(names, "validate", unit="sources"):
         q_path = _split_path(quarantine, name, len(names), on_spark)
@@ -148,6 +150,20 @@ def run_validation(
     if publish and store is not None:
         version = publish_report(store, config, result, data_path)
     return result, version
+
+
+def _refuse_remote_profiles(
+    config: PipelineConfig, names: list[str], data_path: Path | str | None
+) -> None:
+    """Profiles are artifacts of local (or shared-filesystem) inputs: the artifact records
+    the input's fingerprint, which needs the files. Refused before any Spark job runs."""
+    from mlpipe_cli.engines import unsupported
+    from mlpipe_cli.engines.spark.frames import is_remote
+
+    for name in names:
+        path = data_path if data_path is not None else config.source(name).path
+        if is_remote(path):
+            raise unsupported(f"--reference/--save-profile of a remote input ({path})")
 
 
 def _split_path(path: Path | None, source: str, count: int, parts: bool = False) -> Path | None:
