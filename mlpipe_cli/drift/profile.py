@@ -144,13 +144,16 @@ def numeric_profile(
         return numeric_entry(rows, 0, nan_count, dtype=dtype)
     finite = sorted_valid[np.isfinite(sorted_valid)]
     if len(finite):
-        total = float(np.sum(finite))
-        mean = total / len(finite)
-        std = (
-            math.sqrt(float(np.sum((finite - mean) ** 2)) / (len(finite) - 1))
-            if len(finite) > 1
-            else 0.0
-        )
+        # values near ±1.8e308 overflow the sum or the squares: then the mean or std is
+        # ±inf (or NaN → null), as the Spark engine computes it too; not a warning
+        with np.errstate(over="ignore", invalid="ignore"):
+            total = float(np.sum(finite))
+            mean = total / len(finite)
+            std = (
+                math.sqrt(float(np.sum((finite - mean) ** 2)) / (len(finite) - 1))
+                if len(finite) > 1
+                else 0.0
+            )
     else:
         mean, std = math.nan, math.nan
     by_value = value_bins(sorted_valid, limit=bins)

@@ -471,7 +471,8 @@ def _pass_b(col: int, partition: int, run: np.ndarray, plan: dict[int, Any]) -> 
     ranks = mine["ranks"]
     inside = ranks[(ranks >= offset) & (ranks < offset + len(run))]
     found = {int(r): float(run[r - offset]) for r in inside}
-    return found, _finite_tree(run, offset, mine, lambda finite: finite)
+    with np.errstate(over="ignore"):  # a sum beyond ±1.8e308 is ±inf, as on Polars
+        return found, _finite_tree(run, offset, mine, lambda finite: finite)
 
 
 def _plan_c(columns: dict[int, dict[str, Any]]) -> dict[int, dict[str, Any]]:
@@ -491,7 +492,10 @@ def _pass_c(col: int, partition: int, run: np.ndarray, plan: dict[int, Any]) -> 
     mine = plan[col]
     counts = np.searchsorted(run, mine["probes"], side="left").astype(np.int64)
     mean = mine["mean"]
-    tree = _finite_tree(run, mine["offsets"][partition], mine, lambda finite: (finite - mean) ** 2)
+    with np.errstate(over="ignore", invalid="ignore"):  # as drift.profile.numeric_profile
+        tree = _finite_tree(
+            run, mine["offsets"][partition], mine, lambda finite: (finite - mean) ** 2
+        )
     return counts, tree
 
 
