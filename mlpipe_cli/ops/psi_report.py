@@ -165,7 +165,9 @@ def psi_report(
         if on_spark:
             from mlpipe_cli.engines.spark.drift import spark_serving_log
 
-            parts, rows, log_scan = spark_serving_log(_spark_config(project), serving_log, start, end)
+            parts, rows, log_scan = spark_serving_log(
+                _spark_config(project), serving_log, start, end
+            )
         else:
             parts, rows = serving_log_parts(serving_log, start, end)
         current_info: dict[str, Any] = {

@@ -129,7 +129,9 @@ def run_validation(
             if ref_profile is not None:
                 from mlpipe_cli.engines.spark.profile import distribution_checks_on_spark
 
-                distribution_checks_on_spark(config, name, data_path, report, ref_profile, ref_version)
+                distribution_checks_on_spark(
+                    config, name, data_path, report, ref_profile, ref_version
+                )
         else:
             report = validate_source(
                 config,

@@ -303,9 +303,7 @@ def _part_task(
         try:
             selected = part.select(plan.exprs).collect()
         except pl.exceptions.PolarsError as exc:
-            raise InputError(
-                f"cannot read the current data: {str(exc).splitlines()[0]}"
-            ) from None
+            raise InputError(f"cannot read the current data: {str(exc).splitlines()[0]}") from None
         count = selected.height
         head = min(count, (-first) % block)
         whole = (count - head) // block * block

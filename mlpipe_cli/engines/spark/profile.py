@@ -300,9 +300,10 @@ def _sorted_passes(values: Any, bins: int) -> dict[int, dict[str, Any]]:
             at_rank[col].update(found)
             sums[col].append(tree)
     for col, info in columns.items():
-        info["quantiles"] = _quantiles(at_rank[col], *info["wanted"][0], interpolate)
+        wanted_ranks: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = info["wanted"]
+        info["quantiles"] = _quantiles(at_rank[col], wanted_ranks[0], interpolate)
         if info["distinct"] is None:
-            info["deciles"] = _quantiles(at_rank[col], *info["wanted"][1], interpolate)
+            info["deciles"] = _quantiles(at_rank[col], wanted_ranks[1], interpolate)
             info["probes"] = sorted(set(atom_probe_points(info["deciles"])))
         else:
             info["probes"] = list(info["edges"])
@@ -572,8 +573,11 @@ def _tree_sum(total: int, parts: list[Any]) -> float:
 
 
 def _quantiles(
-    at_rank: dict[int, float], lo: np.ndarray, hi: np.ndarray, frac: np.ndarray, interpolate: Any
+    at_rank: dict[int, float],
+    ranks: tuple[np.ndarray, np.ndarray, np.ndarray],
+    interpolate: Any,
 ) -> list[float]:
+    lo, hi, frac = ranks
     a = np.asarray([at_rank[int(r)] for r in lo], dtype=np.float64)
     b = np.asarray([at_rank[int(r)] for r in hi], dtype=np.float64)
     return interpolate(a, b, frac)
