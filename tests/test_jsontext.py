@@ -101,3 +101,22 @@ def test_a_real_profile_has_the_same_bytes() -> None:
     assert dumps_profile(profile) == (
         json.dumps(profile, sort_keys=True, indent=1, allow_nan=False) + "\n"
     )
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    values=st.lists(
+        st.floats()
+        | st.sampled_from([0.0, -0.0, math.inf, -math.inf, math.nan, 5e-324])
+        | st.none()
+        | st.integers(-5, 5),
+        max_size=30,
+    )
+)
+def test_profile_float_lists_as_json_float_writes_them(values: list) -> None:
+    """drift.profile._json_floats (one pass when it can) equals _json_float per value."""
+    from mlpipe_cli.drift.profile import _json_float, _json_floats
+
+    got, want = _json_floats(values), [_json_float(v) for v in values]
+    assert repr(got) == repr(want)
+    assert [type(v) for v in got] == [type(v) for v in want]
