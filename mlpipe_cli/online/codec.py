@@ -261,11 +261,14 @@ class KeyNormalizer:
     version, ``keys`` one store key per namespace.
     """
 
-    __slots__ = ("_arity", "_coerce", "_kinds", "_names", "_slots")
+    __slots__ = ("_arity", "_coerce", "_kinds", "_names", "_slots", "signature")
 
     def __init__(self, meta: StoreMetadata) -> None:
         from mlpipe_cli.features.keys import coerce_key_value
 
+        # the key columns and their kinds: store keys made for the same signature by
+        # serving/keys.py are these keys (``_View.lookup_keys``)
+        self.signature = (tuple(meta.entity_keys), tuple(meta.key_types))
         self._arity = len(meta.entity_keys)
         self._names = meta.entity_keys
         self._kinds = list(meta.key_types)
