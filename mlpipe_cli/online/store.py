@@ -143,7 +143,7 @@ class StoreMetadata:
         return replace(self, **changes)
 
 
-@dataclass
+@dataclass(slots=True)
 class LookupResult:
     """One entity's features from the live version.
 
