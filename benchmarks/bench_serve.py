@@ -970,10 +970,10 @@ TRACE_SERVER = textwrap.dedent(r"""
     app_mod.ServingApp.__rsgi__ = traced_rsgi
     get_many_async = redis_store.RedisStore.get_many_async
 
-    async def traced_get(self, entities, deadline=None):
+    async def traced_get(self, entities, deadline=None, **kwargs):
         t0 = perf_counter()
         try:
-            return await get_many_async(self, entities, deadline)
+            return await get_many_async(self, entities, deadline, **kwargs)
         finally:
             store_calls.append((t0, perf_counter()))
 

@@ -31,7 +31,7 @@ from mlpipe_cli.errors import ServiceUnavailable
 from mlpipe_cli.online import pack_row
 from mlpipe_cli.online.codec import KeyNormalizer
 from mlpipe_cli.online.redis_store import RedisStore
-from mlpipe_cli.online.redis_wire import LoopConnection, WireTimeout, get_command
+from mlpipe_cli.online.redis_wire import LoopConnection, WireTimeout, get_command, pack
 from mlpipe_cli.online.sqlite_store import SqliteStore
 from mlpipe_cli.online.store import StoreMetadata
 from mlpipe_cli.online.writer import write_version
@@ -248,3 +248,47 @@ def test_store_answers_after_a_timeout_on_the_fast_path(redis_server: Any) -> No
         client_store.close()
     assert before == after == {"n": 5, "label": "a"}
     assert took < 0.3 + 0.2
+
+
+# -- values through the loop's connection vs redis-py (the oracle) -----------------------------
+
+VALUES = st.one_of(
+    st.binary(max_size=64),  # binary-ish: CR/LF, NUL, '$' and '*' inside values
+    st.text(max_size=40).map(lambda t: t.encode("utf-8", "surrogatepass")),  # non-ASCII
+    st.just(b""),
+    st.binary(min_size=70_000, max_size=70_001),  # larger than one socket read
+    st.just(b"\r\n$-1\r\n*0\r\n"),
+)
+
+
+@given(st.lists(st.one_of(st.none(), VALUES), min_size=1, max_size=6))
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+def test_loop_connection_reads_what_redis_py_reads(redis_server: Any, values: list[Any]) -> None:
+    import redis
+
+    client = redis.Redis.from_url(redis_server.url)
+    keys = [b"hv:%d" % i for i in range(len(values))]
+    client.delete(*keys)
+    for key, value in zip(keys, values, strict=True):
+        if value is not None:  # None: the key is absent
+            client.set(key, value)
+    want = client.mget(keys)
+    client.close()
+
+    async def read() -> tuple[list[Any], list[Any]]:
+        conn = _connection(redis_server)
+        try:
+            deadline = time.monotonic() + 5.0
+            singles = [(await conn.command(get_command(k), 1, deadline))[0] for k in keys]
+            if len(keys) == 1:
+                return singles, singles
+            many = await conn.command(pack(b"MGET", *keys), len(keys), deadline)
+            return singles, many
+        finally:
+            conn.close()
+
+    singles, many = uvloop.run(read())
+    assert singles == want
+    assert many == want
