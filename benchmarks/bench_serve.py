@@ -812,9 +812,13 @@ def main() -> None:
                         help="only: where the tail at one connection comes from")  # fmt: skip
     parser.add_argument("--trace-requests", type=int, default=30_000, dest="trace_requests")
     parser.add_argument("--trace-kinds", default="features,constant,predict", dest="trace_kinds")
-    parser.add_argument("--baseline", type=Path, default=None,
-                        help="another checkout (e.g. main): its server measured interleaved "
-                        "with this one on the same Redis data (constant and Redis endpoints)")
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        default=None,
+        help="another checkout (e.g. main): its server measured interleaved "
+        "with this one on the same Redis data (constant and Redis endpoints)",
+    )
     parser.add_argument("--stacks", action="store_true",
                         help="only compare HTTP stacks on a constant endpoint")  # fmt: skip
     args = parser.parse_args()

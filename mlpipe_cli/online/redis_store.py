@@ -300,6 +300,7 @@ class RedisStore(BaseStore):
         if deadline is None:
             deadline = time.monotonic() + self._timeout
         state = self._async_state
+        conn: redis_wire.LoopConnection | None
         if state is not None and state[0] is asyncio.get_running_loop():
             conn = state[1]
         else:
@@ -315,6 +316,7 @@ class RedisStore(BaseStore):
         except redis_wire.WireTimeout:
             raise self._timed_out("reading features") from None
         try:
+            view: _View | None
             if time.monotonic() - self._checked_at < self._refresh and self._view is not None:
                 view = self._view
             else:

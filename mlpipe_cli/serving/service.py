@@ -380,7 +380,9 @@ class FeatureService:
             self._recheck(None)
         try:
             result = await self.store.get_many_async(
-                [p[0] for p in parsed], deadline, keys=(self._keys.signature, [p[1] for p in parsed])
+                [p[0] for p in parsed],
+                deadline,
+                keys=(self._keys.signature, [p[1] for p in parsed]),
             )
         except Exception as exc:
             raise self._store_failure(exc) from None
