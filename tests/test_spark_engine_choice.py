@@ -50,8 +50,6 @@ def test_spark_settings_are_strings_for_spark(project: Path) -> None:
     ("args", "what"),
     [
         (["materialize", "--resume"], "--resume (a Spark run writes a new version"),
-        (["psi-report", "--serving-log", "logs"], "psi-report --serving-log"),
-        (["validate", "--save-profile"], "validate --reference/--save-profile"),
     ],
 )
 def test_commands_not_on_spark_yet_say_so(cli, project: Path, args: list[str], what: str) -> None:
