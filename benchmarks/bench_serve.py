@@ -22,6 +22,12 @@ Every HTTP figure is printed for each connection count (default 16 and 1: queuei
 single client where any tail is the server's own), beside the server process's CPU seconds
 per 1,000 requests and the load average before and after (the machine is shared).
 
+With ``--baseline DIR`` (another checkout, e.g. ``git worktree add /tmp/main main``) a third
+server runs that checkout's code on the same Redis data; its constant, ``GET /features/{id}``
+and ``/predict`` endpoints are measured interleaved with this checkout's and reported as
+ratios, beside each server's event-loop thread CPU per request (on a shared machine the
+ratios measured in one run are the figures to compare).
+
 With ``--shadow`` only the shadow comparison runs: two Redis-backed servers side by side, one
 plain and one with ``--shadow V2 --shadow-model M2`` (a second transform, ``age`` min-max
 scaled, and a model bound to it), measured interleaved on ``GET /features/{id}`` and
@@ -38,7 +44,7 @@ between their blocking calls, when they want the GIL) and how long their store r
 took, and for every thread the median latency of requests that overlapped it vs the rest.
 
 Usage: .venv/bin/python benchmarks/bench_serve.py [--quick] [--entities N] [--duration S]
-       [--runs R] [--connections 16,1] [--json OUT] [--shadow] [--no-http]
+       [--runs R] [--connections 16,1] [--json OUT] [--shadow] [--no-http] [--baseline DIR]
        [--trace-tail [--trace-kinds features,constant,predict] [--trace-requests N]]
 Run full-size benchmarks under `flock /tmp/mlpipe-bench.lock`.
 """
@@ -390,14 +396,19 @@ def in_process_3(config: Path, artifact_dir: Path, n: int, count: int) -> dict:
 
 
 class Server:
-    def __init__(self, config: Path, log_dir: Path, workers: int = 1, extra: tuple = ()) -> None:
+    def __init__(
+        self, config: Path, log_dir: Path, workers: int = 1, extra: tuple = (),
+        repo: Path | None = None,
+    ) -> None:  # fmt: skip
         self.port = free_port()
         self.stderr = ""
+        # ``repo``: another checkout's code (``python -m`` puts the working directory first
+        # on sys.path), for --baseline
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "mlpipe_cli", "serve", "-c", str(config), "--port",
              str(self.port), "--log-dir", str(log_dir), "--workers", str(workers), "-q",
              *extra],
-            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            cwd=repo or REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )  # fmt: skip
         wait_port(self.port)
         deadline = time.monotonic() + 60  # workers accept only once they have verified
@@ -492,8 +503,8 @@ PY_CLIENT = textwrap.dedent(r"""
 """)
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process so far (Linux /proc)."""
+def cpu_seconds(pid: int | str) -> float:
+    """User + system CPU seconds of a process (or ``pid/task/tid``: one thread) so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
@@ -516,8 +527,12 @@ def load(
         cmd = [sys.executable, "-c", PY_CLIENT, str(port), kind, str(n), str(conns), str(seconds)]
         env = dict(os.environ)
     cpu_before = cpu_seconds(server_pid) if server_pid else 0.0
+    # the event loop's thread alone: the Python request path (Granian's Rust threads spin
+    # while they wait, so the process's CPU grows with waiting on a loaded machine)
+    main_before = cpu_seconds(f"{server_pid}/task/{server_pid}") if server_pid else 0.0
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=seconds + 60)
     cpu = cpu_seconds(server_pid) - cpu_before if server_pid else 0.0
+    main = cpu_seconds(f"{server_pid}/task/{server_pid}") - main_before if server_pid else 0.0
     line = next((ln for ln in out.stdout.splitlines() if ln.startswith("BENCH ")), None)
     if line is None:
         raise SystemExit(f"load generator failed: {out.stdout}\n{out.stderr}")
@@ -525,6 +540,7 @@ def load(
     doc["rps"] = doc["requests"] / doc["seconds"]
     doc["tool"] = "wrk" if wrk else "python-asyncio"
     doc["cpu_ms_per_1k"] = cpu / max(1, doc["requests"]) * 1e6
+    doc["main_ms_per_1k"] = main / max(1, doc["requests"]) * 1e6
     return doc
 
 
@@ -796,6 +812,13 @@ def main() -> None:
                         help="only: where the tail at one connection comes from")  # fmt: skip
     parser.add_argument("--trace-requests", type=int, default=30_000, dest="trace_requests")
     parser.add_argument("--trace-kinds", default="features,constant,predict", dest="trace_kinds")
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        default=None,
+        help="another checkout (e.g. main): its server measured interleaved "
+        "with this one on the same Redis data (constant and Redis endpoints)",
+    )
     parser.add_argument("--stacks", action="store_true",
                         help="only compare HTTP stacks on a constant endpoint")  # fmt: skip
     args = parser.parse_args()
@@ -859,15 +882,26 @@ def main() -> None:
         servers.append(redis_srv)
         sqlite_srv = Server(configs["sqlite"], tmp / "logs-sqlite", args.workers)
         servers.append(sqlite_srv)
+        endpoints = [
+            ("constant_healthz", redis_srv, "constant"),
+            ("features_redis", redis_srv, "features"),
+            ("features_sqlite", sqlite_srv, "features"),
+            ("predict_redis", redis_srv, "predict"),
+        ]
+        if args.baseline is not None:
+            base_srv = Server(
+                configs["redis"], tmp / "logs-baseline", args.workers, repo=args.baseline
+            )
+            servers.append(base_srv)
+            endpoints += [
+                ("baseline_constant_healthz", base_srv, "constant"),
+                ("baseline_features_redis", base_srv, "features"),
+                ("baseline_predict_redis", base_srv, "predict"),
+            ]
         plan = [
             (f"{name}@{conns}", srv, kind, conns)
             for conns in args.conn_list
-            for name, srv, kind in (
-                ("constant_healthz", redis_srv, "constant"),
-                ("features_redis", redis_srv, "features"),
-                ("features_sqlite", sqlite_srv, "features"),
-                ("predict_redis", redis_srv, "predict"),
-            )
+            for name, srv, kind in endpoints
         ]
         for _name, srv, kind, conns in plan:  # warm-up
             load(srv.port, kind, args.entities, conns, 1, tmp)
@@ -940,10 +974,10 @@ TRACE_SERVER = textwrap.dedent(r"""
     app_mod.ServingApp.__rsgi__ = traced_rsgi
     get_many_async = redis_store.RedisStore.get_many_async
 
-    async def traced_get(self, entities, deadline=None):
+    async def traced_get(self, entities, deadline=None, **kwargs):
         t0 = perf_counter()
         try:
-            return await get_many_async(self, entities, deadline)
+            return await get_many_async(self, entities, deadline, **kwargs)
         finally:
             store_calls.append((t0, perf_counter()))
 
@@ -1256,6 +1290,27 @@ def report_in_process(results: dict[str, dict]) -> None:
         print(f"  {'PASS' if ok else 'MISS'}  {text}")
 
 
+def report_baseline(results: dict[str, dict], args: argparse.Namespace) -> None:
+    """This checkout against --baseline, measured interleaved in the same run: ratios of
+    throughput and latency, each server's ratio to its own constant endpoint, and CPU."""
+    print(f"\nthis checkout vs --baseline {args.baseline} (same Redis data, interleaved runs)")
+    print(f"{'endpoint':<26}{'conns':>6}{'req/s':>9}{'base':>9}{'ratio':>7}{'p50 ms':>8}"
+          f"{'base':>7}{'p99 ms':>8}{'base':>7}{'vs floor':>9}{'base':>6}"
+          f"{'loop CPU µs':>12}{'base':>6}")  # fmt: skip
+    for conns in args.conn_list:
+        floor = results[f"constant_healthz@{conns}"]["rps"]
+        base_floor = results[f"baseline_constant_healthz@{conns}"]["rps"]
+        for key, label in (("constant_healthz", "GET /healthz (constant)"),
+                           ("features_redis", "GET /features/{id} Redis"),
+                           ("predict_redis", "POST /predict Redis")):  # fmt: skip
+            r, b = results[f"{key}@{conns}"], results[f"baseline_{key}@{conns}"]
+            print(f"{label:<26}{conns:>6}{r['rps']:>9,.0f}{b['rps']:>9,.0f}"
+                  f"{r['rps'] / b['rps']:>7.2f}{r['p50'] / 1000:>8.3f}{b['p50'] / 1000:>7.3f}"
+                  f"{r['p99'] / 1000:>8.3f}{b['p99'] / 1000:>7.3f}{r['rps'] / floor:>9.0%}"
+                  f"{b['rps'] / base_floor:>6.0%}{r['main_ms_per_1k']:>12.1f}"
+                  f"{b['main_ms_per_1k']:>6.1f}")  # fmt: skip
+
+
 def report(results: dict[str, dict], args: argparse.Namespace) -> None:
     tool = results[f"constant_healthz@{args.conn_list[0]}"]["tool"]
     print(f"\nload average before {results['load_before']['text']}, after "
@@ -1277,7 +1332,10 @@ def report(results: dict[str, dict], args: argparse.Namespace) -> None:
             r = results[f"{key}@{conns}"]
             print(f"{label:<34}{r['rps']:>10,.0f}{r['p50'] / 1000:>9.3f}{r['p99'] / 1000:>9.3f}"
                   f"{r['p999'] / 1000:>10.3f}{r['rps'] / floor:>10.0%}"
-                  f"{r['cpu_ms_per_1k']:>11.1f}{r['non2xx']:>9.0f}")  # fmt: skip
+                  f"{r['cpu_ms_per_1k']:>11.1f}{r['non2xx']:>9.0f}"
+                  f"   (event-loop thread {r.get('main_ms_per_1k', 0):.1f} ms/1k)")  # fmt: skip
+    if args.baseline is not None:
+        report_baseline(results, args)
     report_in_process(results)
     print("\napp request path in process (ServingApp.__rsgi__ called as Granian calls it; "
           "no sockets; feature log on)")  # fmt: skip

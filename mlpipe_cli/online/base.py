@@ -30,6 +30,9 @@ from mlpipe_cli.online.store import LookupResult, RunProgress, StoreMetadata, no
 if TYPE_CHECKING:
     from mlpipe_cli.online.store import OnlineStoreWriter
 
+# (key signature: (entity_keys, key_types) as tuples, the store key of each entity)
+KnownKeys = tuple[tuple[tuple[str, ...], tuple[str, ...]], list[str]]
+
 
 LEASE_SECONDS = 300.0
 # Versions this process is writing right now: a version whose owner is this very process is
@@ -102,8 +105,16 @@ class _View:
         self.prefixes = [prefix_of(i) for i in range(len(namespaces))]
         self.prefix = self.prefixes[0]
 
-    def lookup_keys(self, entities: Sequence[Any]) -> list[list[str]]:
-        """Per namespace, the store keys of ``entities`` (UsageError for a bad entity)."""
+    def lookup_keys(
+        self, entities: Sequence[Any], known: KnownKeys | None = None
+    ) -> list[list[str]]:
+        """Per namespace, the store keys of ``entities`` (UsageError for a bad entity).
+
+        ``known``: the store keys a caller already made from key values it parsed for key
+        columns ``known[0]`` (serving/keys.py: the same compact JSON); used as they are when
+        this version has one namespace with those key columns and types."""
+        if known is not None and not self.multi and known[0] == self.keys.signature:
+            return [known[1]]
         if not self.multi:
             key = self.keys.key
             return [[key(e) for e in entities]]
@@ -211,14 +222,18 @@ class BaseStore:
                 packed = self._fetch(view, [view.keys.key(entity)])[0]
         return view.decoder.decode(packed)
 
-    def get_many(self, entities: Sequence[Any]) -> list[LookupResult]:
+    def get_many(
+        self, entities: Sequence[Any], *, keys: KnownKeys | None = None
+    ) -> list[LookupResult]:
+        """Every entity's result from one version; ``keys``: store keys the caller already
+        made (``_View.lookup_keys``)."""
         view = self._live_view()
         if view is None:
             return [no_live_version() for _ in entities]
         if not entities:
             return []
         try:
-            rows = self._fetch_all(view, view.lookup_keys(entities))
+            rows = self._fetch_all(view, view.lookup_keys(entities, keys))
         except _Gone:
             rows = None
         return self._results(view, entities, rows)
@@ -228,11 +243,15 @@ class BaseStore:
     async_reads = False
 
     async def get_many_async(
-        self, entities: Sequence[Any], deadline: float | None = None
+        self,
+        entities: Sequence[Any],
+        deadline: float | None = None,
+        *,
+        keys: KnownKeys | None = None,
     ) -> list[LookupResult]:
         """``get_many`` for an event loop: the round trip to the store does not block it
         (``deadline``, ``time.monotonic()`` seconds, bounds network stores' whole call)."""
-        return self.get_many(entities)
+        return self.get_many(entities, keys=keys)
 
     def _live_view(self) -> _View | None:
         view = self._current()

@@ -44,7 +44,9 @@ class Decoder:
     """Turns packed rows of one namespace of a version into LookupResults (ttl enforced at
     read time). ``namespace`` defaults to the version's only one."""
 
-    __slots__ = ("_as_of_epoch", "_defaults", "_meta", "_n", "_names", "_ttl_slots")
+    __slots__ = (
+        "_as_of", "_as_of_epoch", "_defaults", "_meta", "_n", "_names", "_ttl_slots", "_version"
+    )  # fmt: skip
 
     def __init__(self, meta: StoreMetadata, namespace: Namespace | None = None) -> None:
         names = namespace.features if namespace is not None else meta.features
@@ -53,6 +55,8 @@ class Decoder:
         self._n = len(names)
         self._defaults = {name: meta.defaults.get(name) for name in names}
         self._as_of_epoch = meta.as_of.timestamp()
+        self._version = meta.version
+        self._as_of = meta.as_of
         # (feature name, ttl seconds, index of its event time in the packed row or -1)
         slots = []
         for j, name in enumerate(name for name in names if name in meta.ttls):
@@ -69,7 +73,8 @@ class Decoder:
     def decode(self, packed: bytes | None, now: float | None = None) -> LookupResult:
         if packed is None:
             return self.missing()
-        row = loads_row(packed)
+        # loads_row inlined: this runs once per entity served
+        row = orjson.loads(packed) if packed[:1] != NON_FINITE_PREFIX else loads_row(packed)
         values = dict(zip(self._names, row, strict=False))
         expired: list[str] = []
         if self._ttl_slots:
@@ -82,7 +87,7 @@ class Decoder:
                 if now - event > ttl:
                     values[name] = self._defaults[name]
                     expired.append(name)
-        return LookupResult(True, values, expired, self._meta.version, self._meta.as_of)
+        return LookupResult(True, values, expired, self._version, self._as_of)
 
 
 class MultiDecoder:
@@ -261,11 +266,14 @@ class KeyNormalizer:
     version, ``keys`` one store key per namespace.
     """
 
-    __slots__ = ("_arity", "_coerce", "_kinds", "_names", "_slots")
+    __slots__ = ("_arity", "_coerce", "_kinds", "_names", "_slots", "signature")
 
     def __init__(self, meta: StoreMetadata) -> None:
         from mlpipe_cli.features.keys import coerce_key_value
 
+        # the key columns and their kinds: store keys made for the same signature by
+        # serving/keys.py are these keys (``_View.lookup_keys``)
+        self.signature = (tuple(meta.entity_keys), tuple(meta.key_types))
         self._arity = len(meta.entity_keys)
         self._names = meta.entity_keys
         self._kinds = list(meta.key_types)

@@ -43,7 +43,7 @@ from typing import Any
 
 from mlpipe_cli.errors import ServiceUnavailable, Signal, UsageError
 from mlpipe_cli.online import redis_wire
-from mlpipe_cli.online.base import BaseStore, _View
+from mlpipe_cli.online.base import BaseStore, KnownKeys, _View
 from mlpipe_cli.online.redis_store import (
     RedisStore,
     _BulkWriter,
@@ -292,14 +292,18 @@ class RedisClusterStore(RedisStore):
 
     # -- the event loop's read path: the blocking path on a thread, one deadline ----------
     async def get_many_async(
-        self, entities: Sequence[Any], deadline: float | None = None
+        self,
+        entities: Sequence[Any],
+        deadline: float | None = None,
+        *,
+        keys: KnownKeys | None = None,
     ) -> list[LookupResult]:
         """``get_many`` for an event loop: it runs on a reader thread, so the loop keeps
         serving; the answer (or a one-line ServiceUnavailable) comes by ``deadline``."""
         if deadline is None:
             deadline = time.monotonic() + self._timeout
         return await self._off_loop(
-            lambda: self.get_many(entities, deadline), deadline, "reading features"
+            lambda: self.get_many(entities, deadline, keys=keys), deadline, "reading features"
         )
 
     async def ping_async(self, deadline: float | None = None) -> None:

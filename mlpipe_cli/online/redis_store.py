@@ -20,6 +20,7 @@ Passwords come from the config (``${ENV}``) or the URL and never appear in a mes
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
 import socket
@@ -34,6 +35,7 @@ from mlpipe_cli.online import redis_wire
 from mlpipe_cli.online.base import (
     LEASE_SECONDS,
     BaseStore,
+    KnownKeys,
     _View,
     owner_id,
     stale_versions,
@@ -177,13 +179,17 @@ class RedisStore(BaseStore):
             self._local.deadline = None
 
     def get_many(
-        self, entities: Sequence[Any], deadline: float | None = None
+        self,
+        entities: Sequence[Any],
+        deadline: float | None = None,
+        *,
+        keys: KnownKeys | None = None,
     ) -> list[LookupResult]:
         """``BaseStore.get_many``; pointer refresh, fetch and any re-check share one deadline
         (``time.monotonic()``; default now + ``online_store.timeout``)."""
         self._local.deadline = time.monotonic() + self._timeout if deadline is None else deadline
         try:
-            return super().get_many(entities)
+            return super().get_many(entities, keys=keys)
         finally:
             self._local.deadline = None
 
@@ -272,7 +278,11 @@ class RedisStore(BaseStore):
     async_reads = True
 
     async def get_many_async(
-        self, entities: Sequence[Any], deadline: float | None = None
+        self,
+        entities: Sequence[Any],
+        deadline: float | None = None,
+        *,
+        keys: KnownKeys | None = None,
     ) -> list[LookupResult]:
         """``get_many`` for an event loop: nothing blocks the loop while Redis answers.
 
@@ -280,13 +290,23 @@ class RedisStore(BaseStore):
         (redis_wire.LoopConnection; concurrent callers take turns), and the whole call, turns
         included, ends by ``deadline`` (``time.monotonic()``; default now + timeout): a frozen
         server is a one-line ServiceUnavailable after ``online_store.timeout``, never a stall.
-        ``rediss://`` and a second event loop use the blocking path instead.
+        ``rediss://`` and a second event loop use the blocking path instead. ``keys``: store
+        keys the caller already made (``_View.lookup_keys``).
+
+        This is every Redis-backed request's path, so it is written flat: the cached pointer
+        is checked inline, the command goes straight to the connection, and wire errors are
+        mapped here (no coroutine or context manager per step).
         """
         if deadline is None:
             deadline = time.monotonic() + self._timeout
-        conn = self._loop_connection()
-        if conn is None:
-            return self.get_many(entities, deadline)
+        state = self._async_state
+        conn: redis_wire.LoopConnection | None
+        if state is not None and state[0] is asyncio.get_running_loop():
+            conn = state[1]
+        else:
+            conn = self._loop_connection()
+            if conn is None:
+                return self.get_many(entities, deadline, keys=keys)
         lock = conn.lock
         try:
             if lock.locked():
@@ -296,26 +316,37 @@ class RedisStore(BaseStore):
         except redis_wire.WireTimeout:
             raise self._timed_out("reading features") from None
         try:
-            view = await self._current_async(conn, deadline, force=False)
-            if view is None:
-                view = await self._current_async(conn, deadline, force=True)
+            view: _View | None
+            if time.monotonic() - self._checked_at < self._refresh and self._view is not None:
+                view = self._view
+            else:
+                view = await self._current_async(conn, deadline, force=False)
+                if view is None:
+                    view = await self._current_async(conn, deadline, force=True)
             if view is None:
                 return [no_live_version() for _ in entities]
             if not entities:
                 return []
-            keys = view.lookup_keys(entities)
-            command, total = self._fetch_command(view, keys)
-            rows = _split_reply(await self._command(conn, command, total, deadline), keys)
-            if any(r is None for part in rows for r in part):
-                # A miss may mean the pointer moved on (our version was dropped): re-check once.
-                fresh = await self._current_async(conn, deadline, force=True)
-                if fresh is None:
-                    return [no_live_version() for _ in entities]
-                if fresh is not view:
-                    view = fresh
-                    keys = view.lookup_keys(entities)
-                    command, total = self._fetch_command(view, keys)
-                    rows = _split_reply(await self._command(conn, command, total, deadline), keys)
+            lookup = view.lookup_keys(entities, keys)
+            command, total = self._fetch_command(view, lookup)
+            try:
+                rows = _split_reply(await conn.command(command, total, deadline), lookup)
+            except redis_wire.WireSignal as exc:
+                raise self._wire_failure("reading features", exc) from None
+            for part in rows:
+                if None in part:
+                    # A miss may mean the pointer moved on (our version was dropped):
+                    # re-check once.
+                    fresh = await self._current_async(conn, deadline, force=True)
+                    if fresh is None:
+                        return [no_live_version() for _ in entities]
+                    if fresh is not view:
+                        view = fresh
+                        lookup = view.lookup_keys(entities)
+                        command, total = self._fetch_command(view, lookup)
+                        reply = await self._command(conn, command, total, deadline)
+                        rows = _split_reply(reply, lookup)
+                    break
         finally:
             lock.release()
         return view.decode_all(rows, time.time())
@@ -357,8 +388,6 @@ class RedisStore(BaseStore):
 
     def _loop_connection(self) -> redis_wire.LoopConnection | None:
         """This event loop's own connection; None when the blocking path must be used."""
-        import asyncio
-
         if not self.async_reads:
             return None
         loop = asyncio.get_running_loop()
@@ -417,12 +446,16 @@ class RedisStore(BaseStore):
     def _wire_errors(self, action: str) -> Iterator[None]:
         try:
             yield
-        except redis_wire.WireTimeout:
-            raise self._timed_out(action) from None
-        except redis_wire.WireClosed as exc:
-            raise self._unreachable(action, exc) from None
-        except redis_wire.WireError as exc:
-            raise self._refused(action, exc) from None
+        except redis_wire.WireSignal as exc:
+            raise self._wire_failure(action, exc) from None
+
+    def _wire_failure(self, action: str, exc: Exception) -> ServiceUnavailable:
+        """The one-line ServiceUnavailable for a failure on the event loop's wire."""
+        if isinstance(exc, redis_wire.WireTimeout):
+            return self._timed_out(action)
+        if isinstance(exc, redis_wire.WireClosed):
+            return self._unreachable(action, exc)
+        return self._refused(action, exc)
 
     def _unreachable(self, action: str, exc: Exception) -> ServiceUnavailable:
         """A dropped or refused connection (redis-py and the event loop's wire alike)."""

@@ -42,11 +42,14 @@ class KeyParser:
     """Parses one entity (a scalar, a list in ``entity_keys`` order, or a mapping) into
     ``(key values, store key JSON)`` for the key columns and types of one store version."""
 
-    __slots__ = ("_arity", "_names", "_single_int", "_types")
+    __slots__ = ("_arity", "_names", "_single_int", "_types", "signature")
 
     def __init__(self, entity_keys: Sequence[str], key_types: Sequence[str]) -> None:
         self._names = list(entity_keys)
         self._types = list(key_types)
+        # the store keys this parser makes are the online store's own for a version of this
+        # signature (online/codec.py KeyNormalizer.signature): the store uses them as given
+        self.signature = (tuple(self._names), tuple(self._types))
         self._arity = len(self._names)
         self._single_int = self._types == ["int"]
 

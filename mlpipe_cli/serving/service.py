@@ -269,7 +269,10 @@ class FeatureService:
     def fetch_many(self, parsed: Sequence[tuple[list[Any], str]]) -> list[Any]:
         """Raw store results for parsed entities, in one store round trip (plus one per
         streamed source)."""
-        results = self._store_call(self.store.get_many, [p[0] for p in parsed])
+        keys = (self._keys.signature, [p[1] for p in parsed])
+        results = self._store_call(
+            lambda entities: self.store.get_many(entities, keys=keys), [p[0] for p in parsed]
+        )
         if self.streaming is not None:
             self._overlay_streamed(parsed, results)
         return results
@@ -376,7 +379,11 @@ class FeatureService:
         if self._incompatible is not None:
             self._recheck(None)
         try:
-            result = await self.store.get_many_async([p[0] for p in parsed], deadline)
+            result = await self.store.get_many_async(
+                [p[0] for p in parsed],
+                deadline,
+                keys=(self._keys.signature, [p[1] for p in parsed]),
+            )
         except Exception as exc:
             raise self._store_failure(exc) from None
         if self.health.down_since is not None:
