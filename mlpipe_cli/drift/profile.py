@@ -129,7 +129,7 @@ def _json_floats(values: Sequence[float]) -> list[float | str | None]:
     non-zero floats are already what it returns (no -0.0 to clean); ~10 ms of a fit, #19."""
     values = list(values)
     if set(map(type, values)) == {float} and 0.0 not in values and all(map(math.isfinite, values)):
-        return values
+        return list[float | str | None](values)
     return [_json_float(v) for v in values]
 
 

@@ -780,7 +780,7 @@ def _spine_order(box: list[pl.DataFrame], n: int) -> pl.DataFrame:
     if _skip_numpy(n):  # a sort by row number: the same order
         frame = frame.drop(_ROW)
         index = column.arg_sort()
-        rows = pl.int_range(n, eager=True, dtype=column.dtype)
+        rows = pl.int_range(n, eager=True, dtype=column.dtype)  # type: ignore[call-overload]
         if not ok or not column.gather(index).equals(rows, check_names=False):
             raise PointInTimeInvariantError(
                 f"internal error: {frame.height} feature rows do not map 1:1 onto {n} spine rows"
