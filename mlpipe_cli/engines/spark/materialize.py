@@ -364,8 +364,8 @@ def _run_key_set(
     key_set = plan.key_set
     key_sources = [_source_keys(config, key_set, name) for name in plan.sources]
     key_types = _key_spark_types(config, key_set, plan)
-    sources = [inputs[name] for name in plan.sources]
-    stacked = _stack(sources, plan, key_sources, key_types)  # type: ignore[arg-type]  # reads .columns
+    sources = [inputs[name].frame for name in plan.sources]
+    stacked = _stack(sources, plan.columns, key_sources, key_types)
     total_rows = frames.row_count_hint([inputs[name] for name in plan.sources])
     partitions = config.spark.partitions or max(
         spark.sparkContext.defaultParallelism,

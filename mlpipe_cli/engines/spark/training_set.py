@@ -193,7 +193,7 @@ def build(
             if one.derived.get(name):
                 frame = _with_derived_keys(frame, config, name, source_schemas[name], one)
             inputs.append(frame)
-        stacked = _stack(inputs, one)
+        stacked = _stack(inputs, one.columns, [one.spine_keys, *one.source_keys], one.key_types)
         key_columns = [f"__mlpipe_k{j}" for j in range(len(one.spine_keys))]
         result = (
             stacked.repartition(partitions, *key_columns)
@@ -363,20 +363,20 @@ def _derive_keys(
         yield from table.to_batches()
 
 
-def _stack(inputs: list[Any], one: _Pass) -> Any:
-    """One frame of every input's rows: prefixed columns, the input tag, ORDER, entity keys."""
+def _stack(
+    inputs: list[Any], columns: list[list[str]], key_sources: list[list[str]], key_types: list[str]
+) -> Any:
+    """One frame of every input's rows (Spark frames with ORDER): prefixed columns, the
+    input tag, ORDER, and the entity keys ``key_sources[i]`` cast to ``key_types``."""
     from pyspark.sql import functions as F
 
     parts = []
-    key_sources = [one.spine_keys, *one.source_keys]
     for i, frame in enumerate(inputs):
-        selects = [F.col(f"`{c}`").alias(_prefixed(i, c)) for c in one.columns[i]]
+        selects = [F.col(f"`{c}`").alias(_prefixed(i, c)) for c in columns[i]]
         selects += [F.lit(i).cast("int").alias(_INPUT), F.col(frames.ORDER)]
         # an entity's rows meet in one task only if their key values hash alike: both sides
         # are cast to the type the engine compares them as
-        for j, (column, spark_type) in enumerate(
-            zip(key_sources[i], one.key_types, strict=True)
-        ):
+        for j, (column, spark_type) in enumerate(zip(key_sources[i], key_types, strict=True)):
             selects.append(F.expr(f"try_cast(`{column}` AS {spark_type})").alias(f"__mlpipe_k{j}"))
         parts.append(frame.select(selects))
     stacked = parts[0]
