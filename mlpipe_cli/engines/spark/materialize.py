@@ -446,14 +446,21 @@ def _abandoned_spark_run(
     """The newest abandoned run of these features (its writer is gone), if Spark wrote it."""
     from mlpipe_cli.online.base import owner_alive
 
-    runs = [
+    building = [
         (meta, progress)
         for meta, progress in store.versions()
-        if meta.status == "building"
-        and progress is not None
-        and meta.feature_hash == fhash
-        and not owner_alive(progress)
+        if meta.status == "building" and progress is not None and meta.feature_hash == fhash
     ]
+    runs = [(meta, progress) for meta, progress in building if not owner_alive(progress)]
+    if not runs and building:
+        # a killed driver's Python workers run on until they notice: the run's lease names
+        # them (or a live run's driver) for a little longer
+        meta, progress = building[-1]
+        raise UsageError(
+            f"run {meta.version} is still being written (by {progress.owner}); "
+            "nothing to resume while it is",
+            hint="a killed Spark driver's workers stop within a minute; retry then",
+        )
     if not runs:
         raise UsageError("no abandoned run to resume; run without --resume")
     meta, progress = max(runs, key=lambda run: int(run[0].version.split("-", 1)[0]))
