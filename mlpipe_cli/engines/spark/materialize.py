@@ -58,7 +58,7 @@ import polars as pl
 
 from mlpipe_cli.engines.spark import frames
 from mlpipe_cli.engines.spark.session import spark_session, task_errors, translate_errors
-from mlpipe_cli.errors import DataCheckFailed, UsageError
+from mlpipe_cli.errors import DataCheckFailed, InputError, UsageError
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -90,9 +90,14 @@ class _KeySetPlan:
     compute_names: list[str]
     names: list[str]  # the namespace's features, in stored order
     event_columns: list[str]
-    sources: list[str]  # input i is sources[i]
-    schemas: list[pl.Schema]  # per source, its Polars dtypes
-    columns: list[list[str]]  # per source, its columns in the stacked frame
+    sources: list[str]  # the sources its features read
+    # input i of the stacked frame: a source and the columns holding the key set's columns
+    # there (a source its features join on two ways is two inputs: each row meets both
+    # entities, and a task then keeps only the entities hashed to it)
+    inputs: list[tuple[str, tuple[str, ...]]]
+    schemas: list[pl.Schema]  # per input, its source's Polars dtypes
+    columns: list[list[str]]  # per input, its columns in the stacked frame
+    key_dtypes: list[pl.DataType]  # the dtype each key column is compared as
     # writes from the tasks (Redis): the store's config and the version being written
     progress: RunProgress | None
     chunk_size: int
@@ -273,6 +278,7 @@ def _plan_run(
         helpers, owner = _age_features(config, members, ttls, tag=f"{index}_")
         ns_names = [f.name for f in members]
         sources = sorted({f.source for f in members})
+        key_inputs = _key_set_inputs(config, key_set)
         plan = _KeySetPlan(
             config=config.model_copy(update={"features": [*config.features, *helpers]}),
             key_set=key_set,
@@ -284,8 +290,10 @@ def _plan_run(
             names=ns_names,
             event_columns=[owner[n] for n in ns_names if n in owner],
             sources=sources,
-            schemas=[schemas[s] for s in sources],
-            columns=[list(schemas[s].names()) for s in sources],
+            inputs=key_inputs,
+            schemas=[schemas[name] for name, _ in key_inputs],
+            columns=[list(schemas[name].names()) for name, _ in key_inputs],
+            key_dtypes=_key_dtypes(config, key_set, key_inputs),
             progress=None,
             chunk_size=size,
         )
@@ -556,12 +564,19 @@ def _run_key_set(
 ) -> Any:
     """One shuffle and one job for one entity type: the tasks' stats (``write``) or their
     packed rows as one Polars frame (namespace, key, value)."""
-    from mlpipe_cli.engines.spark.training_set import _stack
+    from mlpipe_cli.engines.spark.training_set import _stack, derived_key, with_derived_keys
 
     key_set = plan.key_set
-    key_sources = [_source_keys(config, key_set, name) for name in plan.sources]
-    key_types = _key_spark_types(config, key_set, plan)
-    sources = [inputs[name].frame for name in plan.sources]
+    key_types = _key_spark_types(plan.key_dtypes)
+    key_sources, sources = [], []
+    for i, (name, side) in enumerate(plan.inputs):
+        source = config.sources[name]
+        computed = {c: d for c, d in zip(side, plan.key_dtypes, strict=True) if c in source.derived}
+        frame = inputs[name].frame
+        if computed:  # hashed on the value the entity list holds: computed before the shuffle
+            frame = with_derived_keys(frame, source, name, plan.schemas[i], computed)
+        sources.append(frame)
+        key_sources.append([derived_key(c) if c in computed else c for c in side])
     stacked = _stack(sources, plan.columns, key_sources, key_types)
     partitions = plan.partitions or _partition_count(spark, config, inputs, plan)
     key_columns = [f"__mlpipe_k{j}" for j in range(len(key_set.columns))]
@@ -590,38 +605,58 @@ def _partition_count(
     )
 
 
-def _source_keys(config: PipelineConfig, key_set: KeySet, source: str) -> list[str]:
-    """The source's columns holding the key set's columns (one mapping per source)."""
-    from mlpipe_cli.engines import unsupported
+def _key_set_inputs(config: PipelineConfig, key_set: KeySet) -> list[tuple[str, tuple[str, ...]]]:
+    """The key set's stacked inputs: each (source, its key columns) its features read."""
     from mlpipe_cli.features.keys import join_columns
 
-    sides = set()
+    inputs = set()
     for feature in key_set.features:
-        if feature.source == source:
-            onto = dict(join_columns(config, feature))
-            sides.add(tuple(onto[c] for c in key_set.columns))
-    if len(sides) > 1:
-        raise unsupported(f"source {source!r} joined on different key columns by one entity type")
-    (side,) = sides
-    derived = [c for c in side if c in (config.sources[source].derived or {})]
-    if derived:
-        raise unsupported(f"a join key computed by `derived` ({source}.{derived[0]})")
-    return list(side)
+        onto = dict(join_columns(config, feature))
+        inputs.add((feature.source, tuple(onto[c] for c in key_set.columns)))
+    return sorted(inputs)
 
 
-def _key_spark_types(config: PipelineConfig, key_set: KeySet, plan: _KeySetPlan) -> list[str]:
-    """The Spark type each key column is cast to before hashing: the entity list's dtype
-    (``join_key_dtype`` over every source), so an entity's rows meet in one task."""
+def _key_dtypes(
+    config: PipelineConfig, key_set: KeySet, inputs: list[tuple[str, tuple[str, ...]]]
+) -> list[pl.DataType]:
+    """The dtype each key column is compared as: the entity list's (``join_key_dtype`` over
+    every input, derived columns included), which both sides are cast to before hashing."""
+    from mlpipe_cli.engines import unsupported
+    from mlpipe_cli.features import engine as fe
     from mlpipe_cli.features.keys import join_key_dtype
 
+    scanned = {name: fe._source_schema(config, name) for name, _ in inputs}
     dtypes: list[pl.DataType] = []
     for j, column in enumerate(key_set.columns):
         dtype: pl.DataType = pl.Null()
-        for source, schema in zip(plan.sources, plan.schemas, strict=True):
-            side = _source_keys(config, key_set, source)
-            dtype = join_key_dtype(dtype, schema[side[j]])
+        for name, side in inputs:
+            if side[j] not in scanned[name]:
+                raise InputError(
+                    f"source {name!r} has no entity key column {side[j]!r} "
+                    f"(columns: {', '.join(scanned[name].names())})"
+                )
+            dtype = join_key_dtype(dtype, scanned[name][side[j]])
         dtypes.append(join_key_dtype(dtype, pl.Null()))
         del column
+    plain = all(d in (pl.Int64(), pl.String()) for d in dtypes)
+    sources = [name for name, _ in inputs]
+    if not plain and len(set(sources)) < len(sources):
+        raise unsupported(
+            f"a source joined on different key columns by one entity type with keys of dtype "
+            f"{', '.join(map(str, dtypes))} (integer and string keys are)"
+        )
+    for name, side in inputs:
+        for column, dtype in zip(side, dtypes, strict=True):
+            if column in config.sources[name].derived and dtype not in (pl.Int64(), pl.String()):
+                raise unsupported(
+                    f"a join key computed by `derived` as {dtype} ({name}.{column}; integer "
+                    "and string ones are)"
+                )
+    return dtypes
+
+
+def _key_spark_types(dtypes: list[pl.DataType]) -> list[str]:
+    """The Spark type each key column is cast to before hashing."""
     try:
         key_schema = frames.spark_schema(pl.Schema({f"k{j}": d for j, d in enumerate(dtypes)}))
     except Exception:  # Int128 and other dtypes Spark has no type for
@@ -634,21 +669,37 @@ def _key_spark_types(config: PipelineConfig, key_set: KeySet, plan: _KeySetPlan)
 # -- inside a task -----------------------------------------------------------------------------
 
 
-def _task_sources(batches: Iterator[pa.RecordBatch], plan: _KeySetPlan) -> dict[str, pl.DataFrame]:
+def _task_sources(
+    batches: Iterator[pa.RecordBatch], plan: _KeySetPlan
+) -> tuple[dict[str, pl.DataFrame], pl.DataFrame | None]:
+    """The task's rows per source (in source order), and, when a source came in two ways,
+    the keys hashed to this task (its entities; the other rows brought others along)."""
     from mlpipe_cli.engines.spark.training_set import _input_rows
 
     frame = frames.from_batches(batches)
     if frame is None:
-        return {}
+        return {}, None
     tags = frame.get_column(_INPUT)
-    return {
-        name: _input_rows(frame, tags, i, plan, f"source {name!r}").drop(frames.ORDER)  # type: ignore[arg-type]
-        for i, name in enumerate(plan.sources)
-    }
+    by_source: dict[str, list[pl.DataFrame]] = {}
+    for i, (name, _) in enumerate(plan.inputs):
+        rows = _input_rows(frame, tags, i, plan, f"source {name!r}")  # type: ignore[arg-type]
+        by_source.setdefault(name, []).append(rows)
+    sources = {}
+    for name, parts in by_source.items():
+        rows = parts[0] if len(parts) == 1 else pl.concat(parts).unique(frames.ORDER)
+        sources[name] = rows.sort(frames.ORDER).drop(frames.ORDER)
+    if len(plan.inputs) == len(by_source):
+        return sources, None
+    keys = [f"__mlpipe_k{j}" for j in range(len(plan.key_set.columns))]
+    here = frame.select(
+        pl.col(k).cast(dtype).alias(column)
+        for k, dtype, column in zip(keys, plan.key_dtypes, plan.key_set.columns, strict=True)
+    )
+    return sources, here.drop_nulls().unique()
 
 
 def _compute(
-    plan: _KeySetPlan, sources: dict[str, pl.DataFrame]
+    plan: _KeySetPlan, sources: dict[str, pl.DataFrame], here: pl.DataFrame | None = None
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """The entities of these source rows as of the as-of, and their packed rows (``k`` the
     store key, ``v`` the packed value as text: ``online.codec.PackedChunk``'s frame): the
@@ -665,6 +716,13 @@ def _compute(
             replaced[name] = plan.config.sources[name].model_copy(update={"path": path})
         local = plan.config.model_copy(update={"sources": {**plan.config.sources, **replaced}})
         entities = key_set_entities(local, plan.key_set, plan.as_of)
+        if here is not None:  # in the order key_set_entities lists them
+            entities = (
+                entities.with_row_index("__mlpipe_at")
+                .join(here, on=list(plan.key_set.columns), how="semi")
+                .sort("__mlpipe_at")
+                .drop("__mlpipe_at")
+            )
         computed = compute_features(
             local,
             entities.with_columns(plan.spine_time.alias(AS_OF_COLUMN)),
@@ -679,10 +737,10 @@ def _compute(
 
 def _pack_task(batches: Iterator[pa.RecordBatch], plan: _KeySetPlan) -> Iterator[pa.RecordBatch]:
 
-    sources = _task_sources(batches, plan)
+    sources, here = _task_sources(batches, plan)
     if not sources:
         return
-    _, packed = _compute(plan, sources)
+    _, packed = _compute(plan, sources, here)
     if packed.height:
         rows = packed.select(pl.col("k").alias("key"), pl.col("v").cast(pl.Binary).alias("value"))
         yield from frames._arrow(rows).to_batches()
@@ -701,10 +759,10 @@ def _write_task(batches: Iterator[pa.RecordBatch], plan: _KeySetPlan) -> Iterato
     from mlpipe_cli.online import open_store
     from mlpipe_cli.online.codec import PackedChunk
 
-    sources = _task_sources(batches, plan)
+    sources, here = _task_sources(batches, plan)
     if not sources:
         return
-    _, packed = _compute(plan, sources)
+    _, packed = _compute(plan, sources, here)
     if not packed.height:
         return
     assert plan.progress is not None

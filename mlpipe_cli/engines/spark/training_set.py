@@ -84,7 +84,7 @@ class _Pass:
     features: list[str]  # in the selected order
     sources: list[str]  # used by this pass; input i + 1 is sources[i]
     spine_keys: list[str]  # the spine columns hashed
-    source_keys: list[list[str]]  # per source, the columns hashed (see _derived_key)
+    source_keys: list[list[str]]  # per source, the columns hashed (see derived_key)
     key_types: list[str]  # the Spark type both sides are cast to
     key_dtypes: list[pl.DataType]  # the Polars dtype the engine compares them as
     derived: dict[str, list[str]]  # source -> its key columns computed by `derived`
@@ -110,7 +110,7 @@ def _prefixed(i: int, column: str) -> str:
     return f"__in{i}__{column}"
 
 
-def _derived_key(column: str) -> str:
+def derived_key(column: str) -> str:
     return f"__mlpipe_dk__{column}"
 
 
@@ -191,7 +191,13 @@ def build(
         for name in one.sources:
             frame = source_inputs[name].frame
             if one.derived.get(name):
-                frame = _with_derived_keys(frame, config, name, source_schemas[name], one)
+                frame = with_derived_keys(
+                    frame,
+                    config.sources[name],
+                    name,
+                    source_schemas[name],
+                    _derived_columns(one, name),
+                )
             inputs.append(frame)
         stacked = _stack(inputs, one.columns, [one.spine_keys, *one.source_keys], one.key_types)
         key_columns = [f"__mlpipe_k{j}" for j in range(len(one.spine_keys))]
@@ -281,7 +287,7 @@ def _plan_passes(
                         f"({name}.{odd[0]}; integer and string ones are)"
                     )
                 derived[name] = computed
-            source_keys.append([_derived_key(c) if c in computed else c for c in sides[name]])
+            source_keys.append([derived_key(c) if c in computed else c for c in sides[name]])
         if index == 0:
             spine_columns = list(spine_schema.names())
         else:
@@ -309,22 +315,26 @@ def _plan_passes(
     return passes
 
 
-def _with_derived_keys(
-    frame: Any, config: PipelineConfig, name: str, schema: pl.Schema, one: _Pass
-) -> Any:
-    """The source's rows with its derived key columns added (as ``_derived_key(c)``),
-    computed per batch by ``scan_source`` itself, so the hash sees the joined value.
-    Derived columns are row-wise SQL expressions: a batch computes what the whole would."""
-    from pyspark.sql.types import LongType, StringType, StructField, StructType
-
+def _derived_columns(one: _Pass, name: str) -> dict[str, pl.DataType]:
+    """Source ``name``'s key columns computed by ``derived``, with the dtype they join as."""
     side = one.source_keys[one.sources.index(name)]
     dtypes = dict(zip(side, one.key_dtypes, strict=True))
-    columns = {c: dtypes[_derived_key(c)] for c in one.derived[name]}
+    return {c: dtypes[derived_key(c)] for c in one.derived[name]}
+
+
+def with_derived_keys(
+    frame: Any, source: Any, name: str, schema: pl.Schema, columns: dict[str, pl.DataType]
+) -> Any:
+    """The source's rows with its derived key ``columns`` added (as ``derived_key(c)``, in
+    the dtype they join as: Int64 or String), computed per batch by ``scan_source`` itself,
+    so the hash sees the joined value. Derived columns are row-wise SQL expressions: a batch
+    computes what the whole would."""
+    from pyspark.sql.types import LongType, StringType, StructField, StructType
+
     fields = list(frame.schema.fields)
     for column, dtype in columns.items():
         spark_type = StringType() if dtype == pl.String() else LongType()
-        fields.append(StructField(_derived_key(column), spark_type))
-    source = config.sources[name]
+        fields.append(StructField(derived_key(column), spark_type))
     return frame.mapInArrow(
         task_errors(lambda batches: _derive_keys(batches, source, name, schema, columns)),
         StructType(fields),
@@ -359,7 +369,7 @@ def _derive_keys(
             array = values.to_arrow(compat_level=pl.CompatLevel.oldest())
             if pa.types.is_large_string(array.type):
                 array = array.cast(pa.string())
-            table = table.append_column(_derived_key(column), array)
+            table = table.append_column(derived_key(column), array)
         yield from table.to_batches()
 
 
