@@ -7,7 +7,11 @@ Polars run's by construction:
 
 1. Per entity type (key set: ``online.materialize.plan_key_sets``), the sources its features
    read are stacked and shuffled by the key set's columns, cast to the type the entity list
-   compares them as. Every row of an entity, from every source, lands in one task.
+   compares them as. Every row of an entity, from every source, lands in one task. A source
+   read two ways by one entity type (transfers by sender and by receiver) is stacked once
+   per way, so a row reaches both entities' tasks, and a task keeps only the entities
+   hashed to it. A key computed by ``derived`` is computed per batch (``scan_source``)
+   before the shuffle.
 2. A task restores the Polars dtypes, writes its sources to temporary Parquet files and calls,
    unchanged: ``key_set_entities`` (the spine: its entities as of the as-of, the Polars
    run's rule), ``compute_features`` (with the ttl helper features of ``_age_features``)
