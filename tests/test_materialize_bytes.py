@@ -430,6 +430,49 @@ def test_a_write_failure_is_raised_unchanged_and_stops_computing(
     store.close()
 
 
+def test_a_write_failure_wins_over_a_compute_error_that_follows_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer thread fails first (exit 4), then the next batch's compute fails too: the
+    run reports the write failure, the first thing that went wrong, with the other chained."""
+    from mlpipe_cli.errors import InputError
+
+    path = _messy_project(tmp_path, {"type": "sqlite", "path": str(tmp_path / "o.sqlite")})
+    config = load_config(path)
+    store = open_store(config, config.artifact_dir)
+    real_compute, write_failed = engine.compute_features, threading.Event()
+
+    def failing_after_the_write(*args: Any, **kwargs: Any) -> Any:
+        if write_failed.wait(timeout=0.0):
+            raise InputError("compute test: a source became unreadable")
+        return real_compute(*args, **kwargs)
+
+    def failing_write(progress: Any, items: Any, namespace: int = 0) -> None:
+        write_failed.set()
+        raise ServiceUnavailable("online store test: connection lost while writing")
+
+    def compute_waiting_for_the_writer(*args: Any, **kwargs: Any) -> Any:
+        # The second batch is computed only once the first write has failed, so the
+        # compute error comes second, whatever the scheduling.
+        if calls:
+            assert write_failed.wait(timeout=30)
+        calls.append(1)
+        return failing_after_the_write(*args, **kwargs)
+
+    calls: list[int] = []
+    monkeypatch.setattr(engine, "compute_features", compute_waiting_for_the_writer)
+    monkeypatch.setattr(store, "write_chunk", failing_write)
+    # Without this, the loop's check() would see the write failure before computing again.
+    monkeypatch.setattr(ops._ChunkWriter, "check", lambda self: None)
+    with pytest.raises(ServiceUnavailable, match="connection lost while writing") as info:
+        ops.run_materialize(config, None, store, as_of=AS_OF, chunk_size=20)
+    assert isinstance(info.value.__cause__, InputError)
+    assert len(calls) == 2
+    assert not _writer_threads()
+    assert store.live_metadata() is None
+    store.close()
+
+
 def test_stored_bytes_are_the_same_for_any_polars_thread_count(tmp_path: Path) -> None:
     """Computing beside the writer thread changes how Polars' threads are scheduled, never
     what is stored: whole CLI runs with POLARS_MAX_THREADS=1 and 3, stored rows compared."""

@@ -397,9 +397,14 @@ def run_materialize(
             del computed
         del sources
         writer.finish()
-    except BaseException:
+    except BaseException as exc:
         writer.abort()
         release_version(meta.version)
+        # A write that failed while this batch was computed is the run's first failure (a
+        # ServiceUnavailable stays exit 4): report it, not the compute error that followed.
+        failed_write = writer.failure
+        if failed_write is not None and failed_write is not exc:
+            raise failed_write from exc
         raise
     seconds_compute += writer.seconds_pack
     seconds_write += writer.seconds_write
@@ -471,6 +476,11 @@ class _ChunkWriter:
             target=self._run, name="mlpipe-materialize-writer", daemon=True
         )
         self._thread.start()
+
+    @property
+    def failure(self) -> BaseException | None:
+        """The write that stopped the thread, if one did."""
+        return self._failure
 
     def check(self) -> None:
         if self._failure is not None:
