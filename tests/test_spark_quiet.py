@@ -65,3 +65,19 @@ def test_quiet_spark_run_prints_nothing_and_a_failure_one_line(
     assert len(lines) <= 2, failed.stderr  # the error, and at most its hint
     assert all("WARN" not in line and "log4j" not in line for line in lines)
     assert not (tmp_path / "x.parquet").exists()
+
+
+def test_a_jvm_that_cannot_start_says_why_in_one_line(project: Path, tmp_path: Path) -> None:
+    config = yaml.safe_load(project.read_text())
+    config["spark"] = {"conf": {"spark.driver.memory": "lots"}}  # the JVM refuses -Xmxlots
+    project.write_text(yaml.safe_dump(config, sort_keys=False))
+    failed = _run(
+        "training-set", "-c", project, "--out", tmp_path / "x.parquet", "--engine", "spark", "-q",
+        tmp=tmp_path,
+    )  # fmt: skip
+    assert failed.returncode == 2
+    (line,) = failed.stderr.splitlines()
+    assert line.startswith("error: cannot start Spark (master local[2]): Invalid maximum heap")
+    (log,) = tmp_path.glob("mlpipe-spark-driver-*.log")  # kept, and named in the hint
+    assert f"the Spark driver's output is in {log}" in line
+    assert "-Xmxlots" in log.read_text()

@@ -83,11 +83,14 @@ def spark_session(config: PipelineConfig) -> SparkSession:
         session = builder.getOrCreate()
     except Exception as exc:  # py4j / JVM start-up failures come in several types
         hint = "check spark.master and that Java 17+ runs"
+        reason = _first_line(exc)
         if _driver_log is not None:
             _keep_driver_log()
             hint += f"; the Spark driver's output is in {_driver_log}"
+            # a JVM that exited at once said why (a bad -Xmx, an unknown option) in its log
+            reason = _jvm_reason(_driver_log) or reason
         raise UsageError(
-            f"cannot start Spark (master {settings.master}): {_first_line(exc)}", hint=hint
+            f"cannot start Spark (master {settings.master}): {reason}", hint=hint
         ) from None
     session.sparkContext.setLogLevel("ERROR")
     return session
@@ -124,13 +127,22 @@ def _launch_quiet_gateway(builder: Any) -> None:
         conf = SparkConf()
         for key, value in builder._options.items():
             conf.set(key, value)
-        handle, path = tempfile.mkstemp(prefix="mlpipe-spark-driver-", suffix=".log")
-        with os.fdopen(handle, "wb") as log:
-            gateway = launch_gateway(conf, popen_kwargs={"stdout": log, "stderr": log})
-        _driver_log = path
+        handle, _driver_log = tempfile.mkstemp(prefix="mlpipe-spark-driver-", suffix=".log")
         atexit.register(_remove_driver_log)
+        with os.fdopen(handle, "wb") as log:  # (a JVM that fails to start says why in it)
+            gateway = launch_gateway(conf, popen_kwargs={"stdout": log, "stderr": log})
         SparkContext._gateway = gateway
         SparkContext._jvm = gateway.jvm
+
+
+def _jvm_reason(log: str) -> str | None:
+    try:
+        with open(log, encoding="utf-8", errors="replace") as text:
+            lines = [line.strip() for line in text.read(20_000).splitlines()]
+    except OSError:
+        return None
+    useful = [line for line in lines if line and not line.startswith(("WARNING:", "Using "))]
+    return useful[0][:300] if useful else None
 
 
 def _keep_driver_log() -> None:
