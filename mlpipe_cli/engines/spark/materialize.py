@@ -297,7 +297,7 @@ def _plan_run(
             inputs=key_inputs,
             schemas=[schemas[name] for name, _ in key_inputs],
             columns=[list(schemas[name].names()) for name, _ in key_inputs],
-            key_dtypes=_key_dtypes(config, key_set, key_inputs),
+            key_dtypes=_key_dtypes(config, key_set, key_inputs, schemas),
             progress=None,
             chunk_size=size,
         )
@@ -621,15 +621,18 @@ def _key_set_inputs(config: PipelineConfig, key_set: KeySet) -> list[tuple[str, 
 
 
 def _key_dtypes(
-    config: PipelineConfig, key_set: KeySet, inputs: list[tuple[str, tuple[str, ...]]]
+    config: PipelineConfig,
+    key_set: KeySet,
+    inputs: list[tuple[str, tuple[str, ...]]],
+    schemas: dict[str, pl.Schema],
 ) -> list[pl.DataType]:
     """The dtype each key column is compared as: the entity list's (``join_key_dtype`` over
     every input, derived columns included), which both sides are cast to before hashing."""
     from mlpipe_cli.engines import unsupported
-    from mlpipe_cli.features import engine as fe
+    from mlpipe_cli.engines.spark.training_set import scanned_schema
     from mlpipe_cli.features.keys import join_key_dtype
 
-    scanned = {name: fe._source_schema(config, name) for name, _ in inputs}
+    scanned = {name: scanned_schema(config, name, schemas[name]) for name, _ in inputs}
     dtypes: list[pl.DataType] = []
     for j, column in enumerate(key_set.columns):
         dtype: pl.DataType = pl.Null()

@@ -245,7 +245,9 @@ def _plan_passes(
 
     default_keys = fe._default_key_map(config, keys)
     # the source as the engine reads it (derived columns included) decides the join
-    scanned = {name: fe._source_schema(config, name) for name in source_schemas}
+    scanned = {
+        name: scanned_schema(config, name, schema) for name, schema in source_schemas.items()
+    }
     joins = {
         f.name: fe._plan_join(config, f, default_keys, spine_schema, scanned[f.source])
         for f in selected
@@ -313,6 +315,22 @@ def _plan_passes(
             )
         )
     return passes
+
+
+def scanned_schema(config: PipelineConfig, name: str, schema: pl.Schema) -> pl.Schema:
+    """Source ``name``'s columns as ``scan_source`` gives them (its ``derived`` ones too),
+    from its recorded schema: zero rows through a temporary file, so a source Spark reads
+    from object storage needs no second reader on the driver."""
+    from mlpipe_cli.features.scan import scan_source
+
+    with tempfile.TemporaryDirectory(prefix="mlpipe-spark-") as tmp:
+        path = Path(tmp) / "empty.parquet"
+        pl.DataFrame(schema=schema).write_parquet(path)
+        local = config.sources[name].model_copy(update={"path": path})
+        try:
+            return scan_source(local, name).collect_schema()
+        except pl.exceptions.PolarsError as exc:
+            raise InputError(f"cannot read source {name!r}: {exc}") from None
 
 
 def _derived_columns(one: _Pass, name: str) -> dict[str, pl.DataType]:
