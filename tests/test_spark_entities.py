@@ -197,14 +197,38 @@ def _fixed_flights() -> dict[str, Any]:
     t = [_T0 + timedelta(hours=h) for h in range(12)]
     return {
         "spine": [
-            {"tail": "N1", "origin": "Zürich-東", "dest": "JFK", "carrier": "AA", "at": t[5],
-             "label": True},
-            {"tail": "Ω-7", "origin": "JFK", "dest": "", "carrier": "ÜA", "at": t[3],
-             "label": False},
-            {"tail": "N1", "origin": None, "dest": "Zürich-東", "carrier": "DL", "at": t[9],
-             "label": True},
-            {"tail": "x", "origin": "a" * 33, "dest": "JFK", "carrier": "AA", "at": t[11],
-             "label": False},
+            {
+                "tail": "N1",
+                "origin": "Zürich-東",
+                "dest": "JFK",
+                "carrier": "AA",
+                "at": t[5],
+                "label": True,
+            },
+            {
+                "tail": "Ω-7",
+                "origin": "JFK",
+                "dest": "",
+                "carrier": "ÜA",
+                "at": t[3],
+                "label": False,
+            },
+            {
+                "tail": "N1",
+                "origin": None,
+                "dest": "Zürich-東",
+                "carrier": "DL",
+                "at": t[9],
+                "label": True,
+            },
+            {
+                "tail": "x",
+                "origin": "a" * 33,
+                "dest": "JFK",
+                "carrier": "AA",
+                "at": t[11],
+                "label": False,
+            },
         ],
         "aircraft": [
             {"tail": "N1", "ts": t[1], "hours": 2.0},
