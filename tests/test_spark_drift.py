@@ -9,7 +9,10 @@ few hundred rows make many blocks spread over several tasks.
 
 from __future__ import annotations
 
+import itertools
 import math
+import re
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -133,9 +136,129 @@ def test_generated_report_equals_polars(
     assert _report(config, profile, batch, "spark") == _report(config, profile, batch, "polars")
 
 
-def test_serving_log_and_missing_transform_outputs_are_refused(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    config = tmp_path / "mlpipe.yaml"
-    config.write_text("pipeline: drift\n")
-    log = cli("psi-report", "-c", config, "--serving-log", tmp_path, "--engine", "spark")
-    assert log.exit_code == 2
-    assert "engine spark does not support psi-report --serving-log" in log.stderr
+# -- psi-report --serving-log ------------------------------------------------------------------
+
+_WINDOW = ("2026-07-05T00:00:00Z", "2026-07-06T00:00:00Z")
+
+
+def _write_log(root: Path, rows: dict[str, list[Any]], cuts: list[int], row_groups: list[int],
+               seed: int) -> Path:  # fmt: skip
+    """Segments as `serve` writes them, deliberately unlike each other: served_at spread over
+    three days (a third inside the window), ``raw.count`` Int32 in some segments and Int64 in
+    others, ``raw.channel`` missing from the second segment, row groups of different sizes."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    n = len(rows["amount"])
+    day = datetime(2026, 7, 4, tzinfo=UTC)
+    served = [day + timedelta(minutes=int(m)) for m in rng.integers(0, 3 * 24 * 60, n)]
+    log = pl.DataFrame(
+        {
+            "served_at": pl.Series(served, dtype=pl.Datetime("us", "UTC")),
+            "raw.amount": pl.Series(rows["amount"], dtype=pl.Float64),
+            "raw.count": pl.Series(rows["count"], dtype=pl.Int64),
+            "raw.channel": pl.Series(rows["channel"], dtype=pl.String),
+        }
+    )
+    out = root / "log"
+    out.mkdir(parents=True)
+    bounds = sorted({0, n, *(c for c in cuts if c <= n)})
+    for i, (a, b) in enumerate(itertools.pairwise(bounds)):
+        segment = log.slice(a, b - a)
+        if i % 2:
+            segment = segment.with_columns(pl.col("raw.count").cast(pl.Int32))
+        if i == 1:
+            segment = segment.drop("raw.channel")
+        segment.write_parquet(
+            out / f"segment-20260704T000000-1-{i:03d}.parquet",
+            row_group_size=row_groups[i % len(row_groups)],
+        )
+    return out
+
+
+def _log_report(config: Path, profile: Path, log: Path, engine: str) -> dict[str, Any]:
+    from mlpipe_cli.ops.project import Project
+    from mlpipe_cli.ops.psi_report import psi_report
+
+    since, until = _WINDOW
+    result = psi_report(
+        Project(config), profile=profile, serving_log=log, since=since, until=until, engine=engine
+    )
+    doc = result.to_dict()
+    doc.pop("seconds")
+    doc.pop("generated_at")
+    return doc
+
+
+@pytest.fixture
+def small_parts(monkeypatch: pytest.MonkeyPatch) -> int:
+    """Parts of at most 24 rows (whole row groups, or slices of a bigger one): many parts,
+    and blocks of 16 rows that straddle them."""
+    import mlpipe_cli.drift.report as report
+
+    monkeypatch.setattr(report, "PART_ROWS", 24)
+    return 24
+
+
+def test_serving_log_report_equals_polars(
+    spark: object, small_blocks: int, small_parts: int, tmp_path: Path
+) -> None:
+    import numpy as np
+
+    rng = np.random.default_rng(5)
+    n = 600
+    reference = {
+        "amount": rng.normal(10, 2, n).tolist(),
+        "count": rng.integers(0, 4, n).tolist(),
+        "channel": rng.choice(["web", "app", "store"], n).tolist(),
+    }
+    amounts = rng.normal(10.5, 2, n)
+    amounts[::19] = np.nan
+    current = {
+        "amount": [None if i % 29 == 0 else float(v) for i, v in enumerate(amounts)],
+        "count": rng.integers(0, 6, n).tolist(),
+        "channel": rng.choice(["web", "app", "kiosk", "Ünïcode"], n).tolist(),
+    }
+    profile, _, config = _write(tmp_path, reference, current, split=0)
+    log = _write_log(tmp_path, current, [150, 151, 420], [7, 50, 1000], seed=1)
+    on_polars = _log_report(config, profile, log, "polars")
+    on_spark = _log_report(config, profile, log, "spark")
+    assert on_spark == on_polars
+    amount = next(f for f in on_spark["features"] if f["column"] == "amount")
+    assert 100 < amount["rows"] < 400  # the window holds about a third of the rows
+    assert amount["ks_statistic"] is not None
+    assert amount["mean_cur"] is not None
+
+
+@settings(
+    max_examples=3,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(
+    data=_batches(),
+    cuts=st.lists(st.integers(0, 150), max_size=3),
+    row_groups=st.lists(st.integers(1, 40), min_size=1, max_size=3),
+)
+def test_generated_serving_log_report_equals_polars(
+    spark: object,
+    small_blocks: int,
+    small_parts: int,
+    tmp_path_factory: pytest.TempPathFactory,
+    data: dict,
+    cuts: list[int],
+    row_groups: list[int],
+) -> None:
+    from mlpipe_cli.errors import MlpipeError
+
+    root = tmp_path_factory.mktemp("log")
+    current = data["current"]
+    profile, _, config = _write(root, data["reference"], current, split=0)
+    log = _write_log(root, current, cuts, row_groups, seed=len(current["amount"]))
+    try:
+        expected = _log_report(config, profile, log, "polars")
+    except MlpipeError as exc:  # no row in the window, say: the same error on Spark
+        with pytest.raises(type(exc), match=re.escape(exc.message)):
+            _log_report(config, profile, log, "spark")
+        return
+    assert _log_report(config, profile, log, "spark") == expected

@@ -358,11 +358,3 @@ def test_validate_report_and_split_match_polars(
     assert bad.height + good.height == source.rows == 3003
     assert bad.equals(pl.read_parquet(tmp_path / "polars" / "bad.parquet"))
     assert good.equals(pl.read_parquet(tmp_path / "polars" / "good.parquet"))
-
-
-def test_validate_reference_is_refused_on_spark(spark: object, project: Path) -> None:
-    from mlpipe_cli.errors import UsageError
-    from mlpipe_cli.ops.validate import validate
-
-    with pytest.raises(UsageError, match="engine spark does not support validate --reference"):
-        validate(_project(project), engine="spark", reference="latest", publish=False)

@@ -9,7 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import yaml
 
 
@@ -44,20 +43,6 @@ def test_spark_settings_are_strings_for_spark(project: Path) -> None:
         "spark.executor.cores": "4",
         "spark.dynamicAllocation.enabled": "true",
     }
-
-
-@pytest.mark.parametrize(
-    ("args", "what"),
-    [
-        (["psi-report", "--serving-log", "logs"], "psi-report --serving-log"),
-        (["validate", "--save-profile"], "validate --reference/--save-profile"),
-    ],
-)
-def test_commands_not_on_spark_yet_say_so(cli, project: Path, args: list[str], what: str) -> None:
-    result = cli(*args, "-c", project, "--engine", "spark")
-    assert result.exit_code == 2
-    assert f"engine spark does not support {what}" in result.stderr
-    assert "--engine polars" in result.stderr
 
 
 def test_flag_overrides_the_config_engine(cli, project: Path, tmp_path: Path) -> None:

@@ -37,7 +37,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -81,17 +81,28 @@ def categorical_expr(name: str, dtype: pl.DataType) -> pl.Expr:
 
 def quantiles_of_sorted(values: np.ndarray, probs: np.ndarray) -> list[float]:
     """numpy 'linear' quantiles of an already sorted float64 array (deterministic)."""
-    import numpy as np
-
     n = len(values)
     if n == 0:
         return []
+    lo, hi, frac = quantile_ranks(n, probs)
+    return interpolate(values[lo], values[hi], frac)
+
+
+def quantile_ranks(n: int, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The 0-based ranks (lower, upper) and the fraction between them of each quantile of
+    ``n`` sorted values: numpy's "linear" rule. Shared with the Spark engine, which fetches
+    the values at these ranks from a distributed sort."""
+    import numpy as np
+
     pos = probs * (n - 1)
     lo = np.floor(pos).astype(np.int64)
     hi = np.minimum(lo + 1, n - 1)
-    frac = pos - lo
-    a = values[lo]
-    b = values[hi]
+    return lo, hi, pos - lo
+
+
+def interpolate(a: np.ndarray, b: np.ndarray, frac: np.ndarray) -> list[float]:
+    import numpy as np
+
     # a + (b - a) * frac, but exact when a == b (avoids inf - inf = nan for infinite atoms).
     with np.errstate(invalid="ignore", over="ignore"):
         out = np.where(a == b, a, a + (b - a) * frac)
@@ -129,7 +140,69 @@ def numeric_profile(
     import numpy as np
 
     n = len(sorted_valid)
-    null_count = rows - n
+    if n == 0:
+        return numeric_entry(rows, 0, nan_count, dtype=dtype)
+    finite = sorted_valid[np.isfinite(sorted_valid)]
+    if len(finite):
+        # values near ±1.8e308 overflow the sum or the squares: then the mean or std is
+        # ±inf (or NaN → null), as the Spark engine computes it too; not a warning
+        with np.errstate(over="ignore", invalid="ignore"):
+            total = float(np.sum(finite))
+            mean = total / len(finite)
+            std = (
+                math.sqrt(float(np.sum((finite - mean) ** 2)) / (len(finite) - 1))
+                if len(finite) > 1
+                else 0.0
+            )
+    else:
+        mean, std = math.nan, math.nan
+    by_value = value_bins(sorted_valid, limit=bins)
+    distinct: list[float] | None = None
+    if by_value is not None:
+        distinct, edges = by_value
+    else:
+        edges = quantile_edges(sorted_valid, bins)
+    return numeric_entry(
+        rows,
+        n,
+        nan_count,
+        dtype=dtype,
+        mean=mean,
+        std=std,
+        low=float(sorted_valid[0]),
+        high=float(sorted_valid[-1]),
+        distinct=distinct,
+        edges=edges,
+        counts=bin_counts_sorted(sorted_valid, edges),
+        quantiles=quantiles_of_sorted(sorted_valid, sketch_probs()),
+    )
+
+
+def sketch_probs() -> np.ndarray:
+    """The probabilities of the KS quantiles a profile stores: k / SKETCH_SIZE."""
+    import numpy as np
+
+    return np.arange(SKETCH_SIZE + 1, dtype=np.float64) / SKETCH_SIZE
+
+
+def numeric_entry(
+    rows: int,
+    valid: int,
+    nan_count: int,
+    *,
+    dtype: str,
+    mean: float = math.nan,
+    std: float = math.nan,
+    low: float = math.nan,
+    high: float = math.nan,
+    distinct: list[float] | None = None,
+    edges: Sequence[float] = (),
+    counts: Sequence[int] = (),
+    quantiles: Sequence[float] = (),
+) -> dict[str, Any]:
+    """The profile entry of a numeric column from its statistics (both engines' last step):
+    ``valid`` non-missing values of ``rows``, ``distinct`` set when binned by value."""
+    null_count = rows - valid
     entry: dict[str, Any] = {
         "kind": "numeric",
         "dtype": dtype,
@@ -137,9 +210,9 @@ def numeric_profile(
         "null_count": null_count,
         "nan_count": nan_count,
         "null_rate": (null_count / rows) if rows else 0.0,
-        "valid_count": n,
+        "valid_count": valid,
     }
-    if n == 0:
+    if valid == 0:
         entry.update(
             mean=None,
             std=None,
@@ -152,41 +225,18 @@ def numeric_profile(
         )
         entry["missing_proportion"] = 1.0 if rows else 0.0
         return entry
-    finite = sorted_valid[np.isfinite(sorted_valid)]
-    if len(finite):
-        total = float(np.sum(finite))
-        mean = total / len(finite)
-        std = (
-            math.sqrt(float(np.sum((finite - mean) ** 2)) / (len(finite) - 1))
-            if len(finite) > 1
-            else 0.0
-        )
-    else:
-        mean, std = math.nan, math.nan
-    by_value = value_bins(sorted_valid, limit=bins)
-    if by_value is not None:
-        binning = "values"
-        distinct, edges = by_value
+    if distinct is not None:
         entry["values"] = [_json_float(v) for v in distinct]
-    else:
-        binning = "quantiles"
-        edges = quantile_edges(sorted_valid, bins)
-    counts = bin_counts_sorted(sorted_valid, edges)
     entry.update(
         mean=_json_float(mean),
         std=_json_float(std),
-        min=_json_float(float(sorted_valid[0])),
-        max=_json_float(float(sorted_valid[-1])),
-        binning=binning,
+        min=_json_float(low),
+        max=_json_float(high),
+        binning="values" if distinct is not None else "quantiles",
         edges=[_json_float(e) for e in edges],
         proportions=[c / rows for c in counts],
         missing_proportion=null_count / rows,
-        quantiles=[
-            _json_float(q)
-            for q in quantiles_of_sorted(
-                sorted_valid, np.arange(SKETCH_SIZE + 1, dtype=np.float64) / SKETCH_SIZE
-            )
-        ],
+        quantiles=[_json_float(q) for q in quantiles],
     )
     return entry
 
@@ -218,20 +268,33 @@ def value_bins(sorted_valid: np.ndarray, *, limit: int) -> tuple[list[float], li
     starts: list[int] = []  # index of each value's first occurrence after the first value
     for begin in range(1, n, VALUE_BLOCK):
         end = min(begin + VALUE_BLOCK, n)
-        lower = sorted_valid[begin - 1 : end - 1]
-        upper = sorted_valid[begin:end]
-        with np.errstate(invalid="ignore"):  # inf - inf = nan: the same (infinite) value
-            tolerance = np.where(
-                np.isinf(upper), 0.0, VALUE_TOLERANCE * np.maximum(1.0, np.abs(upper))
-            )
-            new = (upper - lower) > tolerance  # -0.0 == 0.0: one value
+        new = new_values(sorted_valid[begin - 1 : end - 1], sorted_valid[begin:end])
         starts += (np.flatnonzero(new) + begin).tolist()
         if len(starts) + 1 > limit:
             return None
-    values = [_clean(float(sorted_valid[i])) for i in [0, *starts]]
+    return value_bins_from(
+        float(sorted_valid[0]),
+        [(float(sorted_valid[i - 1]), float(sorted_valid[i])) for i in starts],
+    )
+
+
+def new_values(lower: np.ndarray, upper: np.ndarray) -> np.ndarray:
+    """True where ``upper`` (the next sorted value after ``lower``) starts a new value."""
+    import numpy as np
+
+    with np.errstate(invalid="ignore"):  # inf - inf = nan: the same (infinite) value
+        tolerance = np.where(np.isinf(upper), 0.0, VALUE_TOLERANCE * np.maximum(1.0, np.abs(upper)))
+        return (upper - lower) > tolerance  # -0.0 == 0.0: one value
+
+
+def value_bins_from(
+    first: float, steps: Sequence[tuple[float, float]]
+) -> tuple[list[float], list[float]]:
+    """(values, edges) from the smallest value and each (previous, new) pair of sorted values
+    where a new value starts (``new_values``); the Spark engine finds the pairs per task."""
+    values = [_clean(first), *(_clean(hi) for _, hi in steps)]
     edges = []
-    for start in starts:
-        lo, hi = float(sorted_valid[start - 1]), float(sorted_valid[start])
+    for lo, hi in steps:
         mid = lo / 2 + hi / 2  # no overflow near ±max
         edges.append(_clean(mid if lo < mid <= hi else hi))
     return values, edges
@@ -243,7 +306,25 @@ def quantile_edges(sorted_valid: np.ndarray, bins: int) -> list[float]:
     import numpy as np
 
     probs = np.arange(1, bins, dtype=np.float64) / bins
-    raw = [e for e in quantiles_of_sorted(sorted_valid, probs) if not math.isnan(e)]
+    raw = quantiles_of_sorted(sorted_valid, probs)
+    return quantile_edges_from(
+        raw, lambda points: np.searchsorted(sorted_valid, points, side="left").tolist()
+    )
+
+
+def edge_probs(bins: int) -> np.ndarray:
+    """The probabilities of the interior decile edges: i / bins."""
+    import numpy as np
+
+    return np.arange(1, bins, dtype=np.float64) / bins
+
+
+def quantile_edges_from(
+    quantiles: Sequence[float], count_below: Callable[[list[float]], list[int]]
+) -> list[float]:
+    """``quantile_edges`` from the raw decile values and a counter of the values ``< x``
+    (a searchsorted on one machine, a sum over sorted partitions on Spark)."""
+    raw = [e for e in quantiles if not math.isnan(e)]
     edges = sorted(set(raw))
     if len(edges) == len(raw):
         return edges
@@ -252,13 +333,31 @@ def quantile_edges(sorted_valid: np.ndarray, bins: int) -> list[float]:
         out.append(atom)
         if raw.count(atom) < 2 or math.isinf(atom):
             continue
-        after = float(np.nextafter(atom, math.inf))
+        after = atom_successor(atom)
         upper = edges[i + 1] if i + 1 < len(edges) else math.inf
         if after < upper:
-            inside = np.searchsorted(sorted_valid, [after, upper], side="left")
+            inside = count_below([after, upper])
             if inside[1] > inside[0]:
                 out.append(_clean(after))
     return out
+
+
+def atom_successor(atom: float) -> float:
+    """The value just above an atom: where its own bin ends."""
+    import numpy as np
+
+    return float(np.nextafter(atom, math.inf))
+
+
+def atom_probe_points(quantiles: Sequence[float]) -> list[float]:
+    """Every point ``quantile_edges_from`` may count below, given the raw decile values."""
+    raw = [e for e in quantiles if not math.isnan(e)]
+    edges = sorted(set(raw))
+    points = list(edges)
+    for i, atom in enumerate(edges):
+        if raw.count(atom) >= 2 and not math.isinf(atom):
+            points += [atom_successor(atom), edges[i + 1] if i + 1 < len(edges) else math.inf]
+    return points
 
 
 def bin_counts_sorted(sorted_valid: np.ndarray, edges: Sequence[float]) -> list[int]:
@@ -369,9 +468,30 @@ def _categorical_profile(
         ["count", "value"], descending=[True, False]
     )
     top = present.head(max_categories)
-    values = top.get_column("value").to_list()
-    value_counts = [int(v) for v in top.get_column("count").to_list()]
-    other_count = int(present.get_column("count").sum() or 0) - sum(value_counts)
+    return categorical_entry(
+        rows,
+        null_count,
+        values=top.get_column("value").to_list(),
+        value_counts=[int(v) for v in top.get_column("count").to_list()],
+        n_categories=present.height,
+        present_count=int(present.get_column("count").sum() or 0),
+        dtype=dtype,
+    )
+
+
+def categorical_entry(
+    rows: int,
+    null_count: int,
+    *,
+    values: list[str],
+    value_counts: list[int],
+    n_categories: int,
+    present_count: int,
+    dtype: str,
+) -> dict[str, Any]:
+    """The profile entry of a categorical column: its top categories (``values``, by count
+    descending then value), how many distinct categories and non-null rows it has."""
+    other_count = present_count - sum(value_counts)
     return {
         "kind": "categorical",
         "dtype": dtype,
@@ -379,7 +499,7 @@ def _categorical_profile(
         "null_count": null_count,
         "null_rate": (null_count / rows) if rows else 0.0,
         "valid_count": rows - null_count,
-        "n_categories": present.height,
+        "n_categories": n_categories,
         "values": values,
         "counts": value_counts,
         "proportions": [c / rows for c in value_counts],

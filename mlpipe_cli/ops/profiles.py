@@ -25,8 +25,13 @@ def save_profile(
     config: PipelineConfig,
     source_name: str,
     data_path: Path | str | None = None,
+    *,
+    on_spark: bool = False,
 ) -> str:
-    """Profile the source's contract columns and publish it; return the version id."""
+    """Profile the source's contract columns and publish it; return the version id.
+
+    ``on_spark``: computed by the Spark engine (``engines/spark/profile.py``), which gives the
+    same profile bytes, so the same version id for the same input."""
     from mlpipe_cli.config.loader import config_section_hash
     from mlpipe_cli.config.sources import scan_source
     from mlpipe_cli.drift.profile import build_profile, write_profile
@@ -37,7 +42,12 @@ def save_profile(
     lazy = scan_source(source.model_copy(update={"path": path}), source_name)
     present = set(lazy.collect_schema().names())
     columns = [c for c in source.columns if c in present] or None
-    profile = build_profile(lazy, columns)
+    if on_spark:
+        from mlpipe_cli.engines.spark.profile import spark_profile
+
+        profile = spark_profile(config, path, columns)
+    else:
+        profile = build_profile(lazy, columns)
 
     def write(staging: Path) -> None:
         write_profile(profile, staging / PROFILE_FILE)

@@ -116,15 +116,13 @@ def psi_report(
     The reference is a transform version's profile (``artifact``, default latest), a profile
     file, or — with ``source`` — the validation profile saved for that source, to compare a
     raw batch of it. On a serving log, features derived from the request time are excluded
-    unless ``include_time_features``. ``engine`` spark reads a ``current`` batch on Spark
-    (engines/spark/drift.py: the same report); a serving log is read by Polars only.
+    unless ``include_time_features``. ``engine`` spark reads the current batch or the
+    serving-log window on Spark (engines/spark/drift.py: the same report).
     """
     started = time.perf_counter()
     from mlpipe_cli.engines import choose_engine, unsupported
 
     on_spark = choose_engine(project.config if profile is None else None, engine) == "spark"
-    if on_spark and current is None:
-        raise unsupported("psi-report --serving-log")
     if (current is None) == (serving_log is None):
         raise UsageError("give exactly one of --current PATH or --serving-log DIR")
     if profile is not None and artifact is not None:
@@ -164,7 +162,14 @@ def psi_report(
         reference, profile_info = _load_profile(project, profile, artifact)
     if serving_log is not None:
         start, end = parse_window(since, until, monitoring.window)
-        parts, rows = serving_log_parts(serving_log, start, end)
+        if on_spark:
+            from mlpipe_cli.engines.spark.drift import spark_serving_log
+
+            parts, rows, log_scan = spark_serving_log(
+                _spark_config(project), serving_log, start, end
+            )
+        else:
+            parts, rows = serving_log_parts(serving_log, start, end)
         current_info: dict[str, Any] = {
             "source": "serving-log",
             "path": str(serving_log),
@@ -219,7 +224,7 @@ def psi_report(
         exclude=exclude,
         transform=transform,
         sources=sources,
-        scan=_spark_scan(project, current) if on_spark else None,
+        scan=(_spark_scan(project, current) if current else log_scan) if on_spark else None,
     )
     warnings.extend(report.warnings)
     _write_html(report, html)
@@ -289,12 +294,16 @@ def shadow_report(
 
 def _spark_scan(project: Project, current: Path | None) -> Any:
     """The Spark engine's pass over ``current`` (engines/spark/drift.py)."""
-    from mlpipe_cli.config import PipelineConfig
     from mlpipe_cli.engines.spark.drift import spark_scan
 
     assert current is not None
-    config = project.config if project.config_path.exists() else PipelineConfig(pipeline="psi")
-    return spark_scan(config, current)
+    return spark_scan(_spark_config(project), current)
+
+
+def _spark_config(project: Project) -> Any:
+    from mlpipe_cli.config import PipelineConfig
+
+    return project.config if project.config_path.exists() else PipelineConfig(pipeline="psi")
 
 
 def _write_html(report: DriftReport, html: Path | None) -> None:

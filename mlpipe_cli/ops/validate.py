@@ -112,9 +112,7 @@ def run_validation(
 
     on_spark = choose_engine(config, engine) == "spark"
     if on_spark and (reference is not None or save_profile):
-        from mlpipe_cli.engines import unsupported
-
-        raise unsupported("validate --reference/--save-profile")
+        _refuse_remote_profiles(config, names, data_path)
     reports = []
     for name in progress_track(names, "validate", unit="sources"):
         q_path = _split_path(quarantine, name, len(names), on_spark)
@@ -128,6 +126,12 @@ def run_validation(
             from mlpipe_cli.engines.spark.validate import check_source
 
             report = check_source(config, name, data_path, quarantine_path=q_path, out_path=o_path)
+            if ref_profile is not None:
+                from mlpipe_cli.engines.spark.profile import distribution_checks_on_spark
+
+                distribution_checks_on_spark(
+                    config, name, data_path, report, ref_profile, ref_version
+                )
         else:
             report = validate_source(
                 config,
@@ -141,13 +145,27 @@ def run_validation(
         if save_profile and report.status == "passed":
             from mlpipe_cli.ops.profiles import save_profile as _save
 
-            report.profile = _save(store, config, name, data_path)  # type: ignore[arg-type]
+            report.profile = _save(store, config, name, data_path, on_spark=on_spark)  # type: ignore[arg-type]
         reports.append(report)
     result = ValidationReport(config.pipeline, reports)
     version = None
     if publish and store is not None:
         version = publish_report(store, config, result, data_path)
     return result, version
+
+
+def _refuse_remote_profiles(
+    config: PipelineConfig, names: list[str], data_path: Path | str | None
+) -> None:
+    """Profiles are artifacts of local (or shared-filesystem) inputs: the artifact records
+    the input's fingerprint, which needs the files. Refused before any Spark job runs."""
+    from mlpipe_cli.engines import unsupported
+    from mlpipe_cli.engines.spark.frames import is_remote
+
+    for name in names:
+        path = data_path if data_path is not None else config.source(name).path
+        if is_remote(path):
+            raise unsupported(f"--reference/--save-profile of a remote input ({path})")
 
 
 def _split_path(path: Path | None, source: str, count: int, parts: bool = False) -> Path | None:

@@ -24,6 +24,7 @@ def distribution_checks(
     profile: dict[str, Any],
     *,
     schema_ok: bool = True,
+    scan: Any = None,
 ) -> list[CheckResult]:
     from mlpipe_cli.drift.compare import DEFAULT_THRESHOLD, compare_to_profile
 
@@ -50,7 +51,7 @@ def distribution_checks(
         return results
     try:
         drifts = compare_to_profile(
-            profile, lazy, runnable, threshold=cfg.psi_threshold or DEFAULT_THRESHOLD
+            profile, lazy, runnable, threshold=cfg.psi_threshold or DEFAULT_THRESHOLD, scan=scan
         )
     except Exception as exc:  # the shared implementation crashed: a tool error
         results.append(

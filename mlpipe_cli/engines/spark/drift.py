@@ -192,3 +192,138 @@ def _merge(into: Any, part: Any) -> None:
     for value, count in part.unseen.items():
         if len(into.unseen) < 10_000:  # drift.compare's cap, applied in partition order
             into.unseen[value] = into.unseen.get(value, 0) + count
+
+
+# -- psi-report --serving-log: the Polars engine's parts, one Spark task each ---------------
+
+
+def spark_serving_log(
+    config: PipelineConfig, log_dir: Path, start: Any, end: Any
+) -> tuple[list[pl.LazyFrame], int, Callable[..., None]]:
+    """The serving-log window as ``drift.report.serving_log_parts`` cuts it, its row count
+    (counted by Spark tasks) and a ``scan`` for ``compare_to_profile`` that feeds each part's
+    rows to the accumulators in a Spark task.
+
+    The parts are the Polars engine's own lazy scans (row-group slices of each segment, cast
+    to the union schema of all segments, filtered to the window), pickled to the tasks: the
+    same rows in the same dtypes. Blocks (``SORT_BLOCK`` consecutive window rows, as the
+    Polars pass cuts them) may straddle parts: a task feeds the blocks that lie wholly in its
+    part and hands back the rows before the first and after the last block boundary; those
+    rows, put together in window order on the driver, are exactly the remaining blocks.
+    """
+    from mlpipe_cli.drift.report import (
+        scan_parts,
+        scan_serving_log,
+        serving_log_files,
+        window_predicate,
+    )
+
+    scan_serving_log(log_dir, start, end)  # the checks: segments, their layout, served_at
+    parts = scan_parts(serving_log_files(log_dir), predicate=window_predicate(start, end))
+    spark = spark_session(config)
+    context = spark.sparkContext
+    with translate_errors("counting the serving-log window"):
+        counts = (
+            context.parallelize(list(enumerate(parts)), max(1, len(parts)))
+            .mapPartitions(task_errors(_count_parts))
+            .collect()
+        )
+    rows_per_part = [count for _, count in sorted(counts)]
+
+    def scan(
+        parts: Sequence[Any],
+        exprs: list[pl.Expr],
+        numeric: dict[str, Any],
+        categorical: dict[str, Any],
+        chunk_rows: int,
+        rows: int | None = None,
+    ) -> None:
+        del chunk_rows, rows
+        _scan_parts_on_spark(context, list(parts), rows_per_part, exprs, numeric, categorical)
+
+    return parts, sum(rows_per_part), scan
+
+
+def _count_parts(items: Iterator[tuple[int, pl.LazyFrame]]) -> Iterator[tuple[int, int]]:
+    from mlpipe_cli.drift.report import count_rows
+
+    for index, part in items:
+        yield index, count_rows(part)
+
+
+def _scan_parts_on_spark(
+    context: Any,
+    parts: list[pl.LazyFrame],
+    rows_per_part: list[int],
+    exprs: list[pl.Expr],
+    numeric: dict[str, Any],
+    categorical: dict[str, Any],
+) -> None:
+    import copy
+
+    accumulators = {**numeric, **categorical}
+    block = _block_size(accumulators)
+    plan = _ScanPlan(exprs=exprs, schema=pl.Schema(), accumulators=_portable(accumulators))
+    # empty copies for the rows between blocks (taken now: merging fills the originals)
+    blanks = {key: copy.deepcopy(plan.accumulators[key]) for key in numeric}
+    work, at = [], 0
+    for index, (part, count) in enumerate(zip(parts, rows_per_part, strict=True)):
+        work.append((index, at, part))
+        at += count
+    with translate_errors("comparing the serving log with the profile"):
+        results = (
+            context.parallelize(work, max(1, len(work)))
+            .mapPartitions(task_errors(lambda items: _part_task(items, plan, block)))
+            .collect()
+        )
+    fragments = []
+    for _, payload in sorted(results, key=lambda result: result[0]):
+        filled, pieces = pickle.loads(payload)
+        for key, acc in filled.items():
+            _merge(accumulators[key], acc)
+        fragments += pieces
+    if not fragments or not numeric:
+        return
+    fragments.sort(key=lambda piece: piece[0])
+    rest = pl.concat([frame for _, frame in fragments])  # whole blocks, and the last one
+    for key, acc in blanks.items():
+        acc.update_series(rest.get_column(key))
+        acc.flush()
+        _merge(numeric[key], acc)
+
+
+def _part_task(
+    items: Iterator[tuple[int, int, pl.LazyFrame]], plan: _ScanPlan, block: int
+) -> Iterator[tuple[int, bytes]]:
+    import copy
+
+    from mlpipe_cli.errors import InputError
+
+    for index, first, part in items:
+        try:
+            selected = part.select(plan.exprs).collect()
+        except pl.exceptions.PolarsError as exc:
+            raise InputError(f"cannot read the current data: {str(exc).splitlines()[0]}") from None
+        count = selected.height
+        head = min(count, (-first) % block)
+        whole = (count - head) // block * block
+        numeric_keys = [k for k, acc in plan.accumulators.items() if hasattr(acc, "update_series")]
+        filled = {}
+        for key, empty in plan.accumulators.items():
+            acc = copy.deepcopy(empty)
+            series = selected.get_column(key)
+            if key in numeric_keys:
+                acc.update_series(series.slice(head, whole))  # whole blocks: nothing carried
+                acc.flush()
+                acc._buf = acc._tmp = None
+            else:
+                acc.update(series)
+            filled[key] = acc
+        pieces = []
+        if numeric_keys:
+            numbers = selected.select(numeric_keys)
+            if head:
+                pieces.append((first, numbers.slice(0, head)))
+            if head + whole < count:
+                pieces.append((first + head + whole, numbers.slice(head + whole)))
+        yield index, pickle.dumps((filled, pieces), protocol=pickle.HIGHEST_PROTOCOL)
