@@ -251,36 +251,6 @@ def test_task_errors_reach_the_user_as_mlpipe_errors(spark: object, tmp_path: Pa
         assert "null timestamp" in on_spark.message
 
 
-def test_several_entities_per_spine_row_are_refused_not_mixed_up(
-    spark: object, tmp_path: Path
-) -> None:
-    from mlpipe_cli.errors import UsageError
-    from mlpipe_cli.ops.training_set import training_set
-
-    data = {
-        "events": {"user": ["a"], "ts": [_T0], "amount": [1.0], "code": [1]},
-        "spine": {"user": ["a"], "at": [_T0 + timedelta(days=1)], "label": [True]},
-        "attributes": {"user": ["a"], "tier": ["x"]},
-        "split": 1,
-    }
-    config_path = _write_messy(data, tmp_path)
-    config = yaml.safe_load(config_path.read_text())
-    pl.DataFrame({"shop": ["s1"], "region": ["eu"]}).write_parquet(tmp_path / "shops.parquet")
-    pl.DataFrame(
-        {"user": ["a"], "shop": ["s1"], "at": [_T0 + timedelta(days=1)], "label": [True]}
-    ).write_parquet(tmp_path / "spine.parquet")
-    config["sources"]["shops"] = {"path": str(tmp_path / "shops.parquet"), "entity_keys": ["shop"]}
-    config["features"].append({"name": "region", "source": "shops", "kind": "attribute"})
-    config_path.write_text(yaml.safe_dump(config, allow_unicode=True))
-    with pytest.raises(
-        UsageError, match="engine spark does not support features joined on different spine columns"
-    ):
-        training_set(_project(config_path), out=tmp_path / "s.parquet", engine="spark")
-    # the Polars engine runs the same config (the refusal is the Spark engine's limit)
-    done = training_set(_project(config_path), out=tmp_path / "p.parquet", engine="polars")
-    assert done.rows == 1
-
-
 # -- transform -------------------------------------------------------------------------------
 
 

@@ -78,14 +78,82 @@ def spark_session(config: PipelineConfig) -> SparkSession:
     for key, value in {**_DEFAULT_CONF, **settings.conf, **_REQUIRED_CONF}.items():
         builder = builder.config(key, value)
     try:
+        if not os.environ.get("PYSPARK_GATEWAY_PORT"):  # (spark-submit started the JVM)
+            _launch_quiet_gateway(builder)
         session = builder.getOrCreate()
     except Exception as exc:  # py4j / JVM start-up failures come in several types
+        hint = "check spark.master and that Java 17+ runs"
+        reason = _first_line(exc)
+        if _driver_log is not None:
+            _keep_driver_log()
+            hint += f"; the Spark driver's output is in {_driver_log}"
+            # a JVM that exited at once said why (a bad -Xmx, an unknown option) in its log
+            reason = _jvm_reason(_driver_log) or reason
         raise UsageError(
-            f"cannot start Spark (master {settings.master}): {_first_line(exc)}",
-            hint="check spark.master and that Java 17+ runs",
+            f"cannot start Spark (master {settings.master}): {reason}", hint=hint
         ) from None
     session.sparkContext.setLogLevel("ERROR")
     return session
+
+
+# -- the driver JVM's own output ------------------------------------------------------------
+#
+# The JVM that pyspark starts inherits this process's stdout and stderr and prints to them
+# before any log level can be set ("Using incubator modules", "Using Spark's default log4j
+# profile", the NativeCodeLoader and hostname WARNs), and its Python workers' warnings go
+# there too. From cron or CI stderr must hold mlpipe's one-line errors only, so the JVM
+# gets a log file instead: removed when the process ends, kept (and named in the error's
+# hint) when Spark failed.
+
+_driver_log: str | None = None
+_keep = False
+
+
+def _launch_quiet_gateway(builder: Any) -> None:
+    """Start the JVM the way ``getOrCreate`` would (same conf, so spark-submit gets the same
+    ``--conf`` flags) but with its stdout and stderr in a log file; ``getOrCreate`` then
+    finds this gateway and uses it."""
+    import atexit
+    import tempfile
+
+    from pyspark import SparkConf
+    from pyspark.core.context import SparkContext
+    from pyspark.java_gateway import launch_gateway
+
+    global _driver_log
+    with SparkContext._lock:
+        if SparkContext._gateway is not None:  # a JVM runs already (a stopped session's)
+            return
+        conf = SparkConf()
+        for key, value in builder._options.items():
+            conf.set(key, value)
+        handle, _driver_log = tempfile.mkstemp(prefix="mlpipe-spark-driver-", suffix=".log")
+        atexit.register(_remove_driver_log)
+        with os.fdopen(handle, "wb") as log:  # (a JVM that fails to start says why in it)
+            gateway = launch_gateway(conf, popen_kwargs={"stdout": log, "stderr": log})
+        SparkContext._gateway = gateway
+        SparkContext._jvm = gateway.jvm
+
+
+def _jvm_reason(log: str) -> str | None:
+    try:
+        with open(log, encoding="utf-8", errors="replace") as text:
+            lines = [line.strip() for line in text.read(20_000).splitlines()]
+    except OSError:
+        return None
+    useful = [line for line in lines if line and not line.startswith(("WARNING:", "Using "))]
+    return useful[0][:300] if useful else None
+
+
+def _keep_driver_log() -> None:
+    global _keep
+    _keep = True
+
+
+def _remove_driver_log() -> None:
+    if _driver_log is not None and not _keep:
+        with contextlib.suppress(OSError):
+            os.unlink(_driver_log)
 
 
 def task_errors(function: Callable[..., Iterator[T]]) -> Callable[..., Iterator[T]]:
@@ -120,9 +188,12 @@ def translate_errors(what: str) -> Iterator[None]:
                 cls = MlpipeError
             raise cls(payload["message"], hint=payload["hint"]) from None
         if type(exc).__module__.startswith(("pyspark", "py4j")):
+            where = "the Spark driver and executor logs hold the details"
+            if _driver_log is not None:
+                _keep_driver_log()
+                where = f"the Spark driver's log ({_driver_log}) and executor logs hold the details"
             raise errors.InputError(
-                f"Spark failed while {what}: {_spark_reason(text)}",
-                hint="the Spark driver and executor logs hold the details",
+                f"Spark failed while {what}: {_spark_reason(text)}", hint=where
             ) from None
         raise
 
