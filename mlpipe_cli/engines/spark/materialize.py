@@ -527,8 +527,7 @@ def _read_ledger(
     partitions = json.loads(text.pop(_PARTITIONS, "null"))
     if not isinstance(partitions, list) or len(partitions) != key_sets:
         raise UsageError(
-            f"cannot resume {version}: its Spark ledger is missing or expired; "
-            "run without --resume"
+            f"cannot resume {version}: its Spark ledger is missing or expired; run without --resume"
         )
     return [int(p) for p in partitions], text
 
@@ -799,7 +798,7 @@ def _write_task(batches: Iterator[pa.RecordBatch], plan: _KeySetPlan) -> Iterato
             store.write_chunk(progress, chunk, plan.namespace)
             entry["probes"] = progress.probes[-2:]
             with _store_errors(store, "recording a written chunk"):
-                store.client.hset(plan.ledger, chunk_id, json.dumps(entry))  # type: ignore[attr-defined]
+                store.client.hset(plan.ledger, chunk_id, json.dumps(entry))  # type: ignore[union-attr]
     finally:
         store.close()
     yield pa.RecordBatch.from_pydict(

@@ -375,7 +375,7 @@ def _derive_keys(
             continue
         table = pa.Table.from_batches([batch])
         rows = pl.from_arrow(table).drop(frames.ORDER)  # type: ignore[union-attr]
-        restored = frames.restore(rows, schema, f"source {name!r}")  # type: ignore[arg-type]
+        restored = frames.restore(rows, schema, f"source {name!r}")
         with tempfile.TemporaryDirectory(prefix="mlpipe-spark-") as tmp:
             path = Path(tmp) / "rows.parquet"
             restored.write_parquet(path, compression="uncompressed", statistics=False)
@@ -438,9 +438,7 @@ def _compute_task(
         s.feature: [s.rows, s.matched, list(s.spine_examples), list(s.source_examples)]
         for s in result.stats
     }
-    match_row = pl.DataFrame(
-        {name: [None] for name in one.output}, schema=one.output
-    ).with_columns(
+    match_row = pl.DataFrame({name: [None] for name in one.output}, schema=one.output).with_columns(
         pl.lit(_MATCH_ORDER, pl.Int64).alias(frames.ORDER),
         pl.lit(json.dumps({"first": first, "counts": counts})).alias(_MATCH),
     )
