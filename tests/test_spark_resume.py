@@ -224,3 +224,80 @@ def test_resume_refuses_a_polars_run_before_starting_spark(tmp_path: Path) -> No
     with pytest.raises(UsageError, match="was written by the Polars engine; resume it with"):
         _materialize(config, "spark", resume=True)
     assert len(calls) == 1
+
+
+def _change_every_revenue(config: Path) -> None:
+    """Every order's revenue doubled: every entity's stored features change."""
+    import polars as pl
+
+    path = Path(load_config(config).sources["orders"].path)
+    orders = pl.read_parquet(path)
+    orders.with_columns(pl.col("revenue") * 2).write_parquet(path)
+
+
+def test_a_sqlite_resume_refuses_rows_that_changed_since_the_interrupted_run(
+    spark: object, tmp_path: Path
+) -> None:
+    """The driver skips the chunks the store counted; had the inputs changed, those chunks
+    would hold stale rows. The run's rows hash is recorded, so the resume is refused, and a
+    fresh run then stores what the Polars engine stores from the changed inputs."""
+    from mlpipe_cli.errors import UsageError
+
+    stores = [
+        {"type": "sqlite", "path": str(tmp_path / f"{engine}.sqlite"), "chunk_size": 10}
+        for engine in ("polars", "spark")
+    ]
+    on_polars = _small_project(tmp_path, stores[0])
+    on_spark = _small_project(tmp_path, stores[1])
+    seen: list[int] = []
+
+    def interrupt(rows: int) -> None:
+        seen.append(rows)
+        if len(seen) == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _materialize(on_spark, "spark", on_progress=interrupt)
+    (abandoned,) = _building(on_spark)
+    _change_every_revenue(on_spark)
+    with pytest.raises(UsageError, match="changed since the interrupted run"):
+        _materialize(on_spark, "spark", resume=True)
+    assert _live(on_spark) is None  # nothing half-written went live
+    result = _materialize(on_spark, "spark")
+    assert result.version != abandoned
+    _materialize(on_polars, "polars")
+    _assert_same_store(on_polars, on_spark)
+
+
+def test_a_redis_resume_refuses_a_written_chunk_whose_rows_changed(
+    spark: object, tmp_path: Path, redis_server
+) -> None:  # type: ignore[no-untyped-def]
+    """Tasks keep a chunk the ledger holds only if its keys and values hash the same; a
+    written chunk that would now hold other rows stops the resume (rewriting it would leave
+    removed keys in the version), and nothing goes live."""
+    from mlpipe_cli.errors import MlpipeError, UsageError
+
+    stores = [
+        {"type": "redis", "url": redis_server.url, "key_prefix": f"m:{name}", "chunk_size": 20}
+        for name in ("measure", "ch")
+    ]
+    measure = _sample_project(tmp_path, stores[0])
+    on_spark = _sample_project(tmp_path, stores[1])
+    client = redis_server.client()
+    used = int(client.info("memory")["used_memory"])
+    _materialize(measure, "polars")
+    rows_bytes = int(client.info("memory")["used_memory"]) - used  # one version's rows
+    used = int(client.info("memory")["used_memory"])
+    client.config_set("maxmemory-policy", "noeviction")
+    client.config_set("maxmemory", str(used + rows_bytes // 2))  # some chunks fit, not all
+    try:
+        with pytest.raises(MlpipeError, match=r"OOM|memory"):
+            _materialize(on_spark, "spark")
+    finally:
+        client.config_set("maxmemory", "0")
+    (ledger,) = client.scan_iter(match="m:ch:spark-ledger:*")
+    assert client.hlen(ledger) > 1  # some chunks were written and recorded
+    _change_every_revenue(on_spark)
+    with pytest.raises(UsageError, match="changed since the interrupted run"):
+        _materialize(on_spark, "spark", resume=True)
+    assert _live(on_spark) is None

@@ -413,12 +413,21 @@ def _write_on_driver(
         on_total(sum(counts))
     seconds_compute = time.perf_counter() - t0
     size = run.plans[0].chunk_size
+    # every packed row, so a resume continues only a run that was writing exactly these
+    # rows ("spark:" never equals a Polars run's entity hash)
+    rows_hash = "spark:" + _chunk_digest(
+        pl.concat([rows.select("key", pl.col("value").cast(pl.String)) for rows in packed])
+    )
     if resumed is None:
-        progress = start_version(
-            store, meta, chunk_size=size, entities_hash=f"spark:{meta.version}"
-        )
+        progress = start_version(store, meta, chunk_size=size, entities_hash=rows_hash)
     else:
         progress = resumed[1]
+        if progress.entities_hash != rows_hash:
+            raise UsageError(
+                f"cannot resume {meta.version}: the entities or feature values changed since "
+                "the interrupted run",
+                hint="run without --resume (a new version is built; the abandoned one is removed)",
+            )
         if not resume_version(store, progress):
             raise UsageError(
                 f"cannot resume {meta.version}: the online store changed since it was "
@@ -752,6 +761,26 @@ def _pack_task(batches: Iterator[pa.RecordBatch], plan: _KeySetPlan) -> Iterator
         yield from frames._arrow(rows).to_batches()
 
 
+def _chunk_digest(chunk: pl.DataFrame) -> str:
+    """SHA-256 of a packed chunk's keys and values (``k``/``v`` text columns, in order): a
+    resumed run keeps a chunk only if it would write exactly these rows again."""
+    import hashlib
+
+    import orjson
+
+    digest = hashlib.sha256(orjson.dumps(chunk.get_column(chunk.columns[0]).to_list()))
+    digest.update(orjson.dumps(chunk.get_column(chunk.columns[1]).cast(pl.String).to_list()))
+    return digest.hexdigest()
+
+
+def _inputs_changed(plan: _KeySetPlan) -> UsageError:
+    return UsageError(
+        "cannot resume: the entities or feature values changed since the interrupted run "
+        f"wrote its first chunks (entity type {plan.namespace})",
+        hint="run without --resume (a new version is built; the abandoned one is removed)",
+    )
+
+
 def _write_task(batches: Iterator[pa.RecordBatch], plan: _KeySetPlan) -> Iterator[pa.RecordBatch]:
     """Compute, then write this task's rows into the version being built, over this task's
     own store connection, recording each chunk in the run's ledger once the store took it;
@@ -765,11 +794,16 @@ def _write_task(batches: Iterator[pa.RecordBatch], plan: _KeySetPlan) -> Iterato
     from mlpipe_cli.online import open_store
     from mlpipe_cli.online.codec import PackedChunk
 
+    partition = TaskContext.get().partitionId()  # type: ignore[union-attr]
+    before = plan.written_before or {}
+    prefix = f"{plan.namespace}:{partition}:"
+    recorded = {int(cid[len(prefix) :]) for cid in before if cid.startswith(prefix)}
     sources, here = _task_sources(batches, plan)
-    if not sources:
-        return
-    _, packed = _compute(plan, sources, here)
-    if not packed.height:
+    packed = _compute(plan, sources, here)[1] if sources else None
+    chunks_now = 0 if packed is None else -(-packed.height // plan.chunk_size)
+    if recorded and max(recorded) >= chunks_now:
+        raise _inputs_changed(plan)  # chunks written before no longer exist
+    if packed is None or not packed.height:
         return
     assert plan.progress is not None
     assert plan.ledger is not None
@@ -777,8 +811,6 @@ def _write_task(batches: Iterator[pa.RecordBatch], plan: _KeySetPlan) -> Iterato
     progress = copy.deepcopy(plan.progress)
     progress.chunks_done = progress.written = 0
     progress.probes = []
-    before = plan.written_before or {}
-    partition = TaskContext.get().partitionId()  # type: ignore[union-attr]
     keys = packed.get_column("k")
     kept = 0
     store = open_store(plan.config, Path(tempfile.gettempdir()))
@@ -786,9 +818,18 @@ def _write_task(batches: Iterator[pa.RecordBatch], plan: _KeySetPlan) -> Iterato
         for index, start in enumerate(range(0, packed.height, plan.chunk_size)):
             chunk_id = f"{plan.namespace}:{partition}:{index}"
             rows = min(plan.chunk_size, packed.height - start)
-            entry = {"rows": rows, "first": keys[start], "last": keys[start + rows - 1]}
+            entry = {
+                "rows": rows,
+                "first": keys[start],
+                "last": keys[start + rows - 1],
+                "digest": _chunk_digest(packed.slice(start, rows)),
+            }
             done = json.loads(before[chunk_id]) if chunk_id in before else None
-            if done is not None and all(done[k] == v for k, v in entry.items()):
+            if done is not None:
+                if any(done.get(k) != v for k, v in entry.items()):
+                    # an entity added, removed or changed inside a chunk already written:
+                    # rewriting it would leave the removed keys in the version
+                    raise _inputs_changed(plan)
                 progress.chunks_done += 1
                 progress.written += rows
                 progress.probes.extend(done["probes"])
