@@ -612,7 +612,7 @@ def atomic_write_bytes_started(
         if _errno_of(exc) in _WRITE_ONLY_ERRNOS:
             raise output_error(exc, path, "write") from None
         raise
-    failures: list[MlpipeError] = []
+    failures: list[BaseException] = []
 
     def publish() -> None:
         try:
@@ -623,6 +623,10 @@ def atomic_write_bytes_started(
             with contextlib.suppress(OSError):
                 tmp.unlink()
             failures.append(output_error(exc, path, "write"))
+        except BaseException as exc:  # anything else: raised by wait(), never a thread traceback
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            failures.append(exc)
 
     thread = threading.Thread(target=publish, name="mlpipe-sync", daemon=True)
     thread.start()

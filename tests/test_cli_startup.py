@@ -171,15 +171,18 @@ def test_the_quick_exit_keeps_exit_codes_output_and_atexit_handlers(tmp_path: Pa
         "import atexit, sys\n"
         "atexit.register(lambda: sys.stdout.write('atexit ran\\n'))\n"
         "from mlpipe_cli.cli.main import main\n"
-        "main(['--help'])\n"
+        "sys.argv = ['mlpipe', '--help']\n"
+        "main()\n"
     )
     assert ok.returncode == 0, ok.stderr
     assert ok.stdout.startswith("Usage: mlpipe")
     assert ok.stdout.endswith("atexit ran\n")
     assert "validate" in ok.stdout
     bad = _console(
+        "import sys\n"
         "from mlpipe_cli.cli.main import main\n"
-        f"main(['validate', '-c', {str(tmp_path / 'missing.yaml')!r}])\n"
+        f"sys.argv = ['mlpipe', 'validate', '-c', {str(tmp_path / 'missing.yaml')!r}]\n"
+        "main()\n"
     )
     assert bad.returncode == 2
     assert bad.stderr.startswith("error: config file ")
@@ -196,8 +199,27 @@ def test_a_running_non_daemon_thread_gets_the_normal_exit(tmp_path: Path) -> Non
         "from mlpipe_cli.cli.main import main\n"
         f"def work():\n    time.sleep(0.5)\n    Path({str(marker)!r}).write_text('done')\n"
         "threading.Thread(target=work).start()\n"
-        "main(['--version'])\n"
+        "import sys\n"
+        "sys.argv = ['mlpipe', '--version']\n"
+        "main()\n"
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("mlpipe ")
     assert marker.read_text() == "done"
+
+
+def test_main_with_arguments_raises_system_exit_in_the_callers_process(tmp_path: Path) -> None:
+    """A caller running mlpipe in its own process (main(argv)) gets a catchable SystemExit,
+    not the quick exit that would end its process, and its GC settings are left alone."""
+    proc = _console(
+        "import gc\n"
+        "from mlpipe_cli.cli.main import main\n"
+        "before = gc.get_threshold()\n"
+        "try:\n"
+        f"    main(['validate', '-c', {str(tmp_path / 'missing.yaml')!r}])\n"
+        "except SystemExit as exc:\n"
+        "    print('caught', exc.code, gc.get_threshold() == before)\n"
+        "print('still running')\n"
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "caught 2 True\nstill running\n"

@@ -130,7 +130,15 @@ def _app_for(args: list[str]) -> typer.Typer:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point; exits with the documented code."""
+    """Console-script entry point; exits with the documented code.
+
+    With ``argv`` given (a caller running mlpipe inside its own process) this raises
+    ``SystemExit`` as usual; only the process's own command line (``argv`` None: the
+    ``mlpipe`` script, ``python -m mlpipe_cli``) takes the start-up and exit shortcuts below,
+    which would otherwise end or retune the caller's process.
+    """
+    if argv is not None:
+        sys.exit(run(argv))
     # pydantic looks for plugins through every installed package's entry points the first
     # time a model is built (~20 ms of each command's start-up); mlpipe uses none. Only the
     # command line does this, and a value the user set wins.

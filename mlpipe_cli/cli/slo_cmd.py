@@ -74,7 +74,10 @@ def slo(
         from mlpipe_cli.online import open_store
 
         store = open_store(cfg, ctx.artifact_dir)
-        meta = store.live_metadata()
+        try:
+            meta = store.live_metadata()
+        finally:
+            store.close()
         live_as_of = meta.as_of if meta is not None else None
     stream_lags = []
     if any(source.stream is not None for source in cfg.sources.values()):
