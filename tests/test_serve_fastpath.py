@@ -178,43 +178,40 @@ def test_watchdog_stops_when_nothing_waits(redis_server: Any) -> None:
     assert connected  # and a command that had answered was not expired
 
 
-def test_an_earlier_deadline_rearms_the_watchdog(redis_server: Any) -> None:
-    # The watchdog was armed for a deadline 30 s away; a command with a 0.3 s deadline on a
-    # frozen server must still time out after 0.3 s, not 30 s.
+def _seconds_to_time_out_on_a_frozen_server(
+    redis_server: Any, armed_for: float, deadline: float
+) -> float:
+    """A command that answered arms the watchdog for ``armed_for`` seconds ahead; the server
+    is then frozen (SIGSTOP) and the next command, due in ``deadline`` seconds, times out:
+    how long that took."""
+
     async def run() -> float:
         conn = _connection(redis_server)
         try:
-            assert await conn.command(get_command(b"k"), 1, time.monotonic() + 30.0) == [None]
+            assert await conn.command(get_command(b"k"), 1, time.monotonic() + armed_for) == [None]
             os.kill(redis_server.process.pid, signal.SIGSTOP)
             started = time.monotonic()
             with pytest.raises(WireTimeout):
-                await conn.command(get_command(b"k"), 1, started + 0.3)
+                await conn.command(get_command(b"k"), 1, started + deadline)
             return time.monotonic() - started
         finally:
             os.kill(redis_server.process.pid, signal.SIGCONT)
             conn.close()
 
-    took = uvloop.run(run())
+    return uvloop.run(run())
+
+
+def test_an_earlier_deadline_rearms_the_watchdog(redis_server: Any) -> None:
+    # The watchdog was armed for a deadline 30 s away; a command with a 0.3 s deadline on a
+    # frozen server must still time out after 0.3 s, not 30 s.
+    took = _seconds_to_time_out_on_a_frozen_server(redis_server, armed_for=30.0, deadline=0.3)
     assert 0.29 <= took < 0.6
 
 
 def test_a_later_deadline_is_kept_after_an_early_wakeup(redis_server: Any) -> None:
     # Armed for an early deadline (a command that answered), the watchdog fires while a
     # later command waits: it must re-arm for that command's own deadline, not expire it.
-    async def run() -> float:
-        conn = _connection(redis_server)
-        try:
-            assert await conn.command(get_command(b"k"), 1, time.monotonic() + 0.1) == [None]
-            os.kill(redis_server.process.pid, signal.SIGSTOP)
-            started = time.monotonic()
-            with pytest.raises(WireTimeout):
-                await conn.command(get_command(b"k"), 1, started + 0.5)
-            return time.monotonic() - started
-        finally:
-            os.kill(redis_server.process.pid, signal.SIGCONT)
-            conn.close()
-
-    took = uvloop.run(run())
+    took = _seconds_to_time_out_on_a_frozen_server(redis_server, armed_for=0.1, deadline=0.5)
     assert 0.49 <= took < 0.8
 
 

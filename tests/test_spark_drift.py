@@ -94,25 +94,36 @@ def _batches(draw: st.DrawFn) -> dict[str, Any]:
     }
 
 
-def test_sample_sized_report_equals_polars(
-    spark: object, small_blocks: int, tmp_path: Path
-) -> None:
+def _drifted_columns(
+    *, seed: int, n: int, mean: float, sd: float, nan_every: int, null_every: int
+) -> tuple[dict[str, list[Any]], dict[str, list[Any]]]:
+    """A reference batch and a drifted current one: the amount shifted to N(mean, sd) with
+    NaN every ``nan_every`` rows and null every ``null_every`` rows (nulls win), counts over
+    a wider range, and channels the reference never saw (one non-ASCII)."""
     import numpy as np
 
-    rng = np.random.default_rng(3)
-    n = 400
+    rng = np.random.default_rng(seed)
     reference = {
         "amount": rng.normal(10, 2, n).tolist(),
         "count": rng.integers(0, 4, n).tolist(),
         "channel": rng.choice(["web", "app", "store"], n).tolist(),
     }
-    amounts = rng.normal(11, 2.5, n)
-    amounts[::17] = np.nan
+    amounts = rng.normal(mean, sd, n)
+    amounts[::nan_every] = np.nan
     current = {
-        "amount": [None if i % 23 == 0 else float(v) for i, v in enumerate(amounts)],
+        "amount": [None if i % null_every == 0 else float(v) for i, v in enumerate(amounts)],
         "count": rng.integers(0, 6, n).tolist(),
         "channel": rng.choice(["web", "app", "kiosk", "Ünïcode"], n).tolist(),
     }
+    return reference, current
+
+
+def test_sample_sized_report_equals_polars(
+    spark: object, small_blocks: int, tmp_path: Path
+) -> None:
+    reference, current = _drifted_columns(
+        seed=3, n=400, mean=11, sd=2.5, nan_every=17, null_every=23
+    )
     profile, batch, config = _write(tmp_path, reference, current, split=137)
     on_polars = _report(config, profile, batch, "polars")
     on_spark = _report(config, profile, batch, "spark")
@@ -203,22 +214,9 @@ def small_parts(monkeypatch: pytest.MonkeyPatch) -> int:
 def test_serving_log_report_equals_polars(
     spark: object, small_blocks: int, small_parts: int, tmp_path: Path
 ) -> None:
-    import numpy as np
-
-    rng = np.random.default_rng(5)
-    n = 600
-    reference = {
-        "amount": rng.normal(10, 2, n).tolist(),
-        "count": rng.integers(0, 4, n).tolist(),
-        "channel": rng.choice(["web", "app", "store"], n).tolist(),
-    }
-    amounts = rng.normal(10.5, 2, n)
-    amounts[::19] = np.nan
-    current = {
-        "amount": [None if i % 29 == 0 else float(v) for i, v in enumerate(amounts)],
-        "count": rng.integers(0, 6, n).tolist(),
-        "channel": rng.choice(["web", "app", "kiosk", "Ünïcode"], n).tolist(),
-    }
+    reference, current = _drifted_columns(
+        seed=5, n=600, mean=10.5, sd=2, nan_every=19, null_every=29
+    )
     profile, _, config = _write(tmp_path, reference, current, split=0)
     log = _write_log(tmp_path, current, [150, 151, 420], [7, 50, 1000], seed=1)
     on_polars = _log_report(config, profile, log, "polars")

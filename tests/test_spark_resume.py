@@ -135,19 +135,22 @@ def test_resume_after_the_driver_was_killed_mid_write(
     assert not list(client.scan_iter(match="k:spark:spark-ledger:*"))  # removed once live
 
 
-def test_resume_after_failed_writes_keeps_the_written_chunks(
-    spark: object, tmp_path: Path, redis_server
-) -> None:  # type: ignore[no-untyped-def]
-    """redis-server refuses writes (out of memory) while the tasks write: the job fails,
-    the version stays 'building'. Once memory is back, --resume finishes that version."""
+def _spark_run_stopped_by_a_full_redis(
+    root: Path,
+    redis_server: Any,
+    prefix: str,
+) -> tuple[Path, Path]:
+    """A Polars run into ``m:<prefix>-polars`` measures one version's bytes; redis-server gets
+    room for about half of another, so the Spark run into ``m:<prefix>`` fails mid-write
+    (out of memory) and leaves its version 'building'. Returns (Polars config, Spark config)."""
     from mlpipe_cli.errors import MlpipeError
 
     stores = [
-        {"type": "redis", "url": redis_server.url, "key_prefix": f"m:{engine}", "chunk_size": 20}
-        for engine in ("polars", "spark")
+        {"type": "redis", "url": redis_server.url, "key_prefix": f"m:{name}", "chunk_size": 20}
+        for name in (f"{prefix}-polars", prefix)
     ]
-    on_polars = _sample_project(tmp_path, stores[0])
-    on_spark = _sample_project(tmp_path, stores[1])
+    on_polars = _sample_project(root, stores[0])
+    on_spark = _sample_project(root, stores[1])
     client = redis_server.client()
     used = int(client.info("memory")["used_memory"])
     _materialize(on_polars, "polars")
@@ -160,6 +163,16 @@ def test_resume_after_failed_writes_keeps_the_written_chunks(
             _materialize(on_spark, "spark")
     finally:
         client.config_set("maxmemory", "0")
+    return on_polars, on_spark
+
+
+def test_resume_after_failed_writes_keeps_the_written_chunks(
+    spark: object, tmp_path: Path, redis_server
+) -> None:  # type: ignore[no-untyped-def]
+    """redis-server refuses writes (out of memory) while the tasks write: the job fails,
+    the version stays 'building'. Once memory is back, --resume finishes that version."""
+    on_polars, on_spark = _spark_run_stopped_by_a_full_redis(tmp_path, redis_server, "spark")
+    client = redis_server.client()
     (abandoned,) = _building(on_spark)
     assert _live(on_spark) is None
     (ledger,) = client.scan_iter(match="m:spark:spark-ledger:*")
@@ -275,26 +288,10 @@ def test_a_redis_resume_refuses_a_written_chunk_whose_rows_changed(
     """Tasks keep a chunk the ledger holds only if its keys and values hash the same; a
     written chunk that would now hold other rows stops the resume (rewriting it would leave
     removed keys in the version), and nothing goes live."""
-    from mlpipe_cli.errors import MlpipeError, UsageError
+    from mlpipe_cli.errors import UsageError
 
-    stores = [
-        {"type": "redis", "url": redis_server.url, "key_prefix": f"m:{name}", "chunk_size": 20}
-        for name in ("measure", "ch")
-    ]
-    measure = _sample_project(tmp_path, stores[0])
-    on_spark = _sample_project(tmp_path, stores[1])
+    _, on_spark = _spark_run_stopped_by_a_full_redis(tmp_path, redis_server, "ch")
     client = redis_server.client()
-    used = int(client.info("memory")["used_memory"])
-    _materialize(measure, "polars")
-    rows_bytes = int(client.info("memory")["used_memory"]) - used  # one version's rows
-    used = int(client.info("memory")["used_memory"])
-    client.config_set("maxmemory-policy", "noeviction")
-    client.config_set("maxmemory", str(used + rows_bytes // 2))  # some chunks fit, not all
-    try:
-        with pytest.raises(MlpipeError, match=r"OOM|memory"):
-            _materialize(on_spark, "spark")
-    finally:
-        client.config_set("maxmemory", "0")
     (ledger,) = client.scan_iter(match="m:ch:spark-ledger:*")
     assert client.hlen(ledger) > 1  # some chunks were written and recorded
     _change_every_revenue(on_spark)
