@@ -116,6 +116,11 @@ class LocalRedisCluster:
             "--cluster-enabled", "yes",
             "--cluster-config-file", str(node_dir / "nodes.conf"),
             "--cluster-node-timeout", "1000",
+            # A replica whose master died refuses to take over once its data looks older than
+            # node-timeout x 10 + the ping period (~20 s here); on a starved CI machine its
+            # first elections can time out past that, and the slots then stay down for good
+            # (a CI run saw a killed master never replaced). 0: it always takes over.
+            "--cluster-replica-validity-factor", "0",
             "--save", "",
             "--appendonly", "no",
             "--dir", str(node_dir),
