@@ -28,12 +28,12 @@ from tests.test_spark_materialize import _sample_project as _small_project
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 
 
-def _sample_project(root: Path, online: dict[str, Any]) -> Path:
-    """The sample project over 20,000 orders (1,000 users): enough chunks to interrupt."""
+def _sample_project(root: Path, online: dict[str, Any], orders: int = 20_000) -> Path:
+    """The sample project over ``orders`` orders (one user per 20): enough chunks to interrupt."""
     from mlpipe_cli.sample_data import generate
 
     if not (root / "data").exists():
-        generate(root / "data", rows=20_000, seed=11)
+        generate(root / "data", rows=orders, seed=11)
     return _small_project(root, online)
 
 
@@ -149,8 +149,10 @@ def _spark_run_stopped_by_a_full_redis(
         {"type": "redis", "url": redis_server.url, "key_prefix": f"m:{name}", "chunk_size": 20}
         for name in (f"{prefix}-polars", prefix)
     ]
-    on_polars = _sample_project(root, stores[0])
-    on_spark = _sample_project(root, stores[1])
+    # 5,000 users (~1.3 MB a version): half a version is many chunks however much memory
+    # the tasks' connections take (~0.2 MB; with 1,000 users sometimes no chunk fitted)
+    on_polars = _sample_project(root, stores[0], orders=100_000)
+    on_spark = _sample_project(root, stores[1], orders=100_000)
     client = redis_server.client()
     used = int(client.info("memory")["used_memory"])
     _materialize(on_polars, "polars")
@@ -163,6 +165,9 @@ def _spark_run_stopped_by_a_full_redis(
             _materialize(on_spark, "spark")
     finally:
         client.config_set("maxmemory", "0")
+    # the failure is reported only once no task writes any more (a task still running after
+    # another's failure took the version's lease again, and --resume was refused for minutes)
+    assert _abandoned(on_spark)
     return on_polars, on_spark
 
 

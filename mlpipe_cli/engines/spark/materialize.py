@@ -61,7 +61,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import polars as pl
 
 from mlpipe_cli.engines.spark import frames
-from mlpipe_cli.engines.spark.session import spark_session, task_errors, translate_errors
+from mlpipe_cli.engines.spark.session import (
+    settled_on_failure,
+    spark_session,
+    task_errors,
+    translate_errors,
+)
 from mlpipe_cli.errors import DataCheckFailed, InputError, UsageError
 
 if TYPE_CHECKING:
@@ -601,7 +606,9 @@ def _run_key_set(
         task = task_errors(lambda batches: _pack_task(batches, plan))
     with translate_errors("materializing features"):
         if write:
-            return shuffled.mapInArrow(task, schema).collect()
+            # the driver takes the version back when the job fails: only once no task writes
+            with settled_on_failure(spark, "mlpipe materialize"):
+                return shuffled.mapInArrow(task, schema).collect()
         return frames.collect(shuffled.mapInArrow(task, schema))
 
 

@@ -198,6 +198,47 @@ def translate_errors(what: str) -> Iterator[None]:
         raise
 
 
+@contextlib.contextmanager
+def settled_on_failure(spark: Any, what: str, timeout: float = 120.0) -> Iterator[None]:
+    """Run the jobs started inside as one job group; if they fail, cancel the group and
+    return (re-raise) only once every task of it has ended.
+
+    A job fails as soon as one task fails, while its other tasks run on until Spark stops
+    them: a task that writes to the online store could still be writing (and hold the
+    version's lease) after the driver reports the failure. The caller then takes the
+    version back, so it must know nothing else writes it any more.
+    """
+    import time
+    import uuid
+
+    context = spark.sparkContext
+    group = f"mlpipe-{uuid.uuid4().hex}"
+    context.setJobGroup(group, what, interruptOnCancel=True)
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(Exception):
+            context.cancelJobGroup(group)
+            tracker = context.statusTracker()
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline and _tasks_running(tracker, group):
+                time.sleep(0.05)
+        raise
+    finally:
+        with contextlib.suppress(Exception):
+            context.clearJobGroup()
+
+
+def _tasks_running(tracker: Any, group: str) -> bool:
+    for job in tracker.getJobIdsForGroup(group):
+        info = tracker.getJobInfo(job)
+        for stage in info.stageIds if info is not None else ():
+            stage_info = tracker.getStageInfo(stage)
+            if stage_info is not None and stage_info.numActiveTasks > 0:
+                return True
+    return False
+
+
 def _spark_reason(text: str) -> str:
     for line in text.splitlines():
         line = line.strip()
