@@ -585,14 +585,17 @@ def atomic_write_bytes(path: Path | str, data: bytes, *, own_name: bool = False)
 def atomic_write_bytes_started(
     path: Path | str, data: bytes, *, own_name: bool = False
 ) -> Callable[[], None]:
-    """``atomic_write_bytes`` whose fsync, rename and directory fsync run on a thread.
+    """``atomic_write_bytes`` whose fsyncs run on a thread: the file is in place (whole, from
+    the page cache) when this returns, and durable once the returned function has returned.
 
-    The checks and the write of the temp happen here (their errors raise here, as
-    ``atomic_write_bytes``'s do); the returned function waits for the rest and raises its
-    error. The sequence is the same (fsync the temp, rename, fsync the directory), so the file
-    is never torn; it only lands while the caller goes on: the run ledger's opening record
-    (two journal commits, 2-20 ms of each command's wall time, #19). Inside
-    ``atomic_outputs()`` it is ``atomic_write_bytes`` (the group publishes the file).
+    The run ledger's opening record (#19: two journal commits, 2-20 ms of each command's wall
+    time). The rename is not deferred with the syncs: a run killed (SIGKILL) in those
+    milliseconds must still leave its record, which then reads as killed; deferring the rename
+    lost it. Readers never see a partial file; only a power loss before the sync can leave an
+    empty one (the ledger's reader skips it with a warning). The checks, the write and the
+    rename happen here (their errors raise here, as ``atomic_write_bytes``'s do); the returned
+    function waits for the syncs and raises their error. Inside ``atomic_outputs()`` it is
+    ``atomic_write_bytes`` (the group publishes the file).
     """
     import threading
 
@@ -606,6 +609,7 @@ def atomic_write_bytes_started(
     try:
         with tmp.open("wb") as handle:
             handle.write(data)
+        os.replace(tmp, path)
     except OSError as exc:
         with contextlib.suppress(OSError):
             tmp.unlink()
@@ -614,21 +618,16 @@ def atomic_write_bytes_started(
         raise
     failures: list[BaseException] = []
 
-    def publish() -> None:
+    def sync() -> None:
         try:
-            _fsync_file(tmp)
-            os.replace(tmp, path)
+            _fsync_file(path)
             _fsync_dir(path.parent)
         except OSError as exc:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
             failures.append(output_error(exc, path, "write"))
         except BaseException as exc:  # anything else: raised by wait(), never a thread traceback
-            with contextlib.suppress(OSError):
-                tmp.unlink()
             failures.append(exc)
 
-    thread = threading.Thread(target=publish, name="mlpipe-sync", daemon=True)
+    thread = threading.Thread(target=sync, name="mlpipe-sync", daemon=True)
     thread.start()
 
     def wait() -> None:

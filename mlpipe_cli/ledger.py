@@ -115,7 +115,8 @@ class RunRecorder:
         self.path = (
             Path(artifact_dir) / pipeline / RUNS_DIR / f"{stamp}-{os.getpid()}-{self.run_id}.json"
         )
-        # synced and renamed into place on a thread while the command goes on (#19)
+        # in place at once (a run killed from here on still reads as killed), synced on a
+        # thread while the command goes on (#19)
         self._write(None, None, background=True)
 
     def note_result(self, document: Any) -> None:
