@@ -43,6 +43,10 @@ background thread (the feature-log writer, the pointer follower, the ledger: the
 between their blocking calls, when they want the GIL) and how long their store round trip
 took, and for every thread the median latency of requests that overlapped it vs the rest.
 
+Environment: ``BENCH_LOG=0`` runs every server with the feature log off (what the log costs:
+compare with a default run; its writer thread converts the rows while holding the GIL, see
+docs/serve.md); ``BENCH_COALESCE=0`` turns request coalescing off.
+
 Usage: .venv/bin/python benchmarks/bench_serve.py [--quick] [--entities N] [--duration S]
        [--runs R] [--connections 16,1] [--json OUT] [--shadow] [--no-http] [--baseline DIR]
        [--trace-tail [--trace-kinds features,constant,predict] [--trace-requests N]]
