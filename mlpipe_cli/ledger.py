@@ -104,7 +104,7 @@ class RunRecorder:
     versions_read: list[str] = field(default_factory=list)
     versions_written: list[str] = field(default_factory=list)
     _warned: bool = False
-    _opening: Callable[[], None] | None = None  # waits for the opening record to land
+    _opening: Callable[[], None] | None = None  # waits for the opening record's fsyncs
 
     def attach(self, artifact_dir: Path, pipeline: str) -> None:
         """The config has loaded: the ledger's place is known; write the opening record."""
@@ -168,7 +168,7 @@ class RunRecorder:
         from mlpipe_cli.documents import LedgerRecord  # pydantic: not on `mlpipe --help`'s path
 
         assert self.path is not None
-        self.settle()  # the opening record lands before it is replaced
+        self.settle()  # the opening record is synced before it is replaced
         record = {
             "format_version": LedgerRecord.FORMAT_VERSION,
             "run_id": self.run_id,
@@ -202,7 +202,7 @@ class RunRecorder:
             self._warn(exc)
 
     def settle(self) -> None:
-        """Wait until the opening record is in place (``recording`` does, whatever happens)."""
+        """Wait until the opening record is synced (``recording`` does, whatever happens)."""
         if self._opening is not None:
             wait, self._opening = self._opening, None
             try:
@@ -314,7 +314,8 @@ def read_runs(
     """Every recorded run (oldest first), optionally since a time and for one command.
 
     Unreadable records (a disk that filled mid-rename cannot leave one, but a hand-edited file
-    can) are skipped with a warning rather than failing the whole read. A record of a
+    can, and so can a power loss in the milliseconds before an opening record is synced: an
+    empty file) are skipped with a warning rather than failing the whole read. A record of a
     format_version this mlpipe does not read (a newer mlpipe wrote it) is ArtifactError (exit
     3): counting it as unreadable would silently drop runs from the SLO figures.
     """

@@ -303,3 +303,40 @@ def test_a_redis_resume_refuses_a_written_chunk_whose_rows_changed(
     with pytest.raises(UsageError, match="changed since the interrupted run"):
         _materialize(on_spark, "spark", resume=True)
     assert _live(on_spark) is None
+
+
+def test_a_failed_job_is_reported_once_its_other_tasks_stopped(spark: Any, tmp_path: Path) -> None:
+    """One task fails at once while another still works (as a task writing to the online
+    store would, holding the version's lease): settled_on_failure re-raises only once no
+    task of the job runs, and leaves the session's job group as it found it."""
+    from mlpipe_cli.engines.spark.session import settled_on_failure
+
+    ticks = tmp_path / "ticks"
+
+    def task(index: int, rows: Any) -> Any:
+        if index == 0:
+            time.sleep(1.0)  # the other task is running by then
+            raise ValueError("the first partition fails")
+        for _ in range(300):  # 30 s unless Spark stops it
+            with ticks.open("a") as out:
+                out.write("x")
+            time.sleep(0.1)
+        yield from rows
+
+    context = spark.sparkContext
+    context.setJobGroup("the-callers-group", "the caller's own")
+    try:
+        with (
+            pytest.raises(Exception, match="the first partition fails"),
+            settled_on_failure(spark, "a test job"),
+        ):
+            context.parallelize(range(2), 2).mapPartitionsWithIndex(task).collect()
+        assert context.getLocalProperty("spark.jobGroup.id") == "the-callers-group"
+        assert context.getLocalProperty("spark.job.description") == "the caller's own"
+    finally:
+        for key in ("spark.jobGroup.id", "spark.job.description", "spark.job.interruptOnCancel"):
+            context.setLocalProperty(key, None)
+    assert ticks.exists()  # the second task ran
+    seen = ticks.read_text()
+    time.sleep(0.6)
+    assert ticks.read_text() == seen  # and nothing of the failed job runs any more

@@ -533,6 +533,13 @@ class RedisStore(BaseStore):
             self._lease(pipe, progress)
             pipe.execute()
 
+    def end_lease(self, version: str) -> None:
+        """The run writing ``version`` gave it up: its lease goes, so the version reads as
+        abandoned at once whoever wrote last (a Spark task's worker, say). A delete, which
+        Redis still accepts when it is out of memory: the failure that often ends such a run."""
+        with self._errors("giving up a version"):
+            self.client.delete(f"{self.prefix}:lease:{version}")
+
     def claim(self, progress: RunProgress) -> bool:
         """Take over an abandoned version; False if the server restarted since (rows lost)."""
         self._drop_bulk_connection()

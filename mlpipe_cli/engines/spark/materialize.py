@@ -376,10 +376,13 @@ def _write_in_tasks(
         if sum(counts) == 0:
             raise _no_entities(run.as_of)
     except BaseException:
-        # the tasks' writes left their worker processes' lease on the version: name this
-        # process again, so the run is resumable as soon as it gives the version up
-        with contextlib.suppress(Exception):
-            store.claim(progress)
+        # the tasks' writes left their worker processes' lease on the version (and no task
+        # writes any more: settled_on_failure): end it, so the run is resumable at once
+        from mlpipe_cli.online.redis_store import RedisStore
+
+        if isinstance(store, RedisStore):
+            with contextlib.suppress(Exception):
+                store.end_lease(meta.version)
         release_version(meta.version)
         raise
     if on_total is not None:

@@ -198,45 +198,74 @@ def translate_errors(what: str) -> Iterator[None]:
         raise
 
 
+# a failure with no job of its group seen this long after it submitted none (the listener bus
+# takes milliseconds to report a job's start, and the job started before the failure)
+_UNSEEN_SECONDS = 2.0
+# the SparkContext's thread-local properties setJobGroup sets (restored afterwards: PySpark's
+# SparkContext has no clearJobGroup, and a session may be the caller's own)
+_JOB_GROUP_PROPERTIES = (
+    "spark.jobGroup.id",
+    "spark.job.description",
+    "spark.job.interruptOnCancel",
+)
+
+
 @contextlib.contextmanager
 def settled_on_failure(spark: Any, what: str, timeout: float = 120.0) -> Iterator[None]:
     """Run the jobs started inside as one job group; if they fail, cancel the group and
-    return (re-raise) only once every task of it has ended.
+    return (re-raise) only once every task of it has ended, or after ``timeout`` seconds.
 
     A job fails as soon as one task fails, while its other tasks run on until Spark stops
     them: a task that writes to the online store could still be writing (and hold the
-    version's lease) after the driver reports the failure. The caller then takes the
-    version back, so it must know nothing else writes it any more.
+    version's lease) after the driver reports the failure. The caller then gives the version
+    up, so it must know nothing else writes it any more.
     """
     import time
     import uuid
 
     context = spark.sparkContext
+    saved = {key: context.getLocalProperty(key) for key in _JOB_GROUP_PROPERTIES}
     group = f"mlpipe-{uuid.uuid4().hex}"
-    context.setJobGroup(group, what, interruptOnCancel=True)
+    context.setJobGroup(group, what)
     try:
         yield
     except BaseException:
         with contextlib.suppress(Exception):
-            context.cancelJobGroup(group)
+            context.cancelJobGroup(group)  # a Ctrl-C: the jobs still run
             tracker = context.statusTracker()
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline and _tasks_running(tracker, group):
+            start = time.monotonic()
+            while not (settled := _settled(tracker, group)):
+                if settled is None and time.monotonic() - start > _UNSEEN_SECONDS:
+                    break  # it failed before it submitted a job (a plan error, say)
+                if time.monotonic() - start > timeout:
+                    sys.stderr.write(
+                        f"warning: Spark tasks of the failed job were still running after "
+                        f"{timeout:g} s\n"
+                    )
+                    break
                 time.sleep(0.05)
         raise
     finally:
-        with contextlib.suppress(Exception):
-            context.clearJobGroup()
+        for key, value in saved.items():
+            context.setLocalProperty(key, value)  # None removes it
 
 
-def _tasks_running(tracker: Any, group: str) -> bool:
-    for job in tracker.getJobIdsForGroup(group):
+def _settled(tracker: Any, group: str) -> bool | None:
+    """Has every job of ``group`` ended, and every task of its stages? None: no job of it
+    seen. The status tracker learns of jobs and tasks asynchronously (Spark's listener bus,
+    stage figures refreshed every ~100 ms): a job it has not seen end is still running."""
+    jobs = tracker.getJobIdsForGroup(group)
+    if not jobs:
+        return None
+    for job in jobs:
         info = tracker.getJobInfo(job)
-        for stage in info.stageIds if info is not None else ():
-            stage_info = tracker.getStageInfo(stage)
+        if info is None or info.status not in ("SUCCEEDED", "FAILED"):
+            return False
+        for stage in info.stageIds:
+            stage_info = tracker.getStageInfo(stage)  # None: long gone from the store
             if stage_info is not None and stage_info.numActiveTasks > 0:
-                return True
-    return False
+                return False
+    return True
 
 
 def _spark_reason(text: str) -> str:
