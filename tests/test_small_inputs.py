@@ -220,3 +220,26 @@ def test_small_runs_import_neither_numpy_nor_pyarrow(tmp_path: Path) -> None:
         assert "polars" in modules, name
         loaded[name] = sorted(absent & set(modules))
     assert loaded == {name: [] for name in runs}
+
+
+def test_running_sums_of_negative_zeros_have_the_same_bits_on_either_path(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Polars' running sum starts from +0.0 (0.0 + -0.0 is +0.0); the numpy path used to keep
+    a run's first -0.0 as it was. The bits are compared, not the values (hash_rows and ==
+    treat -0.0 and +0.0 alike)."""
+    import numpy as np
+
+    runs = [[-0.0], [-0.0, -0.0], [-0.0] * (engine._SCAN_STEPS + 2), [1.0, -1.0, -0.0], [-0.0, 2.0]]
+    entity = [e for e, run in enumerate(runs) for _ in run]
+    stage = pl.DataFrame(
+        {"e": entity, "v": pl.Series([v for run in runs for v in run], dtype=pl.Float64)}
+    ).with_columns(
+        (pl.col("e") != pl.col("e").shift()).fill_null(True).alias("__start"),
+        pl.col("e").alias(engine._GID),
+    )
+    want = stage.select(pl.col("v").cum_sum().over("e")).get_column("v").to_numpy()
+    for skip in (True, False):
+        monkeypatch.setattr(engine, "_skip_numpy", lambda rows, skip=skip: skip)
+        got = engine._run_cumsums(stage, ["v"]).get_column("v").to_numpy()
+        assert got.view(np.uint64).tolist() == want.view(np.uint64).tolist(), skip

@@ -1179,7 +1179,8 @@ def _run_cumsums(stage: pl.DataFrame, names: list[str]) -> pl.DataFrame:
             out.append(stage.select(pl.col(name).cum_sum().over(_GID)).to_series())
             continue
         values = column.cast(target).to_numpy()
-        sums = values.copy()
+        # a running sum starts from zero: a run's first -0.0 sums to +0.0, as in Polars
+        sums = values + values.dtype.type(0)
         # inf + -inf is NaN and a float sum may overflow to inf, as in a sequential sum: the
         # IEEE results are the values, not something to warn about
         with np.errstate(invalid="ignore", over="ignore"):
