@@ -246,8 +246,11 @@ def settled_on_failure(spark: Any, what: str, timeout: float = 120.0) -> Iterato
                 time.sleep(0.05)
         raise
     finally:
-        for key, value in saved.items():
-            context.setLocalProperty(key, value)  # None removes it
+        # a JVM that died with the job cannot take them back: the error that ended the job
+        # is the one to report, not this
+        with contextlib.suppress(Exception):
+            for key, value in saved.items():
+                context.setLocalProperty(key, value)  # None removes it
 
 
 def _settled(tracker: Any, group: str) -> bool | None:
