@@ -482,13 +482,13 @@ def atomic_target(path: Path | str, *, own_name: bool = False) -> Iterator[Path]
                 raise
             raise failure from None
         try:
-            _fsync_file(tmp)
+            fsync_path(tmp)
             if batch is not None:
                 batch.staged.append(_Staged(tmp, path))
                 handed_over = True
             else:
                 os.replace(tmp, path)
-                _fsync_dir(path.parent)
+                fsync_path(path.parent)
         except FileNotFoundError:
             raise OutputError(f"nothing was written to {path}") from None
         except OSError as exc:
@@ -551,7 +551,7 @@ def _publish_batch(batch: OutputBatch) -> None:
                 os.replace(item.tmp, item.target)
                 replaced.append((item.target, backup))
             for parent in {item.target.parent for item in batch.staged}:
-                _fsync_dir(parent)
+                fsync_path(parent)
         except OSError as exc:
             # put back what was already replaced: all or none
             for target, backup in reversed(replaced):
@@ -620,8 +620,8 @@ def atomic_write_bytes_started(
 
     def sync() -> None:
         try:
-            _fsync_file(path)
-            _fsync_dir(path.parent)
+            fsync_path(path)
+            fsync_path(path.parent)
         except OSError as exc:
             failures.append(output_error(exc, path, "write"))
         except BaseException as exc:  # anything else: raised by wait(), never a thread traceback
@@ -681,15 +681,8 @@ def _remove_dead_temps(path: Path) -> None:
                 os.unlink(entry.path)
 
 
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
+def fsync_path(path: Path) -> None:
+    """fsync a file or a directory (its entries: a rename in it is durable once this returns)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)

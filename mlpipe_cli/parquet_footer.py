@@ -17,6 +17,7 @@ that is not Parquet at all. tests/test_parquet_footer.py checks it against pyarr
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 from mlpipe_cli.errors import Signal
@@ -59,12 +60,7 @@ class _Reader:
 
     def file_row_groups(self) -> list[int]:
         rows: list[int] | None = None
-        last = 0
-        while True:
-            kind, field_id = self._field_header(last)
-            if kind == _STOP:
-                break
-            last = field_id
+        for kind, field_id in self._fields():
             if field_id == 4 and kind == _LIST:
                 size, elem = self._list_header()
                 if elem != _STRUCT:
@@ -78,12 +74,7 @@ class _Reader:
 
     def _row_group(self) -> int:
         num_rows: int | None = None
-        last = 0
-        while True:
-            kind, field_id = self._field_header(last)
-            if kind == _STOP:
-                break
-            last = field_id
+        for kind, field_id in self._fields():
             if field_id == 3 and kind == _I64:
                 num_rows = self._zigzag()
             else:
@@ -116,6 +107,17 @@ class _Reader:
     def _zigzag(self) -> int:
         value = self._varint()
         return (value >> 1) ^ -(value & 1)
+
+    def _fields(self) -> Iterator[tuple[int, int]]:
+        """(type, field id) of each field of the struct read next, up to its stop byte; the
+        caller reads or skips each field's value before asking for the next."""
+        last = 0
+        while True:
+            kind, field_id = self._field_header(last)
+            if kind == _STOP:
+                return
+            last = field_id
+            yield kind, field_id
 
     def _field_header(self, last: int) -> tuple[int, int]:
         byte = self._byte()
@@ -157,12 +159,7 @@ class _Reader:
                     self._skip_element(types >> 4, depth + 1)
                     self._skip_element(types & 0x0F, depth + 1)
         elif kind == _STRUCT:
-            last = 0
-            while True:
-                inner, field_id = self._field_header(last)
-                if inner == _STOP:
-                    return
-                last = field_id
+            for inner, _field_id in self._fields():
                 self._skip(inner, depth + 1)
         else:
             raise FooterError(f"unknown compact-protocol type {kind}")

@@ -48,7 +48,13 @@ from typing import Any
 from mlpipe_cli import __version__
 from mlpipe_cli.documents import ArtifactManifest, check
 from mlpipe_cli.errors import ArtifactError, ArtifactNotFound, UsageError
-from mlpipe_cli.io import atomic_write_bytes, is_write_failure, output_error, pid_alive
+from mlpipe_cli.io import (
+    atomic_write_bytes,
+    fsync_path,
+    is_write_failure,
+    output_error,
+    pid_alive,
+)
 from mlpipe_cli.io import file_sha256 as sha256_file
 
 MANIFEST = "manifest.json"
@@ -149,14 +155,6 @@ def _library_versions() -> dict[str, str]:
     return versions
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _fsync_tree(root: Path) -> None:
     """fsync every file and directory under ``root`` (all of them before this returns).
 
@@ -173,20 +171,12 @@ def _fsync_tree(root: Path) -> None:
         from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(max_workers=min(8, len(files))) as pool:
-            list(pool.map(_fsync_file, files))  # re-raises the first failure
+            list(pool.map(fsync_path, files))  # re-raises the first failure
     else:
         for file in files:
-            _fsync_file(file)
+            fsync_path(file)
     for directory in directories:
-        _fsync_dir(directory)
-
-
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        fsync_path(directory)
 
 
 def _list_files(root: Path) -> list[str]:
@@ -323,7 +313,7 @@ class ArtifactStore:
             self._make_read_only(staging)
             final = kind_dir / version
             os.rename(staging, final)
-            _fsync_dir(kind_dir)
+            fsync_path(kind_dir)
             self._write_latest(kind_dir, version)
         _note_version(kind, version, written=True)
         return PublishResult(ArtifactVersion(kind, version, final, manifest), created=True)
