@@ -69,6 +69,22 @@ def column_kind(dtype: pl.DataType) -> str | None:
     return None
 
 
+def profiled_columns(
+    schema: pl.Schema, columns: Sequence[str] | None
+) -> tuple[list[str], list[str], list[str], dict[str, str]]:
+    """(names, numeric, categorical, unsupported name -> dtype) of the columns to profile
+    (every column by default); InputError for a column the data does not have. Both
+    engines'."""
+    names = list(schema.names()) if columns is None else list(columns)
+    missing = [c for c in names if c not in schema]
+    if missing:
+        raise InputError(f"cannot profile: column(s) {', '.join(missing)} not in the data")
+    kinds = {c: column_kind(schema[c]) for c in names}
+    numeric = [c for c in names if kinds[c] == "numeric"]
+    categorical = [c for c in names if kinds[c] == "categorical"]
+    return names, numeric, categorical, {c: str(schema[c]) for c in names if kinds[c] is None}
+
+
 def categorical_expr(name: str, dtype: pl.DataType) -> pl.Expr:
     """The column as strings: booleans become 'true'/'false', categoricals their labels."""
     import polars as pl
@@ -401,14 +417,7 @@ def build_profile(
         schema = lf.collect_schema()
     except pl.exceptions.PolarsError as exc:
         raise InputError(f"cannot profile the frame: {str(exc).splitlines()[0]}") from None
-    names = list(schema.names()) if columns is None else list(columns)
-    missing = [c for c in names if c not in schema]
-    if missing:
-        raise InputError(f"cannot profile: column(s) {', '.join(missing)} not in the data")
-
-    numeric = [c for c in names if column_kind(schema[c]) == "numeric"]
-    categorical = [c for c in names if column_kind(schema[c]) == "categorical"]
-    unsupported = {c: str(schema[c]) for c in names if column_kind(schema[c]) is None}
+    names, numeric, categorical, unsupported = profiled_columns(schema, columns)
 
     try:
         rows = int(lf.select(pl.len()).collect().item())

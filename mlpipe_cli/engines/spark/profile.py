@@ -61,7 +61,7 @@ def spark_profile(
 ) -> dict:
     """``drift.profile.build_profile`` of the Parquet input ``path``, computed on Spark."""
     from mlpipe_cli.documents import DriftProfile
-    from mlpipe_cli.drift.profile import SKETCH_SIZE, column_kind
+    from mlpipe_cli.drift.profile import SKETCH_SIZE, profiled_columns
 
     if bins < 2:
         raise InputError(f"bins must be at least 2, got {bins}")
@@ -74,13 +74,7 @@ def spark_profile(
 
         raise unsupported(f"a reference profile of a remote input ({path})")
     schema = source.schema
-    names = list(schema.names()) if columns is None else list(columns)
-    missing = [c for c in names if c not in schema]
-    if missing:
-        raise InputError(f"cannot profile: column(s) {', '.join(missing)} not in the data")
-    numeric = [c for c in names if column_kind(schema[c]) == "numeric"]
-    categorical = [c for c in names if column_kind(schema[c]) == "categorical"]
-    unsupported_columns = {c: str(schema[c]) for c in names if column_kind(schema[c]) is None}
+    names, numeric, categorical, unsupported_columns = profiled_columns(schema, columns)
     rows = int(source.rows or 0)
     out: dict[str, Any] = {}
     partitions = config.spark.partitions or max(
