@@ -10,9 +10,7 @@ or pyarrow on a tiny workspace (in the style of tests/test_cli_startup.py).
 
 from __future__ import annotations
 
-import json
 import math
-import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -25,6 +23,7 @@ import yaml
 from mlpipe_cli.config.models import PipelineConfig
 from mlpipe_cli.features import compute_features, engine
 from mlpipe_cli.online import materialize as online_materialize
+from tests.test_cli_startup import _modules_after
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 H = timedelta(hours=1)
@@ -177,24 +176,6 @@ def _tiny_project(tmp_path: Path) -> Path:
     return path
 
 
-def _modules_after(commands: list[list[str]], cwd: Path) -> list[tuple[int, list[str]]]:
-    """Each command in a fresh interpreter: its exit code and top-level modules loaded."""
-    out = []
-    for args in commands:
-        code = (
-            "import json, sys\n"
-            "from mlpipe_cli.cli.main import run\n"
-            f"status = run({args!r})\n"
-            "print(json.dumps([status, sorted({m.split('.')[0] for m in sys.modules})]))\n"
-        )
-        proc = subprocess.run(
-            [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=cwd
-        )
-        status, modules = json.loads(proc.stdout.strip().splitlines()[-1])
-        out.append((status, modules))
-    return out
-
-
 def test_small_runs_import_neither_numpy_nor_pyarrow(tmp_path: Path) -> None:
     """training-set, transform and materialize need neither on a small input; fit needs
     numpy (its statistics) and psi-report numpy (its counts), neither pyarrow."""
@@ -213,7 +194,7 @@ def test_small_runs_import_neither_numpy_nor_pyarrow(tmp_path: Path) -> None:
         ),
         "psi-report": (["psi-report", *config, "--current", ts, "-q"], {"pyarrow"}),
     }
-    results = _modules_after([args for args, _ in runs.values()], tmp_path)
+    results = [_modules_after(args, tmp_path) for args, _ in runs.values()]
     loaded: dict[str, Any] = {}
     for (name, (_, absent)), (status, modules) in zip(runs.items(), results, strict=True):
         assert status in ((0, 1) if name == "psi-report" else (0,)), name

@@ -463,6 +463,18 @@ def build_profile(
                 counts, rows, max_categories=max_categories, dtype=str(schema[c])
             )
 
+    return profile_document(rows, bins, max_categories, names, out_columns, unsupported)
+
+
+def profile_document(
+    rows: int,
+    bins: int,
+    max_categories: int,
+    names: list[str],
+    columns: dict[str, Any],
+    unsupported: dict[str, str],
+) -> dict[str, Any]:
+    """The profile's document (the artifact's bytes follow from it), for both engines."""
     return {
         "format_version": DriftProfile.FORMAT_VERSION,
         "kind": DriftProfile.KIND,
@@ -471,7 +483,7 @@ def build_profile(
         "sketch_size": SKETCH_SIZE,
         "max_categories": max_categories,
         "column_order": [c for c in names if c not in unsupported],
-        "columns": out_columns,
+        "columns": columns,
         "unsupported": unsupported,
     }
 

@@ -60,8 +60,7 @@ def spark_profile(
     max_categories: int = 1000,
 ) -> dict:
     """``drift.profile.build_profile`` of the Parquet input ``path``, computed on Spark."""
-    from mlpipe_cli.documents import DriftProfile
-    from mlpipe_cli.drift.profile import SKETCH_SIZE, profiled_columns
+    from mlpipe_cli.drift.profile import profile_document, profiled_columns
 
     if bins < 2:
         raise InputError(f"bins must be at least 2, got {bins}")
@@ -94,17 +93,8 @@ def spark_profile(
                 out[name] = _categorical_entry(tallies, index, rows, str(schema[name]))
             if numeric:
                 out.update(_numeric(frame, plan, rows, schema, bins, partitions, tallies))
-    return {
-        "format_version": DriftProfile.FORMAT_VERSION,
-        "kind": DriftProfile.KIND,
-        "rows": rows,
-        "bins": bins,
-        "sketch_size": SKETCH_SIZE,
-        "max_categories": max_categories,
-        "column_order": [c for c in names if c not in unsupported_columns],
-        "columns": {c: out[c] for c in names if c in out},
-        "unsupported": unsupported_columns,
-    }
+    columns_out = {c: out[c] for c in names if c in out}
+    return profile_document(rows, bins, max_categories, names, columns_out, unsupported_columns)
 
 
 @dataclass(frozen=True)
