@@ -34,6 +34,7 @@ class ExitCode(IntEnum):
     ARTIFACT = 3
     SERVICE_UNAVAILABLE = 4
     INTERNAL = 70  # sysexits.h EX_SOFTWARE: a bug in mlpipe, not in the user's input
+    INTERRUPTED = 130  # Ctrl-C (128 + SIGINT, as shells report it); see mlpipe_cli.interrupts
 
 
 class MlpipeError(Exception):

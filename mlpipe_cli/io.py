@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
+from mlpipe_cli import interrupts
 from mlpipe_cli.errors import InputError, MlpipeError, OutputError, UsageError
 
 if TYPE_CHECKING:
@@ -487,6 +488,7 @@ def atomic_target(path: Path | str, *, own_name: bool = False) -> Iterator[Path]
                 batch.staged.append(_Staged(tmp, path))
                 handed_over = True
             else:
+                interrupts.check()  # a Ctrl-C that a finalizer swallowed publishes nothing
                 os.replace(tmp, path)
                 fsync_path(path.parent)
         except FileNotFoundError:
@@ -539,6 +541,7 @@ def _publish_batch(batch: OutputBatch) -> None:
     backups: list[Path] = []
     replaced: list[tuple[Path, Path | None]] = []  # (target, backup of its old content)
     current = batch.staged[0].target if batch.staged else None
+    interrupts.check()  # a Ctrl-C that a finalizer swallowed publishes nothing
     try:
         try:
             for item in batch.staged:

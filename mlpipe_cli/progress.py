@@ -29,6 +29,8 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any, Protocol, TypeVar
 
+from mlpipe_cli import interrupts
+
 T = TypeVar("T")
 
 
@@ -81,6 +83,9 @@ class Task:
         self._draw()
 
     def _draw(self) -> None:
+        # each update of a long step is a point where a Ctrl-C that a finalizer or a Rust
+        # callback swallowed is raised again (mlpipe_cli.interrupts)
+        interrupts.check()
         if self._renderer is not None:
             self._renderer.update(
                 self._handle, completed=self.completed, total=self.total, detail=self.detail

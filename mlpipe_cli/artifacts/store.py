@@ -45,7 +45,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from mlpipe_cli import __version__
+from mlpipe_cli import __version__, interrupts
 from mlpipe_cli.documents import ArtifactManifest, check
 from mlpipe_cli.errors import ArtifactError, ArtifactNotFound, UsageError
 from mlpipe_cli.io import (
@@ -284,6 +284,7 @@ class ArtifactStore:
         with self._locked(kind_dir):
             existing = self._find_by_content_hash(kind_dir, content_hash)
             if existing is not None:
+                interrupts.check()
                 self._write_latest(kind_dir, existing)
                 _note_version(kind, existing, written=True)
                 return PublishResult(self.get(kind, existing, verify=False), created=False)
@@ -312,6 +313,7 @@ class ArtifactStore:
             _fsync_tree(staging)
             self._make_read_only(staging)
             final = kind_dir / version
+            interrupts.check()  # a Ctrl-C that a finalizer swallowed must not publish
             os.rename(staging, final)
             fsync_path(kind_dir)
             self._write_latest(kind_dir, version)

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import typer
 from typer._click import exceptions as click_exceptions  # Typer vendors click
 
-from mlpipe_cli import __version__
+from mlpipe_cli import __version__, interrupts
 from mlpipe_cli.errors import ExitCode, InternalError, MlpipeError, UsageError, exit_code_for
 from mlpipe_cli.io import check_outputs, input_scope
 
@@ -139,12 +139,19 @@ def main(argv: list[str] | None = None) -> None:
     """
     if argv is not None:
         sys.exit(run(argv))
+    # first, in case the entry point was not mlpipe_cli.__main__ (an older install's script)
+    interrupts.install()
     # pydantic looks for plugins through every installed package's entry points the first
     # time a model is built (~20 ms of each command's start-up); mlpipe uses none. Only the
     # command line does this, and a value the user set wins.
     os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
     _quiet_gc_during_startup()
-    _exit(run(argv))
+    try:
+        code = run(argv)
+    except KeyboardInterrupt:  # outside the command: while the run ledger starts or ends
+        code = _interrupted()
+    interrupts.disarm()  # the outcome is decided: a late Ctrl-C must not cut the exit short
+    _exit(code)
 
 
 def _exit(code: int) -> None:
@@ -264,56 +271,68 @@ def _run(args: list[str]) -> int:
         # make_context + invoke rather than command.main(): main() turns Ctrl-C into a return
         # value and a closed stdout into exit 1, and we own both decisions here.
         # input_scope: what the command reads is registered, so no output can overwrite it
+        interrupts.arm()  # a Ctrl-C during start-up was recorded: raise it now
         with input_scope(), command.make_context("mlpipe", args) as ctx:
             command.invoke(ctx)
-    except typer.Exit as exc:
+        interrupts.check()  # one that a finalizer or a Rust callback swallowed
+    except BaseException as exc:
+        if isinstance(exc, SystemExit):
+            raise
+        return _exit_code(exc, debug)
+    finally:
+        interrupts.disarm()
+    return 0
+
+
+def _exit_code(exc: BaseException, debug: bool) -> int:
+    """Report ``exc`` as one line on stderr and return its exit code."""
+    if interrupts.received() or isinstance(exc, (typer.Abort, KeyboardInterrupt, EOFError)):
+        # whatever the run ended with after a Ctrl-C (a PyO3 PanicException wrapping the
+        # KeyboardInterrupt, an error raised while unwinding, a typer.Exit) it was interrupted
+        return _interrupted()
+    if isinstance(exc, typer.Exit):
         return int(exc.exit_code)
-    except click_exceptions.NoArgsIsHelpError as exc:
+    if isinstance(exc, click_exceptions.NoArgsIsHelpError):
         exc.show(file=sys.stderr)
         return int(ExitCode.USAGE)
-    except click_exceptions.ClickException as exc:
+    if isinstance(exc, click_exceptions.ClickException):
         sys.stderr.write(f"error: {_usage_message(exc)}\n")
         return int(ExitCode.USAGE)
-    except (typer.Abort, KeyboardInterrupt, EOFError):
-        sys.stderr.write("error: interrupted\n")
-        return 130
-    except InternalError as exc:
-        if debug:
-            traceback.print_exc()
+    if debug:
+        traceback.print_exception(exc)
+    if isinstance(exc, InternalError):
         message = _one_line(str(exc)).removeprefix("internal error: ")
         sys.stderr.write(
             f"error: internal error: {message} "
             "(a bug in mlpipe: re-run with --debug for the traceback and please report it)\n"
         )
         return int(exc.exit_code)
-    except MlpipeError as exc:
-        if debug:
-            traceback.print_exc()
+    if isinstance(exc, MlpipeError):
         sys.stderr.write(f"error: {exc}\n")
         return int(exc.exit_code)
-    except BrokenPipeError:
+    if isinstance(exc, BrokenPipeError):
         # `mlpipe ... | head` closed stdout early: not an error of ours. Point stdout at
         # /dev/null so the interpreter's final flush does not fail either.
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 0
-    except OSError as exc:
-        if debug:
-            traceback.print_exc()
+    if isinstance(exc, OSError):
         where = f": {exc.filename}" if getattr(exc, "filename", None) else ""
         reason = exc.strerror or str(exc) or type(exc).__name__
         sys.stderr.write(f"error: {reason}{where}\n")
         return int(exit_code_for(exc))
-    except Exception as exc:
-        if debug:
-            traceback.print_exc()
-        message = _one_line(str(exc)) or repr(exc)
-        sys.stderr.write(
-            f"error: unexpected {type(exc).__name__}: {message} "
-            "(a bug in mlpipe: re-run with --debug for the traceback and please report it)\n"
-        )
-        return int(exit_code_for(exc))
-    return 0
+    # anything else (an Exception, or a BaseException such as PyO3's PanicException) is a bug
+    message = _one_line(str(exc)) or repr(exc)
+    sys.stderr.write(
+        f"error: unexpected {type(exc).__name__}: {message} "
+        "(a bug in mlpipe: re-run with --debug for the traceback and please report it)\n"
+    )
+    return int(exit_code_for(exc))
+
+
+def _interrupted() -> int:
+    sys.stderr.write("error: interrupted\n")
+    return int(ExitCode.INTERRUPTED)
 
 
 # Options naming files a command writes. Declaring them before the command body runs makes

@@ -29,6 +29,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mlpipe_cli import interrupts
 from mlpipe_cli.documents import MaterializationRecord
 from mlpipe_cli.errors import DataCheckFailed, UsageError
 from mlpipe_cli.online.base import owner_alive
@@ -409,6 +410,7 @@ def run_materialize(
     seconds_compute += writer.seconds_pack
     seconds_write += writer.seconds_write
     t1 = time.perf_counter()
+    interrupts.check()  # a Ctrl-C that a finalizer swallowed: the live version stays as it was
     final, removed = finish_version(store, meta, progress, expected=total)
     seconds_write += time.perf_counter() - t1
 
