@@ -760,6 +760,27 @@ _WRITE_HINTS = {
 _OS_ERROR_RE = re.compile(r"os error (\d+)")
 
 
+def write_failure(exc: BaseException, path: Path, action: str = "write") -> MlpipeError | None:
+    """``exc`` as the OutputError of a failed write to ``path`` (full disk, quota, read-only
+    file system, file too large), or None when it is not one: the one mapping for OSError,
+    Polars' writer errors and SQLite's, so a full disk reads the same (exit 2) everywhere."""
+    if isinstance(exc, OSError):
+        if _errno_of(exc) in _WRITE_ONLY_ERRNOS:
+            return output_error(exc, path, action)
+        return None
+    if type(exc).__module__ == "sqlite3":
+        code = getattr(exc, "sqlite_errorcode", None)
+        if code == 13 or (code is not None and code & 0xFF == 10 and _no_space_left(path.parent)):
+            # SQLITE_FULL; or SQLITE_IOERR (a failed write of the -wal/-shm file) on a full disk
+            return output_error(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)), path, action)
+        return None
+    failure = _polarsoutput_error(exc, path)
+    if failure is not None and action != "write":
+        code = _errno_of(exc) or errno.ENOSPC
+        return output_error(OSError(code, os.strerror(code)), path, action)
+    return failure
+
+
 def _polarsoutput_error(exc: BaseException, path: Path) -> MlpipeError | None:
     if isinstance(exc, MlpipeError):
         return None

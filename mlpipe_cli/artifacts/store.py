@@ -54,6 +54,7 @@ from mlpipe_cli.io import (
     is_write_failure,
     output_error,
     pid_alive,
+    write_failure,
 )
 from mlpipe_cli.io import file_sha256 as sha256_file
 
@@ -249,6 +250,11 @@ class ArtifactStore:
             if is_write_failure(exc, self.base):
                 raise output_error(exc, kind_dir, "publish an artifact to") from None
             raise
+        except Exception as exc:  # a writer's own error: Polars' "No space left on device"
+            failure = write_failure(exc, kind_dir, "publish an artifact to")
+            if failure is None:
+                raise
+            raise failure from None
         finally:
             if staging.exists():
                 self._remove_tree(staging)

@@ -16,6 +16,7 @@ transaction, so readers never see part of a version.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
 import time
@@ -23,7 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from mlpipe_cli.errors import OutputError, ServiceUnavailable, Signal, UsageError
-from mlpipe_cli.io import on_read_only_filesystem
+from mlpipe_cli.io import on_read_only_filesystem, write_failure
 from mlpipe_cli.online.base import (
     LEASE_SECONDS,
     BaseStore,
@@ -89,6 +90,9 @@ class SqliteStore(BaseStore):
             if create:
                 conn.executescript(_SCHEMA)
         except (sqlite3.Error, OSError) as exc:
+            full = write_failure(exc, self.path, "open the online store")
+            if full is not None:  # a full disk is the user's to fix (exit 2), not an outage
+                raise full from None
             if on_read_only_filesystem(self.path.parent):
                 # SQLite in WAL mode writes -wal/-shm files beside the database, even to read
                 raise OutputError(
@@ -258,9 +262,11 @@ class SqliteStore(BaseStore):
                     "UPDATE mlpipe_versions SET progress = ? WHERE version = ?",
                     (progress.to_json(), progress.version),
                 )
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OutputError) as exc:
             progress.chunks_done -= 1
             progress.written -= len(rows)
+            if isinstance(exc, OutputError):  # the disk is full (see _transaction)
+                raise
             raise ServiceUnavailable(f"online store {self.location}: write failed: {exc}") from None
 
     def verify(self, meta: StoreMetadata, progress: RunProgress, expected: int) -> None:
@@ -339,13 +345,33 @@ class _transaction:
         self.conn = conn
 
     def __enter__(self) -> None:
-        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            self._raise_if_disk_full(exc)
+            raise
 
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is None:
-            self.conn.execute("COMMIT")
+            try:
+                self.conn.execute("COMMIT")
+            except sqlite3.Error as failed:
+                with contextlib.suppress(sqlite3.Error):
+                    self.conn.execute("ROLLBACK")
+                self._raise_if_disk_full(failed)
+                raise
         else:
             self.conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                self._raise_if_disk_full(exc)
+
+    def _raise_if_disk_full(self, exc: sqlite3.Error) -> None:
+        # SQLITE_FULL is the user's to fix (exit 2, naming the file), not an outage (exit 4)
+        rows = self.conn.execute("PRAGMA database_list").fetchall()
+        path = Path(next((row[2] for row in rows if row[1] == "main"), "") or ".")
+        failure = write_failure(exc, path, "write the online store")
+        if failure is not None:
+            raise failure from None
 
 
 def _creatable(directory: Path) -> bool:
