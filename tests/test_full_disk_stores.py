@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import polars as pl
 import test_fault_suite as fault
 from test_fault_suite import (
     AS_OF,
@@ -43,9 +44,12 @@ def _versions(directory: Path) -> list[str]:
 def test_fit_publishing_to_a_full_disk_is_exit_2_naming_the_artifact_dir(
     ws: Workspace, cli: Any
 ) -> None:
+    # 50x the rows: the golden records Polars writes then do not fit either
+    big = ws.bad / "big.parquet"
+    pl.concat([pl.read_parquet(ws.ts)] * 50).write_parquet(big)
     full = ws.full_disk(size="40k")
     before = input_hashes(ws.root)
-    result = cli("fit", "-c", ws.config, "--data", ws.ts, "--artifact-dir", full, "-q")
+    result = cli("fit", "-c", ws.config, "--data", big, "--artifact-dir", full, "-q")
     assert result.exit_code == 2, result.stderr
     kind_dir = full / "churn" / "transform"
     assert_one_error_line(
