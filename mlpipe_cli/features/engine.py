@@ -43,6 +43,7 @@ import polars as pl
 from mlpipe_cli import interrupts
 from mlpipe_cli.config.features import UNIT_SECONDS, FeatureConfig
 from mlpipe_cli.errors import ConfigError, DataCheckFailed, InputError, InternalError, UsageError
+from mlpipe_cli.features.localtime import check_naive_times, localize
 from mlpipe_cli.features.ttl import governing_ttl, is_expired
 from mlpipe_cli.progress import advance as progress_advance
 from mlpipe_cli.progress import note as progress_note
@@ -269,6 +270,7 @@ def compute_features(
         )
 
     ctx = _context(config, selected, schema, source_schemas, timestamp, progress)
+    _check_local_times(frame, [timestamp], schema, ctx, "spine")
     base = frame.select(
         pl.int_range(pl.len(), dtype=pl.Int64).alias(_ROW),
         _physical(pl.col(timestamp), schema[timestamp], ctx).alias(_T),
@@ -495,8 +497,24 @@ def _physical(expr: pl.Expr, dtype: pl.DataType, ctx: _Ctx) -> pl.Expr:
         expr = expr.cast(pl.Datetime(ctx.unit))
         dtype = pl.Datetime(ctx.unit)
     if isinstance(dtype, pl.Datetime) and dtype.time_zone is None and ctx.zone is not None:
-        expr = expr.dt.replace_time_zone(ctx.zone, ambiguous="earliest", non_existent="raise")
+        expr = localize(expr, ctx.zone)  # values checked by _check_local_times first
     return expr.dt.cast_time_unit(ctx.unit).to_physical().cast(pl.Int64)
+
+
+def _check_local_times(
+    frame: pl.LazyFrame | pl.DataFrame,
+    columns: list[str],
+    schema: pl.Schema,
+    ctx: _Ctx,
+    what: str,
+) -> None:
+    """Naive columns read in ctx.zone: refuse a value the zone skips or repeats (exit 2)."""
+    if ctx.zone is None:
+        return
+    for column in columns:
+        dtype = schema[column]
+        if isinstance(dtype, pl.Datetime) and dtype.time_zone is None:
+            check_naive_times(frame, column, ctx.zone, what)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -540,6 +558,8 @@ def _load_source(
         (source.valid_from, _E),
         (source.valid_to, _VT),
     ]
+    time_cols = [time_col for time_col, _ in roles if time_col is not None]
+    _check_local_times(lazy, time_cols, schema, ctx, f"source {name!r}")
     for time_col, role in roles:
         if time_col is not None:
             selects.append(_physical(pl.col(time_col), schema[time_col], ctx).alias(role))

@@ -128,9 +128,9 @@ def parse_as_of(text: str | None, config: PipelineConfig) -> datetime:
         ) from None
     if value.tzinfo is None:
         if config.timezone:
-            from zoneinfo import ZoneInfo
+            from mlpipe_cli.features.localtime import local_time
 
-            value = value.replace(tzinfo=ZoneInfo(config.timezone))
+            value = local_time(value, config.timezone, "--as-of")
         else:
             value = value.replace(tzinfo=UTC)
     value = value.astimezone(UTC)
