@@ -98,3 +98,33 @@ def test_materialize_refuses_a_naive_as_of_the_zone_skips_or_repeats(
     assert "\n" not in line
     assert line.startswith(f"error: --as-of: {as_of.replace('T', ' ')} "), line
     assert fragment in line
+
+
+def test_materialize_refuses_a_naive_source_time_in_the_repeated_hour(
+    project: Path, tmp_path: Path, cli: Any
+) -> None:
+    """A source's naive event times are read in the zone too (which rows are visible at
+    --as-of): a repeated wall-clock time there is refused like one in a spine."""
+    config = yaml.safe_load(project.read_text())
+    orders = pl.read_parquet(config["sources"]["orders"]["path"])
+    naive = orders["order_ts"].dt.replace_time_zone(None)
+    orders = orders.with_columns(
+        pl.when(pl.int_range(pl.len()) == 3)
+        .then(pl.lit(datetime(2026, 10, 25, 2, 30)))
+        .otherwise(naive)
+        .alias("order_ts")
+    )
+    path = tmp_path / "orders_naive.parquet"
+    orders.write_parquet(path)
+    config["timezone"] = "Europe/Berlin"
+    config["sources"]["orders"]["path"] = str(path)
+    edited = tmp_path / "tz-orders.yaml"
+    edited.write_text(yaml.safe_dump(config, sort_keys=False))
+    result = cli("materialize", "-c", edited, "--as-of", "2026-11-01T00:00:00Z", "-q")
+    assert result.exit_code == 2, result.stderr
+    line = result.stderr.strip()
+    assert "\n" not in line
+    assert line.startswith(
+        "error: source 'orders' column 'order_ts': 2026-10-25 02:30:00 is ambiguous in time "
+        "zone Europe/Berlin (it happens twice: 2026-10-25T00:30:00Z and 2026-10-25T01:30:00Z)"
+    ), line

@@ -182,6 +182,8 @@ def plan_key_sets(config: PipelineConfig, selected: Sequence[FeatureConfig]) -> 
 def _visible_before(dtype: Any, column: str, as_of: datetime, zone: str | None) -> pl.Expr:
     import polars as pl
 
+    from mlpipe_cli.features.localtime import localize
+
     naive_utc = as_of.astimezone(UTC).replace(tzinfo=None)
     expr = pl.col(column)
     if isinstance(dtype, pl.Date):
@@ -189,7 +191,8 @@ def _visible_before(dtype: Any, column: str, as_of: datetime, zone: str | None) 
     if dtype.time_zone is not None:
         expr = expr.dt.convert_time_zone("UTC").dt.replace_time_zone(None)
     elif zone is not None:
-        expr = expr.dt.replace_time_zone(zone, ambiguous="earliest").dt.convert_time_zone("UTC")
+        # its values were checked (check_naive_times): none is skipped or repeated in zone
+        expr = localize(expr, zone).dt.convert_time_zone("UTC")
         expr = expr.dt.replace_time_zone(None)
     return expr.dt.cast_time_unit("us") <= pl.lit(naive_utc).dt.cast_time_unit("us")
 
@@ -219,6 +222,7 @@ def key_set_entities(config: PipelineConfig, key_set: KeySet, as_of: datetime) -
     import polars as pl
 
     from mlpipe_cli.features.keys import KeyTypeMismatch, join_columns, join_key_dtype
+    from mlpipe_cli.features.localtime import check_naive_times
     from mlpipe_cli.features.scan import scan_source
 
     columns = list(key_set.columns)
@@ -244,7 +248,10 @@ def key_set_entities(config: PipelineConfig, key_set: KeySet, as_of: datetime) -
             )
         time_col = source.valid_from or source.timestamp
         if time_col is not None and time_col in schema:
-            lazy = lazy.filter(_visible_before(schema[time_col], time_col, as_of, config.timezone))
+            dtype = schema[time_col]
+            if config.timezone and isinstance(dtype, pl.Datetime) and dtype.time_zone is None:
+                check_naive_times(lazy, time_col, config.timezone, f"source {name!r}")
+            lazy = lazy.filter(_visible_before(dtype, time_col, as_of, config.timezone))
         for column, key in zip(columns, src_keys, strict=True):
             origins[column].append((f"source {name!r} column {key!r}", schema[key]))
         frames.append(
