@@ -67,17 +67,25 @@ def scan_parquet(path: Path | str) -> pl.LazyFrame:
     """
     import polars as pl
 
-    files = resolve_parquet_files(path)
-    for file in files:
-        _check_parquet_file(file)
-    if len(files) > 1:
-        check_parts_agree(files)
+    files = checked_parquet_files(path)
     try:
         lazy = pl.scan_parquet([str(f) for f in files])
         lazy.collect_schema()
     except (pl.exceptions.PolarsError, OSError) as exc:
         raise InputError(f"cannot read {path} as Parquet: {_first_line(exc)}") from None
     return lazy
+
+
+def checked_parquet_files(path: Path | str) -> list[Path]:
+    """The files of ``path`` (``resolve_parquet_files``), each checked to be Parquet, and the
+    parts of a multi-part source checked to agree (``check_parts_agree``): what
+    ``scan_parquet`` checks, for readers that scan the files one by one (psi-report)."""
+    files = resolve_parquet_files(path)
+    for file in files:
+        _check_parquet_file(file)
+    if len(files) > 1:
+        check_parts_agree(files)
+    return files
 
 
 def read_parquet(path: Path | str) -> pl.DataFrame:
