@@ -98,7 +98,7 @@ def run_block(steps: list[Step], workdir: Path) -> None:
         previous_code = code
 
 
-@pytest.mark.parametrize("doc", ["materialize.md", "psi-report.md"])
+@pytest.mark.parametrize("doc", ["materialize.md", "psi-report.md", "training-set.md"])
 def test_console_transcript_runs_as_written(tmp_path: Path, doc: str) -> None:
     blocks = console_blocks((DOCS / doc).read_text(encoding="utf-8"))
     assert blocks, f"docs/{doc} has no console block"

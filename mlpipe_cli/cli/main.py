@@ -88,7 +88,8 @@ def build_app(only: str | None = None) -> typer.Typer:
         help="Validate, build point-in-time training sets, fit versioned preprocessing, "
         "materialize and serve features, and monitor drift.\n\n"
         "Exit codes: 0 ok, 1 data failed a check, 2 usage/config/input error, "
-        "3 artifact/contract error, 4 external service unavailable, 70 internal error (a bug).",
+        "3 artifact/contract error, 4 external service unavailable, 70 internal error (a bug), "
+        "130 interrupted (Ctrl-C).",
         no_args_is_help=True,
         add_completion=False,
         pretty_exceptions_enable=False,
