@@ -324,8 +324,7 @@ def check_outputs(
                 first = f"{other_label} {other}" if other_label else f"output {other}"
                 second = f"{label} {path}" if label else f"output {path}"
                 raise UsageError(
-                    f"{first} and {second} are the same file ({how}); "
-                    "give each output its own path"
+                    f"{first} and {second} are the same file ({how}); give each output its own path"
                 )
     registry = _REGISTRY.get()
     for _label, path in declared:

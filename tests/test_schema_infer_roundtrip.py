@@ -13,7 +13,6 @@ import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import polars as pl
 import pytest
@@ -50,13 +49,17 @@ def _column(kind: str, rows: int) -> st.SearchStrategy[pl.Series]:
         )
         return values.map(lambda v: pl.Series(kind, v, dtype=pl.Int32))
     if kind == "string_small":  # few distinct values: proposed `allowed`
-        values = st.lists(st.one_of(st.none(), st.sampled_from(NAMES)), min_size=rows, max_size=rows)
+        values = st.lists(
+            st.one_of(st.none(), st.sampled_from(NAMES)), min_size=rows, max_size=rows
+        )
         return values.map(lambda v: pl.Series(kind, v, dtype=pl.String))
     if kind == "Zoë's text":  # any text, non-ASCII column name
         values = st.lists(st.one_of(st.none(), st.text(max_size=6)), min_size=rows, max_size=rows)
         return values.map(lambda v: pl.Series(kind, v, dtype=pl.String))
     if kind == "category":
-        values = st.lists(st.one_of(st.none(), st.sampled_from(NAMES)), min_size=rows, max_size=rows)
+        values = st.lists(
+            st.one_of(st.none(), st.sampled_from(NAMES)), min_size=rows, max_size=rows
+        )
         return values.map(lambda v: pl.Series(kind, v, dtype=pl.Categorical))
     if kind == "flag":
         values = st.lists(st.one_of(st.none(), st.booleans()), min_size=rows, max_size=rows)
@@ -117,7 +120,9 @@ def test_an_inferred_contract_passes_the_data_it_was_inferred_from(cli, drawn) -
         assert inferred.exit_code == 0, inferred.stderr
         proposal = yaml.safe_load(proposal_file.read_text(encoding="utf-8"))
         config.write_text(
-            yaml.safe_dump({"pipeline": "rt", "artifact_dir": str(root / "a"), "sources": proposal}),
+            yaml.safe_dump(
+                {"pipeline": "rt", "artifact_dir": str(root / "a"), "sources": proposal}
+            ),
             encoding="utf-8",
         )
         validated = cli("validate", "-c", config, "--no-publish", "--json")
@@ -153,7 +158,8 @@ def test_infer_writes_non_ascii_as_utf8_yaml(cli, tmp_path: Path) -> None:
     assert result.exit_code == 0, result.stderr
     text = out.read_text(encoding="utf-8")
     assert "名前: {dtype: string, nullable: true, allowed: [Zoë, Łódź]}" in text
-    assert "\\x" not in text and "\\u" not in text
+    assert "\\x" not in text
+    assert "\\u" not in text
     assert yaml.safe_load(text)["n"]["columns"]["名前"]["allowed"] == ["Zoë", "Łódź"]
 
 
@@ -181,7 +187,8 @@ def test_infer_refuses_to_overwrite_the_config(
     result = cli("schema", "infer", "--data", tmp_path / "labels.parquet", "--out", out, *extra)
     assert result.exit_code == 2, result.stdout
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: "), result.stderr
     assert "is also an input" in lines[0], lines[0]
     assert config.read_bytes() == before
 

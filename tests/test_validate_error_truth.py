@@ -74,7 +74,8 @@ def test_several_crashed_checks_name_the_first_and_count_the_rest(
     assert result.exit_code == 2, result.stderr
     line = _error_line(result.stderr)
     assert line.startswith("error: a check could not run: orders.check.unknown_column: "), line
-    assert "no_such_column" in line and line.endswith("(and 1 more)"), line
+    assert "no_such_column" in line, line
+    assert line.endswith("(and 1 more)"), line
 
 
 # -- a full disk part-way through --save-profile -------------------------------------------
@@ -136,7 +137,8 @@ def test_a_full_disk_message_lists_what_was_already_published(
                 # every version on disk is named, and what the line says of LATEST holds
                 assert f"{kind}/{version}" in line, (line, disk)
                 if latest == version:
-                    assert f"{kind}/{version} (" in line and "now" in line, (line, disk)
+                    assert f"{kind}/{version} (" in line, (line, disk)
+                    assert "now" in line, (line, disk)
                     outcomes.add(f"{kind} published")
                 else:
                     assert f"{kind}/{version} was published but LATEST not moved" in line, line
@@ -148,4 +150,3 @@ def test_a_full_disk_message_lists_what_was_already_published(
     # the sweep reached every step: nothing, the profile alone, LATEST failing, then success
     assert {"nothing published", "profile published", "profile LATEST not moved",
             "validation LATEST not moved", "all published"} <= outcomes, outcomes  # fmt: skip
-
