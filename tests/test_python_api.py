@@ -203,6 +203,11 @@ def test_failed_gate_raises_the_cli_exception_with_the_result(demo: dict, tmp_pa
     inspected = p.validate(sources=["orders"], data=broken, check=False)
     assert not inspected.passed
     assert inspected.to_dict()["status"] == "failed"
+    # one string is one source name (it used to be read as the names 'o', 'r', 'd', ...)
+    alone = p.validate(sources="orders", data=broken, check=False)
+    assert _without(alone.to_dict(), "seconds") == _without(inspected.to_dict(), "seconds")
+    with pytest.raises(mlpipe.UsageError, match="sources is empty"):
+        p.validate(sources=[], data=broken)
 
 
 def test_errors_and_bad_arguments_are_the_exception_tree(tmp_path: Path, demo: dict) -> None:

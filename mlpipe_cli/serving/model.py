@@ -212,6 +212,11 @@ def register_model(
     if fmt == SKOPS:
         trusted_types = _check_skops_types(model_path, trust, label)
     else:
+        if not _looks_like_pickle(model_path):
+            raise ArtifactError(
+                f"{label} is neither a skops archive nor a joblib/pickle file",
+                hint="save the model with skops.io.dump(model, 'model.skops')",
+            )
         if trust:
             raise UsageError(
                 f"--trust names skops types, but {model_path} is not a skops file",
@@ -274,6 +279,26 @@ def model_format(path: Path) -> str:
     return PICKLE
 
 
+# How a pickle (protocol 2+) or a joblib file starts: joblib writes a plain pickle, or one
+# compressed with zlib, gzip, bz2, xz/lzma or lz4.
+_PICKLE_STARTS = (
+    b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05",
+    b"\x78", b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00", b"\x5d\x00\x00", b"\x04\x22\x4d\x18",
+)  # fmt: skip
+
+
+def _looks_like_pickle(path: Path) -> bool:
+    """Whether the file starts as a pickle or a (compressed) joblib file does; a text file, a
+    Parquet file or a truncated download does not. Protocol 0/1 pickles (ASCII) are not
+    recognised: scikit-learn has not written them for a decade."""
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(8)
+    except OSError:
+        return True  # unreadable now: let loading report it
+    return head.startswith(_PICKLE_STARTS)
+
+
 def _check_skops_types(path: Path, trust: Sequence[str], label: str) -> list[str]:
     """The untrusted types of a skops file, all of which must be in ``trust`` (nothing is
     loaded here: skops reads the file's schema only)."""
@@ -308,7 +333,7 @@ def _check_model_file(model_path: Path) -> str:
     if stat.S_ISDIR(st.st_mode):
         raise InputError(
             f"model path {model_path} is a directory, not a model file",
-            hint="pass the joblib file itself, e.g. model.joblib",
+            hint="pass the model file itself, e.g. model.skops",
         )
     if not stat.S_ISREG(st.st_mode):
         raise InputError(f"model path {model_path} is not a regular file")
