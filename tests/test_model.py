@@ -214,7 +214,7 @@ def test_register_refuses_non_models_and_publishes_nothing(
     (bad / "truncated.joblib").write_bytes(whole[: len(whole) // 2])
     cases = {
         "empty.parquet": (3, "is empty (0 bytes)"),
-        "garbage.joblib": (3, "is neither a skops archive nor a joblib/pickle file"),
+        "garbage.joblib": (2, "is neither a skops archive nor a joblib/pickle file"),
         "truncated.joblib": (3, "cannot be loaded: "),
         "dict.joblib": (3, "has no predict_proba, decision_function or predict method"),
         "narrow.joblib": (3, "expects 1 features but transform"),
@@ -230,7 +230,7 @@ def test_register_refuses_non_models_and_publishes_nothing(
     # a text file is not called a pickle (and needs no --trust-pickle to be refused)
     (bad / "notes.skops").write_text("my model, version 2\n")
     text = cli("model", "register", bad / "notes.skops", "-c", config)
-    assert text.exit_code == 3, text.stderr
+    assert text.exit_code == 2, text.stderr
     assert "is neither a skops archive nor a joblib/pickle file" in text.stderr
     assert "--trust-pickle" not in text.stderr
     directory = cli("model", "register", bad, "-c", config)

@@ -197,7 +197,8 @@ def register_model(
 
     Returns the model artifact version and whether it was newly created (identical
     re-registration is a no-op). InputError (exit 2) for a path that is missing, a
-    directory, not a regular file or unreadable; UsageError (exit 2) for a type or a pickle
+    directory, not a regular file, unreadable, or no model file at all (neither a skops
+    archive nor a pickle); UsageError (exit 2) for a type or a pickle
     that was not trusted; ArtifactError (exit 3) for a file that is empty or is not a usable
     model.
     """
@@ -212,8 +213,14 @@ def register_model(
     if fmt == SKOPS:
         trusted_types = _check_skops_types(model_path, trust, label)
     else:
-        if not _looks_like_pickle(model_path):
+        head = _file_start(model_path)
+        if head.startswith(b"PK"):  # a zip that zipfile cannot read: a damaged skops file
             raise ArtifactError(
+                f"{label} cannot be loaded: a damaged or truncated zip archive "
+                "(skops files are zip archives)"
+            )
+        if not head.startswith(_PICKLE_STARTS):
+            raise InputError(
                 f"{label} is neither a skops archive nor a joblib/pickle file",
                 hint="save the model with skops.io.dump(model, 'model.skops')",
             )
@@ -287,16 +294,15 @@ _PICKLE_STARTS = (
 )  # fmt: skip
 
 
-def _looks_like_pickle(path: Path) -> bool:
-    """Whether the file starts as a pickle or a (compressed) joblib file does; a text file, a
-    Parquet file or a truncated download does not. Protocol 0/1 pickles (ASCII) are not
-    recognised: scikit-learn has not written them for a decade."""
+def _file_start(path: Path) -> bytes:
+    """The first bytes of a file, to tell a pickle/joblib file (``_PICKLE_STARTS``; protocol
+    0/1 pickles, ASCII, are not recognised: scikit-learn has not written them for a decade)
+    from a text, Parquet or zip file given by mistake."""
     try:
         with path.open("rb") as handle:
-            head = handle.read(8)
-    except OSError:
-        return True  # unreadable now: let loading report it
-    return head.startswith(_PICKLE_STARTS)
+            return handle.read(8)
+    except OSError as exc:
+        raise InputError(f"{path} cannot be read: {describe_exc(exc)}") from None
 
 
 def _check_skops_types(path: Path, trust: Sequence[str], label: str) -> list[str]:
