@@ -14,11 +14,12 @@ Three places make that unreliable in a CLI built on Rust extensions:
   ``check()`` raises again at the points that matter (before anything is published, at each
   progress update, when the command returns), and the unraisable hook keeps the swallowed
   copy quiet.
-- **imports run from Rust**: rust-numpy imports NumPy's C API on first use; an interrupt
-  inside that import became a Rust panic (``PanicException``, 150 lines of backtrace printed
-  by Rust itself). An interrupt that lands in the import machinery is recorded, not raised,
-  and delivered again a moment later, once the import is done (a half-run import is worth
-  avoiding anyway).
+- **library code called from Rust**: rust-numpy runs NumPy's version check in Python on a
+  process's first ``to_numpy``, Polars calls back into its Python helpers, pydantic-core into
+  validators. A ``KeyboardInterrupt`` raised there became a Rust panic (``PanicException``,
+  ~150 lines printed by Rust itself). An interrupt that lands in an installed library's
+  code or in an import is therefore delivered again 20 ms later, until it lands in mlpipe's
+  or the standard library's code (for at most 0.5 s; then it is raised where it lands).
 
 ``mlpipe_cli.cli.main`` maps whatever an interrupted run ends with (``KeyboardInterrupt``,
 a ``PanicException`` wrapping one, any error raised while unwinding) to exit 130 by asking
@@ -27,6 +28,7 @@ a ``PanicException`` wrapping one, any error raised while unwinding) to exit 130
 
 from __future__ import annotations
 
+import re
 import signal
 import sys
 from types import FrameType
@@ -87,76 +89,48 @@ def check() -> None:
         raise KeyboardInterrupt
 
 
-class deferred:
-    """Inside the block SIGINT is only recorded; it is raised when the block ends."""
-
-    def __enter__(self) -> None:
-        global _raising
-        self._was_raising = _raising
-        _raising = False
-
-    def __exit__(self, *exc_info: object) -> None:
-        global _raising
-        _raising = self._was_raising
-        check()
-
-
-_numpy_bridge_ready = False
-
-
-def ready_numpy_bridge() -> None:
-    """Load the NumPy C API that Polars' ``to_numpy`` uses, with Ctrl-C deferred.
-
-    rust-numpy loads it on a process's first ``to_numpy`` and runs NumPy's Python code
-    (``NumpyVersion``) from Rust to do so; a ``KeyboardInterrupt`` raised there became a
-    Rust panic whose ~150-line message Rust prints itself. Call this before the first
-    ``to_numpy`` of a command (cheap after the first call).
-    """
-    global _numpy_bridge_ready
-    if _numpy_bridge_ready:
-        return
-    import polars as pl
-
-    with deferred():
-        pl.Series([True]).to_numpy()
-        _numpy_bridge_ready = True
-
-
 def reset() -> None:
     """Forget an interrupt (a new in-process run starts)."""
-    global _received
+    global _received, _deferrals
     _received = False
+    _deferrals = 0
 
 
 def _on_sigint(signum: int, frame: FrameType | None) -> None:
-    global _received
+    global _received, _deferrals
     _received = True
     if not _raising:
         return
-    if _in_import(frame):
+    if _deferrals < _MAX_DEFERRALS and _inside_a_library(frame):
+        _deferrals += 1
         _redeliver_soon()
         return
+    _deferrals = 0
     raise KeyboardInterrupt
 
 
+# An interrupt that lands in a library's Python code (or an import) is held back for up to
+# this many redeliveries, 20 ms apart, for control to come back to mlpipe's own code; then it
+# is raised wherever it is (a library blocked in a socket read must not hold Ctrl-C forever).
 _REDELIVER_AFTER_SECONDS = 0.02
+_MAX_DEFERRALS = 25
+_deferrals = 0
 
 
-def _redeliver_soon() -> None:
-    import _thread
-    import threading
+def _inside_a_library(frame: FrameType | None) -> bool:
+    """Whether the main thread runs an installed library's Python code or an import.
 
-    def redeliver() -> None:
-        if _raising:
-            _thread.interrupt_main(signal.SIGINT)  # runs _on_sigint again in the main thread
-
-    timer = threading.Timer(_REDELIVER_AFTER_SECONDS, redeliver)
-    timer.daemon = True  # never keeps the process alive
-    timer.start()
-
-
-def _in_import(frame: FrameType | None) -> bool:
-    """Whether the main thread is inside the import machinery (Python's or one Rust runs)."""
+    Such code is often called *from Rust*: rust-numpy's NumPy version check on a process's
+    first ``to_numpy``, a Polars plan calling back into its Python helpers, pydantic-core
+    running a validator. A ``KeyboardInterrupt`` raised there becomes a Rust panic (PyO3's
+    ``PanicException``, whose ~150-line message Rust prints itself) or is swallowed. Python
+    cannot tell whether C or Rust sits between two frames, so every library frame is treated
+    as possibly called from Rust.
+    """
+    if frame is None:
+        return False
+    if _LIBRARY_DIRS.search(frame.f_code.co_filename):
+        return True
     depth = 0
     while frame is not None and depth < 64:
         if frame.f_code.co_filename.startswith("<frozen importlib"):
@@ -164,6 +138,24 @@ def _in_import(frame: FrameType | None) -> bool:
         frame = frame.f_back
         depth += 1
     return False
+
+
+_LIBRARY_DIRS = re.compile(r"[/\\](site|dist)-packages[/\\]")
+
+
+def _redeliver_soon() -> None:
+    import threading
+
+    main = threading.main_thread().ident
+
+    def redeliver() -> None:
+        if _raising and main is not None:
+            # a real signal (not _thread.interrupt_main): it also interrupts a blocking call
+            signal.pthread_kill(main, signal.SIGINT)
+
+    timer = threading.Timer(_REDELIVER_AFTER_SECONDS, redeliver)
+    timer.daemon = True  # never keeps the process alive
+    timer.start()
 
 
 def _is_interrupt(exc: BaseException | None) -> bool:

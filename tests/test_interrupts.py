@@ -68,14 +68,19 @@ sys.meta_path.insert(0, InterruptTyperImport())
 
 def _interrupt_first_to_numpy() -> str:
     # rust-numpy checks NumPy's version with NumpyVersion (Python code run from Rust) on the
-    # first to_numpy of a process: a Ctrl-C there used to become a Rust panic (exit 1)
+    # first to_numpy of a process: a Ctrl-C there used to become a Rust panic (exit 1). The
+    # patch is compiled under NumPy's file name, so the handler sees the frame a real
+    # Ctrl-C lands in: library code that Rust called.
     return """
 import numpy.lib._version as numpy_version
 real_init = numpy_version.NumpyVersion.__init__
-def init(self, *args, **kwargs):
-    numpy_version.NumpyVersion.__init__ = real_init
-    ctrl_c()
-    real_init(self, *args, **kwargs)
+patch = (
+    "def init(self, *args, **kwargs):\\n"
+    "    numpy_version.NumpyVersion.__init__ = real_init\\n"
+    "    os.kill(os.getpid(), signal.SIGINT)\\n"
+    "    real_init(self, *args, **kwargs)\\n"
+)
+exec(compile(patch, numpy_version.__file__, "exec"), globals())
 numpy_version.NumpyVersion.__init__ = init
 """
 

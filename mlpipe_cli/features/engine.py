@@ -40,7 +40,6 @@ from typing import TYPE_CHECKING, Literal, overload
 
 import polars as pl
 
-from mlpipe_cli import interrupts
 from mlpipe_cli.config.features import UNIT_SECONDS, FeatureConfig
 from mlpipe_cli.errors import ConfigError, DataCheckFailed, InputError, InternalError, UsageError
 from mlpipe_cli.features.localtime import check_naive_times, localize
@@ -779,7 +778,6 @@ def _partition_slices(frame: pl.DataFrame, part: pl.Expr, parts: int) -> list[pl
     hashes and a whole-table sort never exist at once (they used to be the memory peak)."""
     import numpy as np
 
-    interrupts.ready_numpy_bridge()  # before the first to_numpy: see there
 
     step = 1 << 20
     small = parts <= 1 << 16
@@ -811,7 +809,6 @@ def _spine_order(box: list[pl.DataFrame], n: int) -> pl.DataFrame:
         return frame.select(pl.all().gather(index))
     import numpy as np
 
-    interrupts.ready_numpy_bridge()  # before the first to_numpy: see there
 
     index_type = (pl.UInt32, np.uint32) if n < 2**32 else (pl.Int64, np.int64)
     rows = column.cast(index_type[0]).to_numpy() if ok else None
@@ -1179,7 +1176,6 @@ def _run_cumsums(stage: pl.DataFrame, names: list[str]) -> pl.DataFrame:
         return stage.with_columns(pl.col(name).cum_sum().over(_GID) for name in names)
     import numpy as np
 
-    interrupts.ready_numpy_bridge()  # before the first to_numpy: see there
 
     start = stage.get_column("__start").to_numpy()
     n = start.shape[0]

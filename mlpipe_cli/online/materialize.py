@@ -36,7 +36,6 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from mlpipe_cli import interrupts
 from mlpipe_cli.errors import ConfigError, InputError, UsageError
 from mlpipe_cli.online.codec import PackedChunk, utcnow
 
@@ -321,7 +320,6 @@ def _entities_hash(*frames: pl.DataFrame) -> str:
             # small materialize)
             digest.update(array("Q", hashes.to_list()).tobytes())
         else:
-            interrupts.ready_numpy_bridge()  # a Ctrl-C in its first use became a Rust panic
             digest.update(hashes.to_numpy().tobytes())
     return digest.hexdigest()
 
