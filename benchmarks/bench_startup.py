@@ -53,7 +53,7 @@ def mlpipe_argv() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "mlpipe_cli"]
 
 
-def child_env() -> dict[str, str]:
+def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """Children may cache bytecode, as after a ``pip install``, but never in the repo.
 
     With PYTHONDONTWRITEBYTECODE set (some CI images and this dev machine) an editable
@@ -62,15 +62,21 @@ def child_env() -> dict[str, str]:
     """
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     env["PYTHONPYCACHEPREFIX"] = str(CACHE / "pycache")
+    env.update(extra or {})
     return env
 
 
-def timed(argv: list[str], cwd: Path, ok_codes: tuple[int, ...] = (0,)) -> tuple[float, float]:
+def timed(
+    argv: list[str],
+    cwd: Path,
+    ok_codes: tuple[int, ...] = (0,),
+    env: dict[str, str] | None = None,
+) -> tuple[float, float]:
     """Run one whole process; (wall seconds, CPU seconds of that child)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     proc = subprocess.run(
-        argv, cwd=cwd, env=child_env(), capture_output=True, text=True, check=False
+        argv, cwd=cwd, env=child_env(env), capture_output=True, text=True, check=False
     )
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -84,17 +90,27 @@ def load() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
+Method = tuple[list[str], tuple[int, ...]]
+
+
 def rounds(
-    methods: dict[str, tuple[list[str], tuple[int, ...]]], cwd: Path, runs: int
+    methods: dict[str, Method],
+    cwd: Path,
+    runs: int,
+    envs: dict[str, dict[str, str]] | None = None,
 ) -> dict[str, dict[str, float]]:
-    """Interleaved rounds after one warm-up; per method the median wall/CPU seconds, min wall."""
-    for argv, ok in methods.values():  # warm-up: bytecode cache, page cache
-        timed(argv, cwd, ok)
+    """Interleaved rounds after one warm-up; per method the median wall/CPU seconds, min wall.
+
+    ``envs`` adds environment variables to some methods' processes (--baseline's PYTHONPATH).
+    """
+    envs = envs or {}
+    for name, (argv, ok) in methods.items():  # warm-up: bytecode cache, page cache
+        timed(argv, cwd, ok, envs.get(name))
     walls: dict[str, list[float]] = {m: [] for m in methods}
     cpus: dict[str, list[float]] = {m: [] for m in methods}
     for _ in range(runs):
         for name, (argv, ok) in methods.items():
-            wall, cpu = timed(argv, cwd, ok)
+            wall, cpu = timed(argv, cwd, ok, envs.get(name))
             walls[name].append(wall)
             cpus[name].append(cpu)
     return {
@@ -177,6 +193,9 @@ def startup_commands() -> dict[str, tuple[list[str], tuple[int, ...]]]:
     }
 
 
+FLOORS = ("python -c pass", "import polars")
+
+
 def _verdict(over: float) -> str:
     return "ok" if over <= STARTUP_GOAL_S else "MISSED"
 
@@ -187,20 +206,36 @@ def startup(args: argparse.Namespace) -> dict:
     if args.commands:
         keep = {"python -c pass", "import polars", *args.commands.split(",")}
         commands = {k: v for k, v in commands.items() if k in keep}
+    envs: dict[str, dict[str, str]] = {}
+    if args.baseline:
+        # each command also run from the other tree, in the same rounds: "<name> [base]"
+        base = str(Path(args.baseline).resolve())
+        paired: dict[str, Method] = {}
+        for name, method in commands.items():
+            paired[name] = method
+            if name not in FLOORS:
+                paired[f"{name} [base]"] = method
+                envs[f"{name} [base]"] = {"PYTHONPATH": base}
+        commands = paired
     print(f"part 1: start-up, tiny workspace {work} ({args.tiny_rows} orders), "
           f"{args.runs} interleaved rounds, load before {load()}")  # fmt: skip
-    stats = rounds(commands, work, args.runs)
+    stats = rounds(commands, work, args.runs, envs)
     print(f"load after {load()}")
     floor, cpu_floor = stats["import polars"]["wall"], stats["import polars"]["cpu"]
     print(f"{'command':22} {'median s':>9} {'min s':>7} {'CPU s':>6} {'over polars':>12} "
           f"{'CPU over':>9}  goal <= {STARTUP_GOAL_S} s over polars: wall / CPU")  # fmt: skip
     for name, s in stats.items():
         over, cpu_over = s["wall"] - floor, s["cpu"] - cpu_floor
-        verdict = "" if name in ("python -c pass", "import polars") else (
+        verdict = "" if name in FLOORS else (
             f"{_verdict(over)} / {_verdict(cpu_over)}")  # fmt: skip
         print(f"{name:22} {s['wall']:9.3f} {s['min']:7.3f} {s['cpu']:6.3f} {over:+12.3f} "
               f"{cpu_over:+9.3f}  {verdict}")  # fmt: skip
-    commands = [n for n in stats if n not in ("python -c pass", "import polars")]
+    if args.baseline:
+        print(f"this tree minus --baseline {args.baseline} (negative: this tree is faster):")
+        for name in [n for n in stats if f"{n} [base]" in stats]:
+            b, s = stats[f"{name} [base]"], stats[name]
+            print(f"  {name:22} wall {s['wall'] - b['wall']:+.3f} s  CPU {s['cpu'] - b['cpu']:+.3f} s")
+    commands = [n for n in stats if n not in FLOORS]
     wall_ok = [n for n in commands if stats[n]["wall"] - floor <= STARTUP_GOAL_S]
     cpu_ok = [n for n in commands if stats[n]["cpu"] - cpu_floor <= STARTUP_GOAL_S]
     print(f"within {STARTUP_GOAL_S} s of import polars: {len(wall_ok)}/{len(commands)} wall, "
@@ -339,6 +374,12 @@ def main() -> None:
     parser.add_argument("--validate-rows", default="1000000,5000000")
     parser.add_argument("--skip-validate", action="store_true")
     parser.add_argument("--skip-startup", action="store_true")
+    parser.add_argument(
+        "--baseline",
+        default="",
+        help="a source tree (holding mlpipe_cli/) whose commands part 1 also runs, "
+        "interleaved, via PYTHONPATH: e.g. `git worktree add /tmp/base main`",
+    )
     args = parser.parse_args()
     result: dict = {"cpus": os.cpu_count()}
     if not args.skip_startup:
