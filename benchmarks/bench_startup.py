@@ -234,7 +234,9 @@ def startup(args: argparse.Namespace) -> dict:
         print(f"this tree minus --baseline {args.baseline} (negative: this tree is faster):")
         for name in [n for n in stats if f"{n} [base]" in stats]:
             b, s = stats[f"{name} [base]"], stats[name]
-            print(f"  {name:22} wall {s['wall'] - b['wall']:+.3f} s  CPU {s['cpu'] - b['cpu']:+.3f} s")
+            print(
+                f"  {name:22} wall {s['wall'] - b['wall']:+.3f} s  CPU {s['cpu'] - b['cpu']:+.3f} s"
+            )
     commands = [n for n in stats if n not in FLOORS]
     wall_ok = [n for n in commands if stats[n]["wall"] - floor <= STARTUP_GOAL_S]
     cpu_ok = [n for n in commands if stats[n]["cpu"] - cpu_floor <= STARTUP_GOAL_S]

@@ -29,7 +29,9 @@ if TYPE_CHECKING:
 
 # transforms.report is imported on first use: `fit` and `psi-report` load transforms for
 # load_transform alone and never report on a transform run (#19).
-_FROM_REPORT = frozenset({"TransformReport", "TransformRun", "apply_with_report", "transform_frame"})
+_FROM_REPORT = frozenset(
+    {"TransformReport", "TransformRun", "apply_with_report", "transform_frame"}
+)
 
 
 def __getattr__(name: str) -> Any:
@@ -38,6 +40,7 @@ def __getattr__(name: str) -> Any:
 
         return getattr(report, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "KIND",
