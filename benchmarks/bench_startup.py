@@ -16,6 +16,15 @@ file (bench_validate's generator) and the same 8 checks, each method a whole pro
 
 Goals (#19): mlpipe <= pandera, <= 1.3x polars at 1M rows, <= 1.2x polars at 5M rows.
 
+--baseline DIR runs part 1's commands from a second source tree as well (PYTHONPATH=DIR), in
+the same interleaved rounds, and prints this tree minus that one per command.
+
+--blas-audit (no timing) checks cli/blas.py's claim that `fit` and `psi-report` hand OpenBLAS
+no work: under gdb, with a breakpoint on every OpenBLAS function numpy's extension modules
+call, it runs a positive control (a matrix product), a `fit` of every step type with --out and
+a `psi-report` with --html, and prints each BLAS call with its native caller. The expected
+result is one call per process, numpy's import-time sanity check (``FLOAT_dot``, 2 elements).
+
 Every figure is the median of --runs interleaved rounds (each method once per round, so load
 changes hit all alike), with the children's CPU seconds (user + system, from
 ``getrusage(RUSAGE_CHILDREN)``) beside wall time and the load average before and after.
@@ -23,6 +32,9 @@ changes hit all alike), with the children's CPU seconds (user + system, from
     .venv/bin/python benchmarks/bench_startup.py                   # both parts
     .venv/bin/python benchmarks/bench_startup.py --skip-validate   # start-up only (~1 min)
     flock /tmp/mlpipe-bench.lock .venv/bin/python benchmarks/bench_startup.py --runs 9
+    git worktree add /tmp/base main && .venv/bin/python benchmarks/bench_startup.py \
+        --skip-validate --baseline /tmp/base
+    .venv/bin/python benchmarks/bench_startup.py --blas-audit       # needs gdb
 """
 
 from __future__ import annotations
@@ -251,6 +263,72 @@ def startup(args: argparse.Namespace) -> dict:
     return {"startup": stats, "load": load()}
 
 
+# -- --blas-audit -----------------------------------------------------------------------------
+
+
+def blas_symbols() -> list[str]:
+    """The OpenBLAS functions numpy's extension modules import (cblas_*, LAPACK)."""
+    import numpy
+
+    root = Path(numpy.__file__).parent
+    names: set[str] = set()
+    for module in root.rglob("*.so"):
+        proc = subprocess.run(
+            ["nm", "-D", "--undefined-only", str(module)], capture_output=True, text=True
+        )
+        names.update(
+            line.split()[-1]
+            for line in proc.stdout.splitlines()
+            if "blas" in line.lower() or line.split()[-1].startswith("scipy_")
+        )
+    return sorted(names)
+
+
+def blas_audit(args: argparse.Namespace) -> dict:
+    if shutil.which("gdb") is None:
+        raise SystemExit("--blas-audit needs gdb")
+    work = tiny_workspace(args.tiny_rows)
+    symbols = blas_symbols()
+    script = CACHE / "blas-audit.gdb"
+    script.write_text(
+        "set breakpoint pending on\nset pagination off\nset confirm off\n"
+        + "".join(f"break {name}\n" for name in symbols)
+        + f'commands 1-{len(symbols)}\nsilent\nprintf "BLAS-CALL\\n"\nbt 2\ncontinue\nend\n'
+        + "run\nquit\n"
+    )
+    audit_dir = CACHE / "blas-audit-artifacts"
+    shutil.rmtree(audit_dir, ignore_errors=True)
+    config = ["-c", "configs/example.yaml", "--artifact-dir", str(audit_dir)]
+    runs = {
+        "control: numpy matrix product": [
+            sys.executable, "-c", "import numpy as n; a = n.ones((64, 64)); a @ a"],
+        "fit --out": [sys.executable, "-m", "mlpipe_cli", "fit", *config, "--data", "ts.parquet",
+                      "--out", str(CACHE / "blas-audit-out.parquet"), "-q"],
+        "psi-report --html": [sys.executable, "-m", "mlpipe_cli", "psi-report", *config,
+                              "--current", "ts.parquet", "--html",
+                              str(CACHE / "blas-audit.html"), "-q"],
+    }  # fmt: skip
+    print(f"BLAS audit: breakpoints on {len(symbols)} OpenBLAS functions numpy imports")
+    out = {}
+    for name, argv in runs.items():
+        proc = subprocess.run(
+            ["gdb", "-batch", "-x", str(script), "--args", *argv],
+            cwd=work, env=child_env(), capture_output=True, text=True, timeout=900,
+        )  # fmt: skip
+        lines = proc.stdout.splitlines()
+        calls = [
+            " <- ".join(frame.split(" in ", 1)[-1].split(" (")[0] for frame in lines[i + 1 : i + 3])
+            for i, line in enumerate(lines)
+            if line == "BLAS-CALL"
+        ]
+        exited = "exited normally" in proc.stdout or "exited with code 01" in proc.stdout
+        print(f"  {name:32} {len(calls)} BLAS call(s){'' if exited else ' (did not exit 0/1!)'}")
+        for call in sorted(set(calls)):
+            print(f"      {calls.count(call)} x {call}")
+        out[name] = calls
+    return {"blas_audit": out}
+
+
 # -- part 2: validate at 1M / 5M -------------------------------------------------------------
 
 # The 8 checks, one per column. Every column is nullable in the contract so each method
@@ -382,8 +460,14 @@ def main() -> None:
         help="a source tree (holding mlpipe_cli/) whose commands part 1 also runs, "
         "interleaved, via PYTHONPATH: e.g. `git worktree add /tmp/base main`",
     )
+    parser.add_argument(
+        "--blas-audit", action="store_true", help="list the BLAS calls of fit and psi-report"
+    )
     args = parser.parse_args()
     result: dict = {"cpus": os.cpu_count()}
+    if args.blas_audit:
+        print(json.dumps(blas_audit(args)))
+        return
     if not args.skip_startup:
         result.update(startup(args))
     if not args.skip_validate:
