@@ -45,7 +45,8 @@ took, and for every thread the median latency of requests that overlapped it vs 
 
 Environment: ``BENCH_LOG=0`` runs every server with the feature log off (what the log costs:
 compare with a default run; its writer thread converts the rows while holding the GIL, see
-docs/serve.md); ``BENCH_COALESCE=0`` turns request coalescing off.
+docs/serve.md); ``BENCH_LOG_SAMPLE=0.1`` logs that fraction of served entities
+(``serving.logging.sample_rate``); ``BENCH_COALESCE=0`` turns request coalescing off.
 
 Usage: .venv/bin/python benchmarks/bench_serve.py [--quick] [--entities N] [--duration S]
        [--runs R] [--connections 16,1] [--json OUT] [--shadow] [--no-http] [--baseline DIR]
@@ -199,6 +200,7 @@ def build_project(root: Path, n: int, redis_port: int) -> dict[str, Path]:
                 "enabled": os.environ.get("BENCH_LOG", "1") == "1",
                 "queue_rows": 1_000_000,
                 "segment_rows": 200_000,
+                "sample_rate": float(os.environ.get("BENCH_LOG_SAMPLE", "1")),
             },
         },
     }

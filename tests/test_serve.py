@@ -564,6 +564,48 @@ def test_dropped_log_rows_are_counted_exactly(
     assert written + dropped == served
 
 
+def test_sampled_log_rows_are_counted_exactly(
+    tmp_path: Path, sample_data_dir: Path, fitted_base: Path, servers: Any
+) -> None:
+    config = make_project(
+        tmp_path, sample_data_dir, fitted_base,
+        serving={"max_batch": 200, "logging": {"sample_rate": 0.3}},
+    )  # fmt: skip
+    srv = servers(config)
+    ids = some_user_ids(sample_data_dir, 150)
+    served = 0
+    for i in range(6):
+        response = srv.post("/features", {"entities": ids[: 50 + 10 * i]})
+        assert response.status_code == 200
+        served += response.json()["count"]
+    for user in ids[:100]:  # the generated single-entity path samples too
+        assert srv.get(f"/features/{user}").status_code == 200
+        served += 1
+    m = srv.metrics()
+    sampled_out = m["mlpipe_serve_log_rows_sampled_out_total"]
+    assert m["mlpipe_serve_entities_total"] == served
+    assert srv.stop() == 0, srv.stderr
+    log = read_log(tmp_path / "artifacts" / "churn" / "serving-logs")
+    assert log.height + sampled_out == served  # nothing dropped or failed here
+    assert 0.15 * served < log.height < 0.45 * served  # ~30 % of 550, a 6-sigma band
+    assert set(log["endpoint"]) == {"/features", "/features/{entity_id}"}
+    assert f"{int(sampled_out)} sampled out (sample_rate 0.3)" in srv.stderr
+
+
+@pytest.mark.parametrize("rate", [0, 1.5, "nan"])
+def test_a_sample_rate_outside_0_1_is_a_config_error(
+    tmp_path: Path, sample_data_dir: Path, fitted_base: Path, cli: Any, rate: object
+) -> None:
+    config = make_project(tmp_path, sample_data_dir, fitted_base)
+    doc = yaml.safe_load(config.read_text())
+    doc.setdefault("serving", {})["logging"] = {"sample_rate": rate}
+    config.write_text(yaml.safe_dump(doc))
+    result = refuse_in_process(cli, config)
+    assert result.exit_code == 2
+    assert "sample_rate" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_tampered_transform_artifact_refuses_to_start(
     tmp_path: Path, sample_data_dir: Path, fitted_base: Path
 ) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import random
 import re
 import threading
 import time
@@ -59,6 +60,33 @@ def test_full_queue_drops_and_counts_without_a_writer(tmp_path: Path) -> None:
     assert logger.written == 10
     assert not log_row(logger, 99)  # closed: counted as dropped, never lost silently
     assert logger.dropped == 16
+
+
+def test_sampling_logs_the_rows_of_its_draws_and_counts_the_others(tmp_path: Path) -> None:
+    logger = make_logger(tmp_path, sample_rate=0.25)
+    logger._draw = random.Random(7).random  # a seeded generator: the oracle replays it
+    for i in range(4000):
+        if logger.keep():
+            log_row(logger, i)
+    logger.close()
+    oracle = random.Random(7)
+    expected = [f"[{i}]" for i in range(4000) if oracle.random() < 0.25]
+    assert read_all(tmp_path)["entity"].to_list() == expected
+    assert (logger.written, logger.sampled_out) == (len(expected), 4000 - len(expected))
+    assert 800 < len(expected) < 1200  # about a quarter
+
+
+def test_sample_rate_one_never_draws(tmp_path: Path) -> None:
+    logger = make_logger(tmp_path)
+    logger._draw = lambda: pytest.fail("drew at sample_rate 1")
+    assert all(logger.keep() for _ in range(100))
+    assert logger.sampled_out == 0
+
+
+@pytest.mark.parametrize("rate", [0.0, -0.5, 1.5, math.nan, math.inf])
+def test_a_sample_rate_outside_0_1_is_refused(tmp_path: Path, rate: float) -> None:
+    with pytest.raises(ValueError, match="sample_rate must be in"):
+        make_logger(tmp_path, sample_rate=rate)
 
 
 def test_segment_columns_follow_interfaces_section_5(tmp_path: Path) -> None:

@@ -20,6 +20,13 @@ class ServingLogConfig(ConfigModel):
         "dropped and counted (mlpipe_serve_log_rows_dropped_total), never slowing requests",
     )
     segment_rows: int = Field(default=50_000, ge=1, description="rows per Parquet segment")
+    sample_rate: float = Field(
+        default=1.0,
+        gt=0,
+        le=1,
+        description="fraction of served entities logged, each drawn independently at random; "
+        "the others are counted (mlpipe_serve_log_rows_sampled_out_total)",
+    )
     flush_interval: Duration = Field(
         default=timedelta(seconds=60), description="write a segment at least this often"
     )

@@ -2,7 +2,9 @@
 
 The request path calls :meth:`FeatureLogger.log`, which appends one tuple to a deque (no I/O,
 no lock, no thread wake-up) or, when ``queue_rows`` rows are already waiting, drops the row
-and counts it. The writer thread wakes every ``poll_interval`` seconds (never once per row:
+and counts it. With a ``sample_rate`` below 1 the callers first ask :meth:`FeatureLogger.keep`
+whether to log an entity at all, before building its row; the ones it leaves out are counted
+in ``sampled_out``. The writer thread wakes every ``poll_interval`` seconds (never once per row:
 per-row wake-ups cost the event loop a GIL hand-off per request and showed up as p99 spikes
 of tens of milliseconds) and turns the queued rows into Parquet segments. Each segment is
 published atomically (temp file + fsync + rename) as
@@ -12,7 +14,7 @@ docs/architecture.md §5, read by `mlpipe psi-report`.
 A segment is written when it reaches ``segment_rows`` rows (checked after each poll's rows
 were taken) or when its oldest row is ``flush_interval`` seconds old, and on :meth:`close`
 (graceful shutdown), which drains the queue completely. Counters (all exact): ``enqueued``,
-``dropped``, ``written``, ``failed``. A malformed row (fewer raw values than raw columns, a
+``dropped``, ``sampled_out``, ``written``, ``failed``. A malformed row (fewer raw values than raw columns, a
 vector of the wrong width) fails alone; a value Polars cannot hold fails its group of
 ``_RETRY_ROWS`` rows; a failed write fails its segment. Failures are counted, never raised.
 
@@ -40,6 +42,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import random
 import threading
 import time
 from collections import deque
@@ -144,8 +147,11 @@ class FeatureLogger:
         segment_rows: int = 50_000,
         flush_interval: float = 60.0,
         poll_interval: float = 0.05,
+        sample_rate: float = 1.0,
         shadow: Any = None,
     ) -> None:
+        if not 0.0 < sample_rate <= 1.0:  # also refuses NaN
+            raise ValueError(f"sample_rate must be in (0, 1], got {sample_rate!r}")
         self.log_dir = Path(log_dir)
         self.transform_version = transform_version
         self.raw_columns = list(raw_columns)
@@ -155,6 +161,9 @@ class FeatureLogger:
         self.segment_rows = segment_rows
         self.flush_interval = flush_interval
         self.poll_interval = poll_interval
+        self.sample_rate = sample_rate
+        # A private generator: the process-wide one belongs to whoever else seeds it.
+        self._draw = random.Random().random
         # serving.shadow.ShadowScorer: adds shadow.* columns to each row, in this thread
         self.shadow = shadow
         self._queue: deque[Any] = deque()
@@ -163,6 +172,7 @@ class FeatureLogger:
         # writer, so the counters are exact and a read from another thread is a snapshot.
         self.enqueued = 0
         self.dropped = 0
+        self.sampled_out = 0
         self._dequeued = 0
         self.written = 0
         self.failed = 0
@@ -197,6 +207,15 @@ class FeatureLogger:
     def depth(self) -> int:
         """Rows waiting in the queue."""
         return self.enqueued - self._dequeued
+
+    def keep(self) -> bool:
+        """Whether to log the next served entity: True with probability ``sample_rate``
+        (always at 1.0); a False is counted in ``sampled_out``. Callers ask before building
+        the row, so an entity left out costs one random draw."""
+        if self.sample_rate >= 1.0 or self._draw() < self.sample_rate:
+            return True
+        self.sampled_out += 1
+        return False
 
     def log(
         self,

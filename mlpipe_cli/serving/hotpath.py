@@ -53,10 +53,15 @@ def compile_reply(service: FeatureService) -> tuple[Reply, str]:
             log = src.bind(logger.log, "log")
             clock = src.bind(time.time_ns, "time_ns")
             getters = "".join(f"values.get({column!r}), " for column in service.log_columns)
-            src.line(
+            call = (
                 f"{log}(endpoint, s.entity_key, s.store_version, s.cold_start, "
                 f"({getters}), tuple(s.vector), s.prediction, {clock}() // 1000)"
             )
+            if logger.sample_rate < 1.0:  # the draw comes before the row is built
+                with src.block(f"if {src.bind(logger.keep, 'keep')}():"):
+                    src.line(call)
+            else:
+                src.line(call)
         src.line("entity = s.entity")
         src.line(
             'doc = {"entity": entity[0] if len(entity) == 1 else entity, '

@@ -405,11 +405,15 @@ def shutdown_summary(app: Any) -> str:
     runtime = app.runtime
     if runtime.logger is None:
         return text + "; feature log off"
-    written, dropped, failed = (runtime.log_total(k) for k in ("written", "dropped", "failed"))
-    accounted = written + dropped + failed
+    written, dropped, failed, sampled_out = (
+        runtime.log_total(k) for k in ("written", "dropped", "failed", "sampled_out")
+    )
+    accounted = written + dropped + failed + sampled_out
     text += (
         f"; feature log: {written} rows written, {dropped} dropped (queue full), {failed} failed"
     )
+    if runtime.logger.sample_rate < 1.0:
+        text += f", {sampled_out} sampled out (sample_rate {runtime.logger.sample_rate:g})"
     if runtime.shadow is not None:
         text += (
             f"; shadow {runtime.shadow.transform_version}: "

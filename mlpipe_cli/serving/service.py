@@ -340,7 +340,10 @@ class FeatureService:
             return
         now_us = time.time_ns() // 1000
         cols = self.log_columns
+        keep = logger.keep
         for s in served:
+            if not keep():
+                continue
             values = s.values
             # Tuples of plain values only: the garbage collector stops tracking such a row at
             # its first collection. A list inside (the vector) kept every queued row tracked,
@@ -628,6 +631,7 @@ def new_feature_logger(
         queue_rows=logging.queue_rows,
         segment_rows=logging.segment_rows,
         flush_interval=logging.flush_interval.total_seconds(),
+        sample_rate=logging.sample_rate,
         shadow=ShadowScorer(shadow, raw_columns) if shadow is not None else None,
     )
 
@@ -741,6 +745,10 @@ def build_runtime(
         metrics.counters["mlpipe_serve_log_rows_dropped_total"] = (
             "Feature-log rows dropped because the queue was full.",
             lambda: total("dropped"),
+        )
+        metrics.counters["mlpipe_serve_log_rows_sampled_out_total"] = (
+            "Served entities left out of the feature log by serving.logging.sample_rate.",
+            lambda: total("sampled_out"),
         )
         metrics.counters["mlpipe_serve_log_rows_written_total"] = (
             "Feature-log rows written to Parquet segments.",
