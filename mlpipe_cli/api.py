@@ -108,7 +108,7 @@ class Pipeline:
         """`mlpipe sample-data`: the deterministic synthetic data set (needs no config)."""
         from mlpipe_cli.ops.sample_data import sample_data
 
-        return sample_data(out=Path(out), rows=rows, seed=seed, faults=tuple(faults))
+        return sample_data(out=Path(out), rows=rows, seed=seed, faults=_strings(faults))
 
     def validate(
         self,
@@ -128,7 +128,7 @@ class Pipeline:
 
         result = validate(
             self.project,
-            sources=list(sources) if sources else None,
+            sources=_names(sources, "sources"),
             data=_path(data),
             quarantine=_path(quarantine),
             out=_path(out),
@@ -247,7 +247,7 @@ class Pipeline:
 
         return stream(
             self.project,
-            sources=_names(sources),
+            sources=_names(sources, "sources"),
             consumer=consumer,
             once=once,
             reset=reset,
@@ -352,7 +352,11 @@ class Pipeline:
         from mlpipe_cli.ops.models import register_model
 
         return register_model(
-            self.project, Path(model_file), transform, trust=trust, trust_pickle=trust_pickle
+            self.project,
+            Path(model_file),
+            transform,
+            trust=_strings(trust),
+            trust_pickle=trust_pickle,
         )
 
     def models(self) -> ModelListResult:
@@ -452,20 +456,27 @@ def _path(value: str | Path | None) -> Path | None:
     return None if value is None else Path(value)
 
 
-def _names(values: Sequence[str] | None) -> list[str] | None:
+def _names(values: Sequence[str] | None, what: str = "features") -> list[str] | None:
+    """Names given as a list, one string, or "a,b" as on the command line (a lone string
+    is one name, never its characters)."""
     if values is None:
         return None
-    if isinstance(values, str):  # a lone name, or "a,b" as on the command line
+    if isinstance(values, str):
         values = [values]
     names = [n.strip() for item in values for n in item.split(",") if n.strip()]
-    if not names:  # as on the command line: naming no feature is a mistake, not "all"
+    if not names:  # as on the command line: naming nothing is a mistake, not "all"
         from mlpipe_cli.errors import UsageError
 
+        example = "['total_orders', 'plan']" if what == "features" else "['orders']"
         raise UsageError(
-            "features is empty",
-            hint="give names like ['total_orders', 'plan'], or None for every feature",
+            f"{what} is empty", hint=f"give names like {example}, or None for every one"
         )
     return list(dict.fromkeys(names))
+
+
+def _strings(values: Sequence[str]) -> tuple[str, ...]:
+    """A sequence of strings where one string is one item (tuple("ab") would be two)."""
+    return (values,) if isinstance(values, str) else tuple(values)
 
 
 __all__ = ["Pipeline"]

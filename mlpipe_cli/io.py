@@ -21,7 +21,7 @@ import os
 import re
 import secrets
 import socket
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,17 +67,25 @@ def scan_parquet(path: Path | str) -> pl.LazyFrame:
     """
     import polars as pl
 
-    files = resolve_parquet_files(path)
-    for file in files:
-        _check_parquet_file(file)
-    if len(files) > 1:
-        check_parts_agree(files)
+    files = checked_parquet_files(path)
     try:
         lazy = pl.scan_parquet([str(f) for f in files])
         lazy.collect_schema()
     except (pl.exceptions.PolarsError, OSError) as exc:
         raise InputError(f"cannot read {path} as Parquet: {_first_line(exc)}") from None
     return lazy
+
+
+def checked_parquet_files(path: Path | str) -> list[Path]:
+    """The files of ``path`` (``resolve_parquet_files``), each checked to be Parquet, and the
+    parts of a multi-part source checked to agree (``check_parts_agree``): what
+    ``scan_parquet`` checks, for readers that scan the files one by one (psi-report)."""
+    files = resolve_parquet_files(path)
+    for file in files:
+        _check_parquet_file(file)
+    if len(files) > 1:
+        check_parts_agree(files)
+    return files
 
 
 def read_parquet(path: Path | str) -> pl.DataFrame:
@@ -297,21 +305,56 @@ def register_input(path: Path | str) -> None:
         registry.add(path)
 
 
-def check_outputs(outputs: Iterable[Path | str | None]) -> None:
-    """Refuse (UsageError, exit 2) outputs that are inputs of this run, before any heavy work.
+def check_outputs(
+    outputs: Iterable[Path | str | None] | Mapping[str, Path | str | None],
+) -> None:
+    """Refuse (UsageError, exit 2) outputs that are inputs of this run, or that are the same
+    file as another output of the same call, before any heavy work.
+
+    ``outputs`` is a list of paths, or a mapping from what names each output (its flag,
+    ``--out``) to its path, so a collision names both flags. Name all of one command's
+    outputs in one call: two outputs on one file would overwrite each other (inside
+    ``atomic_outputs()`` the later rename silently replaces the earlier file: rows lost).
+    A path declared again in a later call is the same output re-checked by a lower layer,
+    not a collision. Same file means the same resolved path: ``./x`` and ``x``, a symlink
+    and its target, two hard links.
 
     The outputs are also remembered, so an input registered later that turns out to be one of
     them is refused when it is read. Writers check again when they write, so this is only
     about failing early.
     """
+    named = list(outputs.items()) if isinstance(outputs, Mapping) else [(None, o) for o in outputs]
+    declared = [(label, Path(given)) for label, given in named if given is not None]
+    for i, (label, path) in enumerate(declared):
+        for other_label, other in declared[:i]:
+            how = _same_file(other, path)
+            if how is not None:
+                first = f"{other_label} {other}" if other_label else f"output {other}"
+                second = f"{label} {path}" if label else f"output {path}"
+                raise UsageError(
+                    f"{first} and {second} are the same file ({how}); give each output its own path"
+                )
     registry = _REGISTRY.get()
-    for given in outputs:
-        if given is None:
-            continue
-        path = Path(given)
+    for _label, path in declared:
         _refuse_if_input(path)
         if registry is not None:
             registry.outputs.append(path)
+
+
+def _same_file(a: Path, b: Path) -> str | None:
+    """How outputs ``a`` and ``b`` are one file (a phrase for the message), or None."""
+    if os.path.abspath(a) == os.path.abspath(b):
+        return "same path"
+    real = os.path.realpath(a)
+    if real == os.path.realpath(b):
+        return f"both resolve to {real}"
+    try:
+        st_a, st_b = os.stat(a), os.stat(b)
+    except OSError:  # one does not exist yet: different paths, so different files
+        return None
+    if (st_a.st_dev, st_a.st_ino) == (st_b.st_dev, st_b.st_ino):
+        return "hard links to one file"
+    return None
 
 
 def _refuse_if_input(path: Path) -> None:

@@ -12,6 +12,19 @@ AS_OF=2026-07-01T00:00:00Z
 
 step() { printf '\n== %s\n' "$*"; }
 
+# json_field KEY < DOCUMENT: print DOCUMENT's KEY; one clear line (not a traceback) and exit 1
+# when the document is not the JSON expected.
+json_field() {
+  $PYTHON -c '
+import json, sys
+text = sys.stdin.read()
+try:
+    print(json.loads(text)[sys.argv[1]])
+except (ValueError, KeyError, TypeError):
+    sys.exit(f"demo: expected a JSON document with {sys.argv[1]!r}, got: {text.strip()[:200]!r}")
+' "$1"
+}
+
 step "1. mlpipe init -> $PROJECT/ (mlpipe.yaml, 100k sample orders in data/sample/, Makefile)"
 rm -rf "$PROJECT"
 $MLPIPE init "$PROJECT" --rows 100000 --seed 42
@@ -109,26 +122,31 @@ LIVE_MODEL=$($PYTHON -c "
 from mlpipe_cli.artifacts import ArtifactStore; from mlpipe_cli.config import load_config
 c = load_config('$CONFIG'); print(ArtifactStore(c.artifact_dir, c.pipeline).latest('model'))")
 
-step "11. promote: verify transform $LIVE + model $LIVE_MODEL and publish the serving pointer"
+step "12. promote: verify transform $LIVE + model $LIVE_MODEL and publish the serving pointer"
 $MLPIPE promote "$LIVE" --model "$LIVE_MODEL" -c "$CONFIG"
 
-step "12. a candidate version: age min-max scaled instead of standardised (fit, train, register)"
-$PYTHON - "$CONFIG" <<'PY'
+step "13. a candidate version: age min-max scaled instead of standardised (fit, train, register)"
+# Next to mlpipe.yaml: relative paths in a config resolve against its own directory, so the
+# candidate reads the same sample data and publishes into the same artifact store.
+SHADOW_CONFIG=$PROJECT/shadow.yaml
+$PYTHON - "$CONFIG" "$SHADOW_CONFIG" <<'PY'
 import sys, yaml
 config = yaml.safe_load(open(sys.argv[1]))
 config["transforms"]["columns"]["age"] = [{"type": "fill_null", "strategy": "median"},
                                           {"type": "minmax"}]
-yaml.safe_dump(config, open("data/shadow.yaml", "w"), sort_keys=False)  # same relative paths
+yaml.safe_dump(config, open(sys.argv[2], "w"), sort_keys=False)
 PY
-SHADOW=$($MLPIPE fit -c data/shadow.yaml --data data/training_set.parquet --json \
-  | $PYTHON -c "import json,sys; print(json.load(sys.stdin)['version'])")
-$MLPIPE transform -c data/shadow.yaml --artifact "$SHADOW" --data data/training_set.parquet \
+# The command's own output first: under set -e a failing command stops the demo here with its
+# exit code and its one-line error, before anything tries to read its JSON.
+FIT_JSON=$($MLPIPE fit -c "$SHADOW_CONFIG" --data data/training_set.parquet --json)
+SHADOW=$(json_field version <<<"$FIT_JSON")
+$MLPIPE transform -c "$SHADOW_CONFIG" --artifact "$SHADOW" --data data/training_set.parquet \
   --out data/features_shadow.parquet -q
-$PYTHON scripts/train_demo_model.py data/shadow.yaml data/features_shadow.parquet data/model_shadow.skops
-SHADOW_MODEL=$($MLPIPE model register data/model_shadow.skops --artifact "$SHADOW" -c "$CONFIG" --json \
-  | $PYTHON -c "import json,sys; print(json.load(sys.stdin)['model_version'])")
+$PYTHON scripts/train_demo_model.py "$SHADOW_CONFIG" data/features_shadow.parquet data/model_shadow.skops
+REGISTER_JSON=$($MLPIPE model register data/model_shadow.skops --artifact "$SHADOW" -c "$CONFIG" --json)
+SHADOW_MODEL=$(json_field model_version <<<"$REGISTER_JSON")
 
-step "13. serve the promoted version with $SHADOW in shadow; 2,000 requests; stop"
+step "14. serve the promoted version with $SHADOW in shadow; 2,000 requests; stop"
 rm -rf "$LOG_DIR"
 $PYTHON - "$MLPIPE" "$CONFIG" "$LOG_DIR" "$SHADOW" "$SHADOW_MODEL" <<'PY'
 import random, signal, socket, subprocess, sys, time, urllib.request, json
@@ -153,7 +171,7 @@ proc.send_signal(signal.SIGTERM)
 sys.exit(proc.wait(60))
 PY
 
-step "14. compare live vs shadow on the same requests: age changed, unannounced -> exit 1"
+step "15. compare live vs shadow on the same requests: age changed, unannounced -> exit 1"
 set +e
 $MLPIPE psi-report -c "$CONFIG" --compare-shadow --serving-log "$LOG_DIR" --since 1h
 code=$?
@@ -164,7 +182,7 @@ $MLPIPE psi-report -c "$CONFIG" --compare-shadow --serving-log "$LOG_DIR" --sinc
   --expect-change age --html data/shadow.html
 echo "-> exit 0 with --expect-change age; HTML report: data/shadow.html"
 
-step "15. promote the candidate while a server follows the pointer, then roll back"
+step "16. promote the candidate while a server follows the pointer, then roll back"
 $PYTHON - "$MLPIPE" "$CONFIG" "$SHADOW" "$SHADOW_MODEL" <<'PY'
 import json, signal, socket, subprocess, sys, threading, time, urllib.request
 mlpipe, config, shadow, shadow_model = sys.argv[1:5]
@@ -204,7 +222,7 @@ print(f"responses per version: {seen}; failed requests: {failed[0]}")
 sys.exit(code or (1 if failed[0] else 0))
 PY
 
-step "16. SLOs from the run ledger (latency p99 from the servers' histograms); exit 1 = a breach"
+step "17. SLOs from the run ledger (latency p99 from the servers' histograms); exit 1 = a breach"
 set +e
 $MLPIPE slo -c "$CONFIG"
 echo "-> mlpipe slo exit $?"

@@ -184,7 +184,7 @@ def test_register_errors(
     missing = cli("model", "register", tmp_path / "nope.joblib", "-c", config)
     assert missing.exit_code == 2
     assert "not found" in missing.stderr
-    (tmp_path / "m.joblib").write_bytes(b"whatever")
+    (tmp_path / "m.joblib").write_bytes(pickle.dumps({"weights": [1]}))  # refused later
     unknown = cli("model", "register", tmp_path / "m.joblib", "--artifact", "0099",
                   "--trust-pickle", "-c", config)  # fmt: skip
     assert unknown.exit_code == 3
@@ -210,9 +210,12 @@ def test_register_refuses_non_models_and_publishes_nothing(
     joblib.dump({"weights": [1, 2, 3]}, bad / "dict.joblib")
     narrow = LogisticRegression().fit(np.asarray([[0.0], [1.0]]), [0, 1])
     joblib.dump(narrow, bad / "narrow.joblib")
+    whole = (bad / "narrow.joblib").read_bytes()
+    (bad / "truncated.joblib").write_bytes(whole[: len(whole) // 2])
     cases = {
         "empty.parquet": (3, "is empty (0 bytes)"),
-        "garbage.joblib": (3, "cannot be loaded: "),
+        "garbage.joblib": (2, "is neither a skops archive nor a joblib/pickle file"),
+        "truncated.joblib": (3, "cannot be loaded: "),
         "dict.joblib": (3, "has no predict_proba, decision_function or predict method"),
         "narrow.joblib": (3, "expects 1 features but transform"),
     }
@@ -224,6 +227,12 @@ def test_register_refuses_non_models_and_publishes_nothing(
         assert "Traceback" not in result.stderr
         error_line = next(line for line in result.stderr.splitlines() if line.startswith("error"))
         assert not error_line.rstrip().endswith(":"), error_line
+    # a text file is not called a pickle (and needs no --trust-pickle to be refused)
+    (bad / "notes.skops").write_text("my model, version 2\n")
+    text = cli("model", "register", bad / "notes.skops", "-c", config)
+    assert text.exit_code == 2, text.stderr
+    assert "is neither a skops archive nor a joblib/pickle file" in text.stderr
+    assert "--trust-pickle" not in text.stderr
     directory = cli("model", "register", bad, "-c", config)
     assert directory.exit_code == 2
     assert "is a directory" in directory.stderr

@@ -203,6 +203,11 @@ def test_failed_gate_raises_the_cli_exception_with_the_result(demo: dict, tmp_pa
     inspected = p.validate(sources=["orders"], data=broken, check=False)
     assert not inspected.passed
     assert inspected.to_dict()["status"] == "failed"
+    # one string is one source name (it used to be read as the names 'o', 'r', 'd', ...)
+    alone = p.validate(sources="orders", data=broken, check=False)
+    assert _without(alone.to_dict(), "seconds") == _without(inspected.to_dict(), "seconds")
+    with pytest.raises(mlpipe.UsageError, match="sources is empty"):
+        p.validate(sources=[], data=broken)
 
 
 def test_errors_and_bad_arguments_are_the_exception_tree(tmp_path: Path, demo: dict) -> None:
@@ -254,14 +259,21 @@ def test_public_names_are_lazy_and_complete() -> None:
     assert commands <= set(dir(mlpipe.Pipeline))
 
 
+@pytest.mark.parametrize("where", ["example-config", "mlpipe-init"])
 def test_python_api_doc_examples(
-    tmp_path: Path, sample_data_dir: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """docs/python-api.md runs as a doctest in a tmp project built from the sample data."""
-    config = yaml.safe_load(EXAMPLE_CONFIG.read_text())
-    config.pop("artifact_dir", None)
-    _repoint_paths(config, sample_data_dir)
-    (tmp_path / "mlpipe.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    tmp_path: Path, sample_data_dir: Path, monkeypatch: pytest.MonkeyPatch, cli, where: str
+) -> None:  # type: ignore[no-untyped-def]
+    """docs/python-api.md runs as a doctest in a tmp project built from the sample data, and
+    in a project made by `mlpipe init` (whose config names ``artifact_dir: artifacts``, so
+    ``Pipeline.artifact_dir`` is absolute there: the docs must not print a path)."""
+    if where == "mlpipe-init":
+        made = cli("init", tmp_path, "--rows", 20_000, "--seed", 7, "--force")
+        assert made.exit_code == 0, made.stderr
+    else:
+        config = yaml.safe_load(EXAMPLE_CONFIG.read_text())
+        config.pop("artifact_dir", None)
+        _repoint_paths(config, sample_data_dir)
+        (tmp_path / "mlpipe.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     monkeypatch.chdir(tmp_path)
     doc = Path(__file__).resolve().parents[1] / "docs" / "python-api.md"
     result = doctest.testfile(

@@ -47,7 +47,7 @@ from typing import Any
 
 from mlpipe_cli import __version__
 from mlpipe_cli.documents import ArtifactManifest, check
-from mlpipe_cli.errors import ArtifactError, ArtifactNotFound, UsageError
+from mlpipe_cli.errors import ArtifactError, ArtifactNotFound, OutputError, UsageError
 from mlpipe_cli.io import (
     atomic_write_bytes,
     fsync_path,
@@ -314,7 +314,12 @@ class ArtifactStore:
             final = kind_dir / version
             os.rename(staging, final)
             fsync_path(kind_dir)
-            self._write_latest(kind_dir, version)
+            try:
+                self._write_latest(kind_dir, version)
+            except OutputError as exc:  # its "nothing was published" is no longer true
+                fix = (exc.hint or "").replace("; nothing was published", "")
+                done = f"{kind}/{version} was published but {LATEST} not moved to it (a rerun does)"
+                raise OutputError(exc.message, hint="; ".join(filter(None, (fix, done)))) from None
         _note_version(kind, version, written=True)
         return PublishResult(ArtifactVersion(kind, version, final, manifest), created=True)
 

@@ -88,7 +88,8 @@ def build_app(only: str | None = None) -> typer.Typer:
         help="Validate, build point-in-time training sets, fit versioned preprocessing, "
         "materialize and serve features, and monitor drift.\n\n"
         "Exit codes: 0 ok, 1 data failed a check, 2 usage/config/input error, "
-        "3 artifact/contract error, 4 external service unavailable, 70 internal error (a bug).",
+        "3 artifact/contract error, 4 external service unavailable, 70 internal error (a bug), "
+        "130 interrupted (Ctrl-C).",
         no_args_is_help=True,
         add_completion=False,
         pretty_exceptions_enable=False,
@@ -332,14 +333,15 @@ def _declare_outputs_first(command: Any) -> None:
         for sub in subcommands.values():
             _declare_outputs_first(sub)
         return
-    names = [p.name for p in command.params if p.name in OUTPUT_OPTIONS]
+    # name -> its long flag, so a collision between two outputs names both flags
+    flags = {p.name: max(p.opts, key=len) for p in command.params if p.name in OUTPUT_OPTIONS}
     callback = command.callback
-    if not names or callback is None:
+    if not flags or callback is None:
         return
 
     @functools.wraps(callback)
     def declared(*args: Any, **kwargs: Any) -> Any:
-        check_outputs([kwargs.get(name) for name in names])
+        check_outputs({flag: kwargs.get(name) for name, flag in flags.items()})
         return callback(*args, **kwargs)
 
     command.callback = declared

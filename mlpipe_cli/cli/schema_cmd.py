@@ -49,7 +49,7 @@ def infer(
     `path:` is relative to the directory of -c/--config (the file it will be pasted into;
     default ./mlpipe.yaml), as the config loader reads it; absolute only when the data and
     the config share nothing but the root. Works from --data alone: the config file is
-    neither read nor required.
+    neither read nor required, but --out may not overwrite it (exit 2).
 
     Example: mlpipe schema infer --data data/sample/orders.parquet --source orders
     """
@@ -57,7 +57,12 @@ def infer(
 
     output = Output.create(json_mode=json_output, quiet=quiet)
     result = run(
-        data=data, source=source, max_allowed=max_allowed, out=out, config_dir=config.parent
+        data=data,
+        source=source,
+        max_allowed=max_allowed,
+        out=out,
+        config_dir=config.parent,
+        config_file=config,
     )
     if out is not None:
         output.info(f"wrote {out}")

@@ -145,7 +145,7 @@ def psi_report(
         scan_parts,
         serving_log_parts,
     )
-    from mlpipe_cli.io import parquet_row_count, resolve_parquet_files
+    from mlpipe_cli.io import checked_parquet_files, parquet_row_count
     from mlpipe_cli.servinglog import parse_window
 
     warnings: list[str] = []
@@ -190,7 +190,10 @@ def psi_report(
             exclude = request_time_features(reference, state, columns)
     else:
         assert current is not None
-        files = resolve_parquet_files(current)
+        # The part check every reading command runs (validate, training-set, fit, ...):
+        # scan_parts unifies the parts' schemas, which would turn a part lacking a column
+        # into a null surge and take a naive part for the zone of the others.
+        files = checked_parquet_files(current)
         parts = scan_parts(files)
         rows = sum(parquet_row_count(f) for f in files)
         current_info = {"source": "file", "path": str(current)}

@@ -40,22 +40,29 @@ def infer(
     max_allowed: int = 20,
     out: Path | None = None,
     config_dir: Path | None = None,
+    config_file: Path | None = None,
 ) -> InferResult:
     """Propose a column contract for ``data`` (needs no config); write it to ``out`` if given.
 
     The proposed ``path:`` is relative to ``config_dir`` (the directory of the config file
     the entry will be pasted into; default the current directory), because the config
-    loader resolves relative paths from there.
+    loader resolves relative paths from there. ``config_file`` (the -c file, or the default
+    ``mlpipe.yaml``), when it exists, counts as an input although it is not read: ``out``
+    may not overwrite the project's config, as no other command may.
     """
     from mlpipe_cli.artifacts.store import atomic_write_bytes
-    from mlpipe_cli.io import scan_parquet
+    from mlpipe_cli.io import check_outputs, input_scope, register_input, scan_parquet
     from mlpipe_cli.schema.infer import contract_yaml, infer_contract, path_for_config
 
-    proposal = infer_contract(scan_parquet(data), max_allowed=max_allowed)
-    config_path = path_for_config(data, config_dir if config_dir is not None else Path())
-    text = contract_yaml(source, data, proposal, config_path=config_path)
-    if out is not None:
-        atomic_write_bytes(out, text.encode())
+    with input_scope():
+        if config_file is not None and config_file.is_file():
+            register_input(config_file)
+        check_outputs({"--out": out})  # before the scan of the data
+        proposal = infer_contract(scan_parquet(data), max_allowed=max_allowed)
+        config_path = path_for_config(data, config_dir if config_dir is not None else Path())
+        text = contract_yaml(source, data, proposal, config_path=config_path)
+        if out is not None:
+            atomic_write_bytes(out, text.encode())
     return InferResult(
         source=source, path=data, proposal=proposal, yaml=text, out=out, config_path=config_path
     )

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlpipe_cli.errors import MlpipeError, UsageError
+from mlpipe_cli.errors import MlpipeError, OutputError, UsageError
 from mlpipe_cli.progress import track as progress_track
 from mlpipe_cli.validation import ValidationReport, require_passed, validate_source
 
@@ -71,11 +71,8 @@ def validate(
         save_profile=save_profile,
         publish=publish,
         engine=engine,
+        junit=junit,
     )
-    if junit is not None:
-        from mlpipe_cli.artifacts.store import atomic_write_bytes
-
-        atomic_write_bytes(junit, report.to_junit())
     return ValidateResult(
         report=report, artifact_version=version, seconds=time.perf_counter() - started
     )
@@ -93,10 +90,15 @@ def run_validation(
     save_profile: bool = False,
     publish: bool = True,
     engine: str | None = None,
+    junit: Path | None = None,
 ) -> tuple[ValidationReport, str | None]:
-    """Validate the named (default: all) sources; optionally publish the report artifact.
+    """Validate the named (default: all) sources; optionally publish the report artifact
+    and write it as JUnit XML to ``junit``.
 
     Returns the report and the published ``validation`` version (None when not published).
+    Every output file is checked before any work: none may be an input or another output.
+    When a write fails after others succeeded (a full disk), the error says which outputs
+    this run had already written or published.
     """
     names = list(dict.fromkeys(sources)) if sources else sorted(config.sources)
     for name in names:
@@ -113,10 +115,65 @@ def run_validation(
     on_spark = choose_engine(config, engine) == "spark"
     if on_spark and (reference is not None or save_profile):
         _refuse_remote_profiles(config, names, data_path)
+    splits = {
+        name: (
+            _split_path(quarantine, name, len(names), on_spark),
+            _split_path(out, name, len(names), on_spark),
+        )
+        for name in names
+    }
+    _check_outputs(splits, junit)
+    done: list[str] = []  # what this run wrote or published so far, for a failure's message
+    try:
+        return _run(
+            config, store, names, splits, done, data_path, reference, save_profile, publish,
+            on_spark, junit,
+        )  # fmt: skip
+    except OutputError as exc:
+        raise _saying_what_was_done(exc, done) from None
+
+
+def _check_outputs(splits: dict[str, tuple[Path | None, Path | None]], junit: Path | None) -> None:
+    """Every file this run writes, by flag (and source when several), in one call."""
+    from mlpipe_cli.io import check_outputs
+
+    several = len(splits) > 1
+    outputs: dict[str, Path | None] = {}
+    for name, (q_path, o_path) in splits.items():
+        suffix = f" (source {name})" if several else ""
+        outputs[f"--quarantine{suffix}"] = q_path
+        outputs[f"--out{suffix}"] = o_path
+    outputs["--junit"] = junit
+    check_outputs(outputs)
+
+
+def _saying_what_was_done(exc: OutputError, done: list[str]) -> OutputError:
+    """``exc`` with a hint that is true of the whole run: the store's "nothing was published"
+    speaks of the one artifact that failed, while earlier steps of this run may have
+    written files or published (and made LATEST) other artifacts."""
+    if not done:
+        return exc
+    hint = (exc.hint or "").replace("nothing was published", "").strip("; ")
+    already = "this run had already " + ", ".join(done)
+    return OutputError(exc.message, hint="; ".join(part for part in (hint, already) if part))
+
+
+def _run(
+    config: PipelineConfig,
+    store: ArtifactStore | None,
+    names: list[str],
+    splits: dict[str, tuple[Path | None, Path | None]],
+    done: list[str],
+    data_path: Path | str | None,
+    reference: str | None,
+    save_profile: bool,
+    publish: bool,
+    on_spark: bool,
+    junit: Path | None,
+) -> tuple[ValidationReport, str | None]:
     reports = []
     for name in progress_track(names, "validate", unit="sources"):
-        q_path = _split_path(quarantine, name, len(names), on_spark)
-        o_path = _split_path(out, name, len(names), on_spark)
+        q_path, o_path = splits[name]
         ref_profile, ref_version = (None, None)
         if reference is not None:
             from mlpipe_cli.ops.profiles import load_reference
@@ -142,15 +199,24 @@ def run_validation(
                 quarantine_path=q_path,
                 out_path=o_path,
             )
+        for label, split in (("quarantine", report.quarantine), ("out", report.out)):
+            if split and split.get("path"):
+                done.append(f"written {split['path']} (--{label}, {name})")
         if save_profile and report.status == "passed":
             from mlpipe_cli.ops.profiles import save_profile as _save
 
             report.profile = _save(store, config, name, data_path, on_spark=on_spark)  # type: ignore[arg-type]
+            done.append(f"published profile/{report.profile} ({name}, now its LATEST)")
         reports.append(report)
     result = ValidationReport(config.pipeline, reports)
     version = None
     if publish and store is not None:
         version = publish_report(store, config, result, data_path)
+        done.append(f"published validation/{version} (now LATEST)")
+    if junit is not None:
+        from mlpipe_cli.artifacts.store import atomic_write_bytes
+
+        atomic_write_bytes(junit, result.to_junit())
     return result, version
 
 

@@ -77,6 +77,7 @@ def infer_contract(lazy: pl.LazyFrame, *, max_allowed: int = MAX_ALLOWED) -> dic
     facts = observe(lazy, max_allowed=max_allowed)
     rows = facts["rows"]
     columns: dict[str, Any] = {}
+    notes: dict[str, str] = {}  # column -> why a check was left out (a YAML comment)
     unsupported = []
     for name, fact in facts["columns"].items():
         if fact["dtype"] is None:
@@ -87,7 +88,18 @@ def infer_contract(lazy: pl.LazyFrame, *, max_allowed: int = MAX_ALLOWED) -> dic
             entry["nullable"] = True
         if "timezone" in fact:
             entry["timezone"] = fact["timezone"]
-        if fact.get("min") is not None and math.isfinite(fact["min"]):
+        nonfinite = fact.get("nonfinite") or 0
+        if nonfinite:
+            # NaN and +-inf fail every range check and the contract has no key allowing them,
+            # so a range would fail the very data it was inferred from: leave it out and say so
+            span = ""
+            if fact.get("min") is not None:
+                span = f"; finite values span {_tidy(fact['min'])}..{_tidy(fact['max'])}"
+            notes[name] = (
+                f"{nonfinite} NaN/inf value{'s' if nonfinite != 1 else ''}: no min/max, "
+                f"as NaN and inf fail every range check{span}"
+            )
+        elif fact.get("min") is not None and math.isfinite(fact["min"]):
             entry["min"] = _tidy(fact["min"])
             entry["max"] = _tidy(fact["max"])
         if fact["dtype"] in INTEGER and rows and fact.get("nunique") == rows and not fact["nulls"]:
@@ -95,7 +107,7 @@ def infer_contract(lazy: pl.LazyFrame, *, max_allowed: int = MAX_ALLOWED) -> dic
         if "values" in fact:
             entry["allowed"] = fact["values"]
         columns[name] = entry
-    return {"columns": columns, "unsupported": unsupported, "rows": rows}
+    return {"columns": columns, "notes": notes, "unsupported": unsupported, "rows": rows}
 
 
 def _tidy(value: float) -> int | float:
@@ -139,13 +151,18 @@ def contract_yaml(
     # quoted when YAML needs it (a glob's leading `*` would read as an alias)
     lines.append(f"  path: {_key(str(path if config_path is None else config_path))}")
     lines.append("  columns:")
+    notes = proposal.get("notes", {})
     for name, entry in proposal["columns"].items():
-        flow = yaml.safe_dump(entry, default_flow_style=True, sort_keys=False, width=1_000_000)
-        lines.append(f"    {_key(name)}: {flow.strip()}")
+        flow = yaml.safe_dump(
+            entry, default_flow_style=True, sort_keys=False, width=1_000_000, allow_unicode=True
+        )
+        note = f"  # {notes[name]}" if name in notes else ""
+        lines.append(f"    {_key(name)}: {flow.strip()}{note}")
     return "\n".join(lines) + "\n"
 
 
 def _key(name: str) -> str:
     import yaml
 
-    return yaml.safe_dump(name, default_style=None).strip().removesuffix("\n...").strip()
+    text = yaml.safe_dump(name, default_style=None, allow_unicode=True)
+    return text.strip().removesuffix("\n...").strip()

@@ -620,7 +620,7 @@ class ServingApp:
                 404,
                 "no_model",
                 "no model is registered for this transform version "
-                "(mlpipe model register MODEL.joblib --artifact VERSION)",
+                "(mlpipe model register MODEL.skops --artifact VERSION)",
             )
         single = isinstance(doc, dict) and "entity" in doc and "entities" not in doc
         entities = self._entities(doc, allow_single=True)

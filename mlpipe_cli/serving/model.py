@@ -197,7 +197,8 @@ def register_model(
 
     Returns the model artifact version and whether it was newly created (identical
     re-registration is a no-op). InputError (exit 2) for a path that is missing, a
-    directory, not a regular file or unreadable; UsageError (exit 2) for a type or a pickle
+    directory, not a regular file, unreadable, or no model file at all (neither a skops
+    archive nor a pickle); UsageError (exit 2) for a type or a pickle
     that was not trusted; ArtifactError (exit 3) for a file that is empty or is not a usable
     model.
     """
@@ -212,6 +213,17 @@ def register_model(
     if fmt == SKOPS:
         trusted_types = _check_skops_types(model_path, trust, label)
     else:
+        head = _file_start(model_path)
+        if head.startswith(b"PK"):  # a zip that zipfile cannot read: a damaged skops file
+            raise ArtifactError(
+                f"{label} cannot be loaded: a damaged or truncated zip archive "
+                "(skops files are zip archives)"
+            )
+        if not head.startswith(_PICKLE_STARTS):
+            raise InputError(
+                f"{label} is neither a skops archive nor a joblib/pickle file",
+                hint="save the model with skops.io.dump(model, 'model.skops')",
+            )
         if trust:
             raise UsageError(
                 f"--trust names skops types, but {model_path} is not a skops file",
@@ -274,6 +286,25 @@ def model_format(path: Path) -> str:
     return PICKLE
 
 
+# How a pickle (protocol 2+) or a joblib file starts: joblib writes a plain pickle, or one
+# compressed with zlib, gzip, bz2, xz/lzma or lz4.
+_PICKLE_STARTS = (
+    b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05",
+    b"\x78", b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00", b"\x5d\x00\x00", b"\x04\x22\x4d\x18",
+)  # fmt: skip
+
+
+def _file_start(path: Path) -> bytes:
+    """The first bytes of a file, to tell a pickle/joblib file (``_PICKLE_STARTS``; protocol
+    0/1 pickles, ASCII, are not recognised: scikit-learn has not written them for a decade)
+    from a text, Parquet or zip file given by mistake."""
+    try:
+        with path.open("rb") as handle:
+            return handle.read(8)
+    except OSError as exc:
+        raise InputError(f"{path} cannot be read: {describe_exc(exc)}") from None
+
+
 def _check_skops_types(path: Path, trust: Sequence[str], label: str) -> list[str]:
     """The untrusted types of a skops file, all of which must be in ``trust`` (nothing is
     loaded here: skops reads the file's schema only)."""
@@ -308,7 +339,7 @@ def _check_model_file(model_path: Path) -> str:
     if stat.S_ISDIR(st.st_mode):
         raise InputError(
             f"model path {model_path} is a directory, not a model file",
-            hint="pass the joblib file itself, e.g. model.joblib",
+            hint="pass the model file itself, e.g. model.skops",
         )
     if not stat.S_ISREG(st.st_mode):
         raise InputError(f"model path {model_path} is not a regular file")

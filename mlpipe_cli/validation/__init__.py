@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from mlpipe_cli.errors import DataCheckFailed, MlpipeError
 from mlpipe_cli.validation.report import (
+    ERROR,
     CheckResult,
     SourceReport,
     ValidationReport,
@@ -88,10 +89,17 @@ def require_passed(report: SourceReport | ValidationReport) -> None:
     if status == "passed":
         return
     sources = report.sources if isinstance(report, ValidationReport) else [report]
+    if status == "error":
+        # name the check that could not run, not the first one that merely failed
+        crashed = [c for s in sources for c in s.checks if c.status == ERROR]
+        first = crashed[0]
+        more = f" (and {len(crashed) - 1} more)" if len(crashed) > 1 else ""
+        raise CheckCrashed(
+            f"a check could not run: {first.id}: {summary_line(first) or first.status}{more}",
+            report=report,
+        )
     first = next(c for s in sources for c in s.failing())
     text = f"{first.id}: {summary_line(first) or first.status}"
-    if status == "error":
-        raise CheckCrashed(f"a check could not run: {text}", report=report)
     failed = sum(len(s.failing()) for s in sources)
     raise DataCheckFailed(
         f"validation failed: {failed} check{'s' if failed != 1 else ''} failed; first: {text}",

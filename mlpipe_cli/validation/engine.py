@@ -851,7 +851,8 @@ def _split(
         if row_checks
         else pl.lit([], dtype=pl.List(pl.String))
     )
-    check_outputs([quarantine_path, out_path])
+    # named as the caller passed them: the two on one file would lose the quarantined rows
+    check_outputs({"quarantine_path": quarantine_path, "out_path": out_path})
     with atomic_outputs():  # quarantine and out: both published or neither (e.g. disk full)
         if quarantine_path is not None:
             quarantined = base.filter(is_bad).select(
