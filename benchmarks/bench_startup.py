@@ -16,6 +16,15 @@ file (bench_validate's generator) and the same 8 checks, each method a whole pro
 
 Goals (#19): mlpipe <= pandera, <= 1.3x polars at 1M rows, <= 1.2x polars at 5M rows.
 
+--baseline DIR runs part 1's commands from a second source tree as well (PYTHONPATH=DIR), in
+the same interleaved rounds, and prints this tree minus that one per command.
+
+--blas-audit (no timing) checks cli/blas.py's claim that `fit` and `psi-report` hand OpenBLAS
+no work: under gdb, with a breakpoint on every OpenBLAS function numpy's extension modules
+call, it runs a positive control (a matrix product), a `fit` of every step type with --out and
+a `psi-report` with --html, and prints each BLAS call with its native caller. The expected
+result is one call per process, numpy's import-time sanity check (``FLOAT_dot``, 2 elements).
+
 Every figure is the median of --runs interleaved rounds (each method once per round, so load
 changes hit all alike), with the children's CPU seconds (user + system, from
 ``getrusage(RUSAGE_CHILDREN)``) beside wall time and the load average before and after.
@@ -23,6 +32,9 @@ changes hit all alike), with the children's CPU seconds (user + system, from
     .venv/bin/python benchmarks/bench_startup.py                   # both parts
     .venv/bin/python benchmarks/bench_startup.py --skip-validate   # start-up only (~1 min)
     flock /tmp/mlpipe-bench.lock .venv/bin/python benchmarks/bench_startup.py --runs 9
+    git worktree add /tmp/base main && .venv/bin/python benchmarks/bench_startup.py \
+        --skip-validate --baseline /tmp/base
+    .venv/bin/python benchmarks/bench_startup.py --blas-audit       # needs gdb
 """
 
 from __future__ import annotations
@@ -53,7 +65,7 @@ def mlpipe_argv() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "mlpipe_cli"]
 
 
-def child_env() -> dict[str, str]:
+def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """Children may cache bytecode, as after a ``pip install``, but never in the repo.
 
     With PYTHONDONTWRITEBYTECODE set (some CI images and this dev machine) an editable
@@ -62,15 +74,21 @@ def child_env() -> dict[str, str]:
     """
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     env["PYTHONPYCACHEPREFIX"] = str(CACHE / "pycache")
+    env.update(extra or {})
     return env
 
 
-def timed(argv: list[str], cwd: Path, ok_codes: tuple[int, ...] = (0,)) -> tuple[float, float]:
+def timed(
+    argv: list[str],
+    cwd: Path,
+    ok_codes: tuple[int, ...] = (0,),
+    env: dict[str, str] | None = None,
+) -> tuple[float, float]:
     """Run one whole process; (wall seconds, CPU seconds of that child)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     proc = subprocess.run(
-        argv, cwd=cwd, env=child_env(), capture_output=True, text=True, check=False
+        argv, cwd=cwd, env=child_env(env), capture_output=True, text=True, check=False
     )
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -84,17 +102,27 @@ def load() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
+Method = tuple[list[str], tuple[int, ...]]
+
+
 def rounds(
-    methods: dict[str, tuple[list[str], tuple[int, ...]]], cwd: Path, runs: int
+    methods: dict[str, Method],
+    cwd: Path,
+    runs: int,
+    envs: dict[str, dict[str, str]] | None = None,
 ) -> dict[str, dict[str, float]]:
-    """Interleaved rounds after one warm-up; per method the median wall/CPU seconds, min wall."""
-    for argv, ok in methods.values():  # warm-up: bytecode cache, page cache
-        timed(argv, cwd, ok)
+    """Interleaved rounds after one warm-up; per method the median wall/CPU seconds, min wall.
+
+    ``envs`` adds environment variables to some methods' processes (--baseline's PYTHONPATH).
+    """
+    envs = envs or {}
+    for name, (argv, ok) in methods.items():  # warm-up: bytecode cache, page cache
+        timed(argv, cwd, ok, envs.get(name))
     walls: dict[str, list[float]] = {m: [] for m in methods}
     cpus: dict[str, list[float]] = {m: [] for m in methods}
     for _ in range(runs):
         for name, (argv, ok) in methods.items():
-            wall, cpu = timed(argv, cwd, ok)
+            wall, cpu = timed(argv, cwd, ok, envs.get(name))
             walls[name].append(wall)
             cpus[name].append(cpu)
     return {
@@ -177,6 +205,9 @@ def startup_commands() -> dict[str, tuple[list[str], tuple[int, ...]]]:
     }
 
 
+FLOORS = ("python -c pass", "import polars")
+
+
 def _verdict(over: float) -> str:
     return "ok" if over <= STARTUP_GOAL_S else "MISSED"
 
@@ -187,20 +218,38 @@ def startup(args: argparse.Namespace) -> dict:
     if args.commands:
         keep = {"python -c pass", "import polars", *args.commands.split(",")}
         commands = {k: v for k, v in commands.items() if k in keep}
+    envs: dict[str, dict[str, str]] = {}
+    if args.baseline:
+        # each command also run from the other tree, in the same rounds: "<name> [base]"
+        base = str(Path(args.baseline).resolve())
+        paired: dict[str, Method] = {}
+        for name, method in commands.items():
+            paired[name] = method
+            if name not in FLOORS:
+                paired[f"{name} [base]"] = method
+                envs[f"{name} [base]"] = {"PYTHONPATH": base}
+        commands = paired
     print(f"part 1: start-up, tiny workspace {work} ({args.tiny_rows} orders), "
           f"{args.runs} interleaved rounds, load before {load()}")  # fmt: skip
-    stats = rounds(commands, work, args.runs)
+    stats = rounds(commands, work, args.runs, envs)
     print(f"load after {load()}")
     floor, cpu_floor = stats["import polars"]["wall"], stats["import polars"]["cpu"]
     print(f"{'command':22} {'median s':>9} {'min s':>7} {'CPU s':>6} {'over polars':>12} "
           f"{'CPU over':>9}  goal <= {STARTUP_GOAL_S} s over polars: wall / CPU")  # fmt: skip
     for name, s in stats.items():
         over, cpu_over = s["wall"] - floor, s["cpu"] - cpu_floor
-        verdict = "" if name in ("python -c pass", "import polars") else (
+        verdict = "" if name in FLOORS else (
             f"{_verdict(over)} / {_verdict(cpu_over)}")  # fmt: skip
         print(f"{name:22} {s['wall']:9.3f} {s['min']:7.3f} {s['cpu']:6.3f} {over:+12.3f} "
               f"{cpu_over:+9.3f}  {verdict}")  # fmt: skip
-    commands = [n for n in stats if n not in ("python -c pass", "import polars")]
+    if args.baseline:
+        print(f"this tree minus --baseline {args.baseline} (negative: this tree is faster):")
+        for name in [n for n in stats if f"{n} [base]" in stats]:
+            b, s = stats[f"{name} [base]"], stats[name]
+            print(
+                f"  {name:22} wall {s['wall'] - b['wall']:+.3f} s  CPU {s['cpu'] - b['cpu']:+.3f} s"
+            )
+    commands = [n for n in stats if n not in FLOORS]
     wall_ok = [n for n in commands if stats[n]["wall"] - floor <= STARTUP_GOAL_S]
     cpu_ok = [n for n in commands if stats[n]["cpu"] - cpu_floor <= STARTUP_GOAL_S]
     print(f"within {STARTUP_GOAL_S} s of import polars: {len(wall_ok)}/{len(commands)} wall, "
@@ -212,6 +261,72 @@ def startup(args: argparse.Namespace) -> dict:
         "on one thread at this size)"
     )
     return {"startup": stats, "load": load()}
+
+
+# -- --blas-audit -----------------------------------------------------------------------------
+
+
+def blas_symbols() -> list[str]:
+    """The OpenBLAS functions numpy's extension modules import (cblas_*, LAPACK)."""
+    import numpy
+
+    root = Path(numpy.__file__).parent
+    names: set[str] = set()
+    for module in root.rglob("*.so"):
+        proc = subprocess.run(
+            ["nm", "-D", "--undefined-only", str(module)], capture_output=True, text=True
+        )
+        names.update(
+            line.split()[-1]
+            for line in proc.stdout.splitlines()
+            if "blas" in line.lower() or line.split()[-1].startswith("scipy_")
+        )
+    return sorted(names)
+
+
+def blas_audit(args: argparse.Namespace) -> dict:
+    if shutil.which("gdb") is None:
+        raise SystemExit("--blas-audit needs gdb")
+    work = tiny_workspace(args.tiny_rows)
+    symbols = blas_symbols()
+    script = CACHE / "blas-audit.gdb"
+    script.write_text(
+        "set breakpoint pending on\nset pagination off\nset confirm off\n"
+        + "".join(f"break {name}\n" for name in symbols)
+        + f'commands 1-{len(symbols)}\nsilent\nprintf "BLAS-CALL\\n"\nbt 2\ncontinue\nend\n'
+        + "run\nquit\n"
+    )
+    audit_dir = CACHE / "blas-audit-artifacts"
+    shutil.rmtree(audit_dir, ignore_errors=True)
+    config = ["-c", "configs/example.yaml", "--artifact-dir", str(audit_dir)]
+    runs = {
+        "control: numpy matrix product": [
+            sys.executable, "-c", "import numpy as n; a = n.ones((64, 64)); a @ a"],
+        "fit --out": [sys.executable, "-m", "mlpipe_cli", "fit", *config, "--data", "ts.parquet",
+                      "--out", str(CACHE / "blas-audit-out.parquet"), "-q"],
+        "psi-report --html": [sys.executable, "-m", "mlpipe_cli", "psi-report", *config,
+                              "--current", "ts.parquet", "--html",
+                              str(CACHE / "blas-audit.html"), "-q"],
+    }  # fmt: skip
+    print(f"BLAS audit: breakpoints on {len(symbols)} OpenBLAS functions numpy imports")
+    out = {}
+    for name, argv in runs.items():
+        proc = subprocess.run(
+            ["gdb", "-batch", "-x", str(script), "--args", *argv],
+            cwd=work, env=child_env(), capture_output=True, text=True, timeout=900,
+        )  # fmt: skip
+        lines = proc.stdout.splitlines()
+        calls = [
+            " <- ".join(frame.split(" in ", 1)[-1].split(" (")[0] for frame in lines[i + 1 : i + 3])
+            for i, line in enumerate(lines)
+            if line == "BLAS-CALL"
+        ]
+        exited = "exited normally" in proc.stdout or "exited with code 01" in proc.stdout
+        print(f"  {name:32} {len(calls)} BLAS call(s){'' if exited else ' (did not exit 0/1!)'}")
+        for call in sorted(set(calls)):
+            print(f"      {calls.count(call)} x {call}")
+        out[name] = calls
+    return {"blas_audit": out}
 
 
 # -- part 2: validate at 1M / 5M -------------------------------------------------------------
@@ -339,8 +454,20 @@ def main() -> None:
     parser.add_argument("--validate-rows", default="1000000,5000000")
     parser.add_argument("--skip-validate", action="store_true")
     parser.add_argument("--skip-startup", action="store_true")
+    parser.add_argument(
+        "--baseline",
+        default="",
+        help="a source tree (holding mlpipe_cli/) whose commands part 1 also runs, "
+        "interleaved, via PYTHONPATH: e.g. `git worktree add /tmp/base main`",
+    )
+    parser.add_argument(
+        "--blas-audit", action="store_true", help="list the BLAS calls of fit and psi-report"
+    )
     args = parser.parse_args()
     result: dict = {"cpus": os.cpu_count()}
+    if args.blas_audit:
+        print(json.dumps(blas_audit(args)))
+        return
     if not args.skip_startup:
         result.update(startup(args))
     if not args.skip_validate:

@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 import typer
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from mlpipe_cli.cli.main import COMMANDS, build_app
@@ -135,6 +137,44 @@ def test_data_commands_import_no_heavy_library(project: Path, tmp_path: Path) ->
     assert loaded == {name: [] for name in runs}
 
 
+def test_fit_and_psi_report_skip_the_modules_they_do_not_use(project: Path, tmp_path: Path) -> None:
+    """fit and psi-report load transforms only for load_transform, not transforms.report
+    (imported on first use, transforms/__init__.py); psi-report's numpy calls do not pull
+    in numpy.ma (np.unique and np.isin do: drift/compare.py replaces them)."""
+    ts = tmp_path / "ts.parquet"
+    config = ["-c", str(project)]
+    runs = {
+        "training-set": ["training-set", *config, "--out", str(ts), "-q"],
+        "fit": ["fit", *config, "--data", str(ts), "-q"],
+        "psi-report": ["psi-report", *config, "--current", str(ts), "-q"],
+    }
+    loaded = {}
+    for name, args in runs.items():
+        status, modules = _submodules_after(args, tmp_path)
+        assert status in ((0, 1) if name == "psi-report" else (0,)), name
+        loaded[name] = modules
+    for name in ("fit", "psi-report"):
+        assert "numpy" in loaded[name], name  # they did fit and compare numeric columns
+        assert "mlpipe_cli.transforms.fit" in loaded[name], name
+        assert "mlpipe_cli.transforms.report" not in loaded[name], name
+    assert "numpy.ma" not in loaded["psi-report"]
+
+
+def _submodules_after(args: list[str], cwd: Path) -> tuple[int, list[str]]:
+    """Like _modules_after, with every module name (numpy.ma, mlpipe_cli.x.y)."""
+    code = (
+        "import json, sys\n"
+        "from mlpipe_cli.cli.main import run\n"
+        f"status = run({args!r})\n"
+        "print(json.dumps([status, sorted(sys.modules)]))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=cwd
+    )
+    status, modules = json.loads(proc.stdout.strip().splitlines()[-1])
+    return status, modules
+
+
 def test_startup_gc_thresholds_are_restored_by_the_first_collection() -> None:
     """The CLI raises the young-generation threshold for start-up only (cli/main.py); the
     first collection (here an explicit one, as `serve` makes) puts the defaults back."""
@@ -223,3 +263,215 @@ def test_main_with_arguments_raises_system_exit_in_the_callers_process(tmp_path:
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == "caught 2 True\nstill running\n"
+
+
+# -- one OpenBLAS thread for fit and psi-report (cli/blas.py) ---------------------------------
+
+# Runs the console-script entry point (main() without arguments: the process is mlpipe's
+# own) and reports, from an atexit handler (the quick exit runs them), numpy's OpenBLAS
+# thread count and whether the variable set for numpy's import is still in the environment.
+_OWN_PROCESS = (
+    "import atexit, json, os, sys\n"
+    "def report():\n"
+    "    import threadpoolctl\n"
+    "    blas = [i['num_threads'] for i in threadpoolctl.threadpool_info()\n"
+    "            if i['internal_api'] == 'openblas']\n"
+    "    print(json.dumps({'numpy': 'numpy' in sys.modules, 'threads': blas,\n"
+    "                      'env': os.environ.get('OPENBLAS_NUM_THREADS')}))\n"
+    "atexit.register(report)\n"
+    "from mlpipe_cli.cli.main import main\n"
+    "sys.argv = ['mlpipe', *sys.argv[1:]]\n"
+    "main()\n"
+)
+
+
+def _blas_after(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> dict[str, Any]:
+    import os
+
+    environ = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS")
+    }
+    proc = subprocess.run(
+        [sys.executable, "-c", _OWN_PROCESS, *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=cwd,
+        env={**environ, **(env or {})},
+    )
+    assert proc.returncode in (0, 1), proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _default_blas_threads() -> int:
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import numpy, threadpoolctl; print([i['num_threads'] for i in "
+            "threadpoolctl.threadpool_info() if i['internal_api'] == 'openblas'][0])",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+    )
+    return int(proc.stdout)
+
+
+def test_fit_and_psi_report_load_numpy_with_one_blas_thread(project: Path, tmp_path: Path) -> None:
+    """Only in mlpipe's own process, only for the BLAS-free commands, never over the user's
+    own setting, and the variable does not outlive numpy's import (children never see it)."""
+    ts = tmp_path / "ts.parquet"
+    config = ["-c", str(project)]
+    assert run_ok(["training-set", *config, "--out", str(ts), "-q"], tmp_path) == 0
+    fit = ["fit", *config, "--data", str(ts), "-q"]
+    psi = ["psi-report", *config, "--current", str(ts), "-q"]
+    pinned = {"numpy": True, "threads": [1], "env": None}
+    assert _blas_after(fit, tmp_path) == pinned
+    assert _blas_after(psi, tmp_path) == pinned
+    # a root option's value before the command does not hide it
+    assert _blas_after(["--triggered-at", "2026-07-01T00:00:00Z", *fit], tmp_path) == pinned
+    # the user's setting wins
+    assert _blas_after(fit, tmp_path, {"OPENBLAS_NUM_THREADS": "2"}) == {
+        "numpy": True,
+        "threads": [min(2, _default_blas_threads())],  # OpenBLAS caps it at the cores
+        "env": "2",
+    }
+    # a caller running mlpipe in its own process keeps its BLAS as it is
+    code = (
+        "import json, threadpoolctl\n"
+        "from mlpipe_cli.cli.main import main\n"
+        "try:\n"
+        f"    main({fit!r})\n"
+        "except SystemExit as exc:\n"
+        "    assert exc.code == 0, exc.code\n"
+        "print(json.dumps([i['num_threads'] for i in threadpoolctl.threadpool_info()\n"
+        "                  if i['internal_api'] == 'openblas']))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path
+    )
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == [_default_blas_threads()]
+
+
+def run_ok(args: list[str], cwd: Path) -> int:
+    status, _ = _modules_after(args, cwd)
+    return status
+
+
+def test_the_blas_pin_changes_no_artifact_and_no_report(project: Path, tmp_path: Path) -> None:
+    """The same transform version (content hash included) and the same drift report with
+    one OpenBLAS thread (the pin) and with two (the user's setting): blas.py's claim that
+    these commands hand OpenBLAS no work it would split."""
+    from mlpipe_cli.artifacts import ArtifactStore
+
+    ts = tmp_path / "ts.parquet"
+    config = ["-c", str(project)]
+    assert run_ok(["training-set", *config, "--out", str(ts), "-q"], tmp_path) == 0
+    results = []
+    for name, env in (("pinned", {}), ("two", {"OPENBLAS_NUM_THREADS": "2"})):
+        store = tmp_path / name
+        fit = _console_json(
+            ["fit", *config, "--data", str(ts), "--artifact-dir", str(store), "--json"],
+            tmp_path,
+            env,
+        )
+        version = fit["version"]
+        report = _console_json(
+            ["psi-report", *config, "--current", str(ts), "--artifact-dir", str(store), "--json"],
+            tmp_path,
+            env,
+        )
+        for volatile in ("generated_at", "seconds"):
+            report.pop(volatile)
+        report["profile"].pop("path")  # under each store
+        content = ArtifactStore(store, "churn").get("transform", version).content_hash
+        results.append((version, content, report))
+    assert results[0] == results[1]
+
+
+def _console_json(args: list[str], cwd: Path, env: dict[str, str]) -> Any:
+    import os
+
+    environ = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "mlpipe_cli", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=cwd,
+        env={**environ, **env},
+    )
+    assert proc.returncode in (0, 1), proc.stderr
+    return json.loads(proc.stdout)
+
+
+@pytest.mark.parametrize(
+    ("args", "command"),
+    [
+        (["fit", "-c", "x.yaml"], "fit"),
+        (["--debug", "psi-report"], "psi-report"),
+        (["--triggered-at", "2026-01-01T00:00:00Z", "fit"], "fit"),
+        (["--triggered-at=2026-01-01T00:00:00Z", "fit"], "fit"),
+        (["--version"], None),
+        ([], None),
+        (["model", "fit"], "model"),
+    ],
+)
+def test_blas_command_name(args: list[str], command: str | None) -> None:
+    from mlpipe_cli.cli.blas import command_name
+
+    assert command_name(args) == command
+
+
+# -- exact replacements made for start-up -----------------------------------------------------
+
+_finite = st.floats(allow_nan=False, width=64)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_finite | st.sampled_from([0.0, -0.0, 1.0, -1.0]), max_size=40))
+def test_distinct_sorted_and_in_sorted_agree_with_numpy(values: list[float]) -> None:
+    """drift/compare.py's np.unique and np.isin without numpy.ma: the same points (0.0 and
+    -0.0 compare equal, as the fine points are only compared) and the same membership."""
+    import numpy as np
+
+    from mlpipe_cli.drift.compare import _distinct_sorted, _in_sorted
+
+    array = np.asarray(values, dtype=np.float64)
+    ours, theirs = _distinct_sorted(array), np.unique(array)
+    assert ours.dtype == np.float64
+    assert ours.tolist() == theirs.tolist()  # == : a zero of either sign matches
+    probes = np.asarray([*values[:10], 0.5, -0.0, np.inf, -np.inf], dtype=np.float64)
+    assert _in_sorted(probes, theirs).tolist() == np.isin(probes, theirs).tolist()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.floats(width=64) | st.sampled_from([0.0, -0.0]), max_size=30))
+def test_profile_float_cleaning_is_bit_identical_to_the_per_value_path(
+    values: list[float],
+) -> None:
+    """_json_floats and interpolate's one-pass -0.0 cleaning give the very bits the
+    per-value _json_float / _clean give (NaN and ±inf included)."""
+    import struct
+
+    import numpy as np
+
+    from mlpipe_cli.drift.profile import _clean, _json_float, _json_floats, interpolate
+
+    def bits(items: list[Any]) -> list[Any]:
+        return [struct.pack("<d", v) if isinstance(v, float) else v for v in items]
+
+    assert bits(_json_floats(values)) == bits([_json_float(v) for v in values])
+    a = np.asarray(values, dtype=np.float64)
+    b = a[::-1].copy()
+    frac = np.linspace(0.0, 1.0, len(a))
+    with np.errstate(invalid="ignore", over="ignore"):
+        raw = np.where(a == b, a, a + (b - a) * frac)
+    assert bits(interpolate(a, b, frac)) == bits([_clean(v) for v in raw.tolist()])

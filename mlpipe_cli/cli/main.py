@@ -146,6 +146,9 @@ def main(argv: list[str] | None = None) -> None:
     # time a model is built (~20 ms of each command's start-up); mlpipe uses none. Only the
     # command line does this, and a value the user set wins.
     os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
+    from mlpipe_cli.cli.blas import one_blas_thread_for
+
+    one_blas_thread_for(sys.argv[1:])  # fit, psi-report: no idle OpenBLAS workers (blas.py)
     _quiet_gc_during_startup()
     try:
         code = run(argv)

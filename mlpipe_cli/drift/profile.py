@@ -34,6 +34,7 @@ counts), each a projection of the lazy query.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -122,7 +123,9 @@ def interpolate(a: np.ndarray, b: np.ndarray, frac: np.ndarray) -> list[float]:
     # a + (b - a) * frac, but exact when a == b (avoids inf - inf = nan for infinite atoms).
     with np.errstate(invalid="ignore", over="ignore"):
         out = np.where(a == b, a, a + (b - a) * frac)
-    return [_clean(v) for v in out.tolist()]
+        # _clean for the whole array at once: the same IEEE addition (-0.0 + 0.0 = 0.0),
+        # without a Python call per quantile (~5 ms of a fit's profile, #19)
+        return (out + 0.0).tolist()
 
 
 def _clean(value: float) -> float:
@@ -142,10 +145,14 @@ def _json_float(value: float) -> float | str | None:
 
 def _json_floats(values: Sequence[float]) -> list[float | str | None]:
     """``[_json_float(v) for v in values]``, in one pass for the usual quantiles: finite,
-    non-zero floats are already what it returns (no -0.0 to clean); ~10 ms of a fit, #19."""
+    non-zero floats are already what it returns (no -0.0 to clean); ~10 ms of a fit, #19.
+    With zeros among them (one-hot outputs, clipped columns) ``_json_float`` of a finite
+    float is ``v + 0.0``, added in one pass as well (~5 ms more of a fit)."""
     values = list(values)
-    if set(map(type, values)) == {float} and 0.0 not in values and all(map(math.isfinite, values)):
-        return list[float | str | None](values)
+    if set(map(type, values)) == {float} and all(map(math.isfinite, values)):
+        if 0.0 not in values:
+            return list[float | str | None](values)
+        return list[float | str | None](map(float.__add__, values, itertools.repeat(0.0)))
     return [_json_float(v) for v in values]
 
 

@@ -14,14 +14,33 @@ Public API (docs/architecture.md §3)::
 Fitting: ``fit_frame(config.transforms, frame)`` and ``publish(store, config.transforms, path)``.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from mlpipe_cli.transforms.fit import KIND, FitOutcome, fit_frame, load_transform, publish
 from mlpipe_cli.transforms.fitted import FittedTransform
-from mlpipe_cli.transforms.report import (
-    TransformReport,
-    TransformRun,
-    apply_with_report,
-    transform_frame,
+
+if TYPE_CHECKING:
+    from mlpipe_cli.transforms.report import (
+        TransformReport,
+        TransformRun,
+        apply_with_report,
+        transform_frame,
+    )
+
+# transforms.report is imported on first use: `fit` and `psi-report` load transforms for
+# load_transform alone and never report on a transform run (#19).
+_FROM_REPORT = frozenset(
+    {"TransformReport", "TransformRun", "apply_with_report", "transform_frame"}
 )
+
+
+def __getattr__(name: str) -> Any:
+    if name in _FROM_REPORT:
+        from mlpipe_cli.transforms import report
+
+        return getattr(report, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "KIND",

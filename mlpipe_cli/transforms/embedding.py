@@ -111,13 +111,17 @@ class EmbeddingEnc(Encoder):
         table: pl.DataFrame = tables[state["file"]]
         idx = pl.col(self.helper("row"))
         # dimension d of every vector, read by Polars (numpy's import would be most of a small
-        # `mlpipe transform`'s fixed cost); a missing element is NaN, as to_numpy gave it
-        vectors = table["vector"]
+        # `mlpipe transform`'s fixed cost); a missing element is NaN, as to_numpy gave it.
+        # All dimensions in one select: a Series method per dimension ran a query each
+        # (32 for 16 dimensions, ~4 ms of every transform_batch, #19).
+        names = self.outputs(state)
+        dims = table.select(
+            pl.col("vector").arr.get(d).fill_null(math.nan).alias(name)
+            for d, name in enumerate(names)
+        )
         return [
-            lookup(
-                vectors.arr.get(d).fill_null(math.nan).to_list(), state["fallback"][d], idx
-            ).alias(name)
-            for d, name in enumerate(self.outputs(state))
+            lookup(dims.get_column(name).to_list(), state["fallback"][d], idx).alias(name)
+            for d, name in enumerate(names)
         ]
 
     def emit(self, state: Mapping[str, Any], tables: Mapping[str, Any], src: Source) -> list[str]:

@@ -319,8 +319,13 @@ def fit_policy(column: str, policy: Mapping[str, Any], raw: pl.Series) -> dict[s
     """The fitted policy: check the training values against it (DataCheckFailed, one line
     with what to do) and learn the ±inf clip bounds (the finite training range)."""
     values = raw.cast(pl.Float64)
-    nans, infs = int(values.is_nan().sum()), int(values.is_infinite().sum())
-    nulls = values.null_count()
+    # the three counts in one query (a Series method each ran one: ~0.3 ms per column, #19)
+    v = pl.col("v")  # the column's own name could read as a regex or a wildcard to pl.col
+    nans, infs, nulls = (
+        values.to_frame("v")
+        .select(v.is_nan().sum(), v.is_infinite().sum().alias("i"), v.null_count().alias("n"))
+        .row(0)
+    )
     if nans and policy["nan"] == "error":
         raise DataCheckFailed(
             f"column {column!r}: {nans} training values are NaN (first at row "
