@@ -16,6 +16,9 @@
     │                                         EX_SOFTWARE); any unexpected exception maps here too
     └── Signal                        (none)  internal control flow, never leaves its module
 
+A run interrupted by Ctrl-C exits 130 (``ExitCode.INTERRUPTED``) whatever it ended with
+(``mlpipe_cli.interrupts``).
+
 Core code raises these; only ``mlpipe_cli.cli.main`` turns them into exit codes, through
 ``exit_code_for``. Messages are one line and say what to do next. Every exception class
 defined in mlpipe derives from ``MlpipeError`` (tests/test_fault_suite.py walks the package
