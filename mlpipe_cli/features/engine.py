@@ -778,7 +778,6 @@ def _partition_slices(frame: pl.DataFrame, part: pl.Expr, parts: int) -> list[pl
     hashes and a whole-table sort never exist at once (they used to be the memory peak)."""
     import numpy as np
 
-
     step = 1 << 20
     small = parts <= 1 << 16
     ids = np.empty(frame.height, dtype=np.uint16 if small else np.uint32)
@@ -808,7 +807,6 @@ def _spine_order(box: list[pl.DataFrame], n: int) -> pl.DataFrame:
             )
         return frame.select(pl.all().gather(index))
     import numpy as np
-
 
     index_type = (pl.UInt32, np.uint32) if n < 2**32 else (pl.Int64, np.int64)
     rows = column.cast(index_type[0]).to_numpy() if ok else None
@@ -1175,7 +1173,6 @@ def _run_cumsums(stage: pl.DataFrame, names: list[str]) -> pl.DataFrame:
     if _skip_numpy(stage.height):
         return stage.with_columns(pl.col(name).cum_sum().over(_GID) for name in names)
     import numpy as np
-
 
     start = stage.get_column("__start").to_numpy()
     n = start.shape[0]
