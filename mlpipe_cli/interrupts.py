@@ -60,10 +60,6 @@ def install() -> None:
     _installed = True
 
 
-def installed() -> bool:
-    return _installed
-
-
 def arm() -> None:
     """Raise ``KeyboardInterrupt`` on SIGINT from now on; raise one now if it came already."""
     global _raising
@@ -79,7 +75,7 @@ def disarm() -> None:
 
 
 def received() -> bool:
-    """Whether SIGINT arrived since ``install()`` (or the last ``reset()``)."""
+    """Whether SIGINT arrived since ``install()``."""
     return _received
 
 
@@ -87,13 +83,6 @@ def check() -> None:
     """Raise ``KeyboardInterrupt`` if SIGINT arrived, even if the first one was swallowed."""
     if _received and _raising:
         raise KeyboardInterrupt
-
-
-def reset() -> None:
-    """Forget an interrupt (a new in-process run starts)."""
-    global _received, _deferrals
-    _received = False
-    _deferrals = 0
 
 
 def _on_sigint(signum: int, frame: FrameType | None) -> None:
@@ -129,7 +118,10 @@ def _inside_a_library(frame: FrameType | None) -> bool:
     """
     if frame is None:
         return False
-    if _LIBRARY_DIRS.search(frame.f_code.co_filename):
+    filename = frame.f_code.co_filename
+    # mlpipe's own code is never "a library", also when mlpipe itself is installed in
+    # site-packages (not an editable checkout): there the interrupt is raised at once
+    if not filename.startswith(_OWN_DIR) and _LIBRARY_DIRS.search(filename):
         return True
     depth = 0
     while frame is not None and depth < 64:
@@ -141,6 +133,7 @@ def _inside_a_library(frame: FrameType | None) -> bool:
 
 
 _LIBRARY_DIRS = re.compile(r"[/\\](site|dist)-packages[/\\]")
+_OWN_DIR = __file__.rpartition("interrupts.py")[0]  # .../mlpipe_cli/
 
 
 def _redeliver_soon() -> None:

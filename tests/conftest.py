@@ -23,6 +23,16 @@ EXAMPLE_CONFIG = REPO_ROOT / "configs" / "example.yaml"
 # -- redis ------------------------------------------------------------------------------
 
 
+def mount_or_skip(where: Path, args: list[str]) -> Path:
+    """``mount <args> <where>`` (a tiny tmpfs for full-disk tests); the test is skipped only
+    when the kernel refuses the mount itself (no root, no mount namespace)."""
+    where.mkdir(exist_ok=True)
+    result = subprocess.run(["mount", *args, str(where)], capture_output=True, text=True)
+    if result.returncode != 0:
+        pytest.skip(f"mount refused: {result.stderr.strip() or result.returncode}")
+    return where
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))

@@ -34,7 +34,7 @@ from typing import Any
 import polars as pl
 import pytest
 import yaml
-from conftest import EXAMPLE_CONFIG, _repoint_paths, free_port
+from conftest import EXAMPLE_CONFIG, _repoint_paths, free_port, mount_or_skip
 
 import mlpipe_cli
 from mlpipe_cli.errors import MlpipeError
@@ -139,11 +139,7 @@ class Workspace:
         return self.artifacts
 
     def _mount(self, where: Path, args: list[str]) -> Path:
-        where.mkdir(exist_ok=True)
-        result = subprocess.run(["mount", *args, str(where)], capture_output=True, text=True)
-        if result.returncode != 0:
-            pytest.skip(f"mount refused: {result.stderr.strip() or result.returncode}")
-        self.mounts.append(where)
+        self.mounts.append(mount_or_skip(where, args))
         return where
 
     def unmount_all(self) -> None:

@@ -181,3 +181,23 @@ def _versions(kind_dir: Path) -> list[str]:
     if not kind_dir.exists():
         return []
     return sorted(p.name for p in kind_dir.iterdir() if not p.name.startswith("."))
+
+
+def _frame_in(filename: str) -> object:
+    """A real frame whose code claims to live in ``filename``."""
+    namespace: dict = {}
+    exec(compile("import sys\nframe = sys._getframe()", filename, "exec"), namespace)
+    return namespace["frame"]
+
+
+def test_mlpipe_installed_in_site_packages_is_not_a_library(monkeypatch: object) -> None:
+    """An interrupt in mlpipe's own code is raised at once, also when mlpipe is a regular
+    (non-editable) install under site-packages; other site-packages code is deferred."""
+    from mlpipe_cli import interrupts
+
+    installed = "/venv/lib/python3.11/site-packages/mlpipe_cli/"
+    monkeypatch.setattr(interrupts, "_OWN_DIR", installed)  # type: ignore[attr-defined]
+    assert not interrupts._inside_a_library(_frame_in(installed + "ops/fit.py"))  # type: ignore[arg-type]
+    assert interrupts._inside_a_library(
+        _frame_in("/venv/lib/python3.11/site-packages/polars/lazyframe/frame.py")  # type: ignore[arg-type]
+    )

@@ -541,6 +541,16 @@ def test_redis_outage_gives_503_and_recovers_without_restart(
     assert srv.stop() == 0, srv.stderr
 
 
+def post_growing_batches(srv: Any, ids: list[int], batches: int) -> int:
+    """POST /features the first 50, 60, 70... of ``ids``; the entities served."""
+    served = 0
+    for i in range(batches):
+        response = srv.post("/features", {"entities": ids[: 50 + 10 * i]})
+        assert response.status_code == 200
+        served += response.json()["count"]
+    return served
+
+
 def test_dropped_log_rows_are_counted_exactly(
     tmp_path: Path, sample_data_dir: Path, fitted_base: Path, servers: Any
 ) -> None:
@@ -550,11 +560,7 @@ def test_dropped_log_rows_are_counted_exactly(
     )  # fmt: skip
     srv = servers(config)
     ids = some_user_ids(sample_data_dir, 150)
-    served = 0
-    for i in range(8):
-        response = srv.post("/features", {"entities": ids[: 50 + 10 * i]})
-        assert response.status_code == 200
-        served += response.json()["count"]
+    served = post_growing_batches(srv, ids, 8)
     m = srv.metrics()
     dropped = m["mlpipe_serve_log_rows_dropped_total"]
     assert dropped > 0
@@ -573,11 +579,7 @@ def test_sampled_log_rows_are_counted_exactly(
     )  # fmt: skip
     srv = servers(config)
     ids = some_user_ids(sample_data_dir, 150)
-    served = 0
-    for i in range(6):
-        response = srv.post("/features", {"entities": ids[: 50 + 10 * i]})
-        assert response.status_code == 200
-        served += response.json()["count"]
+    served = post_growing_batches(srv, ids, 6)
     for user in ids[:100]:  # the generated single-entity path samples too
         assert srv.get(f"/features/{user}").status_code == 200
         served += 1

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import EXAMPLE_CONFIG, _repoint_paths
+from conftest import EXAMPLE_CONFIG, _repoint_paths, mount_or_skip
 
 ROWS = 3000
 
@@ -81,17 +81,6 @@ def test_several_crashed_checks_name_the_first_and_count_the_rest(
 # -- a full disk part-way through --save-profile -------------------------------------------
 
 
-def _mount_tmpfs(where: Path, inodes: int) -> None:
-    where.mkdir()
-    result = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size=4m,nr_inodes={inodes}", "tmpfs", str(where)],
-        capture_output=True,
-        text=True,
-    )
-    if result.returncode != 0:  # as in test_fault_suite: only when mount itself is refused
-        pytest.skip(f"mount refused: {result.stderr.strip() or result.returncode}")
-
-
 def _on_disk(artifacts: Path) -> dict[str, tuple[list[str], str | None]]:
     """kind -> (version directories, what LATEST names), read without mlpipe."""
     found = {}
@@ -112,7 +101,7 @@ def test_a_full_disk_message_lists_what_was_already_published(
     outcomes = set()
     for inodes in range(4, 40):
         artifacts = tmp_path / f"artifacts-{inodes}"
-        _mount_tmpfs(artifacts, inodes)
+        mount_or_skip(artifacts, ["-t", "tmpfs", "-o", f"size=4m,nr_inodes={inodes}", "tmpfs"])
         try:
             out.unlink(missing_ok=True)
             result = cli("validate", "-c", config, "--source", "orders", "--save-profile",
