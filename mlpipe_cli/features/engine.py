@@ -973,7 +973,7 @@ def _timed_partition(
         elif feature.kind in ("lag", "attribute"):
             gathers.append((fname, "__best", col))  # type: ignore[arg-type]
         elif feature.kind == "time_since_last":
-            exprs[fname] = (pl.col(_E) - pl.col("__maxe")) / _unit_ticks(ctx, feature)
+            exprs[fname] = _in_unit(pl.col(_E) - pl.col("__maxe"), ctx, feature)
         elif feature.kind == "aggregate" and feature.agg == "last":
             idx = f"__best_{fname}"
             nonnull_seq = pl.when(value.is_not_null()).then(pl.col(_SEQ))  # type: ignore[union-attr]
@@ -988,7 +988,7 @@ def _timed_partition(
         elif feature.kind == "mean_interval":
             n = pl.col("__n")
             exprs[fname] = pl.when(n >= 2).then(
-                (pl.col("__maxe") - mine) / ((n - 1) * _unit_ticks(ctx, feature))
+                _in_unit(pl.col("__maxe") - mine, ctx, feature, intervals=n - 1)
             )
         else:
             exprs[fname] = _lifetime_expr(feature, value, keys, over, run_cumsum, base, scan)
@@ -1095,8 +1095,34 @@ def _by_row_count(
     return out
 
 
-def _unit_ticks(ctx: _Ctx, feature: FeatureConfig) -> float:
-    return float(UNIT_SECONDS[feature.unit] * _PER_SECOND[ctx.unit])
+def _in_unit(
+    ticks: pl.Expr, ctx: _Ctx, feature: FeatureConfig, intervals: pl.Expr | None = None
+) -> pl.Expr:
+    """A duration of ``ticks`` (Int64, in ctx.unit) as a float in the feature's ``unit``,
+    divided by ``intervals`` when given (mean_interval's n - 1).
+
+    The value must not depend on the unit the inputs happened to be stored in: the same
+    spine as Datetime('us') and as Datetime('ns') gives the same bits. A float64 holds
+    integers exactly only up to 2**53 (104 days in ns, 285 years in us), so dividing ns
+    ticks rounds the numerator (and ``intervals`` times a day of ns rounds the divisor) where
+    us ticks do not. So a duration that is a whole number of microseconds is always divided
+    as microseconds; only a genuinely sub-microsecond one is divided as nanoseconds.
+    """
+    per_unit_us = float(UNIT_SECONDS[feature.unit] * _PER_SECOND["us"])
+
+    def divided(numerator: pl.Expr, per_unit: float) -> pl.Expr:
+        return numerator / (per_unit if intervals is None else intervals * per_unit)
+
+    if ctx.unit == "us":
+        return divided(ticks, per_unit_us)
+    if ctx.unit != "ns":  # _context never picks a unit coarser than us
+        raise PointInTimeInvariantError(f"internal error: unexpected time unit {ctx.unit}")
+    whole_us = (ticks % 1_000) == 0
+    return (
+        pl.when(whole_us)
+        .then(divided(ticks // 1_000, per_unit_us))
+        .otherwise(divided(ticks, per_unit_us * 1_000))
+    )
 
 
 def _lifetime_expr(
@@ -1231,7 +1257,7 @@ def _window_aggs(
             span = ev_time.max() - ev_time.min()
             aggs.append(
                 pl.when(n_rows >= 2)
-                .then(span / ((n_rows - 1) * _unit_ticks(ctx, feature)))
+                .then(_in_unit(span, ctx, feature, intervals=n_rows - 1))
                 .alias(name)
             )
             continue
