@@ -261,6 +261,7 @@ def compute_features(
     except pl.exceptions.PolarsError as exc:
         raise InputError(f"cannot read the spine: {_first_line(exc)}") from None
     n = frame.height
+    check_spine_keys(frame, _key_users(selected, joins))
     nulls = frame.get_column(timestamp).null_count()
     if nulls:
         raise DataCheckFailed(
@@ -421,6 +422,87 @@ def _plan_join(
         spine_cols.append(spine_col)
         dtypes.append(dtype)
     return _Join(tuple(spine_cols), tuple(keys), tuple(dtypes))
+
+
+def _key_users(selected: list[FeatureConfig], joins: dict[str, _Join]) -> dict[str, list[str]]:
+    """Spine key column -> the features that join on it, in feature order."""
+    users: dict[str, list[str]] = {}
+    for feature in selected:
+        for column in joins[feature.name].spine:
+            users.setdefault(column, []).append(feature.name)
+    return users
+
+
+def spine_key_columns(
+    config: PipelineConfig,
+    entity_keys: Sequence[str] | None = None,
+    features: Sequence[str] | None = None,
+) -> dict[str, list[str]]:
+    """Spine column -> the features joining on it (the same rule as ``compute_features``),
+    for checking a spine that this process does not compute itself (the Spark engine)."""
+    from mlpipe_cli.features.keys import join_columns
+
+    default_keys = _default_key_map(config, entity_keys)
+    users: dict[str, list[str]] = {}
+    for feature in _select(config, features):
+        for spine_col, _ in join_columns(config, feature, default_keys):
+            users.setdefault(spine_col, []).append(feature.name)
+    return users
+
+
+# Row numbers a null-key message shows (0-based, as `validate`'s examples).
+_NULL_KEY_EXAMPLES = 5
+
+
+def check_spine_keys(spine: pl.DataFrame | pl.LazyFrame, key_users: dict[str, list[str]]) -> None:
+    """Refuse (InputError, exit 2) a spine with a null in any entity key column it joins on.
+
+    A null key is no entity: joined, it would get the features' defaults (or nulls) as if it
+    were a real entity with no history, and a model would train on them. Composite keys fail
+    when any component is null; every entity of a row is checked. The one-line message names
+    each column, how many rows and the first row numbers. ``key_users``: spine column -> the
+    features that join on it (``spine_key_columns``); columns the spine lacks are left to the
+    join planning, which names them.
+    """
+    lazy = spine.lazy()
+    schema = lazy.collect_schema()
+    columns = [c for c in key_users if c in schema]
+    if not columns:
+        return
+    try:
+        counts = lazy.select(
+            pl.len().alias("__rows"), *[pl.col(c).null_count() for c in columns]
+        ).collect()
+    except pl.exceptions.PolarsError as exc:
+        raise InputError(f"cannot read the spine: {_first_line(exc)}") from None
+    rows = counts.item(0, "__rows")
+    nulls = {c: counts.item(0, c) for c in columns if counts.item(0, c)}
+    if not nulls:
+        return
+    first = (
+        lazy.select(pl.int_range(pl.len(), dtype=pl.Int64).alias("__row"), *nulls)
+        .filter(pl.any_horizontal(pl.col(c).is_null() for c in nulls))
+        .head(_NULL_KEY_EXAMPLES)
+        .collect()
+    )
+    parts = []
+    for column, count in nulls.items():
+        at = first.filter(pl.col(column).is_null()).get_column("__row").to_list()
+        shown = ", ".join(str(r) for r in at) + (", ..." if count > len(at) else "")
+        users = key_users[column]
+        joined = (
+            f"feature {users[0]!r} joins" if len(users) == 1
+            else f"features {users[0]!r} and {len(users) - 1} more join"
+        )  # fmt: skip
+        parts.append(
+            f"spine column {column!r} is null in {count:,} of {rows:,} rows "
+            f"(0-based rows {shown}; {joined} on it)"
+        )
+    raise InputError(
+        "null entity key: " + "; ".join(parts),
+        hint="drop or fill those spine rows: a null key is no entity, and would get the "
+        "features' defaults as if it had no history",
+    )
 
 
 def _examples(frame: pl.DataFrame, limit: int = 3) -> tuple[str, ...]:
