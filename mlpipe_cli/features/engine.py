@@ -1189,11 +1189,18 @@ def _in_unit(
     ticks rounds the numerator (and ``intervals`` times a day of ns rounds the divisor) where
     us ticks do not. So a duration that is a whole number of microseconds is always divided
     as microseconds; only a genuinely sub-microsecond one is divided as nanoseconds.
+
+    The quotient is correctly rounded (the float nearest the exact ratio, as Python's
+    ``int / int`` and the streaming path give): Polars divides a column by a constant by
+    multiplying with the constant's reciprocal, one last-bit off for about a quarter of
+    values, so the divisor is made a column.
     """
     per_unit_us = float(UNIT_SECONDS[feature.unit] * _PER_SECOND["us"])
 
     def divided(numerator: pl.Expr, per_unit: float) -> pl.Expr:
-        return numerator / (per_unit if intervals is None else intervals * per_unit)
+        if intervals is not None:
+            return numerator / (intervals * per_unit)
+        return numerator / (numerator * 0 + per_unit)  # a column: a true division
 
     if ctx.unit == "us":
         return divided(ticks, per_unit_us)
