@@ -503,3 +503,20 @@ def test_sub_microsecond_spine_times_keep_their_nanoseconds(tmp_path: Path) -> N
     day_ns = 86_400 * 10**9
     assert frame.item(0, "days_since_event") == float(Fraction(day_ns + 1, day_ns))
     assert frame.item(0, "days_since_event") > 1.0
+
+
+def test_spark_engine_counts_nan_and_inf_like_the_polars_engine(
+    spark: object, tmp_path: Path
+) -> None:
+    """Spark's tasks count nulls only; NaN and ±inf are counted in its written part files,
+    and every count equals the Polars engine's on the same messy data."""
+    from mlpipe_cli.ops.training_set import build_training_set
+
+    project = messy_project(tmp_path, spine_rows=300)
+    config = load_config(project["config"])
+    on_polars = build_training_set(config, out=tmp_path / "p.parquet", engine="polars")
+    on_spark = build_training_set(config, out=tmp_path / "s", engine="spark")  # part files
+    assert on_spark.feature_stats == on_polars.feature_stats
+    assert on_spark.manifest["values"] == on_polars.manifest["values"]
+    assert sum(s["nans"] for s in on_spark.feature_stats) > 0
+    assert sum(s["infs"] for s in on_spark.feature_stats) > 0
