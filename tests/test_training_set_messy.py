@@ -26,8 +26,11 @@ from typing import Any
 import polars as pl
 import pytest
 import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from mlpipe_cli.config import load_config
+from mlpipe_cli.config.models import PipelineConfig
 from mlpipe_cli.errors import InputError
 from mlpipe_cli.features import compute_features
 
@@ -520,3 +523,67 @@ def test_spark_engine_counts_nan_and_inf_like_the_polars_engine(
     assert on_spark.manifest["values"] == on_polars.manifest["values"]
     assert sum(s["nans"] for s in on_spark.feature_stats) > 0
     assert sum(s["infs"] for s in on_spark.feature_stats) > 0
+
+
+@st.composite
+def _histories(draw: st.DrawFn) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
+    """Event and spine times (microseconds after T0, up to ~30 years) for a few string
+    entities, including ones whose spine rows come before any event."""
+    names = st.sampled_from(["", "é", "東京", "a" * 11])
+    micros = st.integers(0, 30 * 365 * 86_400 * 10**6)
+    events = draw(st.lists(st.tuples(names, micros), max_size=25))
+    spine = draw(st.lists(st.tuples(names, micros), min_size=1, max_size=15))
+    return events, spine
+
+
+@settings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(case=_histories())
+def test_duration_features_ignore_the_spine_unit_property(tmp_path: Path, case) -> None:  # type: ignore[no-untyped-def]
+    events, spine_rows = case
+    path = tmp_path / "events.parquet"
+    at = [T0 + timedelta(microseconds=m) for _, m in events]
+    pl.DataFrame(
+        {"k": [k for k, _ in events], "ts": at},
+        schema={"k": pl.String, "ts": pl.Datetime("us", "UTC")},
+    ).write_parquet(path)
+    config = PipelineConfig.model_validate(
+        {
+            "pipeline": "p",
+            "entity_keys": ["k"],
+            "sources": {"e": {"path": str(path), "timestamp": "ts"}},
+            "features": [
+                {"name": "since_h", "source": "e", "kind": "time_since_last", "unit": "h"},
+                {"name": "gap_d", "source": "e", "kind": "mean_interval", "unit": "d"},
+                {"name": "gap_w_2y", "source": "e", "kind": "mean_interval", "unit": "w",
+                 "window": "730d"},
+            ],
+        }
+    )  # fmt: skip
+    spine = pl.DataFrame(
+        {"k": [k for k, _ in spine_rows],
+         "t": [T0 + timedelta(microseconds=m) for _, m in spine_rows]},
+        schema={"k": pl.String, "t": pl.Datetime("us", "UTC")},
+    )  # fmt: skip
+    got = {
+        unit: compute_features(
+            config, spine.with_columns(pl.col("t").dt.cast_time_unit(unit)), timestamp="t"
+        )
+        for unit in ("us", "ns")
+    }
+    names = ["since_h", "gap_d", "gap_w_2y"]
+    rows_us, rows_ns = got["us"].select(names).rows(), got["ns"].select(names).rows()
+    assert [[_bits(v) for v in r] for r in rows_us] == [[_bits(v) for v in r] for r in rows_ns]
+    hour, day = 3600 * 10**6, 86_400 * 10**6
+    for (k, t), row in zip(spine_rows, rows_us, strict=True):
+        seen = sorted(m for key, m in events if key == k and m < t)
+        since = float(Fraction(t - seen[-1], hour)) if seen else None
+        gap = float(Fraction(seen[-1] - seen[0], (len(seen) - 1) * day)) if len(seen) > 1 else None
+        window = [m for m in seen if m >= t - 730 * day]
+        gap_w = (
+            float(Fraction(window[-1] - window[0], (len(window) - 1) * 7 * day))
+            if len(window) > 1
+            else None
+        )
+        assert row == (since, gap, gap_w), (k, t)
