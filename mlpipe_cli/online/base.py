@@ -133,6 +133,9 @@ class BaseStore:
 
     kind = "base"
     location = ""
+    # switch() makes a version live even when its as-of is older than the live one's
+    # (``materialize --allow-older``); otherwise it raises store.OlderThanLive
+    allow_older = False
 
     def __init__(self, pointer_refresh: float) -> None:
         self._refresh = pointer_refresh
