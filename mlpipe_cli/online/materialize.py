@@ -74,9 +74,7 @@ def select_features(
     by_name = {f.name: f for f in config.features}
     unknown = [n for n in names if n not in by_name]
     if unknown:
-        raise UsageError(
-            f"unknown feature {unknown[0]!r} in {arg} (defined: {', '.join(by_name)})"
-        )
+        raise UsageError(f"unknown feature {unknown[0]!r} in {arg} (defined: {', '.join(by_name)})")
     seen: list[str] = []
     for name in names:
         if name not in seen:

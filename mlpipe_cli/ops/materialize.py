@@ -733,13 +733,13 @@ def materialize(
     An as-of older than the live version's is written but not made live (OlderThanLive,
     a DataCheckFailed: exit 1) unless ``allow_older``; an equal as-of (a retry) goes live.
     ``args``: how messages name the arguments (the CLI passes ``CLI_ARGS``)."""
+    from functools import partial
+
     from mlpipe_cli.engines import choose_engine
     from mlpipe_cli.online import open_store
 
-    run = run_materialize
+    run: Callable[..., MaterializeResult] = partial(run_materialize, args=args)
     if choose_engine(project.config, engine) == "spark":
-        from functools import partial
-
         from mlpipe_cli.engines.spark.materialize import run_materialize_on_spark
 
         run = partial(run_materialize_on_spark, make_result=MaterializeResult, publish=_publish)
