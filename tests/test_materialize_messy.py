@@ -448,3 +448,23 @@ def test_api_messages_name_parameters_and_cli_messages_name_flags(tmp_path: Path
         result = cli("materialize", "-c", config, *args)
         assert result.exit_code == 2, (args, result.stderr)
         assert cli_text in result.stderr, (args, result.stderr)
+
+
+def test_a_stream_state_error_raised_under_both_names_both(
+    tmp_path: Path, redis_server: Any
+) -> None:
+    """Deep in the stream's state, the caller (CLI or Python) is unknown: the hint says both."""
+    from mlpipe_cli.errors import ConfigError
+    from mlpipe_cli.streaming.plan import build_plan
+    from mlpipe_cli.streaming.state import StateMeta, StateStore
+
+    config = load_config(_stream_project(tmp_path, redis_server.url, _clean_clicks()))
+    store = StateStore(build_plan(config, "clicks"))
+    try:
+        old = StateMeta(None, 0, 0, 0, [], "ready", None, 0, format=1)
+        with pytest.raises(ConfigError) as caught:
+            store.check_compatible(old)
+    finally:
+        store.close()
+    assert "mlpipe stream --reset" in str(caught.value)
+    assert "Pipeline.stream(reset=True)" in str(caught.value)

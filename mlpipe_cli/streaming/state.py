@@ -38,6 +38,8 @@ _MULTI = b"*1\r\n$5\r\nMULTI\r\n"
 _EXEC = b"*1\r\n$4\r\nEXEC\r\n"
 TIE_LEN = 26  # 's' + 15-digit ms + 10-digit seq (stream entries) | 'b' + 25-digit row
 _WRITE_CHUNK = 2000  # entities per pipelined bootstrap write
+# Raised under the CLI and the Python API alike: the hint names both ways to do it.
+_REBUILD = "rebuild it: mlpipe stream --reset, or Pipeline.stream(reset=True)"
 
 
 # -- value codecs shared with the Lua script ------------------------------------------------
@@ -221,7 +223,7 @@ class StateStore:
             raise ConfigError(
                 f"the streamed state of source {plan.source_name!r} is in format {meta.format}; "
                 f"this mlpipe reads format {STATE_FORMAT}",
-                hint="rebuild it: mlpipe stream --reset",
+                hint=_REBUILD,
             )
         if (meta.columns, meta.window_us, meta.lateness_us) != (
             plan.columns, plan.window_us, plan.lateness_us,
@@ -231,7 +233,7 @@ class StateStore:
                 f"{meta.columns}, window {meta.window_us} us, lateness {meta.lateness_us} us; "
                 f"the config now needs {plan.columns}, {plan.window_us} us, "
                 f"{plan.lateness_us} us",
-                hint="rebuild it: mlpipe stream --reset",
+                hint=_REBUILD,
             )
 
     # -- bootstrap -----------------------------------------------------------------------
