@@ -468,3 +468,30 @@ def test_a_stream_state_error_raised_under_both_names_both(
         store.close()
     assert "mlpipe stream --reset" in str(caught.value)
     assert "Pipeline.stream(reset=True)" in str(caught.value)
+
+
+def test_the_consumer_dead_letters_a_long_key_that_bypassed_push(
+    tmp_path: Path, redis_server: Any, cli: Any
+) -> None:
+    """Entries XADDed by another producer skip push's checks: the apply script measures the
+    key's string values too (exactly: the limit, in bytes, one byte over is malformed)."""
+    config = _stream_project(tmp_path, redis_server.url, _clean_clicks())
+    assert cli("materialize", "-c", config, "--as-of", "2026-10-24T00:00:00Z").exit_code == 0
+    assert cli("stream", "-c", config, "--once").exit_code == 0  # bootstrapped
+    client = redis_server.client()
+    when = int(datetime(2026, 10, 25, 4, tzinfo=UTC).timestamp()) * 1_000_000
+    for user in ("é" * 256, "é" * 256 + "x", "😀" * 128 + "a", "東" * 170 + "ab"):
+        key = json.dumps([user], ensure_ascii=False, separators=(",", ":"))
+        client.xadd("clicks-events", {"k": key, "e": str(when),
+                                      "d": json.dumps({"user": user, "amount": 1.0})})  # fmt: skip
+    result = cli("stream", "-c", config, "--once", "--json")
+    assert result.exit_code == 0, result.stderr
+    counts = result.json()["sources"]["clicks"]["this_consumer"]
+    assert (counts["applied"], counts["malformed"]) == (2, 2)
+    letters = client.xrange("clicks-events:dead")
+    assert [json.loads(f[b"k"])[0] for _, f in letters] == ["é" * 256 + "x", "😀" * 128 + "a"]
+    assert all(f[b"reason"] == b"malformed" for _, f in letters)
+    assert b"longer than 512 UTF-8 bytes" in letters[0][1][b"detail"]
+    stored = {k.decode() for k in client.scan_iter(match="t:clicks:s:clicks:r:*")}
+    assert "t:clicks:s:clicks:r:" + json.dumps(["é" * 256], ensure_ascii=False) in stored
+    assert not any("x" in k.rsplit(":", 1)[-1] for k in stored)

@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from mlpipe_cli.errors import ConfigError, InputError, ServiceUnavailable
-from mlpipe_cli.online.keylimits import check_key_sizes
+from mlpipe_cli.online.keylimits import MAX_KEY_BYTES, check_key_sizes
 from mlpipe_cli.streaming.lua import APPLY_SCRIPT
 from mlpipe_cli.streaming.plan import STATE_FORMAT, StreamPlan
 from mlpipe_cli.streaming.source import RedisStreamSource, redis_client, redis_errors
@@ -357,6 +357,7 @@ class StateStore:
             mode, stream.key, stream.group, consumer, stream.dead_letter_key, plan.prefix,
             str(count or stream.batch),
             str(min_idle_ms if min_idle_ms is not None else int(stream.claim_idle.total_seconds() * 1000)),
+            str(MAX_KEY_BYTES),
         ]  # fmt: skip
         return self._apply_calls(args, 1)[0]
 
@@ -367,7 +368,8 @@ class StateStore:
         plan = self.plan
         stream = plan.stream
         args = ["read", stream.key, stream.group, consumer, stream.dead_letter_key, plan.prefix,
-                str(stream.batch), str(int(stream.claim_idle.total_seconds() * 1000))]  # fmt: skip
+                str(stream.batch), str(int(stream.claim_idle.total_seconds() * 1000)),
+                str(MAX_KEY_BYTES)]  # fmt: skip
         return self._apply_calls(args, depth)
 
     def _apply_calls(self, args: list[str], depth: int) -> list[ApplyResult | None]:
