@@ -277,7 +277,10 @@ def test_the_python_api_refuses_an_older_as_of_naming_its_parameter(tmp_path: Pa
         "live_version": newer.version,
         "live_as_of": "2026-06-20T00:00:00+00:00",
     }
-    again = pipeline.materialize(as_of="2026-06-20T00:00:00Z")  # equal as-of: a retry
+    forced = pipeline.materialize(as_of="2026-06-10T00:00:00Z", allow_older=True)
+    assert forced.as_of == datetime(2026, 6, 10, tzinfo=UTC)
+    assert _store_state(config)[0] == forced.version
+    again = pipeline.materialize(as_of="2026-06-20T00:00:00Z")  # newer again: goes live
     assert again.as_of == newer.as_of
     assert again.version != newer.version
 
