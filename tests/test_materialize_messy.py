@@ -498,3 +498,55 @@ def test_the_consumer_dead_letters_a_long_key_that_bypassed_push(
     stored = {k.decode() for k in client.scan_iter(match="t:clicks:s:clicks:r:*")}
     assert "t:clicks:s:clicks:r:" + json.dumps(["é" * 256], ensure_ascii=False) in stored
     assert not any("x" in k.rsplit(":", 1)[-1] for k in stored)
+
+
+def test_concurrent_switches_never_leave_an_older_as_of_live(
+    tmp_path: Path, online: dict[str, Any]
+) -> None:
+    """Runs finishing together, each through its own connection: whatever the interleaving,
+    the newest as-of ends up live and no run newer than what it met was refused (the check
+    and the flip are one transaction / one WATCHed MULTI)."""
+    import random
+    import threading
+
+    from mlpipe_cli.online import entity_store_key, pack_row
+    from mlpipe_cli.online.writer import write_version
+
+    rows = [{"user": "a", "ts": _ts(1), "amount": 1.0}]
+    config = load_config(_project(tmp_path, rows, ["user"], online))
+    days = list(range(1, 13))
+    random.Random(5).shuffle(days)
+    refused: list[OlderThanLive] = []
+    went_live: list[int] = []
+    start = threading.Barrier(len(days))
+
+    def run(day: int) -> None:
+        store = open_store(config, config.artifact_dir)
+        try:
+            start.wait()
+            write_version(store, features=["n"], rows=[[(entity_store_key("ü"), pack_row([day]))]],
+                          as_of=datetime(2026, 6, day, tzinfo=UTC), feature_hash="h",
+                          entity_keys=["user"], key_types=["str"], expected=1)  # fmt: skip
+            went_live.append(day)
+        except OlderThanLive as exc:
+            refused.append(exc)
+        finally:
+            store.close()
+
+    threads = [threading.Thread(target=run, args=(day,)) for day in days]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(went_live) + len(refused) == len(days)
+    assert 12 in went_live
+    for exc in refused:  # each refusal met a live version that was really newer
+        assert exc.as_of < exc.live_as_of
+    store = open_store(config, config.artifact_dir)
+    try:
+        live = store.live_metadata()
+        assert live is not None
+        assert live.as_of == datetime(2026, 6, 12, tzinfo=UTC)
+        assert store.get("ü").values == {"n": 12}
+    finally:
+        store.close()
