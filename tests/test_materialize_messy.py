@@ -453,7 +453,7 @@ def test_api_messages_name_parameters_and_cli_messages_name_flags(tmp_path: Path
         assert cli_text in result.stderr, (args, result.stderr)
 
 
-def test_a_stream_state_error_raised_under_both_names_both(
+def test_a_stream_state_hint_names_the_cli_flag_and_the_python_call(
     tmp_path: Path, redis_server: Any
 ) -> None:
     """Deep in the stream's state, the caller (CLI or Python) is unknown: the hint says both."""
