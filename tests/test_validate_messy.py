@@ -91,9 +91,7 @@ CHECKS: dict[str, tuple[list[str], Callable[[dict[str, Any]], bool | None]]] = {
 def oracle_fails(expr: str, row: dict[str, Any]) -> bool:
     """Does this row fail the check? False fails; unknown fails only when NaN/inf caused it."""
     floats, verdict = CHECKS[expr]
-    holds_non_finite = any(
-        isinstance(row[c], float) and not math.isfinite(row[c]) for c in floats
-    )
+    holds_non_finite = any(isinstance(row[c], float) and not math.isfinite(row[c]) for c in floats)
     value = verdict({k: unknown_if_not_finite(v) for k, v in row.items()})
     return value is False or (value is None and holds_non_finite)
 
@@ -116,8 +114,10 @@ def config_for(tmp: Path, path: Path, checks: list[dict[str, Any]]) -> Any:
         "kind": {"dtype": "string", "nullable": True},
     }
     text = yaml.safe_dump(
-        {"pipeline": "t", "sources": {"pay": {"path": str(path), "columns": columns,
-                                              "checks": checks}}}  # fmt: skip
+        {
+            "pipeline": "t",
+            "sources": {"pay": {"path": str(path), "columns": columns, "checks": checks}},
+        }
     )
     return load_config_text(text, source_name="t.yaml", base_dir=tmp)
 
@@ -164,9 +164,20 @@ def test_nan_and_inf_give_the_sql_check_the_range_checks_verdict(tmp_path) -> No
     """`amount >= 0 AND amount <= 100` as SQL fails the rows `min: 0, max: 100` fails."""
     path = tmp_path / "pay.parquet"
     frame_of(MESSY_ROWS).write_parquet(path)
-    text = yaml.safe_dump({"pipeline": "t", "sources": {"pay": {"path": str(path), "columns": {
-        "amount": {"dtype": "float64", "nullable": True, "min": 0, "max": 100}},
-        "checks": [{"name": "range", "expr": "amount >= 0 AND amount <= 100"}]}}})  # fmt: skip
+    text = yaml.safe_dump(
+        {
+            "pipeline": "t",
+            "sources": {
+                "pay": {
+                    "path": str(path),
+                    "columns": {
+                        "amount": {"dtype": "float64", "nullable": True, "min": 0, "max": 100}
+                    },
+                    "checks": [{"name": "range", "expr": "amount >= 0 AND amount <= 100"}],
+                }
+            },
+        }
+    )
     config = load_config_text(text, source_name="t.yaml", base_dir=tmp_path)
     report = validate_source(config, "pay", quarantine_path=tmp_path / "q.parquet")
     sql_rows = {e["row"] for e in check(report, "pay.check.range").examples}
@@ -184,10 +195,14 @@ def test_a_check_true_whatever_the_value_still_passes(tmp_path) -> None:
     `amount IS NULL OR amount > 0` lets NaN through on purpose (read as NULL)."""
     path = tmp_path / "pay.parquet"
     frame_of(MESSY_ROWS).write_parquet(path)
-    config = config_for(tmp_path, path, [
-        {"name": "refunds", "expr": "kind = 'refund' OR amount >= 0"},
-        {"name": "nan_ok", "expr": "amount IS NULL OR amount > 0"},
-    ])  # fmt: skip
+    config = config_for(
+        tmp_path,
+        path,
+        [
+            {"name": "refunds", "expr": "kind = 'refund' OR amount >= 0"},
+            {"name": "nan_ok", "expr": "amount IS NULL OR amount > 0"},
+        ],
+    )
     report = validate_source(config, "pay")
     assert [e["row"] for e in check(report, "pay.check.refunds").examples] == [1, 2, 5]
     assert [e["row"] for e in check(report, "pay.check.nan_ok").examples] == [5, 7]
@@ -219,15 +234,28 @@ def test_validate_cli_exits_1_on_a_nan_only_failure(cli, tmp_path) -> None:
     frame_of([{"n": 1, "amount": 1.0, "fee": 0.0, "kind": "a"}]).write_parquet(
         parts / "part-0.parquet"
     )
-    frame_of([{"n": 2, "amount": 2.0, "fee": 0.0, "kind": "ü"},
-              {"n": 3, "amount": NAN, "fee": 0.0, "kind": "b"}]).write_parquet(
-        parts / "part-1.parquet"
-    )  # fmt: skip
+    frame_of(
+        [
+            {"n": 2, "amount": 2.0, "fee": 0.0, "kind": "ü"},
+            {"n": 3, "amount": NAN, "fee": 0.0, "kind": "b"},
+        ]
+    ).write_parquet(parts / "part-1.parquet")
     config_path = tmp_path / "mlpipe.yaml"
-    config_path.write_text(yaml.safe_dump({
-        "pipeline": "t", "artifact_dir": str(tmp_path / "artifacts"),
-        "sources": {"pay": {"path": str(parts), "columns": {"amount": {"dtype": "float64"}},
-                            "checks": [{"name": "positive", "expr": "amount > 0"}]}}}))  # fmt: skip
+    config_path.write_text(
+        yaml.safe_dump(
+            {
+                "pipeline": "t",
+                "artifact_dir": str(tmp_path / "artifacts"),
+                "sources": {
+                    "pay": {
+                        "path": str(parts),
+                        "columns": {"amount": {"dtype": "float64"}},
+                        "checks": [{"name": "positive", "expr": "amount > 0"}],
+                    }
+                },
+            }
+        )
+    )
     result = cli("validate", "-c", config_path, "--quarantine", tmp_path / "q.parquet", "--json")
     assert result.exit_code == 1, result.stdout + result.stderr
     assert pl.read_parquet(tmp_path / "q.parquet")["_row"].to_list() == [2]
@@ -250,14 +278,17 @@ finite_or_not = st.one_of(
     st.floats(-200, 200, allow_nan=False, allow_infinity=False),
 )
 messy_rows = st.lists(
-    st.fixed_dictionaries({
-        "n": st.one_of(st.none(), st.integers(-3, 3)),
-        "amount": finite_or_not,
-        # float32 values: exactly representable, so Python and Polars add the same numbers
-        "fee": finite_or_not.map(lambda v: v if v is None else float(pl.Series([v]).cast(
-            pl.Float32)[0])),
-        "kind": st.one_of(st.none(), st.sampled_from(["refund", "sale", "ré", "退款", ""])),
-    }),  # fmt: skip
+    st.fixed_dictionaries(
+        {
+            "n": st.one_of(st.none(), st.integers(-3, 3)),
+            "amount": finite_or_not,
+            # float32 values: exactly representable, so Python and Polars add the same numbers
+            "fee": finite_or_not.map(
+                lambda v: v if v is None else float(pl.Series([v]).cast(pl.Float32)[0])
+            ),
+            "kind": st.one_of(st.none(), st.sampled_from(["refund", "sale", "ré", "退款", ""])),
+        }
+    ),
     max_size=30,
 )
 
@@ -265,8 +296,10 @@ messy_rows = st.lists(
 @settings(
     max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
-@given(rows=messy_rows, exprs=st.lists(st.sampled_from(sorted(CHECKS)), min_size=1,
-                                       max_size=3, unique=True))  # fmt: skip
+@given(
+    rows=messy_rows,
+    exprs=st.lists(st.sampled_from(sorted(CHECKS)), min_size=1, max_size=3, unique=True),
+)
 def test_sql_checks_match_a_python_loop_on_messy_rows(tmp_path_factory, rows, exprs) -> None:
     tmp = tmp_path_factory.mktemp("messy")
     path = tmp / "pay.parquet"
@@ -274,9 +307,11 @@ def test_sql_checks_match_a_python_loop_on_messy_rows(tmp_path_factory, rows, ex
     frame.write_parquet(path)
     checks = [{"name": f"c{i}", "expr": e} for i, e in enumerate(exprs)]
     report = validate_source(
-        config_for(tmp, path, checks), "pay",
-        quarantine_path=tmp / "q.parquet", out_path=tmp / "o.parquet",
-    )  # fmt: skip
+        config_for(tmp, path, checks),
+        "pay",
+        quarantine_path=tmp / "q.parquet",
+        out_path=tmp / "o.parquet",
+    )
     # Polars wrote and read the Float32 fee: compare with what it holds
     stored = pl.read_parquet(path).to_dicts()
     expected_bad: list[int] = []
