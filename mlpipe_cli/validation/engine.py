@@ -809,7 +809,8 @@ def _judge(
 
 
 def _describe_check(result: CheckResult) -> str:
-    kind, t = result.kind, _fmt((result.details or {}).get("bound"))
+    details = result.details or {}
+    kind, t = result.kind, _fmt(details.get("bound"))
     column = result.column
     return {
         "nullable": f"are null in non-nullable column {column!r}",
@@ -823,9 +824,8 @@ def _describe_check(result: CheckResult) -> str:
         "min_length": f"have {column!r} shorter than {t}",
         "max_length": f"have {column!r} longer than {t}",
         "primary_key": "repeat an earlier primary key",
-        "sql": "fail " + repr((result.details or {}).get("expr", result.id)) + _non_finite_note(
-            (result.details or {}).get("non_finite_columns")
-        ),
+        "sql": f"fail {details.get('expr', result.id)!r}"
+        + _non_finite_note(details.get("non_finite_columns")),
     }.get(kind, f"fail {result.id}")
 
 
