@@ -178,7 +178,14 @@ class ServingApp:
 
     def on_startup(self) -> None:
         if self.logger is not None:
-            self.logger.start()
+            # On the server's event loop (RSGI init and ASGI lifespan both run on it), the
+            # feature log's writer works between requests rather than on a second Python
+            # thread that competes with the loop for the GIL (serving/featurelog.py).
+            try:
+                loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+            except RuntimeError:
+                loop = None
+            self.logger.start(loop)
         self.started = True
 
     def on_shutdown(self) -> None:
