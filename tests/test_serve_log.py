@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Generator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pytest
@@ -437,3 +438,46 @@ def test_rows_that_can_never_be_framed_are_counted_and_start_still_works(
     logger.close()
     assert (logger.enqueued, logger.written, logger.failed, logger.segments) == (10, 0, 10, 0)
     assert "raw.a" in (logger.last_error or "")
+
+
+def test_on_a_loop_the_writer_works_on_the_loop_thread_and_only_writes_elsewhere(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loop = uvloop.new_event_loop()
+    loop_thread = threading.Thread(target=loop.run_forever, daemon=True)
+    loop_thread.start()
+    logger = make_logger(tmp_path, poll_interval=0.001, segment_rows=50)
+    takers: set[str] = set()
+    writers: set[str] = set()
+    real_take, real_write = logger._take, logger._write_parts
+
+    def take(*args: Any) -> None:
+        takers.add(threading.current_thread().name)
+        real_take(*args)
+
+    def write(*args: Any) -> None:
+        writers.add(threading.current_thread().name)
+        real_write(*args)
+
+    monkeypatch.setattr(logger, "_take", take)
+    monkeypatch.setattr(logger, "_write_parts", write)
+    try:
+        logger.start(loop)
+        assert "mlpipe-feature-log" not in {t.name for t in threading.enumerate()}
+        for burst in range(4):  # each burst reaches segment_rows: a segment each
+            for i in range(burst * 50, burst * 50 + 50):
+                log_row(logger, i)
+            deadline = time.monotonic() + 10
+            while logger.written < burst * 50 + 50 and time.monotonic() < deadline:
+                time.sleep(0.005)
+        assert (logger.written, logger.segments) == (200, 4)
+        assert takers == {loop_thread.name}
+        (writer,) = writers
+        assert writer.startswith("mlpipe-feature-log-sink")
+        logger.close()
+        assert_frame_equal(read_all(tmp_path)["entity"].to_frame(),
+                           pl.Series("entity", [f"[{i}]" for i in range(200)]).to_frame())  # fmt: skip
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        loop_thread.join(10)
+        loop.close()
