@@ -39,13 +39,14 @@ with timestamps on both sides of the socket (``time.perf_counter`` is CLOCK_MONO
 clock for every process), so each request's latency splits into ingress (kernel, Granian,
 event-loop wake-up), app (arrival in ``__rsgi__`` to ``response_bytes``) and egress; for the
 slowest 1 % it reports how many overlapped a garbage collection, a stretch of work of a
-background thread (the feature-log writer, the pointer follower, the ledger: the moments
-between their blocking calls, when they want the GIL) and how long their store round trip
+background thread (the pointer follower, the ledger, the feature log's sink thread; the
+moments between their blocking calls, when they want the GIL; the feature log's own steps
+run on the event loop, between requests, so they show up in the app and ingress times) and how long their store round trip
 took, and for every thread the median latency of requests that overlapped it vs the rest.
 
 Environment: ``BENCH_LOG=0`` runs every server with the feature log off (what the log costs:
-compare with a default run; its writer thread converts the rows while holding the GIL, see
-docs/serve.md); ``BENCH_LOG_SAMPLE=0.1`` logs that fraction of served entities
+compare with a default run; its writer converts the rows on the event loop between requests,
+see docs/serve.md); ``BENCH_LOG_SAMPLE=0.1`` logs that fraction of served entities
 (``serving.logging.sample_rate``); ``BENCH_COALESCE=0`` turns request coalescing off.
 
 Usage: .venv/bin/python benchmarks/bench_serve.py [--quick] [--entities N] [--duration S]
