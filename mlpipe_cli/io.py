@@ -710,7 +710,8 @@ def sink_parquet_atomic(lazy: pl.LazyFrame, path: Path | str, **options: Any) ->
             failure = _polarsoutput_error(exc, Path(path)) or _temp_failure(exc, tmp, Path(path))
             if failure is not None:
                 raise failure from None
-            raise InputError(f"cannot write {path}: {_first_line(exc)}") from None
+            reason = _first_line(exc).replace(str(tmp), str(path))  # the user's path only
+            raise InputError(f"cannot write {path}: {reason}") from None
     return Path(path)
 
 
@@ -731,13 +732,12 @@ def _temp_failure(exc: BaseException, tmp: Path, path: Path) -> MlpipeError | No
     if not about_temp and tmp.name not in str(exc):
         return None
     code = _errno_of(exc)
-    if isinstance(exc, OSError) and exc.strerror:
-        cause = OSError(code, exc.strerror)
-    elif code is not None:
-        cause = OSError(code, os.strerror(code))
-    else:  # a Polars error with no errno: its first line, with the temp named as the user's path
-        cause = OSError(None, _first_line(exc).replace(str(tmp), str(path)))
-    return output_error(cause, path, "write")
+    if code is None:
+        # no errno (not an OSError, nor a Polars error ending in "(os error N)"): nothing says
+        # the write itself failed, so it stays what it is (a bug is reported as one)
+        return None
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else os.strerror(code)
+    return output_error(OSError(code, reason), path, "write")
 
 
 def _temp_sibling(path: Path, suffix: str = _TEMP_SUFFIX) -> Path:

@@ -83,7 +83,9 @@ def check_segment_metadata(metadata: Mapping[str, str] | None, origin: str) -> N
 
 
 # The accepted forms, in every --since/--until error (a new user typed `--since 24x`).
-_DURATION_FORMS = "a duration back from --until such as 30m, 24h, 7d or 2w (units us, ms, s, m, h, d, w)"
+_DURATION_FORMS = (
+    "a duration back from --until such as 30m, 24h, 7d or 2w (units us, ms, s, m, h, d, w)"
+)
 _TIME_FORMS = "an ISO-8601 date or time such as 2026-07-01 or 2026-07-01T06:00:00Z (naive = UTC)"
 
 

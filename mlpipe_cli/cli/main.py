@@ -294,7 +294,11 @@ def _take_triggered_at(args: list[str]) -> tuple[list[str], Any]:
 # both ways (`mlpipe -c x.yaml validate`): flag as typed -> the command's long flag. Only
 # these two: every command takes them and means the same by them (tests/test_cli_options.py
 # checks every command has them); --json and -q are not on every command (serve).
-_ROOT_COMMAND_OPTIONS = {"-c": "--config", "--config": "--config", "--artifact-dir": "--artifact-dir"}
+_ROOT_COMMAND_OPTIONS = {
+    "-c": "--config",
+    "--config": "--config",
+    "--artifact-dir": "--artifact-dir",
+}
 
 
 def _root_option_at(args: list[str], index: int) -> tuple[str, str | None, int] | None:
