@@ -378,10 +378,12 @@ def _command_options(args: list[str]) -> dict[str, str]:
     index = 0
     while index < len(args) and args[index] != "--":
         option = _root_option_at(args, index)
-        if option is None or option[1] is None:
+        if option is None:
             index += 1
             continue
         flag, value, width = option
+        if value is None:  # the last word: the command reports the missing value itself
+            break
         found[flag] = value
         index += width
     return found
