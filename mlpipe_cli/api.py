@@ -196,6 +196,7 @@ class Pipeline:
         resume: bool = False,
         chunk_size: int | None = None,
         on_progress: Callable[[int], None] | None = None,
+        allow_older: bool = False,
     ) -> MaterializeResult:
         """`mlpipe materialize`: load every entity's values as of ``as_of`` (default now)."""
         from mlpipe_cli.ops.materialize import materialize
@@ -207,6 +208,7 @@ class Pipeline:
             resume=resume,
             chunk_size=chunk_size,
             on_progress=on_progress,
+            allow_older=allow_older,
         )
 
     def check_freshness(self, max_age: str | timedelta, *, check: bool = True) -> FreshnessResult:

@@ -272,7 +272,8 @@ def test_config_validation(tmp_path: Path, feature: dict[str, Any], message: str
 
 
 def test_null_keys_never_match(tmp_path: Path) -> None:
-    """Null entity keys (spine or source) match nothing: such spine rows get defaults."""
+    """Null entity keys in a source match nothing; a null key in the spine is refused
+    (exit 2): it would get the defaults as if it were an entity with no history."""
     path = tmp_path / "e.parquet"
     pl.DataFrame(
         {"user_id": [1, None, 1, None], "ts": [T0, T0, T0 + H, T0 + H], "x": [1.0, 2.0, 3.0, 4.0]}
@@ -287,13 +288,16 @@ def test_null_keys_never_match(tmp_path: Path) -> None:
         ],
     )
     spine = pl.DataFrame(
-        {"user_id": [None, 1, None, 2], "at": [T0 + 2 * H] * 4},
+        {"user_id": [3, 1, 3, 2], "at": [T0 + 2 * H] * 4},
         schema={"user_id": pl.Int64, "at": TS},
     )
     out = compute_features(cfg, spine, entity_keys=["user_id"], timestamp="at")
     assert out["n"].to_list() == [0, 2, 0, 0]
     assert out["s7"].to_list() == [None, 4.0, None, None]
     assert out["last"].to_list() == [None, 3.0, None, None]
+    with_nulls = spine.with_columns(pl.Series("user_id", [None, 1, None, 2], pl.Int64))
+    with pytest.raises(InputError, match=r"spine column 'user_id' is null in 2 of 4 rows"):
+        compute_features(cfg, with_nulls, entity_keys=["user_id"], timestamp="at")
     empty = compute_features(cfg, spine.clear(), entity_keys=["user_id"], timestamp="at")
     assert empty.columns == ["user_id", "at", "n", "s7", "last"]
     assert empty.height == 0

@@ -293,7 +293,8 @@ def scenario(draw):  # type: ignore[no-untyped-def]
     ]
     spine = [
         {
-            "user_id": draw(st.one_of(st.integers(1, 5), st.just(None))),
+            # (null keys only in the sources: a null spine key is refused, exit 2)
+            "user_id": draw(st.integers(1, 5)),
             "label_ts": _ts(draw(hours), draw(st.sampled_from([0, 0, 1, -1]))),
             "label": draw(st.integers(0, 1)),
         }
@@ -583,6 +584,9 @@ def multi_entity_scenario(draw):  # type: ignore[no-untyped-def]
         i = draw(ids)
         return None if i is None else maps[entity][i]
 
+    def spine_key(entity: str) -> Any:  # never null: a null spine key is refused (exit 2)
+        return maps[entity][draw(st.integers(1, 4))]
+
     def when() -> datetime:
         return _ts(draw(hours), draw(st.sampled_from([0, 0, 0, 1, -1])))
 
@@ -607,8 +611,8 @@ def multi_entity_scenario(draw):  # type: ignore[no-untyped-def]
         for _ in range(draw(st.integers(0, 25)))
     ]  # fmt: skip
     spine = [
-        {"rider": key("rider"), "driver": key("driver"), "pickup": key("zone"),
-         "dropoff": key("zone"), "label_ts": when(), "label": draw(st.integers(0, 1))}
+        {"rider": spine_key("rider"), "driver": spine_key("driver"), "pickup": spine_key("zone"),
+         "dropoff": spine_key("zone"), "label_ts": when(), "label": draw(st.integers(0, 1))}
         for _ in range(draw(st.integers(1, 20)))
     ]  # fmt: skip
     return kinds, created, trips, shifts, zones, pairs, spine

@@ -80,7 +80,7 @@ def test_training_set_records_match_rates_and_prints_them(cli, tmp_path: Path) -
     result = cli("training-set", "-c", path, "--out", out, "--no-publish")
     assert result.exit_code == 0, result.stderr
     header = next(line for line in result.stdout.splitlines() if line.startswith("feature"))
-    assert header.split() == ["feature", "dtype", "nulls", "matched"]
+    assert header.split() == ["feature", "dtype", "nulls", "nan", "inf", "matched"]
     manifest = json.loads((tmp_path / "train.parquet.manifest.json").read_text())
     rates = manifest["match_rates"]
     assert sorted(rates) == sorted(manifest["features"])  # (the manifest sorts its keys)

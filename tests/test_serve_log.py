@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 import random
 import re
 import threading
 import time
+from collections.abc import Callable, Generator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pytest
-from hypothesis import given, settings
+import uvloop
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
@@ -47,6 +51,29 @@ def read_all(log_dir: Path) -> pl.DataFrame:
     files = sorted(log_dir.iterdir())
     assert all(SEGMENT_RE.match(f.name) for f in files), [f.name for f in files]
     return pl.concat([pl.read_parquet(f) for f in files])
+
+
+@pytest.fixture(params=["thread", "loop"])
+def start(request: pytest.FixtureRequest) -> Generator[Callable[[FeatureLogger], None], None, None]:
+    """Starts a logger with either driver of its writer: its own thread, or an event loop
+    (uvloop, running in a thread of its own as the server's does in the main thread)."""
+    loops: list[tuple[asyncio.AbstractEventLoop, threading.Thread]] = []
+
+    def start_logger(logger: FeatureLogger) -> None:
+        if request.param == "thread":
+            logger.start()
+            return
+        loop = uvloop.new_event_loop()
+        thread = threading.Thread(target=loop.run_forever, daemon=True)
+        thread.start()
+        loops.append((loop, thread))
+        logger.start(loop)
+
+    yield start_logger
+    for loop, thread in loops:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
 
 
 def test_full_queue_drops_and_counts_without_a_writer(tmp_path: Path) -> None:
@@ -109,20 +136,27 @@ def test_segment_columns_follow_interfaces_section_5(tmp_path: Path) -> None:
     ]
 
 
-@settings(max_examples=15, deadline=None)
+# The driver fixture is shared by the examples on purpose: each example starts its own logger.
+@settings(
+    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(
     total=st.integers(0, 3000),
     queue_rows=st.integers(1, 500),
     segment_rows=st.integers(1, 800),
 )
 def test_written_plus_dropped_is_exactly_what_was_logged(
-    tmp_path_factory: pytest.TempPathFactory, total: int, queue_rows: int, segment_rows: int
+    start: Callable[[FeatureLogger], None],
+    tmp_path_factory: pytest.TempPathFactory,
+    total: int,
+    queue_rows: int,
+    segment_rows: int,
 ) -> None:
     log_dir = tmp_path_factory.mktemp("log")
     logger = make_logger(
         log_dir, queue_rows=queue_rows, segment_rows=segment_rows, poll_interval=0.001
     )
-    logger.start()
+    start(logger)
     producer = threading.Thread(target=lambda: [log_row(logger, i) for i in range(total)])
     producer.start()
     producer.join()
@@ -263,7 +297,7 @@ def test_next_piece_fits_the_measured_cost_of_a_call() -> None:
 
 
 def test_writer_loses_no_row_across_slice_batch_and_segment_boundaries(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    start: Callable[[FeatureLogger], None], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(featurelog, "_SLICE_ROWS", 7)
     monkeypatch.setattr(featurelog, "_BATCH_ROWS", 19)
@@ -279,7 +313,7 @@ def test_writer_loses_no_row_across_slice_batch_and_segment_boundaries(
         )
         for i in range(1000)
     ]  # fmt: skip
-    logger.start()
+    start(logger)
     for burst in range(10):  # the writer takes each burst before the next: several segments
         for row in rows[burst * 100 : burst * 100 + 100]:
             assert logger.log(*row[1:], served_at_us=row[0])
@@ -294,11 +328,11 @@ def test_writer_loses_no_row_across_slice_batch_and_segment_boundaries(
 
 
 def test_malformed_rows_and_unconvertible_values_are_counted_exactly(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    start: Callable[[FeatureLogger], None], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(featurelog, "_RETRY_ROWS", 4)
     logger = make_logger(tmp_path, poll_interval=0.001)
-    logger.start()
+    start(logger)
     for i in range(40):
         log_row(logger, i)
     logger.log("/e", "[short raw]", None, False, (1, "US"), [1.0, 2.0], None)
@@ -322,9 +356,11 @@ def test_malformed_rows_and_unconvertible_values_are_counted_exactly(
     assert entities == [f"[{i}]" for i in [*range(60), *range(63, 80)]]
 
 
-def test_close_writes_every_queued_row_even_before_the_first_poll(tmp_path: Path) -> None:
+def test_close_writes_every_queued_row_even_before_the_first_poll(
+    start: Callable[[FeatureLogger], None], tmp_path: Path
+) -> None:
     logger = make_logger(tmp_path, poll_interval=30.0, segment_rows=1_000_000)
-    logger.start()
+    start(logger)
     for i in range(5000):
         log_row(logger, i)
     logger.close()  # SIGTERM path: wakes the writer, which drains the whole queue
@@ -333,9 +369,11 @@ def test_close_writes_every_queued_row_even_before_the_first_poll(tmp_path: Path
     assert (logger.written, logger.segments, logger.depth) == (5000, 1, 0)
 
 
-def test_a_segment_is_written_once_its_oldest_row_is_flush_interval_old(tmp_path: Path) -> None:
+def test_a_segment_is_written_once_its_oldest_row_is_flush_interval_old(
+    start: Callable[[FeatureLogger], None], tmp_path: Path
+) -> None:
     logger = make_logger(tmp_path, poll_interval=0.005, flush_interval=0.05)
-    logger.start()
+    start(logger)
     for i in range(10):
         log_row(logger, i)
     deadline = time.monotonic() + 10
@@ -346,9 +384,11 @@ def test_a_segment_is_written_once_its_oldest_row_is_flush_interval_old(tmp_path
     assert logger.segments == 1
 
 
-def test_write_and_writer_errors_are_counted_and_the_writer_keeps_going(tmp_path: Path) -> None:
+def test_write_and_writer_errors_are_counted_and_the_writer_keeps_going(
+    start: Callable[[FeatureLogger], None], tmp_path: Path
+) -> None:
     logger = make_logger(tmp_path / "log", poll_interval=0.001, segment_rows=10)
-    logger.start()
+    start(logger)
     blocked = tmp_path / "a-file"
     blocked.write_text("not a directory")
     real_log_dir = logger.log_dir
@@ -356,11 +396,11 @@ def test_write_and_writer_errors_are_counted_and_the_writer_keeps_going(tmp_path
     real_convert = logger._convert_into
     calls = {"n": 0}
 
-    def convert_failing_once(*args: object) -> int:
+    def convert_failing_once(*args: object) -> Generator[None, None, int]:
         calls["n"] += 1
         if calls["n"] == 2:
             raise RuntimeError("a bug in the writer")
-        return real_convert(*args)  # type: ignore[arg-type]
+        return (yield from real_convert(*args))  # type: ignore[arg-type]
 
     logger._convert_into = convert_failing_once  # type: ignore[method-assign]
 
@@ -384,15 +424,60 @@ def test_write_and_writer_errors_are_counted_and_the_writer_keeps_going(tmp_path
     assert read_all(real_log_dir)["entity"].to_list() == [f"[{i}]" for i in range(20, 30)]
 
 
-def test_rows_that_can_never_be_framed_are_counted_and_start_still_works(tmp_path: Path) -> None:
+def test_rows_that_can_never_be_framed_are_counted_and_start_still_works(
+    start: Callable[[FeatureLogger], None], tmp_path: Path
+) -> None:
     # Two raw columns with one name: no frame can be built (duplicate column "raw.a").
     logger = FeatureLogger(
         tmp_path, transform_version="t", raw_columns=["a", "a"], vec_columns=["x"],
         poll_interval=0.001,
     )  # fmt: skip
-    logger.start()  # warms Polars up with a blank row; that failure is not raised
+    start(logger)  # warms Polars up with a blank row; that failure is not raised
     for i in range(10):
         logger.log("/e", f"[{i}]", None, False, (i, i), [1.0], None)
     logger.close()
     assert (logger.enqueued, logger.written, logger.failed, logger.segments) == (10, 0, 10, 0)
     assert "raw.a" in (logger.last_error or "")
+
+
+def test_on_a_loop_the_writer_works_on_the_loop_thread_and_only_writes_elsewhere(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loop = uvloop.new_event_loop()
+    loop_thread = threading.Thread(target=loop.run_forever, daemon=True)
+    loop_thread.start()
+    logger = make_logger(tmp_path, poll_interval=0.001, segment_rows=50)
+    takers: set[str] = set()
+    writers: set[str] = set()
+    real_take, real_write = logger._take, logger._write_parts
+
+    def take(*args: Any) -> None:
+        takers.add(threading.current_thread().name)
+        real_take(*args)
+
+    def write(*args: Any) -> None:
+        writers.add(threading.current_thread().name)
+        real_write(*args)
+
+    monkeypatch.setattr(logger, "_take", take)
+    monkeypatch.setattr(logger, "_write_parts", write)
+    try:
+        logger.start(loop)
+        assert "mlpipe-feature-log" not in {t.name for t in threading.enumerate()}
+        for burst in range(4):  # each burst reaches segment_rows: a segment each
+            for i in range(burst * 50, burst * 50 + 50):
+                log_row(logger, i)
+            deadline = time.monotonic() + 10
+            while logger.written < burst * 50 + 50 and time.monotonic() < deadline:
+                time.sleep(0.005)
+        assert (logger.written, logger.segments) == (200, 4)
+        assert takers == {loop_thread.name}
+        (writer,) = writers
+        assert writer.startswith("mlpipe-feature-log-sink")
+        logger.close()
+        assert_frame_equal(read_all(tmp_path)["entity"].to_frame(),
+                           pl.Series("entity", [f"[{i}]" for i in range(200)]).to_frame())  # fmt: skip
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        loop_thread.join(10)
+        loop.close()

@@ -21,7 +21,7 @@ from sklearn.preprocessing import (
 )
 
 from mlpipe_cli.config.transforms import TransformConfig
-from mlpipe_cli.errors import DataCheckFailed, InputError
+from mlpipe_cli.errors import ConfigError, DataCheckFailed, InputError
 from mlpipe_cli.transforms import fit_frame
 from mlpipe_cli.transforms.base import to_category
 
@@ -374,15 +374,11 @@ def test_training_schema_problems_are_data_failures() -> None:
     with pytest.raises(
         DataCheckFailed, match=r"'x' has dtype String, unusable for standard"
     ) as err:
-        fit(
-            {
-                "x": [{"type": "standard"}],
-                "ts": [{"type": "temporal"}],
-                "gone": [{"type": "onehot"}],
-            },
-            frame,
-        )
-    assert len(err.value.report["problems"]) == 3
+        fit({"x": [{"type": "standard"}], "ts": [{"type": "temporal"}]}, frame)
+    assert len(err.value.report["problems"]) == 2
+    # a configured column the data lacks is a config error (a typo), not a data failure
+    with pytest.raises(ConfigError, match=r"transforms.columns.gone \(onehot\): no column"):
+        fit({"x": [{"type": "standard"}], "gone": [{"type": "onehot"}]}, frame)
 
 
 def test_category_spelling_matches_polars_cast() -> None:

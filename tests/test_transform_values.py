@@ -269,7 +269,7 @@ def test_cli_fit_on_inf_data(cli: Any, tmp_path: Path) -> None:
     ("steps", "message"),
     [
         ([{"type": "standard", "on_null": "keep"}, {"type": "minmax", "on_null": "error"}],
-         "column 'a': on_null is set on steps 0 and 1; set it once"),
+         r"column 'a': on_null is set on steps #1 \(standard\) and #2 \(minmax\); set it once"),
         ([{"type": "standard", "on_null": "fill"}], "on_null: fill needs a fill_null step"),
         ([{"type": "fill_null"}, {"type": "standard", "on_null": "keep"}],
          "on_null: keep contradicts its fill_null step"),

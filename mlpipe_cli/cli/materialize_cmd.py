@@ -60,6 +60,14 @@ def materialize(
         bool,
         typer.Option("--rollback", help="Make the previous version live again (atomic swap)."),
     ] = False,
+    allow_older: Annotated[
+        bool,
+        typer.Option(
+            "--allow-older",
+            help="Make this run live even when its --as-of is older than the live version's "
+            "(a deliberate backfill); without it such a run is kept but not made live (exit 1).",
+        ),
+    ] = False,
     engine: EngineOption = None,
     json_output: JsonOption = False,
     quiet: QuietOption = False,
@@ -68,9 +76,12 @@ def materialize(
 
     Values come from the same point-in-time code as `training-set` (a spine of every entity
     at --as-of). A run writes a new version and switches readers to it atomically only after
-    every row is written; the previous version is kept for --rollback. Exit codes: 0 ok,
-    1 stale (--check-freshness) or no entities, 2 usage/config/input error, 4 store
-    unreachable or credentials rejected.
+    every row is written; the previous version is kept for --rollback. A run whose --as-of
+    is older than the live version's (a backfill finishing after a newer run) is written
+    but not made live, unless --allow-older; the same as-of (a retry) goes live. Exit codes:
+    0 ok, 1 stale (--check-freshness), no entities, or an as-of older than the live one
+    (not made live), 2 usage/config/input error (also an entity key longer than serve
+    accepts), 4 store unreachable or credentials rejected.
 
     Example: mlpipe materialize -c configs/example.yaml --as-of 2026-07-01T00:00:00Z
     """
@@ -85,8 +96,10 @@ def materialize(
         raise UsageError(f"{modes[0]} and {modes[1]} cannot be combined")
     if max_age is not None and not check_freshness:
         raise UsageError("--max-age only applies with --check-freshness")
-    if modes and (as_of or features or resume or chunk_size):
-        raise UsageError(f"{modes[0]} takes no --as-of/--features/--resume/--chunk-size")
+    if modes and (as_of or features or resume or chunk_size or allow_older):
+        raise UsageError(
+            f"{modes[0]} takes no --as-of/--features/--resume/--chunk-size/--allow-older"
+        )
     if check_freshness and max_age is None:
         raise UsageError("--check-freshness needs --max-age, e.g. --max-age 1h")
     from mlpipe_cli.ops import materialize as ops
@@ -95,7 +108,7 @@ def materialize(
     ctx = run_context(config, artifact_dir)
     if check_freshness:
         assert max_age is not None
-        freshness = ops.check_freshness(ctx, max_age=max_age)
+        freshness = ops.check_freshness(ctx, max_age=max_age, args=ops.CLI_ARGS)
         # a stale verdict is said once, by the error line (exit 1), not also on stdout
         out.result(freshness.to_dict(), freshness.message if freshness.ok else None)
         freshness.raise_for_status()
@@ -124,6 +137,8 @@ def materialize(
             on_progress=bar.advance,
             on_note=out.info,
             engine=engine,
+            allow_older=allow_older,
+            args=ops.CLI_ARGS,
         )
     out.result(result.to_dict())
     out.line(

@@ -49,9 +49,10 @@ def training_set(
     One output row per spine row, in spine order (duplicates kept); source rows count only
     when strictly before the row's timestamp (inclusive: true opts in), within ttl and, with
     a created_timestamp, already ingested. Inputs are validated first (exit 1 on a contract
-    failure, 2 on missing columns/files). Each feature's matched rows (spine rows whose
-    entity has a source row) are printed and recorded; a feature matching no row, or fewer
-    than its min_match_rate, exits 1 before anything is written. Writes OUT atomically plus OUT.manifest.json
+    failure, 2 on missing columns/files or a null entity key in the spine). Each feature's
+    nulls, NaN, ±inf and matched rows (spine rows whose entity has a source row) are printed
+    and recorded; a feature matching no row, or fewer than its min_match_rate, exits 1
+    before anything is written. Writes OUT atomically plus OUT.manifest.json
     (config hash, input fingerprints, row counts, features) and publishes the manifest as a
     `training-set` artifact.
 
@@ -78,13 +79,18 @@ def training_set(
     out_.line(f"manifest: {result.manifest_path}")
     if result.artifact_version:
         out_.line(f"artifact: training-set/{result.artifact_version}")
+    # NaN and ±inf are values to Parquet (not nulls), so they get their own columns: a
+    # feature full of NaN must not look complete
     out_.table(
-        ["feature", "dtype", "nulls", "matched"],
+        ["feature", "dtype", "nulls", "nan", "inf", "matched"],
         [
-            [s["feature"], s["dtype"], s["nulls"], _matched(s["matched"], result.rows)]
+            [
+                s["feature"], s["dtype"], s["nulls"], s["nans"], s["infs"],
+                _matched(s["matched"], result.rows),
+            ]
             for s in result.feature_stats
         ],
-    )
+    )  # fmt: skip
     out_.summary(
         "training-set",
         rows=result.rows,

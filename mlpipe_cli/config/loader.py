@@ -1,7 +1,9 @@
 """Load a pipeline YAML file into a validated `PipelineConfig`.
 
 Errors name the file, the key path and what was expected, e.g.
-``mlpipe.yaml: sources.orders.columns.age.max: expected a number, got 'abc'``.
+``mlpipe.yaml: sources.orders.columns.age.max: expected a number, got 'abc'`` or
+``mlpipe.yaml: features[#7 'fare_per_km_30d'].agg: input should be 'count', ...``: list items
+are counted from 1 and shown with their name (``mlpipe_cli.config.names``).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from mlpipe_cli.config.models import PipelineConfig
+from mlpipe_cli.config.names import render_key_path
 from mlpipe_cli.errors import ConfigError
 from mlpipe_cli.io import register_input
 
@@ -72,11 +75,11 @@ def load_config_text(text: str, *, source_name: str, base_dir: Path) -> Pipeline
         raise ConfigError(f"{source_name}:{where}: invalid YAML: {problem}") from None
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{source_name}: expected a mapping at the top level, got {_kind(raw)}")
-    data = _interpolate(raw, source_name, ())
+    data = _interpolate(raw, source_name, (), raw)
     try:
         return PipelineConfig.model_validate(data, context={"base_dir": base_dir})
     except ValidationError as exc:
-        raise ConfigError(_format_validation_error(exc, source_name)) from None
+        raise ConfigError(_format_validation_error(exc, source_name, data)) from None
 
 
 def config_section_hash(section: Any) -> str:
@@ -95,12 +98,12 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _interpolate(value: Any, source_name: str, path: tuple[str, ...]) -> Any:
+def _interpolate(value: Any, source_name: str, path: tuple[str | int, ...], root: Any) -> Any:
     """Replace ${VAR} / ${VAR:-default} in string values; a missing variable is an error."""
     if isinstance(value, Mapping):
-        return {k: _interpolate(v, source_name, (*path, str(k))) for k, v in value.items()}
+        return {k: _interpolate(v, source_name, (*path, k), root) for k, v in value.items()}
     if isinstance(value, list):
-        return [_interpolate(v, source_name, (*path, str(i))) for i, v in enumerate(value)]
+        return [_interpolate(v, source_name, (*path, i), root) for i, v in enumerate(value)]
     if isinstance(value, str) and "${" in value:
 
         def substitute(match: re.Match[str]) -> str:
@@ -110,7 +113,8 @@ def _interpolate(value: Any, source_name: str, path: tuple[str, ...]) -> Any:
             if default is not None:
                 return default
             raise ConfigError(
-                f"{source_name}: {'.'.join(path)}: environment variable {name} is not set",
+                f"{source_name}: {render_key_path(path, root)}: environment variable {name} "
+                "is not set",
                 hint=f"export {name}=... or write ${{{name}:-default}}",
             )
 
@@ -118,17 +122,43 @@ def _interpolate(value: Any, source_name: str, path: tuple[str, ...]) -> Any:
     return value
 
 
-def _format_validation_error(exc: ValidationError, source_name: str) -> str:
+def _format_validation_error(exc: ValidationError, source_name: str, data: Any) -> str:
     lines = []
     for error in exc.errors():
         loc = [str(part) for part in error["loc"]]
-        # pydantic adds the union member / validator name to locations; keep only real keys.
-        key_path = ".".join(p for p in loc if not _is_internal_loc(p)) or "(top level)"
+        key_path = render_key_path(_real_keys(error["loc"], data), data) or "(top level)"
         lines.append(f"{source_name}: {key_path}: {_describe(error, loc)}")
     head, *rest = lines
     if rest:
         return head + f" (and {len(rest)} more: " + "; ".join(rest) + ")"
     return head
+
+
+def _real_keys(loc: tuple[str | int, ...], data: Any) -> list[str | int]:
+    """The parts of a pydantic location that are keys and positions of the user's YAML.
+
+    pydantic adds the union member, the discriminator tag (``transforms.columns.age.1.standard
+    .with_mean``) and validator names to locations; a part is kept when the data holds it,
+    or (a missing key, below an item the data does not hold) when it is not such a name.
+    """
+    kept: list[str | int] = []
+    node: Any = data
+    for part in loc:
+        if _holds(node, part):
+            kept.append(part)
+            node = node[part]
+        elif isinstance(node, Mapping) and part == node.get("type"):
+            continue  # the tag of a discriminated union (transform steps): not a key
+        elif not _is_internal_loc(str(part)):
+            kept.append(part)
+            node = None
+    return kept
+
+
+def _holds(node: Any, part: str | int) -> bool:
+    if isinstance(node, list):
+        return isinstance(part, int) and 0 <= part < len(node)
+    return isinstance(node, Mapping) and part in node
 
 
 def _is_internal_loc(part: str) -> bool:

@@ -249,7 +249,8 @@ def _check_policy(column: str, steps: list[Any]) -> None:
         where = [i for i, step in enumerate(steps) if getattr(step, key) is not None]
         if len(where) > 1:
             raise ValueError(
-                f"column {column!r}: {key} is set on steps {where[0]} and {where[1]}; set it "
+                f"column {column!r}: {key} is set on steps #{where[0] + 1} "
+                f"({steps[where[0]].type}) and #{where[1] + 1} ({steps[where[1]].type}); set it "
                 "once (it applies to the column's input)"
             )
     on_null = next((s.on_null for s in steps if s.on_null is not None), None)

@@ -261,6 +261,7 @@ def compute_features(
     except pl.exceptions.PolarsError as exc:
         raise InputError(f"cannot read the spine: {_first_line(exc)}") from None
     n = frame.height
+    check_spine_keys(frame, _key_users(selected, joins))
     nulls = frame.get_column(timestamp).null_count()
     if nulls:
         raise DataCheckFailed(
@@ -421,6 +422,87 @@ def _plan_join(
         spine_cols.append(spine_col)
         dtypes.append(dtype)
     return _Join(tuple(spine_cols), tuple(keys), tuple(dtypes))
+
+
+def _key_users(selected: list[FeatureConfig], joins: dict[str, _Join]) -> dict[str, list[str]]:
+    """Spine key column -> the features that join on it, in feature order."""
+    users: dict[str, list[str]] = {}
+    for feature in selected:
+        for column in joins[feature.name].spine:
+            users.setdefault(column, []).append(feature.name)
+    return users
+
+
+def spine_key_columns(
+    config: PipelineConfig,
+    entity_keys: Sequence[str] | None = None,
+    features: Sequence[str] | None = None,
+) -> dict[str, list[str]]:
+    """Spine column -> the features joining on it (the same rule as ``compute_features``),
+    for checking a spine that this process does not compute itself (the Spark engine)."""
+    from mlpipe_cli.features.keys import join_columns
+
+    default_keys = _default_key_map(config, entity_keys)
+    users: dict[str, list[str]] = {}
+    for feature in _select(config, features):
+        for spine_col, _ in join_columns(config, feature, default_keys):
+            users.setdefault(spine_col, []).append(feature.name)
+    return users
+
+
+# Row numbers a null-key message shows (0-based, as `validate`'s examples).
+_NULL_KEY_EXAMPLES = 5
+
+
+def check_spine_keys(spine: pl.DataFrame | pl.LazyFrame, key_users: dict[str, list[str]]) -> None:
+    """Refuse (InputError, exit 2) a spine with a null in any entity key column it joins on.
+
+    A null key is no entity: joined, it would get the features' defaults (or nulls) as if it
+    were a real entity with no history, and a model would train on them. Composite keys fail
+    when any component is null; every entity of a row is checked. The one-line message names
+    each column, how many rows and the first row numbers. ``key_users``: spine column -> the
+    features that join on it (``spine_key_columns``); columns the spine lacks are left to the
+    join planning, which names them.
+    """
+    lazy = spine.lazy()
+    schema = lazy.collect_schema()
+    columns = [c for c in key_users if c in schema]
+    if not columns:
+        return
+    try:
+        counts = lazy.select(
+            pl.len().alias("__rows"), *[pl.col(c).null_count() for c in columns]
+        ).collect()
+    except pl.exceptions.PolarsError as exc:
+        raise InputError(f"cannot read the spine: {_first_line(exc)}") from None
+    rows = counts.item(0, "__rows")
+    nulls = {c: counts.item(0, c) for c in columns if counts.item(0, c)}
+    if not nulls:
+        return
+    first = (
+        lazy.select(pl.int_range(pl.len(), dtype=pl.Int64).alias("__row"), *nulls)
+        .filter(pl.any_horizontal(pl.col(c).is_null() for c in nulls))
+        .head(_NULL_KEY_EXAMPLES)
+        .collect()
+    )
+    parts = []
+    for column, count in nulls.items():
+        at = first.filter(pl.col(column).is_null()).get_column("__row").to_list()
+        shown = ", ".join(str(r) for r in at) + (", ..." if count > len(at) else "")
+        users = key_users[column]
+        joined = (
+            f"feature {users[0]!r} joins" if len(users) == 1
+            else f"features {users[0]!r} and {len(users) - 1} more join"
+        )  # fmt: skip
+        parts.append(
+            f"spine column {column!r} is null in {count:,} of {rows:,} rows "
+            f"(0-based rows {shown}; {joined} on it)"
+        )
+    raise InputError(
+        "null entity key: " + "; ".join(parts),
+        hint="drop or fill those spine rows: a null key is no entity, and would get the "
+        "features' defaults as if it had no history",
+    )
 
 
 def _examples(frame: pl.DataFrame, limit: int = 3) -> tuple[str, ...]:
@@ -973,7 +1055,7 @@ def _timed_partition(
         elif feature.kind in ("lag", "attribute"):
             gathers.append((fname, "__best", col))  # type: ignore[arg-type]
         elif feature.kind == "time_since_last":
-            exprs[fname] = (pl.col(_E) - pl.col("__maxe")) / _unit_ticks(ctx, feature)
+            exprs[fname] = _in_unit(pl.col(_E) - pl.col("__maxe"), ctx, feature)
         elif feature.kind == "aggregate" and feature.agg == "last":
             idx = f"__best_{fname}"
             nonnull_seq = pl.when(value.is_not_null()).then(pl.col(_SEQ))  # type: ignore[union-attr]
@@ -988,7 +1070,7 @@ def _timed_partition(
         elif feature.kind == "mean_interval":
             n = pl.col("__n")
             exprs[fname] = pl.when(n >= 2).then(
-                (pl.col("__maxe") - mine) / ((n - 1) * _unit_ticks(ctx, feature))
+                _in_unit(pl.col("__maxe") - mine, ctx, feature, intervals=n - 1)
             )
         else:
             exprs[fname] = _lifetime_expr(feature, value, keys, over, run_cumsum, base, scan)
@@ -1095,8 +1177,41 @@ def _by_row_count(
     return out
 
 
-def _unit_ticks(ctx: _Ctx, feature: FeatureConfig) -> float:
-    return float(UNIT_SECONDS[feature.unit] * _PER_SECOND[ctx.unit])
+def _in_unit(
+    ticks: pl.Expr, ctx: _Ctx, feature: FeatureConfig, intervals: pl.Expr | None = None
+) -> pl.Expr:
+    """A duration of ``ticks`` (Int64, in ctx.unit) as a float in the feature's ``unit``,
+    divided by ``intervals`` when given (mean_interval's n - 1).
+
+    The value must not depend on the unit the inputs happened to be stored in: the same
+    spine as Datetime('us') and as Datetime('ns') gives the same bits. A float64 holds
+    integers exactly only up to 2**53 (104 days in ns, 285 years in us), so dividing ns
+    ticks rounds the numerator (and ``intervals`` times a day of ns rounds the divisor) where
+    us ticks do not. So a duration that is a whole number of microseconds is always divided
+    as microseconds; only a genuinely sub-microsecond one is divided as nanoseconds.
+
+    The quotient is correctly rounded (the float nearest the exact ratio, as Python's
+    ``int / int`` and the streaming path give): Polars divides a column by a constant by
+    multiplying with the constant's reciprocal, one last-bit off for about a quarter of
+    values, so the divisor is made a column.
+    """
+    per_unit_us = float(UNIT_SECONDS[feature.unit] * _PER_SECOND["us"])
+
+    def divided(numerator: pl.Expr, per_unit: float) -> pl.Expr:
+        if intervals is not None:
+            return numerator / (intervals * per_unit)
+        return numerator / (numerator * 0 + per_unit)  # a column: a true division
+
+    if ctx.unit == "us":
+        return divided(ticks, per_unit_us)
+    if ctx.unit != "ns":  # _context never picks a unit coarser than us
+        raise PointInTimeInvariantError(f"internal error: unexpected time unit {ctx.unit}")
+    whole_us = (ticks % 1_000) == 0
+    return (
+        pl.when(whole_us)
+        .then(divided(ticks // 1_000, per_unit_us))
+        .otherwise(divided(ticks, per_unit_us * 1_000))
+    )
 
 
 def _lifetime_expr(
@@ -1231,7 +1346,7 @@ def _window_aggs(
             span = ev_time.max() - ev_time.min()
             aggs.append(
                 pl.when(n_rows >= 2)
-                .then(span / ((n_rows - 1) * _unit_ticks(ctx, feature)))
+                .then(_in_unit(span, ctx, feature, intervals=n_rows - 1))
                 .alias(name)
             )
             continue

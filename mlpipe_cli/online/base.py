@@ -58,11 +58,20 @@ def owner_id() -> str:
 
 
 def stale_versions(store: OnlineStoreWriter) -> list[str]:
-    """Versions that are neither live, previous, nor being written by a live writer."""
+    """Versions that are neither live, previous, nor being written by a live writer.
+
+    The versions are listed BEFORE the pointers are read: a run that switches in between
+    (concurrent materialize runs) has its version listed as complete and is then seen as
+    live, so it is kept. In the other order it was listed complete but missing from the
+    older pointers, and its live version was dropped (readers then found no live version).
+    A version stale when listed stays stale: only its own switch or a rollback between live
+    and previous ever makes a version live.
+    """
+    versions = store.versions()
     pointers = store.pointers()
     keep = {pointers.get("live"), pointers.get("previous")}
     stale = []
-    for meta, progress in store.versions():
+    for meta, progress in versions:
         if meta.version in keep:
             continue
         if meta.status == "building" and progress is not None and owner_alive(progress):
@@ -133,6 +142,9 @@ class BaseStore:
 
     kind = "base"
     location = ""
+    # switch() makes a version live even when its as-of is older than the live one's
+    # (``materialize --allow-older``); otherwise it raises store.OlderThanLive
+    allow_older = False
 
     def __init__(self, pointer_refresh: float) -> None:
         self._refresh = pointer_refresh

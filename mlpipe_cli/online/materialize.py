@@ -38,6 +38,7 @@ import orjson
 
 from mlpipe_cli.errors import ConfigError, InputError, UsageError
 from mlpipe_cli.online.codec import PackedChunk, utcnow
+from mlpipe_cli.online.keylimits import check_key_sizes
 
 if TYPE_CHECKING:
     import polars as pl
@@ -52,7 +53,17 @@ _AGE_PREFIX = "__mlpipe_age__"
 # -- planning ---------------------------------------------------------------------------
 
 
-def select_features(config: PipelineConfig, names: Sequence[str] | None) -> list[FeatureConfig]:
+def given(arg: str, value: object) -> str:
+    """An argument with its value as a message names it: ``--as-of X`` for a CLI flag,
+    ``as_of=X`` for a Python parameter (callers pass the name their user typed)."""
+    return f"{arg} {value}" if arg.startswith("-") else f"{arg}={value}"
+
+
+def select_features(
+    config: PipelineConfig, names: Sequence[str] | None, arg: str = "features"
+) -> list[FeatureConfig]:
+    """The features to materialize (all when ``names`` is empty); ``arg`` is how messages
+    name the argument that listed them (``--features`` from the CLI)."""
     if not config.features:
         raise ConfigError(
             "the config defines no features to materialize",
@@ -63,9 +74,7 @@ def select_features(config: PipelineConfig, names: Sequence[str] | None) -> list
     by_name = {f.name: f for f in config.features}
     unknown = [n for n in names if n not in by_name]
     if unknown:
-        raise UsageError(
-            f"unknown feature {unknown[0]!r} in --features (defined: {', '.join(by_name)})"
-        )
+        raise UsageError(f"unknown feature {unknown[0]!r} in {arg} (defined: {', '.join(by_name)})")
     seen: list[str] = []
     for name in names:
         if name not in seen:
@@ -114,8 +123,9 @@ def feature_ttls(config: PipelineConfig, selected: Sequence[FeatureConfig]) -> d
     return governed(config, selected)
 
 
-def parse_as_of(text: str | None, config: PipelineConfig) -> datetime:
-    """ISO 8601 (naive = the config's timezone, else UTC) or 'now'; never in the future."""
+def parse_as_of(text: str | None, config: PipelineConfig, arg: str = "as_of") -> datetime:
+    """ISO 8601 (naive = the config's timezone, else UTC) or 'now'; never in the future.
+    ``arg`` is how messages name the argument (``--as-of`` from the CLI)."""
     now = utcnow()
     if text is None or text.strip().lower() == "now":
         return now.replace(microsecond=0)
@@ -123,19 +133,20 @@ def parse_as_of(text: str | None, config: PipelineConfig) -> datetime:
         value = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError:
         raise UsageError(
-            f"--as-of {text!r} is not a timestamp", hint="use ISO 8601, e.g. 2026-07-01T00:00:00Z"
+            f"{given(arg, repr(text))} is not a timestamp",
+            hint="use ISO 8601, e.g. 2026-07-01T00:00:00Z",
         ) from None
     if value.tzinfo is None:
         if config.timezone:
             from mlpipe_cli.features.localtime import local_time
 
-            value = local_time(value, config.timezone, "--as-of")
+            value = local_time(value, config.timezone, arg)
         else:
             value = value.replace(tzinfo=UTC)
     value = value.astimezone(UTC)
     if value > now + timedelta(minutes=1):
         raise UsageError(
-            f"--as-of {value.isoformat()} is in the future; the online store serves values "
+            f"{given(arg, value.isoformat())} is in the future; the online store serves values "
             "as of a time that has passed"
         )
     return value
@@ -277,6 +288,10 @@ def key_set_entities(config: PipelineConfig, key_set: KeySet, as_of: datetime) -
         entities = pl.concat(casted).unique().sort(columns).collect()
     except pl.exceptions.PolarsError as exc:
         raise InputError(f"cannot list entities: {str(exc).strip().splitlines()[0]}") from None
+    # Before any row is written: a key serve refuses would be an entity nobody can read.
+    check_key_sizes(
+        entities, columns, f"materialize: entity type {columns}", "the live version was not changed"
+    )
     return entities
 
 

@@ -42,7 +42,13 @@ from mlpipe_cli.online.base import (
 )
 from mlpipe_cli.online.codec import PackedChunk
 from mlpipe_cli.online.redis_wire import parse_values_reply  # noqa: F401  (re-exported)
-from mlpipe_cli.online.store import LookupResult, RunProgress, StoreMetadata, no_live_version
+from mlpipe_cli.online.store import (
+    LookupResult,
+    OlderThanLive,
+    RunProgress,
+    StoreMetadata,
+    no_live_version,
+)
 
 _USERINFO_RE = re.compile(r"(?P<scheme>[a-z]+://)(?P<userinfo>[^@/]*)@")
 _BATCH = 5000  # commands per socket write while loading
@@ -650,10 +656,18 @@ class RedisStore(BaseStore):
                 total += 1
         return total
 
-    def switch(self, meta: StoreMetadata) -> list[str]:
-        """Mark complete and flip ``live`` in one MULTI/EXEC; then remove stale versions."""
+    def switch(self, meta: StoreMetadata, *, allow_older: bool | None = None) -> list[str]:
+        """Mark complete and flip ``live`` in one MULTI/EXEC; then remove stale versions.
+
+        A version as of an earlier time than the live one is marked complete but not made
+        live (OlderThanLive), unless ``allow_older`` (default: the store's attribute). The
+        live pointer is WATCHed from the read of its as-of to EXEC: if another run moves it
+        in between, the whole decision is taken again.
+        """
         import redis
 
+        allow = self.allow_older if allow_older is None else allow_older
+        refused: OlderThanLive | None = None
         with (
             self._errors("switching the live version"),
             self.client.pipeline(transaction=True) as pipe,
@@ -662,17 +676,29 @@ class RedisStore(BaseStore):
                 try:
                     pipe.watch(self._k_live)
                     live = pipe.get(self._k_live)
+                    refused = None
+                    if live is not None and _text(live) != meta.version and not allow:
+                        raw = pipe.hget(self._k_versions, live)
+                        live_meta = StoreMetadata.from_json(raw) if raw is not None else None
+                        if live_meta is not None and meta.as_of < live_meta.as_of:
+                            refused = OlderThanLive(
+                                meta.version, meta.as_of, _text(live), live_meta.as_of
+                            )
                     pipe.multi()
                     pipe.hset(self._k_versions, meta.version, meta.to_json())
                     pipe.hdel(self._k_progress, meta.version)
                     pipe.delete(f"{self.prefix}:lease:{meta.version}")
-                    if live is not None and _text(live) != meta.version:
-                        pipe.set(self._k_prev, live)
-                    pipe.set(self._k_live, meta.version)
+                    if refused is None:
+                        if live is not None and _text(live) != meta.version:
+                            pipe.set(self._k_prev, live)
+                        pipe.set(self._k_live, meta.version)
                     pipe.execute()
                     break
                 except redis.WatchError:
                     continue
+        if refused is not None:
+            # kept as it is (complete, not live) until the next switch removes stale versions
+            raise refused
         return self.remove_stale()
 
     def rollback(self) -> tuple[str, str]:

@@ -34,7 +34,7 @@ from mlpipe_cli.online.base import (
     stale_versions,
 )
 from mlpipe_cli.online.codec import PackedChunk
-from mlpipe_cli.online.store import RunProgress, StoreMetadata
+from mlpipe_cli.online.store import OlderThanLive, RunProgress, StoreMetadata
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS mlpipe_pointer (name TEXT PRIMARY KEY, version TEXT NOT NULL);
@@ -286,12 +286,17 @@ class SqliteStore(BaseStore):
             for table in _version_tables(conn, version)
         )
 
-    def switch(self, meta: StoreMetadata) -> list[str]:
+    def switch(self, meta: StoreMetadata, *, allow_older: bool | None = None) -> list[str]:
         """Mark ``meta.version`` complete and make it live atomically; drop older versions.
 
-        Returns the removed version ids.
+        Returns the removed version ids. A version as of an earlier time than the live one
+        is marked complete but not made live (OlderThanLive), unless ``allow_older``
+        (default: the store's attribute); the check reads the live pointer in the same
+        IMMEDIATE transaction that would move it, so a concurrent run cannot slip between.
         """
+        allow = self.allow_older if allow_older is None else allow_older
         conn = self._write_conn()
+        refused: OlderThanLive | None = None
         with _transaction(conn):
             pointers = dict(conn.execute("SELECT name, version FROM mlpipe_pointer").fetchall())
             conn.execute(
@@ -300,13 +305,24 @@ class SqliteStore(BaseStore):
                 (meta.to_json(), meta.version),
             )
             live = pointers.get("live")
-            if live is not None and live != meta.version:
+            if live is not None and live != meta.version and not allow:
+                row = conn.execute(
+                    "SELECT metadata FROM mlpipe_versions WHERE version = ?", (live,)
+                ).fetchone()
+                live_meta = StoreMetadata.from_json(row[0]) if row else None
+                if live_meta is not None and meta.as_of < live_meta.as_of:
+                    refused = OlderThanLive(meta.version, meta.as_of, live, live_meta.as_of)
+            if refused is None:
+                if live is not None and live != meta.version:
+                    conn.execute(
+                        "INSERT OR REPLACE INTO mlpipe_pointer VALUES ('previous', ?)", (live,)
+                    )
                 conn.execute(
-                    "INSERT OR REPLACE INTO mlpipe_pointer VALUES ('previous', ?)", (live,)
+                    "INSERT OR REPLACE INTO mlpipe_pointer VALUES ('live', ?)", (meta.version,)
                 )
-            conn.execute(
-                "INSERT OR REPLACE INTO mlpipe_pointer VALUES ('live', ?)", (meta.version,)
-            )
+        if refused is not None:
+            # kept as it is (complete, not live) until the next switch removes stale versions
+            raise refused
         return self.remove_stale()
 
     def rollback(self) -> tuple[str, str]:

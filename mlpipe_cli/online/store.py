@@ -23,8 +23,46 @@ from typing import Any, Protocol, runtime_checkable
 import orjson
 
 from mlpipe_cli.documents import StoreMetadataDocument, check
+from mlpipe_cli.errors import DataCheckFailed
 
 STORE_FORMAT_VERSION = StoreMetadataDocument.FORMAT_VERSION
+
+
+class OlderThanLive(DataCheckFailed):
+    """A finished version is as of an earlier time than the live one: it was kept (status
+    complete, not live) instead of rolling serving back in time (exit 1).
+
+    Two runs that overlap (a backfill for yesterday finishing after today's run) would
+    otherwise let whichever finishes last go live. The store checks the as-of in the same
+    transaction / WATCHed MULTI that would flip the pointer, so no third run can slip in
+    between; an equal as-of (a retry) goes live as always. ``remedy`` says how to make an
+    older as-of live on purpose (the CLI names its flag, the Python API its parameter).
+    """
+
+    def __init__(
+        self,
+        version: str,
+        as_of: datetime,
+        live_version: str,
+        live_as_of: datetime,
+        remedy: str = "materialize it again with allow_older",
+    ) -> None:
+        self.version, self.as_of = version, as_of
+        self.live_version, self.live_as_of = live_version, live_as_of
+        super().__init__(
+            f"version {version} (as of {as_of.isoformat()}) was written but not made live: "
+            f"the live version {live_version} is as of {live_as_of.isoformat()}, which is "
+            f"newer, and stays live; to serve the older values on purpose, {remedy}",
+            report={
+                "version": version,
+                "as_of": as_of.isoformat(),
+                "live_version": live_version,
+                "live_as_of": live_as_of.isoformat(),
+            },
+        )
+
+    def with_remedy(self, remedy: str) -> OlderThanLive:
+        return OlderThanLive(self.version, self.as_of, self.live_version, self.live_as_of, remedy)
 
 
 @dataclass(frozen=True)
@@ -225,10 +263,14 @@ class OnlineStoreWriter(Protocol):
     recorded with it) → ``verify`` → ``switch`` (one transaction / MULTI:
     the version is marked complete and made live; stale versions are removed). ``claim``
     takes over an abandoned version to resume it; ``rollback`` swaps live and previous.
+    ``switch`` refuses (``OlderThanLive``) a version as of an earlier time than the live
+    one, keeping it complete but not live, unless ``allow_older`` (the argument, else the
+    store's attribute, which ``ops.materialize`` sets for a run).
     """
 
     kind: str
     location: str
+    allow_older: bool
 
     def ping(self) -> None: ...
     def live_metadata(self) -> StoreMetadata | None: ...
@@ -242,7 +284,7 @@ class OnlineStoreWriter(Protocol):
     ) -> None: ...
     def verify(self, meta: StoreMetadata, progress: RunProgress, expected: int) -> None: ...
     def count(self, version: str) -> int: ...
-    def switch(self, meta: StoreMetadata) -> list[str]: ...
+    def switch(self, meta: StoreMetadata, *, allow_older: bool | None = None) -> list[str]: ...
     def rollback(self) -> tuple[str, str]: ...
     def remove_stale(self) -> list[str]: ...
     def close(self) -> None: ...

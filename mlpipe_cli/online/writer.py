@@ -52,10 +52,13 @@ def finish_version(
     *,
     expected: int,
     verify: bool = True,
+    allow_older: bool | None = None,
 ) -> tuple[StoreMetadata, list[str]]:
     """Check every row arrived, then make the version live atomically.
 
-    Returns the final metadata (with ``finished_at``) and the ids of removed versions.
+    Returns the final metadata (with ``finished_at``) and the ids of removed versions. A
+    version as of an earlier time than the live one stays complete but not live
+    (``store.OlderThanLive``, exit 1) unless ``allow_older`` (None: the store's attribute).
     """
     try:
         if progress.written != expected:
@@ -66,7 +69,7 @@ def finish_version(
         if verify:
             store.verify(meta, progress, expected)
         final = meta.replace(status="complete", finished_at=utcnow(), entity_count=expected)
-        removed = store.switch(final)
+        removed = store.switch(final, allow_older=allow_older)
         return final, removed
     finally:
         done_writing(meta.version)

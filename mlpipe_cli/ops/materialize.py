@@ -10,7 +10,12 @@ a ``materialization`` artifact.
 
 A run that dies leaves the live version untouched. Re-running with the same as-of (given,
 or ``resume=True`` which adopts the as-of of the newest abandoned run) continues the
-abandoned version after its last completed chunk instead of starting over.
+abandoned version after its last completed chunk instead of starting over. A run whose as-of
+is older than the live version's (a backfill finishing after a newer run) is kept but not
+made live (``online.store.OlderThanLive``, exit 1) unless ``allow_older=True``.
+
+Messages name the arguments as the caller spells them: ``ArgNames()`` (the Python API's
+parameters, ``as_of=``: ``API_ARGS``) by default, ``CLI_ARGS`` (``--as-of``) from the CLI.
 
 ``run_materialize`` works on an open store; ``materialize``, ``check_freshness`` and
 ``rollback`` take a Project, open its online store and close it again.
@@ -43,6 +48,7 @@ from mlpipe_cli.online.materialize import (
     _spine_time,
     feature_hash,
     feature_ttls,
+    given,
     key_set_entities,
     parse_as_of,
     plan_key_sets,
@@ -51,6 +57,7 @@ from mlpipe_cli.online.materialize import (
 )
 from mlpipe_cli.online.store import (
     Namespace,
+    OlderThanLive,
     OnlineStore,
     OnlineStoreWriter,
     RunProgress,
@@ -73,6 +80,36 @@ if TYPE_CHECKING:
 
 ARTIFACT_KIND = "materialization"
 ARTIFACT_FILE = "materialization.json"
+
+
+@dataclass(frozen=True)
+class ArgNames:
+    """How messages name the arguments of a materialize call. The defaults are the Python
+    API's parameter names (``mlpipe.Pipeline.materialize(as_of=...)``): a library user is
+    never told to pass a flag. The CLI passes ``CLI_ARGS``."""
+
+    as_of: str = "as_of"
+    features: str = "features"
+    resume: str = "resume=True"
+    chunk_size: str = "chunk_size"
+    max_age: str = "max_age"
+    allow_older: str = "allow_older=True"
+    separator: str = ", "  # between arguments of one suggested call
+
+    def call(self, *parts: str) -> str:
+        return self.separator.join(parts)
+
+
+API_ARGS = ArgNames()
+CLI_ARGS = ArgNames(
+    as_of="--as-of",
+    features="--features",
+    resume="--resume",
+    chunk_size="--chunk-size",
+    max_age="--max-age",
+    allow_older="--allow-older",
+    separator=" ",
+)
 
 
 @dataclass(frozen=True)
@@ -232,8 +269,13 @@ def run_materialize(
     on_total: Callable[[int], None] | None = None,
     on_progress: Callable[[int], None] | None = None,
     on_note: Callable[[str], None] | None = None,
+    allow_older: bool | None = None,
+    args: ArgNames = API_ARGS,
 ) -> MaterializeResult:
-    """Compute and load one version; returns only after the live pointer moved to it."""
+    """Compute and load one version; returns only after the live pointer moved to it.
+
+    A version as of an earlier time than the live one is written but not made live
+    (OlderThanLive) unless ``allow_older`` (None: the store's ``allow_older``)."""
     from mlpipe_cli.features.engine import compute_features
 
     started = time.perf_counter()
@@ -244,7 +286,7 @@ def run_materialize(
         if on_note is not None:
             on_note(text)
 
-    selected = select_features(config, features)
+    selected = select_features(config, features, args.features)
     names = [f.name for f in selected]
     fhash = feature_hash(config, selected)
     ttls = feature_ttls(config, selected)
@@ -257,12 +299,13 @@ def run_materialize(
         # --resume means exactly one run: the newest abandoned one, on its own terms. It never
         # falls back to a new run (that would publish an as-of nobody asked for).
         if not abandoned:
-            raise UsageError("no abandoned run to resume; run without --resume")
+            raise UsageError(f"no abandoned run to resume; run without {args.resume}")
         newest, newest_progress = abandoned[-1]
         if chunk_size is not None and chunk_size != newest_progress.chunk_size:
             raise UsageError(
-                f"the abandoned run {newest.version} uses --chunk-size "
-                f"{newest_progress.chunk_size}; drop --chunk-size to resume it"
+                f"the abandoned run {newest.version} uses "
+                f"{given(args.chunk_size, newest_progress.chunk_size)}; drop {args.chunk_size} "
+                "to resume it"
             )
         pinned, as_of = newest.version, newest.as_of
         note(f"resuming the abandoned run {pinned} (as of {as_of.isoformat()})")
@@ -305,7 +348,7 @@ def run_materialize(
     if pinned is not None and meta is None:
         raise UsageError(
             f"cannot resume {pinned}: its entities changed or the store restarted since it was "
-            "written; run without --resume"
+            f"written; run without {args.resume}"
         )
     if meta is None or progress is None:
         meta = StoreMetadata(
@@ -411,7 +454,7 @@ def run_materialize(
     seconds_write += writer.seconds_write
     t1 = time.perf_counter()
     interrupts.check()  # a Ctrl-C that a finalizer swallowed: the live version stays as it was
-    final, removed = finish_version(store, meta, progress, expected=total)
+    final, removed = finish_version(store, meta, progress, expected=total, allow_older=allow_older)
     seconds_write += time.perf_counter() - t1
 
     result = MaterializeResult(
@@ -681,28 +724,37 @@ def materialize(
     on_progress: Callable[[int], None] | None = None,
     on_note: Callable[[str], None] | None = None,
     engine: str | None = None,
+    allow_older: bool = False,
+    args: ArgNames = API_ARGS,
 ) -> MaterializeResult:
     """Materialize ``project``'s features as of ``as_of`` (ISO text, aware datetime, or
-    None = now) into its online store; see `mlpipe materialize --help`."""
+    None = now) into its online store; see `mlpipe materialize --help`.
+
+    An as-of older than the live version's is written but not made live (OlderThanLive,
+    a DataCheckFailed: exit 1) unless ``allow_older``; an equal as-of (a retry) goes live.
+    ``args``: how messages name the arguments (the CLI passes ``CLI_ARGS``)."""
+    from functools import partial
+
     from mlpipe_cli.engines import choose_engine
     from mlpipe_cli.online import open_store
 
-    run = run_materialize
+    run: Callable[..., MaterializeResult] = partial(run_materialize, args=args)
     if choose_engine(project.config, engine) == "spark":
-        from functools import partial
-
         from mlpipe_cli.engines.spark.materialize import run_materialize_on_spark
 
         run = partial(run_materialize_on_spark, make_result=MaterializeResult, publish=_publish)
 
     if resume and (as_of or features):
         raise UsageError(
-            "--resume continues the newest abandoned run with its own as-of and features; "
-            "drop --as-of/--features, or run without --resume"
+            f"{args.resume} continues the newest abandoned run with its own as-of and "
+            f"features; drop {args.as_of}/{args.features}, or run without {args.resume}"
         )
+    when = as_of if isinstance(as_of, datetime) else parse_as_of(as_of, project.config, args.as_of)
+    select_features(project.config, features, args.features)  # names it as the caller did
     store = open_store(project.config, project.artifact_dir)
+    # the store's switch reads this (the Spark engine's run reaches it through the store)
+    store.allow_older = allow_older
     try:
-        when = as_of if isinstance(as_of, datetime) else parse_as_of(as_of, project.config)
         return run(
             project.config,
             project.store,
@@ -715,11 +767,19 @@ def materialize(
             on_progress=on_progress,
             on_note=on_note,
         )
+    except OlderThanLive as refused:
+        again = args.call(given(args.as_of, refused.as_of.isoformat()), args.allow_older)
+        raise refused.with_remedy(f"run it again with {again}") from None
     finally:
         store.close()
 
 
-def check_freshness(project: Project, *, max_age: str | timedelta) -> FreshnessResult:
+def check_freshness(
+    project: Project,
+    *,
+    max_age: str | timedelta,
+    args: ArgNames = API_ARGS,
+) -> FreshnessResult:
     """Is the live version's as-of within ``max_age`` (``"1h"``, ``"30m"`` or a timedelta)?
     ``raise_for_status()`` on the result raises DataCheckFailed when it is not."""
     from mlpipe_cli.config.base import parse_duration
@@ -731,7 +791,7 @@ def check_freshness(project: Project, *, max_age: str | timedelta) -> FreshnessR
         try:
             limit = parse_duration(max_age)
         except ValueError as exc:
-            raise UsageError(f"--max-age: {exc}") from None
+            raise UsageError(f"{args.max_age}: {exc}") from None
     store = open_store(project.config, project.artifact_dir)
     try:
         return store_freshness(store, limit)

@@ -24,6 +24,8 @@ from mlpipe_cli.progress import task as progress_task
 from mlpipe_cli.progress import track as progress_track
 
 if TYPE_CHECKING:
+    import polars as pl
+
     from mlpipe_cli.artifacts import ArtifactStore
     from mlpipe_cli.config import PipelineConfig
     from mlpipe_cli.engines.spark.training_set import WrittenOutput
@@ -154,7 +156,15 @@ def build_training_set(
 
     frame = None
     match_rates: dict[str, dict[str, Any]] = {}  # Spark's come with its written output
-    if engine != "spark":
+    if engine == "spark":
+        # the Polars engine checks the spine it has read; Spark's tasks would fail one by one
+        from mlpipe_cli.features.engine import check_spine_keys, spine_key_columns
+
+        check_spine_keys(
+            scan_parquet(spine_path),
+            spine_key_columns(config, keys or None, [f.name for f in selected]),
+        )
+    else:
         if progress:
             progress("computing features")
         computed = compute_features(
@@ -209,6 +219,14 @@ def build_training_set(
             write_parquet_atomic(frame, out)
             summary = _Written.of(frame)
         written = staged_path(out)
+        feature_names = [f.name for f in selected]
+        if frame is not None:
+            values = value_counts(frame.lazy(), feature_names)
+        else:  # Spark counted nulls only: count the rest in the written part files
+            import polars as pl
+
+            parts = resolve_parquet_files(out) if summary.parts else [written]
+            values = value_counts(pl.scan_parquet([str(p) for p in parts]), feature_names)
         manifest: dict[str, Any] = {
             "format_version": TrainingSetManifest.FORMAT_VERSION,
             "mlpipe_version": __version__,
@@ -217,12 +235,15 @@ def build_training_set(
             "config_hash": config_section_hash(hashed_section),
             "entity_keys": keys,
             "timestamp": ts_col,
-            "features": [f.name for f in selected],
+            "features": feature_names,
             "inputs": inputs,
             "rows": {"spine": summary.rows, "output": summary.rows},
             "output": _output_entry(out, written, summary),
             "validated_sources": validated,
         }
+        # per feature: nulls, NaN, ±inf and valid values (a NaN is not null in Parquet, and a
+        # column of NaN must not read as complete)
+        manifest["values"] = values
         if match_rates:  # per feature: rows, matched, match_rate, keys
             manifest["match_rates"] = {
                 name: {k: v for k, v in stats.items() if k != "feature"}
@@ -252,6 +273,9 @@ def build_training_set(
             "feature": name,
             "dtype": summary.dtypes[name],
             "nulls": summary.nulls[name],
+            "nans": values[name]["nans"],
+            "infs": values[name]["infs"],
+            "valid": values[name]["valid"],
             "matched": match_rates[name]["matched"] if match_rates else None,
             "match_rate": match_rates[name]["match_rate"] if match_rates else None,
         }
@@ -268,6 +292,34 @@ def build_training_set(
         validated=validated,
         seconds=time.perf_counter() - started,
     )
+
+
+def value_counts(frame: pl.LazyFrame, names: Sequence[str]) -> dict[str, dict[str, int]]:
+    """Per column of ``names``: ``nulls``, ``nans``, ``infs`` (+inf and -inf) and ``valid``
+    (none of those: a usable value), in one pass. A NaN or an infinity is a value to
+    Parquet and to ``null_count``, but not a usable feature value, so each is counted apart;
+    columns that are not floating point have none."""
+    import polars as pl
+
+    schema = frame.collect_schema()
+    exprs: list[pl.Expr] = [pl.len().alias("__rows")]
+    for i, name in enumerate(names):
+        column = pl.col(name)
+        exprs.append(column.null_count().cast(pl.Int64).alias(f"n{i}"))
+        if schema[name].is_float():
+            exprs.append(column.is_nan().sum().cast(pl.Int64).alias(f"nan{i}"))
+            exprs.append(column.is_infinite().sum().cast(pl.Int64).alias(f"inf{i}"))
+    row = frame.select(exprs).collect().row(0, named=True)
+    counts = {}
+    for i, name in enumerate(names):
+        nulls, nans, infs = row[f"n{i}"], row.get(f"nan{i}", 0), row.get(f"inf{i}", 0)
+        counts[name] = {
+            "nulls": nulls,
+            "nans": nans,
+            "infs": infs,
+            "valid": row["__rows"] - nulls - nans - infs,
+        }
+    return counts
 
 
 @dataclass(frozen=True)

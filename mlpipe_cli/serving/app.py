@@ -32,6 +32,7 @@ in how the request body is read and the response is sent.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import sys
 import time
@@ -93,6 +94,7 @@ class ServingApp:
         self.service = service
         self.metrics = metrics
         self.logger = logger
+        self.loop: asyncio.AbstractEventLoop | None = None  # the server's, once it started
         self.max_batch = max_batch
         self.max_body_bytes = max_body_bytes
         self.transform_version = service.transform_version
@@ -178,7 +180,14 @@ class ServingApp:
 
     def on_startup(self) -> None:
         if self.logger is not None:
-            self.logger.start()
+            # On the server's event loop (RSGI init and ASGI lifespan both run on it), the
+            # feature log's writer works between requests rather than on a second Python
+            # thread that competes with the loop for the GIL (serving/featurelog.py).
+            loop = self.loop
+            if loop is None:
+                with contextlib.suppress(RuntimeError):  # not on a loop: the thread driver
+                    loop = asyncio.get_running_loop()
+            self.logger.start(loop)
         self.started = True
 
     def on_shutdown(self) -> None:
@@ -188,6 +197,8 @@ class ServingApp:
     # -- RSGI (Granian) -----------------------------------------------------------------
 
     def __rsgi_init__(self, loop: Any) -> None:
+        # Granian's worker processes call this before their loop runs: keep it for on_startup
+        self.loop = loop
         self.on_startup()
 
     def __rsgi_del__(self, loop: Any) -> None:

@@ -1,15 +1,23 @@
-"""Feature logging off the request path: a bounded queue and one background writer thread.
+"""Feature logging off the request path: a bounded queue, and a writer that works between
+requests.
 
 The request path calls :meth:`FeatureLogger.log`, which appends one tuple to a deque (no I/O,
 no lock, no thread wake-up) or, when ``queue_rows`` rows are already waiting, drops the row
 and counts it. With a ``sample_rate`` below 1 the callers first ask :meth:`FeatureLogger.keep`
 whether to log an entity at all, before building its row; the ones it leaves out are counted
-in ``sampled_out``. The writer thread wakes every ``poll_interval`` seconds (never once per row:
-per-row wake-ups cost the event loop a GIL hand-off per request and showed up as p99 spikes
-of tens of milliseconds) and turns the queued rows into Parquet segments. Each segment is
+in ``sampled_out``. Every ``poll_interval`` seconds (never once per row: per-row wake-ups
+cost the event loop a GIL hand-off per request and showed up as p99 spikes of tens of
+milliseconds) the writer turns the queued rows into Parquet segments. Each segment is
 published atomically (temp file + fsync + rename) as
 ``segment-<UTC yyyymmddTHHMMSS>-<pid>-<seq>.parquet`` under the log directory — the format of
 docs/architecture.md §5, read by `mlpipe psi-report`.
+
+The writer has two drivers. Started with the server's event loop (``start(loop)``, what
+`mlpipe serve` does), its steps run **on the loop**, a few at a time between requests, and
+only the Parquet write itself goes to a helper thread (Polars runs it with the GIL released);
+started without one, it runs on a **thread** of its own. On 2 cores the loop driver served
+more requests per second: a second Python thread that wants the GIL costs the server more
+than the writer's own work (docs/serve.md, seventh round).
 
 A segment is written when it reaches ``segment_rows`` rows (checked after each poll's rows
 were taken) or when its oldest row is ``flush_interval`` seconds old, and on :meth:`close`
@@ -18,9 +26,10 @@ were taken) or when its oldest row is ``flush_interval`` seconds old, and on :me
 vector of the wrong width) fails alone; a value Polars cannot hold fails its group of
 ``_RETRY_ROWS`` rows; a failed write fails its segment. Failures are counted, never raised.
 
-The writer shares the GIL with the event loop, so it never works long without releasing it:
-every stretch of its Python work ends after about ``_HOLD_SECONDS`` with a short real sleep,
-and each step is small enough to keep a stretch well under a millisecond:
+Either way the writer never works long at a time: on its thread, every stretch of its Python
+work ends after about ``_HOLD_SECONDS`` with a short real sleep (it shares the GIL with the
+event loop); on the loop, it gives the loop back after ``_HOLD_SECONDS``. Each step is small
+enough to keep a stretch well under a millisecond:
 
 1. take — rows leave the deque ``_SLICE_ROWS`` at a time and are transposed (``zip``, in C)
    into one Python list per output column; the row tuples are freed a slice at a time;
@@ -39,6 +48,7 @@ a Series) off the per-row cost.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
 import os
@@ -46,7 +56,8 @@ import random
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Generator, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -168,8 +179,9 @@ class FeatureLogger:
         self.shadow = shadow
         self._queue: deque[Any] = deque()
         # Single producer (the event-loop thread) increments enqueued/dropped; the single
-        # consumer (the writer thread) increments dequeued/written/failed. Each int has one
-        # writer, so the counters are exact and a read from another thread is a snapshot.
+        # consumer (the writer: its thread, or the loop and the sink thread taking turns, see
+        # _turn) increments dequeued/written/failed. Each int has one writer at a time, so
+        # the counters are exact and a read from another thread is a snapshot.
         self.enqueued = 0
         self.dropped = 0
         self.sampled_out = 0
@@ -182,6 +194,12 @@ class FeatureLogger:
         self._pid = os.getpid()
         self._metadata = segment_metadata()  # the header of every segment
         self._thread: threading.Thread | None = None
+        # With the event loop as the driver: the loop, the pending steps of a poll, the
+        # segment write in flight on the sink thread.
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._steps: Iterator[Any] | None = None
+        self._writing: Future[None] | None = None
+        self._sink: ThreadPoolExecutor | None = None
         self._closed = False
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -200,6 +218,13 @@ class FeatureLogger:
             self._specs += [(n, _FLOAT, None) for n in names[:-1]]
             self._specs.append((names[-1], _STRING, None))
         self._pieces = [_FIRST_PIECE] * len(self._specs)
+        # The writer's state between two polls: rows taken from the queue, not converted
+        # yet; converted frames of the segment being built, their rows; when the segment's
+        # first row was taken.
+        self._columns = _Columns(len(self._specs))
+        self._parts: list[Any] = []
+        self._converted = 0
+        self._started: float | None = None
 
     # -- request path -------------------------------------------------------------------
 
@@ -242,19 +267,27 @@ class FeatureLogger:
 
     # -- lifecycle ------------------------------------------------------------------------
 
-    def start(self) -> None:
-        if self._thread is not None:
+    def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        """Start writing segments: on ``loop`` (the server's event loop) when given, else on
+        a thread of its own. Callable from any thread."""
+        if self._thread is not None or self._loop is not None:
             return
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        # Import Polars and run every conversion once now, at startup: the writer thread
-        # doing it mid-serving would hold the GIL for the import (~0.3 s when Polars was not
-        # loaded yet) and the first conversions (~5 ms).
+        # Import Polars and run every conversion once now, at startup: the writer doing it
+        # mid-serving would hold the GIL for the import (~0.3 s when Polars was not loaded
+        # yet) and the first conversions (~5 ms).
         blank = (0, "", "", None, False, (None,) * len(self.raw_columns),
                  (0.0,) * len(self.vec_columns), None)  # fmt: skip
         with contextlib.suppress(Exception):  # a frame that cannot be built fails later, counted
             self.frame([blank])
         if self.shadow is not None:
             self.shadow.reset()  # the warm-up row is not a served row
+        if loop is not None:
+            self._loop = loop
+            # Only the Parquet write leaves the loop: Polars runs it with the GIL released.
+            self._sink = ThreadPoolExecutor(1, thread_name_prefix="mlpipe-feature-log-sink")
+            loop.call_soon_threadsafe(self._schedule, self.poll_interval)
+            return
         self._thread = threading.Thread(target=self._run, name="mlpipe-feature-log", daemon=True)
         self._thread.start()
 
@@ -264,49 +297,132 @@ class FeatureLogger:
             self._closed = True
             self._stop.set()
             thread = self._thread
+            if thread is None:
+                # On the loop, or never started: finish in this thread. Holding the lock,
+                # no loop turn runs the steps meanwhile.
+                if self._writing is not None:
+                    with contextlib.suppress(Exception):
+                        self._writing.result(timeout)
+                    self._writing = None
+                self._finish(self._steps or self._poll(stopping=True))
+                while self._queue:
+                    self._finish(self._poll(stopping=True))
+                self._steps = None
+                if self._sink is not None:
+                    self._sink.shutdown(wait=True)
         if thread is not None:
             thread.join(timeout)
-        else:
-            # Never started: write what was queued, synchronously.
-            self._run()
 
-    # -- writer thread ----------------------------------------------------------------
+    # -- the writer's work --------------------------------------------------------------------
+    #
+    # One poll's work is the generator ``_poll``: it yields None between two small steps and
+    # a (parts, rows) pair when a segment is due. Two drivers run it: a thread of its own
+    # (``_run``: it pauses at the Nones once it has worked ``_HOLD_SECONDS``, because it
+    # competes with the event loop for the GIL), or the event loop itself (``_turn``: it
+    # gives the loop back at the Nones, so requests run between the steps). On 2 cores the
+    # loop driver served more: a second Python thread wanting the GIL cost the server more
+    # than the writer's work (docs/serve.md, seventh round).
 
     def _run(self) -> None:
         pace = _Pacer()
-        columns = _Columns(len(self._specs))  # taken from the queue, not converted yet
-        parts: list[Any] = []  # converted frames of the segment being built
-        converted = 0  # rows in parts
-        started: float | None = None  # when the segment's first row was taken
         while True:
             stopping = self._stop.wait(self.poll_interval)
             pace.reset()
-            try:
-                budget = len(self._queue)  # queued now; later rows wait for the next poll
-                while budget > 0:
-                    count = min(budget, _SLICE_ROWS)
-                    self._take(columns, count)
-                    budget -= count
-                    if started is None:
-                        started = time.monotonic()
+            for segment in self._poll(stopping):
+                if segment is None:
                     pace()
-                    if columns.rows >= _BATCH_ROWS:
-                        converted += self._convert_into(parts, columns, pace)
-                if started is not None and (
-                    stopping
-                    or converted + columns.rows >= self.segment_rows
-                    or time.monotonic() - started >= self.flush_interval
-                ):
-                    converted += self._convert_into(parts, columns, pace)
-                    if parts:
-                        self._write_parts(parts, converted, pace)
-                    parts, converted, started = [], 0, None
-            except Exception as exc:  # a bug must not stop the log: count what it held
-                self.failed += converted + columns.rows
-                self.last_error = f"{type(exc).__name__}: {exc}"
-                columns, parts, converted, started = _Columns(len(self._specs)), [], 0, None
+                else:
+                    parts, rows = segment
+                    self._write_parts(parts, rows, pace)
             if stopping and not self._queue:
                 return
+
+    def _finish(self, steps: Iterator[Any]) -> None:
+        """Run ``steps`` to the end in this thread, writing its segments here."""
+        for segment in steps:
+            if segment is not None:
+                self._write_parts(*segment)
+
+    def _schedule(self, delay: float) -> None:
+        """(On the loop.) The next turn in ``delay`` seconds."""
+        assert self._loop is not None
+        if not self._closed:
+            self._loop.call_later(delay, self._turn)
+
+    def _turn(self) -> None:
+        """(On the loop.) Work until ``_HOLD_SECONDS`` of CPU time went by, then give the
+        loop back: the next step runs after the requests that are ready."""
+        loop = self._loop
+        assert loop is not None
+        if not self._lock.acquire(blocking=False):
+            return  # close() is finishing the work in another thread
+        try:
+            if self._closed:
+                return
+            steps = self._steps or self._poll(stopping=False)
+            started = time.thread_time()
+            for segment in steps:
+                if segment is not None:
+                    # The write runs on the sink thread; the steps resume when it is done
+                    # (one segment at a time, and the counters keep one writer at a time).
+                    self._steps = steps
+                    self._writing = self._sink.submit(self._write_parts, *segment)  # type: ignore[union-attr]
+                    self._writing.add_done_callback(self._written)
+                    return
+                if time.thread_time() - started >= _HOLD_SECONDS:
+                    self._steps = steps
+                    loop.call_soon(self._turn)
+                    return
+            self._steps = None
+            loop.call_later(self.poll_interval, self._turn)
+        except Exception as exc:  # a bug must not stop the log (each step already counts)
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            self._steps = None
+            loop.call_later(self.poll_interval, self._turn)
+        finally:
+            self._lock.release()
+
+    def _written(self, future: Future[None]) -> None:
+        """(On the sink thread.) A segment was written: the loop takes the steps up again."""
+        assert self._loop is not None
+        with contextlib.suppress(RuntimeError):  # the loop is closed: close() finishes
+            self._loop.call_soon_threadsafe(self._after_write, future)
+
+    def _after_write(self, future: Future[None]) -> None:
+        if self._writing is future:
+            self._writing = None
+            self._turn()
+
+    def _poll(self, stopping: bool) -> Iterator[tuple[list[Any], int] | None]:
+        """One poll's work: take what is queued now, convert it once ``_BATCH_ROWS`` rows
+        wait, and hand over a segment when it is due (or when ``stopping``)."""
+        try:
+            columns = self._columns
+            budget = len(self._queue)  # queued now; later rows wait for the next poll
+            while budget > 0:
+                count = min(budget, _SLICE_ROWS)
+                self._take(columns, count)
+                budget -= count
+                if self._started is None:
+                    self._started = time.monotonic()
+                yield None
+                if columns.rows >= _BATCH_ROWS:
+                    self._converted += yield from self._convert_into(self._parts, columns)
+            if self._started is not None and (
+                stopping
+                or self._converted + columns.rows >= self.segment_rows
+                or time.monotonic() - self._started >= self.flush_interval
+            ):
+                self._converted += yield from self._convert_into(self._parts, columns)
+                parts, rows = self._parts, self._converted
+                self._parts, self._converted, self._started = [], 0, None
+                if parts:
+                    yield parts, rows
+        except Exception as exc:  # a bug must not stop the log: count what it held
+            self.failed += self._converted + self._columns.rows
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            self._columns = _Columns(len(self._specs))
+            self._parts, self._converted, self._started = [], 0, None
 
     def _take(self, columns: _Columns, count: int) -> None:
         """Move ``count`` queued rows into ``columns``; a malformed row is counted as failed."""
@@ -364,7 +480,7 @@ class FeatureLogger:
             shadow.last_error = f"{type(exc).__name__}: {exc}"
             return [[None] * len(rows) for _ in shadow.column_names()]
 
-    def _convert_into(self, parts: list[Any], columns: _Columns, pace: _Pacer) -> int:
+    def _convert_into(self, parts: list[Any], columns: _Columns) -> Generator[None, None, int]:
         """Convert (and empty) ``columns`` into frames appended to ``parts``; rows converted.
 
         A value Polars cannot hold fails the batch; it is then retried ``_RETRY_ROWS`` rows
@@ -374,38 +490,38 @@ class FeatureLogger:
         if not rows:
             return 0
         try:
-            frames = [self._convert(columns, 0, rows, pace)]
+            frames = [(yield from self._convert(columns, 0, rows))]
         except Exception:
             frames = []
             for lo in range(0, rows, _RETRY_ROWS):
                 hi = min(rows, lo + _RETRY_ROWS)
                 try:
-                    frames.append(self._convert(columns, lo, hi, pace))
+                    frames.append((yield from self._convert(columns, lo, hi)))
                 except Exception as exc:
                     self.failed += hi - lo
                     self.last_error = f"{type(exc).__name__}: {exc}"
         parts += frames
         for values in columns.lists:  # freeing the Python values is work too: a list a step
             values.clear()
-            pace()
+            yield None
         columns.rows = 0
         return sum(frame.height for frame in frames)
 
-    def _convert(self, columns: _Columns, lo: int, hi: int, pace: _Pacer) -> Any:
+    def _convert(self, columns: _Columns, lo: int, hi: int) -> Generator[None, None, Any]:
         """The frame of rows ``lo:hi`` of ``columns`` (docs/architecture.md §5 column layout)."""
         import polars as pl
 
         whole = lo == 0 and hi == columns.rows
         series = []
         for k, values in enumerate(columns.lists):
-            series.append(self._column(k, values if whole else values[lo:hi], pace))
+            series.append((yield from self._column(k, values if whole else values[lo:hi])))
         constant = pl.Series("transform_version", [self.transform_version], dtype=pl.String)
         series.insert(3, constant.new_from_index(0, hi - lo))
         frame = pl.DataFrame(series)
-        pace()
+        yield None
         return frame
 
-    def _column(self, k: int, values: list[Any], pace: _Pacer) -> Any:
+    def _column(self, k: int, values: list[Any]) -> Generator[None, None, Any]:
         """Column ``k`` as a Series, built ``self._pieces[k]`` values per Polars call."""
         name, kind, dtype_name = self._specs[k]
         total = len(values)
@@ -418,7 +534,7 @@ class FeatureLogger:
             pieces.append(_series(kind, name, chunk, dtype_name))
             elapsed = time.thread_time() - t0
             self._pieces[k] = _next_piece(count, len(chunk), elapsed)
-            pace()
+            yield None
             lo += len(chunk)
             if lo >= total:
                 break
@@ -433,7 +549,7 @@ class FeatureLogger:
         # column in one call, as a single batch always was, so it gets one inferred dtype.
         return _series(kind, name, values, dtype_name)
 
-    def _write_parts(self, parts: list[Any], rows: int, pace: _Pacer) -> None:
+    def _write_parts(self, parts: list[Any], rows: int, pace: _Pacer = _NO_PACE) -> None:
         """Publish the segment made of ``parts`` (emptied afterwards)."""
         import polars as pl
 
@@ -466,7 +582,12 @@ class FeatureLogger:
             for target, values in zip(columns.lists, transposed, strict=True):
                 target.extend(values)
             columns.rows = len(rows)
-        return self._convert(columns, 0, columns.rows, _NO_PACE)
+        steps = self._convert(columns, 0, columns.rows)
+        while True:
+            try:
+                next(steps)
+            except StopIteration as done:
+                return done.value
 
 
 def _series(kind: int, name: str, values: Sequence[Any], dtype_name: str | None) -> Any:

@@ -195,7 +195,7 @@ class PointerFollower:
             logger = new_feature_logger(
                 self.config, runtime.logger.log_dir, loaded.transform, runtime.shadow
             )
-            logger.start()
+            logger.start(self._loop)
         done = threading.Event()
         failure: list[BaseException] = []
         retired: list[Any] = []

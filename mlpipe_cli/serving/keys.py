@@ -28,8 +28,8 @@ from typing import Any
 import orjson
 
 from mlpipe_cli.errors import UsageError
+from mlpipe_cli.online.keylimits import MAX_KEY_BYTES  # the writers refuse longer keys
 
-MAX_KEY_BYTES = 512
 INT_MIN = -(1 << 63)
 INT_MAX = (1 << 64) - 1  # UInt64 key columns reach this; orjson encodes the whole range
 _MAX_INT_CHARS = 20  # len("-9223372036854775808") == len("18446744073709551615")

@@ -7,7 +7,10 @@ is checked by exactly the code that checks the batch files. What the engine cann
 decided here, before it, with check ids in the same form: a JSON line that does not parse
 (``<source>.event.json``), a value of the wrong type (``<source>.<column>.dtype``), a key
 that a strict contract forbids (``<source>.table.strict``), a missing event time or entity
-key (``<source>.<column>.nullable``).
+key (``<source>.<column>.nullable``), a naive event time that the clocks of the config's
+``timezone`` skip or repeat (``<source>.<column>.local_time``: it names no single instant,
+the rule of ``features.localtime``), and an entity key value longer than `serve` accepts
+(``<source>.<column>.key_length``: ``online.keylimits``; such an entity could never be read).
 
 Table-level checks (min_rows, max_rows, tolerances, the source's max_failure_rate) do not
 apply to events: each event stands alone, and any failed error-severity check rejects it.
@@ -224,9 +227,24 @@ def _check(
     if absent:
         raise InputError(f"events have no column {absent[0]!r} (an entity key or the event "
                          f"time of source {name!r})")  # fmt: skip
-    nulls = pl.concat_list([
+    from mlpipe_cli.online.keylimits import MAX_KEY_BYTES
+    from mlpipe_cli.streaming.state import bad_local_time
+
+    verdicts = [
         pl.when(pl.col(c).is_null()).then(pl.lit(f"{name}.{c}.nullable")) for c in stream_cols
-    ]).list.drop_nulls()  # fmt: skip
+    ]
+    for key in keys:
+        if isinstance(frame.schema[key], pl.String | pl.Categorical | pl.Enum):
+            size = pl.col(key).cast(pl.String).str.len_bytes()
+            verdicts.append(pl.when(size > MAX_KEY_BYTES).then(pl.lit(f"{name}.{key}.key_length")))
+    if source.timestamp:
+        skipped_or_repeated = bad_local_time(
+            source.timestamp, frame.schema[source.timestamp], config.timezone
+        )
+        if skipped_or_repeated is not None:
+            verdicts.append(pl.when(skipped_or_repeated)
+                            .then(pl.lit(f"{name}.{source.timestamp}.local_time")))  # fmt: skip
+    nulls = pl.concat_list(verdicts).list.drop_nulls()
     flagged = frame.with_columns(nulls.alias("__nulls"))
     usable = pl.col("__nulls").list.len() == 0
     out_rows = list(rejected)
@@ -286,11 +304,13 @@ def encode_events(config: PipelineConfig, plan: StreamPlan, frame: pl.DataFrame
                   ) -> list[dict[str, str]]:  # fmt: skip
     """Stream entries (k, e, d) for checked events, in frame order (see streaming.source)."""
     from mlpipe_cli.online.codec import entity_store_key
-    from mlpipe_cli.streaming.state import event_time_expr
+    from mlpipe_cli.streaming.state import check_event_times, event_time_expr
 
     schema = frame.collect_schema()
-    e = event_time_expr(plan.timestamp, schema[plan.timestamp], config.timezone,
-                        f"source {plan.source_name!r}")  # fmt: skip
+    what = f"source {plan.source_name!r}"
+    # read_events dead-letters such events (<source>.<column>.local_time) before this
+    check_event_times(frame, plan.timestamp, config.timezone, what)
+    e = event_time_expr(plan.timestamp, schema[plan.timestamp], config.timezone, what)
     times = frame.select(e.alias("__e")).get_column("__e").to_list()
     records = frame.drop(ROW, strict=False).to_dicts()
     keys = plan.entity_keys

@@ -7,7 +7,9 @@ entry is applied only when ``XACK`` returns 1, i.e. it was still pending; a rede
 twice-claimed entry is acknowledged already and counts as a ``duplicate``.
 
 ARGV: mode (read | own | claim), stream, group, consumer, dead-letter stream, state prefix,
-count, claim min-idle (ms). The batch as-of, the horizon lag (longest window + max
+count, claim min-idle (ms), the longest string key value in bytes (``online.keylimits``:
+an entry whose key holds a longer value is dead-lettered as malformed, since `serve` could
+never read that entity; `push` refuses such events already, this covers other producers). The batch as-of, the horizon lag (longest window + max
 lateness), the lateness, the columns and the distinct flags are read from ``<prefix>:meta``,
 written once by the bootstrap, so every consumer applies the same rules; until the
 bootstrap has finished (``state`` = ready) the script reads nothing and returns -1.
@@ -31,6 +33,7 @@ APPLY_SCRIPT = r"""
 local mode, stream, group, consumer = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local dead, prefix = ARGV[5], ARGV[6]
 local count, min_idle = ARGV[7], ARGV[8]
+local max_key = tonumber(ARGV[9])
 local meta = redis.call('HMGET', prefix .. ':meta', 'state', 'batch_as_of_us', 'hlag_us',
                         'lateness_us', 'columns', 'distinct', 'format')
 if meta[1] ~= 'ready' then return {-1} end
@@ -145,6 +148,18 @@ local function dec(s)
   return body
 end
 
+-- does the store key (a JSON array) hold a string value longer than max_key bytes? '["' ..
+-- v .. '"]' is the shortest key holding v, so a key of at most max_key + 4 bytes cannot
+local function key_too_long(k)
+  if #k <= max_key + 4 then return false end
+  local ok, values = pcall(cjson.decode, k)
+  if not ok or type(values) ~= 'table' then return false end
+  for _, v in ipairs(values) do
+    if type(v) == 'string' and #v > max_key then return true end
+  end
+  return false
+end
+
 local stats = {applied = 0, late = 0, before_batch = 0, malformed = 0, duplicate = 0}
 local newest_seen = nil
 local states, order = {}, {}
@@ -198,6 +213,8 @@ for _, entry in ipairs(entries) do
     local packed = ok and type(rec) == 'table' and pack_values(rec) or nil
     if not k or not e or e ~= math.floor(e) or not packed then
       reject('malformed', id, k, es, d, type(fields) == 'table' and 'fields k, e (integer us), d (JSON object of scalars) expected' or 'entry deleted from the stream')
+    elseif key_too_long(k) then
+      reject('malformed', id, k, es, d, 'an entity key value is longer than ' .. max_key .. ' UTF-8 bytes (serve refuses such keys)')
     elseif e < tb then
       reject('before_batch', id, k, es, d, 'event time before the batch as-of ' .. fmt(tb))
     else

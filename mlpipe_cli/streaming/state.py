@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from mlpipe_cli.errors import ConfigError, InputError, ServiceUnavailable
+from mlpipe_cli.online.keylimits import MAX_KEY_BYTES, check_key_sizes
 from mlpipe_cli.streaming.lua import APPLY_SCRIPT
 from mlpipe_cli.streaming.plan import STATE_FORMAT, StreamPlan
 from mlpipe_cli.streaming.source import RedisStreamSource, redis_client, redis_errors
@@ -37,6 +38,8 @@ _MULTI = b"*1\r\n$5\r\nMULTI\r\n"
 _EXEC = b"*1\r\n$4\r\nEXEC\r\n"
 TIE_LEN = 26  # 's' + 15-digit ms + 10-digit seq (stream entries) | 'b' + 25-digit row
 _WRITE_CHUNK = 2000  # entities per pipelined bootstrap write
+# Raised under the CLI and the Python API alike: the hint names both ways to do it.
+_REBUILD = "rebuild it: mlpipe stream --reset, or Pipeline.stream(reset=True)"
 
 
 # -- value codecs shared with the Lua script ------------------------------------------------
@@ -220,7 +223,7 @@ class StateStore:
             raise ConfigError(
                 f"the streamed state of source {plan.source_name!r} is in format {meta.format}; "
                 f"this mlpipe reads format {STATE_FORMAT}",
-                hint="rebuild it: mlpipe stream --reset",
+                hint=_REBUILD,
             )
         if (meta.columns, meta.window_us, meta.lateness_us) != (
             plan.columns, plan.window_us, plan.lateness_us,
@@ -230,7 +233,7 @@ class StateStore:
                 f"{meta.columns}, window {meta.window_us} us, lateness {meta.lateness_us} us; "
                 f"the config now needs {plan.columns}, {plan.window_us} us, "
                 f"{plan.lateness_us} us",
-                hint="rebuild it: mlpipe stream --reset",
+                hint=_REBUILD,
             )
 
     # -- bootstrap -----------------------------------------------------------------------
@@ -354,6 +357,7 @@ class StateStore:
             mode, stream.key, stream.group, consumer, stream.dead_letter_key, plan.prefix,
             str(count or stream.batch),
             str(min_idle_ms if min_idle_ms is not None else int(stream.claim_idle.total_seconds() * 1000)),
+            str(MAX_KEY_BYTES),
         ]  # fmt: skip
         return self._apply_calls(args, 1)[0]
 
@@ -364,7 +368,8 @@ class StateStore:
         plan = self.plan
         stream = plan.stream
         args = ["read", stream.key, stream.group, consumer, stream.dead_letter_key, plan.prefix,
-                str(stream.batch), str(int(stream.claim_idle.total_seconds() * 1000))]  # fmt: skip
+                str(stream.batch), str(int(stream.claim_idle.total_seconds() * 1000)),
+                str(MAX_KEY_BYTES)]  # fmt: skip
         return self._apply_calls(args, depth)
 
     def _apply_calls(self, args: list[str], depth: int) -> list[ApplyResult | None]:
@@ -578,8 +583,17 @@ def to_epoch_us(value: datetime) -> int:
 
 
 def event_time_expr(column: str, dtype: pl.DataType, timezone: str | None, what: str) -> pl.Expr:
-    """A source's event-time column as epoch microseconds (UTC)."""
+    """A source's event-time column as epoch microseconds (UTC).
+
+    Naive times are wall-clock times in ``timezone``, read by the rule of the rest of mlpipe
+    (``features.localtime``): a time the clocks skip or repeat names no single instant and is
+    never resolved by guessing. Callers refuse such values first: the bootstrap with
+    ``check_event_times`` (exit 2, as `materialize` does on the same files), `push` per event
+    (``bad_local_time``: the event is dead-lettered); the expression itself raises on one.
+    """
     import polars as pl
+
+    from mlpipe_cli.features.localtime import localize
 
     expr = pl.col(column)
     if isinstance(dtype, pl.Date):
@@ -592,8 +606,48 @@ def event_time_expr(column: str, dtype: pl.DataType, timezone: str | None, what:
                 f"{what} column {column!r} holds naive timestamps",
                 hint="set `timezone:` in the config (the zone they are in), or store UTC times",
             )
-        expr = expr.dt.replace_time_zone(timezone, ambiguous="earliest", non_existent="raise")
+        expr = localize(expr, timezone)
     return expr.dt.convert_time_zone("UTC").dt.cast_time_unit("us").dt.epoch("us")
+
+
+def _naive_wall_clock(column: str, dtype: pl.DataType, timezone: str | None) -> pl.Expr | None:
+    """The column as naive datetimes when its values are read as wall-clock times in
+    ``timezone`` (a naive Datetime or a Date); None when no zone reading is involved."""
+    import polars as pl
+
+    if timezone is None:
+        return None
+    if isinstance(dtype, pl.Date):
+        return pl.col(column).cast(pl.Datetime("us"))
+    if isinstance(dtype, pl.Datetime) and dtype.time_zone is None:
+        return pl.col(column)
+    return None
+
+
+def bad_local_time(column: str, dtype: pl.DataType, timezone: str | None) -> pl.Expr | None:
+    """True for a value that does not exist (clocks skip it) or happens twice (clocks repeat
+    it) in ``timezone``; None when the column needs no zone reading."""
+    naive = _naive_wall_clock(column, dtype, timezone)
+    if naive is None:
+        return None
+    assert timezone is not None
+    local = naive.dt.replace_time_zone(timezone, ambiguous="null", non_existent="null")
+    return (naive.is_not_null() & local.is_null()).fill_null(False)
+
+
+def check_event_times(
+    frame: pl.LazyFrame | pl.DataFrame, column: str, timezone: str | None, what: str
+) -> None:
+    """InputError (exit 2) naming the column, the value, the zone and the candidate instants
+    when a naive event time is skipped or repeated in ``timezone`` (features.localtime)."""
+    from mlpipe_cli.features.localtime import check_naive_times
+
+    lazy = frame.lazy()
+    naive = _naive_wall_clock(column, lazy.collect_schema()[column], timezone)
+    if naive is None:
+        return
+    assert timezone is not None
+    check_naive_times(lazy.select(naive.alias(column)), column, timezone, what)
 
 
 def load_batch_events(config: PipelineConfig, plan: StreamPlan, as_of: datetime) -> pl.DataFrame:
@@ -611,8 +665,9 @@ def load_batch_events(config: PipelineConfig, plan: StreamPlan, as_of: datetime)
             f"source {plan.source_name!r} has no column {missing[0]!r} "
             f"(columns: {', '.join(schema.names())})"
         )
-    e = event_time_expr(plan.timestamp, schema[plan.timestamp], config.timezone,
-                        f"source {plan.source_name!r}")  # fmt: skip
+    what = f"source {plan.source_name!r}"
+    check_event_times(lazy, plan.timestamp, config.timezone, what)
+    e = event_time_expr(plan.timestamp, schema[plan.timestamp], config.timezone, what)
     tb = to_epoch_us(as_of)
     try:
         frame = (
@@ -625,6 +680,9 @@ def load_batch_events(config: PipelineConfig, plan: StreamPlan, as_of: datetime)
         )  # fmt: skip
     except pl.exceptions.PolarsError as exc:
         raise InputError(f"cannot read source {plan.source_name!r}: {exc}") from None
+    # the entities `materialize` refuses for the same reason: serve could never read them
+    check_key_sizes(frame, plan.entity_keys, f"stream bootstrap of {what}",
+                    "the stream state was not built")  # fmt: skip
     return frame.sort([*plan.entity_keys, "__e", "__row"], maintain_order=True)
 
 

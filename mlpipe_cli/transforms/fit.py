@@ -112,6 +112,41 @@ def _required_columns(config: TransformConfig) -> list[str]:
     return needed
 
 
+def check_column_names(config: TransformConfig, columns: list[str]) -> None:
+    """Every column the ``transforms:`` section names must be in the training data: a name
+    that is not is a typo in the config (or the wrong --data), so ConfigError (exit 2) naming
+    the transform, the unknown column and the nearest existing names — not a failed data
+    check (exit 1), and not a crash further down."""
+    from mlpipe_cli.config.names import did_you_mean
+
+    present = set(columns)
+    problems = []
+    for column, steps in config.columns.items():
+        where = f"transforms.columns.{column} ({steps[0].type})"
+        if column not in present:
+            problems.append(
+                f"{where}: no column {column!r} in the training data; "
+                f"{did_you_mean(column, columns)}"
+            )
+        reference = getattr(steps[0], "reference", None)
+        if reference and reference not in present:
+            problems.append(
+                f"{where} reference: no column {reference!r} in the training data; "
+                f"{did_you_mean(reference, columns)}"
+            )
+    if config.target and config.target not in present:
+        problems.append(
+            f"transforms.target: no column {config.target!r} in the training data; "
+            f"{did_you_mean(config.target, columns)}"
+        )
+    if problems:
+        more = f" (and {len(problems) - 1} more: {'; '.join(problems[1:])})" if problems[1:] else ""
+        raise ConfigError(
+            problems[0] + more,
+            hint="fix the name in the config, or pass training data that has the column",
+        )
+
+
 def check_training_schema(config: TransformConfig, schema: pl.Schema) -> list[str]:
     """Problems that make the data unusable for the configured steps (exit 1)."""
     problems = []
@@ -162,9 +197,11 @@ def check_training_schema(config: TransformConfig, schema: pl.Schema) -> list[st
 
 
 def fit_frame(config: TransformConfig, frame: pl.LazyFrame | pl.DataFrame) -> FitOutcome:
-    """Fit every configured column on ``frame``; raise DataCheckFailed if unusable."""
+    """Fit every configured column on ``frame``; raise DataCheckFailed if unusable, and
+    ConfigError when the config names a column the data does not have."""
     lazy = frame.lazy()
     schema = lazy.collect_schema()
+    check_column_names(config, schema.names())
     problems = check_training_schema(config, schema)
     if problems:
         raise DataCheckFailed(

@@ -392,9 +392,74 @@ def _compile_row_checks(
             report.checks[-1].status = ERROR
             continue
         value = pl.struct(sorted(set(roots))) if roots else pl.lit(None)
-        add(None, "sql", ~expr, value, row_check.severity, row_check, None, check_id=cid)
+        floats = sorted({r for r in roots if schema[r].is_float()})
+        add(None, "sql", _sql_check_fails(expr, floats), value, row_check.severity, row_check,
+            None, check_id=cid)  # fmt: skip
         report.checks[-1].details = {"expr": row_check.expr}
+        if floats:
+            report.checks[-1].details["non_finite_columns"] = floats
     return checks
+
+
+def _sql_check_fails(expr: pl.Expr, floats: list[str]) -> pl.Expr:
+    """True where a row fails a SQL row check: the expression is false, or the row holds
+    NaN/±inf in a float column the expression reads and the expression is not true anyway.
+
+    NaN and ±inf are read as NULL (unknown) and, unlike a real NULL, an unknown verdict they
+    cause fails the row — the range checks' rule ("NaN and ±inf fail every range check").
+    Without this, Polars orders NaN above every number, so ``amount > 0`` passed NaN. Reading
+    them as NULL keeps Kleene logic: ``channel = 'refund' OR amount >= 0`` still passes a
+    refund with a NaN amount, and ``amount IS NULL OR amount > 0`` lets NaN through on purpose.
+    """
+    import polars as pl
+
+    if not floats:
+        return ~expr  # null (unknown) passes, as in a SQL CHECK constraint
+    finite = {c: pl.when(pl.col(c).is_finite()).then(pl.col(c)) for c in floats}
+    nulled = _replace_columns(expr, finite)
+    non_finite = pl.any_horizontal([~pl.col(c).is_finite().fill_null(True) for c in floats])
+    if nulled is None:  # cannot rewrite: every row holding NaN/±inf fails, never passes
+        return ~expr | non_finite
+    return (~nulled).fill_null(non_finite)
+
+
+def _replace_columns(expr: pl.Expr, replacements: dict[str, pl.Expr]) -> pl.Expr | None:
+    """``expr`` with every reference to a column of ``replacements`` replaced by its
+    expression, through Polars' JSON form of the expression tree (a same-process round trip,
+    so the form's instability across Polars versions does not matter). None when the tree
+    cannot be rewritten (an expression that does not serialise, an unexpected node shape).
+    """
+    import io
+    import json
+
+    import polars as pl
+
+    try:
+        tree = json.loads(expr.meta.serialize(format="json"))
+        trees = {
+            name: json.loads(r.meta.serialize(format="json")) for name, r in replacements.items()
+        }
+    except Exception:
+        return None
+    found: set[str] = set()
+
+    def rewrite(node: Any) -> Any:
+        if isinstance(node, dict):
+            if len(node) == 1 and node.get("Column") in trees:
+                found.add(node["Column"])
+                return trees[node["Column"]]
+            return {key: rewrite(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [rewrite(value) for value in node]
+        return node
+
+    rewritten = rewrite(tree)
+    if found != set(replacements):  # a reference in a shape we did not recognise
+        return None
+    try:
+        return pl.Expr.deserialize(io.StringIO(json.dumps(rewritten)), format="json")
+    except Exception:
+        return None
 
 
 class _NoTolerance:
@@ -744,7 +809,8 @@ def _judge(
 
 
 def _describe_check(result: CheckResult) -> str:
-    kind, t = result.kind, _fmt((result.details or {}).get("bound"))
+    details = result.details or {}
+    kind, t = result.kind, _fmt(details.get("bound"))
     column = result.column
     return {
         "nullable": f"are null in non-nullable column {column!r}",
@@ -758,8 +824,15 @@ def _describe_check(result: CheckResult) -> str:
         "min_length": f"have {column!r} shorter than {t}",
         "max_length": f"have {column!r} longer than {t}",
         "primary_key": "repeat an earlier primary key",
-        "sql": "fail " + repr((result.details or {}).get("expr", result.id)),
+        "sql": f"fail {details.get('expr', result.id)!r}"
+        + _non_finite_note(details.get("non_finite_columns")),
     }.get(kind, f"fail {result.id}")
+
+
+def _non_finite_note(columns: list[str] | None) -> str:
+    if not columns:
+        return ""
+    return f" (or hold NaN/inf in {', '.join(repr(c) for c in columns)})"
 
 
 def _row_count_checks(report: SourceReport, source: SourceConfig, rows: int) -> None:
