@@ -515,13 +515,16 @@ def atomic_target(path: Path | str, *, own_name: bool = False) -> Iterator[Path]
         try:
             yield tmp
         except OSError as exc:
-            # only errnos that can only come from writing: a body that fails to read an input
-            # must not be reported as a write failure
+            # only errnos that can only come from writing, or a failure on the temp itself: a
+            # body that fails to read an input must not be reported as a write failure
             if _errno_of(exc) in _WRITE_ONLY_ERRNOS:
                 raise output_error(exc, path, "write") from None
-            raise
+            failure = _temp_failure(exc, tmp, path)
+            if failure is None:
+                raise
+            raise failure from None
         except Exception as exc:
-            failure = _polarsoutput_error(exc, path)
+            failure = _polarsoutput_error(exc, path) or _temp_failure(exc, tmp, path)
             if failure is None:
                 raise
             raise failure from None
@@ -659,9 +662,14 @@ def atomic_write_bytes_started(
     except OSError as exc:
         with contextlib.suppress(OSError):
             tmp.unlink()
-        if _errno_of(exc) in _WRITE_ONLY_ERRNOS:
-            raise output_error(exc, path, "write") from None
-        raise
+        failure = (
+            output_error(exc, path, "write")
+            if _errno_of(exc) in _WRITE_ONLY_ERRNOS
+            else _temp_failure(exc, tmp, path)
+        )
+        if failure is None:
+            raise
+        raise failure from None
     failures: list[BaseException] = []
 
     def sync() -> None:
@@ -699,11 +707,37 @@ def sink_parquet_atomic(lazy: pl.LazyFrame, path: Path | str, **options: Any) ->
         try:
             lazy.sink_parquet(tmp, **{"compression": "zstd", "statistics": True, **options})
         except pl.exceptions.PolarsError as exc:
-            failure = _polarsoutput_error(exc, Path(path))
+            failure = _polarsoutput_error(exc, Path(path)) or _temp_failure(exc, tmp, Path(path))
             if failure is not None:
                 raise failure from None
-            raise InputError(f"cannot write {path}: {_first_line(exc)}") from None
+            reason = _first_line(exc).replace(str(tmp), str(path))  # the user's path only
+            raise InputError(f"cannot write {path}: {reason}") from None
     return Path(path)
+
+
+def _temp_failure(exc: BaseException, tmp: Path, path: Path) -> MlpipeError | None:
+    """A failure to create or write the temp ``tmp`` as the OutputError (exit 2) of writing
+    ``path``, or None when ``exc`` is not about the temp (a failed read of an input, say).
+
+    The user named ``path``; the hidden temp beside it is mlpipe's own, so the message names
+    ``path`` and the reason (permission denied, read-only, a directory that takes no new
+    files), never the temp: ``--out /proc/x.parquet`` said ``/proc/.x.parquet.<...>.tmp``.
+    Python's OSError carries the temp as its ``filename``; Polars' errors only in their text.
+    """
+    if isinstance(exc, MlpipeError):
+        return None
+    filenames = {os.fspath(f) for f in (getattr(exc, "filename", None),) if f is not None}
+    filenames |= {os.fspath(f) for f in (getattr(exc, "filename2", None),) if f is not None}
+    about_temp = str(tmp) in filenames or any(Path(f).name == tmp.name for f in filenames)
+    if not about_temp and tmp.name not in str(exc):
+        return None
+    code = _errno_of(exc)
+    if code is None:
+        # no errno (not an OSError, nor a Polars error ending in "(os error N)"): nothing says
+        # the write itself failed, so it stays what it is (a bug is reported as one)
+        return None
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else os.strerror(code)
+    return output_error(OSError(code, reason), path, "write")
 
 
 def _temp_sibling(path: Path, suffix: str = _TEMP_SUFFIX) -> Path:
@@ -773,11 +807,23 @@ def is_write_failure(exc: OSError, under: Path) -> bool:
 def output_error(exc: OSError, path: Path, action: str) -> MlpipeError:
     """An OSError while writing ``path`` as one line naming the path and what to do."""
     code = _errno_of(exc) or -1
-    reason = _WRITE_ERRNOS.get(code) or exc.strerror or str(exc) or type(exc).__name__
+    if code == errno.ENOENT:
+        reason = _missing_reason(path)
+    else:
+        reason = _WRITE_ERRNOS.get(code) or exc.strerror or str(exc) or type(exc).__name__
     return OutputError(
         f"cannot {action} {path}: {reason}",
         hint=_WRITE_HINTS.get(code, "check the output path"),
     )
+
+
+def _missing_reason(path: Path) -> str:
+    """Why creating ``path`` said ENOENT: its directory is missing, or (``/proc``, ``/sys``:
+    pseudo file systems) exists but takes no new entries."""
+    parent = path.parent
+    if parent.is_dir():
+        return f"{parent} does not accept new files"
+    return f"no such directory {parent}"
 
 
 def _errno_of(exc: BaseException) -> int | None:
@@ -793,6 +839,7 @@ _WRITE_HINTS = {
     errno.ENOSPC: "free space there or write somewhere else; nothing was published",
     errno.EDQUOT: "free space there or write somewhere else; nothing was published",
     errno.EROFS: "write to a writable directory",
+    errno.ENOENT: "write to an existing, writable directory",
     errno.EFBIG: "write to another file system",
     errno.EACCES: "write to a directory you may write to",
     errno.EPERM: "write to a directory you may write to",

@@ -82,36 +82,67 @@ def check_segment_metadata(metadata: Mapping[str, str] | None, origin: str) -> N
     check(ServingLogHeader, header, origin, invalid=InputError)
 
 
-def parse_instant(text: str) -> datetime:
-    """'now' or an ISO-8601 date/time (naive = UTC) → aware UTC datetime."""
+# The accepted forms, in every --since/--until error (a new user typed `--since 24x`).
+_DURATION_FORMS = (
+    "a duration back from --until such as 30m, 24h, 7d or 2w (units us, ms, s, m, h, d, w)"
+)
+_TIME_FORMS = "an ISO-8601 date or time such as 2026-07-01 or 2026-07-01T06:00:00Z (naive = UTC)"
+
+
+def parse_instant(text: str, flag: str | None = None) -> datetime:
+    """'now' or an ISO-8601 date/time (naive = UTC) → aware UTC datetime; UsageError naming
+    ``flag`` (the option it came from) and the accepted forms otherwise."""
     text = text.strip()
     if text.lower() == "now":
         return datetime.now(UTC)
     try:
         value = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
+        where = f" for {flag}" if flag else ""
         raise UsageError(
-            f"cannot parse time {text!r}", hint="use ISO-8601, e.g. 2026-07-01T00:00:00Z, or now"
+            f"cannot parse time {text!r}{where}: expected {_TIME_FORMS}, or now"
         ) from None
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
     return value.astimezone(UTC)
 
 
+def parse_since(text: str) -> timedelta | datetime:
+    """A --since value: a duration (back from --until) or an instant; UsageError naming the
+    value and both accepted forms otherwise."""
+    from mlpipe_cli.config.base import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError:
+        pass
+    try:
+        return parse_instant(text)
+    except UsageError:
+        raise UsageError(
+            f"--since {text!r} is neither {_DURATION_FORMS} nor {_TIME_FORMS}"
+        ) from None
+
+
+def check_window_flags(since: str | None, until: str | None) -> None:
+    """Refuse (UsageError, exit 2) a --since or --until that ``parse_window`` cannot read,
+    before any other work: a bad value is named even when other flags are wrong too."""
+    if since is not None:
+        parse_since(since)
+    if until is not None:
+        parse_instant(until, "--until")
+
+
 def parse_window(
     since: str | None, until: str | None, default: timedelta
 ) -> tuple[datetime, datetime]:
     """--since (a duration back from --until, or an instant) and --until (default now)."""
-    from mlpipe_cli.config.base import parse_duration
-
-    end = parse_instant(until) if until else datetime.now(UTC)
+    end = parse_instant(until, "--until") if until else datetime.now(UTC)
     if since is None:
         start = end - default
     else:
-        try:
-            start = end - parse_duration(since)
-        except ValueError:
-            start = parse_instant(since)
+        back = parse_since(since)
+        start = end - back if isinstance(back, timedelta) else back
     if start >= end:
         raise UsageError(
             f"empty time window: --since {start.isoformat()} is not before "

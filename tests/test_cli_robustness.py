@@ -158,10 +158,13 @@ def test_kind_slash_version_is_accepted_where_a_version_is(tmp_path: Path) -> No
     assert store.resolve("transform", f"transform/{version}") == version
 
 
-def test_verifying_nothing_fails_the_gate(cli, project: Path) -> None:
-    result = cli("artifacts", "verify", "--all", "-c", project)
-    assert result.exit_code == 3
-    assert "no artifacts to verify" in result.stderr
+def test_verifying_a_mistyped_artifact_dir_fails_the_gate(cli, project: Path) -> None:
+    # nothing published yet passes (tests/test_cli_newcomer.py); a directory that is not
+    # there must not pass by verifying nothing
+    typo = project.parent / "artifcats"
+    result = cli("artifacts", "verify", "--all", "-c", project, "--artifact-dir", typo)
+    assert result.exit_code == 2
+    assert f"artifact directory {typo}" in result.stderr
 
 
 def test_listing_an_unknown_kind_fails(cli, project: Path) -> None:

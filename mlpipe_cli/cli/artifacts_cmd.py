@@ -120,6 +120,9 @@ def verify_artifacts(
 ) -> None:
     """Re-hash artifact files against their manifests; exit 3 on any mismatch.
 
+    With no artifacts published yet (a new project) there is nothing to verify: it says so and
+    exits 0. An --artifact-dir that does not exist is an error (exit 2), not a pass.
+
     Example: mlpipe artifacts verify --all
     """
     from mlpipe_cli.errors import UsageError
@@ -130,6 +133,9 @@ def verify_artifacts(
     out = Output.create(json_mode=json_output, quiet=quiet)
     result = run(run_context(config, artifact_dir), version=version)
     out.result(result.to_dict())
+    if not result.results:
+        out.line(f"nothing to verify: no artifacts published under {result.base} yet")
+        return
     out.table(
         ["kind", "version", "status", "problem"],
         [

@@ -44,6 +44,26 @@ def _root(
             "ledger for the freshness SLO; env MLPIPE_TRIGGERED_AT. Default: the start time.",
         ),
     ] = None,
+    # Shown here for --help only: run() moves these behind the command (_move_root_options),
+    # so a command never finds them on the root; they arrive here only when no command runs.
+    config: Annotated[
+        str | None,
+        typer.Option(
+            "-c",
+            "--config",
+            metavar="PATH",
+            help="The command's -c/--config, given before it: `mlpipe -c prod.yaml validate` "
+            "is `mlpipe validate -c prod.yaml`. Both, with different values: exit 2.",
+        ),
+    ] = None,
+    artifact_dir: Annotated[
+        str | None,
+        typer.Option(
+            "--artifact-dir",
+            metavar="DIR",
+            help="The command's --artifact-dir, given before it (as for -c).",
+        ),
+    ] = None,
 ) -> None:
     """mlpipe: ML data pipelines that fail loudly."""
 
@@ -148,7 +168,11 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
     from mlpipe_cli.cli.blas import one_blas_thread_for
 
-    one_blas_thread_for(sys.argv[1:])  # fit, psi-report: no idle OpenBLAS workers (blas.py)
+    try:  # `mlpipe -c x.yaml fit`: the command word comes after the root option's value
+        command_args = _move_root_options(sys.argv[1:])
+    except MlpipeError:  # reported by run()
+        command_args = sys.argv[1:]
+    one_blas_thread_for(command_args)  # fit, psi-report: no idle OpenBLAS workers (blas.py)
     _quiet_gc_during_startup()
     try:
         code = run(argv)
@@ -227,6 +251,7 @@ def run(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     try:
         args, triggered = _take_triggered_at(args)
+        args = _move_root_options(args)
     except MlpipeError as exc:
         sys.stderr.write(f"error: {exc}\n")
         return int(exc.exit_code)
@@ -263,6 +288,109 @@ def _take_triggered_at(args: list[str]) -> tuple[list[str], Any]:
     if value is None and os.environ.get("MLPIPE_TRIGGERED_AT"):
         return rest, parse_instant(os.environ["MLPIPE_TRIGGERED_AT"], "MLPIPE_TRIGGERED_AT")
     return rest, None if value is None else parse_instant(value, "--triggered-at")
+
+
+# Options every command takes that may also stand before the command, as users write them
+# both ways (`mlpipe -c x.yaml validate`): flag as typed -> the command's long flag. Only
+# these two: every command takes them and means the same by them (tests/test_cli_options.py
+# checks every command has them); --json and -q are not on every command (serve).
+_ROOT_COMMAND_OPTIONS = {
+    "-c": "--config",
+    "--config": "--config",
+    "--artifact-dir": "--artifact-dir",
+}
+
+
+def _root_option_at(args: list[str], index: int) -> tuple[str, str | None, int] | None:
+    """The root command option at ``args[index]``: (long flag, its value or None when it has
+    none, how many words it takes); None when ``args[index]`` is not one."""
+    arg = args[index]
+    if arg in _ROOT_COMMAND_OPTIONS:
+        value = args[index + 1] if index + 1 < len(args) else None
+        return _ROOT_COMMAND_OPTIONS[arg], value, 2
+    for flag in ("--config", "--artifact-dir"):
+        if arg.startswith(flag + "="):
+            return flag, arg.split("=", 1)[1], 1
+    if arg.startswith("-c") and not arg.startswith("--"):  # -cFILE, as Click reads it
+        return "--config", arg[2:], 1
+    return None
+
+
+def _move_root_options(args: list[str]) -> list[str]:
+    """``args`` with -c/--config and --artifact-dir given before the command (or between a
+    group and its subcommand) moved to just after the command, where the command reads them.
+
+    The same option given after the command too: one value is kept when both name the same
+    path; different values are a UsageError (exit 2) rather than a silent pick, since
+    `mlpipe -c prod.yaml validate -c dev.yaml` is more likely a mistake than a wish. With no
+    complete command (`mlpipe -c x.yaml --help`, a group without its subcommand) ``args`` is
+    returned as it is: the root takes the options and shows its help or its usage error.
+    """
+    kept: list[str] = []
+    moved: dict[str, tuple[str, str]] = {}  # long flag -> (as typed, value)
+    path: list[str] = []  # the command words: `validate`, or `artifacts verify`
+    index = 0
+    while index < len(args):
+        arg = args[index]
+        if arg == "--":
+            break
+        option = _root_option_at(args, index)
+        if option is not None:
+            flag, value, width = option
+            typed = arg.split("=", 1)[0] if arg.startswith("--") else arg[:2]
+            if value is None or (width == 2 and value.startswith("-")) or value == "":
+                raise UsageError(f"{typed} needs a value (see 'mlpipe --help')")
+            if flag in moved and moved[flag][1] != value:
+                raise UsageError(f"{typed} given twice before the command; give it once")
+            moved[flag] = (typed, value)
+            index += width
+            continue
+        kept.append(arg)
+        index += 1
+        if arg == "--triggered-at" and index < len(args):  # its value is not a command word
+            kept.append(args[index])
+            index += 1
+        elif not arg.startswith("-"):
+            path.append(arg)
+            if not (arg in _GROUPS and len(path) == 1):
+                break
+    complete = bool(path) and not (path[0] in _GROUPS and len(path) < 2)
+    if not moved or not complete:
+        return args
+    rest = args[index:]
+    for flag, value in _command_options(rest).items():
+        if flag not in moved:
+            continue
+        typed, before = moved[flag]
+        if not _same_path(before, value):
+            raise UsageError(
+                f"{flag} given twice: {before!r} before the command ({typed}) and {value!r} "
+                f"after it; give it once"
+            )
+        del moved[flag]  # the command's own, same path: keep one
+    inserted = [word for flag, (_, value) in moved.items() for word in (flag, value)]
+    return [*kept, *inserted, *rest]
+
+
+def _command_options(args: list[str]) -> dict[str, str]:
+    """The root command options among a command's own arguments (the last value of each)."""
+    found: dict[str, str] = {}
+    index = 0
+    while index < len(args) and args[index] != "--":
+        option = _root_option_at(args, index)
+        if option is None:
+            index += 1
+            continue
+        flag, value, width = option
+        if value is None:  # the last word: the command reports the missing value itself
+            break
+        found[flag] = value
+        index += width
+    return found
+
+
+def _same_path(a: str, b: str) -> bool:
+    return os.path.realpath(a) == os.path.realpath(b)
 
 
 def _run(args: list[str]) -> int:

@@ -165,7 +165,9 @@ def psi_report(
     Example: mlpipe psi-report -c configs/example.yaml --compare-shadow --serving-log artifacts/churn/serving-logs --since 48h --expect-change age
     """
     from mlpipe_cli.ops import psi_report as ops
+    from mlpipe_cli.servinglog import check_window_flags
 
+    check_window_flags(since, until)  # a bad value first, named, whatever else is wrong
     out = Output.create(json_mode=json_output, quiet=quiet)
     ctx = run_context(config, artifact_dir)
     if sum(map(bool, (skew, compare, compare_shadow))) > 1:

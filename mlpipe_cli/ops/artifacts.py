@@ -106,6 +106,7 @@ def show_artifact(project: Project, *, version: str) -> ShowResult:
 @dataclass(frozen=True)
 class VerifyArtifactsResult:
     results: list[VerifyResult]
+    base: Path  # <artifact_dir>/<pipeline>: where the versions were looked for
 
     @property
     def ok(self) -> bool:
@@ -114,6 +115,7 @@ class VerifyArtifactsResult:
     def to_dict(self) -> dict[str, Any]:
         return {
             "ok": self.ok,
+            "artifact_dir": str(self.base),
             "checked": len(self.results),
             "results": [
                 {"kind": r.kind, "version": r.version, "ok": r.ok, "problems": r.problems}
@@ -135,16 +137,29 @@ class VerifyArtifactsResult:
 
 
 def verify_artifacts(project: Project, *, version: str | None = None) -> VerifyArtifactsResult:
-    """Re-hash one version's files (or every version's) against their manifests."""
+    """Re-hash one version's files (or every version's) against their manifests.
+
+    No versions at all is a pass with nothing checked (``checked`` 0): a project before its
+    first published artifact (just made by `mlpipe init`) is not corrupt, and exit 3 means a
+    bad artifact. An ``--artifact-dir`` (or MLPIPE_ARTIFACT_DIR) naming no directory is an
+    InputError (exit 2) instead: a mistyped path must not pass a CI gate by verifying nothing.
+    """
+    override = project.artifact_dir_override
+    if not version and override is not None and not override.is_dir():
+        from mlpipe_cli.errors import InputError
+
+        # checked before the store is opened: opening it starts the run ledger there, which
+        # would create the mistyped directory
+        what = "is not a directory" if override.exists() else "does not exist"
+        raise InputError(
+            f"artifact directory {override} (--artifact-dir or MLPIPE_ARTIFACT_DIR) {what}; "
+            "nothing was verified",
+            hint="check the path",
+        )
     store = project.store
     if version:
         artifact = store.find(version)
         results = [store.verify(artifact.kind, artifact.version)]
     else:
         results = store.verify_all()
-        if not results:
-            from mlpipe_cli.errors import ArtifactNotFound
-
-            # Verifying nothing must not pass a CI gate (a typo in --artifact-dir, say).
-            raise ArtifactNotFound(f"no artifacts to verify under {store.base}")
-    return VerifyArtifactsResult(results=results)
+    return VerifyArtifactsResult(results=results, base=store.base)
