@@ -650,9 +650,7 @@ def test_timezone_is_validated_at_config_load(cli: Any, tmp_path: Path) -> None:
     )
     result = cli("fit", "-c", tmp_path / "mlpipe.yaml", "--data", tmp_path / "none.parquet")
     assert result.exit_code == 2
-    assert "transforms.columns.ts[#1].timezone: unknown time zone 'Europe/Berln'" in (
-        result.stderr
-    )
+    assert "transforms.columns.ts[#1].timezone: unknown time zone 'Europe/Berln'" in (result.stderr)
     assert result.stderr.count("\n") == 1
     for bad in ("Mars/Olympus", "../etc/passwd", ""):
         with pytest.raises(ValueError, match="unknown time zone"):

@@ -27,7 +27,7 @@ def nearest_names(name: str, candidates: Iterable[str], limit: int = 3) -> list[
     # difflib.get_close_matches' scoring, but ties in name order (it breaks them backwards)
     matcher = difflib.SequenceMatcher()
     matcher.set_seq2(name.casefold())
-    scored = []
+    scored: list[tuple[float, str]] = []
     for folded, originals in by_folded.items():
         matcher.set_seq1(folded)
         score = matcher.ratio()

@@ -65,7 +65,8 @@ def check_key_sizes(
     if over.height == 0:
         return
     sizes = over.select([_sizes(c).fill_null(0).alias(c) for c in strings])
-    longest_of = {c: int(sizes[c].max() or 0) for c in strings}
+    # a byte-length column: its max is an int (Polars types it as any literal)
+    longest_of = {c: int(sizes[c].max() or 0) for c in strings}  # type: ignore[arg-type]
     named = [c for c in strings if longest_of[c] > MAX_KEY_BYTES]
     widest = max(named, key=longest_of.__getitem__)  # the first of equals
     example = over[widest][int(sizes[widest].arg_max() or 0)]

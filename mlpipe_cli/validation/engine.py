@@ -24,6 +24,7 @@ the run a tool error (exit 2) — never a pass or a data failure.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -423,7 +424,7 @@ def _sql_check_fails(expr: pl.Expr, floats: list[str]) -> pl.Expr:
     return (~nulled).fill_null(non_finite)
 
 
-def _replace_columns(expr: pl.Expr, replacements: dict[str, pl.Expr]) -> pl.Expr | None:
+def _replace_columns(expr: pl.Expr, replacements: Mapping[str, pl.Expr]) -> pl.Expr | None:
     """``expr`` with every reference to a column of ``replacements`` replaced by its
     expression, through Polars' JSON form of the expression tree (a same-process round trip,
     so the form's instability across Polars versions does not matter). None when the tree
