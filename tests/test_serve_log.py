@@ -481,3 +481,42 @@ def test_on_a_loop_the_writer_works_on_the_loop_thread_and_only_writes_elsewhere
         loop.call_soon_threadsafe(loop.stop)
         loop_thread.join(10)
         loop.close()
+
+
+class _ConstantShadow:
+    """The scorer protocol featurelog uses (column_names, reset, columns), scoring nothing:
+    enough to see which driver a logger with a shadow attached gets."""
+
+    transform_failures = 0
+    last_error = None
+
+    def column_names(self) -> list[str]:
+        return ["shadow.prediction", "shadow.version"]
+
+    def reset(self) -> None:
+        pass
+
+    def columns(self, raws: list[Any], served: list[Any]) -> list[list[Any]]:
+        return [[0.5] * len(raws), ["v2"] * len(raws)]
+
+
+def test_with_a_shadow_attached_the_writer_keeps_its_thread_even_on_a_loop(
+    tmp_path: Path,
+) -> None:
+    loop = uvloop.new_event_loop()
+    loop_thread = threading.Thread(target=loop.run_forever, daemon=True)
+    loop_thread.start()
+    logger = make_logger(tmp_path, poll_interval=0.001, shadow=_ConstantShadow())
+    try:
+        logger.start(loop)
+        assert "mlpipe-feature-log" in {t.name for t in threading.enumerate()}
+        for i in range(10):
+            log_row(logger, i)
+        logger.close()
+        frame = read_all(tmp_path)
+        assert frame["shadow.version"].to_list() == ["v2"] * 10
+        assert logger.written == 10
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        loop_thread.join(10)
+        loop.close()

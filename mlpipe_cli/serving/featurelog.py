@@ -268,8 +268,8 @@ class FeatureLogger:
     # -- lifecycle ------------------------------------------------------------------------
 
     def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
-        """Start writing segments: on ``loop`` (the server's event loop) when given, else on
-        a thread of its own. Callable from any thread."""
+        """Start writing segments: on ``loop`` (the server's event loop) when given and no
+        shadow is attached, else on a thread of its own. Callable from any thread."""
         if self._thread is not None or self._loop is not None:
             return
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -282,7 +282,10 @@ class FeatureLogger:
             self.frame([blank])
         if self.shadow is not None:
             self.shadow.reset()  # the warm-up row is not a served row
-        if loop is not None:
+        # A shadow scorer runs a whole transform and model per slice of rows, mostly in
+        # Polars and NumPy with the GIL released: on a thread that overlaps the requests, on
+        # the loop it would hold every request up for the whole call.
+        if loop is not None and self.shadow is None:
             self._loop = loop
             # Only the Parquet write leaves the loop: Polars runs it with the GIL released.
             self._sink = ThreadPoolExecutor(1, thread_name_prefix="mlpipe-feature-log-sink")
