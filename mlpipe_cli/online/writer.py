@@ -26,17 +26,29 @@ def start_version(
 ) -> RunProgress:
     """Create the version namespace (status 'building') and take its lease."""
     progress = RunProgress(meta.version, chunk_size=chunk_size, entities_hash=entities_hash)
-    store.begin(meta.replace(status="building", finished_at=None), progress)
+    # Marked before the version exists in the store: a run in another thread of this process
+    # that lists versions in between must see it as being written, not as abandoned (it
+    # dropped the tables of a version still being written).
     mark_writing(meta.version)
+    try:
+        store.begin(meta.replace(status="building", finished_at=None), progress)
+    except BaseException:
+        done_writing(meta.version)
+        raise
     return progress
 
 
 def resume_version(store: OnlineStoreWriter, progress: RunProgress) -> bool:
     """Take over an abandoned version; False when it cannot be continued (server restarted)."""
-    if not store.claim(progress):
-        return False
-    mark_writing(progress.version)
-    return True
+    mark_writing(progress.version)  # before the claim, as in start_version
+    try:
+        claimed = store.claim(progress)
+    except BaseException:
+        done_writing(progress.version)
+        raise
+    if not claimed:
+        done_writing(progress.version)
+    return claimed
 
 
 def release_version(version: str) -> None:
