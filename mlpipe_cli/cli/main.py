@@ -246,6 +246,9 @@ def run(argv: list[str] | None = None) -> int:
     run ledger (mlpipe_cli.ledger) with that exit code."""
     from datetime import UTC, datetime
 
+    global _reported_interrupt
+    _reported_interrupt = False  # a new run: its own interruption, if any, is reported once
+
     from mlpipe_cli import ledger
 
     args = list(sys.argv[1:] if argv is None else argv)
@@ -462,8 +465,17 @@ def _exit_code(exc: BaseException, debug: bool) -> int:
     return int(exit_code_for(exc))
 
 
+_reported_interrupt = False
+
+
 def _interrupted() -> int:
-    sys.stderr.write("error: interrupted\n")
+    # Once per process: a second KeyboardInterrupt can land after run() already reported the
+    # first (the signal is delivered late, between the report and run's return), and main()
+    # catches it too: the user still sees one line (a CI run saw two).
+    global _reported_interrupt
+    if not _reported_interrupt:
+        _reported_interrupt = True
+        sys.stderr.write("error: interrupted\n")
     return int(ExitCode.INTERRUPTED)
 
 
