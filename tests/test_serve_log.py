@@ -520,3 +520,25 @@ def test_with_a_shadow_attached_the_writer_keeps_its_thread_even_on_a_loop(
         loop.call_soon_threadsafe(loop.stop)
         loop_thread.join(10)
         loop.close()
+
+
+def test_close_writes_the_rows_of_a_poll_the_loop_left_half_done(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Shutdown can come between two turns of the loop driver: the rows a suspended poll
+    already took (not yet due for a segment) must still be written by close()."""
+    monkeypatch.setattr(featurelog, "_SLICE_ROWS", 7)
+    loop = uvloop.new_event_loop()  # never run: the test plays the loop's turns itself
+    logger = make_logger(tmp_path, poll_interval=30.0, flush_interval=3600.0)
+    try:
+        logger.start(loop)
+        for i in range(50):
+            log_row(logger, i)
+        logger._steps = logger._poll(stopping=False)
+        next(logger._steps)  # one step of a poll: 7 rows taken, then the turn ended
+        assert logger.depth == 43
+        logger.close()
+        assert (logger.written, logger.failed, logger.depth) == (50, 0, 0)
+        assert read_all(tmp_path)["entity"].to_list() == [f"[{i}]" for i in range(50)]
+    finally:
+        loop.close()

@@ -307,10 +307,14 @@ class FeatureLogger:
                     with contextlib.suppress(Exception):
                         self._writing.result(timeout)
                     self._writing = None
-                self._finish(self._steps or self._poll(stopping=True))
+                if self._steps is not None:  # a poll the loop left half done: end it first
+                    self._finish(self._steps)
+                    self._steps = None
+                # then one stopping poll even with nothing queued: it writes what that poll
+                # took and converted but did not write (its segment was not due yet)
+                self._finish(self._poll(stopping=True))
                 while self._queue:
                     self._finish(self._poll(stopping=True))
-                self._steps = None
                 if self._sink is not None:
                     self._sink.shutdown(wait=True)
         if thread is not None:
