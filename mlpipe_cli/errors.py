@@ -117,6 +117,12 @@ class Signal(MlpipeError):
         super().__init__(message or type(self).__name__, hint=hint)
 
 
+def first_and_more(problems: list[str]) -> str:
+    """Several problems as one line: the first, then "(and N more: ...)"."""
+    rest = problems[1:]
+    return problems[0] + (f" (and {len(rest)} more: {'; '.join(rest)})" if rest else "")
+
+
 def exit_code_for(exc: BaseException) -> ExitCode:
     """Map any exception to the documented exit code (the single place that does)."""
     if isinstance(exc, MlpipeError):

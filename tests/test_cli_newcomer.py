@@ -22,6 +22,7 @@ import pytest
 
 from mlpipe_cli.errors import OutputError, UsageError
 from tests.conftest import mount_or_skip, run_mlpipe
+from tests.test_init import untracked_in_new_repo
 
 SCAFFOLD_FILES = {".gitignore", "Makefile", "mlpipe.yaml", "train_model.py"}
 
@@ -425,15 +426,7 @@ def test_readme_outputs_are_ignored_and_make_clean_restores_the_init_tree(tmp_pa
     ):
         assert name in produced, name
 
-    subprocess.run(["git", "init", "-q"], cwd=project, check=True)
-    status = subprocess.run(
-        ["git", "status", "--porcelain", "--untracked-files=all"],
-        cwd=project,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    assert {line[3:] for line in status.stdout.splitlines()} == SCAFFOLD_FILES
+    assert untracked_in_new_repo(project) == SCAFFOLD_FILES
 
     clean = subprocess.run(
         ["make", "clean"], cwd=project, env=env, capture_output=True, check=False

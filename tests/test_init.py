@@ -139,20 +139,22 @@ def test_make_all_runs_the_pipeline_with_no_config_flag_and_git_ignores_its_outp
     listed = run_mlpipe("model", "list", "--json", cwd=project)
     assert [m["latest"] for m in json.loads(listed.stdout)["models"]] == [True]
     # everything the pipeline wrote is ignored: only the scaffold itself is left to commit
-    subprocess.run(["git", "init", "-q"], cwd=project, check=True)
-    status = subprocess.run(
-        ["git", "status", "--porcelain", "--untracked-files=all"],
-        cwd=project,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    untracked = {line[3:] for line in status.stdout.splitlines()}
-    assert untracked == SCAFFOLD_FILES
+    assert untracked_in_new_repo(project) == SCAFFOLD_FILES
     clean = subprocess.run(["make", "clean"], cwd=project, env=env, check=False)
     assert clean.returncode == 0
     shutil.rmtree(project / ".git")
     assert set(files_under(project)) == SCAFFOLD_FILES | SAMPLE_FILES
+
+
+def untracked_in_new_repo(project: Path) -> set[str]:
+    """`git init` in ``project``, then the files git would offer to commit (its .gitignore
+    applied)."""
+    subprocess.run(["git", "init", "-q"], cwd=project, check=True)
+    status = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=all"],
+        cwd=project, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return {line[3:] for line in status.stdout.splitlines()}
 
 
 def normalised(text: str) -> list[str]:

@@ -41,7 +41,14 @@ from typing import TYPE_CHECKING, Literal, overload
 import polars as pl
 
 from mlpipe_cli.config.features import UNIT_SECONDS, FeatureConfig
-from mlpipe_cli.errors import ConfigError, DataCheckFailed, InputError, InternalError, UsageError
+from mlpipe_cli.errors import (
+    ConfigError,
+    DataCheckFailed,
+    InputError,
+    InternalError,
+    UsageError,
+    first_and_more,
+)
 from mlpipe_cli.features.localtime import check_naive_times, localize
 from mlpipe_cli.features.ttl import governing_ttl, is_expired
 from mlpipe_cli.progress import advance as progress_advance
@@ -151,9 +158,8 @@ def check_match_rates(stats: Sequence[FeatureStats]) -> None:
                 f"({rate:.1%}), below min_match_rate {item.min_match_rate:g} (keys {keys})"
             )
     if failures:
-        more = f" (and {len(failures) - 1} more: {'; '.join(failures[1:])})" if failures[1:] else ""
         raise DataCheckFailed(
-            failures[0] + more,
+            first_and_more(failures),
             hint="check the keys hold the same entities (names, `join:`, values), or lower "
             "min_match_rate",
         )

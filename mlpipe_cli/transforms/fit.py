@@ -18,7 +18,13 @@ import polars as pl
 
 from mlpipe_cli import __version__
 from mlpipe_cli.documents import ArtifactManifest, TransformState
-from mlpipe_cli.errors import ArtifactError, ConfigError, DataCheckFailed, InputError
+from mlpipe_cli.errors import (
+    ArtifactError,
+    ConfigError,
+    DataCheckFailed,
+    InputError,
+    first_and_more,
+)
 from mlpipe_cli.transforms.categorical import TargetEnc
 from mlpipe_cli.transforms.fitted import (
     FittedTransform,
@@ -140,9 +146,8 @@ def check_column_names(config: TransformConfig, columns: list[str]) -> None:
             f"{did_you_mean(config.target, columns)}"
         )
     if problems:
-        more = f" (and {len(problems) - 1} more: {'; '.join(problems[1:])})" if problems[1:] else ""
         raise ConfigError(
-            problems[0] + more,
+            first_and_more(problems),
             hint="fix the name in the config, or pass training data that has the column",
         )
 
