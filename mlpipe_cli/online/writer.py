@@ -40,15 +40,10 @@ def start_version(
 
 def resume_version(store: OnlineStoreWriter, progress: RunProgress) -> bool:
     """Take over an abandoned version; False when it cannot be continued (server restarted)."""
-    mark_writing(progress.version)  # before the claim, as in start_version
-    try:
-        claimed = store.claim(progress)
-    except BaseException:
-        done_writing(progress.version)
-        raise
-    if not claimed:
-        done_writing(progress.version)
-    return claimed
+    if not store.claim(progress):
+        return False
+    mark_writing(progress.version)
+    return True
 
 
 def release_version(version: str) -> None:
