@@ -16,6 +16,7 @@ import typer
 from typer._click import exceptions as click_exceptions  # Typer vendors click
 
 from mlpipe_cli import __version__, interrupts
+from mlpipe_cli.argnames import cli_vocabulary
 from mlpipe_cli.errors import ExitCode, InternalError, MlpipeError, UsageError, exit_code_for
 from mlpipe_cli.io import check_outputs, input_scope
 
@@ -407,7 +408,8 @@ def _run(args: list[str]) -> int:
         # value and a closed stdout into exit 1, and we own both decisions here.
         # input_scope: what the command reads is registered, so no output can overwrite it
         interrupts.arm()  # a Ctrl-C during start-up was recorded: raise it now
-        with input_scope(), command.make_context("mlpipe", args) as ctx:
+        # cli_vocabulary: core messages name arguments as flags (--data PATH), for this run only
+        with cli_vocabulary(), input_scope(), command.make_context("mlpipe", args) as ctx:
             command.invoke(ctx)
         interrupts.check()  # one that a finalizer or a Rust callback swallowed
     except BaseException as exc:

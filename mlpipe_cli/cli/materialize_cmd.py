@@ -108,7 +108,7 @@ def materialize(
     ctx = run_context(config, artifact_dir)
     if check_freshness:
         assert max_age is not None
-        freshness = ops.check_freshness(ctx, max_age=max_age, args=ops.CLI_ARGS)
+        freshness = ops.check_freshness(ctx, max_age=max_age)
         # a stale verdict is said once, by the error line (exit 1), not also on stdout
         out.result(freshness.to_dict(), freshness.message if freshness.ok else None)
         freshness.raise_for_status()
@@ -138,7 +138,6 @@ def materialize(
             on_note=out.info,
             engine=engine,
             allow_older=allow_older,
-            args=ops.CLI_ARGS,
         )
     out.result(result.to_dict())
     out.line(

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mlpipe_cli.argnames import arg, spelled
 from mlpipe_cli.ops.profiles import PROFILE_KIND
 
 if TYPE_CHECKING:
@@ -151,8 +152,9 @@ def verify_artifacts(project: Project, *, version: str | None = None) -> VerifyA
         # checked before the store is opened: opening it starts the run ledger there, which
         # would create the mistyped directory
         what = "is not a directory" if override.exists() else "does not exist"
+        where = spelled(cli="--artifact-dir or MLPIPE_ARTIFACT_DIR", python=arg("artifact_dir"))
         raise InputError(
-            f"artifact directory {override} (--artifact-dir or MLPIPE_ARTIFACT_DIR) {what}; "
+            f"artifact directory {override} ({where}) {what}; "
             "nothing was verified",
             hint="check the path",
         )

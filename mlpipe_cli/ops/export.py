@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mlpipe_cli.argnames import arg_name
+
 if TYPE_CHECKING:
     from mlpipe_cli.ops.project import Project
 
@@ -38,9 +40,9 @@ def export(
     from mlpipe_cli.transforms.export import write_sklearn
 
     if fmt not in FORMATS:
-        raise UsageError(f"unknown --format {fmt!r} (supported: sklearn)")
+        raise UsageError(f"unknown {arg_name('fmt', flag='--format')} {fmt!r} (supported: sklearn)")
     if out.suffix != ".joblib":
-        raise UsageError(f"--out must end in .joblib, got {out.name}")
+        raise UsageError(f"{arg_name('out')} must end in .joblib, got {out.name}")
     fitted = load_transform(project.store, artifact)
     write_sklearn(fitted, out)
     return ExportResult(

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mlpipe_cli.argnames import arg
+
 if TYPE_CHECKING:
     from mlpipe_cli.ops.project import Project
     from mlpipe_cli.transforms import FittedTransform
@@ -63,7 +65,7 @@ def fit(project: Project, *, data: Path | None = None, out: Path | None = None) 
         )
     path = data if data is not None else section.data
     if path is None:
-        raise UsageError("no training data: pass --data PATH or set transforms.data")
+        raise UsageError(f"no training data: pass {arg('data', 'PATH')} or set transforms.data")
     with progress_task("fit", total=3 + (out is not None), unit="steps") as steps:
         steps.note("checking the column contract")
         check_contract(section, path, project.config.sources)

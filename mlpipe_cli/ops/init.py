@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mlpipe_cli.argnames import arg_name, given
 from mlpipe_cli.errors import InputError, UsageError
 from mlpipe_cli.scaffold import EXAMPLES, TEMPLATES, template_text
 
@@ -71,7 +72,7 @@ def init(
         _check_sample_tables(project_dir)
     if sample_data and rows < 100:
         # checked before anything is written, so a bad --rows leaves no half-made project
-        raise UsageError(f"--rows must be at least 100, got {rows}")
+        raise UsageError(f"{arg_name('rows')} must be at least 100, got {rows}")
     try:
         project_dir.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
@@ -97,7 +98,7 @@ def _check_target(project_dir: Path, *, force: bool) -> None:
     if any(project_dir.iterdir()):
         raise UsageError(
             f"{project_dir} is not empty; choose a new directory, "
-            "or pass --force to add the missing files (existing files are kept)"
+            f"or pass {given('force', True)} to add the missing files (existing files are kept)"
         )
 
 
@@ -113,7 +114,7 @@ def _check_sample_tables(project_dir: Path) -> None:
         raise UsageError(
             f"{SAMPLE_DIR}/ has {', '.join(present)} but not {', '.join(missing)}: the sample "
             f"tables are generated together; remove {SAMPLE_DIR}/ to regenerate them all, "
-            "or pass --no-data"
+            f"or pass {given('sample_data', False, flag='--no-data')}"
         )
 
 

@@ -14,8 +14,8 @@ abandoned version after its last completed chunk instead of starting over. A run
 is older than the live version's (a backfill finishing after a newer run) is kept but not
 made live (``online.store.OlderThanLive``, exit 1) unless ``allow_older=True``.
 
-Messages name the arguments as the caller spells them: ``ArgNames()`` (the Python API's
-parameters, ``as_of=``: ``API_ARGS``) by default, ``CLI_ARGS`` (``--as-of``) from the CLI.
+Messages name the arguments as the caller spells them (``mlpipe_cli.argnames``): ``as_of=``
+from Python, ``--as-of`` from the CLI.
 
 ``run_materialize`` works on an open store; ``materialize``, ``check_freshness`` and
 ``rollback`` take a Project, open its online store and close it again.
@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlpipe_cli import interrupts
+from mlpipe_cli.argnames import arg_name, given, joined
 from mlpipe_cli.documents import MaterializationRecord
 from mlpipe_cli.errors import DataCheckFailed, UsageError
 from mlpipe_cli.online.base import owner_alive
@@ -48,7 +49,6 @@ from mlpipe_cli.online.materialize import (
     _spine_time,
     feature_hash,
     feature_ttls,
-    given,
     key_set_entities,
     parse_as_of,
     plan_key_sets,
@@ -80,36 +80,6 @@ if TYPE_CHECKING:
 
 ARTIFACT_KIND = "materialization"
 ARTIFACT_FILE = "materialization.json"
-
-
-@dataclass(frozen=True)
-class ArgNames:
-    """How messages name the arguments of a materialize call. The defaults are the Python
-    API's parameter names (``mlpipe.Pipeline.materialize(as_of=...)``): a library user is
-    never told to pass a flag. The CLI passes ``CLI_ARGS``."""
-
-    as_of: str = "as_of"
-    features: str = "features"
-    resume: str = "resume=True"
-    chunk_size: str = "chunk_size"
-    max_age: str = "max_age"
-    allow_older: str = "allow_older=True"
-    separator: str = ", "  # between arguments of one suggested call
-
-    def call(self, *parts: str) -> str:
-        return self.separator.join(parts)
-
-
-API_ARGS = ArgNames()
-CLI_ARGS = ArgNames(
-    as_of="--as-of",
-    features="--features",
-    resume="--resume",
-    chunk_size="--chunk-size",
-    max_age="--max-age",
-    allow_older="--allow-older",
-    separator=" ",
-)
 
 
 @dataclass(frozen=True)
@@ -270,7 +240,6 @@ def run_materialize(
     on_progress: Callable[[int], None] | None = None,
     on_note: Callable[[str], None] | None = None,
     allow_older: bool | None = None,
-    args: ArgNames = API_ARGS,
 ) -> MaterializeResult:
     """Compute and load one version; returns only after the live pointer moved to it.
 
@@ -286,7 +255,7 @@ def run_materialize(
         if on_note is not None:
             on_note(text)
 
-    selected = select_features(config, features, args.features)
+    selected = select_features(config, features, arg_name("features"))
     names = [f.name for f in selected]
     fhash = feature_hash(config, selected)
     ttls = feature_ttls(config, selected)
@@ -299,12 +268,13 @@ def run_materialize(
         # --resume means exactly one run: the newest abandoned one, on its own terms. It never
         # falls back to a new run (that would publish an as-of nobody asked for).
         if not abandoned:
-            raise UsageError(f"no abandoned run to resume; run without {args.resume}")
+            raise UsageError(f"no abandoned run to resume; run without {given('resume', True)}")
         newest, newest_progress = abandoned[-1]
         if chunk_size is not None and chunk_size != newest_progress.chunk_size:
             raise UsageError(
                 f"the abandoned run {newest.version} uses "
-                f"{given(args.chunk_size, newest_progress.chunk_size)}; drop {args.chunk_size} "
+                f"{given('chunk_size', newest_progress.chunk_size)}; "
+                f"drop {arg_name('chunk_size')} "
                 "to resume it"
             )
         pinned, as_of = newest.version, newest.as_of
@@ -348,7 +318,7 @@ def run_materialize(
     if pinned is not None and meta is None:
         raise UsageError(
             f"cannot resume {pinned}: its entities changed or the store restarted since it was "
-            f"written; run without {args.resume}"
+            f"written; run without {given('resume', True)}"
         )
     if meta is None or progress is None:
         meta = StoreMetadata(
@@ -725,20 +695,18 @@ def materialize(
     on_note: Callable[[str], None] | None = None,
     engine: str | None = None,
     allow_older: bool = False,
-    args: ArgNames = API_ARGS,
 ) -> MaterializeResult:
     """Materialize ``project``'s features as of ``as_of`` (ISO text, aware datetime, or
     None = now) into its online store; see `mlpipe materialize --help`.
 
     An as-of older than the live version's is written but not made live (OlderThanLive,
-    a DataCheckFailed: exit 1) unless ``allow_older``; an equal as-of (a retry) goes live.
-    ``args``: how messages name the arguments (the CLI passes ``CLI_ARGS``)."""
+    a DataCheckFailed: exit 1) unless ``allow_older``; an equal as-of (a retry) goes live."""
     from functools import partial
 
     from mlpipe_cli.engines import choose_engine
     from mlpipe_cli.online import open_store
 
-    run: Callable[..., MaterializeResult] = partial(run_materialize, args=args)
+    run: Callable[..., MaterializeResult] = run_materialize
     if choose_engine(project.config, engine) == "spark":
         from mlpipe_cli.engines.spark.materialize import run_materialize_on_spark
 
@@ -746,11 +714,15 @@ def materialize(
 
     if resume and (as_of or features):
         raise UsageError(
-            f"{args.resume} continues the newest abandoned run with its own as-of and "
-            f"features; drop {args.as_of}/{args.features}, or run without {args.resume}"
+            f"{given('resume', True)} continues the newest abandoned run with its own "
+            f"as-of and features; drop {arg_name('as_of')}/{arg_name('features')}, or run "
+            f"without {given('resume', True)}"
         )
-    when = as_of if isinstance(as_of, datetime) else parse_as_of(as_of, project.config, args.as_of)
-    select_features(project.config, features, args.features)  # names it as the caller did
+    if isinstance(as_of, datetime):
+        when = as_of
+    else:
+        when = parse_as_of(as_of, project.config, arg_name("as_of"))
+    select_features(project.config, features, arg_name("features"))  # names it as the caller did
     store = open_store(project.config, project.artifact_dir)
     # the store's switch reads this (the Spark engine's run reaches it through the store)
     store.allow_older = allow_older
@@ -768,7 +740,7 @@ def materialize(
             on_note=on_note,
         )
     except OlderThanLive as refused:
-        again = args.call(given(args.as_of, refused.as_of.isoformat()), args.allow_older)
+        again = joined(given("as_of", refused.as_of.isoformat()), given("allow_older", True))
         raise refused.with_remedy(f"run it again with {again}") from None
     finally:
         store.close()
@@ -778,7 +750,6 @@ def check_freshness(
     project: Project,
     *,
     max_age: str | timedelta,
-    args: ArgNames = API_ARGS,
 ) -> FreshnessResult:
     """Is the live version's as-of within ``max_age`` (``"1h"``, ``"30m"`` or a timedelta)?
     ``raise_for_status()`` on the result raises DataCheckFailed when it is not."""
@@ -791,7 +762,7 @@ def check_freshness(
         try:
             limit = parse_duration(max_age)
         except ValueError as exc:
-            raise UsageError(f"{args.max_age}: {exc}") from None
+            raise UsageError(f"{arg_name('max_age')}: {exc}") from None
     store = open_store(project.config, project.artifact_dir)
     try:
         return store_freshness(store, limit)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mlpipe_cli.argnames import arg, spelled
 from mlpipe_cli.errors import ArtifactNotFound, UsageError
 
 if TYPE_CHECKING:
@@ -74,8 +75,11 @@ def load_reference(store: ArtifactStore, source_name: str, ref: str) -> tuple[di
         else:
             raise ArtifactNotFound(
                 f"no reference profile saved for source {source_name!r}",
-                hint=f"run `mlpipe validate --source {source_name} --save-profile` on an "
-                "accepted batch first",
+                hint=spelled(
+                    cli=f"run `mlpipe validate --source {source_name} --save-profile`",
+                    python=f"run `validate(sources=[{source_name!r}], save_profile=True)`",
+                )
+                + " on an accepted batch first",
             )
         ref = version
     artifact = store.get(PROFILE_KIND, ref)  # verifies sha256
@@ -83,7 +87,8 @@ def load_reference(store: ArtifactStore, source_name: str, ref: str) -> tuple[di
     if saved_for is not None and saved_for != source_name:
         raise UsageError(
             f"profile {artifact.version} was saved for source {saved_for!r}, not {source_name!r}",
-            hint="pass --source to compare one source, or --reference latest",
+            hint=f"pass {arg('sources', flag='--source')} to compare one source, or "
+            + spelled(cli="--reference latest", python="reference='latest'"),
         )
     return read_profile(artifact.file(PROFILE_FILE)), artifact.version
 

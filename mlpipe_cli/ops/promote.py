@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from mlpipe_cli.argnames import arg_name, given, spelled
 from mlpipe_cli.errors import UsageError
 
 if TYPE_CHECKING:
@@ -68,14 +69,17 @@ def promote(
     if rollback:
         if transform is not None or model is not None:
             raise UsageError(
-                "--rollback returns to the previous pointer; it takes no "
-                "TRANSFORM_VERSION or --model"
+                f"{given('rollback', True)} returns to the previous pointer; it takes no "
+                f"{arg_name('transform', flag='TRANSFORM_VERSION')} or {arg_name('model')}"
             )
         current = read_pointer(store)
         if current is None:
             raise UsageError(
                 "nothing to roll back: no version was promoted yet",
-                hint="promote one with `mlpipe promote TRANSFORM_VERSION`",
+                hint="promote one with "
+                + spelled(
+                    cli="`mlpipe promote TRANSFORM_VERSION`", python="`promote(transform=VERSION)`"
+                ),
             )
         if current.previous is None:
             raise UsageError(
@@ -93,7 +97,10 @@ def promote(
             expected_content_hash=target.transform_content_hash,
         )
     if transform is None:
-        raise UsageError("give the TRANSFORM_VERSION to promote (or --rollback)")
+        raise UsageError(
+            f"give the {arg_name('transform', flag='TRANSFORM_VERSION')} to promote "
+            f"(or {given('rollback', True)})"
+        )
     version = store.resolve("transform", transform)
     model_version = _model_for(store, version, model)
     previous = current_pointer_version(store)
@@ -108,7 +115,7 @@ def _model_for(store: Any, transform_version: str, ref: str | None) -> str | Non
             return None
         version = resolve_model(store, ref)
         if version is None:
-            raise UsageError(f"--model {ref}: no model is registered")
+            raise UsageError(f"{given('model', ref)}: no model is registered")
         return version
     # default: the newest model registered for exactly this transform version
     for candidate in reversed(store.versions(MODEL_KIND)):

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mlpipe_cli.argnames import arg, arg_name
 from mlpipe_cli.errors import DataCheckFailed, UsageError
 from mlpipe_cli.servinglog import VEC_PREFIX
 
@@ -124,18 +125,28 @@ def psi_report(
 
     on_spark = choose_engine(project.config if profile is None else None, engine) == "spark"
     if (current is None) == (serving_log is None):
-        raise UsageError("give exactly one of --current PATH or --serving-log DIR")
+        raise UsageError(
+            f"give exactly one of {arg('current', 'PATH')} or {arg('serving_log', 'DIR')}"
+        )
     if profile is not None and artifact is not None:
-        raise UsageError("give either --profile FILE or --artifact VERSION, not both")
+        raise UsageError(
+            f"give either {arg('profile', 'FILE')} or {arg('artifact', 'VERSION')}, not both"
+        )
     if source is not None and (artifact is not None or profile is not None or serving_log):
         raise UsageError(
-            "--source compares a raw batch (--current) with the source's saved "
-            "validation profile; it takes no --artifact, --profile or --serving-log"
+            f"{arg_name('source')} compares a raw batch ({arg_name('current')}) with the "
+            "source's saved validation profile; it takes no "
+            f"{arg_name('artifact')}, {arg_name('profile')} or {arg_name('serving_log')}"
         )
     if include_time_features and serving_log is None:
-        raise UsageError("--include-time-features applies to --serving-log reports")
+        raise UsageError(
+            f"{arg_name('include_time_features')} applies to {arg_name('serving_log')} reports"
+        )
     if (since or until) and serving_log is None:
-        raise UsageError("--since/--until select a serving-log window; use them with --serving-log")
+        raise UsageError(
+            f"{arg_name('since')}/{arg_name('until')} select a serving-log window; "
+            f"use them with {arg_name('serving_log')}"
+        )
     monitoring = _monitoring(project, need_config=profile is None)
 
     from mlpipe_cli.drift.report import (
@@ -402,7 +413,7 @@ class ShadowLogResult:
             raise DataCheckFailed(
                 f"shadow {self.shadow_version} differs from live {self.live_version} in "
                 f"{len(self.unexpected)} feature(s) not expected to change: {names}",
-                hint="if the change is intended, name it with --expect-change",
+                hint=f"if the change is intended, name it with {arg_name('expect_change')}",
                 report=self.to_dict(),
             )
 
@@ -467,7 +478,7 @@ def shadow_log_report(
         listed = "; ".join(f"live {r[0]} / shadow {r[1]}: {r[2]} rows" for r in pairs.rows())
         raise UsageError(
             f"the window holds several live/shadow version pairs ({listed})",
-            hint="narrow it with --since/--until to one pair",
+            hint=f"narrow it with {arg_name('since')}/{arg_name('until')} to one pair",
         )
     live_version, shadow_version, rows = pairs.row(0)
     live = _output_columns(project, live_version, schema, "vec.")
@@ -481,7 +492,7 @@ def shadow_log_report(
     names = [f"vec.{c}" for c in common]
     expected = _expected_columns(expect_change or [], live, shadow)
     if features:
-        wanted = _expected_columns(features, live, shadow, flag="--features")
+        wanted = _expected_columns(features, live, shadow, argument="features")
         names = [n for n in names if n in wanted]
     live_side = frame.select(names)
     shadow_side = frame.select(pl.col(f"shadow:{n[4:]}").alias(n) for n in names)
@@ -552,7 +563,7 @@ def _output_columns(project: Project, version: str, schema: Any, prefix: str) ->
 
 
 def _expected_columns(
-    names: list[str], live: list[str], shadow: list[str], flag: str = "--expect-change"
+    names: list[str], live: list[str], shadow: list[str], argument: str = "expect_change"
 ) -> set[str]:
     """``vec.*`` columns named by ``names``: an output (``age``, ``vec.age``) or an input
     whose outputs it means (``country`` → every ``vec.country__*``)."""
@@ -567,7 +578,7 @@ def _expected_columns(
         found.update(f"vec.{c}" for c in hits)
     if unknown:
         raise UsageError(
-            f"{flag}: no transform output named {', '.join(unknown)} "
+            f"{arg_name(argument)}: no transform output named {', '.join(unknown)} "
             f"(outputs: {', '.join(outputs[:12])}{', ...' if len(outputs) > 12 else ''})"
         )
     return found

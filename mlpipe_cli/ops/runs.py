@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from mlpipe_cli.argnames import arg_name
 from mlpipe_cli.ledger import Run, read_runs
 from mlpipe_cli.ops.project import Project
 
@@ -23,6 +24,6 @@ def list_runs(
             try:
                 since = parse_duration(since)
             except ValueError as exc:
-                raise UsageError(f"--since: {exc}") from None
+                raise UsageError(f"{arg_name('since')}: {exc}") from None
         start = datetime.now(UTC) - since
     return read_runs(project.artifact_dir, project.config.pipeline, since=start, command=command)

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mlpipe_cli.argnames import arg_name, given
+
 
 @dataclass(frozen=True)
 class SampleDataResult:
@@ -49,13 +51,18 @@ def sample_data(
     from mlpipe_cli.sample_data import generate, generate_rides
 
     if dataset not in _DEFAULTS:
-        raise UsageError(f"unknown --dataset {dataset!r} (choose from {', '.join(DATASETS)})")
+        raise UsageError(
+            f"unknown {arg_name('dataset')} {dataset!r} (choose from {', '.join(DATASETS)})"
+        )
     default_rows, default_seed = _DEFAULTS[dataset]
     rows = default_rows if rows is None else rows
     seed = default_seed if seed is None else seed
     if dataset == "rides":
         if faults:
-            raise UsageError("--fault applies to --dataset churn only")
+            raise UsageError(
+                f"{arg_name('faults', flag='--fault')} applies to "
+                f"{given('dataset', 'churn')} only"
+            )
         result = generate_rides(out, rows=rows, seed=seed)
     else:
         result = generate(out, rows=rows, seed=seed, faults=tuple(faults))

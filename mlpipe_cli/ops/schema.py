@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mlpipe_cli.argnames import arg, arg_name
 from mlpipe_cli.errors import UsageError
 
 if TYPE_CHECKING:
@@ -57,7 +58,7 @@ def infer(
     with input_scope():
         if config_file is not None and config_file.is_file():
             register_input(config_file)
-        check_outputs({"--out": out})  # before the scan of the data
+        check_outputs({arg_name("out"): out})  # before the scan of the data
         proposal = infer_contract(scan_parquet(data), max_allowed=max_allowed)
         config_path = path_for_config(data, config_dir if config_dir is not None else Path())
         text = contract_yaml(source, data, proposal, config_path=config_path)
@@ -148,7 +149,10 @@ def diff(
         from mlpipe_cli.schema.infer import observe
 
         if new is not None:
-            raise UsageError("with --data give at most one contract (OLD)")
+            raise UsageError(
+                f"with {arg('data')} give at most one contract "
+                f"({arg_name('old', flag='OLD')})"
+            )
         try:
             document, label = load_contract(old or "latest", project.store)
         except ArtifactNotFound:
@@ -159,7 +163,10 @@ def diff(
         sources = document["sources"]
         name = source or (next(iter(sources)) if len(sources) == 1 else None)
         if name is None:
-            raise UsageError(f"--data needs --source (contract has {', '.join(sorted(sources))})")
+            raise UsageError(
+                f"{arg('data')} needs {arg('source')} "
+                f"(contract has {', '.join(sorted(sources))})"
+            )
         if name not in sources:
             raise UsageError(
                 f"source {name!r} is not in {label} (has: {', '.join(sorted(sources))})"
@@ -209,7 +216,7 @@ def export(
 
     cfg = project.config
     if fmt not in EXPORT_FORMATS:
-        raise UsageError(f"--format must be pandera or json, got {fmt!r}")
+        raise UsageError(f"{arg_name('fmt', flag='--format')} must be pandera or json, got {fmt!r}")
     names = [source] if source else sorted(cfg.sources)
     for name in names:
         cfg.source(name)
@@ -226,7 +233,9 @@ def export(
 
     if out is None:
         if len(names) > 1 and fmt == "pandera":
-            raise UsageError("several sources: pass --source NAME, or --out DIRECTORY")
+            raise UsageError(
+                f"several sources: pass {arg('source', 'NAME')}, or {arg('out', 'DIRECTORY')}"
+            )
         if fmt == "json" and len(names) > 1:
             text = json.dumps(contract_document(cfg), indent=2, sort_keys=True) + "\n"
         else:

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from mlpipe_cli.argnames import spelled
 from mlpipe_cli.errors import UsageError
 
 if TYPE_CHECKING:
@@ -97,6 +98,7 @@ def stream(
             for store_ in worker.stores.values():
                 store_.reset()
                 note(f"reset the streamed state of {store_.plan.source_name}")
+        rebuild = spelled(cli="mlpipe stream --reset", python="Pipeline.stream(reset=True)")
         for name, state in worker.stores.items():
             existing = state.meta()
             if existing is None or existing.state != "ready":
@@ -105,7 +107,7 @@ def stream(
             elif existing.batch_version != meta.version:
                 note(f"{name}: the streamed state continues batch version "
                      f"{existing.batch_version}; live is now {meta.version} "
-                     "(mlpipe stream --reset rebuilds it from the live version)")  # fmt: skip
+                     f"({rebuild} rebuilds it from the live version)")  # fmt: skip
         built = worker.bootstrap(as_of=meta.as_of, batch_version=meta.version)
         with _stop_on_signals(handle_signals) as stopped:
             why = worker.run(

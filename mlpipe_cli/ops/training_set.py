@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mlpipe_cli.argnames import arg
 from mlpipe_cli.documents import TrainingSetManifest
 from mlpipe_cli.errors import DataCheckFailed, InputError, UsageError
 from mlpipe_cli.io import within_input_scope
@@ -129,11 +130,14 @@ def build_training_set(
     settings = config.training_set
     spine_path = spine or (settings.spine if settings else None)
     if spine_path is None:
-        raise UsageError("no spine given", hint="pass --spine PATH or set training_set.spine")
+        raise UsageError(
+            "no spine given", hint=f"pass {arg('spine', 'PATH')} or set training_set.spine"
+        )
     ts_col = timestamp or (settings.timestamp if settings else None)
     if ts_col is None:
         raise UsageError(
-            "no spine timestamp column", hint="set training_set.timestamp or pass --timestamp"
+            "no spine timestamp column",
+            hint=f"set training_set.timestamp or pass {arg('timestamp')}",
         )
     # The spine columns holding the pipeline's entity keys; empty when every source declares
     # its own keys (each feature then joins on the spine columns named like them).
