@@ -158,3 +158,33 @@ def test_the_python_api_publishes_nothing_on_an_unwritable_junit(project: Path) 
     assert str(caught.value).startswith("cannot write /proc/report.xml: ")
     assert "already" not in (caught.value.hint or "")  # nothing was done to report
     assert_nothing_written(project, outputs)
+
+
+def test_a_publish_that_fails_leaves_no_output_file_written(
+    cli: Any, project: Path, tmp_path: Path
+) -> None:
+    """The artifact directory on a tmpfs with too few inodes, swept so that the profile's
+    publish, its LATEST, the report's publish and its LATEST each fail in some row: --out,
+    --quarantine and --junit (on the normal disk) stay unwritten whenever the run fails."""
+    outputs = tmp_path / "outputs"
+    outcomes = set()
+    for inodes in range(4, 40):
+        artifacts = tmp_path / f"artifacts-{inodes}"
+        mount_or_skip(artifacts, ["-t", "tmpfs", "-o", f"size=4m,nr_inodes={inodes}", "tmpfs"])
+        try:
+            result = cli(*COMMAND, "--artifact-dir", artifacts,
+                         "--out", outputs / "users.parquet", "--quarantine", outputs / "bad.parquet",
+                         "--junit", outputs / "report.xml", "-c", project)  # fmt: skip
+        finally:
+            subprocess.run(["umount", "-l", str(artifacts)], capture_output=True, check=False)
+        if result.exit_code == 0:
+            assert files_in(outputs) == ["bad.parquet", "report.xml", "users.parquet"]
+            outcomes.add("all written")
+            break
+        assert result.exit_code == 2, result.stderr
+        # (the run ledger's own warning may follow: it lives on the same full disk)
+        [line] = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+        assert "no space left on the device" in line, result.stderr
+        assert files_in(outputs) == [], result.stderr
+        outcomes.add("failed")
+    assert outcomes == {"failed", "all written"}
