@@ -364,6 +364,9 @@ def test_readme_outputs_are_ignored_and_make_clean_restores_the_init_tree(tmp_pa
         ["make", "all"], cwd=project, env=env, capture_output=True, text=True, check=False
     )
     assert make.returncode == 0, make.stdout[-3000:] + make.stderr[-3000:]
+    # `make all` ran the whole pipeline with no config flag (the Makefile's own targets)
+    for made in ("data/training_set.parquet", "data/features.parquet", "data/model.skops"):
+        assert (project / made).is_file(), made
 
     def mlpipe(*args: str, expect: int = 0) -> str:
         result = run_mlpipe(*args, cwd=project, env=env)
@@ -380,6 +383,8 @@ def test_readme_outputs_are_ignored_and_make_clean_restores_the_init_tree(tmp_pa
         "--out",
         "data/two_features.parquet",
     )
+    listed = json.loads(mlpipe("model", "list", "--json"))
+    assert [m["latest"] for m in listed["models"]] == [True]
     mlpipe("export", "--artifact", "latest", "--format", "sklearn", "--out", "data/prep.joblib")
     mlpipe("sample-data", "--out", "data/new", "--rows", "2000", "--fault", "out-of-range", "-q")
     mlpipe(

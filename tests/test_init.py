@@ -124,26 +124,8 @@ def test_bad_arguments_write_nothing(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]
 
 
-def test_make_all_runs_the_pipeline_with_no_config_flag_and_git_ignores_its_outputs(
-    tmp_path: Path,
-) -> None:
-    project = tmp_path / "proj"
-    assert run_mlpipe("init", str(project), "--rows", "2000", cwd=tmp_path).exit_code == 0
-    env = venv_env()
-    make = subprocess.run(
-        ["make", "all"], cwd=project, env=env, capture_output=True, text=True, check=False
-    )
-    assert make.returncode == 0, make.stdout[-3000:] + make.stderr[-3000:]
-    for produced in ("data/training_set.parquet", "data/features.parquet", "data/model.skops"):
-        assert (project / produced).is_file(), produced
-    listed = run_mlpipe("model", "list", "--json", cwd=project)
-    assert [m["latest"] for m in json.loads(listed.stdout)["models"]] == [True]
-    # everything the pipeline wrote is ignored: only the scaffold itself is left to commit
-    assert untracked_in_new_repo(project) == SCAFFOLD_FILES
-    clean = subprocess.run(["make", "clean"], cwd=project, env=env, check=False)
-    assert clean.returncode == 0
-    shutil.rmtree(project / ".git")
-    assert set(files_under(project)) == SCAFFOLD_FILES | SAMPLE_FILES
+# `make all`, the README's other outputs, .gitignore and `make clean` are covered by
+# tests/test_cli_newcomer.py::test_readme_outputs_are_ignored_and_make_clean_restores_the_init_tree
 
 
 def untracked_in_new_repo(project: Path) -> set[str]:
