@@ -158,7 +158,8 @@ class StoreMetadataDocument(Document):
     defaults: dict[str, Any] | None = None
     ttls: dict[str, float] | None = None
     event_times: bool = False
-    status: Literal["building", "complete"] = "complete"
+    # "dropping": a run has started removing the version (Redis; online/redis_store.py)
+    status: Literal["building", "complete", "dropping"] = "complete"
 
 
 class MaterializationRecord(Document):

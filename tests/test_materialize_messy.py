@@ -216,7 +216,7 @@ def _as_of_project(tmp_path: Path, online: dict[str, Any]) -> Path:
     return _project(tmp_path, rows, ["user"], online)
 
 
-def test_an_older_as_of_is_kept_but_not_made_live(
+def test_an_older_as_of_is_not_made_live_and_its_rows_are_removed(
     tmp_path: Path, online: dict[str, Any], cli: Any
 ) -> None:
     config = _as_of_project(tmp_path, online)
@@ -233,21 +233,21 @@ def test_an_older_as_of_is_kept_but_not_made_live(
     assert "Traceback" not in line
     assert f"the live version {live_version} is as of 2026-06-20T00:00:00+00:00" in line
     assert "--as-of 2026-06-10T00:00:00+00:00 --allow-older" in line
+    assert "was written but not made live (and removed)" in line
     live, versions = _store_state(config)
     assert live == live_version  # serving was not rolled back
-    held = [v for v in versions if v[0] != live_version]
-    assert held == [(held[0][0], "complete", "2026-06-10T00:00:00+00:00")]
+    # nothing can make the refused version live later: its rows do not stay behind
+    assert versions == [(live_version, "complete", "2026-06-20T00:00:00+00:00")]
     assert [r.values for r in _served(config, ["u40-ü", "u1-ü"])] == served_before
     # the refused run published no materialization artifact
     records = list((tmp_path / "artifacts").rglob("materialization.json"))
     assert len(records) == 1
 
-    # the same as-of again is a retry: it goes live (and the held version is cleaned up)
+    # the same as-of again is a retry: it goes live
     retry = cli("materialize", "-c", config, "--as-of", newer, "--json")
     assert retry.exit_code == 0, retry.stderr
     live, versions = _store_state(config)
     assert live == retry.json()["version"] != live_version
-    assert held[0][0] in retry.json()["removed_versions"]
 
     # on purpose: --allow-older makes the backfill live
     forced = cli("materialize", "-c", config, "--as-of", older, "--allow-older", "--json")

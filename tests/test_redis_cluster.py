@@ -642,3 +642,25 @@ def test_multi_namespace_lookups_equal_the_single_node_store(
                 store.close()
 
     check()
+
+
+@pytest.mark.parametrize("case", ["removed_while_written", "listed_then_live"])
+def test_removal_races_on_a_cluster(cluster: LocalRedisCluster, tmp_path: Path, case: str) -> None:
+    """tests/test_store_removal_race.py's two cases on the cluster store (the control keys
+    share a hash tag, so the WATCHed switch and removal claim run on one slot)."""
+    from test_store_removal_race import (
+        check_listed_then_live_is_kept,
+        check_removed_while_written,
+        open_two,
+    )
+
+    first, second = open_two(tmp_path, cluster_online(cluster, prefix=f"test:race:{case}"))
+    try:
+        assert isinstance(first, RedisClusterStore)
+        if case == "removed_while_written":
+            check_removed_while_written(first, second)
+        else:
+            check_listed_then_live_is_kept(first, second)
+    finally:
+        first.close()
+        second.close()

@@ -80,6 +80,17 @@ def stale_versions(store: OnlineStoreWriter) -> list[str]:
     return stale
 
 
+def removed_while_written(location: str, version: str) -> str:
+    """The switch found its own version gone: another run took it for abandoned (its lease
+    had lapsed: a chunk took longer than LEASE_SECONDS, or the writer runs on another host
+    that stopped renewing) and removed it."""
+    return (
+        f"online store {location}: version {version} was removed by another run while this "
+        "one was still writing it (its lease had lapsed); the live version was not changed: "
+        "run again"
+    )
+
+
 def owner_alive(progress: RunProgress, now: float | None = None) -> bool:
     """Is the process that writes this version still running (or its lease still valid)?"""
     now = time.time() if now is None else now

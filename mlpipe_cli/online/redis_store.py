@@ -38,6 +38,7 @@ from mlpipe_cli.online.base import (
     KnownKeys,
     _View,
     owner_id,
+    removed_while_written,
     stale_versions,
 )
 from mlpipe_cli.online.codec import PackedChunk
@@ -674,7 +675,12 @@ class RedisStore(BaseStore):
         ):
             while True:
                 try:
-                    pipe.watch(self._k_live)
+                    # versions too: a run that claims this version for removal (its lease
+                    # lapsed) changes it, and then this switch re-reads and refuses
+                    pipe.watch(self._k_live, self._k_versions)
+                    own = pipe.hget(self._k_versions, meta.version)
+                    if own is None or StoreMetadata.from_json(own).status == _DROPPING:
+                        raise ServiceUnavailable(removed_while_written(self.location, meta.version))
                     live = pipe.get(self._k_live)
                     refused = None
                     if live is not None and _text(live) != meta.version and not allow:
@@ -697,7 +703,7 @@ class RedisStore(BaseStore):
                 except redis.WatchError:
                     continue
         if refused is not None:
-            # kept as it is (complete, not live) until the next switch removes stale versions
+            self.remove_stale()  # the refused version too: it can never become live
             raise refused
         return self.remove_stale()
 
@@ -723,10 +729,47 @@ class RedisStore(BaseStore):
                     continue
 
     def remove_stale(self) -> list[str]:
-        removed = stale_versions(self)
-        for version in removed:
-            self._drop(version)
+        return self.remove_versions(stale_versions(self))
+
+    def remove_versions(self, versions: list[str]) -> list[str]:
+        """Drop ``versions``; one that went live (or previous) since it was listed is kept.
+        Returns the versions dropped."""
+        removed = []
+        for version in versions:
+            if self._claim_for_removal(version):
+                self._drop(version)
+                removed.append(version)
         return removed
+
+    def _claim_for_removal(self, version: str) -> bool:
+        """Mark ``version`` as being removed, unless it is live or previous, in one WATCHed
+        MULTI: its own switch, racing this, either sees the mark and refuses, or goes live
+        first and this sees it live. A removal cut short is finished by a later run (the
+        mark makes the version stale, never resumable)."""
+        import redis
+
+        with (
+            self._errors("removing an old version"),
+            self.client.pipeline(transaction=True) as pipe,
+        ):
+            while True:
+                try:
+                    pipe.watch(self._k_live, self._k_prev, self._k_versions)
+                    pointers = (pipe.get(self._k_live), pipe.get(self._k_prev))
+                    pointed = {_text(p) for p in pointers if p is not None}
+                    if version in pointed:
+                        pipe.unwatch()
+                        return False
+                    raw = pipe.hget(self._k_versions, version)
+                    pipe.multi()
+                    if raw is not None:
+                        marked = StoreMetadata.from_json(raw).replace(status=_DROPPING)
+                        pipe.hset(self._k_versions, version, marked.to_json())
+                    pipe.hdel(self._k_progress, version)
+                    pipe.execute()
+                    return True
+                except redis.WatchError:
+                    continue
 
     def _drop(self, version: str) -> None:
         with self._errors("removing an old version"):
@@ -742,6 +785,10 @@ class RedisStore(BaseStore):
             pipe.hdel(self._k_progress, version)
             pipe.delete(f"{self.prefix}:lease:{version}")
             pipe.execute()
+
+
+# StoreMetadata.status of a version a run has started removing (see _claim_for_removal)
+_DROPPING = "dropping"
 
 
 def set_command_batches(

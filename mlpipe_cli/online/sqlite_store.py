@@ -31,6 +31,7 @@ from mlpipe_cli.online.base import (
     _Gone,
     _View,
     owner_id,
+    removed_while_written,
     stale_versions,
 )
 from mlpipe_cli.online.codec import PackedChunk
@@ -299,11 +300,13 @@ class SqliteStore(BaseStore):
         refused: OlderThanLive | None = None
         with _transaction(conn):
             pointers = dict(conn.execute("SELECT name, version FROM mlpipe_pointer").fetchall())
-            conn.execute(
+            marked = conn.execute(
                 "UPDATE mlpipe_versions SET status = 'complete', metadata = ?, progress = NULL "
                 "WHERE version = ?",
                 (meta.to_json(), meta.version),
-            )
+            ).rowcount
+            if marked != 1:  # raised inside the transaction: the pointers stay as they were
+                raise ServiceUnavailable(removed_while_written(self.location, meta.version))
             live = pointers.get("live")
             if live is not None and live != meta.version and not allow:
                 row = conn.execute(
@@ -321,7 +324,7 @@ class SqliteStore(BaseStore):
                     "INSERT OR REPLACE INTO mlpipe_pointer VALUES ('live', ?)", (meta.version,)
                 )
         if refused is not None:
-            # kept as it is (complete, not live) until the next switch removes stale versions
+            self.remove_stale()  # the refused version too: it can never become live
             raise refused
         return self.remove_stale()
 
@@ -342,13 +345,25 @@ class SqliteStore(BaseStore):
 
     def remove_stale(self) -> list[str]:
         """Drop every version that is neither live, previous, nor being written right now."""
+        return self.remove_versions(stale_versions(self))
+
+    def remove_versions(self, versions: list[str]) -> list[str]:
+        """Drop ``versions``, each in one transaction that first re-reads the pointers: a
+        version listed as stale that went live (or previous) since is kept. Returns the
+        versions dropped."""
         conn = self._write_conn()
-        removed = stale_versions(self)
-        for version in removed:
+        removed = []
+        for version in versions:
             with _transaction(conn):
+                kept = conn.execute(
+                    "SELECT 1 FROM mlpipe_pointer WHERE version = ?", (version,)
+                ).fetchone()
+                if kept is not None:
+                    continue
                 for table in _version_tables(conn, version):
                     conn.execute(f"DROP TABLE IF EXISTS {table}")
                 conn.execute("DELETE FROM mlpipe_versions WHERE version = ?", (version,))
+            removed.append(version)
         return removed
 
 

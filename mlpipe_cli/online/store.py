@@ -29,8 +29,9 @@ STORE_FORMAT_VERSION = StoreMetadataDocument.FORMAT_VERSION
 
 
 class OlderThanLive(DataCheckFailed):
-    """A finished version is as of an earlier time than the live one: it was kept (status
-    complete, not live) instead of rolling serving back in time (exit 1).
+    """A finished version is as of an earlier time than the live one: it was not made live
+    (serving is not rolled back in time) and its rows were removed, since nothing can make
+    it live later (exit 1).
 
     Two runs that overlap (a backfill for yesterday finishing after today's run) would
     otherwise let whichever finishes last go live. The store checks the as-of in the same
@@ -50,7 +51,8 @@ class OlderThanLive(DataCheckFailed):
         self.version, self.as_of = version, as_of
         self.live_version, self.live_as_of = live_version, live_as_of
         super().__init__(
-            f"version {version} (as of {as_of.isoformat()}) was written but not made live: "
+            f"version {version} (as of {as_of.isoformat()}) was written but not made live "
+            "(and removed): "
             f"the live version {live_version} is as of {live_as_of.isoformat()}, which is "
             f"newer, and stays live; to serve the older values on purpose, {remedy}",
             report={
@@ -120,7 +122,7 @@ class StoreMetadata:
     defaults: dict[str, Any] = field(default_factory=dict)
     ttls: dict[str, float] = field(default_factory=dict)  # feature -> ttl seconds (read-time)
     event_times: bool = False  # packed rows carry one event time per ttl feature
-    status: str = "complete"  # "building" | "complete"
+    status: str = "complete"  # "building" | "complete" | "dropping" (being removed)
     namespaces: list[Namespace] = field(default_factory=list)
 
     def key_sets(self) -> list[Namespace]:

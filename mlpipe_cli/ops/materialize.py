@@ -377,83 +377,94 @@ def run_materialize(
             else [],
         )
         progress = start_version(store, meta, chunk_size=size, entities_hash=ehash)
-    resumed_chunks = progress.chunks_done
-
-    spine_time = _spine_time(config, selected, as_of)
-    as_of_epoch = as_of.timestamp()
-    # Per key set: the features to compute (with the ttl helpers), and how to pack them.
-    plans = []
-    for index, key_set in enumerate(key_sets):
-        members = list(key_set.features)
-        helpers, owner = _age_features(config, members, ttls, tag=f"{index}_")
-        ns_names = [f.name for f in members]
-        plans.append(
-            (
-                config.model_copy(update={"features": [*config.features, *helpers]}),
-                ns_names + [h.name for h in helpers],
-                ns_names,
-                [owner[n] for n in ns_names if n in owner],  # event-time column per ttl feature
-            )
-        )
-
-    # Chunks never span two key sets; they are numbered across key sets in order, which is
-    # what progress.chunks_done counts (and a resume skips).
-    chunk_list = [
-        (index, start)
-        for index, frame in enumerate(entity_frames)
-        for start in range(0, frame.height, size)
-    ]
-    chunks = len(chunk_list)
-    seconds_compute = seconds_write = 0.0
-    if on_progress is not None and resumed_chunks:
-        on_progress(
-            sum(min(size, entity_frames[i].height - at) for i, at in chunk_list[:resumed_chunks])
-        )
-    batches = compute_batches(resumed_chunks, [index for index, _ in chunk_list], size)
-    # Compute here, pack and write on the writer thread: batch n+1 is computed while batch n
-    # is written (Polars and the socket both release the GIL). One thread writes every
-    # chunk, in order, so progress and resume mean what they did when this ran serially.
-    writer = _ChunkWriter(store, progress, as_of_epoch, on_progress)
-    sources = SourceCache(SOURCE_CACHE_BYTES)  # each source read once per key set, if it fits
-    cached_for: int | None = None
+    # From here until finish_version the version is marked as being written by this
+    # process: any failure (a Ctrl-C included) must unmark it, or a long-lived Python
+    # process would keep it from ever being resumed or removed.
     try:
-        for first, last in batches:
-            writer.check()  # a failed write stops the run before more is computed
-            t0 = time.perf_counter()
-            index, start = chunk_list[first]
-            if index != cached_for:  # another key set reads its sources its own way
-                sources.clear()
-                cached_for = index
-            compute_config, compute_names, ns_names, event_cols = plans[index]
-            spine = entity_frames[index].slice(start, (last - first) * size)
-            computed = compute_features(
-                compute_config,
-                spine.with_columns(spine_time.alias(AS_OF_COLUMN)),
-                timestamp=AS_OF_COLUMN,
-                features=compute_names,
-                source_cache=sources,
+        resumed_chunks = progress.chunks_done
+
+        spine_time = _spine_time(config, selected, as_of)
+        as_of_epoch = as_of.timestamp()
+        # Per key set: the features to compute (with the ttl helpers), and how to pack them.
+        plans = []
+        for index, key_set in enumerate(key_sets):
+            members = list(key_set.features)
+            helpers, owner = _age_features(config, members, ttls, tag=f"{index}_")
+            ns_names = [f.name for f in members]
+            plans.append(
+                (
+                    config.model_copy(update={"features": [*config.features, *helpers]}),
+                    ns_names + [h.name for h in helpers],
+                    ns_names,
+                    [owner[n] for n in ns_names if n in owner],  # event-time column per ttl feature
+                )
             )
-            del spine
-            seconds_compute += time.perf_counter() - t0
-            writer.submit(
-                _Batch(computed, size, index, list(key_sets[index].columns), ns_names, event_cols)
+
+        # Chunks never span two key sets; they are numbered across key sets in order, which is
+        # what progress.chunks_done counts (and a resume skips).
+        chunk_list = [
+            (index, start)
+            for index, frame in enumerate(entity_frames)
+            for start in range(0, frame.height, size)
+        ]
+        chunks = len(chunk_list)
+        seconds_compute = seconds_write = 0.0
+        if on_progress is not None and resumed_chunks:
+            on_progress(
+                sum(
+                    min(size, entity_frames[i].height - at) for i, at in chunk_list[:resumed_chunks]
+                )
             )
-            del computed
-        del sources
-        writer.finish()
-    except BaseException as exc:
-        writer.abort()
+        batches = compute_batches(resumed_chunks, [index for index, _ in chunk_list], size)
+        # Compute here, pack and write on the writer thread: batch n+1 is computed while batch n
+        # is written (Polars and the socket both release the GIL). One thread writes every
+        # chunk, in order, so progress and resume mean what they did when this ran serially.
+        writer = _ChunkWriter(store, progress, as_of_epoch, on_progress)
+        sources = SourceCache(SOURCE_CACHE_BYTES)  # each source read once per key set, if it fits
+        cached_for: int | None = None
+        try:
+            for first, last in batches:
+                writer.check()  # a failed write stops the run before more is computed
+                t0 = time.perf_counter()
+                index, start = chunk_list[first]
+                if index != cached_for:  # another key set reads its sources its own way
+                    sources.clear()
+                    cached_for = index
+                compute_config, compute_names, ns_names, event_cols = plans[index]
+                spine = entity_frames[index].slice(start, (last - first) * size)
+                computed = compute_features(
+                    compute_config,
+                    spine.with_columns(spine_time.alias(AS_OF_COLUMN)),
+                    timestamp=AS_OF_COLUMN,
+                    features=compute_names,
+                    source_cache=sources,
+                )
+                del spine
+                seconds_compute += time.perf_counter() - t0
+                writer.submit(
+                    _Batch(
+                        computed, size, index, list(key_sets[index].columns), ns_names, event_cols
+                    )
+                )
+                del computed
+            del sources
+            writer.finish()
+        except BaseException as exc:
+            writer.abort()
+            release_version(meta.version)
+            # A write that failed while this batch was computed is the run's first failure (a
+            # ServiceUnavailable stays exit 4): report it, not the compute error that followed.
+            failed_write = writer.failure
+            if failed_write is not None and failed_write is not exc:
+                raise failed_write from exc
+            raise
+        seconds_compute += writer.seconds_pack
+        seconds_write += writer.seconds_write
+        t1 = time.perf_counter()
+        interrupts.check()  # a Ctrl-C that a finalizer swallowed: the live version stays as it was
+    except BaseException:
         release_version(meta.version)
-        # A write that failed while this batch was computed is the run's first failure (a
-        # ServiceUnavailable stays exit 4): report it, not the compute error that followed.
-        failed_write = writer.failure
-        if failed_write is not None and failed_write is not exc:
-            raise failed_write from exc
         raise
-    seconds_compute += writer.seconds_pack
-    seconds_write += writer.seconds_write
-    t1 = time.perf_counter()
-    interrupts.check()  # a Ctrl-C that a finalizer swallowed: the live version stays as it was
     final, removed = finish_version(store, meta, progress, expected=total, allow_older=allow_older)
     seconds_write += time.perf_counter() - t1
 
