@@ -401,7 +401,7 @@ def _compile_row_checks(
             continue
         value = pl.struct(sorted(set(roots))) if roots else pl.lit(None)
         floats = sorted({r for r in roots if schema[r].is_float()})
-        add(None, "sql", _sql_check_fails(expr, floats), value, row_check.severity, row_check,
+        add(None, "sql", _sql_check_fails(expr, floats, schema), value, row_check.severity, row_check,
             None, check_id=cid)  # fmt: skip
         report.checks[-1].details = {"expr": row_check.expr}
         if floats:
@@ -409,15 +409,18 @@ def _compile_row_checks(
     return checks
 
 
-def _sql_check_fails(expr: pl.Expr, floats: list[str]) -> pl.Expr:
+def _sql_check_fails(expr: pl.Expr, floats: list[str], schema: pl.Schema | None = None) -> pl.Expr:
     """True where a row fails a SQL row check: the expression is false, or the row holds
-    NaN/±inf in a float column the expression reads and the expression is not true anyway.
+    NaN/±inf in a float column the expression reads and the check does not hold anyway.
 
-    NaN and ±inf are read as NULL (unknown) and, unlike a real NULL, an unknown verdict they
-    cause fails the row — the range checks' rule ("NaN and ±inf fail every range check").
-    Without this, Polars orders NaN above every number, so ``amount > 0`` passed NaN. Reading
-    them as NULL keeps Kleene logic: ``channel = 'refund' OR amount >= 0`` still passes a
-    refund with a NaN amount, and ``amount IS NULL OR amount > 0`` lets NaN through on purpose.
+    NaN is read as NULL (unknown), and, unlike a real NULL, an unknown verdict it causes
+    fails the row — the range checks' rule. Without this, Polars orders NaN above every
+    number, so ``amount > 0`` passed NaN. ±inf must pass twice: read as NULL (so ``amount >
+    0`` fails +inf, as ``min: 0`` does) and as the number it is (so ``amount IS NULL OR
+    amount < 1000`` fails +inf and ``COALESCE(amount, 0) >= 0`` fails -inf: reading them
+    only as NULL let an explicit NULL allowance pass them). Kleene logic is kept:
+    ``channel = 'refund' OR amount >= 0`` passes a refund whatever its amount, and
+    ``amount IS NULL OR amount > 0`` lets NaN (and +inf) through on purpose.
     """
     import polars as pl
 
@@ -428,7 +431,29 @@ def _sql_check_fails(expr: pl.Expr, floats: list[str]) -> pl.Expr:
     non_finite = pl.any_horizontal([~pl.col(c).is_finite().fill_null(True) for c in floats])
     if nulled is None:  # cannot rewrite: every row holding NaN/±inf fails, never passes
         return ~expr | non_finite
-    return (~nulled).fill_null(non_finite)
+    without_nan = _replace_columns(
+        expr, {c: pl.when(~pl.col(c).is_nan()).then(pl.col(c)) for c in floats}
+    )
+    if without_nan is None or not _holds_up_to_infinity(without_nan, floats, schema):
+        without_nan = pl.lit(False)  # ±inf cannot be read as numbers here: their rows fail
+    infinite = pl.any_horizontal([pl.col(c).is_infinite().fill_null(False) for c in floats])
+    return (~nulled).fill_null(non_finite) | (infinite & (~without_nan).fill_null(True))
+
+
+def _holds_up_to_infinity(expr: pl.Expr, floats: list[str], schema: pl.Schema | None) -> bool:
+    """Can ``expr`` be evaluated with ±inf in ``floats``? (``CAST(amount AS INT)`` raises on
+    one, and would fail the whole check instead of the rows holding it.)"""
+    import polars as pl
+
+    if schema is None:
+        return False
+    inf = float("inf")
+    probe = {c: [inf, -inf] if c in floats else [None, None] for c in schema.names()}
+    try:
+        pl.DataFrame(probe, schema=schema).select(expr.alias("x"))
+    except Exception:
+        return False
+    return True
 
 
 def _resolve_selectors(expr: pl.Expr, schema: pl.Schema) -> tuple[pl.Expr, str | None]:
