@@ -576,6 +576,19 @@ def atomic_outputs() -> Iterator[OutputBatch]:
         _discard(batch)
 
 
+@contextlib.contextmanager
+def outside_atomic_outputs() -> Iterator[None]:
+    """Inside an ``atomic_outputs()`` block, write at once instead of joining the group: an
+    artifact store publishes its version and moves LATEST under its own lock, which must not
+    wait for the group's renames (validate publishes its report between staging its files
+    and renaming them, so a failed publish leaves none of them written)."""
+    token = _BATCH.set(None)
+    try:
+        yield
+    finally:
+        _BATCH.reset(token)
+
+
 def staged_path(target: Path | str) -> Path:
     """Where ``target``'s new content is right now: its temp inside ``atomic_outputs()``."""
     batch = _BATCH.get()

@@ -257,7 +257,6 @@ SLOW_TESTS: frozenset[str] = frozenset(
         "tests/test_fit_cli.py::test_fit_is_deterministic_across_thread_counts",
         "tests/test_init.py::test_bad_arguments_write_nothing",
         "tests/test_init.py::test_force_adds_missing_files_and_keeps_every_existing_one",
-        "tests/test_init.py::test_make_all_runs_the_pipeline_with_no_config_flag_and_git_ignores_its_outputs",
         "tests/test_init.py::test_sample_data_is_byte_identical_to_the_sample_data_command",
         "tests/test_init.py::test_templates_ship_in_the_wheel",
         "tests/test_ledger_slo.py::test_concurrent_runs_each_write_their_own_record",

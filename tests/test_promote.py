@@ -261,3 +261,27 @@ def test_a_pointer_that_fails_verification_leaves_the_old_version_serving(
     assert answer.json()["transform_version"] == versions["live"]
     assert srv.stop() == 0
     assert "not applied, still serving transform " + versions["live"] in srv.stderr
+
+
+def test_the_follower_takes_the_loop_a_granian_worker_hands_the_app_before_it_runs(
+    tmp_path: Path,
+) -> None:
+    """With --workers N, Granian calls __rsgi_init__(loop) (and so the follower's start)
+    before that loop runs: the follower must still swap services on that loop, between
+    requests, not on its watcher thread."""
+    from types import SimpleNamespace
+
+    import uvloop
+
+    from mlpipe_cli.serving.follow import PointerFollower
+
+    loop = uvloop.new_event_loop()
+    app = SimpleNamespace(metrics=SimpleNamespace(counters={}), loop=loop)
+    config = SimpleNamespace(pipeline="churn")
+    follower = PointerFollower(app, config, tmp_path, current=None, interval=3600, grace=5)  # type: ignore[arg-type]
+    try:
+        follower.start()  # no loop is running in this thread, as in a worker's init
+        assert follower._loop is loop
+    finally:
+        follower.stop()
+        loop.close()

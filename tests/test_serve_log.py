@@ -542,3 +542,34 @@ def test_close_writes_the_rows_of_a_poll_the_loop_left_half_done(
         assert read_all(tmp_path)["entity"].to_list() == [f"[{i}]" for i in range(50)]
     finally:
         loop.close()
+
+
+def test_on_a_loop_a_segment_the_sink_no_longer_takes_is_written_on_the_loop(
+    tmp_path: Path,
+) -> None:
+    """At interpreter exit the sink's executor refuses new work (RuntimeError from submit):
+    the segment due then is written on the loop instead of being lost uncounted."""
+    loop = uvloop.new_event_loop()
+    loop_thread = threading.Thread(target=loop.run_forever, daemon=True)
+    loop_thread.start()
+    logger = make_logger(tmp_path, poll_interval=0.001, segment_rows=50)
+    try:
+        logger.start(loop)
+        assert logger._sink is not None
+        logger._sink.shutdown(wait=True)  # what interpreter exit does to every executor
+        for i in range(120):
+            log_row(logger, i)
+        deadline = time.monotonic() + 10
+        while logger.written < 50 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert logger.written >= 50  # written while serving, not only by close()
+        assert logger.failed == 0
+        logger.close()
+        assert (logger.written, logger.failed, logger.dropped) == (120, 0, 0)
+        assert sorted(read_all(tmp_path)["entity"].to_list()) == sorted(
+            f"[{i}]" for i in range(120)
+        )
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        loop_thread.join(10)
+        loop.close()

@@ -97,7 +97,7 @@ def test_a_full_disk_message_lists_what_was_already_published(
     cli, tmp_path: Path, sample_data_dir: Path
 ) -> None:
     config = _config(tmp_path, sample_data_dir, [])
-    out = tmp_path / "good.parquet"  # on the normal disk: always written before publishing
+    out = tmp_path / "good.parquet"  # on the normal disk: renamed into place after publishing
     outcomes = set()
     for inodes in range(4, 40):
         artifacts = tmp_path / f"artifacts-{inodes}"

@@ -85,15 +85,47 @@ CHECKS: dict[str, tuple[list[str], Callable[[dict[str, Any]], bool | None]]] = {
     ),
     "amount + fee < 50": (["amount", "fee"], lambda r: cmp(add3(r["amount"], r["fee"]), "<", 50)),
     "n >= 0": ([], lambda r: cmp(r["n"], ">=", 0)),
+    # an explicit NULL allowance must not let ±inf through by reading them as NULL
+    "amount IS NULL OR amount < 1000": (
+        ["amount"],
+        lambda r: or3(r["amount"] is None, cmp(r["amount"], "<", 1000)),
+    ),
+    "COALESCE(amount, 0) >= 0": (
+        ["amount"],
+        lambda r: cmp(0 if r["amount"] is None else r["amount"], ">=", 0),
+    ),
+    # SQL CASE: a condition that is not true (false or unknown) takes the ELSE branch
+    "CASE WHEN amount > 100 THEN kind = 'sale' ELSE TRUE END": (
+        ["amount"],
+        lambda r: cmp(r["kind"], "=", "sale") if cmp(r["amount"], ">", 100) is True else True,
+    ),
+    "amount IS NOT NULL": (["amount"], lambda r: r["amount"] is not None),
 }
 
 
-def oracle_fails(expr: str, row: dict[str, Any]) -> bool:
-    """Does this row fail the check? False fails; unknown fails only when NaN/inf caused it."""
-    floats, verdict = CHECKS[expr]
+def nan_as_unknown(value: Any) -> Any:
+    """NaN read as unknown, ±inf kept as the numbers they are."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+def oracle_fails_by(verdict: Callable[[dict[str, Any]], bool | None], floats: list[str],
+                    row: dict[str, Any]) -> bool:  # fmt: skip
+    """Does this row fail the check? With NaN/±inf read as unknown: false fails, and unknown
+    fails when a NaN/±inf caused it; a row holding ±inf must also hold with ±inf as numbers."""
     holds_non_finite = any(isinstance(row[c], float) and not math.isfinite(row[c]) for c in floats)
     value = verdict({k: unknown_if_not_finite(v) for k, v in row.items()})
-    return value is False or (value is None and holds_non_finite)
+    if value is False or (value is None and holds_non_finite):
+        return True
+    if any(isinstance(row[c], float) and math.isinf(row[c]) for c in floats):
+        return verdict({k: nan_as_unknown(v) for k, v in row.items()}) is not True
+    return False
+
+
+def oracle_fails(expr: str, row: dict[str, Any]) -> bool:
+    floats, verdict = CHECKS[expr]
+    return oracle_fails_by(verdict, floats, row)
 
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -192,7 +224,8 @@ def test_nan_and_inf_give_the_sql_check_the_range_checks_verdict(tmp_path) -> No
 
 def test_a_check_true_whatever_the_value_still_passes(tmp_path) -> None:
     """Kleene logic: a refund passes `kind = 'refund' OR amount >= 0` with a NaN/-inf amount;
-    `amount IS NULL OR amount > 0` lets NaN through on purpose (read as NULL)."""
+    `amount IS NULL OR amount > 0` lets NaN through on purpose (read as NULL), and +inf (a
+    number > 0), but not -inf (row 3: neither NULL nor > 0)."""
     path = tmp_path / "pay.parquet"
     frame_of(MESSY_ROWS).write_parquet(path)
     config = config_for(
@@ -205,7 +238,7 @@ def test_a_check_true_whatever_the_value_still_passes(tmp_path) -> None:
     )
     report = validate_source(config, "pay")
     assert [e["row"] for e in check(report, "pay.check.refunds").examples] == [1, 2, 5]
-    assert [e["row"] for e in check(report, "pay.check.nan_ok").examples] == [5, 7]
+    assert [e["row"] for e in check(report, "pay.check.nan_ok").examples] == [3, 5, 7]
 
 
 def test_checks_on_non_float_columns_are_unchanged(tmp_path) -> None:

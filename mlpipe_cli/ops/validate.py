@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from mlpipe_cli.artifacts import ArtifactStore
     from mlpipe_cli.config import PipelineConfig
     from mlpipe_cli.ops.project import Project
+    from mlpipe_cli.validation.report import SourceReport
 
 
 @dataclass(frozen=True)
@@ -171,53 +172,85 @@ def _run(
     on_spark: bool,
     junit: Path | None,
 ) -> tuple[ValidationReport, str | None]:
-    reports = []
-    for name in progress_track(names, "validate", unit="sources"):
-        q_path, o_path = splits[name]
-        ref_profile, ref_version = (None, None)
-        if reference is not None:
-            from mlpipe_cli.ops.profiles import load_reference
+    """Every output file is staged (``atomic_outputs``) and renamed into place only after
+    the JUnit file is staged and the artifacts are published: an output that cannot be
+    written (``--junit /proc/x.xml``) fails the run before anything is published, and a
+    failed publish leaves none of the files written."""
+    from mlpipe_cli.io import atomic_outputs, atomic_write_bytes, outside_atomic_outputs
 
-            ref_profile, ref_version = load_reference(store, name, reference)  # type: ignore[arg-type]
-        if on_spark:
-            from mlpipe_cli.engines.spark.validate import check_source
+    with atomic_outputs():
+        reports = [
+            _check_one(config, name, splits[name], done, data_path, store, reference, on_spark)
+            for name in progress_track(names, "validate", unit="sources")
+        ]
+        result = ValidationReport(config.pipeline, reports)
+        if junit is not None:
+            atomic_write_bytes(junit, result.to_junit())
+        version = None
+        # the store moves LATEST under its own lock: it cannot wait for the renames
+        with outside_atomic_outputs():
+            if save_profile:
+                from mlpipe_cli.ops.profiles import save_profile as _save
 
-            report = check_source(config, name, data_path, quarantine_path=q_path, out_path=o_path)
-            if ref_profile is not None:
-                from mlpipe_cli.engines.spark.profile import distribution_checks_on_spark
-
-                distribution_checks_on_spark(
-                    config, name, data_path, report, ref_profile, ref_version
-                )
-        else:
-            report = validate_source(
-                config,
-                name,
-                data_path,
-                reference=ref_profile,
-                reference_version=ref_version,
-                quarantine_path=q_path,
-                out_path=o_path,
-            )
-        for label, split in (("quarantine", report.quarantine), ("out", report.out)):
-            if split and split.get("path"):
-                done.append(f"written {split['path']} (--{label}, {name})")
-        if save_profile and report.status == "passed":
-            from mlpipe_cli.ops.profiles import save_profile as _save
-
-            report.profile = _save(store, config, name, data_path, on_spark=on_spark)  # type: ignore[arg-type]
-            done.append(f"published profile/{report.profile} ({name}, now its LATEST)")
-        reports.append(report)
-    result = ValidationReport(config.pipeline, reports)
-    version = None
-    if publish and store is not None:
-        version = publish_report(store, config, result, data_path)
-        done.append(f"published validation/{version} (now LATEST)")
-    if junit is not None:
-        from mlpipe_cli.artifacts.store import atomic_write_bytes
-
-        atomic_write_bytes(junit, result.to_junit())
+                for report in reports:
+                    if report.status == "passed":
+                        report.profile = _save(
+                            store,  # type: ignore[arg-type]
+                            config,
+                            report.source,
+                            data_path,
+                            on_spark=on_spark,
+                        )
+                        done.append(
+                            f"published profile/{report.profile} ({report.source}, now its LATEST)"
+                        )
+            if publish and store is not None:
+                version = publish_report(store, config, result, data_path)
+                done.append(f"published validation/{version} (now LATEST)")
     return result, version
+
+
+def _check_one(
+    config: PipelineConfig,
+    name: str,
+    split: tuple[Path | None, Path | None],
+    done: list[str],
+    data_path: Path | str | None,
+    store: ArtifactStore | None,
+    reference: str | None,
+    on_spark: bool,
+) -> SourceReport:
+    q_path, o_path = split
+    ref_profile, ref_version = (None, None)
+    if reference is not None:
+        from mlpipe_cli.ops.profiles import load_reference
+
+        ref_profile, ref_version = load_reference(store, name, reference)  # type: ignore[arg-type]
+    if on_spark:
+        from mlpipe_cli.engines.spark.validate import check_source
+
+        report = check_source(config, name, data_path, quarantine_path=q_path, out_path=o_path)
+        if ref_profile is not None:
+            from mlpipe_cli.engines.spark.profile import distribution_checks_on_spark
+
+            distribution_checks_on_spark(config, name, data_path, report, ref_profile, ref_version)
+        # a directory of part files is renamed into place at once, not staged with the rest
+        for label, split_report, path in (
+            ("quarantine", report.quarantine, q_path),
+            ("out", report.out, o_path),
+        ):
+            if split_report and split_report.get("path") and path and path.suffix != ".parquet":
+                done.append(f"written {split_report['path']} (--{label}, {name})")
+        return report
+    return validate_source(
+        config,
+        name,
+        data_path,
+        reference=ref_profile,
+        reference_version=ref_version,
+        quarantine_path=q_path,
+        out_path=o_path,
+    )
 
 
 def _refuse_remote_profiles(

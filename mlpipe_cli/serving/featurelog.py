@@ -372,9 +372,14 @@ class FeatureLogger:
                 if segment is not None:
                     # The write runs on the sink thread; the steps resume when it is done
                     # (one segment at a time, and the counters keep one writer at a time).
+                    try:
+                        writing = self._sink.submit(self._write_parts, *segment)  # type: ignore[union-attr]
+                    except RuntimeError:  # the sink takes no more work (interpreter exit)
+                        self._write_parts(*segment)  # here, then: its rows are not lost
+                        continue
                     self._steps = steps
-                    self._writing = self._sink.submit(self._write_parts, *segment)  # type: ignore[union-attr]
-                    self._writing.add_done_callback(self._written)
+                    self._writing = writing
+                    writing.add_done_callback(self._written)
                     return
                 if time.thread_time() - started >= _HOLD_SECONDS:
                     self._steps = steps

@@ -121,8 +121,13 @@ class PointerFollower:
     # -- lifecycle (called on the event-loop thread) ------------------------------------
 
     def start(self) -> None:
-        with contextlib.suppress(RuntimeError):
-            self._loop = asyncio.get_running_loop()
+        # Granian's worker processes (--workers N) call __rsgi_init__, and so this, before
+        # their loop runs; the app keeps that loop. Without it a promote would swap the
+        # service on the watcher thread, while requests run.
+        self._loop = getattr(self.app, "loop", None)
+        if self._loop is None:
+            with contextlib.suppress(RuntimeError):
+                self._loop = asyncio.get_running_loop()
         self._thread = threading.Thread(target=self._run, name="mlpipe-pointer", daemon=True)
         self._thread.start()
 

@@ -372,13 +372,20 @@ def _compile_row_checks(
         cid = f"{name}.check.{row_check.name}"
         try:
             expr = pl.sql_expr(row_check.expr)
-            roots = expr.meta.root_names()
         except Exception as exc:
             add(None, "sql", None, None, row_check.severity, row_check, None,
                 f"cannot parse SQL expression {row_check.expr!r}: {_first_line(exc)}",
                 check_id=cid)  # fmt: skip
             report.checks[-1].status = ERROR
             continue
+        expr, refused = _resolve_selectors(expr, schema)
+        if refused is not None:
+            add(None, "sql", None, None, row_check.severity, row_check, None,
+                f"check {row_check.name!r} ({row_check.expr}) cannot run: {refused}",
+                check_id=cid)  # fmt: skip
+            report.checks[-1].status = ERROR
+            continue
+        roots = expr.meta.root_names()
         unusable = [r for r in roots if r not in schema.names() or r in bad_columns]
         if unusable and report_schema_failed(report):
             add(None, "sql", None, None, row_check.severity, row_check, None,
@@ -394,7 +401,7 @@ def _compile_row_checks(
             continue
         value = pl.struct(sorted(set(roots))) if roots else pl.lit(None)
         floats = sorted({r for r in roots if schema[r].is_float()})
-        add(None, "sql", _sql_check_fails(expr, floats), value, row_check.severity, row_check,
+        add(None, "sql", _sql_check_fails(expr, floats, schema), value, row_check.severity, row_check,
             None, check_id=cid)  # fmt: skip
         report.checks[-1].details = {"expr": row_check.expr}
         if floats:
@@ -402,15 +409,18 @@ def _compile_row_checks(
     return checks
 
 
-def _sql_check_fails(expr: pl.Expr, floats: list[str]) -> pl.Expr:
+def _sql_check_fails(expr: pl.Expr, floats: list[str], schema: pl.Schema | None = None) -> pl.Expr:
     """True where a row fails a SQL row check: the expression is false, or the row holds
-    NaN/±inf in a float column the expression reads and the expression is not true anyway.
+    NaN/±inf in a float column the expression reads and the check does not hold anyway.
 
-    NaN and ±inf are read as NULL (unknown) and, unlike a real NULL, an unknown verdict they
-    cause fails the row — the range checks' rule ("NaN and ±inf fail every range check").
-    Without this, Polars orders NaN above every number, so ``amount > 0`` passed NaN. Reading
-    them as NULL keeps Kleene logic: ``channel = 'refund' OR amount >= 0`` still passes a
-    refund with a NaN amount, and ``amount IS NULL OR amount > 0`` lets NaN through on purpose.
+    NaN is read as NULL (unknown), and, unlike a real NULL, an unknown verdict it causes
+    fails the row — the range checks' rule. Without this, Polars orders NaN above every
+    number, so ``amount > 0`` passed NaN. ±inf must pass twice: read as NULL (so ``amount >
+    0`` fails +inf, as ``min: 0`` does) and as the number it is (so ``amount IS NULL OR
+    amount < 1000`` fails +inf and ``COALESCE(amount, 0) >= 0`` fails -inf: reading them
+    only as NULL let an explicit NULL allowance pass them). Kleene logic is kept:
+    ``channel = 'refund' OR amount >= 0`` passes a refund whatever its amount, and
+    ``amount IS NULL OR amount > 0`` lets NaN (and +inf) through on purpose.
     """
     import polars as pl
 
@@ -421,7 +431,84 @@ def _sql_check_fails(expr: pl.Expr, floats: list[str]) -> pl.Expr:
     non_finite = pl.any_horizontal([~pl.col(c).is_finite().fill_null(True) for c in floats])
     if nulled is None:  # cannot rewrite: every row holding NaN/±inf fails, never passes
         return ~expr | non_finite
-    return (~nulled).fill_null(non_finite)
+    without_nan = _replace_columns(
+        expr, {c: pl.when(~pl.col(c).is_nan()).then(pl.col(c)) for c in floats}
+    )
+    if without_nan is None or not _holds_up_to_infinity(without_nan, floats, schema):
+        without_nan = pl.lit(False)  # ±inf cannot be read as numbers here: their rows fail
+    infinite = pl.any_horizontal([pl.col(c).is_infinite().fill_null(False) for c in floats])
+    return (~nulled).fill_null(non_finite) | (infinite & (~without_nan).fill_null(True))
+
+
+def _holds_up_to_infinity(expr: pl.Expr, floats: list[str], schema: pl.Schema | None) -> bool:
+    """Can ``expr`` be evaluated with ±inf in ``floats``? (``CAST(amount AS INT)`` raises on
+    one, and would fail the whole check instead of the rows holding it.)"""
+    import polars as pl
+
+    if schema is None:
+        return False
+    inf = float("inf")
+    probe = {c: [inf, -inf] if c in floats else [None, None] for c in schema.names()}
+    try:
+        pl.DataFrame(probe, schema=schema).select(expr.alias("x"))
+    except Exception:
+        return False
+    return True
+
+
+def _resolve_selectors(expr: pl.Expr, schema: pl.Schema) -> tuple[pl.Expr, str | None]:
+    """``expr`` with each column selector (``COLUMNS('^amount$')``) that picks one column
+    replaced by that column, so the NaN/±inf rule of ``_sql_check_fails`` sees it (a
+    selector is no root name: ``amount`` read through one passed NaN silently). A selector
+    that picks several columns, one of them a float, cannot be read as one value with NaN as
+    NULL: it is refused (the reason, for the check's error) rather than left to pass NaN.
+    """
+    import io
+    import json
+
+    import polars as pl
+
+    try:
+        tree = json.loads(expr.meta.serialize(format="json"))
+    except Exception:  # nothing to inspect: no selector can be resolved (as before)
+        return expr, None
+    refused: list[str] = []
+    changed = False
+
+    def resolve(node: Any) -> Any:
+        nonlocal changed
+        if isinstance(node, dict):
+            if len(node) == 1 and "Selector" in node:
+                try:
+                    selector = pl.Expr.deserialize(io.StringIO(json.dumps(node)), format="json")
+                    picked = pl.DataFrame(schema=schema).select(selector).columns
+                except Exception:  # left as it is: the probe reports what is wrong
+                    return node
+                if len(picked) == 1:
+                    changed = True
+                    return {"Column": picked[0]}
+                floats = [c for c in picked if schema[c].is_float()]
+                if floats:
+                    refused.append(
+                        f"a column selector picks {len(picked)} columns, float "
+                        f"{', '.join(repr(c) for c in floats)} among them, whose NaN/±inf "
+                        "cannot be read as NULL there; name each column instead"
+                    )
+                return node
+            return {key: resolve(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [resolve(value) for value in node]
+        return node
+
+    resolved = resolve(tree)
+    if refused:
+        return expr, refused[0]
+    if not changed:
+        return expr, None
+    try:
+        return pl.Expr.deserialize(io.StringIO(json.dumps(resolved)), format="json"), None
+    except Exception:
+        return expr, "its column selector could not be resolved; name the column instead"
 
 
 def _replace_columns(expr: pl.Expr, replacements: Mapping[str, pl.Expr]) -> pl.Expr | None:
@@ -523,6 +610,8 @@ def _probe(expr: pl.Expr, schema: pl.Schema) -> str | None:
         out = pl.DataFrame(schema=schema).lazy().select(expr.alias("x")).collect()
     except Exception as exc:
         return _first_line(exc)
+    if out.columns != ["x"]:  # a column selector that picks no column
+        return f"expression yields {out.width} columns, not one boolean"
     if out.schema["x"] not in (pl.Boolean, pl.Null):
         return f"expression yields {describe_dtype(out.schema['x'])}, not a boolean"
     return None
@@ -957,6 +1046,8 @@ def _any_flag(indices: list[int]) -> pl.Expr:
 
 
 def _rows_in(path: Path) -> int:
-    from mlpipe_cli.io import parquet_row_count
+    from mlpipe_cli.io import parquet_row_count, staged_path
 
-    return parquet_row_count(path)
+    # inside a caller's atomic_outputs() the file is still its temp (validate renames its
+    # outputs only after the JUnit file is staged and the report published)
+    return parquet_row_count(staged_path(path))
