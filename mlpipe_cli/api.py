@@ -502,7 +502,11 @@ def _as_a_run(command: str, method: Callable[..., R]) -> Callable[..., R]:
             with input_scope():
                 return method(self, *args, **kwargs)
         with input_scope(), ledger.recording(command, [command]) as recorder:
-            recorder.attach(self.artifact_dir, self.config.pipeline)
+            if command != "artifacts verify":
+                # verify first checks that a given artifact_dir exists (a typo must fail
+                # it, not pass with nothing verified); its store attaches the ledger once
+                # opened, as under the CLI
+                recorder.attach(self.artifact_dir, self.config.pipeline)
             try:
                 result = method(self, *args, **kwargs)
             except BaseException as exc:

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from mlpipe_cli.errors import OutputError, UsageError
+from mlpipe_cli.errors import InputError, OutputError, UsageError
 from tests.conftest import mount_or_skip, run_mlpipe
 from tests.test_init import untracked_in_new_repo
 
@@ -101,6 +101,16 @@ def test_a_mistyped_artifact_dir_fails_verify_with_exit_2_and_creates_nothing(
         assert f"artifact directory {typo}" in line
         assert "does not exist" in line
         assert not typo.exists()  # not even the run ledger's directory
+
+
+def test_a_mistyped_artifact_dir_fails_the_python_apis_verify_too(new_project: Path) -> None:
+    from mlpipe_cli import Pipeline
+
+    typo = new_project / "artifcats"
+    pipeline = Pipeline.from_yaml(new_project / "mlpipe.yaml", artifact_dir=typo)
+    with pytest.raises(InputError, match=r"\(artifact_dir=\) does not exist"):
+        pipeline.artifacts_verify()
+    assert not typo.exists()
 
 
 # -- 2. an output that cannot be written names the user's path -----------------------------

@@ -65,7 +65,7 @@ def materialize(
         typer.Option(
             "--allow-older",
             help="Make this run live even when its --as-of is older than the live version's "
-            "(a deliberate backfill); without it such a run is kept but not made live (exit 1).",
+            "(a deliberate backfill); without it such a run is not made live and its rows are removed (exit 1).",
         ),
     ] = False,
     engine: EngineOption = None,

@@ -154,8 +154,7 @@ def verify_artifacts(project: Project, *, version: str | None = None) -> VerifyA
         what = "is not a directory" if override.exists() else "does not exist"
         where = spelled(cli="--artifact-dir or MLPIPE_ARTIFACT_DIR", python=arg("artifact_dir"))
         raise InputError(
-            f"artifact directory {override} ({where}) {what}; "
-            "nothing was verified",
+            f"artifact directory {override} ({where}) {what}; nothing was verified",
             hint="check the path",
         )
     store = project.store

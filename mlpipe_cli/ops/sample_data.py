@@ -60,8 +60,7 @@ def sample_data(
     if dataset == "rides":
         if faults:
             raise UsageError(
-                f"{arg_name('faults', flag='--fault')} applies to "
-                f"{given('dataset', 'churn')} only"
+                f"{arg_name('faults', flag='--fault')} applies to {given('dataset', 'churn')} only"
             )
         result = generate_rides(out, rows=rows, seed=seed)
     else:

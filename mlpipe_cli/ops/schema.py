@@ -150,8 +150,7 @@ def diff(
 
         if new is not None:
             raise UsageError(
-                f"with {arg('data')} give at most one contract "
-                f"({arg_name('old', flag='OLD')})"
+                f"with {arg('data')} give at most one contract ({arg_name('old', flag='OLD')})"
             )
         try:
             document, label = load_contract(old or "latest", project.store)
@@ -164,8 +163,7 @@ def diff(
         name = source or (next(iter(sources)) if len(sources) == 1 else None)
         if name is None:
             raise UsageError(
-                f"{arg('data')} needs {arg('source')} "
-                f"(contract has {', '.join(sorted(sources))})"
+                f"{arg('data')} needs {arg('source')} (contract has {', '.join(sorted(sources))})"
             )
         if name not in sources:
             raise UsageError(
