@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mlpipe_cli.argnames import arg_name
 from mlpipe_cli.errors import UsageError
 
 FAULTS = ("renamed-column", "out-of-range", "drift", "bad-dtype")
@@ -68,7 +69,7 @@ def generate(
     if unknown:
         raise UsageError(f"unknown fault {unknown[0]!r} (choose from {', '.join(FAULTS)})")
     if rows < 100:
-        raise UsageError(f"--rows must be at least 100, got {rows}")
+        raise UsageError(f"{arg_name('rows')} must be at least 100, got {rows}")
     out_dir = Path(out_dir)
     rng = np.random.Generator(np.random.PCG64(seed))
     start_us, end_us = _us(START), _us(END)
@@ -261,7 +262,7 @@ def generate_rides(out_dir: Path | str, *, rows: int = 50_000, seed: int = 7) ->
     from mlpipe_cli.io import write_parquet_atomic
 
     if rows < 100:
-        raise UsageError(f"--rows must be at least 100, got {rows}")
+        raise UsageError(f"{arg_name('rows')} must be at least 100, got {rows}")
     out_dir = Path(out_dir)
     rng = np.random.Generator(np.random.PCG64(seed))
     start_us, end_us = _us(START), _us(END)

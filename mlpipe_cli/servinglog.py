@@ -23,6 +23,7 @@ import json
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 
+from mlpipe_cli.argnames import arg_name, given
 from mlpipe_cli.errors import UsageError
 
 RAW_PREFIX = "raw."  # a transform input column as the request carried it
@@ -83,9 +84,7 @@ def check_segment_metadata(metadata: Mapping[str, str] | None, origin: str) -> N
 
 
 # The accepted forms, in every --since/--until error (a new user typed `--since 24x`).
-_DURATION_FORMS = (
-    "a duration back from --until such as 30m, 24h, 7d or 2w (units us, ms, s, m, h, d, w)"
-)
+_DURATION_FORMS = "such as 30m, 24h, 7d or 2w (units us, ms, s, m, h, d, w)"
 _TIME_FORMS = "an ISO-8601 date or time such as 2026-07-01 or 2026-07-01T06:00:00Z (naive = UTC)"
 
 
@@ -120,7 +119,8 @@ def parse_since(text: str) -> timedelta | datetime:
         return parse_instant(text)
     except UsageError:
         raise UsageError(
-            f"--since {text!r} is neither {_DURATION_FORMS} nor {_TIME_FORMS}"
+            f"{given('since', repr(text))} is neither a duration back from "
+            f"{arg_name('until')} {_DURATION_FORMS} nor {_TIME_FORMS}"
         ) from None
 
 
@@ -130,14 +130,14 @@ def check_window_flags(since: str | None, until: str | None) -> None:
     if since is not None:
         parse_since(since)
     if until is not None:
-        parse_instant(until, "--until")
+        parse_instant(until, arg_name("until"))
 
 
 def parse_window(
     since: str | None, until: str | None, default: timedelta
 ) -> tuple[datetime, datetime]:
     """--since (a duration back from --until, or an instant) and --until (default now)."""
-    end = parse_instant(until, "--until") if until else datetime.now(UTC)
+    end = parse_instant(until, arg_name("until")) if until else datetime.now(UTC)
     if since is None:
         start = end - default
     else:
@@ -145,7 +145,7 @@ def parse_window(
         start = end - back if isinstance(back, timedelta) else back
     if start >= end:
         raise UsageError(
-            f"empty time window: --since {start.isoformat()} is not before "
-            f"--until {end.isoformat()}"
+            f"empty time window: {given('since', start.isoformat())} is not before "
+            f"{given('until', end.isoformat())}"
         )
     return start, end

@@ -99,12 +99,21 @@ def _sample_data_fault(where: Where) -> object:
 
 
 def _verify_in_missing_dir(where: Where) -> object:
-    # ops directly: Pipeline.artifacts_verify records its run in the ledger first, which
-    # creates the mistyped directory (reported separately)
+    # ops directly (Pipeline.artifacts_verify: tests/test_cli_newcomer.py)
     from mlpipe_cli.ops.artifacts import verify_artifacts
     from mlpipe_cli.ops.project import Project
 
     return verify_artifacts(Project(where.config, where.tmp / "no-such-dir"))
+
+
+def _pickle_file(where: Where) -> None:
+    import pickle
+
+    (where.tmp / "model.pkl").write_bytes(pickle.dumps({"not": "a model"}))
+
+
+def _log_dir(where: Where) -> None:
+    (where.tmp / "log").mkdir()
 
 
 def _promote_nothing(where: Where) -> object:
@@ -232,6 +241,43 @@ CASES: dict[str, Case] = {
         cli=lambda w: ["materialize", "-c", w.config, "--resume", "--as-of", AS_OF],
         cli_says="--resume continues the newest abandoned run with its own as-of and "
         "features; drop --as-of/--features, or run without --resume",
+    ),
+    # modules below ops/ that Python callers reach
+    "servinglog-since": Case(
+        python=lambda w: _pipeline(w).psi_report(serving_log=w.tmp / "log", since="24x"),
+        python_says="since='24x' is neither a duration",
+        cli=lambda w: [
+            "psi-report",
+            "-c",
+            w.config,
+            "--serving-log",
+            w.tmp / "log",
+            "--since",
+            "24x",
+        ],
+        cli_says="--since '24x' is neither a duration",
+        prepare=_log_dir,
+    ),
+    "sample-data-rows": Case(
+        python=lambda w: mlpipe.Pipeline.sample_data(w.tmp / "s", rows=5),
+        python_says="rows must be at least 100, got 5",
+        cli=lambda w: ["sample-data", "--out", w.tmp / "s", "--rows", "5"],
+        cli_says="--rows must be at least 100, got 5",
+    ),
+    "model-trust": Case(
+        python=lambda w: _pipeline(w).register_model(w.tmp / "model.pkl", trust=["x.Y"]),
+        python_says="trust names skops types, but",
+        cli=lambda w: [
+            "model",
+            "register",
+            w.tmp / "model.pkl",
+            "-c",
+            w.config,
+            "--trust",
+            "x.Y",
+        ],
+        cli_says="--trust names skops types, but",
+        prepare=_pickle_file,
     ),
     "materialize-max-age": Case(
         python=lambda w: _pipeline(w).check_freshness("soon"),

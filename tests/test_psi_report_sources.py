@@ -181,11 +181,14 @@ def test_source_without_a_saved_profile_is_an_artifact_error(env):
 
 
 def test_raw_batch_against_the_transform_profile_is_one_line_exit_2(env):
-    """Today's 52 `column 'raw.age' not in the current data` rows become one actionable line."""
+    """Today's 52 `column 'raw.age' not in the current data` rows become one actionable line
+    (worded for the CLI here: the message names flags there, parameters from Python)."""
+    from mlpipe_cli.argnames import cli_vocabulary
+
     tmp = env["tmp"]
     batch = _split_orders(tmp / "clean", tmp / "orders_day.parquet", last_days=True)
     sources = {name: list(s.columns) for name, s in env["config"].sources.items()}
-    with pytest.raises(UsageError) as caught:
+    with pytest.raises(UsageError) as caught, cli_vocabulary():
         drift_report(
             _transform_profile(env),
             scan_parts([batch]),

@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from mlpipe_cli.argnames import spelled
 from mlpipe_cli.config.models import PipelineConfig
 from mlpipe_cli.config.names import render_key_path
 from mlpipe_cli.errors import ConfigError
@@ -53,7 +54,10 @@ def load_config(path: Path | str) -> PipelineConfig:
     except FileNotFoundError:
         raise ConfigError(
             f"config file {path} not found",
-            hint="pass -c/--config PATH, or run from the directory holding mlpipe.yaml",
+            hint=spelled(
+                cli="pass -c/--config PATH, or run from the directory holding mlpipe.yaml",
+                python="check the path (relative paths are from the working directory)",
+            ),
         ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read config file {path}: {exc}") from None

@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from mlpipe_cli.argnames import arg, arg_name, given
 from mlpipe_cli.drift.compare import (
     DEFAULT_EPS,
     DEFAULT_MIN_ROWS,
@@ -544,7 +545,7 @@ def nothing_applies(
     of_source = profile_info.get("data_source")
     if of_source:
         message = (
-            f"--current has none of the columns profiled for source {of_source!r} "
+            f"{arg_name('current')} has none of the columns profiled for source {of_source!r} "
             f"({shown}): it must be a batch of that source"
         )
     elif any(f.startswith(PREFIXES) for f in features):
@@ -555,21 +556,23 @@ def nothing_applies(
             else sorted({f[4:] for f in known if f.startswith("raw.")})
         )
         message = (
-            "--current has none of the transform profile's features: it must hold the "
+            f"{arg_name('current')} has none of the transform profile's features: it must hold the "
             f"transform's inputs ({', '.join(raw[:6]) or '-'}"
             f"{' ...' if len(raw) > 6 else ''}, named x or raw.x; e.g. the output of "
             "`mlpipe training-set`) or its outputs (vec.*), or be a serving log"
         )
     else:
-        message = f"--current has none of the reference's features ({shown})"
+        message = f"{arg_name('current')} has none of the reference's features ({shown})"
     if looks_like and looks_like != of_source:
         return UsageError(
             message,
             hint=f"it looks like a raw batch of source {looks_like!r}: "
-            f"compare it with --source {looks_like}",
+            f"compare it with {given('source', looks_like)}",
         )
     if not of_source and sources:
-        return UsageError(message, hint="for a raw batch of a source, pass --source NAME")
+        return UsageError(
+            message, hint=f"for a raw batch of a source, pass {arg('source', 'NAME')}"
+        )
     return UsageError(message)
 
 

@@ -122,7 +122,9 @@ def psi_report(
     """
     started = time.perf_counter()
     from mlpipe_cli.engines import choose_engine, unsupported
+    from mlpipe_cli.servinglog import check_window_flags
 
+    check_window_flags(since, until)  # a bad value first, named, whatever else is wrong
     on_spark = choose_engine(project.config if profile is None else None, engine) == "spark"
     if (current is None) == (serving_log is None):
         raise UsageError(
@@ -259,9 +261,10 @@ def skew_report(
     latest) and compare it with the served one."""
     from mlpipe_cli.drift.report import scan_serving_log
     from mlpipe_cli.ops.skew import skew_check
-    from mlpipe_cli.servinglog import parse_window
+    from mlpipe_cli.servinglog import check_window_flags, parse_window
     from mlpipe_cli.transforms import load_transform
 
+    check_window_flags(since, until)  # before the transform is looked up, as the CLI does
     monitoring = project.config.monitoring
     transform = load_transform(project.store, artifact or "latest")
     start, end = parse_window(since, until, monitoring.window)

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mlpipe_cli.argnames import Vocabulary, arg, arg_name, current
 from mlpipe_cli.documents import ModelBindingDocument, check
 from mlpipe_cli.errors import ArtifactError, ArtifactNotFound, InputError, UsageError
 from mlpipe_cli.io import register_input
@@ -226,14 +227,14 @@ def register_model(
             )
         if trust:
             raise UsageError(
-                f"--trust names skops types, but {model_path} is not a skops file",
-                hint="save the model with skops.io.dump, or pass --trust-pickle for a "
+                f"{arg_name('trust')} names skops types, but {model_path} is not a skops file",
+                hint=f"save the model with skops.io.dump, or pass {arg('trust_pickle')} for a "
                 "joblib/pickle file you trust like code",
             )
         if not trust_pickle:
             raise UsageError(
                 f"{label} is a joblib/pickle file: loading it runs any code it contains",
-                hint="save it with skops.io.dump (recommended), or pass --trust-pickle if you "
+                hint=f"save it with skops.io.dump (recommended), or pass {arg('trust_pickle')} if you "
                 "trust the file like code",
             )
     from mlpipe_cli.transforms import load_transform
@@ -316,7 +317,11 @@ def _check_skops_types(path: Path, trust: Sequence[str], label: str) -> list[str
         raise ArtifactError(f"{label} is not a readable skops file: {describe_exc(exc)}") from None
     refused = [t for t in untrusted if t not in set(trust)]
     if refused:
-        flags = " ".join(f"--trust {t}" for t in refused)
+        flags = (
+            " ".join(f"--trust {t}" for t in refused)
+            if current() is Vocabulary.CLI
+            else f"trust={refused!r}"
+        )
         raise UsageError(
             f"{label} contains types skops does not trust: {', '.join(refused)}",
             hint=f"if you trust them, register with {flags}",
