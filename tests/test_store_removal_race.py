@@ -10,6 +10,7 @@ oracle is what readers get back: the values written, by ``get``."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -108,23 +109,16 @@ def check_listed_then_live_is_kept(first: OnlineStoreWriter, second: OnlineStore
     assert served(first) == served(second) == [{"n": 2}] * len(KEYS)
 
 
-def test_a_version_removed_while_it_was_written_is_never_made_live(
-    tmp_path: Path, online: dict[str, Any]
+@pytest.mark.parametrize(
+    "case", [check_removed_while_written, check_listed_then_live_is_kept],
+    ids=["removed_while_written", "listed_then_live"],
+)  # fmt: skip
+def test_removal_races(
+    tmp_path: Path, online: dict[str, Any], case: Callable[[Any, Any], None]
 ) -> None:
     first, second = open_two(tmp_path, online)
     try:
-        check_removed_while_written(first, second)
-    finally:
-        first.close()
-        second.close()
-
-
-def test_a_version_listed_for_removal_that_went_live_since_is_kept(
-    tmp_path: Path, online: dict[str, Any]
-) -> None:
-    first, second = open_two(tmp_path, online)
-    try:
-        check_listed_then_live_is_kept(first, second)
+        case(first, second)
     finally:
         first.close()
         second.close()

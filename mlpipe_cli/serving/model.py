@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlpipe_cli.argnames import Vocabulary, arg, arg_name, current
+from mlpipe_cli.argnames import arg, arg_name, spelled
 from mlpipe_cli.documents import ModelBindingDocument, check
 from mlpipe_cli.errors import ArtifactError, ArtifactNotFound, InputError, UsageError
 from mlpipe_cli.io import register_input
@@ -317,11 +317,7 @@ def _check_skops_types(path: Path, trust: Sequence[str], label: str) -> list[str
         raise ArtifactError(f"{label} is not a readable skops file: {describe_exc(exc)}") from None
     refused = [t for t in untrusted if t not in set(trust)]
     if refused:
-        flags = (
-            " ".join(f"--trust {t}" for t in refused)
-            if current() is Vocabulary.CLI
-            else f"trust={refused!r}"
-        )
+        flags = spelled(cli=" ".join(f"--trust {t}" for t in refused), python=f"trust={refused!r}")
         raise UsageError(
             f"{label} contains types skops does not trust: {', '.join(refused)}",
             hint=f"if you trust them, register with {flags}",
